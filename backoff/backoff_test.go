@@ -1,0 +1,65 @@
+package backoff_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/relayq/relay/backoff"
+)
+
+func TestDelayGrowsAndCaps(t *testing.T) {
+	p := backoff.Policy{Initial: time.Second, Multiplier: 2, Max: 10 * time.Second}
+	want := []time.Duration{1, 2, 4, 8, 10, 10, 10}
+	for i, w := range want {
+		if got := p.Delay(i + 1); got != w*time.Second {
+			t.Errorf("Delay(%d) = %v, want %v", i+1, got, w*time.Second)
+		}
+	}
+	if got := p.Delay(10_000); got != 10*time.Second {
+		t.Errorf("Delay(10000) = %v, want the cap", got)
+	}
+}
+
+func TestDelayJitterStaysInBounds(t *testing.T) {
+	p := backoff.Policy{Initial: 100 * time.Millisecond, Multiplier: 3, Max: time.Hour, Jitter: 0.5}
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := p.Delay(3) // base 900 ms
+		if d < 450*time.Millisecond || d > 1350*time.Millisecond {
+			t.Fatalf("Delay(3) = %v, outside 900ms ±50%%", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 10 {
+		t.Fatalf("jitter produced only %d distinct delays in 200 draws", len(seen))
+	}
+}
+
+func TestValidate(t *testing.T) {
+	if err := backoff.Default().Validate(); err != nil {
+		t.Fatalf("default policy invalid: %v", err)
+	}
+	bad := []backoff.Policy{
+		{Initial: 0, Multiplier: 2, Max: time.Second},
+		{Initial: time.Second, Multiplier: 0.5, Max: time.Second},
+		{Initial: time.Second, Multiplier: 2, Max: time.Millisecond},
+		{Initial: time.Second, Multiplier: 2, Max: time.Second, Jitter: 2},
+	}
+	for _, p := range bad {
+		if err := p.Validate(); !errors.Is(err, backoff.ErrInvalidPolicy) {
+			t.Errorf("Validate(%+v) = %v, want ErrInvalidPolicy", p, err)
+		}
+	}
+}
+
+func TestSeriesResets(t *testing.T) {
+	s := backoff.Policy{Initial: time.Millisecond, Multiplier: 2, Max: time.Second}.Series()
+	if a, b, c := s.Next(), s.Next(), s.Next(); a != time.Millisecond || b != 2*time.Millisecond || c != 4*time.Millisecond {
+		t.Fatalf("series = %v %v %v, want 1ms 2ms 4ms", a, b, c)
+	}
+	s.Reset()
+	if d := s.Next(); d != time.Millisecond {
+		t.Fatalf("after Reset Next = %v, want 1ms", d)
+	}
+}

@@ -1,0 +1,291 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay/dispatcher"
+	"github.com/relayq/relay/internal/lifecycle"
+	"github.com/relayq/relay/internal/outcome"
+	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/listener"
+)
+
+// cancelGrace is how long Stop waits for handlers to return once their context is
+// cancelled. A handler that ignores its context is abandoned after it: its job stays
+// running in the table until its lease expires and another client retries it.
+const cancelGrace = 5 * time.Second
+
+// Client runs the jobs of the kinds registered with [Handle] from the queues in its
+// [Config]. Create it with [New]; it holds no global state, so any number of clients can
+// share a process. A Client is started once and stopped once.
+type Client struct {
+	cfg      Config
+	store    *store.Store
+	handlers map[string]runner
+
+	mu          sync.Mutex
+	state       clientState
+	stopped     chan struct{} // closed when Stop has finished
+	dispatchers map[string]*dispatcher.Dispatcher
+	services    []*lifecycle.Service // dispatchers' loops
+	writer      *outcome.Writer
+	writerSvc   *lifecycle.Service
+	listenerSvc *lifecycle.Service
+	work        context.Context // handlers' context; cancelled when Stop gives up waiting
+	cancelWork  context.CancelFunc
+}
+
+type clientState int
+
+const (
+	stateNew clientState = iota
+	stateRunning
+	stateStopping
+	stateStopped
+)
+
+// New returns a client for cfg. Invalid configuration is reported by [Client.Start].
+func New(cfg Config) *Client {
+	return &Client{cfg: cfg, handlers: map[string]runner{}, stopped: make(chan struct{})}
+}
+
+// ID is the client's identifier, recorded as attempted_by on the jobs it claims and as
+// part of the application_name of its listener connection. It is set by Start.
+func (c *Client) ID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.ID
+}
+
+func (c *Client) register(kind string, run runner) error {
+	if err := validateName("kind", kind); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateNew {
+		return fmt.Errorf("%w: register the handler of %q before Start", ErrAlreadyStarted, kind)
+	}
+	if _, dup := c.handlers[kind]; dup {
+		return fmt.Errorf("%w: %q", ErrDuplicateKind, kind)
+	}
+	c.handlers[kind] = run
+	return nil
+}
+
+// Start checks that the schema is migrated, starts listening for wakeups and starts one
+// dispatcher per queue. It returns once the listener is listening and the dispatchers run;
+// from then on a committed job is picked up within milliseconds. ctx bounds start-up only:
+// the client runs until [Client.Stop].
+func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateRunning, stateStopping:
+		return ErrAlreadyStarted
+	case stateStopped:
+		return ErrClientStopped
+	}
+	if pool == nil {
+		return fmt.Errorf("%w: Start needs a *pgxpool.Pool, got nil", ErrInvalidConfig)
+	}
+	if len(c.handlers) == 0 {
+		return ErrNoHandlers
+	}
+	cfg, err := c.cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	if cfg.ID == "" {
+		cfg.ID = newClientID()
+	}
+	c.cfg = cfg
+	if c.store, err = store.For(cfg.Schema); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if err := checkMigrated(ctx, pool, c.store); err != nil {
+		return err
+	}
+
+	background := context.WithoutCancel(ctx)
+	c.work, c.cancelWork = context.WithCancel(background)
+	c.writer = outcome.New(c.store, pool, cfg.Logger)
+	c.writerSvc = lifecycle.Go(background, c.writer.Run)
+
+	kinds := slices.Sorted(maps.Keys(c.handlers))
+	c.dispatchers = map[string]*dispatcher.Dispatcher{}
+	for name, q := range cfg.Queues {
+		c.dispatchers[name] = dispatcher.New(dispatcher.Config{
+			Store: c.store, DB: pool, Queue: name, Kinds: kinds, Workers: q.Workers,
+			Poll: cfg.PollInterval, ClientID: cfg.ID, Run: c.runJob, Logger: cfg.Logger,
+		})
+	}
+
+	l := listener.New(listener.Config{
+		Connect:  listenConnect(pool, cfg.ID),
+		Channel:  c.store.Channel(),
+		OnNotify: c.onNotify,
+		OnListen: c.wakeAll,
+		Logger:   cfg.Logger,
+	})
+	c.listenerSvc = lifecycle.Go(background, l.Run)
+	select {
+	case <-l.Listening():
+	case <-ctx.Done():
+		c.abortStart()
+		return fmt.Errorf("relay: start: waiting for the listener to connect: %w", ctx.Err())
+	case <-c.listenerSvc.Done():
+		err := c.listenerSvc.Stop()
+		c.abortStart()
+		return fmt.Errorf("relay: start: listener: %w", err)
+	}
+
+	for _, d := range c.dispatchers {
+		c.services = append(c.services, lifecycle.Go(background, d.Run))
+	}
+	c.state = stateRunning
+	cfg.Logger.Debug("relay: client started", "id", cfg.ID, "schema", cfg.Schema, "queues", len(cfg.Queues), "kinds", kinds)
+	return nil
+}
+
+func (c *Client) abortStart() {
+	c.listenerSvc.Stop()
+	c.cancelWork()
+	c.writerSvc.Stop()
+}
+
+// Stop stops claiming jobs, waits for running handlers until ctx ends, then cancels the
+// handlers' context and waits up to 5 s more for them to return, writes every outcome
+// and stops listening. Jobs whose handlers never return stay running in the table; the
+// error then says how many. Calling Stop again, or on a client that never started, is
+// harmless; a concurrent second call waits for the first.
+func (c *Client) Stop(ctx context.Context) error {
+	c.mu.Lock()
+	switch c.state {
+	case stateNew:
+		c.state = stateStopped
+		close(c.stopped)
+		c.mu.Unlock()
+		return nil
+	case stateStopping, stateStopped:
+		c.mu.Unlock()
+		select {
+		case <-c.stopped:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c.state = stateStopping
+	c.mu.Unlock()
+
+	for _, s := range c.services {
+		s.Stop() // no more claims
+	}
+	var errs []error
+	if abandoned := c.waitForHandlers(ctx); abandoned > 0 {
+		errs = append(errs, fmt.Errorf("relay: stop: %d handlers did not return within %v of being cancelled; their jobs stay running until rescued", abandoned, cancelGrace))
+	}
+	c.cancelWork()
+	if err := c.writerSvc.Stop(); err != nil {
+		errs = append(errs, fmt.Errorf("relay: stop: writing outcomes: %w", err))
+	}
+	c.listenerSvc.Stop()
+
+	c.mu.Lock()
+	c.state = stateStopped
+	close(c.stopped)
+	c.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// waitForHandlers waits for running handlers until ctx ends, then cancels them and waits
+// cancelGrace more. It returns how many handlers were still running after that.
+func (c *Client) waitForHandlers(ctx context.Context) (abandoned int) {
+	done := make(chan struct{})
+	go func() {
+		for _, d := range c.dispatchers {
+			d.Wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+		return 0
+	case <-ctx.Done():
+	}
+	running := c.running()
+	c.cfg.Logger.Warn("relay: stop deadline reached; cancelling running handlers", "running", running)
+	c.cancelWork()
+	grace := time.NewTimer(cancelGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return 0
+	case <-grace.C:
+		return c.running()
+	}
+}
+
+func (c *Client) running() (n int) {
+	for _, d := range c.dispatchers {
+		n += d.Running()
+	}
+	return n
+}
+
+// onNotify routes a wakeup to its queue's dispatcher. It runs on the listener's
+// goroutine and never blocks.
+func (c *Client) onNotify(payload string) {
+	w, ok := store.ParseWakeup(payload)
+	if !ok {
+		c.cfg.Logger.Warn("relay: ignoring a malformed wakeup", "payload", payload)
+		return
+	}
+	if d := c.dispatchers[w.Queue]; d != nil {
+		d.WakeIn(w.In)
+	}
+}
+
+// wakeAll makes every dispatcher look for work: after the listener (re)connects, jobs
+// enqueued while it was not listening would otherwise wait for the poll.
+func (c *Client) wakeAll() {
+	for _, d := range c.dispatchers {
+		d.Wake()
+	}
+}
+
+// listenConnect opens the listener's dedicated connection with the pool's settings.
+func listenConnect(pool *pgxpool.Pool, id string) func(context.Context) (*pgx.Conn, error) {
+	return func(ctx context.Context) (*pgx.Conn, error) {
+		cc := pool.Config().ConnConfig.Copy()
+		cc.RuntimeParams["application_name"] = ListenerApplicationName(id)
+		return pgx.ConnectConfig(ctx, cc)
+	}
+}
+
+// ListenerApplicationName is the application_name of the listener connection of the
+// client with the given ID, as shown in pg_stat_activity.
+func ListenerApplicationName(clientID string) string { return "relay listener " + clientID }
+
+func newClientID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "host"
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}

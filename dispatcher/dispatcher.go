@@ -1,0 +1,206 @@
+// Package dispatcher runs the jobs of one queue: it waits until there may be work and a
+// worker slot is free, claims as many due jobs as there are free slots in one statement,
+// and runs each in its own goroutine.
+//
+// A dispatcher is woken by [Dispatcher.Wake] (a job is due now), [Dispatcher.WakeIn] (a
+// job is due later), a finished job freeing a slot while more work may be waiting, and a
+// fallback poll that covers notifications lost while no connection was listening. It
+// never holds a transaction open while a job runs: claiming commits before any job starts.
+package dispatcher
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/internal/store"
+)
+
+// Config configures a [Dispatcher].
+type Config struct {
+	Store    *store.Store
+	DB       store.DB // where claims run; a pool, since claims must commit on their own
+	Queue    string
+	Kinds    []string // the job kinds this client can run
+	Workers  int      // the most jobs of this queue running at once on this client
+	Poll     time.Duration
+	ClientID string
+	// Run runs one claimed job to the end, including recording its outcome. It is called on
+	// the job's own goroutine; the slot is free again when it returns.
+	Run    func(job *store.Job)
+	Logger *slog.Logger
+}
+
+// Dispatcher claims and runs the jobs of one queue. Create it with [New].
+type Dispatcher struct {
+	cfg     Config
+	running atomic.Int64
+	jobs    sync.WaitGroup
+	signal  chan struct{} // capacity 1: any number of signals coalesce into one
+
+	mu     sync.Mutex
+	due    bool      // a job may be due now
+	nextAt time.Time // the earliest time a scheduled job is known to be due; zero if none
+}
+
+// New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
+func New(cfg Config) *Dispatcher {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	// A new dispatcher looks for work at once: jobs may have waited for it.
+	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true}
+}
+
+// Queue is the queue this dispatcher serves.
+func (d *Dispatcher) Queue() string { return d.cfg.Queue }
+
+// Running is how many of its jobs are running now.
+func (d *Dispatcher) Running() int { return int(d.running.Load()) }
+
+// Wake tells the dispatcher a job may be due now. It never blocks; a burst of wakes while
+// the dispatcher is busy leads to one claim.
+func (d *Dispatcher) Wake() {
+	d.mu.Lock()
+	d.due = true
+	d.mu.Unlock()
+	d.poke()
+}
+
+// WakeIn tells the dispatcher a job will be due in delay.
+func (d *Dispatcher) WakeIn(delay time.Duration) {
+	if delay <= 0 {
+		d.Wake()
+		return
+	}
+	at := time.Now().Add(delay)
+	d.mu.Lock()
+	earlier := d.nextAt.IsZero() || at.Before(d.nextAt)
+	if earlier {
+		d.nextAt = at
+	}
+	d.mu.Unlock()
+	if earlier {
+		d.poke()
+	}
+}
+
+func (d *Dispatcher) poke() {
+	select {
+	case d.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Wait blocks until every job this dispatcher started has returned from Run.
+func (d *Dispatcher) Wait() { d.jobs.Wait() }
+
+// Run claims and starts jobs until ctx ends. Jobs already started keep running; use
+// [Dispatcher.Wait] to wait for them.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	poll := time.NewTicker(d.cfg.Poll)
+	defer poll.Stop()
+	scheduled := time.NewTimer(time.Hour)
+	scheduled.Stop()
+	defer scheduled.Stop()
+	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+
+	more := false // the last claim filled every free slot: more jobs may be due
+	for {
+		free := d.cfg.Workers - d.Running()
+		if free > 0 && d.takeDue(time.Now(), more) {
+			n, err := d.claim(ctx, free)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return ctx.Err()
+			case err != nil:
+				d.cfg.Logger.Error("relay: claiming jobs failed; retrying", "queue", d.cfg.Queue, "error", err)
+				d.Wake() // try again after the pause
+				if !sleep(ctx, retry.Next()) {
+					return ctx.Err()
+				}
+			default:
+				retry.Reset()
+				more = n == free
+			}
+			continue
+		}
+
+		d.mu.Lock()
+		nextAt := d.nextAt
+		d.mu.Unlock()
+		if !nextAt.IsZero() && free > 0 { // with no free slot, a freed slot wakes us instead
+			scheduled.Reset(time.Until(nextAt))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.signal:
+		case <-scheduled.C:
+		case <-poll.C:
+			d.Wake()
+		}
+		scheduled.Stop()
+	}
+}
+
+// takeDue reports whether to claim now, consuming the pending wakeup if so.
+func (d *Dispatcher) takeDue(now time.Time, more bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.nextAt.IsZero() && !now.Before(d.nextAt) {
+		d.nextAt = time.Time{}
+		d.due = true
+	}
+	if !d.due && !more {
+		return false
+	}
+	d.due = false
+	return true
+}
+
+// claim claims up to free jobs and starts them, returning how many it started.
+func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
+	// A claim that reached the database must not be abandoned halfway by shutdown: its jobs
+	// would be marked running with nobody running them. So the claim itself is not
+	// cancelled with ctx; it is one short statement.
+	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	c, err := d.cfg.Store.Claim(claimCtx, d.cfg.DB, d.cfg.Queue, d.cfg.Kinds, free, d.cfg.ClientID)
+	if err != nil {
+		return 0, err
+	}
+	d.running.Add(int64(len(c.Jobs)))
+	d.jobs.Add(len(c.Jobs))
+	for _, job := range c.Jobs {
+		go d.run(job)
+	}
+	if c.HasNext {
+		d.WakeIn(c.NextIn)
+	}
+	return len(c.Jobs), nil
+}
+
+func (d *Dispatcher) run(job *store.Job) {
+	defer func() {
+		d.running.Add(-1)
+		d.jobs.Done()
+		d.poke() // a slot is free
+	}()
+	d.cfg.Run(job)
+}
+
+// sleep waits for d or until ctx ends, reporting whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,26 @@
+// Package relay runs background jobs out of PostgreSQL.
+//
+// Jobs are enqueued inside the caller's own transaction ([Enqueue], [EnqueueMany]), so a
+// rolled-back transaction enqueues nothing and a committed one wakes a worker at once:
+// every enqueue sends a NOTIFY in the same transaction, one LISTEN connection per
+// [Client] fans wakeups out to per-queue dispatchers, and each dispatcher claims as many
+// due jobs as it has free workers in one statement. Outcomes are written in batches.
+// Polling is only a fallback for notifications lost while no connection was listening.
+//
+// A minimal worker:
+//
+//	c := relay.New(relay.Config{Logger: logger})
+//	relay.Handle(c, "email", func(ctx context.Context, job *relay.Job[SendEmail]) error {
+//		return send(ctx, job.Args)
+//	})
+//	if err := c.Start(ctx, pool); err != nil { ... }
+//	defer c.Stop(shutdownCtx)
+//
+// and a producer, in its own transaction:
+//
+//	id, err := relay.Enqueue(ctx, tx, "email", SendEmail{To: "a@example.com"})
+//
+// Delivery is at least once: a job runs again if its outcome could not be recorded (see
+// the README's "Delivery semantics"). Everything relay stores lives in its own schema
+// ("relay" by default), created and upgraded by [Migrate].
+package relay

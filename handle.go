@@ -1,0 +1,59 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/relayq/relay/internal/store"
+)
+
+// Job is a job as its handler sees it, with its args decoded into T.
+type Job[T any] struct {
+	ID          int64
+	Kind        string
+	Queue       string
+	Args        T
+	Attempt     int // 1 on the first attempt
+	MaxAttempts int
+	CreatedAt   time.Time
+	ScheduledAt time.Time // when this attempt was due
+	AttemptedAt time.Time // when this attempt was claimed
+}
+
+// HandlerFunc handles jobs whose args decode into T. Returning nil marks the job
+// succeeded; returning an error retries it after a backoff delay until it runs out of
+// attempts, then marks it failed. ctx is cancelled when the client stops.
+type HandlerFunc[T any] func(ctx context.Context, job *Job[T]) error
+
+// runner runs one claimed job through its typed handler.
+type runner func(ctx context.Context, j *store.Job) error
+
+// Handle registers fn as the handler of kind on c. Register every handler before
+// [Client.Start]; it returns an error wrapping [ErrDuplicateKind] if kind already has one,
+// [ErrAlreadyStarted] after Start, or [ErrInvalidJob] for an empty or over-long kind.
+func Handle[T any](c *Client, kind string, fn HandlerFunc[T]) error {
+	if fn == nil {
+		return fmt.Errorf("%w: the handler of %q is nil", ErrInvalidConfig, kind)
+	}
+	argsType := reflect.TypeFor[T]().String()
+	return c.register(kind, func(ctx context.Context, j *store.Job) error {
+		job := &Job[T]{
+			ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
+			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt,
+		}
+		if err := json.Unmarshal(j.Args, &job.Args); err != nil {
+			// Retrying cannot fix stored args, so this fails the job at once.
+			return &permanentError{fmt.Errorf("decode args of job %d (%s) into %s: %w", j.ID, j.Kind, argsType, err)}
+		}
+		return fn(ctx, job)
+	})
+}
+
+// permanentError fails a job without retrying it.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }

@@ -1,0 +1,128 @@
+// Package outcome writes the outcomes of finished attempts in batches: whatever
+// accumulates while one batch is being written goes out in the next, in one statement, so
+// an idle client writes each outcome at once and a busy one writes hundreds per round trip.
+package outcome
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/internal/store"
+)
+
+// maxBatch bounds one statement, so that a large backlog after an outage is written in
+// pieces that each finish quickly.
+const maxBatch = 5000
+
+// Writer batches outcomes. Create it with [New], run it with [Writer.Run].
+type Writer struct {
+	store  *store.Store
+	db     store.DB
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	pending []store.Outcome
+	stopped bool
+	signal  chan struct{} // capacity 1
+}
+
+// New returns a Writer that writes to db.
+func New(s *store.Store, db store.DB, logger *slog.Logger) *Writer {
+	return &Writer{store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
+}
+
+// Add queues an outcome to be written. It never blocks. It reports false if the writer has
+// already stopped, in which case the outcome is not written and its job stays running
+// until its lease expires.
+func (w *Writer) Add(o store.Outcome) bool {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return false
+	}
+	w.pending = append(w.pending, o)
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// Run writes outcomes until ctx ends, then writes everything still queued, retrying for
+// up to flushTimeout, and returns.
+func (w *Writer) Run(ctx context.Context) error {
+	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	for {
+		select {
+		case <-ctx.Done():
+			return w.flush(ctx)
+		case <-w.signal:
+		}
+		for w.writeQueued(ctx) {
+			// A write failed: wait, then try again with everything queued by then.
+			t := time.NewTimer(retry.Next())
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return w.flush(ctx)
+			case <-t.C:
+			}
+		}
+		retry.Reset()
+	}
+}
+
+// flushTimeout bounds how long stopping waits for the database to take the last outcomes.
+const flushTimeout = 15 * time.Second
+
+func (w *Writer) flush(ctx context.Context) error {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	for w.writeBatch(flushCtx) {
+		if flushCtx.Err() != nil {
+			w.mu.Lock()
+			lost := len(w.pending)
+			w.mu.Unlock()
+			w.logger.Error("relay: could not write job outcomes before stopping; their jobs stay running until rescued", "outcomes", lost)
+			return flushCtx.Err()
+		}
+		time.Sleep(50 * time.Millisecond) // pace retries against a struggling database
+	}
+	return nil
+}
+
+// writeQueued is writeBatch with each statement given its own deadline instead of ctx: once
+// sent, a write should finish, or it could be applied with nobody knowing.
+func (w *Writer) writeQueued(ctx context.Context) (failed bool) {
+	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return w.writeBatch(writeCtx)
+}
+
+// writeBatch writes everything queued, in statements of up to maxBatch outcomes. It
+// reports whether a write failed; the unwritten outcomes stay queued.
+func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
+	w.mu.Lock()
+	batch := w.pending
+	w.pending = nil
+	w.mu.Unlock()
+	for len(batch) > 0 {
+		n := min(len(batch), maxBatch)
+		if _, err := w.store.WriteOutcomes(ctx, w.db, batch[:n]); err != nil {
+			w.logger.Warn("relay: writing job outcomes failed; will retry", "outcomes", len(batch), "error", err)
+			w.mu.Lock()
+			w.pending = append(batch, w.pending...)
+			w.mu.Unlock()
+			return true
+		}
+		batch = batch[n:]
+	}
+	return false
+}

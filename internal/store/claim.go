@@ -1,0 +1,58 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// Claimed is the result of one claim.
+type Claimed struct {
+	Jobs []*Job
+	// NextIn is how long until the queue's earliest scheduled job is due, on the database's
+	// clock; HasNext is false when no job is scheduled or the claim filled every slot (then
+	// the dispatcher claims again as soon as a slot frees and need not know).
+	NextIn  time.Duration
+	HasNext bool
+}
+
+// Claim marks up to limit due jobs of queue whose kind is in kinds as running by client,
+// oldest first, with FOR UPDATE SKIP LOCKED so that concurrent clients never claim the
+// same job, and returns them in one round trip.
+func (s *Store) Claim(ctx context.Context, db DB, queue string, kinds []string, limit int, client string) (Claimed, error) {
+	rows, err := db.Query(ctx, s.q.claim, queue, kinds, limit, client)
+	if err != nil {
+		return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
+	}
+	defer rows.Close()
+	var (
+		c                             Claimed
+		id, nextIn                    pgtype.Int8
+		kind                          pgtype.Text
+		args                          []byte
+		attempt, maxAttempts          pgtype.Int4
+		createdAt, runAt, attemptedAt pgtype.Timestamptz
+	)
+	for rows.Next() {
+		if err := rows.Scan(&id, &kind, &args, &attempt, &maxAttempts, &createdAt, &runAt, &attemptedAt, &nextIn); err != nil {
+			return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
+		}
+		if !id.Valid { // the trailing row: when the next scheduled job is due
+			c.HasNext = nextIn.Valid
+			c.NextIn = time.Duration(nextIn.Int64) * time.Microsecond
+			continue
+		}
+		c.Jobs = append(c.Jobs, &Job{
+			ID: id.Int64, Kind: kind.String, Queue: queue, Args: args,
+			Attempt: int(attempt.Int32), MaxAttempts: int(maxAttempts.Int32),
+			CreatedAt: createdAt.Time, RunAt: runAt.Time, AttemptedAt: attemptedAt.Time,
+		})
+		args = nil // Scan reuses a non-nil slice; each job keeps its own
+	}
+	if err := rows.Err(); err != nil {
+		return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,35 @@
+package store
+
+import "time"
+
+// Job states as stored in the state column. A pending job whose run_at is in the future
+// is what users see as scheduled; there is no separate state for it.
+const (
+	StatePending   = "pending"
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+	StateCancelled = "cancelled"
+)
+
+// Job is a claimed job as the dispatcher hands it to a handler.
+type Job struct {
+	ID          int64
+	Kind        string
+	Queue       string
+	Args        []byte // JSON
+	Attempt     int    // 1 for the first attempt
+	MaxAttempts int
+	CreatedAt   time.Time
+	RunAt       time.Time // when this attempt was due
+	AttemptedAt time.Time // when this attempt was claimed
+}
+
+// NewJob is a job to insert.
+type NewJob struct {
+	Kind        string
+	Queue       string
+	Args        []byte    // JSON
+	RunAt       time.Time // zero: now, on the database's clock
+	MaxAttempts int
+}

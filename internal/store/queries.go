@@ -1,0 +1,61 @@
+package store
+
+import (
+	_ "embed"
+	"fmt"
+	"strings"
+)
+
+//go:embed queries.sql
+var queriesSQL string
+
+// queries holds the statements of queries.sql with the schema filled in.
+type queries struct {
+	insert, insertMany, claim, writeOutcomes string
+}
+
+func buildQueries(quotedSchema string) queries {
+	named := parseNamed(strings.ReplaceAll(queriesSQL, "{schema}", quotedSchema))
+	get := func(name string) string {
+		q, ok := named[name]
+		if !ok {
+			// queries.sql is embedded: a missing name is a bug caught by every test.
+			panic(fmt.Sprintf("store: queries.sql has no query named %q", name))
+		}
+		return q
+	}
+	return queries{
+		insert:        get("insert"),
+		insertMany:    get("insertMany"),
+		claim:         get("claim"),
+		writeOutcomes: get("writeOutcomes"),
+	}
+}
+
+// parseNamed splits a file of "-- name: x" sections into statements by name. Comment lines
+// are dropped so that the text sent to the server is only the statement.
+func parseNamed(file string) map[string]string {
+	named := map[string]string{}
+	var name string
+	var body strings.Builder
+	flush := func() {
+		if name != "" {
+			named[name] = strings.TrimSuffix(strings.TrimSpace(body.String()), ";")
+		}
+		body.Reset()
+	}
+	for line := range strings.Lines(file) {
+		trimmed := strings.TrimSpace(line)
+		if n, ok := strings.CutPrefix(trimmed, "-- name:"); ok {
+			flush()
+			name = strings.TrimSpace(n)
+			continue
+		}
+		if strings.HasPrefix(trimmed, "--") {
+			continue
+		}
+		body.WriteString(line)
+	}
+	flush()
+	return named
+}

@@ -1,0 +1,86 @@
+// Package store is relay's access to its jobs table: the SQL of enqueueing, claiming and
+// writing outcomes, bound to one PostgreSQL schema.
+//
+// It knows jobs but nothing of handlers or the public API. Every method is one round
+// trip; statements are plain text so that pgx's statement cache prepares each once per
+// connection.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DB is what every query runs on: a pgx.Tx, *pgxpool.Pool, *pgxpool.Conn or *pgx.Conn.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// MaxSchemaLen is the longest schema name relay accepts: the wakeup channel is the schema
+// name behind "relay:" and PostgreSQL truncates identifiers at 63 bytes.
+const MaxSchemaLen = 63 - len(channelPrefix)
+
+const channelPrefix = "relay:"
+
+// ErrInvalidSchema is returned for a schema name PostgreSQL cannot hold.
+var ErrInvalidSchema = errors.New("invalid schema name")
+
+// Store runs relay's queries against the tables of one schema.
+type Store struct {
+	schema  string
+	channel string
+	q       queries
+}
+
+// stores memoises one Store per schema name. A Store is immutable, so sharing it between
+// clients and calls is safe; the map only saves rebuilding query text on every Enqueue.
+var stores sync.Map // schema name → *Store
+
+// For returns the Store for schema, building it on first use.
+func For(schema string) (*Store, error) {
+	if s, ok := stores.Load(schema); ok {
+		return s.(*Store), nil
+	}
+	if err := ValidateSchema(schema); err != nil {
+		return nil, err
+	}
+	quoted := pgx.Identifier{schema}.Sanitize()
+	s := &Store{schema: schema, channel: channelPrefix + schema, q: buildQueries(quoted)}
+	actual, _ := stores.LoadOrStore(schema, s)
+	return actual.(*Store), nil
+}
+
+// ValidateSchema reports whether name can be used as relay's schema.
+func ValidateSchema(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: it is empty", ErrInvalidSchema)
+	case len(name) > MaxSchemaLen:
+		return fmt.Errorf("%w: %q is %d bytes long, the limit is %d", ErrInvalidSchema, name, len(name), MaxSchemaLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: %q is not valid UTF-8", ErrInvalidSchema, name)
+	}
+	for _, r := range name {
+		if r == 0 {
+			return fmt.Errorf("%w: %q holds a NUL byte", ErrInvalidSchema, name)
+		}
+	}
+	return nil
+}
+
+// Schema is the schema name this Store works in.
+func (s *Store) Schema() string { return s.schema }
+
+// Channel is the LISTEN/NOTIFY channel on which this schema's wakeups travel.
+func (s *Store) Channel() string { return s.channel }
+
+// Table returns the quoted, schema-qualified name of one of relay's tables.
+func (s *Store) Table(name string) string { return pgx.Identifier{s.schema, name}.Sanitize() }

@@ -1,0 +1,167 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/migrations"
+)
+
+// versionTable records which migrations have been applied to a schema.
+const versionTable = "schema_migrations"
+
+// Migrate creates relay's schema (default [DefaultSchema]) if needed and applies every
+// migration it lacks, in one transaction under an advisory lock, so any number of
+// processes may call it at start-up at once: one applies, the others wait and find
+// nothing left to do.
+func Migrate(ctx context.Context, db Beginner, opts ...MigrateOption) error {
+	s, err := migrateStore(opts)
+	if err != nil {
+		return err
+	}
+	all, err := migrations.All()
+	if err != nil {
+		return fmt.Errorf("relay: migrate: %w", err)
+	}
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		for _, stmt := range migrationPreamble(s) {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("relay: migrate schema %q: %w", s.Schema(), err)
+			}
+		}
+		applied, err := appliedVersions(ctx, tx, s)
+		if err != nil {
+			return fmt.Errorf("relay: migrate schema %q: %w", s.Schema(), err)
+		}
+		for _, m := range all {
+			if applied[m.Version] {
+				continue
+			}
+			for _, stmt := range []string{m.SQL, recordMigration(s, m)} {
+				if _, err := tx.Exec(ctx, stmt); err != nil {
+					return fmt.Errorf("relay: migrate schema %q: apply %s: %w", s.Schema(), m.Name, err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// MigrationSQL returns, as one script, the SQL that [Migrate] would run against db now:
+// for users who apply migrations with their own tool. It only reads from db. The script
+// is empty of migrations (but still valid) when the schema is up to date.
+func MigrationSQL(ctx context.Context, db DB, opts ...MigrateOption) (string, error) {
+	s, err := migrateStore(opts)
+	if err != nil {
+		return "", err
+	}
+	all, err := migrations.All()
+	if err != nil {
+		return "", fmt.Errorf("relay: migration SQL: %w", err)
+	}
+	applied, err := appliedVersions(ctx, db, s)
+	if err != nil && !isUndefinedTable(err) {
+		return "", fmt.Errorf("relay: read applied migrations of schema %q: %w", s.Schema(), err)
+	}
+	var b strings.Builder
+	b.WriteString("BEGIN;\n\n")
+	for _, stmt := range migrationPreamble(s) {
+		b.WriteString(stmt + ";\n")
+	}
+	for _, m := range all {
+		if applied[m.Version] {
+			continue
+		}
+		fmt.Fprintf(&b, "\n-- %s\n%s\n%s;\n", m.Name, strings.TrimSpace(m.SQL), recordMigration(s, m))
+	}
+	b.WriteString("\nCOMMIT;\n")
+	return b.String(), nil
+}
+
+func migrateStore(opts []MigrateOption) (*store.Store, error) {
+	o := migrateOptions{schema: DefaultSchema}
+	for _, opt := range opts {
+		opt.applyMigrate(&o)
+	}
+	s, err := store.For(o.schema)
+	if err != nil {
+		return nil, fmt.Errorf("relay: migrate: %w", err)
+	}
+	return s, nil
+}
+
+// migrationPreamble takes the lock, makes sure the schema and version table exist, and
+// points unqualified names in the migrations at the schema.
+func migrationPreamble(s *store.Store) []string {
+	quoted := pgx.Identifier{s.Schema()}.Sanitize()
+	return []string{
+		// Two-key lock: relay's own key space, then the schema, so that migrations of
+		// different schemas do not wait for each other.
+		fmt.Sprintf("SELECT pg_advisory_xact_lock(hashtext('relay.migrate'), hashtext(%s))", quoteLiteral(s.Schema())),
+		"CREATE SCHEMA IF NOT EXISTS " + quoted,
+		"SET LOCAL search_path TO " + quoted,
+		"CREATE TABLE IF NOT EXISTS " + versionTable + ` (
+    version    integer PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`,
+	}
+}
+
+func recordMigration(s *store.Store, m migrations.Migration) string {
+	return fmt.Sprintf("INSERT INTO %s (version, name) VALUES (%d, %s)", s.Table(versionTable), m.Version, quoteLiteral(m.Name))
+}
+
+func appliedVersions(ctx context.Context, db DB, s *store.Store) (map[int]bool, error) {
+	rows, err := db.Query(ctx, "SELECT version FROM "+s.Table(versionTable))
+	if err != nil {
+		return nil, err
+	}
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, err
+	}
+	applied := make(map[int]bool, len(versions))
+	for _, v := range versions {
+		applied[int(v)] = true
+	}
+	return applied, nil
+}
+
+// checkMigrated reports, wrapping ErrNotMigrated, a schema that lacks a migration.
+func checkMigrated(ctx context.Context, db DB, s *store.Store) error {
+	all, err := migrations.All()
+	if err != nil {
+		return err
+	}
+	applied, err := appliedVersions(ctx, db, s)
+	switch {
+	case isUndefinedTable(err):
+		return fmt.Errorf("%w: schema %q has no relay tables; run relay.Migrate(ctx, pool) or `go run github.com/relayq/relay/cmd/relay migrate --apply`", ErrNotMigrated, s.Schema())
+	case err != nil:
+		return fmt.Errorf("relay: check migrations of schema %q: %w", s.Schema(), err)
+	}
+	for _, m := range all {
+		if !applied[m.Version] {
+			return fmt.Errorf("%w: schema %q lacks migration %s; run relay.Migrate(ctx, pool) or `relay migrate --apply`", ErrNotMigrated, s.Schema(), m.Name)
+		}
+	}
+	return nil
+}
+
+func isUndefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
+}
+
+// quoteLiteral quotes s as an SQL string literal. It is used only where a script is
+// printed for a human to run and so cannot carry bind parameters.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}

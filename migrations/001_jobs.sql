@@ -1,0 +1,38 @@
+-- The jobs table and the indexes its hot paths use.
+--
+-- A job is 'pending' until a client claims it; run_at decides whether it is due now or
+-- scheduled for later, so scheduling and retrying need no separate state and no sweeper
+-- to promote jobs: the claim query simply asks for pending jobs whose run_at has come.
+
+CREATE TABLE jobs (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind         text        NOT NULL CHECK (octet_length(kind) BETWEEN 1 AND 128),
+    queue        text        NOT NULL CHECK (octet_length(queue) BETWEEN 1 AND 128),
+    args         jsonb       NOT NULL,
+    state        text        NOT NULL DEFAULT 'pending'
+                 CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+    attempt      integer     NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    max_attempts integer     NOT NULL CHECK (max_attempts >= 1),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    run_at       timestamptz NOT NULL DEFAULT now(),
+    attempted_at timestamptz,
+    attempted_by text,
+    finished_at  timestamptz,
+    errors       jsonb       NOT NULL DEFAULT '[]'
+);
+
+-- The claim index: only pending jobs, in the order they are claimed. It stays small however
+-- many finished jobs the table keeps.
+CREATE INDEX jobs_claim_idx ON jobs (queue, run_at, id) WHERE state = 'pending';
+
+
+-- The NOTIFY payload that wakes a queue's dispatchers: 'w:<queue>' when a job is due now,
+-- 's:<µs>:<queue>' when it is due in <µs> microseconds. The delay is measured on the
+-- database's clock, so clock skew between hosts can make a dispatcher neither early nor spin.
+CREATE FUNCTION wakeup_payload(queue text, run_at timestamptz) RETURNS text
+LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN run_at <= now() THEN 'w:' || queue
+        ELSE 's:' || ceil(extract(epoch FROM run_at - clock_timestamp()) * 1000000)::bigint || ':' || queue
+    END
+$$;
