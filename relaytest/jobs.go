@@ -97,4 +97,3 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 		<-tick.C
 	}
 }
-
