@@ -1,0 +1,93 @@
+// Command relay administers relay's schema in a PostgreSQL database.
+//
+//	relay migrate --database-url URL            # print the SQL that would be applied
+//	relay migrate --database-url URL --apply    # apply it
+//
+// Printing reads the database only to learn which migrations it already has, so the
+// output can be fed to another migration tool or reviewed before --apply.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/lmittmann/tint"
+
+	"github.com/relayq/relay"
+)
+
+type cli struct {
+	Migrate migrateCmd `cmd:"" help:"Print the SQL that brings the schema up to date, or apply it with --apply."`
+}
+
+type migrateCmd struct {
+	DatabaseURL string        `name:"database-url" env:"DATABASE_URL" required:"" help:"PostgreSQL connection URL."`
+	Schema      string        `default:"relay" help:"Schema relay's tables live in."`
+	Apply       bool          `help:"Apply the migrations instead of printing them."`
+	Timeout     time.Duration `default:"5m" help:"Give up after this long (the migration lock may be held by another process)."`
+}
+
+func (m *migrateCmd) Run(ctx context.Context, out io.Writer, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
+	defer cancel()
+
+	pool, err := pgxpool.New(ctx, m.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer pool.Close()
+
+	if !m.Apply {
+		script, err := relay.MigrationSQL(ctx, pool, relay.Schema(m.Schema))
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(out, script)
+		return err
+	}
+	start := time.Now()
+	if err := relay.Migrate(ctx, pool, relay.Schema(m.Schema)); err != nil {
+		return err
+	}
+	logger.Info("schema is up to date", "schema", m.Schema, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	logger := slog.New(tint.NewHandler(os.Stderr, &tint.Options{TimeFormat: time.Kitchen}))
+	if err := run(ctx, os.Args[1:], os.Stdout, logger); err != nil {
+		logger.Error("relay: " + err.Error())
+		os.Exit(1)
+	}
+}
+
+// run parses args and runs the chosen command, writing its output to out.
+func run(ctx context.Context, args []string, out io.Writer, logger *slog.Logger) error {
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("relay"),
+		kong.Description("Administer relay's schema in a PostgreSQL database."),
+		kong.UsageOnError(),
+		kong.Writers(out, os.Stderr),
+		kong.BindTo(ctx, (*context.Context)(nil)),
+		kong.BindTo(out, (*io.Writer)(nil)),
+		kong.Bind(logger),
+	)
+	if err != nil {
+		return err
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		return err
+	}
+	return kctx.Run()
+}

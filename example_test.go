@@ -1,0 +1,136 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/pgtest"
+)
+
+// exampleDB connects to the test server and gives the example a schema of its own, so
+// examples run as tests beside everything else; Close drops the schema.
+func exampleDB(ctx context.Context) (*pgxpool.Pool, string, func()) {
+	url, err := pgtest.SharedURL(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		log.Fatal(err)
+	}
+	schema := "relay_example_" + randomHex()
+	return pool, schema, func() {
+		pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		pool.Close()
+	}
+}
+
+type SendEmail struct {
+	To      string
+	Subject string
+}
+
+// A worker and a producer: the handler runs once the enqueueing transaction commits.
+func Example() {
+	ctx := context.Background()
+	pool, schema, cleanup := exampleDB(ctx)
+	defer cleanup()
+
+	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
+		log.Fatal(err)
+	}
+
+	sent := make(chan string)
+	client := relay.New(relay.Config{Schema: schema})
+	err := relay.Handle(client, "email", func(ctx context.Context, job *relay.Job[SendEmail]) error {
+		sent <- job.Args.To
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := client.Start(ctx, pool); err != nil {
+		log.Fatal(err)
+	}
+	defer client.Stop(ctx)
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := relay.Enqueue(ctx, tx, "email", SendEmail{To: "ada@example.com", Subject: "Hi"}, relay.Schema(schema)); err != nil {
+		log.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("sent to", <-sent)
+	// Output: sent to ada@example.com
+}
+
+// Enqueue takes part in the caller's transaction: rolled back, it enqueues nothing.
+func ExampleEnqueue() {
+	ctx := context.Background()
+	pool, schema, cleanup := exampleDB(ctx)
+	defer cleanup()
+	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
+		log.Fatal(err)
+	}
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = relay.Enqueue(ctx, tx, "email", SendEmail{To: "ada@example.com"},
+		relay.Schema(schema), relay.Queue("mail"), relay.RunIn(time.Hour), relay.MaxAttempts(5))
+	if err != nil {
+		log.Fatal(err)
+	}
+	tx.Rollback(ctx)
+
+	var n int
+	pool.QueryRow(ctx, "SELECT count(*) FROM "+schema+".jobs").Scan(&n)
+	fmt.Println("jobs after rollback:", n)
+	// Output: jobs after rollback: 0
+}
+
+// EnqueueMany inserts a batch in one round trip and returns the ids in order.
+func ExampleEnqueueMany() {
+	ctx := context.Background()
+	pool, schema, cleanup := exampleDB(ctx)
+	defer cleanup()
+	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
+		log.Fatal(err)
+	}
+
+	jobs := []relay.JobSpec{
+		{Kind: "email", Args: SendEmail{To: "ada@example.com"}},
+		{Kind: "email", Args: SendEmail{To: "grace@example.com"}, Options: []relay.EnqueueOption{relay.Queue("bulk")}},
+	}
+	ids, err := relay.EnqueueMany(ctx, pool, jobs, relay.Schema(schema))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(len(ids), "jobs, ids ascending:", ids[0] < ids[1])
+	// Output: 2 jobs, ids ascending: true
+}
+
+// Migrate is safe to call from every process at start-up.
+func ExampleMigrate() {
+	ctx := context.Background()
+	pool, schema, cleanup := exampleDB(ctx)
+	defer cleanup()
+
+	for range 2 { // the second call finds nothing to do
+		if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println("migrated")
+	// Output: migrated
+}

@@ -1,0 +1,126 @@
+// Quickstart: a worker and a producer in one process.
+//
+//	go run ./examples/quickstart                         # starts a throwaway PostgreSQL
+//	DATABASE_URL=postgres://... go run ./examples/quickstart
+//
+// It migrates relay's schema, registers a typed handler, starts a client, enqueues jobs
+// in a transaction (and rolls one transaction back to show that it enqueues nothing),
+// waits for the jobs to run and stops gracefully.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/lmittmann/tint"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/pgtest"
+)
+
+// SendEmail is the args of an "email" job, stored as JSON.
+type SendEmail struct {
+	To      string `json:"to"`
+	Subject string `json:"subject"`
+}
+
+func main() {
+	logger := slog.New(tint.NewHandler(os.Stderr, &tint.Options{TimeFormat: time.TimeOnly}))
+	if err := run(context.Background(), logger); err != nil {
+		logger.Error(err.Error())
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, logger *slog.Logger) error {
+	url := os.Getenv("DATABASE_URL")
+	if url == "" {
+		logger.Info("DATABASE_URL is not set; starting a throwaway PostgreSQL")
+		server, err := pgtest.Start(ctx, pgtest.Options{})
+		if err != nil {
+			return err
+		}
+		defer server.Stop()
+		url = server.URL()
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	// Safe to call from every process at start-up: it takes an advisory lock.
+	if err := relay.Migrate(ctx, pool); err != nil {
+		return err
+	}
+
+	done := make(chan string, 3)
+	client := relay.New(relay.Config{Logger: logger})
+	err = relay.Handle(client, "email", func(ctx context.Context, job *relay.Job[SendEmail]) error {
+		logger.Info("sending email", "job", job.ID, "to", job.Args.To, "attempt", job.Attempt)
+		done <- job.Args.To
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := client.Start(ctx, pool); err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := client.Stop(stopCtx); err != nil {
+			logger.Error("stop", "error", err)
+		}
+	}()
+
+	// Enqueue inside your own transaction: the jobs exist once it commits.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	for _, to := range []string{"ada@example.com", "grace@example.com"} {
+		if _, err := relay.Enqueue(ctx, tx, "email", SendEmail{To: to, Subject: "Welcome"}); err != nil {
+			tx.Rollback(ctx)
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+
+	// A rolled-back transaction enqueues nothing.
+	tx, err = pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := relay.Enqueue(ctx, tx, "email", SendEmail{To: "nobody@example.com"}); err != nil {
+		return err
+	}
+	tx.Rollback(ctx)
+
+	// A scheduled job: runs in half a second.
+	if _, err := relay.Enqueue(ctx, pool, "email", SendEmail{To: "later@example.com"}, relay.RunIn(500*time.Millisecond)); err != nil {
+		return err
+	}
+
+	timeout := time.After(10 * time.Second)
+	for range 3 {
+		select {
+		case to := <-done:
+			if to == "nobody@example.com" {
+				return errors.New("the rolled-back job ran")
+			}
+		case <-timeout:
+			return errors.New("jobs did not run within 10s")
+		}
+	}
+	fmt.Println("all jobs ran")
+	return nil
+}

@@ -1,0 +1,49 @@
+-- relay's whole current schema, for reading. Apply it with `relay migrate --apply` or
+-- relay.Migrate, never from this file: those also record the applied versions and take the
+-- migration lock. A test checks that the migrations yield exactly this schema.
+--
+-- Everything lives in one schema, "relay" by default; independent relay instances can
+-- share a database in schemas of their own.
+
+CREATE SCHEMA IF NOT EXISTS relay;
+SET search_path TO relay;
+
+-- Which migrations have been applied (written by the migrator).
+CREATE TABLE schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per job. A job is 'pending' until a client claims it; run_at decides whether it
+-- is due now or scheduled for later (retries are pending jobs with a later run_at).
+CREATE TABLE jobs (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind         text        NOT NULL CHECK (octet_length(kind) BETWEEN 1 AND 128),
+    queue        text        NOT NULL CHECK (octet_length(queue) BETWEEN 1 AND 128),
+    args         jsonb       NOT NULL,
+    state        text        NOT NULL DEFAULT 'pending'
+                 CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+    attempt      integer     NOT NULL DEFAULT 0 CHECK (attempt >= 0),  -- attempts started so far
+    max_attempts integer     NOT NULL CHECK (max_attempts >= 1),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    run_at       timestamptz NOT NULL DEFAULT now(),  -- due time of the next (or current) attempt
+    attempted_at timestamptz,                         -- when the latest attempt was claimed
+    attempted_by text,                                -- the client that claimed it
+    finished_at  timestamptz,                         -- when it succeeded, failed or was cancelled
+    errors       jsonb       NOT NULL DEFAULT '[]'    -- [{attempt, at, error}] of failed attempts
+);
+
+-- The claim index: pending jobs in the order they are claimed. It stays small however
+-- many finished jobs the table keeps.
+CREATE INDEX jobs_claim_idx ON jobs (queue, run_at, id) WHERE state = 'pending';
+
+-- The NOTIFY payload that wakes a queue's dispatchers: 'w:<queue>' when a job is due now,
+-- 's:<µs>:<queue>' when it is due in <µs> microseconds, on the database's clock.
+CREATE FUNCTION wakeup_payload(queue text, run_at timestamptz) RETURNS text
+LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN run_at <= now() THEN 'w:' || queue
+        ELSE 's:' || ceil(extract(epoch FROM run_at - clock_timestamp()) * 1000000)::bigint || ':' || queue
+    END
+$$;
