@@ -36,7 +36,14 @@ ORDER BY id;
 -- running for client $4. The last row (id NULL) carries the delay until the queue's next
 -- scheduled job when fewer than $3 were due, so the dispatcher can arm its timer without
 -- another round trip.
-WITH claimed AS (
+--
+-- The claim commits asynchronously (synchronous_commit off for this statement's own
+-- transaction), saving a WAL flush on the pickup path. That is safe: a claim lost in a
+-- crash leaves the job pending, so it runs again (at least once), and any later outcome
+-- commits synchronously, which flushes the claim's WAL before it.
+WITH async AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), claimed AS (
     UPDATE {schema}.jobs j
     SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $4
     FROM (
@@ -51,6 +58,7 @@ WITH claimed AS (
 )
 SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, NULL::bigint
 FROM claimed
+WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
