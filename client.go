@@ -255,7 +255,7 @@ func (c *Client) onNotify(payload string) {
 		return
 	}
 	if d := c.dispatchers[w.Queue]; d != nil {
-		d.WakeIn(w.In)
+		d.Notify(w.In, w.RunAt)
 	}
 }
 

@@ -38,12 +38,16 @@ CREATE TABLE jobs (
 -- many finished jobs the table keeps.
 CREATE INDEX jobs_claim_idx ON jobs (queue, run_at, id) WHERE state = 'pending';
 
--- The NOTIFY payload that wakes a queue's dispatchers: 'w:<queue>' when a job is due now,
--- 's:<µs>:<queue>' when it is due in <µs> microseconds, on the database's clock.
+-- The NOTIFY payload that wakes a queue's dispatchers: 'w:<in>:<at>:<queue>', where <in> is
+-- how many microseconds until the job is due (0: due now), measured on the database's
+-- clock so that clock skew between hosts can make a dispatcher neither early nor spin, and
+-- <at> is its run_at in microseconds since the Unix epoch, rounded down: dispatchers resume
+-- their claim scans from there.
 CREATE FUNCTION wakeup_payload(queue text, run_at timestamptz) RETURNS text
 LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN run_at <= now() THEN 'w:' || queue
-        ELSE 's:' || ceil(extract(epoch FROM run_at - clock_timestamp()) * 1000000)::bigint || ':' || queue
-    END
+    SELECT 'w:'
+        || CASE WHEN run_at <= now() THEN 0
+                ELSE ceil(extract(epoch FROM run_at - clock_timestamp()) * 1000000)::bigint END
+        || ':' || floor(extract(epoch FROM run_at) * 1000000)::bigint
+        || ':' || queue
 $$;

@@ -2,9 +2,16 @@
 // worker slot is free, claims as many due jobs as there are free slots in one statement,
 // and runs each in its own goroutine.
 //
-// A dispatcher is woken by [Dispatcher.Wake] (a job is due now), [Dispatcher.WakeIn] (a
-// job is due later), a finished job freeing a slot while more work may be waiting, and a
-// fallback poll that covers notifications lost while no connection was listening. It
+// A dispatcher is woken by [Dispatcher.Notify] (a job became pending, due now or later),
+// [Dispatcher.Wake] (look again from scratch), a finished job freeing a slot while more work
+// may be waiting, and a fallback poll that covers notifications lost while no connection
+// was listening.
+//
+// Each claim resumes from a cursor — the claim position (run_at, id) of the last job it
+// claimed — instead of scanning the queue's index from its start, where the entries of
+// claimed jobs linger until VACUUM. Notifications move the cursor back to the new job's
+// run_at, and every poll and reconnect resets it, so no job is passed over for longer than
+// one poll interval even if a notification is lost. It
 // never holds a transaction open while a job runs: claiming commits before any job starts.
 package dispatcher
 
@@ -41,9 +48,11 @@ type Dispatcher struct {
 	jobs    sync.WaitGroup
 	signal  chan struct{} // capacity 1: any number of signals coalesce into one
 
-	mu     sync.Mutex
-	due    bool      // a job may be due now
-	nextAt time.Time // the earliest time a scheduled job is known to be due; zero if none
+	mu      sync.Mutex
+	due     bool         // a job may be due now
+	nextAt  time.Time    // the earliest time a scheduled job is known to be due; zero if none
+	from    store.Cursor // where the next claim starts: no job before it is waiting for us
+	lowered bool         // from was moved back since the running claim read it
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -61,29 +70,41 @@ func (d *Dispatcher) Queue() string { return d.cfg.Queue }
 // Running is how many of its jobs are running now.
 func (d *Dispatcher) Running() int { return int(d.running.Load()) }
 
-// Wake tells the dispatcher a job may be due now. It never blocks; a burst of wakes while
-// the dispatcher is busy leads to one claim.
+// Wake makes the dispatcher look for due jobs from the start of its queue, as after a
+// reconnect or a poll, when it cannot know what it missed. It never blocks; a burst of
+// wakes while the dispatcher is busy leads to one claim.
 func (d *Dispatcher) Wake() {
-	d.mu.Lock()
-	d.due = true
-	d.mu.Unlock()
-	d.poke()
+	d.rewind(store.Cursor{})
+	d.wakeIn(0)
 }
 
-// WakeIn tells the dispatcher a job will be due in delay.
-func (d *Dispatcher) WakeIn(delay time.Duration) {
-	if delay <= 0 {
-		d.Wake()
-		return
-	}
-	at := time.Now().Add(delay)
+// Notify tells the dispatcher a job that runs at runAt (on the database's clock) became
+// pending, due in delay. It never blocks; a burst of notifications leads to one claim.
+func (d *Dispatcher) Notify(delay time.Duration, runAt time.Time) {
+	d.rewind(store.Cursor{RunAt: runAt})
+	d.wakeIn(delay)
+}
+
+// rewind moves the claim cursor back to at, if it is further.
+func (d *Dispatcher) rewind(at store.Cursor) {
 	d.mu.Lock()
-	earlier := d.nextAt.IsZero() || at.Before(d.nextAt)
-	if earlier {
-		d.nextAt = at
+	if at.Before(d.from) {
+		d.from, d.lowered = at, true
 	}
 	d.mu.Unlock()
-	if earlier {
+}
+
+// wakeIn makes the dispatcher claim in delay (zero or less: now).
+func (d *Dispatcher) wakeIn(delay time.Duration) {
+	d.mu.Lock()
+	poke := delay <= 0
+	if poke {
+		d.due = true
+	} else if at := time.Now().Add(delay); d.nextAt.IsZero() || at.Before(d.nextAt) {
+		d.nextAt, poke = at, true
+	}
+	d.mu.Unlock()
+	if poke {
 		d.poke()
 	}
 }
@@ -118,7 +139,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				return ctx.Err()
 			case err != nil:
 				d.cfg.Logger.Error("relay: claiming jobs failed; retrying", "queue", d.cfg.Queue, "error", err)
-				d.Wake() // try again after the pause
+				d.wakeIn(0) // try again after the pause
 				if !sleep(ctx, retry.Next()) {
 					return ctx.Err()
 				}
@@ -169,17 +190,26 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 	// cancelled with ctx; it is one short statement.
 	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	c, err := d.cfg.Store.Claim(claimCtx, d.cfg.DB, d.cfg.Queue, d.cfg.Kinds, free, d.cfg.ClientID)
+	d.mu.Lock()
+	from := d.from
+	d.lowered = false
+	d.mu.Unlock()
+	c, err := d.cfg.Store.Claim(claimCtx, d.cfg.DB, d.cfg.Queue, d.cfg.Kinds, free, d.cfg.ClientID, from)
 	if err != nil {
 		return 0, err
 	}
+	d.mu.Lock()
+	if !d.lowered && d.from.Before(c.Last) {
+		d.from = c.Last
+	}
+	d.mu.Unlock()
 	d.running.Add(int64(len(c.Jobs)))
 	d.jobs.Add(len(c.Jobs))
 	for _, job := range c.Jobs {
 		go d.run(job)
 	}
 	if c.HasNext {
-		d.WakeIn(c.NextIn)
+		d.wakeIn(c.NextIn) // scheduled jobs lie after the cursor: it need not move
 	}
 	return len(c.Jobs), nil
 }

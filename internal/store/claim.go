@@ -11,6 +11,9 @@ import (
 // Claimed is the result of one claim.
 type Claimed struct {
 	Jobs []*Job
+	// Last is the claim position of the last job claimed (zero if none): every due job
+	// before it was claimed by this claim or is locked by another client's.
+	Last Cursor
 	// NextIn is how long until the queue's earliest scheduled job is due, on the database's
 	// clock; HasNext is false when no job is scheduled or the claim filled every slot (then
 	// the dispatcher claims again as soon as a slot frees and need not know).
@@ -18,11 +21,33 @@ type Claimed struct {
 	HasNext bool
 }
 
+// Cursor is a position in a queue's claim order (run_at, then id). The zero Cursor is
+// before every job.
+type Cursor struct {
+	RunAt time.Time
+	ID    int64
+}
+
+// Before reports whether c comes before other in claim order.
+func (c Cursor) Before(other Cursor) bool {
+	if c.RunAt.Equal(other.RunAt) {
+		return c.ID < other.ID
+	}
+	return c.RunAt.Before(other.RunAt)
+}
+
+func (c Cursor) param() pgtype.Timestamptz {
+	if c.RunAt.IsZero() {
+		return pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
+	}
+	return pgtype.Timestamptz{Time: c.RunAt, Valid: true}
+}
+
 // Claim marks up to limit due jobs of queue whose kind is in kinds as running by client,
-// oldest first, with FOR UPDATE SKIP LOCKED so that concurrent clients never claim the
-// same job, and returns them in one round trip.
-func (s *Store) Claim(ctx context.Context, db DB, queue string, kinds []string, limit int, client string) (Claimed, error) {
-	rows, err := db.Query(ctx, s.q.claim, queue, kinds, limit, client)
+// oldest first from the cursor from on, with FOR UPDATE SKIP LOCKED so that concurrent
+// clients never claim the same job, and returns them in one round trip.
+func (s *Store) Claim(ctx context.Context, db DB, queue string, kinds []string, limit int, client string, from Cursor) (Claimed, error) {
+	rows, err := db.Query(ctx, s.q.claim, queue, kinds, limit, client, from.param(), from.ID)
 	if err != nil {
 		return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
 	}
@@ -49,6 +74,9 @@ func (s *Store) Claim(ctx context.Context, db DB, queue string, kinds []string, 
 			Attempt: int(attempt.Int32), MaxAttempts: int(maxAttempts.Int32),
 			CreatedAt: createdAt.Time, RunAt: runAt.Time, AttemptedAt: attemptedAt.Time,
 		})
+		if last := (Cursor{RunAt: runAt.Time, ID: id.Int64}); c.Last.Before(last) {
+			c.Last = last
+		}
 		args = nil // Scan reuses a non-nil slice; each job keeps its own
 	}
 	if err := rows.Err(); err != nil {

@@ -6,28 +6,30 @@ import (
 	"time"
 )
 
-// Wakeup is a parsed wakeup notification: a job of Queue is due in In (zero or less: now).
+// Wakeup is a parsed wakeup notification: a job of Queue due at RunAt became pending; it
+// is due In from when the notification was sent (zero or less: now).
 type Wakeup struct {
 	Queue string
 	In    time.Duration
+	RunAt time.Time // rounded down to the microsecond: a safe place to resume a claim scan
 }
 
 // ParseWakeup decodes a payload made by the schema's wakeup_payload function:
-// "w:<queue>" for a job due now, "s:<µs>:<queue>" for one due in <µs> microseconds.
+// "w:<in µs>:<run_at µs since the epoch>:<queue>".
 func ParseWakeup(payload string) (Wakeup, bool) {
-	switch {
-	case strings.HasPrefix(payload, "w:"):
-		return Wakeup{Queue: payload[2:]}, len(payload) > 2
-	case strings.HasPrefix(payload, "s:"):
-		micros, queue, ok := strings.Cut(payload[2:], ":")
-		if !ok || queue == "" {
-			return Wakeup{}, false
-		}
-		us, err := strconv.ParseInt(micros, 10, 64)
-		if err != nil {
-			return Wakeup{}, false
-		}
-		return Wakeup{Queue: queue, In: time.Duration(us) * time.Microsecond}, true
+	rest, ok := strings.CutPrefix(payload, "w:")
+	if !ok {
+		return Wakeup{}, false
 	}
-	return Wakeup{}, false
+	in, rest, ok1 := strings.Cut(rest, ":")
+	at, queue, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 || queue == "" {
+		return Wakeup{}, false
+	}
+	inMicros, err1 := strconv.ParseInt(in, 10, 64)
+	atMicros, err2 := strconv.ParseInt(at, 10, 64)
+	if err1 != nil || err2 != nil {
+		return Wakeup{}, false
+	}
+	return Wakeup{Queue: queue, In: time.Duration(inMicros) * time.Microsecond, RunAt: time.UnixMicro(atMicros)}, true
 }

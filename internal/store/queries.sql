@@ -33,7 +33,9 @@ ORDER BY id;
 
 -- name: claim
 -- Claims up to $3 due jobs of queue $1 whose kind is in $2, oldest first, and marks them
--- running for client $4. The last row (id NULL) carries the delay until the queue's next
+-- running for client $4. The scan starts at the cursor ($5, $6): the index entries of
+-- jobs already claimed stay in the index until VACUUM, and skipping thousands of them on
+-- every claim would cost more than the claim itself. The last row (id NULL) carries the delay until the queue's next
 -- scheduled job when fewer than $3 were due, so the dispatcher can arm its timer without
 -- another round trip.
 --
@@ -49,6 +51,7 @@ WITH async AS (
     FROM (
         SELECT id FROM {schema}.jobs
         WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
+          AND (run_at, id) >= ($5::timestamptz, $6::bigint)
         ORDER BY run_at, id
         LIMIT $3
         FOR UPDATE SKIP LOCKED
