@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -277,8 +278,20 @@ func listenConnect(pool *pgxpool.Pool, id string) func(context.Context) (*pgx.Co
 }
 
 // ListenerApplicationName is the application_name of the listener connection of the
-// client with the given ID, as shown in pg_stat_activity.
-func ListenerApplicationName(clientID string) string { return "relay listener " + clientID }
+// client with the given ID, as shown in pg_stat_activity: PostgreSQL keeps at most 63
+// bytes of it, so a long ID is cut (at a character boundary) the same way here.
+func ListenerApplicationName(clientID string) string {
+	name := "relay listener " + clientID
+	const limit = 63 // NAMEDATALEN - 1
+	if len(name) <= limit {
+		return name
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return name[:cut]
+}
 
 func newClientID() string {
 	host, err := os.Hostname()

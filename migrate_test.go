@@ -152,7 +152,9 @@ func TestMigrationSQLAppliesCleanly(t *testing.T) {
 	ctx := context.Background()
 	pool := relaytest.NewPool(t)
 	schema := `relaytest "odd" name ` + randomHex() // quoting is exercised, not assumed
-	t.Cleanup(func() { pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	t.Cleanup(func() {
+		pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	})
 
 	script, err := relay.MigrationSQL(ctx, pool, relay.Schema(schema))
 	if err != nil {

@@ -52,7 +52,8 @@ type Dispatcher struct {
 	due     bool         // a job may be due now
 	nextAt  time.Time    // the earliest time a scheduled job is known to be due; zero if none
 	from    store.Cursor // where the next claim starts: no job before it is waiting for us
-	lowered bool         // from was moved back since the running claim read it
+	rewound bool         // a job was notified since the running claim read from …
+	lowest  store.Cursor // … and this is the earliest such job
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -86,10 +87,17 @@ func (d *Dispatcher) Notify(delay time.Duration, runAt time.Time) {
 }
 
 // rewind moves the claim cursor back to at, if it is further.
+//
+// A job notified while a claim runs may have committed after the claim's snapshot, so
+// the claim cannot have seen it even if it lies before where the claim ends: it is also
+// remembered in lowest, and the claim does not move the cursor past it.
 func (d *Dispatcher) rewind(at store.Cursor) {
 	d.mu.Lock()
 	if at.Before(d.from) {
-		d.from, d.lowered = at, true
+		d.from = at
+	}
+	if !d.rewound || at.Before(d.lowest) {
+		d.rewound, d.lowest = true, at
 	}
 	d.mu.Unlock()
 }
@@ -192,15 +200,18 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 	defer cancel()
 	d.mu.Lock()
 	from := d.from
-	d.lowered = false
+	d.rewound = false
 	d.mu.Unlock()
 	c, err := d.cfg.Store.Claim(claimCtx, d.cfg.DB, d.cfg.Queue, d.cfg.Kinds, free, d.cfg.ClientID, from)
 	if err != nil {
 		return 0, err
 	}
 	d.mu.Lock()
-	if !d.lowered && d.from.Before(c.Last) {
+	if d.from.Before(c.Last) {
 		d.from = c.Last
+	}
+	if d.rewound && d.lowest.Before(d.from) {
+		d.from = d.lowest
 	}
 	d.mu.Unlock()
 	d.running.Add(int64(len(c.Jobs)))

@@ -246,7 +246,15 @@ func TestSharedURL(t *testing.T) {
 }
 
 func TestStartFailureIncludesLogAndCleansUp(t *testing.T) {
-	// Not parallel: it counts temp directories.
+	// Not parallel: t.Setenv. The test counts directories in a TMPDIR of its own, since
+	// other test packages start servers in the shared one at the same time.
+	private := t.TempDir()
+	for _, dir := range []string{filepath.Dir(private), private} {
+		if err := os.Chmod(dir, 0o755); err != nil { // the server user must reach it
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("TMPDIR", private)
 	cred, err := serverCredential()
 	if err != nil {
 		t.Fatal(err)

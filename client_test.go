@@ -1,0 +1,808 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/relaytest"
+)
+
+// Shared helpers of the root package's tests.
+
+// waitTimeout bounds every wait for something that should happen promptly; it only
+// matters when a test is about to fail.
+const waitTimeout = 15 * time.Second
+
+// numArgs is the args type of most test jobs.
+type numArgs struct{ N int }
+
+// quietLogger discards relay's logs: tests assert on the table and on handler calls, and
+// a logger writing to t after the test ended would panic.
+var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// newClient returns a client on db's schema with a one-hour fallback poll, so that any
+// job picked up promptly was woken by a NOTIFY (or the start-up claim).
+func newClient(db *relaytest.DB, cfg relay.Config) *relay.Client {
+	if cfg.Schema == "" {
+		cfg.Schema = db.Schema
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger
+	}
+	return relay.New(cfg)
+}
+
+// start starts c on pool and stops it when the test ends.
+func start(t testing.TB, c *relay.Client, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.Start(ctx, pool); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { stop(t, c) })
+}
+
+// stop stops c, failing the test if it cannot.
+func stop(t testing.TB, c *relay.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.Stop(ctx); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+}
+
+// handle registers fn for kind on c, failing the test on error.
+func handle[T any](t testing.TB, c *relay.Client, kind string, fn relay.HandlerFunc[T]) {
+	t.Helper()
+	if err := relay.Handle(c, kind, fn); err != nil {
+		t.Fatalf("Handle(%q): %v", kind, err)
+	}
+}
+
+// enqueue enqueues one job on db's schema in its own transaction.
+func enqueue(t testing.TB, db *relaytest.DB, kind string, args any, opts ...relay.EnqueueOption) int64 {
+	t.Helper()
+	id, err := relay.Enqueue(context.Background(), db, kind, args, append(opts, relay.Schema(db.Schema))...)
+	if err != nil {
+		t.Fatalf("Enqueue(%q): %v", kind, err)
+	}
+	return id
+}
+
+// enqueueTx enqueues one job in a transaction and returns its id and when Commit returned.
+func enqueueTx(t testing.TB, db *relaytest.DB, kind string, args any, opts ...relay.EnqueueOption) (int64, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	id, err := relay.Enqueue(ctx, tx, kind, args, append(opts, relay.Schema(db.Schema))...)
+	if err != nil {
+		t.Fatalf("Enqueue(%q): %v", kind, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return id, time.Now()
+}
+
+// recv returns the next value from ch, failing the test if none comes within waitTimeout.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitTimeout):
+		t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		panic("unreachable")
+	}
+}
+
+// jobByID returns the stored job with id, failing the test if there is none.
+func jobByID(t testing.TB, db *relaytest.DB, id int64) relaytest.StoredJob {
+	t.Helper()
+	for _, j := range relaytest.Jobs(t, db) {
+		if j.ID == id {
+			return j
+		}
+	}
+	t.Fatalf("no job %d in %s.jobs", id, db.Schema)
+	panic("unreachable")
+}
+
+// waitState waits until every listed job is in state.
+func waitState(t testing.TB, db *relaytest.DB, state string, ids ...int64) {
+	t.Helper()
+	relaytest.WaitFor(t, waitTimeout, fmt.Sprintf("jobs %v to be %s", ids, state), func() bool {
+		byID := map[int64]string{}
+		for _, j := range relaytest.Jobs(t, db) {
+			byID[j.ID] = j.State
+		}
+		for _, id := range ids {
+			if byID[id] != state {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// countJobs counts the rows of db's jobs table, optionally only those in state.
+func countJobs(t testing.TB, db *relaytest.DB, state string) int {
+	t.Helper()
+	var n int
+	err := db.QueryRow(context.Background(),
+		`SELECT count(*) FROM `+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+` WHERE $1 = '' OR state = $1`, state).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// stopProbe is a context for Client.Stop that reports when Stop first asks for Done,
+// which it does only once it has stopped claiming and is waiting for running handlers.
+// This lets a test act while Stop is certainly in progress, without sleeping.
+type stopProbe struct {
+	context.Context
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func newStopProbe(ctx context.Context) *stopProbe {
+	return &stopProbe{Context: ctx, waiting: make(chan struct{})}
+}
+
+func (p *stopProbe) Done() <-chan struct{} {
+	p.once.Do(func() { close(p.waiting) })
+	return p.Context.Done()
+}
+
+// awaitStopWaiting waits until Stop, running with probe and reporting on stopped, waits
+// for the handlers, which are all blocked. Stop returning first fails the test.
+func awaitStopWaiting(t testing.TB, probe *stopProbe, stopped chan error) {
+	t.Helper()
+	select {
+	case <-probe.waiting:
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while handlers were still running", err)
+	case <-time.After(waitTimeout):
+		t.Fatal("Stop neither returned nor waited for the running handlers")
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while handlers were still running", err)
+	default:
+	}
+}
+
+// ---------------------------------------------------------------------------------------
+
+// A job enqueued in a committed transaction runs; one in a rolled-back transaction never
+// exists and never runs.
+func TestCommitRunsRollbackRunsNothing(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	c := newClient(db, relay.Config{})
+	ran := make(chan int64, 10)
+	handle(t, c, "tx", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		ran <- job.ID
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rolledBack, err := relay.Enqueue(ctx, tx, "tx", numArgs{N: 1}, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	committed, _ := enqueueTx(t, db, "tx", numArgs{N: 2})
+
+	// Jobs are claimed oldest first, so a surviving rolled-back job (the older one) would
+	// have been claimed no later than the committed one.
+	if got := recv(t, ran, "the committed job to run"); got != committed {
+		t.Fatalf("ran job %d, want the committed job %d (rolled back: %d)", got, committed, rolledBack)
+	}
+	waitState(t, db, "succeeded", committed)
+	stop(t, c) // waits for every handler, so anything else that ran is in the channel now
+	select {
+	case id := <-ran:
+		t.Fatalf("job %d ran too; only the committed job %d should have", id, committed)
+	default:
+	}
+	jobs := relaytest.Jobs(t, db)
+	if len(jobs) != 1 || jobs[0].ID != committed {
+		t.Fatalf("table holds %+v, want only the committed job %d (the rolled-back one was %d)", jobs, committed, rolledBack)
+	}
+}
+
+// With the fallback poll at one hour, a committed job is picked up within 100 ms: only the
+// NOTIFY sent by the enqueue can have woken the client.
+func TestNotifyWakesClientWithin100ms(t *testing.T) {
+	// Not parallel: a latency bound is only meaningful without the load of the other tests.
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{})
+	startedAt := make(chan time.Time, 10)
+	handle(t, c, "fast", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		startedAt <- time.Now()
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	// The first job may be found by the claim every dispatcher makes when it starts; after
+	// it the client is idle and only a wakeup can make it claim again.
+	first, _ := enqueueTx(t, db, "fast", numArgs{})
+	recv(t, startedAt, "the first job")
+	waitState(t, db, "succeeded", first)
+
+	for i := range 5 {
+		id, committedAt := enqueueTx(t, db, "fast", numArgs{N: i})
+		latency := recv(t, startedAt, "a job woken by NOTIFY").Sub(committedAt)
+		t.Logf("job %d: commit to handler start %v", id, latency)
+		if latency > 100*time.Millisecond {
+			t.Errorf("job %d started %v after its commit; want within 100ms", id, latency)
+		}
+		waitState(t, db, "succeeded", id)
+	}
+}
+
+// 10,000 jobs enqueued at once all run exactly once when two clients share their queue,
+// and every one ends succeeded.
+func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
+	t.Parallel()
+	const n = 10_000
+	db := relaytest.NewDB(t)
+	other := &relaytest.DB{Pool: relaytest.NewPool(t), Schema: db.Schema}
+
+	var (
+		mu       sync.Mutex
+		runs     = make(map[int64]int, n)
+		byClient [2]int
+		total    atomic.Int64
+		allRan   = make(chan struct{})
+	)
+	clients := make([]*relay.Client, 2)
+	for i, pool := range []*relaytest.DB{db, other} {
+		c := newClient(db, relay.Config{})
+		handle(t, c, "bulk", func(ctx context.Context, job *relay.Job[numArgs]) error {
+			mu.Lock()
+			runs[job.ID]++
+			byClient[i]++
+			mu.Unlock()
+			if total.Add(1) == n {
+				close(allRan)
+			}
+			return nil
+		})
+		start(t, c, pool.Pool)
+		clients[i] = c
+	}
+
+	specs := make([]relay.JobSpec, n)
+	for i := range specs {
+		specs[i] = relay.JobSpec{Kind: "bulk", Args: numArgs{N: i}}
+	}
+	began := time.Now()
+	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != n {
+		t.Fatalf("EnqueueMany returned %d ids, want %d", len(ids), n)
+	}
+	select {
+	case <-allRan:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("only %d of %d jobs ran", total.Load(), n)
+	}
+	t.Logf("%d jobs ran in %v", n, time.Since(began))
+	relaytest.WaitFor(t, time.Minute, "every job to be succeeded", func() bool {
+		return countJobs(t, db, "succeeded") == n
+	})
+	for _, c := range clients {
+		stop(t, c) // every handler has returned: runs is final
+	}
+
+	if got := total.Load(); got != n {
+		t.Errorf("handlers ran %d times for %d jobs", got, n)
+	}
+	for _, id := range ids {
+		if runs[id] != 1 {
+			t.Errorf("job %d ran %d times, want once", id, runs[id])
+		}
+	}
+	if len(runs) != n {
+		t.Errorf("handlers saw %d distinct job ids, want %d", len(runs), n)
+	}
+	if countJobs(t, db, "") != n {
+		t.Errorf("table holds %d jobs, want %d", countJobs(t, db, ""), n)
+	}
+	t.Logf("jobs run per client: %v", byClient)
+	if byClient[0] == 0 || byClient[1] == 0 {
+		t.Errorf("one client did all the work: %v", byClient)
+	}
+	// The table agrees with the handlers on who ran what.
+	rows, err := db.Query(context.Background(), `SELECT attempted_by, count(*) FROM `+
+		pgx.Identifier{db.Schema, "jobs"}.Sanitize()+` GROUP BY attempted_by`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perClient, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+		By string
+		N  int
+	}])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pc := range perClient {
+		switch pc.By {
+		case clients[0].ID():
+			if pc.N != byClient[0] {
+				t.Errorf("table says client 0 ran %d jobs, its handler counted %d", pc.N, byClient[0])
+			}
+		case clients[1].ID():
+			if pc.N != byClient[1] {
+				t.Errorf("table says client 1 ran %d jobs, its handler counted %d", pc.N, byClient[1])
+			}
+		default:
+			t.Errorf("%d jobs attempted by unknown client %q", pc.N, pc.By)
+		}
+	}
+}
+
+// No queue ever runs more jobs at once than its Workers, and each reaches its limit.
+func TestQueueWorkersLimitIsNeverExceeded(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	limits := map[string]int{"narrow": 2, "wide": 3}
+	const perQueue = 10
+
+	type gauge struct {
+		running, max atomic.Int64
+		started      chan int64
+		release      chan struct{}
+	}
+	gauges := map[string]*gauge{}
+	queues := map[string]relay.QueueConfig{}
+	for q, limit := range limits {
+		gauges[q] = &gauge{started: make(chan int64, perQueue), release: make(chan struct{})}
+		queues[q] = relay.QueueConfig{Workers: limit}
+	}
+	c := newClient(db, relay.Config{Queues: queues})
+	handle(t, c, "gated", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		g := gauges[job.Queue]
+		now := g.running.Add(1)
+		for {
+			m := g.max.Load()
+			if now <= m || g.max.CompareAndSwap(m, now) {
+				break
+			}
+		}
+		g.started <- job.ID
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+		}
+		g.running.Add(-1)
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	var specs []relay.JobSpec
+	for q := range limits {
+		for i := range perQueue {
+			specs = append(specs, relay.JobSpec{Kind: "gated", Args: numArgs{N: i}, Options: []relay.EnqueueOption{relay.Queue(q)}})
+		}
+	}
+	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+
+	for q, limit := range limits {
+		g := gauges[q]
+		// The queue fills up to its limit while every handler blocks...
+		for range limit {
+			recv(t, g.started, "queue "+q+" to fill its workers")
+		}
+		// ...and each released slot lets exactly one more job in.
+		for range perQueue - limit {
+			g.release <- struct{}{}
+			recv(t, g.started, "a freed slot of queue "+q+" to take the next job")
+		}
+		for range limit {
+			g.release <- struct{}{}
+		}
+	}
+	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
+		return countJobs(t, db, "succeeded") == len(specs)
+	})
+	for q, limit := range limits {
+		if got := gauges[q].max.Load(); got != int64(limit) {
+			t.Errorf("queue %q ran up to %d jobs at once, want exactly its limit %d", q, got, limit)
+		}
+	}
+}
+
+// Stop waits for the handlers that are running, and their outcomes are written before it
+// returns.
+func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
+	t.Parallel()
+	const n = 5
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{})
+	started := make(chan int64, n)
+	release := make(chan struct{})
+	ctxErrs := make(chan error, n)
+	handle(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		<-release
+		ctxErrs <- ctx.Err()
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	specs := make([]relay.JobSpec, n)
+	for i := range specs {
+		specs[i] = relay.JobSpec{Kind: "slow", Args: numArgs{N: i}}
+	}
+	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		recv(t, started, "every job to start")
+	}
+
+	probe := newStopProbe(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop(probe) }()
+	awaitStopWaiting(t, probe, stopped)
+	// Stopping has stopped claiming: a job enqueued now is left for another client.
+	left := enqueue(t, db, "slow", numArgs{N: -1})
+	// A second Stop meanwhile waits for the first.
+	stoppedAgain := make(chan error, 1)
+	go func() { stoppedAgain <- c.Stop(context.Background()) }()
+	select {
+	case err := <-stoppedAgain:
+		t.Fatalf("a second Stop returned (%v) while the first was still waiting for handlers", err)
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while handlers were still running", err)
+	default:
+	}
+	close(release)
+	if err := recv(t, stopped, "Stop to return"); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := recv(t, stoppedAgain, "the second Stop to return"); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+	for range n {
+		if err := recv(t, ctxErrs, "handler"); err != nil {
+			t.Errorf("a handler's context ended (%v) during a graceful stop", err)
+		}
+	}
+	// No waiting: Stop has written every outcome by the time it returns.
+	for _, j := range relaytest.Jobs(t, db) {
+		switch {
+		case j.ID == left:
+			if j.State != "pending" || j.Attempt != 0 {
+				t.Errorf("job %d enqueued during Stop is %s after attempt %d, want pending and never claimed", j.ID, j.State, j.Attempt)
+			}
+		case j.State != "succeeded":
+			t.Errorf("job %d is %s right after Stop, want succeeded", j.ID, j.State)
+		}
+	}
+	if got := countJobs(t, db, "succeeded"); got != len(ids) {
+		t.Errorf("%d of %d jobs succeeded", got, len(ids))
+	}
+}
+
+// When Stop's context ends first, the handlers' context is cancelled and their jobs go
+// back to pending, due now, with the error recorded; another client then runs them.
+func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{})
+	started := make(chan int64, n)
+	cancelled := make(chan int64, n)
+	handle(t, c, "stubborn", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		<-ctx.Done()
+		cancelled <- job.ID
+		return ctx.Err()
+	})
+	start(t, c, db.Pool)
+
+	specs := make([]relay.JobSpec, n)
+	for i := range specs {
+		specs[i] = relay.JobSpec{Kind: "stubborn", Args: numArgs{N: i}}
+	}
+	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		recv(t, started, "every job to start")
+	}
+
+	before := time.Now()
+	deadline, expire := context.WithCancel(context.Background())
+	probe := newStopProbe(deadline)
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop(probe) }()
+	awaitStopWaiting(t, probe, stopped)
+	select {
+	case id := <-cancelled:
+		t.Fatalf("job %d's context was cancelled before Stop's deadline", id)
+	default:
+	}
+	expire()
+	for range n {
+		recv(t, cancelled, "the handlers' context to be cancelled")
+	}
+	if err := recv(t, stopped, "Stop to return"); err != nil {
+		t.Fatalf("Stop: %v (every handler returned once cancelled)", err)
+	}
+	if took := time.Since(before); took > 4*time.Second {
+		t.Errorf("Stop took %v although the handlers returned as soon as they were cancelled", took)
+	}
+	after := time.Now()
+	for _, j := range relaytest.Jobs(t, db) {
+		if j.State != "pending" || j.Attempt != 1 {
+			t.Errorf("job %d is %s after attempt %d, want pending after attempt 1", j.ID, j.State, j.Attempt)
+		}
+		if len(j.Errors) != 1 || j.Errors[0] != context.Canceled.Error() {
+			t.Errorf("job %d has errors %q, want [%q]", j.ID, j.Errors, context.Canceled)
+		}
+		if j.RunAt.Before(before.Truncate(time.Microsecond)) || j.RunAt.After(after) {
+			t.Errorf("job %d is due at %v, want now (between %v and %v)", j.ID, j.RunAt, before, after)
+		}
+	}
+
+	// Not stuck: a new client runs them at once.
+	c2 := newClient(db, relay.Config{})
+	again := make(chan int, n)
+	handle(t, c2, "stubborn", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		again <- job.Attempt
+		return nil
+	})
+	start(t, c2, db.Pool)
+	for range n {
+		if a := recv(t, again, "a requeued job to run on another client"); a != 2 {
+			t.Errorf("requeued job ran as attempt %d, want 2", a)
+		}
+	}
+	waitState(t, db, "succeeded", ids...)
+}
+
+// Two clients on two schemas each run only their own schema's jobs.
+func TestSchemasDoNotSeeEachOthersJobs(t *testing.T) {
+	t.Parallel()
+	type origin struct{ Schema string }
+	type run struct{ client, schema string }
+	dbs := []*relaytest.DB{relaytest.NewDB(t), relaytest.NewDB(t)}
+	runs := make(chan run, 20)
+	clients := make([]*relay.Client, len(dbs))
+	for i, db := range dbs {
+		c := newClient(db, relay.Config{})
+		handle(t, c, "iso", func(ctx context.Context, job *relay.Job[origin]) error {
+			runs <- run{client: db.Schema, schema: job.Args.Schema}
+			return nil
+		})
+		start(t, c, db.Pool)
+		clients[i] = c
+	}
+	const perSchema = 5
+	for range perSchema {
+		for _, db := range dbs {
+			enqueue(t, db, "iso", origin{Schema: db.Schema})
+		}
+	}
+	counts := map[string]int{}
+	for range perSchema * len(dbs) {
+		r := recv(t, runs, "jobs to run")
+		if r.client != r.schema {
+			t.Errorf("the client of schema %s ran a job of schema %s", r.client, r.schema)
+		}
+		counts[r.client]++
+	}
+	for i, db := range dbs {
+		if counts[db.Schema] != perSchema {
+			t.Errorf("client of %s ran %d jobs, want %d", db.Schema, counts[db.Schema], perSchema)
+		}
+		relaytest.WaitFor(t, waitTimeout, "jobs to succeed", func() bool { return countJobs(t, db, "succeeded") == perSchema })
+		for _, j := range relaytest.Jobs(t, db) {
+			if j.AttemptedBy != clients[i].ID() {
+				t.Errorf("job %d of %s was attempted by %q, want its own client %q", j.ID, db.Schema, j.AttemptedBy, clients[i].ID())
+			}
+		}
+	}
+}
+
+// A job of a kind no running client handles is left pending, unclaimed, and runs once a
+// client that handles it starts.
+func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	known := make(chan int64, 1)
+	c := newClient(db, relay.Config{})
+	handle(t, c, "known", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		known <- job.ID
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	// Both in one transaction: the unknown job is older, so a claim that could take it
+	// would take it no later than the known one.
+	ctx := context.Background()
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownID, err := relay.Enqueue(ctx, tx, "unknown", numArgs{N: 1}, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	knownID, err := relay.Enqueue(ctx, tx, "known", numArgs{N: 2}, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, known, "the known job")
+	waitState(t, db, "succeeded", knownID)
+	j := jobByID(t, db, unknownID)
+	if j.State != "pending" || j.Attempt != 0 || j.AttemptedBy != "" {
+		t.Fatalf("unhandled job is %s, attempt %d, attempted by %q; want pending and never claimed", j.State, j.Attempt, j.AttemptedBy)
+	}
+
+	c2 := newClient(db, relay.Config{})
+	unknown := make(chan int64, 1)
+	handle(t, c2, "unknown", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		unknown <- job.ID
+		return nil
+	})
+	start(t, c2, db.Pool)
+	if got := recv(t, unknown, "the waiting job to run on the client that handles it"); got != unknownID {
+		t.Fatalf("ran job %d, want %d", got, unknownID)
+	}
+	waitState(t, db, "succeeded", unknownID)
+	if j := jobByID(t, db, unknownID); j.AttemptedBy != c2.ID() || j.Attempt != 1 {
+		t.Errorf("job ran as attempt %d by %q, want attempt 1 by %q", j.Attempt, j.AttemptedBy, c2.ID())
+	}
+}
+
+// The errors of the client's lifecycle.
+func TestClientLifecycleErrors(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	noop := func(ctx context.Context, job *relay.Job[numArgs]) error { return nil }
+
+	t.Run("Handle twice for a kind", func(t *testing.T) {
+		c := newClient(db, relay.Config{})
+		handle(t, c, "k", noop)
+		if err := relay.Handle(c, "k", noop); !errors.Is(err, relay.ErrDuplicateKind) {
+			t.Fatalf("second Handle: %v, want ErrDuplicateKind", err)
+		}
+		if err := relay.Handle(c, "", noop); !errors.Is(err, relay.ErrInvalidJob) {
+			t.Errorf("Handle with an empty kind: %v, want ErrInvalidJob", err)
+		}
+		if err := relay.Handle(c, string(make([]byte, relay.MaxNameLen+1)), noop); !errors.Is(err, relay.ErrInvalidJob) {
+			t.Errorf("Handle with an over-long kind: %v, want ErrInvalidJob", err)
+		}
+		if err := relay.Handle[numArgs](c, "nil", nil); !errors.Is(err, relay.ErrInvalidConfig) {
+			t.Errorf("Handle with a nil handler: %v, want ErrInvalidConfig", err)
+		}
+	})
+
+	t.Run("Start twice and Handle after Start", func(t *testing.T) {
+		c := newClient(db, relay.Config{})
+		handle(t, c, "k", noop)
+		start(t, c, db.Pool)
+		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrAlreadyStarted) {
+			t.Errorf("second Start: %v, want ErrAlreadyStarted", err)
+		}
+		if err := relay.Handle(c, "late", noop); !errors.Is(err, relay.ErrAlreadyStarted) {
+			t.Errorf("Handle after Start: %v, want ErrAlreadyStarted", err)
+		}
+	})
+
+	t.Run("Start without handlers", func(t *testing.T) {
+		c := newClient(db, relay.Config{})
+		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNoHandlers) {
+			t.Fatalf("Start: %v, want ErrNoHandlers", err)
+		}
+	})
+
+	t.Run("Start on an unmigrated schema", func(t *testing.T) {
+		c := newClient(db, relay.Config{Schema: db.Schema + "_missing"})
+		handle(t, c, "k", noop)
+		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNotMigrated) {
+			t.Fatalf("Start on a missing schema: %v, want ErrNotMigrated", err)
+		}
+		// A schema whose version table lacks a migration is not migrated either.
+		partial := db.Schema + "_partial"
+		q := pgx.Identifier{partial}.Sanitize()
+		t.Cleanup(func() { db.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+q+" CASCADE") })
+		if _, err := db.Exec(ctx, "CREATE SCHEMA "+q+"; CREATE TABLE "+q+".schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+			t.Fatal(err)
+		}
+		c = newClient(db, relay.Config{Schema: partial})
+		handle(t, c, "k", noop)
+		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNotMigrated) {
+			t.Fatalf("Start on a schema without migrations: %v, want ErrNotMigrated", err)
+		}
+	})
+
+	t.Run("Start after Stop", func(t *testing.T) {
+		c := newClient(db, relay.Config{})
+		handle(t, c, "k", noop)
+		start(t, c, db.Pool)
+		stop(t, c)
+		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrClientStopped) {
+			t.Errorf("Start after Stop: %v, want ErrClientStopped", err)
+		}
+		if err := c.Stop(ctx); err != nil {
+			t.Errorf("second Stop: %v, want nil", err)
+		}
+		// A client that never started cannot start after Stop either.
+		c = newClient(db, relay.Config{})
+		handle(t, c, "k", noop)
+		if err := c.Stop(ctx); err != nil {
+			t.Fatalf("Stop before Start: %v", err)
+		}
+		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrClientStopped) {
+			t.Errorf("Start after Stop of an unstarted client: %v, want ErrClientStopped", err)
+		}
+	})
+
+	t.Run("invalid config", func(t *testing.T) {
+		for name, cfg := range map[string]relay.Config{
+			"zero workers":     {Queues: map[string]relay.QueueConfig{"q": {Workers: 0}}},
+			"empty queue":      {Queues: map[string]relay.QueueConfig{"": {Workers: 1}}},
+			"negative poll":    {PollInterval: -time.Second},
+			"bad backoff":      {Backoff: backoff.Policy{Initial: time.Second, Multiplier: 0.5, Max: time.Second}},
+			"over-long schema": {Schema: strings.Repeat("s", 100)},
+		} {
+			c := newClient(db, cfg)
+			handle(t, c, "k", noop)
+			if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
+				t.Errorf("%s: Start: %v, want ErrInvalidConfig", name, err)
+			}
+		}
+		c := newClient(db, relay.Config{})
+		handle(t, c, "k", noop)
+		if err := c.Start(ctx, nil); !errors.Is(err, relay.ErrInvalidConfig) {
+			t.Errorf("Start with a nil pool: %v, want ErrInvalidConfig", err)
+		}
+	})
+}

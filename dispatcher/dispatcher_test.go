@@ -1,0 +1,409 @@
+package dispatcher_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/dispatcher"
+	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/relaytest"
+)
+
+func TestMain(m *testing.M) { relaytest.Main(m) }
+
+const waitTimeout = 15 * time.Second
+
+// countingDB is the test's real pool, counting the statements the dispatcher runs on it
+// (its only statement is the claim) and announcing each claim once it has returned. It can
+// also hold one claim in flight, after the database has run it, until the test lets it go.
+type countingDB struct {
+	*relaytest.DB
+	claims  atomic.Int64
+	claimed chan struct{}
+	hold    atomic.Pointer[func()] // called once, when the next claim's first row has arrived
+}
+
+func (c *countingDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	c.claims.Add(1)
+	rows, err := c.DB.Query(ctx, sql, args...)
+	select {
+	case c.claimed <- struct{}{}:
+	default:
+	}
+	if hold := c.hold.Swap(nil); hold != nil && err == nil {
+		return &heldRows{Rows: rows, hold: *hold}, nil
+	}
+	return rows, err
+}
+
+// heldRows calls hold once its first row has arrived: the claim has run in the database and
+// its snapshot is taken, but the dispatcher has not seen the result yet.
+type heldRows struct {
+	pgx.Rows
+	once sync.Once
+	hold func()
+}
+
+func (r *heldRows) Next() bool {
+	ok := r.Rows.Next()
+	r.once.Do(r.hold)
+	return ok
+}
+
+// harness runs one dispatcher for queue "default" of a new schema; run is the job runner.
+type harness struct {
+	t     *testing.T
+	db    *countingDB
+	d     *dispatcher.Dispatcher
+	stop  context.CancelFunc
+	done  chan error
+	store *store.Store
+}
+
+func newHarness(t *testing.T, workers int, poll time.Duration, run func(*store.Job)) *harness {
+	t.Helper()
+	db := relaytest.NewDB(t)
+	s, err := store.For(db.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, db: &countingDB{DB: db, claimed: make(chan struct{}, 1)}, store: s}
+	h.d = dispatcher.New(dispatcher.Config{
+		Store: s, DB: h.db, Queue: relay.DefaultQueue, Kinds: []string{"job"},
+		Workers: workers, Poll: poll, ClientID: "dispatcher-test", Run: run,
+	})
+	return h
+}
+
+// start runs the dispatcher until the test ends.
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- h.d.Run(ctx) }()
+	h.t.Cleanup(func() {
+		h.halt()
+		h.d.Wait()
+	})
+}
+
+// halt stops claiming and waits for Run to return.
+func (h *harness) halt() {
+	h.stop()
+	select {
+	case err := <-h.done:
+		if !errors.Is(err, context.Canceled) {
+			h.t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+		h.done <- err // for a later halt
+	case <-time.After(waitTimeout):
+		h.t.Fatal("Run did not return after its context was cancelled")
+	}
+}
+
+// enqueue inserts n jobs of kind "job" (no client listens: their NOTIFY goes nowhere).
+func (h *harness) enqueue(n int, opts ...relay.EnqueueOption) []int64 {
+	h.t.Helper()
+	specs := make([]relay.JobSpec, n)
+	for i := range specs {
+		specs[i] = relay.JobSpec{Kind: "job", Args: i}
+	}
+	ids, err := relay.EnqueueMany(context.Background(), h.db.DB, specs, append(opts, relay.Schema(h.db.Schema))...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return ids
+}
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// runCounter counts runs per job id.
+type runCounter struct {
+	mu   sync.Mutex
+	runs map[int64]int
+	ran  chan int64
+}
+
+func newRunCounter(buffer int) *runCounter {
+	return &runCounter{runs: map[int64]int{}, ran: make(chan int64, buffer)}
+}
+
+func (r *runCounter) run(j *store.Job) {
+	r.mu.Lock()
+	r.runs[j.ID]++
+	r.mu.Unlock()
+	r.ran <- j.ID
+}
+
+func (r *runCounter) assertOnce(t *testing.T, ids []int64) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		if r.runs[id] != 1 {
+			t.Errorf("job %d ran %d times, want once", id, r.runs[id])
+		}
+	}
+	if len(r.runs) != len(ids) {
+		t.Errorf("%d distinct jobs ran, want %d", len(r.runs), len(ids))
+	}
+}
+
+// Any number of Wake calls before the dispatcher gets to them coalesce into one claim.
+func TestWakesCoalesceIntoOneClaim(t *testing.T) {
+	t.Parallel()
+	r := newRunCounter(10)
+	h := newHarness(t, 10, time.Hour, r.run)
+	ids := h.enqueue(5)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			for range 100 {
+				h.d.Wake()
+			}
+		})
+	}
+	wg.Wait()
+	h.start()
+	for range ids {
+		recv(t, r.ran, "the jobs to run")
+	}
+	h.halt()
+	h.d.Wait()
+	r.assertOnce(t, ids)
+	if got := h.db.claims.Load(); got != 1 {
+		t.Errorf("1000 wakes before Run made %d claims, want 1", got)
+	}
+}
+
+// A storm of concurrent wakes while jobs arrive and run makes far fewer claims than wakes,
+// and every job still runs exactly once.
+func TestWakeStormRunsEveryJobOnce(t *testing.T) {
+	t.Parallel()
+	const n, wakers, wakesEach = 300, 4, 2000
+	r := newRunCounter(n)
+	h := newHarness(t, 8, time.Hour, r.run)
+	h.start()
+	var wg sync.WaitGroup
+	for range wakers {
+		wg.Go(func() {
+			for range wakesEach {
+				h.d.Wake()
+			}
+		})
+	}
+	var ids []int64
+	for range 3 {
+		ids = append(ids, h.enqueue(n/3)...)
+		h.d.Wake()
+	}
+	wg.Wait()
+	for range ids {
+		recv(t, r.ran, "every job to run")
+	}
+	h.halt()
+	h.d.Wait()
+	r.assertOnce(t, ids)
+	claims := h.db.claims.Load()
+	t.Logf("%d wakes made %d claims for %d jobs", wakers*wakesEach+3, claims, n)
+	if claims >= wakers*wakesEach/2 {
+		t.Errorf("%d wakes made %d claims: wakes do not coalesce", wakers*wakesEach, claims)
+	}
+}
+
+// Notify of a job due later makes the dispatcher claim at that time: not before, and
+// promptly then. A later Notify does not postpone an earlier one; a Notify due now (zero or
+// negative delay) claims at once.
+func TestNotifyWakesAtTheRightTime(t *testing.T) {
+	t.Parallel()
+	type run struct {
+		at    time.Time
+		runAt time.Time
+	}
+	runs := make(chan run, 10)
+	h := newHarness(t, 4, time.Hour, func(j *store.Job) { runs <- run{at: time.Now(), runAt: j.RunAt} })
+	h.start()
+	recv(t, h.db.claimed, "the start-up claim") // finds nothing: the dispatcher is idle now
+
+	at := time.Now().Add(300 * time.Millisecond)
+	h.enqueue(1, relay.RunAt(at))
+	later := at.Add(time.Hour)
+	h.d.Notify(time.Hour, later)
+	h.d.Notify(time.Until(at), at.Truncate(time.Microsecond))
+	h.d.Notify(2*time.Hour, later)
+	r := recv(t, runs, "the scheduled job")
+	late := r.at.Sub(r.runAt)
+	t.Logf("claimed %v after its run_at", late)
+	if late < 0 || r.at.Before(at.Truncate(time.Microsecond)) {
+		t.Errorf("job ran %v before its run_at", -late)
+	}
+	if late > 50*time.Millisecond {
+		t.Errorf("job ran %v after its run_at; want within 50ms", late)
+	}
+
+	for _, delay := range []time.Duration{0, -time.Second} {
+		id := h.enqueue(1)[0]
+		woken := time.Now()
+		h.d.Notify(delay, jobRunAt(t, h, id))
+		if took := recv(t, runs, "a due job").at.Sub(woken); took > 100*time.Millisecond {
+			t.Errorf("Notify(%v) ran a due job after %v, want at once", delay, took)
+		}
+	}
+}
+
+// jobRunAt is the stored run_at of job id, as a NOTIFY would carry it.
+func jobRunAt(t *testing.T, h *harness, id int64) time.Time {
+	t.Helper()
+	for _, j := range relaytest.Jobs(t, h.db.DB) {
+		if j.ID == id {
+			return j.RunAt
+		}
+	}
+	t.Fatalf("no job %d", id)
+	panic("unreachable")
+}
+
+// A job whose NOTIFY arrives while a claim is in flight is claimed promptly even when it
+// sorts before the jobs that claim took, as happens when a producer's transaction began
+// before another's but committed after it. The claim cannot have seen the job (its snapshot
+// predates the commit), so the dispatcher must not move its cursor past the job.
+func TestJobNotifiedDuringClaimIsNotPassedOver(t *testing.T) {
+	t.Parallel()
+	runs := make(chan int64, 10)
+	h := newHarness(t, 10, time.Hour, func(j *store.Job) { runs <- j.ID })
+	h.start()
+	recv(t, h.db.claimed, "the start-up claim")
+
+	now := time.Now().Truncate(time.Microsecond)
+	first := h.enqueue(1, relay.RunAt(now.Add(-time.Second)))[0]
+	held, resume := make(chan struct{}), make(chan struct{})
+	hold := func() { close(held); <-resume }
+	h.db.hold.Store(&hold)
+	h.d.Notify(0, now.Add(-time.Second)) // as the listener would for the first job
+	recv(t, held, "the claim of the first job to run")
+
+	// The claim has run; before the dispatcher sees its result, an older job commits and
+	// its NOTIFY arrives.
+	second := h.enqueue(1, relay.RunAt(now.Add(-2*time.Second)))[0]
+	h.d.Notify(0, now.Add(-2*time.Second))
+	close(resume)
+
+	got := map[int64]bool{}
+	for range 2 {
+		select {
+		case id := <-runs:
+			got[id] = true
+		case <-time.After(2 * time.Second):
+			t.Fatalf("only jobs %v ran within 2s of their NOTIFY; job %d (notified during the claim of job %d) was passed over and waits for the poll (an hour)", got, second, first)
+		}
+	}
+	if !got[first] || !got[second] {
+		t.Fatalf("ran %v, want jobs %d and %d", got, first, second)
+	}
+}
+
+// The dispatcher arms its own timer from what its claim reports about the next scheduled
+// job, and the fallback poll finds jobs that nobody announced.
+func TestDispatcherFindsScheduledJobsAndPolls(t *testing.T) {
+	t.Parallel()
+	runs := make(chan time.Time, 10)
+	h := newHarness(t, 4, 100*time.Millisecond, func(j *store.Job) { runs <- time.Now() })
+	at := time.Now().Add(300 * time.Millisecond)
+	h.enqueue(1, relay.RunAt(at))
+	h.start()
+	got := recv(t, runs, "the scheduled job")
+	if got.Before(at) || got.Sub(at) > 50*time.Millisecond {
+		t.Errorf("scheduled job ran %v after its time, want 0 to 50ms", got.Sub(at))
+	}
+	// Nobody wakes the dispatcher for this one: the 100ms poll must find it.
+	enqueued := time.Now()
+	h.enqueue(1)
+	if took := recv(t, runs, "the polled job").Sub(enqueued); took > time.Second {
+		t.Errorf("polled job ran after %v with a 100ms poll", took)
+	}
+}
+
+// The dispatcher never runs more jobs at once than Workers, fills every worker, and claims
+// more as slots free up. Run returning leaves running jobs alone; Wait waits for them.
+func TestDispatcherRespectsWorkers(t *testing.T) {
+	t.Parallel()
+	const workers, n = 3, 12
+	var running, peak atomic.Int64
+	started := make(chan int64, n)
+	release := make(chan struct{})
+	h := newHarness(t, workers, time.Hour, func(j *store.Job) {
+		now := running.Add(1)
+		for {
+			p := peak.Load()
+			if now <= p || peak.CompareAndSwap(p, now) {
+				break
+			}
+		}
+		started <- j.ID
+		<-release
+		running.Add(-1)
+	})
+	ids := h.enqueue(n)
+	h.start()
+	seen := map[int64]int{}
+	for range workers {
+		seen[recv(t, started, "the workers to fill")]++
+	}
+	if got := h.d.Running(); got != workers {
+		t.Errorf("Running() = %d with every worker busy, want %d", got, workers)
+	}
+	for range n - workers - 1 {
+		release <- struct{}{}
+		seen[recv(t, started, "a freed slot to take the next job")]++
+	}
+	// Stop claiming with the last job and two others still running.
+	release <- struct{}{}
+	seen[recv(t, started, "the last job")]++
+	h.halt()
+	if got := h.d.Running(); got != workers {
+		t.Errorf("Running() = %d after Run returned, want the %d jobs still running", got, workers)
+	}
+	waited := make(chan struct{})
+	go func() { h.d.Wait(); close(waited) }()
+	for range workers {
+		select {
+		case <-waited:
+			t.Fatal("Wait returned while jobs were still running")
+		default:
+		}
+		release <- struct{}{}
+	}
+	recv(t, waited, "Wait to return once the jobs finished")
+	if got := h.d.Running(); got != 0 {
+		t.Errorf("Running() = %d after Wait, want 0", got)
+	}
+	if got := peak.Load(); got != workers {
+		t.Errorf("ran up to %d jobs at once, want exactly Workers = %d", got, workers)
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Errorf("job %d ran %d times, want once", id, seen[id])
+		}
+	}
+	// Every job was claimed by this dispatcher, and only once.
+	for _, j := range relaytest.Jobs(t, h.db.DB) {
+		if j.State != "running" || j.Attempt != 1 || j.AttemptedBy != "dispatcher-test" {
+			t.Errorf("job %d is %s, attempt %d by %q; want running, attempt 1 by dispatcher-test", j.ID, j.State, j.Attempt, j.AttemptedBy)
+		}
+	}
+}

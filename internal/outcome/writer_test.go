@@ -1,0 +1,294 @@
+package outcome_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/outcome"
+	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/relaytest"
+)
+
+func TestMain(m *testing.M) { relaytest.Main(m) }
+
+const waitTimeout = 30 * time.Second
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// claimed enqueues n jobs on a new schema and claims them all, as a dispatcher would, so
+// that they are running and waiting for their outcomes.
+func claimed(t *testing.T, n int) (*relaytest.DB, *store.Store, []*store.Job) {
+	t.Helper()
+	db := relaytest.NewDB(t)
+	s, err := store.For(db.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := make([]relay.JobSpec, n)
+	for i := range specs {
+		specs[i] = relay.JobSpec{Kind: "job", Args: i}
+	}
+	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Claim(context.Background(), db, relay.DefaultQueue, []string{"job"}, n, "writer-test", store.Cursor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Jobs) != n {
+		t.Fatalf("claimed %d of %d jobs", len(c.Jobs), n)
+	}
+	return db, s, c.Jobs
+}
+
+// outcomeFor gives job i one of three outcomes: succeeded, failed, or retried later.
+func outcomeFor(i int, j *store.Job, now time.Time) store.Outcome {
+	o := store.Outcome{ID: j.ID, EndedAt: now}
+	switch i % 3 {
+	case 0:
+		o.State = store.StateSucceeded
+	case 1:
+		o.State, o.Error = store.StateFailed, fmt.Sprint("failed ", j.ID)
+	case 2:
+		o.State, o.Error, o.RunAt = store.StatePending, fmt.Sprint("retry ", j.ID), now.Add(time.Hour).Truncate(time.Microsecond)
+	}
+	return o
+}
+
+// row is what the table says of one job's outcome.
+type row struct {
+	State      string
+	RunAt      time.Time
+	FinishedAt *time.Time
+	Errors     []string
+}
+
+func rows(t *testing.T, db *relaytest.DB) map[int64]row {
+	t.Helper()
+	rs, err := db.Query(context.Background(), `SELECT id, state, run_at, finished_at,
+		coalesce((SELECT array_agg(e->>'error') FROM jsonb_array_elements(errors) e), '{}')
+		FROM `+pgx.Identifier{db.Schema, "jobs"}.Sanitize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int64]row{}
+	var id int64
+	var r row
+	_, err = pgx.ForEachRow(rs, []any{&id, &r.State, &r.RunAt, &r.FinishedAt, &r.Errors}, func() error {
+		out[id] = r
+		r = row{}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// assertWritten checks that every job holds its outcome.
+func assertWritten(t *testing.T, db *relaytest.DB, outcomes []store.Outcome) {
+	t.Helper()
+	got := rows(t, db)
+	for _, o := range outcomes {
+		r := got[o.ID]
+		if r.State != o.State {
+			t.Errorf("job %d is %s, want %s", o.ID, r.State, o.State)
+			continue
+		}
+		switch {
+		case o.State == store.StatePending && (!r.RunAt.Equal(o.RunAt) || r.FinishedAt != nil):
+			t.Errorf("retried job %d: run_at %v, finished_at %v; want run_at %v and no finished_at", o.ID, r.RunAt, r.FinishedAt, o.RunAt)
+		case o.State != store.StatePending && r.FinishedAt == nil:
+			t.Errorf("job %d is %s without finished_at", o.ID, r.State)
+		}
+		if (o.Error == "" && len(r.Errors) != 0) || (o.Error != "" && (len(r.Errors) != 1 || r.Errors[0] != o.Error)) {
+			t.Errorf("job %d has errors %q, want %q", o.ID, r.Errors, o.Error)
+		}
+	}
+}
+
+// Outcomes added from many goroutines at once are all written.
+func TestWriterWritesEveryOutcomeAddedConcurrently(t *testing.T) {
+	t.Parallel()
+	const n, adders = 2000, 8
+	db, s, jobs := claimed(t, n)
+	w := outcome.New(s, db, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	now := time.Now()
+	outcomes := make([]store.Outcome, n)
+	for i, j := range jobs {
+		outcomes[i] = outcomeFor(i, j, now)
+	}
+	var wg sync.WaitGroup
+	for a := range adders {
+		wg.Go(func() {
+			for i := a; i < n; i += adders {
+				if !w.Add(outcomes[i]) {
+					t.Errorf("Add of job %d returned false on a running writer", outcomes[i].ID)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	relaytest.WaitFor(t, waitTimeout, "every outcome to be written", func() bool {
+		var running int
+		_ = db.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+` WHERE state = 'running'`).Scan(&running)
+		return running == 0
+	})
+	assertWritten(t, db, outcomes)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run returned %v after a clean stop, want nil", err)
+	}
+}
+
+// Stopping the writer writes everything still queued, in as many statements as it takes,
+// before Run returns; an outcome added afterwards is refused and not written.
+func TestWriterStopFlushesQueuedOutcomesAndRefusesLaterOnes(t *testing.T) {
+	t.Parallel()
+	const n = 6000 // more than one statement's worth
+	db, s, jobs := claimed(t, n+1)
+	late := jobs[n]
+	jobs = jobs[:n]
+	w := outcome.New(s, db, quiet)
+
+	now := time.Now()
+	outcomes := make([]store.Outcome, n)
+	for i, j := range jobs {
+		outcomes[i] = outcomeFor(i, j, now)
+		if !w.Add(outcomes[i]) {
+			t.Fatal("Add returned false before the writer ran")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // stopped before it ever ran: everything is written by the flush
+	if err := w.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	assertWritten(t, db, outcomes) // no waiting: Run returned, so it is all there
+
+	if w.Add(store.Outcome{ID: late.ID, State: store.StateSucceeded, EndedAt: time.Now()}) {
+		t.Error("Add after the writer stopped returned true")
+	}
+	if r := rows(t, db)[late.ID]; r.State != store.StateRunning {
+		t.Errorf("outcome added after stop was written: job %d is %s", late.ID, r.State)
+	}
+}
+
+// Stopping a running writer also writes what was queued when it stopped.
+func TestWriterStopWhileRunningFlushes(t *testing.T) {
+	t.Parallel()
+	const n = 500
+	db, s, jobs := claimed(t, n)
+	w := outcome.New(s, db, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	now := time.Now()
+	outcomes := make([]store.Outcome, n)
+	for i, j := range jobs {
+		outcomes[i] = outcomeFor(i, j, now)
+		w.Add(outcomes[i])
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	assertWritten(t, db, outcomes)
+	if w.Add(outcomes[0]) {
+		t.Error("Add after Run returned reported true")
+	}
+}
+
+// A failed write keeps its outcomes queued and is retried until it succeeds.
+func TestWriterRetriesAFailedWrite(t *testing.T) {
+	t.Parallel()
+	db, s, jobs := claimed(t, 3)
+	failed := make(chan struct{}, 1)
+	logger := slog.New(handlerFunc(func(r slog.Record) {
+		if r.Level == slog.LevelWarn {
+			select {
+			case failed <- struct{}{}:
+			default:
+			}
+		}
+	}))
+	w := outcome.New(s, db, logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	table := pgx.Identifier{db.Schema, "jobs"}.Sanitize()
+	if _, err := db.Exec(context.Background(), `ALTER TABLE `+table+` RENAME TO jobs_away`); err != nil {
+		t.Fatal(err)
+	}
+	outcomes := make([]store.Outcome, len(jobs))
+	for i, j := range jobs {
+		outcomes[i] = outcomeFor(i, j, time.Now())
+		w.Add(outcomes[i])
+	}
+	select {
+	case <-failed:
+	case <-time.After(waitTimeout):
+		t.Fatal("the write to a missing table did not fail")
+	}
+	if _, err := db.Exec(context.Background(), `ALTER TABLE `+pgx.Identifier{db.Schema, "jobs_away"}.Sanitize()+` RENAME TO jobs`); err != nil {
+		t.Fatal(err)
+	}
+	relaytest.WaitFor(t, waitTimeout, "the retried write", func() bool {
+		for _, r := range rows(t, db) {
+			if r.State == store.StateRunning {
+				return false
+			}
+		}
+		return true
+	})
+	assertWritten(t, db, outcomes)
+}
+
+// An outcome for a job that is no longer running (cancelled or rescued meanwhile) is
+// ignored rather than overwriting it.
+func TestWriterLeavesJobsNoLongerRunningAlone(t *testing.T) {
+	t.Parallel()
+	db, s, jobs := claimed(t, 2)
+	table := pgx.Identifier{db.Schema, "jobs"}.Sanitize()
+	if _, err := db.Exec(context.Background(), `UPDATE `+table+` SET state = 'cancelled' WHERE id = $1`, jobs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	w := outcome.New(s, db, quiet)
+	for _, j := range jobs {
+		w.Add(store.Outcome{ID: j.ID, State: store.StateSucceeded, EndedAt: time.Now()})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := rows(t, db)
+	if got[jobs[0].ID].State != store.StateCancelled {
+		t.Errorf("cancelled job became %s", got[jobs[0].ID].State)
+	}
+	if got[jobs[1].ID].State != store.StateSucceeded {
+		t.Errorf("running job became %s, want succeeded", got[jobs[1].ID].State)
+	}
+}
+
+// handlerFunc is a slog.Handler that passes every record to a function.
+type handlerFunc func(slog.Record)
+
+func (h handlerFunc) Enabled(context.Context, slog.Level) bool      { return true }
+func (h handlerFunc) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
+func (h handlerFunc) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h handlerFunc) WithGroup(string) slog.Handler                 { return h }

@@ -1,0 +1,212 @@
+package listener_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/listener"
+	"github.com/relayq/relay/relaytest"
+)
+
+func TestMain(m *testing.M) { relaytest.Main(m) }
+
+const waitTimeout = 15 * time.Second
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// rig is a listener on a channel of the test's own, with its callbacks reported on
+// channels.
+type rig struct {
+	t        *testing.T
+	pool     *pgxpool.Pool
+	channel  string
+	l        *listener.Listener
+	conns    chan uint32 // backend pid of every connection Connect opened
+	listens  chan struct{}
+	payloads chan string
+	failNext atomic.Int32 // how many further Connect calls fail
+	stop     context.CancelFunc
+	done     chan error
+}
+
+var rigs atomic.Int64
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	pool := relaytest.NewPool(t)
+	r := &rig{
+		t: t, pool: pool,
+		channel:  fmt.Sprintf("relaytest:listener:%d:%d", time.Now().UnixNano(), rigs.Add(1)),
+		conns:    make(chan uint32, 10),
+		listens:  make(chan struct{}, 10),
+		payloads: make(chan string, 100),
+	}
+	r.l = listener.New(listener.Config{
+		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			if r.failNext.Load() > 0 {
+				r.failNext.Add(-1)
+				return nil, errors.New("connection refused (by the test)")
+			}
+			conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
+			if err == nil {
+				r.conns <- conn.PgConn().PID()
+			}
+			return conn, err
+		},
+		Channel:   r.channel,
+		OnNotify:  func(p string) { r.payloads <- p },
+		OnListen:  func() { r.listens <- struct{}{} },
+		Reconnect: backoff.Policy{Initial: time.Millisecond, Multiplier: 2, Max: 10 * time.Millisecond},
+	})
+	return r
+}
+
+func (r *rig) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stop, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- r.l.Run(ctx) }()
+	r.t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+}
+
+func (r *rig) notify(channel, payload string) {
+	r.t.Helper()
+	if _, err := r.pool.Exec(context.Background(), `SELECT pg_notify($1, $2)`, channel, payload); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// OnListen runs once LISTEN is in place, Listening is closed, and every NOTIFY on the
+// channel, and only on it, reaches OnNotify with its payload. Run returns when its
+// context ends.
+func TestListenerDeliversNotifications(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.run()
+	recv(t, r.conns, "a connection")
+	recv(t, r.listens, "OnListen")
+	recv(t, r.l.Listening(), "Listening to be closed")
+
+	r.notify(r.channel+"-other", "not for us")
+	for _, p := range []string{"w:default", "s:1500:q", ""} {
+		r.notify(r.channel, p)
+		if got := recv(t, r.payloads, "payload "+p); got != p {
+			t.Fatalf("OnNotify got %q, want %q", got, p)
+		}
+	}
+	// Notifications sent in one transaction arrive in order.
+	tx, err := r.pool.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := tx.Exec(context.Background(), `SELECT pg_notify($1, $2)`, r.channel, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if got := recv(t, r.payloads, "a payload of the transaction"); got != fmt.Sprint(i) {
+			t.Fatalf("payload %d is %q", i, got)
+		}
+	}
+
+	r.stop()
+	if err := recv(t, r.done, "Run to return"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Run returned %v, want context.Canceled", err)
+	}
+	r.done <- nil // for the cleanup
+	select {
+	case p := <-r.payloads:
+		t.Errorf("OnNotify got %q from another channel", p)
+	default:
+	}
+}
+
+// When its connection is terminated the listener reconnects, calls OnListen again, and
+// notifications reach it again.
+func TestListenerReconnectsAfterTermination(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.run()
+	pid := recv(t, r.conns, "a connection")
+	recv(t, r.listens, "OnListen")
+	r.notify(r.channel, "before")
+	if got := recv(t, r.payloads, "a payload"); got != "before" {
+		t.Fatalf("got %q", got)
+	}
+
+	for round := range 2 {
+		var ok bool
+		if err := r.pool.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+			t.Fatalf("terminate %d: %v %v", pid, ok, err)
+		}
+		next := recv(t, r.conns, "a new connection")
+		if next == pid {
+			t.Fatalf("reconnected to the terminated backend %d", pid)
+		}
+		pid = next
+		recv(t, r.listens, "OnListen after the reconnect")
+		payload := fmt.Sprint("after ", round)
+		r.notify(r.channel, payload)
+		if got := recv(t, r.payloads, "a payload after the reconnect"); got != payload {
+			t.Fatalf("got %q, want %q", got, payload)
+		}
+	}
+}
+
+// A failing Connect is retried with backoff until it works.
+func TestListenerRetriesFailedConnects(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.failNext.Store(3)
+	r.run()
+	recv(t, r.conns, "a connection after three failures")
+	recv(t, r.listens, "OnListen")
+	recv(t, r.l.Listening(), "Listening to be closed")
+	if n := r.failNext.Load(); n != 0 {
+		t.Fatalf("%d failing connects left", n)
+	}
+	r.notify(r.channel, "hello")
+	if got := recv(t, r.payloads, "a payload"); got != "hello" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// Run reports a Config it cannot work with instead of looping.
+func TestListenerRejectsIncompleteConfig(t *testing.T) {
+	t.Parallel()
+	connect := func(context.Context) (*pgx.Conn, error) { return nil, errors.New("unused") }
+	for name, cfg := range map[string]listener.Config{
+		"no Connect":  {Channel: "c", OnNotify: func(string) {}},
+		"no Channel":  {Connect: connect, OnNotify: func(string) {}},
+		"no OnNotify": {Connect: connect, Channel: "c"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		if err := listener.New(cfg).Run(ctx); err == nil || ctx.Err() != nil {
+			t.Errorf("%s: Run returned %v, want an error at once", name, err)
+		}
+		cancel()
+	}
+}

@@ -1,0 +1,177 @@
+package relay_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+)
+
+// listenerPID returns the pid of c's listener connection, waiting for one other than
+// exclude to appear.
+func listenerPID(t *testing.T, db *relaytest.DB, c *relay.Client, exclude uint32) uint32 {
+	t.Helper()
+	var pid uint32
+	relaytest.WaitFor(t, waitTimeout, "a listener backend in pg_stat_activity", func() bool {
+		err := db.QueryRow(context.Background(),
+			`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid <> $2`,
+			relay.ListenerApplicationName(c.ID()), exclude).Scan(&pid)
+		return err == nil
+	})
+	return pid
+}
+
+func terminate(t *testing.T, db *relaytest.DB, pid uint32) {
+	t.Helper()
+	var ok bool
+	if err := db.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend(%d): %v, %v", pid, ok, err)
+	}
+}
+
+// After its listener connection is killed, a client reconnects and jobs are again picked
+// up at once, although the fallback poll is one hour.
+func TestClientListensAgainAfterItsConnectionIsTerminated(t *testing.T) {
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{})
+	started := make(chan time.Time, 10)
+	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- time.Now()
+		return nil
+	})
+	start(t, c, db.Pool)
+	first := enqueue(t, db, "k", numArgs{})
+	recv(t, started, "a job before the connection is lost")
+	waitState(t, db, "succeeded", first)
+
+	old := listenerPID(t, db, c, 0)
+	terminate(t, db, old)
+	relaytest.WaitFor(t, waitTimeout, "the old listener backend to go", func() bool {
+		var n int
+		_ = db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, old).Scan(&n)
+		return n == 0
+	})
+	listenerPID(t, db, c, old)
+
+	// The new backend may not be LISTENing yet; then the catch-up claim after LISTEN finds
+	// the job. Either way it runs promptly.
+	id, committedAt := enqueueTx(t, db, "k", numArgs{N: 1})
+	if latency := recv(t, started, "a job after the reconnect").Sub(committedAt); latency > time.Second {
+		t.Errorf("job %d started %v after its commit; want promptly (the poll is an hour)", id, latency)
+	}
+	waitState(t, db, "succeeded", id)
+	// Now the new connection is certainly listening: only its NOTIFY can wake the client.
+	id, committedAt = enqueueTx(t, db, "k", numArgs{N: 2})
+	if latency := recv(t, started, "a job woken through the new connection").Sub(committedAt); latency > 100*time.Millisecond {
+		t.Errorf("job %d started %v after its commit; want within 100ms", id, latency)
+	}
+}
+
+// A job enqueued while the listener is reconnecting, whose NOTIFY nobody heard, runs as
+// soon as the listener is back, not at the next poll an hour later.
+func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
+	db := relaytest.NewDB(t)
+
+	// The client's pool holds the listener's reconnect on request, after the server
+	// accepted the connection but before it can LISTEN. The listener copies the pool's
+	// connection config, hook included.
+	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hold atomic.Pointer[chan struct{}]
+	held := make(chan struct{}, 1)
+	cfg.ConnConfig.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+		if !strings.HasPrefix(pc.ParameterStatus("application_name"), "relay listener ") {
+			return nil
+		}
+		if gate := hold.Load(); gate != nil {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+			select {
+			case <-*gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+
+	c := newClient(db, relay.Config{})
+	started := make(chan int64, 10)
+	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		return nil
+	})
+	start(t, c, pool)
+	warm := enqueue(t, db, "k", numArgs{})
+	recv(t, started, "a job before the connection is lost")
+	waitState(t, db, "succeeded", warm)
+
+	gate := make(chan struct{})
+	hold.Store(&gate)
+	terminate(t, db, listenerPID(t, db, c, 0))
+	recv(t, held, "the listener to try to reconnect")
+
+	// Nobody listens now: this job's NOTIFY is lost.
+	id := enqueue(t, db, "k", numArgs{N: 1})
+	select {
+	case got := <-started:
+		t.Fatalf("job %d ran while no connection was listening", got)
+	default:
+	}
+	if j := jobByID(t, db, id); j.State != "pending" {
+		t.Fatalf("job is %s while no connection was listening, want pending", j.State)
+	}
+
+	hold.Store(nil)
+	released := time.Now()
+	close(gate)
+	if got := recv(t, started, "the job enqueued while the listener was down"); got != id {
+		t.Fatalf("ran job %d, want %d", got, id)
+	}
+	took := time.Since(released)
+	t.Logf("job ran %v after the listener could reconnect", took)
+	if took > time.Second {
+		t.Errorf("job ran %v after the listener could reconnect; want promptly (the poll is an hour)", took)
+	}
+	waitState(t, db, "succeeded", id)
+}
+
+// ListenerApplicationName is documented as the application_name pg_stat_activity shows
+// for the client's listener. PostgreSQL truncates application_name to 63 bytes, so for an
+// ID longer than 48 bytes (which a long host name gives by default) the documented name
+// matches no backend.
+func TestListenerApplicationNameMatchesPgStatActivityForLongIDs(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	id := "worker-" + strings.Repeat("x", 50) // 57 bytes; e.g. a long cloud host name
+	c := newClient(db, relay.Config{ID: id})
+	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error { return nil })
+	start(t, c, db.Pool)
+	var n int
+	if err := db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`,
+		relay.ListenerApplicationName(c.ID())).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		var shown string
+		_ = db.QueryRow(context.Background(), `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'relay listener worker-%'`).Scan(&shown)
+		t.Errorf("%d backends have application_name %q (%d bytes); pg_stat_activity shows %q (%d bytes)",
+			n, relay.ListenerApplicationName(c.ID()), len(relay.ListenerApplicationName(c.ID())), shown, len(shown))
+	}
+}

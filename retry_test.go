@@ -1,0 +1,192 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/relaytest"
+)
+
+// fastBackoff retries after 1 ms, 2 ms, 4 ms… up to 10 ms, without jitter.
+var fastBackoff = backoff.Policy{Initial: time.Millisecond, Multiplier: 2, Max: 10 * time.Millisecond}
+
+// attemptRecord is what a handler saw on one attempt.
+type attemptRecord struct {
+	id                       int64
+	attempt, maxAttempts     int
+	scheduledAt, attemptedAt time.Time
+}
+
+func recordOf[T any](job *relay.Job[T]) attemptRecord {
+	return attemptRecord{id: job.ID, attempt: job.Attempt, maxAttempts: job.MaxAttempts, scheduledAt: job.ScheduledAt, attemptedAt: job.AttemptedAt}
+}
+
+// A handler that keeps failing is retried with backoff and failed after MaxAttempts, with
+// every attempt's error recorded.
+func TestFailingJobIsRetriedWithBackoffThenFailed(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	attempts := make(chan attemptRecord, 10)
+	handle(t, c, "flaky", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		attempts <- recordOf(job)
+		return fmt.Errorf("boom %d", job.Attempt)
+	})
+	start(t, c, db.Pool)
+
+	id := enqueue(t, db, "flaky", numArgs{}, relay.MaxAttempts(3))
+	var seen []attemptRecord
+	for range 3 {
+		seen = append(seen, recv(t, attempts, "the next attempt"))
+	}
+	waitState(t, db, "failed", id)
+	stop(t, c)
+	select {
+	case a := <-attempts:
+		t.Errorf("job ran a 4th time (attempt %d) after MaxAttempts(3)", a.attempt)
+	default:
+	}
+
+	for i, a := range seen {
+		if a.id != id || a.attempt != i+1 || a.maxAttempts != 3 {
+			t.Errorf("run %d: job %d attempt %d of %d, want job %d attempt %d of 3", i+1, a.id, a.attempt, a.maxAttempts, id, i+1)
+		}
+		if i == 0 {
+			continue
+		}
+		// Each retry was scheduled at least its backoff delay after the previous attempt
+		// was claimed (it ended later still).
+		delay := fastBackoff.Delay(i)
+		if gap := a.scheduledAt.Sub(seen[i-1].attemptedAt); gap < delay {
+			t.Errorf("attempt %d was scheduled %v after attempt %d started, want at least the backoff %v", i+1, gap, i, delay)
+		}
+		if a.attemptedAt.Before(a.scheduledAt) {
+			t.Errorf("attempt %d was claimed at %v, before it was due at %v", i+1, a.attemptedAt, a.scheduledAt)
+		}
+	}
+	j := jobByID(t, db, id)
+	want := []string{"boom 1", "boom 2", "boom 3"}
+	if j.State != "failed" || j.Attempt != 3 || strings.Join(j.Errors, "|") != strings.Join(want, "|") {
+		t.Errorf("job ended %s after attempt %d with errors %q; want failed after attempt 3 with %q", j.State, j.Attempt, j.Errors, want)
+	}
+}
+
+// A handler that fails once and then succeeds ends succeeded on attempt 2, with the first
+// error kept.
+func TestJobSucceedsOnSecondAttempt(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	attempts := make(chan int, 10)
+	handle(t, c, "second", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		attempts <- job.Attempt
+		if job.Attempt == 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "second", numArgs{}, relay.MaxAttempts(3))
+	for want := 1; want <= 2; want++ {
+		if a := recv(t, attempts, "an attempt"); a != want {
+			t.Fatalf("attempt %d ran, want %d", a, want)
+		}
+	}
+	waitState(t, db, "succeeded", id)
+	j := jobByID(t, db, id)
+	if j.Attempt != 2 || len(j.Errors) != 1 || j.Errors[0] != "not yet" {
+		t.Errorf("job succeeded after attempt %d with errors %q; want attempt 2 with [\"not yet\"]", j.Attempt, j.Errors)
+	}
+}
+
+// An error with an empty message is still recorded as something.
+func TestEmptyErrorMessageIsRecorded(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	handle(t, c, "mute", func(ctx context.Context, job *relay.Job[numArgs]) error { return errors.New("") })
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "mute", numArgs{}, relay.MaxAttempts(1))
+	waitState(t, db, "failed", id)
+	if j := jobByID(t, db, id); len(j.Errors) != 1 || j.Errors[0] == "" {
+		t.Errorf("recorded errors %q, want one non-empty error", j.Errors)
+	}
+}
+
+// Args that cannot be decoded into the handler's type fail the job at once: retrying
+// cannot fix stored args.
+func TestUndecodableArgsFailAtOnce(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	var id int64
+	err := db.QueryRow(context.Background(), `INSERT INTO `+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+
+		` (kind, queue, args, max_attempts) VALUES ('decode', 'default', '{"N":"not a number"}', 5) RETURNING id`).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	called := make(chan int64, 10)
+	handle(t, c, "decode", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		called <- job.ID
+		return nil
+	})
+	start(t, c, db.Pool) // the start-up claim finds the raw row: no NOTIFY was sent for it
+	waitState(t, db, "failed", id)
+
+	// A good job after it runs, so the client is working and has had every chance to retry.
+	good := enqueue(t, db, "decode", numArgs{N: 1})
+	if got := recv(t, called, "the good job"); got != good {
+		t.Fatalf("handler got job %d, want only the good job %d", got, good)
+	}
+	waitState(t, db, "succeeded", good)
+	j := jobByID(t, db, id)
+	if j.State != "failed" || j.Attempt != 1 || len(j.Errors) != 1 || !strings.Contains(j.Errors[0], "decode") {
+		t.Errorf("undecodable job ended %s after attempt %d with errors %q; want failed after one attempt with a decode error", j.State, j.Attempt, j.Errors)
+	}
+}
+
+// A panicking handler takes neither the process nor the client down: the panic is
+// recorded as the attempt's error and the job is retried, then failed.
+func TestPanickingHandlerIsRecordedAndRetried(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	attempts := make(chan int, 10)
+	handle(t, c, "panicky", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		attempts <- job.Attempt
+		if job.Args.N == 0 {
+			panic(fmt.Sprintf("kaboom on attempt %d", job.Attempt))
+		}
+		return nil
+	})
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "panicky", numArgs{N: 0}, relay.MaxAttempts(2))
+	for want := 1; want <= 2; want++ {
+		if a := recv(t, attempts, "an attempt of the panicking job"); a != want {
+			t.Fatalf("attempt %d ran, want %d", a, want)
+		}
+	}
+	waitState(t, db, "failed", id)
+	j := jobByID(t, db, id)
+	if len(j.Errors) != 2 {
+		t.Fatalf("recorded errors %q, want two", j.Errors)
+	}
+	for i, e := range j.Errors {
+		if want := fmt.Sprintf("panic: kaboom on attempt %d", i+1); !strings.Contains(e, want) {
+			t.Errorf("error %d is %q, want it to contain %q", i+1, e, want)
+		}
+	}
+
+	// The client still runs jobs.
+	ok := enqueue(t, db, "panicky", numArgs{N: 1})
+	recv(t, attempts, "a job after the panics")
+	waitState(t, db, "succeeded", ok)
+}
