@@ -1,0 +1,346 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/pgtest"
+)
+
+// appName tags every connection the benchmark opens through its pools, so that it can
+// wait for exactly those backends to exit (and flush their statistics) after a workload.
+const appName = "relay-bench"
+
+// database is the server the benchmark runs against, with one administrative connection
+// that resets the schema, polls counts and reads statistics. It is used by one goroutine
+// at a time.
+type database struct {
+	log    *slog.Logger
+	url    string
+	schema string
+	srv    *pgtest.Server // nil when DATABASE_URL was given
+	admin  *pgx.Conn
+
+	versionNum int // server_version_num
+	// adminStatements counts statements run on admin, so that their transactions can be
+	// taken out of pg_stat_database deltas.
+	adminStatements int64
+}
+
+// openDatabase connects to url, or starts a throwaway durable server when url is "".
+func openDatabase(ctx context.Context, log *slog.Logger, url, schema string, pgss bool) (*database, error) {
+	d := &database{log: log, url: url, schema: schema}
+	if url == "" {
+		start := time.Now()
+		settings := map[string]string{"max_connections": "300"}
+		if pgss {
+			settings["shared_preload_libraries"] = "pg_stat_statements"
+			settings["pg_stat_statements.track_planning"] = "on"
+		}
+		srv, err := pgtest.Start(ctx, pgtest.Options{
+			Durable:  true, // PostgreSQL's defaults: fsync, synchronous_commit, full_page_writes on
+			Settings: settings,
+			Logf: func(format string, args ...any) {
+				log.Debug(fmt.Sprintf(format, args...))
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		d.srv, d.url = srv, srv.URL()
+		log.Info("started a throwaway PostgreSQL", "url", d.url, "took", time.Since(start).Round(time.Millisecond))
+	}
+	var err error
+	if d.admin, err = pgx.Connect(ctx, d.url); err != nil {
+		d.close()
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if err := d.admin.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&d.versionNum); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *database) close() {
+	if d.admin != nil {
+		d.admin.Close(context.Background())
+	}
+	if d.srv != nil {
+		if err := d.srv.Stop(); err != nil {
+			d.log.Warn("stopping the throwaway server", "error", err)
+		}
+	}
+}
+
+func (d *database) throwaway() bool { return d.srv != nil }
+
+func (d *database) quotedSchema() string { return pgx.Identifier{d.schema}.Sanitize() }
+
+func (d *database) jobsTable() string { return d.quotedSchema() + ".jobs" }
+
+// checkSafe refuses to run against a schema that holds jobs or anything that is not
+// relay's, unless reset is set (then the schema is dropped and re-created).
+func (d *database) checkSafe(ctx context.Context, reset bool) error {
+	switch s := strings.ToLower(d.schema); {
+	case s == "public", s == "information_schema", strings.HasPrefix(s, "pg_"):
+		return fmt.Errorf("refusing to use schema %q: the benchmark drops and re-creates its schema; pick a dedicated one with -schema", d.schema)
+	}
+	var exists bool
+	if err := d.admin.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", d.schema).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists || reset {
+		return nil
+	}
+	var foreign []string
+	rows, err := d.admin.Query(ctx, `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+		AND c.relname NOT IN ('jobs', 'schema_migrations') ORDER BY 1`, d.schema)
+	if err != nil {
+		return err
+	}
+	if foreign, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return err
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("schema %q holds tables that are not relay's (%s); refusing to drop it without -reset", d.schema, strings.Join(foreign, ", "))
+	}
+	var hasJobs bool
+	if err := d.admin.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", d.jobsTable()).Scan(&hasJobs); err != nil {
+		return err
+	}
+	if !hasJobs {
+		return nil
+	}
+	var n int64
+	if err := d.admin.QueryRow(ctx, "SELECT count(*) FROM "+d.jobsTable()).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("schema %q holds %d jobs; refusing to touch it (pass -reset to drop and re-migrate it, or pick another -schema)", d.schema, n)
+	}
+	return nil
+}
+
+// reset drops the schema and migrates it again, so that a workload starts from empty
+// tables and indexes.
+func (d *database) reset(ctx context.Context) error {
+	if _, err := d.admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+d.quotedSchema()+" CASCADE"); err != nil {
+		return fmt.Errorf("drop schema %q: %w", d.schema, err)
+	}
+	// Exactly what a new deployment has: freshly migrated, never analyzed tables.
+	return relay.Migrate(ctx, d.admin, relay.Schema(d.schema))
+}
+
+func (d *database) drop(ctx context.Context) error {
+	_, err := d.admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+d.quotedSchema()+" CASCADE")
+	return err
+}
+
+// newPool opens a pool of up to maxConns connections and opens them all at once, so that
+// no workload measures connection set-up.
+func (d *database) newPool(ctx context.Context, maxConns int) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(d.url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxConns = int32(maxConns)
+	cfg.ConnConfig.RuntimeParams["application_name"] = appName
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	conns := make([]*pgxpool.Conn, 0, maxConns)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for range maxConns {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("warm the pool: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	return pool, nil
+}
+
+// countSucceeded counts the jobs whose success is committed.
+func (d *database) countSucceeded(ctx context.Context) (int64, error) {
+	d.adminStatements++
+	var n int64
+	err := d.admin.QueryRow(ctx, "SELECT count(*) FROM "+d.jobsTable()+" WHERE state = 'succeeded'").Scan(&n)
+	return n, err
+}
+
+// waitBackendsGone waits until every connection of the benchmark's pools and the
+// listeners of the given clients has exited: a backend flushes its statistics when it
+// exits, so only then do the pg_stat views hold all of its work.
+func (d *database) waitBackendsGone(ctx context.Context, clientIDs ...string) error {
+	names := []string{appName}
+	for _, id := range clientIDs {
+		names = append(names, relay.ListenerApplicationName(id))
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		d.adminStatements++
+		var n int
+		if err := d.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = ANY($1)`, names).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			// The backend leaves pg_stat_activity and flushes its stats in the same exit
+			// path; a moment's grace covers the order of the two.
+			time.Sleep(50 * time.Millisecond)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d benchmark connections still open after 15 s", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pgStats is a reading of the counters the per-job database work is computed from.
+type pgStats struct {
+	Xacts        int64 // xact_commit + xact_rollback of the current database
+	TupIns       int64 // of the schema's tables
+	TupUpd       int64
+	TupHotUpd    int64
+	TupDel       int64
+	adminAtStart int64 // statements run on the admin connection before this reading
+}
+
+// snapshot reads the statistics counters after making this session's own counters
+// visible. Other sessions' counters must already be flushed (see waitBackendsGone).
+func (d *database) snapshot(ctx context.Context) (pgStats, error) {
+	if d.versionNum >= 150000 {
+		d.adminStatements++
+		if _, err := d.admin.Exec(ctx, "SELECT pg_stat_force_next_flush()"); err != nil {
+			return pgStats{}, err
+		}
+	} else {
+		// Before PostgreSQL 15 a statistics collector process receives counters every
+		// 500 ms; give it time.
+		time.Sleep(time.Second)
+	}
+	d.adminStatements++
+	if _, err := d.admin.Exec(ctx, "SELECT pg_stat_clear_snapshot()"); err != nil {
+		return pgStats{}, err
+	}
+	var s pgStats
+	s.adminAtStart = d.adminStatements
+	d.adminStatements++
+	err := d.admin.QueryRow(ctx, `SELECT
+		(SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()),
+		coalesce(sum(n_tup_ins), 0)::bigint, coalesce(sum(n_tup_upd), 0)::bigint,
+		coalesce(sum(n_tup_hot_upd), 0)::bigint, coalesce(sum(n_tup_del), 0)::bigint
+		FROM pg_stat_user_tables WHERE schemaname = $1`, d.schema).
+		Scan(&s.Xacts, &s.TupIns, &s.TupUpd, &s.TupHotUpd, &s.TupDel)
+	return s, err
+}
+
+// dbWork is the database work done between two snapshots.
+type dbWork struct {
+	Xacts                         int64 // less the benchmark's own monitoring statements
+	Inserted, Updated, HotUpdated int64
+	Deleted                       int64
+	MonitorStatementsSubtracted   int64
+}
+
+func (w dbWork) rows() int64 { return w.Inserted + w.Updated + w.Deleted }
+
+func workBetween(a, b pgStats) dbWork {
+	admin := b.adminAtStart - a.adminAtStart
+	return dbWork{
+		Xacts:    b.Xacts - a.Xacts - admin,
+		Inserted: b.TupIns - a.TupIns, Updated: b.TupUpd - a.TupUpd, HotUpdated: b.TupHotUpd - a.TupHotUpd,
+		Deleted: b.TupDel - a.TupDel, MonitorStatementsSubtracted: admin,
+	}
+}
+
+// workMetrics turns database work into per-job metrics named with prefix.
+func workMetrics(prefix string, w dbWork, jobs int64) []Metric {
+	if jobs <= 0 {
+		return nil
+	}
+	n := float64(jobs)
+	return []Metric{
+		{Name: prefix + "transactions/job", Unit: unitFloat, Value: float64(w.Xacts) / n},
+		{Name: prefix + "rows written/job", Unit: unitFloat, Value: float64(w.rows()) / n},
+		{Name: prefix + "  inserted/job", Unit: unitFloat, Value: float64(w.Inserted) / n},
+		{Name: prefix + "  updated/job", Unit: unitFloat, Value: float64(w.Updated) / n},
+		{Name: prefix + "    of which HOT", Unit: unitFloat, Value: float64(w.HotUpdated) / n},
+		{Name: prefix + "  deleted/job", Unit: unitFloat, Value: float64(w.Deleted) / n},
+	}
+}
+
+// serverInfo describes the server for the report header.
+type serverInfo struct {
+	Version           string `json:"version"`
+	Throwaway         bool   `json:"throwaway"`
+	Fsync             string `json:"fsync"`
+	SynchronousCommit string `json:"synchronous_commit"`
+	FullPageWrites    string `json:"full_page_writes"`
+	SharedBuffers     string `json:"shared_buffers"`
+	MaxConnections    string `json:"max_connections"`
+	WalSyncMethod     string `json:"wal_sync_method"`
+}
+
+func (d *database) info(ctx context.Context) (serverInfo, error) {
+	i := serverInfo{Throwaway: d.throwaway()}
+	err := d.admin.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
+		current_setting('synchronous_commit'), current_setting('full_page_writes'),
+		current_setting('shared_buffers'), current_setting('max_connections'), current_setting('wal_sync_method')`).
+		Scan(&i.Version, &i.Fsync, &i.SynchronousCommit, &i.FullPageWrites, &i.SharedBuffers, &i.MaxConnections, &i.WalSyncMethod)
+	return i, err
+}
+
+// statement is one line of pg_stat_statements: where the server's time went.
+type statement struct {
+	Calls      int64   `json:"calls"`
+	TotalMs    float64 `json:"total_ms"` // planning + execution
+	MeanExecMs float64 `json:"mean_exec_ms"`
+	MeanPlanMs float64 `json:"mean_plan_ms"`
+	Rows       int64   `json:"rows"`
+	Query      string  `json:"query"`
+}
+
+// enableStatements creates pg_stat_statements (the server must preload it).
+func (d *database) enableStatements(ctx context.Context) error {
+	_, err := d.admin.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+	return err
+}
+
+func (d *database) resetStatements(ctx context.Context) error {
+	_, err := d.admin.Exec(ctx, "SELECT pg_stat_statements_reset()")
+	return err
+}
+
+// topStatements returns the n statements that took the most planning + execution time.
+func (d *database) topStatements(ctx context.Context, n int) ([]statement, error) {
+	rows, err := d.admin.Query(ctx, `SELECT calls, total_plan_time + total_exec_time,
+		total_exec_time / greatest(calls, 1), total_plan_time / greatest(calls, 1), rows, query
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		ORDER BY total_plan_time + total_exec_time DESC LIMIT $1`, n)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (statement, error) {
+		var s statement
+		err := r.Scan(&s.Calls, &s.TotalMs, &s.MeanExecMs, &s.MeanPlanMs, &s.Rows, &s.Query)
+		s.Query = strings.Join(strings.Fields(s.Query), " ")
+		return s, err
+	})
+}

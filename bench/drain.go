@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayq/relay"
+)
+
+const (
+	drainJobs  = 50_000
+	drainBatch = 5_000 // jobs per EnqueueMany
+)
+
+// runDrain: 50,000 no-op jobs inserted with EnqueueMany into one empty queue, then a
+// client with 100 workers is started; the time runs from Start until the last outcome is
+// committed, as seen by a loop counting succeeded jobs.
+func runDrain(ctx context.Context, b *bench) (*RunResult, error) {
+	// Enqueue, and measure what enqueueing cost the database.
+	s0, err := b.db.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prodPool, err := b.db.newPool(ctx, 2)
+	if err != nil {
+		return nil, err
+	}
+	specs := make([]relay.JobSpec, drainBatch)
+	args := make([]seqArgs, drainBatch)
+	opts := b.enqueueOpts(benchQueue)
+	enqStart := time.Now()
+	for k := 0; k < drainJobs; k += drainBatch {
+		for i := range specs {
+			args[i].Seq = int64(k + i)
+			specs[i] = relay.JobSpec{Kind: benchKind, Args: &args[i]}
+		}
+		if _, err := relay.EnqueueMany(ctx, prodPool, specs, opts...); err != nil {
+			prodPool.Close()
+			return nil, err
+		}
+	}
+	enqTook := time.Since(enqStart)
+	prodPool.Close()
+	if err := b.db.waitBackendsGone(ctx); err != nil {
+		return nil, err
+	}
+	s1, err := b.db.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// Drain.
+	clientPool, err := b.db.newPool(ctx, b.opts.poolConns)
+	if err != nil {
+		return nil, err
+	}
+	defer clientPool.Close()
+	var done atomic.Int64
+	var lastDone int64
+	stopProgress := b.progress("drain", func(el time.Duration) []any {
+		d := done.Load()
+		defer func() { lastDone = d }()
+		return []any{"done", d, "last second", d - lastDone}
+	})
+	start := time.Now()
+	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}},
+		func(context.Context, *relay.Job[seqArgs]) error {
+			done.Add(1)
+			return nil
+		})
+	if err != nil {
+		stopProgress()
+		return nil, err
+	}
+	defer stopClient(ctx, c)
+	clientID := c.ID()
+	started := time.Now()
+	// Wait for the handlers without touching the database, so as not to take CPU from
+	// the drain; then count succeeded rows in a tight loop until all 50,000 are committed.
+	if !waitFor(ctx, 5*time.Minute, 200*time.Microsecond, func() bool { return done.Load() >= drainJobs }) {
+		stopProgress()
+		return nil, fmt.Errorf("drain: only %d of %d handlers ran within 5 minutes", done.Load(), drainJobs)
+	}
+	handlersDone := time.Now()
+	var durable time.Time
+	polls := 0
+	for {
+		sent := time.Now() // the count's snapshot is taken after this: an upper bound
+		n, err := b.db.countSucceeded(ctx)
+		polls++
+		if err != nil {
+			stopProgress()
+			return nil, err
+		}
+		if n >= drainJobs {
+			durable = sent
+			break
+		}
+		if time.Since(handlersDone) > time.Minute {
+			stopProgress()
+			return nil, fmt.Errorf("drain: only %d of %d outcomes committed a minute after the last handler ran", n, drainJobs)
+		}
+	}
+	stopProgress()
+	if err := stopClient(ctx, c); err != nil {
+		b.log.Warn("stop client", "error", err)
+	}
+	clientPool.Close()
+	if err := b.db.waitBackendsGone(ctx, clientID); err != nil {
+		return nil, err
+	}
+	s2, err := b.db.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	took := durable.Sub(start)
+	res := &RunResult{Metrics: []Metric{
+		{Name: "throughput (Start → last outcome committed)", Unit: unitRate, Value: drainJobs / took.Seconds(), Target: atLeast(50_000)},
+		{Name: "time Start → last outcome committed", Unit: unitSec, Value: took.Seconds()},
+		{Name: "time Start → last handler ran", Unit: unitSec, Value: handlersDone.Sub(start).Seconds()},
+		{Name: "time in Start (listener connect etc.)", Unit: unitMs, Value: float64(started.Sub(start)) / 1e6},
+		{Name: "enqueue rate (EnqueueMany ×5,000)", Unit: unitRate, Value: drainJobs / enqTook.Seconds()},
+	}}
+	res.Metrics = append(res.Metrics, workMetrics("processing: ", workBetween(s1, s2), drainJobs)...)
+	res.Metrics = append(res.Metrics, workMetrics("enqueueing: ", workBetween(s0, s1), drainJobs)...)
+	res.Notes = append(res.Notes, fmt.Sprintf("completion seen by %d count(*) polls after the last handler returned; the time is when the poll that saw 50,000 was sent", polls))
+	return res, nil
+}

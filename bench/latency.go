@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayq/relay"
+)
+
+// runLatency: an idle client with 100 workers on one queue; one producer enqueues one job
+// per transaction on an open-loop schedule at rate jobs/s for the configured duration.
+// Latency is handler start − Commit returned.
+func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
+	n := int64(float64(rate) * b.opts.duration.Seconds())
+	rec := newRecorder(b.base, int(n))
+
+	clientPool, err := b.db.newPool(ctx, b.opts.poolConns)
+	if err != nil {
+		return nil, err
+	}
+	defer clientPool.Close()
+	prodPool, err := b.db.newPool(ctx, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer prodPool.Close()
+
+	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}},
+		func(_ context.Context, job *relay.Job[seqArgs]) error {
+			rec.beganClaimed(job.Args.Seq, time.Now(), job.AttemptedAt)
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	defer stopClient(ctx, c)
+	time.Sleep(200 * time.Millisecond) // idle: start-up claims are done
+
+	opts := b.enqueueOpts(benchQueue)
+	txTime := newHist() // Begin → Commit returned, on the producer
+	var sent atomic.Int64
+	var maxLag time.Duration
+	stopProgress := b.progress(fmt.Sprintf("latency R=%d", rate), func(time.Duration) []any {
+		return []any{"sent", sent.Load(), "done", rec.started.Load()}
+	})
+	interval := float64(time.Second) / float64(rate)
+	giveUp := 2*b.opts.duration + 5*time.Second // a producer that far behind schedule stops
+	start := time.Now()
+	var last time.Time
+	for i := range n {
+		due := start.Add(time.Duration(float64(i) * interval))
+		sleepUntil(ctx, due) // behind schedule: send at once, skip nothing
+		if ctx.Err() != nil {
+			break
+		}
+		t0 := time.Now()
+		maxLag = max(maxLag, t0.Sub(due))
+		tx, err := prodPool.Begin(ctx)
+		if err != nil {
+			stopProgress()
+			return nil, err
+		}
+		if _, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: i}, opts...); err != nil {
+			tx.Rollback(ctx)
+			stopProgress()
+			return nil, err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			stopProgress()
+			return nil, err
+		}
+		last = time.Now()
+		rec.committed(i, last)
+		sent.Store(i + 1)
+		record(txTime, last.Sub(t0))
+		if last.Sub(start) > giveUp {
+			b.log.Warn("producer too far behind schedule; stopping early", "sent", i+1, "of", n)
+			break
+		}
+	}
+	total := sent.Load()
+	elapsed := last.Sub(start)
+	allStarted := waitFor(ctx, 10*time.Second, time.Millisecond, func() bool { return rec.started.Load() >= total })
+	stopProgress()
+	if err := stopClient(ctx, c); err != nil {
+		b.log.Warn("stop client", "error", err)
+	}
+
+	p := rec.pickups(0, total, nil, nil, nil)
+	var rateTarget, p50, p99 *Target
+	switch rate {
+	case 100:
+		p50, p99 = atMost(0.5), atMost(1.5)
+	case 1000:
+		rateTarget, p50, p99 = atLeast(0.99*float64(rate)), atMost(0.8), atMost(3)
+	}
+	achieved := 0.0
+	if total > 1 && elapsed > 0 {
+		// total jobs over the time from the first scheduled send to the last Commit
+		achieved = float64(total) / elapsed.Seconds()
+	}
+	b.log.Debug("slowest pickups (ms since the benchmark began)", "workload", fmt.Sprintf("latency R=%d", rate), "jobs", p.slowest)
+	res := &RunResult{
+		Metrics: []Metric{
+			{Name: "rate achieved", Unit: unitRate, Value: achieved, Target: rateTarget},
+		},
+		series: []series{{label: fmt.Sprintf("R=%d", rate), hist: p.hist}},
+	}
+	res.Metrics = append(res.Metrics, latencyMetrics("latency ", p.hist, p50, p99)...)
+	res.Metrics = append(res.Metrics, phaseMetrics("", rec.phases(0, total, nil))...)
+	res.Metrics = append(res.Metrics,
+		Metric{Name: "started before Commit returned", Unit: unitCount, Value: float64(p.early)},
+		Metric{Name: "never started", Unit: unitCount, Value: float64(p.missing)},
+		Metric{Name: "ran twice", Unit: unitCount, Value: float64(rec.dups.Load())},
+		Metric{Name: "producer tx p50 (Begin→Commit)", Unit: unitMs, Value: ms(txTime.ValueAtQuantile(50))},
+		Metric{Name: "producer tx p99 (Begin→Commit)", Unit: unitMs, Value: ms(txTime.ValueAtQuantile(99))},
+		Metric{Name: "producer max lag behind schedule", Unit: unitMs, Value: float64(maxLag) / 1e6},
+	)
+	if p.early > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d jobs started before their Commit returned (earliest by %v); recorded as 0 ms in the histogram", p.early, p.maxEarly.Round(time.Microsecond)))
+	}
+	if !allStarted {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d of %d jobs had not started 10 s after the last commit", p.missing, total))
+	}
+	if total < n {
+		res.Notes = append(res.Notes, fmt.Sprintf("the producer sent only %d of %d jobs", total, n))
+	}
+	return res, nil
+}

@@ -1,0 +1,430 @@
+// Command bench measures relay's pickup latency and throughput against PostgreSQL.
+//
+//	go run ./bench                       # every workload, on a throwaway durable server
+//	go run ./bench -workload latency -rate 100 -duration 5s -runs 3 -json /tmp/b.json -plot /tmp/plots
+//
+// Without -database-url (or DATABASE_URL) it starts a throwaway PostgreSQL with PostgreSQL's
+// default durability (fsync and synchronous_commit on). Every workload runs in a schema of
+// its own (default relay_bench) that is dropped and migrated again before each run, and
+// dropped at the end. It uses only relay's public API, as an application would.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/lmittmann/tint"
+
+	"github.com/relayq/relay"
+)
+
+type options struct {
+	workload    string
+	rates       []int
+	duration    time.Duration
+	runs        int
+	jsonPath    string
+	plotDir     string
+	databaseURL string
+	schema      string
+	reset       bool
+	keep        bool
+	verbose     bool
+	cpuProfile  string
+	pgss        bool
+
+	poolConns     int // the client's pool
+	producers     int // sustained and queues producer goroutines
+	backlog       int // sustained: most enqueued-but-not-started jobs
+	sustainedRate int // sustained: most jobs/s the producers offer
+}
+
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues"}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all")
+	rate := fs.String("rate", "", "latency: jobs/s, or a comma-separated list (default 100,1000)")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues runs half of it)")
+	fs.IntVar(&o.runs, "runs", 1, "repeat each workload N times and report the median and range")
+	fs.StringVar(&o.jsonPath, "json", "", "write all results as JSON to this file")
+	fs.StringVar(&o.plotDir, "plot", "", "write a latency CDF plot (PNG) per workload into this directory")
+	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL to run against (default $DATABASE_URL, else a throwaway server)")
+	fs.StringVar(&o.schema, "schema", "relay_bench", "schema the benchmark owns: dropped and re-created for every run")
+	fs.BoolVar(&o.reset, "reset", false, "drop the schema even if it holds jobs")
+	fs.BoolVar(&o.keep, "keep", false, "keep the schema (with the last workload's jobs) at the end")
+	fs.BoolVar(&o.verbose, "v", false, "debug logs, relay's included")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process to this file")
+	fs.BoolVar(&o.pgss, "pgss", false, "diagnostics: load pg_stat_statements (with track_planning) into the throwaway server and report each run's costliest statements")
+	fs.IntVar(&o.poolConns, "pool-conns", 20, "MaxConns of the client's pgxpool")
+	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
+	fs.IntVar(&o.backlog, "backlog", 5000, "sustained: bound on enqueued-but-not-started jobs")
+	fs.IntVar(&o.sustainedRate, "sustained-rate", 50000, "sustained: most jobs/s offered")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.workload != "all" && !slices.Contains(workloadNames, o.workload) {
+		return o, fmt.Errorf("unknown -workload %q (want %s or all)", o.workload, strings.Join(workloadNames, ", "))
+	}
+	if *rate == "" {
+		o.rates = []int{100, 1000}
+	} else {
+		for f := range strings.SplitSeq(*rate, ",") {
+			r, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || r <= 0 {
+				return o, fmt.Errorf("bad -rate %q", f)
+			}
+			o.rates = append(o.rates, r)
+		}
+	}
+	switch {
+	case o.duration < time.Second:
+		return o, errors.New("-duration must be at least 1s")
+	case o.runs < 1:
+		return o, errors.New("-runs must be at least 1")
+	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
+		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
+	}
+	if o.databaseURL == "" {
+		o.databaseURL = os.Getenv("DATABASE_URL")
+	}
+	return o, nil
+}
+
+// bench is what every workload runs with.
+type bench struct {
+	log  *slog.Logger
+	db   *database
+	opts options
+	base time.Time // origin of the recorders' monotonic timestamps
+}
+
+// workload is one line of the plan: a name, the plot it belongs to, and a run.
+type workload struct {
+	name  string
+	group string
+	run   func(ctx context.Context, b *bench) (*RunResult, error)
+}
+
+// RunResult is what one run of a workload reports.
+type RunResult struct {
+	Metrics []Metric       `json:"metrics"`
+	Notes   []string       `json:"notes,omitempty"`
+	Details map[string]any `json:"details,omitempty"`
+	Elapsed float64        `json:"elapsed_s"`
+	// Statements are the run's costliest statements, with -pgss.
+	Statements []statement `json:"statements,omitempty"`
+	series     []series    // latency histograms for the plot
+}
+
+type series struct {
+	label string
+	hist  histogram
+}
+
+func plan(o options) []workload {
+	var ws []workload
+	add := func(name, group string, run func(context.Context, *bench) (*RunResult, error)) {
+		if o.workload == "all" || o.workload == group {
+			ws = append(ws, workload{name: name, group: group, run: run})
+		}
+	}
+	for _, r := range o.rates {
+		add(fmt.Sprintf("latency R=%d", r), "latency", func(ctx context.Context, b *bench) (*RunResult, error) {
+			return runLatency(ctx, b, r)
+		})
+	}
+	add("drain", "drain", runDrain)
+	add("sustained", "sustained", runSustained)
+	add("burst-after-idle", "burst", runBurst)
+	add("scheduled", "scheduled", runScheduled)
+	add("queues", "queues", runQueues)
+	return ws
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	began := time.Now()
+	opts, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if opts.verbose {
+		level = slog.LevelDebug
+	}
+	st, _ := os.Stderr.Stat()
+	log := slog.New(tint.NewHandler(os.Stderr, &tint.Options{
+		Level: level, TimeFormat: "15:04:05.000", NoColor: st == nil || st.Mode()&os.ModeCharDevice == 0,
+	}))
+	slog.SetDefault(log)
+
+	if opts.cpuProfile != "" {
+		f, err := os.Create(opts.cpuProfile)
+		if err != nil {
+			log.Error("cpu profile", "error", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Error("cpu profile", "error", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	db, err := openDatabase(ctx, log, opts.databaseURL, opts.schema, opts.pgss)
+	if err != nil {
+		log.Error("database", "error", err)
+		return 1
+	}
+	defer db.close()
+	if err := db.checkSafe(ctx, opts.reset); err != nil {
+		log.Error("database", "error", err)
+		return 1
+	}
+	if opts.pgss {
+		if err := db.enableStatements(ctx); err != nil {
+			log.Error("pg_stat_statements", "error", err)
+			return 1
+		}
+	}
+	info, err := db.info(ctx)
+	if err != nil {
+		log.Error("database", "error", err)
+		return 1
+	}
+	b := &bench{log: log, db: db, opts: opts, base: time.Now()}
+
+	report := &report{
+		Started: began, Server: info, Schema: opts.schema,
+		GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), CPUs: runtime.NumCPU(),
+		ClientPoolConns: opts.poolConns, Runs: opts.runs, Duration: opts.duration.String(),
+		Settings: map[string]any{
+			"workload": opts.workload, "rates": opts.rates, "producers": opts.producers,
+			"sustained_backlog_bound": opts.backlog, "sustained_max_rate": opts.sustainedRate,
+			"relay_poll_interval": relay.DefaultPollInterval.String(), "workers_per_queue": "100 (queues: 10 × 100 queues)",
+		},
+	}
+	failed := false
+	pgPID := db.postmasterPID()
+	if l, err := os.ReadFile("/proc/loadavg"); err == nil {
+		log.Info("machine load before the first workload", "loadavg", strings.TrimSpace(string(l)))
+	}
+	for _, w := range plan(opts) {
+		wr := workloadReport{Name: w.name, Group: w.group}
+		for i := range opts.runs {
+			if ctx.Err() != nil {
+				break
+			}
+			log.Info("workload", "name", w.name, "run", fmt.Sprintf("%d/%d", i+1, opts.runs))
+			if err := db.reset(ctx); err != nil {
+				log.Error("reset schema", "error", err)
+				return 1
+			}
+			if opts.pgss {
+				if err := db.resetStatements(ctx); err != nil {
+					log.Warn("pg_stat_statements", "error", err)
+				}
+			}
+			t := time.Now()
+			cpu0 := sampleCPU(pgPID)
+			res, err := w.run(ctx, b)
+			if err != nil {
+				log.Error("workload failed", "name", w.name, "error", err)
+				failed = true
+				wr.Errors = append(wr.Errors, err.Error())
+				continue
+			}
+			res.Elapsed = time.Since(t).Seconds()
+			// The run's pools are closed; once their backends have exited (and been reaped),
+			// the server's CPU time is all in the postmaster's counters.
+			if err := db.waitBackendsGone(ctx); err != nil {
+				log.Warn("waiting for the run's connections to close", "error", err)
+			}
+			cpu := cpuMetrics(cpu0, sampleCPU(pgPID))
+			res.Metrics = append(res.Metrics, cpu...)
+			if len(cpu) == 4 { // the server's own CPU is known: "other" is really others
+				if other := cpu[len(cpu)-1].Value; other > 0.2 {
+					note := fmt.Sprintf("other processes on this machine used %.2f cores (of %d) during this run: its numbers are not relay's alone", other, runtime.NumCPU())
+					res.Notes = append(res.Notes, note)
+					log.Warn(note, "workload", w.name)
+				}
+			}
+			if opts.pgss {
+				top, err := db.topStatements(ctx, 8)
+				if err != nil {
+					log.Warn("pg_stat_statements", "error", err)
+				}
+				res.Statements = top
+			}
+			log.Info("workload done", "name", w.name, "took", time.Since(t).Round(time.Millisecond))
+			wr.Runs = append(wr.Runs, res)
+		}
+		wr.Summary = aggregateRuns(wr.Runs)
+		report.Workloads = append(report.Workloads, wr)
+	}
+	if !opts.keep {
+		if err := db.drop(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("drop schema", "error", err)
+		}
+	}
+	report.TotalSeconds = time.Since(began).Seconds()
+	report.print(os.Stdout)
+
+	if opts.jsonPath != "" {
+		if err := report.writeJSON(opts.jsonPath); err != nil {
+			log.Error("json", "error", err)
+			failed = true
+		} else {
+			log.Info("wrote results", "json", opts.jsonPath)
+		}
+	}
+	if opts.plotDir != "" {
+		files, err := writePlots(opts.plotDir, report.Workloads)
+		if err != nil {
+			log.Error("plot", "error", err)
+			failed = true
+		}
+		for _, f := range files {
+			log.Info("wrote plot", "file", f)
+		}
+	}
+	if failed || ctx.Err() != nil {
+		return 1
+	}
+	return 0
+}
+
+// ---- helpers shared by the workloads ----
+
+// seqArgs are the args of every benchmark job: its sequence number.
+type seqArgs struct {
+	Seq int64 `json:"s"`
+}
+
+const (
+	benchKind  = "bench"
+	benchQueue = "bench"
+)
+
+// startClient starts a client with relay's defaults except for the queues, whose handler
+// for benchKind is fn.
+func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[string]relay.QueueConfig, fn relay.HandlerFunc[seqArgs]) (*relay.Client, error) {
+	logger := b.log
+	if !b.opts.verbose {
+		// relay's own logs only from warnings up, unless -v.
+		logger = slog.New(levelFilter{b.log.Handler(), slog.LevelWarn})
+	}
+	c := relay.New(relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger})
+	if err := relay.Handle(c, benchKind, fn); err != nil {
+		return nil, err
+	}
+	if err := c.Start(ctx, pool); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// stopClient stops c, waiting up to 30 s for its handlers.
+func stopClient(ctx context.Context, c *relay.Client) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return c.Stop(ctx)
+}
+
+// enqueueOpts are the options every benchmark enqueue passes.
+func (b *bench) enqueueOpts(queue string) []relay.EnqueueOption {
+	return []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(queue)}
+}
+
+// progress logs line() every second until the returned stop is called.
+func (b *bench) progress(name string, line func(elapsed time.Duration) []any) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				el := time.Since(start)
+				b.log.Info(name, append([]any{"elapsed", el.Round(time.Second)}, line(el)...)...)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// sleepUntil sleeps until t, or returns at once if t has passed or ctx ended.
+func sleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+}
+
+// waitFor polls cond every interval until it holds, ctx ends or timeout passes.
+func waitFor(ctx context.Context, timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+	return true
+}
+
+// levelFilter drops records below min before they reach the handler.
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{f.Handler.WithAttrs(a), f.min}
+}
+
+func (f levelFilter) WithGroup(n string) slog.Handler {
+	return levelFilter{f.Handler.WithGroup(n), f.min}
+}
