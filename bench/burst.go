@@ -22,21 +22,12 @@ const (
 func runBurst(ctx context.Context, b *bench) (*RunResult, error) {
 	n := 2 * burstPairs * len(burstGaps)
 	rec := newRecorder(b.base, n)
-	clientPool, err := b.db.newPool(ctx, b.opts.poolConns)
+	clientPool, prodPool, closePools, err := b.pools(ctx, 2)
 	if err != nil {
 		return nil, err
 	}
-	defer clientPool.Close()
-	prodPool, err := b.db.newPool(ctx, 2)
-	if err != nil {
-		return nil, err
-	}
-	defer prodPool.Close()
-	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}},
-		func(_ context.Context, job *relay.Job[seqArgs]) error {
-			rec.beganClaimed(job.Args.Seq, time.Now(), job.AttemptedAt)
-			return nil
-		})
+	defer closePools()
+	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}}, rec.handler)
 	if err != nil {
 		return nil, err
 	}

@@ -16,22 +16,13 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	n := int64(float64(rate) * b.opts.duration.Seconds())
 	rec := newRecorder(b.base, int(n))
 
-	clientPool, err := b.db.newPool(ctx, b.opts.poolConns)
+	clientPool, prodPool, closePools, err := b.pools(ctx, 2)
 	if err != nil {
 		return nil, err
 	}
-	defer clientPool.Close()
-	prodPool, err := b.db.newPool(ctx, 2)
-	if err != nil {
-		return nil, err
-	}
-	defer prodPool.Close()
+	defer closePools()
 
-	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}},
-		func(_ context.Context, job *relay.Job[seqArgs]) error {
-			rec.beganClaimed(job.Args.Seq, time.Now(), job.AttemptedAt)
-			return nil
-		})
+	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}}, rec.handler)
 	if err != nil {
 		return nil, err
 	}

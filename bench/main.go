@@ -351,6 +351,20 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 	return c, nil
 }
 
+// pools opens the client's pool (-pool-conns connections) and a separate one of
+// producerConns for the producers, so that producing never waits for the client's
+// connections. closeAll closes both.
+func (b *bench) pools(ctx context.Context, producerConns int) (client, producer *pgxpool.Pool, closeAll func(), err error) {
+	if client, err = b.db.newPool(ctx, b.opts.poolConns); err != nil {
+		return nil, nil, nil, err
+	}
+	if producer, err = b.db.newPool(ctx, producerConns); err != nil {
+		client.Close()
+		return nil, nil, nil, err
+	}
+	return client, producer, func() { producer.Close(); client.Close() }, nil
+}
+
 // stopClient stops c, waiting up to 30 s for its handlers.
 func stopClient(ctx context.Context, c *relay.Client) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

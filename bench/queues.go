@@ -33,20 +33,12 @@ func runQueues(ctx context.Context, b *bench) (*RunResult, error) {
 		optsOf[i] = b.enqueueOpts(names[i])
 	}
 
-	clientPool, err := b.db.newPool(ctx, b.opts.poolConns)
+	clientPool, prodPool, closePools, err := b.pools(ctx, b.opts.producers)
 	if err != nil {
 		return nil, err
 	}
-	defer clientPool.Close()
-	prodPool, err := b.db.newPool(ctx, b.opts.producers)
-	if err != nil {
-		return nil, err
-	}
-	defer prodPool.Close()
-	c, err := b.startClient(ctx, clientPool, queues, func(_ context.Context, job *relay.Job[seqArgs]) error {
-		rec.beganClaimed(job.Args.Seq, time.Now(), job.AttemptedAt)
-		return nil
-	})
+	defer closePools()
+	c, err := b.startClient(ctx, clientPool, queues, rec.handler)
 	if err != nil {
 		return nil, err
 	}

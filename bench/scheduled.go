@@ -26,16 +26,11 @@ func runScheduled(ctx context.Context, b *bench) (*RunResult, error) {
 	claimed := make([]atomic.Int64, scheduledJobs) // AttemptedAt: the claim statement's now()
 	var started, dups atomic.Int64
 
-	clientPool, err := b.db.newPool(ctx, b.opts.poolConns)
+	clientPool, prodPool, closePools, err := b.pools(ctx, 2)
 	if err != nil {
 		return nil, err
 	}
-	defer clientPool.Close()
-	prodPool, err := b.db.newPool(ctx, 2)
-	if err != nil {
-		return nil, err
-	}
-	defer prodPool.Close()
+	defer closePools()
 	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}},
 		func(_ context.Context, job *relay.Job[seqArgs]) error {
 			now := time.Now().UnixNano()

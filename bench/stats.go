@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"math"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/relayq/relay"
 )
 
 // Histograms hold microseconds, up to 10 minutes, with 3 significant digits.
@@ -118,6 +121,13 @@ func (r *recorder) began(seq int64, t time.Time) {
 
 // beganClaimed is began for a job whose claim's database time is known: it also keeps
 // attemptedAt, to split pickup latency into before and after the claim statement began.
+// handler is the no-op job handler of the workloads: it records when the job began as its
+// very first action, and when it was claimed.
+func (r *recorder) handler(_ context.Context, job *relay.Job[seqArgs]) error {
+	r.beganClaimed(job.Args.Seq, time.Now(), job.AttemptedAt)
+	return nil
+}
+
 func (r *recorder) beganClaimed(seq int64, t, attemptedAt time.Time) {
 	if seq >= 0 && seq < int64(len(r.claim)) {
 		// attemptedAt has no monotonic reading, so this is wall clock minus base's wall

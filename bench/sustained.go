@@ -29,16 +29,11 @@ func runSustained(ctx context.Context, b *bench) (*RunResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	clientPool, err := b.db.newPool(ctx, b.opts.poolConns)
+	clientPool, prodPool, closePools, err := b.pools(ctx, b.opts.producers)
 	if err != nil {
 		return nil, err
 	}
-	defer clientPool.Close()
-	prodPool, err := b.db.newPool(ctx, b.opts.producers)
-	if err != nil {
-		return nil, err
-	}
-	defer prodPool.Close()
+	defer closePools()
 	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}},
 		func(_ context.Context, job *relay.Job[seqArgs]) error {
 			rec.beganClaimed(job.Args.Seq, time.Now(), job.AttemptedAt)
