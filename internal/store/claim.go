@@ -43,25 +43,37 @@ func (c Cursor) param() pgtype.Timestamptz {
 	return pgtype.Timestamptz{Time: c.RunAt, Valid: true}
 }
 
-// Claim marks up to limit due jobs of queue whose kind is in kinds as running by client,
-// oldest first from the cursor from on, with FOR UPDATE SKIP LOCKED so that concurrent
+// ClaimParams are what a dispatcher claims with.
+type ClaimParams struct {
+	Queue    string
+	Kinds    []string // the kinds this client runs
+	Attempts []int32  // each kind's default max attempts, aligned with Kinds
+	Limit    int
+	Client   string
+	Lease    time.Duration
+	From     Cursor
+}
+
+// Claim leases up to p.Limit due jobs of p.Queue whose kind is in p.Kinds to p.Client,
+// oldest first from the cursor p.From on, with FOR UPDATE SKIP LOCKED so that concurrent
 // clients never claim the same job, and returns them in one round trip.
-func (s *Store) Claim(ctx context.Context, db DB, queue string, kinds []string, limit int, client string, from Cursor) (Claimed, error) {
-	rows, err := db.Query(ctx, s.q.claim, queue, kinds, limit, client, from.param(), from.ID)
+func (s *Store) Claim(ctx context.Context, db DB, p ClaimParams) (Claimed, error) {
+	queue := p.Queue
+	rows, err := db.Query(ctx, s.q.claim, queue, p.Kinds, p.Limit, p.Client, p.From.param(), p.From.ID, p.Lease, p.Attempts)
 	if err != nil {
 		return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
 	}
 	defer rows.Close()
 	var (
-		c                             Claimed
-		id, nextIn                    pgtype.Int8
-		kind                          pgtype.Text
-		args                          []byte
-		attempt, maxAttempts          pgtype.Int4
-		createdAt, runAt, attemptedAt pgtype.Timestamptz
+		c                               Claimed
+		id, nextIn                      pgtype.Int8
+		kind                            pgtype.Text
+		args                            []byte
+		attempt, maxAttempts, timeoutMS pgtype.Int4
+		createdAt, runAt, attemptedAt   pgtype.Timestamptz
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &kind, &args, &attempt, &maxAttempts, &createdAt, &runAt, &attemptedAt, &nextIn); err != nil {
+		if err := rows.Scan(&id, &kind, &args, &attempt, &maxAttempts, &createdAt, &runAt, &attemptedAt, &timeoutMS, &nextIn); err != nil {
 			return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
 		}
 		if !id.Valid { // the trailing row: when the next scheduled job is due
@@ -73,6 +85,7 @@ func (s *Store) Claim(ctx context.Context, db DB, queue string, kinds []string, 
 			ID: id.Int64, Kind: kind.String, Queue: queue, Args: args,
 			Attempt: int(attempt.Int32), MaxAttempts: int(maxAttempts.Int32),
 			CreatedAt: createdAt.Time, RunAt: runAt.Time, AttemptedAt: attemptedAt.Time,
+			Timeout: time.Duration(timeoutMS.Int32) * time.Millisecond, HasTimeout: timeoutMS.Valid,
 		})
 		if last := (Cursor{RunAt: runAt.Time, ID: id.Int64}); c.Last.Before(last) {
 			c.Last = last

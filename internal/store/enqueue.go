@@ -11,7 +11,7 @@ import (
 // caller's transaction, so that both take effect at commit).
 func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (int64, error) {
 	var id int64
-	err := db.QueryRow(ctx, s.q.insert, j.Kind, j.Queue, j.Args, runAtParam(j), j.MaxAttempts, s.channel).Scan(&id)
+	err := db.QueryRow(ctx, s.q.insert, j.Kind, j.Queue, j.Args, runAtParam(j), maxAttemptsParam(j), s.channel, timeoutParam(j)).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("insert job: %w", err)
 	}
@@ -25,11 +25,13 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]int64, 
 	queues := make([]string, len(jobs))
 	args := make([][]byte, len(jobs))
 	runAts := make([]pgtype.Timestamptz, len(jobs))
-	maxAttempts := make([]int32, len(jobs))
+	maxAttempts := make([]pgtype.Int4, len(jobs))
+	timeouts := make([]pgtype.Int4, len(jobs))
 	for i, j := range jobs {
-		kinds[i], queues[i], args[i], runAts[i], maxAttempts[i] = j.Kind, j.Queue, j.Args, runAtParam(j), int32(j.MaxAttempts)
+		kinds[i], queues[i], args[i], runAts[i] = j.Kind, j.Queue, j.Args, runAtParam(j)
+		maxAttempts[i], timeouts[i] = maxAttemptsParam(j), timeoutParam(j)
 	}
-	rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel)
+	rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts)
 	if err != nil {
 		return nil, fmt.Errorf("insert jobs: %w", err)
 	}
@@ -54,4 +56,17 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]int64, 
 // runAtParam leaves run_at NULL for "now" so the database's clock decides.
 func runAtParam(j NewJob) pgtype.Timestamptz {
 	return pgtype.Timestamptz{Time: j.RunAt, Valid: !j.RunAt.IsZero()}
+}
+
+// maxAttemptsParam leaves max_attempts NULL when the producer did not choose, so that the
+// kind's default applies at the first claim.
+func maxAttemptsParam(j NewJob) pgtype.Int4 {
+	return pgtype.Int4{Int32: int32(j.MaxAttempts), Valid: j.MaxAttempts > 0}
+}
+
+func timeoutParam(j NewJob) pgtype.Int4 {
+	if j.Timeout == nil {
+		return pgtype.Int4{}
+	}
+	return pgtype.Int4{Int32: int32(j.Timeout.Milliseconds()), Valid: true}
 }

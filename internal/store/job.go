@@ -23,6 +23,10 @@ type Job struct {
 	CreatedAt   time.Time
 	RunAt       time.Time // when this attempt was due
 	AttemptedAt time.Time // when this attempt was claimed
+	// Timeout is the job's own handler timeout; HasTimeout is false when the job defers
+	// to its kind's or queue's setting.
+	Timeout    time.Duration
+	HasTimeout bool
 }
 
 // NewJob is a job to insert.
@@ -31,5 +35,6 @@ type NewJob struct {
 	Queue       string
 	Args        []byte    // JSON
 	RunAt       time.Time // zero: now, on the database's clock
-	MaxAttempts int
+	MaxAttempts int       // zero: the kind's default, filled in when first claimed
+	Timeout     *time.Duration
 }

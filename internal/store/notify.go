@@ -33,3 +33,14 @@ func ParseWakeup(payload string) (Wakeup, bool) {
 	}
 	return Wakeup{Queue: queue, In: time.Duration(inMicros) * time.Microsecond, RunAt: time.UnixMicro(atMicros)}, true
 }
+
+// ParseCancel decodes a cancel notification, "c:<job id>", sent when a running job is
+// cancelled so that the client running it cancels its handler.
+func ParseCancel(payload string) (int64, bool) {
+	rest, ok := strings.CutPrefix(payload, "c:")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(rest, 10, 64)
+	return id, err == nil
+}

@@ -12,6 +12,8 @@ var queriesSQL string
 // queries holds the statements of queries.sql with the schema filled in.
 type queries struct {
 	insert, insertMany, claim, writeOutcomes string
+	renewLeases, stopClient, rescue          string
+	cancel, retry, getJob                    string
 }
 
 func buildQueries(quotedSchema string) queries {
@@ -29,6 +31,12 @@ func buildQueries(quotedSchema string) queries {
 		insertMany:    get("insertMany"),
 		claim:         get("claim"),
 		writeOutcomes: get("writeOutcomes"),
+		renewLeases:   get("renewLeases"),
+		stopClient:    get("stopClient"),
+		rescue:        get("rescue"),
+		cancel:        get("cancel"),
+		retry:         get("retry"),
+		getJob:        get("getJob"),
 	}
 }
 

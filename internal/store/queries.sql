@@ -6,8 +6,8 @@
 
 -- name: insert
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts)
-    VALUES ($1, $2, $3, coalesce($4, now()), $5)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms)
+    VALUES ($1, $2, $3, coalesce($4, now()), $5, $7)
     RETURNING id, queue, run_at
 ), notified AS (
     SELECT pg_notify($6, {schema}.wakeup_payload(queue, run_at)) FROM job
@@ -17,10 +17,10 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: insertMany
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts)
-    SELECT kind, queue, args, coalesce(run_at, now()), max_attempts
-    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[])
-        AS new(kind, queue, args, run_at, max_attempts)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms)
+    SELECT kind, queue, args, coalesce(run_at, now()), max_attempts, timeout_ms
+    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[])
+        AS new(kind, queue, args, run_at, max_attempts, timeout_ms)
     RETURNING id, queue, run_at
 ), notified AS (
     SELECT pg_notify($6, {schema}.wakeup_payload(queue, min(run_at)))
@@ -32,12 +32,13 @@ WHERE (SELECT count(*) FROM notified) >= 0
 ORDER BY id;
 
 -- name: claim
--- Claims up to $3 due jobs of queue $1 whose kind is in $2, oldest first, and marks them
--- running for client $4. The scan starts at the cursor ($5, $6): the index entries of
--- jobs already claimed stay in the index until VACUUM, and skipping thousands of them on
--- every claim would cost more than the claim itself. The last row (id NULL) carries the delay until the queue's next
--- scheduled job when fewer than $3 were due, so the dispatcher can arm its timer without
--- another round trip.
+-- Claims up to $3 due jobs of queue $1 whose kind is in $2, oldest first, and leases them
+-- to client $4 for $7. A job enqueued without max_attempts takes its kind's default from
+-- $8 (aligned with $2). The scan starts at the cursor ($5, $6): the index entries of jobs
+-- already claimed stay in the index until VACUUM, and skipping thousands of them on every
+-- claim would cost more than the claim itself. The last row (id NULL) carries the delay
+-- until the queue's next scheduled job when fewer than $3 were due, so the dispatcher can
+-- arm its timer without another round trip.
 --
 -- The claim commits asynchronously (synchronous_commit off for this statement's own
 -- transaction), saving a WAL flush on the pickup path. That is safe: a claim lost in a
@@ -47,7 +48,10 @@ WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), claimed AS (
     UPDATE {schema}.jobs j
-    SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $4
+    SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $4,
+        lease_expires_at = now() + $7::interval,
+        max_attempts = coalesce(j.max_attempts,
+            (SELECT k.max_attempts FROM unnest($2::text[], $8::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
     FROM (
         SELECT id FROM {schema}.jobs
         WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
@@ -57,13 +61,13 @@ WITH async AS (
         FOR UPDATE SKIP LOCKED
     ) due
     WHERE j.id = due.id
-    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at
+    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms
 )
-SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, NULL::bigint
+SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, NULL::bigint
 FROM claimed
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
         SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
         FROM {schema}.jobs
@@ -71,27 +75,147 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     ) END;
 
 -- name: writeOutcomes
--- Writes the outcomes of many attempts at once. Only jobs still running are touched, so a
--- late outcome never overwrites a job that something else has since changed. Retried jobs
--- wake their queue's dispatchers (on every client) at their new run_at.
+-- Writes the outcomes of many attempts of client $9 at once. A job is touched only while
+-- that same attempt still holds it (running, claimed by $9, same attempt number), so the
+-- late outcome of a handler whose job was rescued, cancelled or re-claimed never overwrites
+-- whatever owns the job now. Every attempt but a success is appended to the job's history.
+-- Retried jobs wake their queue's dispatchers (on every client) at their new run_at.
 WITH outcome AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[])
-        AS o(id, state, ended_at, run_at, error)
+    SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::timestamptz[],
+                         $5::timestamptz[], $6::text[], $7::text[], $8::text[])
+        AS o(id, attempt, state, ended_at, run_at, reason, error, stack)
 ), written AS (
     UPDATE {schema}.jobs j
     SET state = o.state,
         finished_at = CASE WHEN o.state = 'pending' THEN NULL ELSE o.ended_at END,
         run_at = coalesce(o.run_at, j.run_at),
-        errors = CASE WHEN o.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(
-            jsonb_build_object('attempt', j.attempt, 'at', o.ended_at, 'error', o.error)) END
+        lease_expires_at = NULL,
+        -- a snooze gives its attempt back
+        attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
+        attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || jsonb_build_array(
+            jsonb_strip_nulls(jsonb_build_object(
+                'attempt', j.attempt, 'started_at', j.attempted_at, 'ended_at', o.ended_at,
+                'client', j.attempted_by, 'outcome', o.state, 'reason', o.reason,
+                'error', o.error, 'stack', o.stack))) END
     FROM outcome o
-    WHERE j.id = o.id AND j.state = 'running'
+    WHERE j.id = o.id AND j.state = 'running' AND j.attempted_by = $9 AND j.attempt = o.attempt
     RETURNING j.id, j.queue, j.state, j.run_at
 ), notified AS (
-    SELECT pg_notify($6, {schema}.wakeup_payload(queue, min(run_at)))
+    SELECT pg_notify($10, {schema}.wakeup_payload(queue, min(run_at)))
     FROM written
     WHERE state = 'pending'
     GROUP BY queue
 )
 SELECT count(*) FROM written
 WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: renewLeases
+-- The keep-alive tick of client $1: records its heartbeat and extends by $3 the leases of
+-- the attempts it still holds ($2 ids, $4 attempt numbers). It returns the ids renewed;
+-- a held job missing from them was rescued, cancelled or deleted and is no longer ours.
+-- Like a claim it commits asynchronously: a renewal lost in a crash only shortens a lease.
+WITH async AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), heartbeat AS (
+    INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds)
+    VALUES ($1, $3::interval, $5::text[], $6::text[])
+    ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL
+    RETURNING 1
+), renewed AS (
+    UPDATE {schema}.jobs j
+    SET lease_expires_at = now() + $3::interval
+    FROM unnest($2::bigint[], $4::integer[]) AS h(id, attempt)
+    WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = 'running' AND j.attempted_by = $1
+    RETURNING j.id
+)
+SELECT id FROM renewed
+WHERE (SELECT count(*) FROM async) = 1;
+
+-- name: stopClient
+UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = $1;
+
+-- name: rescue
+-- Rescues up to $1 running jobs whose lease has expired: their client died or lost the
+-- database. Each is retried at once, or failed when it has no attempts left, with reason
+-- 'lost lease'. SKIP LOCKED lets every client run this at once: each expired job is
+-- rescued by exactly one. The last row (id NULL) says when the next lease expires, so the
+-- rescuer can sleep until then.
+WITH lost AS (
+    SELECT id FROM {schema}.jobs
+    WHERE state = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE {schema}.jobs j
+    SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END,
+        run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE now() END,
+        finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+        lease_expires_at = NULL,
+        attempts = j.attempts || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'started_at', j.attempted_at, 'ended_at', now(),
+            'client', j.attempted_by,
+            'outcome', CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END,
+            'reason', 'lost lease',
+            'error', format('the lease of client %s expired at %s', j.attempted_by, j.lease_expires_at)))
+    FROM lost
+    WHERE j.id = lost.id
+    RETURNING j.id, j.queue, j.state, j.run_at
+), notified AS (
+    SELECT pg_notify($2, {schema}.wakeup_payload(queue, min(run_at)))
+    FROM rescued
+    WHERE state = 'pending'
+    GROUP BY queue
+)
+SELECT id, NULL::bigint FROM rescued
+WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+SELECT NULL, (
+    SELECT ceil(extract(epoch FROM min(lease_expires_at) - clock_timestamp()) * 1000000)::bigint
+    FROM {schema}.jobs
+    WHERE state = 'running' AND lease_expires_at >= now()
+);
+
+-- name: cancel
+-- Cancels job $1 if it has not finished, and tells the client running it (if any) to
+-- cancel its handler. Returns the job's state before, or no row if there is no such job.
+WITH target AS (
+    SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+), cancelled AS (
+    UPDATE {schema}.jobs j
+    SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+        attempts = CASE WHEN t.state = 'running' THEN j.attempts || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'started_at', j.attempted_at, 'ended_at', now(),
+            'client', j.attempted_by, 'outcome', 'cancelled', 'reason', 'cancelled')) ELSE j.attempts END
+    FROM target t
+    WHERE j.id = t.id AND t.state IN ('pending', 'running')
+    RETURNING j.id, t.state AS was
+), notified AS (
+    SELECT pg_notify($2, 'c:' || id) FROM cancelled WHERE was = 'running'
+)
+SELECT state FROM target
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: retry
+-- Puts failed or cancelled job $1 back to run now. A job that had used all its attempts
+-- gets one more. Returns the job's state before, or no row if there is no such job.
+WITH target AS (
+    SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+), retried AS (
+    UPDATE {schema}.jobs j
+    SET state = 'pending', run_at = now(), finished_at = NULL,
+        max_attempts = greatest(j.max_attempts, j.attempt + 1)
+    FROM target t
+    WHERE j.id = t.id AND t.state IN ('failed', 'cancelled')
+    RETURNING j.queue, j.run_at
+), notified AS (
+    SELECT pg_notify($2, {schema}.wakeup_payload(queue, run_at)) FROM retried
+)
+SELECT state FROM target
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: getJob
+SELECT id, kind, queue, args, state, attempt, max_attempts, created_at, run_at,
+       attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts
+FROM {schema}.jobs
+WHERE id = $1;

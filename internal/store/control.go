@@ -1,0 +1,94 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// ErrNoJob is returned when a job id does not exist.
+var ErrNoJob = errors.New("no such job")
+
+// Cancel cancels job id unless it has finished and returns its state before.
+func (s *Store) Cancel(ctx context.Context, db DB, id int64) (was string, err error) {
+	return s.control(ctx, db, s.q.cancel, id)
+}
+
+// Retry makes failed or cancelled job id pending again and returns its state before.
+func (s *Store) Retry(ctx context.Context, db DB, id int64) (was string, err error) {
+	return s.control(ctx, db, s.q.retry, id)
+}
+
+func (s *Store) control(ctx context.Context, db DB, query string, id int64) (string, error) {
+	var was string
+	err := db.QueryRow(ctx, query, id, s.channel).Scan(&was)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNoJob
+	}
+	return was, err
+}
+
+// Attempt is one ended attempt of a job, as kept in its history.
+type Attempt struct {
+	Attempt   int       `json:"attempt"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at"`
+	Client    string    `json:"client"`
+	Outcome   string    `json:"outcome"` // the state the attempt left the job in
+	Reason    string    `json:"reason"`
+	Error     string    `json:"error,omitempty"`
+	Stack     string    `json:"stack,omitempty"`
+}
+
+// Record is a job's row.
+type Record struct {
+	ID             int64
+	Kind           string
+	Queue          string
+	Args           []byte
+	State          string
+	Attempt        int
+	MaxAttempts    int // zero until first claimed, when the producer did not choose
+	CreatedAt      time.Time
+	RunAt          time.Time
+	AttemptedAt    time.Time
+	AttemptedBy    string
+	FinishedAt     time.Time
+	LeaseExpiresAt time.Time
+	Timeout        *time.Duration
+	Attempts       []Attempt
+}
+
+// GetJob reads job id.
+func (s *Store) GetJob(ctx context.Context, db DB, id int64) (*Record, error) {
+	var (
+		r                                   Record
+		maxAttempts, timeoutMS              pgtype.Int4
+		attemptedAt, finishedAt, leaseUntil pgtype.Timestamptz
+		attemptedBy                         pgtype.Text
+		attempts                            []byte
+	)
+	err := db.QueryRow(ctx, s.q.getJob, id).Scan(&r.ID, &r.Kind, &r.Queue, &r.Args, &r.State, &r.Attempt,
+		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNoJob
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job %d: %w", id, err)
+	}
+	r.MaxAttempts = int(maxAttempts.Int32)
+	r.AttemptedAt, r.AttemptedBy, r.FinishedAt, r.LeaseExpiresAt = attemptedAt.Time, attemptedBy.String, finishedAt.Time, leaseUntil.Time
+	if timeoutMS.Valid {
+		d := time.Duration(timeoutMS.Int32) * time.Millisecond
+		r.Timeout = &d
+	}
+	if err := json.Unmarshal(attempts, &r.Attempts); err != nil {
+		return nil, fmt.Errorf("get job %d: decode attempt history: %w", id, err)
+	}
+	return &r, nil
+}

@@ -1,0 +1,69 @@
+package lease
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/internal/store"
+)
+
+// rescueBatch bounds one rescue statement; a larger backlog is rescued in several.
+const rescueBatch = 1000
+
+// RescuerConfig configures a [Rescuer].
+type RescuerConfig struct {
+	Store *store.Store
+	DB    store.DB
+	// MaxWait is the longest the rescuer sleeps between passes. It usually wakes sooner:
+	// each pass learns when the next lease expires and sleeps until just after then.
+	MaxWait time.Duration
+	Logger  *slog.Logger
+}
+
+// Rescuer retries running jobs whose lease expired. Every client runs one; the rescue
+// statement skips rows another rescuer holds, so each job is rescued exactly once.
+type Rescuer struct{ cfg RescuerConfig }
+
+// NewRescuer returns a Rescuer for cfg.
+func NewRescuer(cfg RescuerConfig) *Rescuer {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Rescuer{cfg: cfg}
+}
+
+// Run rescues expired leases until ctx ends.
+func (r *Rescuer) Run(ctx context.Context) error {
+	retry := backoff.Policy{Initial: 100 * time.Millisecond, Multiplier: 2, Max: r.cfg.MaxWait, Jitter: 0.2}.Series()
+	for {
+		wait := r.cfg.MaxWait
+		res, err := r.cfg.Store.Rescue(ctx, r.cfg.DB, rescueBatch)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			r.cfg.Logger.Warn("relay: rescuing expired leases failed; retrying", "error", err)
+			wait = retry.Next()
+		default:
+			retry.Reset()
+			if len(res.IDs) > 0 {
+				r.cfg.Logger.Warn("relay: rescued jobs whose client stopped renewing their lease", "jobs", res.IDs)
+			}
+			if len(res.IDs) == rescueBatch {
+				wait = 0 // more may be waiting
+			} else if res.HasNext {
+				// Just past the expiry: the statement rescues leases that ended before now().
+				wait = min(wait, max(res.NextIn, 0)+time.Millisecond)
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
