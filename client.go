@@ -20,6 +20,7 @@ import (
 	"github.com/relayq/relay/internal/lifecycle"
 	"github.com/relayq/relay/internal/outcome"
 	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/lease"
 	"github.com/relayq/relay/listener"
 )
 
@@ -34,7 +35,7 @@ const cancelGrace = 5 * time.Second
 type Client struct {
 	cfg      Config
 	store    *store.Store
-	handlers map[string]runner
+	handlers map[string]handler
 
 	mu          sync.Mutex
 	state       clientState
@@ -43,7 +44,11 @@ type Client struct {
 	services    []*lifecycle.Service // dispatchers' loops
 	writer      *outcome.Writer
 	writerSvc   *lifecycle.Service
+	keeper      *lease.Keeper
+	keeperSvc   *lifecycle.Service
+	rescuerSvc  *lifecycle.Service
 	listenerSvc *lifecycle.Service
+	pool        *pgxpool.Pool
 	work        context.Context // handlers' context; cancelled when Stop gives up waiting
 	cancelWork  context.CancelFunc
 }
@@ -59,7 +64,7 @@ const (
 
 // New returns a client for cfg. Invalid configuration is reported by [Client.Start].
 func New(cfg Config) *Client {
-	return &Client{cfg: cfg, handlers: map[string]runner{}, stopped: make(chan struct{})}
+	return &Client{cfg: cfg, handlers: map[string]handler{}, stopped: make(chan struct{})}
 }
 
 // ID is the client's identifier, recorded as attempted_by on the jobs it claims and as
@@ -70,7 +75,13 @@ func (c *Client) ID() string {
 	return c.cfg.ID
 }
 
-func (c *Client) register(kind string, run runner) error {
+// handler is a registered kind: its typed handler and how to run it.
+type handler struct {
+	run runner
+	kindConfig
+}
+
+func (c *Client) register(kind string, k kindConfig, run runner) error {
 	if err := validateName("kind", kind); err != nil {
 		return err
 	}
@@ -82,7 +93,7 @@ func (c *Client) register(kind string, run runner) error {
 	if _, dup := c.handlers[kind]; dup {
 		return fmt.Errorf("%w: %q", ErrDuplicateKind, kind)
 	}
-	c.handlers[kind] = run
+	c.handlers[kind] = handler{run: run, kindConfig: k}
 	return nil
 }
 
@@ -112,7 +123,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if cfg.ID == "" {
 		cfg.ID = newClientID()
 	}
-	c.cfg = cfg
+	c.cfg, c.pool = cfg, pool
 	if c.store, err = store.For(cfg.Schema); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
@@ -122,15 +133,28 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 
 	background := context.WithoutCancel(ctx)
 	c.work, c.cancelWork = context.WithCancel(background)
-	c.writer = outcome.New(c.store, pool, cfg.Logger)
+	c.writer = outcome.New(cfg.ID, c.store, pool, cfg.Logger)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
 
 	kinds := slices.Sorted(maps.Keys(c.handlers))
+	attempts := make([]int32, len(kinds))
+	for i, k := range kinds {
+		attempts[i] = int32(c.handlers[k].maxAttempts)
+	}
+	queues := slices.Sorted(maps.Keys(cfg.Queues))
+	c.keeper = lease.NewKeeper(lease.KeeperConfig{
+		Store: c.store, DB: pool, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
+		Client: store.ClientInfo{ID: cfg.ID, Lease: cfg.LeaseTTL, Queues: queues, Kinds: kinds},
+	})
+	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
+	rescuer := lease.NewRescuer(lease.RescuerConfig{Store: c.store, DB: pool, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
+	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)
+
 	c.dispatchers = map[string]*dispatcher.Dispatcher{}
 	for name, q := range cfg.Queues {
 		c.dispatchers[name] = dispatcher.New(dispatcher.Config{
-			Store: c.store, DB: pool, Queue: name, Kinds: kinds, Workers: q.Workers,
-			Poll: cfg.PollInterval, ClientID: cfg.ID, Run: c.runJob, Logger: cfg.Logger,
+			Store: c.store, DB: pool, Queue: name, Kinds: kinds, Attempts: attempts, Lease: cfg.LeaseTTL,
+			Workers: q.Workers, Poll: cfg.PollInterval, ClientID: cfg.ID, Run: c.runJob, Logger: cfg.Logger,
 		})
 	}
 
@@ -163,6 +187,8 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 
 func (c *Client) abortStart() {
 	c.listenerSvc.Stop()
+	c.rescuerSvc.Stop()
+	c.keeperSvc.Stop()
 	c.cancelWork()
 	c.writerSvc.Stop()
 }
@@ -200,9 +226,17 @@ func (c *Client) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("relay: stop: %d handlers did not return within %v of being cancelled; their jobs stay running until rescued", abandoned, cancelGrace))
 	}
 	c.cancelWork()
+	c.rescuerSvc.Stop()
 	if err := c.writerSvc.Stop(); err != nil {
 		errs = append(errs, fmt.Errorf("relay: stop: writing outcomes: %w", err))
 	}
+	// Leases are renewed until every outcome is written, so that none expires meanwhile.
+	c.keeperSvc.Stop()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if err := c.store.StopClient(stopCtx, c.pool, c.cfg.ID); err != nil {
+		c.cfg.Logger.Warn("relay: could not mark the client stopped", "error", err)
+	}
+	cancel()
 	c.listenerSvc.Stop()
 
 	c.mu.Lock()
@@ -250,6 +284,12 @@ func (c *Client) running() (n int) {
 // onNotify routes a wakeup to its queue's dispatcher. It runs on the listener's
 // goroutine and never blocks.
 func (c *Client) onNotify(payload string) {
+	if id, ok := store.ParseCancel(payload); ok {
+		if c.keeper.Cancel(id, ErrCancelled) {
+			c.cfg.Logger.Info("relay: cancelled a running job", "job", id)
+		}
+		return
+	}
 	w, ok := store.ParseWakeup(payload)
 	if !ok {
 		c.cfg.Logger.Warn("relay: ignoring a malformed wakeup", "payload", payload)

@@ -21,8 +21,17 @@ type Config struct {
 	// come by NOTIFY, so this only bounds the delay of a notification lost while the
 	// listener was reconnecting; default [DefaultPollInterval].
 	PollInterval time.Duration
-	// Backoff spaces the retries of failed attempts; default [backoff.Default].
+	// Backoff spaces the retries of failed attempts; default [backoff.Default]. A kind
+	// can have its own ([Backoff] as a [HandleOption]).
 	Backoff backoff.Policy
+	// LeaseTTL is how long a claimed job stays this client's without renewal; default
+	// [DefaultLeaseTTL]. A client that dies has its jobs rescued by other clients this long
+	// after its last renewal.
+	LeaseTTL time.Duration
+	// LeaseRenewal is how often the client renews the leases of its running jobs (its
+	// heartbeat); default [DefaultLeaseRenewal]. It must be under half of LeaseTTL, so that
+	// one failed renewal never loses a lease.
+	LeaseRenewal time.Duration
 	// Logger receives relay's logs; default slog.Default().
 	Logger *slog.Logger
 	// ID names this client in the jobs it claims (attempted_by) and in pg_stat_activity;
@@ -34,6 +43,9 @@ type Config struct {
 type QueueConfig struct {
 	// Workers is the most jobs of this queue this client runs at once (at least 1).
 	Workers int
+	// JobTimeout bounds each job of the queue whose kind and job set no [Timeout];
+	// zero means none.
+	JobTimeout time.Duration
 }
 
 // withDefaults fills in defaults and rejects what cannot run.
@@ -54,6 +66,9 @@ func (c Config) withDefaults() (Config, error) {
 		if q.Workers < 1 {
 			return c, fmt.Errorf("%w: queue %q has %d workers; it needs at least 1", ErrInvalidConfig, name, q.Workers)
 		}
+		if q.JobTimeout < 0 {
+			return c, fmt.Errorf("%w: queue %q has a negative JobTimeout (%v)", ErrInvalidConfig, name, q.JobTimeout)
+		}
 	}
 	switch {
 	case c.PollInterval == 0:
@@ -66,6 +81,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if err := c.Backoff.Validate(); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.LeaseRenewal == 0 {
+		c.LeaseRenewal = min(DefaultLeaseRenewal, c.LeaseTTL/3)
+	}
+	if c.LeaseTTL < 100*time.Millisecond || c.LeaseRenewal <= 0 || c.LeaseRenewal*2 > c.LeaseTTL {
+		return c, fmt.Errorf("%w: LeaseTTL (%v) must be at least 100ms and LeaseRenewal (%v) positive and at most half of it", ErrInvalidConfig, c.LeaseTTL, c.LeaseRenewal)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

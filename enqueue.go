@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/relayq/relay/internal/store"
 )
@@ -87,14 +88,20 @@ func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
 	if err := validateName("queue", o.queue); err != nil {
 		return store.NewJob{}, err
 	}
-	if o.maxAttempts < 1 {
-		return store.NewJob{}, fmt.Errorf("%w: MaxAttempts must be at least 1, got %d", ErrInvalidJob, o.maxAttempts)
+	maxAttempts := 0 // the kind's default, filled in at the first claim
+	if o.maxAttempts != nil {
+		if maxAttempts = *o.maxAttempts; maxAttempts < 1 {
+			return store.NewJob{}, fmt.Errorf("%w: MaxAttempts must be at least 1, got %d", ErrInvalidJob, maxAttempts)
+		}
+	}
+	if o.timeout != nil && (*o.timeout < 0 || *o.timeout > maxTimeout) {
+		return store.NewJob{}, fmt.Errorf("%w: Timeout must be between 0 (none) and %v, got %v", ErrInvalidJob, maxTimeout, *o.timeout)
 	}
 	encoded, err := json.Marshal(args)
 	if err != nil {
 		return store.NewJob{}, fmt.Errorf("%w of kind %q: %w", ErrEncodeArgs, kind, err)
 	}
-	return store.NewJob{Kind: kind, Queue: o.queue, Args: encoded, RunAt: o.runAt, MaxAttempts: o.maxAttempts}, nil
+	return store.NewJob{Kind: kind, Queue: o.queue, Args: encoded, RunAt: o.runAt, MaxAttempts: maxAttempts, Timeout: o.timeout}, nil
 }
 
 func validateName(what, name string) error {
@@ -106,3 +113,6 @@ func validateName(what, name string) error {
 	}
 	return nil
 }
+
+// maxTimeout is the longest per-job timeout: it is stored in milliseconds as an integer.
+const maxTimeout = 24 * 24 * time.Hour

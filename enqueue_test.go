@@ -28,8 +28,9 @@ func TestEnqueueStoresTheJob(t *testing.T) {
 	if err := json.Unmarshal(j.Args, &args); err != nil || args.N != 42 {
 		t.Errorf("stored args %s (%v), want N=42", j.Args, err)
 	}
-	if d := jobByID(t, db, enqueue(t, db, "store", nil)); d.Queue != relay.DefaultQueue || d.MaxAttempts != relay.DefaultMaxAttempts {
-		t.Errorf("defaults: queue %q, max attempts %d; want %q and %d", d.Queue, d.MaxAttempts, relay.DefaultQueue, relay.DefaultMaxAttempts)
+	// Without MaxAttempts the job takes its kind's default when first claimed.
+	if d := jobByID(t, db, enqueue(t, db, "store", nil)); d.Queue != relay.DefaultQueue || d.MaxAttempts != 0 {
+		t.Errorf("defaults: queue %q, max attempts %d; want %q and 0 (unset)", d.Queue, d.MaxAttempts, relay.DefaultQueue)
 	}
 
 	specs := make([]relay.JobSpec, 50)

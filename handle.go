@@ -31,15 +31,24 @@ type HandlerFunc[T any] func(ctx context.Context, job *Job[T]) error
 // runner runs one claimed job through its typed handler.
 type runner func(ctx context.Context, j *store.Job) error
 
-// Handle registers fn as the handler of kind on c. Register every handler before
-// [Client.Start]; it returns an error wrapping [ErrDuplicateKind] if kind already has one,
-// [ErrAlreadyStarted] after Start, or [ErrInvalidJob] for an empty or over-long kind.
-func Handle[T any](c *Client, kind string, fn HandlerFunc[T]) error {
+// Handle registers fn as the handler of kind on c, with options such as [MaxAttempts],
+// [Timeout] and [Backoff] for the kind. Register every handler before [Client.Start]; it
+// returns an error wrapping [ErrDuplicateKind] if kind already has one,
+// [ErrAlreadyStarted] after Start, [ErrInvalidJob] for an empty or over-long kind, or
+// [ErrInvalidConfig] for invalid options.
+func Handle[T any](c *Client, kind string, fn HandlerFunc[T], opts ...HandleOption) error {
 	if fn == nil {
 		return fmt.Errorf("%w: the handler of %q is nil", ErrInvalidConfig, kind)
 	}
+	k := kindConfig{maxAttempts: DefaultMaxAttempts}
+	for _, opt := range opts {
+		opt.applyHandle(&k)
+	}
+	if err := k.validate(kind); err != nil {
+		return err
+	}
 	argsType := reflect.TypeFor[T]().String()
-	return c.register(kind, func(ctx context.Context, j *store.Job) error {
+	return c.register(kind, k, func(ctx context.Context, j *store.Job) error {
 		job := &Job[T]{
 			ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt,
@@ -52,8 +61,16 @@ func Handle[T any](c *Client, kind string, fn HandlerFunc[T]) error {
 	})
 }
 
-// permanentError fails a job without retrying it.
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }
+func (k kindConfig) validate(kind string) error {
+	switch {
+	case k.maxAttempts < 1:
+		return fmt.Errorf("%w: kind %q: MaxAttempts must be at least 1, got %d", ErrInvalidConfig, kind, k.maxAttempts)
+	case k.timeout != nil && *k.timeout < 0:
+		return fmt.Errorf("%w: kind %q: Timeout must not be negative, got %v", ErrInvalidConfig, kind, *k.timeout)
+	case k.backoff != nil:
+		if err := k.backoff.Validate(); err != nil {
+			return fmt.Errorf("%w: kind %q: %w", ErrInvalidConfig, kind, err)
+		}
+	}
+	return nil
+}

@@ -68,7 +68,7 @@ func describeSchema(t *testing.T, pool relay.DB, schema string) []string {
 		JOIN pg_class c ON c.oid = a.attrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-		WHERE n.nspname = $1 AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'v') AND a.attnum > 0 AND NOT a.attisdropped
 		UNION ALL
 		SELECT 'table ' || c.relname || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -79,6 +79,8 @@ func describeSchema(t *testing.T, pool relay.DB, schema string) []string {
 		SELECT 'constraint ' || conrelid::regclass::text || ' ' || pg_get_constraintdef(co.oid)
 		FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
 		WHERE n.nspname = $1
+		UNION ALL
+		SELECT 'view ' || viewname || ' ' || definition FROM pg_views WHERE schemaname = $1
 		UNION ALL
 		SELECT 'function ' || pg_get_functiondef(p.oid)
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

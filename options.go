@@ -2,6 +2,8 @@ package relay
 
 import (
 	"time"
+
+	"github.com/relayq/relay/backoff"
 )
 
 // Defaults used when a job or client does not say otherwise.
@@ -11,6 +13,8 @@ const (
 	DefaultMaxAttempts  = 20
 	DefaultWorkers      = 100
 	DefaultPollInterval = 2 * time.Second
+	DefaultLeaseTTL     = 15 * time.Second
+	DefaultLeaseRenewal = 5 * time.Second
 	// MaxNameLen is the longest kind or queue name, in bytes.
 	MaxNameLen = 128
 )
@@ -21,17 +25,28 @@ type EnqueueOption interface{ applyEnqueue(*enqueueOptions) }
 // MigrateOption changes what [Migrate] and [MigrationSQL] work on.
 type MigrateOption interface{ applyMigrate(*migrateOptions) }
 
+// HandleOption changes how [Handle] runs the jobs of a kind.
+type HandleOption interface{ applyHandle(*kindConfig) }
+
 type enqueueOptions struct {
 	schema      string
 	queue       string
 	runAt       time.Time
-	maxAttempts int
+	maxAttempts *int
+	timeout     *time.Duration
 }
 
 type migrateOptions struct{ schema string }
 
+// kindConfig is how a client runs the jobs of one kind.
+type kindConfig struct {
+	maxAttempts int
+	timeout     *time.Duration // nil: the queue's JobTimeout
+	backoff     *backoff.Policy
+}
+
 func defaultEnqueueOptions() enqueueOptions {
-	return enqueueOptions{schema: DefaultSchema, queue: DefaultQueue, maxAttempts: DefaultMaxAttempts}
+	return enqueueOptions{schema: DefaultSchema, queue: DefaultQueue}
 }
 
 // Queue puts the job on the named queue instead of [DefaultQueue].
@@ -51,16 +66,41 @@ func (t runAtOption) applyEnqueue(o *enqueueOptions) { o.runAt = time.Time(t) }
 // RunIn schedules the job to start no earlier than d from now (on the caller's clock).
 func RunIn(d time.Duration) EnqueueOption { return runAtOption(time.Now().Add(d)) }
 
-// MaxAttempts sets how many times the job may be attempted before it is failed for good
-// (default [DefaultMaxAttempts]); it must be at least 1.
-func MaxAttempts(n int) EnqueueOption { return maxAttemptsOption(n) }
+// MaxAttempts sets how many times a job may be attempted before it is failed for good;
+// it must be at least 1. As an [EnqueueOption] it applies to one job; as a
+// [HandleOption] it is the default for the kind's jobs enqueued without one. Default
+// [DefaultMaxAttempts].
+func MaxAttempts(n int) MaxAttemptsOption { return MaxAttemptsOption(n) }
 
-type maxAttemptsOption int
+// MaxAttemptsOption is the option made by [MaxAttempts].
+type MaxAttemptsOption int
 
-func (n maxAttemptsOption) applyEnqueue(o *enqueueOptions) { o.maxAttempts = int(n) }
+func (n MaxAttemptsOption) applyEnqueue(o *enqueueOptions) { v := int(n); o.maxAttempts = &v }
+func (n MaxAttemptsOption) applyHandle(k *kindConfig)      { k.maxAttempts = int(n) }
+
+// Timeout bounds how long a handler may run: past it, the handler's context is cancelled
+// (with cause [ErrTimeout]) and the attempt ends with reason "timeout", retried like an
+// error. Zero means no timeout; negative is invalid. As an [EnqueueOption] it applies to
+// one job, as a [HandleOption] to a kind; otherwise the queue's [QueueConfig].JobTimeout
+// applies. A handler that ignores its context keeps its worker slot until it returns,
+// but its outcome is still "timeout".
+func Timeout(d time.Duration) TimeoutOption { return TimeoutOption(d) }
+
+// TimeoutOption is the option made by [Timeout].
+type TimeoutOption time.Duration
+
+func (t TimeoutOption) applyEnqueue(o *enqueueOptions) { d := time.Duration(t); o.timeout = &d }
+func (t TimeoutOption) applyHandle(k *kindConfig)      { d := time.Duration(t); k.timeout = &d }
+
+// Backoff sets the retry delays of a kind's failed attempts, instead of [Config].Backoff.
+func Backoff(p backoff.Policy) HandleOption { return backoffOption(p) }
+
+type backoffOption backoff.Policy
+
+func (b backoffOption) applyHandle(k *kindConfig) { p := backoff.Policy(b); k.backoff = &p }
 
 // Schema selects the PostgreSQL schema relay's tables live in (default [DefaultSchema]).
-// It is both an [EnqueueOption] and a [MigrateOption]; a [Client] takes it from
+// It is an [EnqueueOption], a [MigrateOption] and a [JobOption]; a [Client] takes it from
 // [Config].Schema. Independent relay instances can share one database in different schemas.
 func Schema(name string) SchemaOption { return SchemaOption(name) }
 
@@ -69,3 +109,4 @@ type SchemaOption string
 
 func (s SchemaOption) applyEnqueue(o *enqueueOptions) { o.schema = string(s) }
 func (s SchemaOption) applyMigrate(o *migrateOptions) { o.schema = string(s) }
+func (s SchemaOption) applyJob(o *jobOptions)         { o.schema = string(s) }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -11,43 +12,113 @@ import (
 
 // runJob runs one claimed job on its dispatcher's goroutine and queues its outcome.
 func (c *Client) runJob(j *store.Job) {
-	err := c.call(j)
-	if !c.writer.Add(c.outcomeOf(j, err, time.Now())) {
+	h := c.handlers[j.Kind]
+	ctx, cancel := context.WithCancelCause(c.work)
+	defer cancel(nil)
+	if timeout := c.timeoutOf(j, h); timeout > 0 {
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w after %v", ErrTimeout, timeout))
+		defer cancelTimeout()
+	}
+	c.keeper.Hold(j.ID, j.Attempt, cancel)
+	err := call(ctx, h, j)
+	c.keeper.Release(j.ID)
+
+	o, ok := c.outcomeOf(ctx, h, j, err, time.Now())
+	if !ok {
+		return
+	}
+	if !c.writer.Add(o) {
 		c.cfg.Logger.Error("relay: job finished after the client stopped; its outcome is lost and it will run again", "job", j.ID, "kind", j.Kind)
+	}
+}
+
+// timeoutOf is the job's own timeout, else its kind's, else its queue's.
+func (c *Client) timeoutOf(j *store.Job, h handler) time.Duration {
+	switch {
+	case j.HasTimeout:
+		return j.Timeout
+	case h.timeout != nil:
+		return *h.timeout
+	default:
+		return c.cfg.Queues[j.Queue].JobTimeout
 	}
 }
 
 // call runs the job's handler, turning a panic into an error so that one bad job cannot
 // take the process or the other jobs down.
-func (c *Client) call(j *store.Job) (err error) {
+func call(ctx context.Context, h handler, j *store.Job) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v\n\n%s", r, debug.Stack())
+			err = &panicError{value: r, stack: string(debug.Stack())}
 		}
 	}()
-	return c.handlers[j.Kind](c.work, j)
+	return h.run(ctx, j)
 }
 
-// outcomeOf decides what becomes of a job after an attempt that ended at now with err.
-func (c *Client) outcomeOf(j *store.Job, err error, now time.Time) store.Outcome {
-	o := store.Outcome{ID: j.ID, EndedAt: now}
-	var permanent *permanentError
+// outcomeOf decides what becomes of a job after an attempt that ended at now with err,
+// and reports false when this client must not write it: the job is no longer its own.
+func (c *Client) outcomeOf(ctx context.Context, h handler, j *store.Job, err error, now time.Time) (store.Outcome, bool) {
+	cause := context.Cause(ctx)
 	switch {
+	case errors.Is(cause, ErrLostLease), errors.Is(cause, ErrLeaseExpired), errors.Is(cause, ErrCancelled):
+		c.cfg.Logger.Warn("relay: job attempt abandoned", "job", j.ID, "kind", j.Kind, "attempt", j.Attempt, "cause", cause)
+		return store.Outcome{}, false
+	}
+
+	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: store.StatePending}
+	outOfAttempts := j.Attempt >= j.MaxAttempts
+	retryIn := func() time.Duration {
+		if h.backoff != nil {
+			return h.backoff.Delay(j.Attempt)
+		}
+		return c.cfg.Backoff.Delay(j.Attempt)
+	}
+	var (
+		end       *endJob
+		panicked  *panicError
+		permanent *permanentError
+	)
+	switch {
+	case errors.Is(cause, ErrTimeout):
+		// Whatever the handler returned, it returned too late.
+		o.Reason, o.Error = store.ReasonTimeout, cause.Error()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			o.Error += ": " + err.Error()
+		}
+		o.RunAt = now.Add(retryIn())
 	case err == nil:
-		o.State = store.StateSucceeded
-		return o
-	case errors.As(err, &permanent), j.Attempt >= j.MaxAttempts:
-		o.State = store.StateFailed
+		return store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: store.StateSucceeded}, true
+	case errors.As(err, &permanent):
+		o.State, o.Reason, o.Error = store.StateFailed, store.ReasonDecode, err.Error()
+	case errors.As(err, &end):
+		o.Error = end.message()
+		switch end.how {
+		case endDiscard:
+			o.State, o.Reason = store.StateFailed, store.ReasonDiscarded
+		case endSnooze:
+			o.Reason, o.RunAt = store.ReasonSnoozed, now.Add(end.delay)
+			outOfAttempts = false // a snooze does not use up an attempt
+		default:
+			o.Reason, o.RunAt = store.ReasonError, now.Add(end.delay)
+		}
+	case errors.As(err, &panicked):
+		o.Reason, o.Error, o.Stack = store.ReasonPanic, panicked.Error(), panicked.stack
+		o.RunAt = now.Add(retryIn())
 	case c.work.Err() != nil:
 		// Interrupted by shutdown, not by a fault of the job: let another client have it now.
-		o.State, o.RunAt = store.StatePending, now
+		o.Reason, o.Error, o.RunAt = store.ReasonShutdown, err.Error(), now
 	default:
-		o.State, o.RunAt = store.StatePending, now.Add(c.cfg.Backoff.Delay(j.Attempt))
+		o.Reason, o.Error = store.ReasonError, err.Error()
+		o.RunAt = now.Add(retryIn())
 	}
-	o.Error = err.Error()
+	if o.State == store.StatePending && outOfAttempts {
+		o.State, o.RunAt = store.StateFailed, time.Time{}
+	}
 	if o.Error == "" {
 		o.Error = fmt.Sprintf("%T with an empty message", err)
 	}
-	c.cfg.Logger.Warn("relay: job attempt failed", "job", j.ID, "kind", j.Kind, "attempt", j.Attempt, "state", o.State, "error", err)
-	return o
+	c.cfg.Logger.Warn("relay: job attempt failed", "job", j.ID, "kind", j.Kind, "attempt", j.Attempt,
+		"reason", o.Reason, "state", o.State, "error", o.Error)
+	return o, true
 }

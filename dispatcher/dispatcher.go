@@ -32,7 +32,9 @@ type Config struct {
 	DB       store.DB // where claims run; a pool, since claims must commit on their own
 	Queue    string
 	Kinds    []string // the job kinds this client can run
-	Workers  int      // the most jobs of this queue running at once on this client
+	Attempts []int32  // each kind's default max attempts, aligned with Kinds
+	Lease    time.Duration
+	Workers  int // the most jobs of this queue running at once on this client
 	Poll     time.Duration
 	ClientID string
 	// Run runs one claimed job to the end, including recording its outcome. It is called on
@@ -202,7 +204,10 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 	from := d.from
 	d.rewound = false
 	d.mu.Unlock()
-	c, err := d.cfg.Store.Claim(claimCtx, d.cfg.DB, d.cfg.Queue, d.cfg.Kinds, free, d.cfg.ClientID, from)
+	c, err := d.cfg.Store.Claim(claimCtx, d.cfg.DB, store.ClaimParams{
+		Queue: d.cfg.Queue, Kinds: d.cfg.Kinds, Attempts: d.cfg.Attempts, Limit: free,
+		Client: d.cfg.ClientID, Lease: d.cfg.Lease, From: from,
+	})
 	if err != nil {
 		return 0, err
 	}

@@ -77,7 +77,7 @@ func newHarness(t *testing.T, workers int, poll time.Duration, run func(*store.J
 	h := &harness{t: t, db: &countingDB{DB: db, claimed: make(chan struct{}, 1)}, store: s}
 	h.d = dispatcher.New(dispatcher.Config{
 		Store: s, DB: h.db, Queue: relay.DefaultQueue, Kinds: []string{"job"},
-		Workers: workers, Poll: poll, ClientID: "dispatcher-test", Run: run,
+		Attempts: []int32{relay.DefaultMaxAttempts}, Lease: time.Minute, Workers: workers, Poll: poll, ClientID: "dispatcher-test", Run: run,
 	})
 	return h
 }

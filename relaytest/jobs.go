@@ -19,10 +19,10 @@ type StoredJob struct {
 	Args        json.RawMessage
 	State       string // pending, running, succeeded, failed or cancelled
 	Attempt     int
-	MaxAttempts int
+	MaxAttempts int // zero until first claimed, if the producer did not choose
 	RunAt       time.Time
 	AttemptedBy string
-	Errors      []string // the error of each failed attempt, oldest first
+	Errors      []string // the error of each attempt that did not succeed, oldest first
 }
 
 // Jobs returns every job in db's schema, optionally only those of the given kinds,
@@ -32,8 +32,8 @@ func Jobs(t testing.TB, db *DB, kinds ...string) []StoredJob {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rows, err := db.Query(ctx, `
-		SELECT id, kind, queue, args, state, attempt, max_attempts, run_at, coalesce(attempted_by, ''),
-		       coalesce((SELECT array_agg(e->>'error') FROM jsonb_array_elements(errors) e), '{}')
+		SELECT id, kind, queue, args, state, attempt, coalesce(max_attempts, 0), run_at, coalesce(attempted_by, ''),
+		       coalesce((SELECT array_agg(e->>'error') FROM jsonb_array_elements(attempts) e), '{}')
 		FROM `+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+`
 		WHERE coalesce(cardinality($1::text[]), 0) = 0 OR kind = ANY($1)
 		ORDER BY id`, kinds)

@@ -19,6 +19,7 @@ const maxBatch = 5000
 
 // Writer batches outcomes. Create it with [New], run it with [Writer.Run].
 type Writer struct {
+	client string // whose attempts these are
 	store  *store.Store
 	db     store.DB
 	logger *slog.Logger
@@ -29,9 +30,9 @@ type Writer struct {
 	signal  chan struct{} // capacity 1
 }
 
-// New returns a Writer that writes to db.
-func New(s *store.Store, db store.DB, logger *slog.Logger) *Writer {
-	return &Writer{store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
+// New returns a Writer that writes the outcomes of client's attempts to db.
+func New(client string, s *store.Store, db store.DB, logger *slog.Logger) *Writer {
+	return &Writer{client: client, store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
 }
 
 // Add queues an outcome to be written. It never blocks. It reports false if the writer has
@@ -115,7 +116,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 	w.mu.Unlock()
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
-		if _, err := w.store.WriteOutcomes(ctx, w.db, batch[:n]); err != nil {
+		if _, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n]); err != nil {
 			w.logger.Warn("relay: writing job outcomes failed; will retry", "outcomes", len(batch), "error", err)
 			w.mu.Lock()
 			w.pending = append(batch, w.pending...)

@@ -39,7 +39,10 @@ func claimed(t *testing.T, n int) (*relaytest.DB, *store.Store, []*store.Job) {
 	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.Claim(context.Background(), db, relay.DefaultQueue, []string{"job"}, n, "writer-test", store.Cursor{})
+	c, err := s.Claim(context.Background(), db, store.ClaimParams{
+		Queue: relay.DefaultQueue, Kinds: []string{"job"}, Attempts: []int32{relay.DefaultMaxAttempts},
+		Limit: n, Client: writerClient, Lease: time.Minute,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,16 +52,19 @@ func claimed(t *testing.T, n int) (*relaytest.DB, *store.Store, []*store.Job) {
 	return db, s, c.Jobs
 }
 
+// writerClient is the client the test claims as, and whose outcomes the writer writes.
+const writerClient = "writer-test"
+
 // outcomeFor gives job i one of three outcomes: succeeded, failed, or retried later.
 func outcomeFor(i int, j *store.Job, now time.Time) store.Outcome {
-	o := store.Outcome{ID: j.ID, EndedAt: now}
+	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now}
 	switch i % 3 {
 	case 0:
 		o.State = store.StateSucceeded
 	case 1:
-		o.State, o.Error = store.StateFailed, fmt.Sprint("failed ", j.ID)
+		o.State, o.Reason, o.Error = store.StateFailed, store.ReasonError, fmt.Sprint("failed ", j.ID)
 	case 2:
-		o.State, o.Error, o.RunAt = store.StatePending, fmt.Sprint("retry ", j.ID), now.Add(time.Hour).Truncate(time.Microsecond)
+		o.State, o.Reason, o.Error, o.RunAt = store.StatePending, store.ReasonError, fmt.Sprint("retry ", j.ID), now.Add(time.Hour).Truncate(time.Microsecond)
 	}
 	return o
 }
@@ -74,7 +80,7 @@ type row struct {
 func rows(t *testing.T, db *relaytest.DB) map[int64]row {
 	t.Helper()
 	rs, err := db.Query(context.Background(), `SELECT id, state, run_at, finished_at,
-		coalesce((SELECT array_agg(e->>'error') FROM jsonb_array_elements(errors) e), '{}')
+		coalesce((SELECT array_agg(e->>'error') FROM jsonb_array_elements(attempts) e), '{}')
 		FROM `+pgx.Identifier{db.Schema, "jobs"}.Sanitize())
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +126,7 @@ func TestWriterWritesEveryOutcomeAddedConcurrently(t *testing.T) {
 	t.Parallel()
 	const n, adders = 2000, 8
 	db, s, jobs := claimed(t, n)
-	w := outcome.New(s, db, quiet)
+	w := outcome.New(writerClient, s, db, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -161,7 +167,7 @@ func TestWriterStopFlushesQueuedOutcomesAndRefusesLaterOnes(t *testing.T) {
 	db, s, jobs := claimed(t, n+1)
 	late := jobs[n]
 	jobs = jobs[:n]
-	w := outcome.New(s, db, quiet)
+	w := outcome.New(writerClient, s, db, quiet)
 
 	now := time.Now()
 	outcomes := make([]store.Outcome, n)
@@ -178,7 +184,7 @@ func TestWriterStopFlushesQueuedOutcomesAndRefusesLaterOnes(t *testing.T) {
 	}
 	assertWritten(t, db, outcomes) // no waiting: Run returned, so it is all there
 
-	if w.Add(store.Outcome{ID: late.ID, State: store.StateSucceeded, EndedAt: time.Now()}) {
+	if w.Add(store.Outcome{ID: late.ID, Attempt: late.Attempt, State: store.StateSucceeded, EndedAt: time.Now()}) {
 		t.Error("Add after the writer stopped returned true")
 	}
 	if r := rows(t, db)[late.ID]; r.State != store.StateRunning {
@@ -191,7 +197,7 @@ func TestWriterStopWhileRunningFlushes(t *testing.T) {
 	t.Parallel()
 	const n = 500
 	db, s, jobs := claimed(t, n)
-	w := outcome.New(s, db, quiet)
+	w := outcome.New(writerClient, s, db, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -224,7 +230,7 @@ func TestWriterRetriesAFailedWrite(t *testing.T) {
 			}
 		}
 	}))
-	w := outcome.New(s, db, logger)
+	w := outcome.New(writerClient, s, db, logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -267,9 +273,9 @@ func TestWriterLeavesJobsNoLongerRunningAlone(t *testing.T) {
 	if _, err := db.Exec(context.Background(), `UPDATE `+table+` SET state = 'cancelled' WHERE id = $1`, jobs[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	w := outcome.New(s, db, quiet)
+	w := outcome.New(writerClient, s, db, quiet)
 	for _, j := range jobs {
-		w.Add(store.Outcome{ID: j.ID, State: store.StateSucceeded, EndedAt: time.Now()})
+		w.Add(store.Outcome{ID: j.ID, Attempt: j.Attempt, State: store.StateSucceeded, EndedAt: time.Now()})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -62,6 +62,7 @@ type Record struct {
 	LeaseExpiresAt time.Time
 	Timeout        *time.Duration
 	Attempts       []Attempt
+	Scheduled      bool // run_at is in the future, on the database's clock
 }
 
 // GetJob reads job id.
@@ -74,7 +75,7 @@ func (s *Store) GetJob(ctx context.Context, db DB, id int64) (*Record, error) {
 		attempts                            []byte
 	)
 	err := db.QueryRow(ctx, s.q.getJob, id).Scan(&r.ID, &r.Kind, &r.Queue, &r.Args, &r.State, &r.Attempt,
-		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts)
+		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoJob
 	}

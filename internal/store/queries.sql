@@ -216,6 +216,7 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: getJob
 SELECT id, kind, queue, args, state, attempt, max_attempts, created_at, run_at,
-       attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts
+       attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
+       run_at > now() AS scheduled
 FROM {schema}.jobs
 WHERE id = $1;

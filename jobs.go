@@ -1,0 +1,178 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/relayq/relay/internal/store"
+)
+
+// Errors of [Cancel], [Retry] and [GetJob].
+var (
+	// ErrJobNotFound: no job has the id (in that schema).
+	ErrJobNotFound = errors.New("relay: job not found")
+	// ErrJobFinished: Cancel of a job that has already succeeded, failed or been cancelled.
+	ErrJobFinished = errors.New("relay: job has already finished")
+	// ErrJobNotRetryable: Retry of a job that is neither failed nor cancelled.
+	ErrJobNotRetryable = errors.New("relay: only a failed or cancelled job can be retried")
+)
+
+// JobOption changes what [Cancel], [Retry] and [GetJob] work on: [Schema].
+type JobOption interface{ applyJob(*jobOptions) }
+
+type jobOptions struct{ schema string }
+
+// Cancel cancels job id. A pending or scheduled job will never run; a running job ends
+// cancelled at once and the client running it cancels its handler's context (with cause
+// [ErrCancelled]) within milliseconds, by NOTIFY. Cancelling a job that has finished
+// returns an error wrapping [ErrJobFinished]; an unknown id, [ErrJobNotFound].
+func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {
+	s, err := jobStore(opts)
+	if err != nil {
+		return err
+	}
+	was, err := s.Cancel(ctx, db, id)
+	switch {
+	case errors.Is(err, store.ErrNoJob):
+		return fmt.Errorf("%w: %d", ErrJobNotFound, id)
+	case err != nil:
+		return fmt.Errorf("relay: cancel job %d: %w", id, err)
+	case was != store.StatePending && was != store.StateRunning:
+		return fmt.Errorf("%w: job %d is %s", ErrJobFinished, id, was)
+	}
+	return nil
+}
+
+// Retry puts a failed or cancelled job back to run now. A job that had used up its
+// attempts is given one more. Any other state returns an error wrapping
+// [ErrJobNotRetryable]; an unknown id, [ErrJobNotFound].
+func Retry(ctx context.Context, db DB, id int64, opts ...JobOption) error {
+	s, err := jobStore(opts)
+	if err != nil {
+		return err
+	}
+	was, err := s.Retry(ctx, db, id)
+	switch {
+	case errors.Is(err, store.ErrNoJob):
+		return fmt.Errorf("%w: %d", ErrJobNotFound, id)
+	case err != nil:
+		return fmt.Errorf("relay: retry job %d: %w", id, err)
+	case was != store.StateFailed && was != store.StateCancelled:
+		return fmt.Errorf("%w: job %d is %s", ErrJobNotRetryable, id, was)
+	}
+	return nil
+}
+
+// JobState is the state of a job as [GetJob] reports it.
+type JobState string
+
+// Job states. Scheduled is a pending job whose time has not come.
+const (
+	StatePending   JobState = "pending"
+	StateScheduled JobState = "scheduled"
+	StateRunning   JobState = "running"
+	StateSucceeded JobState = "succeeded"
+	StateFailed    JobState = "failed"
+	StateCancelled JobState = "cancelled"
+)
+
+// Failure reasons recorded in a job's [Attempt] history.
+const (
+	ReasonError     = store.ReasonError     // the handler returned an error
+	ReasonPanic     = store.ReasonPanic     // the handler panicked (Attempt.Stack has the stack)
+	ReasonTimeout   = store.ReasonTimeout   // the handler ran past its timeout
+	ReasonLostLease = store.ReasonLostLease // its client stopped renewing the lease: died or cut off
+	ReasonDiscarded = store.ReasonDiscarded // the handler returned Discard(err)
+	ReasonSnoozed   = store.ReasonSnoozed   // the handler returned Snooze(d)
+	ReasonDecode    = store.ReasonDecode    // the args did not decode into the handler's type
+	ReasonCancelled = store.ReasonCancelled // Cancel was called while it ran
+	ReasonShutdown  = store.ReasonShutdown  // its client stopped before the handler returned
+)
+
+// Attempt is one attempt of a job, from its history.
+type Attempt struct {
+	Number    int
+	StartedAt time.Time
+	EndedAt   time.Time
+	Client    string // the client that ran it
+	// Outcome is the state the attempt left the job in: "succeeded", "failed",
+	// "cancelled", or "pending" when it is to run again.
+	Outcome string
+	Reason  string // one of the Reason constants; empty for a success
+	Error   string
+	Stack   string // for a panic
+}
+
+// JobRecord is a job as stored, with its history.
+type JobRecord struct {
+	ID          int64
+	Kind        string
+	Queue       string
+	Args        json.RawMessage
+	State       JobState
+	Attempt     int // attempts started so far
+	MaxAttempts int // zero until first claimed, if the producer did not choose
+	CreatedAt   time.Time
+	ScheduledAt time.Time // when the current or next attempt is due
+	AttemptedAt time.Time // when the latest attempt started (zero if none)
+	AttemptedBy string    // the client that ran the latest attempt
+	FinishedAt  time.Time // zero until the job succeeded, failed or was cancelled
+	// LeaseExpiresAt is when a running job's lease runs out unless its client renews it.
+	LeaseExpiresAt time.Time
+	Timeout        *time.Duration // the job's own timeout, if it was enqueued with one
+	// Attempts holds every ended attempt, oldest first. A running attempt is not in it yet.
+	Attempts []Attempt
+}
+
+// GetJob returns job id with its attempt history, or an error wrapping [ErrJobNotFound].
+func GetJob(ctx context.Context, db DB, id int64, opts ...JobOption) (*JobRecord, error) {
+	s, err := jobStore(opts)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.GetJob(ctx, db, id)
+	if errors.Is(err, store.ErrNoJob) {
+		return nil, fmt.Errorf("%w: %d", ErrJobNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	rec := &JobRecord{
+		ID: r.ID, Kind: r.Kind, Queue: r.Queue, Args: r.Args, State: JobState(r.State),
+		Attempt: r.Attempt, MaxAttempts: r.MaxAttempts, CreatedAt: r.CreatedAt, ScheduledAt: r.RunAt,
+		AttemptedAt: r.AttemptedAt, AttemptedBy: r.AttemptedBy, FinishedAt: r.FinishedAt,
+		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
+	}
+	if rec.State == StatePending && r.Scheduled {
+		rec.State = StateScheduled
+	}
+	for _, a := range r.Attempts {
+		rec.Attempts = append(rec.Attempts, Attempt{
+			Number: a.Attempt, StartedAt: a.StartedAt, EndedAt: a.EndedAt, Client: a.Client,
+			Outcome: a.Outcome, Reason: a.Reason, Error: a.Error, Stack: a.Stack,
+		})
+	}
+	if rec.State == StateSucceeded {
+		// A success is the row itself, not an entry of the history: add it back.
+		rec.Attempts = append(rec.Attempts, Attempt{
+			Number: r.Attempt, StartedAt: r.AttemptedAt, EndedAt: r.FinishedAt, Client: r.AttemptedBy,
+			Outcome: string(StateSucceeded),
+		})
+	}
+	return rec, nil
+}
+
+func jobStore(opts []JobOption) (*store.Store, error) {
+	o := jobOptions{schema: DefaultSchema}
+	for _, opt := range opts {
+		opt.applyJob(&o)
+	}
+	s, err := store.For(o.schema)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return s, nil
+}
