@@ -1,0 +1,272 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+)
+
+// Cancelled pending and scheduled jobs never run.
+func TestCancelledPendingAndScheduledJobsNeverRun(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	opt := relay.Schema(db.Schema)
+
+	// Due now, but no client runs yet.
+	pending := enqueue(t, db, "k", numArgs{N: 1})
+	if rec := jobRecord(t, db, pending); rec.State != relay.StatePending {
+		t.Fatalf("job is %s, want pending", rec.State)
+	}
+	if err := relay.Cancel(ctx, db, pending, opt); err != nil {
+		t.Fatalf("Cancel of a pending job: %v", err)
+	}
+
+	c := newClient(db, relay.Config{})
+	ran := make(chan int64, 10)
+	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		ran <- job.ID
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	scheduled := enqueue(t, db, "k", numArgs{N: 2}, relay.RunIn(600*time.Millisecond))
+	if rec := jobRecord(t, db, scheduled); rec.State != relay.StateScheduled {
+		t.Fatalf("job is %s, want scheduled", rec.State)
+	}
+	if err := relay.Cancel(ctx, db, scheduled, opt); err != nil {
+		t.Fatalf("Cancel of a scheduled job: %v", err)
+	}
+	// Due after the cancelled ones: once it has run, they would have been claimed too.
+	sentinel := enqueue(t, db, "k", numArgs{N: 3}, relay.RunIn(800*time.Millisecond))
+	if got := recv(t, ran, "the sentinel job"); got != sentinel {
+		t.Fatalf("ran job %d, want only the sentinel %d (cancelled: %d, %d)", got, sentinel, pending, scheduled)
+	}
+	waitState(t, db, "succeeded", sentinel)
+	stop(t, c)
+	if len(ran) != 0 {
+		t.Errorf("a cancelled job ran: %d", <-ran)
+	}
+	for _, id := range []int64{pending, scheduled} {
+		rec := jobRecord(t, db, id)
+		if rec.State != relay.StateCancelled || rec.Attempt != 0 || rec.FinishedAt.IsZero() || len(rec.Attempts) != 0 {
+			t.Errorf("cancelled job %d: %s, attempt %d, finished %v, history %s; want cancelled, never attempted, finished",
+				id, rec.State, rec.Attempt, rec.FinishedAt, historyString(rec.Attempts))
+		}
+	}
+}
+
+// Cancel of a running job marks it cancelled at once and cancels its handler's context
+// by NOTIFY, within milliseconds (cause ErrCancelled): the fallback poll is an hour and
+// the next lease renewal seconds away, so nothing else could. The handler's return writes
+// nothing.
+func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	c := newClient(db, relay.Config{LeaseTTL: time.Minute, LeaseRenewal: 20 * time.Second})
+	started := make(chan int64, 1)
+	ended := make(chan ctxEnd, 1)
+	handle(t, c, "long", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Minute):
+		}
+		ended <- ctxEnd{job.Attempt, context.Cause(ctx), time.Now()}
+		return nil // as if it finished its work: must not be recorded
+	})
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "long", numArgs{})
+	recv(t, started, "the job to start")
+
+	cancelled := time.Now()
+	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+		t.Fatalf("Cancel of a running job: %v", err)
+	}
+	if rec := jobRecord(t, db, id); rec.State != relay.StateCancelled {
+		t.Errorf("right after Cancel the job is %s, want cancelled", rec.State)
+	}
+	e := recv(t, ended, "the handler's context to be cancelled")
+	took := e.at.Sub(cancelled)
+	t.Logf("handler cancelled %v after Cancel", took)
+	if !errors.Is(e.err, relay.ErrCancelled) {
+		t.Errorf("handler's context ended with %v, want ErrCancelled", e.err)
+	}
+	if took > time.Second {
+		t.Errorf("handler was cancelled %v after Cancel, want within milliseconds", took)
+	}
+	stop(t, c) // every outcome the client had is written by now
+	rec := jobRecord(t, db, id)
+	if rec.State != relay.StateCancelled || len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonCancelled ||
+		rec.Attempts[0].Outcome != "cancelled" || rec.Attempts[0].Number != 1 || rec.Attempts[0].Client != c.ID() {
+		t.Errorf("job is %s with history %s; want cancelled, attempt 1 by %s recorded as cancelled", rec.State, historyString(rec.Attempts), c.ID())
+	}
+}
+
+// The errors of Cancel, Retry and GetJob: finished jobs cannot be cancelled, only failed
+// and cancelled jobs can be retried, and an unknown id is not found.
+func TestCancelRetryAndGetJobErrors(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	opt := relay.Schema(db.Schema)
+	c := newClient(db, relay.Config{})
+	running := make(chan int64, 1)
+	release := make(chan struct{})
+	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		switch job.Args.N {
+		case 1:
+			return errors.New("fails")
+		case 2:
+			running <- job.ID
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	})
+	start(t, c, db.Pool)
+	t.Cleanup(func() { closeOnce(release) })
+
+	succeeded := enqueue(t, db, "k", numArgs{N: 0})
+	failed := enqueue(t, db, "k", numArgs{N: 1}, relay.MaxAttempts(1))
+	cancelled := enqueue(t, db, "k", numArgs{N: 0}, relay.RunIn(time.Hour))
+	pending := enqueue(t, db, "other", numArgs{})
+	scheduled := enqueue(t, db, "k", numArgs{N: 0}, relay.RunIn(time.Hour))
+	run := enqueue(t, db, "k", numArgs{N: 2})
+	waitState(t, db, "succeeded", succeeded)
+	waitState(t, db, "failed", failed)
+	if err := relay.Cancel(ctx, db, cancelled, opt); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, running, "the job to be running")
+
+	for name, id := range map[string]int64{"succeeded": succeeded, "failed": failed, "cancelled": cancelled} {
+		if err := relay.Cancel(ctx, db, id, opt); !errors.Is(err, relay.ErrJobFinished) {
+			t.Errorf("Cancel of a %s job: %v, want ErrJobFinished", name, err)
+		}
+	}
+	for name, id := range map[string]int64{"pending": pending, "scheduled": scheduled, "running": run, "succeeded": succeeded} {
+		if err := relay.Retry(ctx, db, id, opt); !errors.Is(err, relay.ErrJobNotRetryable) {
+			t.Errorf("Retry of a %s job: %v, want ErrJobNotRetryable", name, err)
+		}
+	}
+	unknown := run + 1000
+	if err := relay.Cancel(ctx, db, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) {
+		t.Errorf("Cancel of an unknown id: %v, want ErrJobNotFound", err)
+	}
+	if err := relay.Retry(ctx, db, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) {
+		t.Errorf("Retry of an unknown id: %v, want ErrJobNotFound", err)
+	}
+	if rec, err := relay.GetJob(ctx, db, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) || rec != nil {
+		t.Errorf("GetJob of an unknown id: %v, %v; want nil, ErrJobNotFound", rec, err)
+	}
+
+	// None of the refused calls changed anything.
+	for id, want := range map[int64]relay.JobState{succeeded: relay.StateSucceeded, failed: relay.StateFailed,
+		cancelled: relay.StateCancelled, pending: relay.StatePending, scheduled: relay.StateScheduled, run: relay.StateRunning} {
+		if rec := jobRecord(t, db, id); rec.State != want {
+			t.Errorf("job %d is %s after the refused calls, want %s", id, rec.State, want)
+		}
+	}
+	close(release)
+	waitState(t, db, "succeeded", run)
+}
+
+// Retry of a failed job runs it again now, with one more attempt, and it can succeed;
+// Retry of a job cancelled while it ran runs it again too.
+func TestRetryRunsAFailedOrCancelledJobAgain(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	opt := relay.Schema(db.Schema)
+	c := newClient(db, relay.Config{})
+	type run struct {
+		id               int64
+		attempt, maxSeen int
+	}
+	runs := make(chan run, 10)
+	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		runs <- run{job.ID, job.Attempt, job.MaxAttempts}
+		switch {
+		case job.Args.N == 1 && job.Attempt == 1:
+			return errors.New("fails the first time")
+		case job.Args.N == 2 && job.Attempt == 1:
+			<-ctx.Done() // cancelled
+		}
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	failed := enqueue(t, db, "k", numArgs{N: 1}, relay.MaxAttempts(1))
+	recv(t, runs, "the failing attempt")
+	waitRecord(t, db, failed, relay.StateFailed)
+	if err := relay.Retry(ctx, db, failed, opt); err != nil {
+		t.Fatalf("Retry of a failed job: %v", err)
+	}
+	if r := recv(t, runs, "the retried job"); r.id != failed || r.attempt != 2 || r.maxSeen != 2 {
+		t.Errorf("retry ran job %d attempt %d of %d, want job %d attempt 2 of 2", r.id, r.attempt, r.maxSeen, failed)
+	}
+	rec := waitRecord(t, db, failed, relay.StateSucceeded)
+	if len(rec.Attempts) != 2 || rec.Attempts[0].Outcome != "failed" || rec.Attempts[1].Outcome != "succeeded" || !rec.FinishedAt.After(rec.Attempts[0].EndedAt) {
+		t.Errorf("retried job's history %s, finished %v; want the failure then the success", historyString(rec.Attempts), rec.FinishedAt)
+	}
+
+	interrupted := enqueue(t, db, "k", numArgs{N: 2})
+	recv(t, runs, "the job to be cancelled")
+	if err := relay.Cancel(ctx, db, interrupted, opt); err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Retry(ctx, db, interrupted, opt); err != nil {
+		t.Fatalf("Retry of a cancelled job: %v", err)
+	}
+	if r := recv(t, runs, "the retried cancelled job"); r.id != interrupted || r.attempt != 2 {
+		t.Errorf("retry ran job %d attempt %d, want job %d attempt 2", r.id, r.attempt, interrupted)
+	}
+	rec = waitRecord(t, db, interrupted, relay.StateSucceeded)
+	if len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonCancelled {
+		t.Errorf("history %s; want the cancelled attempt then the success", historyString(rec.Attempts))
+	}
+}
+
+// A job cancelled before it ever ran, enqueued without MaxAttempts, keeps its kind's
+// MaxAttempts when retried: it has used none of its attempts.
+//
+// Fails today: Retry sets max_attempts = greatest(max_attempts, attempt + 1), and
+// greatest ignores the NULL of a job whose kind default was never filled in, so the job
+// gets max_attempts 1 and fails for good on its first error.
+func TestRetryOfANeverRunJobKeepsItsKindsMaxAttempts(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	opt := relay.Schema(db.Schema)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	runs := make(chan int, 10)
+	handleOpts(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		runs <- job.MaxAttempts
+		return errors.New("always fails")
+	}, relay.MaxAttempts(3))
+	start(t, c, db.Pool)
+
+	id := enqueue(t, db, "k", numArgs{}, relay.RunIn(time.Hour))
+	if err := relay.Cancel(ctx, db, id, opt); err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Retry(ctx, db, id, opt); err != nil {
+		t.Fatal(err)
+	}
+	rec := waitRecord(t, db, id, relay.StateFailed)
+	if rec.Attempt != 3 || rec.MaxAttempts != 3 || len(rec.Attempts) != 3 {
+		t.Errorf("retried job failed after attempt %d of %d (history %s); want 3 attempts, the kind's MaxAttempts(3)",
+			rec.Attempt, rec.MaxAttempts, historyString(rec.Attempts))
+	}
+	if m := recv(t, runs, "the first run"); m != 3 {
+		t.Errorf("the handler saw MaxAttempts %d, want the kind's 3", m)
+	}
+}

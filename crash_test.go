@@ -1,0 +1,489 @@
+package relay_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/pgtest"
+	"github.com/relayq/relay/relaytest"
+)
+
+// The worker process of TestKilledWorkerProcessJobRunsAgainOnAnotherClient: the test binary
+// runs itself with -test.run=TestHelperWorkerProcess and these variables set.
+const (
+	workerEnv       = "RELAY_TEST_WORKER_PROCESS" // "1" in the worker
+	workerSchemaEnv = "RELAY_TEST_WORKER_SCHEMA"
+	workerIDEnv     = "RELAY_TEST_WORKER_ID"
+)
+
+// TestHelperWorkerProcess is not a test: it is the worker process that
+// TestKilledWorkerProcessJobRunsAgainOnAnotherClient starts and kills. It runs a client on
+// the schema it is given and says on stdout "ready" once started and "started <id>" when a
+// job starts; the job then runs until the process dies. It exits when its stdin closes, so
+// that it cannot outlive the test.
+func TestHelperWorkerProcess(t *testing.T) {
+	if os.Getenv(workerEnv) != "1" {
+		t.Skip("the worker process of TestKilledWorkerProcessJobRunsAgainOnAnotherClient; runs only as its child")
+	}
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(3) // the parent is gone
+	}()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, relaytest.URL(t)) // DATABASE_URL, from the parent
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker: connect:", err)
+		os.Exit(2)
+	}
+	c := relay.New(relay.Config{
+		Schema: os.Getenv(workerSchemaEnv), ID: os.Getenv(workerIDEnv),
+		LeaseTTL: shortTTL, LeaseRenewal: shortRenewal, PollInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	var out sync.Mutex
+	say := func(format string, args ...any) {
+		out.Lock()
+		defer out.Unlock()
+		fmt.Fprintf(os.Stdout, format+"\n", args...)
+	}
+	err = relay.Handle(c, "crash", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		say("started %d", job.ID)
+		<-ctx.Done() // until SIGKILL
+		return ctx.Err()
+	})
+	if err == nil {
+		err = c.Start(ctx, pool)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(2)
+	}
+	say("ready")
+	select {}
+}
+
+// A worker process killed with SIGKILL while it runs a job: another client runs the job
+// again within LeaseTTL + 1 s of the kill, and the first attempt is recorded as lost by the
+// dead worker with reason "lost lease".
+func TestKilledWorkerProcessJobRunsAgainOnAnotherClient(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	workerID := "worker-process-" + randomHex()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorkerProcess$", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), workerEnv+"=1", workerSchemaEnv+"="+db.Schema, workerIDEnv+"="+workerID,
+		"DATABASE_URL="+relaytest.URL(t))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderrWriter{b: &stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waited sync.Once
+	wait := func() { waited.Do(func() { _ = cmd.Wait() }) }
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		wait()
+		if t.Failed() {
+			t.Logf("worker stderr:\n%s", stderr.String())
+		}
+	})
+	lines := make(chan string, 10)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(what string) string {
+		t.Helper()
+		line, ok := <-lines
+		if !ok {
+			t.Fatalf("the worker process exited while the test waited for %s", what)
+		}
+		return line
+	}
+	if line := withinLine(t, next, "the worker to start"); line != "ready" {
+		t.Fatalf("worker said %q, want ready", line)
+	}
+
+	id := enqueue(t, db, "crash", numArgs{N: 7})
+	if line := withinLine(t, next, "the worker to start the job"); line != fmt.Sprintf("started %d", id) {
+		t.Fatalf("worker said %q, want %q", line, fmt.Sprintf("started %d", id))
+	}
+	if rec := jobRecord(t, db, id); rec.State != relay.StateRunning || rec.AttemptedBy != workerID {
+		t.Fatalf("job is %s, attempted by %q; want running in the worker %q", rec.State, rec.AttemptedBy, workerID)
+	}
+
+	// This process's client is running before the kill; the job is not its to take yet.
+	c := newClient(db, withShortLeases(relay.Config{}))
+	type run struct {
+		attempt int
+		at      time.Time
+	}
+	ran := make(chan run, 10)
+	handle(t, c, "crash", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		ran <- run{job.Attempt, time.Now()}
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	killed := time.Now()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	wait()
+	r := recvWithin(t, ran, shortTTL+5*time.Second, "the job to run again after the worker was killed")
+	took := r.at.Sub(killed)
+	t.Logf("job ran again %v after SIGKILL (LeaseTTL %v, renewal %v)", took, shortTTL, shortRenewal)
+	if took > shortTTL+time.Second {
+		t.Errorf("job ran again %v after the worker was killed; want within LeaseTTL + 1s = %v", took, shortTTL+time.Second)
+	}
+	if r.attempt != 2 {
+		t.Errorf("the rerun is attempt %d, want 2", r.attempt)
+	}
+	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	if len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease || rec.Attempts[0].Number != 1 ||
+		rec.Attempts[0].Client != workerID || rec.Attempts[1].Client != c.ID() {
+		t.Errorf("history %s; want attempt 1 by %s lost (%q), then attempt 2 by %s", historyString(rec.Attempts), workerID, relay.ReasonLostLease, c.ID())
+	}
+	var alive bool
+	if err := db.QueryRow(context.Background(), `SELECT alive FROM `+relayTable(db, "client_status")+` WHERE id = $1`, workerID).Scan(&alive); err != nil {
+		t.Fatal(err)
+	}
+	if alive {
+		t.Errorf("client_status says the killed worker is alive")
+	}
+}
+
+// withinLine reads the next line with a deadline.
+func withinLine(t *testing.T, next func(string) string, what string) string {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() { got <- next(what) }()
+	return recvWithin(t, got, 30*time.Second, what)
+}
+
+// stderrWriter collects a child's stderr; Write may be called from cmd's copying goroutine.
+type stderrWriter struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (w *stderrWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// A client whose every database connection (its pool's and its listener's) is terminated
+// while handlers run carries on without a restart: the running jobs' outcomes are written,
+// jobs enqueued afterwards run, and nothing runs or is recorded twice.
+func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	app := "relaytest-victim-" + randomHex()
+	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	cfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+
+	c := newClient(db, withShortLeases(relay.Config{Backoff: fastBackoff}))
+	type key struct {
+		id      int64
+		attempt int
+	}
+	var (
+		mu   sync.Mutex
+		runs = map[key]int{}
+	)
+	inFlight := make(chan int64, 10)
+	release := make(chan struct{})
+	handle(t, c, "victim", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		mu.Lock()
+		runs[key{job.ID, job.Attempt}]++
+		mu.Unlock()
+		if job.Args.N < 0 && job.Attempt == 1 { // in flight while the connections die
+			inFlight <- job.ID
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return fmt.Errorf("cancelled while in flight: %w", context.Cause(ctx))
+			}
+			if job.Args.N == -1 {
+				return errors.New("first attempt fails")
+			}
+		}
+		return nil
+	})
+	start(t, c, pool)
+	t.Cleanup(func() { closeOnce(release) })
+
+	// -1: fails once, then succeeds; -2: succeeds.
+	specs := []relay.JobSpec{{Kind: "victim", Args: numArgs{N: -1}}, {Kind: "victim", Args: numArgs{N: -2}},
+		{Kind: "victim", Args: numArgs{N: -1}}, {Kind: "victim", Args: numArgs{N: -2}}}
+	first, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range first {
+		recv(t, inFlight, "the first jobs to be running")
+	}
+
+	// Kill every backend of the client: its pool's and its listener's.
+	listenerApp := relay.ListenerApplicationName(c.ID())
+	rows, err := db.Query(ctx, `SELECT application_name, pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name IN ($1, $2)`, app, listenerApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := map[string]int{}
+	for rows.Next() {
+		var name string
+		var ok bool
+		if err := rows.Scan(&name, &ok); err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			killed[name]++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if killed[app] == 0 || killed[listenerApp] != 1 {
+		t.Fatalf("terminated %v; want the pool's connections and the listener's", killed)
+	}
+	t.Logf("terminated %d pool connections and the listener", killed[app])
+
+	close(release) // the in-flight handlers end now, with every connection gone
+	waitState(t, db, "succeeded", first...)
+
+	// Jobs enqueued now, with the client idle, can only be woken by a NOTIFY (the fallback
+	// poll is an hour): the listener must have reconnected by itself.
+	var later []int64
+	for i := range 20 {
+		later = append(later, enqueue(t, db, "victim", numArgs{N: i}))
+	}
+	all := append(append([]int64{}, first...), later...)
+	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
+		return countJobs(t, db, "succeeded") == len(all)
+	})
+	stop(t, c)
+
+	for _, id := range all {
+		rec := jobRecord(t, db, id)
+		var args numArgs
+		if err := json.Unmarshal(rec.Args, &args); err != nil {
+			t.Fatal(err)
+		}
+		n := args.N
+		wantAttempts := 1
+		if n == -1 {
+			wantAttempts = 2
+		}
+		if rec.State != relay.StateSucceeded || rec.Attempt != wantAttempts {
+			t.Errorf("job %d (N=%d) is %s after attempt %d, want succeeded after attempt %d", id, n, rec.State, rec.Attempt, wantAttempts)
+		}
+		if len(rec.Attempts) != wantAttempts {
+			t.Errorf("job %d (N=%d) has history %s, want %d entries", id, n, historyString(rec.Attempts), wantAttempts)
+		} else if wantAttempts == 2 && (rec.Attempts[0].Number != 1 || rec.Attempts[0].Reason != relay.ReasonError) {
+			t.Errorf("job %d (N=%d) has history %s, want attempt 1 failed with reason error", id, n, historyString(rec.Attempts))
+		}
+		for a := 1; a <= wantAttempts; a++ {
+			if got := runs[key{id, a}]; got != 1 {
+				t.Errorf("attempt %d of job %d ran %d times, want once", a, id, got)
+			}
+		}
+	}
+	if len(runs) != len(all)+2 {
+		t.Errorf("handlers ran %d distinct attempts, want %d", len(runs), len(all)+2)
+	}
+}
+
+// PostgreSQL crashes and restarts (pg_ctl restart -m immediate, on a server of this test's
+// own) while a producer enqueues continuously: the client is not restarted, its pool and
+// listener reconnect by themselves, and every job whose enqueue committed runs to success
+// afterwards (some may run twice: a claim lost in the crash is claimed again).
+func TestClientCarriesOnThroughAPostgresCrashRestart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	// Commits must survive a crash of the server process, as they do in production; the
+	// claims still commit asynchronously, by their own choice.
+	srv, err := pgtest.Start(startCtx, pgtest.Options{Settings: map[string]string{"synchronous_commit": "on"}})
+	if errors.Is(err, pgtest.ErrNoPostgres) && os.Getenv("DATABASE_URL") != "" {
+		t.Skip("no server binaries to start a server of the test's own:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Logf("stop the test's server: %v", err)
+		}
+	})
+	newPool := func(maxConns int32) *pgxpool.Pool {
+		cfg, err := pgxpool.ParseConfig(srv.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxConns = maxConns
+		p, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
+	clientPool, producerPool := newPool(8), newPool(2)
+	schema := "crash_" + randomHex()
+	if err := relay.Migrate(ctx, producerPool, relay.Schema(schema)); err != nil {
+		t.Fatal(err)
+	}
+	db := &relaytest.DB{Pool: producerPool, Schema: schema}
+
+	var (
+		mu   sync.Mutex
+		runs = map[int64]int{}
+	)
+	ran := make(chan int64, 100_000)
+	c := newClient(db, withShortLeases(relay.Config{Backoff: fastBackoff})) // fallback poll: one hour
+	handle(t, c, "load", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		mu.Lock()
+		runs[job.ID]++
+		mu.Unlock()
+		ran <- job.ID
+		return nil
+	})
+	start(t, c, clientPool)
+
+	// The producer enqueues one job per transaction until told to stop, keeping the ids
+	// whose Commit succeeded.
+	var (
+		committed   []int64
+		committedMu sync.Mutex
+		failures    atomic.Int64
+		count       atomic.Int64
+	)
+	produce, stopProducing := context.WithCancel(ctx)
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 0; produce.Err() == nil; i++ {
+			id, err := enqueueCommitted(produce, producerPool, schema, i)
+			if err != nil {
+				failures.Add(1)
+				select { // pace retries while the server is down
+				case <-produce.Done():
+				case <-time.After(20 * time.Millisecond):
+				}
+				continue
+			}
+			committedMu.Lock()
+			committed = append(committed, id)
+			committedMu.Unlock()
+			count.Add(1)
+		}
+	}()
+	t.Cleanup(func() { stopProducing(); <-produced })
+
+	const before, after = 150, 150
+	relaytest.WaitFor(t, 30*time.Second, "jobs to be enqueued before the crash", func() bool { return count.Load() >= before })
+	restarted := time.Now()
+	if err := srv.Restart(startCtx, "immediate"); err != nil {
+		t.Fatal(err)
+	}
+	atRestart := count.Load()
+	t.Logf("server restarted in %v with %d jobs committed", time.Since(restarted), atRestart)
+	relaytest.WaitFor(t, 30*time.Second, "jobs to be enqueued after the restart", func() bool { return count.Load() >= atRestart+after })
+	stopProducing()
+	<-produced
+	committedMu.Lock()
+	ids := append([]int64{}, committed...)
+	committedMu.Unlock()
+	t.Logf("%d jobs committed, %d enqueues failed during the outage", len(ids), failures.Load())
+
+	var done int
+	relaytest.WaitFor(t, time.Minute, "every committed job to succeed", func() bool {
+		err := producerPool.QueryRow(ctx, `SELECT count(*) FROM `+relayTable(db, "jobs")+` WHERE id = ANY($1) AND state = 'succeeded'`, ids).Scan(&done)
+		return err == nil && done == len(ids)
+	})
+
+	// The listener is back: with the poll at an hour, only its NOTIFY can wake the client.
+	for len(ran) > 0 {
+		<-ran
+	}
+	last, err := enqueueCommitted(ctx, producerPool, schema, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committedAt := time.Now()
+	for got := recv(t, ran, "a job enqueued after the recovery"); got != last; got = recv(t, ran, "a job enqueued after the recovery") {
+	}
+	if took := time.Since(committedAt); took > time.Second {
+		t.Errorf("a job enqueued after the recovery started %v after its commit; want promptly", took)
+	}
+	stop(t, c)
+
+	twice := 0
+	for _, id := range ids {
+		switch n := runs[id]; {
+		case n == 0:
+			t.Errorf("job %d succeeded but its handler never ran", id)
+		case n > 1:
+			twice++
+		}
+	}
+	t.Logf("%d of %d jobs ran more than once (claims lost in the crash)", twice, len(ids))
+}
+
+// enqueueCommitted enqueues one "load" job in its own transaction and returns its id once
+// Commit has succeeded.
+func enqueueCommitted(ctx context.Context, pool *pgxpool.Pool, schema string, n int) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	id, err := relay.Enqueue(ctx, tx, "load", numArgs{N: n}, relay.Schema(schema))
+	if err != nil {
+		return 0, err
+	}
+	return id, tx.Commit(ctx)
+}

@@ -1,0 +1,433 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/lease"
+	"github.com/relayq/relay/relaytest"
+)
+
+func TestMain(m *testing.M) { relaytest.Main(m) }
+
+const waitTimeout = 15 * time.Second
+
+// rig is a schema of the test's own with its Store.
+type rig struct {
+	t     *testing.T
+	db    *relaytest.DB
+	store *store.Store
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	db := relaytest.NewDB(t)
+	s, err := store.For(db.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rig{t: t, db: db, store: s}
+}
+
+// claim enqueues n jobs of kind "k" with opts and claims them all for client, leased for
+// ttl, as a client's dispatcher would.
+func (r *rig) claim(client string, n int, ttl time.Duration, opts ...relay.EnqueueOption) []*store.Job {
+	r.t.Helper()
+	ctx := context.Background()
+	specs := make([]relay.JobSpec, n)
+	for i := range specs {
+		specs[i] = relay.JobSpec{Kind: "k", Args: i}
+	}
+	if _, err := relay.EnqueueMany(ctx, r.db, specs, append(opts, relay.Schema(r.db.Schema))...); err != nil {
+		r.t.Fatal(err)
+	}
+	c, err := r.store.Claim(ctx, r.db, store.ClaimParams{
+		Queue: relay.DefaultQueue, Kinds: []string{"k"}, Attempts: []int32{5}, Limit: n, Client: client, Lease: ttl,
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if len(c.Jobs) != n {
+		r.t.Fatalf("claimed %d jobs, want %d", len(c.Jobs), n)
+	}
+	return c.Jobs
+}
+
+// leaseOf returns the job's state, its lease expiry and the database's clock.
+func (r *rig) leaseOf(id int64) (state string, expires, now time.Time) {
+	r.t.Helper()
+	var exp *time.Time
+	err := r.db.QueryRow(context.Background(), `SELECT state, lease_expires_at, clock_timestamp() FROM `+
+		r.store.Table("jobs")+` WHERE id = $1`, id).Scan(&state, &exp, &now)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if exp != nil {
+		expires = *exp
+	}
+	return state, expires, now
+}
+
+func (r *rig) job(id int64) *relay.JobRecord {
+	r.t.Helper()
+	rec, err := relay.GetJob(context.Background(), r.db, id, relay.Schema(r.db.Schema))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return rec
+}
+
+// runKeeper runs k until the test ends.
+func runKeeper(t *testing.T, k *lease.Keeper) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Keeper.Run returned %v, want context.Canceled", err)
+		}
+	})
+}
+
+// held is a handler's context as the Keeper holds it.
+type held struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+func hold(k *lease.Keeper, j *store.Job) held {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	k.Hold(j.ID, j.Attempt, cancel)
+	return held{ctx, cancel}
+}
+
+// cause waits for h's context to end and returns its cause and when it ended.
+func (h held) cause(t *testing.T, within time.Duration, what string) (error, time.Time) {
+	t.Helper()
+	select {
+	case <-h.ctx.Done():
+		return context.Cause(h.ctx), time.Now()
+	case <-time.After(within):
+		t.Fatalf("%s: the handler's context was not cancelled within %v", what, within)
+		panic("unreachable")
+	}
+}
+
+func (h held) alive() bool { return h.ctx.Err() == nil }
+
+// Each tick extends the leases of the held attempts and records the client's heartbeat.
+func TestKeeperRenewsHeldLeasesAndHeartbeats(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	const ttl = time.Second
+	jobs := r.claim("keeper-a", 2, ttl)
+	_, claimedUntil, _ := r.leaseOf(jobs[0].ID)
+	_, otherUntil, _ := r.leaseOf(jobs[1].ID)
+
+	k := lease.NewKeeper(lease.KeeperConfig{
+		Store: r.store, DB: r.db, Interval: 50 * time.Millisecond,
+		Client: store.ClientInfo{ID: "keeper-a", Lease: ttl, Queues: []string{"default"}, Kinds: []string{"k"}},
+	})
+	h := hold(k, jobs[0]) // jobs[1] is not held: its lease must stay as claimed
+	runKeeper(t, k)
+
+	// Well past what the claim granted: only renewals can have moved it there.
+	relaytest.WaitFor(t, waitTimeout, "the held lease to be extended", func() bool {
+		_, until, _ := r.leaseOf(jobs[0].ID)
+		return until.After(claimedUntil.Add(300 * time.Millisecond))
+	})
+	var first, later time.Time
+	heartbeat := func() time.Time {
+		var at time.Time
+		if err := r.db.QueryRow(context.Background(), `SELECT heartbeat_at FROM `+r.store.Table("clients")+
+			` WHERE id = 'keeper-a'`).Scan(&at); err != nil {
+			t.Fatalf("the client's heartbeat row: %v", err)
+		}
+		return at
+	}
+	first = heartbeat()
+	relaytest.WaitFor(t, waitTimeout, "the heartbeat to advance", func() bool {
+		later = heartbeat()
+		return later.After(first)
+	})
+	if _, until, _ := r.leaseOf(jobs[1].ID); !until.Equal(otherUntil) {
+		t.Errorf("the lease of a job the keeper does not hold moved from %v to %v", otherUntil, until)
+	}
+	if !h.alive() {
+		t.Fatalf("the handler of a renewed job was cancelled: %v", context.Cause(h.ctx))
+	}
+	if k.Held() != 1 {
+		t.Errorf("Held() = %d, want 1", k.Held())
+	}
+}
+
+// A held job that is deleted, cancelled or re-claimed by someone else in the database is
+// missing from the next renewal: its handler is cancelled with ErrLostLease, the others
+// carry on.
+func TestKeeperCancelsJobsLostInTheDatabase(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	const ttl = time.Second
+	jobs := r.claim("keeper-b", 4, ttl)
+	k := lease.NewKeeper(lease.KeeperConfig{
+		Store: r.store, DB: r.db, Interval: 50 * time.Millisecond,
+		Client: store.ClientInfo{ID: "keeper-b", Lease: ttl, Queues: []string{"default"}, Kinds: []string{"k"}},
+	})
+	hs := make([]held, len(jobs))
+	for i, j := range jobs {
+		hs[i] = hold(k, j)
+	}
+	runKeeper(t, k)
+	// One renewal went through with everything held.
+	relaytest.WaitFor(t, waitTimeout, "a first renewal", func() bool {
+		_, until, now := r.leaseOf(jobs[3].ID)
+		return until.After(now.Add(ttl - 200*time.Millisecond))
+	})
+	for i, h := range hs {
+		if !h.alive() {
+			t.Fatalf("job %d was cancelled before anything happened to it: %v", i, context.Cause(h.ctx))
+		}
+	}
+
+	if _, err := r.db.Exec(ctx, `DELETE FROM `+r.store.Table("jobs")+` WHERE id = $1`, jobs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Cancel(ctx, r.db, jobs[1].ID, relay.Schema(r.db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	// Rescued and re-claimed by another client meanwhile: same state, another owner.
+	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET attempted_by = 'someone else', attempt = attempt + 1 WHERE id = $1`, jobs[2].ID); err != nil {
+		t.Fatal(err)
+	}
+	for i, what := range []string{"deleted", "cancelled", "re-claimed"} {
+		cause, _ := hs[i].cause(t, 2*time.Second, what+" job")
+		if !errors.Is(cause, lease.ErrLostLease) {
+			t.Errorf("the %s job's handler was cancelled with %v, want ErrLostLease", what, cause)
+		}
+	}
+	// The untouched job keeps its lease through further renewals.
+	_, before, _ := r.leaseOf(jobs[3].ID)
+	relaytest.WaitFor(t, waitTimeout, "the remaining lease to be renewed again", func() bool {
+		_, until, _ := r.leaseOf(jobs[3].ID)
+		return until.After(before)
+	})
+	if !hs[3].alive() {
+		t.Errorf("the untouched job's handler was cancelled: %v", context.Cause(hs[3].ctx))
+	}
+	if k.Held() != 1 {
+		t.Errorf("Held() = %d, want 1 (only the untouched job)", k.Held())
+	}
+}
+
+// With the database unreachable, a handler is cancelled with ErrLeaseExpired once its lease
+// has certainly expired: not before the TTL has passed since it was held, and not long after.
+func TestKeeperCancelsWithLeaseExpiredWhenTheDatabaseIsUnreachable(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	const ttl = 400 * time.Millisecond
+	const interval = 50 * time.Millisecond
+	jobs := r.claim("keeper-c", 1, ttl)
+
+	// A pool on a port where nothing listens: every renewal fails at once.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfg, err := pgxpool.ParseConfig(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dead.Close)
+
+	k := lease.NewKeeper(lease.KeeperConfig{
+		Store: r.store, DB: dead, Interval: interval,
+		Client: store.ClientInfo{ID: "keeper-c", Lease: ttl, Queues: []string{"default"}, Kinds: []string{"k"}},
+	})
+	heldAt := time.Now()
+	h := hold(k, jobs[0])
+	runKeeper(t, k)
+	cause, at := h.cause(t, 5*time.Second, "unreachable database")
+	took := at.Sub(heldAt)
+	t.Logf("cancelled %v after Hold (TTL %v, renewal every %v)", took, ttl, interval)
+	if !errors.Is(cause, lease.ErrLeaseExpired) {
+		t.Errorf("cancelled with %v, want ErrLeaseExpired", cause)
+	}
+	if took < ttl {
+		t.Errorf("cancelled %v after Hold, before the %v lease could have expired", took, ttl)
+	}
+	if took > ttl+time.Second {
+		t.Errorf("cancelled %v after Hold; want soon after the %v lease expired", took, ttl)
+	}
+	if k.Held() != 0 {
+		t.Errorf("Held() = %d after the lease expired, want 0", k.Held())
+	}
+}
+
+// Three rescuers started together rescue each expired job exactly once, leave live leases
+// alone, fail a job that is out of attempts, and a late outcome of the old attempt writes
+// nothing.
+func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	const n = 1500 // more than one rescue statement takes, so that the rescuers overlap
+	expired := r.claim("dead-client", n, time.Millisecond)
+	lastTry := r.claim("dead-client", 1, time.Millisecond, relay.MaxAttempts(1))[0]
+	live := r.claim("live-client", 1, time.Hour)[0]
+	relaytest.WaitFor(t, waitTimeout, "the short leases to expire", func() bool {
+		var left int
+		if err := r.db.QueryRow(ctx, `SELECT count(*) FROM `+r.store.Table("jobs")+
+			` WHERE state = 'running' AND lease_expires_at >= now() AND attempted_by = 'dead-client'`).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		return left == 0
+	})
+
+	runCtx, stopRescuers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for range 3 {
+		pool := relaytest.NewPool(t) // each its own connections, as on separate clients
+		if err := pool.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		resc := lease.NewRescuer(lease.RescuerConfig{Store: r.store, DB: pool, MaxWait: 50 * time.Millisecond})
+		wg.Go(func() {
+			<-gate
+			resc.Run(runCtx)
+		})
+	}
+	t.Cleanup(func() {
+		stopRescuers()
+		wg.Wait()
+	})
+	close(gate)
+
+	relaytest.WaitFor(t, waitTimeout, "every expired job to be rescued", func() bool {
+		var running int
+		if err := r.db.QueryRow(ctx, `SELECT count(*) FROM `+r.store.Table("jobs")+
+			` WHERE state = 'running' AND attempted_by = 'dead-client'`).Scan(&running); err != nil {
+			t.Fatal(err)
+		}
+		return running == 0
+	})
+	// Let the rescuers make further passes over what they have already rescued.
+	var passes sync.WaitGroup
+	for range 3 {
+		passes.Go(func() {
+			if _, err := r.store.Rescue(ctx, r.db, 1000); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	passes.Wait()
+
+	var wrong []string
+	for _, j := range expired {
+		rec := r.job(j.ID)
+		ok := rec.State == relay.StatePending && rec.Attempt == 1 && len(rec.Attempts) == 1
+		if ok {
+			a := rec.Attempts[0]
+			ok = a.Reason == relay.ReasonLostLease && a.Number == 1 && a.Client == "dead-client" && a.Outcome == "pending"
+		}
+		if !ok {
+			wrong = append(wrong, fmt.Sprintf("job %d is %s after attempt %d with history %+v", j.ID, rec.State, rec.Attempt, rec.Attempts))
+		}
+	}
+	if len(wrong) > 0 {
+		t.Errorf("%d of %d expired jobs were not rescued exactly once (want pending after attempt 1, one %q entry of dead-client); e.g. %s",
+			len(wrong), n, relay.ReasonLostLease, wrong[0])
+	}
+
+	rec := r.job(lastTry.ID)
+	if rec.State != relay.StateFailed || rec.FinishedAt.IsZero() || len(rec.Attempts) != 1 ||
+		rec.Attempts[0].Reason != relay.ReasonLostLease || rec.Attempts[0].Outcome != "failed" {
+		t.Errorf("job out of attempts is %s (finished %v) with history %+v; want failed, finished, one lost-lease entry with outcome failed",
+			rec.State, rec.FinishedAt, rec.Attempts)
+	}
+
+	if state, _, _ := r.leaseOf(live.ID); state != "running" || len(r.job(live.ID).Attempts) != 0 {
+		t.Errorf("a job with a live lease was touched: %s, history %+v", state, r.job(live.ID).Attempts)
+	}
+
+	// The dead client's late outcome for the rescued attempt writes nothing.
+	written, err := r.store.WriteOutcomes(ctx, r.db, "dead-client", []store.Outcome{
+		{ID: expired[0].ID, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
+		{ID: lastTry.ID, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if written != 0 {
+		t.Errorf("late outcomes of rescued attempts changed %d jobs, want 0", written)
+	}
+	if rec := r.job(expired[0].ID); rec.State != relay.StatePending {
+		t.Errorf("after the late outcome the rescued job is %s, want pending", rec.State)
+	}
+	// Nor once another client has claimed the job again and runs it.
+	again, err := r.store.Claim(ctx, r.db, store.ClaimParams{
+		Queue: relay.DefaultQueue, Kinds: []string{"k"}, Attempts: []int32{5}, Limit: 1, Client: "new-client", Lease: time.Hour,
+	})
+	if err != nil || len(again.Jobs) != 1 || again.Jobs[0].Attempt != 2 {
+		t.Fatalf("claiming a rescued job again: %v, %+v; want one job at attempt 2", err, again.Jobs)
+	}
+	reclaimed := again.Jobs[0].ID
+	written, err = r.store.WriteOutcomes(ctx, r.db, "dead-client", []store.Outcome{
+		{ID: reclaimed, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
+		{ID: reclaimed, Attempt: 2, State: store.StateSucceeded, EndedAt: time.Now()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state, _, _ := r.leaseOf(reclaimed); written != 0 || state != "running" {
+		t.Errorf("late outcomes of the dead client changed %d jobs; the job another client runs is %s; want 0 and running", written, state)
+	}
+}
+
+// A rescuer sleeps until the next lease expires rather than for its MaxWait: a lease
+// that expires in 500 ms is rescued shortly after, though MaxWait is an hour.
+func TestRescuerWakesWhenTheNextLeaseExpires(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	const ttl = 500 * time.Millisecond
+	j := r.claim("mortal-client", 1, ttl)[0]
+	_, until, dbNow := r.leaseOf(j.ID)
+	offset := time.Since(dbNow) // local clock minus the database's, roughly
+	resc := lease.NewRescuer(lease.RescuerConfig{Store: r.store, DB: r.db, MaxWait: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); resc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	var rescuedAt time.Time
+	relaytest.WaitFor(t, waitTimeout, "the job to be rescued", func() bool {
+		state, _, _ := r.leaseOf(j.ID)
+		rescuedAt = time.Now()
+		return state == "pending"
+	})
+	late := rescuedAt.Sub(until.Add(offset))
+	t.Logf("rescued %v after its lease expired", late)
+	if late > time.Second {
+		t.Errorf("rescued %v after its lease expired; want within milliseconds (MaxWait is an hour)", late)
+	}
+	if a := r.job(j.ID).Attempts; len(a) != 1 || a[0].EndedAt.Before(until) {
+		t.Errorf("history %+v: want one rescue, ended no earlier than the lease expiry %v", a, until)
+	}
+}

@@ -1,0 +1,492 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/relaytest"
+)
+
+// attemptRun is what a handler saw on one attempt, and when.
+type attemptRun struct {
+	id          int64
+	attempt     int
+	maxAttempts int
+	scheduledAt time.Time
+	start, end  time.Time
+}
+
+// A panicking handler's attempt is recorded with reason panic and the panic's stack, and
+// the job is retried.
+func TestPanicIsRecordedWithItsStackAndRetried(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	runs := make(chan int, 10)
+	handle(t, c, "panics", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		runs <- job.Attempt
+		if job.Attempt == 1 {
+			panicInHandler(job.ID)
+		}
+		return nil
+	})
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "panics", numArgs{})
+	recv(t, runs, "attempt 1")
+	if a := recv(t, runs, "the retry after the panic"); a != 2 {
+		t.Fatalf("attempt %d ran after the panic, want 2", a)
+	}
+	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	if len(rec.Attempts) != 2 {
+		t.Fatalf("history %s, want the panic and the success", historyString(rec.Attempts))
+	}
+	a := rec.Attempts[0]
+	if a.Reason != relay.ReasonPanic || a.Outcome != "pending" || a.Number != 1 || !strings.Contains(a.Error, fmt.Sprintf("handler blew up on job %d", id)) {
+		t.Errorf("panicked attempt recorded as %+v; want reason panic, outcome pending, the panic value in the error", a)
+	}
+	if !strings.Contains(a.Stack, "panicInHandler") || !strings.Contains(a.Stack, "goroutine") {
+		t.Errorf("recorded stack does not show the panicking function:\n%s", a.Stack)
+	}
+	if rec.Attempts[1].Stack != "" || rec.Attempts[1].Reason != "" {
+		t.Errorf("the success has reason %q and a stack", rec.Attempts[1].Reason)
+	}
+}
+
+func panicInHandler(id int64) { panic(fmt.Sprintf("handler blew up on job %d", id)) }
+
+// Timeouts, from the job, its kind or its queue: the handler's context is cancelled with
+// cause ErrTimeout after the timeout and the attempt ends with reason timeout, even when
+// the handler ignores its context and returns nil.
+func TestTimeouts(t *testing.T) {
+	t.Parallel()
+	const short = 150 * time.Millisecond
+	type timedOut struct {
+		cause   error
+		elapsed time.Duration
+	}
+	// honest waits for its context and returns its error.
+	honest := func(got chan<- timedOut) relay.HandlerFunc[numArgs] {
+		return func(ctx context.Context, job *relay.Job[numArgs]) error {
+			began := time.Now()
+			select {
+			case <-ctx.Done():
+			case <-time.After(waitTimeout):
+			}
+			got <- timedOut{context.Cause(ctx), time.Since(began)}
+			return ctx.Err()
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		cfg     relay.Config
+		kind    []relay.HandleOption
+		job     []relay.EnqueueOption
+		handler func(chan<- timedOut) relay.HandlerFunc[numArgs]
+	}{
+		{name: "per kind", kind: []relay.HandleOption{relay.Timeout(short)}, handler: honest},
+		{name: "per job", job: []relay.EnqueueOption{relay.Timeout(short)}, handler: honest},
+		{name: "per job over the kind's", kind: []relay.HandleOption{relay.Timeout(time.Hour)}, job: []relay.EnqueueOption{relay.Timeout(short)}, handler: honest},
+		{name: "per kind over the queue's", cfg: relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 5, JobTimeout: time.Hour}}},
+			kind: []relay.HandleOption{relay.Timeout(short)}, handler: honest},
+		{name: "queue default", cfg: relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 5, JobTimeout: short}}}, handler: honest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := relaytest.NewDB(t)
+			c := newClient(db, tc.cfg)
+			got := make(chan timedOut, 1)
+			handleOpts(t, c, "slow", tc.handler(got), tc.kind...)
+			start(t, c, db.Pool)
+			id := enqueue(t, db, "slow", numArgs{}, append(tc.job, relay.MaxAttempts(1))...)
+			to := recv(t, got, "the handler's context to end")
+			if !errors.Is(to.cause, relay.ErrTimeout) {
+				t.Errorf("handler's context ended with cause %v, want ErrTimeout", to.cause)
+			}
+			if to.elapsed < short || to.elapsed > short+2*time.Second {
+				t.Errorf("handler's context ended after %v, want just after %v", to.elapsed, short)
+			}
+			rec := waitRecord(t, db, id, relay.StateFailed)
+			if len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonTimeout || !strings.Contains(rec.Attempts[0].Error, relay.ErrTimeout.Error()) {
+				t.Errorf("history %s, want one attempt failed with reason timeout", historyString(rec.Attempts))
+			}
+		})
+	}
+
+	// A handler that never looks at its context and returns nil after its timeout still
+	// ends with reason timeout.
+	t.Run("handler ignores its context", func(t *testing.T) {
+		t.Parallel()
+		db := relaytest.NewDB(t)
+		c := newClient(db, relay.Config{})
+		ctxs := make(chan context.Context, 1)
+		release := make(chan struct{})
+		handleOpts(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
+			ctxs <- ctx
+			<-release
+			return nil
+		}, relay.Timeout(short))
+		start(t, c, db.Pool)
+		id := enqueue(t, db, "slow", numArgs{}, relay.MaxAttempts(1))
+		ctx := recv(t, ctxs, "the handler to start")
+		recv(t, ctx.Done(), "the handler's context to time out")
+		if cause := context.Cause(ctx); !errors.Is(cause, relay.ErrTimeout) {
+			t.Errorf("handler's context ended with cause %v, want ErrTimeout", cause)
+		}
+		if rec := jobRecord(t, db, id); rec.State != relay.StateRunning {
+			t.Errorf("job is %s while its handler still runs past its timeout, want running", rec.State)
+		}
+		close(release) // returns nil, late
+		rec := waitRecord(t, db, id, relay.StateFailed)
+		if len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonTimeout {
+			t.Errorf("history %s, want one attempt failed with reason timeout", historyString(rec.Attempts))
+		}
+	})
+
+	// Timeout(0) on the job means none, whatever its kind says.
+	t.Run("zero per job overrides the kind's", func(t *testing.T) {
+		t.Parallel()
+		db := relaytest.NewDB(t)
+		c := newClient(db, relay.Config{})
+		deadlines := make(chan bool, 1)
+		handleOpts(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
+			_, has := ctx.Deadline()
+			deadlines <- has
+			return nil
+		}, relay.Timeout(time.Millisecond))
+		start(t, c, db.Pool)
+		id := enqueue(t, db, "slow", numArgs{}, relay.Timeout(0))
+		if recv(t, deadlines, "the handler") {
+			t.Errorf("the handler of a job enqueued with Timeout(0) has a deadline")
+		}
+		waitRecord(t, db, id, relay.StateSucceeded)
+	})
+}
+
+// A positive per-job timeout under a millisecond must still bound the handler.
+//
+// Fails today: the timeout is stored as whole milliseconds (timeoutParam in
+// internal/store/enqueue.go truncates with Duration.Milliseconds), so Timeout(500µs) is
+// stored as 0, which means "no timeout", and the handler runs unbounded.
+func TestSubMillisecondJobTimeoutIsNotDropped(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{})
+	deadlines := make(chan bool, 1)
+	handle(t, c, "quick", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		_, has := ctx.Deadline()
+		deadlines <- has
+		return nil
+	})
+	id := enqueue(t, db, "quick", numArgs{}, relay.Timeout(500*time.Microsecond))
+	if rec := jobRecord(t, db, id); rec.Timeout == nil || *rec.Timeout <= 0 {
+		t.Errorf("GetJob says the job's timeout is %v, want a positive timeout (it was enqueued with Timeout(500µs))", rec.Timeout)
+	}
+	start(t, c, db.Pool)
+	if !recv(t, deadlines, "the handler") {
+		t.Errorf("the handler of a job enqueued with Timeout(500µs) runs without a deadline")
+	}
+}
+
+// An error retries the job with reason error and the error's text.
+func TestErrorIsRecordedAndRetried(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	runs := make(chan int, 10)
+	handle(t, c, "flaky", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		runs <- job.Attempt
+		if job.Attempt < 3 {
+			return fmt.Errorf("transient failure %d", job.Attempt)
+		}
+		return nil
+	})
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "flaky", numArgs{}, relay.MaxAttempts(3))
+	for want := 1; want <= 3; want++ {
+		if a := recv(t, runs, "an attempt"); a != want {
+			t.Fatalf("attempt %d ran, want %d", a, want)
+		}
+	}
+	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	if len(rec.Attempts) != 3 {
+		t.Fatalf("history %s, want two errors and the success", historyString(rec.Attempts))
+	}
+	for i, a := range rec.Attempts[:2] {
+		if a.Number != i+1 || a.Reason != relay.ReasonError || a.Outcome != "pending" || a.Error != fmt.Sprintf("transient failure %d", i+1) ||
+			a.Client != c.ID() || a.EndedAt.Before(a.StartedAt) {
+			t.Errorf("attempt %d recorded as %+v", i+1, a)
+		}
+	}
+	if last := rec.Attempts[2]; last.Number != 3 || last.Outcome != "succeeded" {
+		t.Errorf("last entry %+v, want attempt 3 succeeded", last)
+	}
+}
+
+// Discard fails the job at once, with reason discarded, however many attempts it has left.
+func TestDiscardFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	runs := make(chan int, 10)
+	handle(t, c, "doomed", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		runs <- job.Attempt
+		return relay.Discard(errors.New("customer no longer exists"))
+	})
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "doomed", numArgs{}, relay.MaxAttempts(5))
+	recv(t, runs, "the job")
+	rec := waitRecord(t, db, id, relay.StateFailed)
+	stop(t, c)
+	if len(runs) != 0 {
+		t.Errorf("a discarded job ran again")
+	}
+	if rec.Attempt != 1 || rec.FinishedAt.IsZero() || len(rec.Attempts) != 1 ||
+		rec.Attempts[0].Reason != relay.ReasonDiscarded || rec.Attempts[0].Outcome != "failed" || rec.Attempts[0].Error != "customer no longer exists" {
+		t.Errorf("discarded job: attempt %d, finished %v, history %s; want failed after attempt 1, reason discarded with the error's text",
+			rec.Attempt, rec.FinishedAt, historyString(rec.Attempts))
+	}
+}
+
+// Snooze runs the job again after d without using up an attempt: a job with one attempt
+// can snooze and still run, as attempt 1 again.
+func TestSnoozeRunsAgainLaterWithoutUsingAnAttempt(t *testing.T) {
+	t.Parallel()
+	const d = 300 * time.Millisecond
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{})
+	runs := make(chan attemptRun, 10)
+	var calls atomic.Int64
+	handle(t, c, "sleepy", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		r := attemptRun{id: job.ID, attempt: job.Attempt, maxAttempts: job.MaxAttempts, scheduledAt: job.ScheduledAt, start: time.Now()}
+		defer func() { runs <- r }()
+		if calls.Add(1) == 1 {
+			r.end = time.Now()
+			return relay.Snooze(d)
+		}
+		return nil
+	})
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "sleepy", numArgs{}, relay.MaxAttempts(1))
+	first := recv(t, runs, "the first run")
+	second := recv(t, runs, "the run after the snooze")
+	if gap := second.start.Sub(first.end); gap < d {
+		t.Errorf("ran again %v after snoozing for %v", gap, d)
+	}
+	if first.attempt != 1 || second.attempt != 1 {
+		t.Errorf("runs were attempts %d and %d, want 1 and 1: a snooze gives its attempt back", first.attempt, second.attempt)
+	}
+	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	if rec.Attempt != 1 || len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonSnoozed || rec.Attempts[0].Outcome != "pending" {
+		t.Errorf("job succeeded at attempt %d with history %s; want attempt 1, a snooze then the success", rec.Attempt, historyString(rec.Attempts))
+	}
+}
+
+// RetryAfter retries at the chosen time, not before and not at the backoff's.
+func TestRetryAfterRetriesAtTheChosenTime(t *testing.T) {
+	t.Parallel()
+	const d = 400 * time.Millisecond
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	runs := make(chan attemptRun, 10)
+	handle(t, c, "later", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		r := attemptRun{id: job.ID, attempt: job.Attempt, scheduledAt: job.ScheduledAt, start: time.Now()}
+		defer func() { runs <- r }()
+		if job.Attempt == 1 {
+			r.end = time.Now()
+			return relay.RetryAfter(d, errors.New("rate limited"))
+		}
+		return nil
+	})
+	start(t, c, db.Pool)
+	id := enqueue(t, db, "later", numArgs{})
+	first := recv(t, runs, "attempt 1")
+	second := recv(t, runs, "attempt 2")
+	if gap := second.start.Sub(first.end); gap < d {
+		t.Errorf("retried %v after RetryAfter(%v)", gap, d)
+	}
+	if gap := second.scheduledAt.Sub(first.end); gap < d || gap > d+time.Second {
+		t.Errorf("retry was due %v after attempt 1 ended, want %v", gap, d)
+	}
+	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	if len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonError || rec.Attempts[0].Error != "rate limited" {
+		t.Errorf("history %s; want attempt 1 with reason error and the error's text", historyString(rec.Attempts))
+	}
+}
+
+// A kind's MaxAttempts applies to its jobs enqueued without one; a job's own MaxAttempts
+// overrides it.
+func TestKindMaxAttemptsAndTheJobsOwn(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	runs := make(chan attemptRun, 20)
+	handleOpts(t, c, "limited", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		runs <- attemptRun{id: job.ID, attempt: job.Attempt, maxAttempts: job.MaxAttempts}
+		return errors.New("always")
+	}, relay.MaxAttempts(2))
+	byKind := enqueue(t, db, "limited", numArgs{N: 1})
+	own := enqueue(t, db, "limited", numArgs{N: 2}, relay.MaxAttempts(4))
+	if rec := jobRecord(t, db, byKind); rec.MaxAttempts != 0 {
+		t.Errorf("before its first claim, a job enqueued without MaxAttempts has MaxAttempts %d, want 0 (the kind decides)", rec.MaxAttempts)
+	}
+	start(t, c, db.Pool)
+	waitState(t, db, "failed", byKind, own)
+	stop(t, c)
+	close(runs)
+	count := map[int64]int{}
+	for r := range runs {
+		count[r.id]++
+		want := map[int64]int{byKind: 2, own: 4}[r.id]
+		if r.maxAttempts != want {
+			t.Errorf("job %d attempt %d saw MaxAttempts %d, want %d", r.id, r.attempt, r.maxAttempts, want)
+		}
+	}
+	for id, want := range map[int64]int{byKind: 2, own: 4} {
+		rec := jobRecord(t, db, id)
+		if count[id] != want || rec.Attempt != want || rec.MaxAttempts != want || len(rec.Attempts) != want {
+			t.Errorf("job %d ran %d times, ended at attempt %d of %d with %d entries; want %d of each",
+				id, count[id], rec.Attempt, rec.MaxAttempts, len(rec.Attempts), want)
+		}
+	}
+}
+
+// A kind's Backoff spaces its retries instead of the client's.
+func TestKindBackoffIsUsed(t *testing.T) {
+	t.Parallel()
+	const kindDelay = 250 * time.Millisecond
+	db := relaytest.NewDB(t)
+	slow := backoff.Policy{Initial: time.Hour, Multiplier: 1, Max: time.Hour}
+	c := newClient(db, relay.Config{Backoff: slow})
+	runs := make(chan attemptRun, 10)
+	fail := func(ctx context.Context, job *relay.Job[numArgs]) error {
+		r := attemptRun{id: job.ID, attempt: job.Attempt, scheduledAt: job.ScheduledAt, start: time.Now()}
+		defer func() { runs <- r }()
+		if job.Attempt == 1 {
+			r.end = time.Now()
+			return errors.New("once")
+		}
+		return nil
+	}
+	handleOpts(t, c, "own-backoff", fail, relay.Backoff(backoff.Policy{Initial: kindDelay, Multiplier: 1, Max: kindDelay}))
+	handle(t, c, "client-backoff", fail)
+	start(t, c, db.Pool)
+	own := enqueue(t, db, "own-backoff", numArgs{})
+	other := enqueue(t, db, "client-backoff", numArgs{})
+
+	var first, second attemptRun
+	for first.id == 0 || second.id == 0 {
+		r := recv(t, runs, "the retry of the job with the kind's backoff")
+		switch {
+		case r.id == own && r.attempt == 1:
+			first = r
+		case r.id == own && r.attempt == 2:
+			second = r
+		}
+	}
+	if gap := second.start.Sub(first.end); gap < kindDelay {
+		t.Errorf("retried %v after the failure, before the kind's backoff %v", gap, kindDelay)
+	}
+	waitRecord(t, db, own, relay.StateSucceeded)
+	// The other kind waits for the client's hour.
+	rec := waitRecord(t, db, other, relay.StateScheduled)
+	if rec.ScheduledAt.Before(time.Now().Add(50 * time.Minute)) {
+		t.Errorf("the kind without its own backoff is due %v; want about an hour from now", rec.ScheduledAt)
+	}
+}
+
+// Args that do not decode into the handler's type fail the job at once with reason
+// decode, after exactly one attempt, and the handler is never called.
+func TestUndecodableArgsFailWithReasonDecode(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	var id int64
+	// No max_attempts: the kind's default (20) applies, and still only one attempt is made.
+	err := db.QueryRow(context.Background(), `INSERT INTO `+relayTable(db, "jobs")+
+		` (kind, queue, args) VALUES ('typed', 'default', '{"N": [1, 2]}') RETURNING id`).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	called := make(chan int64, 10)
+	handle(t, c, "typed", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		called <- job.ID
+		return nil
+	})
+	start(t, c, db.Pool)
+	rec := waitRecord(t, db, id, relay.StateFailed)
+	good := enqueue(t, db, "typed", numArgs{N: 1}) // the client carries on
+	if got := recv(t, called, "the good job"); got != good {
+		t.Fatalf("the handler was called with job %d, want only the good job %d", got, good)
+	}
+	if rec.Attempt != 1 || len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonDecode ||
+		rec.Attempts[0].Outcome != "failed" || !strings.Contains(rec.Attempts[0].Error, "numArgs") {
+		t.Errorf("undecodable job: attempt %d, history %s; want failed after one attempt, reason decode, naming the type", rec.Attempt, historyString(rec.Attempts))
+	}
+}
+
+// Invalid options are refused before anything happens: at Enqueue with ErrInvalidJob, at
+// Handle and Start with ErrInvalidConfig.
+func TestInvalidOptionsAreRefused(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	noop := func(ctx context.Context, job *relay.Job[numArgs]) error { return nil }
+
+	for name, opt := range map[string]relay.EnqueueOption{
+		"negative Timeout": relay.Timeout(-time.Second),
+		"MaxAttempts(0)":   relay.MaxAttempts(0),
+		"MaxAttempts(-1)":  relay.MaxAttempts(-1),
+	} {
+		if _, err := relay.Enqueue(ctx, db, "k", numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+			t.Errorf("Enqueue with %s: %v, want ErrInvalidJob", name, err)
+		}
+		specs := []relay.JobSpec{{Kind: "k", Args: numArgs{}}, {Kind: "k", Args: numArgs{}, Options: []relay.EnqueueOption{opt}}}
+		if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+			t.Errorf("EnqueueMany with %s on one job: %v, want ErrInvalidJob", name, err)
+		}
+	}
+	if n := countJobs(t, db, ""); n != 0 {
+		t.Errorf("%d jobs were inserted by refused enqueues", n)
+	}
+
+	for name, opt := range map[string]relay.HandleOption{
+		"negative Timeout": relay.Timeout(-time.Second),
+		"MaxAttempts(0)":   relay.MaxAttempts(0),
+		"bad Backoff":      relay.Backoff(backoff.Policy{Initial: 0, Multiplier: 2, Max: time.Second}),
+	} {
+		c := newClient(db, relay.Config{})
+		if err := relay.Handle(c, "k", noop, opt); !errors.Is(err, relay.ErrInvalidConfig) {
+			t.Errorf("Handle with %s: %v, want ErrInvalidConfig", name, err)
+		}
+	}
+
+	for name, cfg := range map[string]relay.Config{
+		"LeaseRenewal over half of LeaseTTL": {LeaseTTL: time.Second, LeaseRenewal: 600 * time.Millisecond},
+		"LeaseRenewal over half the default": {LeaseRenewal: 10 * time.Second},
+		"LeaseTTL under 100ms":               {LeaseTTL: 50 * time.Millisecond, LeaseRenewal: 10 * time.Millisecond},
+		"negative LeaseTTL":                  {LeaseTTL: -time.Second},
+		"negative LeaseRenewal":              {LeaseRenewal: -time.Second},
+		"negative JobTimeout":                {Queues: map[string]relay.QueueConfig{"q": {Workers: 1, JobTimeout: -time.Second}}},
+	} {
+		c := newClient(db, cfg)
+		handle(t, c, "k", noop)
+		err := c.Start(ctx, db.Pool)
+		if !errors.Is(err, relay.ErrInvalidConfig) {
+			t.Errorf("Start with %s: %v, want ErrInvalidConfig", name, err)
+		}
+		if err == nil {
+			stop(t, c)
+		}
+	}
+	// At exactly half it is valid.
+	c := newClient(db, relay.Config{LeaseTTL: time.Second, LeaseRenewal: 500 * time.Millisecond})
+	handle(t, c, "k", noop)
+	start(t, c, db.Pool)
+}
