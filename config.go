@@ -29,7 +29,7 @@ type Config struct {
 	// after its last renewal.
 	LeaseTTL time.Duration
 	// LeaseRenewal is how often the client renews the leases of its running jobs (its
-	// heartbeat); default [DefaultLeaseRenewal]. It must be under half of LeaseTTL, so that
+	// heartbeat); default [DefaultLeaseRenewal]. It must be at most half of LeaseTTL, so that
 	// one failed renewal never loses a lease.
 	LeaseRenewal time.Duration
 	// Logger receives relay's logs; default slog.Default().

@@ -22,7 +22,7 @@ func (c *Client) runJob(j *store.Job) {
 	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
 	err := call(ctx, h, j)
-	c.keeper.Release(j.ID)
+	c.keeper.Release(j.ID, j.Attempt)
 
 	o, ok := c.outcomeOf(ctx, h, j, err, time.Now())
 	if !ok {

@@ -49,6 +49,15 @@ type Keeper struct {
 
 	mu   sync.Mutex
 	held map[int64]*lease
+	// cancelled remembers cancellations of jobs not (yet) held: a cancel notification can
+	// overtake the Hold of a job just claimed. Entries older than a lease are dropped.
+	cancelled map[int64]tombstone
+}
+
+// tombstone is a cancellation that came before its job was held.
+type tombstone struct {
+	at    time.Time
+	cause error
 }
 
 type lease struct {
@@ -62,30 +71,56 @@ func NewKeeper(cfg KeeperConfig) *Keeper {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{cfg: cfg, held: map[int64]*lease{}}
+	return &Keeper{cfg: cfg, held: map[int64]*lease{}, cancelled: map[int64]tombstone{}}
 }
 
 // Hold starts keeping the lease of attempt of job id, granted by a claim whose answer
-// arrived no later than now. cancel cancels the job's handler.
+// arrived no later than now. cancel cancels the job's handler. An earlier attempt of the
+// same job still held here has lost the job (it was rescued and claimed again): its
+// handler is cancelled with ErrLostLease.
 func (k *Keeper) Hold(id int64, attempt int, cancel context.CancelCauseFunc) {
+	now := time.Now()
 	k.mu.Lock()
-	k.held[id] = &lease{attempt: attempt, cancel: cancel, expires: time.Now().Add(k.cfg.Client.Lease)}
+	stale := k.held[id]
+	early, wasCancelled := k.cancelled[id]
+	delete(k.cancelled, id)
+	if !wasCancelled {
+		k.held[id] = &lease{attempt: attempt, cancel: cancel, expires: now.Add(k.cfg.Client.Lease)}
+	}
 	k.mu.Unlock()
+	if stale != nil && stale.attempt != attempt {
+		stale.cancel(ErrLostLease)
+	}
+	if wasCancelled {
+		cancel(early.cause)
+	}
 }
 
-// Release stops keeping the lease of job id: its handler has returned.
-func (k *Keeper) Release(id int64) {
+// Release stops keeping the lease of that attempt of job id: its handler has returned.
+func (k *Keeper) Release(id int64, attempt int) {
 	k.mu.Lock()
-	delete(k.held, id)
+	if l, ok := k.held[id]; ok && l.attempt == attempt {
+		delete(k.held, id)
+	}
 	k.mu.Unlock()
 }
 
 // Cancel cancels the handler of job id with cause, if this client is running it, and
-// reports whether it was.
+// reports whether it was. A job not held yet is remembered for a lease's time, so that
+// its Hold, if it comes, cancels it at once.
 func (k *Keeper) Cancel(id int64, cause error) bool {
+	now := time.Now()
 	k.mu.Lock()
 	l, ok := k.held[id]
 	delete(k.held, id)
+	if !ok {
+		for other, t := range k.cancelled {
+			if now.Sub(t.at) > k.cfg.Client.Lease {
+				delete(k.cancelled, other)
+			}
+		}
+		k.cancelled[id] = tombstone{at: now, cause: cause}
+	}
 	k.mu.Unlock()
 	if ok {
 		l.cancel(cause)
@@ -105,26 +140,35 @@ func (k *Keeper) Held() int {
 func (k *Keeper) Pause(paused bool) { k.paused.Store(paused) }
 
 // Run renews leases every Interval until ctx ends. The first renewal, which also records
-// the client's first heartbeat, happens at once.
+// the client's first heartbeat, happens at once. While renewals fail it also wakes when
+// the earliest lease certainly expires, to cancel that handler without delay.
 func (k *Keeper) Run(ctx context.Context) error {
-	tick := time.NewTicker(k.cfg.Interval)
-	defer tick.Stop()
+	next := time.Now()
 	for {
-		if !k.paused.Load() {
-			k.renew(ctx)
-		} else {
-			k.expire(time.Now())
+		now := time.Now()
+		renewed := false
+		if !now.Before(next) {
+			next = now.Add(k.cfg.Interval)
+			renewed = !k.paused.Load() && k.renew(ctx)
 		}
+		wake := next
+		if !renewed {
+			if at, ok := k.expire(time.Now()); ok && at.Before(wake) {
+				wake = at
+			}
+		}
+		t := time.NewTimer(time.Until(wake))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
-		case <-tick.C:
+		case <-t.C:
 		}
 	}
 }
 
-// renew runs one keep-alive tick.
-func (k *Keeper) renew(ctx context.Context) {
+// renew runs one keep-alive tick and reports whether it reached the database.
+func (k *Keeper) renew(ctx context.Context) bool {
 	k.mu.Lock()
 	held := make([]store.Held, 0, len(k.held))
 	for id, l := range k.held {
@@ -141,8 +185,7 @@ func (k *Keeper) renew(ctx context.Context) {
 		if ctx.Err() == nil {
 			k.cfg.Logger.Warn("relay: renewing job leases failed; retrying", "held", len(held), "error", err)
 		}
-		k.expire(now)
-		return
+		return false
 	}
 	k.mu.Lock()
 	var lost []*lease
@@ -165,16 +208,21 @@ func (k *Keeper) renew(ctx context.Context) {
 	if len(lost) > 0 {
 		k.cfg.Logger.Warn("relay: lost the lease of running jobs; their handlers are cancelled", "jobs", len(lost))
 	}
+	return true
 }
 
-// expire cancels the handlers whose lease has certainly expired by now.
-func (k *Keeper) expire(now time.Time) {
+// expire cancels the handlers whose lease has certainly expired by now, and returns when
+// the next of the others does (ok false if none is held).
+func (k *Keeper) expire(now time.Time) (next time.Time, ok bool) {
 	k.mu.Lock()
 	var expired []*lease
 	for id, l := range k.held {
-		if !now.Before(l.expires) {
+		switch {
+		case !now.Before(l.expires):
 			delete(k.held, id)
 			expired = append(expired, l)
+		case !ok || l.expires.Before(next):
+			next, ok = l.expires, true
 		}
 	}
 	k.mu.Unlock()
@@ -184,4 +232,5 @@ func (k *Keeper) expire(now time.Time) {
 	if len(expired) > 0 {
 		k.cfg.Logger.Error("relay: leases expired while renewals failed; cancelling their handlers", "jobs", len(expired))
 	}
+	return next, ok
 }

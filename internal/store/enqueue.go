@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -68,5 +69,7 @@ func timeoutParam(j NewJob) pgtype.Int4 {
 	if j.Timeout == nil {
 		return pgtype.Int4{}
 	}
-	return pgtype.Int4{Int32: int32(j.Timeout.Milliseconds()), Valid: true}
+	// Whole milliseconds, rounded up: a sub-millisecond timeout must not become "none".
+	ms := (*j.Timeout + time.Millisecond - 1) / time.Millisecond
+	return pgtype.Int4{Int32: int32(ms), Valid: true}
 }

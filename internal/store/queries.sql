@@ -119,7 +119,11 @@ WITH async AS (
 ), heartbeat AS (
     INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds)
     VALUES ($1, $3::interval, $5::text[], $6::text[])
-    ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL
+    ON CONFLICT (id) DO UPDATE SET
+        heartbeat_at = now(), stopped_at = NULL,
+        lease_ttl = EXCLUDED.lease_ttl, queues = EXCLUDED.queues, kinds = EXCLUDED.kinds,
+        -- a client restarted under the same id starts a new life
+        started_at = CASE WHEN c.stopped_at IS NULL THEN c.started_at ELSE now() END
     RETURNING 1
 ), renewed AS (
     UPDATE {schema}.jobs j
@@ -204,7 +208,8 @@ WITH target AS (
 ), retried AS (
     UPDATE {schema}.jobs j
     SET state = 'pending', run_at = now(), finished_at = NULL,
-        max_attempts = greatest(j.max_attempts, j.attempt + 1)
+        -- NULL (never claimed) keeps deferring to the kind's default
+        max_attempts = CASE WHEN j.max_attempts IS NULL THEN NULL ELSE greatest(j.max_attempts, j.attempt + 1) END
     FROM target t
     WHERE j.id = t.id AND t.state IN ('failed', 'cancelled')
     RETURNING j.queue, j.run_at
