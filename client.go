@@ -133,8 +133,6 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 
 	background := context.WithoutCancel(ctx)
 	c.work, c.cancelWork = context.WithCancel(background)
-	c.writer = outcome.New(cfg.ID, c.store, pool, cfg.Logger)
-	c.writerSvc = lifecycle.Go(background, c.writer.Run)
 
 	kinds := slices.Sorted(maps.Keys(c.handlers))
 	attempts := make([]int32, len(kinds))
@@ -147,6 +145,8 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		Client: store.ClientInfo{ID: cfg.ID, Lease: cfg.LeaseTTL, Queues: queues, Kinds: kinds},
 	})
 	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
+	c.writer = outcome.New(cfg.ID, c.store, pool, cfg.Logger, c.released)
+	c.writerSvc = lifecycle.Go(background, c.writer.Run)
 	rescuer := lease.NewRescuer(lease.RescuerConfig{Store: c.store, DB: pool, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)
 
@@ -154,7 +154,8 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	for name, q := range cfg.Queues {
 		c.dispatchers[name] = dispatcher.New(dispatcher.Config{
 			Store: c.store, DB: pool, Queue: name, Kinds: kinds, Attempts: attempts, Lease: cfg.LeaseTTL,
-			Workers: q.Workers, Poll: cfg.PollInterval, ClientID: cfg.ID, Run: c.runJob, Logger: cfg.Logger,
+			Workers: q.Workers, Poll: cfg.PollInterval, ClientID: cfg.ID, Run: c.runJob, Room: c.outcomeRoom,
+			Logger: cfg.Logger,
 		})
 	}
 
@@ -280,6 +281,13 @@ func (c *Client) running() (n int) {
 	}
 	return n
 }
+
+// maxOutcomeBacklog bounds the outcomes a client keeps queued: past it, its dispatchers
+// stop claiming until writes catch up. It bounds memory, the age of unwritten outcomes,
+// and the leases the keep-alive ticker renews in one statement.
+const maxOutcomeBacklog = 5000
+
+func (c *Client) outcomeRoom() int { return maxOutcomeBacklog - c.writer.Backlog() }
 
 // onNotify routes a wakeup to its queue's dispatcher. It runs on the listener's
 // goroutine and never blocks.

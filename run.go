@@ -22,14 +22,29 @@ func (c *Client) runJob(j *store.Job) {
 	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
 	err := call(ctx, h, j)
-	c.keeper.Release(j.ID, j.Attempt)
+	c.keeper.Finished(j.ID, j.Attempt)
 
+	// The lease is kept until the outcome is committed (see released): the job is running
+	// in the table until then, and a lapsed lease would have it rescued and run again.
 	o, ok := c.outcomeOf(ctx, h, j, err, time.Now())
 	if !ok {
+		c.keeper.Release(j.ID, j.Attempt)
 		return
 	}
 	if !c.writer.Add(o) {
+		c.keeper.Release(j.ID, j.Attempt)
 		c.cfg.Logger.Error("relay: job finished after the client stopped; its outcome is lost and it will run again", "job", j.ID, "kind", j.Kind)
+	}
+}
+
+// released lets go of the leases of attempts whose outcomes are committed, and lets the
+// dispatchers claim again if the backlog had stopped them.
+func (c *Client) released(written []store.Outcome) {
+	for _, o := range written {
+		c.keeper.Release(o.ID, o.Attempt)
+	}
+	for _, d := range c.dispatchers {
+		d.Nudge()
 	}
 }
 

@@ -39,7 +39,10 @@ type Config struct {
 	ClientID string
 	// Run runs one claimed job to the end, including recording its outcome. It is called on
 	// the job's own goroutine; the slot is free again when it returns.
-	Run    func(job *store.Job)
+	Run func(job *store.Job)
+	// Room, if set, bounds how many more jobs the client as a whole may take on now (its
+	// outcome backlog, say); call [Dispatcher.Nudge] when it may have grown.
+	Room   func() int
 	Logger *slog.Logger
 }
 
@@ -126,6 +129,9 @@ func (d *Dispatcher) poke() {
 	}
 }
 
+// Nudge tells the dispatcher that Room may have grown. It never blocks.
+func (d *Dispatcher) Nudge() { d.poke() }
+
 // Wait blocks until every job this dispatcher started has returned from Run.
 func (d *Dispatcher) Wait() { d.jobs.Wait() }
 
@@ -142,6 +148,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	more := false // the last claim filled every free slot: more jobs may be due
 	for {
 		free := d.cfg.Workers - d.Running()
+		if d.cfg.Room != nil {
+			free = min(free, d.cfg.Room())
+		}
 		if free > 0 && d.takeDue(time.Now(), more) {
 			n, err := d.claim(ctx, free)
 			switch {

@@ -69,6 +69,12 @@ type harness struct {
 
 func newHarness(t *testing.T, workers int, poll time.Duration, run func(*store.Job)) *harness {
 	t.Helper()
+	return newHarnessWithRoom(t, workers, poll, run, nil)
+}
+
+// newHarnessWithRoom is newHarness with a Config.Room.
+func newHarnessWithRoom(t *testing.T, workers int, poll time.Duration, run func(*store.Job), room func() int) *harness {
+	t.Helper()
 	db := relaytest.NewDB(t)
 	s, err := store.For(db.Schema)
 	if err != nil {
@@ -77,7 +83,7 @@ func newHarness(t *testing.T, workers int, poll time.Duration, run func(*store.J
 	h := &harness{t: t, db: &countingDB{DB: db, claimed: make(chan struct{}, 1)}, store: s}
 	h.d = dispatcher.New(dispatcher.Config{
 		Store: s, DB: h.db, Queue: relay.DefaultQueue, Kinds: []string{"job"},
-		Attempts: []int32{relay.DefaultMaxAttempts}, Lease: time.Minute, Workers: workers, Poll: poll, ClientID: "dispatcher-test", Run: run,
+		Attempts: []int32{relay.DefaultMaxAttempts}, Lease: time.Minute, Workers: workers, Poll: poll, ClientID: "dispatcher-test", Run: run, Room: room,
 	})
 	return h
 }
@@ -405,5 +411,38 @@ func TestDispatcherRespectsWorkers(t *testing.T) {
 		if j.State != "running" || j.Attempt != 1 || j.AttemptedBy != "dispatcher-test" {
 			t.Errorf("job %d is %s, attempt %d by %q; want running, attempt 1 by dispatcher-test", j.ID, j.State, j.Attempt, j.AttemptedBy)
 		}
+	}
+}
+
+// Room bounds each claim below the free workers (the client's outcome backlog is full, say)
+// and Nudge lets the dispatcher claim again once it has grown.
+func TestRoomBoundsClaimsAndNudgeResumesThem(t *testing.T) {
+	t.Parallel()
+	var room atomic.Int64
+	room.Store(2)
+	started := make(chan int64, 10)
+	release := make(chan struct{})
+	h := newHarnessWithRoom(t, 10, time.Hour, func(j *store.Job) {
+		started <- j.ID
+		<-release
+	}, func() int { return int(room.Load()) })
+	defer close(release)
+	h.enqueue(5)
+	h.start()
+
+	recv(t, started, "a first job")
+	// One claim started the first job; had it ignored Room it would have taken all five.
+	if n := h.d.Running(); n != 2 {
+		t.Fatalf("Running() = %d after the first claim, want 2 (Room)", n)
+	}
+	recv(t, started, "the second job")
+
+	room.Store(10)
+	h.d.Nudge()
+	for range 3 {
+		recv(t, started, "a job claimed after Nudge")
+	}
+	if n := h.d.Running(); n != 5 {
+		t.Fatalf("Running() = %d after Nudge, want 5", n)
 	}
 }

@@ -62,6 +62,7 @@ type tombstone struct {
 
 type lease struct {
 	attempt int
+	done    bool // the handler has returned; the lease is kept until its outcome is written
 	cancel  context.CancelCauseFunc
 	expires time.Time // local time by which the lease has certainly expired unless renewed
 }
@@ -94,6 +95,17 @@ func (k *Keeper) Hold(id int64, attempt int, cancel context.CancelCauseFunc) {
 	if wasCancelled {
 		cancel(early.cause)
 	}
+}
+
+// Finished records that the handler of that attempt of job id has returned. Its lease is
+// still renewed (the job is running in the table until its outcome is written), but its
+// loss is no longer news: the outcome write usually explains it.
+func (k *Keeper) Finished(id int64, attempt int) {
+	k.mu.Lock()
+	if l, ok := k.held[id]; ok && l.attempt == attempt {
+		l.done = true
+	}
+	k.mu.Unlock()
 }
 
 // Release stops keeping the lease of that attempt of job id: its handler has returned.
@@ -196,6 +208,8 @@ func (k *Keeper) renew(ctx context.Context) bool {
 			// Released (or re-held) while the renewal was in flight: not ours to judge.
 		case kept[h.ID]:
 			l.expires = now.Add(k.cfg.Client.Lease)
+		case l.done:
+			delete(k.held, h.ID) // written meanwhile, most likely: nothing to cancel
 		default:
 			delete(k.held, h.ID)
 			lost = append(lost, l)
@@ -218,6 +232,8 @@ func (k *Keeper) expire(now time.Time) (next time.Time, ok bool) {
 	var expired []*lease
 	for id, l := range k.held {
 		switch {
+		case !now.Before(l.expires) && l.done:
+			delete(k.held, id)
 		case !now.Before(l.expires):
 			delete(k.held, id)
 			expired = append(expired, l)

@@ -431,3 +431,57 @@ func TestRescuerWakesWhenTheNextLeaseExpires(t *testing.T) {
 		t.Errorf("history %+v: want one rescue, ended no earlier than the lease expiry %v", a, until)
 	}
 }
+
+// A finished handler's lease is renewed until its outcome is written (Release): the job
+// is still running in the table until then, and a lapsed lease would have it rescued and
+// run again. Rows locked by an outcome write in flight are skipped, not waited for, and do
+// not count as lost. A finished job that stops being the client's (its outcome was
+// written) is dropped without cancelling anything.
+func TestKeeperKeepsFinishedLeasesUntilReleased(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	const ttl = time.Second
+	jobs := r.claim("keeper-f", 3, ttl)
+	k := lease.NewKeeper(lease.KeeperConfig{
+		Store: r.store, DB: r.db, Interval: 50 * time.Millisecond,
+		Client: store.ClientInfo{ID: "keeper-f", Lease: ttl, Queues: []string{"default"}, Kinds: []string{"k"}},
+	})
+	finished, locked, written := hold(k, jobs[0]), hold(k, jobs[1]), hold(k, jobs[2])
+	for _, j := range jobs {
+		k.Finished(j.ID, j.Attempt)
+	}
+
+	// An outcome write in flight: the row is locked by another transaction.
+	tx, err := r.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM `+r.store.Table("jobs")+` WHERE id = $1 FOR UPDATE`, jobs[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	// An outcome already written: the job is no longer running.
+	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET state = 'succeeded' WHERE id = $1`, jobs[2].ID); err != nil {
+		t.Fatal(err)
+	}
+	_, claimedUntil, _ := r.leaseOf(jobs[0].ID)
+	runKeeper(t, k)
+
+	relaytest.WaitFor(t, waitTimeout, "the finished job's lease to be extended", func() bool {
+		_, until, _ := r.leaseOf(jobs[0].ID)
+		return until.After(claimedUntil.Add(300 * time.Millisecond))
+	})
+	relaytest.WaitFor(t, waitTimeout, "the written job to be dropped", func() bool { return k.Held() == 2 })
+	for name, h := range map[string]held{"finished": finished, "locked": locked, "written": written} {
+		if !h.alive() {
+			t.Errorf("the %s job's context was cancelled: %v", name, context.Cause(h.ctx))
+		}
+	}
+
+	k.Release(jobs[0].ID, jobs[0].Attempt)
+	k.Release(jobs[1].ID, jobs[1].Attempt)
+	if k.Held() != 0 {
+		t.Errorf("Held() = %d after releasing everything, want 0", k.Held())
+	}
+}

@@ -19,20 +19,34 @@ const maxBatch = 5000
 
 // Writer batches outcomes. Create it with [New], run it with [Writer.Run].
 type Writer struct {
-	client string // whose attempts these are
-	store  *store.Store
-	db     store.DB
-	logger *slog.Logger
+	client  string // whose attempts these are
+	written func([]store.Outcome)
+	store   *store.Store
+	db      store.DB
+	logger  *slog.Logger
 
 	mu      sync.Mutex
 	pending []store.Outcome
+	writing int // outcomes taken by the statement in flight
 	stopped bool
 	signal  chan struct{} // capacity 1
 }
 
-// New returns a Writer that writes the outcomes of client's attempts to db.
-func New(client string, s *store.Store, db store.DB, logger *slog.Logger) *Writer {
-	return &Writer{client: client, store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
+// New returns a Writer that writes the outcomes of client's attempts to db. written, if
+// not nil, is called with each batch once it is committed (including outcomes the
+// database ignored because their attempt no longer held the job): until then the job
+// is still running in the table, and its lease must be kept.
+func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func([]store.Outcome)) *Writer {
+	return &Writer{client: client, written: written, store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
+}
+
+// Backlog is how many outcomes are queued and not yet committed. The client stops
+// claiming while it is large, so that a database that cannot keep up with writes slows
+// claims down instead of letting outcomes (and the leases they hold) pile up.
+func (w *Writer) Backlog() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending) + w.writing
 }
 
 // Add queues an outcome to be written. It never blocks. It reports false if the writer has
@@ -113,6 +127,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 	w.mu.Lock()
 	batch := w.pending
 	w.pending = nil
+	w.writing = len(batch)
 	w.mu.Unlock()
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
@@ -120,8 +135,15 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 			w.logger.Warn("relay: writing job outcomes failed; will retry", "outcomes", len(batch), "error", err)
 			w.mu.Lock()
 			w.pending = append(batch, w.pending...)
+			w.writing = 0
 			w.mu.Unlock()
 			return true
+		}
+		w.mu.Lock()
+		w.writing -= n
+		w.mu.Unlock()
+		if w.written != nil {
+			w.written(batch[:n])
 		}
 		batch = batch[n:]
 	}

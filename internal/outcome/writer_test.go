@@ -126,7 +126,7 @@ func TestWriterWritesEveryOutcomeAddedConcurrently(t *testing.T) {
 	t.Parallel()
 	const n, adders = 2000, 8
 	db, s, jobs := claimed(t, n)
-	w := outcome.New(writerClient, s, db, quiet)
+	w := outcome.New(writerClient, s, db, quiet, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -167,7 +167,7 @@ func TestWriterStopFlushesQueuedOutcomesAndRefusesLaterOnes(t *testing.T) {
 	db, s, jobs := claimed(t, n+1)
 	late := jobs[n]
 	jobs = jobs[:n]
-	w := outcome.New(writerClient, s, db, quiet)
+	w := outcome.New(writerClient, s, db, quiet, nil)
 
 	now := time.Now()
 	outcomes := make([]store.Outcome, n)
@@ -197,7 +197,7 @@ func TestWriterStopWhileRunningFlushes(t *testing.T) {
 	t.Parallel()
 	const n = 500
 	db, s, jobs := claimed(t, n)
-	w := outcome.New(writerClient, s, db, quiet)
+	w := outcome.New(writerClient, s, db, quiet, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -230,7 +230,7 @@ func TestWriterRetriesAFailedWrite(t *testing.T) {
 			}
 		}
 	}))
-	w := outcome.New(writerClient, s, db, logger)
+	w := outcome.New(writerClient, s, db, logger, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -273,7 +273,7 @@ func TestWriterLeavesJobsNoLongerRunningAlone(t *testing.T) {
 	if _, err := db.Exec(context.Background(), `UPDATE `+table+` SET state = 'cancelled' WHERE id = $1`, jobs[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	w := outcome.New(writerClient, s, db, quiet)
+	w := outcome.New(writerClient, s, db, quiet, nil)
 	for _, j := range jobs {
 		w.Add(store.Outcome{ID: j.ID, Attempt: j.Attempt, State: store.StateSucceeded, EndedAt: time.Now()})
 	}

@@ -31,7 +31,7 @@ func (s *Store) RenewLeases(ctx context.Context, db DB, client ClientInfo, held 
 	for i, h := range held {
 		ids[i], attempts[i] = h.ID, int32(h.Attempt)
 	}
-	rows, err := db.Query(ctx, s.q.renewLeases, client.ID, ids, client.Lease, attempts, client.Queues, client.Kinds)
+	rows, err := db.Query(ctx, s.q.renewLeases, planEachTime, client.ID, ids, client.Lease, attempts, client.Queues, client.Kinds)
 	if err != nil {
 		return nil, fmt.Errorf("renew %d leases: %w", len(held), err)
 	}
@@ -66,7 +66,7 @@ type Rescued struct {
 // Rescue retries (or fails, when out of attempts) up to limit running jobs whose lease has
 // expired, recording reason "lost lease". It is safe to run on many clients at once.
 func (s *Store) Rescue(ctx context.Context, db DB, limit int) (Rescued, error) {
-	rows, err := db.Query(ctx, s.q.rescue, limit, s.channel)
+	rows, err := db.Query(ctx, s.q.rescue, planEachTime, limit, s.channel)
 	if err != nil {
 		return Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
 	}

@@ -54,7 +54,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcome
 		stacks[i] = nullText(o.Stack)
 	}
 	var written int
-	err := db.QueryRow(ctx, s.q.writeOutcomes, ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel).Scan(&written)
+	err := db.QueryRow(ctx, s.q.writeOutcomes, planEachTime, ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel).Scan(&written)
 	if err != nil {
 		return 0, fmt.Errorf("write %d job outcomes: %w", n, err)
 	}

@@ -111,8 +111,10 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: renewLeases
 -- The keep-alive tick of client $1: records its heartbeat and extends by $3 the leases of
--- the attempts it still holds ($2 ids, $4 attempt numbers). It returns the ids renewed;
--- a held job missing from them was rescued, cancelled or deleted and is no longer ours.
+-- the attempts it still holds ($2 ids, $4 attempt numbers). It returns the ids still its
+-- own; a held job missing from them was rescued, cancelled or deleted. Rows locked by a
+-- concurrent write (this client's own outcome batch, usually) are skipped rather than
+-- waited for: they are about to stop running, and the next tick renews them if not.
 -- Like a claim it commits asynchronously: a renewal lost in a crash only shortens a lease.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
@@ -125,15 +127,24 @@ WITH async AS (
         -- a client restarted under the same id starts a new life
         started_at = CASE WHEN c.stopped_at IS NULL THEN c.started_at ELSE now() END
     RETURNING 1
+), held AS (
+    SELECT j.id
+    FROM {schema}.jobs j
+    JOIN unnest($2::bigint[], $4::integer[]) AS h(id, attempt) ON j.id = h.id
+    WHERE j.attempt = h.attempt AND j.state = 'running' AND j.attempted_by = $1
 ), renewed AS (
     UPDATE {schema}.jobs j
     SET lease_expires_at = now() + $3::interval
-    FROM unnest($2::bigint[], $4::integer[]) AS h(id, attempt)
-    WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = 'running' AND j.attempted_by = $1
+    FROM (
+        SELECT id FROM {schema}.jobs
+        WHERE id IN (SELECT id FROM held) AND state = 'running' AND attempted_by = $1
+        FOR UPDATE SKIP LOCKED
+    ) free
+    WHERE j.id = free.id
     RETURNING j.id
 )
-SELECT id FROM renewed
-WHERE (SELECT count(*) FROM async) = 1;
+SELECT id FROM held
+WHERE (SELECT count(*) FROM async) = 1 AND (SELECT count(*) FROM renewed) >= 0;
 
 -- name: stopClient
 UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = $1;
