@@ -248,7 +248,7 @@ func TestRetryOfANeverRunJobKeepsItsKindsMaxAttempts(t *testing.T) {
 	opt := relay.Schema(db.Schema)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
-	handleOpts(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.MaxAttempts
 		return errors.New("always fails")
 	}, relay.MaxAttempts(3))

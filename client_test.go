@@ -70,9 +70,9 @@ func stop(t testing.TB, c *relay.Client) {
 }
 
 // handle registers fn for kind on c, failing the test on error.
-func handle[T any](t testing.TB, c *relay.Client, kind string, fn relay.HandlerFunc[T]) {
+func handle[T any](t testing.TB, c *relay.Client, kind string, fn relay.HandlerFunc[T], opts ...relay.HandleOption) {
 	t.Helper()
-	if err := relay.Handle(c, kind, fn); err != nil {
+	if err := relay.Handle(c, kind, fn, opts...); err != nil {
 		t.Fatalf("Handle(%q): %v", kind, err)
 	}
 }

@@ -29,14 +29,6 @@ func withShortLeases(cfg relay.Config) relay.Config {
 	return cfg
 }
 
-// handleOpts registers fn for kind on c with options, failing the test on error.
-func handleOpts[T any](t testing.TB, c *relay.Client, kind string, fn relay.HandlerFunc[T], opts ...relay.HandleOption) {
-	t.Helper()
-	if err := relay.Handle(c, kind, fn, opts...); err != nil {
-		t.Fatalf("Handle(%q): %v", kind, err)
-	}
-}
-
 // jobRecord returns relay.GetJob of id in db's schema.
 func jobRecord(t testing.TB, db *relaytest.DB, id int64) *relay.JobRecord {
 	t.Helper()

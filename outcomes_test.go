@@ -102,7 +102,7 @@ func TestTimeouts(t *testing.T) {
 			db := relaytest.NewDB(t)
 			c := newClient(db, tc.cfg)
 			got := make(chan timedOut, 1)
-			handleOpts(t, c, "slow", tc.handler(got), tc.kind...)
+			handle(t, c, "slow", tc.handler(got), tc.kind...)
 			start(t, c, db.Pool)
 			id := enqueue(t, db, "slow", numArgs{}, append(tc.job, relay.MaxAttempts(1))...)
 			to := recv(t, got, "the handler's context to end")
@@ -127,7 +127,7 @@ func TestTimeouts(t *testing.T) {
 		c := newClient(db, relay.Config{})
 		ctxs := make(chan context.Context, 1)
 		release := make(chan struct{})
-		handleOpts(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		handle(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
 			ctxs <- ctx
 			<-release
 			return nil
@@ -155,7 +155,7 @@ func TestTimeouts(t *testing.T) {
 		db := relaytest.NewDB(t)
 		c := newClient(db, relay.Config{})
 		deadlines := make(chan bool, 1)
-		handleOpts(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		handle(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
 			_, has := ctx.Deadline()
 			deadlines <- has
 			return nil
@@ -327,7 +327,7 @@ func TestKindMaxAttemptsAndTheJobsOwn(t *testing.T) {
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	runs := make(chan attemptRun, 20)
-	handleOpts(t, c, "limited", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, "limited", func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- attemptRun{id: job.ID, attempt: job.Attempt, maxAttempts: job.MaxAttempts}
 		return errors.New("always")
 	}, relay.MaxAttempts(2))
@@ -374,7 +374,7 @@ func TestKindBackoffIsUsed(t *testing.T) {
 		}
 		return nil
 	}
-	handleOpts(t, c, "own-backoff", fail, relay.Backoff(backoff.Policy{Initial: kindDelay, Multiplier: 1, Max: kindDelay}))
+	handle(t, c, "own-backoff", fail, relay.Backoff(backoff.Policy{Initial: kindDelay, Multiplier: 1, Max: kindDelay}))
 	handle(t, c, "client-backoff", fail)
 	start(t, c, db.Pool)
 	own := enqueue(t, db, "own-backoff", numArgs{})
