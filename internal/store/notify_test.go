@@ -1,0 +1,90 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/relaytest"
+)
+
+func TestMain(m *testing.M) { relaytest.Main(m) }
+
+// The payloads the schema's wakeup_payload function makes are the ones ParseWakeup reads:
+// due now, due later (with the delay measured on the database's clock) and a queue name
+// that itself holds colons.
+func TestWakeupPayloadRoundTrip(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	s, err := store.For(db.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := s.Table("wakeup_payload") // a function lives in the schema like a table
+	for _, tc := range []struct {
+		queue  string
+		offset time.Duration
+	}{
+		{"default", -time.Minute},
+		{"default", 0},
+		{"mail:eu:west", 2 * time.Second},
+		{"q", 90 * time.Minute},
+	} {
+		var payload string
+		var runAt, now time.Time
+		err := db.QueryRow(ctx, `SELECT `+fn+`($1, now() + $2::interval), now() + $2::interval, now()`,
+			tc.queue, tc.offset).Scan(&payload, &runAt, &now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, ok := store.ParseWakeup(payload)
+		if !ok {
+			t.Fatalf("ParseWakeup(%q) failed", payload)
+		}
+		if w.Queue != tc.queue {
+			t.Errorf("%q: queue %q, want %q", payload, w.Queue, tc.queue)
+		}
+		if !w.RunAt.Equal(runAt) {
+			t.Errorf("%q: run at %v, want %v", payload, w.RunAt, runAt)
+		}
+		switch {
+		case tc.offset <= 0 && w.In != 0:
+			t.Errorf("%q: due in %v, want 0 (due now)", payload, w.In)
+		case tc.offset > 0 && (w.In <= 0 || w.In > tc.offset):
+			t.Errorf("%q: due in %v, want in (0, %v]", payload, w.In, tc.offset)
+		}
+	}
+}
+
+func TestParseRejectsMalformedPayloads(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"", "w:", "w:1:2:", "w:x:2:q", "w:1:y:q", "w:1", "x:1:2:q", "c:", "c:abc"} {
+		if _, ok := store.ParseWakeup(p); ok {
+			t.Errorf("ParseWakeup(%q) accepted a malformed payload", p)
+		}
+	}
+	for _, p := range []string{"c:", "c:abc", "w:1:2:q", ""} {
+		if _, ok := store.ParseCancel(p); ok {
+			t.Errorf("ParseCancel(%q) accepted a malformed payload", p)
+		}
+	}
+	if id, ok := store.ParseCancel("c:42"); !ok || id != 42 {
+		t.Errorf(`ParseCancel("c:42") = %d, %v`, id, ok)
+	}
+}
+
+// FuzzParseWakeup checks that no payload, however mangled, panics the parser, and that a
+// parsed wakeup always names a queue.
+func FuzzParseWakeup(f *testing.F) {
+	for _, seed := range []string{"w:0:1700000000000000:default", "w:1500:1700000000000000:a:b", "c:7", ""} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, payload string) {
+		if w, ok := store.ParseWakeup(payload); ok && w.Queue == "" {
+			t.Fatalf("ParseWakeup(%q) accepted an empty queue", payload)
+		}
+		store.ParseCancel(payload)
+	})
+}
