@@ -109,13 +109,7 @@ func enqueueTx(t testing.TB, db *relaytest.DB, kind string, args any, opts ...re
 // recv returns the next value from ch, failing the test if none comes within waitTimeout.
 func recv[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(waitTimeout):
-		t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		panic("unreachable")
-	}
+	return relaytest.Receive(t, ch, waitTimeout, what)
 }
 
 // jobByID returns the stored job with id, failing the test if there is none.

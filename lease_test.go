@@ -90,13 +90,7 @@ type ctxEnd struct {
 // recvWithin returns the next value from ch, failing the test if none comes within d.
 func recvWithin[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("timed out after %v waiting for %s", d, what)
-		panic("unreachable")
-	}
+	return relaytest.Receive(t, ch, d, what)
 }
 
 // ---------------------------------------------------------------------------------------

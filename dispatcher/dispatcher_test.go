@@ -129,13 +129,7 @@ func (h *harness) enqueue(n int, opts ...relay.EnqueueOption) []int64 {
 
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(waitTimeout):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
+	return relaytest.Receive(t, ch, waitTimeout, what)
 }
 
 // runCounter counts runs per job id.

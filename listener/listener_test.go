@@ -22,13 +22,7 @@ const waitTimeout = 15 * time.Second
 
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(waitTimeout):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
+	return relaytest.Receive(t, ch, waitTimeout, what)
 }
 
 // rig is a listener on a channel of the test's own, with its callbacks reported on

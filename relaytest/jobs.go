@@ -97,3 +97,18 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 		<-tick.C
 	}
 }
+
+// Receive waits up to timeout for a value on ch — a signal sent by a handler, say — and
+// returns it, failing the test with what it was waiting for if none came.
+func Receive[T any](t testing.TB, ch <-chan T, timeout time.Duration, what string) T {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("relaytest: timed out after %v waiting for %s", timeout, what)
+		panic("unreachable")
+	}
+}
