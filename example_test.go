@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/internal/pgtest"
 )
 
@@ -133,4 +135,82 @@ func ExampleMigrate() {
 	}
 	fmt.Println("migrated")
 	// Output: migrated
+}
+
+// GetJob returns a job with the history of its attempts: here a first attempt that failed
+// and a second that succeeded.
+func ExampleGetJob() {
+	ctx := context.Background()
+	pool, schema, cleanup := exampleDB(ctx)
+	defer cleanup()
+	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
+		log.Fatal(err)
+	}
+
+	done := make(chan int64)
+	client := relay.New(relay.Config{
+		Schema:  schema,
+		Backoff: backoff.Policy{Initial: time.Millisecond, Multiplier: 2, Max: time.Millisecond},
+	})
+	err := relay.Handle(client, "flaky", func(ctx context.Context, job *relay.Job[struct{}]) error {
+		if job.Attempt == 1 {
+			return errors.New("upstream timed out")
+		}
+		done <- job.ID
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := client.Start(ctx, pool); err != nil {
+		log.Fatal(err)
+	}
+	defer client.Stop(ctx)
+
+	if _, err := relay.Enqueue(ctx, pool, "flaky", struct{}{}, relay.Schema(schema)); err != nil {
+		log.Fatal(err)
+	}
+	id := <-done
+	// Stop writes every outcome before it returns.
+	if err := client.Stop(ctx); err != nil {
+		log.Fatal(err)
+	}
+	job, err := relay.GetJob(ctx, pool, id, relay.Schema(schema))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, a := range job.Attempts {
+		fmt.Println("attempt", a.Number, a.Outcome, a.Reason, a.Error)
+	}
+	// Output:
+	// attempt 1 pending error upstream timed out
+	// attempt 2 succeeded
+}
+
+// Cancel stops a job that has not finished: a scheduled job never runs.
+func ExampleCancel() {
+	ctx := context.Background()
+	pool, schema, cleanup := exampleDB(ctx)
+	defer cleanup()
+	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
+		log.Fatal(err)
+	}
+
+	id, err := relay.Enqueue(ctx, pool, "report", struct{}{}, relay.Schema(schema), relay.RunIn(time.Hour))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := relay.Cancel(ctx, pool, id, relay.Schema(schema)); err != nil {
+		log.Fatal(err)
+	}
+	job, err := relay.GetJob(ctx, pool, id, relay.Schema(schema))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(job.State)
+	err = relay.Cancel(ctx, pool, id, relay.Schema(schema))
+	fmt.Println(errors.Is(err, relay.ErrJobFinished))
+	// Output:
+	// cancelled
+	// true
 }
