@@ -89,3 +89,15 @@ LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
         || ':' || floor(extract(epoch FROM run_at) * 1000000)::bigint
         || ':' || queue
 $$;
+
+-- One entry of a job's attempt history, as the outcome, rescue and cancel statements append
+-- it to the attempts column.
+CREATE FUNCTION attempt_entry(
+    attempt integer, started_at timestamptz, ended_at timestamptz, client text,
+    outcome text, reason text, error text, stack text
+) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+        'attempt', attempt, 'started_at', started_at, 'ended_at', ended_at, 'client', client,
+        'outcome', outcome, 'reason', reason, 'error', error, 'stack', stack)))
+$$;

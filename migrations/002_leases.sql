@@ -54,3 +54,15 @@ WHERE j.state = 'pending'
       WHERE c.stopped_at IS NULL AND c.heartbeat_at + c.lease_ttl > now()
         AND j.kind = ANY (c.kinds) AND j.queue = ANY (c.queues))
 GROUP BY j.queue, j.kind;
+
+-- One entry of a job's attempt history, as the outcome, rescue and cancel statements append
+-- it to the attempts column.
+CREATE FUNCTION attempt_entry(
+    attempt integer, started_at timestamptz, ended_at timestamptz, client text,
+    outcome text, reason text, error text, stack text
+) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+        'attempt', attempt, 'started_at', started_at, 'ended_at', ended_at, 'client', client,
+        'outcome', outcome, 'reason', reason, 'error', error, 'stack', stack)))
+$$;

@@ -92,11 +92,8 @@ WITH outcome AS (
         lease_expires_at = NULL,
         -- a snooze gives its attempt back
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
-        attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || jsonb_build_array(
-            jsonb_strip_nulls(jsonb_build_object(
-                'attempt', j.attempt, 'started_at', j.attempted_at, 'ended_at', o.ended_at,
-                'client', j.attempted_by, 'outcome', o.state, 'reason', o.reason,
-                'error', o.error, 'stack', o.stack))) END
+        attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
+            j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack) END
     FROM outcome o
     WHERE j.id = o.id AND j.state = 'running' AND j.attempted_by = $9 AND j.attempt = o.attempt
     RETURNING j.id, j.queue, j.state, j.run_at
@@ -167,12 +164,10 @@ WITH lost AS (
         run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE now() END,
         finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
         lease_expires_at = NULL,
-        attempts = j.attempts || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempt, 'started_at', j.attempted_at, 'ended_at', now(),
-            'client', j.attempted_by,
-            'outcome', CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END,
-            'reason', 'lost lease',
-            'error', format('the lease of client %s expired at %s', j.attempted_by, j.lease_expires_at)))
+        attempts = j.attempts || {schema}.attempt_entry(
+            j.attempt, j.attempted_at, now(), j.attempted_by,
+            CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END, 'lost lease',
+            format('the lease of client %s expired at %s', j.attempted_by, j.lease_expires_at), NULL)
     FROM lost
     WHERE j.id = lost.id
     RETURNING j.id, j.queue, j.state, j.run_at
@@ -199,9 +194,8 @@ WITH target AS (
 ), cancelled AS (
     UPDATE {schema}.jobs j
     SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
-        attempts = CASE WHEN t.state = 'running' THEN j.attempts || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempt, 'started_at', j.attempted_at, 'ended_at', now(),
-            'client', j.attempted_by, 'outcome', 'cancelled', 'reason', 'cancelled')) ELSE j.attempts END
+        attempts = CASE WHEN t.state = 'running' THEN j.attempts || {schema}.attempt_entry(
+            j.attempt, j.attempted_at, now(), j.attempted_by, 'cancelled', 'cancelled', NULL, NULL) ELSE j.attempts END
     FROM target t
     WHERE j.id = t.id AND t.state IN ('pending', 'running')
     RETURNING j.id, t.state AS was
