@@ -176,7 +176,7 @@ func run() int {
 		level = slog.LevelDebug
 	}
 	st, _ := os.Stderr.Stat()
-	log := slog.New(tint.NewHandler(os.Stderr, &tint.Options{
+	log := slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{
 		Level: level, TimeFormat: "15:04:05.000", NoColor: st == nil || st.Mode()&os.ModeCharDevice == 0,
 	}))
 	slog.SetDefault(log)

@@ -63,7 +63,7 @@ func (m *migrateCmd) Run(ctx context.Context, out io.Writer, logger *slog.Logger
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	logger := slog.New(tint.NewHandler(os.Stderr, &tint.Options{TimeFormat: time.Kitchen}))
+	logger := slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{TimeFormat: time.Kitchen}))
 	if err := run(ctx, os.Args[1:], os.Stdout, logger); err != nil {
 		logger.Error("relay: " + err.Error())
 		os.Exit(1)

@@ -30,7 +30,7 @@ type SendEmail struct {
 }
 
 func main() {
-	logger := slog.New(tint.NewHandler(os.Stderr, &tint.Options{TimeFormat: time.TimeOnly}))
+	logger := slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{TimeFormat: time.TimeOnly}))
 	if err := run(context.Background(), logger); err != nil {
 		logger.Error(err.Error())
 		os.Exit(1)
