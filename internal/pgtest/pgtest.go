@@ -61,8 +61,9 @@ type Server struct {
 	cred    *syscall.Credential // nil when no privilege drop is needed
 	logf    func(format string, args ...any)
 
-	mu      sync.Mutex // serialises pg_ctl invocations
-	stopped bool
+	mu       sync.Mutex // serialises pg_ctl invocations
+	stopped  bool
+	watchdog *exec.Cmd // stops the server if this process dies without calling Stop
 }
 
 const (
@@ -139,8 +140,27 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 		return nil, err
 	}
+	s.startWatchdog()
 	s.logf("pgtest: PostgreSQL ready at %s (data %s)", s.URL(), s.dataDir)
 	return s, nil
+}
+
+// startWatchdog starts a small shell process, in a process group of its own so that it
+// outlives this one, that stops the server and removes its directory once this process
+// is gone. A test binary killed by `go test -timeout` or SIGKILL never reaches Stop; without
+// the watchdog its PostgreSQL would run on until the machine stops. The check is on /proc,
+// which works whatever user the watchdog runs as. A failure to start it is only logged.
+func (s *Server) startWatchdog() {
+	const script = `while [ -d "/proc/$1" ]; do sleep 1; done; "$2" stop -D "$3" -m immediate >/dev/null 2>&1; rm -rf "$4"`
+	cmd := exec.Command("sh", "-c", script, "pgtest-watchdog",
+		strconv.Itoa(os.Getpid()), filepath.Join(s.bindir, "pg_ctl"), s.dataDir, s.dir)
+	cmd.Dir = s.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cred}
+	if err := cmd.Start(); err != nil {
+		s.logf("pgtest: no watchdog (the server will outlive a killed test): %v", err)
+		return
+	}
+	s.watchdog = cmd
 }
 
 // start does everything after the temp dir exists; Start owns cleanup so
@@ -327,6 +347,10 @@ func (s *Server) Stop() error {
 	}
 	s.stopped = true
 	s.logf("pgtest: stopping postgres on port %d", s.port)
+	if s.watchdog != nil {
+		_ = s.watchdog.Process.Kill()
+		_ = s.watchdog.Wait()
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()

@@ -3,8 +3,10 @@ package pgtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -357,5 +359,60 @@ FATAL:  could not create any TCP/IP sockets`
 	}
 	if portInUse(`FATAL:  invalid value for parameter "shared_buffers": "lots"`) {
 		t.Error("config error mistaken for a port race")
+	}
+}
+
+// A test process killed before it can call Stop (a `go test -timeout`, a SIGKILL) leaves
+// no PostgreSQL behind: the watchdog stops the server and removes its directory.
+func TestKilledProcessLeavesNoServerBehind(t *testing.T) {
+	if os.Getenv("PGTEST_WATCHDOG_CHILD") == "1" {
+		srv, err := Start(context.Background(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("%d %s\n", srv.Port(), srv.DataDir())
+		select {} // until killed
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledProcessLeavesNoServerBehind$")
+	cmd.Env = append(os.Environ(), "PGTEST_WATCHDOG_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var port int
+	var dataDir string
+	if _, err := fmt.Fscan(out, &port, &dataDir); err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("reading the child's server: %v", err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if c, err := net.Dial("tcp", addr); err != nil {
+		t.Fatalf("the child's server does not accept connections: %v", err)
+	} else {
+		c.Close()
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, statErr := os.Stat(dataDir)
+		c, dialErr := net.Dial("tcp", addr)
+		if c != nil {
+			c.Close()
+		}
+		if dialErr != nil && errors.Is(statErr, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the kill: server still accepting connections: %v; data dir still there: %v", dialErr == nil, statErr == nil)
+		}
+		time.Sleep(100 * time.Millisecond) // polling an outside process: there is no signal to await
 	}
 }
