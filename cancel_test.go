@@ -28,10 +28,7 @@ func TestCancelledPendingAndScheduledJobsNeverRun(t *testing.T) {
 
 	c := newClient(db, relay.Config{})
 	ran := make(chan int64, 10)
-	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		ran <- job.ID
-		return nil
-	})
+	handle(t, c, "k", reportIDs(ran))
 	start(t, c, db.Pool)
 
 	scheduled := enqueue(t, db, "k", numArgs{N: 2}, relay.RunIn(600*time.Millisecond))
@@ -238,9 +235,9 @@ func TestRetryRunsAFailedOrCancelledJobAgain(t *testing.T) {
 // A job cancelled before it ever ran, enqueued without MaxAttempts, keeps its kind's
 // MaxAttempts when retried: it has used none of its attempts.
 //
-// Fails today: Retry sets max_attempts = greatest(max_attempts, attempt + 1), and
-// greatest ignores the NULL of a job whose kind default was never filled in, so the job
-// gets max_attempts 1 and fails for good on its first error.
+// Guards Retry's max_attempts = greatest(max_attempts, attempt + 1): greatest ignores the
+// NULL of a job whose kind default was never filled in, which once gave such a job
+// max_attempts 1, failing it for good on its first error.
 func TestRetryOfANeverRunJobKeepsItsKindsMaxAttempts(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)

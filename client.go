@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -49,6 +50,7 @@ type Client struct {
 	rescuerSvc  *lifecycle.Service
 	listenerSvc *lifecycle.Service
 	pool        *pgxpool.Pool
+	backlogFull atomic.Bool     // a dispatcher found no room for outcomes and waits for a nudge
 	work        context.Context // handlers' context; cancelled when Stop gives up waiting
 	cancelWork  context.CancelFunc
 }
@@ -187,11 +189,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 func (c *Client) abortStart() {
-	c.listenerSvc.Stop()
-	c.rescuerSvc.Stop()
-	c.keeperSvc.Stop()
-	c.cancelWork()
-	c.writerSvc.Stop()
+	c.stopServices(context.Background())
 }
 
 // Stop stops claiming jobs, waits for running handlers until ctx ends, then cancels the
@@ -226,25 +224,35 @@ func (c *Client) Stop(ctx context.Context) error {
 	if abandoned := c.waitForHandlers(ctx); abandoned > 0 {
 		errs = append(errs, fmt.Errorf("relay: stop: %d handlers did not return within %v of being cancelled; their jobs stay running until rescued", abandoned, cancelGrace))
 	}
-	c.cancelWork()
-	c.rescuerSvc.Stop()
-	if err := c.writerSvc.Stop(); err != nil {
-		errs = append(errs, fmt.Errorf("relay: stop: writing outcomes: %w", err))
+	if err := c.stopServices(ctx); err != nil {
+		errs = append(errs, err)
 	}
-	// Leases are renewed until every outcome is written, so that none expires meanwhile.
-	c.keeperSvc.Stop()
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	if err := c.store.StopClient(stopCtx, c.pool, c.cfg.ID); err != nil {
-		c.cfg.Logger.Warn("relay: could not mark the client stopped", "error", err)
-	}
-	cancel()
-	c.listenerSvc.Stop()
 
 	c.mu.Lock()
 	c.state = stateStopped
 	close(c.stopped)
 	c.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// stopServices stops everything but the dispatchers, in the one order that loses
+// nothing: outcomes are flushed while leases are still renewed, and the listener goes last.
+// It serves both Stop and a Start that could not finish.
+func (c *Client) stopServices(ctx context.Context) error {
+	c.cancelWork()
+	c.rescuerSvc.Stop()
+	var err error
+	if werr := c.writerSvc.Stop(); werr != nil {
+		err = fmt.Errorf("relay: stop: writing outcomes: %w", werr)
+	}
+	c.keeperSvc.Stop()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if serr := c.store.StopClient(stopCtx, c.pool, c.cfg.ID); serr != nil {
+		c.cfg.Logger.Warn("relay: could not mark the client stopped", "error", serr)
+	}
+	cancel()
+	c.listenerSvc.Stop()
+	return err
 }
 
 // waitForHandlers waits for running handlers until ctx ends, then cancels them and waits
@@ -287,7 +295,16 @@ func (c *Client) running() (n int) {
 // and the leases the keep-alive ticker renews in one statement.
 const maxOutcomeBacklog = 5000
 
-func (c *Client) outcomeRoom() int { return maxOutcomeBacklog - c.writer.Backlog() }
+func (c *Client) outcomeRoom() int {
+	room := maxOutcomeBacklog - c.writer.Backlog()
+	if room <= 0 {
+		// Flag first, then look again: a batch committed in between is either seen by the
+		// second look or finds the flag and nudges the dispatchers.
+		c.backlogFull.Store(true)
+		room = maxOutcomeBacklog - c.writer.Backlog()
+	}
+	return room
+}
 
 // onNotify routes a wakeup to its queue's dispatcher. It runs on the listener's
 // goroutine and never blocks.

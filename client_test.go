@@ -77,6 +77,14 @@ func handle[T any](t testing.TB, c *relay.Client, kind string, fn relay.HandlerF
 	}
 }
 
+// reportIDs is a handler that sends each job's id to ch and succeeds.
+func reportIDs(ch chan<- int64) relay.HandlerFunc[numArgs] {
+	return func(_ context.Context, job *relay.Job[numArgs]) error {
+		ch <- job.ID
+		return nil
+	}
+}
+
 // enqueue enqueues one job on db's schema in its own transaction.
 func enqueue(t testing.TB, db *relaytest.DB, kind string, args any, opts ...relay.EnqueueOption) int64 {
 	t.Helper()
@@ -199,10 +207,7 @@ func TestCommitRunsRollbackRunsNothing(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(db, relay.Config{})
 	ran := make(chan int64, 10)
-	handle(t, c, "tx", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		ran <- job.ID
-		return nil
-	})
+	handle(t, c, "tx", reportIDs(ran))
 	start(t, c, db.Pool)
 
 	tx, err := db.Begin(ctx)
@@ -647,10 +652,7 @@ func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 	db := relaytest.NewDB(t)
 	known := make(chan int64, 1)
 	c := newClient(db, relay.Config{})
-	handle(t, c, "known", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		known <- job.ID
-		return nil
-	})
+	handle(t, c, "known", reportIDs(known))
 	start(t, c, db.Pool)
 
 	// Both in one transaction: the unknown job is older, so a claim that could take it
@@ -680,10 +682,7 @@ func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 
 	c2 := newClient(db, relay.Config{})
 	unknown := make(chan int64, 1)
-	handle(t, c2, "unknown", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		unknown <- job.ID
-		return nil
-	})
+	handle(t, c2, "unknown", reportIDs(unknown))
 	start(t, c2, db.Pool)
 	if got := recv(t, unknown, "the waiting job to run on the client that handles it"); got != unknownID {
 		t.Fatalf("ran job %d, want %d", got, unknownID)

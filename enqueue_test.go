@@ -127,10 +127,7 @@ func TestEnqueueInTransactionIsInvisibleUntilCommit(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(db, relay.Config{})
 	ran := make(chan int64, 1)
-	handle(t, c, "later", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		ran <- job.ID
-		return nil
-	})
+	handle(t, c, "later", reportIDs(ran))
 	start(t, c, db.Pool)
 	tx, err := db.Begin(ctx)
 	if err != nil {

@@ -32,6 +32,16 @@ func exampleDB(ctx context.Context) (*pgxpool.Pool, string, func()) {
 	}
 }
 
+// migratedExampleDB is exampleDB with relay's tables already in the schema.
+func migratedExampleDB(ctx context.Context) (*pgxpool.Pool, string, func()) {
+	pool, schema, cleanup := exampleDB(ctx)
+	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
+		cleanup()
+		log.Fatal(err)
+	}
+	return pool, schema, cleanup
+}
+
 type SendEmail struct {
 	To      string
 	Subject string
@@ -78,11 +88,8 @@ func Example() {
 // Enqueue takes part in the caller's transaction: rolled back, it enqueues nothing.
 func ExampleEnqueue() {
 	ctx := context.Background()
-	pool, schema, cleanup := exampleDB(ctx)
+	pool, schema, cleanup := migratedExampleDB(ctx)
 	defer cleanup()
-	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
-		log.Fatal(err)
-	}
 
 	tx, err := pool.Begin(ctx)
 	if err != nil {
@@ -104,11 +111,8 @@ func ExampleEnqueue() {
 // EnqueueMany inserts a batch in one round trip and returns the ids in order.
 func ExampleEnqueueMany() {
 	ctx := context.Background()
-	pool, schema, cleanup := exampleDB(ctx)
+	pool, schema, cleanup := migratedExampleDB(ctx)
 	defer cleanup()
-	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
-		log.Fatal(err)
-	}
 
 	jobs := []relay.JobSpec{
 		{Kind: "email", Args: SendEmail{To: "ada@example.com"}},
@@ -141,11 +145,8 @@ func ExampleMigrate() {
 // and a second that succeeded.
 func ExampleGetJob() {
 	ctx := context.Background()
-	pool, schema, cleanup := exampleDB(ctx)
+	pool, schema, cleanup := migratedExampleDB(ctx)
 	defer cleanup()
-	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
-		log.Fatal(err)
-	}
 
 	done := make(chan int64)
 	client := relay.New(relay.Config{
@@ -190,11 +191,8 @@ func ExampleGetJob() {
 // Cancel stops a job that has not finished: a scheduled job never runs.
 func ExampleCancel() {
 	ctx := context.Background()
-	pool, schema, cleanup := exampleDB(ctx)
+	pool, schema, cleanup := migratedExampleDB(ctx)
 	defer cleanup()
-	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
-		log.Fatal(err)
-	}
 
 	id, err := relay.Enqueue(ctx, pool, "report", struct{}{}, relay.Schema(schema), relay.RunIn(time.Hour))
 	if err != nil {

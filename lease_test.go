@@ -188,8 +188,9 @@ func TestPartitionedClientsJobIsRescuedAndRunByAnother(t *testing.T) {
 // is told it lost the job, and when it finally returns the new attempt's lease is still
 // renewed, so the job is not rescued (and run a third time) while attempt 2 runs.
 //
-// Both fail today: the Keeper keys its leases by job id alone. Hold of attempt 2 replaces
-// attempt 1's entry without cancelling it, and Release of attempt 1 deletes attempt 2's.
+// Guards the Keeper's bookkeeping by attempt: when it keyed leases by job id alone, Hold of
+// attempt 2 replaced attempt 1's entry without cancelling it, and Release of attempt 1
+// deleted attempt 2's.
 func TestStaleAttemptDoesNotDisturbTheNextAttemptOnTheSameClient(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
@@ -274,10 +275,7 @@ func TestClientStatusAndUnhandledJobsViews(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(db, withShortLeases(relay.Config{}))
 	ran := make(chan int64, 10)
-	handle(t, c, "handled", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		ran <- job.ID
-		return nil
-	})
+	handle(t, c, "handled", reportIDs(ran))
 	start(t, c, db.Pool)
 
 	orphan := enqueue(t, db, "orphan", numArgs{})
@@ -364,9 +362,9 @@ func TestClientStatusAndUnhandledJobsViews(t *testing.T) {
 // different set of kinds must show its new kinds, queues and TTL in client_status, and
 // unhandled_jobs must judge by them.
 //
-// Fails today: the heartbeat's upsert (renewLeases in internal/store/queries.sql) updates
-// only heartbeat_at and stopped_at on conflict, so the row keeps the first run's kinds,
-// queues, lease_ttl and started_at forever.
+// Guards the heartbeat's upsert (renewLeases in internal/store/queries.sql), which once
+// updated only heartbeat_at and stopped_at on conflict, so the row kept the first run's
+// kinds, queues, lease_ttl and started_at forever.
 func TestClientStatusShowsTheKindsOfAClientRestartedUnderTheSameID(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)

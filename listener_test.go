@@ -113,10 +113,7 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 
 	c := newClient(db, relay.Config{})
 	started := make(chan int64, 10)
-	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		started <- job.ID
-		return nil
-	})
+	handle(t, c, "k", reportIDs(started))
 	start(t, c, pool)
 	warm := enqueue(t, db, "k", numArgs{})
 	recv(t, started, "a job before the connection is lost")

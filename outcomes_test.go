@@ -171,9 +171,8 @@ func TestTimeouts(t *testing.T) {
 
 // A positive per-job timeout under a millisecond must still bound the handler.
 //
-// Fails today: the timeout is stored as whole milliseconds (timeoutParam in
-// internal/store/enqueue.go truncates with Duration.Milliseconds), so Timeout(500µs) is
-// stored as 0, which means "no timeout", and the handler runs unbounded.
+// The timeout is stored as whole milliseconds (timeoutParam in internal/store/enqueue.go);
+// truncating, Timeout(500µs) was once stored as 0, which means "no timeout".
 func TestSubMillisecondJobTimeoutIsNotDropped(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
@@ -415,10 +414,7 @@ func TestUndecodableArgsFailWithReasonDecode(t *testing.T) {
 	}
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	called := make(chan int64, 10)
-	handle(t, c, "typed", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		called <- job.ID
-		return nil
-	})
+	handle(t, c, "typed", reportIDs(called))
 	start(t, c, db.Pool)
 	rec := waitRecord(t, db, id, relay.StateFailed)
 	good := enqueue(t, db, "typed", numArgs{N: 1}) // the client carries on

@@ -134,10 +134,7 @@ func TestUndecodableArgsFailAtOnce(t *testing.T) {
 	}
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	called := make(chan int64, 10)
-	handle(t, c, "decode", func(ctx context.Context, job *relay.Job[numArgs]) error {
-		called <- job.ID
-		return nil
-	})
+	handle(t, c, "decode", reportIDs(called))
 	start(t, c, db.Pool) // the start-up claim finds the raw row: no NOTIFY was sent for it
 	waitState(t, db, "failed", id)
 

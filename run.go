@@ -43,8 +43,10 @@ func (c *Client) released(written []store.Outcome) {
 	for _, o := range written {
 		c.keeper.Release(o.ID, o.Attempt)
 	}
-	for _, d := range c.dispatchers {
-		d.Nudge()
+	if c.backlogFull.CompareAndSwap(true, false) {
+		for _, d := range c.dispatchers {
+			d.Nudge()
+		}
 	}
 }
 

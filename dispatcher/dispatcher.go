@@ -70,9 +70,6 @@ func New(cfg Config) *Dispatcher {
 	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true}
 }
 
-// Queue is the queue this dispatcher serves.
-func (d *Dispatcher) Queue() string { return d.cfg.Queue }
-
 // Running is how many of its jobs are running now.
 func (d *Dispatcher) Running() int { return int(d.running.Load()) }
 
