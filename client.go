@@ -41,13 +41,13 @@ type Client struct {
 	mu          sync.Mutex
 	state       clientState
 	stopped     chan struct{} // closed when Stop has finished
-	dispatchers map[string]*dispatcher.Dispatcher
-	services    []*lifecycle.Service // dispatchers' loops
+	queues      serving
 	writer      *outcome.Writer
 	writerSvc   *lifecycle.Service
 	keeper      *lease.Keeper
 	keeperSvc   *lifecycle.Service
 	rescuerSvc  *lifecycle.Service
+	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
 	listenerSvc *lifecycle.Service
 	pool        *pgxpool.Pool
 	backlogFull atomic.Bool     // a dispatcher found no room for outcomes and waits for a nudge
@@ -141,7 +141,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	for i, k := range kinds {
 		attempts[i] = int32(c.handlers[k].maxAttempts)
 	}
-	queues := slices.Sorted(maps.Keys(cfg.Queues))
+	queues := slices.Sorted(maps.Keys(cfg.Queues)) // names and groups, as unhandled_jobs reads them
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
 		Store: c.store, DB: pool, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
 		Client: store.ClientInfo{ID: cfg.ID, Lease: cfg.LeaseTTL, Queues: queues, Kinds: kinds},
@@ -152,13 +152,26 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	rescuer := lease.NewRescuer(lease.RescuerConfig{Store: c.store, DB: pool, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)
 
-	c.dispatchers = map[string]*dispatcher.Dispatcher{}
-	for name, q := range cfg.Queues {
-		c.dispatchers[name] = dispatcher.New(dispatcher.Config{
+	var slots *dispatcher.Slots
+	if cfg.MaxWorkers > 0 {
+		slots = dispatcher.NewSlots(cfg.MaxWorkers)
+	}
+	c.queues = serving{queues: map[string]*worked{}, groups: groupsOf(cfg.Queues)}
+	c.queues.newQueue = func(name string, q QueueConfig, dynamic bool) *dispatcher.Dispatcher {
+		dc := dispatcher.Config{
 			Store: c.store, DB: pool, Queue: name, Kinds: kinds, Attempts: attempts, Lease: cfg.LeaseTTL,
 			Workers: q.Workers, Poll: cfg.PollInterval, ClientID: cfg.ID, Run: c.runJob, Room: c.outcomeRoom,
-			Logger: cfg.Logger,
-		})
+			Slots: slots, Logger: cfg.Logger,
+		}
+		if dynamic {
+			var d *dispatcher.Dispatcher
+			dc.IdleAfter = q.IdleTimeout
+			dc.Retire = func() bool { return c.queues.retire(name, d) }
+			d = dispatcher.New(dc)
+			cfg.Logger.Debug("relay: working a new queue of a group", "queue", name)
+			return d
+		}
+		return dispatcher.New(dc)
 	}
 
 	l := listener.New(listener.Config{
@@ -180,8 +193,9 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("relay: start: listener: %w", err)
 	}
 
-	for _, d := range c.dispatchers {
-		c.services = append(c.services, lifecycle.Go(background, d.Run))
+	c.queues.start(background, cfg.Queues)
+	if len(c.queues.groups) > 0 {
+		c.finderSvc = lifecycle.Go(background, c.findQueues)
 	}
 	c.state = stateRunning
 	cfg.Logger.Debug("relay: client started", "id", cfg.ID, "schema", cfg.Schema, "queues", len(cfg.Queues), "kinds", kinds)
@@ -217,9 +231,10 @@ func (c *Client) Stop(ctx context.Context) error {
 	c.state = stateStopping
 	c.mu.Unlock()
 
-	for _, s := range c.services {
-		s.Stop() // no more claims
+	if c.finderSvc != nil {
+		c.finderSvc.Stop()
 	}
+	c.queues.stop() // no more claims
 	var errs []error
 	if abandoned := c.waitForHandlers(ctx); abandoned > 0 {
 		errs = append(errs, fmt.Errorf("relay: stop: %d handlers did not return within %v of being cancelled; their jobs stay running until rescued", abandoned, cancelGrace))
@@ -260,9 +275,7 @@ func (c *Client) stopServices(ctx context.Context) error {
 func (c *Client) waitForHandlers(ctx context.Context) (abandoned int) {
 	done := make(chan struct{})
 	go func() {
-		for _, d := range c.dispatchers {
-			d.Wait()
-		}
+		c.queues.each((*dispatcher.Dispatcher).Wait)
 		close(done)
 	}()
 	select {
@@ -284,9 +297,7 @@ func (c *Client) waitForHandlers(ctx context.Context) (abandoned int) {
 }
 
 func (c *Client) running() (n int) {
-	for _, d := range c.dispatchers {
-		n += d.Running()
-	}
+	c.queues.each(func(d *dispatcher.Dispatcher) { n += d.Running() })
 	return n
 }
 
@@ -306,8 +317,8 @@ func (c *Client) outcomeRoom() int {
 	return room
 }
 
-// onNotify routes a wakeup to its queue's dispatcher. It runs on the listener's
-// goroutine and never blocks.
+// onNotify routes a wakeup to its queue's dispatcher, starting one for a new queue of a
+// group. It runs on the listener's goroutine and never blocks for long.
 func (c *Client) onNotify(payload string) {
 	if id, ok := store.ParseCancel(payload); ok {
 		if c.keeper.Cancel(id, ErrCancelled) {
@@ -315,21 +326,48 @@ func (c *Client) onNotify(payload string) {
 		}
 		return
 	}
+	if queue, ok := store.ParseQueueControl(payload); ok {
+		// The queue's settings changed, or it was paused or resumed: its next claim reads them.
+		c.queues.with(queue, (*dispatcher.Dispatcher).Wake)
+		return
+	}
 	w, ok := store.ParseWakeup(payload)
 	if !ok {
 		c.cfg.Logger.Warn("relay: ignoring a malformed wakeup", "payload", payload)
 		return
 	}
-	if d := c.dispatchers[w.Queue]; d != nil {
-		d.Notify(w.In, w.RunAt)
-	}
+	c.queues.with(w.Queue, func(d *dispatcher.Dispatcher) { d.Notify(w.In, w.At) })
 }
 
 // wakeAll makes every dispatcher look for work: after the listener (re)connects, jobs
 // enqueued while it was not listening would otherwise wait for the poll.
 func (c *Client) wakeAll() {
-	for _, d := range c.dispatchers {
-		d.Wake()
+	c.queues.each((*dispatcher.Dispatcher).Wake)
+}
+
+// findQueues starts dispatchers for the queues of the client's groups that have pending
+// jobs: at start, then every poll interval, which covers wakeups lost while the listener
+// was reconnecting and scheduled jobs whose queue's dispatcher has retired.
+func (c *Client) findQueues(ctx context.Context) error {
+	patterns := make([]string, 0, len(c.queues.groups))
+	for _, g := range c.queues.groups {
+		patterns = append(patterns, g.prefix+"*")
+	}
+	tick := time.NewTicker(c.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		queues, err := c.store.PendingQueues(ctx, c.pool, patterns)
+		if err != nil && ctx.Err() == nil {
+			c.cfg.Logger.Warn("relay: could not look for queues with work", "error", err)
+		}
+		for _, q := range queues {
+			c.queues.with(q, func(*dispatcher.Dispatcher) {})
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/relayq/relay/backoff"
@@ -16,7 +17,18 @@ type Config struct {
 	Schema string
 	// Queues are the queues this client works, by name, each with its own limit on
 	// concurrent jobs. Default: {"default": {Workers: 100}}.
+	//
+	// A name ending in "*" is a group: every queue whose name starts with what comes
+	// before the "*" ("tenant-*", or "*" for every queue), each with the group's settings.
+	// A queue of a group is worked from when its first job's wakeup arrives (or at start,
+	// if it already has jobs) until it has been idle for the group's IdleTimeout. A
+	// queue's own entry wins over groups, and a longer prefix over a shorter one.
 	Queues map[string]QueueConfig
+	// MaxWorkers, if positive, bounds the jobs this client runs at once over all its
+	// queues. While the limit is reached, queues share it fairly: a queue waiting for a
+	// worker gets the next one freed, and no queue holds more than an equal share while
+	// another waits. Zero means no client-wide limit (each queue's Workers still apply).
+	MaxWorkers int
 	// PollInterval is how often each queue looks for work even without a wakeup. Wakeups
 	// come by NOTIFY, so this only bounds the delay of a notification lost while the
 	// listener was reconnecting; default [DefaultPollInterval].
@@ -46,6 +58,9 @@ type QueueConfig struct {
 	// JobTimeout bounds each job of the queue whose kind and job set no [Timeout];
 	// zero means none.
 	JobTimeout time.Duration
+	// IdleTimeout is, for a group of queues, how long a queue of the group stays worked
+	// with nothing to do; default [DefaultIdleTimeout]. It must not be set on a single queue.
+	IdleTimeout time.Duration
 }
 
 // withDefaults fills in defaults and rejects what cannot run.
@@ -59,9 +74,21 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.Queues) == 0 {
 		c.Queues = map[string]QueueConfig{DefaultQueue: {Workers: DefaultWorkers}}
 	}
+	queues := make(map[string]QueueConfig, len(c.Queues))
 	for name, q := range c.Queues {
 		if err := validateName("queue", name); err != nil {
 			return c, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		if strings.Contains(strings.TrimSuffix(name, "*"), "*") {
+			return c, fmt.Errorf("%w: queue %q: a group of queues is a prefix followed by one \"*\" at the end", ErrInvalidConfig, name)
+		}
+		switch {
+		case q.IdleTimeout < 0:
+			return c, fmt.Errorf("%w: queue %q has a negative IdleTimeout (%v)", ErrInvalidConfig, name, q.IdleTimeout)
+		case q.IdleTimeout > 0 && !isGroup(name):
+			return c, fmt.Errorf("%w: queue %q sets IdleTimeout, which only a group of queues (\"prefix*\") has", ErrInvalidConfig, name)
+		case q.IdleTimeout == 0 && isGroup(name):
+			q.IdleTimeout = DefaultIdleTimeout
 		}
 		if q.Workers < 1 {
 			return c, fmt.Errorf("%w: queue %q has %d workers; it needs at least 1", ErrInvalidConfig, name, q.Workers)
@@ -69,6 +96,11 @@ func (c Config) withDefaults() (Config, error) {
 		if q.JobTimeout < 0 {
 			return c, fmt.Errorf("%w: queue %q has a negative JobTimeout (%v)", ErrInvalidConfig, name, q.JobTimeout)
 		}
+		queues[name] = q
+	}
+	c.Queues = queues // a copy: the caller's map is theirs to change
+	if c.MaxWorkers < 0 {
+		return c, fmt.Errorf("%w: MaxWorkers is negative (%d)", ErrInvalidConfig, c.MaxWorkers)
 	}
 	switch {
 	case c.PollInterval == 0:

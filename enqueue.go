@@ -3,7 +3,9 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/relayq/relay/internal/store"
@@ -17,24 +19,42 @@ import (
 //
 // Args that cannot be encoded return an error wrapping [ErrEncodeArgs]; invalid names or
 // options return one wrapping [ErrInvalidJob]. Either way nothing is inserted.
+//
+// With [Unique], the id is that of the job already holding the key, if one does; use
+// [EnqueueJob] to also learn whether the job was inserted.
 func Enqueue(ctx context.Context, db DB, kind string, args any, opts ...EnqueueOption) (int64, error) {
+	e, err := EnqueueJob(ctx, db, kind, args, opts...)
+	return e.ID, err
+}
+
+// Enqueued is the result of [EnqueueJob] and [EnqueueJobs].
+type Enqueued struct {
+	ID int64
+	// Duplicate is true when the job was not inserted because the job ID holds its
+	// [Unique] key.
+	Duplicate bool
+}
+
+// EnqueueJob is [Enqueue] that also reports whether the job was a duplicate of one
+// holding the same [Unique] key.
+func EnqueueJob(ctx context.Context, db DB, kind string, args any, opts ...EnqueueOption) (Enqueued, error) {
 	o := defaultEnqueueOptions()
 	for _, opt := range opts {
 		opt.applyEnqueue(&o)
 	}
 	j, err := newJob(kind, args, o)
 	if err != nil {
-		return 0, err
+		return Enqueued{}, err
 	}
 	s, err := store.For(o.schema)
 	if err != nil {
-		return 0, fmt.Errorf("relay: enqueue: %w", err)
+		return Enqueued{}, fmt.Errorf("relay: enqueue: %w", err)
 	}
-	id, err := s.Insert(ctx, db, j)
+	in, err := s.Insert(ctx, db, j)
 	if err != nil {
-		return 0, fmt.Errorf("relay: enqueue %q: %w", kind, err)
+		return Enqueued{}, fmt.Errorf("relay: enqueue %q: %w", kind, enqueueError(err))
 	}
-	return id, nil
+	return Enqueued{ID: in.ID, Duplicate: !in.Inserted}, nil
 }
 
 // JobSpec is one job for [EnqueueMany].
@@ -48,7 +68,24 @@ type JobSpec struct {
 // jobs. It sends one NOTIFY per queue. opts apply to every job (a [Schema] option may only
 // be given here, since one statement writes one schema); each JobSpec's own options are
 // applied after them. If any job is invalid, nothing is inserted.
+//
+// With [Unique], a job whose key is held gets the holder's id, and of jobs sharing a key
+// within the call only the first is inserted; [EnqueueJobs] also reports which.
 func EnqueueMany(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOption) ([]int64, error) {
+	es, err := EnqueueJobs(ctx, db, jobs, opts...)
+	if err != nil || es == nil {
+		return nil, err
+	}
+	ids := make([]int64, len(es))
+	for i, e := range es {
+		ids[i] = e.ID
+	}
+	return ids, nil
+}
+
+// EnqueueJobs is [EnqueueMany] that also reports, for each job, whether it was a
+// duplicate of one holding the same [Unique] key.
+func EnqueueJobs(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOption) ([]Enqueued, error) {
 	if len(jobs) == 0 {
 		return nil, nil
 	}
@@ -73,11 +110,22 @@ func EnqueueMany(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOpti
 			return nil, fmt.Errorf("job %d: %w", i, err)
 		}
 	}
-	ids, err := s.InsertMany(ctx, db, news)
+	ins, err := s.InsertMany(ctx, db, news)
 	if err != nil {
-		return nil, fmt.Errorf("relay: enqueue %d jobs: %w", len(jobs), err)
+		return nil, fmt.Errorf("relay: enqueue %d jobs: %w", len(jobs), enqueueError(err))
 	}
-	return ids, nil
+	out := make([]Enqueued, len(ins))
+	for i, in := range ins {
+		out[i] = Enqueued{ID: in.ID, Duplicate: !in.Inserted}
+	}
+	return out, nil
+}
+
+func enqueueError(err error) error {
+	if errors.Is(err, store.ErrNotOrdered) {
+		return fmt.Errorf("%w: %w", ErrQueueNotOrdered, err)
+	}
+	return err
 }
 
 // newJob validates a job and encodes its args.
@@ -97,11 +145,53 @@ func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
 	if o.timeout != nil && (*o.timeout < 0 || *o.timeout > maxTimeout) {
 		return store.NewJob{}, fmt.Errorf("%w: Timeout must be between 0 (none) and %v, got %v", ErrInvalidJob, maxTimeout, *o.timeout)
 	}
+	if o.priority < MinPriority || o.priority > MaxPriority {
+		return store.NewJob{}, fmt.Errorf("%w: Priority must be between %d and %d, got %d", ErrInvalidJob, MinPriority, MaxPriority, o.priority)
+	}
+	if o.orderKey != nil && len(*o.orderKey) > maxKeyLen {
+		return store.NewJob{}, fmt.Errorf("%w: OrderKey is %d bytes long, the limit is %d", ErrInvalidJob, len(*o.orderKey), maxKeyLen)
+	}
+	uniqueIn, err := uniqueStates(o)
+	if err != nil {
+		return store.NewJob{}, err
+	}
 	encoded, err := json.Marshal(args)
 	if err != nil {
 		return store.NewJob{}, fmt.Errorf("%w of kind %q: %w", ErrEncodeArgs, kind, err)
 	}
-	return store.NewJob{Kind: kind, Queue: o.queue, Args: encoded, RunAt: o.runAt, MaxAttempts: maxAttempts, Timeout: o.timeout}, nil
+	return store.NewJob{
+		Kind: kind, Queue: o.queue, Args: encoded, RunAt: o.runAt, MaxAttempts: maxAttempts, Timeout: o.timeout,
+		Priority: o.priority, OrderKey: o.orderKey, UniqueKey: o.uniqueKey, UniqueIn: uniqueIn,
+	}, nil
+}
+
+// maxKeyLen is the longest order or unique key, in bytes.
+const maxKeyLen = 256
+
+// uniqueStates are the stored states in which a unique job holds its key: pending and
+// running always, and whichever finished states the producer named.
+func uniqueStates(o enqueueOptions) ([]string, error) {
+	switch {
+	case o.uniqueKey == "" && o.uniqueIn == nil:
+		return nil, nil
+	case o.uniqueKey == "":
+		return nil, fmt.Errorf("%w: Unique needs a non-empty key", ErrInvalidJob)
+	case len(o.uniqueKey) > maxKeyLen:
+		return nil, fmt.Errorf("%w: the Unique key is %d bytes long, the limit is %d", ErrInvalidJob, len(o.uniqueKey), maxKeyLen)
+	}
+	in := []string{store.StatePending, store.StateRunning}
+	for _, st := range o.uniqueIn {
+		switch st {
+		case StatePending, StateScheduled, StateRunning: // always held
+		case StateSucceeded, StateFailed, StateCancelled:
+			if !slices.Contains(in, string(st)) {
+				in = append(in, string(st))
+			}
+		default:
+			return nil, fmt.Errorf("%w: Unique: %q is not a job state", ErrInvalidJob, st)
+		}
+	}
+	return in, nil
 }
 
 func validateName(what, name string) error {

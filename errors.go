@@ -31,4 +31,11 @@ var (
 	ErrInvalidConfig = errors.New("relay: invalid config")
 	// ErrInvalidSchema is returned for a schema name PostgreSQL cannot hold.
 	ErrInvalidSchema = store.ErrInvalidSchema
+	// ErrQueueNotOrdered is returned by [Enqueue] and [EnqueueMany] for a job with an
+	// [OrderKey] whose queue is not ordered: declare it with [SetQueue] first. Nothing is
+	// inserted, but the statement failed: a transaction it ran in must be rolled back.
+	ErrQueueNotOrdered = errors.New("relay: queue is not ordered")
+	// ErrUniqueKeyHeld is returned by [Retry] when the job's [Unique] key is now held by
+	// another job.
+	ErrUniqueKeyHeld = errors.New("relay: another job holds the job's unique key")
 )

@@ -27,20 +27,22 @@ type jobOptions struct{ schema string }
 
 // Cancel cancels job id. A pending or scheduled job will never run; a running job ends
 // cancelled at once and the client running it cancels its handler's context (with cause
-// [ErrCancelled]) within milliseconds, by NOTIFY. Cancelling a job that has finished
-// returns an error wrapping [ErrJobFinished]; an unknown id, [ErrJobNotFound].
+// [ErrCancelled]) within milliseconds, by NOTIFY. A failed job that blocks its key of an
+// ordered queue is cancelled too, which lets the jobs behind it run (see [SetQueue]).
+// Cancelling any other job that has finished returns an error wrapping [ErrJobFinished];
+// an unknown id, [ErrJobNotFound].
 func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 	s, err := jobStore(opts)
 	if err != nil {
 		return err
 	}
-	was, err := s.Cancel(ctx, db, id)
+	was, blocking, err := s.Cancel(ctx, db, id)
 	switch {
 	case errors.Is(err, store.ErrNoJob):
 		return fmt.Errorf("%w: %d", ErrJobNotFound, id)
 	case err != nil:
 		return fmt.Errorf("relay: cancel job %d: %w", id, err)
-	case was != store.StatePending && was != store.StateRunning:
+	case was != store.StatePending && was != store.StateRunning && !blocking:
 		return fmt.Errorf("%w: job %d is %s", ErrJobFinished, id, was)
 	}
 	return nil
@@ -58,6 +60,8 @@ func Retry(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 	switch {
 	case errors.Is(err, store.ErrNoJob):
 		return fmt.Errorf("%w: %d", ErrJobNotFound, id)
+	case errors.Is(err, store.ErrUniqueKeyHeld):
+		return fmt.Errorf("%w: job %d", ErrUniqueKeyHeld, id)
 	case err != nil:
 		return fmt.Errorf("relay: retry job %d: %w", id, err)
 	case was != store.StateFailed && was != store.StateCancelled:
@@ -125,6 +129,14 @@ type JobRecord struct {
 	Timeout        *time.Duration // the job's own timeout, if it was enqueued with one
 	// Attempts holds every ended attempt, oldest first. A running attempt is not in it yet.
 	Attempts []Attempt
+	Priority int
+	// OrderKey is the job's key in an ordered queue ("" for the queue-wide sequence); nil
+	// when the queue was not ordered.
+	OrderKey *string
+	// Blocking is true for a failed job that holds its ordered key: the jobs behind it
+	// wait until it is retried or cancelled.
+	Blocking  bool
+	UniqueKey string // its [Unique] key, if any
 }
 
 // GetJob returns job id with its attempt history, or an error wrapping [ErrJobNotFound].
@@ -145,6 +157,10 @@ func GetJob(ctx context.Context, db DB, id int64, opts ...JobOption) (*JobRecord
 		Attempt: r.Attempt, MaxAttempts: r.MaxAttempts, CreatedAt: r.CreatedAt, ScheduledAt: r.RunAt,
 		AttemptedAt: r.AttemptedAt, AttemptedBy: r.AttemptedBy, FinishedAt: r.FinishedAt,
 		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
+		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking,
+	}
+	if r.UniqueKey != nil {
+		rec.UniqueKey = *r.UniqueKey
 	}
 	if rec.State == StatePending && r.Scheduled {
 		rec.State = StateScheduled

@@ -15,6 +15,7 @@ const (
 	DefaultPollInterval = 2 * time.Second
 	DefaultLeaseTTL     = 15 * time.Second
 	DefaultLeaseRenewal = 5 * time.Second
+	DefaultIdleTimeout  = time.Minute
 	// MaxNameLen is the longest kind or queue name, in bytes.
 	MaxNameLen = 128
 )
@@ -34,6 +35,10 @@ type enqueueOptions struct {
 	runAt       time.Time
 	maxAttempts *int
 	timeout     *time.Duration
+	priority    int
+	orderKey    *string
+	uniqueKey   string
+	uniqueIn    []JobState
 }
 
 type migrateOptions struct{ schema string }
@@ -91,6 +96,52 @@ type TimeoutOption time.Duration
 
 func (t TimeoutOption) applyEnqueue(o *enqueueOptions) { d := time.Duration(t); o.timeout = &d }
 func (t TimeoutOption) applyHandle(k *kindConfig)      { d := time.Duration(t); k.timeout = &d }
+
+// Priority sets the job's priority: among the due jobs of a queue, higher priorities are
+// claimed first, and equal priorities first in, first out. The default is 0; any value
+// from [MinPriority] to [MaxPriority] is valid, so there are as many levels as you need.
+// In an ordered queue the order of a key is the order of enqueueing, whatever the priority;
+// priority then decides which key's next job starts first.
+func Priority(p int) EnqueueOption { return priorityOption(p) }
+
+// The range of [Priority].
+const (
+	MinPriority = -32767
+	MaxPriority = 32767
+)
+
+type priorityOption int
+
+func (p priorityOption) applyEnqueue(o *enqueueOptions) { o.priority = int(p) }
+
+// OrderKey puts the job in the sequence key of its queue, which must be ordered (see
+// [SetQueue]): the jobs of one key start one at a time, in the order they were enqueued,
+// across all clients, while different keys run side by side ("ordered by customer id").
+// In an ordered queue, jobs enqueued without a key form one queue-wide sequence. An order
+// key for a queue that is not ordered is refused with [ErrQueueNotOrdered].
+func OrderKey(key string) EnqueueOption { return orderKeyOption(key) }
+
+type orderKeyOption string
+
+func (k orderKeyOption) applyEnqueue(o *enqueueOptions) { key := string(k); o.orderKey = &key }
+
+// Unique makes the job unique by key: if a job with the same key already exists in one of
+// the states given (default: pending, which includes scheduled, and running), nothing is
+// inserted and the enqueue returns that job's id instead (see [EnqueueJob] for the flag
+// saying so). A unique index enforces it, so it holds however many processes enqueue at
+// once. The states always include pending and running; add [StateSucceeded],
+// [StateFailed] or [StateCancelled] to also refuse a repeat of a finished job. Keys are
+// global across queues and kinds: put the kind in the key if two kinds may share one.
+func Unique(key string, states ...JobState) EnqueueOption {
+	return uniqueOption{key: key, states: states}
+}
+
+type uniqueOption struct {
+	key    string
+	states []JobState
+}
+
+func (u uniqueOption) applyEnqueue(o *enqueueOptions) { o.uniqueKey, o.uniqueIn = u.key, u.states }
 
 // Backoff sets the retry delays of a kind's failed attempts, instead of [Config].Backoff.
 func Backoff(p backoff.Policy) HandleOption { return backoffOption(p) }

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/store"
 )
 
@@ -44,9 +45,7 @@ func (c *Client) released(written []store.Outcome) {
 		c.keeper.Release(o.ID, o.Attempt)
 	}
 	if c.backlogFull.CompareAndSwap(true, false) {
-		for _, d := range c.dispatchers {
-			d.Nudge()
-		}
+		c.queues.each((*dispatcher.Dispatcher).Nudge)
 	}
 }
 
@@ -57,9 +56,12 @@ func (c *Client) timeoutOf(j *store.Job, h handler) time.Duration {
 		return j.Timeout
 	case h.timeout != nil:
 		return *h.timeout
-	default:
-		return c.cfg.Queues[j.Queue].JobTimeout
 	}
+	if q, ok := c.cfg.Queues[j.Queue]; ok {
+		return q.JobTimeout
+	}
+	g, _ := c.queues.groupOf(j.Queue)
+	return g.cfg.JobTimeout
 }
 
 // call runs the job's handler, turning a panic into an error so that one bad job cannot

@@ -35,15 +35,45 @@ CREATE TABLE jobs (
                                                           -- [{attempt, started_at, ended_at, client,
                                                           --   outcome, reason, error, stack}]
     lease_expires_at timestamptz,                         -- a running job's lease runs out then
-    timeout_ms       integer     CHECK (timeout_ms >= 0)  -- NULL: the kind's or queue's; 0: none
+    timeout_ms       integer     CHECK (timeout_ms >= 0), -- NULL: the kind's or queue's; 0: none
+    priority         smallint    NOT NULL DEFAULT 0       -- higher first; equal: first in, first out
+                     CHECK (priority BETWEEN -32767 AND 32767),
+    order_key        text        CHECK (octet_length(order_key) <= 256),  -- its sequence in an ordered
+                                                          -- queue ('' when none given); else NULL
+    blocking         boolean     NOT NULL DEFAULT false,  -- failed, and holding its ordered key
+    unique_key       text        CHECK (octet_length(unique_key) <= 256), -- held while in unique_states
+    unique_states    text[]      CHECK (unique_states @> ARRAY['pending', 'running'])
 );
 
--- The claim index: pending jobs in the order they are claimed. It stays small however
--- many finished jobs the table keeps.
-CREATE INDEX jobs_claim_idx ON jobs (queue, run_at, id) WHERE state = 'pending';
+-- The claim index: pending jobs in the order they are claimed, most urgent first. It stays
+-- small however many finished jobs the table keeps. (-priority) lets one ascending row
+-- comparison, (-priority, run_at, id) >= cursor, resume a scan where the last claim ended.
+CREATE INDEX jobs_claim_idx ON jobs (queue, (-priority), run_at, id) WHERE state = 'pending';
 
--- The rescuer's index: running jobs by lease expiry.
-CREATE INDEX jobs_lease_idx ON jobs (lease_expires_at) WHERE state = 'running';
+-- The rescuer's index: running jobs by lease expiry; it also counts a queue's running jobs
+-- for cluster-wide limits.
+CREATE INDEX jobs_lease_idx ON jobs (queue, lease_expires_at) WHERE state = 'running';
+
+-- The heads of ordered keys: the unfinished jobs of each key, by state, oldest first.
+CREATE INDEX jobs_order_idx ON jobs (queue, order_key, state, id)
+    WHERE order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking);
+
+-- At most one job per unique key in the states it names.
+CREATE UNIQUE INDEX jobs_unique_idx ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND state = ANY (unique_states);
+
+-- Settings of the queues that have any; a queue without a row is plain: not ordered, no
+-- cluster-wide limit, not paused. Clients are told of changes by a 'q:<queue>' NOTIFY.
+CREATE TABLE queues (
+    name         text PRIMARY KEY CHECK (octet_length(name) BETWEEN 1 AND 128),
+    ordered      boolean     NOT NULL DEFAULT false,
+    -- what an ordered key does when its head fails for good: 'block' until an operator
+    -- retries or cancels the failed job, or 'move on' to the next job
+    on_failure   text        NOT NULL DEFAULT 'block' CHECK (on_failure IN ('block', 'move on')),
+    global_limit integer     CHECK (global_limit >= 1),  -- running jobs across all clients
+    paused_at    timestamptz,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
 
 -- One row per client, upserted by its keep-alive tick (its heartbeat).
 CREATE TABLE clients (
@@ -55,6 +85,14 @@ CREATE TABLE clients (
     kinds        text[]      NOT NULL,
     stopped_at   timestamptz
 );
+
+-- Whether a client's queue list (names, and groups by prefix like 'tenant-*') covers queue.
+CREATE FUNCTION serves(patterns text[], queue text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT EXISTS (
+        SELECT FROM unnest(patterns) p
+        WHERE p = queue OR (right(p, 1) = '*' AND starts_with(queue, left(p, -1))))
+$$;
 
 -- Clients and whether they are alive: a client is alive while its last heartbeat is
 -- younger than its lease TTL, since past that its jobs are up for rescue.
@@ -73,21 +111,32 @@ WHERE j.state = 'pending'
   AND NOT EXISTS (
       SELECT FROM clients c
       WHERE c.stopped_at IS NULL AND c.heartbeat_at + c.lease_ttl > now()
-        AND j.kind = ANY (c.kinds) AND j.queue = ANY (c.queues))
+        AND j.kind = ANY (c.kinds) AND serves(c.queues, j.queue))
 GROUP BY j.queue, j.kind;
 
--- The NOTIFY payload that wakes a queue's dispatchers: 'w:<in>:<at>:<queue>', where <in> is
--- how many microseconds until the job is due (0: due now), measured on the database's
--- clock so that clock skew between hosts can make a dispatcher neither early nor spin, and
--- <at> is its run_at in microseconds since the Unix epoch, rounded down: dispatchers resume
--- their claim scans from there.
-CREATE FUNCTION wakeup_payload(queue text, run_at timestamptz) RETURNS text
+-- The NOTIFY payload that wakes a queue's dispatchers: 'w:<in>:<at>:<priority>:<queue>',
+-- where <in> is how many microseconds until the job is due (0: due now), measured on the
+-- database's clock so that clock skew between hosts can make a dispatcher neither early nor
+-- spin, <at> is its run_at in microseconds since the Unix epoch, rounded down, and
+-- <priority> its priority: dispatchers resume their claim scans from (priority, at).
+CREATE FUNCTION wakeup_payload(queue text, run_at timestamptz, priority integer) RETURNS text
 LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
     SELECT 'w:'
         || CASE WHEN run_at <= now() THEN 0
                 ELSE ceil(extract(epoch FROM run_at - clock_timestamp()) * 1000000)::bigint END
         || ':' || floor(extract(epoch FROM run_at) * 1000000)::bigint
+        || ':' || priority
         || ':' || queue
+$$;
+
+-- Raised by an enqueue that gives an order key for a queue that is not ordered: such a job
+-- would run unordered, which is never what its producer meant.
+CREATE FUNCTION not_ordered(queue text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RAISE EXCEPTION 'queue "%" is not ordered; declare it ordered (relay.SetQueue) before enqueueing with an order key', queue
+        USING ERRCODE = 'RLY01';
+END
 $$;
 
 -- One entry of a job's attempt history, as the outcome, rescue and cancel statements append

@@ -7,12 +7,18 @@
 // may be waiting, and a fallback poll that covers notifications lost while no connection
 // was listening.
 //
-// Each claim resumes from a cursor — the claim position (run_at, id) of the last job it
-// claimed — instead of scanning the queue's index from its start, where the entries of
-// claimed jobs linger until VACUUM. Notifications move the cursor back to the new job's
-// run_at, and every poll and reconnect resets it, so no job is passed over for longer than
-// one poll interval even if a notification is lost. It
-// never holds a transaction open while a job runs: claiming commits before any job starts.
+// Each claim from a plain queue resumes from a cursor — the claim position (priority,
+// run_at, id) of the last job it claimed — instead of scanning the queue's index from its
+// start, where the entries of claimed jobs linger until VACUUM. Notifications move the
+// cursor back to the new job's position, and every poll and reconnect resets it, so no job
+// is passed over for longer than one poll interval even if a notification is lost. Queues
+// that are ordered or have a cluster-wide limit are claimed from under a per-queue lock
+// instead (see [store.ClaimParams].Gated); every claim reports the queue's current
+// settings, so a dispatcher follows changes without being told. It never holds a
+// transaction open while a job runs: claiming commits before any job starts.
+//
+// Dispatchers of one client may share a client-wide limit, [Slots], which divides the
+// workers fairly between the queues that want them.
 package dispatcher
 
 import (
@@ -29,7 +35,7 @@ import (
 // Config configures a [Dispatcher].
 type Config struct {
 	Store    *store.Store
-	DB       store.DB // where claims run; a pool, since claims must commit on their own
+	DB       store.ClaimDB // where claims run; a pool, since claims must commit on their own
 	Queue    string
 	Kinds    []string // the job kinds this client can run
 	Attempts []int32  // each kind's default max attempts, aligned with Kinds
@@ -42,7 +48,16 @@ type Config struct {
 	Run func(job *store.Job)
 	// Room, if set, bounds how many more jobs the client as a whole may take on now (its
 	// outcome backlog, say); call [Dispatcher.Nudge] when it may have grown.
-	Room   func() int
+	Room func() int
+	// Slots, if set, is the client-wide limit this dispatcher shares with the others.
+	Slots *Slots
+	// IdleAfter, if positive, makes Run return once the dispatcher has had nothing to do
+	// for that long and Retire agrees: dispatchers of dynamic queues go away when idle.
+	IdleAfter time.Duration
+	// Retire is asked, once idle, whether the dispatcher may stop; it should check
+	// [Dispatcher.Quiet] under the same lock that routes notifications to the dispatcher,
+	// so that no wakeup is lost between the check and the dispatcher's removal.
+	Retire func() bool
 	Logger *slog.Logger
 }
 
@@ -59,6 +74,8 @@ type Dispatcher struct {
 	from    store.Cursor // where the next claim starts: no job before it is waiting for us
 	rewound bool         // a job was notified since the running claim read from …
 	lowest  store.Cursor // … and this is the earliest such job
+	queue   store.QueueSettings
+	busyAt  time.Time // when the dispatcher last claimed a job or ran one
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -73,6 +90,21 @@ func New(cfg Config) *Dispatcher {
 // Running is how many of its jobs are running now.
 func (d *Dispatcher) Running() int { return int(d.running.Load()) }
 
+// Settings are the queue's settings as the last claim found them.
+func (d *Dispatcher) Settings() store.QueueSettings {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.queue
+}
+
+// Quiet reports whether the dispatcher has nothing to do: no job running, no wakeup
+// pending and no scheduled job known.
+func (d *Dispatcher) Quiet() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.Running() == 0 && !d.due && d.nextAt.IsZero()
+}
+
 // Wake makes the dispatcher look for due jobs from the start of its queue, as after a
 // reconnect or a poll, when it cannot know what it missed. It never blocks; a burst of
 // wakes while the dispatcher is busy leads to one claim.
@@ -81,10 +113,11 @@ func (d *Dispatcher) Wake() {
 	d.wakeIn(0)
 }
 
-// Notify tells the dispatcher a job that runs at runAt (on the database's clock) became
-// pending, due in delay. It never blocks; a burst of notifications leads to one claim.
-func (d *Dispatcher) Notify(delay time.Duration, runAt time.Time) {
-	d.rewind(store.Cursor{RunAt: runAt})
+// Notify tells the dispatcher a job at claim position at (its priority and run_at, on the
+// database's clock) became pending, due in delay. It never blocks; a burst of
+// notifications leads to one claim.
+func (d *Dispatcher) Notify(delay time.Duration, at store.Cursor) {
+	d.rewind(at)
 	d.wakeIn(delay)
 }
 
@@ -132,7 +165,8 @@ func (d *Dispatcher) Nudge() { d.poke() }
 // Wait blocks until every job this dispatcher started has returned from Run.
 func (d *Dispatcher) Wait() { d.jobs.Wait() }
 
-// Run claims and starts jobs until ctx ends. Jobs already started keep running; use
+// Run claims and starts jobs until ctx ends, or until the dispatcher retires (see
+// [Config].IdleAfter), when it returns nil. Jobs already started keep running; use
 // [Dispatcher.Wait] to wait for them.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	poll := time.NewTicker(d.cfg.Poll)
@@ -140,16 +174,39 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	scheduled := time.NewTimer(time.Hour)
 	scheduled.Stop()
 	defer scheduled.Stop()
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
+	defer idle.Stop()
 	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	if d.cfg.Slots != nil {
+		defer d.cfg.Slots.leave(d)
+	}
+	d.mu.Lock()
+	d.busyAt = time.Now()
+	d.mu.Unlock()
 
-	more := false // the last claim filled every free slot: more jobs may be due
+	more := false // the last claim filled every slot it had: more jobs may be due
 	for {
 		free := d.cfg.Workers - d.Running()
 		if d.cfg.Room != nil {
 			free = min(free, d.cfg.Room())
 		}
+		granted := 0
 		if free > 0 && d.takeDue(time.Now(), more) {
-			n, err := d.claim(ctx, free)
+			if granted = free; d.cfg.Slots != nil {
+				if granted = d.cfg.Slots.take(d, free); granted == 0 {
+					// Every client-wide slot is taken: claim once one is given back, which
+					// nudges every dispatcher waiting for one.
+					d.wakeLater()
+					more = false
+				}
+			}
+		}
+		if granted > 0 {
+			n, err := d.claim(ctx, granted)
+			if d.cfg.Slots != nil {
+				d.cfg.Slots.claimed(d, granted, n)
+			}
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return ctx.Err()
@@ -161,27 +218,45 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				}
 			default:
 				retry.Reset()
-				more = n == free
+				more = n == granted
 			}
 			continue
 		}
 
 		d.mu.Lock()
-		nextAt := d.nextAt
+		nextAt, busyAt := d.nextAt, d.busyAt
 		d.mu.Unlock()
 		if !nextAt.IsZero() && free > 0 { // with no free slot, a freed slot wakes us instead
 			scheduled.Reset(time.Until(nextAt))
+		}
+		if d.cfg.IdleAfter > 0 && d.Running() == 0 && nextAt.IsZero() {
+			idle.Reset(time.Until(busyAt.Add(d.cfg.IdleAfter)))
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-d.signal:
 		case <-scheduled.C:
+		case <-idle.C:
+			if d.cfg.Retire != nil && d.Quiet() && d.cfg.Retire() {
+				return nil
+			}
+			d.mu.Lock()
+			d.busyAt = time.Now() // not retired: wait a whole period again
+			d.mu.Unlock()
 		case <-poll.C:
 			d.Wake()
 		}
 		scheduled.Stop()
+		idle.Stop()
 	}
+}
+
+// wakeLater keeps a wakeup pending without signalling: the claim runs at the next signal.
+func (d *Dispatcher) wakeLater() {
+	d.mu.Lock()
+	d.due = true
+	d.mu.Unlock()
 }
 
 // takeDue reports whether to claim now, consuming the pending wakeup if so.
@@ -207,22 +282,36 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	d.mu.Lock()
-	from := d.from
+	from, gated := d.from, d.queue.Gated()
 	d.rewound = false
 	d.mu.Unlock()
 	c, err := d.cfg.Store.Claim(claimCtx, d.cfg.DB, store.ClaimParams{
 		Queue: d.cfg.Queue, Kinds: d.cfg.Kinds, Attempts: d.cfg.Attempts, Limit: free,
-		Client: d.cfg.ClientID, Lease: d.cfg.Lease, From: from,
+		Client: d.cfg.ClientID, Lease: d.cfg.Lease, From: from, Gated: gated,
 	})
 	if err != nil {
 		return 0, err
 	}
 	d.mu.Lock()
-	if d.from.Before(c.Last) {
-		d.from = c.Last
+	if !gated {
+		if d.from.Before(c.Last) {
+			d.from = c.Last
+		}
+		if d.rewound && d.lowest.Before(d.from) {
+			d.from = d.lowest
+		}
 	}
-	if d.rewound && d.lowest.Before(d.from) {
-		d.from = d.lowest
+	if c.Settings != d.queue {
+		d.cfg.Logger.Debug("relay: queue settings changed", "queue", d.cfg.Queue,
+			"ordered", c.Settings.Ordered, "limited", c.Settings.Limited, "paused", c.Settings.Paused)
+		d.queue = c.Settings
+		if c.Settings.Gated() != gated {
+			// The claim ran in the mode of the old settings: claim again in the new one.
+			d.due, d.from = true, store.Cursor{}
+		}
+	}
+	if len(c.Jobs) > 0 {
+		d.busyAt = time.Now()
 	}
 	d.mu.Unlock()
 	d.running.Add(int64(len(c.Jobs)))
@@ -238,7 +327,13 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 
 func (d *Dispatcher) run(job *store.Job) {
 	defer func() {
+		d.mu.Lock()
+		d.busyAt = time.Now()
+		d.mu.Unlock()
 		d.running.Add(-1)
+		if d.cfg.Slots != nil {
+			d.cfg.Slots.give(d, 1)
+		}
 		d.jobs.Done()
 		d.poke() // a slot is free
 	}()

@@ -243,9 +243,9 @@ func TestNotifyWakesAtTheRightTime(t *testing.T) {
 	at := time.Now().Add(300 * time.Millisecond)
 	h.enqueue(1, relay.RunAt(at))
 	later := at.Add(time.Hour)
-	h.d.Notify(time.Hour, later)
-	h.d.Notify(time.Until(at), at.Truncate(time.Microsecond))
-	h.d.Notify(2*time.Hour, later)
+	h.d.Notify(time.Hour, store.Cursor{RunAt: later})
+	h.d.Notify(time.Until(at), store.Cursor{RunAt: at.Truncate(time.Microsecond)})
+	h.d.Notify(2*time.Hour, store.Cursor{RunAt: later})
 	r := recv(t, runs, "the scheduled job")
 	late := r.at.Sub(r.runAt)
 	t.Logf("claimed %v after its run_at", late)
@@ -259,7 +259,7 @@ func TestNotifyWakesAtTheRightTime(t *testing.T) {
 	for _, delay := range []time.Duration{0, -time.Second} {
 		id := h.enqueue(1)[0]
 		woken := time.Now()
-		h.d.Notify(delay, jobRunAt(t, h, id))
+		h.d.Notify(delay, store.Cursor{RunAt: jobRunAt(t, h, id)})
 		if took := recv(t, runs, "a due job").at.Sub(woken); took > 100*time.Millisecond {
 			t.Errorf("Notify(%v) ran a due job after %v, want at once", delay, took)
 		}
@@ -294,13 +294,13 @@ func TestJobNotifiedDuringClaimIsNotPassedOver(t *testing.T) {
 	held, resume := make(chan struct{}), make(chan struct{})
 	hold := func() { close(held); <-resume }
 	h.db.hold.Store(&hold)
-	h.d.Notify(0, now.Add(-time.Second)) // as the listener would for the first job
+	h.d.Notify(0, store.Cursor{RunAt: now.Add(-time.Second)}) // as the listener would for the first job
 	recv(t, held, "the claim of the first job to run")
 
 	// The claim has run; before the dispatcher sees its result, an older job commits and
 	// its NOTIFY arrives.
 	second := h.enqueue(1, relay.RunAt(now.Add(-2*time.Second)))[0]
-	h.d.Notify(0, now.Add(-2*time.Second))
+	h.d.Notify(0, store.Cursor{RunAt: now.Add(-2 * time.Second)})
 	close(resume)
 
 	got := map[int64]bool{}

@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -19,28 +21,47 @@ type Claimed struct {
 	// the dispatcher claims again as soon as a slot frees and need not know).
 	NextIn  time.Duration
 	HasNext bool
+	// Settings are the queue's settings as the claim found them.
+	Settings QueueSettings
 }
 
-// Cursor is a position in a queue's claim order (run_at, then id). The zero Cursor is
-// before every job.
+// QueueSettings are what decides how a queue is claimed from.
+type QueueSettings struct {
+	Ordered bool // its jobs start one at a time per order key
+	Limited bool // it has a cluster-wide limit on running jobs
+	Paused  bool
+}
+
+// Gated reports whether the queue must be claimed from with [ClaimParams].Gated.
+func (q QueueSettings) Gated() bool { return q.Ordered || q.Limited }
+
+// Cursor is a position in a queue's claim order: higher priority first, then run_at, then
+// id. The zero Cursor (zero RunAt) is before every job.
 type Cursor struct {
-	RunAt time.Time
-	ID    int64
+	Priority int
+	RunAt    time.Time
+	ID       int64
 }
 
 // Before reports whether c comes before other in claim order.
 func (c Cursor) Before(other Cursor) bool {
-	if c.RunAt.Equal(other.RunAt) {
-		return c.ID < other.ID
+	switch {
+	case c.RunAt.IsZero() || other.RunAt.IsZero():
+		return c.RunAt.IsZero() && !other.RunAt.IsZero()
+	case c.Priority != other.Priority:
+		return c.Priority > other.Priority
+	case !c.RunAt.Equal(other.RunAt):
+		return c.RunAt.Before(other.RunAt)
 	}
-	return c.RunAt.Before(other.RunAt)
+	return c.ID < other.ID
 }
 
-func (c Cursor) param() pgtype.Timestamptz {
+// params are the cursor as the claim's row comparison takes it: (-priority, run_at, id).
+func (c Cursor) params() (int16, pgtype.Timestamptz, int64) {
 	if c.RunAt.IsZero() {
-		return pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
+		return math.MinInt16, pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}, 0
 	}
-	return pgtype.Timestamptz{Time: c.RunAt, Valid: true}
+	return int16(-c.Priority), pgtype.Timestamptz{Time: c.RunAt, Valid: true}, c.ID
 }
 
 // ClaimParams are what a dispatcher claims with.
@@ -51,18 +72,53 @@ type ClaimParams struct {
 	Limit    int
 	Client   string
 	Lease    time.Duration
-	From     Cursor
+	From     Cursor // plain queues only
+	// Gated claims from an ordered or limited queue: under the queue's claim lock, with
+	// no cursor, so that its rules hold across every client.
+	Gated bool
 }
 
 // Claim leases up to p.Limit due jobs of p.Queue whose kind is in p.Kinds to p.Client,
-// oldest first from the cursor p.From on, with FOR UPDATE SKIP LOCKED so that concurrent
-// clients never claim the same job, and returns them in one round trip.
-func (s *Store) Claim(ctx context.Context, db DB, p ClaimParams) (Claimed, error) {
-	queue := p.Queue
-	rows, err := db.Query(ctx, s.q.claim, queue, p.Kinds, p.Limit, p.Client, p.From.param(), p.From.ID, p.Lease, p.Attempts)
-	if err != nil {
-		return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
+// most urgent first, with FOR UPDATE SKIP LOCKED so that concurrent clients never claim
+// the same job, and returns them in one round trip. A plain claim resumes from the cursor
+// p.From; a gated one runs after the queue's claim lock in the same implicit transaction
+// (one batch, still one round trip).
+func (s *Store) Claim(ctx context.Context, db ClaimDB, p ClaimParams) (Claimed, error) {
+	var rows pgx.Rows
+	if p.Gated {
+		b := &pgx.Batch{}
+		b.Queue(s.q.lockQueue, s.schema+"."+p.Queue)
+		b.Queue(s.q.claimGated, p.Queue, p.Kinds, p.Limit, p.Client, p.Lease, p.Attempts)
+		br := db.SendBatch(ctx, b)
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return Claimed{}, fmt.Errorf("lock queue %q to claim: %w", p.Queue, err)
+		}
+		var err error
+		if rows, err = br.Query(); err != nil {
+			return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", p.Queue, err)
+		}
+	} else {
+		rank, runAt, id := p.From.params()
+		var err error
+		if rows, err = db.Query(ctx, s.q.claim, p.Queue, p.Kinds, p.Limit, p.Client, rank, runAt, id, p.Lease, p.Attempts); err != nil {
+			return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", p.Queue, err)
+		}
 	}
+	c, err := scanClaimed(rows, p.Queue)
+	if err != nil {
+		return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", p.Queue, err)
+	}
+	return c, nil
+}
+
+// ClaimDB is what claims run on: a pool, since a claim must commit on its own.
+type ClaimDB interface {
+	DB
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+func scanClaimed(rows pgx.Rows, queue string) (Claimed, error) {
 	defer rows.Close()
 	var (
 		c                               Claimed
@@ -70,15 +126,19 @@ func (s *Store) Claim(ctx context.Context, db DB, p ClaimParams) (Claimed, error
 		kind                            pgtype.Text
 		args                            []byte
 		attempt, maxAttempts, timeoutMS pgtype.Int4
+		priority                        pgtype.Int2
 		createdAt, runAt, attemptedAt   pgtype.Timestamptz
+		ordered, limited, paused        pgtype.Bool
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &kind, &args, &attempt, &maxAttempts, &createdAt, &runAt, &attemptedAt, &timeoutMS, &nextIn); err != nil {
-			return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
+		if err := rows.Scan(&id, &kind, &args, &attempt, &maxAttempts, &createdAt, &runAt, &attemptedAt, &timeoutMS, &priority,
+			&nextIn, &ordered, &limited, &paused); err != nil {
+			return Claimed{}, err
 		}
-		if !id.Valid { // the trailing row: when the next scheduled job is due
+		if !id.Valid { // the trailing row: when the next scheduled job is due, and the settings
 			c.HasNext = nextIn.Valid
 			c.NextIn = time.Duration(nextIn.Int64) * time.Microsecond
+			c.Settings = QueueSettings{Ordered: ordered.Bool, Limited: limited.Bool, Paused: paused.Bool}
 			continue
 		}
 		c.Jobs = append(c.Jobs, &Job{
@@ -86,14 +146,12 @@ func (s *Store) Claim(ctx context.Context, db DB, p ClaimParams) (Claimed, error
 			Attempt: int(attempt.Int32), MaxAttempts: int(maxAttempts.Int32),
 			CreatedAt: createdAt.Time, RunAt: runAt.Time, AttemptedAt: attemptedAt.Time,
 			Timeout: time.Duration(timeoutMS.Int32) * time.Millisecond, HasTimeout: timeoutMS.Valid,
+			Priority: int(priority.Int16),
 		})
-		if last := (Cursor{RunAt: runAt.Time, ID: id.Int64}); c.Last.Before(last) {
+		if last := (Cursor{Priority: int(priority.Int16), RunAt: runAt.Time, ID: id.Int64}); c.Last.Before(last) {
 			c.Last = last
 		}
 		args = nil // Scan reuses a non-nil slice; each job keeps its own
 	}
-	if err := rows.Err(); err != nil {
-		return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", queue, err)
-	}
-	return c, nil
+	return c, rows.Err()
 }

@@ -8,27 +8,35 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // ErrNoJob is returned when a job id does not exist.
 var ErrNoJob = errors.New("no such job")
 
-// Cancel cancels job id unless it has finished and returns its state before.
-func (s *Store) Cancel(ctx context.Context, db DB, id int64) (was string, err error) {
-	return s.control(ctx, db, s.q.cancel, id)
+// ErrUniqueKeyHeld is returned when a job cannot become pending again because another job
+// now holds its unique key.
+var ErrUniqueKeyHeld = errors.New("another job holds its unique key")
+
+// Cancel cancels job id unless it has finished (a failed job that blocks its ordered key
+// counts as unfinished) and returns its state before and whether it was blocking.
+func (s *Store) Cancel(ctx context.Context, db DB, id int64) (was string, blocking bool, err error) {
+	err = db.QueryRow(ctx, s.q.cancel, id, s.channel).Scan(&was, &blocking)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, ErrNoJob
+	}
+	return was, blocking, err
 }
 
 // Retry makes failed or cancelled job id pending again and returns its state before.
 func (s *Store) Retry(ctx context.Context, db DB, id int64) (was string, err error) {
-	return s.control(ctx, db, s.q.retry, id)
-}
-
-func (s *Store) control(ctx context.Context, db DB, query string, id int64) (string, error) {
-	var was string
-	err := db.QueryRow(ctx, query, id, s.channel).Scan(&was)
+	err = db.QueryRow(ctx, s.q.retry, id, s.channel).Scan(&was)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNoJob
+	}
+	if isUniqueViolation(err, "jobs_unique_idx") {
+		return "", ErrUniqueKeyHeld
 	}
 	return was, err
 }
@@ -63,6 +71,10 @@ type Record struct {
 	Timeout        *time.Duration
 	Attempts       []Attempt
 	Scheduled      bool // run_at is in the future, on the database's clock
+	Priority       int
+	OrderKey       *string
+	Blocking       bool
+	UniqueKey      *string
 }
 
 // GetJob reads job id.
@@ -75,7 +87,8 @@ func (s *Store) GetJob(ctx context.Context, db DB, id int64) (*Record, error) {
 		attempts                            []byte
 	)
 	err := db.QueryRow(ctx, s.q.getJob, id).Scan(&r.ID, &r.Kind, &r.Queue, &r.Args, &r.State, &r.Attempt,
-		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled)
+		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled,
+		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoJob
 	}
@@ -92,4 +105,10 @@ func (s *Store) GetJob(ctx context.Context, db DB, id int64) (*Record, error) {
 		return nil, fmt.Errorf("get job %d: decode attempt history: %w", id, err)
 	}
 	return &r, nil
+}
+
+// isUniqueViolation reports whether err is a unique violation of the named index.
+func isUniqueViolation(err error, index string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == index
 }

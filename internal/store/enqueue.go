@@ -2,56 +2,132 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// Insert inserts one job and sends its wakeup, in one round trip on db (usually the
-// caller's transaction, so that both take effect at commit).
-func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (int64, error) {
-	var id int64
-	err := db.QueryRow(ctx, s.q.insert, j.Kind, j.Queue, j.Args, runAtParam(j), maxAttemptsParam(j), s.channel, timeoutParam(j)).Scan(&id)
-	if err != nil {
-		return 0, fmt.Errorf("insert job: %w", err)
-	}
-	return id, nil
+// ErrNotOrdered is returned for a job with an order key whose queue is not ordered.
+var ErrNotOrdered = errors.New("queue is not ordered")
+
+// notOrderedCode is the SQLSTATE the schema's not_ordered function raises.
+const notOrderedCode = "RLY01"
+
+// Inserted is one enqueued job: its id, and whether it was inserted (false: a job already
+// holding its unique key, whose id this is).
+type Inserted struct {
+	ID       int64
+	Inserted bool
 }
 
-// InsertMany inserts jobs with one statement and sends one wakeup per queue. The ids are
-// returned in the order of jobs.
-func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]int64, error) {
-	kinds := make([]string, len(jobs))
-	queues := make([]string, len(jobs))
-	args := make([][]byte, len(jobs))
-	runAts := make([]pgtype.Timestamptz, len(jobs))
-	maxAttempts := make([]pgtype.Int4, len(jobs))
-	timeouts := make([]pgtype.Int4, len(jobs))
+// uniqueRetries bounds how often an insert is run again when the holder of its unique key
+// committed after the statement's snapshot: each run takes a newer snapshot, so a second
+// run all but always sees it.
+const uniqueRetries = 5
+
+// Insert inserts one job and sends its wakeup, in one round trip on db (usually the
+// caller's transaction, so that both take effect at commit).
+func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
+	args := []any{j.Kind, j.Queue, j.Args, runAtParam(j), maxAttemptsParam(j), s.channel, timeoutParam(j), int16(j.Priority), j.OrderKey}
+	if j.UniqueKey == "" {
+		var id int64
+		if err := db.QueryRow(ctx, s.q.insert, args...).Scan(&id); err != nil {
+			return Inserted{}, insertError(err)
+		}
+		return Inserted{ID: id, Inserted: true}, nil
+	}
+	args = append(args, j.UniqueKey, j.UniqueIn)
+	for range uniqueRetries {
+		rows, err := db.Query(ctx, s.q.insertUnique, args...)
+		if err != nil {
+			return Inserted{}, insertError(err)
+		}
+		var in Inserted
+		found := false
+		for rows.Next() {
+			if err := rows.Scan(&in.ID, &in.Inserted); err != nil {
+				rows.Close()
+				return Inserted{}, insertError(err)
+			}
+			found = true
+		}
+		if err := rows.Err(); err != nil {
+			return Inserted{}, insertError(err)
+		}
+		if found {
+			return in, nil
+		}
+	}
+	return Inserted{}, fmt.Errorf("insert job: unique key %q is held by a job this transaction cannot see; retry", j.UniqueKey)
+}
+
+// InsertMany inserts jobs with one statement and sends one wakeup per queue. The results
+// are in the order of jobs.
+func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserted, error) {
+	n := len(jobs)
+	var (
+		kinds, queues, uniqueKeys, uniqueIn = make([]string, n), make([]string, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
+		args                                = make([][]byte, n)
+		runAts                              = make([]pgtype.Timestamptz, n)
+		maxAttempts, timeouts               = make([]pgtype.Int4, n), make([]pgtype.Int4, n)
+		priorities                          = make([]int16, n)
+		orderKeys                           = make([]*string, n)
+	)
 	for i, j := range jobs {
 		kinds[i], queues[i], args[i], runAts[i] = j.Kind, j.Queue, j.Args, runAtParam(j)
-		maxAttempts[i], timeouts[i] = maxAttemptsParam(j), timeoutParam(j)
-	}
-	rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts)
-	if err != nil {
-		return nil, fmt.Errorf("insert jobs: %w", err)
-	}
-	ids := make([]int64, 0, len(jobs))
-	var id int64
-	for rows.Next() {
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("insert jobs: %w", err)
+		maxAttempts[i], timeouts[i], priorities[i], orderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
+		if j.UniqueKey != "" {
+			uniqueKeys[i] = pgtype.Text{String: j.UniqueKey, Valid: true}
+			uniqueIn[i] = pgtype.Text{String: strings.Join(j.UniqueIn, ","), Valid: true}
 		}
-		ids = append(ids, id)
+	}
+	rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts,
+		priorities, orderKeys, uniqueKeys, uniqueIn)
+	if err != nil {
+		return nil, insertError(err)
+	}
+	out := make([]Inserted, 0, n)
+	var (
+		ord      int64
+		id       pgtype.Int8
+		inserted bool
+	)
+	for rows.Next() {
+		if err := rows.Scan(&ord, &id, &inserted); err != nil {
+			rows.Close()
+			return nil, insertError(err)
+		}
+		out = append(out, Inserted{ID: id.Int64, Inserted: inserted})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("insert jobs: %w", err)
+		return nil, insertError(err)
 	}
-	if len(ids) != len(jobs) {
-		return nil, fmt.Errorf("insert jobs: inserted %d of %d", len(ids), len(jobs))
+	if len(out) != n {
+		return nil, fmt.Errorf("insert jobs: got %d results for %d jobs", len(out), n)
 	}
-	return ids, nil
+	for i, in := range out {
+		if in.ID != 0 {
+			continue
+		}
+		// The holder of this job's key committed after the statement's snapshot: a new
+		// statement sees it.
+		if err := db.QueryRow(ctx, s.q.uniqueHolder, jobs[i].UniqueKey).Scan(&out[i].ID); err != nil {
+			return nil, fmt.Errorf("insert jobs: find the job holding unique key %q: %w", jobs[i].UniqueKey, err)
+		}
+	}
+	return out, nil
+}
+
+func insertError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == notOrderedCode {
+		return fmt.Errorf("%w: %s", ErrNotOrdered, pgErr.Message)
+	}
+	return fmt.Errorf("insert job: %w", err)
 }
 
 // runAtParam leaves run_at NULL for "now" so the database's clock decides.

@@ -27,6 +27,7 @@ type Job struct {
 	// to its kind's or queue's setting.
 	Timeout    time.Duration
 	HasTimeout bool
+	Priority   int
 }
 
 // NewJob is a job to insert.
@@ -37,4 +38,8 @@ type NewJob struct {
 	RunAt       time.Time // zero: now, on the database's clock
 	MaxAttempts int       // zero: the kind's default, filled in when first claimed
 	Timeout     *time.Duration
+	Priority    int
+	OrderKey    *string  // its key in an ordered queue; nil: the queue-wide sequence
+	UniqueKey   string   // empty: not unique
+	UniqueIn    []string // the states in which UniqueKey is held; include pending and running
 }

@@ -6,32 +6,47 @@ import (
 	"time"
 )
 
-// Wakeup is a parsed wakeup notification: a job of Queue due at RunAt became pending; it
-// is due In from when the notification was sent (zero or less: now).
+// Wakeup is a parsed wakeup notification: a job of Queue due at RunAt became pending (or
+// a job of an ordered or limited queue ended); it is due In from when the notification
+// was sent (zero or less: now).
 type Wakeup struct {
 	Queue string
 	In    time.Duration
-	RunAt time.Time // rounded down to the microsecond: a safe place to resume a claim scan
+	// At is a safe place to resume a claim scan: the job's priority and run_at, rounded
+	// down to the microsecond.
+	At Cursor
 }
 
 // ParseWakeup decodes a payload made by the schema's wakeup_payload function:
-// "w:<in µs>:<run_at µs since the epoch>:<queue>".
+// "w:<in µs>:<run_at µs since the epoch>:<priority>:<queue>".
 func ParseWakeup(payload string) (Wakeup, bool) {
 	rest, ok := strings.CutPrefix(payload, "w:")
 	if !ok {
 		return Wakeup{}, false
 	}
 	in, rest, ok1 := strings.Cut(rest, ":")
-	at, queue, ok2 := strings.Cut(rest, ":")
-	if !ok1 || !ok2 || queue == "" {
+	at, rest, ok2 := strings.Cut(rest, ":")
+	prio, queue, ok3 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 || !ok3 || queue == "" {
 		return Wakeup{}, false
 	}
 	inMicros, err1 := strconv.ParseInt(in, 10, 64)
 	atMicros, err2 := strconv.ParseInt(at, 10, 64)
-	if err1 != nil || err2 != nil {
+	priority, err3 := strconv.ParseInt(prio, 10, 16)
+	if err1 != nil || err2 != nil || err3 != nil {
 		return Wakeup{}, false
 	}
-	return Wakeup{Queue: queue, In: time.Duration(inMicros) * time.Microsecond, RunAt: time.UnixMicro(atMicros)}, true
+	return Wakeup{
+		Queue: queue, In: time.Duration(inMicros) * time.Microsecond,
+		At: Cursor{Priority: int(priority), RunAt: time.UnixMicro(atMicros)},
+	}, true
+}
+
+// ParseQueueControl decodes a queue control notification, "q:<queue>", sent when a
+// queue's settings change or it is paused or resumed.
+func ParseQueueControl(payload string) (string, bool) {
+	queue, ok := strings.CutPrefix(payload, "q:")
+	return queue, ok && queue != ""
 }
 
 // ParseCancel decodes a cancel notification, "c:<job id>", sent when a running job is

@@ -12,8 +12,8 @@ import (
 func TestMain(m *testing.M) { relaytest.Main(m) }
 
 // The payloads the schema's wakeup_payload function makes are the ones ParseWakeup reads:
-// due now, due later (with the delay measured on the database's clock) and a queue name
-// that itself holds colons.
+// due now, due later (with the delay measured on the database's clock), priorities of
+// either sign, and a queue name that itself holds colons.
 func TestWakeupPayloadRoundTrip(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
@@ -24,18 +24,19 @@ func TestWakeupPayloadRoundTrip(t *testing.T) {
 	}
 	fn := s.Table("wakeup_payload") // a function lives in the schema like a table
 	for _, tc := range []struct {
-		queue  string
-		offset time.Duration
+		queue    string
+		offset   time.Duration
+		priority int
 	}{
-		{"default", -time.Minute},
-		{"default", 0},
-		{"mail:eu:west", 2 * time.Second},
-		{"q", 90 * time.Minute},
+		{"default", -time.Minute, 0},
+		{"default", 0, 32767},
+		{"mail:eu:west", 2 * time.Second, -5},
+		{"q", 90 * time.Minute, 7},
 	} {
 		var payload string
 		var runAt, now time.Time
-		err := db.QueryRow(ctx, `SELECT `+fn+`($1, now() + $2::interval), now() + $2::interval, now()`,
-			tc.queue, tc.offset).Scan(&payload, &runAt, &now)
+		err := db.QueryRow(ctx, `SELECT `+fn+`($1, now() + $2::interval, $3), now() + $2::interval, now()`,
+			tc.queue, tc.offset, tc.priority).Scan(&payload, &runAt, &now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,8 +47,8 @@ func TestWakeupPayloadRoundTrip(t *testing.T) {
 		if w.Queue != tc.queue {
 			t.Errorf("%q: queue %q, want %q", payload, w.Queue, tc.queue)
 		}
-		if !w.RunAt.Equal(runAt) {
-			t.Errorf("%q: run at %v, want %v", payload, w.RunAt, runAt)
+		if !w.At.RunAt.Equal(runAt) || w.At.Priority != tc.priority {
+			t.Errorf("%q: at %v priority %d, want %v priority %d", payload, w.At.RunAt, w.At.Priority, runAt, tc.priority)
 		}
 		switch {
 		case tc.offset <= 0 && w.In != 0:
@@ -60,7 +61,7 @@ func TestWakeupPayloadRoundTrip(t *testing.T) {
 
 func TestParseRejectsMalformedPayloads(t *testing.T) {
 	t.Parallel()
-	for _, p := range []string{"", "w:", "w:1:2:", "w:x:2:q", "w:1:y:q", "w:1", "x:1:2:q", "c:", "c:abc"} {
+	for _, p := range []string{"", "w:", "w:1:2:0:", "w:x:2:0:q", "w:1:y:0:q", "w:1:2:z:q", "w:1:2:q", "w:1:2:99999:q", "w:1", "x:1:2:0:q", "c:", "c:abc"} {
 		if _, ok := store.ParseWakeup(p); ok {
 			t.Errorf("ParseWakeup(%q) accepted a malformed payload", p)
 		}
@@ -73,12 +74,20 @@ func TestParseRejectsMalformedPayloads(t *testing.T) {
 	if id, ok := store.ParseCancel("c:42"); !ok || id != 42 {
 		t.Errorf(`ParseCancel("c:42") = %d, %v`, id, ok)
 	}
+	if q, ok := store.ParseQueueControl("q:tenant:7"); !ok || q != "tenant:7" {
+		t.Errorf(`ParseQueueControl("q:tenant:7") = %q, %v`, q, ok)
+	}
+	for _, p := range []string{"q:", "w:1:2:0:q", "c:1"} {
+		if _, ok := store.ParseQueueControl(p); ok {
+			t.Errorf("ParseQueueControl(%q) accepted a malformed payload", p)
+		}
+	}
 }
 
 // FuzzParseWakeup checks that no payload, however mangled, panics the parser, and that a
 // parsed wakeup always names a queue.
 func FuzzParseWakeup(f *testing.F) {
-	for _, seed := range []string{"w:0:1700000000000000:default", "w:1500:1700000000000000:a:b", "c:7", ""} {
+	for _, seed := range []string{"w:0:1700000000000000:0:default", "w:1500:1700000000000000:-3:a:b", "c:7", ""} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, payload string) {

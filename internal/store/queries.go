@@ -13,9 +13,11 @@ var queriesSQL string
 
 // queries holds the statements of queries.sql with the schema filled in.
 type queries struct {
-	insert, insertMany, claim, writeOutcomes string
-	renewLeases, stopClient, rescue          string
-	cancel, retry, getJob                    string
+	insert, insertUnique, insertMany, uniqueHolder string
+	claim, lockQueue, claimGated, writeOutcomes    string
+	renewLeases, stopClient, rescue                string
+	cancel, retry, getJob                          string
+	setQueue, pauseQueue, getQueue, pendingQueues  string
 }
 
 func buildQueries(quotedSchema string) queries {
@@ -30,6 +32,14 @@ func buildQueries(quotedSchema string) queries {
 	}
 	return queries{
 		insert:        get("insert"),
+		insertUnique:  get("insertUnique"),
+		uniqueHolder:  get("uniqueHolder"),
+		lockQueue:     get("lockQueue"),
+		claimGated:    get("claimGated"),
+		setQueue:      get("setQueue"),
+		pauseQueue:    get("pauseQueue"),
+		getQueue:      get("getQueue"),
+		pendingQueues: get("pendingQueues"),
 		insertMany:    get("insertMany"),
 		claim:         get("claim"),
 		writeOutcomes: get("writeOutcomes"),

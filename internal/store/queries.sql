@@ -5,40 +5,97 @@
 -- by the wakeup_payload function of the schema (see notify.go for its format).
 
 -- name: insert
+-- Inserts one job ($1 kind, $2 queue, $3 args, $4 run_at or NULL for now, $5 max_attempts,
+-- $7 timeout_ms, $8 priority, $9 order key) and wakes its queue ($6 is the channel). In an
+-- ordered queue a job without a key joins the queue-wide sequence ''; a key given for a
+-- queue that is not ordered is refused.
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms)
-    VALUES ($1, $2, $3, coalesce($4, now()), $5, $7)
-    RETURNING id, queue, run_at
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key)
+    SELECT $1, $2, $3, coalesce($4, now()), $5, $7, $8,
+        CASE WHEN q.ordered THEN coalesce($9, '') WHEN $9 IS NOT NULL THEN {schema}.not_ordered($2) END
+    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $2
+    RETURNING id, queue, run_at, priority
 ), notified AS (
-    SELECT pg_notify($6, {schema}.wakeup_payload(queue, run_at)) FROM job
+    SELECT pg_notify($6, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
 )
 SELECT id FROM job
 WHERE (SELECT count(*) FROM notified) >= 0;
 
--- name: insertMany
+-- name: insertUnique
+-- insert, for a job with a unique key ($10, held in states $11): when another job holds
+-- the key, nothing is inserted and that job's id is returned with inserted = false. No row
+-- means the holder committed after this statement's snapshot was taken: run it again.
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms)
-    SELECT kind, queue, args, coalesce(run_at, now()), max_attempts, timeout_ms
-    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[])
-        AS new(kind, queue, args, run_at, max_attempts, timeout_ms)
-    RETURNING id, queue, run_at
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key,
+                               unique_key, unique_states)
+    SELECT $1, $2, $3, coalesce($4, now()), $5, $7, $8,
+        CASE WHEN q.ordered THEN coalesce($9, '') WHEN $9 IS NOT NULL THEN {schema}.not_ordered($2) END,
+        $10, $11
+    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $2
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = ANY (unique_states) DO NOTHING
+    RETURNING id, queue, run_at, priority
 ), notified AS (
-    SELECT pg_notify($6, {schema}.wakeup_payload(queue, min(run_at)))
+    SELECT pg_notify($6, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
+)
+SELECT id, true FROM job
+WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+SELECT id, false FROM {schema}.jobs
+WHERE NOT EXISTS (SELECT FROM job) AND unique_key = $10 AND state = ANY (unique_states);
+
+-- name: insertMany
+-- insert for many jobs, aligned arrays in $1..$5, $7..$11, with one wakeup per queue. Jobs
+-- with a unique key that another job holds are not inserted; every job's id comes back
+-- with its position in the arrays ($12 ordinal) and whether it was inserted. A held key
+-- whose holder this statement cannot see yet comes back with no id: run it again.
+WITH new AS (
+    SELECT n.*, q.ordered
+    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[],
+                $8::smallint[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY
+        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key, unique_states, ord)
+    LEFT JOIN {schema}.queues q ON q.name = n.queue
+), job AS (
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key,
+                               unique_key, unique_states)
+    SELECT kind, queue, args, coalesce(run_at, now()), max_attempts, timeout_ms, priority,
+        CASE WHEN ordered THEN coalesce(order_key, '') WHEN order_key IS NOT NULL THEN {schema}.not_ordered(queue) END,
+        unique_key, CASE WHEN unique_key IS NOT NULL THEN string_to_array(unique_states, ',') END
+    FROM new
+    ORDER BY ord
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = ANY (unique_states) DO NOTHING
+    RETURNING id, queue, run_at, priority, unique_key
+), notified AS (
+    SELECT pg_notify($6, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM job
     GROUP BY queue
+), keyless AS (
+    -- ids are drawn in insertion order, so the n-th inserted job without a unique key is
+    -- the n-th such job of the input
+    SELECT id, row_number() OVER (ORDER BY id) AS rn FROM job WHERE unique_key IS NULL
+), keyed AS (
+    -- of jobs sharing a key within the batch, the first is inserted and the rest get its id
+    SELECT unique_key, id, (SELECT min(ord) FROM new WHERE new.unique_key = job.unique_key) AS first
+    FROM job WHERE unique_key IS NOT NULL
 )
-SELECT id FROM job
+SELECT n.ord, coalesce(l.id, k.id, h.id), coalesce(l.id IS NOT NULL OR n.ord = k.first, false)
+FROM (SELECT ord, unique_key, row_number() OVER (PARTITION BY unique_key IS NULL ORDER BY ord) AS rn FROM new) n
+LEFT JOIN keyless l ON n.unique_key IS NULL AND l.rn = n.rn
+LEFT JOIN keyed k ON k.unique_key = n.unique_key
+LEFT JOIN {schema}.jobs h
+    ON n.unique_key IS NOT NULL AND k.id IS NULL AND h.unique_key = n.unique_key AND h.state = ANY (h.unique_states)
 WHERE (SELECT count(*) FROM notified) >= 0
-ORDER BY id;
+ORDER BY n.ord;
 
 -- name: claim
--- Claims up to $3 due jobs of queue $1 whose kind is in $2, oldest first, and leases them
--- to client $4 for $7. A job enqueued without max_attempts takes its kind's default from
--- $8 (aligned with $2). The scan starts at the cursor ($5, $6): the index entries of jobs
--- already claimed stay in the index until VACUUM, and skipping thousands of them on every
--- claim would cost more than the claim itself. The last row (id NULL) carries the delay
--- until the queue's next scheduled job when fewer than $3 were due, so the dispatcher can
--- arm its timer without another round trip.
+-- Claims up to $3 due jobs of plain queue $1 whose kind is in $2, most urgent first, and
+-- leases them to client $4 for $8. A job enqueued without max_attempts takes its kind's
+-- default from $9 (aligned with $2). The scan starts at the cursor ($5 = -priority, $6
+-- run_at, $7 id): the index entries of jobs already claimed stay in the index until
+-- VACUUM, and skipping thousands of them on every claim would cost more than the claim
+-- itself. The last row (id NULL) carries the delay until the queue's next scheduled job
+-- when fewer than $3 were due, so the dispatcher can arm its timer without another round
+-- trip, and the queue's settings: a queue that is ordered, limited or paused is claimed
+-- from only by claimGated, so that a dispatcher whose settings are stale claims nothing.
 --
 -- The claim commits asynchronously (synchronous_commit off for this statement's own
 -- transaction), saving a WAL flush on the pickup path. That is safe: a claim lost in a
@@ -46,40 +103,140 @@ ORDER BY id;
 -- commits synchronously, which flushes the claim's WAL before it.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
+), settings AS (
+    SELECT coalesce(bool_or(ordered), false) AS ordered, min(global_limit) AS global_limit,
+           coalesce(bool_or(paused_at IS NOT NULL), false) AS paused
+    FROM {schema}.queues WHERE name = $1
+), due AS (
+    SELECT id FROM {schema}.jobs
+    WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
+      AND ((-priority), run_at, id) >= ($5::smallint, $6::timestamptz, $7::bigint)
+      AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
+    ORDER BY (-priority), run_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE {schema}.jobs j
     SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $4,
-        lease_expires_at = now() + $7::interval,
+        lease_expires_at = now() + $8::interval,
         max_attempts = coalesce(j.max_attempts,
-            (SELECT k.max_attempts FROM unnest($2::text[], $8::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
-    FROM (
-        SELECT id FROM {schema}.jobs
-        WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
-          AND (run_at, id) >= ($5::timestamptz, $6::bigint)
-        ORDER BY run_at, id
-        LIMIT $3
-        FOR UPDATE SKIP LOCKED
-    ) due
+            (SELECT k.max_attempts FROM unnest($2::text[], $9::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
+    FROM due
     WHERE j.id = due.id
-    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms
+    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority
 )
-SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, NULL::bigint
+SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority,
+       NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
 FROM claimed
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
         SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
         FROM {schema}.jobs
         WHERE queue = $1 AND state = 'pending' AND run_at > now() AND kind = ANY($2::text[])
-    ) END;
+    ) END,
+    s.ordered, s.global_limit IS NOT NULL, s.paused
+FROM settings s;
+
+-- name: lockQueue
+-- Serialises the claims of one gated queue across all clients until the end of the
+-- transaction, so that the next statement's snapshot sees every claim made before it.
+SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext($1));
+
+-- name: claimGated
+-- claim ($5 the lease, $6 the kinds' default attempts; no cursor), for a queue that is ordered or has a cluster-wide limit. It runs after lockQueue
+-- in the same transaction: each claim of the queue then sees the jobs every earlier one
+-- started, which is what makes the limit and one-at-a-time per key hold across clients.
+-- An ordered queue claims only the heads of its keys: the oldest pending job of a key
+-- with no job running and no blocking failed job before it. The keys are walked one index
+-- probe each, so a claim costs O(keys with unfinished jobs), however deep each key's
+-- backlog; the heads found are then taken in priority and run_at order, so no key starves.
+WITH RECURSIVE async AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), settings AS (
+    SELECT coalesce(bool_or(ordered), false) AS ordered, min(global_limit) AS global_limit,
+           coalesce(bool_or(paused_at IS NOT NULL), false) AS paused
+    FROM {schema}.queues WHERE name = $1
+), room AS (
+    SELECT CASE WHEN s.paused THEN 0
+                WHEN s.global_limit IS NULL THEN $3
+                ELSE least($3, greatest(0, s.global_limit - (
+                    SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND state = 'running')))
+           END AS n
+    FROM settings s
+), keys AS (
+    SELECT (SELECT min(order_key) FROM {schema}.jobs
+            WHERE queue = $1 AND order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking)) AS k
+    WHERE (SELECT ordered FROM settings)
+    UNION ALL
+    SELECT (SELECT min(order_key) FROM {schema}.jobs
+            WHERE queue = $1 AND order_key > keys.k AND (state IN ('pending', 'running') OR blocking))
+    FROM keys
+    WHERE keys.k IS NOT NULL
+), heads AS (
+    SELECT h.id
+    FROM keys
+    CROSS JOIN LATERAL (
+        SELECT id FROM {schema}.jobs
+        WHERE queue = $1 AND order_key = keys.k AND state = 'pending'
+        ORDER BY id
+        LIMIT 1
+    ) h
+    WHERE keys.k IS NOT NULL
+      AND NOT EXISTS (
+          SELECT FROM {schema}.jobs r
+          WHERE r.queue = $1 AND r.order_key = keys.k AND r.state = 'running')
+      AND NOT EXISTS (
+          SELECT FROM {schema}.jobs b
+          WHERE b.queue = $1 AND b.order_key = keys.k AND b.state = 'failed' AND b.blocking AND b.id < h.id)
+), candidates AS (
+    SELECT id FROM heads
+    UNION ALL
+    (SELECT id FROM {schema}.jobs
+     WHERE NOT (SELECT ordered FROM settings)
+       AND queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
+     ORDER BY (-priority), run_at, id
+     LIMIT $3)
+), due AS (
+    SELECT j.id FROM {schema}.jobs j
+    WHERE j.id IN (SELECT id FROM candidates)
+      AND j.state = 'pending' AND j.run_at <= now() AND j.kind = ANY($2::text[])
+    ORDER BY (-j.priority), j.run_at, j.id
+    LIMIT (SELECT n FROM room)
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {schema}.jobs j
+    SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $4,
+        lease_expires_at = now() + $5::interval,
+        max_attempts = coalesce(j.max_attempts,
+            (SELECT k.max_attempts FROM unnest($2::text[], $6::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
+    FROM due
+    WHERE j.id = due.id
+    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority
+)
+SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority,
+       NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
+FROM claimed
+WHERE (SELECT count(*) FROM async) = 1
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
+        SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
+        FROM {schema}.jobs
+        WHERE queue = $1 AND state = 'pending' AND run_at > now() AND kind = ANY($2::text[])
+    ) END,
+    s.ordered, s.global_limit IS NOT NULL, s.paused
+FROM settings s;
 
 -- name: writeOutcomes
 -- Writes the outcomes of many attempts of client $9 at once. A job is touched only while
 -- that same attempt still holds it (running, claimed by $9, same attempt number), so the
 -- late outcome of a handler whose job was rescued, cancelled or re-claimed never overwrites
 -- whatever owns the job now. Every attempt but a success is appended to the job's history.
--- Retried jobs wake their queue's dispatchers (on every client) at their new run_at.
+-- Retried jobs wake their queue's dispatchers (on every client) at their new run_at; so
+-- does every job that ends in an ordered or limited queue, since it frees its key or a slot.
+-- A job of an ordered queue that blocks on failure keeps its key when it fails for good.
 WITH outcome AS (
     SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::timestamptz[],
                          $5::timestamptz[], $6::text[], $7::text[], $8::text[])
@@ -93,14 +250,17 @@ WITH outcome AS (
         -- a snooze gives its attempt back
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
         attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
-            j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack) END
+            j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack) END,
+        blocking = CASE WHEN o.state = 'failed' AND j.order_key IS NOT NULL THEN coalesce(
+            (SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.queue), false) ELSE false END
     FROM outcome o
     WHERE j.id = o.id AND j.state = 'running' AND j.attempted_by = $9 AND j.attempt = o.attempt
-    RETURNING j.id, j.queue, j.state, j.run_at
+    RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
-    SELECT pg_notify($10, {schema}.wakeup_payload(queue, min(run_at)))
+    SELECT pg_notify($10, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM written
-    WHERE state = 'pending'
+    WHERE state = 'pending' OR order_key IS NOT NULL
+       OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL)
     GROUP BY queue
 )
 SELECT count(*) FROM written
@@ -151,7 +311,8 @@ UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = 
 -- database. Each is retried at once, or failed when it has no attempts left, with reason
 -- 'lost lease'. SKIP LOCKED lets every client run this at once: each expired job is
 -- rescued by exactly one. The last row (id NULL) says when the next lease expires, so the
--- rescuer can sleep until then.
+-- rescuer can sleep until then. Like an outcome, a rescue frees ordered keys and limited
+-- slots, and wakes their queues.
 WITH lost AS (
     SELECT id FROM {schema}.jobs
     WHERE state = 'running' AND lease_expires_at < now()
@@ -167,14 +328,17 @@ WITH lost AS (
         attempts = j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, now(), j.attempted_by,
             CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END, 'lost lease',
-            format('the lease of client %s expired at %s', j.attempted_by, j.lease_expires_at), NULL)
+            format('the lease of client %s expired at %s', j.attempted_by, j.lease_expires_at), NULL),
+        blocking = j.attempt >= j.max_attempts AND j.order_key IS NOT NULL AND coalesce(
+            (SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.queue), false)
     FROM lost
     WHERE j.id = lost.id
-    RETURNING j.id, j.queue, j.state, j.run_at
+    RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
-    SELECT pg_notify($2, {schema}.wakeup_payload(queue, min(run_at)))
+    SELECT pg_notify($2, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM rescued
-    WHERE state = 'pending'
+    WHERE state = 'pending' OR order_key IS NOT NULL
+       OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL)
     GROUP BY queue
 )
 SELECT id, NULL::bigint FROM rescued
@@ -187,22 +351,26 @@ SELECT NULL, (
 );
 
 -- name: cancel
--- Cancels job $1 if it has not finished, and tells the client running it (if any) to
--- cancel its handler. Returns the job's state before, or no row if there is no such job.
+-- Cancels job $1 if it has not finished, or if it failed and blocks its ordered key, and
+-- tells the client running it (if any) to cancel its handler. Its queue is woken too: the
+-- job may have held an ordered key or a slot of a limited queue. Returns the job's state
+-- before, and whether it was blocking, or no row if there is no such job.
 WITH target AS (
-    SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+    SELECT id, state, blocking FROM {schema}.jobs WHERE id = $1 FOR UPDATE
 ), cancelled AS (
     UPDATE {schema}.jobs j
-    SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+    SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, blocking = false,
         attempts = CASE WHEN t.state = 'running' THEN j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, now(), j.attempted_by, 'cancelled', 'cancelled', NULL, NULL) ELSE j.attempts END
     FROM target t
-    WHERE j.id = t.id AND t.state IN ('pending', 'running')
-    RETURNING j.id, t.state AS was
+    WHERE j.id = t.id AND (t.state IN ('pending', 'running') OR t.blocking)
+    RETURNING j.id, j.queue, j.run_at, j.priority, t.state AS was
 ), notified AS (
     SELECT pg_notify($2, 'c:' || id) FROM cancelled WHERE was = 'running'
+    UNION ALL
+    SELECT pg_notify($2, {schema}.wakeup_payload(queue, run_at, priority)) FROM cancelled
 )
-SELECT state FROM target
+SELECT state, blocking FROM target
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: retry
@@ -212,14 +380,14 @@ WITH target AS (
     SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
 ), retried AS (
     UPDATE {schema}.jobs j
-    SET state = 'pending', run_at = now(), finished_at = NULL,
+    SET state = 'pending', run_at = now(), finished_at = NULL, blocking = false,
         -- NULL (never claimed) keeps deferring to the kind's default
         max_attempts = CASE WHEN j.max_attempts IS NULL THEN NULL ELSE greatest(j.max_attempts, j.attempt + 1) END
     FROM target t
     WHERE j.id = t.id AND t.state IN ('failed', 'cancelled')
-    RETURNING j.queue, j.run_at
+    RETURNING j.queue, j.run_at, j.priority
 ), notified AS (
-    SELECT pg_notify($2, {schema}.wakeup_payload(queue, run_at)) FROM retried
+    SELECT pg_notify($2, {schema}.wakeup_payload(queue, run_at, priority)) FROM retried
 )
 SELECT state FROM target
 WHERE (SELECT count(*) FROM notified) >= 0;
@@ -227,6 +395,72 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- name: getJob
 SELECT id, kind, queue, args, state, attempt, max_attempts, created_at, run_at,
        attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
-       run_at > now() AS scheduled
+       run_at > now() AS scheduled, priority, order_key, blocking, unique_key
 FROM {schema}.jobs
 WHERE id = $1;
+
+-- name: setQueue
+-- Sets the settings of queue $1 ($2 ordered, $3 on_failure, $4 global_limit or NULL),
+-- leaving its pause as it is, and brings its unfinished jobs in line: a queue that becomes
+-- ordered puts its keyless jobs in the queue-wide sequence '', one that stops being
+-- ordered drops their keys, and failed jobs stop blocking unless the queue still blocks.
+-- Every client is told ('q:' control message) and the queue woken.
+WITH saved AS (
+    INSERT INTO {schema}.queues AS q (name, ordered, on_failure, global_limit)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (name) DO UPDATE SET
+        ordered = EXCLUDED.ordered, on_failure = EXCLUDED.on_failure,
+        global_limit = EXCLUDED.global_limit, updated_at = now()
+    RETURNING name
+), aligned AS (
+    UPDATE {schema}.jobs
+    SET order_key = CASE WHEN $2 THEN coalesce(order_key, '') END,
+        blocking = blocking AND $2 AND $3 = 'block'
+    WHERE queue = $1 AND (state IN ('pending', 'running') OR blocking)
+      AND (($2 AND order_key IS NULL) OR (NOT $2 AND order_key IS NOT NULL) OR (blocking AND NOT ($2 AND $3 = 'block')))
+    RETURNING id
+), notified AS (
+    SELECT pg_notify($5, 'q:' || $1)
+    UNION ALL
+    SELECT pg_notify($5, {schema}.wakeup_payload($1, now(), 32767))
+)
+SELECT count(*) FROM aligned
+WHERE (SELECT count(*) FROM saved) + (SELECT count(*) FROM notified) >= 0;
+
+-- name: pauseQueue
+-- Pauses ($2 true) or resumes ($2 false) queue $1 for every client, keeping its settings,
+-- and tells them by a 'q:' control message; a resumed queue is also woken.
+WITH saved AS (
+    INSERT INTO {schema}.queues AS q (name, paused_at)
+    VALUES ($1, CASE WHEN $2 THEN now() END)
+    ON CONFLICT (name) DO UPDATE SET
+        paused_at = CASE WHEN $2 THEN coalesce(q.paused_at, now()) END, updated_at = now()
+    RETURNING name
+), notified AS (
+    SELECT pg_notify($3, 'q:' || $1)
+    UNION ALL
+    SELECT pg_notify($3, {schema}.wakeup_payload($1, now(), 32767)) WHERE NOT $2
+)
+SELECT count(*) FROM saved
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: getQueue
+SELECT ordered, on_failure, global_limit, paused_at,
+    (SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND state = 'running') AS running,
+    (SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND blocking) AS blocked
+FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $1;
+
+-- name: pendingQueues
+-- The queues that have pending jobs, by a loose scan of the claim index: one probe per
+-- queue, however many jobs each holds.
+WITH RECURSIVE q AS (
+    (SELECT queue FROM {schema}.jobs WHERE state = 'pending' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM {schema}.jobs WHERE state = 'pending' AND queue > q.queue ORDER BY queue LIMIT 1)
+    FROM q
+    WHERE q.queue IS NOT NULL
+)
+SELECT queue FROM q WHERE queue IS NOT NULL AND {schema}.serves($1::text[], queue);
+
+-- name: uniqueHolder
+SELECT id FROM {schema}.jobs WHERE unique_key = $1 AND state = ANY (unique_states);

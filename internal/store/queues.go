@@ -1,0 +1,78 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// On-failure policies of an ordered queue, as stored in queues.on_failure.
+const (
+	OnFailureBlock  = "block"
+	OnFailureMoveOn = "move on"
+)
+
+// QueueRow is a queue's stored settings and state.
+type QueueRow struct {
+	Ordered     bool
+	OnFailure   string
+	GlobalLimit int // zero: none
+	PausedAt    time.Time
+	Running     int // running jobs, on every client
+	Blocked     int // failed jobs holding their ordered keys
+}
+
+// SetQueue stores the settings of queue (not its pause), aligns its unfinished jobs with
+// them, and tells every client. It returns how many jobs it changed.
+func (s *Store) SetQueue(ctx context.Context, db DB, queue string, ordered bool, onFailure string, globalLimit int) (int, error) {
+	limit := pgtype.Int4{Int32: int32(globalLimit), Valid: globalLimit > 0}
+	var changed int
+	if err := db.QueryRow(ctx, s.q.setQueue, queue, ordered, onFailure, limit, s.channel).Scan(&changed); err != nil {
+		return 0, fmt.Errorf("set queue %q: %w", queue, err)
+	}
+	return changed, nil
+}
+
+// PauseQueue pauses (or, with pause false, resumes) queue on every client.
+func (s *Store) PauseQueue(ctx context.Context, db DB, queue string, pause bool) error {
+	if _, err := db.Exec(ctx, s.q.pauseQueue, queue, pause, s.channel); err != nil {
+		return fmt.Errorf("pause queue %q: %w", queue, err)
+	}
+	return nil
+}
+
+// GetQueue reads queue's settings; a queue without any reads as plain.
+func (s *Store) GetQueue(ctx context.Context, db DB, queue string) (QueueRow, error) {
+	var (
+		r        QueueRow
+		ordered  pgtype.Bool
+		onFail   pgtype.Text
+		limit    pgtype.Int4
+		pausedAt pgtype.Timestamptz
+	)
+	if err := db.QueryRow(ctx, s.q.getQueue, queue).Scan(&ordered, &onFail, &limit, &pausedAt, &r.Running, &r.Blocked); err != nil {
+		return QueueRow{}, fmt.Errorf("get queue %q: %w", queue, err)
+	}
+	r.Ordered, r.OnFailure, r.GlobalLimit, r.PausedAt = ordered.Bool, onFail.String, int(limit.Int32), pausedAt.Time
+	if !onFail.Valid {
+		r.OnFailure = OnFailureBlock
+	}
+	return r, nil
+}
+
+// PendingQueues returns the queues with pending jobs that patterns (names, and prefix
+// groups ending in '*') cover.
+func (s *Store) PendingQueues(ctx context.Context, db DB, patterns []string) ([]string, error) {
+	rows, err := db.Query(ctx, s.q.pendingQueues, patterns)
+	if err != nil {
+		return nil, fmt.Errorf("list queues with pending jobs: %w", err)
+	}
+	queues, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list queues with pending jobs: %w", err)
+	}
+	return queues, nil
+}
