@@ -122,8 +122,8 @@ func EnqueueJobs(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOpti
 }
 
 func enqueueError(err error) error {
-	if errors.Is(err, store.ErrNotOrdered) {
-		return fmt.Errorf("%w: %w", ErrQueueNotOrdered, err)
+	if e, ok := errors.AsType[*store.NotOrderedError](err); ok {
+		return fmt.Errorf("%w: %q; declare it ordered with relay.SetQueue before enqueueing with an OrderKey", ErrQueueNotOrdered, e.Queue)
 	}
 	return err
 }

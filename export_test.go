@@ -3,3 +3,7 @@ package relay
 // PauseLeaseRenewal stops (true) or resumes (false) the keep-alive ticker of a started
 // client, as if it were cut off from the database: tests of partitioned workers use it.
 func PauseLeaseRenewal(c *Client, paused bool) { c.keeper.Pause(paused) }
+
+// WorkedQueues returns the queues c has a dispatcher for now, so that tests can watch
+// dispatchers of groups appear and retire.
+func WorkedQueues(c *Client) []string { return c.queues.names() }

@@ -67,7 +67,7 @@ CREATE FUNCTION not_ordered(queue text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 BEGIN
     RAISE EXCEPTION 'queue "%" is not ordered; declare it ordered (relay.SetQueue) before enqueueing with an order key', queue
-        USING ERRCODE = 'RLY01';
+        USING ERRCODE = 'RLY01', DETAIL = queue;
 END
 $$;
 

@@ -11,8 +11,10 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// ErrNotOrdered is returned for a job with an order key whose queue is not ordered.
-var ErrNotOrdered = errors.New("queue is not ordered")
+// NotOrderedError is returned for a job with an order key whose queue is not ordered.
+type NotOrderedError struct{ Queue string }
+
+func (e *NotOrderedError) Error() string { return fmt.Sprintf("queue %q is not ordered", e.Queue) }
 
 // notOrderedCode is the SQLSTATE the schema's not_ordered function raises.
 const notOrderedCode = "RLY01"
@@ -125,7 +127,7 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 func insertError(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == notOrderedCode {
-		return fmt.Errorf("%w: %s", ErrNotOrdered, pgErr.Message)
+		return &NotOrderedError{Queue: pgErr.Detail}
 	}
 	return fmt.Errorf("insert job: %w", err)
 }
