@@ -131,8 +131,10 @@ $$;
 
 -- Raised by an enqueue that gives an order key for a queue that is not ordered: such a job
 -- would run unordered, which is never what its producer meant.
+-- VOLATILE, so that the planner never folds a call with constant arguments, and raises,
+-- in a CASE branch the row does not take.
 CREATE FUNCTION not_ordered(queue text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     RAISE EXCEPTION 'queue "%" is not ordered; declare it ordered (relay.SetQueue) before enqueueing with an order key', queue
         USING ERRCODE = 'RLY01', DETAIL = queue;
