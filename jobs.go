@@ -20,7 +20,8 @@ var (
 	ErrJobNotRetryable = errors.New("relay: only a failed or cancelled job can be retried")
 )
 
-// JobOption changes what [Cancel], [Retry] and [GetJob] work on: [Schema].
+// JobOption changes what [Cancel], [Retry], [GetJob] and the queue functions ([SetQueue],
+// [PauseQueue], [ResumeQueue], [GetQueue]) work on: [Schema].
 type JobOption interface{ applyJob(*jobOptions) }
 
 type jobOptions struct{ schema string }
