@@ -335,7 +335,12 @@ func (d *Dispatcher) run(job *store.Job) {
 			d.cfg.Slots.give(d, 1)
 		}
 		d.jobs.Done()
-		d.poke() // a slot is free
+		// A slot is free. In a gated queue the job still holds its key or cluster slot until
+		// its outcome commits, and that commit wakes the dispatchers by NOTIFY: claiming now
+		// would find nothing.
+		if !d.Settings().Gated() {
+			d.poke()
+		}
 	}()
 	d.cfg.Run(job)
 }
