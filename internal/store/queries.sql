@@ -207,8 +207,10 @@ WITH RECURSIVE async AS (
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE {schema}.jobs j
-    SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $4,
-        lease_expires_at = now() + $5::interval,
+    -- clock_timestamp(): the transaction began before the wait for the queue's lock, and
+    -- the lease must not be shortened by that wait
+    SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = $4,
+        lease_expires_at = clock_timestamp() + $5::interval,
         max_attempts = coalesce(j.max_attempts,
             (SELECT k.max_attempts FROM unnest($2::text[], $6::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
     FROM due
