@@ -174,11 +174,11 @@ WITH RECURSIVE async AS (
             WHERE queue = $1 AND order_key > keys.k AND (state IN ('pending', 'running') OR blocking))
     FROM keys
     WHERE keys.k IS NOT NULL
-), heads AS (
-    SELECT h.id
+), heads AS MATERIALIZED (
+    SELECT h.id, h.priority, h.run_at, h.kind
     FROM keys
     CROSS JOIN LATERAL (
-        SELECT id FROM {schema}.jobs
+        SELECT id, priority, run_at, kind FROM {schema}.jobs
         WHERE queue = $1 AND order_key = keys.k AND state = 'pending'
         ORDER BY id
         LIMIT 1
@@ -190,21 +190,31 @@ WITH RECURSIVE async AS (
       AND NOT EXISTS (
           SELECT FROM {schema}.jobs b
           WHERE b.queue = $1 AND b.order_key = keys.k AND b.state = 'failed' AND b.blocking AND b.id < h.id)
-), candidates AS (
-    SELECT id FROM heads
-    UNION ALL
-    (SELECT id FROM {schema}.jobs
-     WHERE NOT (SELECT ordered FROM settings)
-       AND queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
-     ORDER BY (-priority), run_at, id
-     LIMIT $3)
-), due AS (
-    SELECT j.id FROM {schema}.jobs j
-    WHERE j.id IN (SELECT id FROM candidates)
-      AND j.state = 'pending' AND j.run_at <= now() AND j.kind = ANY($2::text[])
-    ORDER BY (-j.priority), j.run_at, j.id
+), chosen AS MATERIALIZED (
+    -- The jobs to claim, picked before any row is locked, so that the claim below is
+    -- driven by these few ids (a primary key lookup each): never by a scan of the queue's
+    -- pending jobs, however the planner misjudges a backlog its statistics have not seen.
+    SELECT id FROM (
+        SELECT id, priority, run_at FROM heads
+        WHERE run_at <= now() AND kind = ANY($2::text[])
+        UNION ALL
+        (SELECT id, priority, run_at FROM {schema}.jobs
+         WHERE NOT (SELECT ordered FROM settings)
+           AND queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
+         ORDER BY (-priority), run_at, id
+         LIMIT $3)
+    ) candidates
+    ORDER BY (-priority), run_at, id
     LIMIT (SELECT n FROM room)
-    FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT j.id
+    FROM chosen
+    CROSS JOIN LATERAL (
+        -- rechecked on the latest row version once locked: a job claimed meanwhile is skipped
+        SELECT id FROM {schema}.jobs
+        WHERE id = chosen.id AND state = 'pending' AND run_at <= now()
+        FOR UPDATE SKIP LOCKED
+    ) j
 ), claimed AS (
     UPDATE {schema}.jobs j
     -- clock_timestamp(): the transaction began before the wait for the queue's lock, and
