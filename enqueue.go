@@ -172,7 +172,7 @@ const maxKeyLen = 256
 // running always, and whichever finished states the producer named.
 func uniqueStates(o enqueueOptions) ([]string, error) {
 	switch {
-	case o.uniqueKey == "" && o.uniqueIn == nil:
+	case !o.unique:
 		return nil, nil
 	case o.uniqueKey == "":
 		return nil, fmt.Errorf("%w: Unique needs a non-empty key", ErrInvalidJob)

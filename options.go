@@ -37,6 +37,7 @@ type enqueueOptions struct {
 	timeout     *time.Duration
 	priority    int
 	orderKey    *string
+	unique      bool // Unique was given
 	uniqueKey   string
 	uniqueIn    []JobState
 }
@@ -128,10 +129,11 @@ func (k orderKeyOption) applyEnqueue(o *enqueueOptions) { key := string(k); o.or
 // Unique makes the job unique by key: if a job with the same key already exists in one of
 // the states given (default: pending, which includes scheduled, and running), nothing is
 // inserted and the enqueue returns that job's id instead (see [EnqueueJob] for the flag
-// saying so). A unique index enforces it, so it holds however many processes enqueue at
-// once. The states always include pending and running; add [StateSucceeded],
-// [StateFailed] or [StateCancelled] to also refuse a repeat of a finished job. Keys are
-// global across queues and kinds: put the kind in the key if two kinds may share one.
+// saying so). The states always include pending and running, and a unique index on the
+// key of unfinished jobs enforces that however many processes enqueue at once. Add
+// [StateSucceeded], [StateFailed] or [StateCancelled] to also refuse a repeat of a job
+// that ended so; each enqueue's own states decide. Keys are global across queues and
+// kinds: put the kind in the key if two kinds may share one.
 func Unique(key string, states ...JobState) EnqueueOption {
 	return uniqueOption{key: key, states: states}
 }
@@ -141,7 +143,9 @@ type uniqueOption struct {
 	states []JobState
 }
 
-func (u uniqueOption) applyEnqueue(o *enqueueOptions) { o.uniqueKey, o.uniqueIn = u.key, u.states }
+func (u uniqueOption) applyEnqueue(o *enqueueOptions) {
+	o.unique, o.uniqueKey, o.uniqueIn = true, u.key, u.states
+}
 
 // Backoff sets the retry delays of a kind's failed attempts, instead of [Config].Backoff.
 func Backoff(p backoff.Policy) HandleOption { return backoffOption(p) }

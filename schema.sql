@@ -41,8 +41,7 @@ CREATE TABLE jobs (
     order_key        text        CHECK (octet_length(order_key) <= 256),  -- its sequence in an ordered
                                                           -- queue ('' when none given); else NULL
     blocking         boolean     NOT NULL DEFAULT false,  -- failed, and holding its ordered key
-    unique_key       text        CHECK (octet_length(unique_key) <= 256), -- held while in unique_states
-    unique_states    text[]      CHECK (unique_states @> ARRAY['pending', 'running'])
+    unique_key       text        CHECK (octet_length(unique_key) <= 256)  -- relay.Unique
 );
 
 -- The claim index: pending jobs in the order they are claimed, most urgent first. It stays
@@ -58,9 +57,11 @@ CREATE INDEX jobs_lease_idx ON jobs (queue, lease_expires_at) WHERE state = 'run
 CREATE INDEX jobs_order_idx ON jobs (queue, order_key, state, id)
     WHERE order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking);
 
--- At most one job per unique key in the states it names.
+-- At most one unfinished job per unique key; an enqueue that names finished states also
+-- looks up the jobs with its key in those (jobs_unique_key_idx).
 CREATE UNIQUE INDEX jobs_unique_idx ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND state = ANY (unique_states);
+    WHERE unique_key IS NOT NULL AND state IN ('pending', 'running');
+CREATE INDEX jobs_unique_key_idx ON jobs (unique_key) WHERE unique_key IS NOT NULL;
 
 -- Settings of the queues that have any; a queue without a row is plain: not ordered, no
 -- cluster-wide limit, not paused. Clients are told of changes by a 'q:<queue>' NOTIFY.

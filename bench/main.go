@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -52,14 +53,14 @@ type options struct {
 	sustainedRate int // sustained: most jobs/s the producers offer
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all")
 	rate := fs.String("rate", "", "latency: jobs/s, or a comma-separated list (default 100,1000)")
-	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues runs half of it)")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues, ordered and limited run half of it)")
 	fs.IntVar(&o.runs, "runs", 1, "repeat each workload N times and report the median and range")
 	fs.StringVar(&o.jsonPath, "json", "", "write all results as JSON to this file")
 	fs.StringVar(&o.plotDir, "plot", "", "write a latency CDF plot (PNG) per workload into this directory")
@@ -156,6 +157,8 @@ func plan(o options) []workload {
 	add("burst-after-idle", "burst", runBurst)
 	add("scheduled", "scheduled", runScheduled)
 	add("queues", "queues", runQueues)
+	add("ordered", "ordered", runOrdered)
+	add("limited", "limited", runLimited)
 	return ws
 }
 
@@ -228,7 +231,7 @@ func run() int {
 		Settings: map[string]any{
 			"workload": opts.workload, "rates": opts.rates, "producers": opts.producers,
 			"sustained_backlog_bound": opts.backlog, "sustained_max_rate": opts.sustainedRate,
-			"relay_poll_interval": relay.DefaultPollInterval.String(), "workers_per_queue": "100 (queues: 10 × 100 queues)",
+			"relay_poll_interval": relay.DefaultPollInterval.String(), "workers_per_queue": "100 (queues: 10 × 100 queues; ordered: 100 × 2 clients; limited: 50 × 2 clients)",
 		},
 	}
 	failed := false
@@ -349,6 +352,41 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 		return nil, err
 	}
 	return c, nil
+}
+
+// startClients starts n clients as startClient does, each with a pool of -pool-conns
+// connections of its own, as n processes would have. stopAll stops them (waiting up to
+// 30 s for their handlers) and closes their pools; it may be called more than once.
+func (b *bench) startClients(ctx context.Context, n int, queues map[string]relay.QueueConfig, fn relay.HandlerFunc[seqArgs]) (clients []*relay.Client, stopAll func(), err error) {
+	var pools []*pgxpool.Pool
+	var once sync.Once
+	stopAll = func() {
+		once.Do(func() {
+			for _, c := range clients {
+				if err := stopClient(ctx, c); err != nil {
+					b.log.Warn("stop client", "error", err)
+				}
+			}
+			for _, p := range pools {
+				p.Close()
+			}
+		})
+	}
+	for range n {
+		pool, err := b.db.newPool(ctx, b.opts.poolConns)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		pools = append(pools, pool)
+		c, err := b.startClient(ctx, pool, queues, fn)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		clients = append(clients, c)
+	}
+	return clients, stopAll, nil
 }
 
 // pools opens the client's pool (-pool-conns connections) and a separate one of

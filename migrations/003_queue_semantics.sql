@@ -13,11 +13,9 @@ ALTER TABLE jobs ADD COLUMN order_key text CHECK (octet_length(order_key) <= 256
 -- behind it wait, until an operator retries or cancels it.
 ALTER TABLE jobs ADD COLUMN blocking boolean NOT NULL DEFAULT false;
 
--- A unique job holds unique_key while its state is one of unique_states, which always
--- include 'pending' and 'running'.
+-- A unique job's key: no two jobs with one key are ever pending or running at once, and
+-- an enqueue that names finished states also finds the jobs with its key in those.
 ALTER TABLE jobs ADD COLUMN unique_key text CHECK (octet_length(unique_key) <= 256);
-ALTER TABLE jobs ADD COLUMN unique_states text[]
-    CHECK (unique_states @> ARRAY['pending', 'running']);
 
 -- The claim index now orders by priority first. (-priority) lets one ascending row
 -- comparison, (-priority, run_at, id) >= cursor, resume the scan where the last claim ended.
@@ -32,9 +30,10 @@ CREATE INDEX jobs_lease_idx ON jobs (queue, lease_expires_at) WHERE state = 'run
 CREATE INDEX jobs_order_idx ON jobs (queue, order_key, state, id)
     WHERE order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking);
 
--- At most one job per unique key in the states it names.
+-- At most one unfinished job per unique key, and every job with a key, by key.
 CREATE UNIQUE INDEX jobs_unique_idx ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND state = ANY (unique_states);
+    WHERE unique_key IS NOT NULL AND state IN ('pending', 'running');
+CREATE INDEX jobs_unique_key_idx ON jobs (unique_key) WHERE unique_key IS NOT NULL;
 
 -- Settings of the queues that have any; a queue without a row is plain: not ordered, no
 -- cluster-wide limit, not paused. Clients are told of changes by a 'q:<queue>' NOTIFY.

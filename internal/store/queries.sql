@@ -22,17 +22,24 @@ SELECT id FROM job
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: insertUnique
--- insert, for a job with a unique key ($10, held in states $11): when another job holds
--- the key, nothing is inserted and that job's id is returned with inserted = false. No row
--- means the holder committed after this statement's snapshot was taken: run it again.
-WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key,
-                               unique_key, unique_states)
+-- insert, for a job with a unique key ($10): when a job with the key is in one of the
+-- states $11 (pending and running, and any finished states the producer named), nothing
+-- is inserted and that job's id is returned with inserted = false. The unique index on
+-- unfinished jobs settles races between enqueues; no row at all means the job holding the
+-- key committed after this statement's snapshot was taken: run it again.
+WITH held AS (
+    SELECT id FROM {schema}.jobs
+    WHERE unique_key = $10 AND state = ANY ($11::text[])
+    ORDER BY state IN ('pending', 'running') DESC, id DESC
+    LIMIT 1
+), job AS (
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key)
     SELECT $1, $2, $3, coalesce($4, now()), $5, $7, $8,
         CASE WHEN q.ordered THEN coalesce($9, '') WHEN $9 IS NOT NULL THEN {schema}.not_ordered($2) END,
-        $10, $11
+        $10
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $2
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = ANY (unique_states) DO NOTHING
+    WHERE NOT EXISTS (SELECT FROM held)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
     RETURNING id, queue, run_at, priority
 ), notified AS (
     SELECT pg_notify($6, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
@@ -40,29 +47,39 @@ WITH job AS (
 SELECT id, true FROM job
 WHERE (SELECT count(*) FROM notified) >= 0
 UNION ALL
+SELECT id, false FROM held
+UNION ALL
 SELECT id, false FROM {schema}.jobs
-WHERE NOT EXISTS (SELECT FROM job) AND unique_key = $10 AND state = ANY (unique_states);
+WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
+  AND unique_key = $10 AND state IN ('pending', 'running');
 
 -- name: insertMany
--- insert for many jobs, aligned arrays in $1..$5, $7..$11, with one wakeup per queue. Jobs
--- with a unique key that another job holds are not inserted; every job's id comes back
--- with its position in the arrays ($12 ordinal) and whether it was inserted. A held key
--- whose holder this statement cannot see yet comes back with no id: run it again.
+-- insert for many jobs, aligned arrays in $1..$5, $7..$11 ($11: each unique job's states,
+-- comma-separated), with one wakeup per queue. A unique job whose key is held (see
+-- insertUnique) is not inserted; every job's id comes back with its position in the
+-- arrays and whether it was inserted. Of jobs sharing a free key within the batch, the
+-- first is inserted and the rest get its id. A held key whose holder this statement cannot
+-- see yet comes back with no id: look it up with uniqueHolder.
 WITH new AS (
-    SELECT n.*, q.ordered
+    SELECT n.*, q.ordered,
+        (SELECT h.id FROM {schema}.jobs h
+         WHERE n.unique_key IS NOT NULL AND h.unique_key = n.unique_key
+           AND h.state = ANY (string_to_array(n.unique_states, ','))
+         ORDER BY h.state IN ('pending', 'running') DESC, h.id DESC
+         LIMIT 1) AS held
     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[],
                 $8::smallint[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY
         AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key, unique_states, ord)
     LEFT JOIN {schema}.queues q ON q.name = n.queue
 ), job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key,
-                               unique_key, unique_states)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key)
     SELECT kind, queue, args, coalesce(run_at, now()), max_attempts, timeout_ms, priority,
         CASE WHEN ordered THEN coalesce(order_key, '') WHEN order_key IS NOT NULL THEN {schema}.not_ordered(queue) END,
-        unique_key, CASE WHEN unique_key IS NOT NULL THEN string_to_array(unique_states, ',') END
+        unique_key
     FROM new
+    WHERE held IS NULL
     ORDER BY ord
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = ANY (unique_states) DO NOTHING
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
     RETURNING id, queue, run_at, priority, unique_key
 ), notified AS (
     SELECT pg_notify($6, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
@@ -73,16 +90,17 @@ WITH new AS (
     -- the n-th such job of the input
     SELECT id, row_number() OVER (ORDER BY id) AS rn FROM job WHERE unique_key IS NULL
 ), keyed AS (
-    -- of jobs sharing a key within the batch, the first is inserted and the rest get its id
-    SELECT unique_key, id, (SELECT min(ord) FROM new WHERE new.unique_key = job.unique_key) AS first
+    SELECT unique_key, id,
+        (SELECT min(ord) FROM new WHERE new.unique_key = job.unique_key AND new.held IS NULL) AS first
     FROM job WHERE unique_key IS NOT NULL
 )
-SELECT n.ord, coalesce(l.id, k.id, h.id), coalesce(l.id IS NOT NULL OR n.ord = k.first, false)
-FROM (SELECT ord, unique_key, row_number() OVER (PARTITION BY unique_key IS NULL ORDER BY ord) AS rn FROM new) n
+SELECT n.ord, coalesce(n.held, l.id, k.id, h.id), coalesce(l.id IS NOT NULL OR n.ord = k.first, false)
+FROM (SELECT ord, unique_key, held, row_number() OVER (PARTITION BY unique_key IS NULL ORDER BY ord) AS rn FROM new) n
 LEFT JOIN keyless l ON n.unique_key IS NULL AND l.rn = n.rn
-LEFT JOIN keyed k ON k.unique_key = n.unique_key
+LEFT JOIN keyed k ON n.held IS NULL AND k.unique_key = n.unique_key
 LEFT JOIN {schema}.jobs h
-    ON n.unique_key IS NOT NULL AND k.id IS NULL AND h.unique_key = n.unique_key AND h.state = ANY (h.unique_states)
+    ON n.unique_key IS NOT NULL AND n.held IS NULL AND k.id IS NULL
+    AND h.unique_key = n.unique_key AND h.state IN ('pending', 'running')
 WHERE (SELECT count(*) FROM notified) >= 0
 ORDER BY n.ord;
 
@@ -475,4 +493,5 @@ WITH RECURSIVE q AS (
 SELECT queue FROM q WHERE queue IS NOT NULL AND {schema}.serves($1::text[], queue);
 
 -- name: uniqueHolder
-SELECT id FROM {schema}.jobs WHERE unique_key = $1 AND state = ANY (unique_states);
+SELECT id FROM {schema}.jobs WHERE unique_key = $1 AND state IN ('pending', 'running');
+

@@ -1,0 +1,673 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+)
+
+// Tests of groups of dynamic queues (Config.Queues keys ending in "*") and of the
+// client-wide fair limit (Config.MaxWorkers).
+
+// grpRun is one handler call: the job and its queue.
+type grpRun struct {
+	id    int64
+	queue string
+}
+
+// grpReporter is a handler that reports every job it runs on ch.
+func grpReporter(ch chan<- grpRun) relay.HandlerFunc[numArgs] {
+	return func(_ context.Context, job *relay.Job[numArgs]) error {
+		ch <- grpRun{id: job.ID, queue: job.Queue}
+		return nil
+	}
+}
+
+// grpWorked is relay.WorkedQueues(c), sorted.
+func grpWorked(c *relay.Client) []string {
+	return slices.Sorted(slices.Values(relay.WorkedQueues(c)))
+}
+
+// grpEnqueue enqueues one job of kind to queue on db's schema.
+func grpEnqueue(t testing.TB, db *relaytest.DB, kind, queue string, n int, opts ...relay.EnqueueOption) int64 {
+	t.Helper()
+	return enqueue(t, db, kind, numArgs{N: n}, append(opts, relay.Queue(queue))...)
+}
+
+// grpGate holds handlers until released.
+type grpGate struct {
+	release chan struct{}
+	once    sync.Once
+}
+
+func newGrpGate() *grpGate { return &grpGate{release: make(chan struct{})} }
+
+// grpStartGated starts c and opens g for good when the test ends, before c is stopped, so
+// that Stop never waits for a handler held by the gate.
+func grpStartGated(t testing.TB, c *relay.Client, db *relaytest.DB, g *grpGate) {
+	t.Helper()
+	start(t, c, db.Pool)
+	t.Cleanup(g.open)
+}
+
+func (g *grpGate) wait() { <-g.release }
+func (g *grpGate) open() { g.once.Do(func() { close(g.release) }) }
+
+// one lets one waiting handler go, failing the test if none is waiting.
+func (g *grpGate) one(t testing.TB) {
+	t.Helper()
+	select {
+	case g.release <- struct{}{}:
+	case <-time.After(waitTimeout):
+		t.Fatal("no handler was waiting to be released")
+	}
+}
+
+// grpGauge counts the handlers running at once and remembers the most.
+type grpGauge struct{ now, max atomic.Int64 }
+
+func (g *grpGauge) enter() {
+	n := g.now.Add(1)
+	for m := g.max.Load(); n > m && !g.max.CompareAndSwap(m, n); m = g.max.Load() {
+	}
+}
+
+func (g *grpGauge) leave() { g.now.Add(-1) }
+
+// ---------------------------------------------------------------------------------------
+
+// A job enqueued to a brand-new queue of a group after the client started runs at once:
+// its NOTIFY creates the queue's dispatcher (the fallback poll, which also looks for
+// queues with work, is an hour away).
+func TestGroupNewQueueIsWorkedWhenItsFirstJobIsNotified(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 2}}})
+	ran := make(chan grpRun, 10)
+	handle(t, c, "grp", grpReporter(ran))
+
+	// A job waiting before Start is found by the start-up look for queues with work; once
+	// it has run that look is over, and the next is an hour away.
+	early := grpEnqueue(t, db, "grp", "tenant-0", 0)
+	start(t, c, db.Pool)
+	if r := recv(t, ran, "the job waiting before Start"); r != (grpRun{early, "tenant-0"}) {
+		t.Fatalf("ran %+v, want job %d of tenant-0", r, early)
+	}
+	if got := grpWorked(c); !slices.Equal(got, []string{"tenant-0"}) {
+		t.Errorf("WorkedQueues = %v, want [tenant-0]", got)
+	}
+
+	id, _ := enqueueTx(t, db, "grp", numArgs{N: 42}, relay.Queue("tenant-42"))
+	if r := recv(t, ran, "the job of the new queue"); r != (grpRun{id, "tenant-42"}) {
+		t.Fatalf("ran %+v, want job %d of tenant-42", r, id)
+	}
+	if got := grpWorked(c); !slices.Contains(got, "tenant-42") {
+		t.Errorf("WorkedQueues = %v after a job of tenant-42 ran, want it to include tenant-42", got)
+	}
+	// More new queues, enqueued together: each gets a dispatcher.
+	specs := make([]relay.JobSpec, 0, 5)
+	for i := range 5 {
+		specs = append(specs, relay.JobSpec{Kind: "grp", Args: numArgs{N: i}, Options: []relay.EnqueueOption{relay.Queue(fmt.Sprintf("tenant-new-%d", i))}})
+	}
+	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]string{}
+	for range ids {
+		r := recv(t, ran, "the jobs of five new queues")
+		got[r.id] = r.queue
+	}
+	for i, id := range ids {
+		if want := fmt.Sprintf("tenant-new-%d", i); got[id] != want {
+			t.Errorf("job %d ran on %q, want %q", id, got[id], want)
+		}
+	}
+	waitState(t, db, "succeeded", append(ids, early, id)...)
+	worked := grpWorked(c)
+	for i := range 5 {
+		if q := fmt.Sprintf("tenant-new-%d", i); !slices.Contains(worked, q) {
+			t.Errorf("WorkedQueues = %v, want it to include %s", worked, q)
+		}
+	}
+}
+
+// Queues of a group that already have jobs when the client starts, due or scheduled, are
+// worked from the start; a queue outside the group is not.
+func TestGroupQueuesWithJobsAtStartAreWorked(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 2}}})
+	ran := make(chan grpRun, 10)
+	handle(t, c, "grp", grpReporter(ran))
+
+	want := map[int64]string{}
+	for i := range 3 {
+		want[grpEnqueue(t, db, "grp", "tenant-7", i)] = "tenant-7"
+	}
+	// A scheduled job: its NOTIFY was sent before anyone listened, and the queue has no
+	// other job, so only the start-up look and the dispatcher's timer can run it.
+	want[grpEnqueue(t, db, "grp", "tenant-8", 8, relay.RunIn(300*time.Millisecond))] = "tenant-8"
+	outside := grpEnqueue(t, db, "grp", "other-7", 0)
+	prefixOnly := grpEnqueue(t, db, "grp", "tenant", 0) // "tenant" lacks the "-" of the prefix
+
+	start(t, c, db.Pool)
+	for range want {
+		r := recv(t, ran, "the jobs waiting before Start")
+		if want[r.id] != r.queue {
+			t.Fatalf("ran %+v, want one of %v", r, want)
+		}
+		delete(want, r.id)
+	}
+	worked := grpWorked(c)
+	for _, q := range []string{"tenant-7", "tenant-8"} {
+		if !slices.Contains(worked, q) {
+			t.Errorf("WorkedQueues = %v, want it to include %s", worked, q)
+		}
+	}
+	for _, id := range []int64{outside, prefixOnly} {
+		j := jobByID(t, db, id)
+		if j.State != "pending" || j.Attempt != 0 {
+			t.Errorf("job %d of queue %q outside the group is %s after %d attempts, want pending and never claimed", id, j.Queue, j.State, j.Attempt)
+		}
+		if slices.Contains(worked, j.Queue) {
+			t.Errorf("WorkedQueues = %v includes %q, outside the group", worked, j.Queue)
+		}
+	}
+}
+
+// A dispatcher of a group retires once its queue has been idle for the group's
+// IdleTimeout, while a configured queue stays; a later job of the retired queue runs
+// again, by NOTIFY, on a new dispatcher.
+func TestGroupIdleDispatcherRetiresAndComesBack(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{
+		"tenant-*": {Workers: 2, IdleTimeout: 200 * time.Millisecond},
+		"fixed":    {Workers: 1},
+	}})
+	started := make(chan grpRun, 10)
+	gate := newGrpGate()
+	handle(t, c, "grp", func(_ context.Context, job *relay.Job[numArgs]) error {
+		started <- grpRun{job.ID, job.Queue}
+		if job.Args.N < 0 {
+			gate.wait()
+		}
+		return nil
+	})
+	grpStartGated(t, c, db, gate)
+	if got := grpWorked(c); !slices.Equal(got, []string{"fixed"}) {
+		t.Errorf("WorkedQueues right after Start = %v, want [fixed]", got)
+	}
+
+	for round := range 2 {
+		// A job that holds its slot until released: the dispatcher is busy meanwhile.
+		id, _ := enqueueTx(t, db, "grp", numArgs{N: -1}, relay.Queue("tenant-9"))
+		if r := recv(t, started, "the job of tenant-9"); r.id != id {
+			t.Fatalf("round %d: ran %+v, want job %d", round, r, id)
+		}
+		if got := grpWorked(c); !slices.Equal(got, []string{"fixed", "tenant-9"}) {
+			t.Errorf("round %d: WorkedQueues while its job runs = %v, want [fixed tenant-9]", round, got)
+		}
+		gate.one(t)
+		waitState(t, db, "succeeded", id)
+		relaytest.WaitFor(t, waitTimeout, "the idle dispatcher of tenant-9 to retire", func() bool {
+			return !slices.Contains(relay.WorkedQueues(c), "tenant-9")
+		})
+		if got := grpWorked(c); !slices.Equal(got, []string{"fixed"}) {
+			t.Errorf("round %d: WorkedQueues after tenant-9 retired = %v, want [fixed]: a configured queue never retires", round, got)
+		}
+	}
+}
+
+// Wakeups that race with the retirement of their queue's dispatcher are never lost: with
+// an IdleTimeout of a millisecond dispatchers retire between almost every job, and every
+// job still runs at once (the fallback poll is an hour away).
+func TestGroupWakeupRacingRetirementIsNotLost(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: time.Millisecond}}})
+	ran := make(chan grpRun, 10)
+	handle(t, c, "grp", grpReporter(ran))
+	start(t, c, db.Pool)
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	for i := range 60 {
+		queue := fmt.Sprintf("tenant-r%d", i%2)
+		id := grpEnqueue(t, db, "grp", queue, i)
+		if r := recv(t, ran, fmt.Sprintf("job %d of %s", i, queue)); r != (grpRun{id, queue}) {
+			t.Fatalf("ran %+v, want job %d of %s", r, id, queue)
+		}
+		// Vary when the next job comes relative to the retirement (coverage, not timing).
+		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+	}
+}
+
+// A scheduled job keeps its group queue's dispatcher from retiring until it is due, so
+// it runs though the IdleTimeout is far shorter than its delay and no poll comes.
+func TestGroupScheduledJobKeepsItsDispatcher(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: 50 * time.Millisecond}}})
+	ran := make(chan grpRun, 10)
+	handle(t, c, "grp", grpReporter(ran))
+	start(t, c, db.Pool)
+
+	id := grpEnqueue(t, db, "grp", "tenant-s", 1, relay.RunIn(time.Second))
+	if r := recv(t, ran, "the scheduled job"); r != (grpRun{id, "tenant-s"}) {
+		t.Fatalf("ran %+v, want job %d of tenant-s", r, id)
+	}
+}
+
+// A queue outside every group is not worked; a queue's own entry wins over a group, and
+// a longer prefix over a shorter one; "*" alone is every queue.
+func TestGroupSettingsAndMatching(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{
+		"tenant-*":     {Workers: 1},
+		"tenant-big-*": {Workers: 2},
+		"tenant-vip":   {Workers: 2},
+	}})
+	started := make(chan grpRun, 20)
+	gate := newGrpGate()
+	handle(t, c, "grp", func(_ context.Context, job *relay.Job[numArgs]) error {
+		started <- grpRun{job.ID, job.Queue}
+		gate.wait()
+		return nil
+	})
+	grpStartGated(t, c, db, gate)
+	if got := grpWorked(c); !slices.Equal(got, []string{"tenant-vip"}) {
+		t.Errorf("WorkedQueues right after Start = %v, want [tenant-vip]: the queue's own entry is worked from the start", got)
+	}
+
+	pair := func(queue string) []int64 {
+		t.Helper()
+		ids, err := relay.EnqueueMany(context.Background(), db, []relay.JobSpec{
+			{Kind: "grp", Args: numArgs{N: 1}}, {Kind: "grp", Args: numArgs{N: 2}},
+		}, relay.Queue(queue), relay.Schema(db.Schema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+
+	// Outside every group: enqueued first, and never worked.
+	outside := grpEnqueue(t, db, "grp", "other-1", 0)
+
+	// The queue's own entry (2 workers) wins over tenant-* (1): both jobs run at once.
+	// So does the longer prefix tenant-big-* (2 workers).
+	for _, queue := range []string{"tenant-vip", "tenant-big-1"} {
+		ids := pair(queue)
+		got := []int64{recv(t, started, "the first job of "+queue).id, recv(t, started, "the second job of "+queue+" (its queue has 2 workers)").id}
+		slices.Sort(got)
+		if !slices.Equal(got, ids) {
+			t.Errorf("started %v, want the jobs %v of %s", got, ids, queue)
+		}
+		gate.one(t)
+		gate.one(t)
+		waitState(t, db, "succeeded", ids...)
+	}
+
+	// tenant-x has tenant-*'s single worker: while its first job runs, the second waits.
+	ids := pair("tenant-x")
+	first := recv(t, started, "the first job of tenant-x")
+	if first.id != ids[0] {
+		t.Fatalf("started %+v, want job %d of tenant-x", first, ids[0])
+	}
+	if j := jobByID(t, db, ids[1]); j.State != "pending" {
+		t.Errorf("second job of tenant-x is %s while the first runs; want pending (tenant-* has 1 worker)", j.State)
+	}
+	gate.one(t)
+	if r := recv(t, started, "the second job of tenant-x"); r.id != ids[1] {
+		t.Fatalf("started %+v, want job %d", r, ids[1])
+	}
+	gate.one(t)
+	waitState(t, db, "succeeded", ids...)
+
+	if j := jobByID(t, db, outside); j.State != "pending" || j.Attempt != 0 {
+		t.Errorf("job of other-1, outside every group, is %s after %d attempts; want pending and never claimed", j.State, j.Attempt)
+	}
+	if worked := grpWorked(c); slices.Contains(worked, "other-1") {
+		t.Errorf("WorkedQueues = %v includes other-1, outside every group", worked)
+	}
+
+	// "*" is every queue, including the one no one else works.
+	all := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"*": {Workers: 1}}})
+	ran := make(chan grpRun, 10)
+	handle(t, all, "grp", grpReporter(ran))
+	start(t, all, db.Pool)
+	if r := recv(t, ran, "the job of other-1 on a client serving \"*\""); r != (grpRun{outside, "other-1"}) {
+		t.Fatalf("ran %+v, want job %d of other-1", r, outside)
+	}
+	id := grpEnqueue(t, db, "grp", "anything at all", 0)
+	if r := recv(t, ran, "a job of a new queue on a client serving \"*\""); r != (grpRun{id, "anything at all"}) {
+		t.Fatalf("ran %+v, want job %d", r, id)
+	}
+}
+
+// Invalid groups and group settings on a plain queue make Start fail with
+// ErrInvalidConfig.
+func TestGroupInvalidConfigIsRefused(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	noop := func(context.Context, *relay.Job[numArgs]) error { return nil }
+	for name, queues := range map[string]map[string]relay.QueueConfig{
+		"two stars":                  {"a*b*": {Workers: 1}},
+		"star not at the end":        {"a*b": {Workers: 1}},
+		"leading star":               {"*a": {Workers: 1}},
+		"double star":                {"a**": {Workers: 1}},
+		"IdleTimeout on a queue":     {"plain": {Workers: 1, IdleTimeout: time.Second}},
+		"negative IdleTimeout":       {"tenant-*": {Workers: 1, IdleTimeout: -time.Second}},
+		"group without workers":      {"tenant-*": {}},
+		"IdleTimeout beside a group": {"tenant-*": {Workers: 1}, "tenant-1": {Workers: 1, IdleTimeout: time.Second}},
+	} {
+		c := newClient(db, relay.Config{Queues: queues})
+		handle(t, c, "grp", noop)
+		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
+			t.Errorf("%s: Start: %v, want ErrInvalidConfig", name, err)
+			if err == nil {
+				stop(t, c)
+			}
+		}
+	}
+	c := newClient(db, relay.Config{MaxWorkers: -1})
+	handle(t, c, "grp", noop)
+	if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
+		t.Errorf("negative MaxWorkers: Start: %v, want ErrInvalidConfig", err)
+		if err == nil {
+			stop(t, c)
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------------------
+
+// A queue with a huge backlog does not starve one with a single job: with MaxWorkers 2
+// held by "big", the job of "small-1" (a queue of a group, so that the test can see when
+// its wakeup has arrived) gets one of the next slots big frees, long before big's backlog
+// is done.
+func TestFairSmallQueueIsNotStarvedByABigBacklog(t *testing.T) {
+	t.Parallel()
+	const bigJobs = 50
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{
+		MaxWorkers: 2,
+		Queues:     map[string]relay.QueueConfig{"big": {Workers: 2}, "small-*": {Workers: 2}},
+	})
+	events := make(chan grpRun, 2*bigJobs)
+	gate := newGrpGate()
+	var gauge grpGauge
+	handle(t, c, "fair", func(_ context.Context, job *relay.Job[numArgs]) error {
+		gauge.enter()
+		defer gauge.leave()
+		events <- grpRun{job.ID, job.Queue}
+		if job.Queue == "big" {
+			gate.wait()
+		}
+		return nil
+	})
+	grpStartGated(t, c, db, gate)
+
+	grpEnqueueN(t, db, "fair", "big", bigJobs)
+	for range 2 {
+		if r := recv(t, events, "big to fill both client-wide slots"); r.queue != "big" {
+			t.Fatalf("started %+v, want a job of big", r)
+		}
+	}
+	small := grpEnqueue(t, db, "fair", "small-1", 0)
+	// Its wakeup has arrived once its dispatcher exists; that dispatcher then asks for a
+	// slot at once and finds none.
+	relaytest.WaitFor(t, waitTimeout, "a dispatcher for small-1", func() bool {
+		return slices.Contains(relay.WorkedQueues(c), "small-1")
+	})
+
+	// Free big's slots one at a time: each lets exactly one job start.
+	bigAfter := 0
+	for {
+		gate.one(t)
+		r := recv(t, events, "a job to take the freed slot")
+		if r.queue == "small-1" {
+			if r.id != small {
+				t.Fatalf("started %+v, want job %d of small-1", r, small)
+			}
+			break
+		}
+		if bigAfter++; bigAfter > 3 {
+			t.Fatalf("%d more jobs of big started after small-1's job was enqueued while it still waits", bigAfter)
+		}
+	}
+	t.Logf("small-1's job started after %d more jobs of big", bigAfter)
+	gate.open()
+	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
+		return countJobs(t, db, "succeeded") == bigJobs+1
+	})
+	if m := gauge.max.Load(); m > 2 {
+		t.Errorf("%d jobs ran at once, over MaxWorkers 2", m)
+	}
+}
+
+// grpEnqueueN enqueues n jobs of kind to queue in one EnqueueMany.
+func grpEnqueueN(t testing.TB, db *relaytest.DB, kind, queue string, n int) []int64 {
+	t.Helper()
+	specs := make([]relay.JobSpec, n)
+	for i := range specs {
+		specs[i] = relay.JobSpec{Kind: kind, Args: numArgs{N: i}}
+	}
+	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Queue(queue), relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// A slow queue cannot back up a fast one: with MaxWorkers 2 held by the hanging jobs of
+// "slow", a slot slow frees goes to the waiting "fast-1", which then keeps its equal
+// share (one slot) for its whole backlog: slow, whose jobs hang, never takes the slot
+// back while fast-1 has jobs waiting, so fast-1's backlog runs without slow releasing
+// anything more.
+//
+// With fast-1's Workers at 1 its dispatcher asks for no slot while its one job runs, so
+// every time that job ends, slow (waiting for a slot) and fast-1 race for the freed one;
+// with Workers 2 the same race happens whenever fast-1's job ends before its dispatcher
+// has asked for a second slot.
+func TestFairSlowQueueDoesNotHoldUpAFastQueue(t *testing.T) {
+	t.Parallel()
+	for _, fastWorkers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("fast Workers %d", fastWorkers), func(t *testing.T) {
+			t.Parallel()
+			testSlowQueueDoesNotHoldUpAFastQueue(t, fastWorkers)
+		})
+	}
+}
+
+func testSlowQueueDoesNotHoldUpAFastQueue(t *testing.T, fastWorkers int) {
+	const (
+		slowJobs = 10
+		fastJobs = 200
+	)
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{
+		MaxWorkers: 2,
+		Queues:     map[string]relay.QueueConfig{"slow": {Workers: 2}, "fast-*": {Workers: fastWorkers}},
+	})
+	events := make(chan grpRun, slowJobs+fastJobs)
+	gate := newGrpGate()
+	var gauge grpGauge
+	handle(t, c, "fair", func(_ context.Context, job *relay.Job[numArgs]) error {
+		gauge.enter()
+		defer gauge.leave()
+		events <- grpRun{job.ID, job.Queue}
+		if job.Queue == "slow" {
+			gate.wait()
+		}
+		return nil
+	})
+	grpStartGated(t, c, db, gate)
+
+	grpEnqueueN(t, db, "fair", "slow", slowJobs)
+	for range 2 {
+		if r := recv(t, events, "slow to fill both client-wide slots"); r.queue != "slow" {
+			t.Fatalf("started %+v, want a job of slow", r)
+		}
+	}
+	grpEnqueueN(t, db, "fair", "fast-1", fastJobs)
+	relaytest.WaitFor(t, waitTimeout, "a dispatcher for fast-1", func() bool {
+		return slices.Contains(relay.WorkedQueues(c), "fast-1")
+	})
+
+	// Slow jobs end one at a time until fast-1 gets a slot. The first should do: fast-1's
+	// dispatcher asks for a slot as soon as it exists, but the test cannot see that it
+	// has asked, so a few more are allowed.
+	released := 0
+	for {
+		if released == slowJobs-2 {
+			t.Fatalf("released %d slow jobs and fast-1 never got a slot", released)
+		}
+		gate.one(t)
+		released++
+		if r := recv(t, events, "a job to take the slot slow freed"); r.queue == "fast-1" {
+			break
+		}
+	}
+	t.Logf("fast-1 got a slot after %d slow jobs ended", released)
+	// From now on slow releases nothing: fast-1's backlog runs on its one slot, and slow
+	// never takes it while fast-1 still has jobs to start.
+	for fast := 1; fast < fastJobs; {
+		r := recv(t, events, fmt.Sprintf("fast-1's backlog to run while slow hangs (%d of %d started)", fast, fastJobs))
+		if r.queue == "fast-1" {
+			fast++
+			continue
+		}
+		if left := fastJobs - fast; left > 2 {
+			t.Fatalf("slow started another job (%d), taking both of the MaxWorkers 2 slots, while fast-1 still had %d jobs to start: fast-1 now waits for slow's hanging jobs", r.id, left)
+		}
+	}
+	gate.open()
+	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
+		return countJobs(t, db, "succeeded") == slowJobs+fastJobs
+	})
+	if m := gauge.max.Load(); m > 2 {
+		t.Errorf("%d jobs ran at once, over MaxWorkers 2", m)
+	}
+}
+
+// MaxWorkers is never exceeded over several queues with backlogs, configured and of a
+// group, nor is any queue's Workers; and no slot is left idle: whenever a job ends, the
+// client runs as many jobs as MaxWorkers and the queues' Workers and backlogs allow. The
+// test releases running jobs one at a time, in random order, and after each waits for
+// exactly the starts that this allows.
+func TestMaxWorkersIsNeverExceededAcrossQueues(t *testing.T) {
+	t.Parallel()
+	const (
+		maxWorkers = 3
+		workers    = 2
+		perQueue   = 8
+	)
+	queues := []string{"fixed", "t-1", "t-2"}
+	db := relaytest.NewDB(t)
+	c := newClient(db, relay.Config{
+		MaxWorkers: maxWorkers,
+		Queues:     map[string]relay.QueueConfig{"fixed": {Workers: workers}, "t-*": {Workers: workers}},
+	})
+	var (
+		total    grpGauge
+		perQ     = map[string]*grpGauge{}
+		started  = make(chan grpRun, len(queues)*perQueue)
+		releases sync.Map // job id → chan struct{}, closed to let the job end
+		gate     = newGrpGate()
+	)
+	releaseOf := func(id int64) chan struct{} {
+		ch, _ := releases.LoadOrStore(id, make(chan struct{}))
+		return ch.(chan struct{})
+	}
+	for _, q := range queues {
+		perQ[q] = &grpGauge{}
+	}
+	handle(t, c, "fair", func(_ context.Context, job *relay.Job[numArgs]) error {
+		total.enter()
+		perQ[job.Queue].enter()
+		defer total.leave()
+		defer perQ[job.Queue].leave()
+		started <- grpRun{job.ID, job.Queue}
+		select {
+		case <-releaseOf(job.ID):
+		case <-gate.release: // the test is over
+		}
+		return nil
+	})
+	grpStartGated(t, c, db, gate)
+
+	var specs []relay.JobSpec
+	for i := range perQueue {
+		for _, q := range queues {
+			specs = append(specs, relay.JobSpec{Kind: "fair", Args: numArgs{N: i}, Options: []relay.EnqueueOption{relay.Queue(q)}})
+		}
+	}
+	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	pending := map[string]int{}
+	for _, q := range queues {
+		pending[q] = perQueue
+	}
+	var running []grpRun
+	// allowed is how many jobs can run now: MaxWorkers, bounded by each queue's Workers
+	// and what it has left.
+	allowed := func() int {
+		n := 0
+		for _, q := range queues {
+			held := 0
+			for _, r := range running {
+				if r.queue == q {
+					held++
+				}
+			}
+			n += min(workers, held+pending[q])
+		}
+		return min(maxWorkers, n)
+	}
+	for ended := 0; ended < len(specs); ended++ {
+		for len(running) < allowed() {
+			r := recv(t, started, fmt.Sprintf("a job to start: %d running, %d allowed, left %v", len(running), allowed(), pending))
+			if pending[r.queue] == 0 {
+				t.Fatalf("started %+v, but its queue had no job left", r)
+			}
+			pending[r.queue]--
+			running = append(running, r)
+		}
+		i := rng.IntN(len(running))
+		close(releaseOf(running[i].id))
+		running = slices.Delete(running, i, i+1)
+	}
+	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
+		return countJobs(t, db, "succeeded") == len(specs)
+	})
+	select {
+	case r := <-started:
+		t.Errorf("job %+v started more than once", r)
+	default:
+	}
+	if m := total.max.Load(); m != maxWorkers {
+		t.Errorf("up to %d jobs ran at once, want exactly MaxWorkers %d", m, maxWorkers)
+	}
+	for _, q := range queues {
+		if m := perQ[q].max.Load(); m > workers {
+			t.Errorf("queue %s ran up to %d jobs at once, over its %d workers", q, m, workers)
+		}
+	}
+}
