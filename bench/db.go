@@ -86,6 +86,9 @@ func (d *database) quotedSchema() string { return pgx.Identifier{d.schema}.Sanit
 
 func (d *database) jobsTable() string { return d.quotedSchema() + ".jobs" }
 
+// relayRelations are the tables and views relay's migrations create (see schema.sql).
+var relayRelations = []string{"jobs", "schema_migrations", "clients", "queues", "client_status", "unhandled_jobs"}
+
 // checkSafe refuses to run against a schema that holds jobs or anything that is not
 // relay's, unless reset is set (then the schema is dropped and re-created).
 func (d *database) checkSafe(ctx context.Context, reset bool) error {
@@ -103,7 +106,7 @@ func (d *database) checkSafe(ctx context.Context, reset bool) error {
 	var foreign []string
 	rows, err := d.admin.Query(ctx, `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-		AND c.relname NOT IN ('jobs', 'schema_migrations') ORDER BY 1`, d.schema)
+		AND c.relname <> ALL ($2) ORDER BY 1`, d.schema, relayRelations)
 	if err != nil {
 		return err
 	}

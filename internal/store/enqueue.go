@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -79,15 +80,36 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 		priorities                          = make([]int16, n)
 		orderKeys                           = make([]*string, n)
 	)
+	unique := false
 	for i, j := range jobs {
 		kinds[i], queues[i], args[i], runAts[i] = j.Kind, j.Queue, j.Args, runAtParam(j)
 		maxAttempts[i], timeouts[i], priorities[i], orderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
 		if j.UniqueKey != "" {
+			unique = true
 			uniqueKeys[i] = pgtype.Text{String: j.UniqueKey, Valid: true}
 			uniqueIn[i] = pgtype.Text{String: strings.Join(j.UniqueIn, ","), Valid: true}
 		}
 	}
-	rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts,
+	if !unique {
+		// The common case, and a much cheaper statement: nothing to look up or skip.
+		rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts, priorities, orderKeys)
+		if err != nil {
+			return nil, insertError(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return nil, insertError(err)
+		}
+		if len(ids) != n {
+			return nil, fmt.Errorf("insert jobs: inserted %d of %d", len(ids), n)
+		}
+		out := make([]Inserted, n)
+		for i, id := range ids {
+			out[i] = Inserted{ID: id, Inserted: true}
+		}
+		return out, nil
+	}
+	rows, err := db.Query(ctx, s.q.insertManyUnique, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts,
 		priorities, orderKeys, uniqueKeys, uniqueIn)
 	if err != nil {
 		return nil, insertError(err)

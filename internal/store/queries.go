@@ -13,11 +13,11 @@ var queriesSQL string
 
 // queries holds the statements of queries.sql with the schema filled in.
 type queries struct {
-	insert, insertUnique, insertMany, uniqueHolder string
-	claim, lockQueue, claimGated, writeOutcomes    string
-	renewLeases, stopClient, rescue                string
-	cancel, retry, getJob                          string
-	setQueue, pauseQueue, getQueue, pendingQueues  string
+	insert, insertUnique, insertMany, insertManyUnique, uniqueHolder string
+	claim, lockQueue, claimGated, writeOutcomes                      string
+	renewLeases, stopClient, rescue                                  string
+	cancel, retry, getJob                                            string
+	setQueue, pauseQueue, getQueue, pendingQueues                    string
 }
 
 func buildQueries(quotedSchema string) queries {
@@ -31,24 +31,25 @@ func buildQueries(quotedSchema string) queries {
 		return q
 	}
 	return queries{
-		insert:        get("insert"),
-		insertUnique:  get("insertUnique"),
-		uniqueHolder:  get("uniqueHolder"),
-		lockQueue:     get("lockQueue"),
-		claimGated:    get("claimGated"),
-		setQueue:      get("setQueue"),
-		pauseQueue:    get("pauseQueue"),
-		getQueue:      get("getQueue"),
-		pendingQueues: get("pendingQueues"),
-		insertMany:    get("insertMany"),
-		claim:         get("claim"),
-		writeOutcomes: get("writeOutcomes"),
-		renewLeases:   get("renewLeases"),
-		stopClient:    get("stopClient"),
-		rescue:        get("rescue"),
-		cancel:        get("cancel"),
-		retry:         get("retry"),
-		getJob:        get("getJob"),
+		insert:           get("insert"),
+		insertUnique:     get("insertUnique"),
+		insertManyUnique: get("insertManyUnique"),
+		uniqueHolder:     get("uniqueHolder"),
+		lockQueue:        get("lockQueue"),
+		claimGated:       get("claimGated"),
+		setQueue:         get("setQueue"),
+		pauseQueue:       get("pauseQueue"),
+		getQueue:         get("getQueue"),
+		pendingQueues:    get("pendingQueues"),
+		insertMany:       get("insertMany"),
+		claim:            get("claim"),
+		writeOutcomes:    get("writeOutcomes"),
+		renewLeases:      get("renewLeases"),
+		stopClient:       get("stopClient"),
+		rescue:           get("rescue"),
+		cancel:           get("cancel"),
+		retry:            get("retry"),
+		getJob:           get("getJob"),
 	}
 }
 

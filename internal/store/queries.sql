@@ -54,7 +54,29 @@ WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
   AND unique_key = $10 AND state IN ('pending', 'running');
 
 -- name: insertMany
--- insert for many jobs, aligned arrays in $1..$5, $7..$11 ($11: each unique job's states,
+-- insert for many jobs without unique keys, aligned arrays in $1..$5, $7..$9, with one
+-- wakeup per queue. The ids come back in the order of the arrays.
+WITH job AS (
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key)
+    SELECT n.kind, n.queue, n.args, coalesce(n.run_at, now()), n.max_attempts, n.timeout_ms, n.priority,
+        CASE WHEN q.ordered THEN coalesce(n.order_key, '') WHEN n.order_key IS NOT NULL THEN {schema}.not_ordered(n.queue) END
+    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[],
+                $8::smallint[], $9::text[]) WITH ORDINALITY
+        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, ord)
+    LEFT JOIN {schema}.queues q ON q.name = n.queue
+    ORDER BY n.ord
+    RETURNING id, queue, run_at, priority
+), notified AS (
+    SELECT pg_notify($6, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    FROM job
+    GROUP BY queue
+)
+SELECT id FROM job
+WHERE (SELECT count(*) FROM notified) >= 0
+ORDER BY id;
+
+-- name: insertManyUnique
+-- insertMany for a batch with unique jobs, aligned arrays in $1..$5, $7..$11 ($11: each unique job's states,
 -- comma-separated), with one wakeup per queue. A unique job whose key is held (see
 -- insertUnique) is not inserted; every job's id comes back with its position in the
 -- arrays and whether it was inserted. Of jobs sharing a free key within the batch, the
