@@ -49,9 +49,10 @@ CREATE TABLE jobs (
 -- comparison, (-priority, run_at, id) >= cursor, resume a scan where the last claim ended.
 CREATE INDEX jobs_claim_idx ON jobs (queue, (-priority), run_at, id) WHERE state = 'pending';
 
--- The rescuer's index: running jobs by lease expiry; it also counts a queue's running jobs
--- for cluster-wide limits.
-CREATE INDEX jobs_lease_idx ON jobs (queue, lease_expires_at) WHERE state = 'running';
+-- The rescuer's index: running jobs by lease expiry. A limited queue's claim counts its
+-- running jobs through it too: running jobs are few, and a key of (queue, …) would make
+-- every claim compare queue names to insert its entries.
+CREATE INDEX jobs_lease_idx ON jobs (lease_expires_at) WHERE state = 'running';
 
 -- The heads of ordered keys: the unfinished jobs of each key, by state, oldest first.
 CREATE INDEX jobs_order_idx ON jobs (queue, order_key, state, id)

@@ -75,7 +75,9 @@ type Dispatcher struct {
 	rewound bool         // a job was notified since the running claim read from …
 	lowest  store.Cursor // … and this is the earliest such job
 	queue   store.QueueSettings
-	busyAt  time.Time // when the dispatcher last claimed a job or ran one
+
+	gated  atomic.Bool  // queue.Gated(), read by every finishing job without the lock
+	busyAt atomic.Int64 // when the dispatcher last claimed a job or one ended, in Unix ns
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -181,9 +183,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if d.cfg.Slots != nil {
 		defer d.cfg.Slots.leave(d)
 	}
-	d.mu.Lock()
-	d.busyAt = time.Now()
-	d.mu.Unlock()
+	d.busyAt.Store(time.Now().UnixNano())
 
 	more := false // the last claim filled every slot it had: more jobs may be due
 	for {
@@ -224,7 +224,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 
 		d.mu.Lock()
-		nextAt, busyAt := d.nextAt, d.busyAt
+		nextAt, busyAt := d.nextAt, time.Unix(0, d.busyAt.Load())
 		d.mu.Unlock()
 		if !nextAt.IsZero() && free > 0 { // with no free slot, a freed slot wakes us instead
 			scheduled.Reset(time.Until(nextAt))
@@ -241,9 +241,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			if d.cfg.Retire != nil && d.Quiet() && d.cfg.Retire() {
 				return nil
 			}
-			d.mu.Lock()
-			d.busyAt = time.Now() // not retired: wait a whole period again
-			d.mu.Unlock()
+			d.busyAt.Store(time.Now().UnixNano()) // not retired: wait a whole period again
 		case <-poll.C:
 			d.Wake()
 		}
@@ -305,15 +303,16 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 		d.cfg.Logger.Debug("relay: queue settings changed", "queue", d.cfg.Queue,
 			"ordered", c.Settings.Ordered, "limited", c.Settings.Limited, "paused", c.Settings.Paused)
 		d.queue = c.Settings
+		d.gated.Store(c.Settings.Gated())
 		if c.Settings.Gated() != gated {
 			// The claim ran in the mode of the old settings: claim again in the new one.
 			d.due, d.from = true, store.Cursor{}
 		}
 	}
-	if len(c.Jobs) > 0 {
-		d.busyAt = time.Now()
-	}
 	d.mu.Unlock()
+	if len(c.Jobs) > 0 {
+		d.busyAt.Store(time.Now().UnixNano())
+	}
 	d.running.Add(int64(len(c.Jobs)))
 	d.jobs.Add(len(c.Jobs))
 	for _, job := range c.Jobs {
@@ -327,9 +326,7 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 
 func (d *Dispatcher) run(job *store.Job) {
 	defer func() {
-		d.mu.Lock()
-		d.busyAt = time.Now()
-		d.mu.Unlock()
+		d.busyAt.Store(time.Now().UnixNano())
 		d.running.Add(-1)
 		if d.cfg.Slots != nil {
 			d.cfg.Slots.give(d, 1)
@@ -338,7 +335,7 @@ func (d *Dispatcher) run(job *store.Job) {
 		// A slot is free. In a gated queue the job still holds its key or cluster slot until
 		// its outcome commits, and that commit wakes the dispatchers by NOTIFY: claiming now
 		// would find nothing.
-		if !d.Settings().Gated() {
+		if !d.gated.Load() {
 			d.poke()
 		}
 	}()

@@ -22,10 +22,6 @@ ALTER TABLE jobs ADD COLUMN unique_key text CHECK (octet_length(unique_key) <= 2
 DROP INDEX jobs_claim_idx;
 CREATE INDEX jobs_claim_idx ON jobs (queue, (-priority), run_at, id) WHERE state = 'pending';
 
--- The rescuer's index also counts a queue's running jobs, for cluster-wide limits.
-DROP INDEX jobs_lease_idx;
-CREATE INDEX jobs_lease_idx ON jobs (queue, lease_expires_at) WHERE state = 'running';
-
 -- The heads of ordered keys: the unfinished jobs of each key, by state, oldest first.
 CREATE INDEX jobs_order_idx ON jobs (queue, order_key, state, id)
     WHERE order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking);
