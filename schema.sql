@@ -41,7 +41,10 @@ CREATE TABLE jobs (
     order_key        text        CHECK (octet_length(order_key) <= 256),  -- its sequence in an ordered
                                                           -- queue ('' when none given); else NULL
     blocking         boolean     NOT NULL DEFAULT false,  -- failed, and holding its ordered key
-    unique_key       text        CHECK (octet_length(unique_key) <= 256)  -- relay.Unique
+    unique_key       text        CHECK (octet_length(unique_key) <= 256), -- relay.Unique
+    checkpoint       jsonb,                               -- progress saved by relay.Checkpoint
+    output           jsonb,                               -- what a succeeded handler returned
+    payload          bytea                                -- raw []byte args (args is then null)
 );
 
 -- The claim index: pending jobs in the order they are claimed, most urgent first. It stays
