@@ -51,6 +51,7 @@ type Client struct {
 	listenerSvc *lifecycle.Service
 	pool        *pgxpool.Pool
 	backlogFull atomic.Bool     // a dispatcher found no room for outcomes and waits for a nudge
+	events      eventHub
 	work        context.Context // handlers' context; cancelled when Stop gives up waiting
 	cancelWork  context.CancelFunc
 }

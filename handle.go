@@ -21,6 +21,11 @@ type Job[T any] struct {
 	CreatedAt   time.Time
 	ScheduledAt time.Time // when this attempt was due
 	AttemptedAt time.Time // when this attempt was claimed
+	// Checkpoint is the progress last saved with [Checkpoint], by this attempt or an earlier
+	// one, as JSON; nil if none. [Job.Resume] decodes it.
+	Checkpoint json.RawMessage
+
+	run *running // the attempt this is; nil for a Job not run by a client
 }
 
 // HandlerFunc handles jobs whose args decode into T. Returning nil marks the job
@@ -29,7 +34,7 @@ type Job[T any] struct {
 type HandlerFunc[T any] func(ctx context.Context, job *Job[T]) error
 
 // runner runs one claimed job through its typed handler.
-type runner func(ctx context.Context, j *store.Job) error
+type runner func(ctx context.Context, j *store.Job, r *running) error
 
 // Handle registers fn as the handler of kind on c, with options such as [MaxAttempts],
 // [Timeout] and [Backoff] for the kind. Register every handler before [Client.Start]; it
@@ -48,10 +53,11 @@ func Handle[T any](c *Client, kind string, fn HandlerFunc[T], opts ...HandleOpti
 		return err
 	}
 	argsType := reflect.TypeFor[T]().String()
-	return c.register(kind, k, func(ctx context.Context, j *store.Job) error {
+	return c.register(kind, k, func(ctx context.Context, j *store.Job, r *running) error {
 		job := &Job[T]{
 			ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
-			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt,
+			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt, Checkpoint: j.Checkpoint,
+			run: r,
 		}
 		if err := json.Unmarshal(j.Args, &job.Args); err != nil {
 			// Retrying cannot fix stored args, so this fails the job at once.

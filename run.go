@@ -21,29 +21,61 @@ func (c *Client) runJob(j *store.Job) {
 		ctx, cancelTimeout = context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w after %v", ErrTimeout, timeout))
 		defer cancelTimeout()
 	}
+	r := &running{store: c.store, holder: store.Holder{ID: j.ID, Client: c.cfg.ID, Attempt: j.Attempt}}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
-	err := call(ctx, h, j)
+	started := time.Now()
+	err := call(ctx, h, j, r)
 	c.keeper.Finished(j.ID, j.Attempt)
 
 	// The lease is kept until the outcome is committed (see released): the job is running
 	// in the table until then, and a lapsed lease would have it rescued and run again.
-	o, ok := c.outcomeOf(ctx, h, j, err, time.Now())
+	decided := ctx
+	if r.completed.Load() {
+		// CompleteTx succeeded in the handler's transaction, so that transaction decides. If
+		// it committed, the job is succeeded and this outcome, a failure, is ignored by the
+		// database (the attempt no longer holds a running job); if not, the attempt failed.
+		// Nothing else (a lost lease, a timeout) may stop this outcome from being written.
+		err = errors.Join(errNotCommitted, err)
+		decided = context.WithoutCancel(ctx)
+	}
+	o, ok := c.outcomeOf(decided, h, j, err, time.Now())
 	if !ok {
 		c.keeper.Release(j.ID, j.Attempt)
+		if errors.Is(context.Cause(ctx), ErrCancelled) && c.events.active() {
+			c.events.emit(Event{JobID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, State: StateCancelled,
+				Reason: ReasonCancelled, ScheduledAt: j.RunAt, StartedAt: started, EndedAt: time.Now()})
+		}
 		return
 	}
+	if o.State == store.StateSucceeded {
+		r.mu.Lock()
+		o.Output = r.output
+		r.mu.Unlock()
+	}
+	o.Kind, o.Queue, o.ScheduledAt, o.StartedAt, o.CompletedTx = j.Kind, j.Queue, j.RunAt, started, r.completed.Load()
 	if !c.writer.Add(o) {
 		c.keeper.Release(j.ID, j.Attempt)
 		c.cfg.Logger.Error("relay: job finished after the client stopped; its outcome is lost and it will run again", "job", j.ID, "kind", j.Kind)
 	}
 }
 
-// released lets go of the leases of attempts whose outcomes are committed, and lets the
-// dispatchers claim again if the backlog had stopped them.
-func (c *Client) released(written []store.Outcome) {
+// errNotCommitted is the failure recorded for an attempt that called CompleteTx when the
+// job turns out not to be completed: the transaction rolled back or never committed.
+var errNotCommitted = errors.New("relay: the transaction that called CompleteTx did not commit")
+
+// released lets go of the leases of attempts whose outcomes are committed, reports them
+// to subscribers, and lets the dispatchers claim again if the backlog had stopped them.
+func (c *Client) released(written []store.Outcome, changed map[int64]bool) {
 	for _, o := range written {
 		c.keeper.Release(o.ID, o.Attempt)
+		if o.State != store.StateSucceeded && changed[o.ID] {
+			// Logged once written, so that the log says what the database holds: a failure of
+			// an attempt whose job CompleteTx had completed was never recorded.
+			c.cfg.Logger.Warn("relay: job attempt failed", "job", o.ID, "kind", o.Kind, "attempt", o.Attempt,
+				"reason", o.Reason, "state", o.State, "error", o.Error)
+		}
 	}
+	c.events.outcomeEvents(written, changed)
 	if c.backlogFull.CompareAndSwap(true, false) {
 		c.queues.each((*dispatcher.Dispatcher).Nudge)
 	}
@@ -66,13 +98,13 @@ func (c *Client) timeoutOf(j *store.Job, h handler) time.Duration {
 
 // call runs the job's handler, turning a panic into an error so that one bad job cannot
 // take the process or the other jobs down.
-func call(ctx context.Context, h handler, j *store.Job) (err error) {
+func call(ctx context.Context, h handler, j *store.Job, r *running) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &panicError{value: r, stack: string(debug.Stack())}
 		}
 	}()
-	return h.run(ctx, j)
+	return h.run(ctx, j, r)
 }
 
 // outcomeOf decides what becomes of a job after an attempt that ended at now with err,
@@ -137,7 +169,5 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *store.Job, err err
 	if o.Error == "" {
 		o.Error = fmt.Sprintf("%T with an empty message", err)
 	}
-	c.cfg.Logger.Warn("relay: job attempt failed", "job", j.ID, "kind", j.Kind, "attempt", j.Attempt,
-		"reason", o.Reason, "state", o.State, "error", o.Error)
 	return o, true
 }

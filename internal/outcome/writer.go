@@ -20,7 +20,7 @@ const maxBatch = 5000
 // Writer batches outcomes. Create it with [New], run it with [Writer.Run].
 type Writer struct {
 	client  string // whose attempts these are
-	written func([]store.Outcome)
+	written func(batch []store.Outcome, changed map[int64]bool)
 	store   *store.Store
 	db      store.DB
 	logger  *slog.Logger
@@ -33,10 +33,10 @@ type Writer struct {
 }
 
 // New returns a Writer that writes the outcomes of client's attempts to db. written, if
-// not nil, is called with each batch once it is committed (including outcomes the
-// database ignored because their attempt no longer held the job): until then the job
-// is still running in the table, and its lease must be kept.
-func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func([]store.Outcome)) *Writer {
+// not nil, is called with each batch once it is committed, and the ids of the jobs the
+// batch changed: the others were ignored because their attempt no longer held the job.
+// Until then a job is still running in the table, and its lease must be kept.
+func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func(batch []store.Outcome, changed map[int64]bool)) *Writer {
 	return &Writer{client: client, written: written, store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
 }
 
@@ -131,7 +131,8 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 	w.mu.Unlock()
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
-		if _, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n]); err != nil {
+		changed, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n])
+		if err != nil {
 			w.logger.Warn("relay: writing job outcomes failed; will retry", "outcomes", len(batch), "error", err)
 			w.mu.Lock()
 			w.pending = append(batch, w.pending...)
@@ -143,7 +144,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 		w.writing -= n
 		w.mu.Unlock()
 		if w.written != nil {
-			w.written(batch[:n])
+			w.written(batch[:n], changed)
 		}
 		batch = batch[n:]
 	}

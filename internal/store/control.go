@@ -75,6 +75,9 @@ type Record struct {
 	OrderKey       *string
 	Blocking       bool
 	UniqueKey      *string
+	Checkpoint     []byte
+	Output         []byte
+	Payload        []byte
 }
 
 // GetJob reads job id.
@@ -88,7 +91,7 @@ func (s *Store) GetJob(ctx context.Context, db DB, id int64) (*Record, error) {
 	)
 	err := db.QueryRow(ctx, s.q.getJob, id).Scan(&r.ID, &r.Kind, &r.Queue, &r.Args, &r.State, &r.Attempt,
 		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled,
-		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey)
+		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &r.Checkpoint, &r.Output, &r.Payload)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoJob
 	}

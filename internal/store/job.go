@@ -28,13 +28,15 @@ type Job struct {
 	Timeout    time.Duration
 	HasTimeout bool
 	Priority   int
+	Checkpoint []byte // JSON saved by an earlier attempt; nil if none
+	Payload    []byte // raw args of a job enqueued with []byte args; nil otherwise
 }
 
 // NewJob is a job to insert.
 type NewJob struct {
 	Kind        string
 	Queue       string
-	Args        []byte    // JSON
+	Args        []byte    // JSON; nil with Payload
 	RunAt       time.Time // zero: now, on the database's clock
 	MaxAttempts int       // zero: the kind's default, filled in when first claimed
 	Timeout     *time.Duration
@@ -42,4 +44,5 @@ type NewJob struct {
 	OrderKey    *string  // its key in an ordered queue; nil: the queue-wide sequence
 	UniqueKey   string   // empty: not unique
 	UniqueIn    []string // the states in which UniqueKey is held; include pending and running
+	Payload     []byte   // raw args instead of JSON ones, when not nil
 }

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -31,12 +33,18 @@ type Outcome struct {
 	Reason  string    // one of the Reason constants; empty when it succeeded
 	Error   string    // the attempt's error
 	Stack   string    // the stack of a panic
+	Output  []byte    // for StateSucceeded: the handler's output as JSON, or nil
+
+	// Not written: what the client's events report of the attempt.
+	Kind, Queue            string
+	ScheduledAt, StartedAt time.Time
+	CompletedTx            bool // the handler called CompleteTx
 }
 
 // WriteOutcomes writes many outcomes of client's attempts in one statement and returns
-// how many jobs it changed. An outcome whose attempt no longer holds its job (rescued,
-// cancelled, re-claimed) is left out.
-func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome) (int, error) {
+// the ids of the jobs it changed. An outcome whose attempt no longer holds its job
+// (rescued, cancelled, re-claimed, completed by [Store.CompleteTx]) is left out.
+func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome) (map[int64]bool, error) {
 	n := len(outcomes)
 	ids := make([]int64, n)
 	attempts := make([]int32, n)
@@ -46,19 +54,59 @@ func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcome
 	reasons := make([]pgtype.Text, n)
 	errs := make([]pgtype.Text, n)
 	stacks := make([]pgtype.Text, n)
+	outputs := make([][]byte, n)
 	for i, o := range outcomes {
 		ids[i], attempts[i], states[i], endedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
 		runAts[i] = pgtype.Timestamptz{Time: o.RunAt, Valid: !o.RunAt.IsZero()}
 		reasons[i] = nullText(o.Reason)
 		errs[i] = nullText(o.Error)
 		stacks[i] = nullText(o.Stack)
+		outputs[i] = o.Output
 	}
-	var written int
-	err := db.QueryRow(ctx, s.q.writeOutcomes, planEachTime, ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel).Scan(&written)
+	rows, err := db.Query(ctx, s.q.writeOutcomes, planEachTime, ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel, outputs)
 	if err != nil {
-		return 0, fmt.Errorf("write %d job outcomes: %w", n, err)
+		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
+	}
+	changed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
+	}
+	written := make(map[int64]bool, len(changed))
+	for _, id := range changed {
+		written[id] = true
 	}
 	return written, nil
+}
+
+// ErrNotHeld is returned by [Store.CompleteTx] and [Store.Checkpoint] when the attempt no
+// longer holds the job; nothing was written.
+var ErrNotHeld = errors.New("the attempt no longer holds the job")
+
+// Holder identifies one attempt of a job by one client.
+type Holder struct {
+	ID      int64
+	Client  string
+	Attempt int
+}
+
+// CompleteTx marks the job of holder a succeeded, with output if not nil, on db (the
+// caller's transaction): it takes effect when that commits.
+func (s *Store) CompleteTx(ctx context.Context, db DB, a Holder, output []byte) error {
+	return s.ifHeld(ctx, db, s.q.completeTx, a, output, s.channel)
+}
+
+// Checkpoint saves the progress of the job of attempt a.
+func (s *Store) Checkpoint(ctx context.Context, db DB, a Holder, state []byte) error {
+	return s.ifHeld(ctx, db, s.q.checkpoint, a, state)
+}
+
+func (s *Store) ifHeld(ctx context.Context, db DB, query string, a Holder, args ...any) error {
+	var id int64
+	err := db.QueryRow(ctx, query, append([]any{a.ID, a.Client, a.Attempt}, args...)...).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotHeld
+	}
+	return err
 }
 
 func nullText(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }

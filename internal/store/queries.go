@@ -16,7 +16,7 @@ type queries struct {
 	insert, insertUnique, insertMany, insertManyUnique, uniqueHolder string
 	claim, lockQueue, claimGated, writeOutcomes                      string
 	renewLeases, stopClient, rescue                                  string
-	cancel, retry, getJob                                            string
+	cancel, retry, getJob, completeTx, checkpoint                    string
 	setQueue, pauseQueue, getQueue, pendingQueues                    string
 }
 
@@ -50,6 +50,8 @@ func buildQueries(quotedSchema string) queries {
 		cancel:           get("cancel"),
 		retry:            get("retry"),
 		getJob:           get("getJob"),
+		completeTx:       get("completeTx"),
+		checkpoint:       get("checkpoint"),
 	}
 }
 

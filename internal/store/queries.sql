@@ -163,14 +163,15 @@ WITH async AS (
             (SELECT k.max_attempts FROM unnest($2::text[], $9::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
     FROM due
     WHERE j.id = due.id
-    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority
+    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
+        j.checkpoint, j.payload
 )
-SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority,
+SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
        NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
 FROM claimed
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
         SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
         FROM {schema}.jobs
@@ -265,14 +266,15 @@ WITH RECURSIVE async AS (
             (SELECT k.max_attempts FROM unnest($2::text[], $6::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
     FROM due
     WHERE j.id = due.id
-    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority
+    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
+        j.checkpoint, j.payload
 )
-SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority,
+SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
        NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
 FROM claimed
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
         SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
         FROM {schema}.jobs
@@ -282,7 +284,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 FROM settings s;
 
 -- name: writeOutcomes
--- Writes the outcomes of many attempts of client $9 at once. A job is touched only while
+-- Writes the outcomes of many attempts of client $9 at once ($11: each success's output, or
+-- NULL), and returns the ids of the jobs it changed. A job is touched only while
 -- that same attempt still holds it (running, claimed by $9, same attempt number), so the
 -- late outcome of a handler whose job was rescued, cancelled or re-claimed never overwrites
 -- whatever owns the job now. Every attempt but a success is appended to the job's history.
@@ -291,14 +294,15 @@ FROM settings s;
 -- A job of an ordered queue that blocks on failure keeps its key when it fails for good.
 WITH outcome AS (
     SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::timestamptz[],
-                         $5::timestamptz[], $6::text[], $7::text[], $8::text[])
-        AS o(id, attempt, state, ended_at, run_at, reason, error, stack)
+                         $5::timestamptz[], $6::text[], $7::text[], $8::text[], $11::jsonb[])
+        AS o(id, attempt, state, ended_at, run_at, reason, error, stack, output)
 ), written AS (
     UPDATE {schema}.jobs j
     SET state = o.state,
         finished_at = CASE WHEN o.state = 'pending' THEN NULL ELSE o.ended_at END,
         run_at = coalesce(o.run_at, j.run_at),
         lease_expires_at = NULL,
+        output = coalesce(o.output, j.output),
         -- a snooze gives its attempt back
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
         attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
@@ -315,7 +319,7 @@ WITH outcome AS (
        OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL)
     GROUP BY queue
 )
-SELECT count(*) FROM written
+SELECT id FROM written
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: renewLeases
@@ -447,7 +451,7 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- name: getJob
 SELECT id, kind, queue, args, state, attempt, max_attempts, created_at, run_at,
        attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
-       run_at > now() AS scheduled, priority, order_key, blocking, unique_key
+       run_at > now() AS scheduled, priority, order_key, blocking, unique_key, checkpoint, output, payload
 FROM {schema}.jobs
 WHERE id = $1;
 
@@ -517,3 +521,28 @@ SELECT queue FROM q WHERE queue IS NOT NULL AND {schema}.serves($1::text[], queu
 -- name: uniqueHolder
 SELECT id FROM {schema}.jobs WHERE unique_key = $1 AND state IN ('pending', 'running');
 
+-- name: completeTx
+-- Marks job $1 succeeded, with output $4 if not NULL, in the caller's transaction — only
+-- while attempt $3 of client $2 still holds it. No row: the job is no longer this
+-- attempt's, and nothing was written. Like an outcome, it wakes an ordered or limited
+-- queue, at commit.
+WITH done AS (
+    UPDATE {schema}.jobs j
+    SET state = 'succeeded', finished_at = clock_timestamp(), lease_expires_at = NULL,
+        output = coalesce($4, j.output)
+    WHERE j.id = $1 AND j.state = 'running' AND j.attempted_by = $2 AND j.attempt = $3
+    RETURNING j.id, j.queue, j.run_at, j.priority, j.order_key
+), notified AS (
+    SELECT pg_notify($5, {schema}.wakeup_payload(queue, run_at, priority))
+    FROM done
+    WHERE order_key IS NOT NULL OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL)
+)
+SELECT id FROM done
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: checkpoint
+-- Saves progress $4 of job $1 while attempt $3 of client $2 still holds it. No row: the
+-- job is no longer this attempt's, and nothing was written.
+UPDATE {schema}.jobs SET checkpoint = $4
+WHERE id = $1 AND state = 'running' AND attempted_by = $2 AND attempt = $3
+RETURNING id;

@@ -1,0 +1,118 @@
+package relay
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayq/relay/internal/store"
+)
+
+// Event is one ended attempt of a job on this client, as [Client.Subscribe] delivers it.
+type Event struct {
+	JobID   int64
+	Kind    string
+	Queue   string
+	Attempt int
+	// State is what the attempt left the job in: [StateSucceeded], [StateFailed],
+	// [StateCancelled], or [StatePending] when it is to run again (at RetryAt).
+	State JobState
+	// Reason is one of the Reason constants ([ReasonSnoozed] for a snooze, say); empty
+	// for a success.
+	Reason      string
+	Error       string
+	ScheduledAt time.Time // when the attempt was due
+	StartedAt   time.Time // when its handler began
+	EndedAt     time.Time // when its handler returned
+	RetryAt     time.Time // for State pending: when it runs next
+	// CompletedTx is true for a job succeeded by [CompleteTx] in the handler's transaction.
+	CompletedTx bool
+}
+
+// Wait is how long the job waited between being due and its handler starting.
+func (e Event) Wait() time.Duration { return max(e.StartedAt.Sub(e.ScheduledAt), 0) }
+
+// Ran is how long its handler ran.
+func (e Event) Ran() time.Duration { return e.EndedAt.Sub(e.StartedAt) }
+
+// Subscribe returns a channel that receives an [Event] for every attempt this client ends
+// from now on — once its outcome is committed, so an event never reports what the
+// database does not hold — and a function that ends the subscription and closes the
+// channel. Events are for observing (tests, metrics, logs): delivery never blocks the
+// client, so a subscriber that falls more than buffer events behind misses the excess,
+// counted by Dropped. Attempts abandoned because the job is no longer this client's (its
+// lease was lost) produce no event; the client that ends the job reports it.
+func (c *Client) Subscribe(buffer int) (events <-chan Event, unsubscribe func()) {
+	s := &subscriber{ch: make(chan Event, max(buffer, 0))}
+	c.events.mu.Lock()
+	if c.events.subs == nil {
+		c.events.subs = map[*subscriber]struct{}{}
+	}
+	c.events.subs[s] = struct{}{}
+	c.events.n.Add(1)
+	c.events.mu.Unlock()
+	var once sync.Once
+	return s.ch, func() {
+		once.Do(func() {
+			c.events.mu.Lock()
+			delete(c.events.subs, s)
+			c.events.n.Add(-1)
+			close(s.ch)
+			c.events.mu.Unlock()
+		})
+	}
+}
+
+// Dropped is how many events subscribers of this client have missed because they were
+// full.
+func (c *Client) Dropped() int64 { return c.events.dropped.Load() }
+
+// eventHub fans events out to subscribers.
+type eventHub struct {
+	n       atomic.Int32 // subscribers: zero makes emitting free
+	dropped atomic.Int64
+	mu      sync.Mutex
+	subs    map[*subscriber]struct{}
+}
+
+type subscriber struct{ ch chan Event }
+
+func (h *eventHub) active() bool { return h.n.Load() > 0 }
+
+func (h *eventHub) emit(e Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		select {
+		case s.ch <- e:
+		default:
+			h.dropped.Add(1)
+		}
+	}
+}
+
+// outcomeEvents emits the events of a committed batch of outcomes; changed holds the jobs
+// the batch changed.
+func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) {
+	if !h.active() {
+		return
+	}
+	for _, o := range batch {
+		e := Event{
+			JobID: o.ID, Kind: o.Kind, Queue: o.Queue, Attempt: o.Attempt, State: JobState(o.State),
+			Reason: o.Reason, Error: o.Error, ScheduledAt: o.ScheduledAt, StartedAt: o.StartedAt, EndedAt: o.EndedAt,
+		}
+		switch {
+		case changed[o.ID]:
+			if o.State == store.StatePending {
+				e.RetryAt = o.RunAt
+			}
+		case o.CompletedTx:
+			// The outcome was ignored because the handler's transaction had completed the job.
+			e.State, e.Reason, e.Error, e.CompletedTx = StateSucceeded, "", "", true
+		default:
+			continue // not this client's any more
+		}
+		h.emit(e)
+	}
+}
