@@ -396,8 +396,8 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if state, _, _ := r.leaseOf(reclaimed); written != 0 || state != "running" {
-		t.Errorf("late outcomes of the dead client changed %d jobs; the job another client runs is %s; want 0 and running", written, state)
+	if state, _, _ := r.leaseOf(reclaimed); len(written) != 0 || state != "running" {
+		t.Errorf("late outcomes of the dead client changed jobs %v; the job another client runs is %s; want none and running", written, state)
 	}
 }
 
