@@ -50,7 +50,7 @@ type Client struct {
 	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
 	listenerSvc *lifecycle.Service
 	pool        *pgxpool.Pool
-	backlogFull atomic.Bool     // a dispatcher found no room for outcomes and waits for a nudge
+	backlogFull atomic.Bool // a dispatcher found no room for outcomes and waits for a nudge
 	events      eventHub
 	work        context.Context // handlers' context; cancelled when Stop gives up waiting
 	cancelWork  context.CancelFunc
