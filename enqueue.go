@@ -11,7 +11,9 @@ import (
 	"github.com/relayq/relay/internal/store"
 )
 
-// Enqueue inserts a job of kind with args encoded as JSON and returns its id. Run it on
+// Enqueue inserts a job of kind with args encoded as JSON and returns its id. Args of
+// type []byte are stored as they are (bytea), for payloads serialised otherwise
+// (protobuf, msgpack): handle them with a Handle[[]byte] handler. Run it on
 // your transaction: the job, and the NOTIFY that wakes a worker, take effect when the
 // transaction commits and not at all if it rolls back. Passing a pool instead commits at
 // once. No client needs to be running; the job waits in the table until one that handles
@@ -155,14 +157,24 @@ func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
 	if err != nil {
 		return store.NewJob{}, err
 	}
+	j := store.NewJob{
+		Kind: kind, Queue: o.queue, RunAt: o.runAt, MaxAttempts: maxAttempts, Timeout: o.timeout,
+		Priority: o.priority, OrderKey: o.orderKey, UniqueKey: o.uniqueKey, UniqueIn: uniqueIn,
+	}
+	if raw, ok := args.([]byte); ok {
+		// Binary args (protobuf, msgpack, …) are stored as they are, in payload.
+		j.Args, j.Payload = []byte("null"), raw
+		if raw == nil {
+			j.Payload = []byte{}
+		}
+		return j, nil
+	}
 	encoded, err := json.Marshal(args)
 	if err != nil {
 		return store.NewJob{}, fmt.Errorf("%w of kind %q: %w", ErrEncodeArgs, kind, err)
 	}
-	return store.NewJob{
-		Kind: kind, Queue: o.queue, Args: encoded, RunAt: o.runAt, MaxAttempts: maxAttempts, Timeout: o.timeout,
-		Priority: o.priority, OrderKey: o.orderKey, UniqueKey: o.uniqueKey, UniqueIn: uniqueIn,
-	}, nil
+	j.Args = encoded
+	return j, nil
 }
 
 // maxKeyLen is the longest order or unique key, in bytes.

@@ -59,7 +59,7 @@ func Handle[T any](c *Client, kind string, fn HandlerFunc[T], opts ...HandleOpti
 			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt, Checkpoint: j.Checkpoint,
 			run: r,
 		}
-		if err := json.Unmarshal(j.Args, &job.Args); err != nil {
+		if err := decodeArgs(j.Args, j.Payload, &job.Args); err != nil {
 			// Retrying cannot fix stored args, so this fails the job at once.
 			return &permanentError{fmt.Errorf("decode args of job %d (%s) into %s: %w", j.ID, j.Kind, argsType, err)}
 		}
@@ -79,4 +79,18 @@ func (k kindConfig) validate(kind string) error {
 		}
 	}
 	return nil
+}
+
+// decodeArgs decodes a job's stored args into v: the raw payload of a job enqueued with
+// []byte args goes as it is into a *[]byte, and JSON args are unmarshalled.
+func decodeArgs[T any](args, payload []byte, v *T) error {
+	if payload != nil {
+		raw, ok := any(v).(*[]byte)
+		if !ok {
+			return fmt.Errorf("the job carries raw []byte args, which only a []byte handler can take")
+		}
+		*raw = payload
+		return nil
+	}
+	return json.Unmarshal(args, v)
 }

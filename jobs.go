@@ -138,6 +138,13 @@ type JobRecord struct {
 	// wait until it is retried or cancelled.
 	Blocking  bool
 	UniqueKey string // its [Unique] key, if any
+	// Output is what the handler of a succeeded job returned or recorded, as JSON; nil if
+	// none (see [Job.SetOutput], [HandleWithOutput]).
+	Output json.RawMessage
+	// Checkpoint is the progress last saved with [Checkpoint], as JSON; nil if none.
+	Checkpoint json.RawMessage
+	// Payload holds the raw args of a job enqueued with []byte args (Args is then null).
+	Payload []byte
 }
 
 // GetJob returns job id with its attempt history, or an error wrapping [ErrJobNotFound].
@@ -159,6 +166,7 @@ func GetJob(ctx context.Context, db DB, id int64, opts ...JobOption) (*JobRecord
 		AttemptedAt: r.AttemptedAt, AttemptedBy: r.AttemptedBy, FinishedAt: r.FinishedAt,
 		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
 		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking,
+		Output: r.Output, Checkpoint: r.Checkpoint, Payload: r.Payload,
 	}
 	if r.UniqueKey != nil {
 		rec.UniqueKey = *r.UniqueKey

@@ -35,7 +35,7 @@ const uniqueRetries = 5
 // Insert inserts one job and sends its wakeup, in one round trip on db (usually the
 // caller's transaction, so that both take effect at commit).
 func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
-	args := []any{j.Kind, j.Queue, j.Args, runAtParam(j), maxAttemptsParam(j), s.channel, timeoutParam(j), int16(j.Priority), j.OrderKey}
+	args := []any{j.Kind, j.Queue, j.Args, runAtParam(j), maxAttemptsParam(j), s.channel, timeoutParam(j), int16(j.Priority), j.OrderKey, j.Payload}
 	if j.UniqueKey == "" {
 		var id int64
 		if err := db.QueryRow(ctx, s.q.insert, args...).Scan(&id); err != nil {
@@ -43,7 +43,7 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 		}
 		return Inserted{ID: id, Inserted: true}, nil
 	}
-	args = append(args, j.UniqueKey, j.UniqueIn)
+	args = append(args[:9], j.UniqueKey, j.UniqueIn, j.Payload)
 	for range uniqueRetries {
 		rows, err := db.Query(ctx, s.q.insertUnique, args...)
 		if err != nil {
@@ -79,11 +79,13 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 		maxAttempts, timeouts               = make([]pgtype.Int4, n), make([]pgtype.Int4, n)
 		priorities                          = make([]int16, n)
 		orderKeys                           = make([]*string, n)
+		payloads                            = make([][]byte, n)
 	)
 	unique := false
 	for i, j := range jobs {
 		kinds[i], queues[i], args[i], runAts[i] = j.Kind, j.Queue, j.Args, runAtParam(j)
 		maxAttempts[i], timeouts[i], priorities[i], orderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
+		payloads[i] = j.Payload
 		if j.UniqueKey != "" {
 			unique = true
 			uniqueKeys[i] = pgtype.Text{String: j.UniqueKey, Valid: true}
@@ -92,7 +94,7 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 	}
 	if !unique {
 		// The common case, and a much cheaper statement: nothing to look up or skip.
-		rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts, priorities, orderKeys)
+		rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts, priorities, orderKeys, payloads)
 		if err != nil {
 			return nil, insertError(err)
 		}
@@ -110,7 +112,7 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 		return out, nil
 	}
 	rows, err := db.Query(ctx, s.q.insertManyUnique, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts,
-		priorities, orderKeys, uniqueKeys, uniqueIn)
+		priorities, orderKeys, uniqueKeys, uniqueIn, payloads)
 	if err != nil {
 		return nil, insertError(err)
 	}

@@ -6,13 +6,14 @@
 
 -- name: insert
 -- Inserts one job ($1 kind, $2 queue, $3 args, $4 run_at or NULL for now, $5 max_attempts,
--- $7 timeout_ms, $8 priority, $9 order key) and wakes its queue ($6 is the channel). In an
+-- $7 timeout_ms, $8 priority, $9 order key, $10 raw payload or NULL) and wakes its queue ($6 is the channel). In an
 -- ordered queue a job without a key joins the queue-wide sequence ''; a key given for a
 -- queue that is not ordered is refused.
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload)
     SELECT $1, $2, $3, coalesce($4, now()), $5, $7, $8,
-        CASE WHEN q.ordered THEN coalesce($9, '') WHEN $9 IS NOT NULL THEN {schema}.not_ordered($2) END
+        CASE WHEN q.ordered THEN coalesce($9, '') WHEN $9 IS NOT NULL THEN {schema}.not_ordered($2) END,
+        $10
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $2
     RETURNING id, queue, run_at, priority
 ), notified AS (
@@ -33,10 +34,10 @@ WITH held AS (
     ORDER BY state IN ('pending', 'running') DESC, id DESC
     LIMIT 1
 ), job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key)
     SELECT $1, $2, $3, coalesce($4, now()), $5, $7, $8,
         CASE WHEN q.ordered THEN coalesce($9, '') WHEN $9 IS NOT NULL THEN {schema}.not_ordered($2) END,
-        $10
+        $12, $10
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $2
     WHERE NOT EXISTS (SELECT FROM held)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
@@ -54,15 +55,16 @@ WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
   AND unique_key = $10 AND state IN ('pending', 'running');
 
 -- name: insertMany
--- insert for many jobs without unique keys, aligned arrays in $1..$5, $7..$9, with one
+-- insert for many jobs without unique keys, aligned arrays in $1..$5, $7..$10, with one
 -- wakeup per queue. The ids come back in the order of the arrays.
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload)
     SELECT n.kind, n.queue, n.args, coalesce(n.run_at, now()), n.max_attempts, n.timeout_ms, n.priority,
-        CASE WHEN q.ordered THEN coalesce(n.order_key, '') WHEN n.order_key IS NOT NULL THEN {schema}.not_ordered(n.queue) END
+        CASE WHEN q.ordered THEN coalesce(n.order_key, '') WHEN n.order_key IS NOT NULL THEN {schema}.not_ordered(n.queue) END,
+        n.payload
     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[],
-                $8::smallint[], $9::text[]) WITH ORDINALITY
-        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, ord)
+                $8::smallint[], $9::text[], $10::bytea[]) WITH ORDINALITY
+        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, ord)
     LEFT JOIN {schema}.queues q ON q.name = n.queue
     ORDER BY n.ord
     RETURNING id, queue, run_at, priority
@@ -90,14 +92,14 @@ WITH new AS (
          ORDER BY h.state IN ('pending', 'running') DESC, h.id DESC
          LIMIT 1) AS held
     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[],
-                $8::smallint[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY
-        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key, unique_states, ord)
+                $8::smallint[], $9::text[], $10::text[], $11::text[], $12::bytea[]) WITH ORDINALITY
+        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key, unique_states, payload, ord)
     LEFT JOIN {schema}.queues q ON q.name = n.queue
 ), job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key)
     SELECT kind, queue, args, coalesce(run_at, now()), max_attempts, timeout_ms, priority,
         CASE WHEN ordered THEN coalesce(order_key, '') WHEN order_key IS NOT NULL THEN {schema}.not_ordered(queue) END,
-        unique_key
+        payload, unique_key
     FROM new
     WHERE held IS NULL
     ORDER BY ord
