@@ -53,10 +53,50 @@ func (c *Client) runJob(j *store.Job) {
 		r.mu.Unlock()
 	}
 	o.Kind, o.Queue, o.ScheduledAt, o.StartedAt, o.CompletedTx = j.Kind, j.Queue, j.RunAt, started, r.completed.Load()
+	if o.CompletedTx {
+		c.writeCompletedOutcome(o)
+		return
+	}
 	if !c.writer.Add(o) {
 		c.keeper.Release(j.ID, j.Attempt)
 		c.cfg.Logger.Error("relay: job finished after the client stopped; its outcome is lost and it will run again", "job", j.ID, "kind", j.Kind)
 	}
+}
+
+// completedLockWait bounds how long the outcome of an attempt that called CompleteTx waits
+// for the job's row: a handler that returned without ending its transaction holds it.
+const completedLockWait = 5 * time.Second
+
+// writeCompletedOutcome writes the outcome of an attempt that called CompleteTx on its own,
+// not in the writer's shared batch: if the handler returned while its transaction was
+// still open, the row stays locked, and only this job — not every outcome of the client —
+// may wait for it. Past completedLockWait the job is left to its lease: released, it
+// expires, and the job is rescued once the transaction ends, if it did not commit.
+func (c *Client) writeCompletedOutcome(o store.Outcome) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
+	defer cancel()
+	changed, err := c.writeWithLockTimeout(ctx, o)
+	if err != nil {
+		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
+			"job", o.ID, "kind", o.Kind, "attempt", o.Attempt, "error", err)
+	}
+	c.released([]store.Outcome{o}, changed)
+}
+
+func (c *Client) writeWithLockTimeout(ctx context.Context, o store.Outcome) (map[int64]bool, error) {
+	tx, err := c.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", completedLockWait.Milliseconds())); err != nil {
+		return nil, err
+	}
+	changed, err := c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o})
+	if err != nil {
+		return nil, err
+	}
+	return changed, tx.Commit(ctx)
 }
 
 // errNotCommitted is the failure recorded for an attempt that called CompleteTx when the
