@@ -1,8 +1,12 @@
-// Command relay administers relay's schema in a PostgreSQL database.
+// Command relay administers relay's schema, queues and jobs in a PostgreSQL database.
 //
 //	relay migrate --database-url URL            # print the SQL that would be applied
 //	relay migrate --database-url URL --apply    # apply it
+//	relay queue pause|resume|show NAME          # for every client, at once
+//	relay queue set NAME --ordered --on-failure block --global-limit 5
+//	relay job show|retry|cancel ID
 //
+// Every command takes --database-url (or DATABASE_URL) and --schema.
 // Printing reads the database only to learn which migrations it already has, so the
 // output can be fed to another migration tool or reviewed before --apply.
 package main
@@ -25,6 +29,8 @@ import (
 
 type cli struct {
 	Migrate migrateCmd `cmd:"" help:"Print the SQL that brings the schema up to date, or apply it with --apply."`
+	Queue   queueCmd   `cmd:"" help:"Show, pause, resume or set up a queue, for every client."`
+	Job     jobCmd     `cmd:"" help:"Show, retry or cancel a job."`
 }
 
 type migrateCmd struct {
@@ -75,7 +81,7 @@ func run(ctx context.Context, args []string, out io.Writer, logger *slog.Logger)
 	var c cli
 	parser, err := kong.New(&c,
 		kong.Name("relay"),
-		kong.Description("Administer relay's schema in a PostgreSQL database."),
+		kong.Description("Administer relay's schema, queues and jobs in a PostgreSQL database."),
 		kong.UsageOnError(),
 		kong.Writers(out, os.Stderr),
 		kong.BindTo(ctx, (*context.Context)(nil)),

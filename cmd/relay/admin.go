@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+)
+
+// conn is what every command that talks to the database takes.
+type conn struct {
+	DatabaseURL string        `name:"database-url" env:"DATABASE_URL" required:"" help:"PostgreSQL connection URL."`
+	Schema      string        `default:"relay" help:"Schema relay's tables live in."`
+	Timeout     time.Duration `default:"30s" help:"Give up after this long."`
+}
+
+// open connects, bounded by the command's timeout; done closes the pool.
+func (c conn) open(ctx context.Context) (context.Context, *pgxpool.Pool, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	pool, err := pgxpool.New(ctx, c.DatabaseURL)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, fmt.Errorf("connect: %w", err)
+	}
+	return ctx, pool, func() { pool.Close(); cancel() }, nil
+}
+
+type queueCmd struct {
+	Show   queueShowCmd   `cmd:"" help:"Print a queue's settings and state as JSON."`
+	Pause  queuePauseCmd  `cmd:"" help:"Pause a queue on every client: running jobs finish, no new ones start."`
+	Resume queueResumeCmd `cmd:"" help:"Resume a paused queue."`
+	Set    queueSetCmd    `cmd:"" help:"Set a queue's settings (ordering, blocking on failure, cluster-wide limit)."`
+}
+
+type queueShowCmd struct {
+	conn
+	Queue string `arg:"" help:"The queue."`
+}
+
+func (q *queueShowCmd) Run(ctx context.Context, out io.Writer) error {
+	ctx, pool, done, err := q.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	info, err := relay.GetQueue(ctx, pool, q.Queue, relay.Schema(q.Schema))
+	if err != nil {
+		return err
+	}
+	return printJSON(out, info)
+}
+
+type queuePauseCmd struct {
+	conn
+	Queue string `arg:"" help:"The queue."`
+}
+
+func (q *queuePauseCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	ctx, pool, done, err := q.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := relay.PauseQueue(ctx, pool, q.Queue, relay.Schema(q.Schema)); err != nil {
+		return err
+	}
+	logger.Info("queue paused", "queue", q.Queue)
+	return nil
+}
+
+type queueResumeCmd struct {
+	conn
+	Queue string `arg:"" help:"The queue."`
+}
+
+func (q *queueResumeCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	ctx, pool, done, err := q.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := relay.ResumeQueue(ctx, pool, q.Queue, relay.Schema(q.Schema)); err != nil {
+		return err
+	}
+	logger.Info("queue resumed", "queue", q.Queue)
+	return nil
+}
+
+type queueSetCmd struct {
+	conn
+	Queue       string `arg:"" help:"The queue."`
+	Ordered     bool   `help:"Start jobs one at a time per order key, in enqueue order."`
+	OnFailure   string `name:"on-failure" enum:"block,move-on" default:"block" help:"What an ordered key does when its head fails for good: block or move-on."`
+	GlobalLimit int    `name:"global-limit" help:"Most running jobs of the queue across all clients; 0 for none."`
+}
+
+func (q *queueSetCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	ctx, pool, done, err := q.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	policy := relay.BlockOnFailure
+	if q.OnFailure == "move-on" {
+		policy = relay.MoveOnAfterFailure
+	}
+	settings := relay.QueueSettings{Ordered: q.Ordered, OnFailure: policy, GlobalLimit: q.GlobalLimit}
+	if err := relay.SetQueue(ctx, pool, q.Queue, settings, relay.Schema(q.Schema)); err != nil {
+		return err
+	}
+	logger.Info("queue set", "queue", q.Queue, "ordered", q.Ordered, "on_failure", q.OnFailure, "global_limit", q.GlobalLimit)
+	return nil
+}
+
+type jobCmd struct {
+	Show   jobShowCmd   `cmd:"" help:"Print a job with its attempt history as JSON."`
+	Retry  jobRetryCmd  `cmd:"" help:"Run a failed or cancelled job again now."`
+	Cancel jobCancelCmd `cmd:"" help:"Cancel a job (also gives up a failed job that blocks its ordered key)."`
+}
+
+type jobShowCmd struct {
+	conn
+	ID int64 `arg:"" help:"The job's id."`
+}
+
+func (j *jobShowCmd) Run(ctx context.Context, out io.Writer) error {
+	ctx, pool, done, err := j.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rec, err := relay.GetJob(ctx, pool, j.ID, relay.Schema(j.Schema))
+	if err != nil {
+		return err
+	}
+	return printJSON(out, rec)
+}
+
+type jobRetryCmd struct {
+	conn
+	ID int64 `arg:"" help:"The job's id."`
+}
+
+func (j *jobRetryCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	ctx, pool, done, err := j.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := relay.Retry(ctx, pool, j.ID, relay.Schema(j.Schema)); err != nil {
+		return err
+	}
+	logger.Info("job retried", "job", j.ID)
+	return nil
+}
+
+type jobCancelCmd struct {
+	conn
+	ID int64 `arg:"" help:"The job's id."`
+}
+
+func (j *jobCancelCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	ctx, pool, done, err := j.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := relay.Cancel(ctx, pool, j.ID, relay.Schema(j.Schema)); err != nil {
+		return err
+	}
+	logger.Info("job cancelled", "job", j.ID)
+	return nil
+}
+
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
