@@ -21,7 +21,7 @@ func (c *Client) runJob(j *store.Job) {
 		ctx, cancelTimeout = context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w after %v", ErrTimeout, timeout))
 		defer cancelTimeout()
 	}
-	r := &running{store: c.store, holder: store.Holder{ID: j.ID, Client: c.cfg.ID, Attempt: j.Attempt}}
+	r := &running{store: c.store, holder: store.Holder{ID: j.ID, Client: c.cfg.ID, Attempt: j.Attempt, Lease: c.cfg.LeaseTTL}}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
 	started := time.Now()
 	err := call(ctx, h, j, r)

@@ -33,10 +33,17 @@ var (
 	ErrLeaseExpired = errors.New("relay: the job's lease expired while the database was unreachable")
 )
 
+// KeeperDB is what the keeper renews leases on: a pool, since waiting for a locked row
+// needs a transaction of its own.
+type KeeperDB interface {
+	store.DB
+	store.Beginner
+}
+
 // KeeperConfig configures a [Keeper].
 type KeeperConfig struct {
 	Store    *store.Store
-	DB       store.DB
+	DB       KeeperDB
 	Client   store.ClientInfo // Client.Lease is the TTL every claim and renewal grants
 	Interval time.Duration    // how often to renew; well under Client.Lease
 	Logger   *slog.Logger
@@ -191,7 +198,7 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	// A renewal must not outlive the lease it renews.
 	renewCtx, cancel := context.WithTimeout(ctx, k.cfg.Client.Lease/2)
 	defer cancel()
-	kept, err := k.cfg.Store.RenewLeases(renewCtx, k.cfg.DB, k.cfg.Client, held)
+	r, err := k.cfg.Store.RenewLeases(renewCtx, k.cfg.DB, k.cfg.Client, held)
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -201,13 +208,20 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	}
 	k.mu.Lock()
 	var lost []*lease
+	var locked []store.Held
 	for _, h := range held {
 		l, ok := k.held[h.ID]
 		switch {
 		case !ok || l.attempt != h.Attempt:
 			// Released (or re-held) while the renewal was in flight: not ours to judge.
-		case kept[h.ID]:
+		case r.Renewed[h.ID]:
 			l.expires = now.Add(k.cfg.Client.Lease)
+		case r.Held[h.ID]:
+			// Still ours, but its row was locked and its lease not extended. If the lock is
+			// the handler's own transaction, wait for it, on its own.
+			if !l.done {
+				locked = append(locked, h)
+			}
 		case l.done:
 			delete(k.held, h.ID) // written meanwhile, most likely: nothing to cancel
 		default:
@@ -219,6 +233,9 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	for _, l := range lost {
 		l.cancel(ErrLostLease)
 	}
+	for _, h := range locked {
+		k.renewLocked(ctx, h)
+	}
 	if len(lost) > 0 {
 		k.cfg.Logger.Warn("relay: lost the lease of running jobs; their handlers are cancelled", "jobs", len(lost))
 	}
@@ -227,6 +244,30 @@ func (k *Keeper) renew(ctx context.Context) bool {
 
 // expire cancels the handlers whose lease has certainly expired by now, and returns when
 // the next of the others does (ok false if none is held).
+// lockWait bounds how long the keeper waits for a handler's transaction to renew its job's
+// lease: a fraction of the lease, so that the other jobs' renewals are not held up long.
+func (k *Keeper) lockWait() time.Duration { return min(k.cfg.Client.Lease/8, time.Second) }
+
+// renewLocked extends the lease of a held job whose row was locked during the renewal. A
+// lock still held after lockWait leaves the lease as it is: the next tick tries again,
+// and a lease that cannot be renewed for its whole length expires as usual.
+func (k *Keeper) renewLocked(ctx context.Context, h store.Held) {
+	ok, err := k.cfg.Store.RenewLocked(ctx, k.cfg.DB, k.cfg.Client, h, k.lockWait())
+	now := time.Now()
+	if err != nil {
+		if ctx.Err() == nil {
+			k.cfg.Logger.Debug("relay: could not renew the lease of a job whose row a transaction holds", "job", h.ID, "error", err)
+		}
+		return
+	}
+	k.mu.Lock()
+	l, held := k.held[h.ID]
+	if held && l.attempt == h.Attempt && ok {
+		l.expires = now.Add(k.cfg.Client.Lease)
+	}
+	k.mu.Unlock()
+}
+
 func (k *Keeper) expire(now time.Time) (next time.Time, ok bool) {
 	k.mu.Lock()
 	var expired []*lease

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,9 +24,16 @@ type ClientInfo struct {
 	Kinds  []string
 }
 
+// Renewal is the result of [Store.RenewLeases]: the attempts still held, and of those the
+// ones whose lease was extended. A held attempt that was not extended had its row locked
+// by a transaction; [Store.RenewLocked] waits for it.
+type Renewal struct {
+	Held, Renewed map[int64]bool
+}
+
 // RenewLeases records client's heartbeat and extends the leases of the attempts it
-// holds, in one statement. It returns the ids still held; the others are lost.
-func (s *Store) RenewLeases(ctx context.Context, db DB, client ClientInfo, held []Held) (map[int64]bool, error) {
+// holds, in one statement.
+func (s *Store) RenewLeases(ctx context.Context, db DB, client ClientInfo, held []Held) (Renewal, error) {
 	ids := make([]int64, len(held))
 	attempts := make([]int32, len(held))
 	for i, h := range held {
@@ -33,17 +41,52 @@ func (s *Store) RenewLeases(ctx context.Context, db DB, client ClientInfo, held 
 	}
 	rows, err := db.Query(ctx, s.q.renewLeases, planEachTime, client.ID, ids, client.Lease, attempts, client.Queues, client.Kinds)
 	if err != nil {
-		return nil, fmt.Errorf("renew %d leases: %w", len(held), err)
+		return Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
 	}
-	renewed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	r := Renewal{Held: make(map[int64]bool, len(held)), Renewed: make(map[int64]bool, len(held))}
+	var (
+		id      int64
+		renewed bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &renewed}, func() error {
+		r.Held[id] = true
+		if renewed {
+			r.Renewed[id] = true
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("renew %d leases: %w", len(held), err)
+		return Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
 	}
-	kept := make(map[int64]bool, len(renewed))
-	for _, id := range renewed {
-		kept[id] = true
+	return r, nil
+}
+
+// RenewLocked extends the lease of attempt h of client on its own, waiting up to wait for
+// a transaction that holds the job's row. It reports whether the attempt still holds the
+// job; a wait that runs out is an error, and the lease is left as it was.
+func (s *Store) RenewLocked(ctx context.Context, db Beginner, client ClientInfo, h Held, wait time.Duration) (bool, error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return false, err
 	}
-	return kept, nil
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", max(wait.Milliseconds(), 1))); err != nil {
+		return false, err
+	}
+	var id int64
+	err = tx.QueryRow(ctx, s.q.renewLocked, h.ID, client.ID, h.Attempt, client.Lease).Scan(&id)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, tx.Commit(ctx)
+	case err != nil:
+		return false, fmt.Errorf("renew the lease of job %d: %w", h.ID, err)
+	}
+	return true, tx.Commit(ctx)
+}
+
+// Beginner begins transactions: a pool.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 // StopClient marks client as stopped in the clients table.

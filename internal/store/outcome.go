@@ -87,6 +87,7 @@ type Holder struct {
 	ID      int64
 	Client  string
 	Attempt int
+	Lease   time.Duration // the client's lease TTL
 }
 
 // CompleteTx marks the job of holder a succeeded, with output if not nil, on db (the
@@ -97,7 +98,7 @@ func (s *Store) CompleteTx(ctx context.Context, db DB, a Holder, output []byte) 
 
 // Checkpoint saves the progress of the job of attempt a.
 func (s *Store) Checkpoint(ctx context.Context, db DB, a Holder, state []byte) error {
-	return s.ifHeld(ctx, db, s.q.checkpoint, a, state)
+	return s.ifHeld(ctx, db, s.q.checkpoint, a, state, a.Lease)
 }
 
 func (s *Store) ifHeld(ctx context.Context, db DB, query string, a Holder, args ...any) error {

@@ -15,7 +15,7 @@ var queriesSQL string
 type queries struct {
 	insert, insertUnique, insertMany, insertManyUnique, uniqueHolder string
 	claim, lockQueue, claimGated, writeOutcomes                      string
-	renewLeases, stopClient, rescue                                  string
+	renewLeases, renewLocked, stopClient, rescue                     string
 	cancel, retry, getJob, completeTx, checkpoint                    string
 	setQueue, pauseQueue, getQueue, pendingQueues                    string
 }
@@ -45,6 +45,7 @@ func buildQueries(quotedSchema string) queries {
 		claim:            get("claim"),
 		writeOutcomes:    get("writeOutcomes"),
 		renewLeases:      get("renewLeases"),
+		renewLocked:      get("renewLocked"),
 		stopClient:       get("stopClient"),
 		rescue:           get("rescue"),
 		cancel:           get("cancel"),

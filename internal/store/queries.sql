@@ -327,9 +327,11 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- name: renewLeases
 -- The keep-alive tick of client $1: records its heartbeat and extends by $3 the leases of
 -- the attempts it still holds ($2 ids, $4 attempt numbers). It returns the ids still its
--- own; a held job missing from them was rescued, cancelled or deleted. Rows locked by a
--- concurrent write (this client's own outcome batch, usually) are skipped rather than
--- waited for: they are about to stop running, and the next tick renews them if not.
+-- own, each with whether its lease was extended; a held job missing from them was
+-- rescued, cancelled or deleted. Rows locked by a concurrent write are skipped rather than
+-- waited for, so that one busy row never delays every lease: usually the lock is this
+-- client's own outcome batch, and the job is about to stop running; if it is a handler's
+-- transaction (Checkpoint, CompleteTx), renewLocked extends that lease on its own.
 -- Like a claim it commits asynchronously: a renewal lost in a crash only shortens a lease.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
@@ -358,8 +360,16 @@ WITH async AS (
     WHERE j.id = free.id
     RETURNING j.id
 )
-SELECT id FROM held
-WHERE (SELECT count(*) FROM async) = 1 AND (SELECT count(*) FROM renewed) >= 0;
+SELECT id, id IN (SELECT id FROM renewed) FROM held
+WHERE (SELECT count(*) FROM async) = 1;
+
+-- name: renewLocked
+-- Extends by $4 the lease of attempt $3 of client $2 on job $1, waiting for the row if a
+-- transaction holds it (the caller bounds the wait with lock_timeout). No row: the attempt
+-- no longer holds the job.
+UPDATE {schema}.jobs SET lease_expires_at = now() + $4::interval
+WHERE id = $1 AND state = 'running' AND attempted_by = $2 AND attempt = $3
+RETURNING id;
 
 -- name: stopClient
 UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = $1;
@@ -543,8 +553,11 @@ SELECT id FROM done
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: checkpoint
--- Saves progress $4 of job $1 while attempt $3 of client $2 still holds it. No row: the
--- job is no longer this attempt's, and nothing was written.
-UPDATE {schema}.jobs SET checkpoint = $4
+-- Saves progress $4 of job $1 while attempt $3 of client $2 still holds it, and extends
+-- its lease to at least $5 from now: a handler that checkpoints in back-to-back
+-- transactions keeps the row locked nearly all the time, and renewals skip locked rows.
+-- No row: the job is no longer this attempt's, and nothing was written.
+UPDATE {schema}.jobs
+SET checkpoint = $4, lease_expires_at = greatest(lease_expires_at, now() + $5::interval)
 WHERE id = $1 AND state = 'running' AND attempted_by = $2 AND attempt = $3
 RETURNING id;

@@ -1,0 +1,201 @@
+package store
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+//go:embed list.sql
+var listSQL string
+
+// listFragments holds the named fragments of list.sql, {schema} still in them.
+var listFragments = parseNamed(listSQL)
+
+// StateScheduled is what listing and counting call a pending job whose run_at is later
+// than now; it is not a value of the state column.
+const StateScheduled = "scheduled"
+
+// ListFilter selects the jobs ListJobs returns. Its values have been validated.
+type ListFilter struct {
+	Queue, Kind string   // "" for any
+	States      []string // StatePending (due), StateScheduled, StateRunning or a finished state; nil for any
+	From, To    time.Time
+	After       int64 // only jobs with a lower id; 0 for no bound
+	Limit       int   // at most this many, newest (highest id) first
+}
+
+// ListJobs returns the jobs that f selects, newest first, in one statement.
+func (s *Store) ListJobs(ctx context.Context, db DB, f ListFilter) ([]*Record, error) {
+	sql, args := buildList(s.quoted(), f)
+	rows, err := db.Query(ctx, sql, append([]any{planEachTime}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer rows.Close()
+	var recs []*Record
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		recs = append(recs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return recs, nil
+}
+
+// Count is how many jobs of a queue are in a state (StatePending counting due jobs only,
+// StateScheduled the others).
+type Count struct {
+	Queue string
+	State string
+	N     int64
+}
+
+// CountJobs counts the jobs of every queue by state, exactly.
+func (s *Store) CountJobs(ctx context.Context, db DB) ([]Count, error) {
+	sql := strings.ReplaceAll(fragment("countJobs"), "{schema}", s.quoted())
+	rows, err := db.Query(ctx, sql, planEachTime)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	counts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Count, error) {
+		var c Count
+		err := row.Scan(&c.Queue, &c.State, &c.N)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return counts, nil
+}
+
+func (s *Store) quoted() string { return pgx.Identifier{s.schema}.Sanitize() }
+
+// fragment returns the named fragment of list.sql.
+func fragment(name string) string {
+	f, ok := listFragments[name]
+	if !ok {
+		// list.sql is embedded: a missing name is a bug caught by every test.
+		panic(fmt.Sprintf("store: list.sql has no fragment named %q", name))
+	}
+	return f
+}
+
+// listParams are list.sql's bind parameters, with the type each is sent as, in the order
+// they are numbered.
+var listParams = []struct{ name, typ string }{
+	{"after", "bigint"}, {"limit", "integer"}, {"finished", "text[]"},
+	{"queue", "text"}, {"kind", "text"}, {"from", "timestamptz"}, {"to", "timestamptz"},
+}
+
+// buildList assembles the listing statement for f and its arguments. It asks for one job
+// more than f.Limit: the caller learns from it whether there is a next page.
+func buildList(quotedSchema string, f ListFilter) (string, []any) {
+	var filters strings.Builder // kind and time; the queue is added where a part needs it
+	if f.Kind != "" {
+		filters.WriteString(" " + fragment("filterKind"))
+	}
+	if !f.From.IsZero() {
+		filters.WriteString(" " + fragment("filterFrom"))
+	}
+	if !f.To.IsZero() {
+		filters.WriteString(" " + fragment("filterTo"))
+	}
+	withQueue := filters.String()
+	if f.Queue != "" {
+		withQueue = " " + fragment("filterQueue") + withQueue
+	}
+
+	var sql string
+	var finished []string // the finished states asked for: the {finished} parameter
+	if len(f.States) == 0 && f.Queue == "" {
+		// Every job may match: the primary key, newest first, is the shortest way.
+		sql = strings.ReplaceAll(fragment("listNewest"), "{filters}", withQueue)
+	} else {
+		states := f.States
+		if len(states) == 0 {
+			states = []string{StatePending, StateScheduled, StateRunning, StateSucceeded, StateFailed, StateCancelled}
+		}
+		var parts []string
+		for _, st := range states {
+			switch st {
+			case StatePending:
+				parts = append(parts, strings.ReplaceAll(fragment("partPending"), "{filters}", withQueue))
+			case StateScheduled:
+				parts = append(parts, strings.ReplaceAll(fragment("partScheduled"), "{filters}", withQueue))
+			case StateRunning:
+				parts = append(parts, strings.ReplaceAll(fragment("partRunning"), "{filters}", withQueue))
+			default:
+				finished = append(finished, st)
+			}
+		}
+		if len(finished) > 0 {
+			name := "partFinished"
+			if f.Queue != "" {
+				name = "partFinishedInQueue"
+			}
+			parts = append(parts, strings.ReplaceAll(fragment(name), "{filters}", filters.String()))
+		}
+		sql = strings.ReplaceAll(fragment("listByState"), "{parts}", strings.Join(parts, "\nUNION ALL\n"))
+	}
+	sql = strings.ReplaceAll(sql, "{columns}", fragment("columns"))
+
+	after := f.After
+	if after <= 0 {
+		after = math.MaxInt64
+	}
+	values := map[string]any{
+		"after": after, "limit": f.Limit + 1, "finished": finished,
+		"queue": f.Queue, "kind": f.Kind, "from": f.From, "to": f.To,
+	}
+	var args []any
+	for _, p := range listParams {
+		placeholder := "{" + p.name + "}"
+		if !strings.Contains(sql, placeholder) {
+			continue
+		}
+		args = append(args, values[p.name])
+		sql = strings.ReplaceAll(sql, placeholder, "$"+strconv.Itoa(len(args))+"::"+p.typ)
+	}
+	// Last, so that a schema name that looks like a placeholder stays what it is.
+	return strings.ReplaceAll(sql, "{schema}", quotedSchema), args
+}
+
+// scanRecord reads one row of list.sql's {columns}.
+func scanRecord(row pgx.Row) (*Record, error) {
+	var (
+		r                                   Record
+		maxAttempts, timeoutMS              pgtype.Int4
+		attemptedAt, finishedAt, leaseUntil pgtype.Timestamptz
+		attemptedBy                         pgtype.Text
+		attempts                            []byte
+	)
+	err := row.Scan(&r.ID, &r.Kind, &r.Queue, &r.Args, &r.State, &r.Attempt,
+		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled,
+		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &r.Checkpoint, &r.Output, &r.Payload)
+	if err != nil {
+		return nil, err
+	}
+	r.MaxAttempts = int(maxAttempts.Int32)
+	r.AttemptedAt, r.AttemptedBy, r.FinishedAt, r.LeaseExpiresAt = attemptedAt.Time, attemptedBy.String, finishedAt.Time, leaseUntil.Time
+	if timeoutMS.Valid {
+		d := time.Duration(timeoutMS.Int32) * time.Millisecond
+		r.Timeout = &d
+	}
+	if err := json.Unmarshal(attempts, &r.Attempts); err != nil {
+		return nil, fmt.Errorf("job %d: decode attempt history: %w", r.ID, err)
+	}
+	return &r, nil
+}

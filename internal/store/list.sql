@@ -1,0 +1,186 @@
+-- The SQL of listing and counting jobs (relay.ListJobs, relay.CountJobs). None of it is on
+-- a hot path: these are the statements of dashboards and operators, and they read only.
+--
+-- list.go assembles each listing from the fragments below, keeping only the parts and the
+-- filters a call asks for, so that every statement the server sees has one plan shape.
+-- {schema} is the quoted schema name; {columns} the columns of a record; {after}, {limit},
+-- {queue}, {kind}, {from}, {to} and {finished} become bind parameters ($n with a cast);
+-- {filters} becomes the filter fragments a call uses, {parts} the parts it needs.
+--
+-- The indexes behind them (see schema.sql): unfinished jobs are few and have their own
+-- small partial indexes (pending: jobs_claim_idx, running: jobs_lease_idx); finished jobs
+-- are the millions, found through jobs_finished_idx (state, queue, id) INCLUDE (kind,
+-- created_at): one ordered index range per state and queue, newest first, where the kind
+-- and time filters are checked on the index entry itself.
+
+-- name: columns
+-- The columns of a record, in the order scanRecord reads them (the same as getJob's).
+id, kind, queue, args, state, attempt, max_attempts, created_at, run_at,
+attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
+run_at > now() AS scheduled, priority, order_key, blocking, unique_key, checkpoint, output, payload
+
+-- name: listNewest
+-- Jobs in any state: newest first along the primary key, the filters checked on each row.
+SELECT {columns}
+FROM {schema}.jobs
+WHERE id < {after} {filters}
+ORDER BY id DESC
+LIMIT {limit};
+
+-- name: listByState
+-- Jobs in the states asked for: the newest {limit} of each part, then the newest {limit}
+-- of them all, read by primary key. One statement, so one snapshot: a job that changes
+-- state meanwhile is seen once, in one state.
+SELECT {columns}
+FROM (
+    SELECT id FROM ({parts}) part
+    ORDER BY id DESC
+    LIMIT {limit}
+) page
+JOIN {schema}.jobs USING (id)
+ORDER BY id DESC;
+
+-- name: partPending
+-- Due pending jobs: the claim index holds them all (in claim order, not id order), and the
+-- newest are sorted out of them, so a page costs what the pending jobs of the queue (or
+-- of all queues) do. "id + 0" keeps the planner from walking the primary key backwards
+-- instead, filtering rows as it goes: quick while pending jobs are the newest of the
+-- table, but a walk through every job finished since, when they are not.
+(SELECT id FROM {schema}.jobs
+ WHERE state = 'pending' AND run_at <= now() AND id < {after} {filters}
+ ORDER BY id + 0 DESC
+ LIMIT {limit})
+
+-- name: partScheduled
+(SELECT id FROM {schema}.jobs
+ WHERE state = 'pending' AND run_at > now() AND id < {after} {filters}
+ ORDER BY id + 0 DESC
+ LIMIT {limit})
+
+-- name: partRunning
+-- Running jobs: the lease index holds them, a few per worker.
+(SELECT id FROM {schema}.jobs
+ WHERE state = 'running' AND id < {after} {filters}
+ ORDER BY id + 0 DESC
+ LIMIT {limit})
+
+-- name: partFinishedInQueue
+-- Finished jobs of one queue in the states {finished}: one backward range scan of
+-- jobs_finished_idx per state, which stops after {limit} entries that pass the filters.
+-- (The literal state list lets the planner prove that the partial index applies.)
+(SELECT f.id
+ FROM unnest({finished}) s(state)
+ CROSS JOIN LATERAL (
+     SELECT id FROM {schema}.jobs
+     WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
+       AND queue = {queue} AND id < {after} {filters}
+     ORDER BY id DESC
+     LIMIT {limit}
+ ) f)
+
+-- name: partFinished
+-- Finished jobs of every queue in the states {finished}. For each state, a loose scan
+-- finds the queues that hold jobs in it (one index probe per queue) and one more probe per
+-- queue finds its newest job that passes the filters, its head. The newest {limit} jobs
+-- of all queues are no older than the {limit}-th newest head (those heads are {limit} such
+-- jobs), so only the queues whose head is that new are read further, and only down to it:
+-- at most {limit} queues, each at most {limit} entries, however many queues and jobs there are.
+(SELECT f.id
+ FROM unnest({finished}) s(state)
+ CROSS JOIN LATERAL (
+     WITH RECURSIVE queues AS (
+         (SELECT queue FROM {schema}.jobs
+          WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
+          ORDER BY queue
+          LIMIT 1)
+         UNION ALL
+         SELECT (SELECT j.queue FROM {schema}.jobs j
+                 WHERE j.state = s.state AND j.state IN ('succeeded', 'failed', 'cancelled')
+                   AND j.queue > q.queue
+                 ORDER BY j.queue
+                 LIMIT 1)
+         FROM queues q
+         WHERE q.queue IS NOT NULL
+     ), heads AS MATERIALIZED (
+         SELECT q.queue, (
+             SELECT id FROM {schema}.jobs
+             WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
+               AND queue = q.queue AND id < {after} {filters}
+             ORDER BY id DESC
+             LIMIT 1
+         ) AS head
+         FROM queues q
+         WHERE q.queue IS NOT NULL
+     ), oldest AS (
+         SELECT coalesce((
+             SELECT head FROM heads
+             WHERE head IS NOT NULL
+             ORDER BY head DESC
+             OFFSET {limit} - 1
+             LIMIT 1
+         ), 0) AS id
+     )
+     SELECT newest.id
+     FROM heads h
+     CROSS JOIN LATERAL (
+         SELECT id FROM {schema}.jobs
+         WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
+           AND queue = h.queue AND id <= h.head AND id >= (SELECT id FROM oldest) {filters}
+         ORDER BY id DESC
+         LIMIT {limit}
+     ) newest
+     WHERE h.head >= (SELECT id FROM oldest)
+ ) f)
+
+-- name: filterQueue
+AND queue = {queue}
+
+-- name: filterKind
+AND kind = {kind}
+
+-- name: filterFrom
+AND created_at >= {from}
+
+-- name: filterTo
+AND created_at < {to}
+
+-- name: countJobs
+-- How many jobs each queue holds in each state, exactly. Pending jobs are split into due
+-- ('pending') and 'scheduled' ones. Unfinished jobs are counted from their small partial
+-- indexes; finished ones by an index-only scan of jobs_finished_idx, walked one (state,
+-- queue) range at a time: its cost grows with the number of finished jobs (and with those
+-- on pages VACUUM has not yet marked all-visible, whose rows are visited too).
+SELECT queue, CASE WHEN run_at > now() THEN 'scheduled' ELSE 'pending' END, count(*)
+FROM {schema}.jobs
+WHERE state = 'pending'
+GROUP BY 1, 2
+UNION ALL
+SELECT queue, 'running', count(*)
+FROM {schema}.jobs
+WHERE state = 'running'
+GROUP BY 1
+UNION ALL
+SELECT g.queue, s.state, g.n
+FROM unnest('{succeeded,failed,cancelled}'::text[]) s(state)
+CROSS JOIN LATERAL (
+    WITH RECURSIVE queues AS (
+        (SELECT queue FROM {schema}.jobs
+         WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
+         ORDER BY queue
+         LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM {schema}.jobs j
+                WHERE j.state = s.state AND j.state IN ('succeeded', 'failed', 'cancelled')
+                  AND j.queue > q.queue
+                ORDER BY j.queue
+                LIMIT 1)
+        FROM queues q
+        WHERE q.queue IS NOT NULL
+    )
+    SELECT q.queue, (
+        SELECT count(*) FROM {schema}.jobs
+        WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled') AND queue = q.queue
+    ) AS n
+    FROM queues q
+    WHERE q.queue IS NOT NULL
+) g;
