@@ -28,6 +28,7 @@ type running struct {
 	completed atomic.Bool // CompleteTx succeeded in a transaction (which may not commit)
 	mu        sync.Mutex
 	output    []byte // JSON, set by SetOutput
+	late      bool   // output was set after CompleteTx: it is stored once the job is succeeded
 }
 
 // CompleteTx marks job succeeded as part of tx, the handler's own transaction: if tx
@@ -109,9 +110,10 @@ func (j *Job[T]) Resume(v any) (bool, error) {
 }
 
 // SetOutput records v, encoded as JSON, as the job's output: it is stored with the job
-// when it succeeds (by the handler returning nil, or by a later [CompleteTx]) and read back
-// with [GetJob] or, typed, [GetJobOf]. A later call replaces an earlier one. See also
-// [HandleWithOutput].
+// when it succeeds and read back with [GetJob] or, typed, [GetJobOf]. A later call
+// replaces an earlier one. Set before [CompleteTx], it commits with the job; set after
+// (as [HandleWithOutput] does), it is stored once the handler has returned, if the job was
+// completed by that transaction.
 func (j *Job[T]) SetOutput(v any) error {
 	encoded, err := json.Marshal(v)
 	if err != nil {
@@ -122,6 +124,7 @@ func (j *Job[T]) SetOutput(v any) error {
 	}
 	j.run.mu.Lock()
 	j.run.output = encoded
+	j.run.late = j.run.completed.Load()
 	j.run.mu.Unlock()
 	return nil
 }

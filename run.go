@@ -54,7 +54,7 @@ func (c *Client) runJob(j *store.Job) {
 	}
 	o.Kind, o.Queue, o.ScheduledAt, o.StartedAt, o.CompletedTx = j.Kind, j.Queue, j.RunAt, started, r.completed.Load()
 	if o.CompletedTx {
-		c.writeCompletedOutcome(o)
+		c.writeCompletedOutcome(o, r)
 		return
 	}
 	if !c.writer.Add(o) {
@@ -72,7 +72,7 @@ const completedLockWait = 5 * time.Second
 // still open, the row stays locked, and only this job — not every outcome of the client —
 // may wait for it. Past completedLockWait the job is left to its lease: released, it
 // expires, and the job is rescued once the transaction ends, if it did not commit.
-func (c *Client) writeCompletedOutcome(o store.Outcome) {
+func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
 	defer cancel()
 	changed, err := c.writeWithLockTimeout(ctx, o)
@@ -80,7 +80,18 @@ func (c *Client) writeCompletedOutcome(o store.Outcome) {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
 			"job", o.ID, "kind", o.Kind, "attempt", o.Attempt, "error", err)
 	}
-	c.released([]store.Outcome{o}, changed)
+	r.mu.Lock()
+	output, late := r.output, r.late
+	r.mu.Unlock()
+	if err == nil && !changed[o.ID] && late {
+		// Completed by the handler's transaction, with an output recorded after it.
+		if err := c.store.SetOutput(ctx, c.pool, r.holder, output); err != nil && !errors.Is(err, store.ErrNotHeld) {
+			c.cfg.Logger.Error("relay: could not store the output of a job completed by CompleteTx", "job", o.ID, "error", err)
+		}
+	}
+	// After the batches committed before it have reported theirs: a job's events come in
+	// the order of its attempts.
+	c.writer.Serialize(func() { c.released([]store.Outcome{o}, changed) })
 }
 
 func (c *Client) writeWithLockTimeout(ctx context.Context, o store.Outcome) (map[int64]bool, error) {

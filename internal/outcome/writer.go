@@ -25,6 +25,8 @@ type Writer struct {
 	db      store.DB
 	logger  *slog.Logger
 
+	// order is held from a batch's write until its written callback returns: see Serialize.
+	order   sync.Mutex
 	mu      sync.Mutex
 	pending []store.Outcome
 	writing int // outcomes taken by the statement in flight
@@ -38,6 +40,15 @@ type Writer struct {
 // Until then a job is still running in the table, and its lease must be kept.
 func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func(batch []store.Outcome, changed map[int64]bool)) *Writer {
 	return &Writer{client: client, written: written, store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
+}
+
+// Serialize runs fn after the written callback of every batch already committed has
+// returned, and keeps batches from reporting until fn returns: a caller that writes an
+// outcome itself reports it in order with the batches committed before it.
+func (w *Writer) Serialize(fn func()) {
+	w.order.Lock()
+	defer w.order.Unlock()
+	fn()
 }
 
 // Backlog is how many outcomes are queued and not yet committed. The client stops
@@ -131,8 +142,10 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 	w.mu.Unlock()
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
+		w.order.Lock()
 		changed, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n])
 		if err != nil {
+			w.order.Unlock()
 			w.logger.Warn("relay: writing job outcomes failed; will retry", "outcomes", len(batch), "error", err)
 			w.mu.Lock()
 			w.pending = append(batch, w.pending...)
@@ -146,6 +159,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 		if w.written != nil {
 			w.written(batch[:n], changed)
 		}
+		w.order.Unlock()
 		batch = batch[n:]
 	}
 	return false

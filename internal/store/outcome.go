@@ -54,14 +54,14 @@ func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcome
 	reasons := make([]pgtype.Text, n)
 	errs := make([]pgtype.Text, n)
 	stacks := make([]pgtype.Text, n)
-	outputs := make([][]byte, n)
+	outputs := make([]pgtype.Text, n) // jsonb as text: planEachTime sends [][]byte as bytea
 	for i, o := range outcomes {
 		ids[i], attempts[i], states[i], endedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
 		runAts[i] = pgtype.Timestamptz{Time: o.RunAt, Valid: !o.RunAt.IsZero()}
 		reasons[i] = nullText(o.Reason)
 		errs[i] = nullText(o.Error)
 		stacks[i] = nullText(o.Stack)
-		outputs[i] = o.Output
+		outputs[i] = pgtype.Text{String: string(o.Output), Valid: o.Output != nil}
 	}
 	rows, err := db.Query(ctx, s.q.writeOutcomes, planEachTime, ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel, outputs)
 	if err != nil {
@@ -96,7 +96,13 @@ func (s *Store) CompleteTx(ctx context.Context, db DB, a Holder, output []byte) 
 	return s.ifHeld(ctx, db, s.q.completeTx, a, output, s.channel)
 }
 
-// Checkpoint saves the progress of the job of attempt a.
+// SetOutput stores output on the job of holder a once that attempt has succeeded: for an
+// output recorded after CompleteTx.
+func (s *Store) SetOutput(ctx context.Context, db DB, a Holder, output []byte) error {
+	return s.ifHeld(ctx, db, s.q.setOutput, a, output)
+}
+
+// Checkpoint saves the progress of the job of holder a.
 func (s *Store) Checkpoint(ctx context.Context, db DB, a Holder, state []byte) error {
 	return s.ifHeld(ctx, db, s.q.checkpoint, a, state, a.Lease)
 }

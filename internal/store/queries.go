@@ -16,7 +16,7 @@ type queries struct {
 	insert, insertUnique, insertMany, insertManyUnique, uniqueHolder string
 	claim, lockQueue, claimGated, writeOutcomes                      string
 	renewLeases, renewLocked, stopClient, rescue                     string
-	cancel, retry, getJob, completeTx, checkpoint                    string
+	cancel, retry, getJob, completeTx, checkpoint, setOutput         string
 	setQueue, pauseQueue, getQueue, pendingQueues                    string
 }
 
@@ -52,6 +52,7 @@ func buildQueries(quotedSchema string) queries {
 		retry:            get("retry"),
 		getJob:           get("getJob"),
 		completeTx:       get("completeTx"),
+		setOutput:        get("setOutput"),
 		checkpoint:       get("checkpoint"),
 	}
 }

@@ -561,3 +561,10 @@ UPDATE {schema}.jobs
 SET checkpoint = $4, lease_expires_at = greatest(lease_expires_at, now() + $5::interval)
 WHERE id = $1 AND state = 'running' AND attempted_by = $2 AND attempt = $3
 RETURNING id;
+
+-- name: setOutput
+-- Stores output $4 on job $1 once attempt $3 of client $2 has succeeded: an output the
+-- handler recorded after completing the job in its own transaction.
+UPDATE {schema}.jobs SET output = $4
+WHERE id = $1 AND state = 'succeeded' AND attempted_by = $2 AND attempt = $3
+RETURNING id;
