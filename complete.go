@@ -16,8 +16,10 @@ import (
 // cancelled or already completed. Nothing was written; roll back the transaction.
 var ErrJobNotHeld = errors.New("relay: this attempt no longer holds the job")
 
-// errNotRunning is returned for a Job that no client is running (one built by hand).
-var errNotRunning = errors.New("relay: the job is not being run by a relay client")
+// ErrNotRunning is returned by [CompleteTx], [Checkpoint] and [Job.SetOutput] for a Job
+// that no client is running, such as one built by hand or by relaytest.Work: they act on
+// the running attempt. Test such handlers with a client and a database (relaytest.NewDB).
+var ErrNotRunning = errors.New("relay: the job is not being run by a relay client")
 
 // running ties a handler's [Job] to the attempt a client is running: what CompleteTx,
 // Checkpoint and SetOutput act on.
@@ -56,7 +58,7 @@ type running struct {
 func CompleteTx[T any](ctx context.Context, tx DB, job *Job[T]) error {
 	r := job.run
 	if r == nil {
-		return errNotRunning
+		return ErrNotRunning
 	}
 	r.mu.Lock()
 	output := r.output
@@ -80,7 +82,7 @@ func CompleteTx[T any](ctx context.Context, tx DB, job *Job[T]) error {
 func Checkpoint[T any](ctx context.Context, db DB, job *Job[T], state any) error {
 	r := job.run
 	if r == nil {
-		return errNotRunning
+		return ErrNotRunning
 	}
 	encoded, err := json.Marshal(state)
 	if err != nil {
@@ -120,7 +122,7 @@ func (j *Job[T]) SetOutput(v any) error {
 		return fmt.Errorf("relay: output of job %d: %w", j.ID, err)
 	}
 	if j.run == nil {
-		return errNotRunning
+		return ErrNotRunning
 	}
 	j.run.mu.Lock()
 	j.run.output = encoded
