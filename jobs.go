@@ -160,6 +160,11 @@ func GetJob(ctx context.Context, db DB, id int64, opts ...JobOption) (*JobRecord
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
+	return newJobRecord(r), nil
+}
+
+// newJobRecord converts a stored job for [GetJob] and [ListJobs].
+func newJobRecord(r *store.Record) *JobRecord {
 	rec := &JobRecord{
 		ID: r.ID, Kind: r.Kind, Queue: r.Queue, Args: r.Args, State: JobState(r.State),
 		Attempt: r.Attempt, MaxAttempts: r.MaxAttempts, CreatedAt: r.CreatedAt, ScheduledAt: r.RunAt,
@@ -187,7 +192,7 @@ func GetJob(ctx context.Context, db DB, id int64, opts ...JobOption) (*JobRecord
 			Outcome: string(StateSucceeded),
 		})
 	}
-	return rec, nil
+	return rec
 }
 
 func jobStore(opts []JobOption) (*store.Store, error) {

@@ -67,6 +67,12 @@ CREATE UNIQUE INDEX jobs_unique_idx ON jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('pending', 'running');
 CREATE INDEX jobs_unique_key_idx ON jobs (unique_key) WHERE unique_key IS NOT NULL;
 
+-- Finished jobs, for listing and counting them (relay.ListJobs, relay.CountJobs): one
+-- range per (state, queue), newest id last, with kind and created_at on each entry for the
+-- filters. Only finished jobs: a job enters it once, when its final outcome is written.
+CREATE INDEX jobs_finished_idx ON jobs (state, queue, id) INCLUDE (kind, created_at)
+    WHERE state IN ('succeeded', 'failed', 'cancelled');
+
 -- Settings of the queues that have any; a queue without a row is plain: not ordered, no
 -- cluster-wide limit, not paused. Clients are told of changes by a 'q:<queue>' NOTIFY.
 CREATE TABLE queues (
