@@ -2,14 +2,12 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // ErrNoJob is returned when a job id does not exist.
@@ -82,32 +80,14 @@ type Record struct {
 
 // GetJob reads job id.
 func (s *Store) GetJob(ctx context.Context, db DB, id int64) (*Record, error) {
-	var (
-		r                                   Record
-		maxAttempts, timeoutMS              pgtype.Int4
-		attemptedAt, finishedAt, leaseUntil pgtype.Timestamptz
-		attemptedBy                         pgtype.Text
-		attempts                            []byte
-	)
-	err := db.QueryRow(ctx, s.q.getJob, id).Scan(&r.ID, &r.Kind, &r.Queue, &r.Args, &r.State, &r.Attempt,
-		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled,
-		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &r.Checkpoint, &r.Output, &r.Payload)
+	r, err := scanRecord(db.QueryRow(ctx, s.q.getJob, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoJob
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get job %d: %w", id, err)
 	}
-	r.MaxAttempts = int(maxAttempts.Int32)
-	r.AttemptedAt, r.AttemptedBy, r.FinishedAt, r.LeaseExpiresAt = attemptedAt.Time, attemptedBy.String, finishedAt.Time, leaseUntil.Time
-	if timeoutMS.Valid {
-		d := time.Duration(timeoutMS.Int32) * time.Millisecond
-		r.Timeout = &d
-	}
-	if err := json.Unmarshal(attempts, &r.Attempts); err != nil {
-		return nil, fmt.Errorf("get job %d: decode attempt history: %w", id, err)
-	}
-	return &r, nil
+	return r, nil
 }
 
 // isUniqueViolation reports whether err is a unique violation of the named index.

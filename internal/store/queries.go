@@ -50,10 +50,11 @@ func buildQueries(quotedSchema string) queries {
 		rescue:           get("rescue"),
 		cancel:           get("cancel"),
 		retry:            get("retry"),
-		getJob:           get("getJob"),
-		completeTx:       get("completeTx"),
-		setOutput:        get("setOutput"),
-		checkpoint:       get("checkpoint"),
+		// a record's columns are list.sql's, so GetJob and ListJobs read the same record
+		getJob:     strings.ReplaceAll("SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = $1", "{schema}", quotedSchema),
+		completeTx: get("completeTx"),
+		setOutput:  get("setOutput"),
+		checkpoint: get("checkpoint"),
 	}
 }
 

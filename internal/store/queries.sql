@@ -460,13 +460,6 @@ WITH target AS (
 SELECT state FROM target
 WHERE (SELECT count(*) FROM notified) >= 0;
 
--- name: getJob
-SELECT id, kind, queue, args, state, attempt, max_attempts, created_at, run_at,
-       attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
-       run_at > now() AS scheduled, priority, order_key, blocking, unique_key, checkpoint, output, payload
-FROM {schema}.jobs
-WHERE id = $1;
-
 -- name: setQueue
 -- Sets the settings of queue $1 ($2 ordered, $3 on_failure, $4 global_limit or NULL),
 -- leaving its pause as it is, and brings its unfinished jobs in line: a queue that becomes
