@@ -321,8 +321,8 @@ func (c *Client) outcomeRoom() int {
 // onNotify routes a wakeup to its queue's dispatcher, starting one for a new queue of a
 // group. It runs on the listener's goroutine and never blocks for long.
 func (c *Client) onNotify(payload string) {
-	if id, ok := store.ParseCancel(payload); ok {
-		if c.keeper.Cancel(id, ErrCancelled) {
+	if id, attempt, ok := store.ParseCancel(payload); ok {
+		if c.keeper.Cancel(id, attempt, ErrCancelled) {
 			c.cfg.Logger.Info("relay: cancelled a running job", "job", id)
 		}
 		return

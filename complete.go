@@ -28,9 +28,11 @@ type running struct {
 	holder store.Holder
 
 	completed atomic.Bool // CompleteTx succeeded in a transaction (which may not commit)
-	mu        sync.Mutex
-	output    []byte // JSON, set by SetOutput
-	late      bool   // output was set after CompleteTx: it is stored once the job is succeeded
+	// onComplete tells the lease keeper, so that the commit is not taken for a lost lease.
+	onComplete func()
+	mu         sync.Mutex
+	output     []byte // JSON, set by SetOutput
+	late       bool   // output was set after CompleteTx: it is stored once the job is succeeded
 }
 
 // CompleteTx marks job succeeded as part of tx, the handler's own transaction: if tx
@@ -71,6 +73,9 @@ func CompleteTx[T any](ctx context.Context, tx DB, job *Job[T]) error {
 		return fmt.Errorf("relay: complete job %d: %w", job.ID, err)
 	}
 	r.completed.Store(true)
+	if r.onComplete != nil {
+		r.onComplete()
+	}
 	return nil
 }
 

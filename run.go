@@ -21,7 +21,10 @@ func (c *Client) runJob(j *store.Job) {
 		ctx, cancelTimeout = context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w after %v", ErrTimeout, timeout))
 		defer cancelTimeout()
 	}
-	r := &running{store: c.store, holder: store.Holder{ID: j.ID, Client: c.cfg.ID, Attempt: j.Attempt, Lease: c.cfg.LeaseTTL}}
+	r := &running{
+		store: c.store, holder: store.Holder{ID: j.ID, Client: c.cfg.ID, Attempt: j.Attempt, Lease: c.cfg.LeaseTTL},
+		onComplete: func() { c.keeper.Completing(j.ID, j.Attempt) },
+	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
 	started := time.Now()
 	err := call(ctx, h, j, r)
@@ -80,10 +83,20 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
 			"job", o.ID, "kind", o.Kind, "attempt", o.Attempt, "error", err)
 	}
+	// Report a success only if this attempt's transaction did complete the job: the outcome
+	// also changes nothing when the job was cancelled or rescued meanwhile.
+	o.CompletedTx = false
+	ended := ""
+	if err == nil && !changed[o.ID] {
+		if ended, err = c.store.EndedBy(ctx, c.pool, r.holder); err != nil {
+			c.cfg.Logger.Warn("relay: could not read how a job that called CompleteTx ended", "job", o.ID, "error", err)
+		}
+		o.CompletedTx = ended == store.StateSucceeded
+	}
 	r.mu.Lock()
 	output, late := r.output, r.late
 	r.mu.Unlock()
-	if err == nil && !changed[o.ID] && late {
+	if o.CompletedTx && late {
 		// Completed by the handler's transaction, with an output recorded after it.
 		if err := c.store.SetOutput(ctx, c.pool, r.holder, output); err != nil && !errors.Is(err, store.ErrNotHeld) {
 			c.cfg.Logger.Error("relay: could not store the output of a job completed by CompleteTx", "job", o.ID, "error", err)
@@ -91,7 +104,14 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	}
 	// After the batches committed before it have reported theirs: a job's events come in
 	// the order of its attempts.
-	c.writer.Serialize(func() { c.released([]store.Outcome{o}, changed) })
+	c.writer.Serialize(func() {
+		c.released([]store.Outcome{o}, changed)
+		if ended == store.StateCancelled && c.events.active() {
+			// Cancelled while its transaction was open, which then did not commit.
+			c.events.emit(Event{JobID: o.ID, Kind: o.Kind, Queue: o.Queue, Attempt: o.Attempt, State: StateCancelled,
+				Reason: ReasonCancelled, ScheduledAt: o.ScheduledAt, StartedAt: o.StartedAt, EndedAt: o.EndedAt})
+		}
+	})
 }
 
 func (c *Client) writeWithLockTimeout(ctx context.Context, o store.Outcome) (map[int64]bool, error) {

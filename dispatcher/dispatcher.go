@@ -250,6 +250,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
+// wakeupPending reports whether a wakeup is waiting for a free slot: one that came while
+// every slot was taken.
+func (d *Dispatcher) wakeupPending() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.due
+}
+
 // wakeLater keeps a wakeup pending without signalling: the claim runs at the next signal.
 func (d *Dispatcher) wakeLater() {
 	d.mu.Lock()
@@ -334,8 +342,9 @@ func (d *Dispatcher) run(job *store.Job) {
 		d.jobs.Done()
 		// A slot is free. In a gated queue the job still holds its key or cluster slot until
 		// its outcome commits, and that commit wakes the dispatchers by NOTIFY: claiming now
-		// would find nothing.
-		if !d.gated.Load() {
+		// would find nothing — unless that wakeup (or another) already came while every slot
+		// was taken, as after a CompleteTx committed before its handler returned.
+		if !d.gated.Load() || d.wakeupPending() {
 			d.poke()
 		}
 	}()

@@ -56,12 +56,21 @@ type Keeper struct {
 
 	mu   sync.Mutex
 	held map[int64]*lease
-	// cancelled remembers cancellations of jobs not (yet) held: a cancel notification can
-	// overtake the Hold of a job just claimed. Entries older than a lease are dropped.
-	cancelled map[int64]tombstone
+	// cancelled remembers cancellations of attempts not (yet) held: a cancel notification
+	// can overtake the Hold of a job just claimed. Entries older than a lease are dropped.
+	cancelled map[attemptKey]tombstone
+	// waiting are the jobs whose locked rows are being renewed on their own (renewLocked).
+	waiting map[int64]bool
+	lockers sync.WaitGroup
 }
 
-// tombstone is a cancellation that came before its job was held.
+// attemptKey names one attempt of a job.
+type attemptKey struct {
+	id      int64
+	attempt int
+}
+
+// tombstone is a cancellation that came before its attempt was held.
 type tombstone struct {
 	at    time.Time
 	cause error
@@ -70,8 +79,12 @@ type tombstone struct {
 type lease struct {
 	attempt int
 	done    bool // the handler has returned; the lease is kept until its outcome is written
-	cancel  context.CancelCauseFunc
-	expires time.Time // local time by which the lease has certainly expired unless renewed
+	// completing: the handler completed its job in its own transaction (CompleteTx). Once
+	// the job stops being this attempt's, that is most likely the commit, not a lost lease:
+	// the handler is left to finish.
+	completing bool
+	cancel     context.CancelCauseFunc
+	expires    time.Time // local time by which the lease has certainly expired unless renewed
 }
 
 // NewKeeper returns a Keeper for cfg.
@@ -79,7 +92,7 @@ func NewKeeper(cfg KeeperConfig) *Keeper {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{cfg: cfg, held: map[int64]*lease{}, cancelled: map[int64]tombstone{}}
+	return &Keeper{cfg: cfg, held: map[int64]*lease{}, cancelled: map[attemptKey]tombstone{}, waiting: map[int64]bool{}}
 }
 
 // Hold starts keeping the lease of attempt of job id, granted by a claim whose answer
@@ -90,8 +103,8 @@ func (k *Keeper) Hold(id int64, attempt int, cancel context.CancelCauseFunc) {
 	now := time.Now()
 	k.mu.Lock()
 	stale := k.held[id]
-	early, wasCancelled := k.cancelled[id]
-	delete(k.cancelled, id)
+	early, wasCancelled := k.cancelled[attemptKey{id, attempt}]
+	delete(k.cancelled, attemptKey{id, attempt})
 	if !wasCancelled {
 		k.held[id] = &lease{attempt: attempt, cancel: cancel, expires: now.Add(k.cfg.Client.Lease)}
 	}
@@ -127,18 +140,20 @@ func (k *Keeper) Release(id int64, attempt int) {
 // Cancel cancels the handler of job id with cause, if this client is running it, and
 // reports whether it was. A job not held yet is remembered for a lease's time, so that
 // its Hold, if it comes, cancels it at once.
-func (k *Keeper) Cancel(id int64, cause error) bool {
+func (k *Keeper) Cancel(id int64, attempt int, cause error) bool {
 	now := time.Now()
 	k.mu.Lock()
 	l, ok := k.held[id]
-	delete(k.held, id)
-	if !ok {
+	ok = ok && l.attempt == attempt
+	if ok {
+		delete(k.held, id)
+	} else {
 		for other, t := range k.cancelled {
 			if now.Sub(t.at) > k.cfg.Client.Lease {
 				delete(k.cancelled, other)
 			}
 		}
-		k.cancelled[id] = tombstone{at: now, cause: cause}
+		k.cancelled[attemptKey{id, attempt}] = tombstone{at: now, cause: cause}
 	}
 	k.mu.Unlock()
 	if ok {
@@ -180,10 +195,21 @@ func (k *Keeper) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			k.lockers.Wait()
 			return ctx.Err()
 		case <-t.C:
 		}
 	}
+}
+
+// Completing marks attempt of job id as completed in the handler's own transaction (see
+// lease.completing).
+func (k *Keeper) Completing(id int64, attempt int) {
+	k.mu.Lock()
+	if l := k.held[id]; l != nil && l.attempt == attempt {
+		l.completing = true
+	}
+	k.mu.Unlock()
 }
 
 // renew runs one keep-alive tick and reports whether it reached the database.
@@ -224,6 +250,8 @@ func (k *Keeper) renew(ctx context.Context) bool {
 			}
 		case l.done:
 			delete(k.held, h.ID) // written meanwhile, most likely: nothing to cancel
+		case l.completing:
+			delete(k.held, h.ID) // its transaction committed, most likely: let it finish
 		default:
 			delete(k.held, h.ID)
 			lost = append(lost, l)
@@ -233,9 +261,7 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	for _, l := range lost {
 		l.cancel(ErrLostLease)
 	}
-	for _, h := range locked {
-		k.renewLocked(ctx, h)
-	}
+	k.renewAllLocked(ctx, locked)
 	if len(lost) > 0 {
 		k.cfg.Logger.Warn("relay: lost the lease of running jobs; their handlers are cancelled", "jobs", len(lost))
 	}
@@ -247,6 +273,29 @@ func (k *Keeper) renew(ctx context.Context) bool {
 // lockWait bounds how long the keeper waits for a handler's transaction to renew its job's
 // lease: a fraction of the lease, so that the other jobs' renewals are not held up long.
 func (k *Keeper) lockWait() time.Duration { return min(k.cfg.Client.Lease/8, time.Second) }
+
+// renewAllLocked renews the leases of locked rows, each on its own goroutine, so that
+// waiting for one handler's transaction never delays the next tick's renewal of the
+// others. A job whose renewal is still waiting is not started again.
+func (k *Keeper) renewAllLocked(ctx context.Context, locked []store.Held) {
+	for _, h := range locked {
+		k.mu.Lock()
+		busy := k.waiting[h.ID]
+		k.waiting[h.ID] = true
+		k.mu.Unlock()
+		if busy {
+			continue
+		}
+		k.lockers.Add(1)
+		go func() {
+			defer k.lockers.Done()
+			k.renewLocked(ctx, h)
+			k.mu.Lock()
+			delete(k.waiting, h.ID)
+			k.mu.Unlock()
+		}()
+	}
+}
 
 // renewLocked extends the lease of a held job whose row was locked during the renewal. A
 // lock still held after lockWait leaves the lease as it is: the next tick tries again,

@@ -92,12 +92,13 @@ func (q *queueResumeCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
+// queueSetCmd changes only the settings it is given: the others keep their values.
 type queueSetCmd struct {
 	conn
-	Queue       string `arg:"" help:"The queue."`
-	Ordered     bool   `help:"Start jobs one at a time per order key, in enqueue order."`
-	OnFailure   string `name:"on-failure" enum:"block,move-on" default:"block" help:"What an ordered key does when its head fails for good: block or move-on."`
-	GlobalLimit int    `name:"global-limit" help:"Most running jobs of the queue across all clients; 0 for none."`
+	Queue       string  `arg:"" help:"The queue."`
+	Ordered     *bool   `help:"Start jobs one at a time per order key, in enqueue order (--no-ordered to stop; that drops the order keys of its pending jobs)." negatable:""`
+	OnFailure   *string `name:"on-failure" enum:"block,move-on," help:"What an ordered key does when its head fails for good: block or move-on."`
+	GlobalLimit *int    `name:"global-limit" help:"Most running jobs of the queue across all clients; 0 for none."`
 }
 
 func (q *queueSetCmd) Run(ctx context.Context, logger *slog.Logger) error {
@@ -106,15 +107,27 @@ func (q *queueSetCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	defer done()
-	policy := relay.BlockOnFailure
-	if q.OnFailure == "move-on" {
-		policy = relay.MoveOnAfterFailure
+	info, err := relay.GetQueue(ctx, pool, q.Queue, relay.Schema(q.Schema))
+	if err != nil {
+		return err
 	}
-	settings := relay.QueueSettings{Ordered: q.Ordered, OnFailure: policy, GlobalLimit: q.GlobalLimit}
+	settings := info.QueueSettings
+	if q.Ordered != nil {
+		settings.Ordered = *q.Ordered
+	}
+	if q.OnFailure != nil {
+		settings.OnFailure = relay.BlockOnFailure
+		if *q.OnFailure == "move-on" {
+			settings.OnFailure = relay.MoveOnAfterFailure
+		}
+	}
+	if q.GlobalLimit != nil {
+		settings.GlobalLimit = *q.GlobalLimit
+	}
 	if err := relay.SetQueue(ctx, pool, q.Queue, settings, relay.Schema(q.Schema)); err != nil {
 		return err
 	}
-	logger.Info("queue set", "queue", q.Queue, "ordered", q.Ordered, "on_failure", q.OnFailure, "global_limit", q.GlobalLimit)
+	logger.Info("queue set", "queue", q.Queue, "ordered", settings.Ordered, "on_failure", settings.OnFailure, "global_limit", settings.GlobalLimit)
 	return nil
 }
 

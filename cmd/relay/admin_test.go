@@ -38,6 +38,16 @@ func TestQueueAndJobCommands(t *testing.T) {
 	if info.QueueSettings != want || !info.Paused {
 		t.Fatalf("queue show = %+v, want %+v and paused", info, want)
 	}
+	// Only the settings given change: the queue stays ordered and moving on.
+	cmd("queue", "set", "billing", "--global-limit", "5")
+	if got, err := relay.GetQueue(ctx, db, "billing", relay.Schema(db.Schema)); err != nil ||
+		got.QueueSettings != (relay.QueueSettings{Ordered: true, OnFailure: relay.MoveOnAfterFailure, GlobalLimit: 5}) {
+		t.Fatalf("after setting only the limit: %+v, %v", got.QueueSettings, err)
+	}
+	cmd("queue", "set", "billing", "--no-ordered")
+	if got, _ := relay.GetQueue(ctx, db, "billing", relay.Schema(db.Schema)); got.Ordered || got.GlobalLimit != 5 {
+		t.Fatalf("after --no-ordered: %+v", got.QueueSettings)
+	}
 	cmd("queue", "resume", "billing")
 	if got, err := relay.GetQueue(ctx, db, "billing", relay.Schema(db.Schema)); err != nil || got.Paused {
 		t.Fatalf("after resume: %+v, %v; want not paused", got, err)

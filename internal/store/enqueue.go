@@ -140,8 +140,13 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 			continue
 		}
 		// The holder of this job's key committed after the statement's snapshot: a new
-		// statement sees it.
-		if err := db.QueryRow(ctx, s.q.uniqueHolder, jobs[i].UniqueKey).Scan(&out[i].ID); err != nil {
+		// statement sees it — unless it has finished meanwhile, and the key is free: then the
+		// job is inserted after all.
+		err := db.QueryRow(ctx, s.q.uniqueHolder, jobs[i].UniqueKey).Scan(&out[i].ID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			out[i], err = s.Insert(ctx, db, jobs[i])
+		}
+		if err != nil {
 			return nil, fmt.Errorf("insert jobs: find the job holding unique key %q: %w", jobs[i].UniqueKey, err)
 		}
 	}

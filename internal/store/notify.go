@@ -49,13 +49,18 @@ func ParseQueueControl(payload string) (string, bool) {
 	return queue, ok && queue != ""
 }
 
-// ParseCancel decodes a cancel notification, "c:<job id>", sent when a running job is
-// cancelled so that the client running it cancels its handler.
-func ParseCancel(payload string) (int64, bool) {
+// ParseCancel decodes a cancel notification, "c:<job id>:<attempt>", sent when a running
+// job is cancelled so that the client running that attempt cancels its handler.
+func ParseCancel(payload string) (id int64, attempt int, ok bool) {
 	rest, ok := strings.CutPrefix(payload, "c:")
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
-	id, err := strconv.ParseInt(rest, 10, 64)
-	return id, err == nil
+	idText, attemptText, ok := strings.Cut(rest, ":")
+	if !ok {
+		return 0, 0, false
+	}
+	id, err1 := strconv.ParseInt(idText, 10, 64)
+	n, err2 := strconv.Atoi(attemptText)
+	return id, n, err1 == nil && err2 == nil
 }

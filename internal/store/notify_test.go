@@ -66,13 +66,13 @@ func TestParseRejectsMalformedPayloads(t *testing.T) {
 			t.Errorf("ParseWakeup(%q) accepted a malformed payload", p)
 		}
 	}
-	for _, p := range []string{"c:", "c:abc", "w:1:2:q", ""} {
-		if _, ok := store.ParseCancel(p); ok {
+	for _, p := range []string{"c:", "c:abc", "c:42", "c:42:", "c:42:x", "c::3", "w:1:2:q", ""} {
+		if _, _, ok := store.ParseCancel(p); ok {
 			t.Errorf("ParseCancel(%q) accepted a malformed payload", p)
 		}
 	}
-	if id, ok := store.ParseCancel("c:42"); !ok || id != 42 {
-		t.Errorf(`ParseCancel("c:42") = %d, %v`, id, ok)
+	if id, attempt, ok := store.ParseCancel("c:42:3"); !ok || id != 42 || attempt != 3 {
+		t.Errorf(`ParseCancel("c:42:3") = %d, %d, %v`, id, attempt, ok)
 	}
 	if q, ok := store.ParseQueueControl("q:tenant:7"); !ok || q != "tenant:7" {
 		t.Errorf(`ParseQueueControl("q:tenant:7") = %q, %v`, q, ok)

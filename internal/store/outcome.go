@@ -102,6 +102,17 @@ func (s *Store) SetOutput(ctx context.Context, db DB, a Holder, output []byte) e
 	return s.ifHeld(ctx, db, s.q.setOutput, a, output)
 }
 
+// EndedBy returns the state of the job of holder a if that attempt was its last (so the
+// state is that attempt's doing, or a cancel's), and "" otherwise.
+func (s *Store) EndedBy(ctx context.Context, db DB, a Holder) (string, error) {
+	var state string
+	err := db.QueryRow(ctx, s.q.endedBy, a.ID, a.Client, a.Attempt).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return state, err
+}
+
 // Checkpoint saves the progress of the job of holder a.
 func (s *Store) Checkpoint(ctx context.Context, db DB, a Holder, state []byte) error {
 	return s.ifHeld(ctx, db, s.q.checkpoint, a, state, a.Lease)

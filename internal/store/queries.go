@@ -3,6 +3,7 @@ package store
 import (
 	_ "embed"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -13,11 +14,11 @@ var queriesSQL string
 
 // queries holds the statements of queries.sql with the schema filled in.
 type queries struct {
-	insert, insertUnique, insertMany, insertManyUnique, uniqueHolder string
-	claim, lockQueue, claimGated, writeOutcomes                      string
-	renewLeases, renewLocked, stopClient, rescue                     string
-	cancel, retry, getJob, completeTx, checkpoint, setOutput         string
-	setQueue, pauseQueue, getQueue, pendingQueues                    string
+	insert, insertUnique, insertMany, insertManyUnique, uniqueHolder  string
+	claim, lockQueue, claimGated, writeOutcomes                       string
+	renewLeases, renewLocked, stopClient, rescue                      string
+	cancel, retry, getJob, completeTx, checkpoint, setOutput, endedBy string
+	setQueue, pauseQueue, getQueue, pendingQueues                     string
 }
 
 func buildQueries(quotedSchema string) queries {
@@ -30,7 +31,7 @@ func buildQueries(quotedSchema string) queries {
 		}
 		return q
 	}
-	return queries{
+	q := queries{
 		insert:           get("insert"),
 		insertUnique:     get("insertUnique"),
 		insertManyUnique: get("insertManyUnique"),
@@ -54,8 +55,17 @@ func buildQueries(quotedSchema string) queries {
 		getJob:     strings.ReplaceAll("SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = $1", "{schema}", quotedSchema),
 		completeTx: get("completeTx"),
 		setOutput:  get("setOutput"),
+		endedBy:    get("endedBy"),
 		checkpoint: get("checkpoint"),
 	}
+	// A field left out above would be an empty statement, found only when first run.
+	v := reflect.ValueOf(q)
+	for i := range v.NumField() {
+		if v.Field(i).String() == "" {
+			panic(fmt.Sprintf("store: query %s is not built", v.Type().Field(i).Name))
+		}
+	}
+	return q
 }
 
 // parseNamed splits a file of "-- name: x" sections into statements by name. Comment lines

@@ -199,8 +199,18 @@ WITH RECURSIVE async AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), settings AS (
     SELECT coalesce(bool_or(ordered), false) AS ordered, min(global_limit) AS global_limit,
-           coalesce(bool_or(paused_at IS NOT NULL), false) AS paused
+           coalesce(bool_or(paused_at IS NOT NULL), false) AS paused,
+           coalesce(bool_or(updated_at > now() - interval '10 minutes'), false) AS changed
     FROM {schema}.queues WHERE name = $1
+), strays AS (
+    -- A job whose enqueue transaction was open while the queue became ordered was inserted
+    -- without a key, and the alignment of SetQueue could not see it. For a while after a
+    -- change of settings, each claim gives such jobs the queue-wide key: a scan of the
+    -- queue's pending jobs, paid only then. The keys walk below sees them at the next claim.
+    UPDATE {schema}.jobs SET order_key = ''
+    WHERE (SELECT ordered AND changed FROM settings)
+      AND queue = $1 AND state = 'pending' AND order_key IS NULL
+    RETURNING id
 ), room AS (
     SELECT CASE WHEN s.paused THEN 0
                 WHEN s.global_limit IS NULL THEN $3
@@ -274,7 +284,7 @@ WITH RECURSIVE async AS (
 SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
        NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
 FROM claimed
-WHERE (SELECT count(*) FROM async) = 1
+WHERE (SELECT count(*) FROM async) = 1 AND (SELECT count(*) FROM strays) >= 0
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
@@ -432,9 +442,10 @@ WITH target AS (
             j.attempt, j.attempted_at, now(), j.attempted_by, 'cancelled', 'cancelled', NULL, NULL) ELSE j.attempts END
     FROM target t
     WHERE j.id = t.id AND (t.state IN ('pending', 'running') OR t.blocking)
-    RETURNING j.id, j.queue, j.run_at, j.priority, t.state AS was
+    RETURNING j.id, j.attempt, j.queue, j.run_at, j.priority, t.state AS was
 ), notified AS (
-    SELECT pg_notify($2, 'c:' || id) FROM cancelled WHERE was = 'running'
+    -- the attempt, so that a client only ever cancels the attempt that was running
+    SELECT pg_notify($2, 'c:' || id || ':' || attempt) FROM cancelled WHERE was = 'running'
     UNION ALL
     SELECT pg_notify($2, {schema}.wakeup_payload(queue, run_at, priority)) FROM cancelled
 )
@@ -449,6 +460,9 @@ WITH target AS (
 ), retried AS (
     UPDATE {schema}.jobs j
     SET state = 'pending', run_at = now(), finished_at = NULL, blocking = false,
+        -- in line with the queue as it is now, which may have become (or stopped being) ordered
+        order_key = CASE WHEN (SELECT q.ordered FROM {schema}.queues q WHERE q.name = j.queue)
+                         THEN coalesce(j.order_key, '') END,
         -- NULL (never claimed) keeps deferring to the kind's default
         max_attempts = CASE WHEN j.max_attempts IS NULL THEN NULL ELSE greatest(j.max_attempts, j.attempt + 1) END
     FROM target t
@@ -551,9 +565,13 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- transactions keeps the row locked nearly all the time, and renewals skip locked rows.
 -- No row: the job is no longer this attempt's, and nothing was written.
 UPDATE {schema}.jobs
-SET checkpoint = $4, lease_expires_at = greatest(lease_expires_at, now() + $5::interval)
+SET checkpoint = $4, lease_expires_at = greatest(lease_expires_at, clock_timestamp() + $5::interval)
 WHERE id = $1 AND state = 'running' AND attempted_by = $2 AND attempt = $3
 RETURNING id;
+
+-- name: endedBy
+-- The state of job $1 if attempt $3 of client $2 was its last; no row otherwise.
+SELECT state FROM {schema}.jobs WHERE id = $1 AND attempted_by = $2 AND attempt = $3;
 
 -- name: setOutput
 -- Stores output $4 on job $1 once attempt $3 of client $2 has succeeded: an output the

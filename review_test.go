@@ -1,0 +1,419 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+)
+
+// Review tests: each demonstrates a defect found in review. They are expected to FAIL
+// on the code as it is.
+
+// reviewPool is a pool on the test server with room for many handler transactions.
+func reviewPool(t *testing.T, conns int32) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = conns
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// A job that failed (or was cancelled) while its queue was plain keeps order_key NULL.
+// Once the queue is ordered, relay.Retry makes it pending again — but claimGated only
+// claims heads of non-NULL keys (and the plain branch is off for ordered queues), so the
+// job is never claimed by any client.
+func TestReviewRetriedJobFromBeforeQueueWasOrderedNeverRuns(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	q := "rv-retry-" + randomHex()
+
+	id := enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	ordSetQueue(t, db, q, relay.QueueSettings{Ordered: true})
+	if err := relay.Retry(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+
+	ran := make(chan int64, 4)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}, PollInterval: 100 * time.Millisecond})
+	handle(t, c, "rv", reportIDs(ran))
+	start(t, c, db.Pool)
+
+	select {
+	case <-ran:
+	case <-time.After(3 * time.Second):
+		rec := jobRecord(t, db, id)
+		t.Fatalf("retried job %d never ran: state %s, order key %v (ordered queue, 100 ms poll)", id, rec.State, rec.OrderKey)
+	}
+}
+
+// The same stranded job, by a race: an enqueue whose transaction is open while SetQueue
+// makes the queue ordered read the queue as plain (order_key NULL), and SetQueue's
+// alignment UPDATE could not see the uncommitted row.
+func TestReviewEnqueueRacingSetQueueOrderedNeverRuns(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	q := "rv-race-" + randomHex()
+
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	id, err := relay.Enqueue(ctx, tx, "rv", numArgs{1}, relay.Queue(q), relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ordSetQueue(t, db, q, relay.QueueSettings{Ordered: true}) // commits while tx is open
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	ran := make(chan int64, 4)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}, PollInterval: 100 * time.Millisecond})
+	handle(t, c, "rv", reportIDs(ran))
+	start(t, c, db.Pool)
+
+	select {
+	case <-ran:
+	case <-time.After(3 * time.Second):
+		rec := jobRecord(t, db, id)
+		t.Fatalf("job %d never ran: state %s, order key %v (ordered queue, 100 ms poll)", id, rec.State, rec.OrderKey)
+	}
+}
+
+// In an ordered queue whose Workers are all busy, the wakeup sent when a handler's
+// CompleteTx transaction commits arrives while the handler still holds its worker slot:
+// the dispatcher cannot claim then, and the slot freed when the handler returns does not
+// poke a gated dispatcher (it relies on the outcome's NOTIFY, which a CompleteTx job's
+// no-op outcome never sends). The next job of the key waits for the poll (here 1 h).
+func TestReviewOrderedHandOffAfterCompleteTxWaitsForPoll(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	q := "rv-handoff-" + randomHex()
+	ordSetQueue(t, db, q, relay.QueueSettings{Ordered: true})
+
+	started := make(chan int64, 4)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}) // 1 h poll
+	handle(t, c, "rv", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if err := relay.CompleteTx(ctx, tx, job); err != nil {
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond) // a little work after the commit (logging, a metric, …)
+		return nil
+	})
+	first := enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	second := enqueue(t, db, "rv", numArgs{2}, relay.Queue(q))
+	start(t, c, db.Pool)
+
+	recv(t, started, "first job")
+	select {
+	case <-started:
+	case <-time.After(3 * time.Second):
+		t.Fatalf("job %d succeeded (CompleteTx) but the next job %d of its key did not start within 3 s: %s / %s",
+			first, second, jobRecord(t, db, first).State, jobRecord(t, db, second).State)
+	}
+}
+
+// Client.Subscribe promises an event "once its outcome is committed, so an event never
+// reports what the database does not hold". An attempt that called CompleteTx whose
+// transaction then rolled back — here because the job was cancelled meanwhile — is
+// reported as succeeded (CompletedTx), although the job is cancelled.
+func TestReviewCompleteTxEventReportsSuccessOfCancelledJob(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	q := "rv-event-" + randomHex()
+
+	completed := make(chan struct{})
+	proceed := make(chan struct{})
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}})
+	handle(t, c, "rv", func(hctx context.Context, job *relay.Job[numArgs]) error {
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if err := relay.CompleteTx(ctx, tx, job); err != nil {
+			return err
+		}
+		close(completed)
+		<-proceed
+		return tx.Rollback(ctx) // e.g. a later statement of the transaction failed
+	})
+	events, unsubscribe := c.Subscribe(16)
+	defer unsubscribe()
+	id := enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	start(t, c, db.Pool)
+
+	recv(t, completed, "CompleteTx")
+	cancelled := make(chan error, 1)
+	go func() { cancelled <- relay.Cancel(ctx, db, id, relay.Schema(db.Schema)) }() // waits for the row
+	time.Sleep(300 * time.Millisecond)
+	close(proceed)
+	if err := recv(t, cancelled, "Cancel"); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	ev := recv(t, events, "event")
+	rec := waitRecord(t, db, id, relay.StateCancelled)
+	if ev.State != rec.State {
+		t.Fatalf("event says job %d is %s (CompletedTx %v); the database holds %s", id, ev.State, ev.CompletedTx, rec.State)
+	}
+}
+
+// The keeper waits for each locked row (renewLocked, up to lockWait each) one after the
+// other, inside its single tick. With enough handlers holding their job's row in a
+// transaction (the Checkpoint-in-tx pattern of the README), one tick lasts longer than the
+// lease, so the leases of every other running job lapse: they are rescued and run twice.
+func TestReviewLockedRowsStallLeaseRenewalsAndOtherJobsRunTwice(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	pool := reviewPool(t, 40)
+	const locked = 16 // 16 × lockWait (125 ms with a 1 s lease) = 2 s > LeaseTTL
+	lq, pq := "rv-locked-"+randomHex(), "rv-plain-"+randomHex()
+
+	var plainRuns atomic.Int32
+	var lostCause sync.Map
+	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{
+		lq: {Workers: locked}, pq: {Workers: 1},
+	}}))
+	handle(t, c, "locked", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		if job.Attempt > 1 {
+			return nil
+		}
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(context.Background())
+		if err := relay.Checkpoint(ctx, tx, job, 1); err != nil {
+			return err
+		}
+		time.Sleep(2500 * time.Millisecond) // the work the checkpoint describes
+		return tx.Commit(ctx)
+	})
+	handle(t, c, "plain", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		plainRuns.Add(1)
+		select {
+		case <-ctx.Done():
+			lostCause.Store(job.Attempt, context.Cause(ctx))
+		case <-time.After(2 * time.Second):
+		}
+		return nil
+	})
+	for i := range locked {
+		enqueue(t, db, "locked", numArgs{i}, relay.Queue(lq))
+	}
+	id := enqueue(t, db, "plain", numArgs{0}, relay.Queue(pq))
+	start(t, c, pool)
+
+	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	if n := plainRuns.Load(); n != 1 || len(rec.Attempts) != 1 {
+		var causes []any
+		lostCause.Range(func(k, v any) bool { causes = append(causes, k, v); return true })
+		t.Fatalf("a plain job whose handler ran 2 s (lease 1 s, renewal every 200 ms) ran %d times; history %s; causes %v",
+			n, historyString(rec.Attempts), causes)
+	}
+}
+
+// Checkpoint "extends its lease to at least LeaseTTL from now" — but the statement uses
+// now(), the start of the handler's transaction. A handler that checkpoints step after
+// step in one transaction (the README's loop) stops extending its lease once that
+// transaction is older than the lease; the keeper cannot renew the locked row either.
+func TestReviewCheckpointInLongTxDoesNotExtendLease(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	q := "rv-ckpt-" + randomHex()
+	type result struct {
+		step    int
+		expired bool
+		err     error
+	}
+	results := make(chan result, 1)
+	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}))
+	handle(t, c, "rv", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(context.Background())
+		for step := 1; step <= 8; step++ {
+			time.Sleep(250 * time.Millisecond) // the step's work, in tx
+			if err := relay.Checkpoint(ctx, tx, job, step); err != nil {
+				results <- result{step: step, err: err}
+				return err
+			}
+			var expired bool
+			if err := tx.QueryRow(ctx, `SELECT lease_expires_at < clock_timestamp() FROM `+relayTable(db, "jobs")+` WHERE id = $1`,
+				job.ID).Scan(&expired); err != nil {
+				return err
+			}
+			if expired {
+				results <- result{step: step, expired: true}
+				return tx.Commit(ctx)
+			}
+		}
+		results <- result{}
+		return tx.Commit(ctx)
+	})
+	enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	start(t, c, db.Pool)
+	r := recv(t, results, "handler result")
+	if r.err != nil || r.expired {
+		t.Fatalf("right after Checkpoint of step %d (%v elapsed in the transaction), the job's lease had expired (err %v)",
+			r.step, time.Duration(r.step)*250*time.Millisecond, r.err)
+	}
+}
+
+// Cancel of a running head frees its key at once — the next job starts without waiting for
+// the cancelled handler, whose context is cancelled with ErrCancelled — as the README says
+// (one at a time holds for handlers that honour their context).
+func TestReviewCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	q := "rv-overlap-" + randomHex()
+	ordSetQueue(t, db, q, relay.QueueSettings{Ordered: true})
+
+	started := make(chan int64, 4)
+	cause := make(chan error, 1)
+	release := make(chan struct{})
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 4}}})
+	handle(t, c, "rv", func(hctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		if job.Args.N == 1 {
+			<-hctx.Done()
+			cause <- context.Cause(hctx)
+			<-release // still running, as a handler cleaning up would be
+		}
+		return nil
+	})
+	first := ordEnqueue(t, db, "rv", q, "k", 1)
+	second := ordEnqueue(t, db, "rv", q, "k", 2)
+	start(t, c, db.Pool)
+	defer close(release)
+	if got := recv(t, started, "first job"); got != first {
+		t.Fatalf("started %d first", got)
+	}
+	if err := relay.Cancel(ctx, db, first, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, started, "second job"); got != second {
+		t.Fatalf("started %d after the cancel, want %d", got, second)
+	}
+	if err := recv(t, cause, "the cancelled handler's context"); !errors.Is(err, relay.ErrCancelled) {
+		t.Fatalf("cancelled handler's context ended with %v, want ErrCancelled", err)
+	}
+}
+
+// Every client receives a 'c:<id>' cancel notification; one that does not hold the job
+// remembers it as a tombstone for a lease's time (Keeper.cancelled), keyed by job id only.
+// An operator who cancels a job stuck running on a dead or hung client and then retries it
+// at once has the retried attempt cancelled on claim by that stale tombstone: the handler
+// starts with its context already cancelled (ErrCancelled), its outcome is never written,
+// and the job sits "running" until its unrenewed lease expires and it is rescued.
+func TestReviewRetryAfterCancelIsCancelledByStaleTombstone(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	q := "rv-tomb-" + randomHex()
+
+	type entry struct {
+		attempt int
+		cause   error
+	}
+	entries := make(chan entry, 8)
+	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}})
+	handle(t, c, "rv", func(hctx context.Context, job *relay.Job[numArgs]) error {
+		entries <- entry{job.Attempt, context.Cause(hctx)}
+		return nil
+	})
+	start(t, c, db.Pool)
+
+	// A job that another client, now hung or dead, claimed: running, leased to it.
+	id := enqueue(t, db, "rv", numArgs{1}, relay.Queue("elsewhere-"+randomHex()))
+	if _, err := db.Exec(ctx, `UPDATE `+relayTable(db, "jobs")+` SET queue = $2, state = 'running', attempt = 1,
+		attempted_at = now(), attempted_by = 'ghost', lease_expires_at = now() + interval '1 hour' WHERE id = $1`, id, q); err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the cancel notification reaches the client
+	if err := relay.Retry(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	e := recv(t, entries, "the retried attempt")
+	if e.cause != nil {
+		time.Sleep(500 * time.Millisecond)
+		rec := jobRecord(t, db, id)
+		t.Fatalf("retried job %d (attempt %d) started with its context already cancelled: %v; job is now %s",
+			id, e.attempt, e.cause, rec.State)
+	}
+}
+
+// After CompleteTx's transaction commits, the handler may still have work to do (README:
+// "end it before the handler returns" — i.e. it may run on). The next keep-alive tick no
+// longer finds the job running and cancels the handler's context with ErrLostLease
+// ("another client may be running it"), logging a lost lease, although the job simply
+// succeeded.
+func TestReviewHandlerAfterCompleteTxCommitIsCancelledAsLostLease(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	q := "rv-after-" + randomHex()
+	causes := make(chan error, 1)
+	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}))
+	handle(t, c, "rv", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(context.Background())
+		if err := relay.CompleteTx(ctx, tx, job); err != nil {
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return err
+		}
+		select { // post-commit work: send the e-mail the committed row describes, say
+		case <-ctx.Done():
+			causes <- context.Cause(ctx)
+		case <-time.After(time.Second):
+			causes <- nil
+		}
+		return nil
+	})
+	enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	start(t, c, db.Pool)
+	if cause := recv(t, causes, "handler"); cause != nil {
+		t.Fatalf("handler's context was cancelled after its CompleteTx committed: %v (lost lease: %v)", cause, errors.Is(cause, relay.ErrLostLease))
+	}
+}
