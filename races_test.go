@@ -14,11 +14,11 @@ import (
 	"github.com/relayq/relay/relaytest"
 )
 
-// Review tests: each demonstrates a defect found in review. They are expected to FAIL
-// on the code as it is.
+// Races around queue settings, leases, cancels and transactional completion, each found
+// in review as a defect; the tests keep them fixed.
 
-// reviewPool is a pool on the test server with room for many handler transactions.
-func reviewPool(t *testing.T, conns int32) *pgxpool.Pool {
+// racePool is a pool on the test server with room for many handler transactions.
+func racePool(t *testing.T, conns int32) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
 	if err != nil {
@@ -33,11 +33,10 @@ func reviewPool(t *testing.T, conns int32) *pgxpool.Pool {
 	return pool
 }
 
-// A job that failed (or was cancelled) while its queue was plain keeps order_key NULL.
-// Once the queue is ordered, relay.Retry makes it pending again — but claimGated only
-// claims heads of non-NULL keys (and the plain branch is off for ordered queues), so the
-// job is never claimed by any client.
-func TestReviewRetriedJobFromBeforeQueueWasOrderedNeverRuns(t *testing.T) {
+// A job that failed (or was cancelled) while its queue was plain has no order key. Once the
+// queue is ordered, relay.Retry must give it the queue's key: claimGated claims only heads
+// of keys, and a keyless job would never run.
+func TestRetriedJobFromBeforeTheQueueWasOrderedRuns(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
@@ -65,10 +64,10 @@ func TestReviewRetriedJobFromBeforeQueueWasOrderedNeverRuns(t *testing.T) {
 	}
 }
 
-// The same stranded job, by a race: an enqueue whose transaction is open while SetQueue
-// makes the queue ordered read the queue as plain (order_key NULL), and SetQueue's
-// alignment UPDATE could not see the uncommitted row.
-func TestReviewEnqueueRacingSetQueueOrderedNeverRuns(t *testing.T) {
+// The same keyless job, by a race: an enqueue whose transaction is open while SetQueue
+// makes the queue ordered reads the queue as plain, and SetQueue's alignment cannot see the
+// uncommitted row. Claims soon after a change of settings give such jobs the key.
+func TestJobEnqueuedWhileTheQueueBecameOrderedRuns(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
@@ -102,11 +101,10 @@ func TestReviewEnqueueRacingSetQueueOrderedNeverRuns(t *testing.T) {
 }
 
 // In an ordered queue whose Workers are all busy, the wakeup sent when a handler's
-// CompleteTx transaction commits arrives while the handler still holds its worker slot:
-// the dispatcher cannot claim then, and the slot freed when the handler returns does not
-// poke a gated dispatcher (it relies on the outcome's NOTIFY, which a CompleteTx job's
-// no-op outcome never sends). The next job of the key waits for the poll (here 1 h).
-func TestReviewOrderedHandOffAfterCompleteTxWaitsForPoll(t *testing.T) {
+// CompleteTx transaction commits arrives while the handler still holds its worker slot.
+// The slot freed when the handler returns must then claim (the job's own outcome is a
+// no-op and sends no wakeup), or the next job of the key waits for the poll (here 1 h).
+func TestOrderedHandOffAfterCompleteTxNeedsNoPoll(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	q := "rv-handoff-" + randomHex()
@@ -143,11 +141,10 @@ func TestReviewOrderedHandOffAfterCompleteTxWaitsForPoll(t *testing.T) {
 	}
 }
 
-// Client.Subscribe promises an event "once its outcome is committed, so an event never
-// reports what the database does not hold". An attempt that called CompleteTx whose
-// transaction then rolled back — here because the job was cancelled meanwhile — is
-// reported as succeeded (CompletedTx), although the job is cancelled.
-func TestReviewCompleteTxEventReportsSuccessOfCancelledJob(t *testing.T) {
+// Client.Subscribe promises that "an event never reports what the database does not hold".
+// An attempt that called CompleteTx whose transaction then rolled back — here because the
+// job was cancelled meanwhile — must be reported cancelled, not succeeded.
+func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
@@ -189,14 +186,13 @@ func TestReviewCompleteTxEventReportsSuccessOfCancelledJob(t *testing.T) {
 	}
 }
 
-// The keeper waits for each locked row (renewLocked, up to lockWait each) one after the
-// other, inside its single tick. With enough handlers holding their job's row in a
-// transaction (the Checkpoint-in-tx pattern of the README), one tick lasts longer than the
-// lease, so the leases of every other running job lapse: they are rescued and run twice.
-func TestReviewLockedRowsStallLeaseRenewalsAndOtherJobsRunTwice(t *testing.T) {
+// The keeper renews the leases of rows held by handlers' transactions (the Checkpoint-in-tx
+// pattern of the README) on their own, off its tick: waiting for many of them in turn would
+// let the leases of every other running job lapse, and those jobs would run twice.
+func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
-	pool := reviewPool(t, 40)
+	pool := racePool(t, 40)
 	const locked = 16 // 16 × lockWait (125 ms with a 1 s lease) = 2 s > LeaseTTL
 	lq, pq := "rv-locked-"+randomHex(), "rv-plain-"+randomHex()
 
@@ -244,11 +240,10 @@ func TestReviewLockedRowsStallLeaseRenewalsAndOtherJobsRunTwice(t *testing.T) {
 	}
 }
 
-// Checkpoint "extends its lease to at least LeaseTTL from now" — but the statement uses
-// now(), the start of the handler's transaction. A handler that checkpoints step after
-// step in one transaction (the README's loop) stops extending its lease once that
-// transaction is older than the lease; the keeper cannot renew the locked row either.
-func TestReviewCheckpointInLongTxDoesNotExtendLease(t *testing.T) {
+// Checkpoint extends its lease to at least LeaseTTL from the clock, not from now(), the
+// start of the handler's transaction: a handler that checkpoints step after step in one
+// transaction (the README's loop) must keep its lease past the transaction's first TTL.
+func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	q := "rv-ckpt-" + randomHex()
@@ -296,7 +291,7 @@ func TestReviewCheckpointInLongTxDoesNotExtendLease(t *testing.T) {
 // Cancel of a running head frees its key at once — the next job starts without waiting for
 // the cancelled handler, whose context is cancelled with ErrCancelled — as the README says
 // (one at a time holds for handlers that honour their context).
-func TestReviewCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
+func TestCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
@@ -334,13 +329,11 @@ func TestReviewCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
 	}
 }
 
-// Every client receives a 'c:<id>' cancel notification; one that does not hold the job
-// remembers it as a tombstone for a lease's time (Keeper.cancelled), keyed by job id only.
-// An operator who cancels a job stuck running on a dead or hung client and then retries it
-// at once has the retried attempt cancelled on claim by that stale tombstone: the handler
-// starts with its context already cancelled (ErrCancelled), its outcome is never written,
-// and the job sits "running" until its unrenewed lease expires and it is rescued.
-func TestReviewRetryAfterCancelIsCancelledByStaleTombstone(t *testing.T) {
+// Every client receives a cancel notification; one that does not hold the job remembers it
+// as a tombstone for a lease's time. Tombstones name the attempt, so an operator who
+// cancels a job stuck on a dead client and retries it at once does not see the retried
+// attempt cancelled on claim.
+func TestRetryAfterCancelIsNotCancelledByAStaleTombstone(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
@@ -380,12 +373,10 @@ func TestReviewRetryAfterCancelIsCancelledByStaleTombstone(t *testing.T) {
 	}
 }
 
-// After CompleteTx's transaction commits, the handler may still have work to do (README:
-// "end it before the handler returns" — i.e. it may run on). The next keep-alive tick no
-// longer finds the job running and cancels the handler's context with ErrLostLease
-// ("another client may be running it"), logging a lost lease, although the job simply
-// succeeded.
-func TestReviewHandlerAfterCompleteTxCommitIsCancelledAsLostLease(t *testing.T) {
+// After CompleteTx's transaction commits, the handler may still have work to do. The next
+// keep-alive tick no longer finds the job running; it must not cancel the handler's
+// context with ErrLostLease, since the job simply succeeded.
+func TestHandlerAfterCompleteTxCommitIsNotCancelledAsLostLease(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	q := "rv-after-" + randomHex()
