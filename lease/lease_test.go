@@ -111,12 +111,12 @@ func hold(k *lease.Keeper, j *store.Job) held {
 	return held{ctx, cancel}
 }
 
-// cause waits for h's context to end and returns its cause and when it ended.
-func (h held) cause(t *testing.T, within time.Duration, what string) (error, time.Time) {
+// ended waits for h's context to end and returns when it ended and its cause.
+func (h held) ended(t *testing.T, within time.Duration, what string) (time.Time, error) {
 	t.Helper()
 	select {
 	case <-h.ctx.Done():
-		return context.Cause(h.ctx), time.Now()
+		return time.Now(), context.Cause(h.ctx)
 	case <-time.After(within):
 		t.Fatalf("%s: the handler's context was not cancelled within %v", what, within)
 		panic("unreachable")
@@ -211,7 +211,7 @@ func TestKeeperCancelsJobsLostInTheDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, what := range []string{"deleted", "cancelled", "re-claimed"} {
-		cause, _ := hs[i].cause(t, 2*time.Second, what+" job")
+		_, cause := hs[i].ended(t, 2*time.Second, what+" job")
 		if !errors.Is(cause, lease.ErrLostLease) {
 			t.Errorf("the %s job's handler was cancelled with %v, want ErrLostLease", what, cause)
 		}
@@ -263,7 +263,7 @@ func TestKeeperCancelsWithLeaseExpiredWhenTheDatabaseIsUnreachable(t *testing.T)
 	heldAt := time.Now()
 	h := hold(k, jobs[0])
 	runKeeper(t, k)
-	cause, at := h.cause(t, 5*time.Second, "unreachable database")
+	at, cause := h.ended(t, 5*time.Second, "unreachable database")
 	took := at.Sub(heldAt)
 	t.Logf("cancelled %v after Hold (TTL %v, renewal every %v)", took, ttl, interval)
 	if !errors.Is(cause, lease.ErrLeaseExpired) {
