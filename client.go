@@ -149,6 +149,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	})
 	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
 	c.writer = outcome.New(cfg.ID, c.store, pool, cfg.Logger, c.released)
+	c.writer.ReportSuccesses(c.events.active)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
 	rescuer := lease.NewRescuer(lease.RescuerConfig{Store: c.store, DB: pool, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/lease"
 )
 
 // ErrJobNotHeld is returned by [CompleteTx] and [Checkpoint] when the attempt calling it no
@@ -28,11 +29,11 @@ type running struct {
 	holder store.Holder
 
 	completed atomic.Bool // CompleteTx succeeded in a transaction (which may not commit)
-	// onComplete tells the lease keeper, so that the commit is not taken for a lost lease.
-	onComplete func()
-	mu         sync.Mutex
-	output     []byte // JSON, set by SetOutput
-	late       bool   // output was set after CompleteTx: it is stored once the job is succeeded
+	// keeper is told of a CompleteTx, so that its commit is not taken for a lost lease.
+	keeper *lease.Keeper
+	mu     sync.Mutex
+	output []byte // JSON, set by SetOutput
+	late   bool   // output was set after CompleteTx: it is stored once the job is succeeded
 }
 
 // CompleteTx marks job succeeded as part of tx, the handler's own transaction: if tx
@@ -73,8 +74,8 @@ func CompleteTx[T any](ctx context.Context, tx DB, job *Job[T]) error {
 		return fmt.Errorf("relay: complete job %d: %w", job.ID, err)
 	}
 	r.completed.Store(true)
-	if r.onComplete != nil {
-		r.onComplete()
+	if r.keeper != nil {
+		r.keeper.Completing(r.holder.ID, r.holder.Attempt)
 	}
 	return nil
 }

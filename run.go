@@ -23,7 +23,7 @@ func (c *Client) runJob(j *store.Job) {
 	}
 	r := &running{
 		store: c.store, holder: store.Holder{ID: j.ID, Client: c.cfg.ID, Attempt: j.Attempt, Lease: c.cfg.LeaseTTL},
-		onComplete: func() { c.keeper.Completing(j.ID, j.Attempt) },
+		keeper: c.keeper,
 	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
 	started := time.Now()
@@ -123,7 +123,7 @@ func (c *Client) writeWithLockTimeout(ctx context.Context, o store.Outcome) (map
 	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", completedLockWait.Milliseconds())); err != nil {
 		return nil, err
 	}
-	changed, err := c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o})
+	changed, err := c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o}, true)
 	if err != nil {
 		return nil, err
 	}

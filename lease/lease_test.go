@@ -371,7 +371,7 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 	written, err := r.store.WriteOutcomes(ctx, r.db, "dead-client", []store.Outcome{
 		{ID: expired[0].ID, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
 		{ID: lastTry.ID, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
-	})
+	}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +392,7 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 	written, err = r.store.WriteOutcomes(ctx, r.db, "dead-client", []store.Outcome{
 		{ID: reclaimed, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
 		{ID: reclaimed, Attempt: 2, State: store.StateSucceeded, EndedAt: time.Now()},
-	})
+	}, true)
 	if err != nil {
 		t.Fatal(err)
 	}

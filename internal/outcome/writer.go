@@ -21,6 +21,8 @@ const maxBatch = 5000
 type Writer struct {
 	client  string // whose attempts these are
 	written func(batch []store.Outcome, changed map[int64]bool)
+	// withSuccesses says whether written needs the ids of changed successes too.
+	withSuccesses func() bool
 	store   *store.Store
 	db      store.DB
 	logger  *slog.Logger
@@ -41,6 +43,10 @@ type Writer struct {
 func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func(batch []store.Outcome, changed map[int64]bool)) *Writer {
 	return &Writer{client: client, written: written, store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
 }
+
+// ReportSuccesses makes the written callback's changed set include successes whenever
+// want returns true (by default it holds only the other outcomes).
+func (w *Writer) ReportSuccesses(want func() bool) { w.withSuccesses = want }
 
 // Serialize runs fn after the written callback of every batch already committed has
 // returned, and keeps batches from reporting until fn returns: a caller that writes an
@@ -143,7 +149,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
 		w.order.Lock()
-		changed, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n])
+		changed, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n], w.withSuccesses != nil && w.withSuccesses())
 		if err != nil {
 			w.order.Unlock()
 			w.logger.Warn("relay: writing job outcomes failed; will retry", "outcomes", len(batch), "error", err)

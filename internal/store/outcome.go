@@ -42,9 +42,10 @@ type Outcome struct {
 }
 
 // WriteOutcomes writes many outcomes of client's attempts in one statement and returns
-// the ids of the jobs it changed. An outcome whose attempt no longer holds its job
-// (rescued, cancelled, re-claimed, completed by [Store.CompleteTx]) is left out.
-func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome) (map[int64]bool, error) {
+// the ids of the jobs it changed, successes included only if withSuccesses. An outcome
+// whose attempt no longer holds its job (rescued, cancelled, re-claimed, completed by
+// [Store.CompleteTx]) is left out.
+func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome, withSuccesses bool) (map[int64]bool, error) {
 	n := len(outcomes)
 	ids := make([]int64, n)
 	attempts := make([]int32, n)
@@ -54,16 +55,21 @@ func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcome
 	reasons := make([]pgtype.Text, n)
 	errs := make([]pgtype.Text, n)
 	stacks := make([]pgtype.Text, n)
-	outputs := make([]pgtype.Text, n) // jsonb as text: planEachTime sends [][]byte as bytea
+	var outputs []pgtype.Text // jsonb as text: planEachTime sends [][]byte as bytea
 	for i, o := range outcomes {
 		ids[i], attempts[i], states[i], endedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
 		runAts[i] = pgtype.Timestamptz{Time: o.RunAt, Valid: !o.RunAt.IsZero()}
 		reasons[i] = nullText(o.Reason)
 		errs[i] = nullText(o.Error)
 		stacks[i] = nullText(o.Stack)
-		outputs[i] = pgtype.Text{String: string(o.Output), Valid: o.Output != nil}
+		if o.Output != nil {
+			if outputs == nil {
+				outputs = make([]pgtype.Text, n)
+			}
+			outputs[i] = pgtype.Text{String: string(o.Output), Valid: true}
+		}
 	}
-	rows, err := db.Query(ctx, s.q.writeOutcomes, planEachTime, ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel, outputs)
+	rows, err := db.Query(ctx, s.q.writeOutcomes, planEachTime, ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel, outputs, withSuccesses)
 	if err != nil {
 		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
 	}

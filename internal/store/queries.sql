@@ -297,7 +297,9 @@ FROM settings s;
 
 -- name: writeOutcomes
 -- Writes the outcomes of many attempts of client $9 at once ($11: each success's output, or
--- NULL), and returns the ids of the jobs it changed. A job is touched only while
+-- NULL; a NULL array when none has one), and returns the ids of the jobs it changed — of
+-- successes only if $12, since a busy client writes thousands a second and seldom needs
+-- them. A job is touched only while
 -- that same attempt still holds it (running, claimed by $9, same attempt number), so the
 -- late outcome of a handler whose job was rescued, cancelled or re-claimed never overwrites
 -- whatever owns the job now. Every attempt but a success is appended to the job's history.
@@ -332,7 +334,7 @@ WITH outcome AS (
     GROUP BY queue
 )
 SELECT id FROM written
-WHERE (SELECT count(*) FROM notified) >= 0;
+WHERE (SELECT count(*) FROM notified) >= 0 AND ($12 OR state <> 'succeeded');
 
 -- name: renewLeases
 -- The keep-alive tick of client $1: records its heartbeat and extends by $3 the leases of
