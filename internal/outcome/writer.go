@@ -23,9 +23,9 @@ type Writer struct {
 	written func(batch []store.Outcome, changed map[int64]bool)
 	// withSuccesses says whether written needs the ids of changed successes too.
 	withSuccesses func() bool
-	store   *store.Store
-	db      store.DB
-	logger  *slog.Logger
+	store         *store.Store
+	db            store.DB
+	logger        *slog.Logger
 
 	// order is held from a batch's write until its written callback returns: see Serialize.
 	order   sync.Mutex
