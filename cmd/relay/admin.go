@@ -20,15 +20,16 @@ type conn struct {
 	Timeout     time.Duration `default:"30s" help:"Give up after this long."`
 }
 
-// open connects, bounded by the command's timeout; done closes the pool.
-func (c conn) open(ctx context.Context) (context.Context, *pgxpool.Pool, func(), error) {
+// with connects, runs fn within the command's timeout, and closes the connection.
+func (c conn) with(ctx context.Context, fn func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
 	pool, err := pgxpool.New(ctx, c.DatabaseURL)
 	if err != nil {
-		cancel()
-		return nil, nil, nil, fmt.Errorf("connect: %w", err)
+		return fmt.Errorf("connect: %w", err)
 	}
-	return ctx, pool, func() { pool.Close(); cancel() }, nil
+	defer pool.Close()
+	return fn(ctx, pool, relay.Schema(c.Schema))
 }
 
 type queueCmd struct {
@@ -44,16 +45,13 @@ type queueShowCmd struct {
 }
 
 func (q *queueShowCmd) Run(ctx context.Context, out io.Writer) error {
-	ctx, pool, done, err := q.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	info, err := relay.GetQueue(ctx, pool, q.Queue, relay.Schema(q.Schema))
-	if err != nil {
-		return err
-	}
-	return printJSON(out, info)
+	return q.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		info, err := relay.GetQueue(ctx, pool, q.Queue, schema)
+		if err != nil {
+			return err
+		}
+		return printJSON(out, info)
+	})
 }
 
 type queuePauseCmd struct {
@@ -62,16 +60,13 @@ type queuePauseCmd struct {
 }
 
 func (q *queuePauseCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	ctx, pool, done, err := q.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if err := relay.PauseQueue(ctx, pool, q.Queue, relay.Schema(q.Schema)); err != nil {
-		return err
-	}
-	logger.Info("queue paused", "queue", q.Queue)
-	return nil
+	return q.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		if err := relay.PauseQueue(ctx, pool, q.Queue, schema); err != nil {
+			return err
+		}
+		logger.Info("queue paused", "queue", q.Queue)
+		return nil
+	})
 }
 
 type queueResumeCmd struct {
@@ -80,16 +75,13 @@ type queueResumeCmd struct {
 }
 
 func (q *queueResumeCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	ctx, pool, done, err := q.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if err := relay.ResumeQueue(ctx, pool, q.Queue, relay.Schema(q.Schema)); err != nil {
-		return err
-	}
-	logger.Info("queue resumed", "queue", q.Queue)
-	return nil
+	return q.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		if err := relay.ResumeQueue(ctx, pool, q.Queue, schema); err != nil {
+			return err
+		}
+		logger.Info("queue resumed", "queue", q.Queue)
+		return nil
+	})
 }
 
 // queueSetCmd changes only the settings it is given: the others keep their values.
@@ -102,33 +94,30 @@ type queueSetCmd struct {
 }
 
 func (q *queueSetCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	ctx, pool, done, err := q.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	info, err := relay.GetQueue(ctx, pool, q.Queue, relay.Schema(q.Schema))
-	if err != nil {
-		return err
-	}
-	settings := info.QueueSettings
-	if q.Ordered != nil {
-		settings.Ordered = *q.Ordered
-	}
-	if q.OnFailure != nil {
-		settings.OnFailure = relay.BlockOnFailure
-		if *q.OnFailure == "move-on" {
-			settings.OnFailure = relay.MoveOnAfterFailure
+	return q.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		info, err := relay.GetQueue(ctx, pool, q.Queue, schema)
+		if err != nil {
+			return err
 		}
-	}
-	if q.GlobalLimit != nil {
-		settings.GlobalLimit = *q.GlobalLimit
-	}
-	if err := relay.SetQueue(ctx, pool, q.Queue, settings, relay.Schema(q.Schema)); err != nil {
-		return err
-	}
-	logger.Info("queue set", "queue", q.Queue, "ordered", settings.Ordered, "on_failure", settings.OnFailure, "global_limit", settings.GlobalLimit)
-	return nil
+		settings := info.QueueSettings
+		if q.Ordered != nil {
+			settings.Ordered = *q.Ordered
+		}
+		if q.OnFailure != nil {
+			settings.OnFailure = relay.BlockOnFailure
+			if *q.OnFailure == "move-on" {
+				settings.OnFailure = relay.MoveOnAfterFailure
+			}
+		}
+		if q.GlobalLimit != nil {
+			settings.GlobalLimit = *q.GlobalLimit
+		}
+		if err := relay.SetQueue(ctx, pool, q.Queue, settings, schema); err != nil {
+			return err
+		}
+		logger.Info("queue set", "queue", q.Queue, "ordered", settings.Ordered, "on_failure", settings.OnFailure, "global_limit", settings.GlobalLimit)
+		return nil
+	})
 }
 
 type jobCmd struct {
@@ -143,16 +132,13 @@ type jobShowCmd struct {
 }
 
 func (j *jobShowCmd) Run(ctx context.Context, out io.Writer) error {
-	ctx, pool, done, err := j.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	rec, err := relay.GetJob(ctx, pool, j.ID, relay.Schema(j.Schema))
-	if err != nil {
-		return err
-	}
-	return printJSON(out, rec)
+	return j.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		rec, err := relay.GetJob(ctx, pool, j.ID, schema)
+		if err != nil {
+			return err
+		}
+		return printJSON(out, rec)
+	})
 }
 
 type jobRetryCmd struct {
@@ -161,16 +147,13 @@ type jobRetryCmd struct {
 }
 
 func (j *jobRetryCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	ctx, pool, done, err := j.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if err := relay.Retry(ctx, pool, j.ID, relay.Schema(j.Schema)); err != nil {
-		return err
-	}
-	logger.Info("job retried", "job", j.ID)
-	return nil
+	return j.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		if err := relay.Retry(ctx, pool, j.ID, schema); err != nil {
+			return err
+		}
+		logger.Info("job retried", "job", j.ID)
+		return nil
+	})
 }
 
 type jobCancelCmd struct {
@@ -179,16 +162,13 @@ type jobCancelCmd struct {
 }
 
 func (j *jobCancelCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	ctx, pool, done, err := j.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if err := relay.Cancel(ctx, pool, j.ID, relay.Schema(j.Schema)); err != nil {
-		return err
-	}
-	logger.Info("job cancelled", "job", j.ID)
-	return nil
+	return j.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		if err := relay.Cancel(ctx, pool, j.ID, schema); err != nil {
+			return err
+		}
+		logger.Info("job cancelled", "job", j.ID)
+		return nil
+	})
 }
 
 func printJSON(out io.Writer, v any) error {
