@@ -91,6 +91,24 @@ func (h *eventHub) emit(e Event) {
 	}
 }
 
+// eventOf is the Event of attempt o as o itself says it ended.
+func eventOf(o store.Outcome) Event {
+	return Event{
+		JobID: o.ID, Kind: o.Kind, Queue: o.Queue, Attempt: o.Attempt, State: JobState(o.State),
+		Reason: o.Reason, Error: o.Error, ScheduledAt: o.ScheduledAt, StartedAt: o.StartedAt, EndedAt: o.EndedAt,
+	}
+}
+
+// cancelled emits the event of attempt o, which relay.Cancel ended while it ran.
+func (h *eventHub) cancelled(o store.Outcome) {
+	if !h.active() {
+		return
+	}
+	e := eventOf(o)
+	e.State, e.Reason, e.Error, e.RetryAt, e.CompletedTx = StateCancelled, ReasonCancelled, "", time.Time{}, false
+	h.emit(e)
+}
+
 // outcomeEvents emits the events of a committed batch of outcomes; changed holds the jobs
 // the batch changed.
 func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) {
@@ -98,10 +116,7 @@ func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) 
 		return
 	}
 	for _, o := range batch {
-		e := Event{
-			JobID: o.ID, Kind: o.Kind, Queue: o.Queue, Attempt: o.Attempt, State: JobState(o.State),
-			Reason: o.Reason, Error: o.Error, ScheduledAt: o.ScheduledAt, StartedAt: o.StartedAt, EndedAt: o.EndedAt,
-		}
+		e := eventOf(o)
 		switch {
 		case changed[o.ID]:
 			if o.State == store.StatePending {

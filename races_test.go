@@ -174,7 +174,12 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 	recv(t, completed, "CompleteTx")
 	cancelled := make(chan error, 1)
 	go func() { cancelled <- relay.Cancel(ctx, db, id, relay.Schema(db.Schema)) }() // waits for the row
-	time.Sleep(300 * time.Millisecond)
+	relaytest.WaitFor(t, waitTimeout, "Cancel to wait for the row the handler's transaction holds", func() bool {
+		var waiting bool
+		err := db.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND position($1 in query) > 0)`, db.Schema).Scan(&waiting)
+		return err == nil && waiting
+	})
 	close(proceed)
 	if err := recv(t, cancelled, "Cancel"); err != nil {
 		t.Fatalf("Cancel: %v", err)
@@ -340,13 +345,14 @@ func TestRetryAfterCancelIsNotCancelledByAStaleTombstone(t *testing.T) {
 	q := "rv-tomb-" + randomHex()
 
 	type entry struct {
+		id      int64
 		attempt int
 		cause   error
 	}
 	entries := make(chan entry, 8)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}})
 	handle(t, c, "rv", func(hctx context.Context, job *relay.Job[numArgs]) error {
-		entries <- entry{job.Attempt, context.Cause(hctx)}
+		entries <- entry{job.ID, job.Attempt, context.Cause(hctx)}
 		return nil
 	})
 	start(t, c, db.Pool)
@@ -360,13 +366,17 @@ func TestRetryAfterCancelIsNotCancelledByAStaleTombstone(t *testing.T) {
 	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the cancel notification reaches the client
+	// Notifications arrive in commit order: once a job enqueued after the cancel has run,
+	// the client has seen the cancel notification too.
+	probe := enqueue(t, db, "rv", numArgs{2}, relay.Queue(q))
+	if e := recv(t, entries, "the probe job"); e.id != probe {
+		t.Fatalf("job %d ran before the probe %d", e.id, probe)
+	}
 	if err := relay.Retry(ctx, db, id, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
 	e := recv(t, entries, "the retried attempt")
 	if e.cause != nil {
-		time.Sleep(500 * time.Millisecond)
 		rec := jobRecord(t, db, id)
 		t.Fatalf("retried job %d (attempt %d) started with its context already cancelled: %v; job is now %s",
 			id, e.attempt, e.cause, rec.State)

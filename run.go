@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/store"
 )
@@ -41,12 +43,14 @@ func (c *Client) runJob(j *store.Job) {
 		err = errors.Join(errNotCommitted, err)
 		decided = context.WithoutCancel(ctx)
 	}
-	o, ok := c.outcomeOf(decided, h, j, err, time.Now())
+	ended := time.Now()
+	o, ok := c.outcomeOf(decided, h, j, err, ended)
+	o.ID, o.Attempt, o.EndedAt = j.ID, j.Attempt, ended
+	o.Kind, o.Queue, o.ScheduledAt, o.StartedAt, o.CompletedTx = j.Kind, j.Queue, j.RunAt, started, r.completed.Load()
 	if !ok {
 		c.keeper.Release(j.ID, j.Attempt)
-		if errors.Is(context.Cause(ctx), ErrCancelled) && c.events.active() {
-			c.events.emit(Event{JobID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, State: StateCancelled,
-				Reason: ReasonCancelled, ScheduledAt: j.RunAt, StartedAt: started, EndedAt: time.Now()})
+		if errors.Is(context.Cause(ctx), ErrCancelled) {
+			c.events.cancelled(o)
 		}
 		return
 	}
@@ -55,7 +59,6 @@ func (c *Client) runJob(j *store.Job) {
 		o.Output = r.output
 		r.mu.Unlock()
 	}
-	o.Kind, o.Queue, o.ScheduledAt, o.StartedAt, o.CompletedTx = j.Kind, j.Queue, j.RunAt, started, r.completed.Load()
 	if o.CompletedTx {
 		c.writeCompletedOutcome(o, r)
 		return
@@ -78,7 +81,11 @@ const completedLockWait = 5 * time.Second
 func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
 	defer cancel()
-	changed, err := c.writeWithLockTimeout(ctx, o)
+	var changed map[int64]bool
+	err := store.WaitingAtMost(ctx, c.pool, completedLockWait, func(tx pgx.Tx) (err error) {
+		changed, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o}, true)
+		return err
+	})
 	if err != nil {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
 			"job", o.ID, "kind", o.Kind, "attempt", o.Attempt, "error", err)
@@ -106,28 +113,10 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	// the order of its attempts.
 	c.writer.Serialize(func() {
 		c.released([]store.Outcome{o}, changed)
-		if ended == store.StateCancelled && c.events.active() {
-			// Cancelled while its transaction was open, which then did not commit.
-			c.events.emit(Event{JobID: o.ID, Kind: o.Kind, Queue: o.Queue, Attempt: o.Attempt, State: StateCancelled,
-				Reason: ReasonCancelled, ScheduledAt: o.ScheduledAt, StartedAt: o.StartedAt, EndedAt: o.EndedAt})
+		if ended == store.StateCancelled {
+			c.events.cancelled(o) // while its transaction was open, which then did not commit
 		}
 	})
-}
-
-func (c *Client) writeWithLockTimeout(ctx context.Context, o store.Outcome) (map[int64]bool, error) {
-	tx, err := c.pool.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", completedLockWait.Milliseconds())); err != nil {
-		return nil, err
-	}
-	changed, err := c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o}, true)
-	if err != nil {
-		return nil, err
-	}
-	return changed, tx.Commit(ctx)
 }
 
 // errNotCommitted is the failure recorded for an attempt that called CompleteTx when the

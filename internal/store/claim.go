@@ -101,7 +101,7 @@ func (s *Store) Claim(ctx context.Context, db ClaimDB, p ClaimParams) (Claimed, 
 	} else {
 		rank, runAt, id := p.From.params()
 		var err error
-		if rows, err = db.Query(ctx, s.q.claim, p.Queue, p.Kinds, p.Limit, p.Client, rank, runAt, id, p.Lease, p.Attempts); err != nil {
+		if rows, err = db.Query(ctx, s.q.claim, p.Queue, p.Kinds, p.Limit, p.Client, p.Lease, p.Attempts, rank, runAt, id); err != nil {
 			return Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", p.Queue, err)
 		}
 	}

@@ -64,24 +64,38 @@ func (s *Store) RenewLeases(ctx context.Context, db DB, client ClientInfo, held 
 // RenewLocked extends the lease of attempt h of client on its own, waiting up to wait for
 // a transaction that holds the job's row. It reports whether the attempt still holds the
 // job; a wait that runs out is an error, and the lease is left as it was.
-func (s *Store) RenewLocked(ctx context.Context, db Beginner, client ClientInfo, h Held, wait time.Duration) (bool, error) {
+func (s *Store) RenewLocked(ctx context.Context, db Beginner, client ClientInfo, h Held, wait time.Duration) (held bool, err error) {
+	err = WaitingAtMost(ctx, db, wait, func(tx pgx.Tx) error {
+		var id int64
+		err := tx.QueryRow(ctx, s.q.renewLocked, h.ID, client.ID, h.Attempt, client.Lease).Scan(&id)
+		held = err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("renew the lease of job %d: %w", h.ID, err)
+	}
+	return held, nil
+}
+
+// WaitingAtMost runs fn in a transaction of its own on db in which waiting for a row lock
+// gives up after wait (lock_timeout): for statements that may meet a row a handler's
+// transaction holds, and must not wait for it for long.
+func WaitingAtMost(ctx context.Context, db Beginner, wait time.Duration, fn func(tx pgx.Tx) error) error {
 	tx, err := db.Begin(ctx)
 	if err != nil {
-		return false, err
+		return err
 	}
 	defer tx.Rollback(ctx)
 	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", max(wait.Milliseconds(), 1))); err != nil {
-		return false, err
+		return err
 	}
-	var id int64
-	err = tx.QueryRow(ctx, s.q.renewLocked, h.ID, client.ID, h.Attempt, client.Lease).Scan(&id)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, tx.Commit(ctx)
-	case err != nil:
-		return false, fmt.Errorf("renew the lease of job %d: %w", h.ID, err)
+	if err := fn(tx); err != nil {
+		return err
 	}
-	return true, tx.Commit(ctx)
+	return tx.Commit(ctx)
 }
 
 // Beginner begins transactions: a pool.

@@ -31,19 +31,22 @@ func buildQueries(quotedSchema string) queries {
 		}
 		return q
 	}
+	// Both claims end alike: the shared part is written once, as the fragment "claimed".
+	claimed := get("claimed")
+	getClaim := func(name string) string { return strings.ReplaceAll(get(name), "{claimed}", claimed) }
 	q := queries{
 		insert:           get("insert"),
 		insertUnique:     get("insertUnique"),
 		insertManyUnique: get("insertManyUnique"),
 		uniqueHolder:     get("uniqueHolder"),
 		lockQueue:        get("lockQueue"),
-		claimGated:       get("claimGated"),
+		claimGated:       getClaim("claimGated"),
 		setQueue:         get("setQueue"),
 		pauseQueue:       get("pauseQueue"),
 		getQueue:         get("getQueue"),
 		pendingQueues:    get("pendingQueues"),
 		insertMany:       get("insertMany"),
-		claim:            get("claim"),
+		claim:            getClaim("claim"),
 		writeOutcomes:    get("writeOutcomes"),
 		renewLeases:      get("renewLeases"),
 		renewLocked:      get("renewLocked"),

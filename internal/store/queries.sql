@@ -128,41 +128,19 @@ LEFT JOIN {schema}.jobs h
 WHERE (SELECT count(*) FROM notified) >= 0
 ORDER BY n.ord;
 
--- name: claim
--- Claims up to $3 due jobs of plain queue $1 whose kind is in $2, most urgent first, and
--- leases them to client $4 for $8. A job enqueued without max_attempts takes its kind's
--- default from $9 (aligned with $2). The scan starts at the cursor ($5 = -priority, $6
--- run_at, $7 id): the index entries of jobs already claimed stay in the index until
--- VACUUM, and skipping thousands of them on every claim would cost more than the claim
--- itself. The last row (id NULL) carries the delay until the queue's next scheduled job
--- when fewer than $3 were due, so the dispatcher can arm its timer without another round
--- trip, and the queue's settings: a queue that is ordered, limited or paused is claimed
--- from only by claimGated, so that a dispatcher whose settings are stale claims nothing.
---
--- The claim commits asynchronously (synchronous_commit off for this statement's own
--- transaction), saving a WAL flush on the pickup path. That is safe: a claim lost in a
--- crash leaves the job pending, so it runs again (at least once), and any later outcome
--- commits synchronously, which flushes the claim's WAL before it.
-WITH async AS (
-    SELECT set_config('synchronous_commit', 'off', true)
-), settings AS (
-    SELECT coalesce(bool_or(ordered), false) AS ordered, min(global_limit) AS global_limit,
-           coalesce(bool_or(paused_at IS NOT NULL), false) AS paused
-    FROM {schema}.queues WHERE name = $1
-), due AS (
-    SELECT id FROM {schema}.jobs
-    WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
-      AND ((-priority), run_at, id) >= ($5::smallint, $6::timestamptz, $7::bigint)
-      AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
-    ORDER BY (-priority), run_at, id
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
+-- name: claimed
+-- The end of both claims (claim, claimGated), once each has picked its due jobs: leases
+-- them to client $4 for $5, fills in max_attempts from the kinds' defaults ($6, aligned
+-- with $2), and returns them, then the trailing row (id NULL) with the delay until the
+-- queue's next scheduled job and the queue's settings. clock_timestamp(), not now(): a
+-- gated claim's transaction began before its wait for the queue's lock, and the lease
+-- must not be shortened by that wait.
+claimed AS (
     UPDATE {schema}.jobs j
-    SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $4,
-        lease_expires_at = now() + $8::interval,
+    SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = $4,
+        lease_expires_at = clock_timestamp() + $5::interval,
         max_attempts = coalesce(j.max_attempts,
-            (SELECT k.max_attempts FROM unnest($2::text[], $9::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
+            (SELECT k.max_attempts FROM unnest($2::text[], $6::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
     FROM due
     WHERE j.id = due.id
     RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
@@ -182,14 +160,45 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     s.ordered, s.global_limit IS NOT NULL, s.paused
 FROM settings s;
 
+-- name: claim
+-- Claims up to $3 due jobs of plain queue $1 whose kind is in $2, most urgent first, and
+-- leases them to client $4 for $5. A job enqueued without max_attempts takes its kind's
+-- default from $6 (aligned with $2). The scan starts at the cursor ($7 = -priority, $8
+-- run_at, $9 id): the index entries of jobs already claimed stay in the index until
+-- VACUUM, and skipping thousands of them on every claim would cost more than the claim
+-- itself. The last row (id NULL) carries the delay until the queue's next scheduled job
+-- when fewer than $3 were due, so the dispatcher can arm its timer without another round
+-- trip, and the queue's settings: a queue that is ordered, limited or paused is claimed
+-- from only by claimGated, so that a dispatcher whose settings are stale claims nothing.
+--
+-- The claim commits asynchronously (synchronous_commit off for this statement's own
+-- transaction), saving a WAL flush on the pickup path. That is safe: a claim lost in a
+-- crash leaves the job pending, so it runs again (at least once), and any later outcome
+-- commits synchronously, which flushes the claim's WAL before it.
+WITH async AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), settings AS (
+    SELECT coalesce(bool_or(ordered), false) AS ordered, min(global_limit) AS global_limit,
+           coalesce(bool_or(paused_at IS NOT NULL), false) AS paused
+    FROM {schema}.queues WHERE name = $1
+), due AS (
+    SELECT id FROM {schema}.jobs
+    WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
+      AND ((-priority), run_at, id) >= ($7::smallint, $8::timestamptz, $9::bigint)
+      AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
+    ORDER BY (-priority), run_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), {claimed}
+
 -- name: lockQueue
 -- Serialises the claims of one gated queue across all clients until the end of the
 -- transaction, so that the next statement's snapshot sees every claim made before it.
 SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext($1));
 
 -- name: claimGated
--- claim ($5 the lease, $6 the kinds' default attempts; no cursor), for a queue that is ordered or has a cluster-wide limit. It runs after lockQueue
--- in the same transaction: each claim of the queue then sees the jobs every earlier one
+-- claim, without a cursor, for a queue that is ordered or has a cluster-wide limit. It runs
+-- after lockQueue in the same transaction: each claim of the queue then sees the jobs every earlier one
 -- started, which is what makes the limit and one-at-a-time per key hold across clients.
 -- An ordered queue claims only the heads of its keys: the oldest pending job of a key
 -- with no job running and no blocking failed job before it. The keys are walked one index
@@ -218,6 +227,7 @@ WITH RECURSIVE async AS (
                     SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND state = 'running')))
            END AS n
     FROM settings s
+    WHERE (SELECT count(*) FROM strays) >= 0
 ), keys AS (
     SELECT (SELECT min(order_key) FROM {schema}.jobs
             WHERE queue = $1 AND order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking)) AS k
@@ -268,32 +278,7 @@ WITH RECURSIVE async AS (
         WHERE id = chosen.id AND state = 'pending' AND run_at <= now()
         FOR UPDATE SKIP LOCKED
     ) j
-), claimed AS (
-    UPDATE {schema}.jobs j
-    -- clock_timestamp(): the transaction began before the wait for the queue's lock, and
-    -- the lease must not be shortened by that wait
-    SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = $4,
-        lease_expires_at = clock_timestamp() + $5::interval,
-        max_attempts = coalesce(j.max_attempts,
-            (SELECT k.max_attempts FROM unnest($2::text[], $6::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
-    FROM due
-    WHERE j.id = due.id
-    RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
-        j.checkpoint, j.payload
-)
-SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
-       NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
-FROM claimed
-WHERE (SELECT count(*) FROM async) = 1 AND (SELECT count(*) FROM strays) >= 0
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-    CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
-        SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
-        FROM {schema}.jobs
-        WHERE queue = $1 AND state = 'pending' AND run_at > now() AND kind = ANY($2::text[])
-    ) END,
-    s.ordered, s.global_limit IS NOT NULL, s.paused
-FROM settings s;
+), {claimed}
 
 -- name: writeOutcomes
 -- Writes the outcomes of many attempts of client $9 at once ($11: each success's output, or
