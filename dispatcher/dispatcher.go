@@ -186,13 +186,27 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.busyAt.Store(time.Now().UnixNano())
 
 	more := false // the last claim filled every slot it had: more jobs may be due
+	var (
+		claimTook   time.Duration // how long the last claim took, round trip included
+		gatherUntil time.Time     // see gathering
+	)
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
+	defer gather.Stop()
 	for {
 		free := d.cfg.Workers - d.Running()
 		if d.cfg.Room != nil {
 			free = min(free, d.cfg.Room())
 		}
+		now := time.Now()
+		if free > 0 && more && d.gathering(now, &gatherUntil, claimTook) {
+			gather.Reset(gatherUntil.Sub(now))
+			free = 0 // wait for the gather timer or the next freed slot
+		} else if free > 0 {
+			gatherUntil = time.Time{}
+		}
 		granted := 0
-		if free > 0 && d.takeDue(time.Now(), more) {
+		if free > 0 && d.takeDue(now, more) {
 			if granted = free; d.cfg.Slots != nil {
 				if granted = d.cfg.Slots.take(d, free); granted == 0 {
 					// Every client-wide slot is taken: claim once one is given back, which
@@ -203,7 +217,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}
 		if granted > 0 {
+			began := time.Now()
 			n, err := d.claim(ctx, granted)
+			claimTook = time.Since(began)
 			if d.cfg.Slots != nil {
 				d.cfg.Slots.claimed(d, granted, n)
 			}
@@ -237,6 +253,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-d.signal:
 		case <-scheduled.C:
+		case <-gather.C:
 		case <-idle.C:
 			if d.cfg.Retire != nil && d.Quiet() && d.cfg.Retire() {
 				return nil
@@ -247,7 +264,30 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		scheduled.Stop()
 		idle.Stop()
+		gather.Stop()
 	}
+}
+
+// maxGather bounds how long a freed slot waits for others before it is filled.
+const maxGather = time.Millisecond
+
+// gathering reports whether a claim through a backlog should wait for more of the running
+// jobs to end first, setting *until on the first call of a wait.
+//
+// A claim costs about one round trip whether it takes one job or a hundred. Through a
+// backlog of short jobs, claiming the moment the first slot frees takes one or a few jobs,
+// while the rest of a just-claimed batch ends during that claim's round trip: claims then
+// alternate between a few jobs and most of the slots, and throughput halves. So a freed
+// slot waits up to half a claim's round trip (at most maxGather) for the others, unless
+// every slot is free already. Long jobs lose at most that wait per claim.
+func (d *Dispatcher) gathering(now time.Time, until *time.Time, claimTook time.Duration) bool {
+	if d.Running() == 0 || claimTook <= 0 {
+		return false
+	}
+	if until.IsZero() {
+		*until = now.Add(min(claimTook/2, maxGather))
+	}
+	return now.Before(*until)
 }
 
 // wakeupPending reports whether a wakeup is waiting for a free slot: one that came while

@@ -440,3 +440,26 @@ func TestRoomBoundsClaimsAndNudgeResumesThem(t *testing.T) {
 		t.Fatalf("Running() = %d after Nudge, want 5", n)
 	}
 }
+
+// Through a backlog of short jobs, each claim waits for the jobs of the one before to end
+// and takes nearly every slot. Claiming as soon as the first slot frees makes claims
+// alternate between a few jobs and most of the slots, averaging half of Workers.
+func TestBacklogOfShortJobsIsClaimedInFullBatches(t *testing.T) {
+	t.Parallel()
+	const workers, n = 50, 2000
+	r := newRunCounter(n)
+	h := newHarness(t, workers, time.Hour, r.run)
+	ids := h.enqueue(n)
+	h.start()
+	for range ids {
+		recv(t, r.ran, "the backlog to run")
+	}
+	h.halt()
+	h.d.Wait()
+	r.assertOnce(t, ids)
+	claims := h.db.claims.Load()
+	if avg := float64(n) / float64(claims); avg < 0.75*workers {
+		t.Errorf("%d jobs took %d claims, %.1f jobs each; want at least %.1f (3/4 of Workers = %d)",
+			n, claims, avg, 0.75*workers, workers)
+	}
+}

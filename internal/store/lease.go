@@ -34,12 +34,7 @@ type Renewal struct {
 // RenewLeases records client's heartbeat and extends the leases of the attempts it
 // holds, in one statement.
 func (s *Store) RenewLeases(ctx context.Context, db DB, client ClientInfo, held []Held) (Renewal, error) {
-	ids := make([]int64, len(held))
-	attempts := make([]int32, len(held))
-	for i, h := range held {
-		ids[i], attempts[i] = h.ID, int32(h.Attempt)
-	}
-	rows, err := db.Query(ctx, s.q.renewLeases, planEachTime, client.ID, ids, client.Lease, attempts, client.Queues, client.Kinds)
+	rows, err := db.Query(ctx, s.q.renewLeases, renewArgs(client, held)...)
 	if err != nil {
 		return Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
 	}
@@ -59,6 +54,16 @@ func (s *Store) RenewLeases(ctx context.Context, db DB, client ClientInfo, held 
 		return Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
 	}
 	return r, nil
+}
+
+// renewArgs are the arguments of renewLeases.
+func renewArgs(client ClientInfo, held []Held) []any {
+	ids := make([]int64, len(held))
+	attempts := make([]int32, len(held))
+	for i, h := range held {
+		ids[i], attempts[i] = h.ID, int32(h.Attempt)
+	}
+	return []any{client.ID, ids, client.Lease, attempts, client.Queues, client.Kinds}
 }
 
 // RenewLocked extends the lease of attempt h of client on its own, waiting up to wait for

@@ -47,6 +47,24 @@ type Outcome struct {
 // [Store.CompleteTx]) is left out.
 func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome, withSuccesses bool) (map[int64]bool, error) {
 	n := len(outcomes)
+	rows, err := db.Query(ctx, s.q.writeOutcomes, s.outcomeArgs(client, outcomes, withSuccesses)...)
+	if err != nil {
+		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
+	}
+	changed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
+	}
+	written := make(map[int64]bool, len(changed))
+	for _, id := range changed {
+		written[id] = true
+	}
+	return written, nil
+}
+
+// outcomeArgs are the arguments of writeOutcomes: the outcomes as aligned arrays.
+func (s *Store) outcomeArgs(client string, outcomes []Outcome, withSuccesses bool) []any {
+	n := len(outcomes)
 	ids := make([]int64, n)
 	attempts := make([]int32, n)
 	states := make([]string, n)
@@ -69,19 +87,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcome
 			outputs[i] = pgtype.Text{String: string(o.Output), Valid: true}
 		}
 	}
-	rows, err := db.Query(ctx, s.q.writeOutcomes, planEachTime, ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel, outputs, withSuccesses)
-	if err != nil {
-		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
-	}
-	changed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
-	}
-	written := make(map[int64]bool, len(changed))
-	for _, id := range changed {
-		written[id] = true
-	}
-	return written, nil
+	return []any{ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel, outputs, withSuccesses}
 }
 
 // ErrNotHeld is returned by [Store.CompleteTx] and [Store.Checkpoint] when the attempt no

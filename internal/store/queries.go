@@ -100,9 +100,9 @@ func parseNamed(file string) map[string]string {
 }
 
 // planEachTime, passed before a statement's arguments, makes pgx run it as an unnamed
-// statement, which PostgreSQL plans for the arguments at hand every time. The batch
-// statements (outcomes, lease renewals, rescue) join an unnest of their arguments to the
-// jobs table; a cached generic plan chosen while the table was small would keep
-// scanning the whole table long after it has grown. Planning costs a fraction of a
-// millisecond, once per batch. The claim, on the pickup path, stays prepared.
+// statement, which PostgreSQL plans for the arguments at hand every time: for the rare
+// statements (rescue, listing) whose best plan depends on their arguments or on how the
+// table has grown. The hot batch statements (writeOutcomes, renewLeases) are written so
+// that every plan reaches the jobs by primary key, and stay prepared: planning one took
+// ~0.3 ms, as much as writing a hundred outcomes.
 const planEachTime = pgx.QueryExecModeExec

@@ -1,0 +1,164 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/relaytest"
+)
+
+// The batch statements on the outcome and keep-alive paths reach the jobs by primary key
+// in every plan PostgreSQL may pick for them: custom plans made for a large batch, and
+// the generic plan a prepared statement settles on, even with statistics taken while
+// nothing ran. Plans that started from the client's running jobs (through the lease
+// index) rescanned the batch for each one, and plans that hashed a scan of the whole
+// table cost more per job the more jobs the table holds.
+func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
+	t.Parallel()
+	const backlog, batch = 40_000, 2_000
+	db := relaytest.NewDB(t)
+	ctx := context.Background()
+	s, err := store.For(db.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := make([]relay.JobSpec, 5_000)
+	for i := range specs {
+		specs[i] = relay.JobSpec{Kind: "job", Args: i}
+	}
+	for range backlog / len(specs) {
+		if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Statistics of a table in which nothing runs and no client has claimed anything.
+	if _, err := db.Exec(ctx, "ANALYZE "+s.Table("jobs")); err != nil {
+		t.Fatal(err)
+	}
+	const client = "plans-test"
+	c, err := s.Claim(ctx, db, store.ClaimParams{
+		Queue: relay.DefaultQueue, Kinds: []string{"job"}, Attempts: []int32{1},
+		Limit: batch, Client: client, Lease: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Jobs) != batch {
+		t.Fatalf("claimed %d jobs, want %d", len(c.Jobs), batch)
+	}
+	outcomes := make([]store.Outcome, len(c.Jobs))
+	held := make([]store.Held, len(c.Jobs))
+	for i, j := range c.Jobs {
+		outcomes[i] = store.Outcome{ID: j.ID, Attempt: j.Attempt, State: "succeeded", EndedAt: time.Now()}
+		held[i] = store.Held{ID: j.ID, Attempt: j.Attempt}
+	}
+	outcomeSQL, outcomeArgs := s.WriteOutcomesStatement(client, outcomes)
+	renewSQL, renewArgs := s.RenewLeasesStatement(store.ClientInfo{
+		ID: client, Lease: time.Minute, Queues: []string{relay.DefaultQueue}, Kinds: []string{"job"},
+	}, held)
+
+	for _, st := range []struct {
+		name string
+		sql  string
+		args []any
+	}{
+		{"writeOutcomes", outcomeSQL, outcomeArgs},
+		{"renewLeases", renewSQL, renewArgs},
+	} {
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			t.Run(st.name+"/"+mode, func(t *testing.T) {
+				plan := explainPrepared(t, db, mode, st.sql, st.args)
+				var viaPkey bool
+				for _, n := range plan {
+					switch {
+					case n["Relation Name"] == "jobs" && n["Node Type"] == "Seq Scan":
+						t.Errorf("the plan scans the whole jobs table:\n%s", describe(plan))
+					case strings.HasPrefix(fmt.Sprint(n["Index Name"]), "jobs_") && n["Index Name"] != "jobs_pkey":
+						t.Errorf("the plan reads jobs through %v, not their primary key:\n%s", n["Index Name"], describe(plan))
+					case n["Index Name"] == "jobs_pkey":
+						viaPkey = true
+					}
+				}
+				if !viaPkey {
+					t.Errorf("the plan does not use jobs_pkey:\n%s", describe(plan))
+				}
+			})
+		}
+	}
+}
+
+// explainPrepared prepares sql on a connection of its own whose plan_cache_mode is mode,
+// and returns the nodes of the plan chosen for executing it with args, flattened.
+func explainPrepared(t *testing.T, db *relaytest.DB, mode, sql string, args []any) []map[string]any {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "PREPARE batch_plan AS "+sql); err != nil {
+		t.Fatal(err)
+	}
+	// EXECUTE takes no bind parameters: each argument goes in as a literal of its type.
+	var types []string
+	if err := conn.QueryRow(ctx, `SELECT array_agg(format_type(t, NULL) ORDER BY n)
+		FROM pg_prepared_statements, unnest(parameter_types::oid[]) WITH ORDINALITY AS p(t, n)
+		WHERE name = 'batch_plan'`).Scan(&types); err != nil {
+		t.Fatal(err)
+	}
+	if len(types) != len(args) {
+		t.Fatalf("the statement takes %d parameters, given %d", len(types), len(args))
+	}
+	literals := make([]string, len(args))
+	for i, arg := range args {
+		if err := conn.QueryRow(ctx, "SELECT quote_nullable($1::"+types[i]+")", arg).Scan(&literals[i]); err != nil {
+			t.Fatalf("argument %d (%s): %v", i+1, types[i], err)
+		}
+		literals[i] += "::" + types[i]
+	}
+	var out []byte
+	if err := conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) EXECUTE batch_plan("+strings.Join(literals, ", ")+")").Scan(&out); err != nil {
+		t.Fatal(err)
+	}
+	var doc []struct{ Plan map[string]any }
+	if err := json.Unmarshal(out, &doc); err != nil || len(doc) != 1 {
+		t.Fatalf("EXPLAIN returned %s (%v)", out, err)
+	}
+	var nodes []map[string]any
+	var walk func(n map[string]any)
+	walk = func(n map[string]any) {
+		nodes = append(nodes, n)
+		children, _ := n["Plans"].([]any)
+		for _, c := range children {
+			walk(c.(map[string]any))
+		}
+	}
+	walk(doc[0].Plan)
+	return nodes
+}
+
+func describe(plan []map[string]any) string {
+	var b strings.Builder
+	for _, n := range plan {
+		fmt.Fprintf(&b, "  %v", n["Node Type"])
+		for _, k := range []string{"Relation Name", "Index Name", "CTE Name", "Subplan Name"} {
+			if v, ok := n[k]; ok {
+				fmt.Fprintf(&b, " %s=%v", k, v)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
