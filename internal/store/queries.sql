@@ -139,8 +139,7 @@ claimed AS (
     UPDATE {schema}.jobs j
     SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = $4,
         lease_expires_at = clock_timestamp() + $5::interval,
-        max_attempts = coalesce(j.max_attempts,
-            (SELECT k.max_attempts FROM unnest($2::text[], $6::integer[]) AS k(kind, max_attempts) WHERE k.kind = j.kind))
+        max_attempts = coalesce(j.max_attempts, ($6::integer[])[array_position($2::text[], j.kind)])
     FROM due
     WHERE j.id = due.id
     RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
