@@ -78,6 +78,9 @@ type Dispatcher struct {
 
 	gated  atomic.Bool  // queue.Gated(), read by every finishing job without the lock
 	busyAt atomic.Int64 // when the dispatcher last claimed a job or one ended, in Unix ns
+
+	handoff chan *store.Job // unbuffered: a send succeeds only if an idle worker waits
+	stopped chan struct{}   // closed when Run returns: idle workers exit
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -86,7 +89,8 @@ func New(cfg Config) *Dispatcher {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	// A new dispatcher looks for work at once: jobs may have waited for it.
-	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true}
+	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true,
+		handoff: make(chan *store.Job), stopped: make(chan struct{})}
 }
 
 // Running is how many of its jobs are running now.
@@ -171,6 +175,7 @@ func (d *Dispatcher) Wait() { d.jobs.Wait() }
 // [Config].IdleAfter), when it returns nil. Jobs already started keep running; use
 // [Dispatcher.Wait] to wait for them.
 func (d *Dispatcher) Run(ctx context.Context) error {
+	defer close(d.stopped)
 	poll := time.NewTicker(d.cfg.Poll)
 	defer poll.Stop()
 	scheduled := time.NewTimer(time.Hour)
@@ -364,12 +369,46 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 	d.running.Add(int64(len(c.Jobs)))
 	d.jobs.Add(len(c.Jobs))
 	for _, job := range c.Jobs {
-		go d.run(job)
+		d.start(job)
 	}
 	if c.HasNext {
 		d.wakeIn(c.NextIn) // scheduled jobs lie after the cursor: it need not move
 	}
 	return len(c.Jobs), nil
+}
+
+// workerLinger is how long a worker goroutine waits for its next job before it exits.
+const workerLinger = 5 * time.Second
+
+// start runs job on an idle worker goroutine, or on a new one if none is idle.
+//
+// Workers are reused because a new goroutine starts with a small stack, and a handler's
+// first calls (decoding its arguments, say) grow it by copying, again for every job: with
+// short jobs, that copying was a tenth of the client's CPU.
+func (d *Dispatcher) start(job *store.Job) {
+	select {
+	case d.handoff <- job:
+	default:
+		go d.work(job)
+	}
+}
+
+// work runs job, then every job handed to it, until none comes for workerLinger or Run
+// has returned.
+func (d *Dispatcher) work(job *store.Job) {
+	linger := time.NewTimer(workerLinger)
+	defer linger.Stop()
+	for {
+		d.run(job)
+		linger.Reset(workerLinger)
+		select {
+		case job = <-d.handoff:
+		case <-linger.C:
+			return
+		case <-d.stopped:
+			return
+		}
+	}
 }
 
 func (d *Dispatcher) run(job *store.Job) {

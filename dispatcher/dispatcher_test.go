@@ -3,6 +3,8 @@ package dispatcher_test
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -462,4 +464,67 @@ func TestBacklogOfShortJobsIsClaimedInFullBatches(t *testing.T) {
 		t.Errorf("%d jobs took %d claims, %.1f jobs each; want at least %.1f (3/4 of Workers = %d)",
 			n, claims, avg, 0.75*workers, workers)
 	}
+}
+
+// goroutineID is the id of the calling goroutine, from its stack header.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
+// Jobs claimed one after another run on the same worker goroutine, whose stack has grown
+// already, rather than each on a new one.
+func TestWorkerGoroutinesAreReused(t *testing.T) {
+	t.Parallel()
+	const n = 20
+	var mu sync.Mutex
+	used := map[string]int{}
+	ran := make(chan struct{}, n)
+	h := newHarness(t, 1, time.Hour, func(*store.Job) {
+		mu.Lock()
+		used[goroutineID()]++
+		mu.Unlock()
+		ran <- struct{}{}
+	})
+	h.enqueue(n)
+	h.start()
+	for range n {
+		recv(t, ran, "the jobs to run")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// A claim hands its job to the worker that just finished, which waits for it well
+	// before the claim's round trip ends; one miss now and then spawns a new worker.
+	if len(used) > n/2 {
+		t.Errorf("%d jobs run one at a time used %d goroutines, want them reused", n, len(used))
+	}
+}
+
+// Idle workers exit once Run has returned, without waiting out their linger.
+func TestIdleWorkersExitWhenRunReturns(t *testing.T) {
+	// Not parallel: it counts the worker goroutines of the whole process.
+	r := newRunCounter(40)
+	h := newHarness(t, 10, time.Hour, r.run)
+	ids := h.enqueue(40)
+	h.start()
+	for range ids {
+		recv(t, r.ran, "the jobs to run")
+	}
+	h.halt()
+	h.d.Wait()
+	deadline := time.Now().Add(time.Second) // well under workerLinger
+	for workers := workerGoroutines(); workers > 0; workers = workerGoroutines() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d worker goroutines still waiting for jobs a second after Run returned", workers)
+		}
+		runtime.Gosched()
+	}
+}
+
+func workerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "dispatcher.(*Dispatcher).work(")
 }
