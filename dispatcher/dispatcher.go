@@ -1,6 +1,6 @@
 // Package dispatcher runs the jobs of one queue: it waits until there may be work and a
 // worker slot is free, claims as many due jobs as there are free slots in one statement,
-// and runs each in its own goroutine.
+// and runs each on a worker goroutine of its own (workers are reused from job to job).
 //
 // A dispatcher is woken by [Dispatcher.Notify] (a job became pending, due now or later),
 // [Dispatcher.Wake] (look again from scratch), a finished job freeing a slot while more work
