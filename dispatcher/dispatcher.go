@@ -173,7 +173,7 @@ func (d *Dispatcher) Wait() { d.jobs.Wait() }
 
 // Run claims and starts jobs until ctx ends, or until the dispatcher retires (see
 // [Config].IdleAfter), when it returns nil. Jobs already started keep running; use
-// [Dispatcher.Wait] to wait for them.
+// [Dispatcher.Wait] to wait for them. Call it once: its idle workers exit when it returns.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	defer close(d.stopped)
 	poll := time.NewTicker(d.cfg.Poll)
