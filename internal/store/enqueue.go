@@ -35,7 +35,7 @@ const uniqueRetries = 5
 // Insert inserts one job and sends its wakeup, in one round trip on db (usually the
 // caller's transaction, so that both take effect at commit).
 func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
-	args := []any{j.Kind, j.Queue, j.Args, runAtParam(j), maxAttemptsParam(j), s.channel, timeoutParam(j), int16(j.Priority), j.OrderKey, j.Payload}
+	args := []any{j.Kind, j.Queue, jsonParam(j.Args), runAtParam(j), maxAttemptsParam(j), s.channel, timeoutParam(j), int16(j.Priority), j.OrderKey, j.Payload}
 	if j.UniqueKey == "" {
 		var id int64
 		if err := db.QueryRow(ctx, s.q.insert, args...).Scan(&id); err != nil {
@@ -74,7 +74,7 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 	n := len(jobs)
 	var (
 		kinds, queues, uniqueKeys, uniqueIn = make([]string, n), make([]string, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
-		args                                = make([][]byte, n)
+		args                                = make([]pgtype.Text, n)
 		runAts                              = make([]pgtype.Timestamptz, n)
 		maxAttempts, timeouts               = make([]pgtype.Int4, n), make([]pgtype.Int4, n)
 		priorities                          = make([]int16, n)
@@ -83,7 +83,7 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 	)
 	unique := false
 	for i, j := range jobs {
-		kinds[i], queues[i], args[i], runAts[i] = j.Kind, j.Queue, j.Args, runAtParam(j)
+		kinds[i], queues[i], args[i], runAts[i] = j.Kind, j.Queue, jsonParam(j.Args), runAtParam(j)
 		maxAttempts[i], timeouts[i], priorities[i], orderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
 		payloads[i] = j.Payload
 		if j.UniqueKey != "" {

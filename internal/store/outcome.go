@@ -73,7 +73,7 @@ func (s *Store) outcomeArgs(client string, outcomes []Outcome, withSuccesses boo
 	reasons := make([]pgtype.Text, n)
 	errs := make([]pgtype.Text, n)
 	stacks := make([]pgtype.Text, n)
-	var outputs []pgtype.Text // jsonb as text: planEachTime sends [][]byte as bytea
+	var outputs []pgtype.Text // see jsonParam
 	for i, o := range outcomes {
 		ids[i], attempts[i], states[i], endedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
 		runAts[i] = pgtype.Timestamptz{Time: o.RunAt, Valid: !o.RunAt.IsZero()}
@@ -84,7 +84,7 @@ func (s *Store) outcomeArgs(client string, outcomes []Outcome, withSuccesses boo
 			if outputs == nil {
 				outputs = make([]pgtype.Text, n)
 			}
-			outputs[i] = pgtype.Text{String: string(o.Output), Valid: true}
+			outputs[i] = jsonParam(o.Output)
 		}
 	}
 	return []any{ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel, outputs, withSuccesses}
@@ -105,13 +105,13 @@ type Holder struct {
 // CompleteTx marks the job of holder a succeeded, with output if not nil, on db (the
 // caller's transaction): it takes effect when that commits.
 func (s *Store) CompleteTx(ctx context.Context, db DB, a Holder, output []byte) error {
-	return s.ifHeld(ctx, db, s.q.completeTx, a, output, s.channel)
+	return s.ifHeld(ctx, db, s.q.completeTx, a, jsonParam(output), s.channel)
 }
 
 // SetOutput stores output on the job of holder a once that attempt has succeeded: for an
 // output recorded after CompleteTx.
 func (s *Store) SetOutput(ctx context.Context, db DB, a Holder, output []byte) error {
-	return s.ifHeld(ctx, db, s.q.setOutput, a, output)
+	return s.ifHeld(ctx, db, s.q.setOutput, a, jsonParam(output))
 }
 
 // EndedBy returns the state of the job of holder a if that attempt was its last (so the
@@ -127,7 +127,7 @@ func (s *Store) EndedBy(ctx context.Context, db DB, a Holder) (string, error) {
 
 // Checkpoint saves the progress of the job of holder a.
 func (s *Store) Checkpoint(ctx context.Context, db DB, a Holder, state []byte) error {
-	return s.ifHeld(ctx, db, s.q.checkpoint, a, state, a.Lease)
+	return s.ifHeld(ctx, db, s.q.checkpoint, a, jsonParam(state), a.Lease)
 }
 
 func (s *Store) ifHeld(ctx context.Context, db DB, query string, a Holder, args ...any) error {
@@ -140,3 +140,8 @@ func (s *Store) ifHeld(ctx context.Context, db DB, query string, a Holder, args 
 }
 
 func nullText(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
+
+// jsonParam passes JSON (NULL if nil) as text. As []byte it would be sent as bytea, and
+// read as '\x…' by a pool that does not prepare statements (QueryExecModeExec, the simple
+// protocol), where the server learns a parameter's type only from the statement.
+func jsonParam(b []byte) pgtype.Text { return pgtype.Text{String: string(b), Valid: b != nil} }

@@ -1,0 +1,175 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+)
+
+// relay works on a pool in any of pgx's query exec modes, not only the default one that
+// prepares and caches statements: the simple protocol (as behind PgBouncer in transaction
+// mode, where prepared statements do not survive) and the modes that never prepare. Each
+// path that sends typed arrays or JSON is exercised: batch enqueue, a unique enqueue,
+// claims, outcomes of failures and successes with outputs, binary payloads, checkpoints,
+// CompleteTx, queue settings, listing and counting.
+func TestEveryQueryExecMode(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []pgx.QueryExecMode{
+		pgx.QueryExecModeCacheStatement,
+		pgx.QueryExecModeCacheDescribe,
+		pgx.QueryExecModeDescribeExec,
+		pgx.QueryExecModeExec,
+		pgx.QueryExecModeSimpleProtocol,
+	} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			testExecMode(t, mode)
+		})
+	}
+}
+
+type execModeOut struct {
+	Sum  int
+	Note string
+}
+
+func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
+	ctx := context.Background()
+	base := relaytest.NewDB(t)
+	cfg := base.Config().Copy()
+	cfg.ConnConfig.DefaultQueryExecMode = mode
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := &relaytest.DB{Pool: pool, Schema: base.Schema}
+	schema := relay.Schema(db.Schema)
+
+	if err := relay.SetQueue(ctx, db, "ordered", relay.QueueSettings{Ordered: true}, schema); err != nil {
+		t.Fatalf("SetQueue: %v", err)
+	}
+	c := cplNewClient(t, db, relay.Config{Queues: map[string]relay.QueueConfig{
+		relay.DefaultQueue: {Workers: 4}, "ordered": {Workers: 4},
+	}})
+	err = relay.HandleWithOutput(c, "sum", func(ctx context.Context, job *relay.Job[[]int]) (execModeOut, error) {
+		if job.Attempt == 1 {
+			return execModeOut{}, errors.New("first attempt fails, with a 'quoted' error")
+		}
+		s := 0
+		for _, v := range job.Args {
+			s += v
+		}
+		return execModeOut{Sum: s, Note: `"ok" — ünïcode`}, nil
+	}, cplRetryFast...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte{0, 1, 2, 0xfe, 0xff, '\\', '\''}
+	badPayload := make(chan []byte, 1)
+	if err := relay.Handle(c, "bytes", func(ctx context.Context, job *relay.Job[[]byte]) error {
+		if !bytes.Equal(job.Args, payload) {
+			badPayload <- job.Args
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Handle(c, "tx", func(ctx context.Context, job *relay.Job[string]) error {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if err := relay.Checkpoint(ctx, tx, job, map[string]string{"seen": job.Args}); err != nil {
+			return err
+		}
+		if err := relay.CompleteTx(ctx, tx, job); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start(t, c, pool)
+
+	ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{
+		{Kind: "sum", Args: []int{1, 2, 3}},
+		{Kind: "bytes", Args: payload},
+		{Kind: "tx", Args: "it's"},
+	}, schema, relay.Priority(3))
+	if err != nil {
+		t.Fatalf("EnqueueMany: %v", err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := relay.EnqueueJob(ctx, tx, "sum", []int{4, 5}, schema, relay.Unique("u-1"), relay.Queue("ordered"), relay.OrderKey("k"))
+	if err != nil {
+		t.Fatalf("EnqueueJob: %v", err)
+	}
+	again, err := relay.EnqueueJob(ctx, tx, "sum", []int{4, 5}, schema, relay.Unique("u-1"), relay.Queue("ordered"), relay.OrderKey("k"))
+	if err != nil {
+		t.Fatalf("EnqueueJob again: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.ID != first.ID {
+		t.Errorf("the second unique enqueue gave %+v, want the first's id %d as a duplicate", again, first.ID)
+	}
+	waitState(t, db, "succeeded", append(ids, first.ID)...)
+	select {
+	case got := <-badPayload:
+		t.Errorf("the []byte handler got %x, want %x", got, payload)
+	default:
+	}
+
+	for id, want := range map[int64]int{ids[0]: 6, first.ID: 9} {
+		rec, err := relay.GetJobOf[[]int, execModeOut](ctx, db, id, schema)
+		if err != nil {
+			t.Fatalf("GetJobOf(%d): %v", id, err)
+		}
+		if rec.Output == nil || rec.Output.Sum != want || rec.Output.Note != `"ok" — ünïcode` {
+			t.Errorf("job %d output %+v, want sum %d", id, rec.Output, want)
+		}
+		if len(rec.Attempts) != 2 || rec.Attempts[0].Error != "first attempt fails, with a 'quoted' error" || rec.Attempts[1].Outcome != string(relay.StateSucceeded) {
+			t.Errorf("job %d attempts %+v, want the first attempt's error, then a success", id, rec.Attempts)
+		}
+	}
+	rec, err := relay.GetJob(ctx, db, ids[2], schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cplJSONEqual(rec.Checkpoint, `{"seen": "it's"}`) {
+		t.Errorf("checkpoint %s, want the one saved in the handler's transaction", rec.Checkpoint)
+	}
+	page, err := relay.ListJobs(ctx, db, relay.ListFilter{States: []relay.JobState{relay.StateSucceeded}}, schema)
+	if err != nil {
+		t.Fatalf("ListJobs: %v", err)
+	}
+	if len(page.Jobs) != 4 {
+		t.Errorf("ListJobs found %d succeeded jobs, want 4", len(page.Jobs))
+	}
+	counts, err := relay.CountJobs(ctx, db, schema)
+	if err != nil {
+		t.Fatalf("CountJobs: %v", err)
+	}
+	if counts.All.Succeeded != 4 {
+		t.Errorf("CountJobs: %+v, want 4 succeeded", counts.All)
+	}
+	if err := relay.PauseQueue(ctx, db, "ordered", schema); err != nil {
+		t.Fatalf("PauseQueue: %v", err)
+	}
+	if q, err := relay.GetQueue(ctx, db, "ordered", schema); err != nil || !q.Paused {
+		t.Errorf("GetQueue after PauseQueue: %+v, %v", q, err)
+	}
+}
