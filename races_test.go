@@ -152,6 +152,7 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 
 	completed := make(chan struct{})
 	proceed := make(chan struct{})
+	cancelCommitted := make(chan struct{})
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}})
 	handle(t, c, "rv", func(hctx context.Context, job *relay.Job[numArgs]) error {
 		tx, err := db.Begin(ctx)
@@ -164,7 +165,12 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 		}
 		close(completed)
 		<-proceed
-		return tx.Rollback(ctx) // e.g. a later statement of the transaction failed
+		err = tx.Rollback(ctx) // e.g. a later statement of the transaction failed
+		// Return only once the Cancel waiting for the row has committed: otherwise the
+		// attempt's own outcome (a retry) may take the freed row first, and the event would
+		// rightly say pending, the state the database held until the Cancel.
+		<-cancelCommitted
+		return err
 	})
 	events, unsubscribe := c.Subscribe(16)
 	defer unsubscribe()
@@ -184,6 +190,7 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 	if err := recv(t, cancelled, "Cancel"); err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
+	close(cancelCommitted)
 	ev := recv(t, events, "event")
 	rec := waitRecord(t, db, id, relay.StateCancelled)
 	if ev.State != rec.State {
