@@ -138,10 +138,3 @@ func (s *Store) ifHeld(ctx context.Context, db DB, query string, a Holder, args 
 	}
 	return err
 }
-
-func nullText(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
-
-// jsonParam passes JSON (NULL if nil) as text. As []byte it would be sent as bytea, and
-// read as '\x…' by a pool that does not prepare statements (QueryExecModeExec, the simple
-// protocol), where the server learns a parameter's type only from the statement.
-func jsonParam(b []byte) pgtype.Text { return pgtype.Text{String: string(b), Valid: b != nil} }

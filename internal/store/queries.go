@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 //go:embed queries.sql
@@ -106,3 +107,11 @@ func parseNamed(file string) map[string]string {
 // that every plan reaches the jobs by primary key, and stay prepared: planning one took
 // ~0.3 ms, as much as writing a hundred outcomes.
 const planEachTime = pgx.QueryExecModeExec
+
+// nullText passes s, or NULL if it is empty.
+func nullText(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
+
+// jsonParam passes JSON (NULL if nil) as text. As []byte it would be sent as bytea, and
+// read as '\x…' by a pool that does not prepare statements (QueryExecModeExec, the simple
+// protocol), where the server learns a parameter's type only from the statement.
+func jsonParam(b []byte) pgtype.Text { return pgtype.Text{String: string(b), Valid: b != nil} }
