@@ -32,6 +32,17 @@ func (c conn) with(ctx context.Context, fn func(ctx context.Context, pool *pgxpo
 	return fn(ctx, pool, relay.Schema(c.Schema))
 }
 
+// do runs a command that changes something, and logs done with attrs once it has.
+func (c conn) do(ctx context.Context, logger *slog.Logger, fn func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error, done string, attrs ...any) error {
+	return c.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		if err := fn(ctx, pool, schema); err != nil {
+			return err
+		}
+		logger.Info(done, attrs...)
+		return nil
+	})
+}
+
 type queueCmd struct {
 	Show   queueShowCmd   `cmd:"" help:"Print a queue's settings and state as JSON."`
 	Pause  queuePauseCmd  `cmd:"" help:"Pause a queue on every client: running jobs finish, no new ones start."`
@@ -60,13 +71,9 @@ type queuePauseCmd struct {
 }
 
 func (q *queuePauseCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	return q.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
-		if err := relay.PauseQueue(ctx, pool, q.Queue, schema); err != nil {
-			return err
-		}
-		logger.Info("queue paused", "queue", q.Queue)
-		return nil
-	})
+	return q.do(ctx, logger, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		return relay.PauseQueue(ctx, pool, q.Queue, schema)
+	}, "queue paused", "queue", q.Queue)
 }
 
 type queueResumeCmd struct {
@@ -75,13 +82,9 @@ type queueResumeCmd struct {
 }
 
 func (q *queueResumeCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	return q.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
-		if err := relay.ResumeQueue(ctx, pool, q.Queue, schema); err != nil {
-			return err
-		}
-		logger.Info("queue resumed", "queue", q.Queue)
-		return nil
-	})
+	return q.do(ctx, logger, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		return relay.ResumeQueue(ctx, pool, q.Queue, schema)
+	}, "queue resumed", "queue", q.Queue)
 }
 
 // queueSetCmd changes only the settings it is given: the others keep their values.
@@ -147,13 +150,9 @@ type jobRetryCmd struct {
 }
 
 func (j *jobRetryCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	return j.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
-		if err := relay.Retry(ctx, pool, j.ID, schema); err != nil {
-			return err
-		}
-		logger.Info("job retried", "job", j.ID)
-		return nil
-	})
+	return j.do(ctx, logger, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		return relay.Retry(ctx, pool, j.ID, schema)
+	}, "job retried", "job", j.ID)
 }
 
 type jobCancelCmd struct {
@@ -162,13 +161,9 @@ type jobCancelCmd struct {
 }
 
 func (j *jobCancelCmd) Run(ctx context.Context, logger *slog.Logger) error {
-	return j.with(ctx, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
-		if err := relay.Cancel(ctx, pool, j.ID, schema); err != nil {
-			return err
-		}
-		logger.Info("job cancelled", "job", j.ID)
-		return nil
-	})
+	return j.do(ctx, logger, func(ctx context.Context, pool *pgxpool.Pool, schema relay.SchemaOption) error {
+		return relay.Cancel(ctx, pool, j.ID, schema)
+	}, "job cancelled", "job", j.ID)
 }
 
 func printJSON(out io.Writer, v any) error {

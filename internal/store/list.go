@@ -17,8 +17,15 @@ import (
 //go:embed list.sql
 var listSQL string
 
-// listFragments holds the named fragments of list.sql, {schema} still in them.
-var listFragments = parseNamed(listSQL)
+// listFragments holds the named fragments of list.sql, {schema} still in them, and the
+// part that listing and counting share, {queuesInState}, filled in.
+var listFragments = func() map[string]string {
+	f := parseNamed(listSQL)
+	for name, sql := range f {
+		f[name] = strings.ReplaceAll(sql, "{queuesInState}", f["queuesInState"])
+	}
+	return f
+}()
 
 // StateScheduled is what listing and counting call a pending job whose run_at is later
 // than now; it is not a value of the state column.

@@ -78,6 +78,25 @@ ORDER BY id DESC;
      LIMIT {limit}
  ) f)
 
+-- name: queuesInState
+-- The recursive CTE "queues": the queues that hold jobs in the finished state s.state, by a
+-- loose scan of jobs_finished_idx, one index probe per queue. Each queue appears once, and
+-- a last row holds NULL.
+queues AS (
+    (SELECT queue FROM {schema}.jobs
+     WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
+     ORDER BY queue
+     LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM {schema}.jobs j
+            WHERE j.state = s.state AND j.state IN ('succeeded', 'failed', 'cancelled')
+              AND j.queue > q.queue
+            ORDER BY j.queue
+            LIMIT 1)
+    FROM queues q
+    WHERE q.queue IS NOT NULL
+)
+
 -- name: partFinished
 -- Finished jobs of every queue in the states {finished}. For each state, a loose scan
 -- finds the queues that hold jobs in it (one index probe per queue) and one more probe per
@@ -88,20 +107,7 @@ ORDER BY id DESC;
 (SELECT f.id
  FROM unnest({finished}) s(state)
  CROSS JOIN LATERAL (
-     WITH RECURSIVE queues AS (
-         (SELECT queue FROM {schema}.jobs
-          WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-          ORDER BY queue
-          LIMIT 1)
-         UNION ALL
-         SELECT (SELECT j.queue FROM {schema}.jobs j
-                 WHERE j.state = s.state AND j.state IN ('succeeded', 'failed', 'cancelled')
-                   AND j.queue > q.queue
-                 ORDER BY j.queue
-                 LIMIT 1)
-         FROM queues q
-         WHERE q.queue IS NOT NULL
-     ), heads AS MATERIALIZED (
+     WITH RECURSIVE {queuesInState}, heads AS MATERIALIZED (
          SELECT q.queue, (
              SELECT id FROM {schema}.jobs
              WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
@@ -163,20 +169,7 @@ UNION ALL
 SELECT g.queue, s.state, g.n
 FROM unnest('{succeeded,failed,cancelled}'::text[]) s(state)
 CROSS JOIN LATERAL (
-    WITH RECURSIVE queues AS (
-        (SELECT queue FROM {schema}.jobs
-         WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-         ORDER BY queue
-         LIMIT 1)
-        UNION ALL
-        SELECT (SELECT j.queue FROM {schema}.jobs j
-                WHERE j.state = s.state AND j.state IN ('succeeded', 'failed', 'cancelled')
-                  AND j.queue > q.queue
-                ORDER BY j.queue
-                LIMIT 1)
-        FROM queues q
-        WHERE q.queue IS NOT NULL
-    )
+    WITH RECURSIVE {queuesInState}
     SELECT q.queue, (
         SELECT count(*) FROM {schema}.jobs
         WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled') AND queue = q.queue

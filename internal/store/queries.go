@@ -24,7 +24,7 @@ type queries struct {
 
 func buildQueries(quotedSchema string) queries {
 	named := parseNamed(strings.ReplaceAll(queriesSQL, "{schema}", quotedSchema))
-	get := func(name string) string {
+	section := func(name string) string {
 		q, ok := named[name]
 		if !ok {
 			// queries.sql is embedded: a missing name is a bug caught by every test.
@@ -32,22 +32,27 @@ func buildQueries(quotedSchema string) queries {
 		}
 		return q
 	}
-	// Both claims end alike: the shared part is written once, as the fragment "claimed".
-	claimed := get("claimed")
-	getClaim := func(name string) string { return strings.ReplaceAll(get(name), "{claimed}", claimed) }
+	// Parts that several statements share are written once, as fragments, and appear in
+	// them as {name}.
+	var pairs []string
+	for _, name := range []string{"claimed", "wakes", "blocksOnFailure"} {
+		pairs = append(pairs, "{"+name+"}", section(name))
+	}
+	fill := strings.NewReplacer(pairs...)
+	get := func(name string) string { return fill.Replace(section(name)) }
 	q := queries{
 		insert:           get("insert"),
 		insertUnique:     get("insertUnique"),
 		insertManyUnique: get("insertManyUnique"),
 		uniqueHolder:     get("uniqueHolder"),
 		lockQueue:        get("lockQueue"),
-		claimGated:       getClaim("claimGated"),
+		claimGated:       get("claimGated"),
 		setQueue:         get("setQueue"),
 		pauseQueue:       get("pauseQueue"),
 		getQueue:         get("getQueue"),
 		pendingQueues:    get("pendingQueues"),
 		insertMany:       get("insertMany"),
-		claim:            getClaim("claim"),
+		claim:            get("claim"),
 		writeOutcomes:    get("writeOutcomes"),
 		renewLeases:      get("renewLeases"),
 		renewLocked:      get("renewLocked"),

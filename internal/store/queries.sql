@@ -128,6 +128,18 @@ LEFT JOIN {schema}.jobs h
 WHERE (SELECT count(*) FROM notified) >= 0
 ORDER BY n.ord;
 
+-- name: wakes
+-- Whether a job that has just ended (a row of the statement's RETURNING, with its queue,
+-- state and order_key) wakes its queue's dispatchers: it was retried (pending again), or
+-- it frees an ordered key or a slot of a limited queue. Used by every statement that
+-- ends running jobs: outcomes, rescue, CompleteTx. Cancel wakes always.
+(state = 'pending' OR order_key IS NOT NULL
+ OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL))
+
+-- name: blocksOnFailure
+-- Whether the queue of job j blocks an ordered key on a head that failed for good.
+coalesce((SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.queue), false)
+
 -- name: claimed
 -- The end of both claims (claim, claimGated), once each has picked its due jobs: leases
 -- them to client $4 for $5, fills in max_attempts from the kinds' defaults ($6, aligned
@@ -314,8 +326,7 @@ WITH outcome AS MATERIALIZED (
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
         attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack) END,
-        blocking = CASE WHEN o.state = 'failed' AND j.order_key IS NOT NULL THEN coalesce(
-            (SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.queue), false) ELSE false END
+        blocking = o.state = 'failed' AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM outcome o
     WHERE j.id = ANY ($1::bigint[])
       AND j.id = o.id AND j.attempt = o.attempt AND j.state = o.held_state AND j.attempted_by = o.held_by
@@ -323,8 +334,7 @@ WITH outcome AS MATERIALIZED (
 ), notified AS (
     SELECT pg_notify($10, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM written
-    WHERE state = 'pending' OR order_key IS NOT NULL
-       OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL)
+    WHERE {wakes}
     GROUP BY queue
 )
 SELECT id FROM written
@@ -411,16 +421,14 @@ WITH lost AS (
             j.attempt, j.attempted_at, now(), j.attempted_by,
             CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END, 'lost lease',
             format('the lease of client %s expired at %s', j.attempted_by, j.lease_expires_at), NULL),
-        blocking = j.attempt >= j.max_attempts AND j.order_key IS NOT NULL AND coalesce(
-            (SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.queue), false)
+        blocking = j.attempt >= j.max_attempts AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM lost
     WHERE j.id = lost.id
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
     SELECT pg_notify($2, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM rescued
-    WHERE state = 'pending' OR order_key IS NOT NULL
-       OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL)
+    WHERE {wakes}
     GROUP BY queue
 )
 SELECT id, NULL::bigint FROM rescued
@@ -554,11 +562,11 @@ WITH done AS (
     SET state = 'succeeded', finished_at = clock_timestamp(), lease_expires_at = NULL,
         output = coalesce($4, j.output)
     WHERE j.id = $1 AND j.state = 'running' AND j.attempted_by = $2 AND j.attempt = $3
-    RETURNING j.id, j.queue, j.run_at, j.priority, j.order_key
+    RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
     SELECT pg_notify($5, {schema}.wakeup_payload(queue, run_at, priority))
     FROM done
-    WHERE order_key IS NOT NULL OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL)
+    WHERE {wakes}
 )
 SELECT id FROM done
 WHERE (SELECT count(*) FROM notified) >= 0;
