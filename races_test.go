@@ -51,17 +51,7 @@ func TestRetriedJobFromBeforeTheQueueWasOrderedRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ran := make(chan int64, 4)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}, PollInterval: 100 * time.Millisecond})
-	handle(t, c, "rv", reportIDs(ran))
-	start(t, c, db.Pool)
-
-	select {
-	case <-ran:
-	case <-time.After(3 * time.Second):
-		rec := jobRecord(t, db, id)
-		t.Fatalf("retried job %d never ran: state %s, order key %v (ordered queue, 100 ms poll)", id, rec.State, rec.OrderKey)
-	}
+	rvMustRun(t, db, q, id)
 }
 
 // The same keyless job, by a race: an enqueue whose transaction is open while SetQueue
@@ -87,11 +77,17 @@ func TestJobEnqueuedWhileTheQueueBecameOrderedRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	rvMustRun(t, db, q, id)
+}
+
+// rvMustRun starts a client on ordered queue q, polling every 100 ms, and fails the test
+// if job id does not run within 3 s: thirty polls.
+func rvMustRun(t *testing.T, db *relaytest.DB, q string, id int64) {
+	t.Helper()
 	ran := make(chan int64, 4)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}, PollInterval: 100 * time.Millisecond})
 	handle(t, c, "rv", reportIDs(ran))
 	start(t, c, db.Pool)
-
 	select {
 	case <-ran:
 	case <-time.After(3 * time.Second):
