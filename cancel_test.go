@@ -18,7 +18,7 @@ func TestCancelledPendingAndScheduledJobsNeverRun(t *testing.T) {
 	opt := relay.Schema(db.Schema)
 
 	// Due now, but no client runs yet.
-	pending := enqueue(t, db, "k", numArgs{N: 1})
+	pending := enqueue(t, db, testKind, numArgs{N: 1})
 	if rec := jobRecord(t, db, pending); rec.State != relay.StatePending {
 		t.Fatalf("job is %s, want pending", rec.State)
 	}
@@ -28,10 +28,10 @@ func TestCancelledPendingAndScheduledJobsNeverRun(t *testing.T) {
 
 	c := newClient(db, relay.Config{})
 	ran := make(chan int64, 10)
-	handle(t, c, "k", reportIDs(ran))
+	handle(t, c, testKind, reportIDs(ran))
 	start(t, c, db.Pool)
 
-	scheduled := enqueue(t, db, "k", numArgs{N: 2}, relay.RunIn(600*time.Millisecond))
+	scheduled := enqueue(t, db, testKind, numArgs{N: 2}, relay.RunIn(600*time.Millisecond))
 	if rec := jobRecord(t, db, scheduled); rec.State != relay.StateScheduled {
 		t.Fatalf("job is %s, want scheduled", rec.State)
 	}
@@ -39,7 +39,7 @@ func TestCancelledPendingAndScheduledJobsNeverRun(t *testing.T) {
 		t.Fatalf("Cancel of a scheduled job: %v", err)
 	}
 	// Due after the cancelled ones: once it has run, they would have been claimed too.
-	sentinel := enqueue(t, db, "k", numArgs{N: 3}, relay.RunIn(800*time.Millisecond))
+	sentinel := enqueue(t, db, testKind, numArgs{N: 3}, relay.RunIn(800*time.Millisecond))
 	if got := recv(t, ran, "the sentinel job"); got != sentinel {
 		t.Fatalf("ran job %d, want only the sentinel %d (cancelled: %d, %d)", got, sentinel, pending, scheduled)
 	}
@@ -63,12 +63,13 @@ func TestCancelledPendingAndScheduledJobsNeverRun(t *testing.T) {
 // nothing.
 func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("long")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	c := newClient(db, relay.Config{LeaseTTL: time.Minute, LeaseRenewal: 20 * time.Second})
 	started := make(chan int64, 1)
 	ended := make(chan ctxEnd, 1)
-	handle(t, c, "long", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.ID
 		select {
 		case <-ctx.Done():
@@ -78,7 +79,7 @@ func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
 		return nil // as if it finished its work: must not be recorded
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "long", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 	recv(t, started, "the job to start")
 
 	cancelled := time.Now()
@@ -109,13 +110,14 @@ func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
 // and cancelled jobs can be retried, and an unknown id is not found.
 func TestCancelRetryAndGetJobErrors(t *testing.T) {
 	t.Parallel()
+	otherKind := relay.NewKind[numArgs]("other")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	opt := relay.Schema(db.Schema)
 	c := newClient(db, relay.Config{})
 	running := make(chan int64, 1)
 	release := make(chan struct{})
-	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		switch job.Args.N {
 		case 1:
 			return errors.New("fails")
@@ -131,12 +133,12 @@ func TestCancelRetryAndGetJobErrors(t *testing.T) {
 	start(t, c, db.Pool)
 	t.Cleanup(func() { closeOnce(release) })
 
-	succeeded := enqueue(t, db, "k", numArgs{N: 0})
-	failed := enqueue(t, db, "k", numArgs{N: 1}, relay.MaxAttempts(1))
-	cancelled := enqueue(t, db, "k", numArgs{N: 0}, relay.RunIn(time.Hour))
-	pending := enqueue(t, db, "other", numArgs{})
-	scheduled := enqueue(t, db, "k", numArgs{N: 0}, relay.RunIn(time.Hour))
-	run := enqueue(t, db, "k", numArgs{N: 2})
+	succeeded := enqueue(t, db, testKind, numArgs{N: 0})
+	failed := enqueue(t, db, testKind, numArgs{N: 1}, relay.MaxAttempts(1))
+	cancelled := enqueue(t, db, testKind, numArgs{N: 0}, relay.RunIn(time.Hour))
+	pending := enqueue(t, db, otherKind, numArgs{})
+	scheduled := enqueue(t, db, testKind, numArgs{N: 0}, relay.RunIn(time.Hour))
+	run := enqueue(t, db, testKind, numArgs{N: 2})
 	waitState(t, db, "succeeded", succeeded)
 	waitState(t, db, "failed", failed)
 	if err := relay.Cancel(ctx, db, cancelled, opt); err != nil {
@@ -189,7 +191,7 @@ func TestRetryRunsAFailedOrCancelledJobAgain(t *testing.T) {
 		attempt, maxSeen int
 	}
 	runs := make(chan run, 10)
-	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- run{job.ID, job.Attempt, job.MaxAttempts}
 		switch {
 		case job.Args.N == 1 && job.Attempt == 1:
@@ -201,7 +203,7 @@ func TestRetryRunsAFailedOrCancelledJobAgain(t *testing.T) {
 	})
 	start(t, c, db.Pool)
 
-	failed := enqueue(t, db, "k", numArgs{N: 1}, relay.MaxAttempts(1))
+	failed := enqueue(t, db, testKind, numArgs{N: 1}, relay.MaxAttempts(1))
 	recv(t, runs, "the failing attempt")
 	waitRecord(t, db, failed, relay.StateFailed)
 	if err := relay.Retry(ctx, db, failed, opt); err != nil {
@@ -215,7 +217,7 @@ func TestRetryRunsAFailedOrCancelledJobAgain(t *testing.T) {
 		t.Errorf("retried job's history %s, finished %v; want the failure then the success", historyString(rec.Attempts), rec.FinishedAt)
 	}
 
-	interrupted := enqueue(t, db, "k", numArgs{N: 2})
+	interrupted := enqueue(t, db, testKind, numArgs{N: 2})
 	recv(t, runs, "the job to be cancelled")
 	if err := relay.Cancel(ctx, db, interrupted, opt); err != nil {
 		t.Fatal(err)
@@ -245,13 +247,13 @@ func TestRetryOfANeverRunJobKeepsItsKindsMaxAttempts(t *testing.T) {
 	opt := relay.Schema(db.Schema)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
-	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.MaxAttempts
 		return errors.New("always fails")
 	}, relay.MaxAttempts(3))
 	start(t, c, db.Pool)
 
-	id := enqueue(t, db, "k", numArgs{}, relay.RunIn(time.Hour))
+	id := enqueue(t, db, testKind, numArgs{}, relay.RunIn(time.Hour))
 	if err := relay.Cancel(ctx, db, id, opt); err != nil {
 		t.Fatal(err)
 	}

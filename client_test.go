@@ -29,6 +29,9 @@ const waitTimeout = 15 * time.Second
 // numArgs is the args type of most test jobs.
 type numArgs struct{ N int }
 
+// testKind is the kind of tests that need one and do not care which.
+var testKind = relay.NewKind[numArgs]("k")
+
 // quietLogger discards relay's logs: tests assert on the table and on handler calls, and
 // a logger writing to t after the test ended would panic.
 var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -70,7 +73,7 @@ func stop(t testing.TB, c *relay.Client) {
 }
 
 // handle registers fn for kind on c, failing the test on error.
-func handle[T any](t testing.TB, c *relay.Client, kind string, fn relay.HandlerFunc[T], opts ...relay.HandleOption) {
+func handle[T any](t testing.TB, c *relay.Client, kind relay.Kind[T], fn relay.HandlerFunc[T], opts ...relay.HandleOption) {
 	t.Helper()
 	if err := relay.Handle(c, kind, fn, opts...); err != nil {
 		t.Fatalf("Handle(%q): %v", kind, err)
@@ -86,7 +89,7 @@ func reportIDs(ch chan<- int64) relay.HandlerFunc[numArgs] {
 }
 
 // enqueue enqueues one job on db's schema in its own transaction.
-func enqueue(t testing.TB, db *relaytest.DB, kind string, args any, opts ...relay.EnqueueOption) int64 {
+func enqueue[T any](t testing.TB, db *relaytest.DB, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) int64 {
 	t.Helper()
 	id, err := relay.Enqueue(context.Background(), db, kind, args, append(opts, relay.Schema(db.Schema))...)
 	if err != nil {
@@ -96,7 +99,7 @@ func enqueue(t testing.TB, db *relaytest.DB, kind string, args any, opts ...rela
 }
 
 // enqueueTx enqueues one job in a transaction and returns its id and when Commit returned.
-func enqueueTx(t testing.TB, db *relaytest.DB, kind string, args any, opts ...relay.EnqueueOption) (int64, time.Time) {
+func enqueueTx[T any](t testing.TB, db *relaytest.DB, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) (int64, time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := db.Begin(ctx)
@@ -203,25 +206,26 @@ func awaitStopWaiting(t testing.TB, probe *stopProbe, stopped chan error) {
 // exists and never runs.
 func TestCommitRunsRollbackRunsNothing(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("tx")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	c := newClient(db, relay.Config{})
 	ran := make(chan int64, 10)
-	handle(t, c, "tx", reportIDs(ran))
+	handle(t, c, kind, reportIDs(ran))
 	start(t, c, db.Pool)
 
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rolledBack, err := relay.Enqueue(ctx, tx, "tx", numArgs{N: 1}, relay.Schema(db.Schema))
+	rolledBack, err := relay.Enqueue(ctx, tx, kind, numArgs{N: 1}, relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	committed, _ := enqueueTx(t, db, "tx", numArgs{N: 2})
+	committed, _ := enqueueTx(t, db, kind, numArgs{N: 2})
 
 	// Jobs are claimed oldest first, so a surviving rolled-back job (the older one) would
 	// have been claimed no later than the committed one.
@@ -245,10 +249,11 @@ func TestCommitRunsRollbackRunsNothing(t *testing.T) {
 // NOTIFY sent by the enqueue can have woken the client.
 func TestNotifyWakesClientWithin100ms(t *testing.T) {
 	// Not parallel: a latency bound is only meaningful without the load of the other tests.
+	kind := relay.NewKind[numArgs]("fast")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{})
 	startedAt := make(chan time.Time, 10)
-	handle(t, c, "fast", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		startedAt <- time.Now()
 		return nil
 	})
@@ -256,12 +261,12 @@ func TestNotifyWakesClientWithin100ms(t *testing.T) {
 
 	// The first job may be found by the claim every dispatcher makes when it starts; after
 	// it the client is idle and only a wakeup can make it claim again.
-	first, _ := enqueueTx(t, db, "fast", numArgs{})
+	first, _ := enqueueTx(t, db, kind, numArgs{})
 	recv(t, startedAt, "the first job")
 	waitState(t, db, "succeeded", first)
 
 	for i := range 5 {
-		id, committedAt := enqueueTx(t, db, "fast", numArgs{N: i})
+		id, committedAt := enqueueTx(t, db, kind, numArgs{N: i})
 		latency := recv(t, startedAt, "a job woken by NOTIFY").Sub(committedAt)
 		t.Logf("job %d: commit to handler start %v", id, latency)
 		if latency > 100*time.Millisecond {
@@ -275,6 +280,7 @@ func TestNotifyWakesClientWithin100ms(t *testing.T) {
 // and every one ends succeeded.
 func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("bulk")
 	const n = 10_000
 	db := relaytest.NewDB(t)
 	other := &relaytest.DB{Pool: relaytest.NewPool(t), Schema: db.Schema}
@@ -289,7 +295,7 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 	clients := make([]*relay.Client, 2)
 	for i, pool := range []*relaytest.DB{db, other} {
 		c := newClient(db, relay.Config{})
-		handle(t, c, "bulk", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 			mu.Lock()
 			runs[job.ID]++
 			byClient[i]++
@@ -305,7 +311,7 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "bulk", Args: numArgs{N: i}}
+		specs[i] = kind.Job(numArgs{N: i})
 	}
 	began := time.Now()
 	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
@@ -378,6 +384,7 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 // No queue ever runs more jobs at once than its Workers, and each reaches its limit.
 func TestQueueWorkersLimitIsNeverExceeded(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("gated")
 	db := relaytest.NewDB(t)
 	limits := map[string]int{"narrow": 2, "wide": 3}
 	const perQueue = 10
@@ -394,7 +401,7 @@ func TestQueueWorkersLimitIsNeverExceeded(t *testing.T) {
 		queues[q] = relay.QueueConfig{Workers: limit}
 	}
 	c := newClient(db, relay.Config{Queues: queues})
-	handle(t, c, "gated", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		g := gauges[job.Queue]
 		now := g.running.Add(1)
 		for {
@@ -416,7 +423,7 @@ func TestQueueWorkersLimitIsNeverExceeded(t *testing.T) {
 	var specs []relay.JobSpec
 	for q := range limits {
 		for i := range perQueue {
-			specs = append(specs, relay.JobSpec{Kind: "gated", Args: numArgs{N: i}, Options: []relay.EnqueueOption{relay.Queue(q)}})
+			specs = append(specs, kind.Job(numArgs{N: i}, relay.Queue(q)))
 		}
 	}
 	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
@@ -452,13 +459,14 @@ func TestQueueWorkersLimitIsNeverExceeded(t *testing.T) {
 // returns.
 func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("slow")
 	const n = 5
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{})
 	started := make(chan int64, n)
 	release := make(chan struct{})
 	ctxErrs := make(chan error, n)
-	handle(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.ID
 		<-release
 		ctxErrs <- ctx.Err()
@@ -468,7 +476,7 @@ func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "slow", Args: numArgs{N: i}}
+		specs[i] = kind.Job(numArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
 	if err != nil {
@@ -483,7 +491,7 @@ func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 	go func() { stopped <- c.Stop(probe) }()
 	awaitStopWaiting(t, probe, stopped)
 	// Stopping has stopped claiming: a job enqueued now is left for another client.
-	left := enqueue(t, db, "slow", numArgs{N: -1})
+	left := enqueue(t, db, kind, numArgs{N: -1})
 	// A second Stop meanwhile waits for the first.
 	stoppedAgain := make(chan error, 1)
 	go func() { stoppedAgain <- c.Stop(context.Background()) }()
@@ -526,12 +534,13 @@ func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 // back to pending, due now, with the error recorded; another client then runs them.
 func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("stubborn")
 	const n = 3
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{})
 	started := make(chan int64, n)
 	cancelled := make(chan int64, n)
-	handle(t, c, "stubborn", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.ID
 		<-ctx.Done()
 		cancelled <- job.ID
@@ -541,7 +550,7 @@ func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
 
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "stubborn", Args: numArgs{N: i}}
+		specs[i] = kind.Job(numArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
 	if err != nil {
@@ -588,7 +597,7 @@ func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
 	// Not stuck: a new client runs them at once.
 	c2 := newClient(db, relay.Config{})
 	again := make(chan int, n)
-	handle(t, c2, "stubborn", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c2, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		again <- job.Attempt
 		return nil
 	})
@@ -606,12 +615,13 @@ func TestSchemasDoNotSeeEachOthersJobs(t *testing.T) {
 	t.Parallel()
 	type origin struct{ Schema string }
 	type run struct{ client, schema string }
+	kind := relay.NewKind[origin]("iso")
 	dbs := []*relaytest.DB{relaytest.NewDB(t), relaytest.NewDB(t)}
 	runs := make(chan run, 20)
 	clients := make([]*relay.Client, len(dbs))
 	for i, db := range dbs {
 		c := newClient(db, relay.Config{})
-		handle(t, c, "iso", func(ctx context.Context, job *relay.Job[origin]) error {
+		handle(t, c, kind, func(ctx context.Context, job *relay.Job[origin]) error {
 			runs <- run{client: db.Schema, schema: job.Args.Schema}
 			return nil
 		})
@@ -621,7 +631,7 @@ func TestSchemasDoNotSeeEachOthersJobs(t *testing.T) {
 	const perSchema = 5
 	for range perSchema {
 		for _, db := range dbs {
-			enqueue(t, db, "iso", origin{Schema: db.Schema})
+			enqueue(t, db, kind, origin{Schema: db.Schema})
 		}
 	}
 	counts := map[string]int{}
@@ -649,10 +659,12 @@ func TestSchemasDoNotSeeEachOthersJobs(t *testing.T) {
 // client that handles it starts.
 func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 	t.Parallel()
+	knownKind := relay.NewKind[numArgs]("known")
+	unknownKind := relay.NewKind[numArgs]("unknown")
 	db := relaytest.NewDB(t)
 	known := make(chan int64, 1)
 	c := newClient(db, relay.Config{})
-	handle(t, c, "known", reportIDs(known))
+	handle(t, c, knownKind, reportIDs(known))
 	start(t, c, db.Pool)
 
 	// Both in one transaction: the unknown job is older, so a claim that could take it
@@ -662,11 +674,11 @@ func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknownID, err := relay.Enqueue(ctx, tx, "unknown", numArgs{N: 1}, relay.Schema(db.Schema))
+	unknownID, err := relay.Enqueue(ctx, tx, unknownKind, numArgs{N: 1}, relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
-	knownID, err := relay.Enqueue(ctx, tx, "known", numArgs{N: 2}, relay.Schema(db.Schema))
+	knownID, err := relay.Enqueue(ctx, tx, knownKind, numArgs{N: 2}, relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -682,7 +694,7 @@ func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 
 	c2 := newClient(db, relay.Config{})
 	unknown := make(chan int64, 1)
-	handle(t, c2, "unknown", reportIDs(unknown))
+	handle(t, c2, unknownKind, reportIDs(unknown))
 	start(t, c2, db.Pool)
 	if got := recv(t, unknown, "the waiting job to run on the client that handles it"); got != unknownID {
 		t.Fatalf("ran job %d, want %d", got, unknownID)
@@ -696,35 +708,36 @@ func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 // The errors of the client's lifecycle.
 func TestClientLifecycleErrors(t *testing.T) {
 	t.Parallel()
+	lateKind := relay.NewKind[numArgs]("late")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	noop := func(ctx context.Context, job *relay.Job[numArgs]) error { return nil }
 
 	t.Run("Handle twice for a kind", func(t *testing.T) {
 		c := newClient(db, relay.Config{})
-		handle(t, c, "k", noop)
-		if err := relay.Handle(c, "k", noop); !errors.Is(err, relay.ErrDuplicateKind) {
+		handle(t, c, testKind, noop)
+		if err := relay.Handle(c, testKind, noop); !errors.Is(err, relay.ErrDuplicateKind) {
 			t.Fatalf("second Handle: %v, want ErrDuplicateKind", err)
 		}
-		if err := relay.Handle(c, "", noop); !errors.Is(err, relay.ErrInvalidJob) {
+		if err := relay.Handle(c, relay.NewKind[numArgs](""), noop); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("Handle with an empty kind: %v, want ErrInvalidJob", err)
 		}
-		if err := relay.Handle(c, string(make([]byte, relay.MaxNameLen+1)), noop); !errors.Is(err, relay.ErrInvalidJob) {
+		if err := relay.Handle(c, relay.NewKind[numArgs](string(make([]byte, relay.MaxNameLen+1))), noop); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("Handle with an over-long kind: %v, want ErrInvalidJob", err)
 		}
-		if err := relay.Handle[numArgs](c, "nil", nil); !errors.Is(err, relay.ErrInvalidConfig) {
+		if err := relay.Handle(c, relay.NewKind[numArgs]("nil"), nil); !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("Handle with a nil handler: %v, want ErrInvalidConfig", err)
 		}
 	})
 
 	t.Run("Start twice and Handle after Start", func(t *testing.T) {
 		c := newClient(db, relay.Config{})
-		handle(t, c, "k", noop)
+		handle(t, c, testKind, noop)
 		start(t, c, db.Pool)
 		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrAlreadyStarted) {
 			t.Errorf("second Start: %v, want ErrAlreadyStarted", err)
 		}
-		if err := relay.Handle(c, "late", noop); !errors.Is(err, relay.ErrAlreadyStarted) {
+		if err := relay.Handle(c, lateKind, noop); !errors.Is(err, relay.ErrAlreadyStarted) {
 			t.Errorf("Handle after Start: %v, want ErrAlreadyStarted", err)
 		}
 	})
@@ -738,7 +751,7 @@ func TestClientLifecycleErrors(t *testing.T) {
 
 	t.Run("Start on an unmigrated schema", func(t *testing.T) {
 		c := newClient(db, relay.Config{Schema: db.Schema + "_missing"})
-		handle(t, c, "k", noop)
+		handle(t, c, testKind, noop)
 		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNotMigrated) {
 			t.Fatalf("Start on a missing schema: %v, want ErrNotMigrated", err)
 		}
@@ -750,7 +763,7 @@ func TestClientLifecycleErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		c = newClient(db, relay.Config{Schema: partial})
-		handle(t, c, "k", noop)
+		handle(t, c, testKind, noop)
 		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNotMigrated) {
 			t.Fatalf("Start on a schema without migrations: %v, want ErrNotMigrated", err)
 		}
@@ -758,7 +771,7 @@ func TestClientLifecycleErrors(t *testing.T) {
 
 	t.Run("Start after Stop", func(t *testing.T) {
 		c := newClient(db, relay.Config{})
-		handle(t, c, "k", noop)
+		handle(t, c, testKind, noop)
 		start(t, c, db.Pool)
 		stop(t, c)
 		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrClientStopped) {
@@ -769,7 +782,7 @@ func TestClientLifecycleErrors(t *testing.T) {
 		}
 		// A client that never started cannot start after Stop either.
 		c = newClient(db, relay.Config{})
-		handle(t, c, "k", noop)
+		handle(t, c, testKind, noop)
 		if err := c.Stop(ctx); err != nil {
 			t.Fatalf("Stop before Start: %v", err)
 		}
@@ -787,13 +800,13 @@ func TestClientLifecycleErrors(t *testing.T) {
 			"over-long schema": {Schema: strings.Repeat("s", 100)},
 		} {
 			c := newClient(db, cfg)
-			handle(t, c, "k", noop)
+			handle(t, c, testKind, noop)
 			if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
 				t.Errorf("%s: Start: %v, want ErrInvalidConfig", name, err)
 			}
 		}
 		c := newClient(db, relay.Config{})
-		handle(t, c, "k", noop)
+		handle(t, c, testKind, noop)
 		if err := c.Start(ctx, nil); !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("Start with a nil pool: %v, want ErrInvalidConfig", err)
 		}

@@ -139,15 +139,16 @@ func (j *Job[T]) SetOutput(v any) error {
 
 // HandleWithOutput is [Handle] for a handler that returns an output: on success, out is
 // stored with the job as JSON and read back, typed, with [GetJobOf].
-func HandleWithOutput[T, O any](c *Client, kind string, fn func(ctx context.Context, job *Job[T]) (out O, err error), opts ...HandleOption) error {
-	if fn == nil {
-		return fmt.Errorf("%w: the handler of %q is nil", ErrInvalidConfig, kind)
-	}
-	return Handle(c, kind, func(ctx context.Context, job *Job[T]) error {
-		out, err := fn(ctx, job)
-		if err != nil {
-			return err
+func HandleWithOutput[T, O any](c *Client, kind Kind[T], fn func(ctx context.Context, job *Job[T]) (out O, err error), opts ...HandleOption) error {
+	var handler HandlerFunc[T] // nil for a nil fn, which Handle refuses
+	if fn != nil {
+		handler = func(ctx context.Context, job *Job[T]) error {
+			out, err := fn(ctx, job)
+			if err != nil {
+				return err
+			}
+			return job.SetOutput(out)
 		}
-		return job.SetOutput(out)
-	}, opts...)
+	}
+	return Handle(c, kind, handler, opts...)
 }

@@ -203,6 +203,7 @@ func cplNoMore[T any](t testing.TB, ch <-chan T, what string) {
 // history, and the event says so.
 func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("invoice")
 	db := relaytest.NewDB(t)
 	effects := cplEffectsTable(t, db)
 	c := cplNewClient(t, db, relay.Config{})
@@ -216,7 +217,7 @@ func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 	runs := make(chan int64, 10)
 	seenInside := make(chan inside, 1)
 	commit := make(chan struct{})
-	handle(t, c, "invoice", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.ID
 		tx, err := db.Begin(ctx)
 		if err != nil {
@@ -248,7 +249,7 @@ func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 	})
 	start(t, c, db.Pool)
 
-	first := enqueue(t, db, "invoice", numArgs{N: 1})
+	first := enqueue(t, db, kind, numArgs{N: 1})
 	recv(t, runs, "the first job to run")
 	in := recv(t, seenInside, "the handler to complete the job in its transaction")
 	if in.err != nil || in.state != relay.StateSucceeded {
@@ -263,7 +264,7 @@ func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 	}
 	close(commit)
 
-	second := enqueue(t, db, "invoice", numArgs{N: 2})
+	second := enqueue(t, db, kind, numArgs{N: 2})
 	recv(t, runs, "the second job to run")
 	got := cplEventsOf(t, db, events, 2, first, second)
 	stop(t, c) // every handler has returned and every outcome is written
@@ -299,13 +300,14 @@ func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 // the handler's own error, if any), its writes are gone, and the job is retried.
 func TestCompleteTxRolledBackIsRetried(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("charge")
 	db := relaytest.NewDB(t)
 	effects := cplEffectsTable(t, db)
 	c := cplNewClient(t, db, relay.Config{})
 	events, unsubscribe := c.Subscribe(32)
 	defer unsubscribe()
 	completed := make(chan error, 10) // what CompleteTx returned on each attempt
-	handle(t, c, "charge", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			return err
@@ -334,8 +336,8 @@ func TestCompleteTxRolledBackIsRetried(t *testing.T) {
 	}, cplRetryFast...)
 	start(t, c, db.Pool)
 
-	explicit := enqueue(t, db, "charge", numArgs{N: 1})
-	forgot := enqueue(t, db, "charge", numArgs{N: 2})
+	explicit := enqueue(t, db, kind, numArgs{N: 1})
+	forgot := enqueue(t, db, kind, numArgs{N: 2})
 	got := cplEventsOf(t, db, events, 4, explicit, forgot)
 	stop(t, c)
 	for range 4 {
@@ -382,11 +384,12 @@ func TestCompleteTxRolledBackIsRetried(t *testing.T) {
 // and its commit completes the job once. Checkpoint after CompleteTx is refused alike.
 func TestCompleteTxTwiceInOneTransaction(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("twice")
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{})
 	type result struct{ first, second, checkpoint, commit error }
 	results := make(chan result, 10)
-	handle(t, c, "twice", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			return err
@@ -401,7 +404,7 @@ func TestCompleteTxTwiceInOneTransaction(t *testing.T) {
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "twice", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 	r := recv(t, results, "the handler")
 	if r.first != nil {
 		t.Fatalf("first CompleteTx: %v", r.first)
@@ -429,9 +432,10 @@ func TestCompleteTxTwiceInOneTransaction(t *testing.T) {
 // same id is left alone.
 func TestCompleteTxOnAJobNotRunByAClient(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("manual")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
-	id := enqueue(t, db, "manual", numArgs{N: 1})
+	id := enqueue(t, db, kind, numArgs{N: 1})
 	job := &relay.Job[numArgs]{ID: id, Kind: "manual", Queue: relay.DefaultQueue, Args: numArgs{N: 1}, Attempt: 1, MaxAttempts: 1}
 
 	tx, err := db.Begin(ctx)
@@ -457,7 +461,7 @@ func TestCompleteTxOnAJobNotRunByAClient(t *testing.T) {
 		t.Errorf("stored job %d changed: %s, attempt %d, checkpoint %s, output %s", id, rec.State, rec.Attempt, rec.Checkpoint, rec.Output)
 	}
 
-	err = relaytest.Work(ctx, t, "manual", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	err = relaytest.Work(ctx, t, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		return relay.CompleteTx(ctx, db, job)
 	}, numArgs{N: 2})
 	if err == nil {
@@ -471,6 +475,7 @@ func TestCompleteTxOnAJobNotRunByAClient(t *testing.T) {
 // and so would wake nothing.
 func TestCompleteTxInAnOrderedQueueWakesTheNextJobOfTheKey(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("step")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	const queue = "cpl-ordered"
@@ -482,7 +487,7 @@ func TestCompleteTxInAnOrderedQueueWakesTheNextJobOfTheKey(t *testing.T) {
 	secondStarted := make(chan struct{})
 	secondSawFirstCommitted := make(chan bool, 1)
 	firstSawSecond := make(chan bool, 1)
-	handle(t, c, "step", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Args.N == 2 {
 			secondSawFirstCommitted <- firstCommitted.Load()
 			close(secondStarted)
@@ -511,8 +516,8 @@ func TestCompleteTxInAnOrderedQueueWakesTheNextJobOfTheKey(t *testing.T) {
 	})
 	start(t, c, db.Pool)
 	ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{
-		{Kind: "step", Args: numArgs{N: 1}},
-		{Kind: "step", Args: numArgs{N: 2}},
+		kind.Job(numArgs{N: 1}),
+		kind.Job(numArgs{N: 2}),
 	}, relay.Queue(queue), relay.OrderKey("account-7"), relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
@@ -536,6 +541,7 @@ type cplProgress struct{ Done int }
 // the job runs and after it ends.
 func TestCheckpointResumesTheNextAttempt(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("import")
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{})
 	type seen struct {
@@ -547,7 +553,7 @@ func TestCheckpointResumesTheNextAttempt(t *testing.T) {
 	seenCh := make(chan seen, 10)
 	saved := make(chan struct{}, 1)
 	proceed := make(chan struct{})
-	handle(t, c, "import", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		var p cplProgress
 		ok, err := job.Resume(&p)
 		seenCh <- seen{job.Attempt, ok, p, err}
@@ -567,7 +573,7 @@ func TestCheckpointResumesTheNextAttempt(t *testing.T) {
 		return errors.New("the connection dropped halfway")
 	}, cplRetryFast...)
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "import", numArgs{N: 10})
+	id := enqueue(t, db, kind, numArgs{N: 10})
 
 	if s := recv(t, seenCh, "attempt 1 to start"); s.attempt != 1 || s.resumed || s.err != nil || s.state != (cplProgress{}) {
 		t.Errorf("attempt 1 resumed %+v; want no checkpoint", s)
@@ -594,6 +600,7 @@ func TestCheckpointResumesTheNextAttempt(t *testing.T) {
 // attempt resumes from the committed one with exactly the committed work done.
 func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("batches")
 	db := relaytest.NewDB(t)
 	effects := cplEffectsTable(t, db)
 	c := cplNewClient(t, db, relay.Config{})
@@ -604,7 +611,7 @@ func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 		err         error
 	}
 	seenCh := make(chan seen, 10)
-	handle(t, c, "batches", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		var p cplProgress
 		if _, err := job.Resume(&p); err != nil {
 			return err
@@ -644,7 +651,7 @@ func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 		return nil
 	}, cplRetryFast...)
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "batches", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 
 	s1 := recv(t, seenCh, "attempt 1")
 	if s1.err != nil || s1.outsideSeen != nil {
@@ -669,13 +676,14 @@ func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 // the cut-off attempt can no longer save one.
 func TestCheckpointSurvivesALostLease(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("long")
 	db := relaytest.NewDB(t)
 	// One worker, kept busy by the cut-off handler: c1 cannot claim the rescued job again.
 	c1 := cplNewClient(t, db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 1}}}))
 	saved := make(chan struct{}, 1)
 	tryStale := make(chan struct{})
 	staleErr := make(chan error, 1)
-	handle(t, c1, "long", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c1, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if err := relay.Checkpoint(context.Background(), db, job, cplProgress{Done: 7}); err != nil {
 			return err
 		}
@@ -687,7 +695,7 @@ func TestCheckpointSurvivesALostLease(t *testing.T) {
 	})
 	start(t, c1, db.Pool)
 	t.Cleanup(func() { closeOnce(tryStale) })
-	id := enqueue(t, db, "long", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 	recv(t, saved, "the first attempt to save progress")
 
 	c2 := cplNewClient(t, db, withShortLeases(relay.Config{}))
@@ -698,7 +706,7 @@ func TestCheckpointSurvivesALostLease(t *testing.T) {
 	}
 	resumed := make(chan seen, 1)
 	release2 := make(chan struct{})
-	handle(t, c2, "long", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c2, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		var p cplProgress
 		ok, err := job.Resume(&p)
 		if err != nil {
@@ -730,15 +738,16 @@ func TestCheckpointSurvivesALostLease(t *testing.T) {
 // State that does not encode as JSON is refused before anything is written.
 func TestCheckpointOfUnencodableStateIsRefused(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("bad")
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{})
 	errs := make(chan error, 1)
-	handle(t, c, "bad", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		errs <- relay.Checkpoint(ctx, db, job, map[string]any{"ch": make(chan int)})
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "bad", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 	if err := recv(t, errs, "the handler"); err == nil || errors.Is(err, relay.ErrJobNotHeld) {
 		t.Errorf("Checkpoint of a channel: %v; want an encoding error", err)
 	}
@@ -764,10 +773,12 @@ type cplThumb struct {
 // output typed. A failed attempt's output is not stored; a job that has not run has none.
 func TestOutputOfHandleWithOutputIsReadBackTyped(t *testing.T) {
 	t.Parallel()
+	resizeKind := relay.NewKind[cplResize]("resize")
+	nobodyHandlesThisKind := relay.NewKind[cplResize]("nobody-handles-this")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	c := cplNewClient(t, db, relay.Config{})
-	err := relay.HandleWithOutput(c, "resize", func(ctx context.Context, job *relay.Job[cplResize]) (cplThumb, error) {
+	err := relay.HandleWithOutput(c, resizeKind, func(ctx context.Context, job *relay.Job[cplResize]) (cplThumb, error) {
 		if job.Attempt == 1 {
 			return cplThumb{Path: "partial"}, errors.New("out of memory")
 		}
@@ -776,13 +787,13 @@ func TestOutputOfHandleWithOutputIsReadBackTyped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.HandleWithOutput[cplResize, cplThumb](c, "nil", nil); !errors.Is(err, relay.ErrInvalidConfig) {
+	if err := relay.HandleWithOutput[cplResize, cplThumb](c, relay.NewKind[cplResize]("nil"), nil); !errors.Is(err, relay.ErrInvalidConfig) {
 		t.Errorf("HandleWithOutput with a nil handler: %v, want ErrInvalidConfig", err)
 	}
 	start(t, c, db.Pool)
 	args := cplResize{URL: "https://example.com/cat.png", Width: 320}
-	id := enqueue(t, db, "resize", args)
-	notRun := enqueue(t, db, "nobody-handles-this", args)
+	id := enqueue(t, db, resizeKind, args)
+	notRun := enqueue(t, db, nobodyHandlesThisKind, args)
 	waitState(t, db, "succeeded", id)
 
 	rec, err := relay.GetJobOf[cplResize, cplThumb](ctx, db, id, relay.Schema(db.Schema))
@@ -819,17 +830,18 @@ func TestOutputOfHandleWithOutputIsReadBackTyped(t *testing.T) {
 // encoded is refused and leaves the previous one.
 func TestOutputSetOutputInAPlainHandler(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("report")
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{})
 	errs := make(chan error, 3)
-	handle(t, c, "report", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		errs <- job.SetOutput("a first draft")
 		errs <- job.SetOutput(map[string]int{"rows": job.Args.N})
 		errs <- job.SetOutput(make(chan int))
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "report", numArgs{N: 42})
+	id := enqueue(t, db, kind, numArgs{N: 42})
 	for i := range 2 {
 		if err := recv(t, errs, "SetOutput"); err != nil {
 			t.Errorf("SetOutput #%d: %v", i+1, err)
@@ -852,9 +864,11 @@ func TestOutputSetOutputInAPlainHandler(t *testing.T) {
 // up) or a Discard; nor does a later success that sets none inherit a failed attempt's.
 func TestOutputOfAFailedJobIsNotStored(t *testing.T) {
 	t.Parallel()
+	failsKind := relay.NewKind[numArgs]("fails")
+	laterSilentKind := relay.NewKind[numArgs]("later-silent")
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{})
-	handle(t, c, "fails", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, failsKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if err := job.SetOutput(fmt.Sprintf("from attempt %d", job.Attempt)); err != nil {
 			return err
 		}
@@ -868,7 +882,7 @@ func TestOutputOfAFailedJobIsNotStored(t *testing.T) {
 		}
 		return nil
 	}, relay.MaxAttempts(2), relay.Backoff(backoff.Policy{Initial: time.Millisecond, Multiplier: 1, Max: time.Millisecond}))
-	handle(t, c, "later-silent", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, laterSilentKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Attempt == 1 {
 			if err := job.SetOutput("from the failed attempt"); err != nil {
 				return err
@@ -878,10 +892,10 @@ func TestOutputOfAFailedJobIsNotStored(t *testing.T) {
 		return nil
 	}, cplRetryFast...)
 	start(t, c, db.Pool)
-	exhausted := enqueue(t, db, "fails", numArgs{N: 1})
-	discarded := enqueue(t, db, "fails", numArgs{N: 2})
-	retried := enqueue(t, db, "fails", numArgs{N: 3})
-	silent := enqueue(t, db, "later-silent", numArgs{})
+	exhausted := enqueue(t, db, failsKind, numArgs{N: 1})
+	discarded := enqueue(t, db, failsKind, numArgs{N: 2})
+	retried := enqueue(t, db, failsKind, numArgs{N: 3})
+	silent := enqueue(t, db, laterSilentKind, numArgs{})
 
 	for _, id := range []int64{exhausted, discarded} {
 		rec := waitRecord(t, db, id, relay.StateFailed)
@@ -906,9 +920,10 @@ func TestOutputOfAFailedJobIsNotStored(t *testing.T) {
 // handler has returned.
 func TestOutputWithCompleteTx(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("tx-output")
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{})
-	handle(t, c, "tx-output", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			return err
@@ -926,7 +941,7 @@ func TestOutputWithCompleteTx(t *testing.T) {
 		return tx.Commit(ctx)
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "tx-output", numArgs{N: 9})
+	id := enqueue(t, db, kind, numArgs{N: 9})
 	waitState(t, db, "succeeded", id)
 	// Committed with the job: the output set before CompleteTx, visible with the success.
 	if rec := jobRecord(t, db, id); !cplJSONEqual(rec.Output, `{"invoice":9}`) && !cplJSONEqual(rec.Output, `"too late"`) {
@@ -945,9 +960,10 @@ func TestOutputWithCompleteTx(t *testing.T) {
 // that promise for the CompleteTx case.
 func TestOutputOfHandleWithOutputAndCompleteTx(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("tx-returns")
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{})
-	err := relay.HandleWithOutput(c, "tx-returns", func(ctx context.Context, job *relay.Job[numArgs]) (cplThumb, error) {
+	err := relay.HandleWithOutput(c, kind, func(ctx context.Context, job *relay.Job[numArgs]) (cplThumb, error) {
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			return cplThumb{}, err
@@ -962,7 +978,7 @@ func TestOutputOfHandleWithOutputAndCompleteTx(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "tx-returns", numArgs{N: 5})
+	id := enqueue(t, db, kind, numArgs{N: 5})
 	waitState(t, db, "succeeded", id)
 	stop(t, c)
 	rec, err := relay.GetJobOf[numArgs, cplThumb](context.Background(), db, id, relay.Schema(db.Schema))
@@ -988,16 +1004,18 @@ type cplBlob struct {
 // them. GetJob shows them as Payload with Args null; GetJobOf[[]byte] decodes them.
 func TestBinaryPayloadsReachAByteHandlerExactly(t *testing.T) {
 	t.Parallel()
+	blobKind := relay.NewKind[[]byte]("blob")
+	jsonKind := relay.NewKind[numArgs]("json")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	c := cplNewClient(t, db, relay.Config{})
 	got := make(chan cplBlob, 20)
-	handle(t, c, "blob", func(ctx context.Context, job *relay.Job[[]byte]) error {
+	handle(t, c, blobKind, func(ctx context.Context, job *relay.Job[[]byte]) error {
 		got <- cplBlob{job.ID, bytes.Clone(job.Args)}
 		return nil
 	})
 	jsonRan := make(chan int64, 1)
-	handle(t, c, "json", reportIDs(jsonRan))
+	handle(t, c, jsonKind, reportIDs(jsonRan))
 	start(t, c, db.Pool)
 
 	payloads := map[string][]byte{
@@ -1012,23 +1030,25 @@ func TestBinaryPayloadsReachAByteHandlerExactly(t *testing.T) {
 	want := map[int64][]byte{}
 	names := map[int64]string{}
 	for name, p := range payloads {
-		id := enqueue(t, db, "blob", p)
+		id := enqueue(t, db, blobKind, p)
 		want[id], names[id] = p, "Enqueue "+name
 	}
 	var specs []relay.JobSpec
+	var specPayloads [][]byte
 	var specNames []string
 	for name, p := range payloads {
-		specs = append(specs, relay.JobSpec{Kind: "blob", Args: p})
+		specs = append(specs, blobKind.Job(p))
+		specPayloads = append(specPayloads, p)
 		specNames = append(specNames, "EnqueueMany "+name)
 	}
-	specs = append(specs, relay.JobSpec{Kind: "json", Args: numArgs{N: 5}}) // a JSON job in the same batch
+	specs = append(specs, jsonKind.Job(numArgs{N: 5})) // a JSON job in the same batch
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	jsonID := ids[len(ids)-1]
 	for i, id := range ids[:len(ids)-1] {
-		want[id], names[id] = specs[i].Args.([]byte), specNames[i]
+		want[id], names[id] = specPayloads[i], specNames[i]
 	}
 
 	received := map[int64][]byte{}
@@ -1070,29 +1090,33 @@ func TestBinaryPayloadsReachAByteHandlerExactly(t *testing.T) {
 // Which handler types take which args: JSON args reach a []byte handler with JSON's own
 // decoding (a base64 string decodes, an object fails the job with reason decode at once);
 // raw []byte args reach no other handler type (reason decode, no retries) and GetJobOf of
-// another type refuses them; json.RawMessage args are JSON, not raw bytes.
+// another type refuses them; json.RawMessage args are JSON, not raw bytes. The producers
+// that disagree with a handler use kinds of the same name and another type, as a program
+// that declared the kind differently (or another language) would.
 func TestBinaryPayloadAndJSONArgsAcrossHandlerTypes(t *testing.T) {
 	t.Parallel()
+	blobKind := relay.NewKind[[]byte]("blob")
+	numKind := relay.NewKind[numArgs]("num")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	c := cplNewClient(t, db, relay.Config{})
 	blobs := make(chan cplBlob, 10)
-	handle(t, c, "blob", func(ctx context.Context, job *relay.Job[[]byte]) error {
+	handle(t, c, blobKind, func(ctx context.Context, job *relay.Job[[]byte]) error {
 		blobs <- cplBlob{job.ID, bytes.Clone(job.Args)}
 		return nil
 	})
 	nums := make(chan numArgs, 10)
-	handle(t, c, "num", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, numKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		nums <- job.Args
 		return nil
 	})
 	start(t, c, db.Pool)
 
-	base64JSON := enqueue(t, db, "blob", "aGVsbG8=") // the JSON string "aGVsbG8=": base64 of hello
+	base64JSON := enqueue(t, db, relay.NewKind[string]("blob"), "aGVsbG8=") // the JSON string "aGVsbG8=": base64 of hello
 	if b := recv(t, blobs, "the base64 JSON job"); b.id != base64JSON || string(b.data) != "hello" {
 		t.Errorf("[]byte handler got %q for JSON args \"aGVsbG8=\", want \"hello\"", b.data)
 	}
-	rawMessage := enqueue(t, db, "num", json.RawMessage(`{"N":5}`))
+	rawMessage := enqueue(t, db, relay.NewKind[json.RawMessage]("num"), json.RawMessage(`{"N":5}`))
 	if n := recv(t, nums, "the json.RawMessage job"); n.N != 5 {
 		t.Errorf("json.RawMessage args reached the handler as %+v, want {N:5}", n)
 	}
@@ -1100,8 +1124,8 @@ func TestBinaryPayloadAndJSONArgsAcrossHandlerTypes(t *testing.T) {
 		t.Errorf("json.RawMessage args were stored as a raw payload %x", rec.Payload)
 	}
 
-	objectToBlob := enqueue(t, db, "blob", numArgs{N: 1})
-	rawToNum := enqueue(t, db, "num", []byte{0xca, 0xfe})
+	objectToBlob := enqueue(t, db, relay.NewKind[numArgs]("blob"), numArgs{N: 1})
+	rawToNum := enqueue(t, db, relay.NewKind[[]byte]("num"), []byte{0xca, 0xfe})
 	for _, id := range []int64{objectToBlob, rawToNum} {
 		rec := waitRecord(t, db, id, relay.StateFailed)
 		if rec.Attempt != 1 || len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonDecode {
@@ -1126,6 +1150,12 @@ func TestBinaryPayloadAndJSONArgsAcrossHandlerTypes(t *testing.T) {
 // (pending, reason snoozed), a cancel of a running job, and a CompleteTx success.
 func TestEventsReportEachOutcome(t *testing.T) {
 	t.Parallel()
+	okKind := relay.NewKind[numArgs]("ok")
+	retryKind := relay.NewKind[numArgs]("retry")
+	discardKind := relay.NewKind[numArgs]("discard")
+	snoozeKind := relay.NewKind[numArgs]("snooze")
+	cancelKind := relay.NewKind[numArgs]("cancel")
+	txKind := relay.NewKind[numArgs]("tx")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	c := cplNewClient(t, db, relay.Config{})
@@ -1135,28 +1165,28 @@ func TestEventsReportEachOutcome(t *testing.T) {
 	type span struct{ from, to time.Time }
 	spans := make(chan span, 1)
 	release := make(chan struct{})
-	handle(t, c, "ok", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, okKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		from := time.Now()
 		<-release
 		spans <- span{from, time.Now()}
 		return nil
 	})
-	handle(t, c, "retry", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, retryKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		return relay.RetryAfter(time.Hour, errors.New("upstream answered 503"))
 	})
-	handle(t, c, "discard", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, discardKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		return relay.Discard(errors.New("malformed address"))
 	})
-	handle(t, c, "snooze", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, snoozeKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		return relay.Snooze(time.Hour)
 	})
 	cancelStarted := make(chan struct{}, 1)
-	handle(t, c, "cancel", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, cancelKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		cancelStarted <- struct{}{}
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	handle(t, c, "tx", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, txKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			return err
@@ -1184,7 +1214,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 
 	// A success, with timings that bracket what the handler saw.
 	before := time.Now()
-	id := enqueue(t, db, "ok", numArgs{})
+	id := enqueue(t, db, okKind, numArgs{})
 	close(release)
 	sp := recv(t, spans, "the handler")
 	e := next(id, "ok")
@@ -1208,7 +1238,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 	}
 
 	// A retry.
-	id = enqueue(t, db, "retry", numArgs{})
+	id = enqueue(t, db, retryKind, numArgs{})
 	e = next(id, "retry")
 	if e.State != relay.StatePending || e.Reason != relay.ReasonError || e.Error != "upstream answered 503" || e.Attempt != 1 || e.RetryAt.Sub(e.EndedAt) != time.Hour {
 		t.Errorf("retry reported as %s, RetryAt %v after the end; want pending (error) in an hour", cplEventString(e), e.RetryAt.Sub(e.EndedAt))
@@ -1218,7 +1248,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 	}
 
 	// A discard.
-	id = enqueue(t, db, "discard", numArgs{})
+	id = enqueue(t, db, discardKind, numArgs{})
 	e = next(id, "discard")
 	if e.State != relay.StateFailed || e.Reason != relay.ReasonDiscarded || !strings.Contains(e.Error, "malformed address") || !e.RetryAt.IsZero() {
 		t.Errorf("discard reported as %s, RetryAt %v; want failed (discarded)", cplEventString(e), e.RetryAt)
@@ -1228,7 +1258,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 	}
 
 	// A snooze.
-	id = enqueue(t, db, "snooze", numArgs{})
+	id = enqueue(t, db, snoozeKind, numArgs{})
 	e = next(id, "snooze")
 	if e.State != relay.StatePending || e.Reason != relay.ReasonSnoozed || e.RetryAt.Sub(e.EndedAt) != time.Hour {
 		t.Errorf("snooze reported as %s, RetryAt %v after the end; want pending (snoozed) in an hour", cplEventString(e), e.RetryAt.Sub(e.EndedAt))
@@ -1238,7 +1268,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 	}
 
 	// A cancel of a running job.
-	id = enqueue(t, db, "cancel", numArgs{})
+	id = enqueue(t, db, cancelKind, numArgs{})
 	recv(t, cancelStarted, "the job to be cancelled to start")
 	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
@@ -1249,7 +1279,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 	}
 
 	// A success by CompleteTx.
-	id = enqueue(t, db, "tx", numArgs{})
+	id = enqueue(t, db, txKind, numArgs{})
 	e = next(id, "tx")
 	if e.State != relay.StateSucceeded || !e.CompletedTx || e.Reason != "" || e.Error != "" || e.Attempt != 1 {
 		t.Errorf("CompleteTx success reported as %s; want succeeded with CompletedTx", cplEventString(e))
@@ -1266,12 +1296,13 @@ func TestEventsReportEachOutcome(t *testing.T) {
 // after its outcome is committed, and every job gets exactly one.
 func TestEventsArriveOnlyOnceTheOutcomeIsCommitted(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("burst")
 	const n = 200
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 20}}})
 	events, unsubscribe := c.Subscribe(n)
 	defer unsubscribe()
-	handle(t, c, "burst", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Args.N%3 == 0 {
 			return relay.Discard(errors.New("every third fails"))
 		}
@@ -1280,7 +1311,7 @@ func TestEventsArriveOnlyOnceTheOutcomeIsCommitted(t *testing.T) {
 	start(t, c, db.Pool)
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "burst", Args: numArgs{N: i}}
+		specs[i] = kind.Job(numArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
 	if err != nil {
@@ -1307,14 +1338,14 @@ func TestEventsUnsubscribeClosesTheChannel(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	c := cplNewClient(t, db, relay.Config{})
-	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error { return nil })
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error { return nil })
 	first, unsubscribeFirst := c.Subscribe(8)
 	second, unsubscribeSecond := c.Subscribe(8)
 	defer unsubscribeSecond()
 	_, unsubscribeStalled := c.Subscribe(0) // never read: every event to it is dropped
 	start(t, c, db.Pool)
 
-	a := enqueue(t, db, "k", numArgs{N: 1})
+	a := enqueue(t, db, testKind, numArgs{N: 1})
 	if e := recv(t, first, "the first subscriber's event"); e.JobID != a {
 		t.Errorf("first subscriber got job %d, want %d", e.JobID, a)
 	}
@@ -1327,7 +1358,7 @@ func TestEventsUnsubscribeClosesTheChannel(t *testing.T) {
 		t.Fatalf("the channel is open after unsubscribe: got %+v", e)
 	}
 
-	b := enqueue(t, db, "k", numArgs{N: 2})
+	b := enqueue(t, db, testKind, numArgs{N: 2})
 	if e := recv(t, second, "the second subscriber's event"); e.JobID != b {
 		t.Errorf("second subscriber got job %d, want %d", e.JobID, b)
 	}
@@ -1355,6 +1386,7 @@ func TestEventsUnsubscribeClosesTheChannel(t *testing.T) {
 // real: under -race it was hit about one run in six.
 func TestEventsOfOneJobArriveInAttemptOrder(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("pay")
 	db := relaytest.NewDB(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { closeOnce(release) })
@@ -1370,7 +1402,7 @@ func TestEventsOfOneJobArriveInAttemptOrder(t *testing.T) {
 	c := cplNewClient(t, db, relay.Config{Logger: logger})
 	events, unsubscribe := c.Subscribe(8)
 	defer unsubscribe()
-	handle(t, c, "pay", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Attempt == 1 {
 			return errors.New("gateway timeout")
 		}
@@ -1385,7 +1417,7 @@ func TestEventsOfOneJobArriveInAttemptOrder(t *testing.T) {
 		return tx.Commit(ctx)
 	}, cplRetryFast...)
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "pay", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 
 	first := recv(t, events, "the first event")
 	closeOnce(release)

@@ -31,6 +31,9 @@ const (
 	workerIDEnv     = "RELAY_TEST_WORKER_ID"
 )
 
+// crashKind is the kind of the job the worker process runs until it is killed.
+var crashKind = relay.NewKind[numArgs]("crash")
+
 // TestHelperWorkerProcess is not a test: it is the worker process that
 // TestKilledWorkerProcessJobRunsAgainOnAnotherClient starts and kills. It runs a client on
 // the schema it is given and says on stdout "ready" once started and "started <id>" when a
@@ -61,7 +64,7 @@ func TestHelperWorkerProcess(t *testing.T) {
 		defer out.Unlock()
 		fmt.Fprintf(os.Stdout, format+"\n", args...)
 	}
-	err = relay.Handle(c, "crash", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	err = relay.Handle(c, crashKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		say("started %d", job.ID)
 		<-ctx.Done() // until SIGKILL
 		return ctx.Err()
@@ -131,7 +134,7 @@ func TestKilledWorkerProcessJobRunsAgainOnAnotherClient(t *testing.T) {
 		t.Fatalf("worker said %q, want ready", line)
 	}
 
-	id := enqueue(t, db, "crash", numArgs{N: 7})
+	id := enqueue(t, db, crashKind, numArgs{N: 7})
 	if line := withinLine(t, next, "the worker to start the job"); line != fmt.Sprintf("started %d", id) {
 		t.Fatalf("worker said %q, want %q", line, fmt.Sprintf("started %d", id))
 	}
@@ -146,7 +149,7 @@ func TestKilledWorkerProcessJobRunsAgainOnAnotherClient(t *testing.T) {
 		at      time.Time
 	}
 	ran := make(chan run, 10)
-	handle(t, c, "crash", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, crashKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		ran <- run{job.Attempt, time.Now()}
 		return nil
 	})
@@ -205,6 +208,7 @@ func (w *stderrWriter) Write(p []byte) (int, error) {
 // jobs enqueued afterwards run, and nothing runs or is recorded twice.
 func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("victim")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	app := "relaytest-victim-" + randomHex()
@@ -231,7 +235,7 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 	)
 	inFlight := make(chan int64, 10)
 	release := make(chan struct{})
-	handle(t, c, "victim", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		mu.Lock()
 		runs[key{job.ID, job.Attempt}]++
 		mu.Unlock()
@@ -252,8 +256,8 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 	t.Cleanup(func() { closeOnce(release) })
 
 	// -1: fails once, then succeeds; -2: succeeds.
-	specs := []relay.JobSpec{{Kind: "victim", Args: numArgs{N: -1}}, {Kind: "victim", Args: numArgs{N: -2}},
-		{Kind: "victim", Args: numArgs{N: -1}}, {Kind: "victim", Args: numArgs{N: -2}}}
+	specs := []relay.JobSpec{kind.Job(numArgs{N: -1}), kind.Job(numArgs{N: -2}),
+		kind.Job(numArgs{N: -1}), kind.Job(numArgs{N: -2})}
 	first, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +299,7 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 	// poll is an hour): the listener must have reconnected by itself.
 	var later []int64
 	for i := range 20 {
-		later = append(later, enqueue(t, db, "victim", numArgs{N: i}))
+		later = append(later, enqueue(t, db, kind, numArgs{N: i}))
 	}
 	all := append(append([]int64{}, first...), later...)
 	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
@@ -382,7 +386,7 @@ func TestClientCarriesOnThroughAPostgresCrashRestart(t *testing.T) {
 	)
 	ran := make(chan int64, 100_000)
 	c := newClient(db, withShortLeases(relay.Config{Backoff: fastBackoff})) // fallback poll: one hour
-	handle(t, c, "load", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, crashLoadKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		mu.Lock()
 		runs[job.ID]++
 		mu.Unlock()
@@ -471,8 +475,11 @@ func TestClientCarriesOnThroughAPostgresCrashRestart(t *testing.T) {
 	t.Logf("%d of %d jobs ran more than once (claims lost in the crash)", twice, len(ids))
 }
 
-// enqueueCommitted enqueues one "load" job in its own transaction and returns its id once
-// Commit has succeeded.
+// crashLoadKind is the kind of the jobs enqueued through a PostgreSQL crash.
+var crashLoadKind = relay.NewKind[numArgs]("load")
+
+// enqueueCommitted enqueues one crashLoadKind job in its own transaction and returns its id
+// once Commit has succeeded.
 func enqueueCommitted(ctx context.Context, pool *pgxpool.Pool, schema string, n int) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -481,7 +488,7 @@ func enqueueCommitted(ctx context.Context, pool *pgxpool.Pool, schema string, n 
 		return 0, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	id, err := relay.Enqueue(ctx, tx, "load", numArgs{N: n}, relay.Schema(schema))
+	id, err := relay.Enqueue(ctx, tx, crashLoadKind, numArgs{N: n}, relay.Schema(schema))
 	if err != nil {
 		return 0, err
 	}

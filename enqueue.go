@@ -11,20 +11,21 @@ import (
 	"github.com/relayq/relay/internal/store"
 )
 
-// Enqueue inserts a job of kind with args encoded as JSON and returns its id. Args of
-// type []byte are stored as they are (bytea), for payloads serialised otherwise
-// (protobuf, msgpack): handle them with a Handle[[]byte] handler. Run it on
-// your transaction: the job, and the NOTIFY that wakes a worker, take effect when the
+// Enqueue inserts a job of kind with args and returns its id. Args are encoded as JSON,
+// except args of type []byte, which are stored as they are (bytea) for payloads serialised
+// otherwise (protobuf, msgpack): declare such kinds as Kind[[]byte]. Run it on your
+// transaction: the job, and the NOTIFY that wakes a worker, take effect when the
 // transaction commits and not at all if it rolls back. Passing a pool instead commits at
 // once. No client needs to be running; the job waits in the table until one that handles
 // kind claims it.
 //
-// Args that cannot be encoded return an error wrapping [ErrEncodeArgs]; invalid names or
-// options return one wrapping [ErrInvalidJob]. Either way nothing is inserted.
+// Args that cannot be encoded return an error wrapping [ErrEncodeArgs]; a zero [Kind],
+// invalid names or invalid options return one wrapping [ErrInvalidJob]. Either way
+// nothing is inserted.
 //
 // With [Unique], the id is that of the job already holding the key, if one does; use
 // [EnqueueJob] to also learn whether the job was inserted.
-func Enqueue(ctx context.Context, db DB, kind string, args any, opts ...EnqueueOption) (int64, error) {
+func Enqueue[T any](ctx context.Context, db DB, kind Kind[T], args T, opts ...EnqueueOption) (int64, error) {
 	e, err := EnqueueJob(ctx, db, kind, args, opts...)
 	return e.ID, err
 }
@@ -39,12 +40,17 @@ type Enqueued struct {
 
 // EnqueueJob is [Enqueue] that also reports whether the job was a duplicate of one
 // holding the same [Unique] key.
-func EnqueueJob(ctx context.Context, db DB, kind string, args any, opts ...EnqueueOption) (Enqueued, error) {
+func EnqueueJob[T any](ctx context.Context, db DB, kind Kind[T], args T, opts ...EnqueueOption) (Enqueued, error) {
+	return enqueueJob(ctx, db, kind.Job(args, opts...))
+}
+
+// enqueueJob is [EnqueueJob] past its type parameter.
+func enqueueJob(ctx context.Context, db DB, spec JobSpec) (Enqueued, error) {
 	o := defaultEnqueueOptions()
-	for _, opt := range opts {
+	for _, opt := range spec.opts {
 		opt.applyEnqueue(&o)
 	}
-	j, err := newJob(kind, args, o)
+	j, err := newJob(spec.kind, spec.args, o)
 	if err != nil {
 		return Enqueued{}, err
 	}
@@ -54,22 +60,22 @@ func EnqueueJob(ctx context.Context, db DB, kind string, args any, opts ...Enque
 	}
 	in, err := s.Insert(ctx, db, j)
 	if err != nil {
-		return Enqueued{}, fmt.Errorf("relay: enqueue %q: %w", kind, enqueueError(err))
+		return Enqueued{}, fmt.Errorf("relay: enqueue %q: %w", spec.kind, enqueueError(err))
 	}
 	return Enqueued{ID: in.ID, Duplicate: !in.Inserted}, nil
 }
 
-// JobSpec is one job for [EnqueueMany].
-type JobSpec struct {
-	Kind    string
-	Args    any
-	Options []EnqueueOption // applied after the options given to EnqueueMany
-}
-
-// EnqueueMany inserts many jobs in one round trip and returns their ids in the order of
-// jobs. It sends one NOTIFY per queue. opts apply to every job (a [Schema] option may only
-// be given here, since one statement writes one schema); each JobSpec's own options are
-// applied after them. If any job is invalid, nothing is inserted.
+// EnqueueMany inserts many jobs, made with [Kind.Job], in one round trip and returns their
+// ids in the order of jobs; the jobs may be of different kinds:
+//
+//	ids, err := relay.EnqueueMany(ctx, tx, []relay.JobSpec{
+//		SendEmail.Job(EmailArgs{To: "ada@example.com"}),
+//		ResizeImage.Job(ResizeArgs{URL: url}, relay.Queue("images")),
+//	})
+//
+// It sends one NOTIFY per queue. opts apply to every job (a [Schema] option may only be
+// given here, since one statement writes one schema); each job's own options are applied
+// after them. If any job is invalid, nothing is inserted.
 //
 // With [Unique], a job whose key is held gets the holder's id, and of jobs sharing a key
 // within the call only the first is inserted; [EnqueueJobs] also reports which.
@@ -102,13 +108,13 @@ func EnqueueJobs(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOpti
 	news := make([]store.NewJob, len(jobs))
 	for i, spec := range jobs {
 		o := base
-		for _, opt := range spec.Options {
+		for _, opt := range spec.opts {
 			opt.applyEnqueue(&o)
 		}
 		if o.schema != base.schema {
-			return nil, fmt.Errorf("%w: job %d (%q) sets Schema %q; give Schema to EnqueueMany itself", ErrInvalidJob, i, spec.Kind, o.schema)
+			return nil, fmt.Errorf("%w: job %d (%q) sets Schema %q; give Schema to EnqueueMany itself", ErrInvalidJob, i, spec.kind, o.schema)
 		}
-		if news[i], err = newJob(spec.Kind, spec.Args, o); err != nil {
+		if news[i], err = newJob(spec.kind, spec.args, o); err != nil {
 			return nil, fmt.Errorf("job %d: %w", i, err)
 		}
 	}
@@ -132,7 +138,7 @@ func enqueueError(err error) error {
 
 // newJob validates a job and encodes its args.
 func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
-	if err := validateName("kind", kind); err != nil {
+	if err := validateKind(kind); err != nil {
 		return store.NewJob{}, err
 	}
 	if err := validateName("queue", o.queue); err != nil {

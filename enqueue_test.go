@@ -16,10 +16,12 @@ import (
 // Enqueue stores the job as asked, and EnqueueMany returns the ids in the order of its jobs.
 func TestEnqueueStoresTheJob(t *testing.T) {
 	t.Parallel()
+	orderKind := relay.NewKind[numArgs]("order")
+	storeKind := relay.NewKind[numArgs]("store")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	runAt := time.Now().Add(time.Hour).Truncate(time.Microsecond)
-	id := enqueue(t, db, "store", numArgs{N: 42}, relay.Queue("elsewhere"), relay.MaxAttempts(7), relay.RunAt(runAt))
+	id := enqueue(t, db, storeKind, numArgs{N: 42}, relay.Queue("elsewhere"), relay.MaxAttempts(7), relay.RunAt(runAt))
 	j := jobByID(t, db, id)
 	if j.Kind != "store" || j.Queue != "elsewhere" || j.MaxAttempts != 7 || j.State != "pending" || j.Attempt != 0 || !j.RunAt.Equal(runAt) {
 		t.Errorf("stored %+v, want kind store, queue elsewhere, 7 max attempts, pending, attempt 0, run at %v", j, runAt)
@@ -29,13 +31,13 @@ func TestEnqueueStoresTheJob(t *testing.T) {
 		t.Errorf("stored args %s (%v), want N=42", j.Args, err)
 	}
 	// Without MaxAttempts the job takes its kind's default when first claimed.
-	if d := jobByID(t, db, enqueue(t, db, "store", nil)); d.Queue != relay.DefaultQueue || d.MaxAttempts != 0 {
+	if d := jobByID(t, db, enqueue(t, db, storeKind, numArgs{})); d.Queue != relay.DefaultQueue || d.MaxAttempts != 0 {
 		t.Errorf("defaults: queue %q, max attempts %d; want %q and 0 (unset)", d.Queue, d.MaxAttempts, relay.DefaultQueue)
 	}
 
 	specs := make([]relay.JobSpec, 50)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "order", Args: numArgs{N: i}}
+		specs[i] = orderKind.Job(numArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema), relay.MaxAttempts(3))
 	if err != nil {
@@ -72,41 +74,43 @@ func TestEnqueueRejectsInvalidJobsAndInsertsNothing(t *testing.T) {
 	type badArgs struct {
 		C chan int
 	}
+	// A Kind[any] takes args of every type, so one table holds them all.
+	k := relay.NewKind[any]("k")
 	cases := []struct {
 		name string
-		kind string
+		kind relay.Kind[any]
 		args any
 		opts []relay.EnqueueOption
 		want error
 	}{
-		{"chan field", "k", badArgs{C: make(chan int)}, nil, relay.ErrEncodeArgs},
-		{"func args", "k", func() {}, nil, relay.ErrEncodeArgs},
-		{"infinite float", "k", map[string]float64{"x": math.Inf(1)}, nil, relay.ErrEncodeArgs},
-		{"NaN", "k", math.NaN(), nil, relay.ErrEncodeArgs},
-		{"empty kind", "", numArgs{}, nil, relay.ErrInvalidJob},
-		{"over-long kind", long, numArgs{}, nil, relay.ErrInvalidJob},
-		{"empty queue", "k", numArgs{}, []relay.EnqueueOption{relay.Queue("")}, relay.ErrInvalidJob},
-		{"over-long queue", "k", numArgs{}, []relay.EnqueueOption{relay.Queue(long)}, relay.ErrInvalidJob},
-		{"MaxAttempts(0)", "k", numArgs{}, []relay.EnqueueOption{relay.MaxAttempts(0)}, relay.ErrInvalidJob},
-		{"MaxAttempts(-1)", "k", numArgs{}, []relay.EnqueueOption{relay.MaxAttempts(-1)}, relay.ErrInvalidJob},
+		{"chan field", k, badArgs{C: make(chan int)}, nil, relay.ErrEncodeArgs},
+		{"func args", k, func() {}, nil, relay.ErrEncodeArgs},
+		{"infinite float", k, map[string]float64{"x": math.Inf(1)}, nil, relay.ErrEncodeArgs},
+		{"NaN", k, math.NaN(), nil, relay.ErrEncodeArgs},
+		{"zero Kind (empty name)", relay.Kind[any]{}, numArgs{}, nil, relay.ErrInvalidJob},
+		{"over-long kind", relay.NewKind[any](long), numArgs{}, nil, relay.ErrInvalidJob},
+		{"empty queue", k, numArgs{}, []relay.EnqueueOption{relay.Queue("")}, relay.ErrInvalidJob},
+		{"over-long queue", k, numArgs{}, []relay.EnqueueOption{relay.Queue(long)}, relay.ErrInvalidJob},
+		{"MaxAttempts(0)", k, numArgs{}, []relay.EnqueueOption{relay.MaxAttempts(0)}, relay.ErrInvalidJob},
+		{"MaxAttempts(-1)", k, numArgs{}, []relay.EnqueueOption{relay.MaxAttempts(-1)}, relay.ErrInvalidJob},
 	}
-	good := relay.JobSpec{Kind: "good", Args: numArgs{N: 1}}
+	good := relay.NewKind[numArgs]("good").Job(numArgs{N: 1})
 	for _, tc := range cases {
 		opts := append([]relay.EnqueueOption{relay.Schema(db.Schema)}, tc.opts...)
 		if id, err := relay.Enqueue(ctx, db, tc.kind, tc.args, opts...); !errors.Is(err, tc.want) || id != 0 {
 			t.Errorf("%s: Enqueue returned %d, %v; want 0 and an error wrapping %v", tc.name, id, err, tc.want)
 		}
-		bad := relay.JobSpec{Kind: tc.kind, Args: tc.args, Options: tc.opts}
+		bad := tc.kind.Job(tc.args, tc.opts...)
 		if ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{good, bad, good}, relay.Schema(db.Schema)); !errors.Is(err, tc.want) || ids != nil {
 			t.Errorf("%s: EnqueueMany returned %v, %v; want no ids and an error wrapping %v", tc.name, ids, err, tc.want)
 		}
 	}
 	// A per-job Schema would split one statement over two schemas.
-	misplaced := relay.JobSpec{Kind: "k", Options: []relay.EnqueueOption{relay.Schema(db.Schema + "x")}}
+	misplaced := k.Job(numArgs{}, relay.Schema(db.Schema+"x"))
 	if _, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{good, misplaced}, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 		t.Errorf("EnqueueMany with a per-job Schema: %v, want ErrInvalidJob", err)
 	}
-	if _, err := relay.Enqueue(ctx, db, "k", nil, relay.Schema("")); !errors.Is(err, relay.ErrInvalidSchema) {
+	if _, err := relay.Enqueue(ctx, db, k, nil, relay.Schema("")); !errors.Is(err, relay.ErrInvalidSchema) {
 		t.Errorf("Enqueue into an empty schema name: %v, want ErrInvalidSchema", err)
 	}
 	if n := countJobs(t, db, ""); n != 0 {
@@ -115,7 +119,7 @@ func TestEnqueueRejectsInvalidJobsAndInsertsNothing(t *testing.T) {
 
 	// The limits are inclusive: a name of MaxNameLen bytes is fine.
 	limit := strings.Repeat("q", relay.MaxNameLen)
-	if _, err := relay.Enqueue(ctx, db, limit, nil, relay.Schema(db.Schema), relay.Queue(limit), relay.MaxAttempts(1)); err != nil {
+	if _, err := relay.Enqueue(ctx, db, relay.NewKind[any](limit), nil, relay.Schema(db.Schema), relay.Queue(limit), relay.MaxAttempts(1)); err != nil {
 		t.Errorf("Enqueue with %d-byte kind and queue: %v", relay.MaxNameLen, err)
 	}
 }
@@ -123,23 +127,24 @@ func TestEnqueueRejectsInvalidJobsAndInsertsNothing(t *testing.T) {
 // A job from Enqueue with a transaction runs only once the transaction commits.
 func TestEnqueueInTransactionIsInvisibleUntilCommit(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("later")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	c := newClient(db, relay.Config{})
 	ran := make(chan int64, 1)
-	handle(t, c, "later", reportIDs(ran))
+	handle(t, c, kind, reportIDs(ran))
 	start(t, c, db.Pool)
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	id, err := relay.Enqueue(ctx, tx, "later", numArgs{}, relay.Schema(db.Schema))
+	id, err := relay.Enqueue(ctx, tx, kind, numArgs{}, relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A job enqueued (and committed) by someone else meanwhile runs while ours is open.
-	other := enqueue(t, db, "later", numArgs{})
+	other := enqueue(t, db, kind, numArgs{})
 	if got := recv(t, ran, "the other job"); got != other {
 		t.Fatalf("ran job %d before its transaction committed; want %d", got, other)
 	}
@@ -162,11 +167,14 @@ type scheduledRun struct {
 	scheduledAt time.Time // the job's run_at as stored
 }
 
-// scheduledClient returns a client whose "sched" handler reports on runs.
+// schedKind is the kind of the scheduling tests' jobs.
+var schedKind = relay.NewKind[numArgs]("sched")
+
+// scheduledClient returns a client whose schedKind handler reports on runs.
 func scheduledClient(t *testing.T, db *relaytest.DB) (*relay.Client, chan scheduledRun) {
 	runs := make(chan scheduledRun, 10)
 	c := newClient(db, relay.Config{})
-	handle(t, c, "sched", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, schedKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- scheduledRun{id: job.ID, at: time.Now(), scheduledAt: job.ScheduledAt}
 		return nil
 	})
@@ -177,7 +185,7 @@ func scheduledClient(t *testing.T, db *relaytest.DB) (*relay.Client, chan schedu
 // made its start-up claim and is waiting for a wakeup.
 func makeIdle(t *testing.T, db *relaytest.DB, runs chan scheduledRun) {
 	t.Helper()
-	id := enqueue(t, db, "sched", numArgs{})
+	id := enqueue(t, db, schedKind, numArgs{})
 	if r := recv(t, runs, "the warm-up job"); r.id != id {
 		t.Fatalf("warm-up ran job %d, want %d", r.id, id)
 	}
@@ -213,17 +221,17 @@ func TestScheduledJobRunsOnTimeOnIdleClient(t *testing.T) {
 	makeIdle(t, db, runs)
 
 	at := time.Now().Add(300 * time.Millisecond)
-	id := enqueue(t, db, "sched", numArgs{N: 1}, relay.RunAt(at))
+	id := enqueue(t, db, schedKind, numArgs{N: 1}, relay.RunAt(at))
 	// A claim made for a job due now, while the scheduled one waits, leaves it alone and
 	// keeps its timer.
-	now := enqueue(t, db, "sched", numArgs{N: 0})
+	now := enqueue(t, db, schedKind, numArgs{N: 0})
 	if r := recv(t, runs, "the job due now"); r.id != now {
 		t.Fatalf("job %d ran before the job %d that was due now", r.id, now)
 	}
 	assertOnTime(t, recv(t, runs, "the RunAt job"), id, at)
 
 	before := time.Now()
-	id = enqueue(t, db, "sched", numArgs{N: 2}, relay.RunIn(300*time.Millisecond))
+	id = enqueue(t, db, schedKind, numArgs{N: 2}, relay.RunIn(300*time.Millisecond))
 	after := time.Now()
 	r := recv(t, runs, "the RunIn job")
 	assertOnTime(t, r, id, r.scheduledAt)
@@ -232,7 +240,7 @@ func TestScheduledJobRunsOnTimeOnIdleClient(t *testing.T) {
 	}
 
 	// A run_at in the past means now.
-	id, committedAt := enqueueTx(t, db, "sched", numArgs{N: 3}, relay.RunAt(time.Now().Add(-time.Hour)))
+	id, committedAt := enqueueTx(t, db, schedKind, numArgs{N: 3}, relay.RunAt(time.Now().Add(-time.Hour)))
 	if r := recv(t, runs, "the job scheduled in the past"); r.id != id || r.at.Sub(committedAt) > 100*time.Millisecond {
 		t.Errorf("job %d scheduled in the past ran as %d %v after commit; want at once", id, r.id, r.at.Sub(committedAt))
 	}
@@ -250,7 +258,7 @@ func TestScheduledJobsEnqueuedOutOfOrderEachRunOnTime(t *testing.T) {
 	times := []time.Time{now.Add(500 * time.Millisecond), now.Add(250 * time.Millisecond), now.Add(750 * time.Millisecond)}
 	ids := make([]int64, len(times))
 	for i, at := range times {
-		ids[i] = enqueue(t, db, "sched", numArgs{N: i}, relay.RunAt(at))
+		ids[i] = enqueue(t, db, schedKind, numArgs{N: i}, relay.RunAt(at))
 	}
 	for _, i := range []int{1, 0, 2} {
 		assertOnTime(t, recv(t, runs, "a scheduled job"), ids[i], times[i])
@@ -260,8 +268,8 @@ func TestScheduledJobsEnqueuedOutOfOrderEachRunOnTime(t *testing.T) {
 	now = time.Now()
 	times = []time.Time{now.Add(400 * time.Millisecond), now.Add(200 * time.Millisecond)}
 	specs := []relay.JobSpec{
-		{Kind: "sched", Args: numArgs{}, Options: []relay.EnqueueOption{relay.RunAt(times[0])}},
-		{Kind: "sched", Args: numArgs{}, Options: []relay.EnqueueOption{relay.RunAt(times[1])}},
+		schedKind.Job(numArgs{}, relay.RunAt(times[0])),
+		schedKind.Job(numArgs{}, relay.RunAt(times[1])),
 	}
 	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
 	if err != nil {
@@ -276,7 +284,7 @@ func TestScheduledJobsEnqueuedOutOfOrderEachRunOnTime(t *testing.T) {
 func TestScheduledJobEnqueuedBeforeStartRunsOnTime(t *testing.T) {
 	db := relaytest.NewDB(t)
 	at := time.Now().Add(400 * time.Millisecond)
-	id := enqueue(t, db, "sched", numArgs{}, relay.RunAt(at))
+	id := enqueue(t, db, schedKind, numArgs{}, relay.RunAt(at))
 	c, runs := scheduledClient(t, db)
 	start(t, c, db.Pool)
 	assertOnTime(t, recv(t, runs, "the job scheduled before Start"), id, at)

@@ -14,7 +14,7 @@ var (
 	// ErrClientStopped is returned by [Client.Start] after [Client.Stop]: a Client runs
 	// once; make a new one to start again.
 	ErrClientStopped = errors.New("relay: client was stopped; create a new client with relay.New to start again")
-	// ErrDuplicateKind is returned by [Handle] when the kind already has a handler.
+	// ErrDuplicateKind is returned by [Handle] when the kind's name already has a handler.
 	ErrDuplicateKind = errors.New("relay: kind already has a handler")
 	// ErrNoHandlers is returned by [Client.Start] when no handler was registered.
 	ErrNoHandlers = errors.New("relay: no handlers registered; call relay.Handle before Start")
@@ -22,7 +22,8 @@ var (
 	// this version of relay needs. Run [Migrate] or `relay migrate --apply`.
 	ErrNotMigrated = errors.New("relay: schema is not migrated")
 	// ErrInvalidJob is returned by [Enqueue] and [EnqueueMany] for a job that cannot be
-	// inserted (empty or over-long kind or queue, invalid options); nothing is inserted.
+	// inserted (a zero [Kind], an empty or over-long kind or queue name, invalid options);
+	// nothing is inserted. [Handle] returns it for a kind it cannot register.
 	ErrInvalidJob = errors.New("relay: invalid job")
 	// ErrEncodeArgs is returned by [Enqueue] and [EnqueueMany] when args cannot be encoded
 	// as JSON; nothing is inserted.

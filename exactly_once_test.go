@@ -87,9 +87,9 @@ func TestHelperExactlyOnceWorkerProcess(t *testing.T) {
 	}
 	switch mode {
 	case "effects":
-		err = relay.Handle(c, "effect", eoEffectHandler(pool, schema, say), relay.MaxAttempts(100))
+		err = relay.Handle(c, eoEffectKind, eoEffectHandler(pool, schema, say), relay.MaxAttempts(100))
 	case "steps":
-		err = relay.Handle(c, "steps", eoStepsHandler(pool, schema, say, nil))
+		err = relay.Handle(c, eoStepsKind, eoStepsHandler(pool, schema, say, nil))
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -103,7 +103,14 @@ func TestHelperExactlyOnceWorkerProcess(t *testing.T) {
 	select {} // until SIGKILL
 }
 
-// eoEffectHandler is the handler of "effect" jobs: in one transaction it inserts one row
+// eoEffectKind and eoStepsKind are the kinds the worker processes and their parent tests
+// share.
+var (
+	eoEffectKind = relay.NewKind[numArgs]("effect")
+	eoStepsKind  = relay.NewKind[eoStepArgs]("steps")
+)
+
+// eoEffectHandler is the handler of eoEffectKind jobs: in one transaction it inserts one row
 // for the job into effects and completes the job with CompleteTx. It sleeps a random 0–3 ms
 // between the insert and CompleteTx and between CompleteTx and Commit, so that kills land
 // inside the transaction, and reports each step through say (if not nil) as
@@ -389,7 +396,7 @@ func TestExactlyOnceAcrossSIGKILLs(t *testing.T) {
 	}
 	specs := make([]relay.JobSpec, jobs)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "effect", Args: numArgs{N: i}}
+		specs[i] = eoEffectKind.Job(numArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema), relay.MaxAttempts(100))
 	if err != nil {
@@ -422,7 +429,7 @@ func TestExactlyOnceAcrossSIGKILLs(t *testing.T) {
 	// finished here, by a client that is not killed.
 	c := newClient(db, withShortLeases(relay.Config{Backoff: fastBackoff,
 		Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: workers}}}))
-	handle(t, c, "effect", eoEffectHandler(db.Pool, db.Schema, nil), relay.MaxAttempts(100))
+	handle(t, c, eoEffectKind, eoEffectHandler(db.Pool, db.Schema, nil), relay.MaxAttempts(100))
 	start(t, c, db.Pool)
 	relaytest.WaitFor(t, 30*time.Second, "every job to succeed", func() bool { return countJobs(t, db, "succeeded") == jobs })
 	stop(t, c)
@@ -520,6 +527,7 @@ func TestExactlyOnceAcrossSIGKILLs(t *testing.T) {
 // attempt that holds the job. A stale Checkpoint is refused the same way.
 func TestCompleteTxAfterLostLeaseIsRefused(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("refuse")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	effects := relayTable(db, "effects")
@@ -544,7 +552,7 @@ func TestCompleteTxAfterLostLeaseIsRefused(t *testing.T) {
 	try1 := make(chan struct{})
 	tried1 := make(chan staleTry, 2)
 	testDone := make(chan struct{})
-	handle(t, c1, "refuse", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c1, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started1 <- job
 		// The handler's context is cancelled once the lease is lost; a handler that carries
 		// on regardless (or has not looked yet) is what CompleteTx must stop.
@@ -586,7 +594,7 @@ func TestCompleteTxAfterLostLeaseIsRefused(t *testing.T) {
 	start(t, c1, db.Pool)
 	t.Cleanup(func() { close(testDone) }) // before c1's Stop
 
-	id := enqueue(t, db, "refuse", numArgs{N: 1})
+	id := enqueue(t, db, kind, numArgs{N: 1})
 	if job := recv(t, started1, "the job to start on the first client"); job.ID != id || job.Attempt != 1 {
 		t.Fatalf("first client ran attempt %d of job %d; want attempt 1 of %d", job.Attempt, job.ID, id)
 	}
@@ -597,7 +605,7 @@ func TestCompleteTxAfterLostLeaseIsRefused(t *testing.T) {
 	ran2 := make(chan int, 10)
 	finish2 := make(chan struct{})
 	finished2 := make(chan error, 1)
-	handle(t, c2, "refuse", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c2, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		ran2 <- job.Attempt
 		select {
 		case <-finish2:
@@ -767,9 +775,9 @@ func TestCheckpointSurvivesKillAndRetryResumes(t *testing.T) {
 
 	child := eoStartChild(t, db, "steps", 3)
 	child.waitReady(t)
-	pooled := enqueue(t, db, "steps", eoStepArgs{N: blockSteps, BlockAfter: blockAt})
-	inTx := enqueue(t, db, "steps", eoStepArgs{N: blockSteps, InTx: true, BlockInTx: blockAt + 1})
-	random := enqueue(t, db, "steps", eoStepArgs{N: randomSteps, InTx: true})
+	pooled := enqueue(t, db, eoStepsKind, eoStepArgs{N: blockSteps, BlockAfter: blockAt})
+	inTx := enqueue(t, db, eoStepsKind, eoStepArgs{N: blockSteps, InTx: true, BlockInTx: blockAt + 1})
+	random := enqueue(t, db, eoStepsKind, eoStepArgs{N: randomSteps, InTx: true})
 	names := map[int64]string{pooled: "pooled", inTx: "in-tx", random: "random"}
 
 	// The worker signals where the blocked jobs wait on stdout, and the random job's
@@ -814,7 +822,7 @@ func TestCheckpointSurvivesKillAndRetryResumes(t *testing.T) {
 	// The retry, on a client of this process once the dead worker's leases run out.
 	resumed := make(chan eoResumed, 10)
 	c := newClient(db, withShortLeases(relay.Config{Backoff: fastBackoff}))
-	handle(t, c, "steps", eoStepsHandler(db.Pool, db.Schema, nil, func(r eoResumed) { resumed <- r }))
+	handle(t, c, eoStepsKind, eoStepsHandler(db.Pool, db.Schema, nil, func(r eoResumed) { resumed <- r }))
 	start(t, c, db.Pool)
 	from := map[int64]eoResumed{}
 	for range want {
@@ -876,6 +884,7 @@ func TestCheckpointSurvivesKillAndRetryResumes(t *testing.T) {
 // the whole package ran at once.
 func TestLeaseIsKeptWhileCheckpointingInTransactions(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("checkpointing")
 	const (
 		stepTx = 50 * time.Millisecond // each transaction's work
 		window = 3 * shortTTL          // how long the lease is watched
@@ -889,7 +898,7 @@ func TestLeaseIsKeptWhileCheckpointingInTransactions(t *testing.T) {
 	}
 	stopWork := make(chan struct{})
 	done := make(chan result, 10) // one per attempt
-	handle(t, c, "checkpointing", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		var r result
 		for r.err == nil {
 			select {
@@ -920,7 +929,7 @@ func TestLeaseIsKeptWhileCheckpointingInTransactions(t *testing.T) {
 	start(t, c, db.Pool)
 	t.Cleanup(func() { closeOnce(stopWork) }) // before Stop
 
-	id := enqueue(t, db, "checkpointing", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 	relaytest.WaitFor(t, waitTimeout, "the first step to commit", func() bool { return jobRecord(t, db, id).Checkpoint != nil })
 
 	// Watch the lease in the table, as committed (the handler's transactions do not touch

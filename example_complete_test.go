@@ -11,7 +11,13 @@ import (
 	"github.com/relayq/relay/backoff"
 )
 
-type BillOrder struct{ OrderID int }
+// OrderArgs are the args of the jobs that bill or charge an order.
+type OrderArgs struct{ OrderID int }
+
+var (
+	BillOrder   = relay.NewKind[OrderArgs]("bill")
+	ChargeOrder = relay.NewKind[OrderArgs]("charge")
+)
 
 // CompleteTx makes the job's success part of the handler's own transaction: the invoice
 // row and the job's success commit together, or neither does and the job is retried.
@@ -25,7 +31,7 @@ func ExampleCompleteTx() {
 
 	done := make(chan int64)
 	client := relay.New(relay.Config{Schema: schema})
-	err := relay.Handle(client, "bill", func(ctx context.Context, job *relay.Job[BillOrder]) error {
+	err := relay.Handle(client, BillOrder, func(ctx context.Context, job *relay.Job[OrderArgs]) error {
 		tx, err := pool.Begin(ctx)
 		if err != nil {
 			return err
@@ -51,7 +57,7 @@ func ExampleCompleteTx() {
 	}
 	defer client.Stop(ctx)
 
-	if _, err := relay.Enqueue(ctx, pool, "bill", BillOrder{OrderID: 1001}, relay.Schema(schema)); err != nil {
+	if _, err := relay.Enqueue(ctx, pool, BillOrder, OrderArgs{OrderID: 1001}, relay.Schema(schema)); err != nil {
 		log.Fatal(err)
 	}
 	id := <-done
@@ -70,7 +76,10 @@ func ExampleCompleteTx() {
 	// job: succeeded
 }
 
-type ImportRows struct{ Rows int }
+// ImportArgs are the args of an ImportRows job.
+type ImportArgs struct{ Rows int }
+
+var ImportRows = relay.NewKind[ImportArgs]("import")
 
 type ImportProgress struct{ Next int }
 
@@ -83,7 +92,7 @@ func ExampleCheckpoint() {
 
 	imported := make(chan int)
 	client := relay.New(relay.Config{Schema: schema})
-	err := relay.Handle(client, "import", func(ctx context.Context, job *relay.Job[ImportRows]) error {
+	err := relay.Handle(client, ImportRows, func(ctx context.Context, job *relay.Job[ImportArgs]) error {
 		var p ImportProgress
 		resumed, err := job.Resume(&p)
 		if err != nil {
@@ -111,7 +120,7 @@ func ExampleCheckpoint() {
 	}
 	defer client.Stop(ctx)
 
-	if _, err := relay.Enqueue(ctx, pool, "import", ImportRows{Rows: 5}, relay.Schema(schema)); err != nil {
+	if _, err := relay.Enqueue(ctx, pool, ImportRows, ImportArgs{Rows: 5}, relay.Schema(schema)); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("imported", <-imported, "rows")
@@ -121,10 +130,13 @@ func ExampleCheckpoint() {
 	// imported 5 rows
 }
 
-type ResizeImage struct {
+// ResizeArgs are the args of a ResizeImage job.
+type ResizeArgs struct {
 	URL   string
 	Width int
 }
+
+var ResizeImage = relay.NewKind[ResizeArgs]("resize")
 
 type Thumbnail struct {
 	Path  string
@@ -139,7 +151,7 @@ func ExampleHandleWithOutput() {
 	defer cleanup()
 
 	client := relay.New(relay.Config{Schema: schema})
-	err := relay.HandleWithOutput(client, "resize", func(ctx context.Context, job *relay.Job[ResizeImage]) (Thumbnail, error) {
+	err := relay.HandleWithOutput(client, ResizeImage, func(ctx context.Context, job *relay.Job[ResizeArgs]) (Thumbnail, error) {
 		// ... fetch job.Args.URL and resize it ...
 		return Thumbnail{Path: fmt.Sprintf("/thumbs/cat-%d.png", job.Args.Width), Width: job.Args.Width}, nil
 	})
@@ -157,7 +169,7 @@ func ExampleHandleWithOutput() {
 		client.Stop(stopCtx)
 	}()
 
-	id, err := relay.Enqueue(ctx, pool, "resize", ResizeImage{URL: "https://example.com/cat.png", Width: 128}, relay.Schema(schema))
+	id, err := relay.Enqueue(ctx, pool, ResizeImage, ResizeArgs{URL: "https://example.com/cat.png", Width: 128}, relay.Schema(schema))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -167,7 +179,7 @@ func ExampleHandleWithOutput() {
 		fmt.Println("the job did not finish")
 		return
 	}
-	job, err := relay.GetJobOf[ResizeImage, Thumbnail](ctx, pool, id, relay.Schema(schema))
+	job, err := relay.GetJobOf[ResizeArgs, Thumbnail](ctx, pool, id, relay.Schema(schema))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -186,7 +198,7 @@ func ExampleClient_Subscribe() {
 	defer cleanup()
 
 	client := relay.New(relay.Config{Schema: schema})
-	err := relay.Handle(client, "charge", func(ctx context.Context, job *relay.Job[BillOrder]) error {
+	err := relay.Handle(client, ChargeOrder, func(ctx context.Context, job *relay.Job[OrderArgs]) error {
 		if job.Attempt == 1 {
 			return relay.RetryAfter(time.Millisecond, errors.New("card declined"))
 		}
@@ -202,7 +214,7 @@ func ExampleClient_Subscribe() {
 	}
 	defer client.Stop(ctx)
 
-	if _, err := relay.Enqueue(ctx, pool, "charge", BillOrder{OrderID: 7}, relay.Schema(schema)); err != nil {
+	if _, err := relay.Enqueue(ctx, pool, ChargeOrder, OrderArgs{OrderID: 7}, relay.Schema(schema)); err != nil {
 		log.Fatal(err)
 	}
 	for e := range events {

@@ -11,12 +11,15 @@ import (
 	"github.com/relayq/relay"
 )
 
-type Step struct{ N int }
+// StepArgs are the args of a RunStep job.
+type StepArgs struct{ N int }
 
-// startExampleClient starts a client on schema whose handler of kind "step" is fn.
-func startExampleClient(ctx context.Context, pool *pgxpool.Pool, cfg relay.Config, fn relay.HandlerFunc[Step]) *relay.Client {
+var RunStep = relay.NewKind[StepArgs]("step")
+
+// startExampleClient starts a client on schema whose handler of RunStep is fn.
+func startExampleClient(ctx context.Context, pool *pgxpool.Pool, cfg relay.Config, fn relay.HandlerFunc[StepArgs]) *relay.Client {
 	c := relay.New(cfg)
-	if err := relay.Handle(c, "step", fn); err != nil {
+	if err := relay.Handle(c, RunStep, fn); err != nil {
 		log.Fatal(err)
 	}
 	if err := c.Start(ctx, pool); err != nil {
@@ -40,14 +43,14 @@ func ExampleSetQueue_ordered() {
 	ran := make(chan int)
 	for range 3 {
 		c := startExampleClient(ctx, pool, relay.Config{Schema: schema, Queues: map[string]relay.QueueConfig{"billing": {Workers: 10}}},
-			func(ctx context.Context, job *relay.Job[Step]) error {
+			func(ctx context.Context, job *relay.Job[StepArgs]) error {
 				ran <- job.Args.N
 				return nil
 			})
 		defer c.Stop(ctx)
 	}
 	for n := 1; n <= 4; n++ {
-		_, err := relay.Enqueue(ctx, pool, "step", Step{N: n}, relay.Queue("billing"), relay.OrderKey("customer-42"), relay.Schema(schema))
+		_, err := relay.Enqueue(ctx, pool, RunStep, StepArgs{N: n}, relay.Queue("billing"), relay.OrderKey("customer-42"), relay.Schema(schema))
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -77,7 +80,7 @@ func ExampleSetQueue_globalLimit() {
 	done := make(chan struct{})
 	for range 2 {
 		c := startExampleClient(ctx, pool, relay.Config{Schema: schema, Queues: map[string]relay.QueueConfig{"reports": {Workers: 5}}},
-			func(ctx context.Context, job *relay.Job[Step]) error {
+			func(ctx context.Context, job *relay.Job[StepArgs]) error {
 				n := running.Add(1)
 				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 				}
@@ -88,7 +91,7 @@ func ExampleSetQueue_globalLimit() {
 		defer c.Stop(ctx)
 	}
 	for n := range 10 {
-		if _, err := relay.Enqueue(ctx, pool, "step", Step{N: n}, relay.Queue("reports"), relay.Schema(schema)); err != nil {
+		if _, err := relay.Enqueue(ctx, pool, RunStep, StepArgs{N: n}, relay.Queue("reports"), relay.Schema(schema)); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -106,13 +109,13 @@ func ExamplePriority() {
 	defer cleanup()
 
 	for n, p := range []int{0, 10, -5, 10} {
-		if _, err := relay.Enqueue(ctx, pool, "step", Step{N: n}, relay.Priority(p), relay.Schema(schema)); err != nil {
+		if _, err := relay.Enqueue(ctx, pool, RunStep, StepArgs{N: n}, relay.Priority(p), relay.Schema(schema)); err != nil {
 			log.Fatal(err)
 		}
 	}
 	ran := make(chan int)
 	c := startExampleClient(ctx, pool, relay.Config{Schema: schema, Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 1}}},
-		func(ctx context.Context, job *relay.Job[Step]) error {
+		func(ctx context.Context, job *relay.Job[StepArgs]) error {
 			ran <- job.Args.N
 			return nil
 		})
@@ -130,11 +133,11 @@ func ExampleUnique() {
 	pool, schema, cleanup := migratedExampleDB(ctx)
 	defer cleanup()
 
-	first, err := relay.EnqueueJob(ctx, pool, "step", Step{N: 1}, relay.Unique("nightly-report:2026-11-22"), relay.Schema(schema))
+	first, err := relay.EnqueueJob(ctx, pool, RunStep, StepArgs{N: 1}, relay.Unique("nightly-report:2026-11-22"), relay.Schema(schema))
 	if err != nil {
 		log.Fatal(err)
 	}
-	again, err := relay.EnqueueJob(ctx, pool, "step", Step{N: 1}, relay.Unique("nightly-report:2026-11-22"), relay.Schema(schema))
+	again, err := relay.EnqueueJob(ctx, pool, RunStep, StepArgs{N: 1}, relay.Unique("nightly-report:2026-11-22"), relay.Schema(schema))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -152,12 +155,12 @@ func ExamplePauseQueue() {
 		log.Fatal(err)
 	}
 	ran := make(chan int)
-	c := startExampleClient(ctx, pool, relay.Config{Schema: schema}, func(ctx context.Context, job *relay.Job[Step]) error {
+	c := startExampleClient(ctx, pool, relay.Config{Schema: schema}, func(ctx context.Context, job *relay.Job[StepArgs]) error {
 		ran <- job.Args.N
 		return nil
 	})
 	defer c.Stop(ctx)
-	id, err := relay.Enqueue(ctx, pool, "step", Step{N: 7}, relay.Schema(schema))
+	id, err := relay.Enqueue(ctx, pool, RunStep, StepArgs{N: 7}, relay.Schema(schema))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -183,12 +186,12 @@ func ExampleConfig_groups() {
 
 	ran := make(chan string)
 	c := startExampleClient(ctx, pool, relay.Config{Schema: schema, Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 5}}},
-		func(ctx context.Context, job *relay.Job[Step]) error {
+		func(ctx context.Context, job *relay.Job[StepArgs]) error {
 			ran <- job.Queue
 			return nil
 		})
 	defer c.Stop(ctx)
-	if _, err := relay.Enqueue(ctx, pool, "step", Step{}, relay.Queue("tenant-acme"), relay.Schema(schema)); err != nil {
+	if _, err := relay.Enqueue(ctx, pool, RunStep, StepArgs{}, relay.Queue("tenant-acme"), relay.Schema(schema)); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("ran a job of", <-ran)

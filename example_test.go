@@ -42,10 +42,15 @@ func migratedExampleDB(ctx context.Context) (*pgxpool.Pool, string, func()) {
 	return pool, schema, cleanup
 }
 
-type SendEmail struct {
+// EmailArgs are the args of a SendEmail job.
+type EmailArgs struct {
 	To      string
 	Subject string
 }
+
+// SendEmail is the kind of job that sends an email: declared once, it ties the name
+// "email" to EmailArgs for the handler and every producer.
+var SendEmail = relay.NewKind[EmailArgs]("email")
 
 // A worker and a producer: the handler runs once the enqueueing transaction commits.
 func Example() {
@@ -59,7 +64,7 @@ func Example() {
 
 	sent := make(chan string)
 	client := relay.New(relay.Config{Schema: schema})
-	err := relay.Handle(client, "email", func(ctx context.Context, job *relay.Job[SendEmail]) error {
+	err := relay.Handle(client, SendEmail, func(ctx context.Context, job *relay.Job[EmailArgs]) error {
 		sent <- job.Args.To
 		return nil
 	})
@@ -75,7 +80,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := relay.Enqueue(ctx, tx, "email", SendEmail{To: "ada@example.com", Subject: "Hi"}, relay.Schema(schema)); err != nil {
+	if _, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "ada@example.com", Subject: "Hi"}, relay.Schema(schema)); err != nil {
 		log.Fatal(err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -95,7 +100,7 @@ func ExampleEnqueue() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	_, err = relay.Enqueue(ctx, tx, "email", SendEmail{To: "ada@example.com"},
+	_, err = relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "ada@example.com"},
 		relay.Schema(schema), relay.Queue("mail"), relay.RunIn(time.Hour), relay.MaxAttempts(5))
 	if err != nil {
 		log.Fatal(err)
@@ -108,15 +113,16 @@ func ExampleEnqueue() {
 	// Output: jobs after rollback: 0
 }
 
-// EnqueueMany inserts a batch in one round trip and returns the ids in order.
+// EnqueueMany inserts a batch, made with Kind.Job, in one round trip and returns the ids in
+// order.
 func ExampleEnqueueMany() {
 	ctx := context.Background()
 	pool, schema, cleanup := migratedExampleDB(ctx)
 	defer cleanup()
 
 	jobs := []relay.JobSpec{
-		{Kind: "email", Args: SendEmail{To: "ada@example.com"}},
-		{Kind: "email", Args: SendEmail{To: "grace@example.com"}, Options: []relay.EnqueueOption{relay.Queue("bulk")}},
+		SendEmail.Job(EmailArgs{To: "ada@example.com"}),
+		SendEmail.Job(EmailArgs{To: "grace@example.com"}, relay.Queue("bulk")),
 	}
 	ids, err := relay.EnqueueMany(ctx, pool, jobs, relay.Schema(schema))
 	if err != nil {
@@ -153,7 +159,8 @@ func ExampleGetJob() {
 		Schema:  schema,
 		Backoff: backoff.Policy{Initial: time.Millisecond, Multiplier: 2, Max: time.Millisecond},
 	})
-	err := relay.Handle(client, "flaky", func(ctx context.Context, job *relay.Job[struct{}]) error {
+	flaky := relay.NewKind[struct{}]("flaky")
+	err := relay.Handle(client, flaky, func(ctx context.Context, job *relay.Job[struct{}]) error {
 		if job.Attempt == 1 {
 			return errors.New("upstream timed out")
 		}
@@ -168,7 +175,7 @@ func ExampleGetJob() {
 	}
 	defer client.Stop(ctx)
 
-	if _, err := relay.Enqueue(ctx, pool, "flaky", struct{}{}, relay.Schema(schema)); err != nil {
+	if _, err := relay.Enqueue(ctx, pool, flaky, struct{}{}, relay.Schema(schema)); err != nil {
 		log.Fatal(err)
 	}
 	id := <-done
@@ -194,7 +201,8 @@ func ExampleCancel() {
 	pool, schema, cleanup := migratedExampleDB(ctx)
 	defer cleanup()
 
-	id, err := relay.Enqueue(ctx, pool, "report", struct{}{}, relay.Schema(schema), relay.RunIn(time.Hour))
+	report := relay.NewKind[struct{}]("report")
+	id, err := relay.Enqueue(ctx, pool, report, struct{}{}, relay.Schema(schema), relay.RunIn(time.Hour))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -41,6 +41,9 @@ type execModeOut struct {
 }
 
 func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
+	sumKind := relay.NewKind[[]int]("sum")
+	bytesKind := relay.NewKind[[]byte]("bytes")
+	txKind := relay.NewKind[string]("tx")
 	ctx := context.Background()
 	base := relaytest.NewDB(t)
 	cfg := base.Config().Copy()
@@ -59,7 +62,7 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	c := cplNewClient(t, db, relay.Config{Queues: map[string]relay.QueueConfig{
 		relay.DefaultQueue: {Workers: 4}, "ordered": {Workers: 4},
 	}})
-	err = relay.HandleWithOutput(c, "sum", func(ctx context.Context, job *relay.Job[[]int]) (execModeOut, error) {
+	err = relay.HandleWithOutput(c, sumKind, func(ctx context.Context, job *relay.Job[[]int]) (execModeOut, error) {
 		if job.Attempt == 1 {
 			return execModeOut{}, errors.New("first attempt fails, with a 'quoted' error")
 		}
@@ -74,7 +77,7 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	}
 	payload := []byte{0, 1, 2, 0xfe, 0xff, '\\', '\''}
 	badPayload := make(chan []byte, 1)
-	if err := relay.Handle(c, "bytes", func(ctx context.Context, job *relay.Job[[]byte]) error {
+	if err := relay.Handle(c, bytesKind, func(ctx context.Context, job *relay.Job[[]byte]) error {
 		if !bytes.Equal(job.Args, payload) {
 			badPayload <- job.Args
 		}
@@ -82,7 +85,7 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.Handle(c, "tx", func(ctx context.Context, job *relay.Job[string]) error {
+	if err := relay.Handle(c, txKind, func(ctx context.Context, job *relay.Job[string]) error {
 		tx, err := pool.Begin(ctx)
 		if err != nil {
 			return err
@@ -101,9 +104,9 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	start(t, c, pool)
 
 	ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{
-		{Kind: "sum", Args: []int{1, 2, 3}},
-		{Kind: "bytes", Args: payload},
-		{Kind: "tx", Args: "it's"},
+		sumKind.Job([]int{1, 2, 3}),
+		bytesKind.Job(payload),
+		txKind.Job("it's"),
 	}, schema, relay.Priority(3))
 	if err != nil {
 		t.Fatalf("EnqueueMany: %v", err)
@@ -112,11 +115,11 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := relay.EnqueueJob(ctx, tx, "sum", []int{4, 5}, schema, relay.Unique("u-1"), relay.Queue("ordered"), relay.OrderKey("k"))
+	first, err := relay.EnqueueJob(ctx, tx, sumKind, []int{4, 5}, schema, relay.Unique("u-1"), relay.Queue("ordered"), relay.OrderKey("k"))
 	if err != nil {
 		t.Fatalf("EnqueueJob: %v", err)
 	}
-	again, err := relay.EnqueueJob(ctx, tx, "sum", []int{4, 5}, schema, relay.Unique("u-1"), relay.Queue("ordered"), relay.OrderKey("k"))
+	again, err := relay.EnqueueJob(ctx, tx, sumKind, []int{4, 5}, schema, relay.Unique("u-1"), relay.Queue("ordered"), relay.OrderKey("k"))
 	if err != nil {
 		t.Fatalf("EnqueueJob again: %v", err)
 	}

@@ -37,8 +37,14 @@ func grpWorked(c *relay.Client) []string {
 	return slices.Sorted(slices.Values(relay.WorkedQueues(c)))
 }
 
+// The kinds of the groups tests and of the fair-sharing tests.
+var (
+	grpKind     = relay.NewKind[numArgs]("grp")
+	grpFairKind = relay.NewKind[numArgs]("fair")
+)
+
 // grpEnqueue enqueues one job of kind to queue on db's schema.
-func grpEnqueue(t testing.TB, db *relaytest.DB, kind, queue string, n int, opts ...relay.EnqueueOption) int64 {
+func grpEnqueue(t testing.TB, db *relaytest.DB, kind relay.Kind[numArgs], queue string, n int, opts ...relay.EnqueueOption) int64 {
 	t.Helper()
 	return enqueue(t, db, kind, numArgs{N: n}, append(opts, relay.Queue(queue))...)
 }
@@ -93,11 +99,11 @@ func TestGroupNewQueueIsWorkedWhenItsFirstJobIsNotified(t *testing.T) {
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 2}}})
 	ran := make(chan grpRun, 10)
-	handle(t, c, "grp", grpReporter(ran))
+	handle(t, c, grpKind, grpReporter(ran))
 
 	// A job waiting before Start is found by the start-up look for queues with work; once
 	// it has run that look is over, and the next is an hour away.
-	early := grpEnqueue(t, db, "grp", "tenant-0", 0)
+	early := grpEnqueue(t, db, grpKind, "tenant-0", 0)
 	start(t, c, db.Pool)
 	if r := recv(t, ran, "the job waiting before Start"); r != (grpRun{early, "tenant-0"}) {
 		t.Fatalf("ran %+v, want job %d of tenant-0", r, early)
@@ -106,7 +112,7 @@ func TestGroupNewQueueIsWorkedWhenItsFirstJobIsNotified(t *testing.T) {
 		t.Errorf("WorkedQueues = %v, want [tenant-0]", got)
 	}
 
-	id, _ := enqueueTx(t, db, "grp", numArgs{N: 42}, relay.Queue("tenant-42"))
+	id, _ := enqueueTx(t, db, grpKind, numArgs{N: 42}, relay.Queue("tenant-42"))
 	if r := recv(t, ran, "the job of the new queue"); r != (grpRun{id, "tenant-42"}) {
 		t.Fatalf("ran %+v, want job %d of tenant-42", r, id)
 	}
@@ -116,7 +122,7 @@ func TestGroupNewQueueIsWorkedWhenItsFirstJobIsNotified(t *testing.T) {
 	// More new queues, enqueued together: each gets a dispatcher.
 	specs := make([]relay.JobSpec, 0, 5)
 	for i := range 5 {
-		specs = append(specs, relay.JobSpec{Kind: "grp", Args: numArgs{N: i}, Options: []relay.EnqueueOption{relay.Queue(fmt.Sprintf("tenant-new-%d", i))}})
+		specs = append(specs, grpKind.Job(numArgs{N: i}, relay.Queue(fmt.Sprintf("tenant-new-%d", i))))
 	}
 	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
 	if err != nil {
@@ -148,17 +154,17 @@ func TestGroupQueuesWithJobsAtStartAreWorked(t *testing.T) {
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 2}}})
 	ran := make(chan grpRun, 10)
-	handle(t, c, "grp", grpReporter(ran))
+	handle(t, c, grpKind, grpReporter(ran))
 
 	want := map[int64]string{}
 	for i := range 3 {
-		want[grpEnqueue(t, db, "grp", "tenant-7", i)] = "tenant-7"
+		want[grpEnqueue(t, db, grpKind, "tenant-7", i)] = "tenant-7"
 	}
 	// A scheduled job: its NOTIFY was sent before anyone listened, and the queue has no
 	// other job, so only the start-up look and the dispatcher's timer can run it.
-	want[grpEnqueue(t, db, "grp", "tenant-8", 8, relay.RunIn(300*time.Millisecond))] = "tenant-8"
-	outside := grpEnqueue(t, db, "grp", "other-7", 0)
-	prefixOnly := grpEnqueue(t, db, "grp", "tenant", 0) // "tenant" lacks the "-" of the prefix
+	want[grpEnqueue(t, db, grpKind, "tenant-8", 8, relay.RunIn(300*time.Millisecond))] = "tenant-8"
+	outside := grpEnqueue(t, db, grpKind, "other-7", 0)
+	prefixOnly := grpEnqueue(t, db, grpKind, "tenant", 0) // "tenant" lacks the "-" of the prefix
 
 	start(t, c, db.Pool)
 	for range want {
@@ -197,7 +203,7 @@ func TestGroupIdleDispatcherRetiresAndComesBack(t *testing.T) {
 	}})
 	started := make(chan grpRun, 10)
 	gate := newGrpGate()
-	handle(t, c, "grp", func(_ context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, grpKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		started <- grpRun{job.ID, job.Queue}
 		if job.Args.N < 0 {
 			gate.wait()
@@ -211,7 +217,7 @@ func TestGroupIdleDispatcherRetiresAndComesBack(t *testing.T) {
 
 	for round := range 2 {
 		// A job that holds its slot until released: the dispatcher is busy meanwhile.
-		id, _ := enqueueTx(t, db, "grp", numArgs{N: -1}, relay.Queue("tenant-9"))
+		id, _ := enqueueTx(t, db, grpKind, numArgs{N: -1}, relay.Queue("tenant-9"))
 		if r := recv(t, started, "the job of tenant-9"); r.id != id {
 			t.Fatalf("round %d: ran %+v, want job %d", round, r, id)
 		}
@@ -237,13 +243,13 @@ func TestGroupWakeupRacingRetirementIsNotLost(t *testing.T) {
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: time.Millisecond}}})
 	ran := make(chan grpRun, 10)
-	handle(t, c, "grp", grpReporter(ran))
+	handle(t, c, grpKind, grpReporter(ran))
 	start(t, c, db.Pool)
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	for i := range 60 {
 		queue := fmt.Sprintf("tenant-r%d", i%2)
-		id := grpEnqueue(t, db, "grp", queue, i)
+		id := grpEnqueue(t, db, grpKind, queue, i)
 		if r := recv(t, ran, fmt.Sprintf("job %d of %s", i, queue)); r != (grpRun{id, queue}) {
 			t.Fatalf("ran %+v, want job %d of %s", r, id, queue)
 		}
@@ -259,10 +265,10 @@ func TestGroupScheduledJobKeepsItsDispatcher(t *testing.T) {
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: 50 * time.Millisecond}}})
 	ran := make(chan grpRun, 10)
-	handle(t, c, "grp", grpReporter(ran))
+	handle(t, c, grpKind, grpReporter(ran))
 	start(t, c, db.Pool)
 
-	id := grpEnqueue(t, db, "grp", "tenant-s", 1, relay.RunIn(time.Second))
+	id := grpEnqueue(t, db, grpKind, "tenant-s", 1, relay.RunIn(time.Second))
 	if r := recv(t, ran, "the scheduled job"); r != (grpRun{id, "tenant-s"}) {
 		t.Fatalf("ran %+v, want job %d of tenant-s", r, id)
 	}
@@ -280,7 +286,7 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 	}})
 	started := make(chan grpRun, 20)
 	gate := newGrpGate()
-	handle(t, c, "grp", func(_ context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, grpKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		started <- grpRun{job.ID, job.Queue}
 		gate.wait()
 		return nil
@@ -293,7 +299,7 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 	pair := func(queue string) []int64 {
 		t.Helper()
 		ids, err := relay.EnqueueMany(context.Background(), db, []relay.JobSpec{
-			{Kind: "grp", Args: numArgs{N: 1}}, {Kind: "grp", Args: numArgs{N: 2}},
+			grpKind.Job(numArgs{N: 1}), grpKind.Job(numArgs{N: 2}),
 		}, relay.Queue(queue), relay.Schema(db.Schema))
 		if err != nil {
 			t.Fatal(err)
@@ -302,7 +308,7 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 	}
 
 	// Outside every group: enqueued first, and never worked.
-	outside := grpEnqueue(t, db, "grp", "other-1", 0)
+	outside := grpEnqueue(t, db, grpKind, "other-1", 0)
 
 	// The queue's own entry (2 workers) wins over tenant-* (1): both jobs run at once.
 	// So does the longer prefix tenant-big-* (2 workers).
@@ -344,12 +350,12 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 	// "*" is every queue, including the one no one else works.
 	all := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"*": {Workers: 1}}})
 	ran := make(chan grpRun, 10)
-	handle(t, all, "grp", grpReporter(ran))
+	handle(t, all, grpKind, grpReporter(ran))
 	start(t, all, db.Pool)
 	if r := recv(t, ran, "the job of other-1 on a client serving \"*\""); r != (grpRun{outside, "other-1"}) {
 		t.Fatalf("ran %+v, want job %d of other-1", r, outside)
 	}
-	id := grpEnqueue(t, db, "grp", "anything at all", 0)
+	id := grpEnqueue(t, db, grpKind, "anything at all", 0)
 	if r := recv(t, ran, "a job of a new queue on a client serving \"*\""); r != (grpRun{id, "anything at all"}) {
 		t.Fatalf("ran %+v, want job %d", r, id)
 	}
@@ -373,7 +379,7 @@ func TestGroupInvalidConfigIsRefused(t *testing.T) {
 		"IdleTimeout beside a group": {"tenant-*": {Workers: 1}, "tenant-1": {Workers: 1, IdleTimeout: time.Second}},
 	} {
 		c := newClient(db, relay.Config{Queues: queues})
-		handle(t, c, "grp", noop)
+		handle(t, c, grpKind, noop)
 		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("%s: Start: %v, want ErrInvalidConfig", name, err)
 			if err == nil {
@@ -382,7 +388,7 @@ func TestGroupInvalidConfigIsRefused(t *testing.T) {
 		}
 	}
 	c := newClient(db, relay.Config{MaxWorkers: -1})
-	handle(t, c, "grp", noop)
+	handle(t, c, grpKind, noop)
 	if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
 		t.Errorf("negative MaxWorkers: Start: %v, want ErrInvalidConfig", err)
 		if err == nil {
@@ -408,7 +414,7 @@ func TestFairSmallQueueIsNotStarvedByABigBacklog(t *testing.T) {
 	events := make(chan grpRun, 2*bigJobs)
 	gate := newGrpGate()
 	var gauge grpGauge
-	handle(t, c, "fair", func(_ context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, grpFairKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		gauge.enter()
 		defer gauge.leave()
 		events <- grpRun{job.ID, job.Queue}
@@ -419,13 +425,13 @@ func TestFairSmallQueueIsNotStarvedByABigBacklog(t *testing.T) {
 	})
 	grpStartGated(t, c, db, gate)
 
-	grpEnqueueN(t, db, "fair", "big", bigJobs)
+	grpEnqueueN(t, db, grpFairKind, "big", bigJobs)
 	for range 2 {
 		if r := recv(t, events, "big to fill both client-wide slots"); r.queue != "big" {
 			t.Fatalf("started %+v, want a job of big", r)
 		}
 	}
-	small := grpEnqueue(t, db, "fair", "small-1", 0)
+	small := grpEnqueue(t, db, grpFairKind, "small-1", 0)
 	// Its wakeup has arrived once its dispatcher exists; that dispatcher then asks for a
 	// slot at once and finds none.
 	relaytest.WaitFor(t, waitTimeout, "a dispatcher for small-1", func() bool {
@@ -458,11 +464,11 @@ func TestFairSmallQueueIsNotStarvedByABigBacklog(t *testing.T) {
 }
 
 // grpEnqueueN enqueues n jobs of kind to queue in one EnqueueMany.
-func grpEnqueueN(t testing.TB, db *relaytest.DB, kind, queue string, n int) []int64 {
+func grpEnqueueN(t testing.TB, db *relaytest.DB, kind relay.Kind[numArgs], queue string, n int) []int64 {
 	t.Helper()
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: kind, Args: numArgs{N: i}}
+		specs[i] = kind.Job(numArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Queue(queue), relay.Schema(db.Schema))
 	if err != nil {
@@ -504,7 +510,7 @@ func testSlowQueueDoesNotHoldUpAFastQueue(t *testing.T, fastWorkers int) {
 	events := make(chan grpRun, slowJobs+fastJobs)
 	gate := newGrpGate()
 	var gauge grpGauge
-	handle(t, c, "fair", func(_ context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, grpFairKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		gauge.enter()
 		defer gauge.leave()
 		events <- grpRun{job.ID, job.Queue}
@@ -515,13 +521,13 @@ func testSlowQueueDoesNotHoldUpAFastQueue(t *testing.T, fastWorkers int) {
 	})
 	grpStartGated(t, c, db, gate)
 
-	grpEnqueueN(t, db, "fair", "slow", slowJobs)
+	grpEnqueueN(t, db, grpFairKind, "slow", slowJobs)
 	for range 2 {
 		if r := recv(t, events, "slow to fill both client-wide slots"); r.queue != "slow" {
 			t.Fatalf("started %+v, want a job of slow", r)
 		}
 	}
-	grpEnqueueN(t, db, "fair", "fast-1", fastJobs)
+	grpEnqueueN(t, db, grpFairKind, "fast-1", fastJobs)
 	relaytest.WaitFor(t, waitTimeout, "a dispatcher for fast-1", func() bool {
 		return slices.Contains(relay.WorkedQueues(c), "fast-1")
 	})
@@ -594,7 +600,7 @@ func TestMaxWorkersIsNeverExceededAcrossQueues(t *testing.T) {
 	for _, q := range queues {
 		perQ[q] = &grpGauge{}
 	}
-	handle(t, c, "fair", func(_ context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, grpFairKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		total.enter()
 		perQ[job.Queue].enter()
 		defer total.leave()
@@ -611,7 +617,7 @@ func TestMaxWorkersIsNeverExceededAcrossQueues(t *testing.T) {
 	var specs []relay.JobSpec
 	for i := range perQueue {
 		for _, q := range queues {
-			specs = append(specs, relay.JobSpec{Kind: "fair", Args: numArgs{N: i}, Options: []relay.EnqueueOption{relay.Queue(q)}})
+			specs = append(specs, grpFairKind.Job(numArgs{N: i}, relay.Queue(q)))
 		}
 	}
 	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {

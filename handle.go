@@ -37,23 +37,30 @@ type HandlerFunc[T any] func(ctx context.Context, job *Job[T]) error
 type runner func(ctx context.Context, j *store.Job, r *running) error
 
 // Handle registers fn as the handler of kind on c, with options such as [MaxAttempts],
-// [Timeout] and [Backoff] for the kind. Register every handler before [Client.Start]; it
-// returns an error wrapping [ErrDuplicateKind] if kind already has one,
-// [ErrAlreadyStarted] after Start, [ErrInvalidJob] for an empty or over-long kind, or
-// [ErrInvalidConfig] for invalid options.
-func Handle[T any](c *Client, kind string, fn HandlerFunc[T], opts ...HandleOption) error {
+// [Timeout] and [Backoff] for the kind:
+//
+//	err := relay.Handle(c, SendEmail, func(ctx context.Context, job *relay.Job[EmailArgs]) error { … })
+//
+// Register every handler before [Client.Start]; it returns an error wrapping
+// [ErrDuplicateKind] if the kind's name already has one, [ErrAlreadyStarted] after Start,
+// [ErrInvalidJob] for a zero [Kind] or an over-long name, or [ErrInvalidConfig] for
+// invalid options.
+func Handle[T any](c *Client, kind Kind[T], fn HandlerFunc[T], opts ...HandleOption) error {
+	if err := validateKind(kind.name); err != nil {
+		return err
+	}
 	if fn == nil {
-		return fmt.Errorf("%w: the handler of %q is nil", ErrInvalidConfig, kind)
+		return fmt.Errorf("%w: the handler of %q is nil", ErrInvalidConfig, kind.name)
 	}
 	k := kindConfig{maxAttempts: DefaultMaxAttempts}
 	for _, opt := range opts {
 		opt.applyHandle(&k)
 	}
-	if err := k.validate(kind); err != nil {
+	if err := k.validate(kind.name); err != nil {
 		return err
 	}
 	argsType := reflect.TypeFor[T]().String()
-	return c.register(kind, k, func(ctx context.Context, j *store.Job, r *running) error {
+	return c.register(kind.name, k, func(ctx context.Context, j *store.Job, r *running) error {
 		job := &Job[T]{
 			ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt, Checkpoint: j.Checkpoint,

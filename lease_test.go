@@ -102,12 +102,13 @@ func recvWithin[T any](t testing.TB, ch <-chan T, d time.Duration, what string) 
 // then the success in its history.
 func TestPartitionedClientsJobIsRescuedAndRunByAnother(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("partitioned")
 	db := relaytest.NewDB(t)
 	c1 := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 1}}}))
 	started1 := make(chan int64, 1)
 	causes1 := make(chan ctxEnd, 1)
 	release1 := make(chan struct{})
-	handle(t, c1, "partitioned", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c1, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started1 <- job.ID
 		<-ctx.Done()
 		causes1 <- ctxEnd{job.Attempt, context.Cause(ctx), time.Now()}
@@ -117,7 +118,7 @@ func TestPartitionedClientsJobIsRescuedAndRunByAnother(t *testing.T) {
 	start(t, c1, db.Pool)
 	t.Cleanup(func() { closeOnce(release1) }) // runs before c1's stop
 
-	id := enqueue(t, db, "partitioned", numArgs{N: 1})
+	id := enqueue(t, db, kind, numArgs{N: 1})
 	if got := recv(t, started1, "the job to start on the first client"); got != id {
 		t.Fatalf("first client ran job %d, want %d", got, id)
 	}
@@ -130,7 +131,7 @@ func TestPartitionedClientsJobIsRescuedAndRunByAnother(t *testing.T) {
 	}
 	ran2 := make(chan run, 10)
 	release2 := make(chan struct{})
-	handle(t, c2, "partitioned", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c2, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		ran2 <- run{job.Attempt, time.Now()}
 		select {
 		case <-release2:
@@ -193,13 +194,14 @@ func TestPartitionedClientsJobIsRescuedAndRunByAnother(t *testing.T) {
 // deleted attempt 2's.
 func TestStaleAttemptDoesNotDisturbTheNextAttemptOnTheSameClient(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("stubborn")
 	db := relaytest.NewDB(t)
 	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 2}}}))
 	started := make(chan int, 10)
 	causes := make(chan ctxEnd, 10)
 	release := map[int]chan struct{}{1: make(chan struct{}), 2: make(chan struct{}), 3: make(chan struct{})}
 	testDone := make(chan struct{})
-	handle(t, c, "stubborn", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.Attempt
 		rel := release[job.Attempt]
 		select {
@@ -219,7 +221,7 @@ func TestStaleAttemptDoesNotDisturbTheNextAttemptOnTheSameClient(t *testing.T) {
 	start(t, c, db.Pool)
 	t.Cleanup(func() { close(testDone) }) // before Stop
 
-	id := enqueue(t, db, "stubborn", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 	if a := recv(t, started, "attempt 1"); a != 1 {
 		t.Fatalf("attempt %d started, want 1", a)
 	}
@@ -271,16 +273,18 @@ func TestStaleAttemptDoesNotDisturbTheNextAttemptOnTheSameClient(t *testing.T) {
 // the kinds it handles are not. Once it stops, it is no longer alive.
 func TestClientStatusAndUnhandledJobsViews(t *testing.T) {
 	t.Parallel()
+	handledKind := relay.NewKind[numArgs]("handled")
+	orphanKind := relay.NewKind[numArgs]("orphan")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	c := newClient(db, withShortLeases(relay.Config{}))
 	ran := make(chan int64, 10)
-	handle(t, c, "handled", reportIDs(ran))
+	handle(t, c, handledKind, reportIDs(ran))
 	start(t, c, db.Pool)
 
-	orphan := enqueue(t, db, "orphan", numArgs{})
-	later := enqueue(t, db, "handled", numArgs{}, relay.RunIn(time.Hour)) // pending, handled: not listed
-	handled := enqueue(t, db, "handled", numArgs{})
+	orphan := enqueue(t, db, orphanKind, numArgs{})
+	later := enqueue(t, db, handledKind, numArgs{}, relay.RunIn(time.Hour)) // pending, handled: not listed
+	handled := enqueue(t, db, handledKind, numArgs{})
 	if got := recv(t, ran, "the handled job"); got != handled {
 		t.Fatalf("ran job %d, want %d", got, handled)
 	}
@@ -367,13 +371,15 @@ func TestClientStatusAndUnhandledJobsViews(t *testing.T) {
 // kinds, queues, lease_ttl and started_at forever.
 func TestClientStatusShowsTheKindsOfAClientRestartedUnderTheSameID(t *testing.T) {
 	t.Parallel()
+	oldKind := relay.NewKind[numArgs]("old-kind")
+	newKind := relay.NewKind[numArgs]("new-kind")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	id := "fixed-id-" + randomHex()
 	noop := func(ctx context.Context, job *relay.Job[numArgs]) error { return nil }
 
 	first := newClient(db, withShortLeases(relay.Config{ID: id}))
-	handle(t, first, "old-kind", noop)
+	handle(t, first, oldKind, noop)
 	start(t, first, db.Pool)
 	relaytest.WaitFor(t, waitTimeout, "the first run's status row", func() bool {
 		var n int
@@ -384,9 +390,9 @@ func TestClientStatusShowsTheKindsOfAClientRestartedUnderTheSameID(t *testing.T)
 
 	second := newClient(db, relay.Config{ID: id, LeaseTTL: 3 * time.Second, LeaseRenewal: time.Second,
 		Queues: map[string]relay.QueueConfig{"other": {Workers: 1}}})
-	handle(t, second, "new-kind", noop)
+	handle(t, second, newKind, noop)
 	start(t, second, db.Pool)
-	pending := enqueue(t, db, "new-kind", numArgs{}, relay.Queue("other"), relay.RunIn(time.Hour))
+	pending := enqueue(t, db, newKind, numArgs{}, relay.Queue("other"), relay.RunIn(time.Hour))
 
 	var (
 		kinds, queues []string

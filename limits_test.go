@@ -22,6 +22,12 @@ import (
 // an hour (newClient), so anything picked up promptly was woken by a NOTIFY; timeouts are
 // failure bounds only.
 
+// The kinds of the pause tests and of the jobs that probe whether a queue is worked.
+var (
+	limPausableKind = relay.NewKind[numArgs]("pausable")
+	limProbeKind    = relay.NewKind[numArgs]("probe")
+)
+
 // limSetQueue stores settings for queue in db's schema, failing the test on error.
 func limSetQueue(t testing.TB, db *relaytest.DB, queue string, settings relay.QueueSettings) {
 	t.Helper()
@@ -98,6 +104,7 @@ func TestPriorityOrderAcrossLevelsFIFOWithin(t *testing.T) {
 }
 
 func limPriorityOrder(t *testing.T, limited bool) {
+	kind := relay.NewKind[numArgs]("prio")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	const queue = "prio"
@@ -116,7 +123,7 @@ func limPriorityOrder(t *testing.T, limited bool) {
 	for round := range 3 {
 		for i := range levels { // a different interleaving each round
 			p := levels[(i*7+round*3)%len(levels)]
-			id := enqueue(t, db, "prio", numArgs{N: seq}, relay.Queue(queue), relay.Priority(p))
+			id := enqueue(t, db, kind, numArgs{N: seq}, relay.Queue(queue), relay.Priority(p))
 			jobs = append(jobs, planned{id, p, seq})
 			seq++
 		}
@@ -125,7 +132,7 @@ func limPriorityOrder(t *testing.T, limited bool) {
 	batchPrios := []int{2, -1, 2, relay.MaxPriority, 0, -1}
 	specs := make([]relay.JobSpec, len(batchPrios))
 	for i, p := range batchPrios {
-		specs[i] = relay.JobSpec{Kind: "prio", Args: numArgs{N: seq + i}, Options: []relay.EnqueueOption{relay.Priority(p)}}
+		specs[i] = kind.Job(numArgs{N: seq + i}, relay.Priority(p))
 	}
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.Schema(db.Schema))
 	if err != nil {
@@ -151,7 +158,7 @@ func limPriorityOrder(t *testing.T, limited bool) {
 
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 1}}})
 	ran := make(chan int64, len(jobs))
-	handle(t, c, "prio", reportIDs(ran))
+	handle(t, c, kind, reportIDs(ran))
 	start(t, c, db.Pool)
 
 	got := make([]int64, 0, len(jobs))
@@ -183,12 +190,13 @@ func limPriorityOrder(t *testing.T, limited bool) {
 // job of the backlog's own priority still waits its turn at the end.
 func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 	t.Parallel()
+	workKind := relay.NewKind[numArgs]("work")
 	db := relaytest.NewDB(t)
 	const queue, probe = "backlog", "probe"
 
 	var backlog []int64
 	for i := range 8 {
-		backlog = append(backlog, enqueue(t, db, "work", numArgs{N: i}, relay.Queue(queue), relay.Priority(-3)))
+		backlog = append(backlog, enqueue(t, db, workKind, numArgs{N: i}, relay.Queue(queue), relay.Priority(-3)))
 	}
 
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{
@@ -197,7 +205,7 @@ func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 	started := make(chan int64, 20)
 	release := make(chan struct{}, 20)
 	quit := make(chan struct{})
-	handle(t, c, "work", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, workKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.ID
 		select {
 		case <-release:
@@ -207,7 +215,7 @@ func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 		}
 	})
 	probed := make(chan int64, 1)
-	handle(t, c, "probe", reportIDs(probed))
+	handle(t, c, limProbeKind, reportIDs(probed))
 	start(t, c, db.Pool)
 	t.Cleanup(func() { close(quit) }) // runs before c stops
 
@@ -220,13 +228,13 @@ func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 			release <- struct{}{}
 		}
 	}
-	same := enqueue(t, db, "work", numArgs{N: 100}, relay.Queue(queue), relay.Priority(-3))
-	high := enqueue(t, db, "work", numArgs{N: 101}, relay.Queue(queue)) // default priority 0
-	higher := enqueue(t, db, "work", numArgs{N: 102}, relay.Queue(queue), relay.Priority(2))
+	same := enqueue(t, db, workKind, numArgs{N: 100}, relay.Queue(queue), relay.Priority(-3))
+	high := enqueue(t, db, workKind, numArgs{N: 101}, relay.Queue(queue)) // default priority 0
+	higher := enqueue(t, db, workKind, numArgs{N: 102}, relay.Queue(queue), relay.Priority(2))
 	// Notifications reach the client in commit order and are routed one at a time, so
 	// once the probe (enqueued last, on another queue) runs, the client has taken in the
 	// wakeups of the three jobs above.
-	probeID := enqueue(t, db, "probe", numArgs{}, relay.Queue(probe))
+	probeID := enqueue(t, db, limProbeKind, numArgs{}, relay.Queue(probe))
 	if got := recv(t, probed, "the probe job to run"); got != probeID {
 		t.Fatalf("probe ran job %d, want %d", got, probeID)
 	}
@@ -249,17 +257,18 @@ func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 // by Enqueue and by EnqueueMany (which then inserts none of its batch).
 func TestPriorityOutOfRangeIsInvalidJob(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("prio")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	for _, p := range []int{relay.MaxPriority + 1, relay.MinPriority - 1, 1 << 20, -1 << 20} {
-		_, err := relay.Enqueue(ctx, db, "prio", numArgs{}, relay.Priority(p), relay.Schema(db.Schema))
+		_, err := relay.Enqueue(ctx, db, kind, numArgs{}, relay.Priority(p), relay.Schema(db.Schema))
 		if !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("Enqueue with Priority(%d): err = %v, want ErrInvalidJob", p, err)
 		}
 	}
 	_, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{
-		{Kind: "prio", Args: numArgs{N: 1}, Options: []relay.EnqueueOption{relay.Priority(5)}},
-		{Kind: "prio", Args: numArgs{N: 2}, Options: []relay.EnqueueOption{relay.Priority(relay.MaxPriority + 1)}},
+		kind.Job(numArgs{N: 1}, relay.Priority(5)),
+		kind.Job(numArgs{N: 2}, relay.Priority(relay.MaxPriority+1)),
 	}, relay.Schema(db.Schema))
 	if !errors.Is(err, relay.ErrInvalidJob) {
 		t.Errorf("EnqueueMany with one Priority(MaxPriority+1): err = %v, want ErrInvalidJob", err)
@@ -269,7 +278,7 @@ func TestPriorityOutOfRangeIsInvalidJob(t *testing.T) {
 	}
 	// Both ends of the range are valid.
 	for _, p := range []int{relay.MinPriority, relay.MaxPriority} {
-		id := enqueue(t, db, "prio", numArgs{}, relay.Priority(p))
+		id := enqueue(t, db, kind, numArgs{}, relay.Priority(p))
 		if rec := jobRecord(t, db, id); rec.Priority != p {
 			t.Errorf("Priority(%d) stored as %d", p, rec.Priority)
 		}
@@ -293,6 +302,7 @@ func TestGlobalLimitHeldAcrossClients(t *testing.T) {
 }
 
 func limGlobalLimitHeld(t *testing.T, limit int) {
+	kind := relay.NewKind[numArgs]("limited")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	const queue, total, clients = "limited", 60, 3
@@ -330,7 +340,7 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 	}
 	for i := range clients {
 		c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 10}}})
-		handle(t, c, "limited", handler(i))
+		handle(t, c, kind, handler(i))
 		start(t, c, relaytest.NewPool(t)) // a pool each, like separate nodes
 	}
 	t.Cleanup(func() { close(quit) }) // runs before the clients stop
@@ -361,7 +371,7 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 
 	specs := make([]relay.JobSpec, total)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "limited", Args: numArgs{N: i}}
+		specs[i] = kind.Job(numArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.Schema(db.Schema))
 	if err != nil {
@@ -403,6 +413,8 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 // and wakes B. When the next job starts, the held job is no longer running.
 func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 	t.Parallel()
+	holdKind := relay.NewKind[numArgs]("hold")
+	nextKind := relay.NewKind[numArgs]("next")
 	db := relaytest.NewDB(t)
 	const queue = "one-at-a-time"
 	limSetQueue(t, db, queue, relay.QueueSettings{GlobalLimit: 1})
@@ -410,7 +422,7 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 	a := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 5}}}))
 	heldStarted := make(chan int64, 5)
 	releaseA := make(chan struct{})
-	handle(t, a, "hold", func(_ context.Context, job *relay.Job[numArgs]) error {
+	handle(t, a, holdKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		heldStarted <- job.ID
 		<-releaseA // ignores its context: a partitioned node that keeps working
 		return nil
@@ -419,7 +431,7 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 	t.Cleanup(func() { closeOnce(releaseA) }) // runs before a is stopped
 
 	// MaxAttempts(1): once rescued the held job fails for good rather than run again.
-	held := enqueue(t, db, "hold", numArgs{N: 1}, relay.Queue(queue), relay.MaxAttempts(1))
+	held := enqueue(t, db, holdKind, numArgs{N: 1}, relay.Queue(queue), relay.MaxAttempts(1))
 	if got := recv(t, heldStarted, "the held job to start on client A"); got != held {
 		t.Fatalf("client A started job %d, want %d", got, held)
 	}
@@ -433,7 +445,7 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 		err       error
 	}
 	nextRan := make(chan nextStart, 5)
-	handle(t, b, "next", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, b, nextKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		rec, err := relay.GetJob(ctx, db, held, relay.Schema(db.Schema))
 		if err != nil {
 			nextRan <- nextStart{job.ID, "", err}
@@ -443,7 +455,7 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 		return nil
 	})
 	start(t, b, relaytest.NewPool(t))
-	next := enqueue(t, db, "next", numArgs{N: 2}, relay.Queue(queue))
+	next := enqueue(t, db, nextKind, numArgs{N: 2}, relay.Queue(queue))
 
 	got := recvWithin(t, nextRan, waitTimeout, "client B to run the next job once A's lease on the held job was lost")
 	switch {
@@ -597,7 +609,7 @@ func (r *limPauseRig) startClient(t *testing.T, db *relaytest.DB) *relay.Client 
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{
 		limPausedQueue: {Workers: 4}, limProbeQueue: {Workers: 1},
 	}})
-	handle(t, c, "pausable", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, limPausableKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Args.N != 0 && r.paused.Load() {
 			r.mu.Lock()
 			r.early = append(r.early, job.ID)
@@ -609,7 +621,7 @@ func (r *limPauseRig) startClient(t *testing.T, db *relaytest.DB) *relay.Client 
 		}
 		return nil
 	})
-	handle(t, c, "probe", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, limProbeKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		r.probes <- job.ID
 		r.mu.Lock()
 		r.probeRunning++
@@ -674,7 +686,7 @@ func (r *limPauseRig) probe(t *testing.T, db *relaytest.DB, n int) {
 	r.probeRunning, r.probeWant, r.probeAll = 0, n, make(chan struct{})
 	r.mu.Unlock()
 	for i := range n {
-		enqueue(t, db, "probe", numArgs{N: i}, relay.Queue(limProbeQueue))
+		enqueue(t, db, limProbeKind, numArgs{N: i}, relay.Queue(limProbeQueue))
 	}
 	for i := range n {
 		recv(t, r.probes, fmt.Sprintf("probe job %d of %d to run", i+1, n))
@@ -712,7 +724,7 @@ func TestPauseRunningJobsFinishNewOnesWait(t *testing.T) {
 				r.startClient(t, db)
 			}
 
-			running := enqueue(t, db, "pausable", numArgs{N: 0}, relay.Queue(limPausedQueue))
+			running := enqueue(t, db, limPausableKind, numArgs{N: 0}, relay.Queue(limPausedQueue))
 			if got := recv(t, r.started, "the first job to start"); got != running {
 				t.Fatalf("started job %d, want %d", got, running)
 			}
@@ -729,7 +741,7 @@ func TestPauseRunningJobsFinishNewOnesWait(t *testing.T) {
 
 			var waiting []int64
 			for i := range 4 {
-				waiting = append(waiting, enqueue(t, db, "pausable", numArgs{N: i + 1}, relay.Queue(limPausedQueue)))
+				waiting = append(waiting, enqueue(t, db, limPausableKind, numArgs{N: i + 1}, relay.Queue(limPausedQueue)))
 			}
 			r.probe(t, db, 2)
 			limExpectNothing(t, r.started, "a job of the paused queue started")
@@ -763,7 +775,7 @@ func TestPauseSurvivesClientRestart(t *testing.T) {
 	db := relaytest.NewDB(t)
 	r := newLimPauseRig(t)
 	first := r.startClient(t, db)
-	before := enqueue(t, db, "pausable", numArgs{N: 1}, relay.Queue(limPausedQueue))
+	before := enqueue(t, db, limPausableKind, numArgs{N: 1}, relay.Queue(limPausedQueue))
 	if got := recv(t, r.started, "a job to run before the pause"); got != before {
 		t.Fatalf("started job %d, want %d", got, before)
 	}
@@ -771,9 +783,9 @@ func TestPauseSurvivesClientRestart(t *testing.T) {
 	r.pause(t, db)
 	stop(t, first)
 
-	whileDown := enqueue(t, db, "pausable", numArgs{N: 2}, relay.Queue(limPausedQueue))
+	whileDown := enqueue(t, db, limPausableKind, numArgs{N: 2}, relay.Queue(limPausedQueue))
 	r.startClient(t, db)
-	afterStart := enqueue(t, db, "pausable", numArgs{N: 3}, relay.Queue(limPausedQueue))
+	afterStart := enqueue(t, db, limPausableKind, numArgs{N: 3}, relay.Queue(limPausedQueue))
 	r.probe(t, db, 1)
 	limExpectNothing(t, r.started, "a job of the paused queue started on the restarted client")
 	limExpectPending(t, db, whileDown, afterStart)

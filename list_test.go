@@ -58,14 +58,15 @@ func newLstFixture(t *testing.T) *lstFixture {
 		}
 		return nil
 	}
-	handle(t, c, "k1", handler)
-	handle(t, c, "k2", handler)
+	for _, kind := range []string{"k1", "k2"} {
+		handle(t, c, relay.NewKind[lstArgs](kind), handler)
+	}
 	start(t, c, db.Pool)
 	t.Cleanup(func() { close(release) }) // before the client stops
 
 	f := &lstFixture{db: db}
 	add := func(queue, kind, act string, state relay.JobState, opts ...relay.EnqueueOption) int64 {
-		id := enqueue(t, db, kind, lstArgs{Act: act}, append(opts, relay.Queue(queue))...)
+		id := enqueue(t, db, relay.NewKind[lstArgs](kind), lstArgs{Act: act}, append(opts, relay.Queue(queue))...)
 		f.jobs = append(f.jobs, lstJob{id: id, queue: queue, kind: kind, state: state})
 		return id
 	}
@@ -311,7 +312,7 @@ func TestListJobsPagesUnderInserts(t *testing.T) {
 	var initial []lstJob
 	for i := range 30 {
 		queue := []string{"a", "b", "c"}[i%3]
-		id := enqueue(t, db, "k", numArgs{N: i}, relay.Queue(queue))
+		id := enqueue(t, db, testKind, numArgs{N: i}, relay.Queue(queue))
 		state := relay.StatePending
 		if i%4 == 0 {
 			if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
@@ -328,7 +329,7 @@ func TestListJobsPagesUnderInserts(t *testing.T) {
 		var jobs []lstJob
 		for _, q := range []string{"a", "b"} {
 			for _, state := range []relay.JobState{relay.StateCancelled, relay.StatePending} {
-				id, err := relay.Enqueue(ctx, db, "k", numArgs{}, relay.Queue(q), relay.Schema(db.Schema))
+				id, err := relay.Enqueue(ctx, db, testKind, numArgs{}, relay.Queue(q), relay.Schema(db.Schema))
 				if err != nil {
 					return jobs, err
 				}
@@ -428,7 +429,7 @@ func TestListJobsLimits(t *testing.T) {
 	db := relaytest.NewDB(t)
 	specs := make([]relay.JobSpec, relay.DefaultListLimit+1)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "k", Args: numArgs{N: i}}
+		specs[i] = testKind.Job(numArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema))
 	if err != nil {
@@ -466,8 +467,8 @@ func TestListJobsInvalid(t *testing.T) {
 	if valid.Next != "" || len(valid.Jobs) != 0 {
 		t.Fatalf("empty schema: %+v", valid)
 	}
-	enqueue(t, db, "k", numArgs{})
-	enqueue(t, db, "k", numArgs{})
+	enqueue(t, db, testKind, numArgs{})
+	enqueue(t, db, testKind, numArgs{})
 	cursor := lstList(t, db, relay.ListFilter{Limit: 1}).Next
 	if cursor == "" {
 		t.Fatal("no cursor for a page of 1 out of 2 jobs")
@@ -504,6 +505,8 @@ func TestListJobsInvalid(t *testing.T) {
 // TestCountJobs counts the fixture by queue and state and compares with the model.
 func TestCountJobs(t *testing.T) {
 	t.Parallel()
+	k1Kind := relay.NewKind[lstArgs]("k1")
+	k2Kind := relay.NewKind[lstArgs]("k2")
 	ctx := context.Background()
 	f := newLstFixture(t)
 	// A third queue with finished jobs only, and one with scheduled jobs only.
@@ -513,13 +516,13 @@ func TestCountJobs(t *testing.T) {
 		}
 	}
 	for range 3 {
-		id := enqueue(t, f.db, "k1", lstArgs{}, relay.Queue("c"))
+		id := enqueue(t, f.db, k1Kind, lstArgs{}, relay.Queue("c"))
 		if err := relay.Cancel(ctx, f.db, id, relay.Schema(f.db.Schema)); err != nil {
 			t.Fatal(err)
 		}
 		f.jobs = append(f.jobs, lstJob{id: id, queue: "c", kind: "k1", state: relay.StateCancelled})
 	}
-	id := enqueue(t, f.db, "k1", lstArgs{}, relay.Queue("d"), relay.RunIn(time.Hour))
+	id := enqueue(t, f.db, k1Kind, lstArgs{}, relay.Queue("d"), relay.RunIn(time.Hour))
 	f.jobs = append(f.jobs, lstJob{id: id, queue: "d", kind: "k1", state: relay.StateScheduled})
 
 	want := map[string]map[relay.JobState]int64{}
@@ -572,7 +575,7 @@ func TestCountJobs(t *testing.T) {
 	if err := relay.Cancel(ctx, f.db, id, relay.Schema(f.db.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	enqueue(t, f.db, "k2", lstArgs{}, relay.Queue("d"))
+	enqueue(t, f.db, k2Kind, lstArgs{}, relay.Queue("d"))
 	counts, err = relay.CountJobs(ctx, f.db, relay.Schema(f.db.Schema))
 	if err != nil {
 		t.Fatal(err)
@@ -603,7 +606,7 @@ func TestListJobsAcrossQueues(t *testing.T) {
 			queue = "q0"
 		}
 		kind := []string{"k1", "k2"}[i%5/3]
-		id := enqueue(t, db, kind, numArgs{N: i}, relay.Queue(queue))
+		id := enqueue(t, db, relay.NewKind[numArgs](kind), numArgs{N: i}, relay.Queue(queue))
 		state := relay.StatePending
 		if i%6 != 5 {
 			if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {

@@ -42,12 +42,12 @@ func TestClientListensAgainAfterItsConnectionIsTerminated(t *testing.T) {
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{})
 	started := make(chan time.Time, 10)
-	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- time.Now()
 		return nil
 	})
 	start(t, c, db.Pool)
-	first := enqueue(t, db, "k", numArgs{})
+	first := enqueue(t, db, testKind, numArgs{})
 	recv(t, started, "a job before the connection is lost")
 	waitState(t, db, "succeeded", first)
 
@@ -62,13 +62,13 @@ func TestClientListensAgainAfterItsConnectionIsTerminated(t *testing.T) {
 
 	// The new backend may not be LISTENing yet; then the catch-up claim after LISTEN finds
 	// the job. Either way it runs promptly.
-	id, committedAt := enqueueTx(t, db, "k", numArgs{N: 1})
+	id, committedAt := enqueueTx(t, db, testKind, numArgs{N: 1})
 	if latency := recv(t, started, "a job after the reconnect").Sub(committedAt); latency > time.Second {
 		t.Errorf("job %d started %v after its commit; want promptly (the poll is an hour)", id, latency)
 	}
 	waitState(t, db, "succeeded", id)
 	// Now the new connection is certainly listening: only its NOTIFY can wake the client.
-	id, committedAt = enqueueTx(t, db, "k", numArgs{N: 2})
+	id, committedAt = enqueueTx(t, db, testKind, numArgs{N: 2})
 	if latency := recv(t, started, "a job woken through the new connection").Sub(committedAt); latency > 100*time.Millisecond {
 		t.Errorf("job %d started %v after its commit; want within 100ms", id, latency)
 	}
@@ -113,9 +113,9 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 
 	c := newClient(db, relay.Config{})
 	started := make(chan int64, 10)
-	handle(t, c, "k", reportIDs(started))
+	handle(t, c, testKind, reportIDs(started))
 	start(t, c, pool)
-	warm := enqueue(t, db, "k", numArgs{})
+	warm := enqueue(t, db, testKind, numArgs{})
 	recv(t, started, "a job before the connection is lost")
 	waitState(t, db, "succeeded", warm)
 
@@ -125,7 +125,7 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	recv(t, held, "the listener to try to reconnect")
 
 	// Nobody listens now: this job's NOTIFY is lost.
-	id := enqueue(t, db, "k", numArgs{N: 1})
+	id := enqueue(t, db, testKind, numArgs{N: 1})
 	select {
 	case got := <-started:
 		t.Fatalf("job %d ran while no connection was listening", got)
@@ -158,7 +158,7 @@ func TestListenerApplicationNameMatchesPgStatActivityForLongIDs(t *testing.T) {
 	db := relaytest.NewDB(t)
 	id := "worker-" + strings.Repeat("x", 50) // 57 bytes; e.g. a long cloud host name
 	c := newClient(db, relay.Config{ID: id})
-	handle(t, c, "k", func(ctx context.Context, job *relay.Job[numArgs]) error { return nil })
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error { return nil })
 	start(t, c, db.Pool)
 	var n int
 	if err := db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`,

@@ -151,6 +151,7 @@ func TestMigrateConcurrently(t *testing.T) {
 // migration tool would, and checks that a client accepts the result.
 func TestMigrationSQLAppliesCleanly(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[struct{}]("noop")
 	ctx := context.Background()
 	pool := relaytest.NewPool(t)
 	schema := `relaytest "odd" name ` + randomHex() // quoting is exercised, not assumed
@@ -166,14 +167,14 @@ func TestMigrationSQLAppliesCleanly(t *testing.T) {
 		t.Fatalf("run printed script: %v\n%s", err, script)
 	}
 	c := relay.New(relay.Config{Schema: schema})
-	relay.Handle(c, "noop", func(context.Context, *relay.Job[struct{}]) error { return nil })
+	relay.Handle(c, kind, func(context.Context, *relay.Job[struct{}]) error { return nil })
 	if err := c.Start(ctx, pool); err != nil {
 		t.Fatalf("Start on a schema migrated by the printed script: %v", err)
 	}
 	c.Stop(ctx)
 
 	unmigrated := relay.New(relay.Config{Schema: "relaytest_missing_" + randomHex()})
-	relay.Handle(unmigrated, "noop", func(context.Context, *relay.Job[struct{}]) error { return nil })
+	relay.Handle(unmigrated, kind, func(context.Context, *relay.Job[struct{}]) error { return nil })
 	if err := unmigrated.Start(ctx, pool); !errors.Is(err, relay.ErrNotMigrated) {
 		t.Fatalf("Start on a missing schema = %v, want ErrNotMigrated", err)
 	}

@@ -145,7 +145,7 @@ func ordGetQueue(t testing.TB, db *relaytest.DB, queue string) relay.QueueInfo {
 }
 
 // ordEnqueue enqueues a job of kind on queue in key (keyless for ""), numbered n.
-func ordEnqueue(t testing.TB, db *relaytest.DB, kind, queue, key string, n int, opts ...relay.EnqueueOption) int64 {
+func ordEnqueue(t testing.TB, db *relaytest.DB, kind relay.Kind[ordArgs], queue, key string, n int, opts ...relay.EnqueueOption) int64 {
 	t.Helper()
 	opts = append(opts, relay.Queue(queue))
 	if key != "" {
@@ -221,6 +221,7 @@ var ordFastRetry = backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 1,
 // of the three clients compete for them; the other half arrive while the sequence runs.
 func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("post")
 	const queue, n = "ledger", 30
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
@@ -228,7 +229,7 @@ func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 
 	specs := make([]relay.JobSpec, n/2)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "post", Args: ordArgs{N: i}}
+		specs[i] = kind.Job(ordArgs{N: i})
 	}
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.Schema(db.Schema))
 	if err != nil {
@@ -243,7 +244,7 @@ func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 			pool = relaytest.NewPool(t) // each client on connections of its own, like separate processes
 		}
 		c := newClient(db, relay.Config{Queues: ordQueues(8, queue)})
-		handle(t, c, "post", rec.handler(i, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+		handle(t, c, kind, rec.handler(i, func(ctx context.Context, job *relay.Job[ordArgs]) error {
 			// Not synchronisation: it only widens the window in which an overlapping start
 			// would show up in the recorder.
 			time.Sleep(2 * time.Millisecond)
@@ -253,7 +254,7 @@ func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 		clients[i] = c
 	}
 	for i := n / 2; i < n; i++ {
-		ids = append(ids, ordEnqueue(t, db, "post", queue, "", i))
+		ids = append(ids, ordEnqueue(t, db, kind, queue, "", i))
 	}
 	for range n {
 		recv(t, rec.started, "every job of the sequence to start")
@@ -291,6 +292,7 @@ func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 // after the barrier's timeout. Jobs without a key form a sequence of their own.
 func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("bill")
 	const queue, perKey = "by-customer", 6
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
@@ -317,19 +319,21 @@ func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 			pool = relaytest.NewPool(t)
 		}
 		c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-		handle(t, c, "bill", rec.handler(i, body))
+		handle(t, c, kind, rec.handler(i, body))
 		start(t, c, pool)
 	}
 
 	// Interleaved, in one batch: each key's jobs are far apart in id order.
 	var specs []relay.JobSpec
+	var specKeys []string
 	for n := range perKey {
 		for _, k := range keys {
 			opts := []relay.EnqueueOption{}
 			if k != "" {
 				opts = append(opts, relay.OrderKey(k))
 			}
-			specs = append(specs, relay.JobSpec{Kind: "bill", Args: ordArgs{Key: k, N: n}, Options: opts})
+			specs = append(specs, kind.Job(ordArgs{Key: k, N: n}, opts...))
+			specKeys = append(specKeys, k)
 		}
 	}
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.Schema(db.Schema))
@@ -354,7 +358,7 @@ func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 	}
 	for i, id := range ids {
 		r := jobRecord(t, db, id)
-		if want := specs[i].Args.(ordArgs).Key; r.OrderKey == nil || *r.OrderKey != want {
+		if want := specKeys[i]; r.OrderKey == nil || *r.OrderKey != want {
 			t.Errorf("job %d has order key %s; want %q", id, ordKeyString(r.OrderKey), want)
 		}
 	}
@@ -372,7 +376,7 @@ func TestOrderedNextJobIsPushedByNotifyAcrossClients(t *testing.T) {
 	ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
 
 	rec := newOrdRecorder()
-	kinds := []string{"ping", "pong"}
+	kinds := []relay.Kind[ordArgs]{relay.NewKind[ordArgs]("ping"), relay.NewKind[ordArgs]("pong")}
 	clients := make([]*relay.Client, 2)
 	for i, kind := range kinds {
 		pool := db.Pool
@@ -387,7 +391,7 @@ func TestOrderedNextJobIsPushedByNotifyAcrossClients(t *testing.T) {
 
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: kinds[i%2], Args: ordArgs{Key: key, N: i}}
+		specs[i] = kinds[i%2].Job(ordArgs{Key: key, N: i})
 	}
 	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.OrderKey(key), relay.Schema(db.Schema))
 	if err != nil {
@@ -416,6 +420,7 @@ func TestOrderedNextJobIsPushedByNotifyAcrossClients(t *testing.T) {
 // leave it), not while the head's second attempt runs, only once that attempt succeeded.
 func TestOrderedHeadWaitingForRetryHoldsItsKey(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("sync")
 	const queue = "retrying"
 	db := relaytest.NewDB(t)
 	ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
@@ -424,7 +429,7 @@ func TestOrderedHeadWaitingForRetryHoldsItsKey(t *testing.T) {
 	secondStarted, release := newOrdSignal(), newOrdSignal()
 	t.Cleanup(release.fire)
 	c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-	handle(t, c, "sync", rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+	handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
 		if job.Args.Key != "k" || job.Args.N != 0 {
 			return nil
 		}
@@ -437,15 +442,15 @@ func TestOrderedHeadWaitingForRetryHoldsItsKey(t *testing.T) {
 	}), relay.MaxAttempts(5), relay.Backoff(backoff.Policy{Initial: 400 * time.Millisecond, Multiplier: 1, Max: 400 * time.Millisecond}))
 	start(t, c, db.Pool)
 
-	head := ordEnqueue(t, db, "sync", queue, "k", 0)
-	behind := ordEnqueue(t, db, "sync", queue, "k", 1)
+	head := ordEnqueue(t, db, kind, queue, "k", 0)
+	behind := ordEnqueue(t, db, kind, queue, "k", 1)
 
 	// The head's first attempt has failed and it waits for its retry.
 	if r := ordWaitAttempts(t, db, head, 1); r.Blocking {
 		t.Errorf("a head waiting for a retry is marked blocking")
 	}
 	// Another key's job runs in the meantime: its claim saw the waiting job and left it.
-	other := ordEnqueue(t, db, "sync", queue, "other", 0)
+	other := ordEnqueue(t, db, kind, queue, "other", 0)
 	waitState(t, db, "succeeded", other)
 	ordExpectWaiting(t, db, "while the head waits for its retry", behind)
 
@@ -470,6 +475,7 @@ func TestOrderedHeadWaitingForRetryHoldsItsKey(t *testing.T) {
 // Retrying the head (which then succeeds) or cancelling it lets the rest run, in order.
 func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("charge")
 	for _, tc := range []struct {
 		name    string
 		discard bool // the head discards itself instead of using up its attempts
@@ -490,7 +496,7 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 			rec := newOrdRecorder()
 			var fixed atomic.Bool
 			c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-			handle(t, c, "charge", rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
 				if job.Args.Key != "k" || job.Args.N != 0 || fixed.Load() {
 					return nil
 				}
@@ -501,8 +507,8 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 			}), relay.MaxAttempts(2), relay.Backoff(ordFastRetry))
 			start(t, c, db.Pool)
 
-			head := ordEnqueue(t, db, "charge", queue, "k", 0)
-			behind := []int64{ordEnqueue(t, db, "charge", queue, "k", 1), ordEnqueue(t, db, "charge", queue, "k", 2)}
+			head := ordEnqueue(t, db, kind, queue, "k", 0)
+			behind := []int64{ordEnqueue(t, db, kind, queue, "k", 1), ordEnqueue(t, db, kind, queue, "k", 2)}
 			failed := waitRecord(t, db, head, relay.StateFailed)
 			headStarts := []string{"k/0#1", "k/0#2"}
 			if tc.discard {
@@ -517,7 +523,7 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 
 			// Another key runs after the head failed; by the time it has succeeded, a claim
 			// that could have taken the older jobs behind the head has come and gone.
-			other := ordEnqueue(t, db, "charge", queue, "other", 0)
+			other := ordEnqueue(t, db, kind, queue, "other", 0)
 			waitState(t, db, "succeeded", other)
 			ordExpectWaiting(t, db, "behind a blocking head", behind...)
 			if got := rec.startsOf("k"); !slices.Equal(got, headStarts) {
@@ -576,6 +582,7 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 // The failed head does not block, so it cannot be cancelled any more.
 func TestOrderedMoveOnAfterFailureRunsTheNextJob(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("notify")
 	for _, tc := range []struct {
 		name    string
 		discard bool
@@ -595,7 +602,7 @@ func TestOrderedMoveOnAfterFailureRunsTheNextJob(t *testing.T) {
 
 			rec := newOrdRecorder()
 			c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-			handle(t, c, "notify", rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
 				if job.Args.N != 0 {
 					return nil
 				}
@@ -606,8 +613,8 @@ func TestOrderedMoveOnAfterFailureRunsTheNextJob(t *testing.T) {
 			}), relay.MaxAttempts(3), relay.Backoff(backoff.Policy{Initial: 50 * time.Millisecond, Multiplier: 1, Max: 50 * time.Millisecond}))
 			start(t, c, db.Pool)
 
-			head := ordEnqueue(t, db, "notify", queue, "k", 0)
-			behind := []int64{ordEnqueue(t, db, "notify", queue, "k", 1), ordEnqueue(t, db, "notify", queue, "k", 2)}
+			head := ordEnqueue(t, db, kind, queue, "k", 0)
+			behind := []int64{ordEnqueue(t, db, kind, queue, "k", 1), ordEnqueue(t, db, kind, queue, "k", 2)}
 			waitState(t, db, "succeeded", behind...)
 
 			want := []string{"k/0#1", "k/0#2", "k/0#3"}
@@ -640,13 +647,14 @@ func TestOrderedMoveOnAfterFailureRunsTheNextJob(t *testing.T) {
 // while the job behind the blocked head never starts.
 func TestOrderedBlockedKeyDoesNotHoldUpOtherKeysOrQueues(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("post")
 	const queue, plain, n = "accounts", "plain", 5
 	db := relaytest.NewDB(t)
 	ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
 
 	rec := newOrdRecorder()
 	c := newClient(db, relay.Config{Queues: ordQueues(2, queue, plain)})
-	handle(t, c, "post", rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+	handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
 		if job.Args.Key == "stuck" && job.Args.N == 0 {
 			return relay.Discard(errors.New("ledger mismatch"))
 		}
@@ -654,8 +662,8 @@ func TestOrderedBlockedKeyDoesNotHoldUpOtherKeysOrQueues(t *testing.T) {
 	}))
 	start(t, c, db.Pool)
 
-	head := ordEnqueue(t, db, "post", queue, "stuck", 0)
-	behind := ordEnqueue(t, db, "post", queue, "stuck", 1)
+	head := ordEnqueue(t, db, kind, queue, "stuck", 0)
+	behind := ordEnqueue(t, db, kind, queue, "stuck", 1)
 	if r := waitRecord(t, db, head, relay.StateFailed); !r.Blocking {
 		t.Fatalf("the discarded head does not block its key")
 	}
@@ -663,9 +671,9 @@ func TestOrderedBlockedKeyDoesNotHoldUpOtherKeysOrQueues(t *testing.T) {
 	var others []int64
 	for i := range n {
 		others = append(others,
-			ordEnqueue(t, db, "post", queue, "free", i),
-			ordEnqueue(t, db, "post", queue, "", i),
-			enqueue(t, db, "post", ordArgs{Key: "plain", N: i}, relay.Queue(plain)))
+			ordEnqueue(t, db, kind, queue, "free", i),
+			ordEnqueue(t, db, kind, queue, "", i),
+			enqueue(t, db, kind, ordArgs{Key: "plain", N: i}, relay.Queue(plain)))
 	}
 	waitState(t, db, "succeeded", others...)
 
@@ -695,6 +703,8 @@ func TestOrderedBlockedKeyDoesNotHoldUpOtherKeysOrQueues(t *testing.T) {
 // NOTIFY (the clients poll once an hour).
 func TestOrderedLostLeaseFailureBlocksOrMovesOn(t *testing.T) {
 	t.Parallel()
+	exportKind := relay.NewKind[ordArgs]("export")
+	importKind := relay.NewKind[ordArgs]("import")
 	for _, policy := range []relay.FailurePolicy{relay.BlockOnFailure, relay.MoveOnAfterFailure} {
 		t.Run(string(policy), func(t *testing.T) {
 			t.Parallel()
@@ -708,18 +718,18 @@ func TestOrderedLostLeaseFailureBlocksOrMovesOn(t *testing.T) {
 			rec := newOrdRecorder()
 			c1 := newClient(db, withShortLeases(relay.Config{Queues: ordQueues(2, queue)}))
 			headStarted := newOrdSignal()
-			handle(t, c1, "export", rec.handler(1, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+			handle(t, c1, exportKind, rec.handler(1, func(ctx context.Context, job *relay.Job[ordArgs]) error {
 				headStarted.fire()
 				<-ctx.Done()
 				return context.Cause(ctx)
 			}))
 			start(t, c1, db.Pool)
 			c2 := newClient(db, withShortLeases(relay.Config{Queues: ordQueues(2, queue)}))
-			handle(t, c2, "import", rec.handler(2, nil))
+			handle(t, c2, importKind, rec.handler(2, nil))
 			start(t, c2, relaytest.NewPool(t))
 
-			head := ordEnqueue(t, db, "export", queue, "k", 0, relay.MaxAttempts(1))
-			behind := ordEnqueue(t, db, "import", queue, "k", 1)
+			head := ordEnqueue(t, db, exportKind, queue, "k", 0, relay.MaxAttempts(1))
+			behind := ordEnqueue(t, db, importKind, queue, "k", 1)
 			if !ordAwait(headStarted.ch, waitTimeout) {
 				t.Fatal("the head never started")
 			}
@@ -741,7 +751,7 @@ func TestOrderedLostLeaseFailureBlocksOrMovesOn(t *testing.T) {
 			if !failed.Blocking {
 				t.Errorf("the rescued head of a BlockOnFailure queue is not blocking")
 			}
-			other := ordEnqueue(t, db, "import", queue, "other", 0)
+			other := ordEnqueue(t, db, importKind, queue, "other", 0)
 			waitState(t, db, "succeeded", other)
 			ordExpectWaiting(t, db, "behind a head failed by a lost lease", behind)
 			if got := rec.startsOf("k"); !slices.Equal(got, []string{"k/0#1"}) {
@@ -764,6 +774,7 @@ func TestOrderedLostLeaseFailureBlocksOrMovesOn(t *testing.T) {
 // queue is in the sequence "", and a job of a plain queue has no key.
 func TestOrderedKeyOnQueueThatIsNotOrderedIsRefused(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("k")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	ordSetQueue(t, db, "limited", relay.QueueSettings{GlobalLimit: 3})
@@ -772,13 +783,13 @@ func TestOrderedKeyOnQueueThatIsNotOrderedIsRefused(t *testing.T) {
 	}
 
 	for _, queue := range []string{"never-set", "limited"} {
-		if _, err := relay.Enqueue(ctx, db, "k", ordArgs{}, opts(queue)...); !errors.Is(err, relay.ErrQueueNotOrdered) {
+		if _, err := relay.Enqueue(ctx, db, kind, ordArgs{}, opts(queue)...); !errors.Is(err, relay.ErrQueueNotOrdered) {
 			t.Errorf("Enqueue with an OrderKey on queue %q: %v; want ErrQueueNotOrdered", queue, err)
 		}
 	}
 	specs := []relay.JobSpec{
-		{Kind: "k", Args: ordArgs{N: 1}},
-		{Kind: "k", Args: ordArgs{N: 2}, Options: []relay.EnqueueOption{relay.Queue("never-set"), relay.OrderKey("cust-1")}},
+		kind.Job(ordArgs{N: 1}),
+		kind.Job(ordArgs{N: 2}, relay.Queue("never-set"), relay.OrderKey("cust-1")),
 	}
 	if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrQueueNotOrdered) {
 		t.Errorf("EnqueueMany with one OrderKey on a plain queue: %v; want ErrQueueNotOrdered", err)
@@ -787,7 +798,7 @@ func TestOrderedKeyOnQueueThatIsNotOrderedIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := relay.Enqueue(ctx, tx, "k", ordArgs{}, opts("never-set")...); !errors.Is(err, relay.ErrQueueNotOrdered) {
+	if _, err := relay.Enqueue(ctx, tx, kind, ordArgs{}, opts("never-set")...); !errors.Is(err, relay.ErrQueueNotOrdered) {
 		t.Errorf("Enqueue in a transaction with an OrderKey on a plain queue: %v; want ErrQueueNotOrdered", err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
@@ -798,12 +809,12 @@ func TestOrderedKeyOnQueueThatIsNotOrderedIsRefused(t *testing.T) {
 	}
 
 	ordSetQueue(t, db, "never-set", relay.QueueSettings{Ordered: true})
-	keyed, err := relay.Enqueue(ctx, db, "k", ordArgs{}, opts("never-set")...)
+	keyed, err := relay.Enqueue(ctx, db, kind, ordArgs{}, opts("never-set")...)
 	if err != nil {
 		t.Fatalf("Enqueue with an OrderKey once the queue is ordered: %v", err)
 	}
-	keyless := ordEnqueue(t, db, "k", "never-set", "", 0)
-	plain := ordEnqueue(t, db, "k", "limited", "", 0)
+	keyless := ordEnqueue(t, db, kind, "never-set", "", 0)
+	plain := ordEnqueue(t, db, kind, "limited", "", 0)
 	for id, want := range map[int64]*string{keyed: new("cust-1"), keyless: new(""), plain: nil} {
 		got := jobRecord(t, db, id).OrderKey
 		if (got == nil) != (want == nil) || (got != nil && *got != *want) {
@@ -834,6 +845,7 @@ func ordKeyString(k *string) string {
 // claims on its own).
 func TestOrderedSetQueueOrdersPendingJobsOfAPlainQueue(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("import")
 	for _, paused := range []bool{false, true} {
 		name := "before clients start"
 		if paused {
@@ -848,7 +860,7 @@ func TestOrderedSetQueueOrdersPendingJobsOfAPlainQueue(t *testing.T) {
 			clients := make([]*relay.Client, 2)
 			for i := range clients {
 				clients[i] = newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-				handle(t, clients[i], "import", rec.handler(i, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+				handle(t, clients[i], kind, rec.handler(i, func(ctx context.Context, job *relay.Job[ordArgs]) error {
 					time.Sleep(time.Millisecond) // not synchronisation: widens the window of an overlap
 					return nil
 				}))
@@ -866,7 +878,7 @@ func TestOrderedSetQueueOrdersPendingJobsOfAPlainQueue(t *testing.T) {
 
 			var ids []int64
 			for i := range n {
-				ids = append(ids, ordEnqueue(t, db, "import", queue, "", i))
+				ids = append(ids, ordEnqueue(t, db, kind, queue, "", i))
 			}
 			for _, id := range ids {
 				if k := jobRecord(t, db, id).OrderKey; k != nil {
@@ -905,6 +917,7 @@ func TestOrderedSetQueueOrdersPendingJobsOfAPlainQueue(t *testing.T) {
 // making it plain, releases the key, and the job behind the failed head runs.
 func TestOrderedSetQueueReleasesBlockedKey(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("step")
 	for _, tc := range []struct {
 		name string
 		to   relay.QueueSettings
@@ -920,7 +933,7 @@ func TestOrderedSetQueueReleasesBlockedKey(t *testing.T) {
 
 			rec := newOrdRecorder()
 			c := newClient(db, relay.Config{Queues: ordQueues(2, queue)})
-			handle(t, c, "step", rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
 				if job.Args.Key == "k" && job.Args.N == 0 {
 					return relay.Discard(errors.New("bad input"))
 				}
@@ -928,12 +941,12 @@ func TestOrderedSetQueueReleasesBlockedKey(t *testing.T) {
 			}))
 			start(t, c, db.Pool)
 
-			head := ordEnqueue(t, db, "step", queue, "k", 0)
-			behind := ordEnqueue(t, db, "step", queue, "k", 1)
+			head := ordEnqueue(t, db, kind, queue, "k", 0)
+			behind := ordEnqueue(t, db, kind, queue, "k", 1)
 			if r := waitRecord(t, db, head, relay.StateFailed); !r.Blocking {
 				t.Fatal("the discarded head does not block its key")
 			}
-			other := ordEnqueue(t, db, "step", queue, "other", 0)
+			other := ordEnqueue(t, db, kind, queue, "other", 0)
 			waitState(t, db, "succeeded", other)
 			ordExpectWaiting(t, db, "before SetQueue", behind)
 
@@ -958,6 +971,8 @@ func TestOrderedSetQueueReleasesBlockedKey(t *testing.T) {
 // key's head starts first.
 func TestOrderedKeyOrderIgnoresPriorityAndSchedule(t *testing.T) {
 	t.Parallel()
+	rankKind := relay.NewKind[ordArgs]("rank")
+	remindKind := relay.NewKind[ordArgs]("remind")
 
 	t.Run("priority", func(t *testing.T) {
 		t.Parallel()
@@ -967,13 +982,13 @@ func TestOrderedKeyOrderIgnoresPriorityAndSchedule(t *testing.T) {
 		// All waiting before the client starts, so its first claim chooses among them.
 		var ids []int64
 		for n, p := range []int{-5, 0, 5, 100} {
-			ids = append(ids, ordEnqueue(t, db, "rank", queue, "k", n, relay.Priority(p)))
+			ids = append(ids, ordEnqueue(t, db, rankKind, queue, "k", n, relay.Priority(p)))
 		}
-		urgent := ordEnqueue(t, db, "rank", queue, "urgent", 0, relay.Priority(10))
+		urgent := ordEnqueue(t, db, rankKind, queue, "urgent", 0, relay.Priority(10))
 
 		rec := newOrdRecorder()
 		c := newClient(db, relay.Config{Queues: ordQueues(1, queue)}) // one worker: one start at a time
-		handle(t, c, "rank", rec.handler(0, nil))
+		handle(t, c, rankKind, rec.handler(0, nil))
 		start(t, c, db.Pool)
 		waitState(t, db, "succeeded", append(ids, urgent)...)
 
@@ -993,12 +1008,12 @@ func TestOrderedKeyOrderIgnoresPriorityAndSchedule(t *testing.T) {
 		ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
 		rec := newOrdRecorder()
 		c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-		handle(t, c, "remind", rec.handler(0, nil))
+		handle(t, c, remindKind, rec.handler(0, nil))
 		start(t, c, db.Pool)
 
-		later := ordEnqueue(t, db, "remind", queue, "k", 0, relay.RunIn(time.Second))
-		now := ordEnqueue(t, db, "remind", queue, "k", 1)
-		other := ordEnqueue(t, db, "remind", queue, "other", 0)
+		later := ordEnqueue(t, db, remindKind, queue, "k", 0, relay.RunIn(time.Second))
+		now := ordEnqueue(t, db, remindKind, queue, "k", 1)
+		other := ordEnqueue(t, db, remindKind, queue, "other", 0)
 		waitState(t, db, "succeeded", other)
 		// The job behind is read first: if the scheduled job has still not started when
 		// read after it, the one behind cannot have started before. (On a very slow

@@ -27,10 +27,11 @@ type attemptRun struct {
 // the job is retried.
 func TestPanicIsRecordedWithItsStackAndRetried(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("panics")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
-	handle(t, c, "panics", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.Attempt
 		if job.Attempt == 1 {
 			panicInHandler(job.ID)
@@ -38,7 +39,7 @@ func TestPanicIsRecordedWithItsStackAndRetried(t *testing.T) {
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "panics", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 	recv(t, runs, "attempt 1")
 	if a := recv(t, runs, "the retry after the panic"); a != 2 {
 		t.Fatalf("attempt %d ran after the panic, want 2", a)
@@ -66,6 +67,7 @@ func panicInHandler(id int64) { panic(fmt.Sprintf("handler blew up on job %d", i
 // the handler ignores its context and returns nil.
 func TestTimeouts(t *testing.T) {
 	t.Parallel()
+	slowKind := relay.NewKind[numArgs]("slow")
 	const short = 150 * time.Millisecond
 	type timedOut struct {
 		cause error
@@ -106,9 +108,9 @@ func TestTimeouts(t *testing.T) {
 			db := relaytest.NewDB(t)
 			c := newClient(db, tc.cfg)
 			got := make(chan timedOut, 1)
-			handle(t, c, "slow", tc.handler(got), tc.kind...)
+			handle(t, c, slowKind, tc.handler(got), tc.kind...)
 			start(t, c, db.Pool)
-			id := enqueue(t, db, "slow", numArgs{}, append(tc.job, relay.MaxAttempts(1))...)
+			id := enqueue(t, db, slowKind, numArgs{}, append(tc.job, relay.MaxAttempts(1))...)
 			to := recv(t, got, "the handler's context to end")
 			if !errors.Is(to.cause, relay.ErrTimeout) {
 				t.Errorf("handler's context ended with cause %v, want ErrTimeout", to.cause)
@@ -131,13 +133,13 @@ func TestTimeouts(t *testing.T) {
 		c := newClient(db, relay.Config{})
 		ctxs := make(chan context.Context, 1)
 		release := make(chan struct{})
-		handle(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		handle(t, c, slowKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 			ctxs <- ctx
 			<-release
 			return nil
 		}, relay.Timeout(short))
 		start(t, c, db.Pool)
-		id := enqueue(t, db, "slow", numArgs{}, relay.MaxAttempts(1))
+		id := enqueue(t, db, slowKind, numArgs{}, relay.MaxAttempts(1))
 		ctx := recv(t, ctxs, "the handler to start")
 		recv(t, ctx.Done(), "the handler's context to time out")
 		if cause := context.Cause(ctx); !errors.Is(cause, relay.ErrTimeout) {
@@ -159,13 +161,13 @@ func TestTimeouts(t *testing.T) {
 		db := relaytest.NewDB(t)
 		c := newClient(db, relay.Config{})
 		deadlines := make(chan bool, 1)
-		handle(t, c, "slow", func(ctx context.Context, job *relay.Job[numArgs]) error {
+		handle(t, c, slowKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 			_, has := ctx.Deadline()
 			deadlines <- has
 			return nil
 		}, relay.Timeout(time.Millisecond))
 		start(t, c, db.Pool)
-		id := enqueue(t, db, "slow", numArgs{}, relay.Timeout(0))
+		id := enqueue(t, db, slowKind, numArgs{}, relay.Timeout(0))
 		if recv(t, deadlines, "the handler") {
 			t.Errorf("the handler of a job enqueued with Timeout(0) has a deadline")
 		}
@@ -179,15 +181,16 @@ func TestTimeouts(t *testing.T) {
 // truncating, Timeout(500µs) was once stored as 0, which means "no timeout".
 func TestSubMillisecondJobTimeoutIsNotDropped(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("quick")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{})
 	deadlines := make(chan bool, 1)
-	handle(t, c, "quick", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		_, has := ctx.Deadline()
 		deadlines <- has
 		return nil
 	})
-	id := enqueue(t, db, "quick", numArgs{}, relay.Timeout(500*time.Microsecond))
+	id := enqueue(t, db, kind, numArgs{}, relay.Timeout(500*time.Microsecond))
 	if rec := jobRecord(t, db, id); rec.Timeout == nil || *rec.Timeout <= 0 {
 		t.Errorf("GetJob says the job's timeout is %v, want a positive timeout (it was enqueued with Timeout(500µs))", rec.Timeout)
 	}
@@ -200,10 +203,11 @@ func TestSubMillisecondJobTimeoutIsNotDropped(t *testing.T) {
 // An error retries the job with reason error and the error's text.
 func TestErrorIsRecordedAndRetried(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("flaky")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
-	handle(t, c, "flaky", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.Attempt
 		if job.Attempt < 3 {
 			return fmt.Errorf("transient failure %d", job.Attempt)
@@ -211,7 +215,7 @@ func TestErrorIsRecordedAndRetried(t *testing.T) {
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "flaky", numArgs{}, relay.MaxAttempts(3))
+	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(3))
 	for want := 1; want <= 3; want++ {
 		if a := recv(t, runs, "an attempt"); a != want {
 			t.Fatalf("attempt %d ran, want %d", a, want)
@@ -235,15 +239,16 @@ func TestErrorIsRecordedAndRetried(t *testing.T) {
 // Discard fails the job at once, with reason discarded, however many attempts it has left.
 func TestDiscardFailsAtOnce(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("doomed")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
-	handle(t, c, "doomed", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.Attempt
 		return relay.Discard(errors.New("customer no longer exists"))
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "doomed", numArgs{}, relay.MaxAttempts(5))
+	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(5))
 	recv(t, runs, "the job")
 	rec := waitRecord(t, db, id, relay.StateFailed)
 	stop(t, c)
@@ -261,12 +266,13 @@ func TestDiscardFailsAtOnce(t *testing.T) {
 // can snooze and still run, as attempt 1 again.
 func TestSnoozeRunsAgainLaterWithoutUsingAnAttempt(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("sleepy")
 	const d = 300 * time.Millisecond
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{})
 	runs := make(chan attemptRun, 10)
 	var calls atomic.Int64
-	handle(t, c, "sleepy", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		r := attemptRun{id: job.ID, attempt: job.Attempt, maxAttempts: job.MaxAttempts, scheduledAt: job.ScheduledAt, start: time.Now()}
 		defer func() { runs <- r }()
 		if calls.Add(1) == 1 {
@@ -276,7 +282,7 @@ func TestSnoozeRunsAgainLaterWithoutUsingAnAttempt(t *testing.T) {
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "sleepy", numArgs{}, relay.MaxAttempts(1))
+	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(1))
 	first := recv(t, runs, "the first run")
 	second := recv(t, runs, "the run after the snooze")
 	if gap := second.start.Sub(first.end); gap < d {
@@ -294,11 +300,12 @@ func TestSnoozeRunsAgainLaterWithoutUsingAnAttempt(t *testing.T) {
 // RetryAfter retries at the chosen time, not before and not at the backoff's.
 func TestRetryAfterRetriesAtTheChosenTime(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("later")
 	const d = 400 * time.Millisecond
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	runs := make(chan attemptRun, 10)
-	handle(t, c, "later", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		r := attemptRun{id: job.ID, attempt: job.Attempt, scheduledAt: job.ScheduledAt, start: time.Now()}
 		defer func() { runs <- r }()
 		if job.Attempt == 1 {
@@ -308,7 +315,7 @@ func TestRetryAfterRetriesAtTheChosenTime(t *testing.T) {
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "later", numArgs{})
+	id := enqueue(t, db, kind, numArgs{})
 	first := recv(t, runs, "attempt 1")
 	second := recv(t, runs, "attempt 2")
 	if gap := second.start.Sub(first.end); gap < d {
@@ -327,15 +334,16 @@ func TestRetryAfterRetriesAtTheChosenTime(t *testing.T) {
 // overrides it.
 func TestKindMaxAttemptsAndTheJobsOwn(t *testing.T) {
 	t.Parallel()
+	limitedKind := relay.NewKind[numArgs]("limited")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	runs := make(chan attemptRun, 20)
-	handle(t, c, "limited", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, limitedKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- attemptRun{id: job.ID, attempt: job.Attempt, maxAttempts: job.MaxAttempts}
 		return errors.New("always")
 	}, relay.MaxAttempts(2))
-	byKind := enqueue(t, db, "limited", numArgs{N: 1})
-	own := enqueue(t, db, "limited", numArgs{N: 2}, relay.MaxAttempts(4))
+	byKind := enqueue(t, db, limitedKind, numArgs{N: 1})
+	own := enqueue(t, db, limitedKind, numArgs{N: 2}, relay.MaxAttempts(4))
 	if rec := jobRecord(t, db, byKind); rec.MaxAttempts != 0 {
 		t.Errorf("before its first claim, a job enqueued without MaxAttempts has MaxAttempts %d, want 0 (the kind decides)", rec.MaxAttempts)
 	}
@@ -363,6 +371,8 @@ func TestKindMaxAttemptsAndTheJobsOwn(t *testing.T) {
 // A kind's Backoff spaces its retries instead of the client's.
 func TestKindBackoffIsUsed(t *testing.T) {
 	t.Parallel()
+	ownBackoffKind := relay.NewKind[numArgs]("own-backoff")
+	clientBackoffKind := relay.NewKind[numArgs]("client-backoff")
 	const kindDelay = 250 * time.Millisecond
 	db := relaytest.NewDB(t)
 	slow := backoff.Policy{Initial: time.Hour, Multiplier: 1, Max: time.Hour}
@@ -377,11 +387,11 @@ func TestKindBackoffIsUsed(t *testing.T) {
 		}
 		return nil
 	}
-	handle(t, c, "own-backoff", fail, relay.Backoff(backoff.Policy{Initial: kindDelay, Multiplier: 1, Max: kindDelay}))
-	handle(t, c, "client-backoff", fail)
+	handle(t, c, ownBackoffKind, fail, relay.Backoff(backoff.Policy{Initial: kindDelay, Multiplier: 1, Max: kindDelay}))
+	handle(t, c, clientBackoffKind, fail)
 	start(t, c, db.Pool)
-	own := enqueue(t, db, "own-backoff", numArgs{})
-	other := enqueue(t, db, "client-backoff", numArgs{})
+	own := enqueue(t, db, ownBackoffKind, numArgs{})
+	other := enqueue(t, db, clientBackoffKind, numArgs{})
 
 	var first, second attemptRun
 	for first.id == 0 || second.id == 0 {
@@ -408,6 +418,7 @@ func TestKindBackoffIsUsed(t *testing.T) {
 // decode, after exactly one attempt, and the handler is never called.
 func TestUndecodableArgsFailWithReasonDecode(t *testing.T) {
 	t.Parallel()
+	typedKind := relay.NewKind[numArgs]("typed")
 	db := relaytest.NewDB(t)
 	var id int64
 	// No max_attempts: the kind's default (20) applies, and still only one attempt is made.
@@ -418,10 +429,10 @@ func TestUndecodableArgsFailWithReasonDecode(t *testing.T) {
 	}
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	called := make(chan int64, 10)
-	handle(t, c, "typed", reportIDs(called))
+	handle(t, c, typedKind, reportIDs(called))
 	start(t, c, db.Pool)
 	rec := waitRecord(t, db, id, relay.StateFailed)
-	good := enqueue(t, db, "typed", numArgs{N: 1}) // the client carries on
+	good := enqueue(t, db, typedKind, numArgs{N: 1}) // the client carries on
 	if got := recv(t, called, "the good job"); got != good {
 		t.Fatalf("the handler was called with job %d, want only the good job %d", got, good)
 	}
@@ -444,10 +455,10 @@ func TestInvalidOptionsAreRefused(t *testing.T) {
 		"MaxAttempts(0)":   relay.MaxAttempts(0),
 		"MaxAttempts(-1)":  relay.MaxAttempts(-1),
 	} {
-		if _, err := relay.Enqueue(ctx, db, "k", numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.Enqueue(ctx, db, testKind, numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("Enqueue with %s: %v, want ErrInvalidJob", name, err)
 		}
-		specs := []relay.JobSpec{{Kind: "k", Args: numArgs{}}, {Kind: "k", Args: numArgs{}, Options: []relay.EnqueueOption{opt}}}
+		specs := []relay.JobSpec{testKind.Job(numArgs{}), testKind.Job(numArgs{}, opt)}
 		if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("EnqueueMany with %s on one job: %v, want ErrInvalidJob", name, err)
 		}
@@ -462,7 +473,7 @@ func TestInvalidOptionsAreRefused(t *testing.T) {
 		"bad Backoff":      relay.Backoff(backoff.Policy{Initial: 0, Multiplier: 2, Max: time.Second}),
 	} {
 		c := newClient(db, relay.Config{})
-		if err := relay.Handle(c, "k", noop, opt); !errors.Is(err, relay.ErrInvalidConfig) {
+		if err := relay.Handle(c, testKind, noop, opt); !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("Handle with %s: %v, want ErrInvalidConfig", name, err)
 		}
 	}
@@ -476,7 +487,7 @@ func TestInvalidOptionsAreRefused(t *testing.T) {
 		"negative JobTimeout":                {Queues: map[string]relay.QueueConfig{"q": {Workers: 1, JobTimeout: -time.Second}}},
 	} {
 		c := newClient(db, cfg)
-		handle(t, c, "k", noop)
+		handle(t, c, testKind, noop)
 		err := c.Start(ctx, db.Pool)
 		if !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("Start with %s: %v, want ErrInvalidConfig", name, err)
@@ -487,6 +498,6 @@ func TestInvalidOptionsAreRefused(t *testing.T) {
 	}
 	// At exactly half it is valid.
 	c := newClient(db, relay.Config{LeaseTTL: time.Second, LeaseRenewal: 500 * time.Millisecond})
-	handle(t, c, "k", noop)
+	handle(t, c, testKind, noop)
 	start(t, c, db.Pool)
 }

@@ -17,6 +17,9 @@ import (
 // Races around queue settings, leases, cancels and transactional completion, each found
 // in review as a defect; the tests keep them fixed.
 
+// rvKind is the kind of most jobs of these tests.
+var rvKind = relay.NewKind[numArgs]("rv")
+
 // racePool is a pool on the test server with room for many handler transactions.
 func racePool(t *testing.T, conns int32) *pgxpool.Pool {
 	t.Helper()
@@ -42,7 +45,7 @@ func TestRetriedJobFromBeforeTheQueueWasOrderedRuns(t *testing.T) {
 	ctx := context.Background()
 	q := "rv-retry-" + randomHex()
 
-	id := enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	id := enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
 	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +71,7 @@ func TestJobEnqueuedWhileTheQueueBecameOrderedRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	id, err := relay.Enqueue(ctx, tx, "rv", numArgs{1}, relay.Queue(q), relay.Schema(db.Schema))
+	id, err := relay.Enqueue(ctx, tx, rvKind, numArgs{1}, relay.Queue(q), relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +89,7 @@ func rvMustRun(t *testing.T, db *relaytest.DB, q string, id int64) {
 	t.Helper()
 	ran := make(chan int64, 4)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}, PollInterval: 100 * time.Millisecond})
-	handle(t, c, "rv", reportIDs(ran))
+	handle(t, c, rvKind, reportIDs(ran))
 	start(t, c, db.Pool)
 	select {
 	case <-ran:
@@ -108,7 +111,7 @@ func TestOrderedHandOffAfterCompleteTxNeedsNoPoll(t *testing.T) {
 
 	started := make(chan int64, 4)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}) // 1 h poll
-	handle(t, c, "rv", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, rvKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.ID
 		tx, err := db.Begin(ctx)
 		if err != nil {
@@ -124,8 +127,8 @@ func TestOrderedHandOffAfterCompleteTxNeedsNoPoll(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // a little work after the commit (logging, a metric, …)
 		return nil
 	})
-	first := enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
-	second := enqueue(t, db, "rv", numArgs{2}, relay.Queue(q))
+	first := enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
+	second := enqueue(t, db, rvKind, numArgs{2}, relay.Queue(q))
 	start(t, c, db.Pool)
 
 	recv(t, started, "first job")
@@ -150,7 +153,7 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 	proceed := make(chan struct{})
 	cancelCommitted := make(chan struct{})
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}})
-	handle(t, c, "rv", func(hctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, rvKind, func(hctx context.Context, job *relay.Job[numArgs]) error {
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			return err
@@ -170,7 +173,7 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 	})
 	events, unsubscribe := c.Subscribe(16)
 	defer unsubscribe()
-	id := enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	id := enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
 	start(t, c, db.Pool)
 
 	recv(t, completed, "CompleteTx")
@@ -199,6 +202,8 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 // let the leases of every other running job lapse, and those jobs would run twice.
 func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 	t.Parallel()
+	lockedKind := relay.NewKind[numArgs]("locked")
+	plainKind := relay.NewKind[numArgs]("plain")
 	db := relaytest.NewDB(t)
 	pool := racePool(t, 40)
 	const locked = 16 // 16 × lockWait (125 ms with a 1 s lease) = 2 s > LeaseTTL
@@ -209,7 +214,7 @@ func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{
 		lq: {Workers: locked}, pq: {Workers: 1},
 	}}))
-	handle(t, c, "locked", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, lockedKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Attempt > 1 {
 			return nil
 		}
@@ -224,7 +229,7 @@ func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 		time.Sleep(2500 * time.Millisecond) // the work the checkpoint describes
 		return tx.Commit(ctx)
 	})
-	handle(t, c, "plain", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, plainKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		plainRuns.Add(1)
 		select {
 		case <-ctx.Done():
@@ -234,9 +239,9 @@ func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 		return nil
 	})
 	for i := range locked {
-		enqueue(t, db, "locked", numArgs{i}, relay.Queue(lq))
+		enqueue(t, db, lockedKind, numArgs{i}, relay.Queue(lq))
 	}
-	id := enqueue(t, db, "plain", numArgs{0}, relay.Queue(pq))
+	id := enqueue(t, db, plainKind, numArgs{0}, relay.Queue(pq))
 	start(t, c, pool)
 
 	rec := waitRecord(t, db, id, relay.StateSucceeded)
@@ -262,7 +267,7 @@ func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 	}
 	results := make(chan result, 1)
 	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}))
-	handle(t, c, "rv", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, rvKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			return err
@@ -287,7 +292,7 @@ func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 		results <- result{}
 		return tx.Commit(ctx)
 	})
-	enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
 	start(t, c, db.Pool)
 	r := recv(t, results, "handler result")
 	if r.err != nil || r.expired {
@@ -301,6 +306,7 @@ func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 // (one at a time holds for handlers that honour their context).
 func TestCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[ordArgs]("rv")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	q := "rv-overlap-" + randomHex()
@@ -310,7 +316,7 @@ func TestCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
 	cause := make(chan error, 1)
 	release := make(chan struct{})
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 4}}})
-	handle(t, c, "rv", func(hctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(hctx context.Context, job *relay.Job[ordArgs]) error {
 		started <- job.ID
 		if job.Args.N == 1 {
 			<-hctx.Done()
@@ -319,8 +325,8 @@ func TestCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
 		}
 		return nil
 	})
-	first := ordEnqueue(t, db, "rv", q, "k", 1)
-	second := ordEnqueue(t, db, "rv", q, "k", 2)
+	first := ordEnqueue(t, db, kind, q, "k", 1)
+	second := ordEnqueue(t, db, kind, q, "k", 2)
 	start(t, c, db.Pool)
 	defer close(release)
 	if got := recv(t, started, "first job"); got != first {
@@ -354,14 +360,14 @@ func TestRetryAfterCancelIsNotCancelledByAStaleTombstone(t *testing.T) {
 	}
 	entries := make(chan entry, 8)
 	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}})
-	handle(t, c, "rv", func(hctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, rvKind, func(hctx context.Context, job *relay.Job[numArgs]) error {
 		entries <- entry{job.ID, job.Attempt, context.Cause(hctx)}
 		return nil
 	})
 	start(t, c, db.Pool)
 
 	// A job that another client, now hung or dead, claimed: running, leased to it.
-	id := enqueue(t, db, "rv", numArgs{1}, relay.Queue("elsewhere-"+randomHex()))
+	id := enqueue(t, db, rvKind, numArgs{1}, relay.Queue("elsewhere-"+randomHex()))
 	if _, err := db.Exec(ctx, `UPDATE `+relayTable(db, "jobs")+` SET queue = $2, state = 'running', attempt = 1,
 		attempted_at = now(), attempted_by = 'ghost', lease_expires_at = now() + interval '1 hour' WHERE id = $1`, id, q); err != nil {
 		t.Fatal(err)
@@ -371,7 +377,7 @@ func TestRetryAfterCancelIsNotCancelledByAStaleTombstone(t *testing.T) {
 	}
 	// Notifications arrive in commit order: once a job enqueued after the cancel has run,
 	// the client has seen the cancel notification too.
-	probe := enqueue(t, db, "rv", numArgs{2}, relay.Queue(q))
+	probe := enqueue(t, db, rvKind, numArgs{2}, relay.Queue(q))
 	if e := recv(t, entries, "the probe job"); e.id != probe {
 		t.Fatalf("job %d ran before the probe %d", e.id, probe)
 	}
@@ -395,7 +401,7 @@ func TestHandlerAfterCompleteTxCommitIsNotCancelledAsLostLease(t *testing.T) {
 	q := "rv-after-" + randomHex()
 	causes := make(chan error, 1)
 	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}))
-	handle(t, c, "rv", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, rvKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			return err
@@ -415,7 +421,7 @@ func TestHandlerAfterCompleteTxCommitIsNotCancelledAsLostLease(t *testing.T) {
 		}
 		return nil
 	})
-	enqueue(t, db, "rv", numArgs{1}, relay.Queue(q))
+	enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
 	start(t, c, db.Pool)
 	if cause := recv(t, causes, "handler"); cause != nil {
 		t.Fatalf("handler's context was cancelled after its CompleteTx committed: %v (lost lease: %v)", cause, errors.Is(cause, relay.ErrLostLease))

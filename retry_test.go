@@ -33,16 +33,17 @@ func recordOf[T any](job *relay.Job[T]) attemptRecord {
 // every attempt's error recorded.
 func TestFailingJobIsRetriedWithBackoffThenFailed(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("flaky")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	attempts := make(chan attemptRecord, 10)
-	handle(t, c, "flaky", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		attempts <- recordOf(job)
 		return fmt.Errorf("boom %d", job.Attempt)
 	})
 	start(t, c, db.Pool)
 
-	id := enqueue(t, db, "flaky", numArgs{}, relay.MaxAttempts(3))
+	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(3))
 	var seen []attemptRecord
 	for range 3 {
 		seen = append(seen, recv(t, attempts, "the next attempt"))
@@ -83,10 +84,11 @@ func TestFailingJobIsRetriedWithBackoffThenFailed(t *testing.T) {
 // error kept.
 func TestJobSucceedsOnSecondAttempt(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("second")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	attempts := make(chan int, 10)
-	handle(t, c, "second", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		attempts <- job.Attempt
 		if job.Attempt == 1 {
 			return errors.New("not yet")
@@ -94,7 +96,7 @@ func TestJobSucceedsOnSecondAttempt(t *testing.T) {
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "second", numArgs{}, relay.MaxAttempts(3))
+	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(3))
 	for want := 1; want <= 2; want++ {
 		if a := recv(t, attempts, "an attempt"); a != want {
 			t.Fatalf("attempt %d ran, want %d", a, want)
@@ -110,11 +112,12 @@ func TestJobSucceedsOnSecondAttempt(t *testing.T) {
 // An error with an empty message is still recorded as something.
 func TestEmptyErrorMessageIsRecorded(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("mute")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
-	handle(t, c, "mute", func(ctx context.Context, job *relay.Job[numArgs]) error { return errors.New("") })
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error { return errors.New("") })
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "mute", numArgs{}, relay.MaxAttempts(1))
+	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(1))
 	waitState(t, db, "failed", id)
 	if j := jobByID(t, db, id); len(j.Errors) != 1 || j.Errors[0] == "" {
 		t.Errorf("recorded errors %q, want one non-empty error", j.Errors)
@@ -125,6 +128,7 @@ func TestEmptyErrorMessageIsRecorded(t *testing.T) {
 // cannot fix stored args.
 func TestUndecodableArgsFailAtOnce(t *testing.T) {
 	t.Parallel()
+	decodeKind := relay.NewKind[numArgs]("decode")
 	db := relaytest.NewDB(t)
 	var id int64
 	err := db.QueryRow(context.Background(), `INSERT INTO `+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+
@@ -134,12 +138,12 @@ func TestUndecodableArgsFailAtOnce(t *testing.T) {
 	}
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	called := make(chan int64, 10)
-	handle(t, c, "decode", reportIDs(called))
+	handle(t, c, decodeKind, reportIDs(called))
 	start(t, c, db.Pool) // the start-up claim finds the raw row: no NOTIFY was sent for it
 	waitState(t, db, "failed", id)
 
 	// A good job after it runs, so the client is working and has had every chance to retry.
-	good := enqueue(t, db, "decode", numArgs{N: 1})
+	good := enqueue(t, db, decodeKind, numArgs{N: 1})
 	if got := recv(t, called, "the good job"); got != good {
 		t.Fatalf("handler got job %d, want only the good job %d", got, good)
 	}
@@ -154,10 +158,11 @@ func TestUndecodableArgsFailAtOnce(t *testing.T) {
 // recorded as the attempt's error and the job is retried, then failed.
 func TestPanickingHandlerIsRecordedAndRetried(t *testing.T) {
 	t.Parallel()
+	kind := relay.NewKind[numArgs]("panicky")
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{Backoff: fastBackoff})
 	attempts := make(chan int, 10)
-	handle(t, c, "panicky", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		attempts <- job.Attempt
 		if job.Args.N == 0 {
 			panic(fmt.Sprintf("kaboom on attempt %d", job.Attempt))
@@ -165,7 +170,7 @@ func TestPanickingHandlerIsRecordedAndRetried(t *testing.T) {
 		return nil
 	})
 	start(t, c, db.Pool)
-	id := enqueue(t, db, "panicky", numArgs{N: 0}, relay.MaxAttempts(2))
+	id := enqueue(t, db, kind, numArgs{N: 0}, relay.MaxAttempts(2))
 	for want := 1; want <= 2; want++ {
 		if a := recv(t, attempts, "an attempt of the panicking job"); a != want {
 			t.Fatalf("attempt %d ran, want %d", a, want)
@@ -183,7 +188,7 @@ func TestPanickingHandlerIsRecordedAndRetried(t *testing.T) {
 	}
 
 	// The client still runs jobs.
-	ok := enqueue(t, db, "panicky", numArgs{N: 1})
+	ok := enqueue(t, db, kind, numArgs{N: 1})
 	recv(t, attempts, "a job after the panics")
 	waitState(t, db, "succeeded", ok)
 }

@@ -20,8 +20,11 @@ import (
 // Tests of unique jobs: relay.Unique, relay.EnqueueJob, relay.EnqueueJobs, and Retry of a
 // job whose key another job holds.
 
+// uqKind is the kind of most jobs of these tests.
+var uqKind = relay.NewKind[numArgs]("uq")
+
 // uqEnqueue enqueues one job on db's schema with EnqueueJob, failing the test on error.
-func uqEnqueue(t testing.TB, db relay.DB, schema, kind string, args any, opts ...relay.EnqueueOption) relay.Enqueued {
+func uqEnqueue[T any](t testing.TB, db relay.DB, schema string, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) relay.Enqueued {
 	t.Helper()
 	e, err := relay.EnqueueJob(context.Background(), db, kind, args, append(opts, relay.Schema(schema))...)
 	if err != nil {
@@ -58,7 +61,7 @@ func uqArgsN(t testing.TB, db *relaytest.DB, id int64) int {
 
 // uqBlocking registers a handler for kind on c that reports each job's id on the returned
 // channel and then waits for a value on release (or for release to be closed).
-func uqBlocking(t testing.TB, c *relay.Client, kind string) (started chan int64, release chan struct{}) {
+func uqBlocking(t testing.TB, c *relay.Client, kind relay.Kind[numArgs]) (started chan int64, release chan struct{}) {
 	t.Helper()
 	started = make(chan int64, 16)
 	release = make(chan struct{})
@@ -96,6 +99,7 @@ func uqCloseAtCleanup(t testing.TB, ch chan struct{}) {
 // statements whose snapshot predates the winner's commit, still find the winner.
 func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 	t.Parallel()
+	uqPlainKind := relay.NewKind[numArgs]("uq-plain")
 	const (
 		producers = 32
 		rounds    = 4
@@ -157,12 +161,12 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 				<-gate
 				switch mode {
 				case txJob:
-					res.e, res.err = relay.EnqueueJob(ctx, tx, "uq", args, unique, relay.Schema(db.Schema))
+					res.e, res.err = relay.EnqueueJob(ctx, tx, uqKind, args, unique, relay.Schema(db.Schema))
 				case autoJob:
-					res.e, res.err = relay.EnqueueJob(ctx, conn, "uq", args, unique, relay.Schema(db.Schema))
+					res.e, res.err = relay.EnqueueJob(ctx, conn, uqKind, args, unique, relay.Schema(db.Schema))
 				case txJobs:
 					var es []relay.Enqueued
-					es, res.err = relay.EnqueueJobs(ctx, tx, []relay.JobSpec{{Kind: "uq", Args: args, Options: []relay.EnqueueOption{unique}}}, relay.Schema(db.Schema))
+					es, res.err = relay.EnqueueJobs(ctx, tx, []relay.JobSpec{uqKind.Job(args, unique)}, relay.Schema(db.Schema))
 					if res.err == nil {
 						if len(es) != 1 {
 							res.err = fmt.Errorf("EnqueueJobs returned %d results for 1 job", len(es))
@@ -173,8 +177,8 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 				case autoBatch:
 					var es []relay.Enqueued
 					es, res.err = relay.EnqueueJobs(ctx, conn, []relay.JobSpec{
-						{Kind: "uq", Args: args, Options: []relay.EnqueueOption{unique}},
-						{Kind: "uq-plain", Args: args},
+						uqKind.Job(args, unique),
+						uqPlainKind.Job(args),
 					}, relay.Schema(db.Schema))
 					if res.err == nil {
 						switch {
@@ -235,10 +239,11 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 // cancelled) the same key enqueues a new job.
 func TestUniqueDefaultStatesHoldTheKeyUntilTheJobEnds(t *testing.T) {
 	t.Parallel()
+	uqOtherKind := relay.NewKind[numArgs]("uq-other")
 	db := relaytest.NewDB(t)
 	const key = "report:1"
 
-	first := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 1}, relay.Unique(key))
+	first := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 1}, relay.Unique(key))
 	if first.Duplicate || first.ID == 0 {
 		t.Fatalf("first enqueue: %+v, want a new job", first)
 	}
@@ -247,50 +252,50 @@ func TestUniqueDefaultStatesHoldTheKeyUntilTheJobEnds(t *testing.T) {
 	}
 
 	// Pending: a repeat, even of another kind on another queue, gets the job back.
-	if e := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 2}, relay.Unique(key)); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
+	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 2}, relay.Unique(key)); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
 		t.Errorf("repeat while pending: %+v, want duplicate of %d", e, first.ID)
 	}
-	if e := uqEnqueue(t, db, db.Schema, "uq-other", numArgs{N: 3}, relay.Unique(key), relay.Queue("elsewhere")); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
+	if e := uqEnqueue(t, db, db.Schema, uqOtherKind, numArgs{N: 3}, relay.Unique(key), relay.Queue("elsewhere")); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
 		t.Errorf("repeat of another kind and queue while pending: %+v, want duplicate of %d (keys are global)", e, first.ID)
 	}
 	// Enqueue (the plain form) returns the holder's id too.
-	if id := enqueue(t, db, "uq", numArgs{N: 4}, relay.Unique(key)); id != first.ID {
+	if id := enqueue(t, db, uqKind, numArgs{N: 4}, relay.Unique(key)); id != first.ID {
 		t.Errorf("Enqueue of a repeat returned %d, want the holder %d", id, first.ID)
 	}
 
 	// Scheduled: held as well; cancelled: no longer.
 	const later = "report:later"
-	sched := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 5}, relay.Unique(later), relay.RunIn(time.Hour))
+	sched := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 5}, relay.Unique(later), relay.RunIn(time.Hour))
 	if rec := jobRecord(t, db, sched.ID); rec.State != relay.StateScheduled {
 		t.Fatalf("job enqueued with RunIn(1h) is %s, want scheduled", rec.State)
 	}
-	if e := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 6}, relay.Unique(later)); e != (relay.Enqueued{ID: sched.ID, Duplicate: true}) {
+	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 6}, relay.Unique(later)); e != (relay.Enqueued{ID: sched.ID, Duplicate: true}) {
 		t.Errorf("repeat while scheduled: %+v, want duplicate of %d", e, sched.ID)
 	}
 	if err := relay.Cancel(context.Background(), db, sched.ID, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	afterCancel := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 7}, relay.Unique(later), relay.RunIn(time.Hour))
+	afterCancel := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 7}, relay.Unique(later), relay.RunIn(time.Hour))
 	if afterCancel.Duplicate || afterCancel.ID == sched.ID {
 		t.Errorf("repeat after the holder was cancelled: %+v, want a new job", afterCancel)
 	}
 
 	// Running: held.
 	c := newClient(db, relay.Config{})
-	started, release := uqBlocking(t, c, "uq")
+	started, release := uqBlocking(t, c, uqKind)
 	start(t, c, db.Pool)
 	uqCloseAtCleanup(t, release)
 	if got := recv(t, started, "the unique job to start"); got != first.ID {
 		t.Fatalf("started job %d, want %d", got, first.ID)
 	}
-	if e := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 8}, relay.Unique(key)); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
+	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 8}, relay.Unique(key)); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
 		t.Errorf("repeat while running: %+v, want duplicate of %d", e, first.ID)
 	}
 
 	// Succeeded: the key is free again.
 	uqRelease(t, release)
 	waitState(t, db, "succeeded", first.ID)
-	second := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 9}, relay.Unique(key))
+	second := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 9}, relay.Unique(key))
 	if second.Duplicate || second.ID == first.ID {
 		t.Fatalf("repeat after the holder succeeded: %+v, want a new job", second)
 	}
@@ -308,41 +313,43 @@ func TestUniqueDefaultStatesHoldTheKeyUntilTheJobEnds(t *testing.T) {
 // a repeat naming the same states gets the finished job back.
 func TestUniqueFinishedStatesHoldTheKeyAfterTheJobEnds(t *testing.T) {
 	t.Parallel()
+	uqOkKind := relay.NewKind[numArgs]("uq-ok")
+	uqFailKind := relay.NewKind[numArgs]("uq-fail")
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 
 	c := newClient(db, relay.Config{})
 	ok := make(chan int64, 4)
-	handle(t, c, "uq-ok", reportIDs(ok))
+	handle(t, c, uqOkKind, reportIDs(ok))
 	failed := make(chan int64, 4)
-	handle(t, c, "uq-fail", func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, uqFailKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		failed <- job.ID
 		return relay.Discard(errors.New("no"))
 	})
 	start(t, c, db.Pool)
 
 	succeededOnly := relay.Unique("done", relay.StateSucceeded)
-	a := uqEnqueue(t, db, db.Schema, "uq-ok", numArgs{N: 1}, succeededOnly)
+	a := uqEnqueue(t, db, db.Schema, uqOkKind, numArgs{N: 1}, succeededOnly)
 	recv(t, ok, "the job to run")
 	waitRecord(t, db, a.ID, relay.StateSucceeded)
-	if e := uqEnqueue(t, db, db.Schema, "uq-ok", numArgs{N: 2}, succeededOnly); e != (relay.Enqueued{ID: a.ID, Duplicate: true}) {
+	if e := uqEnqueue(t, db, db.Schema, uqOkKind, numArgs{N: 2}, succeededOnly); e != (relay.Enqueued{ID: a.ID, Duplicate: true}) {
 		t.Errorf("repeat of a succeeded job with Unique(key, StateSucceeded): %+v, want duplicate of %d", e, a.ID)
 	}
 
 	failedOnly := relay.Unique("broken", relay.StateFailed)
-	f := uqEnqueue(t, db, db.Schema, "uq-fail", numArgs{N: 3}, failedOnly)
+	f := uqEnqueue(t, db, db.Schema, uqFailKind, numArgs{N: 3}, failedOnly)
 	recv(t, failed, "the failing job to run")
 	waitRecord(t, db, f.ID, relay.StateFailed)
-	if e := uqEnqueue(t, db, db.Schema, "uq-fail", numArgs{N: 4}, failedOnly); e != (relay.Enqueued{ID: f.ID, Duplicate: true}) {
+	if e := uqEnqueue(t, db, db.Schema, uqFailKind, numArgs{N: 4}, failedOnly); e != (relay.Enqueued{ID: f.ID, Duplicate: true}) {
 		t.Errorf("repeat of a failed job with Unique(key, StateFailed): %+v, want duplicate of %d", e, f.ID)
 	}
 
 	cancelledOnly := relay.Unique("dropped", relay.StateCancelled, relay.StatePending)
-	x := uqEnqueue(t, db, db.Schema, "uq-ok", numArgs{N: 5}, cancelledOnly, relay.RunIn(time.Hour))
+	x := uqEnqueue(t, db, db.Schema, uqOkKind, numArgs{N: 5}, cancelledOnly, relay.RunIn(time.Hour))
 	if err := relay.Cancel(ctx, db, x.ID, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	if e := uqEnqueue(t, db, db.Schema, "uq-ok", numArgs{N: 6}, cancelledOnly); e != (relay.Enqueued{ID: x.ID, Duplicate: true}) {
+	if e := uqEnqueue(t, db, db.Schema, uqOkKind, numArgs{N: 6}, cancelledOnly); e != (relay.Enqueued{ID: x.ID, Duplicate: true}) {
 		t.Errorf("repeat of a cancelled job with Unique(key, StateCancelled): %+v, want duplicate of %d", e, x.ID)
 	}
 	// Duplicates are never inserted: one row per key.
@@ -361,13 +368,13 @@ func TestUniqueStatesNamedByTheEnqueueDecide(t *testing.T) {
 	db := relaytest.NewDB(t)
 	c := newClient(db, relay.Config{})
 	ran := make(chan int64, 4)
-	handle(t, c, "uq", reportIDs(ran))
+	handle(t, c, uqKind, reportIDs(ran))
 	start(t, c, db.Pool)
 
 	// Run one job with the given unique options to success.
 	succeeded := func(t *testing.T, opts ...relay.EnqueueOption) int64 {
 		t.Helper()
-		e := uqEnqueue(t, db, db.Schema, "uq", numArgs{}, opts...)
+		e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{}, opts...)
 		if e.Duplicate {
 			t.Fatalf("first enqueue: %+v, want a new job", e)
 		}
@@ -378,7 +385,7 @@ func TestUniqueStatesNamedByTheEnqueueDecide(t *testing.T) {
 
 	t.Run("repeat naming succeeded after a default job succeeded", func(t *testing.T) {
 		done := succeeded(t, relay.Unique("k1"))
-		e := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 1}, relay.Unique("k1", relay.StateSucceeded), relay.RunIn(time.Hour))
+		e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 1}, relay.Unique("k1", relay.StateSucceeded), relay.RunIn(time.Hour))
 		if e != (relay.Enqueued{ID: done, Duplicate: true}) {
 			t.Errorf("Unique(key, StateSucceeded) while job %d with the key is succeeded: got %+v, want {ID:%d Duplicate:true}", done, e, done)
 		}
@@ -386,7 +393,7 @@ func TestUniqueStatesNamedByTheEnqueueDecide(t *testing.T) {
 
 	t.Run("repeat with default states after a succeeded-holding job succeeded", func(t *testing.T) {
 		done := succeeded(t, relay.Unique("k2", relay.StateSucceeded))
-		e := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 2}, relay.Unique("k2"), relay.RunIn(time.Hour))
+		e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 2}, relay.Unique("k2"), relay.RunIn(time.Hour))
 		if e.Duplicate || e.ID == done {
 			t.Errorf("Unique(key) with the default states (pending, scheduled, running) while the only job with the key (%d) is succeeded: got %+v, want a new job", done, e)
 		}
@@ -401,15 +408,16 @@ func TestUniqueEnqueueJobsBatchResultsLineUpWithTheInput(t *testing.T) {
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 
-	holder := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: -1}, relay.Unique("a"))
+	holder := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: -1}, relay.Unique("a"))
 
 	input := []string{"", "a", "b", "", "b", "a", "", "c", "c", "", "b"}
 	specs := make([]relay.JobSpec, len(input))
 	for i, key := range input {
-		specs[i] = relay.JobSpec{Kind: "uq", Args: numArgs{N: i}}
+		var opts []relay.EnqueueOption
 		if key != "" {
-			specs[i].Options = []relay.EnqueueOption{relay.Unique(key)}
+			opts = append(opts, relay.Unique(key))
 		}
+		specs[i] = uqKind.Job(numArgs{N: i}, opts...)
 	}
 	tx, err := db.Begin(ctx)
 	if err != nil {
@@ -504,18 +512,19 @@ func TestUniqueEnqueueJobsRandomBatch(t *testing.T) {
 	for k := range 10 {
 		if rng.IntN(2) == 0 {
 			key := fmt.Sprintf("k%d", k)
-			held[key] = uqEnqueue(t, db, db.Schema, "uq", numArgs{N: -1 - k}, relay.Unique(key)).ID
+			held[key] = uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: -1 - k}, relay.Unique(key)).ID
 		}
 	}
 	const n = 300
 	keys := make([]string, n)
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "uq", Args: numArgs{N: i}, Options: []relay.EnqueueOption{relay.Queue(fmt.Sprintf("q%d", rng.IntN(3)))}}
+		opts := []relay.EnqueueOption{relay.Queue(fmt.Sprintf("q%d", rng.IntN(3)))}
 		if rng.IntN(3) > 0 {
 			keys[i] = fmt.Sprintf("k%d", rng.IntN(10))
-			specs[i].Options = append(specs[i].Options, relay.Unique(keys[i]))
+			opts = append(opts, relay.Unique(keys[i]))
 		}
+		specs[i] = uqKind.Job(numArgs{N: i}, opts...)
 	}
 	es, err := relay.EnqueueJobs(ctx, db, specs, relay.Schema(db.Schema))
 	if err != nil {
@@ -563,11 +572,11 @@ func TestUniqueRetryWhileTheKeyIsHeldFails(t *testing.T) {
 	ctx := context.Background()
 	const key = "sync:42"
 
-	old := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 1}, relay.Unique(key))
+	old := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 1}, relay.Unique(key))
 	if err := relay.Cancel(ctx, db, old.ID, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	holder := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 2}, relay.Unique(key))
+	holder := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 2}, relay.Unique(key))
 	if holder.Duplicate || holder.ID == old.ID {
 		t.Fatalf("enqueue after the first was cancelled: %+v, want a new job", holder)
 	}
@@ -603,7 +612,7 @@ func TestUniqueRetryWhileTheKeyIsHeldFails(t *testing.T) {
 	if rec := jobRecord(t, db, old.ID); rec.State != relay.StatePending {
 		t.Errorf("retried job %d is %s, want pending", old.ID, rec.State)
 	}
-	if e := uqEnqueue(t, db, db.Schema, "uq", numArgs{N: 3}, relay.Unique(key)); e != (relay.Enqueued{ID: old.ID, Duplicate: true}) {
+	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 3}, relay.Unique(key)); e != (relay.Enqueued{ID: old.ID, Duplicate: true}) {
 		t.Errorf("enqueue after the retry: %+v, want a duplicate of the retried job %d", e, old.ID)
 	}
 	// Retrying the cancelled holder now collides with the retried job.
@@ -628,16 +637,16 @@ func TestUniqueInvalidOptionsAreRefused(t *testing.T) {
 		"key longer than 256 bytes":   relay.Unique(strings.Repeat("k", 257)),
 		"state with different casing": relay.Unique("k", relay.JobState("Succeeded")),
 	} {
-		if _, err := relay.EnqueueJob(ctx, db, "uq", numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.EnqueueJob(ctx, db, uqKind, numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("EnqueueJob with %s: %v, want ErrInvalidJob", name, err)
 		}
-		if _, err := relay.Enqueue(ctx, db, "uq", numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.Enqueue(ctx, db, uqKind, numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("Enqueue with %s: %v, want ErrInvalidJob", name, err)
 		}
 		batch := []relay.JobSpec{
-			{Kind: "uq", Args: numArgs{N: 1}, Options: []relay.EnqueueOption{relay.Unique("fine")}},
-			{Kind: "uq", Args: numArgs{N: 2}},
-			{Kind: "uq", Args: numArgs{N: 3}, Options: []relay.EnqueueOption{opt}},
+			uqKind.Job(numArgs{N: 1}, relay.Unique("fine")),
+			uqKind.Job(numArgs{N: 2}),
+			uqKind.Job(numArgs{N: 3}, opt),
 		}
 		if _, err := relay.EnqueueJobs(ctx, db, batch, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("EnqueueJobs with %s: %v, want ErrInvalidJob", name, err)
@@ -655,12 +664,12 @@ func TestUniqueInvalidOptionsAreRefused(t *testing.T) {
 
 	// The limits themselves are fine: a 256-byte key, and every state name.
 	long := strings.Repeat("k", 256)
-	if e := uqEnqueue(t, db, db.Schema, "uq", numArgs{}, relay.Unique(long)); e.Duplicate {
+	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{}, relay.Unique(long)); e.Duplicate {
 		t.Errorf("256-byte key: %+v, want a new job", e)
 	}
 	all := relay.Unique("all", relay.StatePending, relay.StateScheduled, relay.StateRunning,
 		relay.StateSucceeded, relay.StateFailed, relay.StateCancelled, relay.StateSucceeded)
-	if e := uqEnqueue(t, db, db.Schema, "uq", numArgs{}, all); e.Duplicate {
+	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{}, all); e.Duplicate {
 		t.Errorf("every state named: %+v, want a new job", e)
 	}
 }

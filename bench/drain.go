@@ -28,13 +28,11 @@ func runDrain(ctx context.Context, b *bench) (*RunResult, error) {
 		return nil, err
 	}
 	specs := make([]relay.JobSpec, drainBatch)
-	args := make([]seqArgs, drainBatch)
 	opts := b.enqueueOpts(benchQueue)
 	enqStart := time.Now()
 	for k := 0; k < drainJobs; k += drainBatch {
 		for i := range specs {
-			args[i].Seq = int64(k + i)
-			specs[i] = relay.JobSpec{Kind: benchKind, Args: &args[i]}
+			specs[i] = benchKind.Job(seqArgs{Seq: int64(k + i)})
 		}
 		if _, err := relay.EnqueueMany(ctx, prodPool, specs, opts...); err != nil {
 			prodPool.Close()

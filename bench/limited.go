@@ -127,7 +127,7 @@ func runLimited(ctx context.Context, b *bench) (*RunResult, error) {
 	})
 	specs := make([]relay.JobSpec, limitedJobs)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: benchKind, Args: seqArgs{Seq: int64(i)}}
+		specs[i] = benchKind.Job(seqArgs{Seq: int64(i)})
 	}
 	opts := b.enqueueOpts(limitedQueue)
 	drain, err := t.backlog(ctx, b, prodPool, 0, specs, opts, &sent)

@@ -331,10 +331,10 @@ type seqArgs struct {
 	Seq int64 `json:"s"`
 }
 
-const (
-	benchKind  = "bench"
-	benchQueue = "bench"
-)
+// benchKind is the kind of every benchmark job.
+var benchKind = relay.NewKind[seqArgs]("bench")
+
+const benchQueue = "bench"
 
 // startClient starts a client with relay's defaults except for the queues, whose handler
 // for benchKind is fn.

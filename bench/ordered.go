@@ -123,7 +123,7 @@ func runOrdered(ctx context.Context, b *bench) (*RunResult, error) {
 	phase.Store("queue-wide sequence")
 	specs := make([]relay.JobSpec, orderedChainJobs)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: benchKind, Args: seqArgs{Seq: loChain + int64(i)}}
+		specs[i] = benchKind.Job(seqArgs{Seq: loChain + int64(i)})
 	}
 	chainRun, err := t.backlog(ctx, b, prodPool, loChain, specs, opts, &sent)
 	if err != nil {
@@ -138,7 +138,7 @@ func runOrdered(ctx context.Context, b *bench) (*RunResult, error) {
 		spreadKeys[k] = []relay.EnqueueOption{relay.OrderKey(fmt.Sprintf("s%03d", k))}
 	}
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: benchKind, Args: seqArgs{Seq: loSpread + int64(i)}, Options: spreadKeys[i%orderedSpreadKeys]}
+		specs[i] = benchKind.Job(seqArgs{Seq: loSpread + int64(i)}, spreadKeys[i%orderedSpreadKeys]...)
 	}
 	spreadRun, err := t.backlog(ctx, b, prodPool, loSpread, specs, opts, &sent)
 	if err != nil {

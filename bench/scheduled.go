@@ -50,7 +50,6 @@ func runScheduled(ctx context.Context, b *bench) (*RunResult, error) {
 
 	base := time.Now()
 	specs := make([]relay.JobSpec, scheduledJobs)
-	args := make([]seqArgs, scheduledJobs)
 	var last time.Time
 	for i := range specs {
 		// Whole microseconds: PostgreSQL keeps microseconds, and a truncated run_at would
@@ -60,8 +59,7 @@ func runScheduled(ctx context.Context, b *bench) (*RunResult, error) {
 		if t.After(last) {
 			last = t
 		}
-		args[i].Seq = int64(i)
-		specs[i] = relay.JobSpec{Kind: benchKind, Args: &args[i], Options: []relay.EnqueueOption{relay.RunAt(t)}}
+		specs[i] = benchKind.Job(seqArgs{Seq: int64(i)}, relay.RunAt(t))
 	}
 	opts := b.enqueueOpts(benchQueue)
 	per := scheduledJobs / scheduledTxs

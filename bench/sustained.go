@@ -65,10 +65,6 @@ func runSustained(ctx context.Context, b *bench) (*RunResult, error) {
 	for p := range b.opts.producers {
 		wg.Go(func() {
 			specs := make([]relay.JobSpec, sustainedBatch)
-			args := make([]seqArgs, sustainedBatch)
-			for i := range specs {
-				specs[i] = relay.JobSpec{Kind: benchKind, Args: &args[i]}
-			}
 			next := time.Now().Add(time.Duration(p) * interval / time.Duration(b.opts.producers))
 			for !stopping.Load() && ctx.Err() == nil {
 				sleepUntil(ctx, next)
@@ -90,8 +86,8 @@ func runSustained(ctx context.Context, b *bench) (*RunResult, error) {
 				if seq0+sustainedBatch > capacity {
 					return
 				}
-				for i := range args {
-					args[i].Seq = seq0 + int64(i)
+				for i := range specs {
+					specs[i] = benchKind.Job(seqArgs{Seq: seq0 + int64(i)})
 				}
 				err := func() error {
 					tx, err := prodPool.Begin(ctx)

@@ -120,7 +120,7 @@ func (h *harness) enqueue(n int, opts ...relay.EnqueueOption) []int64 {
 	h.t.Helper()
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "job", Args: i}
+		specs[i] = relay.NewKind[int]("job").Job(i)
 	}
 	ids, err := relay.EnqueueMany(context.Background(), h.db.DB, specs, append(opts, relay.Schema(h.db.Schema))...)
 	if err != nil {

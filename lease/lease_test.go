@@ -45,7 +45,7 @@ func (r *rig) claim(client string, n int, ttl time.Duration, opts ...relay.Enque
 	ctx := context.Background()
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "k", Args: i}
+		specs[i] = relay.NewKind[int]("k").Job(i)
 	}
 	if _, err := relay.EnqueueMany(ctx, r.db, specs, append(opts, relay.Schema(r.db.Schema))...); err != nil {
 		r.t.Fatal(err)

@@ -25,8 +25,9 @@ type StoredJob struct {
 	Errors      []string // the error of each attempt that did not succeed, oldest first
 }
 
-// Jobs returns every job in db's schema, optionally only those of the given kinds,
-// ordered by id.
+// Jobs returns every job in db's schema, optionally only those of the kinds named,
+// ordered by id. Kinds are named as stored (see relay.Kind.Name), since any program may
+// have enqueued them.
 func Jobs(t testing.TB, db *DB, kinds ...string) []StoredJob {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -53,10 +54,10 @@ func Jobs(t testing.TB, db *DB, kinds ...string) []StoredJob {
 
 // Enqueued returns the jobs of kind that are waiting to run (pending, due or scheduled),
 // ordered by id: what a test asserts after calling code that enqueues.
-func Enqueued(t testing.TB, db *DB, kind string) []StoredJob {
+func Enqueued[T any](t testing.TB, db *DB, kind relay.Kind[T]) []StoredJob {
 	t.Helper()
 	var pending []StoredJob
-	for _, j := range Jobs(t, db, kind) {
+	for _, j := range Jobs(t, db, kind.Name()) {
 		if j.State == "pending" {
 			pending = append(pending, j)
 		}
@@ -67,13 +68,13 @@ func Enqueued(t testing.TB, db *DB, kind string) []StoredJob {
 // Work runs handler once, synchronously, on a job built from args, as a client would
 // run it on the first attempt: args go through the same JSON encoding, so a type that
 // does not survive it fails here as it would in production. It returns the handler's error.
-func Work[T any](ctx context.Context, t testing.TB, kind string, handler relay.HandlerFunc[T], args T) error {
+func Work[T any](ctx context.Context, t testing.TB, kind relay.Kind[T], handler relay.HandlerFunc[T], args T) error {
 	t.Helper()
 	encoded, err := json.Marshal(args)
 	if err != nil {
 		t.Fatalf("relaytest: encode args of %s: %v", kind, err)
 	}
-	job := &relay.Job[T]{Kind: kind, Queue: relay.DefaultQueue, Attempt: 1, MaxAttempts: relay.DefaultMaxAttempts}
+	job := &relay.Job[T]{Kind: kind.Name(), Queue: relay.DefaultQueue, Attempt: 1, MaxAttempts: relay.DefaultMaxAttempts}
 	if err := json.Unmarshal(encoded, &job.Args); err != nil {
 		t.Fatalf("relaytest: decode args of %s: %v", kind, err)
 	}

@@ -12,7 +12,8 @@
 //		t.Parallel()
 //		db := relaytest.NewDB(t) // a pool on a new, migrated schema of its own
 //		// ... run code that enqueues with relay.Schema(db.Schema) ...
-//		jobs := relaytest.Enqueued(t, db, "email")
+//		jobs := relaytest.Enqueued(t, db, SendEmail) // SendEmail is a relay.Kind
+//		err := relaytest.Work(ctx, t, SendEmail, sendEmail, EmailArgs{To: "ada@example.com"})
 //	}
 package relaytest
 

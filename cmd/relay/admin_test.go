@@ -53,7 +53,7 @@ func TestQueueAndJobCommands(t *testing.T) {
 		t.Fatalf("after resume: %+v, %v; want not paused", got, err)
 	}
 
-	id, err := relay.Enqueue(ctx, db, "email", map[string]string{"to": "ada@example.com"}, relay.Schema(db.Schema))
+	id, err := relay.Enqueue(ctx, db, relay.NewKind[map[string]string]("email"), map[string]string{"to": "ada@example.com"}, relay.Schema(db.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,9 @@
 //	go run ./examples/quickstart                         # starts a throwaway PostgreSQL
 //	DATABASE_URL=postgres://... go run ./examples/quickstart
 //
-// It migrates relay's schema, registers a typed handler, starts a client, enqueues jobs
-// in a transaction (and rolls one transaction back to show that it enqueues nothing),
-// waits for the jobs to run and stops gracefully.
+// It migrates relay's schema, registers a handler for a typed kind, starts a client,
+// enqueues jobs in a transaction (and rolls one transaction back to show that it enqueues
+// nothing), waits for the jobs to run and stops gracefully.
 package main
 
 import (
@@ -23,11 +23,15 @@ import (
 	"github.com/relayq/relay/internal/pgtest"
 )
 
-// SendEmail is the args of an "email" job, stored as JSON.
-type SendEmail struct {
+// EmailArgs are the args of a SendEmail job, stored as JSON.
+type EmailArgs struct {
 	To      string `json:"to"`
 	Subject string `json:"subject"`
 }
+
+// SendEmail is the kind of job that sends an email. Declared once and used by the handler
+// and every producer, it makes enqueueing args of another type a compile error.
+var SendEmail = relay.NewKind[EmailArgs]("email")
 
 func main() {
 	logger := slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{TimeFormat: time.TimeOnly}))
@@ -61,7 +65,7 @@ func run(ctx context.Context, logger *slog.Logger) error {
 
 	done := make(chan string, 3)
 	client := relay.New(relay.Config{Logger: logger})
-	err = relay.Handle(client, "email", func(ctx context.Context, job *relay.Job[SendEmail]) error {
+	err = relay.Handle(client, SendEmail, func(ctx context.Context, job *relay.Job[EmailArgs]) error {
 		logger.Info("sending email", "job", job.ID, "to", job.Args.To, "attempt", job.Attempt)
 		done <- job.Args.To
 		return nil
@@ -86,7 +90,7 @@ func run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	for _, to := range []string{"ada@example.com", "grace@example.com"} {
-		if _, err := relay.Enqueue(ctx, tx, "email", SendEmail{To: to, Subject: "Welcome"}); err != nil {
+		if _, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: to, Subject: "Welcome"}); err != nil {
 			tx.Rollback(ctx)
 			return err
 		}
@@ -100,13 +104,13 @@ func run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if _, err := relay.Enqueue(ctx, tx, "email", SendEmail{To: "nobody@example.com"}); err != nil {
+	if _, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "nobody@example.com"}); err != nil {
 		return err
 	}
 	tx.Rollback(ctx)
 
 	// A scheduled job: runs in half a second.
-	if _, err := relay.Enqueue(ctx, pool, "email", SendEmail{To: "later@example.com"}, relay.RunIn(500*time.Millisecond)); err != nil {
+	if _, err := relay.Enqueue(ctx, pool, SendEmail, EmailArgs{To: "later@example.com"}, relay.RunIn(500*time.Millisecond)); err != nil {
 		return err
 	}
 

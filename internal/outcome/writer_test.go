@@ -34,7 +34,7 @@ func claimed(t *testing.T, n int) (*relaytest.DB, *store.Store, []*store.Job) {
 	}
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "job", Args: i}
+		specs[i] = relay.NewKind[int]("job").Job(i)
 	}
 	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 	}
 	specs := make([]relay.JobSpec, 5_000)
 	for i := range specs {
-		specs[i] = relay.JobSpec{Kind: "job", Args: i}
+		specs[i] = relay.NewKind[int]("job").Job(i)
 	}
 	for range backlog / len(specs) {
 		if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); err != nil {
