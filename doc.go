@@ -7,18 +7,27 @@
 // due jobs as it has free workers in one statement. Outcomes are written in batches.
 // Polling is only a fallback for notifications lost while no connection was listening.
 //
+// A kind of job is declared once, with the Go type of its args ([NewKind]), and used by
+// the handler and every producer, so that they agree at compile time: enqueueing args of
+// another type does not compile.
+//
+//	type EmailArgs struct{ To, Subject string }
+//
+//	var SendEmail = relay.NewKind[EmailArgs]("email")
+//
 // A minimal worker:
 //
 //	c := relay.New(relay.Config{Logger: logger})
-//	relay.Handle(c, "email", func(ctx context.Context, job *relay.Job[SendEmail]) error {
+//	err := relay.Handle(c, SendEmail, func(ctx context.Context, job *relay.Job[EmailArgs]) error {
 //		return send(ctx, job.Args)
 //	})
+//	if err != nil { ... }
 //	if err := c.Start(ctx, pool); err != nil { ... }
 //	defer c.Stop(shutdownCtx)
 //
 // and a producer, in its own transaction:
 //
-//	id, err := relay.Enqueue(ctx, tx, "email", SendEmail{To: "a@example.com"})
+//	id, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "a@example.com"})
 //
 // Delivery is at least once: a job runs again if its outcome could not be recorded (see
 // the README's "Delivery semantics"). Everything relay stores lives in its own schema
