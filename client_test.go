@@ -277,7 +277,7 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 	t.Parallel()
 	const n = 10_000
 	db := relaytest.NewDB(t)
-	other := &relaytest.DB{Pool: relaytest.NewPool(t), Schema: db.Schema}
+	other := &relaytest.DB{Pool: db.NewPool(t), Schema: db.Schema, URL: db.URL}
 
 	var (
 		mu       sync.Mutex
@@ -601,12 +601,17 @@ func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
 	waitState(t, db, "succeeded", ids...)
 }
 
-// Two clients on two schemas each run only their own schema's jobs.
+// Two clients on two schemas of one database each run only their own schema's jobs.
 func TestSchemasDoNotSeeEachOthersJobs(t *testing.T) {
 	t.Parallel()
 	type origin struct{ Schema string }
 	type run struct{ client, schema string }
-	dbs := []*relaytest.DB{relaytest.NewDB(t), relaytest.NewDB(t)}
+	db := relaytest.NewDB(t)
+	other := &relaytest.DB{Pool: db.Pool, Schema: "relay_other", URL: db.URL}
+	if err := relay.Migrate(context.Background(), other, relay.Schema(other.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	dbs := []*relaytest.DB{db, other}
 	runs := make(chan run, 20)
 	clients := make([]*relay.Client, len(dbs))
 	for i, db := range dbs {

@@ -17,10 +17,10 @@ import (
 // Races around queue settings, leases, cancels and transactional completion, each found
 // in review as a defect; the tests keep them fixed.
 
-// racePool is a pool on the test server with room for many handler transactions.
-func racePool(t *testing.T, conns int32) *pgxpool.Pool {
+// racePool is a pool on db with room for many handler transactions.
+func racePool(t *testing.T, db *relaytest.DB, conns int32) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
-	pool := racePool(t, 40)
+	pool := racePool(t, db, 40)
 	const locked = 16 // 16 × lockWait (125 ms with a 1 s lease) = 2 s > LeaseTTL
 	lq, pq := "rv-locked-"+randomHex(), "rv-plain-"+randomHex()
 
