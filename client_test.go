@@ -744,8 +744,16 @@ func TestClientLifecycleErrors(t *testing.T) {
 	t.Run("Start on an unmigrated schema", func(t *testing.T) {
 		c := newClient(db, relay.Config{Schema: db.Schema + "_missing"})
 		handle(t, c, "k", noop)
-		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNotMigrated) {
+		err := c.Start(ctx, db.Pool)
+		if !errors.Is(err, relay.ErrNotMigrated) {
 			t.Fatalf("Start on a missing schema: %v, want ErrNotMigrated", err)
+		}
+		// The message names the missing schema, and so do the commands it suggests: those
+		// for the default schema would migrate the wrong one.
+		for _, want := range []string{`schema "relay_missing"`, `relay.Schema("relay_missing")`, "--schema relay_missing"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Start on a missing schema: %q does not say %s", err, want)
+			}
 		}
 		// A schema whose version table lacks a migration is not migrated either.
 		partial := db.Schema + "_partial"
