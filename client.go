@@ -103,7 +103,10 @@ func (c *Client) register(kind string, k kindConfig, run runner) error {
 // Start checks that the schema is migrated, starts listening for wakeups and starts one
 // dispatcher per queue. It returns once the listener is listening and the dispatchers run;
 // from then on a committed job is picked up within milliseconds. ctx bounds start-up only:
-// the client runs until [Client.Stop].
+// the client runs until [Client.Stop]. Start-up also gives up after [Config].StartTimeout
+// (default [DefaultStartTimeout]) if ctx has no earlier deadline, so that a database that
+// never answers fails Start with an error wrapping [context.DeadlineExceeded] instead of
+// hanging it.
 func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -130,7 +133,13 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if c.store, err = store.For(cfg.Schema); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
+	ctx, cancel := context.WithTimeoutCause(ctx, cfg.StartTimeout,
+		fmt.Errorf("relay: start: the database did not answer within StartTimeout (%v): %w", cfg.StartTimeout, context.DeadlineExceeded))
+	defer cancel()
 	if err := checkMigrated(ctx, pool, c.store); err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
 		return err
 	}
 
@@ -188,7 +197,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	case <-l.Listening():
 	case <-ctx.Done():
 		c.abortStart()
-		return fmt.Errorf("relay: start: waiting for the listener to connect: %w", ctx.Err())
+		return fmt.Errorf("relay: start: waiting for the listener to connect: %w", context.Cause(ctx))
 	case <-c.listenerSvc.Done():
 		err := c.listenerSvc.Stop()
 		c.abortStart()

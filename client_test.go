@@ -283,7 +283,7 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 	kind := relay.NewKind[numArgs]("bulk")
 	const n = 10_000
 	db := relaytest.NewDB(t)
-	other := &relaytest.DB{Pool: relaytest.NewPool(t), Schema: db.Schema}
+	other := &relaytest.DB{Pool: db.NewPool(t), Schema: db.Schema, URL: db.URL}
 
 	var (
 		mu       sync.Mutex
@@ -616,7 +616,12 @@ func TestSchemasDoNotSeeEachOthersJobs(t *testing.T) {
 	type origin struct{ Schema string }
 	type run struct{ client, schema string }
 	kind := relay.NewKind[origin]("iso")
-	dbs := []*relaytest.DB{relaytest.NewDB(t), relaytest.NewDB(t)}
+	db := relaytest.NewDB(t)
+	other := &relaytest.DB{Pool: db.Pool, Schema: "relay_other", URL: db.URL}
+	if err := relay.Migrate(context.Background(), other, relay.Schema(other.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	dbs := []*relaytest.DB{db, other}
 	runs := make(chan run, 20)
 	clients := make([]*relay.Client, len(dbs))
 	for i, db := range dbs {
@@ -752,8 +757,16 @@ func TestClientLifecycleErrors(t *testing.T) {
 	t.Run("Start on an unmigrated schema", func(t *testing.T) {
 		c := newClient(db, relay.Config{Schema: db.Schema + "_missing"})
 		handle(t, c, testKind, noop)
-		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNotMigrated) {
+		err := c.Start(ctx, db.Pool)
+		if !errors.Is(err, relay.ErrNotMigrated) {
 			t.Fatalf("Start on a missing schema: %v, want ErrNotMigrated", err)
+		}
+		// The message names the missing schema, and so do the commands it suggests: those
+		// for the default schema would migrate the wrong one.
+		for _, want := range []string{`schema "relay_missing"`, `relay.Schema("relay_missing")`, "--schema relay_missing"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Start on a missing schema: %q does not say %s", err, want)
+			}
 		}
 		// A schema whose version table lacks a migration is not migrated either.
 		partial := db.Schema + "_partial"

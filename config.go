@@ -49,6 +49,9 @@ type Config struct {
 	// ID names this client in the jobs it claims (attempted_by) and in pg_stat_activity;
 	// default "<hostname>-<pid>-<random>".
 	ID string
+	// StartTimeout bounds [Client.Start] when its context has no earlier deadline: checking
+	// the schema and connecting the listener; default [DefaultStartTimeout].
+	StartTimeout time.Duration
 }
 
 // QueueConfig configures one queue of a client.
@@ -122,6 +125,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.LeaseTTL < 100*time.Millisecond || c.LeaseRenewal <= 0 || c.LeaseRenewal*2 > c.LeaseTTL {
 		return c, fmt.Errorf("%w: LeaseTTL (%v) must be at least 100ms and LeaseRenewal (%v) positive and at most half of it", ErrInvalidConfig, c.LeaseTTL, c.LeaseRenewal)
+	}
+	switch {
+	case c.StartTimeout == 0:
+		c.StartTimeout = DefaultStartTimeout
+	case c.StartTimeout < 0:
+		return c, fmt.Errorf("%w: StartTimeout is negative (%v)", ErrInvalidConfig, c.StartTimeout)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -90,7 +90,7 @@ func TestKilledWorkerProcessJobRunsAgainOnAnotherClient(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorkerProcess$", "-test.timeout=2m")
 	cmd.Env = append(os.Environ(), workerEnv+"=1", workerSchemaEnv+"="+db.Schema, workerIDEnv+"="+workerID,
-		"DATABASE_URL="+relaytest.URL(t))
+		"DATABASE_URL="+db.URL)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +212,7 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 	db := relaytest.NewDB(t)
 	ctx := context.Background()
 	app := "relaytest-victim-" + randomHex()
-	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

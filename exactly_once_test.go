@@ -257,7 +257,7 @@ func eoStartChild(t *testing.T, db *relaytest.DB, mode string, workers int) *eoC
 	ch := &eoChild{db: db, app: "relaytest-eo-" + randomHex(), ready: make(chan struct{}), exited: make(chan struct{})}
 	ch.cmd = exec.Command(os.Args[0], "-test.run=^TestHelperExactlyOnceWorkerProcess$", "-test.timeout=2m")
 	ch.cmd.Env = append(os.Environ(), eoModeEnv+"="+mode, eoSchemaEnv+"="+db.Schema,
-		eoWorkersEnv+"="+strconv.Itoa(workers), eoAppEnv+"="+ch.app, "DATABASE_URL="+relaytest.URL(t))
+		eoWorkersEnv+"="+strconv.Itoa(workers), eoAppEnv+"="+ch.app, "DATABASE_URL="+db.URL)
 	var err error
 	if ch.stdin, err = ch.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)

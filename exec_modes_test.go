@@ -53,7 +53,7 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	db := &relaytest.DB{Pool: pool, Schema: base.Schema}
+	db := &relaytest.DB{Pool: pool, Schema: base.Schema, URL: base.URL}
 	schema := relay.Schema(db.Schema)
 
 	if err := relay.SetQueue(ctx, db, "ordered", relay.QueueSettings{Ordered: true}, schema); err != nil {

@@ -341,7 +341,7 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 	for i := range clients {
 		c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 10}}})
 		handle(t, c, kind, handler(i))
-		start(t, c, relaytest.NewPool(t)) // a pool each, like separate nodes
+		start(t, c, db.NewPool(t)) // a pool each, like separate nodes
 	}
 	t.Cleanup(func() { close(quit) }) // runs before the clients stop
 
@@ -427,7 +427,7 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 		<-releaseA // ignores its context: a partitioned node that keeps working
 		return nil
 	})
-	start(t, a, relaytest.NewPool(t))
+	start(t, a, db.NewPool(t))
 	t.Cleanup(func() { closeOnce(releaseA) }) // runs before a is stopped
 
 	// MaxAttempts(1): once rescued the held job fails for good rather than run again.
@@ -454,7 +454,7 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 		nextRan <- nextStart{job.ID, rec.State, nil}
 		return nil
 	})
-	start(t, b, relaytest.NewPool(t))
+	start(t, b, db.NewPool(t))
 	next := enqueue(t, db, nextKind, numArgs{N: 2}, relay.Queue(queue))
 
 	got := recvWithin(t, nextRan, waitTimeout, "client B to run the next job once A's lease on the held job was lost")
@@ -639,7 +639,7 @@ func (r *limPauseRig) startClient(t *testing.T, db *relaytest.DB) *relay.Client 
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	// The client's pool holds the listener's reconnect on request, after the server
 	// accepted the connection but before it can LISTEN. The listener copies the pool's
 	// connection config, hook included.
-	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

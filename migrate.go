@@ -143,16 +143,33 @@ func checkMigrated(ctx context.Context, db DB, s *store.Store) error {
 	applied, err := appliedVersions(ctx, db, s)
 	switch {
 	case isUndefinedTable(err):
-		return fmt.Errorf("%w: schema %q has no relay tables; run relay.Migrate(ctx, pool) or `go run github.com/relayq/relay/cmd/relay migrate --apply`", ErrNotMigrated, s.Schema())
+		return fmt.Errorf("%w: schema %q has no relay tables; %s", ErrNotMigrated, s.Schema(), howToMigrate(s.Schema()))
 	case err != nil:
 		return fmt.Errorf("relay: check migrations of schema %q: %w", s.Schema(), err)
 	}
 	for _, m := range all {
 		if !applied[m.Version] {
-			return fmt.Errorf("%w: schema %q lacks migration %s; run relay.Migrate(ctx, pool) or `relay migrate --apply`", ErrNotMigrated, s.Schema(), m.Name)
+			return fmt.Errorf("%w: schema %q lacks migration %s; %s", ErrNotMigrated, s.Schema(), m.Name, howToMigrate(s.Schema()))
 		}
 	}
 	return nil
+}
+
+// howToMigrate says how to migrate schema, naming it unless it is the default one.
+func howToMigrate(schema string) string {
+	if schema == DefaultSchema {
+		return "run relay.Migrate(ctx, pool) or `relay migrate --apply`"
+	}
+	return fmt.Sprintf("run relay.Migrate(ctx, pool, relay.Schema(%q)) or `relay migrate --apply --schema %s`",
+		schema, shellQuote(schema))
+}
+
+// shellQuote quotes s for a POSIX shell if it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func isUndefinedTable(err error) bool {

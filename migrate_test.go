@@ -20,7 +20,7 @@ import (
 func TestMigrationsYieldSchemaSQL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := relaytest.NewPool(t)
+	pool := relaytest.NewDB(t, relaytest.Unmigrated()).Pool
 	fromFile, fromMigrations := "relaytest_file_"+randomHex(), "relaytest_mig_"+randomHex()
 	t.Cleanup(func() {
 		pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+fromFile+" CASCADE; DROP SCHEMA IF EXISTS "+fromMigrations+" CASCADE")
@@ -114,7 +114,7 @@ func minus(a, b []string) []string {
 func TestMigrateConcurrently(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := relaytest.NewPool(t)
+	pool := relaytest.NewDB(t, relaytest.Unmigrated()).Pool
 	schema := "relaytest_conc_" + randomHex()
 	t.Cleanup(func() { pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
 
@@ -153,7 +153,7 @@ func TestMigrationSQLAppliesCleanly(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[struct{}]("noop")
 	ctx := context.Background()
-	pool := relaytest.NewPool(t)
+	pool := relaytest.NewDB(t, relaytest.Unmigrated()).Pool
 	schema := `relaytest "odd" name ` + randomHex() // quoting is exercised, not assumed
 	t.Cleanup(func() {
 		pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")

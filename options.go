@@ -16,6 +16,7 @@ const (
 	DefaultLeaseTTL     = 15 * time.Second
 	DefaultLeaseRenewal = 5 * time.Second
 	DefaultIdleTimeout  = time.Minute
+	DefaultStartTimeout = 10 * time.Second
 	// MaxNameLen is the longest kind or queue name, in bytes.
 	MaxNameLen = 128
 )

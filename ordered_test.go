@@ -241,7 +241,7 @@ func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 	for i := range clients {
 		pool := db.Pool
 		if i > 0 {
-			pool = relaytest.NewPool(t) // each client on connections of its own, like separate processes
+			pool = db.NewPool(t) // each client on connections of its own, like separate processes
 		}
 		c := newClient(db, relay.Config{Queues: ordQueues(8, queue)})
 		handle(t, c, kind, rec.handler(i, func(ctx context.Context, job *relay.Job[ordArgs]) error {
@@ -316,7 +316,7 @@ func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 	for i := range 2 {
 		pool := db.Pool
 		if i > 0 {
-			pool = relaytest.NewPool(t)
+			pool = db.NewPool(t)
 		}
 		c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
 		handle(t, c, kind, rec.handler(i, body))
@@ -381,7 +381,7 @@ func TestOrderedNextJobIsPushedByNotifyAcrossClients(t *testing.T) {
 	for i, kind := range kinds {
 		pool := db.Pool
 		if i > 0 {
-			pool = relaytest.NewPool(t)
+			pool = db.NewPool(t)
 		}
 		c := newClient(db, relay.Config{Queues: ordQueues(4, queue)}) // one-hour poll
 		handle(t, c, kind, rec.handler(i, nil))
@@ -726,7 +726,7 @@ func TestOrderedLostLeaseFailureBlocksOrMovesOn(t *testing.T) {
 			start(t, c1, db.Pool)
 			c2 := newClient(db, withShortLeases(relay.Config{Queues: ordQueues(2, queue)}))
 			handle(t, c2, importKind, rec.handler(2, nil))
-			start(t, c2, relaytest.NewPool(t))
+			start(t, c2, db.NewPool(t))
 
 			head := ordEnqueue(t, db, exportKind, queue, "k", 0, relay.MaxAttempts(1))
 			behind := ordEnqueue(t, db, importKind, queue, "k", 1)
@@ -867,7 +867,7 @@ func TestOrderedSetQueueOrdersPendingJobsOfAPlainQueue(t *testing.T) {
 			}
 			startAll := func() {
 				start(t, clients[0], db.Pool)
-				start(t, clients[1], relaytest.NewPool(t))
+				start(t, clients[1], db.NewPool(t))
 			}
 			if paused {
 				if err := relay.PauseQueue(ctx, db, queue, relay.Schema(db.Schema)); err != nil {

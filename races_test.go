@@ -20,10 +20,10 @@ import (
 // rvKind is the kind of most jobs of these tests.
 var rvKind = relay.NewKind[numArgs]("rv")
 
-// racePool is a pool on the test server with room for many handler transactions.
-func racePool(t *testing.T, conns int32) *pgxpool.Pool {
+// racePool is a pool on db with room for many handler transactions.
+func racePool(t *testing.T, db *relaytest.DB, conns int32) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 	lockedKind := relay.NewKind[numArgs]("locked")
 	plainKind := relay.NewKind[numArgs]("plain")
 	db := relaytest.NewDB(t)
-	pool := racePool(t, 40)
+	pool := racePool(t, db, 40)
 	const locked = 16 // 16 × lockWait (125 ms with a 1 s lease) = 2 s > LeaseTTL
 	lq, pq := "rv-locked-"+randomHex(), "rv-plain-"+randomHex()
 

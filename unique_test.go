@@ -105,7 +105,7 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 		rounds    = 4
 	)
 	db := relaytest.NewDB(t)
-	url := relaytest.URL(t)
+	url := db.URL
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 

@@ -304,7 +304,7 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
 	for range 3 {
-		pool := relaytest.NewPool(t) // each its own connections, as on separate clients
+		pool := r.db.NewPool(t) // each its own connections, as on separate clients
 		if err := pool.Ping(ctx); err != nil {
 			t.Fatal(err)
 		}

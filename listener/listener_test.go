@@ -44,7 +44,7 @@ var rigs atomic.Int64
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	pool := relaytest.NewPool(t)
+	pool := relaytest.NewDB(t, relaytest.Unmigrated()).Pool
 	r := &rig{
 		t: t, pool: pool,
 		channel:  fmt.Sprintf("relaytest:listener:%d:%d", time.Now().UnixNano(), rigs.Add(1)),

@@ -124,6 +124,7 @@ func (q *queueSetCmd) Run(ctx context.Context, logger *slog.Logger) error {
 }
 
 type jobCmd struct {
+	List   jobListCmd   `cmd:"" help:"List jobs, newest first, filtered by state, queue, kind and creation time."`
 	Show   jobShowCmd   `cmd:"" help:"Print a job with its attempt history as JSON."`
 	Retry  jobRetryCmd  `cmd:"" help:"Run a failed or cancelled job again now."`
 	Cancel jobCancelCmd `cmd:"" help:"Cancel a job (also gives up a failed job that blocks its ordered key)."`

@@ -17,7 +17,7 @@ import (
 func TestQueueAndJobCommands(t *testing.T) {
 	ctx := context.Background()
 	db := relaytest.NewDB(t)
-	base := []string{"--database-url", relaytest.URL(t), "--schema", db.Schema}
+	base := []string{"--database-url", db.URL, "--schema", db.Schema}
 	logger := slog.New(slog.DiscardHandler)
 	cmd := func(args ...string) string {
 		t.Helper()

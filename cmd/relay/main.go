@@ -4,7 +4,11 @@
 //	relay migrate --database-url URL --apply    # apply it
 //	relay queue pause|resume|show NAME          # for every client, at once
 //	relay queue set NAME --ordered --on-failure block --global-limit 5
+//	relay job list [--state failed] [--queue Q] [--kind K] [--since 1h]
 //	relay job show|retry|cancel ID
+//
+// Install it with `go install github.com/relayq/relay/cmd/relay@latest`, or as a tool of
+// your module with `go get -tool github.com/relayq/relay/cmd/relay` and run `go tool relay`.
 //
 // Every command takes --database-url (or DATABASE_URL) and --schema.
 // Printing reads the database only to learn which migrations it already has, so the
@@ -18,11 +22,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lmittmann/tint"
+	"golang.org/x/term"
 
 	"github.com/relayq/relay"
 )
@@ -30,7 +36,7 @@ import (
 type cli struct {
 	Migrate migrateCmd `cmd:"" help:"Print the SQL that brings the schema up to date, or apply it with --apply."`
 	Queue   queueCmd   `cmd:"" help:"Show, pause, resume or set up a queue, for every client."`
-	Job     jobCmd     `cmd:"" help:"Show, retry or cancel a job."`
+	Job     jobCmd     `cmd:"" help:"List, show, retry or cancel jobs."`
 }
 
 type migrateCmd struct {
@@ -69,11 +75,24 @@ func (m *migrateCmd) Run(ctx context.Context, out io.Writer, logger *slog.Logger
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	logger := slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{TimeFormat: time.Kitchen}))
+	logger := newLogger(os.Stderr)
 	if err := run(ctx, os.Args[1:], os.Stdout, logger); err != nil {
-		logger.Error("relay: " + err.Error())
+		logger.Error(errorMessage(err))
 		os.Exit(1)
 	}
+}
+
+// newLogger logs to w, in colour only when w is a terminal (and NO_COLOR is not set):
+// escape codes in a file or a pipe are noise.
+func newLogger(w *os.File) *slog.Logger {
+	color := term.IsTerminal(int(w.Fd())) && os.Getenv("NO_COLOR") == ""
+	return slog.New(tint.NewTextHandler(w, &tint.Options{TimeFormat: time.Kitchen, NoColor: !color}))
+}
+
+// errorMessage is err as the CLI prints it: prefixed with "relay: " once, however many of
+// the wrapped errors (the library's own) already start with it.
+func errorMessage(err error) string {
+	return "relay: " + strings.TrimPrefix(err.Error(), "relay: ")
 }
 
 // run parses args and runs the chosen command, writing its output to out.

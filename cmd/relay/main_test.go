@@ -15,8 +15,8 @@ func TestMain(m *testing.M) { relaytest.Main(m) }
 
 func TestMigratePrintsThenApplies(t *testing.T) {
 	ctx := context.Background()
-	url := relaytest.URL(t)
-	pool := relaytest.NewPool(t)
+	db := relaytest.NewDB(t, relaytest.Unmigrated())
+	url, pool := db.URL, db.Pool
 	schema := "relaytest_cli_" + strings.ReplaceAll(t.Name(), "/", "_")
 	t.Cleanup(func() { pool.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`) })
 	logger := slog.New(slog.DiscardHandler)
