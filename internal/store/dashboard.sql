@@ -1,0 +1,111 @@
+-- The SQL of the operators' dashboard (package relayui) that relay's public reads do not
+-- cover: every queue with its settings, the clients, a queue's blocked keys and its recent
+-- throughput. It only reads, and every statement is served by an index, however many
+-- finished jobs the table keeps (see the README's "Dashboard" for timings at 10 million).
+-- {schema} is the quoted schema name.
+
+-- name: windowStart
+-- A bound below the ids of the jobs created in the last {since}: the id of the newest job
+-- created before then, found by walking the primary key
+-- backwards from the newest job to the first one created before that: it reads the jobs of
+-- the window, never the older ones. Ids follow creation order closely (an id is taken
+-- during the enqueueing transaction, created_at is that transaction's start), which is
+-- all a chart of the last hour needs. 0 when every job is newer.
+(SELECT coalesce((
+    SELECT id FROM {schema}.jobs
+    WHERE created_at < now() - {since}
+    ORDER BY id DESC
+    LIMIT 1), 0))
+
+-- name: queues
+-- Every queue that has settings, unfinished jobs or blocked keys, or that finished jobs in
+-- the last $1 seconds (as "recent" below reads them): its settings, running and blocked jobs, the
+-- run_at of its oldest due job, and how many jobs it finished in that window. Queues that
+-- only hold older finished jobs are added by the caller from relay.CountJobs.
+--   settings: the queues table (a row per queue that has any);
+--   running: jobs_lease_idx (running jobs only); blocked: jobs_order_idx;
+--   due: jobs_claim_idx (pending jobs only), one pass over the due ones;
+--   recent: the primary key from the newest job back to {windowStart}, at most $2 rows.
+WITH settings AS (
+    SELECT name AS queue, ordered, on_failure, global_limit, paused_at FROM {schema}.queues
+), running AS (
+    SELECT queue, count(*) AS n FROM {schema}.jobs WHERE state = 'running' GROUP BY queue
+), blocked AS (
+    SELECT queue, count(*) AS n FROM {schema}.jobs
+    WHERE order_key IS NOT NULL AND blocking GROUP BY queue
+), due AS (
+    SELECT queue, min(run_at) AS oldest FROM {schema}.jobs
+    WHERE state = 'pending' AND run_at <= now() GROUP BY queue
+), recent AS (
+    SELECT queue, count(*) AS n
+    FROM (SELECT queue, state, finished_at FROM {schema}.jobs
+          WHERE id >= {windowStart}
+          ORDER BY id DESC
+          LIMIT $2) j
+    WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at >= now() - $1::float8 * interval '1 second'
+    GROUP BY queue
+), names AS (
+    SELECT queue FROM settings UNION SELECT queue FROM running UNION SELECT queue FROM blocked
+    UNION SELECT queue FROM due UNION SELECT queue FROM recent
+)
+SELECT n.queue, coalesce(s.ordered, false), coalesce(s.on_failure, 'block'),
+       coalesce(s.global_limit, 0), s.paused_at, coalesce(r.n, 0), coalesce(b.n, 0),
+       d.oldest, extract(epoch FROM now() - d.oldest)::float8, coalesce(f.n, 0)
+FROM names n
+LEFT JOIN settings s USING (queue)
+LEFT JOIN running r USING (queue)
+LEFT JOIN blocked b USING (queue)
+LEFT JOIN due d USING (queue)
+LEFT JOIN recent f USING (queue)
+ORDER BY n.queue;
+
+-- name: throughput
+-- The jobs of queue $1 that finished in the last $2 seconds, in buckets of $3 seconds counted back from
+-- now (bucket 0 is the newest): how many ended in each finished state, and the wait from
+-- due to start (attempted_at - run_at of the final attempt) and the run time, at the
+-- median and the 95th percentile. One newest-first range of jobs_finished_idx per finished
+-- state, down to the jobs created one window before the window ({windowStart} of 2 × $2),
+-- at most $4 jobs per state.
+WITH j AS (
+    SELECT f.*
+    FROM unnest('{succeeded,failed,cancelled}'::text[]) s(state)
+    CROSS JOIN LATERAL (
+        SELECT state, finished_at, attempted_at, run_at FROM {schema}.jobs
+        WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
+          AND queue = $1 AND id >= {windowStart}
+        ORDER BY id DESC
+        LIMIT $4
+    ) f
+    WHERE f.finished_at >= now() - $2::float8 * interval '1 second'
+)
+SELECT floor(extract(epoch FROM now() - finished_at) / $3::float8)::int AS bucket,
+       count(*) FILTER (WHERE state = 'succeeded'),
+       count(*) FILTER (WHERE state = 'failed'),
+       count(*) FILTER (WHERE state = 'cancelled'),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM attempted_at - run_at)),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM attempted_at - run_at)),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - attempted_at)),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - attempted_at))
+FROM j
+GROUP BY 1
+ORDER BY 1;
+
+-- name: blockedKeys
+-- The blocked keys of ordered queue $1, oldest first, at most $2: the failed job holding
+-- each, its last error, and how many jobs wait behind it. jobs_order_idx serves both.
+SELECT b.order_key, b.id, b.kind, b.finished_at, coalesce(b.attempts -> -1 ->> 'error', ''),
+       (SELECT count(*) FROM {schema}.jobs w
+        WHERE w.queue = b.queue AND w.order_key = b.order_key AND w.state = 'pending'
+          AND w.order_key IS NOT NULL)
+FROM {schema}.jobs b
+WHERE b.queue = $1 AND b.order_key IS NOT NULL AND b.blocking
+ORDER BY b.id
+LIMIT $2;
+
+-- name: clients
+-- The clients, live ones first, then by latest heartbeat, at most $1 (the view
+-- client_status; its running_jobs reads jobs_lease_idx).
+SELECT id, started_at, heartbeat_at, extract(epoch FROM lease_ttl)::float8, queues, kinds, stopped_at, alive, running_jobs
+FROM {schema}.client_status
+ORDER BY alive DESC, heartbeat_at DESC
+LIMIT $1;

@@ -1,0 +1,166 @@
+package relayui_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/relaytest"
+	"github.com/relayq/relay/relayui"
+)
+
+func TestMain(m *testing.M) { relaytest.Main(m) }
+
+// prefix is where the tests mount the dashboard, as an application would.
+const prefix = "/admin/jobs"
+
+// dashboard serves the dashboard over db under prefix, the way the README shows.
+func dashboard(t *testing.T, db *relaytest.DB, opts relayui.Options) *httptest.Server {
+	t.Helper()
+	opts.Prefix, opts.Schema = prefix, db.Schema
+	mux := http.NewServeMux()
+	mux.Handle(prefix+"/", relayui.Handler(db, opts))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// world is a database with known jobs in every state, and a live client.
+type world struct {
+	db      *relaytest.DB
+	client  *relay.Client
+	failed  int64 // a job that failed for good, with an error in each of its 2 attempts
+	panicky int64 // a job whose one attempt panicked
+	running int64 // a job whose handler runs until it is cancelled
+	blocked int64 // the failed head of key "customer-1" of the ordered queue billing
+	binary  int64 // a job with a binary payload, waiting in queue uploads
+	later   int64 // a job scheduled an hour from now
+	gone    int64 // a cancelled job
+	emails  int   // succeeded jobs of queue email, spread over the last hour
+}
+
+type email struct {
+	To      string `json:"to"`
+	Subject string `json:"subject"`
+}
+
+// newWorld fills a new database with w's jobs and starts a client that ran them.
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx := context.Background()
+	db := relaytest.NewDB(t)
+	w := &world{db: db, emails: 240}
+	sch := relay.Schema(db.Schema)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(relay.SetQueue(ctx, db, "billing", relay.QueueSettings{Ordered: true, GlobalLimit: 3}, sch))
+	must(relay.SetQueue(ctx, db, "reports", relay.QueueSettings{GlobalLimit: 2}, sch))
+	must(relay.PauseQueue(ctx, db, "uploads", sch))
+
+	c := relay.New(relay.Config{
+		Schema: db.Schema, ID: "worker-eu-1", Logger: slog.New(slog.DiscardHandler),
+		Queues: map[string]relay.QueueConfig{"email": {Workers: 20}, "billing": {Workers: 5}, "reports": {Workers: 2}},
+	})
+	started := make(chan struct{})
+	fast := relay.Backoff(backoff.Policy{Initial: time.Millisecond, Multiplier: 1, Max: time.Millisecond})
+	must(relay.Handle(c, "email.send", func(ctx context.Context, j *relay.Job[email]) error {
+		j.SetOutput(map[string]string{"message_id": fmt.Sprintf("<%d@mail.example.com>", j.ID)})
+		return nil
+	}))
+	must(relay.Handle(c, "report.build", func(ctx context.Context, j *relay.Job[map[string]any]) error {
+		if j.Args["slow"] == true {
+			close(started)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return fmt.Errorf("warehouse query failed: connection reset by peer (attempt %d)", j.Attempt)
+	}, fast))
+	must(relay.Handle(c, "report.panic", func(ctx context.Context, j *relay.Job[map[string]any]) error {
+		var m map[string]int
+		m["boom"]++ // a nil map: panics
+		return nil
+	}))
+	must(relay.Handle(c, "invoice.charge", func(ctx context.Context, j *relay.Job[map[string]any]) error {
+		if j.Args["customer"] == "customer-1" {
+			return relay.Discard(errors.New("card declined: insufficient funds"))
+		}
+		return nil
+	}))
+	events, unsubscribe := c.Subscribe(1000)
+	defer unsubscribe()
+	must(c.Start(ctx, db.Pool))
+	t.Cleanup(func() {
+		stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Stop(stop)
+	})
+	w.client = c
+
+	var specs []relay.JobSpec
+	for i := range w.emails {
+		specs = append(specs, relay.JobSpec{Kind: "email.send", Args: email{To: fmt.Sprintf("user%03d@example.com", i), Subject: "Your weekly digest"}})
+	}
+	_, err := relay.EnqueueMany(ctx, db, specs, relay.Queue("email"), sch)
+	must(err)
+	enqueue := func(kind string, args any, opts ...relay.EnqueueOption) int64 {
+		t.Helper()
+		id, err := relay.Enqueue(ctx, db, kind, args, append(opts, sch)...)
+		must(err)
+		return id
+	}
+	w.failed = enqueue("report.build", map[string]any{"report": "monthly-revenue", "month": "2026-10"}, relay.Queue("reports"), relay.MaxAttempts(2))
+	w.panicky = enqueue("report.panic", map[string]any{"report": "churn"}, relay.Queue("reports"), relay.MaxAttempts(1))
+	w.blocked = enqueue("invoice.charge", map[string]any{"customer": "customer-1", "amount_cents": 4200}, relay.Queue("billing"), relay.OrderKey("customer-1"))
+	enqueue("invoice.charge", map[string]any{"customer": "customer-1", "amount_cents": 1900}, relay.Queue("billing"), relay.OrderKey("customer-1"))
+	enqueue("invoice.charge", map[string]any{"customer": "customer-2", "amount_cents": 990}, relay.Queue("billing"), relay.OrderKey("customer-2"))
+	w.binary = enqueue("thumbnail.render", []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR relay binary payload"), relay.Queue("uploads"))
+	w.later = enqueue("email.send", email{To: "later@example.com", Subject: "Reminder"}, relay.Queue("email"), relay.RunIn(time.Hour))
+	w.gone = enqueue("email.send", email{To: "gone@example.com", Subject: "Never sent"}, relay.Queue("email"), relay.RunIn(time.Hour))
+	must(relay.Cancel(ctx, db, w.gone, sch))
+
+	// Wait for every job that can end to end: the emails, two reports (the failing one
+	// twice), and the two invoices that run (customer-1's second waits behind the first).
+	want := w.emails + 2 + 2
+	ended := 0
+	timeout := time.After(30 * time.Second)
+	for ended < want {
+		select {
+		case e := <-events:
+			if e.State == relay.StateSucceeded || e.State == relay.StateFailed {
+				ended++
+			}
+		case <-timeout:
+			t.Fatalf("only %d of %d jobs ended", ended, want)
+		}
+	}
+	w.running = enqueue("report.build", map[string]any{"report": "yearly", "slow": true}, relay.Queue("reports"))
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the slow report never started")
+	}
+
+	// Spread the emails over the last hour, as if they had run all along, for the
+	// queue's charts: the i-th finished i·15 s ago, having waited and run a little.
+	_, err = db.Exec(ctx, fmt.Sprintf(`
+		WITH e AS (SELECT id, row_number() OVER (ORDER BY id) AS i FROM %q.jobs WHERE queue = 'email' AND state = 'succeeded')
+		UPDATE %q.jobs j SET
+			finished_at = now() - e.i * interval '14.5 seconds',
+			attempted_at = now() - e.i * interval '14.5 seconds' - (20 + e.i %% 7 * 9) * interval '1 millisecond',
+			run_at = now() - e.i * interval '14.5 seconds' - (30 + e.i %% 11 * 13 + (e.i / 60) * 25) * interval '1 millisecond',
+			created_at = now() - e.i * interval '14.5 seconds' - interval '1 second'
+		FROM e WHERE j.id = e.id`, db.Schema, db.Schema))
+	must(err)
+	return w
+}

@@ -1,0 +1,163 @@
+// Package relayui is a web dashboard for relay's operators: queues with their counts,
+// throughput and settings, jobs with their history, and clients, with the actions an
+// operator needs (retry, cancel, pause, resume, bulk retry and cancel).
+//
+// [Handler] returns an [http.Handler] to mount in your own server, behind your own
+// authentication:
+//
+//	ui := relayui.Handler(pool, relayui.Options{Prefix: "/admin/jobs"})
+//	mux.Handle("/admin/jobs/", requireAdmin(ui))
+//
+// or run it on its own with `relay ui --database-url URL` (it listens on 127.0.0.1:8080).
+//
+// Pages are rendered on the server from embedded templates and assets (htmx refreshes
+// the live parts), so the dashboard needs no build step and works offline. Every page is
+// read through an index, so it stays fast with millions of finished jobs.
+//
+// It shows job arguments, which may hold personal data, and it can cancel work: mount it
+// behind authentication, consider [Options.ReadOnly] and [Options.Redact]. Every change
+// is a POST that carries a CSRF token; responses forbid framing and carry a strict
+// Content-Security-Policy (no inline script or style), and all job data is escaped.
+package relayui
+
+import (
+	"crypto/rand"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/store"
+)
+
+// Options configure [Handler]. The zero value serves the default schema at the root of
+// the server it is mounted in, with every action allowed.
+type Options struct {
+	// Prefix is the path the handler is mounted at, such as "/admin/jobs": the handler
+	// strips it from requests and puts it in front of its links. "" for the root.
+	Prefix string
+	// Schema is the schema relay's tables live in; "" for [relay.DefaultSchema].
+	Schema string
+	// ReadOnly hides every action and refuses every state-changing request (403).
+	ReadOnly bool
+	// Redact, if set, is called on every job before it is shown (its page, and its line
+	// in a listing), and may blank or replace anything in it: Args, Payload, Output,
+	// Checkpoint, the errors of its Attempts. It must not keep the record.
+	Redact func(job *relay.JobRecord)
+	// CSRFKey signs the CSRF tokens of forms. Nil: a random key per Handler, so a form
+	// loaded before a restart must be reloaded. Set the same key of at least 32 bytes on
+	// every process when several serve the dashboard behind one address.
+	CSRFKey []byte
+	// CountInterval is how long job counts (which read every finished job's index entry,
+	// about 0.4 s per 10 million) are reused before they are counted again; 0 for 10 s.
+	CountInterval time.Duration
+	// Logger receives errors of the pages; nil for [slog.Default].
+	Logger *slog.Logger
+}
+
+// Handler returns the dashboard over db (usually a *pgxpool.Pool), configured by opts. It
+// panics if opts are invalid (a schema relay cannot use, a CSRFKey shorter than 32 bytes),
+// as [http.ServeMux] does for an invalid pattern: that is a bug in the calling program.
+func Handler(db relay.DB, opts Options) http.Handler {
+	if opts.Schema == "" {
+		opts.Schema = relay.DefaultSchema
+	}
+	s, err := store.For(opts.Schema)
+	if err != nil {
+		panic(fmt.Sprintf("relayui: Options.Schema: %v", err))
+	}
+	key := opts.CSRFKey
+	if key == nil {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+	} else if len(key) < 32 {
+		panic(fmt.Sprintf("relayui: Options.CSRFKey is %d bytes long; use at least 32 random bytes", len(key)))
+	}
+	if opts.CountInterval <= 0 {
+		opts.CountInterval = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	u := &ui{
+		db: db, store: s, opts: opts, schema: relay.Schema(opts.Schema),
+		prefix: strings.TrimSuffix(opts.Prefix, "/"),
+		csrf:   csrf{key: key},
+		counts: countCache{every: opts.CountInterval},
+	}
+	if u.pages, err = u.parseTemplates(); err != nil {
+		panic(fmt.Sprintf("relayui: templates: %v", err)) // they are embedded: a bug
+	}
+	mux := http.NewServeMux()
+	u.routes(mux)
+	return u.secure(mux)
+}
+
+// ui is one dashboard: what its pages read and how they link.
+type ui struct {
+	db     relay.DB
+	store  *store.Store
+	opts   Options
+	schema relay.SchemaOption
+	prefix string // Options.Prefix without a trailing slash
+	csrf   csrf
+	counts countCache
+	pages  map[string]*template.Template // by file name, each with the layout
+}
+
+func (u *ui) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{$}", u.page(u.overview))
+	mux.HandleFunc("GET /queues/{name}", u.page(u.queue))
+	mux.HandleFunc("GET /jobs", u.page(u.jobs))
+	mux.HandleFunc("GET /jobs/{id}", u.page(u.job))
+	mux.HandleFunc("GET /bulk", u.page(u.bulkConfirm))
+	mux.HandleFunc("GET /clients", u.page(u.clients))
+	// Placeholder (issue 14, periodic schedules): "GET /periodic" lists each schedule with
+	// its next and last slot and the orphaned ones, once relay can read them; the nav link
+	// in layout.html is commented out until then.
+	mux.Handle("GET /static/", staticFiles())
+
+	mux.HandleFunc("POST /jobs/{id}/retry", u.action(u.retryJob))
+	mux.HandleFunc("POST /jobs/{id}/cancel", u.action(u.cancelJob))
+	// Placeholder (issue 14, job deletion): "POST /jobs/{id}/delete" calls relay's
+	// DeleteJob, and the job page shows a Delete button (see job.html).
+	mux.HandleFunc("POST /queues/{name}/pause", u.action(u.pauseQueue))
+	mux.HandleFunc("POST /queues/{name}/resume", u.action(u.resumeQueue))
+	mux.HandleFunc("POST /queues/{name}/settings", u.action(u.setQueue))
+	mux.HandleFunc("POST /bulk", u.action(u.bulkRun))
+}
+
+// countCache keeps the latest [relay.CountJobs] for a while: counting reads every finished
+// job's index entry, and every open overview refreshes every few seconds. Only one
+// request counts at a time; the others wait for its result.
+type countCache struct {
+	every time.Duration
+	mu    sync.Mutex
+	at    time.Time
+	last  *relay.JobCounts
+}
+
+func (c *countCache) get(fn func() (*relay.JobCounts, error)) (*relay.JobCounts, time.Time, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last != nil && time.Since(c.at) < c.every {
+		return c.last, c.at, nil
+	}
+	counts, err := fn()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	c.last, c.at = counts, time.Now()
+	return counts, c.at, nil
+}
+
+// forget drops the cached counts, after an action that changed them.
+func (c *countCache) forget() {
+	c.mu.Lock()
+	c.last = nil
+	c.mu.Unlock()
+}

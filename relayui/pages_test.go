@@ -1,0 +1,108 @@
+package relayui_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relayui"
+)
+
+// Every page, in a real browser, against a database with known jobs: what each shows,
+// then the retry and cancel buttons, checked in the database.
+func TestPagesInBrowser(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := browser(t)
+	problems := watchPage(t, ctx)
+	base := dashboard(t, w.db, relayui.Options{}).URL + prefix
+	sch := relay.Schema(w.db.Schema)
+
+	visit(t, ctx, base+"/")
+	screenshot(t, ctx, "overview")
+	queues := text(t, ctx, "table.queues")
+	contains(t, "the overview's queues", queues, "billing", "email", "reports", "uploads", "ordered", "limit 3", "1 blocked")
+	contains(t, "the overview's cards", text(t, ctx, ".card-succeeded"), strconv.Itoa(w.emails+1))
+	contains(t, "the overview's clients", text(t, ctx, "main"), "worker-eu-1")
+
+	visit(t, ctx, base+"/queues/billing")
+	screenshot(t, ctx, "queue-billing")
+	contains(t, "the billing queue", text(t, ctx, "main"), "ordered", "limit 3", "Blocked keys", "customer-1", "card declined: insufficient funds")
+
+	visit(t, ctx, base+"/queues/email")
+	screenshot(t, ctx, "queue-email")
+	bars := countRows(t, ctx, "rect.bar-succeeded")
+	if bars < 55 {
+		t.Errorf("the email queue's throughput chart has %d bars of succeeded jobs, want one for nearly every minute of the hour", bars)
+	}
+
+	visit(t, ctx, base+"/jobs")
+	screenshot(t, ctx, "jobs")
+	contains(t, "the jobs page", text(t, ctx, "table.jobs"), "thumbnail.render", "report.build", "invoice.charge")
+
+	visit(t, ctx, base+"/jobs?state=failed")
+	failedList := text(t, ctx, "table.jobs")
+	contains(t, "the failed jobs", failedList, strconv.FormatInt(w.failed, 10), strconv.FormatInt(w.panicky, 10), strconv.FormatInt(w.blocked, 10))
+	if got := countRows(t, ctx, "table.jobs tbody tr"); got != 3 {
+		t.Errorf("the failed jobs: %d rows, want 3:\n%s", got, failedList)
+	}
+	visit(t, ctx, base+"/jobs?state=succeeded&queue=email&kind=email.send")
+	next := run(t, ctx, chromedp.AttributeValue(chromedp.CSS(".pager a"), "href"))
+	visit(t, ctx, base[:len(base)-len(prefix)]+next.Value)
+	if got := countRows(t, ctx, "table.jobs tbody tr"); got != 50 {
+		t.Errorf("the second page of succeeded emails has %d rows, want 50", got)
+	}
+
+	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.failed))
+	screenshot(t, ctx, "job-failed")
+	contains(t, "the failed job", text(t, ctx, "main"), "monthly-revenue", "warehouse query failed: connection reset by peer (attempt 1)", "(attempt 2)", "Retry")
+	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.panicky))
+	contains(t, "the job that panicked", text(t, ctx, "main"), "panic", "assignment to entry in nil map")
+	stack := run(t, ctx, chromedp.TextContent(chromedp.CSS("pre.stack")))
+	contains(t, "the panic's stack", stack, "relayui_test.newWorld")
+	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.binary))
+	contains(t, "the binary job", text(t, ctx, "main"), "binary payload, 37 bytes", "89 50 4e 47")
+
+	visit(t, ctx, base+"/clients")
+	screenshot(t, ctx, "clients")
+	contains(t, "the clients page", text(t, ctx, "table.clients"), "worker-eu-1", "alive", "email", "report.build")
+
+	// The buttons: retry the failed job, cancel the running one.
+	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.failed))
+	click(t, ctx, "form[action$=\"/retry\"] button")
+	contains(t, "the page after Retry", text(t, ctx, ".notice"), "will run again")
+	rec, err := relay.GetJob(context.Background(), w.db, w.failed, sch)
+	if err != nil || rec.MaxAttempts != 3 {
+		t.Errorf("after Retry: %+v, %v; want the job given a third attempt", rec, err)
+	}
+	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.running))
+	contains(t, "the running job", text(t, ctx, "h1"), "running")
+	click(t, ctx, "form[action$=\"/cancel\"] button")
+	if rec, err := relay.GetJob(context.Background(), w.db, w.running, sch); err != nil || rec.State != relay.StateCancelled {
+		t.Errorf("after Cancel: %+v, %v; want cancelled", rec, err)
+	}
+	contains(t, "the page after Cancel", text(t, ctx, "h1"), "cancelled")
+
+	if errs := problems(); len(errs) > 0 {
+		t.Errorf("the pages logged errors: %q", errs)
+	}
+}
+
+func countRows(t *testing.T, ctx context.Context, sel string) int {
+	t.Helper()
+	return run(t, ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", sel)))
+}
+
+// click clicks the button sel of an action and waits for the page it leads to, which
+// says what the action did.
+func click(t *testing.T, ctx context.Context, sel string) {
+	t.Helper()
+	run(t, ctx, chromedp.Steps(
+		chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible),
+		chromedp.WaitVisible(chromedp.CSS(".notice")),
+	))
+}
