@@ -1,0 +1,148 @@
+package relayui_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+	"github.com/relayq/relay/relayui"
+)
+
+// failedJob enqueues a job into a queue no client serves and cancels it: a job that
+// Retry changes.
+func failedJob(t *testing.T, db *relaytest.DB) int64 {
+	t.Helper()
+	ctx := context.Background()
+	id, err := relay.Enqueue(ctx, db, "email.send", email{To: "ada@example.com"}, relay.Queue("nobody"), relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func jobState(t *testing.T, db *relaytest.DB, id int64) relay.JobState {
+	t.Helper()
+	rec, err := relay.GetJob(context.Background(), db, id, relay.Schema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.State
+}
+
+// browserlessClient is an HTTP client that keeps cookies and does not follow redirects.
+func browserlessClient(t *testing.T) *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+var tokenField = regexp.MustCompile(`name="csrf_token" value="([^"]+)"`)
+
+// get fetches url and returns its body and the CSRF token of its forms ("" if none).
+func get(t *testing.T, c *http.Client, url string) (body, token string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s\n%s", url, resp.Status, b)
+	}
+	for _, h := range []string{"Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options"} {
+		if resp.Header.Get(h) == "" {
+			t.Errorf("GET %s: no %s header", url, h)
+		}
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); strings.Contains(csp, "unsafe") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("GET %s: Content-Security-Policy %q is not strict", url, csp)
+	}
+	if m := tokenField.FindStringSubmatch(string(b)); m != nil {
+		token = m[1]
+	}
+	return string(b), token
+}
+
+func post(t *testing.T, c *http.Client, url string, form url.Values) int {
+	t.Helper()
+	resp, err := c.PostForm(url, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// Without a browser: every state-changing request needs the token of its browser's
+// cookie, and a read-only dashboard refuses them all and shows no form that would send one.
+func TestActionsNeedTheirToken(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	id := failedJob(t, db)
+	key := []byte(strings.Repeat("k", 32))
+	base := dashboard(t, db, relayui.Options{CSRFKey: key}).URL + prefix
+	retry := fmt.Sprintf("%s/jobs/%d/retry", base, id)
+
+	c := browserlessClient(t)
+	_, token := get(t, c, fmt.Sprintf("%s/jobs/%d", base, id))
+	if token == "" {
+		t.Fatal("the job page has no form with a CSRF token")
+	}
+	if got := post(t, c, retry, nil); got != http.StatusForbidden {
+		t.Errorf("POST without a token: %d, want 403", got)
+	}
+	if got := post(t, c, retry, url.Values{"csrf_token": {token + "x"}}); got != http.StatusForbidden {
+		t.Errorf("POST with a wrong token: %d, want 403", got)
+	}
+	other := browserlessClient(t) // a token is worth nothing without its cookie
+	get(t, other, base+"/")
+	if got := post(t, other, retry, url.Values{"csrf_token": {token}}); got != http.StatusForbidden {
+		t.Errorf("POST with another browser's token: %d, want 403", got)
+	}
+	if s := jobState(t, db, id); s != relay.StateCancelled {
+		t.Fatalf("refused requests changed the job: it is %s", s)
+	}
+	if got := post(t, c, retry, url.Values{"csrf_token": {token}}); got != http.StatusSeeOther {
+		t.Errorf("POST with its token: %d, want 303", got)
+	}
+	if s := jobState(t, db, id); s != relay.StatePending {
+		t.Errorf("after a valid retry the job is %s, want pending", s)
+	}
+
+	// The read-only dashboard signs with the same key, and the cookie jar ignores ports:
+	// its requests carry a valid token, so that only read-only mode can refuse them.
+	ro := dashboard(t, db, relayui.Options{ReadOnly: true, CSRFKey: key}).URL + prefix
+	id = failedJob(t, db)
+	for _, page := range []string{"/", "/jobs", fmt.Sprintf("/jobs/%d", id), "/queues/nobody", "/clients"} {
+		body, _ := get(t, c, ro+page)
+		if strings.Contains(body, `method="post"`) {
+			t.Errorf("read-only %s shows a form that POSTs", page)
+		}
+	}
+	_, token = get(t, c, fmt.Sprintf("%s/jobs/%d", base, id))
+	for _, action := range []string{fmt.Sprintf("/jobs/%d/retry", id), "/queues/nobody/pause", "/bulk"} {
+		if got := post(t, c, ro+action, url.Values{"csrf_token": {token}, "action": {"retry"}}); got != http.StatusForbidden {
+			t.Errorf("read-only POST %s: %d, want 403", action, got)
+		}
+	}
+	if s := jobState(t, db, id); s != relay.StateCancelled {
+		t.Errorf("a read-only dashboard changed the job: it is %s", s)
+	}
+	if q, err := relay.GetQueue(context.Background(), db, "nobody", relay.Schema(db.Schema)); err != nil || q.Paused {
+		t.Errorf("a read-only dashboard paused the queue: %+v, %v", q, err)
+	}
+}
