@@ -6,6 +6,7 @@
 //	relay queue set NAME --ordered --on-failure block --global-limit 5
 //	relay job list [--state failed] [--queue Q] [--kind K] [--since 1h]
 //	relay job show|retry|cancel ID
+//	relay ui [--listen 127.0.0.1:8080] [--read-only] [--basic-auth USER:PASSWORD]
 //
 // Install it with `go install github.com/relayq/relay/cmd/relay@latest`, or as a tool of
 // your module with `go get -tool github.com/relayq/relay/cmd/relay` and run `go tool relay`.
@@ -37,6 +38,7 @@ type cli struct {
 	Migrate migrateCmd `cmd:"" help:"Print the SQL that brings the schema up to date, or apply it with --apply."`
 	Queue   queueCmd   `cmd:"" help:"Show, pause, resume or set up a queue, for every client."`
 	Job     jobCmd     `cmd:"" help:"List, show, retry or cancel jobs."`
+	UI      uiCmd      `cmd:"" name:"ui" help:"Serve the web dashboard (on 127.0.0.1:8080 unless --listen says otherwise)."`
 }
 
 type migrateCmd struct {
