@@ -21,6 +21,7 @@
 package relayui
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"html/template"
@@ -52,8 +53,10 @@ type Options struct {
 	// loaded before a restart must be reloaded. Set the same key of at least 32 bytes on
 	// every process when several serve the dashboard behind one address.
 	CSRFKey []byte
-	// CountInterval is how long job counts (which read every finished job's index entry,
-	// about 0.4 s per 10 million) are reused before they are counted again; 0 for 10 s.
+	// CountInterval is how long job counts are reused before they are counted again, in
+	// the background; 0 for 10 s. Counting reads every finished job's index entry, so
+	// with millions of them it takes seconds: pages show counts this old, or a little
+	// older, and say when they were taken.
 	CountInterval time.Duration
 	// Logger receives errors of the pages; nil for [slog.Default].
 	Logger *slog.Logger
@@ -131,33 +134,61 @@ func (u *ui) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /bulk", u.action(u.bulkRun))
 }
 
-// countCache keeps the latest [relay.CountJobs] for a while: counting reads every finished
-// job's index entry, and every open overview refreshes every few seconds. Only one
-// request counts at a time; the others wait for its result.
+// countCache keeps the latest [relay.CountJobs]: counting reads every finished job's
+// index entry (seconds, with tens of millions), and every open overview refreshes every
+// few seconds. Counts older than every are still served, while one recount runs in the
+// background for the requests after; only a request with nothing counted yet waits.
 type countCache struct {
 	every time.Duration
 	mu    sync.Mutex
-	at    time.Time
 	last  *relay.JobCounts
+	at    time.Time
+	err   error         // of the latest count, if it failed
+	done  chan struct{} // closed when the count under way ends; nil if none runs
 }
 
-func (c *countCache) get(fn func() (*relay.JobCounts, error)) (*relay.JobCounts, time.Time, error) {
+// get returns the latest counts and when they were taken. count counts anew, with a
+// context of its own: a recount outlives the request that started it.
+func (c *countCache) get(ctx context.Context, count func(context.Context) (*relay.JobCounts, error)) (*relay.JobCounts, time.Time, error) {
+	c.mu.Lock()
+	if (c.last == nil || time.Since(c.at) >= c.every) && c.done == nil {
+		c.done = make(chan struct{})
+		go c.recount(context.WithoutCancel(ctx), count, c.done)
+	}
+	last, at, done := c.last, c.at, c.done
+	c.mu.Unlock()
+	if last != nil {
+		return last, at, nil
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, time.Time{}, ctx.Err()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.last != nil && time.Since(c.at) < c.every {
-		return c.last, c.at, nil
+	if c.last == nil {
+		return nil, time.Time{}, c.err
 	}
-	counts, err := fn()
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	c.last, c.at = counts, time.Now()
-	return counts, c.at, nil
+	return c.last, c.at, nil
 }
 
-// forget drops the cached counts, after an action that changed them.
+func (c *countCache) recount(ctx context.Context, count func(context.Context) (*relay.JobCounts, error), done chan struct{}) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	counts, err := count(ctx)
+	c.mu.Lock()
+	if err == nil {
+		c.last, c.at = counts, time.Now()
+	}
+	c.err, c.done = err, nil
+	c.mu.Unlock()
+	close(done)
+}
+
+// forget makes the next request count anew, after an action that changed the counts.
 func (c *countCache) forget() {
 	c.mu.Lock()
-	c.last = nil
+	c.at = time.Time{}
 	c.mu.Unlock()
 }

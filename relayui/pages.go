@@ -1,6 +1,7 @@
 package relayui
 
 import (
+	"context"
 	"errors"
 	"html/template"
 	"net/http"
@@ -55,7 +56,7 @@ func (u *ui) overview(r *http.Request, v *view) error {
 	if err != nil {
 		return err
 	}
-	rows, err := u.store.DashboardQueues(ctx, u.db, rateWindow, maxRecent)
+	rows, err := u.store.DashboardQueues(ctx, u.db, "", rateWindow, maxRecent)
 	if err != nil {
 		return err
 	}
@@ -96,58 +97,51 @@ func compareStrings(a, b string) int {
 	return 0
 }
 
-// jobCounts returns the counts of every queue, counted at most CountInterval ago.
+// jobCounts returns the counts of every queue, counted about CountInterval ago.
 func (u *ui) jobCounts(r *http.Request) (*relay.JobCounts, time.Time, error) {
-	return u.counts.get(func() (*relay.JobCounts, error) { return relay.CountJobs(r.Context(), u.db, u.schema) })
+	return u.counts.get(r.Context(), func(ctx context.Context) (*relay.JobCounts, error) {
+		return relay.CountJobs(ctx, u.db, u.schema)
+	})
 }
 
 type queueData struct {
-	Name        string
-	Info        relay.QueueInfo
+	store.DashboardQueue
 	Counts      relay.StateCounts
 	CountedAt   time.Time
-	Finished    int64
 	PerMin      string
-	OldestAge   time.Duration
 	BlockedKeys []store.BlockedKey
 	Throughput  chart
 	Latency     chart
-	Window      time.Duration
 }
 
 func (u *ui) queue(r *http.Request, v *view) error {
 	name := r.PathValue("name")
 	v.Title, v.Nav, v.Template, v.Refresh = "Queue "+name, "overview", "queue.html", true
 	ctx := r.Context()
-	info, err := relay.GetQueue(ctx, u.db, name, u.schema)
+	rows, err := u.store.DashboardQueues(ctx, u.db, name, rateWindow, maxRecent)
 	if err != nil {
 		return err
+	}
+	// A queue without settings, unfinished or recent jobs reads as plain and idle.
+	d := queueData{DashboardQueue: store.DashboardQueue{Name: name, OnFailure: string(relay.BlockOnFailure)}}
+	if len(rows) == 1 {
+		d.DashboardQueue = rows[0]
 	}
 	counts, countedAt, err := u.jobCounts(r)
 	if err != nil {
 		return err
 	}
+	d.Counts, d.CountedAt, d.PerMin = counts.Queues[name], countedAt, rate(d.Finished, rateWindow)
 	buckets, err := u.store.Throughput(ctx, u.db, name, chartWindow, chartStep, maxChartJobs)
 	if err != nil {
 		return err
 	}
-	d := queueData{Name: name, Info: info, Counts: counts.Queues[name], CountedAt: countedAt, Window: chartWindow}
-	if info.Blocked > 0 {
+	d.Throughput, d.Latency = throughputChart(buckets), latencyChart(buckets)
+	if d.Blocked > 0 {
 		if d.BlockedKeys, err = u.store.BlockedKeys(ctx, u.db, name, maxBlockedKeys); err != nil {
 			return err
 		}
 	}
-	rows, err := u.store.DashboardQueues(ctx, u.db, rateWindow, maxRecent)
-	if err != nil {
-		return err
-	}
-	for _, q := range rows {
-		if q.Name == name {
-			d.Finished, d.OldestAge = q.Finished, q.OldestAge
-		}
-	}
-	d.PerMin = rate(d.Finished, rateWindow)
-	d.Throughput, d.Latency = throughputChart(buckets), latencyChart(buckets)
 	v.Data = d
 	return nil
 }
@@ -193,14 +187,9 @@ func (u *ui) jobs(r *http.Request, v *view) error {
 	if f.After != "" {
 		d.First = link("/jobs", nil)
 	}
-	counts, _, err := u.jobCounts(r)
-	if err != nil {
+	if d.Queues, err = u.store.QueueNames(r.Context(), u.db); err != nil {
 		return err
 	}
-	for q := range counts.Queues {
-		d.Queues = append(d.Queues, q)
-	}
-	slices.Sort(d.Queues)
 	v.Data = d
 	return nil
 }

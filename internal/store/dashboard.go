@@ -23,6 +23,7 @@ var dashboardStatements = func() map[string]string {
 		"queues":      strings.ReplaceAll(named["queues"], "{windowStart}", window("$1::float8 * interval '1 second'")),
 		"throughput":  strings.ReplaceAll(named["throughput"], "{windowStart}", window("2 * $2::float8 * interval '1 second'")),
 		"blockedKeys": named["blockedKeys"],
+		"queueNames":  strings.ReplaceAll(named["queueNames"], "{queuesInState}", fragment("queuesInState")),
 		"clients":     named["clients"],
 	}
 }()
@@ -50,10 +51,11 @@ type DashboardQueue struct {
 	Finished    int64         // jobs finished within the window asked for
 }
 
-// DashboardQueues returns every queue that has settings, unfinished or blocked jobs, or
-// jobs finished within window (counting at most maxRecent of the newest jobs).
-func (s *Store) DashboardQueues(ctx context.Context, db DB, window time.Duration, maxRecent int) ([]DashboardQueue, error) {
-	rows, err := db.Query(ctx, s.dashboard("queues"), planEachTime, window.Seconds(), maxRecent)
+// DashboardQueues returns every queue (only queue, if not "") that has settings,
+// unfinished or blocked jobs, or jobs finished within window (counting at most maxRecent
+// of the newest jobs).
+func (s *Store) DashboardQueues(ctx context.Context, db DB, queue string, window time.Duration, maxRecent int) ([]DashboardQueue, error) {
+	rows, err := db.Query(ctx, s.dashboard("queues"), planEachTime, window.Seconds(), maxRecent, nullText(queue))
 	if err != nil {
 		return nil, fmt.Errorf("list queues: %w", err)
 	}
@@ -73,6 +75,19 @@ func (s *Store) DashboardQueues(ctx context.Context, db DB, window time.Duration
 		return nil, fmt.Errorf("list queues: %w", err)
 	}
 	return qs, nil
+}
+
+// QueueNames returns the name of every queue that has settings or holds jobs, in order.
+func (s *Store) QueueNames(ctx context.Context, db DB) ([]string, error) {
+	rows, err := db.Query(ctx, s.dashboard("queueNames"), planEachTime)
+	if err != nil {
+		return nil, fmt.Errorf("list queue names: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list queue names: %w", err)
+	}
+	return names, nil
 }
 
 // Bucket is one time bucket of a queue's throughput: Ago buckets back from now (0 is the

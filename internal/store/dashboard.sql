@@ -18,7 +18,8 @@
     LIMIT 1), 0))
 
 -- name: queues
--- Every queue that has settings, unfinished jobs or blocked keys, or that finished jobs in
+-- Every queue (or only queue $3, if not NULL) that has settings, unfinished jobs or
+-- blocked keys, or that finished jobs in
 -- the last $1 seconds (as "recent" below reads them): its settings, running and blocked jobs, the
 -- run_at of its oldest due job, and how many jobs it finished in that window. Queues that
 -- only hold older finished jobs are added by the caller from relay.CountJobs.
@@ -28,14 +29,16 @@
 --   recent: the primary key from the newest job back to {windowStart}, at most $2 rows.
 WITH settings AS (
     SELECT name AS queue, ordered, on_failure, global_limit, paused_at FROM {schema}.queues
+    WHERE ($3::text IS NULL OR name = $3)
 ), running AS (
-    SELECT queue, count(*) AS n FROM {schema}.jobs WHERE state = 'running' GROUP BY queue
+    SELECT queue, count(*) AS n FROM {schema}.jobs
+    WHERE state = 'running' AND ($3::text IS NULL OR queue = $3) GROUP BY queue
 ), blocked AS (
     SELECT queue, count(*) AS n FROM {schema}.jobs
-    WHERE order_key IS NOT NULL AND blocking GROUP BY queue
+    WHERE order_key IS NOT NULL AND blocking AND ($3::text IS NULL OR queue = $3) GROUP BY queue
 ), due AS (
     SELECT queue, min(run_at) AS oldest FROM {schema}.jobs
-    WHERE state = 'pending' AND run_at <= now() GROUP BY queue
+    WHERE state = 'pending' AND run_at <= now() AND ($3::text IS NULL OR queue = $3) GROUP BY queue
 ), recent AS (
     SELECT queue, count(*) AS n
     FROM (SELECT queue, state, finished_at FROM {schema}.jobs
@@ -43,6 +46,7 @@ WITH settings AS (
           ORDER BY id DESC
           LIMIT $2) j
     WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at >= now() - $1::float8 * interval '1 second'
+      AND ($3::text IS NULL OR queue = $3)
     GROUP BY queue
 ), names AS (
     SELECT queue FROM settings UNION SELECT queue FROM running UNION SELECT queue FROM blocked
@@ -58,6 +62,31 @@ LEFT JOIN blocked b USING (queue)
 LEFT JOIN due d USING (queue)
 LEFT JOIN recent f USING (queue)
 ORDER BY n.queue;
+
+-- name: queueNames
+-- The name of every queue that has settings or holds jobs: loose scans of the claim index
+-- (pending jobs) and of jobs_finished_idx (one per finished state, {queuesInState}), one
+-- index probe per queue, and the running jobs of jobs_lease_idx.
+WITH RECURSIVE pending AS (
+    (SELECT queue FROM {schema}.jobs WHERE state = 'pending' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM {schema}.jobs WHERE state = 'pending' AND queue > p.queue ORDER BY queue LIMIT 1)
+    FROM pending p
+    WHERE p.queue IS NOT NULL
+)
+SELECT name FROM {schema}.queues
+UNION
+SELECT queue FROM pending WHERE queue IS NOT NULL
+UNION
+SELECT queue FROM {schema}.jobs WHERE state = 'running'
+UNION
+SELECT f.queue
+FROM unnest('{succeeded,failed,cancelled}'::text[]) s(state)
+CROSS JOIN LATERAL (
+    WITH RECURSIVE {queuesInState}
+    SELECT queue FROM queues WHERE queue IS NOT NULL
+) f
+ORDER BY 1;
 
 -- name: throughput
 -- The jobs of queue $1 that finished in the last $2 seconds, in buckets of $3 seconds counted back from
