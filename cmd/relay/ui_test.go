@@ -18,8 +18,8 @@ import (
 type addrHandler struct{ addrs chan string }
 
 func (h addrHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h addrHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
-func (h addrHandler) WithGroup(string) slog.Handler             { return h }
+func (h addrHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h addrHandler) WithGroup(string) slog.Handler            { return h }
 func (h addrHandler) Handle(_ context.Context, r slog.Record) error {
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key == "addr" {
