@@ -216,11 +216,18 @@ func (u *ui) eachMatching(r *http.Request, f relay.ListFilter, fn func(*relay.Jo
 			}
 			n++
 		}
-		if page.Next == "" {
-			return n, false, nil
+		if page.Next == "" || n == maxBulk {
+			return n, page.Next != "", nil
 		}
 		f.After = page.Next
 	}
+}
+
+func jobs(n int) string {
+	if n == 1 {
+		return "1 job"
+	}
+	return fmt.Sprintf("%d jobs", n)
 }
 
 // notices are what the page an action leads to says it did.
@@ -244,9 +251,9 @@ func notice(q url.Values) string {
 	}
 	n, _ := strconv.Atoi(q.Get("n"))
 	skipped, _ := strconv.Atoi(q.Get("skipped"))
-	s := fmt.Sprintf("%s %d jobs.", verb, n)
+	s := fmt.Sprintf("%s %s.", verb, jobs(n))
 	if skipped > 0 {
-		s += fmt.Sprintf(" %d were skipped: they had changed state meanwhile.", skipped)
+		s += fmt.Sprintf(" Skipped %s that had changed state meanwhile.", jobs(skipped))
 	}
 	return s
 }

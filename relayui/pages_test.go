@@ -71,6 +71,25 @@ func TestPagesInBrowser(t *testing.T) {
 	screenshot(t, ctx, "clients")
 	contains(t, "the clients page", text(t, ctx, "table.clients"), "worker-eu-1", "alive", "email", "report.build")
 
+	// Bulk actions: the count first, then the change, for the jobs the filter keeps.
+	visit(t, ctx, base+"/jobs?state=failed&queue=reports&kind=report.panic")
+	follow(t, ctx, ".bulk a:first-of-type", ".confirm")
+	screenshot(t, ctx, "bulk-confirm")
+	contains(t, "the bulk retry's confirmation", text(t, ctx, ".confirm"), "1 job matches", "report.panic", "reports")
+	click(t, ctx, ".confirm button")
+	contains(t, "the page after the bulk retry", text(t, ctx, ".notice"), "Retried 1 job.")
+	if rec, err := relay.GetJob(context.Background(), w.db, w.panicky, sch); err != nil || rec.MaxAttempts != 2 {
+		t.Errorf("after the bulk retry: %+v, %v; want the job given a second attempt", rec, err)
+	}
+	visit(t, ctx, base+"/jobs?state=pending&queue=billing")
+	follow(t, ctx, ".bulk a.danger-outline", ".confirm")
+	contains(t, "the bulk cancel's confirmation", text(t, ctx, ".confirm"), "1 job matches")
+	click(t, ctx, ".confirm button")
+	contains(t, "the page after the bulk cancel", text(t, ctx, ".notice"), "Cancelled 1 job.")
+	if n := countRows(t, ctx, "table.jobs tbody tr"); n != 0 {
+		t.Errorf("pending jobs of billing after they were all cancelled: %d", n)
+	}
+
 	// The buttons: retry the failed job, cancel the running one.
 	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.failed))
 	click(t, ctx, "form[action$=\"/retry\"] button")
@@ -95,6 +114,15 @@ func TestPagesInBrowser(t *testing.T) {
 func countRows(t *testing.T, ctx context.Context, sel string) int {
 	t.Helper()
 	return run(t, ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", sel)))
+}
+
+// follow clicks the link sel and waits for wait on the page it leads to.
+func follow(t *testing.T, ctx context.Context, sel, wait string) {
+	t.Helper()
+	run(t, ctx, chromedp.Steps(
+		chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible),
+		chromedp.WaitVisible(chromedp.CSS(wait)),
+	))
 }
 
 // click clicks the button sel of an action and waits for the page it leads to, which

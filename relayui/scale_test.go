@@ -78,6 +78,9 @@ func TestPageQueriesAtScale(t *testing.T) {
 			t.Errorf("CountJobs reads jobs sequentially:\n%s", s.sql)
 		}
 		fmt.Fprintf(&report, "| (counts, in the background) | %s | %d | %.2f ms | |\n", s.name(), rows, ms)
+		if os.Getenv("RELAYUI_SCALE_PLANS") != "" {
+			t.Logf("CountJobs, %.1f ms:\n%s", ms, textPlan(t, pool, s))
+		}
 	}
 	for _, p := range pages {
 		get := func() time.Duration {
