@@ -50,7 +50,7 @@ type legendEntry struct{ Class, Label string }
 
 const (
 	chartWidth, chartHeight = 560.0, 176.0
-	plotLeft, plotRight     = 40.0, 552.0
+	plotLeft, plotRight     = 40.0, 542.0
 	plotTop, plotBottom     = 10.0, 152.0
 	buckets                 = int(chartWindow / chartStep)
 )

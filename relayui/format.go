@@ -33,6 +33,7 @@ func (u *ui) funcs() template.FuncMap {
 		"pretty":       prettyJSON,
 		"preview":      preview,
 		"short":        short,
+		"jobs":         jobs,
 		"hexdump":      hexPreview,
 		"join":         strings.Join,
 		"since":        time.Since,
