@@ -68,6 +68,7 @@ func jobID(r *http.Request) (int64, error) {
 	return id, nil
 }
 
+// jobAction is the action do on the job of the request's path, then its page.
 func (u *ui) jobAction(do func(r *http.Request, id int64) error, done string) actionFunc {
 	return func(r *http.Request) (string, url.Values, error) {
 		id, err := jobID(r)
@@ -81,6 +82,7 @@ func (u *ui) jobAction(do func(r *http.Request, id int64) error, done string) ac
 	}
 }
 
+// queueAction is the action do on the queue of the request's path, then its page.
 func (u *ui) queueAction(do func(r *http.Request, queue string) error, done string) actionFunc {
 	return func(r *http.Request) (string, url.Values, error) {
 		name := r.PathValue("name")
@@ -91,38 +93,33 @@ func (u *ui) queueAction(do func(r *http.Request, queue string) error, done stri
 	}
 }
 
-func (u *ui) retryJob(r *http.Request) (string, url.Values, error) {
-	return u.jobAction(func(r *http.Request, id int64) error { return relay.Retry(r.Context(), u.db, id, u.schema) }, "retried")(r)
+func (u *ui) retryJob(r *http.Request, id int64) error {
+	return relay.Retry(r.Context(), u.db, id, u.schema)
+}
+func (u *ui) cancelJob(r *http.Request, id int64) error {
+	return relay.Cancel(r.Context(), u.db, id, u.schema)
+}
+func (u *ui) pauseQueue(r *http.Request, q string) error {
+	return relay.PauseQueue(r.Context(), u.db, q, u.schema)
+}
+func (u *ui) resumeQueue(r *http.Request, q string) error {
+	return relay.ResumeQueue(r.Context(), u.db, q, u.schema)
 }
 
-func (u *ui) cancelJob(r *http.Request) (string, url.Values, error) {
-	return u.jobAction(func(r *http.Request, id int64) error { return relay.Cancel(r.Context(), u.db, id, u.schema) }, "cancelled")(r)
-}
-
-func (u *ui) pauseQueue(r *http.Request) (string, url.Values, error) {
-	return u.queueAction(func(r *http.Request, q string) error { return relay.PauseQueue(r.Context(), u.db, q, u.schema) }, "paused")(r)
-}
-
-func (u *ui) resumeQueue(r *http.Request) (string, url.Values, error) {
-	return u.queueAction(func(r *http.Request, q string) error { return relay.ResumeQueue(r.Context(), u.db, q, u.schema) }, "resumed")(r)
-}
-
-func (u *ui) setQueue(r *http.Request) (string, url.Values, error) {
-	return u.queueAction(func(r *http.Request, q string) error {
-		limit := 0
-		if s := r.PostFormValue("global_limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 {
-				return errorf(http.StatusBadRequest, "The global limit %q is not a whole number of 0 or more (0: none).", s)
-			}
-			limit = n
+func (u *ui) setQueue(r *http.Request, q string) error {
+	limit := 0
+	if s := r.PostFormValue("global_limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return errorf(http.StatusBadRequest, "The global limit %q is not a whole number of 0 or more (0: none).", s)
 		}
-		return relay.SetQueue(r.Context(), u.db, q, relay.QueueSettings{
-			Ordered:     r.PostFormValue("ordered") == "on",
-			OnFailure:   relay.FailurePolicy(r.PostFormValue("on_failure")),
-			GlobalLimit: limit,
-		}, u.schema)
-	}, "saved")(r)
+		limit = n
+	}
+	return relay.SetQueue(r.Context(), u.db, q, relay.QueueSettings{
+		Ordered:     r.PostFormValue("ordered") == "on",
+		OnFailure:   relay.FailurePolicy(r.PostFormValue("on_failure")),
+		GlobalLimit: limit,
+	}, u.schema)
 }
 
 // bulkActions are the actions that apply to every job a filter keeps.

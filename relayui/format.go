@@ -14,6 +14,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
 	"github.com/relayq/relay"
 )
 
@@ -112,23 +115,11 @@ func twoUnits(a int, au string, b int, bu string) string {
 	return fmt.Sprintf("%d %s %d %s", a, au, b, bu)
 }
 
-// thousands writes n with thin spaces between groups of three digits.
-func thousands(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteRune('\u202f')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
+// numbers groups the digits of numbers: 12345 → "12,345".
+var numbers = message.NewPrinter(language.English)
+
+// thousands writes n with its digits grouped.
+func thousands(n int64) string { return numbers.Sprint(n) }
 
 // rate writes jobs per minute: n jobs in window.
 func rate(n int64, window time.Duration) string {

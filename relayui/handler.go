@@ -124,13 +124,13 @@ func (u *ui) routes(mux *http.ServeMux) {
 	// in layout.html is commented out until then.
 	mux.Handle("GET /static/", staticFiles())
 
-	mux.HandleFunc("POST /jobs/{id}/retry", u.action(u.retryJob))
-	mux.HandleFunc("POST /jobs/{id}/cancel", u.action(u.cancelJob))
+	mux.HandleFunc("POST /jobs/{id}/retry", u.action(u.jobAction(u.retryJob, "retried")))
+	mux.HandleFunc("POST /jobs/{id}/cancel", u.action(u.jobAction(u.cancelJob, "cancelled")))
 	// Placeholder (issue 14, job deletion): "POST /jobs/{id}/delete" calls relay's
 	// DeleteJob, and the job page shows a Delete button (see job.html).
-	mux.HandleFunc("POST /queues/{name}/pause", u.action(u.pauseQueue))
-	mux.HandleFunc("POST /queues/{name}/resume", u.action(u.resumeQueue))
-	mux.HandleFunc("POST /queues/{name}/settings", u.action(u.setQueue))
+	mux.HandleFunc("POST /queues/{name}/pause", u.action(u.queueAction(u.pauseQueue, "paused")))
+	mux.HandleFunc("POST /queues/{name}/resume", u.action(u.queueAction(u.resumeQueue, "resumed")))
+	mux.HandleFunc("POST /queues/{name}/settings", u.action(u.queueAction(u.setQueue, "saved")))
 	mux.HandleFunc("POST /bulk", u.action(u.bulkRun))
 }
 
