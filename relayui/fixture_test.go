@@ -51,34 +51,52 @@ type email struct {
 	Subject string `json:"subject"`
 }
 
+// The kinds of the tests' jobs.
+var (
+	emailSend     = relay.NewKind[email]("email.send")
+	reportBuild   = relay.NewKind[map[string]any]("report.build")
+	reportPanic   = relay.NewKind[map[string]any]("report.panic")
+	invoiceCharge = relay.NewKind[map[string]any]("invoice.charge")
+	thumbnail     = relay.NewKind[[]byte]("thumbnail.render")
+)
+
+// enqueue enqueues one job and returns its id.
+func enqueue[T any](t *testing.T, db relay.DB, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) int64 {
+	t.Helper()
+	id, err := relay.Enqueue(context.Background(), db, kind, args, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // newWorld fills a new database with w's jobs and starts a client that ran them.
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := context.Background()
 	db := relaytest.NewDB(t)
 	w := &world{db: db, emails: 240}
-	sch := relay.Schema(db.Schema)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(relay.SetQueue(ctx, db, "billing", relay.QueueSettings{Ordered: true, GlobalLimit: 3}, sch))
-	must(relay.SetQueue(ctx, db, "reports", relay.QueueSettings{GlobalLimit: 2}, sch))
-	must(relay.PauseQueue(ctx, db, "uploads", sch))
+	must(relay.SetQueue(ctx, db, "billing", relay.QueueSettings{Ordered: true, GlobalLimit: 3}))
+	must(relay.SetQueue(ctx, db, "reports", relay.QueueSettings{GlobalLimit: 2}))
+	must(relay.PauseQueue(ctx, db, "uploads"))
 
 	c := relay.New(relay.Config{
-		Schema: db.Schema, ID: "worker-eu-1", Logger: slog.New(slog.DiscardHandler),
+		ID: "worker-eu-1", Logger: slog.New(slog.DiscardHandler),
 		Queues: map[string]relay.QueueConfig{"email": {Workers: 20}, "billing": {Workers: 5}, "reports": {Workers: 2}},
 	})
 	started := make(chan struct{})
 	fast := relay.Backoff(backoff.Policy{Initial: time.Millisecond, Multiplier: 1, Max: time.Millisecond})
-	must(relay.Handle(c, "email.send", func(ctx context.Context, j *relay.Job[email]) error {
+	must(relay.Handle(c, emailSend, func(ctx context.Context, j *relay.Job[email]) error {
 		j.SetOutput(map[string]string{"message_id": fmt.Sprintf("<%d@mail.example.com>", j.ID)})
 		return nil
 	}))
-	must(relay.Handle(c, "report.build", func(ctx context.Context, j *relay.Job[map[string]any]) error {
+	must(relay.Handle(c, reportBuild, func(ctx context.Context, j *relay.Job[map[string]any]) error {
 		if j.Args["slow"] == true {
 			close(started)
 			<-ctx.Done()
@@ -86,12 +104,12 @@ func newWorld(t *testing.T) *world {
 		}
 		return fmt.Errorf("warehouse query failed: connection reset by peer (attempt %d)", j.Attempt)
 	}, fast))
-	must(relay.Handle(c, "report.panic", func(ctx context.Context, j *relay.Job[map[string]any]) error {
+	must(relay.Handle(c, reportPanic, func(ctx context.Context, j *relay.Job[map[string]any]) error {
 		var m map[string]int
 		m["boom"]++ // a nil map: panics
 		return nil
 	}))
-	must(relay.Handle(c, "invoice.charge", func(ctx context.Context, j *relay.Job[map[string]any]) error {
+	must(relay.Handle(c, invoiceCharge, func(ctx context.Context, j *relay.Job[map[string]any]) error {
 		if j.Args["customer"] == "customer-1" {
 			return relay.Discard(errors.New("card declined: insufficient funds"))
 		}
@@ -109,25 +127,19 @@ func newWorld(t *testing.T) *world {
 
 	var specs []relay.JobSpec
 	for i := range w.emails {
-		specs = append(specs, relay.JobSpec{Kind: "email.send", Args: email{To: fmt.Sprintf("user%03d@example.com", i), Subject: "Your weekly digest"}})
+		specs = append(specs, emailSend.Job(email{To: fmt.Sprintf("user%03d@example.com", i), Subject: "Your weekly digest"}))
 	}
-	_, err := relay.EnqueueMany(ctx, db, specs, relay.Queue("email"), sch)
+	_, err := relay.EnqueueMany(ctx, db, specs, relay.Queue("email"))
 	must(err)
-	enqueue := func(kind string, args any, opts ...relay.EnqueueOption) int64 {
-		t.Helper()
-		id, err := relay.Enqueue(ctx, db, kind, args, append(opts, sch)...)
-		must(err)
-		return id
-	}
-	w.failed = enqueue("report.build", map[string]any{"report": "monthly-revenue", "month": "2026-10"}, relay.Queue("reports"), relay.MaxAttempts(2))
-	w.panicky = enqueue("report.panic", map[string]any{"report": "churn"}, relay.Queue("reports"), relay.MaxAttempts(1))
-	w.blocked = enqueue("invoice.charge", map[string]any{"customer": "customer-1", "amount_cents": 4200}, relay.Queue("billing"), relay.OrderKey("customer-1"))
-	enqueue("invoice.charge", map[string]any{"customer": "customer-1", "amount_cents": 1900}, relay.Queue("billing"), relay.OrderKey("customer-1"))
-	enqueue("invoice.charge", map[string]any{"customer": "customer-2", "amount_cents": 990}, relay.Queue("billing"), relay.OrderKey("customer-2"))
-	w.binary = enqueue("thumbnail.render", []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR relay binary payload"), relay.Queue("uploads"))
-	w.later = enqueue("email.send", email{To: "later@example.com", Subject: "Reminder"}, relay.Queue("email"), relay.RunIn(time.Hour))
-	w.gone = enqueue("email.send", email{To: "gone@example.com", Subject: "Never sent"}, relay.Queue("email"), relay.RunIn(time.Hour))
-	must(relay.Cancel(ctx, db, w.gone, sch))
+	w.failed = enqueue(t, db, reportBuild, map[string]any{"report": "monthly-revenue", "month": "2026-10"}, relay.Queue("reports"), relay.MaxAttempts(2))
+	w.panicky = enqueue(t, db, reportPanic, map[string]any{"report": "churn"}, relay.Queue("reports"), relay.MaxAttempts(1))
+	w.blocked = enqueue(t, db, invoiceCharge, map[string]any{"customer": "customer-1", "amount_cents": 4200}, relay.Queue("billing"), relay.OrderKey("customer-1"))
+	enqueue(t, db, invoiceCharge, map[string]any{"customer": "customer-1", "amount_cents": 1900}, relay.Queue("billing"), relay.OrderKey("customer-1"))
+	enqueue(t, db, invoiceCharge, map[string]any{"customer": "customer-2", "amount_cents": 990}, relay.Queue("billing"), relay.OrderKey("customer-2"))
+	w.binary = enqueue(t, db, thumbnail, []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR relay binary payload"), relay.Queue("uploads"))
+	w.later = enqueue(t, db, emailSend, email{To: "later@example.com", Subject: "Reminder"}, relay.Queue("email"), relay.RunIn(time.Hour))
+	w.gone = enqueue(t, db, emailSend, email{To: "gone@example.com", Subject: "Never sent"}, relay.Queue("email"), relay.RunIn(time.Hour))
+	must(relay.Cancel(ctx, db, w.gone))
 
 	// Wait for every job that can end to end: the emails, two reports (the failing one
 	// twice), and the two invoices that run (customer-1's second waits behind the first).
@@ -144,7 +156,7 @@ func newWorld(t *testing.T) *world {
 			t.Fatalf("only %d of %d jobs ended", ended, want)
 		}
 	}
-	w.running = enqueue("report.build", map[string]any{"report": "yearly", "slow": true}, relay.Queue("reports"))
+	w.running = enqueue(t, db, reportBuild, map[string]any{"report": "yearly", "slow": true}, relay.Queue("reports"))
 	select {
 	case <-started:
 	case <-time.After(30 * time.Second):

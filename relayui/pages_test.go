@@ -20,7 +20,6 @@ func TestPagesInBrowser(t *testing.T) {
 	ctx := browser(t)
 	problems := watchPage(t, ctx)
 	base := dashboard(t, w.db, relayui.Options{}).URL + prefix
-	sch := relay.Schema(w.db.Schema)
 
 	visit(t, ctx, base+"/")
 	screenshot(t, ctx, "overview")
@@ -78,7 +77,7 @@ func TestPagesInBrowser(t *testing.T) {
 	contains(t, "the bulk retry's confirmation", text(t, ctx, ".confirm"), "1 job matches", "report.panic", "reports")
 	click(t, ctx, ".confirm button")
 	contains(t, "the page after the bulk retry", text(t, ctx, ".notice"), "Retried 1 job.")
-	if rec, err := relay.GetJob(context.Background(), w.db, w.panicky, sch); err != nil || rec.MaxAttempts != 2 {
+	if rec, err := relay.GetJob(context.Background(), w.db, w.panicky); err != nil || rec.MaxAttempts != 2 {
 		t.Errorf("after the bulk retry: %+v, %v; want the job given a second attempt", rec, err)
 	}
 	visit(t, ctx, base+"/jobs?state=pending&queue=billing")
@@ -94,14 +93,14 @@ func TestPagesInBrowser(t *testing.T) {
 	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.failed))
 	click(t, ctx, "form[action$=\"/retry\"] button")
 	contains(t, "the page after Retry", text(t, ctx, ".notice"), "will run again")
-	rec, err := relay.GetJob(context.Background(), w.db, w.failed, sch)
+	rec, err := relay.GetJob(context.Background(), w.db, w.failed)
 	if err != nil || rec.MaxAttempts != 3 {
 		t.Errorf("after Retry: %+v, %v; want the job given a third attempt", rec, err)
 	}
 	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.running))
 	contains(t, "the running job", text(t, ctx, "h1"), "running")
 	click(t, ctx, "form[action$=\"/cancel\"] button")
-	if rec, err := relay.GetJob(context.Background(), w.db, w.running, sch); err != nil || rec.State != relay.StateCancelled {
+	if rec, err := relay.GetJob(context.Background(), w.db, w.running); err != nil || rec.State != relay.StateCancelled {
 		t.Errorf("after Cancel: %+v, %v; want cancelled", rec, err)
 	}
 	contains(t, "the page after Cancel", text(t, ctx, "h1"), "cancelled")

@@ -95,16 +95,15 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := relaytest.NewDB(t)
-	sch := relay.Schema(db.Schema)
 	evilQueue := payloads[1]
-	if err := relay.SetQueue(ctx, db, evilQueue, relay.QueueSettings{Ordered: true}, sch); err != nil {
+	if err := relay.SetQueue(ctx, db, evilQueue, relay.QueueSettings{Ordered: true}); err != nil {
 		t.Fatal(err)
 	}
 	c := relay.New(relay.Config{
-		Schema: db.Schema, ID: payloads[2], Logger: slog.New(slog.DiscardHandler),
+		ID: payloads[2], Logger: slog.New(slog.DiscardHandler),
 		Queues: map[string]relay.QueueConfig{evilQueue: {Workers: 2}},
 	})
-	kinds := []string{payloads[0], payloads[3]}
+	kinds := []relay.Kind[map[string]string]{relay.NewKind[map[string]string](payloads[0]), relay.NewKind[map[string]string](payloads[3])}
 	for i, kind := range kinds {
 		err := relay.Handle(c, kind, func(ctx context.Context, j *relay.Job[map[string]string]) error {
 			if i == 0 {
@@ -128,7 +127,7 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 		for i, p := range payloads {
 			args[fmt.Sprintf("field%d %s", i, p)] = p
 		}
-		id, err := relay.Enqueue(ctx, db, kind, args, relay.Queue(evilQueue), relay.OrderKey(payloads[4]+kind), sch)
+		id, err := relay.Enqueue(ctx, db, kind, args, relay.Queue(evilQueue), relay.OrderKey(payloads[4]+kind.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}

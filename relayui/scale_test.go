@@ -40,7 +40,7 @@ func TestPageQueriesAtScale(t *testing.T) {
 	t.Logf("generated %d finished jobs in %v", n, time.Since(start).Round(time.Second))
 
 	rec := &recorder{}
-	cfg, err := pgxpool.ParseConfig(relaytest.URL(t))
+	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestPageQueriesAtScale(t *testing.T) {
 	// The counts every page shows are counted in the background, at most every
 	// CountInterval (here an hour: the pages below are timed without them).
 	rec.start()
-	if _, err := relay.CountJobs(ctx, pool, relay.Schema(db.Schema)); err != nil {
+	if _, err := relay.CountJobs(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range rec.stop() {

@@ -21,11 +21,11 @@ import (
 func failedJob(t *testing.T, db *relaytest.DB) int64 {
 	t.Helper()
 	ctx := context.Background()
-	id, err := relay.Enqueue(ctx, db, "email.send", email{To: "ada@example.com"}, relay.Queue("nobody"), relay.Schema(db.Schema))
+	id, err := relay.Enqueue(ctx, db, emailSend, email{To: "ada@example.com"}, relay.Queue("nobody"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Cancel(ctx, db, id); err != nil {
 		t.Fatal(err)
 	}
 	return id
@@ -33,7 +33,7 @@ func failedJob(t *testing.T, db *relaytest.DB) int64 {
 
 func jobState(t *testing.T, db *relaytest.DB, id int64) relay.JobState {
 	t.Helper()
-	rec, err := relay.GetJob(context.Background(), db, id, relay.Schema(db.Schema))
+	rec, err := relay.GetJob(context.Background(), db, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestActionsNeedTheirToken(t *testing.T) {
 	if s := jobState(t, db, id); s != relay.StateCancelled {
 		t.Errorf("a read-only dashboard changed the job: it is %s", s)
 	}
-	if q, err := relay.GetQueue(context.Background(), db, "nobody", relay.Schema(db.Schema)); err != nil || q.Paused {
+	if q, err := relay.GetQueue(context.Background(), db, "nobody"); err != nil || q.Paused {
 		t.Errorf("a read-only dashboard paused the queue: %+v, %v", q, err)
 	}
 }

@@ -51,7 +51,7 @@ func TestUIServesBehindBasicAuth(t *testing.T) {
 	t.Setenv("RELAY_UI_BASIC_AUTH", "ops:s3cret")
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"ui", "--database-url", relaytest.URL(t), "--schema", db.Schema, "--listen", "127.0.0.1:0", "--read-only"}, io.Discard, logger)
+		done <- run(ctx, []string{"ui", "--database-url", db.URL, "--listen", "127.0.0.1:0", "--read-only"}, io.Discard, logger)
 	}()
 	var addr string
 	select {
