@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -27,6 +28,10 @@ func TestPagesInBrowser(t *testing.T) {
 	contains(t, "the overview's queues", queues, "billing", "email", "reports", "uploads", "ordered", "limit 3", "1 blocked")
 	contains(t, "the overview's cards", text(t, ctx, ".card-succeeded"), strconv.Itoa(w.emails+1))
 	contains(t, "the overview's clients", text(t, ctx, "main"), "worker-eu-1")
+	// The overview refreshes itself (htmx, every 5 s): a new queue shows up unasked.
+	enqueue(t, w.db, thumbnail, []byte("late"), relay.Queue("late-queue"))
+	run(t, ctx, chromedp.Poll[bool](`document.querySelector("table.queues").innerText.includes("late-queue")`,
+		chromedp.WithPollingTimeout(15*time.Second)))
 
 	visit(t, ctx, base+"/queues/billing")
 	screenshot(t, ctx, "queue-billing")
