@@ -141,6 +141,18 @@ func (u *ui) queue(r *http.Request, v *view) error {
 		if d.BlockedKeys, err = u.store.BlockedKeys(ctx, u.db, name, maxBlockedKeys); err != nil {
 			return err
 		}
+		if u.opts.Redact != nil {
+			// The last error of a blocking job is shown: Redact sees it as the job's.
+			for i, k := range d.BlockedKeys {
+				j := &relay.JobRecord{ID: k.JobID, Kind: k.Kind, Queue: name, State: relay.StateFailed, Blocking: true,
+					Attempts: []relay.Attempt{{Error: k.Error}}}
+				u.opts.Redact(j)
+				d.BlockedKeys[i].Error = ""
+				if len(j.Attempts) > 0 {
+					d.BlockedKeys[i].Error = j.Attempts[len(j.Attempts)-1].Error
+				}
+			}
+		}
 	}
 	v.Data = d
 	return nil

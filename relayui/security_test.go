@@ -146,3 +146,32 @@ func TestActionsNeedTheirToken(t *testing.T) {
 		t.Errorf("a read-only dashboard paused the queue: %+v, %v", q, err)
 	}
 }
+
+// Options.Redact sees every job before any page shows it: its args, errors and payload
+// appear nowhere, in a listing, on its page, or as the last error of a blocked key.
+func TestRedactHidesWhatItBlanks(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	redact := func(j *relay.JobRecord) {
+		j.Args, j.Payload, j.Output = []byte(`{"redacted":true}`), nil, nil
+		for i := range j.Attempts {
+			j.Attempts[i].Error, j.Attempts[i].Stack = "[redacted]", ""
+		}
+	}
+	base := dashboard(t, w.db, relayui.Options{Redact: redact}).URL + prefix
+	c := browserlessClient(t)
+	for _, page := range []string{
+		"/jobs", "/jobs?state=failed", fmt.Sprintf("/jobs/%d", w.failed), fmt.Sprintf("/jobs/%d", w.blocked),
+		fmt.Sprintf("/jobs/%d", w.panicky), fmt.Sprintf("/jobs/%d", w.binary), "/queues/billing",
+	} {
+		body, _ := get(t, c, base+page)
+		for _, secret := range []string{"monthly-revenue", "card declined", "user001@example.com", "warehouse query failed", "nil map", "89 50 4e 47", "message_id"} {
+			if strings.Contains(body, secret) {
+				t.Errorf("%s shows %q, which Redact blanked", page, secret)
+			}
+		}
+		if !strings.Contains(body, "redacted") {
+			t.Errorf("%s shows nothing Redact wrote", page)
+		}
+	}
+}
