@@ -42,7 +42,9 @@ func (u *ui) secure(next http.Handler) http.Handler {
 			}
 			r2 := *r
 			url := *r.URL
-			url.Path, url.RawPath = path, ""
+			// Keep the escaped form too: a queue named "a/b" travels as a%2Fb in one
+			// path segment.
+			url.Path, url.RawPath = path, strings.TrimPrefix(r.URL.RawPath, u.prefix)
 			r2.URL = &url
 			r = &r2
 		}

@@ -175,3 +175,31 @@ func TestRedactHidesWhatItBlanks(t *testing.T) {
 		}
 	}
 }
+
+// A queue's name may hold any character, "/" and "?" too: its links escape it, and its
+// page and actions find it.
+func TestQueueNamesAreEscapedInLinks(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	const name = "tenant/eu?x=1 #a"
+	if _, err := relay.Enqueue(context.Background(), db, emailSend, email{To: "ada@example.com"}, relay.Queue(name)); err != nil {
+		t.Fatal(err)
+	}
+	srv := dashboard(t, db, relayui.Options{})
+	c := browserlessClient(t)
+	overview, _ := get(t, c, srv.URL+prefix+"/")
+	link := regexp.MustCompile(`href="(` + prefix + `/queues/[^"]+)"`).FindStringSubmatch(overview)
+	if link == nil {
+		t.Fatalf("the overview links to no queue:\n%s", overview)
+	}
+	page, token := get(t, c, srv.URL+link[1])
+	if !strings.Contains(page, "<h1>tenant/eu?x=1 #a") {
+		t.Errorf("the queue's page (%s) is not the page of %q", link[1], name)
+	}
+	if got := post(t, c, srv.URL+link[1]+"/pause", url.Values{"csrf_token": {token}}); got != http.StatusSeeOther {
+		t.Errorf("pause: %d, want 303", got)
+	}
+	if q, err := relay.GetQueue(context.Background(), db, name); err != nil || !q.Paused {
+		t.Errorf("after pause: %+v, %v; want paused", q, err)
+	}
+}
