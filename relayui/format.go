@@ -48,6 +48,10 @@ func (u *ui) funcs() template.FuncMap {
 		"queuePath":    func(name string) string { return u.path(queueRel(name)) },
 		"queuePathRel": queueRel,
 		"jobPath":      func(id int64) string { return u.path("/jobs/" + strconv.FormatInt(id, 10)) },
+		// cards is the argument of the "cards" template.
+		"cards": func(c relay.StateCounts, queue string) map[string]any {
+			return map[string]any{"Counts": c, "Queue": queue}
+		},
 		// act is the argument of the "button" template: a form that POSTs to path.
 		"act": func(path, label, class, csrf string) map[string]string {
 			return map[string]string{"Action": path, "Label": label, "Class": class, "CSRF": csrf}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,9 @@ func TestPagesInBrowser(t *testing.T) {
 
 	visit(t, ctx, base+"/queues/billing")
 	screenshot(t, ctx, "queue-billing")
+	if href := run(t, ctx, chromedp.AttributeValue(chromedp.CSS(".card-failed"), "href")); !strings.HasSuffix(href.Value, "/jobs?queue=billing&state=failed") {
+		t.Errorf("the billing queue's failed card links to %q", href.Value)
+	}
 	contains(t, "the billing queue", text(t, ctx, "main"), "ordered", "limit 3", "Blocked keys", "customer-1", "card declined: insufficient funds")
 
 	visit(t, ctx, base+"/queues/email")
