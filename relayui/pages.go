@@ -27,6 +27,8 @@ const (
 )
 
 // states are the job states in the order the dashboard shows them.
+// Placeholder (issue 18): held ("reserved") jobs get a state here, a colour in
+// relayui.css (.state-held, .card-held) and their deadline on the job page.
 var states = []relay.JobState{
 	relay.StatePending, relay.StateScheduled, relay.StateRunning,
 	relay.StateSucceeded, relay.StateFailed, relay.StateCancelled,
