@@ -145,6 +145,16 @@ type JobRecord struct {
 	Checkpoint json.RawMessage
 	// Payload holds the raw args of a job enqueued with []byte args (Args is then null).
 	Payload []byte
+	// Sizes are the bytes Args, Checkpoint, Output and Payload take in the table. [ListJobs]
+	// reports them also when it leaves the values themselves out.
+	Sizes ValueSizes
+}
+
+// ValueSizes are the bytes a job's values take as PostgreSQL stores them, 0 for none: JSON
+// in its binary jsonb form, and large values compressed, so they tell large values from
+// small ones rather than give the length of the JSON text.
+type ValueSizes struct {
+	Args, Checkpoint, Output, Payload int
 }
 
 // GetJob returns job id with its attempt history, or an error wrapping [ErrJobNotFound].
@@ -172,6 +182,7 @@ func newJobRecord(r *store.Record) *JobRecord {
 		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
 		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking,
 		Output: r.Output, Checkpoint: r.Checkpoint, Payload: r.Payload,
+		Sizes: ValueSizes{Args: r.ArgsSize, Checkpoint: r.CheckpointSize, Output: r.OutputSize, Payload: r.PayloadSize},
 	}
 	if r.UniqueKey != nil {
 		rec.UniqueKey = *r.UniqueKey

@@ -41,6 +41,10 @@ type ListFilter struct {
 	// After continues a listing: pass the Next of the previous [JobPage]. Empty for the
 	// first page.
 	After Cursor
+	// WithArgs makes each record carry the job's values: Args, Checkpoint, Output and
+	// Payload. Without it they are nil — left out of the statement itself, so a page costs
+	// the same whatever the jobs carry — and [JobRecord].Sizes says how large they are.
+	WithArgs bool
 }
 
 // Cursor marks where a listing stopped: [JobPage.Next], passed back as [ListFilter.After].
@@ -62,7 +66,8 @@ type JobPage struct {
 // jobs enqueued after a page was read have higher ids than its jobs and appear only in a
 // new listing, and a job that changes state between two pages is listed where the filter
 // finds it when its page is read. Each page is read by one statement, from one snapshot, and its records are those
-// [GetJob] returns.
+// [GetJob] returns, but for the job's values (args, checkpoint, output, payload), which
+// are left out unless f.WithArgs asks for them.
 //
 // What a page reads, however many finished jobs the table keeps:
 //   - with neither f.Queue nor f.States: the primary key, newest first;
@@ -109,7 +114,7 @@ var allStates = []JobState{StatePending, StateScheduled, StateRunning, StateSucc
 
 // validate checks f and returns it as the store takes it.
 func (f ListFilter) validate() (store.ListFilter, error) {
-	sf := store.ListFilter{Queue: f.Queue, Kind: f.Kind, From: f.From, To: f.To, Limit: f.Limit}
+	sf := store.ListFilter{Queue: f.Queue, Kind: f.Kind, From: f.From, To: f.To, Limit: f.Limit, WithValues: f.WithArgs}
 	if len(f.Queue) > MaxNameLen {
 		return sf, fmt.Errorf("%w: Queue is %d bytes long, the limit is %d", ErrInvalidFilter, len(f.Queue), MaxNameLen)
 	}
