@@ -33,6 +33,9 @@ type jobOptions struct{ schema string }
 // Cancelling any other job that has finished returns an error wrapping [ErrJobFinished];
 // an unknown id, [ErrJobNotFound].
 func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {
+	if err := checkDB(db, "Cancel"); err != nil {
+		return err
+	}
 	s, err := jobStore(opts)
 	if err != nil {
 		return err
@@ -53,6 +56,9 @@ func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 // attempts is given one more. Any other state returns an error wrapping
 // [ErrJobNotRetryable]; an unknown id, [ErrJobNotFound].
 func Retry(ctx context.Context, db DB, id int64, opts ...JobOption) error {
+	if err := checkDB(db, "Retry"); err != nil {
+		return err
+	}
 	s, err := jobStore(opts)
 	if err != nil {
 		return err
@@ -159,6 +165,9 @@ type ValueSizes struct {
 
 // GetJob returns job id with its attempt history, or an error wrapping [ErrJobNotFound].
 func GetJob(ctx context.Context, db DB, id int64, opts ...JobOption) (*JobRecord, error) {
+	if err := checkDB(db, "GetJob"); err != nil {
+		return nil, err
+	}
 	s, err := jobStore(opts)
 	if err != nil {
 		return nil, err
