@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/relaytest"
@@ -222,6 +223,9 @@ func FuzzJSONArgs(f *testing.F) {
 			if !json.Valid([]byte(raw)) {
 				valRefused(t, tx, "invalid JSON", err, relay.ErrEncodeArgs)
 				return
+			}
+			if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+				t.Fatalf("%q reached PostgreSQL (SQLSTATE %s): %v", raw, pgErr.Code, err)
 			}
 			// PostgreSQL's verdict, from a statement of its own (in a savepoint).
 			var pgOK bool
