@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"reflect"
@@ -284,6 +285,9 @@ const (
 
 // checkJSONNumber checks a JSON number as PostgreSQL's numeric input does.
 func checkJSONNumber(num []byte) error {
+	if len(num) <= numericMaxScale && bytes.IndexAny(num, "eE") < 0 {
+		return nil // too few digits to be out of range: the common case, without allocating
+	}
 	s := string(num)
 	mantissa, exponent, hasExp := strings.Cut(strings.ToLower(strings.TrimPrefix(s, "-")), "e")
 	intPart, frac, _ := strings.Cut(mantissa, ".")

@@ -216,6 +216,9 @@ func FuzzJSONArgs(f *testing.F) {
 		`0e1073741823`, `-0.000e-16380`, `[1E+2,-1e-2,0.5]`, `{"a":[true,false,null,"\n\t\/"]}`, `1e0000000000000000001`, `-`, `"é\u00e9"`} {
 		f.Add(s)
 	}
+	// Numbers without an exponent whose digits after the point are just in range, and one over.
+	f.Add("0." + strings.Repeat("0", 16382) + "1")
+	f.Add("[1." + strings.Repeat("0", 16384) + "]")
 	db := valFuzzDB(f)
 	f.Fuzz(func(t *testing.T, raw string) {
 		valInTx(t, db, func(ctx context.Context, tx pgx.Tx) {
