@@ -228,7 +228,7 @@ func FuzzJSONArgs(f *testing.F) {
 				return
 			}
 			if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
-				t.Fatalf("%q reached PostgreSQL (SQLSTATE %s): %v", raw, pgErr.Code, err)
+				t.Fatalf("%.200q reached PostgreSQL (SQLSTATE %s): %v", raw, pgErr.Code, err)
 			}
 			// PostgreSQL's verdict, from a statement of its own (in a savepoint).
 			var pgOK bool
@@ -240,10 +240,10 @@ func FuzzJSONArgs(f *testing.F) {
 			_ = sp.Rollback(ctx)
 			switch {
 			case pgErr == nil && err != nil:
-				t.Fatalf("%q refused, which PostgreSQL stores: %v", raw, err)
+				t.Fatalf("%.200q refused, which PostgreSQL stores: %v", raw, err)
 			case pgErr != nil:
 				if !errors.Is(err, relay.ErrEncodeArgs) {
-					t.Fatalf("%q, which PostgreSQL refuses (%v), gave %v; want ErrEncodeArgs", raw, pgErr, err)
+					t.Fatalf("%.200q, which PostgreSQL refuses (%v), gave %v; want ErrEncodeArgs", raw, pgErr, err)
 				}
 				valRefused(t, tx, "args "+raw, err, relay.ErrEncodeArgs)
 			default:
