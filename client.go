@@ -116,8 +116,8 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	case stateStopped:
 		return ErrClientStopped
 	}
-	if pool == nil {
-		return fmt.Errorf("%w: Start needs a *pgxpool.Pool, got nil", ErrInvalidConfig)
+	if err := checkDB(pool, "Start"); err != nil {
+		return alsoMatching(err, ErrInvalidConfig)
 	}
 	if len(c.handlers) == 0 {
 		return ErrNoHandlers

@@ -31,6 +31,9 @@ type running struct {
 	completed atomic.Bool // CompleteTx succeeded in a transaction (which may not commit)
 	// keeper is told of a CompleteTx, so that its commit is not taken for a lost lease.
 	keeper *lease.Keeper
+	// The size limits of the client's Config.
+	maxOutput, maxCheckpoint int
+
 	mu     sync.Mutex
 	output []byte // JSON, set by SetOutput
 	late   bool   // output was set after CompleteTx: it is stored once the job is succeeded
@@ -59,10 +62,13 @@ type running struct {
 // Keep the transaction short: the job's row stays locked until it ends, and its lease
 // cannot be renewed meanwhile.
 func CompleteTx[T any](ctx context.Context, tx DB, job *Job[T]) error {
-	r := job.run
-	if r == nil {
+	if err := checkDB(tx, "CompleteTx"); err != nil {
+		return err
+	}
+	if job == nil || job.run == nil {
 		return ErrNotRunning
 	}
+	r := job.run
 	r.mu.Lock()
 	output := r.output
 	r.mu.Unlock()
@@ -85,14 +91,25 @@ func CompleteTx[T any](ctx context.Context, tx DB, job *Job[T]) error {
 // If this attempt fails or its client dies, the next attempt receives the last saved state
 // in [Job.Checkpoint] (see [Job.Resume]) and can carry on from there. Like [CompleteTx], it
 // refuses with [ErrJobNotHeld] once this attempt no longer holds the job.
+//
+// A state that cannot be encoded as JSON PostgreSQL can store returns an error wrapping
+// [ErrEncodeValue], and one larger than [Config].MaxCheckpointSize (default
+// [DefaultMaxSize]) one wrapping [ErrTooLarge]: nothing is written, and db, if it is a
+// transaction, is still usable.
 func Checkpoint[T any](ctx context.Context, db DB, job *Job[T], state any) error {
-	r := job.run
-	if r == nil {
+	if err := checkDB(db, "Checkpoint"); err != nil {
+		return err
+	}
+	if job == nil || job.run == nil {
 		return ErrNotRunning
 	}
-	encoded, err := json.Marshal(state)
+	r := job.run
+	encoded, err := encodeValue(state, "checkpoint", job.ID)
 	if err != nil {
-		return fmt.Errorf("relay: checkpoint of job %d: encode state: %w", job.ID, err)
+		return err
+	}
+	if err := checkpointLimit.check(len(encoded), r.maxCheckpoint, job.whose); err != nil {
+		return err
 	}
 	err = r.store.Checkpoint(ctx, db, r.holder, encoded)
 	switch {
@@ -122,13 +139,20 @@ func (j *Job[T]) Resume(v any) (bool, error) {
 // replaces an earlier one. Set before [CompleteTx], it commits with the job; set after
 // (as [HandleWithOutput] does), it is stored once the handler has returned, if the job was
 // completed by that transaction.
+//
+// A value that cannot be encoded as JSON PostgreSQL can store returns an error wrapping
+// [ErrEncodeValue], and one larger than [Config].MaxOutputSize (default [DefaultMaxSize])
+// one wrapping [ErrTooLarge]; the output recorded before, if any, stays.
 func (j *Job[T]) SetOutput(v any) error {
-	encoded, err := json.Marshal(v)
+	encoded, err := encodeValue(v, "output", j.ID)
 	if err != nil {
-		return fmt.Errorf("relay: output of job %d: %w", j.ID, err)
+		return err
 	}
 	if j.run == nil {
 		return ErrNotRunning
+	}
+	if err := outputLimit.check(len(encoded), j.run.maxOutput, j.whose); err != nil {
+		return err
 	}
 	j.run.mu.Lock()
 	j.run.output = encoded
@@ -138,7 +162,8 @@ func (j *Job[T]) SetOutput(v any) error {
 }
 
 // HandleWithOutput is [Handle] for a handler that returns an output: on success, out is
-// stored with the job as JSON and read back, typed, with [GetJobOf].
+// stored with the job as JSON and read back, typed, with [GetJobOf]. An output that
+// [Job.SetOutput] refuses (too large, not storable) fails the attempt with its error.
 func HandleWithOutput[T, O any](c *Client, kind Kind[T], fn func(ctx context.Context, job *Job[T]) (out O, err error), opts ...HandleOption) error {
 	var handler HandlerFunc[T] // nil for a nil fn, which Handle refuses
 	if fn != nil {
@@ -151,4 +176,19 @@ func HandleWithOutput[T, O any](c *Client, kind Kind[T], fn func(ctx context.Con
 		}
 	}
 	return Handle(c, kind, handler, opts...)
+}
+
+// whose names the job in an error.
+func (j *Job[T]) whose() string { return fmt.Sprintf("of job %d", j.ID) }
+
+// encodeValue encodes v, a handler's output or checkpoint, as JSON that jsonb can store.
+func encodeValue(v any, what string, id int64) ([]byte, error) {
+	encoded, err := json.Marshal(v)
+	if err == nil {
+		err = checkJSON(encoded)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: the %s of job %d: %w", ErrEncodeValue, what, id, err)
+	}
+	return encoded, nil
 }

@@ -46,12 +46,21 @@ type Config struct {
 	LeaseRenewal time.Duration
 	// Logger receives relay's logs; default slog.Default().
 	Logger *slog.Logger
-	// ID names this client in the jobs it claims (attempted_by) and in pg_stat_activity;
-	// default "<hostname>-<pid>-<random>".
+	// ID names this client in the jobs it claims (attempted_by) and in pg_stat_activity:
+	// at most [MaxNameLen] bytes of UTF-8 without NUL bytes; default
+	// "<hostname>-<pid>-<random>".
 	ID string
 	// StartTimeout bounds [Client.Start] when its context has no earlier deadline: checking
 	// the schema and connecting the listener; default [DefaultStartTimeout].
 	StartTimeout time.Duration
+	// MaxOutputSize is the most bytes, as JSON, an output of this client's handlers may take
+	// ([Job.SetOutput], [HandleWithOutput]); default [DefaultMaxSize]. A larger one is
+	// refused with an error wrapping [ErrTooLarge], which fails the attempt like any error.
+	MaxOutputSize int
+	// MaxCheckpointSize is the most bytes, as JSON, a [Checkpoint] of this client's handlers
+	// may save; default [DefaultMaxSize]. A larger one is refused with an error wrapping
+	// [ErrTooLarge], and nothing is written.
+	MaxCheckpointSize int
 }
 
 // QueueConfig configures one queue of a client.
@@ -79,8 +88,8 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	queues := make(map[string]QueueConfig, len(c.Queues))
 	for name, q := range c.Queues {
-		if err := validateName("queue", name); err != nil {
-			return c, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		if err := checkQueueName(name); err != nil {
+			return c, err
 		}
 		if strings.Contains(strings.TrimSuffix(name, "*"), "*") {
 			return c, fmt.Errorf("%w: queue %q: a group of queues is a prefix followed by one \"*\" at the end", ErrInvalidConfig, name)
@@ -131,6 +140,18 @@ func (c Config) withDefaults() (Config, error) {
 		c.StartTimeout = DefaultStartTimeout
 	case c.StartTimeout < 0:
 		return c, fmt.Errorf("%w: StartTimeout is negative (%v)", ErrInvalidConfig, c.StartTimeout)
+	}
+	var err error
+	if c.MaxOutputSize, err = sizeSetting(ErrInvalidConfig, outputLimit, c.MaxOutputSize); err != nil {
+		return c, err
+	}
+	if c.MaxCheckpointSize, err = sizeSetting(ErrInvalidConfig, checkpointLimit, c.MaxCheckpointSize); err != nil {
+		return c, err
+	}
+	if c.ID != "" {
+		if err := checkName(ErrInvalidConfig, "ID", c.ID); err != nil {
+			return c, err
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

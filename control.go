@@ -23,19 +23,54 @@ var (
 	ErrLeaseExpired = lease.ErrLeaseExpired
 )
 
+// The decisions a handler returns with [Discard], [Snooze] and [RetryAfter], for tests:
+// errors.Is(err, relay.ErrSnoozed) tells whether err (or an error wrapping it) is one made
+// by Snooze, and [RetryDelay] reads the delay it asks for:
+//
+//	err := relaytest.Work(ctx, t, SendEmail, sendEmail, args)
+//	if !errors.Is(err, relay.ErrSnoozed) { … }
+//	if d, _ := relay.RetryDelay(err); d != time.Minute { … }
+//
+// A handler returns one decision: if it wraps one in another, the outermost decides, while
+// errors.Is matches both.
+var (
+	// ErrDiscarded matches an error made by [Discard]: the job fails at once.
+	ErrDiscarded = errors.New("relay: job discarded")
+	// ErrSnoozed matches an error made by [Snooze]: the job runs again later, the attempt
+	// not counted.
+	ErrSnoozed = errors.New("relay: job snoozed")
+	// ErrRetryAfter matches an error made by [RetryAfter]: the job is retried after a delay
+	// of the handler's choosing.
+	ErrRetryAfter = errors.New("relay: job retried after a chosen delay")
+)
+
 // Discard returns an error that fails the job at once, without retrying it, whatever
 // attempts it has left. The attempt is recorded with reason "discarded" and err's text.
+// The error matches [ErrDiscarded] and err with [errors.Is].
 func Discard(err error) error { return &endJob{how: endDiscard, err: err} }
 
 // Snooze returns an error that puts the job back to run again after d, without counting
 // this attempt against its max attempts. The attempt is recorded with reason "snoozed".
+// The error matches [ErrSnoozed] with [errors.Is]; [RetryDelay] returns d.
 func Snooze(d time.Duration) error { return &endJob{how: endSnooze, delay: d} }
 
 // RetryAfter returns an error that retries the job after d instead of its backoff delay
 // (or fails it, if it is out of attempts). The attempt is recorded with reason "error" and
-// err's text.
+// err's text. The error matches [ErrRetryAfter] and err with [errors.Is]; [RetryDelay]
+// returns d.
 func RetryAfter(d time.Duration, err error) error {
 	return &endJob{how: endRetryAfter, delay: d, err: err}
+}
+
+// RetryDelay returns the delay that err asks for, if err is or wraps an error made by
+// [Snooze] or [RetryAfter]: how long the job waits before it runs again. It reports false
+// for any other error, [Discard]'s included.
+func RetryDelay(err error) (time.Duration, bool) {
+	var end *endJob
+	if !errors.As(err, &end) || end.how == endDiscard {
+		return 0, false
+	}
+	return end.delay, true
 }
 
 type endHow int
@@ -65,6 +100,18 @@ func (e *endJob) Error() string {
 }
 
 func (e *endJob) Unwrap() error { return e.err }
+
+// Is matches the sentinel of e's decision.
+func (e *endJob) Is(target error) bool {
+	switch e.how {
+	case endDiscard:
+		return target == ErrDiscarded
+	case endSnooze:
+		return target == ErrSnoozed
+	default:
+		return target == ErrRetryAfter
+	}
+}
 
 // message is the error text recorded for the attempt.
 func (e *endJob) message() string {

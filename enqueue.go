@@ -19,9 +19,12 @@ import (
 // once. No client needs to be running; the job waits in the table until one that handles
 // kind claims it.
 //
-// Args that cannot be encoded return an error wrapping [ErrEncodeArgs]; a zero [Kind],
-// invalid names or invalid options return one wrapping [ErrInvalidJob]. Either way
-// nothing is inserted.
+// Args that cannot be encoded as JSON PostgreSQL can store return an error wrapping
+// [ErrEncodeArgs]; args over their size limit ([MaxArgsSize], default [DefaultMaxSize]),
+// one wrapping [ErrTooLarge] and [ErrInvalidJob]; a zero [Kind], invalid names or keys and
+// invalid options, one wrapping [ErrInvalidJob]; a nil db, [ErrNilDB]. All of these are
+// found before anything is sent: nothing is inserted, and the transaction passed as db is
+// still usable.
 //
 // With [Unique], the id is that of the job already holding the key, if one does; use
 // [EnqueueJob] to also learn whether the job was inserted.
@@ -46,6 +49,9 @@ func EnqueueJob[T any](ctx context.Context, db DB, kind Kind[T], args T, opts ..
 
 // enqueueJob is [EnqueueJob] past its type parameter.
 func enqueueJob(ctx context.Context, db DB, spec JobSpec) (Enqueued, error) {
+	if err := checkDB(db, "Enqueue"); err != nil {
+		return Enqueued{}, err
+	}
 	o := defaultEnqueueOptions()
 	for _, opt := range spec.opts {
 		opt.applyEnqueue(&o)
@@ -94,6 +100,9 @@ func EnqueueMany(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOpti
 // EnqueueJobs is [EnqueueMany] that also reports, for each job, whether it was a
 // duplicate of one holding the same [Unique] key.
 func EnqueueJobs(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOption) ([]Enqueued, error) {
+	if err := checkDB(db, "EnqueueMany"); err != nil {
+		return nil, err
+	}
 	if len(jobs) == 0 {
 		return nil, nil
 	}
@@ -146,9 +155,14 @@ func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
 	}
 	maxAttempts := 0 // the kind's default, filled in at the first claim
 	if o.maxAttempts != nil {
-		if maxAttempts = *o.maxAttempts; maxAttempts < 1 {
-			return store.NewJob{}, fmt.Errorf("%w: MaxAttempts must be at least 1, got %d", ErrInvalidJob, maxAttempts)
+		maxAttempts = *o.maxAttempts
+		if err := checkCount(ErrInvalidJob, "MaxAttempts", maxAttempts, 1); err != nil {
+			return store.NewJob{}, err
 		}
+	}
+	runAt, err := runAtParam(o.runAt)
+	if err != nil {
+		return store.NewJob{}, err
 	}
 	if o.timeout != nil && (*o.timeout < 0 || *o.timeout > maxTimeout) {
 		return store.NewJob{}, fmt.Errorf("%w: Timeout must be between 0 (none) and %v, got %v", ErrInvalidJob, maxTimeout, *o.timeout)
@@ -156,19 +170,31 @@ func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
 	if o.priority < MinPriority || o.priority > MaxPriority {
 		return store.NewJob{}, fmt.Errorf("%w: Priority must be between %d and %d, got %d", ErrInvalidJob, MinPriority, MaxPriority, o.priority)
 	}
-	if o.orderKey != nil && len(*o.orderKey) > maxKeyLen {
-		return store.NewJob{}, fmt.Errorf("%w: OrderKey is %d bytes long, the limit is %d", ErrInvalidJob, len(*o.orderKey), maxKeyLen)
+	if o.orderKey != nil {
+		if err := validateKey("OrderKey", *o.orderKey); err != nil {
+			return store.NewJob{}, err
+		}
 	}
 	uniqueIn, err := uniqueStates(o)
 	if err != nil {
 		return store.NewJob{}, err
 	}
+	maxSize := DefaultMaxSize
+	if o.maxArgsSize != nil {
+		if maxSize = *o.maxArgsSize; maxSize < 1 {
+			return store.NewJob{}, fmt.Errorf("%w: MaxArgsSize must be at least 1, got %d", ErrInvalidJob, maxSize)
+		}
+	}
 	j := store.NewJob{
-		Kind: kind, Queue: o.queue, RunAt: o.runAt, MaxAttempts: maxAttempts, Timeout: o.timeout,
+		Kind: kind, Queue: o.queue, RunAt: runAt, MaxAttempts: maxAttempts, Timeout: o.timeout,
 		Priority: o.priority, OrderKey: o.orderKey, UniqueKey: o.uniqueKey, UniqueIn: uniqueIn,
 	}
+	whose := func() string { return fmt.Sprintf("of kind %q", kind) }
 	if raw, ok := args.([]byte); ok {
 		// Binary args (protobuf, msgpack, …) are stored as they are, in payload.
+		if err := payloadLimit.check(len(raw), maxSize, whose); err != nil {
+			return store.NewJob{}, alsoMatching(err, ErrInvalidJob)
+		}
 		j.Args, j.Payload = []byte("null"), raw
 		if raw == nil {
 			j.Payload = []byte{}
@@ -176,15 +202,18 @@ func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
 		return j, nil
 	}
 	encoded, err := json.Marshal(args)
+	if err == nil {
+		err = checkJSON(encoded)
+	}
 	if err != nil {
 		return store.NewJob{}, fmt.Errorf("%w of kind %q: %w", ErrEncodeArgs, kind, err)
+	}
+	if err := argsLimit.check(len(encoded), maxSize, whose); err != nil {
+		return store.NewJob{}, alsoMatching(err, ErrInvalidJob)
 	}
 	j.Args = encoded
 	return j, nil
 }
-
-// maxKeyLen is the longest order or unique key, in bytes.
-const maxKeyLen = 256
 
 // uniqueStates are the stored states in which a unique job holds its key: pending and
 // running always, and whichever finished states the producer named.
@@ -194,8 +223,9 @@ func uniqueStates(o enqueueOptions) ([]string, error) {
 		return nil, nil
 	case o.uniqueKey == "":
 		return nil, fmt.Errorf("%w: Unique needs a non-empty key", ErrInvalidJob)
-	case len(o.uniqueKey) > maxKeyLen:
-		return nil, fmt.Errorf("%w: the Unique key is %d bytes long, the limit is %d", ErrInvalidJob, len(o.uniqueKey), maxKeyLen)
+	}
+	if err := validateKey("Unique key", o.uniqueKey); err != nil {
+		return nil, err
 	}
 	in := []string{store.StatePending, store.StateRunning}
 	for _, st := range o.uniqueIn {
@@ -210,16 +240,6 @@ func uniqueStates(o enqueueOptions) ([]string, error) {
 		}
 	}
 	return in, nil
-}
-
-func validateName(what, name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%w: %s is empty", ErrInvalidJob, what)
-	case len(name) > MaxNameLen:
-		return fmt.Errorf("%w: %s %.20q… is %d bytes long, the limit is %d", ErrInvalidJob, what, name, len(name), MaxNameLen)
-	}
-	return nil
 }
 
 // maxTimeout is the longest per-job timeout: it is stored in milliseconds as an integer.

@@ -43,11 +43,15 @@ type runner func(ctx context.Context, j *store.Job, r *running) error
 //
 // Register every handler before [Client.Start]; it returns an error wrapping
 // [ErrDuplicateKind] if the kind's name already has one, [ErrAlreadyStarted] after Start,
-// [ErrInvalidJob] for a zero [Kind] or an over-long name, or [ErrInvalidConfig] for
-// invalid options.
+// [ErrInvalidJob] for a zero [Kind] or an invalid name (see [NewKind]), or
+// [ErrInvalidConfig] for invalid options (such as a [MaxAttempts] outside 1 to 2147483647)
+// or a nil c or fn.
 func Handle[T any](c *Client, kind Kind[T], fn HandlerFunc[T], opts ...HandleOption) error {
 	if err := validateKind(kind.name); err != nil {
 		return err
+	}
+	if c == nil {
+		return fmt.Errorf("%w: Handle of %q on a nil *Client; make clients with relay.New", ErrInvalidConfig, kind.name)
 	}
 	if fn == nil {
 		return fmt.Errorf("%w: the handler of %q is nil", ErrInvalidConfig, kind.name)
@@ -76,8 +80,8 @@ func Handle[T any](c *Client, kind Kind[T], fn HandlerFunc[T], opts ...HandleOpt
 
 func (k kindConfig) validate(kind string) error {
 	switch {
-	case k.maxAttempts < 1:
-		return fmt.Errorf("%w: kind %q: MaxAttempts must be at least 1, got %d", ErrInvalidConfig, kind, k.maxAttempts)
+	case k.maxAttempts < 1 || k.maxAttempts > maxCount:
+		return checkCount(ErrInvalidConfig, fmt.Sprintf("kind %q: MaxAttempts", kind), k.maxAttempts, 1)
 	case k.timeout != nil && *k.timeout < 0:
 		return fmt.Errorf("%w: kind %q: Timeout must not be negative, got %v", ErrInvalidConfig, kind, *k.timeout)
 	case k.backoff != nil:

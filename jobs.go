@@ -33,6 +33,9 @@ type jobOptions struct{ schema string }
 // Cancelling any other job that has finished returns an error wrapping [ErrJobFinished];
 // an unknown id, [ErrJobNotFound].
 func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {
+	if err := checkDB(db, "Cancel"); err != nil {
+		return err
+	}
 	s, err := jobStore(opts)
 	if err != nil {
 		return err
@@ -53,6 +56,9 @@ func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 // attempts is given one more. Any other state returns an error wrapping
 // [ErrJobNotRetryable]; an unknown id, [ErrJobNotFound].
 func Retry(ctx context.Context, db DB, id int64, opts ...JobOption) error {
+	if err := checkDB(db, "Retry"); err != nil {
+		return err
+	}
 	s, err := jobStore(opts)
 	if err != nil {
 		return err
@@ -145,10 +151,23 @@ type JobRecord struct {
 	Checkpoint json.RawMessage
 	// Payload holds the raw args of a job enqueued with []byte args (Args is then null).
 	Payload []byte
+	// Sizes are the bytes Args, Checkpoint, Output and Payload take in the table. [ListJobs]
+	// reports them also when it leaves the values themselves out.
+	Sizes ValueSizes
+}
+
+// ValueSizes are the bytes a job's values take as PostgreSQL stores them, 0 for none: JSON
+// in its binary jsonb form, and large values compressed, so they tell large values from
+// small ones rather than give the length of the JSON text.
+type ValueSizes struct {
+	Args, Checkpoint, Output, Payload int
 }
 
 // GetJob returns job id with its attempt history, or an error wrapping [ErrJobNotFound].
 func GetJob(ctx context.Context, db DB, id int64, opts ...JobOption) (*JobRecord, error) {
+	if err := checkDB(db, "GetJob"); err != nil {
+		return nil, err
+	}
 	s, err := jobStore(opts)
 	if err != nil {
 		return nil, err
@@ -172,6 +191,7 @@ func newJobRecord(r *store.Record) *JobRecord {
 		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
 		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking,
 		Output: r.Output, Checkpoint: r.Checkpoint, Payload: r.Payload,
+		Sizes: ValueSizes{Args: r.ArgsSize, Checkpoint: r.CheckpointSize, Output: r.OutputSize, Payload: r.PayloadSize},
 	}
 	if r.UniqueKey != nil {
 		rec.UniqueKey = *r.UniqueKey

@@ -20,8 +20,8 @@ import "fmt"
 type Kind[T any] struct{ name string }
 
 // NewKind returns the kind named name whose jobs carry args of type T. The name is checked
-// where the kind is used (non-empty, at most [MaxNameLen] bytes): [Handle] and [Enqueue]
-// return an error wrapping [ErrInvalidJob] for an invalid one.
+// where the kind is used (non-empty, at most [MaxNameLen] bytes, UTF-8 without NUL bytes):
+// [Handle] and [Enqueue] return an error wrapping [ErrInvalidJob] for an invalid one.
 func NewKind[T any](name string) Kind[T] { return Kind[T]{name: name} }
 
 // Name returns the kind's name, as stored with its jobs.

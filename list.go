@@ -13,8 +13,9 @@ import (
 )
 
 // ErrInvalidFilter is returned by [ListJobs] for a [ListFilter] it cannot serve: an
-// unknown state, an over-long queue or kind, a time range that ends before it begins, a
-// limit out of range, or a malformed [Cursor]. Nothing is sent to the database.
+// unknown state, a queue or kind that is over-long or not storable text, a time range that
+// ends before it begins or a time outside PostgreSQL's range, a limit out of range, or a
+// malformed [Cursor]. Nothing is sent to the database.
 var ErrInvalidFilter = errors.New("relay: invalid job filter")
 
 // Page sizes of [ListJobs].
@@ -41,6 +42,10 @@ type ListFilter struct {
 	// After continues a listing: pass the Next of the previous [JobPage]. Empty for the
 	// first page.
 	After Cursor
+	// WithArgs makes each record carry the job's values: Args, Checkpoint, Output and
+	// Payload. Without it they are nil — left out of the statement itself, so a page costs
+	// the same whatever the jobs carry — and [JobRecord].Sizes says how large they are.
+	WithArgs bool
 }
 
 // Cursor marks where a listing stopped: [JobPage.Next], passed back as [ListFilter.After].
@@ -62,7 +67,8 @@ type JobPage struct {
 // jobs enqueued after a page was read have higher ids than its jobs and appear only in a
 // new listing, and a job that changes state between two pages is listed where the filter
 // finds it when its page is read. Each page is read by one statement, from one snapshot, and its records are those
-// [GetJob] returns.
+// [GetJob] returns, but for the job's values (args, checkpoint, output, payload), which
+// are left out unless f.WithArgs asks for them.
 //
 // What a page reads, however many finished jobs the table keeps:
 //   - with neither f.Queue nor f.States: the primary key, newest first;
@@ -81,6 +87,9 @@ type JobPage struct {
 //
 // An invalid filter returns an error wrapping [ErrInvalidFilter]. opts: [Schema].
 func ListJobs(ctx context.Context, db DB, f ListFilter, opts ...JobOption) (*JobPage, error) {
+	if err := checkDB(db, "ListJobs"); err != nil {
+		return nil, err
+	}
 	sf, err := f.validate()
 	if err != nil {
 		return nil, err
@@ -109,12 +118,23 @@ var allStates = []JobState{StatePending, StateScheduled, StateRunning, StateSucc
 
 // validate checks f and returns it as the store takes it.
 func (f ListFilter) validate() (store.ListFilter, error) {
-	sf := store.ListFilter{Queue: f.Queue, Kind: f.Kind, From: f.From, To: f.To, Limit: f.Limit}
-	if len(f.Queue) > MaxNameLen {
-		return sf, fmt.Errorf("%w: Queue is %d bytes long, the limit is %d", ErrInvalidFilter, len(f.Queue), MaxNameLen)
+	sf := store.ListFilter{Queue: f.Queue, Kind: f.Kind, From: f.From, To: f.To, Limit: f.Limit, WithValues: f.WithArgs}
+	for _, n := range []struct{ what, name string }{{"Queue", f.Queue}, {"Kind", f.Kind}} {
+		if n.name != "" {
+			if err := checkName(ErrInvalidFilter, n.what, n.name); err != nil {
+				return sf, err
+			}
+		}
 	}
-	if len(f.Kind) > MaxNameLen {
-		return sf, fmt.Errorf("%w: Kind is %d bytes long, the limit is %d", ErrInvalidFilter, len(f.Kind), MaxNameLen)
+	for _, t := range []struct {
+		what string
+		t    time.Time
+	}{{"From", f.From}, {"To", f.To}} {
+		if !t.t.IsZero() {
+			if err := checkTime(ErrInvalidFilter, t.what, t.t); err != nil {
+				return sf, err
+			}
+		}
 	}
 	for _, st := range f.States {
 		if !slices.Contains(allStates, st) {
@@ -232,6 +252,9 @@ type JobCounts struct {
 //
 // opts: [Schema].
 func CountJobs(ctx context.Context, db DB, opts ...JobOption) (*JobCounts, error) {
+	if err := checkDB(db, "CountJobs"); err != nil {
+		return nil, err
+	}
 	s, err := jobStore(opts)
 	if err != nil {
 		return nil, err

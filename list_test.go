@@ -262,12 +262,13 @@ func TestListJobsFilters(t *testing.T) {
 	}
 }
 
-// TestListJobsRecords checks that listed records are the ones GetJob returns.
+// TestListJobsRecords checks that listed records, with their values, are the ones GetJob
+// returns.
 func TestListJobsRecords(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newLstFixture(t)
-	page := lstList(t, f.db, relay.ListFilter{})
+	page := lstList(t, f.db, relay.ListFilter{WithArgs: true})
 	if len(page.Jobs) != len(f.jobs) {
 		t.Fatalf("listed %d jobs, the fixture has %d", len(page.Jobs), len(f.jobs))
 	}

@@ -21,6 +21,9 @@ const versionTable = "schema_migrations"
 // processes may call it at start-up at once: one applies, the others wait and find
 // nothing left to do.
 func Migrate(ctx context.Context, db Beginner, opts ...MigrateOption) error {
+	if err := checkDB(db, "Migrate"); err != nil {
+		return err
+	}
 	s, err := migrateStore(opts)
 	if err != nil {
 		return err
@@ -57,6 +60,9 @@ func Migrate(ctx context.Context, db Beginner, opts ...MigrateOption) error {
 // for users who apply migrations with their own tool. It only reads from db. The script
 // is empty of migrations (but still valid) when the schema is up to date.
 func MigrationSQL(ctx context.Context, db DB, opts ...MigrateOption) (string, error) {
+	if err := checkDB(db, "MigrationSQL"); err != nil {
+		return "", err
+	}
 	s, err := migrateStore(opts)
 	if err != nil {
 		return "", err

@@ -41,6 +41,7 @@ type enqueueOptions struct {
 	unique      bool // Unique was given
 	uniqueKey   string
 	uniqueIn    []JobState
+	maxArgsSize *int // nil: DefaultMaxSize
 }
 
 type migrateOptions struct{ schema string }
@@ -74,7 +75,7 @@ func (t runAtOption) applyEnqueue(o *enqueueOptions) { o.runAt = time.Time(t) }
 func RunIn(d time.Duration) EnqueueOption { return runAtOption(time.Now().Add(d)) }
 
 // MaxAttempts sets how many times a job may be attempted before it is failed for good;
-// it must be at least 1. As an [EnqueueOption] it applies to one job; as a
+// it must be from 1 to 2147483647 (the largest integer PostgreSQL's integer column holds). As an [EnqueueOption] it applies to one job; as a
 // [HandleOption] it is the default for the kind's jobs enqueued without one. Default
 // [DefaultMaxAttempts].
 func MaxAttempts(n int) MaxAttemptsOption { return MaxAttemptsOption(n) }
@@ -147,6 +148,17 @@ type uniqueOption struct {
 func (u uniqueOption) applyEnqueue(o *enqueueOptions) {
 	o.unique, o.uniqueKey, o.uniqueIn = true, u.key, u.states
 }
+
+// MaxArgsSize sets the most bytes the job's args may take, as encoded JSON (or as given,
+// for a Kind[[]byte]); default [DefaultMaxSize]. Larger args are refused with an error
+// wrapping [ErrTooLarge] and [ErrInvalidJob] before anything is sent. It bounds what a
+// producer can put in the table, which every listing, claim and retry then carries: keep
+// large data elsewhere and pass a reference where you can.
+func MaxArgsSize(n int) EnqueueOption { return maxArgsSizeOption(n) }
+
+type maxArgsSizeOption int
+
+func (n maxArgsSizeOption) applyEnqueue(o *enqueueOptions) { v := int(n); o.maxArgsSize = &v }
 
 // Backoff sets the retry delays of a kind's failed attempts, instead of [Config].Backoff.
 func Backoff(p backoff.Policy) HandleOption { return backoffOption(p) }

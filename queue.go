@@ -21,7 +21,8 @@ type QueueSettings struct {
 	// [MoveOnAfterFailure].
 	OnFailure FailurePolicy
 	// GlobalLimit, if positive, is the most jobs of the queue running at once across all
-	// clients, enforced in the database: adding clients never exceeds it. A job's slot is
+	// clients, enforced in the database: adding clients never exceeds it. At most
+	// 2147483647. A job's slot is
 	// freed when it ends or its lease is lost, and the next job starts at once.
 	GlobalLimit int
 }
@@ -53,8 +54,14 @@ type QueueInfo struct {
 // queue-wide sequence in id order; if it stops being ordered, their keys are dropped; if
 // it stops blocking on failure, blocked keys move on. It does not change whether the
 // queue is paused.
+//
+// A queue name that is empty, longer than [MaxNameLen] or not storable text, and invalid
+// settings, return an error wrapping [ErrInvalidConfig] before anything is sent.
 func SetQueue(ctx context.Context, db DB, queue string, settings QueueSettings, opts ...JobOption) error {
-	if err := validateName("queue", queue); err != nil {
+	if err := checkDB(db, "SetQueue"); err != nil {
+		return err
+	}
+	if err := checkQueueName(queue); err != nil {
 		return err
 	}
 	switch settings.OnFailure {
@@ -64,8 +71,8 @@ func SetQueue(ctx context.Context, db DB, queue string, settings QueueSettings, 
 	default:
 		return fmt.Errorf("%w: queue %q: OnFailure %q is neither BlockOnFailure nor MoveOnAfterFailure", ErrInvalidConfig, queue, settings.OnFailure)
 	}
-	if settings.GlobalLimit < 0 {
-		return fmt.Errorf("%w: queue %q: GlobalLimit is negative (%d); zero means none", ErrInvalidConfig, queue, settings.GlobalLimit)
+	if err := checkCount(ErrInvalidConfig, fmt.Sprintf("queue %q: GlobalLimit (0 for none)", queue), settings.GlobalLimit, 0); err != nil {
+		return err
 	}
 	s, err := jobStore(opts)
 	if err != nil {
@@ -91,7 +98,10 @@ func ResumeQueue(ctx context.Context, db DB, queue string, opts ...JobOption) er
 }
 
 func pauseQueue(ctx context.Context, db DB, queue string, pause bool, opts []JobOption) error {
-	if err := validateName("queue", queue); err != nil {
+	if err := checkDB(db, "PauseQueue and ResumeQueue"); err != nil {
+		return err
+	}
+	if err := checkQueueName(queue); err != nil {
 		return err
 	}
 	s, err := jobStore(opts)
@@ -104,9 +114,15 @@ func pauseQueue(ctx context.Context, db DB, queue string, pause bool, opts []Job
 	return nil
 }
 
-// GetQueue returns queue's settings and state. Any name is a queue: one never set up
-// reads as plain, unpaused and empty.
+// GetQueue returns queue's settings and state. Any valid name is a queue: one never set
+// up reads as plain, unpaused and empty.
 func GetQueue(ctx context.Context, db DB, queue string, opts ...JobOption) (QueueInfo, error) {
+	if err := checkDB(db, "GetQueue"); err != nil {
+		return QueueInfo{}, err
+	}
+	if err := checkQueueName(queue); err != nil {
+		return QueueInfo{}, err
+	}
 	s, err := jobStore(opts)
 	if err != nil {
 		return QueueInfo{}, err

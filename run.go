@@ -25,7 +25,7 @@ func (c *Client) runJob(j *store.Job) {
 	}
 	r := &running{
 		store: c.store, holder: store.Holder{ID: j.ID, Client: c.cfg.ID, Attempt: j.Attempt, Lease: c.cfg.LeaseTTL},
-		keeper: c.keeper,
+		keeper: c.keeper, maxOutput: c.cfg.MaxOutputSize, maxCheckpoint: c.cfg.MaxCheckpointSize,
 	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
 	started := time.Now()
@@ -229,5 +229,8 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *store.Job, err err
 	if o.Error == "" {
 		o.Error = fmt.Sprintf("%T with an empty message", err)
 	}
+	// A handler's error decides this text: one PostgreSQL could not store would fail the
+	// write of every outcome batched with it, again and again.
+	o.Error, o.Stack = storableText(o.Error), storableText(o.Stack)
 	return o, true
 }

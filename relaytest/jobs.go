@@ -67,7 +67,10 @@ func Enqueued[T any](t testing.TB, db *DB, kind relay.Kind[T]) []StoredJob {
 
 // Work runs handler once, synchronously, on a job built from args, as a client would
 // run it on the first attempt: args go through the same JSON encoding, so a type that
-// does not survive it fails here as it would in production. It returns the handler's error.
+// does not survive it fails here as it would in production. It returns the handler's
+// error as it is: errors.Is(err, relay.ErrDiscarded) (relay.ErrSnoozed,
+// relay.ErrRetryAfter) tells what a relay.Discard (Snooze, RetryAfter) decided, and
+// relay.RetryDelay(err) the delay it asked for.
 func Work[T any](ctx context.Context, t testing.TB, kind relay.Kind[T], handler relay.HandlerFunc[T], args T) error {
 	t.Helper()
 	encoded, err := json.Marshal(args)

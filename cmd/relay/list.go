@@ -30,7 +30,7 @@ type jobListCmd struct {
 
 func (j *jobListCmd) Run(ctx context.Context, out io.Writer) error {
 	f := relay.ListFilter{Queue: j.Queue, Kind: j.Kind, From: j.From, To: j.To, Limit: j.Limit,
-		After: relay.Cursor(j.After)}
+		After: relay.Cursor(j.After), WithArgs: j.JSON}
 	if j.Since > 0 {
 		f.From = time.Now().Add(-j.Since)
 	}

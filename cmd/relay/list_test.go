@@ -53,8 +53,8 @@ func TestJobList(t *testing.T) {
 	}
 	var rec relay.JobRecord
 	jsonLines := lines(list("--kind", "report", "--json"))
-	if len(jsonLines) != 1 || json.Unmarshal([]byte(jsonLines[0]), &rec) != nil || rec.ID != 5 || rec.Kind != "report" {
-		t.Fatalf("--json = %q, want the report job as one line of JSON", jsonLines)
+	if len(jsonLines) != 1 || json.Unmarshal([]byte(jsonLines[0]), &rec) != nil || rec.ID != 5 || rec.Kind != "report" || string(rec.Args) != "{}" {
+		t.Fatalf("--json = %q, want the report job, with its args, as one line of JSON", jsonLines)
 	}
 	err := run(ctx, append([]string{"job", "list", "--state", "lost"}, base...), &bytes.Buffer{}, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, relay.ErrInvalidFilter) {

@@ -76,6 +76,9 @@ type Record struct {
 	Checkpoint     []byte
 	Output         []byte
 	Payload        []byte
+	// The bytes each value takes as stored (pg_column_size), read also when the values
+	// themselves are not.
+	ArgsSize, CheckpointSize, OutputSize, PayloadSize int
 }
 
 // GetJob reads job id.

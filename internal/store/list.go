@@ -24,6 +24,9 @@ var listFragments = func() map[string]string {
 	for name, sql := range f {
 		f[name] = strings.ReplaceAll(sql, "{queuesInState}", f["queuesInState"])
 	}
+	// A record's columns with its values (as GetJob reads it), or with NULL in their place.
+	f["columnsWithoutValues"] = strings.ReplaceAll(f["columns"], "{values}", f["noValues"])
+	f["columns"] = strings.ReplaceAll(f["columns"], "{values}", f["values"])
 	return f
 }()
 
@@ -38,6 +41,7 @@ type ListFilter struct {
 	From, To    time.Time
 	After       int64 // only jobs with a lower id; 0 for no bound
 	Limit       int   // at most this many, newest (highest id) first
+	WithValues  bool  // read args, checkpoint, output and payload; otherwise only their sizes
 }
 
 // ListJobs returns the jobs that f selects, newest first, in one statement.
@@ -157,7 +161,11 @@ func buildList(quotedSchema string, f ListFilter) (string, []any) {
 		}
 		sql = strings.ReplaceAll(fragment("listByState"), "{parts}", strings.Join(parts, "\nUNION ALL\n"))
 	}
-	sql = strings.ReplaceAll(sql, "{columns}", fragment("columns"))
+	columns := "columnsWithoutValues"
+	if f.WithValues {
+		columns = "columns"
+	}
+	sql = strings.ReplaceAll(sql, "{columns}", fragment(columns))
 
 	after := f.After
 	if after <= 0 {
@@ -185,16 +193,19 @@ func scanRecord(row pgx.Row) (*Record, error) {
 	var (
 		r                                   Record
 		maxAttempts, timeoutMS              pgtype.Int4
+		sizes                               [4]pgtype.Int4
 		attemptedAt, finishedAt, leaseUntil pgtype.Timestamptz
 		attemptedBy                         pgtype.Text
 		attempts                            []byte
 	)
-	err := row.Scan(&r.ID, &r.Kind, &r.Queue, &r.Args, &r.State, &r.Attempt,
+	err := row.Scan(&r.ID, &r.Kind, &r.Queue, &r.State, &r.Attempt,
 		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled,
-		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &r.Checkpoint, &r.Output, &r.Payload)
+		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &r.Args, &r.Checkpoint, &r.Output, &r.Payload,
+		&sizes[0], &sizes[1], &sizes[2], &sizes[3])
 	if err != nil {
 		return nil, err
 	}
+	r.ArgsSize, r.CheckpointSize, r.OutputSize, r.PayloadSize = int(sizes[0].Int32), int(sizes[1].Int32), int(sizes[2].Int32), int(sizes[3].Int32)
 	r.MaxAttempts = int(maxAttempts.Int32)
 	r.AttemptedAt, r.AttemptedBy, r.FinishedAt, r.LeaseExpiresAt = attemptedAt.Time, attemptedBy.String, finishedAt.Time, leaseUntil.Time
 	if timeoutMS.Valid {

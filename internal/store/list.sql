@@ -15,9 +15,19 @@
 
 -- name: columns
 -- The columns of a record, in the order scanRecord reads them (the same as getJob's).
-id, kind, queue, args, state, attempt, max_attempts, created_at, run_at,
+-- {values} is the fragment values, or noValues for a listing that leaves them out: then a
+-- page reads no large value (nor its TOAST), only the sizes, which pg_column_size takes
+-- from the row or the TOAST pointer.
+id, kind, queue, state, attempt, max_attempts, created_at, run_at,
 attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
-run_at > now() AS scheduled, priority, order_key, blocking, unique_key, checkpoint, output, payload
+run_at > now() AS scheduled, priority, order_key, blocking, unique_key, {values},
+pg_column_size(args), pg_column_size(checkpoint), pg_column_size(output), pg_column_size(payload)
+
+-- name: values
+args, checkpoint, output, payload
+
+-- name: noValues
+NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bytea
 
 -- name: listNewest
 -- Jobs in any state: newest first along the primary key, the filters checked on each row.
