@@ -18,7 +18,7 @@ import (
 
 // Tests of the queue semantics of migration 003: job priorities, cluster-wide limits on a
 // queue's running jobs, and pausing a queue for the whole cluster. Every client polls once
-// an hour (bundle.client), so anything picked up promptly was woken by a NOTIFY; timeouts are
+// an hour (b.client), so anything picked up promptly was woken by a NOTIFY; timeouts are
 // failure bounds only.
 
 // The kinds of the pause tests and of the jobs that probe whether a queue is worked.

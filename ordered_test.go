@@ -114,8 +114,8 @@ func (r *recorder) maxRunningAll() int {
 	return r.maxTotal
 }
 
-// firstAttempts is the list "key/from#1" … "key/to#1": the first attempts of a key's jobs from
-// from to to, in order.
+// firstAttempts is the list "key/from#1" … "key/to#1": the first attempts of a key's jobs
+// from from to to, in order.
 func firstAttempts(key string, from, to int) []string {
 	var out []string
 	for n := from; n <= to; n++ {
