@@ -28,9 +28,10 @@ import (
 //
 // The protocol, over lines: the worker connects to the test's database, makes its role's
 // client, starts it and says "ready" on stdout; the role's handlers then say what they do,
-// one line each, so that the test knows what a killed worker had done. The worker exits
-// when its stdin closes, so that it cannot outlive the test. Its stderr (relay's log) is
-// shown if the test fails.
+// one line each, so that the test knows what a killed worker had done. On stdin the test
+// sends "stop" (stop the client gracefully and exit 0) or lines for the role to read. The
+// worker exits at once when its stdin closes, so that it cannot outlive the test. Its
+// stderr (relay's log) is shown if the test fails.
 //
 // A role is configured by settings the test passes as environment variables
 // (workerEnvPrefix + name); a new role is a function in workerRoles.
@@ -60,6 +61,8 @@ type workerSide struct {
 	cfg relay.Config
 	// say writes one line to the test, in one write: a kill cannot split it.
 	say func(format string, args ...any)
+	// commands receives the lines the test sends (worker.send), but "stop".
+	commands chan string
 }
 
 // setting is the value of the role's setting name.
@@ -81,8 +84,15 @@ func TestHelperWorkerProcess(t *testing.T) {
 	if role == "" {
 		t.Skip("the worker process of the tests that use startWorker; runs only as their child")
 	}
+	commands, stop := make(chan string, 16), make(chan struct{}, 1)
 	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
+		for sc := bufio.NewScanner(os.Stdin); sc.Scan(); {
+			if line := sc.Text(); line == "stop" {
+				stop <- struct{}{}
+			} else {
+				commands <- line
+			}
+		}
 		os.Exit(3) // the test is gone
 	}()
 	fail := func(what string, err error) {
@@ -116,6 +126,7 @@ func TestHelperWorkerProcess(t *testing.T) {
 			defer out.Unlock()
 			fmt.Fprintf(os.Stdout, format+"\n", args...)
 		},
+		commands: commands,
 	}
 	c, err := makeClient(w)
 	if err == nil {
@@ -125,7 +136,13 @@ func TestHelperWorkerProcess(t *testing.T) {
 		fail("start", err)
 	}
 	w.say("ready")
-	select {} // until killed, or stdin closes
+	<-stop // unless killed first
+	stopCtx, cancel := context.WithTimeout(ctx, workerTimeout)
+	defer cancel()
+	if err := c.Stop(stopCtx); err != nil {
+		fail("stop", err)
+	}
+	os.Exit(0) // before the testing package writes to stdout
 }
 
 // worker is a running worker process, as its test sees it.
@@ -300,6 +317,33 @@ func (w *worker) kill() []string {
 		}
 		return n == 0
 	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.lines)
+}
+
+// send writes line to the worker's stdin, for its role to read from workerSide.commands.
+func (w *worker) send(line string) {
+	w.b.t.Helper()
+	if _, err := io.WriteString(w.stdin, line+"\n"); err != nil {
+		w.b.t.Fatalf("send %q to the %s worker process: %v", line, w.role, err)
+	}
+}
+
+// stop asks the worker to stop its client gracefully (Client.Stop waits for the running
+// handlers) and waits until it has exited; it returns all the worker said.
+func (w *worker) stop() []string {
+	t := w.b.t
+	t.Helper()
+	w.send("stop")
+	select {
+	case <-w.exited:
+	case <-time.After(workerTimeout + 5*time.Second): // the worker's Stop has workerTimeout
+		t.Fatalf("the %s worker process did not stop", w.role)
+	}
+	if !w.cmd.ProcessState.Success() {
+		t.Fatalf("the %s worker process did not stop cleanly: %v", w.role, w.cmd.ProcessState)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return slices.Clone(w.lines)
