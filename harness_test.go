@@ -61,8 +61,9 @@ type workerSide struct {
 	cfg relay.Config
 	// say writes one line to the test, in one write: a kill cannot split it.
 	say func(format string, args ...any)
-	// commands receives the lines the test sends (worker.send), but "stop".
-	commands chan string
+	// commands receives the lines the test sends (worker.send), but "stop". Read it if
+	// the test sends more than a few.
+	commands <-chan string
 }
 
 // setting is the value of the role's setting name.
@@ -88,7 +89,10 @@ func TestHelperWorkerProcess(t *testing.T) {
 	go func() {
 		for sc := bufio.NewScanner(os.Stdin); sc.Scan(); {
 			if line := sc.Text(); line == "stop" {
-				stop <- struct{}{}
+				select {
+				case stop <- struct{}{}:
+				default: // already asked
+				}
 			} else {
 				commands <- line
 			}
