@@ -119,9 +119,6 @@ func (b *bundle) keptLogger() *slog.Logger {
 		}
 	})
 	return slog.New(logHook(func(r slog.Record) {
-		if r.Level < slog.LevelWarn {
-			return
-		}
 		var s strings.Builder
 		s.WriteString(r.Level.String() + " " + r.Message)
 		r.Attrs(func(a slog.Attr) bool {
@@ -136,10 +133,10 @@ func (b *bundle) keptLogger() *slog.Logger {
 	}))
 }
 
-// logHook is a slog.Handler that calls its function with every record.
+// logHook is a slog.Handler that calls its function with every warning and error.
 type logHook func(slog.Record)
 
-func (h logHook) Enabled(context.Context, slog.Level) bool      { return true }
+func (h logHook) Enabled(_ context.Context, l slog.Level) bool  { return l >= slog.LevelWarn }
 func (h logHook) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
 func (h logHook) WithAttrs([]slog.Attr) slog.Handler            { return h }
 func (h logHook) WithGroup(string) slog.Handler                 { return h }
