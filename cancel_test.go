@@ -7,49 +7,48 @@ import (
 	"time"
 
 	"github.com/relayq/relay"
-	"github.com/relayq/relay/relaytest"
 )
 
 // Cancelled pending and scheduled jobs never run.
 func TestCancelledPendingAndScheduledJobsNeverRun(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	opt := relay.Schema(db.Schema)
+	opt := relay.Schema(b.Schema)
 
 	// Due now, but no client runs yet.
-	pending := enqueue(t, db, testKind, numArgs{N: 1})
-	if rec := jobRecord(t, db, pending); rec.State != relay.StatePending {
+	pending := enqueue(b, testKind, numArgs{N: 1})
+	if rec := b.record(pending); rec.State != relay.StatePending {
 		t.Fatalf("job is %s, want pending", rec.State)
 	}
-	if err := relay.Cancel(ctx, db, pending, opt); err != nil {
+	if err := relay.Cancel(ctx, b, pending, opt); err != nil {
 		t.Fatalf("Cancel of a pending job: %v", err)
 	}
 
-	c := newClient(db, relay.Config{})
+	c := b.client(relay.Config{})
 	ran := make(chan int64, 10)
 	handle(t, c, testKind, reportIDs(ran))
-	start(t, c, db.Pool)
+	b.start(c)
 
-	scheduled := enqueue(t, db, testKind, numArgs{N: 2}, relay.RunIn(600*time.Millisecond))
-	if rec := jobRecord(t, db, scheduled); rec.State != relay.StateScheduled {
+	scheduled := enqueue(b, testKind, numArgs{N: 2}, relay.RunIn(600*time.Millisecond))
+	if rec := b.record(scheduled); rec.State != relay.StateScheduled {
 		t.Fatalf("job is %s, want scheduled", rec.State)
 	}
-	if err := relay.Cancel(ctx, db, scheduled, opt); err != nil {
+	if err := relay.Cancel(ctx, b, scheduled, opt); err != nil {
 		t.Fatalf("Cancel of a scheduled job: %v", err)
 	}
 	// Due after the cancelled ones: once it has run, they would have been claimed too.
-	sentinel := enqueue(t, db, testKind, numArgs{N: 3}, relay.RunIn(800*time.Millisecond))
+	sentinel := enqueue(b, testKind, numArgs{N: 3}, relay.RunIn(800*time.Millisecond))
 	if got := recv(t, ran, "the sentinel job"); got != sentinel {
 		t.Fatalf("ran job %d, want only the sentinel %d (cancelled: %d, %d)", got, sentinel, pending, scheduled)
 	}
-	waitState(t, db, "succeeded", sentinel)
-	stop(t, c)
+	b.waitState("succeeded", sentinel)
+	b.stop(c)
 	if len(ran) != 0 {
 		t.Errorf("a cancelled job ran: %d", <-ran)
 	}
 	for _, id := range []int64{pending, scheduled} {
-		rec := jobRecord(t, db, id)
+		rec := b.record(id)
 		if rec.State != relay.StateCancelled || rec.Attempt != 0 || rec.FinishedAt.IsZero() || len(rec.Attempts) != 0 {
 			t.Errorf("cancelled job %d: %s, attempt %d, finished %v, history %s; want cancelled, never attempted, finished",
 				id, rec.State, rec.Attempt, rec.FinishedAt, historyString(rec.Attempts))
@@ -64,9 +63,9 @@ func TestCancelledPendingAndScheduledJobsNeverRun(t *testing.T) {
 func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("long")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	c := newClient(db, relay.Config{LeaseTTL: time.Minute, LeaseRenewal: 20 * time.Second})
+	c := b.client(relay.Config{LeaseTTL: time.Minute, LeaseRenewal: 20 * time.Second})
 	started := make(chan int64, 1)
 	ended := make(chan ctxEnd, 1)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
@@ -78,15 +77,15 @@ func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
 		ended <- ctxEnd{job.Attempt, context.Cause(ctx), time.Now()}
 		return nil // as if it finished its work: must not be recorded
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{})
+	b.start(c)
+	id := enqueue(b, kind, numArgs{})
 	recv(t, started, "the job to start")
 
 	cancelled := time.Now()
-	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Cancel(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 		t.Fatalf("Cancel of a running job: %v", err)
 	}
-	if rec := jobRecord(t, db, id); rec.State != relay.StateCancelled {
+	if rec := b.record(id); rec.State != relay.StateCancelled {
 		t.Errorf("right after Cancel the job is %s, want cancelled", rec.State)
 	}
 	e := recv(t, ended, "the handler's context to be cancelled")
@@ -98,8 +97,8 @@ func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
 	if took > time.Second {
 		t.Errorf("handler was cancelled %v after Cancel, want within milliseconds", took)
 	}
-	stop(t, c) // every outcome the client had is written by now
-	rec := jobRecord(t, db, id)
+	b.stop(c) // every outcome the client had is written by now
+	rec := b.record(id)
 	if rec.State != relay.StateCancelled || len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonCancelled ||
 		rec.Attempts[0].Outcome != "cancelled" || rec.Attempts[0].Number != 1 || rec.Attempts[0].Client != c.ID() {
 		t.Errorf("job is %s with history %s; want cancelled, attempt 1 by %s recorded as cancelled", rec.State, historyString(rec.Attempts), c.ID())
@@ -111,12 +110,12 @@ func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
 func TestCancelRetryAndGetJobErrors(t *testing.T) {
 	t.Parallel()
 	otherKind := relay.NewKind[numArgs]("other")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	opt := relay.Schema(db.Schema)
-	c := newClient(db, relay.Config{})
+	opt := relay.Schema(b.Schema)
+	c := b.client(relay.Config{})
 	running := make(chan int64, 1)
-	release := make(chan struct{})
+	release := b.gate()
 	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		switch job.Args.N {
 		case 1:
@@ -124,68 +123,67 @@ func TestCancelRetryAndGetJobErrors(t *testing.T) {
 		case 2:
 			running <- job.ID
 			select {
-			case <-release:
+			case <-release.ch:
 			case <-ctx.Done():
 			}
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	t.Cleanup(func() { closeOnce(release) })
+	b.start(c)
 
-	succeeded := enqueue(t, db, testKind, numArgs{N: 0})
-	failed := enqueue(t, db, testKind, numArgs{N: 1}, relay.MaxAttempts(1))
-	cancelled := enqueue(t, db, testKind, numArgs{N: 0}, relay.RunIn(time.Hour))
-	pending := enqueue(t, db, otherKind, numArgs{})
-	scheduled := enqueue(t, db, testKind, numArgs{N: 0}, relay.RunIn(time.Hour))
-	run := enqueue(t, db, testKind, numArgs{N: 2})
-	waitState(t, db, "succeeded", succeeded)
-	waitState(t, db, "failed", failed)
-	if err := relay.Cancel(ctx, db, cancelled, opt); err != nil {
+	succeeded := enqueue(b, testKind, numArgs{N: 0})
+	failed := enqueue(b, testKind, numArgs{N: 1}, relay.MaxAttempts(1))
+	cancelled := enqueue(b, testKind, numArgs{N: 0}, relay.RunIn(time.Hour))
+	pending := enqueue(b, otherKind, numArgs{})
+	scheduled := enqueue(b, testKind, numArgs{N: 0}, relay.RunIn(time.Hour))
+	run := enqueue(b, testKind, numArgs{N: 2})
+	b.waitState("succeeded", succeeded)
+	b.waitState("failed", failed)
+	if err := relay.Cancel(ctx, b, cancelled, opt); err != nil {
 		t.Fatal(err)
 	}
 	recv(t, running, "the job to be running")
 
 	for name, id := range map[string]int64{"succeeded": succeeded, "failed": failed, "cancelled": cancelled} {
-		if err := relay.Cancel(ctx, db, id, opt); !errors.Is(err, relay.ErrJobFinished) {
+		if err := relay.Cancel(ctx, b, id, opt); !errors.Is(err, relay.ErrJobFinished) {
 			t.Errorf("Cancel of a %s job: %v, want ErrJobFinished", name, err)
 		}
 	}
 	for name, id := range map[string]int64{"pending": pending, "scheduled": scheduled, "running": run, "succeeded": succeeded} {
-		if err := relay.Retry(ctx, db, id, opt); !errors.Is(err, relay.ErrJobNotRetryable) {
+		if err := relay.Retry(ctx, b, id, opt); !errors.Is(err, relay.ErrJobNotRetryable) {
 			t.Errorf("Retry of a %s job: %v, want ErrJobNotRetryable", name, err)
 		}
 	}
 	unknown := run + 1000
-	if err := relay.Cancel(ctx, db, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) {
+	if err := relay.Cancel(ctx, b, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) {
 		t.Errorf("Cancel of an unknown id: %v, want ErrJobNotFound", err)
 	}
-	if err := relay.Retry(ctx, db, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) {
+	if err := relay.Retry(ctx, b, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) {
 		t.Errorf("Retry of an unknown id: %v, want ErrJobNotFound", err)
 	}
-	if rec, err := relay.GetJob(ctx, db, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) || rec != nil {
+	if rec, err := relay.GetJob(ctx, b, unknown, opt); !errors.Is(err, relay.ErrJobNotFound) || rec != nil {
 		t.Errorf("GetJob of an unknown id: %v, %v; want nil, ErrJobNotFound", rec, err)
 	}
 
 	// None of the refused calls changed anything.
 	for id, want := range map[int64]relay.JobState{succeeded: relay.StateSucceeded, failed: relay.StateFailed,
 		cancelled: relay.StateCancelled, pending: relay.StatePending, scheduled: relay.StateScheduled, run: relay.StateRunning} {
-		if rec := jobRecord(t, db, id); rec.State != want {
+		if rec := b.record(id); rec.State != want {
 			t.Errorf("job %d is %s after the refused calls, want %s", id, rec.State, want)
 		}
 	}
-	close(release)
-	waitState(t, db, "succeeded", run)
+	release.open()
+	b.waitState("succeeded", run)
 }
 
 // Retry of a failed job runs it again now, with one more attempt, and it can succeed;
 // Retry of a job cancelled while it ran runs it again too.
 func TestRetryRunsAFailedOrCancelledJobAgain(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	opt := relay.Schema(db.Schema)
-	c := newClient(db, relay.Config{})
+	opt := relay.Schema(b.Schema)
+	c := b.client(relay.Config{})
 	type run struct {
 		id               int64
 		attempt, maxSeen int
@@ -201,34 +199,34 @@ func TestRetryRunsAFailedOrCancelledJobAgain(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
-	failed := enqueue(t, db, testKind, numArgs{N: 1}, relay.MaxAttempts(1))
+	failed := enqueue(b, testKind, numArgs{N: 1}, relay.MaxAttempts(1))
 	recv(t, runs, "the failing attempt")
-	waitRecord(t, db, failed, relay.StateFailed)
-	if err := relay.Retry(ctx, db, failed, opt); err != nil {
+	b.waitRecord(failed, relay.StateFailed)
+	if err := relay.Retry(ctx, b, failed, opt); err != nil {
 		t.Fatalf("Retry of a failed job: %v", err)
 	}
 	if r := recv(t, runs, "the retried job"); r.id != failed || r.attempt != 2 || r.maxSeen != 2 {
 		t.Errorf("retry ran job %d attempt %d of %d, want job %d attempt 2 of 2", r.id, r.attempt, r.maxSeen, failed)
 	}
-	rec := waitRecord(t, db, failed, relay.StateSucceeded)
+	rec := b.waitRecord(failed, relay.StateSucceeded)
 	if len(rec.Attempts) != 2 || rec.Attempts[0].Outcome != "failed" || rec.Attempts[1].Outcome != "succeeded" || !rec.FinishedAt.After(rec.Attempts[0].EndedAt) {
 		t.Errorf("retried job's history %s, finished %v; want the failure then the success", historyString(rec.Attempts), rec.FinishedAt)
 	}
 
-	interrupted := enqueue(t, db, testKind, numArgs{N: 2})
+	interrupted := enqueue(b, testKind, numArgs{N: 2})
 	recv(t, runs, "the job to be cancelled")
-	if err := relay.Cancel(ctx, db, interrupted, opt); err != nil {
+	if err := relay.Cancel(ctx, b, interrupted, opt); err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.Retry(ctx, db, interrupted, opt); err != nil {
+	if err := relay.Retry(ctx, b, interrupted, opt); err != nil {
 		t.Fatalf("Retry of a cancelled job: %v", err)
 	}
 	if r := recv(t, runs, "the retried cancelled job"); r.id != interrupted || r.attempt != 2 {
 		t.Errorf("retry ran job %d attempt %d, want job %d attempt 2", r.id, r.attempt, interrupted)
 	}
-	rec = waitRecord(t, db, interrupted, relay.StateSucceeded)
+	rec = b.waitRecord(interrupted, relay.StateSucceeded)
 	if len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonCancelled {
 		t.Errorf("history %s; want the cancelled attempt then the success", historyString(rec.Attempts))
 	}
@@ -242,25 +240,25 @@ func TestRetryRunsAFailedOrCancelledJobAgain(t *testing.T) {
 // max_attempts 1, failing it for good on its first error.
 func TestRetryOfANeverRunJobKeepsItsKindsMaxAttempts(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	opt := relay.Schema(db.Schema)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	opt := relay.Schema(b.Schema)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
 	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.MaxAttempts
 		return errors.New("always fails")
 	}, relay.MaxAttempts(3))
-	start(t, c, db.Pool)
+	b.start(c)
 
-	id := enqueue(t, db, testKind, numArgs{}, relay.RunIn(time.Hour))
-	if err := relay.Cancel(ctx, db, id, opt); err != nil {
+	id := enqueue(b, testKind, numArgs{}, relay.RunIn(time.Hour))
+	if err := relay.Cancel(ctx, b, id, opt); err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.Retry(ctx, db, id, opt); err != nil {
+	if err := relay.Retry(ctx, b, id, opt); err != nil {
 		t.Fatal(err)
 	}
-	rec := waitRecord(t, db, id, relay.StateFailed)
+	rec := b.waitRecord(id, relay.StateFailed)
 	if rec.Attempt != 3 || rec.MaxAttempts != 3 || len(rec.Attempts) != 3 {
 		t.Errorf("retried job failed after attempt %d of %d (history %s); want 3 attempts, the kind's MaxAttempts(3)",
 			rec.Attempt, rec.MaxAttempts, historyString(rec.Attempts))

@@ -3,9 +3,6 @@ package relay_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,150 +16,6 @@ import (
 	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/relaytest"
 )
-
-// Shared helpers of the root package's tests.
-
-// waitTimeout bounds every wait for something that should happen promptly; it only
-// matters when a test is about to fail.
-const waitTimeout = 15 * time.Second
-
-// numArgs is the args type of most test jobs.
-type numArgs struct{ N int }
-
-// testKind is the kind of tests that need one and do not care which.
-var testKind = relay.NewKind[numArgs]("k")
-
-// quietLogger discards relay's logs: tests assert on the table and on handler calls, and
-// a logger writing to t after the test ended would panic.
-var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// newClient returns a client on db's schema with a one-hour fallback poll, so that any
-// job picked up promptly was woken by a NOTIFY (or the start-up claim).
-func newClient(db *relaytest.DB, cfg relay.Config) *relay.Client {
-	if cfg.Schema == "" {
-		cfg.Schema = db.Schema
-	}
-	if cfg.PollInterval == 0 {
-		cfg.PollInterval = time.Hour
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger
-	}
-	return relay.New(cfg)
-}
-
-// start starts c on pool and stops it when the test ends.
-func start(t testing.TB, c *relay.Client, pool *pgxpool.Pool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := c.Start(ctx, pool); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { stop(t, c) })
-}
-
-// stop stops c, failing the test if it cannot.
-func stop(t testing.TB, c *relay.Client) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := c.Stop(ctx); err != nil {
-		t.Errorf("Stop: %v", err)
-	}
-}
-
-// handle registers fn for kind on c, failing the test on error.
-func handle[T any](t testing.TB, c *relay.Client, kind relay.Kind[T], fn relay.HandlerFunc[T], opts ...relay.HandleOption) {
-	t.Helper()
-	if err := relay.Handle(c, kind, fn, opts...); err != nil {
-		t.Fatalf("Handle(%q): %v", kind, err)
-	}
-}
-
-// reportIDs is a handler that sends each job's id to ch and succeeds.
-func reportIDs(ch chan<- int64) relay.HandlerFunc[numArgs] {
-	return func(_ context.Context, job *relay.Job[numArgs]) error {
-		ch <- job.ID
-		return nil
-	}
-}
-
-// enqueue enqueues one job on db's schema in its own transaction.
-func enqueue[T any](t testing.TB, db *relaytest.DB, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) int64 {
-	t.Helper()
-	id, err := relay.Enqueue(context.Background(), db, kind, args, append(opts, relay.Schema(db.Schema))...)
-	if err != nil {
-		t.Fatalf("Enqueue(%q): %v", kind, err)
-	}
-	return id
-}
-
-// enqueueTx enqueues one job in a transaction and returns its id and when Commit returned.
-func enqueueTx[T any](t testing.TB, db *relaytest.DB, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) (int64, time.Time) {
-	t.Helper()
-	ctx := context.Background()
-	tx, err := db.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	id, err := relay.Enqueue(ctx, tx, kind, args, append(opts, relay.Schema(db.Schema))...)
-	if err != nil {
-		t.Fatalf("Enqueue(%q): %v", kind, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return id, time.Now()
-}
-
-// recv returns the next value from ch, failing the test if none comes within waitTimeout.
-func recv[T any](t testing.TB, ch <-chan T, what string) T {
-	t.Helper()
-	return relaytest.Receive(t, ch, waitTimeout, what)
-}
-
-// jobByID returns the stored job with id, failing the test if there is none.
-func jobByID(t testing.TB, db *relaytest.DB, id int64) relaytest.StoredJob {
-	t.Helper()
-	for _, j := range relaytest.Jobs(t, db) {
-		if j.ID == id {
-			return j
-		}
-	}
-	t.Fatalf("no job %d in %s.jobs", id, db.Schema)
-	panic("unreachable")
-}
-
-// waitState waits until every listed job is in state.
-func waitState(t testing.TB, db *relaytest.DB, state string, ids ...int64) {
-	t.Helper()
-	relaytest.WaitFor(t, waitTimeout, fmt.Sprintf("jobs %v to be %s", ids, state), func() bool {
-		byID := map[int64]string{}
-		for _, j := range relaytest.Jobs(t, db) {
-			byID[j.ID] = j.State
-		}
-		for _, id := range ids {
-			if byID[id] != state {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-// countJobs counts the rows of db's jobs table, optionally only those in state.
-func countJobs(t testing.TB, db *relaytest.DB, state string) int {
-	t.Helper()
-	var n int
-	err := db.QueryRow(context.Background(),
-		`SELECT count(*) FROM `+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+` WHERE $1 = '' OR state = $1`, state).Scan(&n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // stopProbe is a context for Client.Stop that reports when Stop first asks for Done,
 // which it does only once it has stopped claiming and is waiting for running handlers.
@@ -207,39 +60,39 @@ func awaitStopWaiting(t testing.TB, probe *stopProbe, stopped chan error) {
 func TestCommitRunsRollbackRunsNothing(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("tx")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	c := newClient(db, relay.Config{})
+	c := b.client(relay.Config{})
 	ran := make(chan int64, 10)
 	handle(t, c, kind, reportIDs(ran))
-	start(t, c, db.Pool)
+	b.start(c)
 
-	tx, err := db.Begin(ctx)
+	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rolledBack, err := relay.Enqueue(ctx, tx, kind, numArgs{N: 1}, relay.Schema(db.Schema))
+	rolledBack, err := relay.Enqueue(ctx, tx, kind, numArgs{N: 1}, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	committed, _ := enqueueTx(t, db, kind, numArgs{N: 2})
+	committed, _ := enqueueTx(b, kind, numArgs{N: 2})
 
 	// Jobs are claimed oldest first, so a surviving rolled-back job (the older one) would
 	// have been claimed no later than the committed one.
 	if got := recv(t, ran, "the committed job to run"); got != committed {
 		t.Fatalf("ran job %d, want the committed job %d (rolled back: %d)", got, committed, rolledBack)
 	}
-	waitState(t, db, "succeeded", committed)
-	stop(t, c) // waits for every handler, so anything else that ran is in the channel now
+	b.waitState("succeeded", committed)
+	b.stop(c) // waits for every handler, so anything else that ran is in the channel now
 	select {
 	case id := <-ran:
 		t.Fatalf("job %d ran too; only the committed job %d should have", id, committed)
 	default:
 	}
-	jobs := relaytest.Jobs(t, db)
+	jobs := relaytest.Jobs(t, b.DB)
 	if len(jobs) != 1 || jobs[0].ID != committed {
 		t.Fatalf("table holds %+v, want only the committed job %d (the rolled-back one was %d)", jobs, committed, rolledBack)
 	}
@@ -250,29 +103,29 @@ func TestCommitRunsRollbackRunsNothing(t *testing.T) {
 func TestNotifyWakesClientWithin100ms(t *testing.T) {
 	// Not parallel: a latency bound is only meaningful without the load of the other tests.
 	kind := relay.NewKind[numArgs]("fast")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	startedAt := make(chan time.Time, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		startedAt <- time.Now()
 		return nil
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
 	// The first job may be found by the claim every dispatcher makes when it starts; after
 	// it the client is idle and only a wakeup can make it claim again.
-	first, _ := enqueueTx(t, db, kind, numArgs{})
+	first, _ := enqueueTx(b, kind, numArgs{})
 	recv(t, startedAt, "the first job")
-	waitState(t, db, "succeeded", first)
+	b.waitState("succeeded", first)
 
 	for i := range 5 {
-		id, committedAt := enqueueTx(t, db, kind, numArgs{N: i})
+		id, committedAt := enqueueTx(b, kind, numArgs{N: i})
 		latency := recv(t, startedAt, "a job woken by NOTIFY").Sub(committedAt)
 		t.Logf("job %d: commit to handler start %v", id, latency)
 		if latency > 100*time.Millisecond {
 			t.Errorf("job %d started %v after its commit; want within 100ms", id, latency)
 		}
-		waitState(t, db, "succeeded", id)
+		b.waitState("succeeded", id)
 	}
 }
 
@@ -282,8 +135,7 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("bulk")
 	const n = 10_000
-	db := relaytest.NewDB(t)
-	other := &relaytest.DB{Pool: db.NewPool(t), Schema: db.Schema, URL: db.URL}
+	b := setup(t)
 
 	var (
 		mu       sync.Mutex
@@ -293,8 +145,8 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 		allRan   = make(chan struct{})
 	)
 	clients := make([]*relay.Client, 2)
-	for i, pool := range []*relaytest.DB{db, other} {
-		c := newClient(db, relay.Config{})
+	for i, pool := range []*pgxpool.Pool{b.Pool, b.NewPool(t)} {
+		c := b.client(relay.Config{})
 		handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 			mu.Lock()
 			runs[job.ID]++
@@ -305,19 +157,12 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 			}
 			return nil
 		})
-		start(t, c, pool.Pool)
+		b.startOn(c, pool)
 		clients[i] = c
 	}
 
-	specs := make([]relay.JobSpec, n)
-	for i := range specs {
-		specs[i] = kind.Job(numArgs{N: i})
-	}
 	began := time.Now()
-	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueN(kind, n)
 	if len(ids) != n {
 		t.Fatalf("EnqueueMany returned %d ids, want %d", len(ids), n)
 	}
@@ -328,10 +173,10 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 	}
 	t.Logf("%d jobs ran in %v", n, time.Since(began))
 	relaytest.WaitFor(t, time.Minute, "every job to be succeeded", func() bool {
-		return countJobs(t, db, "succeeded") == n
+		return b.count("succeeded") == n
 	})
 	for _, c := range clients {
-		stop(t, c) // every handler has returned: runs is final
+		b.stop(c) // every handler has returned: runs is final
 	}
 
 	if got := total.Load(); got != n {
@@ -345,16 +190,15 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 	if len(runs) != n {
 		t.Errorf("handlers saw %d distinct job ids, want %d", len(runs), n)
 	}
-	if countJobs(t, db, "") != n {
-		t.Errorf("table holds %d jobs, want %d", countJobs(t, db, ""), n)
+	if b.count("") != n {
+		t.Errorf("table holds %d jobs, want %d", b.count(""), n)
 	}
 	t.Logf("jobs run per client: %v", byClient)
 	if byClient[0] == 0 || byClient[1] == 0 {
 		t.Errorf("one client did all the work: %v", byClient)
 	}
 	// The table agrees with the handlers on who ran what.
-	rows, err := db.Query(context.Background(), `SELECT attempted_by, count(*) FROM `+
-		pgx.Identifier{db.Schema, "jobs"}.Sanitize()+` GROUP BY attempted_by`)
+	rows, err := b.Query(context.Background(), `SELECT attempted_by, count(*) FROM `+b.table("jobs")+` GROUP BY attempted_by`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,40 +229,34 @@ func TestEnqueueMany10000RunExactlyOnceOnTwoClients(t *testing.T) {
 func TestQueueWorkersLimitIsNeverExceeded(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("gated")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	limits := map[string]int{"narrow": 2, "wide": 3}
 	const perQueue = 10
 
-	type gauge struct {
-		running, max atomic.Int64
-		started      chan int64
-		release      chan struct{}
+	type queueGauge struct {
+		gauge
+		started chan int64
+		release *gate
 	}
-	gauges := map[string]*gauge{}
-	queues := map[string]relay.QueueConfig{}
+	gauges := map[string]*queueGauge{}
+	qs := map[string]relay.QueueConfig{}
 	for q, limit := range limits {
-		gauges[q] = &gauge{started: make(chan int64, perQueue), release: make(chan struct{})}
-		queues[q] = relay.QueueConfig{Workers: limit}
+		gauges[q] = &queueGauge{started: make(chan int64, perQueue), release: b.gate()}
+		qs[q] = relay.QueueConfig{Workers: limit}
 	}
-	c := newClient(db, relay.Config{Queues: queues})
+	c := b.client(relay.Config{Queues: qs})
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		g := gauges[job.Queue]
-		now := g.running.Add(1)
-		for {
-			m := g.max.Load()
-			if now <= m || g.max.CompareAndSwap(m, now) {
-				break
-			}
-		}
+		g.enter()
 		g.started <- job.ID
 		select {
-		case <-g.release:
+		case <-g.release.ch:
 		case <-ctx.Done():
 		}
-		g.running.Add(-1)
+		g.leave()
 		return nil
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
 	var specs []relay.JobSpec
 	for q := range limits {
@@ -426,9 +264,7 @@ func TestQueueWorkersLimitIsNeverExceeded(t *testing.T) {
 			specs = append(specs, kind.Job(numArgs{N: i}, relay.Queue(q)))
 		}
 	}
-	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
-		t.Fatal(err)
-	}
+	b.enqueueMany(specs)
 
 	for q, limit := range limits {
 		g := gauges[q]
@@ -438,16 +274,14 @@ func TestQueueWorkersLimitIsNeverExceeded(t *testing.T) {
 		}
 		// ...and each released slot lets exactly one more job in.
 		for range perQueue - limit {
-			g.release <- struct{}{}
+			g.release.one(t)
 			recv(t, g.started, "a freed slot of queue "+q+" to take the next job")
 		}
 		for range limit {
-			g.release <- struct{}{}
+			g.release.one(t)
 		}
 	}
-	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
-		return countJobs(t, db, "succeeded") == len(specs)
-	})
+	b.waitCount("succeeded", len(specs))
 	for q, limit := range limits {
 		if got := gauges[q].max.Load(); got != int64(limit) {
 			t.Errorf("queue %q ran up to %d jobs at once, want exactly its limit %d", q, got, limit)
@@ -461,27 +295,20 @@ func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("slow")
 	const n = 5
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	started := make(chan int64, n)
-	release := make(chan struct{})
+	release := b.gate()
 	ctxErrs := make(chan error, n)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.ID
-		<-release
+		release.wait()
 		ctxErrs <- ctx.Err()
 		return nil
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
-	specs := make([]relay.JobSpec, n)
-	for i := range specs {
-		specs[i] = kind.Job(numArgs{N: i})
-	}
-	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueN(kind, n)
 	for range n {
 		recv(t, started, "every job to start")
 	}
@@ -491,7 +318,7 @@ func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 	go func() { stopped <- c.Stop(probe) }()
 	awaitStopWaiting(t, probe, stopped)
 	// Stopping has stopped claiming: a job enqueued now is left for another client.
-	left := enqueue(t, db, kind, numArgs{N: -1})
+	left := enqueue(b, kind, numArgs{N: -1})
 	// A second Stop meanwhile waits for the first.
 	stoppedAgain := make(chan error, 1)
 	go func() { stoppedAgain <- c.Stop(context.Background()) }()
@@ -502,7 +329,7 @@ func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 		t.Fatalf("Stop returned (%v) while handlers were still running", err)
 	default:
 	}
-	close(release)
+	release.open()
 	if err := recv(t, stopped, "Stop to return"); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
@@ -515,7 +342,7 @@ func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 		}
 	}
 	// No waiting: Stop has written every outcome by the time it returns.
-	for _, j := range relaytest.Jobs(t, db) {
+	for _, j := range relaytest.Jobs(t, b.DB) {
 		switch {
 		case j.ID == left:
 			if j.State != "pending" || j.Attempt != 0 {
@@ -525,7 +352,7 @@ func TestStopWaitsForRunningJobsAndWritesTheirOutcomes(t *testing.T) {
 			t.Errorf("job %d is %s right after Stop, want succeeded", j.ID, j.State)
 		}
 	}
-	if got := countJobs(t, db, "succeeded"); got != len(ids) {
+	if got := b.count("succeeded"); got != len(ids) {
 		t.Errorf("%d of %d jobs succeeded", got, len(ids))
 	}
 }
@@ -536,8 +363,8 @@ func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("stubborn")
 	const n = 3
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	started := make(chan int64, n)
 	cancelled := make(chan int64, n)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
@@ -546,16 +373,9 @@ func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
 		cancelled <- job.ID
 		return ctx.Err()
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
-	specs := make([]relay.JobSpec, n)
-	for i := range specs {
-		specs[i] = kind.Job(numArgs{N: i})
-	}
-	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueN(kind, n)
 	for range n {
 		recv(t, started, "every job to start")
 	}
@@ -582,7 +402,7 @@ func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
 		t.Errorf("Stop took %v although the handlers returned as soon as they were cancelled", took)
 	}
 	after := time.Now()
-	for _, j := range relaytest.Jobs(t, db) {
+	for _, j := range relaytest.Jobs(t, b.DB) {
 		if j.State != "pending" || j.Attempt != 1 {
 			t.Errorf("job %d is %s after attempt %d, want pending after attempt 1", j.ID, j.State, j.Attempt)
 		}
@@ -595,19 +415,19 @@ func TestStopDeadlineCancelsHandlersAndRequeuesTheirJobs(t *testing.T) {
 	}
 
 	// Not stuck: a new client runs them at once.
-	c2 := newClient(db, relay.Config{})
+	c2 := b.client(relay.Config{})
 	again := make(chan int, n)
 	handle(t, c2, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		again <- job.Attempt
 		return nil
 	})
-	start(t, c2, db.Pool)
+	b.start(c2)
 	for range n {
 		if a := recv(t, again, "a requeued job to run on another client"); a != 2 {
 			t.Errorf("requeued job ran as attempt %d, want 2", a)
 		}
 	}
-	waitState(t, db, "succeeded", ids...)
+	b.waitState("succeeded", ids...)
 }
 
 // Two clients on two schemas each run only their own schema's jobs.
@@ -616,45 +436,45 @@ func TestSchemasDoNotSeeEachOthersJobs(t *testing.T) {
 	type origin struct{ Schema string }
 	type run struct{ client, schema string }
 	kind := relay.NewKind[origin]("iso")
-	db := relaytest.NewDB(t)
-	other := &relaytest.DB{Pool: db.Pool, Schema: "relay_other", URL: db.URL}
+	b := setup(t)
+	other := newBundle(t, &relaytest.DB{Pool: b.Pool, Schema: "relay_other", URL: b.URL})
 	if err := relay.Migrate(context.Background(), other, relay.Schema(other.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	dbs := []*relaytest.DB{db, other}
+	bundles := []*bundle{b, other}
 	runs := make(chan run, 20)
-	clients := make([]*relay.Client, len(dbs))
-	for i, db := range dbs {
-		c := newClient(db, relay.Config{})
+	clients := make([]*relay.Client, len(bundles))
+	for i, sb := range bundles {
+		c := sb.client(relay.Config{})
 		handle(t, c, kind, func(ctx context.Context, job *relay.Job[origin]) error {
-			runs <- run{client: db.Schema, schema: job.Args.Schema}
+			runs <- run{client: sb.Schema, schema: job.Args.Schema}
 			return nil
 		})
-		start(t, c, db.Pool)
+		sb.start(c)
 		clients[i] = c
 	}
 	const perSchema = 5
 	for range perSchema {
-		for _, db := range dbs {
-			enqueue(t, db, kind, origin{Schema: db.Schema})
+		for _, sb := range bundles {
+			enqueue(sb, kind, origin{Schema: sb.Schema})
 		}
 	}
 	counts := map[string]int{}
-	for range perSchema * len(dbs) {
+	for range perSchema * len(bundles) {
 		r := recv(t, runs, "jobs to run")
 		if r.client != r.schema {
 			t.Errorf("the client of schema %s ran a job of schema %s", r.client, r.schema)
 		}
 		counts[r.client]++
 	}
-	for i, db := range dbs {
-		if counts[db.Schema] != perSchema {
-			t.Errorf("client of %s ran %d jobs, want %d", db.Schema, counts[db.Schema], perSchema)
+	for i, sb := range bundles {
+		if counts[sb.Schema] != perSchema {
+			t.Errorf("client of %s ran %d jobs, want %d", sb.Schema, counts[sb.Schema], perSchema)
 		}
-		relaytest.WaitFor(t, waitTimeout, "jobs to succeed", func() bool { return countJobs(t, db, "succeeded") == perSchema })
-		for _, j := range relaytest.Jobs(t, db) {
+		relaytest.WaitFor(t, waitTimeout, "jobs to succeed", func() bool { return sb.count("succeeded") == perSchema })
+		for _, j := range relaytest.Jobs(t, sb.DB) {
 			if j.AttemptedBy != clients[i].ID() {
-				t.Errorf("job %d of %s was attempted by %q, want its own client %q", j.ID, db.Schema, j.AttemptedBy, clients[i].ID())
+				t.Errorf("job %d of %s was attempted by %q, want its own client %q", j.ID, sb.Schema, j.AttemptedBy, clients[i].ID())
 			}
 		}
 	}
@@ -666,24 +486,24 @@ func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 	t.Parallel()
 	knownKind := relay.NewKind[numArgs]("known")
 	unknownKind := relay.NewKind[numArgs]("unknown")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	known := make(chan int64, 1)
-	c := newClient(db, relay.Config{})
+	c := b.client(relay.Config{})
 	handle(t, c, knownKind, reportIDs(known))
-	start(t, c, db.Pool)
+	b.start(c)
 
 	// Both in one transaction: the unknown job is older, so a claim that could take it
 	// would take it no later than the known one.
 	ctx := context.Background()
-	tx, err := db.Begin(ctx)
+	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknownID, err := relay.Enqueue(ctx, tx, unknownKind, numArgs{N: 1}, relay.Schema(db.Schema))
+	unknownID, err := relay.Enqueue(ctx, tx, unknownKind, numArgs{N: 1}, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
-	knownID, err := relay.Enqueue(ctx, tx, knownKind, numArgs{N: 2}, relay.Schema(db.Schema))
+	knownID, err := relay.Enqueue(ctx, tx, knownKind, numArgs{N: 2}, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -691,21 +511,21 @@ func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	recv(t, known, "the known job")
-	waitState(t, db, "succeeded", knownID)
-	j := jobByID(t, db, unknownID)
+	b.waitState("succeeded", knownID)
+	j := b.stored(unknownID)
 	if j.State != "pending" || j.Attempt != 0 || j.AttemptedBy != "" {
 		t.Fatalf("unhandled job is %s, attempt %d, attempted by %q; want pending and never claimed", j.State, j.Attempt, j.AttemptedBy)
 	}
 
-	c2 := newClient(db, relay.Config{})
+	c2 := b.client(relay.Config{})
 	unknown := make(chan int64, 1)
 	handle(t, c2, unknownKind, reportIDs(unknown))
-	start(t, c2, db.Pool)
+	b.start(c2)
 	if got := recv(t, unknown, "the waiting job to run on the client that handles it"); got != unknownID {
 		t.Fatalf("ran job %d, want %d", got, unknownID)
 	}
-	waitState(t, db, "succeeded", unknownID)
-	if j := jobByID(t, db, unknownID); j.AttemptedBy != c2.ID() || j.Attempt != 1 {
+	b.waitState("succeeded", unknownID)
+	if j := b.stored(unknownID); j.AttemptedBy != c2.ID() || j.Attempt != 1 {
 		t.Errorf("job ran as attempt %d by %q, want attempt 1 by %q", j.Attempt, j.AttemptedBy, c2.ID())
 	}
 }
@@ -714,12 +534,13 @@ func TestUnhandledKindWaitsForAClientThatHandlesIt(t *testing.T) {
 func TestClientLifecycleErrors(t *testing.T) {
 	t.Parallel()
 	lateKind := relay.NewKind[numArgs]("late")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	noop := func(ctx context.Context, job *relay.Job[numArgs]) error { return nil }
 
 	t.Run("Handle twice for a kind", func(t *testing.T) {
-		c := newClient(db, relay.Config{})
+		b := b.in(t)
+		c := b.client(relay.Config{})
 		handle(t, c, testKind, noop)
 		if err := relay.Handle(c, testKind, noop); !errors.Is(err, relay.ErrDuplicateKind) {
 			t.Fatalf("second Handle: %v, want ErrDuplicateKind", err)
@@ -736,10 +557,11 @@ func TestClientLifecycleErrors(t *testing.T) {
 	})
 
 	t.Run("Start twice and Handle after Start", func(t *testing.T) {
-		c := newClient(db, relay.Config{})
+		b := b.in(t)
+		c := b.client(relay.Config{})
 		handle(t, c, testKind, noop)
-		start(t, c, db.Pool)
-		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrAlreadyStarted) {
+		b.start(c)
+		if err := c.Start(ctx, b.Pool); !errors.Is(err, relay.ErrAlreadyStarted) {
 			t.Errorf("second Start: %v, want ErrAlreadyStarted", err)
 		}
 		if err := relay.Handle(c, lateKind, noop); !errors.Is(err, relay.ErrAlreadyStarted) {
@@ -748,16 +570,18 @@ func TestClientLifecycleErrors(t *testing.T) {
 	})
 
 	t.Run("Start without handlers", func(t *testing.T) {
-		c := newClient(db, relay.Config{})
-		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNoHandlers) {
+		b := b.in(t)
+		c := b.client(relay.Config{})
+		if err := c.Start(ctx, b.Pool); !errors.Is(err, relay.ErrNoHandlers) {
 			t.Fatalf("Start: %v, want ErrNoHandlers", err)
 		}
 	})
 
 	t.Run("Start on an unmigrated schema", func(t *testing.T) {
-		c := newClient(db, relay.Config{Schema: db.Schema + "_missing"})
+		b := b.in(t)
+		c := b.client(relay.Config{Schema: b.Schema + "_missing"})
 		handle(t, c, testKind, noop)
-		err := c.Start(ctx, db.Pool)
+		err := c.Start(ctx, b.Pool)
 		if !errors.Is(err, relay.ErrNotMigrated) {
 			t.Fatalf("Start on a missing schema: %v, want ErrNotMigrated", err)
 		}
@@ -769,56 +593,58 @@ func TestClientLifecycleErrors(t *testing.T) {
 			}
 		}
 		// A schema whose version table lacks a migration is not migrated either.
-		partial := db.Schema + "_partial"
+		partial := b.Schema + "_partial"
 		q := pgx.Identifier{partial}.Sanitize()
-		t.Cleanup(func() { db.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+q+" CASCADE") })
-		if _, err := db.Exec(ctx, "CREATE SCHEMA "+q+"; CREATE TABLE "+q+".schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+		t.Cleanup(func() { b.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+q+" CASCADE") })
+		if _, err := b.Exec(ctx, "CREATE SCHEMA "+q+"; CREATE TABLE "+q+".schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
 			t.Fatal(err)
 		}
-		c = newClient(db, relay.Config{Schema: partial})
+		c = b.client(relay.Config{Schema: partial})
 		handle(t, c, testKind, noop)
-		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrNotMigrated) {
+		if err := c.Start(ctx, b.Pool); !errors.Is(err, relay.ErrNotMigrated) {
 			t.Fatalf("Start on a schema without migrations: %v, want ErrNotMigrated", err)
 		}
 	})
 
 	t.Run("Start after Stop", func(t *testing.T) {
-		c := newClient(db, relay.Config{})
+		b := b.in(t)
+		c := b.client(relay.Config{})
 		handle(t, c, testKind, noop)
-		start(t, c, db.Pool)
-		stop(t, c)
-		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrClientStopped) {
+		b.start(c)
+		b.stop(c)
+		if err := c.Start(ctx, b.Pool); !errors.Is(err, relay.ErrClientStopped) {
 			t.Errorf("Start after Stop: %v, want ErrClientStopped", err)
 		}
 		if err := c.Stop(ctx); err != nil {
 			t.Errorf("second Stop: %v, want nil", err)
 		}
 		// A client that never started cannot start after Stop either.
-		c = newClient(db, relay.Config{})
+		c = b.client(relay.Config{})
 		handle(t, c, testKind, noop)
 		if err := c.Stop(ctx); err != nil {
 			t.Fatalf("Stop before Start: %v", err)
 		}
-		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrClientStopped) {
+		if err := c.Start(ctx, b.Pool); !errors.Is(err, relay.ErrClientStopped) {
 			t.Errorf("Start after Stop of an unstarted client: %v, want ErrClientStopped", err)
 		}
 	})
 
 	t.Run("invalid config", func(t *testing.T) {
+		b := b.in(t)
 		for name, cfg := range map[string]relay.Config{
-			"zero workers":     {Queues: map[string]relay.QueueConfig{"q": {Workers: 0}}},
-			"empty queue":      {Queues: map[string]relay.QueueConfig{"": {Workers: 1}}},
+			"zero workers":     {Queues: queues(0, "q")},
+			"empty queue":      {Queues: queues(1, "")},
 			"negative poll":    {PollInterval: -time.Second},
 			"bad backoff":      {Backoff: backoff.Policy{Initial: time.Second, Multiplier: 0.5, Max: time.Second}},
 			"over-long schema": {Schema: strings.Repeat("s", 100)},
 		} {
-			c := newClient(db, cfg)
+			c := b.client(cfg)
 			handle(t, c, testKind, noop)
-			if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
+			if err := c.Start(ctx, b.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
 				t.Errorf("%s: Start: %v, want ErrInvalidConfig", name, err)
 			}
 		}
-		c := newClient(db, relay.Config{})
+		c := b.client(relay.Config{})
 		handle(t, c, testKind, noop)
 		if err := c.Start(ctx, nil); !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("Start with a nil pool: %v, want ErrInvalidConfig", err)

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,179 +18,7 @@ import (
 	"github.com/relayq/relay/relaytest"
 )
 
-// Tests of CompleteTx, Checkpoint, outputs, binary payloads and events. Their helpers
-// are prefixed cpl.
-
-// cplRetryFast makes a kind retry within a millisecond, up to three attempts.
-var cplRetryFast = []relay.HandleOption{
-	relay.MaxAttempts(3),
-	relay.Backoff(backoff.Policy{Initial: time.Millisecond, Multiplier: 1, Max: time.Millisecond}),
-}
-
-// cplNewClient is newClient with, unless cfg has a logger, one that keeps relay's warnings
-// and errors and shows them if the test fails: a job stuck in a state often has its reason
-// in the log.
-func cplNewClient(t testing.TB, db *relaytest.DB, cfg relay.Config) *relay.Client {
-	t.Helper()
-	if cfg.Logger == nil {
-		var (
-			mu     sync.Mutex
-			lines  []string // distinct, in order
-			counts = map[string]int{}
-		)
-		cfg.Logger = slog.New(cplLogHook(func(r slog.Record) {
-			if r.Level < slog.LevelWarn {
-				return
-			}
-			var b strings.Builder
-			b.WriteString(r.Level.String() + " " + r.Message)
-			r.Attrs(func(a slog.Attr) bool {
-				fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
-				return true
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			if counts[b.String()]++; counts[b.String()] == 1 && len(lines) < 20 {
-				lines = append(lines, b.String())
-			}
-		}))
-		// Registered before the client's start, so it runs after the client stopped.
-		t.Cleanup(func() {
-			if !t.Failed() {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, l := range lines {
-				t.Logf("relay logged (%d×): %s", counts[l], l)
-			}
-		})
-	}
-	return newClient(db, cfg)
-}
-
-// cplEffectsTable creates a table in db's schema that handlers write their effects to,
-// and returns its quoted name.
-func cplEffectsTable(t testing.TB, db *relaytest.DB) string {
-	t.Helper()
-	name := relayTable(db, "cpl_effects")
-	if _, err := db.Exec(context.Background(),
-		`CREATE TABLE `+name+` (job_id bigint NOT NULL, attempt int NOT NULL, note text NOT NULL DEFAULT '')`); err != nil {
-		t.Fatal(err)
-	}
-	return name
-}
-
-// cplEffects lists the rows of the effects table as "job/attempt/note", in insertion order.
-func cplEffects(t testing.TB, db *relaytest.DB, table string) []string {
-	t.Helper()
-	rows, err := db.Query(context.Background(), `SELECT job_id, attempt, note FROM `+table+` ORDER BY ctid`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var (
-			id      int64
-			attempt int
-			note    string
-		)
-		if err := rows.Scan(&id, &attempt, &note); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, fmt.Sprintf("%d/%d/%s", id, attempt, note))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// cplInsertEffect writes one effect row on db (a handler's transaction).
-func cplInsertEffect(ctx context.Context, db relay.DB, table string, id int64, attempt int, note string) error {
-	_, err := db.Exec(ctx, `INSERT INTO `+table+` (job_id, attempt, note) VALUES ($1, $2, $3)`, id, attempt, note)
-	return err
-}
-
-// cplAssertCommitted checks that what event e reports is already in the database: an event
-// must never report an outcome that is not committed.
-func cplAssertCommitted(t testing.TB, db *relaytest.DB, e relay.Event) *relay.JobRecord {
-	t.Helper()
-	rec := jobRecord(t, db, e.JobID)
-	switch e.State {
-	case relay.StateSucceeded, relay.StateCancelled:
-		if rec.State != e.State {
-			t.Errorf("event says job %d attempt %d is %s, but the table holds %s", e.JobID, e.Attempt, e.State, rec.State)
-		}
-	case relay.StateFailed, relay.StatePending:
-		// The attempt must be in the history by now (a retried job may already run again).
-		found := false
-		for _, a := range rec.Attempts {
-			if a.Number == e.Attempt && a.Outcome == string(e.State) && a.Reason == e.Reason {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("event says job %d attempt %d ended %s (%s), but its history is %s",
-				e.JobID, e.Attempt, e.State, e.Reason, historyString(rec.Attempts))
-		}
-		if e.State == relay.StateFailed && rec.State != relay.StateFailed {
-			t.Errorf("event says job %d failed, but the table holds %s", e.JobID, rec.State)
-		}
-	default:
-		t.Errorf("event of job %d has state %q", e.JobID, e.State)
-	}
-	return rec
-}
-
-// cplEventsOf receives n events, all of jobs in ids, checking each against the table as it
-// arrives, and returns them by job, each job's in attempt order. (That they also arrive in
-// that order is TestEventsOfOneJobArriveInAttemptOrder's business.)
-func cplEventsOf(t testing.TB, db *relaytest.DB, events <-chan relay.Event, n int, ids ...int64) map[int64][]relay.Event {
-	t.Helper()
-	want := map[int64]bool{}
-	for _, id := range ids {
-		want[id] = true
-	}
-	got := map[int64][]relay.Event{}
-	for range n {
-		e := recv(t, events, fmt.Sprintf("%d events of jobs %v", n, ids))
-		if !want[e.JobID] {
-			t.Fatalf("event for job %d, which is none of %v: %+v", e.JobID, ids, e)
-		}
-		cplAssertCommitted(t, db, e)
-		got[e.JobID] = append(got[e.JobID], e)
-	}
-	for _, es := range got {
-		slices.SortStableFunc(es, func(a, b relay.Event) int { return a.Attempt - b.Attempt })
-	}
-	return got
-}
-
-// cplEventString renders an event for failure messages.
-func cplEventString(e relay.Event) string {
-	s := fmt.Sprintf("#%d %s", e.Attempt, e.State)
-	if e.Reason != "" {
-		s += fmt.Sprintf(" (%s: %.60q)", e.Reason, e.Error)
-	}
-	if e.CompletedTx {
-		s += " [CompletedTx]"
-	}
-	return s
-}
-
-// cplNoMore fails the test if ch holds anything: call it once every sender has finished.
-func cplNoMore[T any](t testing.TB, ch <-chan T, what string) {
-	t.Helper()
-	select {
-	case v, ok := <-ch:
-		if ok {
-			t.Errorf("unexpected %s: %+v", what, v)
-		}
-	default:
-	}
-}
+// Tests of CompleteTx, Checkpoint, outputs, binary payloads and events.
 
 // ---------------------------------------------------------------------------------------
 // CompleteTx
@@ -204,11 +31,10 @@ func cplNoMore[T any](t testing.TB, ch <-chan T, what string) {
 func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("invoice")
-	db := relaytest.NewDB(t)
-	effects := cplEffectsTable(t, db)
-	c := cplNewClient(t, db, relay.Config{})
-	events, unsubscribe := c.Subscribe(16)
-	defer unsubscribe()
+	b := setup(t)
+	effects := b.effectsTable()
+	c := b.client(relay.Config{})
+	events := b.subscribe(c, 16)
 
 	type inside struct {
 		state relay.JobState // as the handler's transaction sees the job
@@ -219,19 +45,19 @@ func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 	commit := make(chan struct{})
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.ID
-		tx, err := db.Begin(ctx)
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
 		defer tx.Rollback(ctx)
-		if err := cplInsertEffect(ctx, tx, effects, job.ID, job.Attempt, "invoiced"); err != nil {
+		if err := insertEffect(ctx, tx, effects, job.ID, job.Attempt, "invoiced"); err != nil {
 			return err
 		}
 		if err := relay.CompleteTx(ctx, tx, job); err != nil {
 			return err
 		}
 		if job.Args.N == 1 {
-			rec, err := relay.GetJob(ctx, tx, job.ID, relay.Schema(db.Schema))
+			rec, err := relay.GetJob(ctx, tx, job.ID, relay.Schema(b.Schema))
 			in := inside{err: err}
 			if err == nil {
 				in.state = rec.State
@@ -247,39 +73,39 @@ func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 		}
 		return errors.New("an error after the commit")
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
-	first := enqueue(t, db, kind, numArgs{N: 1})
+	first := enqueue(b, kind, numArgs{N: 1})
 	recv(t, runs, "the first job to run")
 	in := recv(t, seenInside, "the handler to complete the job in its transaction")
 	if in.err != nil || in.state != relay.StateSucceeded {
 		t.Errorf("inside its transaction, after CompleteTx, GetJob says %s (error %v); want succeeded", in.state, in.err)
 	}
 	// Not committed yet: others see the job running and none of its writes.
-	if rec := jobRecord(t, db, first); rec.State != relay.StateRunning {
+	if rec := b.record(first); rec.State != relay.StateRunning {
 		t.Errorf("before the commit the job is %s to others, want running", rec.State)
 	}
-	if got := cplEffects(t, db, effects); len(got) != 0 {
+	if got := b.effects(effects); len(got) != 0 {
 		t.Errorf("before the commit others see the effects %v", got)
 	}
 	close(commit)
 
-	second := enqueue(t, db, kind, numArgs{N: 2})
+	second := enqueue(b, kind, numArgs{N: 2})
 	recv(t, runs, "the second job to run")
-	got := cplEventsOf(t, db, events, 2, first, second)
-	stop(t, c) // every handler has returned and every outcome is written
-	cplNoMore(t, runs, "run")
+	got := b.eventsOf(events, 2, first, second)
+	b.stop(c) // every handler has returned and every outcome is written
+	noMore(t, runs, "run")
 
 	for _, id := range []int64{first, second} {
 		if es := got[id]; len(es) != 1 || es[0].State != relay.StateSucceeded || !es[0].CompletedTx || es[0].Attempt != 1 ||
 			es[0].Reason != "" || es[0].Error != "" {
 			var s []string
 			for _, e := range es {
-				s = append(s, cplEventString(e))
+				s = append(s, eventString(e))
 			}
 			t.Errorf("job %d: events %v; want one: attempt 1 succeeded with CompletedTx and no error", id, s)
 		}
-		rec := jobRecord(t, db, id)
+		rec := b.record(id)
 		if rec.State != relay.StateSucceeded || rec.Attempt != 1 || rec.FinishedAt.IsZero() {
 			t.Errorf("job %d is %s after attempt %d (finished %v); want succeeded after attempt 1", id, rec.State, rec.Attempt, rec.FinishedAt)
 		}
@@ -289,7 +115,7 @@ func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 		}
 	}
 	want := []string{fmt.Sprintf("%d/1/invoiced", first), fmt.Sprintf("%d/1/invoiced", second)}
-	if got := cplEffects(t, db, effects); !slices.Equal(got, want) {
+	if got := b.effects(effects); !slices.Equal(got, want) {
 		t.Errorf("effects %v, want %v", got, want)
 	}
 }
@@ -301,19 +127,18 @@ func TestCompleteTxCommitsTheJobWithTheHandlersWrites(t *testing.T) {
 func TestCompleteTxRolledBackIsRetried(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("charge")
-	db := relaytest.NewDB(t)
-	effects := cplEffectsTable(t, db)
-	c := cplNewClient(t, db, relay.Config{})
-	events, unsubscribe := c.Subscribe(32)
-	defer unsubscribe()
+	b := setup(t)
+	effects := b.effectsTable()
+	c := b.client(relay.Config{})
+	events := b.subscribe(c, 32)
 	completed := make(chan error, 10) // what CompleteTx returned on each attempt
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := db.Begin(ctx)
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
 		defer tx.Rollback(ctx)
-		if err := cplInsertEffect(ctx, tx, effects, job.ID, job.Attempt, "charged"); err != nil {
+		if err := insertEffect(ctx, tx, effects, job.ID, job.Attempt, "charged"); err != nil {
 			return err
 		}
 		err = relay.CompleteTx(ctx, tx, job)
@@ -333,22 +158,22 @@ func TestCompleteTxRolledBackIsRetried(t *testing.T) {
 		default: // forgets to commit: the deferred Rollback runs
 			return nil
 		}
-	}, cplRetryFast...)
-	start(t, c, db.Pool)
+	}, retryFast...)
+	b.start(c)
 
-	explicit := enqueue(t, db, kind, numArgs{N: 1})
-	forgot := enqueue(t, db, kind, numArgs{N: 2})
-	got := cplEventsOf(t, db, events, 4, explicit, forgot)
-	stop(t, c)
+	explicit := enqueue(b, kind, numArgs{N: 1})
+	forgot := enqueue(b, kind, numArgs{N: 2})
+	got := b.eventsOf(events, 4, explicit, forgot)
+	b.stop(c)
 	for range 4 {
 		if err := recv(t, completed, "CompleteTx results"); err != nil {
 			t.Errorf("CompleteTx: %v", err)
 		}
 	}
-	cplNoMore(t, completed, "CompleteTx call")
+	noMore(t, completed, "CompleteTx call")
 
 	for _, id := range []int64{explicit, forgot} {
-		rec := jobRecord(t, db, id)
+		rec := b.record(id)
 		if rec.State != relay.StateSucceeded || rec.Attempt != 2 || len(rec.Attempts) != 2 {
 			t.Fatalf("job %d is %s after attempt %d with history %s; want succeeded at attempt 2 after one failure",
 				id, rec.State, rec.Attempt, historyString(rec.Attempts))
@@ -366,14 +191,14 @@ func TestCompleteTxRolledBackIsRetried(t *testing.T) {
 			es[1].State != relay.StateSucceeded || !es[1].CompletedTx || es[1].Attempt != 2 {
 			var s []string
 			for _, e := range es {
-				s = append(s, cplEventString(e))
+				s = append(s, eventString(e))
 			}
 			t.Errorf("job %d: events %v; want attempt 1 pending (error, did not commit, with RetryAt), then attempt 2 succeeded with CompletedTx", id, s)
 		}
 	}
 	// Only the committed attempts' writes exist.
 	want := []string{fmt.Sprintf("%d/2/charged", explicit), fmt.Sprintf("%d/2/charged", forgot)}
-	gotEffects := cplEffects(t, db, effects)
+	gotEffects := b.effects(effects)
 	if !slices.Equal(slices.Sorted(slices.Values(gotEffects)), slices.Sorted(slices.Values(want))) {
 		t.Errorf("effects %v, want only those of the committed attempts %v", gotEffects, want)
 	}
@@ -385,12 +210,12 @@ func TestCompleteTxRolledBackIsRetried(t *testing.T) {
 func TestCompleteTxTwiceInOneTransaction(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("twice")
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	type result struct{ first, second, checkpoint, commit error }
 	results := make(chan result, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := db.Begin(ctx)
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -403,8 +228,8 @@ func TestCompleteTxTwiceInOneTransaction(t *testing.T) {
 		results <- r
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{})
+	b.start(c)
+	id := enqueue(b, kind, numArgs{})
 	r := recv(t, results, "the handler")
 	if r.first != nil {
 		t.Fatalf("first CompleteTx: %v", r.first)
@@ -418,13 +243,13 @@ func TestCompleteTxTwiceInOneTransaction(t *testing.T) {
 	if r.commit != nil {
 		t.Errorf("the refused calls broke the transaction: Commit: %v", r.commit)
 	}
-	stop(t, c)
-	rec := jobRecord(t, db, id)
+	b.stop(c)
+	rec := b.record(id)
 	if rec.State != relay.StateSucceeded || rec.Attempt != 1 || len(rec.Attempts) != 1 || rec.Checkpoint != nil {
 		t.Errorf("job is %s after attempt %d, history %s, checkpoint %s; want succeeded once, no checkpoint",
 			rec.State, rec.Attempt, historyString(rec.Attempts), rec.Checkpoint)
 	}
-	cplNoMore(t, results, "second run")
+	noMore(t, results, "second run")
 }
 
 // A Job that no client runs — built by hand, or by relaytest.Work — cannot be completed,
@@ -433,12 +258,12 @@ func TestCompleteTxTwiceInOneTransaction(t *testing.T) {
 func TestCompleteTxOnAJobNotRunByAClient(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("manual")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	id := enqueue(t, db, kind, numArgs{N: 1})
+	id := enqueue(b, kind, numArgs{N: 1})
 	job := &relay.Job[numArgs]{ID: id, Kind: "manual", Queue: relay.DefaultQueue, Args: numArgs{N: 1}, Attempt: 1, MaxAttempts: 1}
 
-	tx, err := db.Begin(ctx)
+	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,12 +282,12 @@ func TestCompleteTxOnAJobNotRunByAClient(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatalf("the refused calls broke the transaction: %v", err)
 	}
-	if rec := jobRecord(t, db, id); rec.State != relay.StatePending || rec.Attempt != 0 || rec.Checkpoint != nil || rec.Output != nil {
+	if rec := b.record(id); rec.State != relay.StatePending || rec.Attempt != 0 || rec.Checkpoint != nil || rec.Output != nil {
 		t.Errorf("stored job %d changed: %s, attempt %d, checkpoint %s, output %s", id, rec.State, rec.Attempt, rec.Checkpoint, rec.Output)
 	}
 
 	err = relaytest.Work(ctx, t, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		return relay.CompleteTx(ctx, db, job)
+		return relay.CompleteTx(ctx, b, job)
 	}, numArgs{N: 2})
 	if err == nil {
 		t.Error("CompleteTx in a handler run by relaytest.Work succeeded")
@@ -476,13 +301,11 @@ func TestCompleteTxOnAJobNotRunByAClient(t *testing.T) {
 func TestCompleteTxInAnOrderedQueueWakesTheNextJobOfTheKey(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("step")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	const queue = "cpl-ordered"
-	if err := relay.SetQueue(ctx, db, queue, relay.QueueSettings{Ordered: true}, relay.Schema(db.Schema)); err != nil {
-		t.Fatal(err)
-	}
-	c := cplNewClient(t, db, relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 2}}})
+	b.setQueue(queue, relay.QueueSettings{Ordered: true})
+	c := b.client(relay.Config{Queues: queues(2, queue)})
 	var firstCommitted atomic.Bool
 	secondStarted := make(chan struct{})
 	secondSawFirstCommitted := make(chan bool, 1)
@@ -493,7 +316,7 @@ func TestCompleteTxInAnOrderedQueueWakesTheNextJobOfTheKey(t *testing.T) {
 			close(secondStarted)
 			return nil
 		}
-		tx, err := db.Begin(ctx)
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -514,11 +337,11 @@ func TestCompleteTxInAnOrderedQueueWakesTheNextJobOfTheKey(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{
+	b.start(c)
+	ids, err := relay.EnqueueMany(ctx, b, []relay.JobSpec{
 		kind.Job(numArgs{N: 1}),
 		kind.Job(numArgs{N: 2}),
-	}, relay.Queue(queue), relay.OrderKey("account-7"), relay.Schema(db.Schema))
+	}, relay.Queue(queue), relay.OrderKey("account-7"), relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,13 +351,13 @@ func TestCompleteTxInAnOrderedQueueWakesTheNextJobOfTheKey(t *testing.T) {
 	if !recv(t, secondSawFirstCommitted, "the second job") {
 		t.Error("the second job of the key started before the first committed (before its handler even began to commit)")
 	}
-	waitState(t, db, "succeeded", ids...)
+	b.waitState("succeeded", ids...)
 }
 
 // ---------------------------------------------------------------------------------------
 // Checkpoint
 
-type cplProgress struct{ Done int }
+type progress struct{ Done int }
 
 // A checkpoint saved by a failing attempt reaches the next one: Resume reports none on
 // the first attempt, decodes the last saved state on the next, and GetJob shows it, while
@@ -542,26 +365,26 @@ type cplProgress struct{ Done int }
 func TestCheckpointResumesTheNextAttempt(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("import")
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	type seen struct {
 		attempt int
 		resumed bool
-		state   cplProgress
+		state   progress
 		err     error
 	}
 	seenCh := make(chan seen, 10)
 	saved := make(chan struct{}, 1)
 	proceed := make(chan struct{})
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		var p cplProgress
+		var p progress
 		ok, err := job.Resume(&p)
 		seenCh <- seen{job.Attempt, ok, p, err}
 		if job.Attempt > 1 {
-			return relay.Checkpoint(ctx, db, job, cplProgress{Done: job.Args.N})
+			return relay.Checkpoint(ctx, b, job, progress{Done: job.Args.N})
 		}
 		for _, done := range []int{3, 5} {
-			if err := relay.Checkpoint(ctx, db, job, cplProgress{Done: done}); err != nil {
+			if err := relay.Checkpoint(ctx, b, job, progress{Done: done}); err != nil {
 				return err
 			}
 		}
@@ -571,26 +394,26 @@ func TestCheckpointResumesTheNextAttempt(t *testing.T) {
 		saved <- struct{}{}
 		<-proceed
 		return errors.New("the connection dropped halfway")
-	}, cplRetryFast...)
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{N: 10})
+	}, retryFast...)
+	b.start(c)
+	id := enqueue(b, kind, numArgs{N: 10})
 
-	if s := recv(t, seenCh, "attempt 1 to start"); s.attempt != 1 || s.resumed || s.err != nil || s.state != (cplProgress{}) {
+	if s := recv(t, seenCh, "attempt 1 to start"); s.attempt != 1 || s.resumed || s.err != nil || s.state != (progress{}) {
 		t.Errorf("attempt 1 resumed %+v; want no checkpoint", s)
 	}
 	if s := recv(t, seenCh, "attempt 1 to save progress"); !s.resumed || s.err != nil || s.state.Done != 5 {
 		t.Errorf("after saving, attempt 1's Resume gives %+v; want its latest checkpoint Done=5", s)
 	}
 	recv(t, saved, "attempt 1 to save progress")
-	if rec := jobRecord(t, db, id); rec.State != relay.StateRunning || !cplJSONEqual(rec.Checkpoint, `{"Done":5}`) {
+	if rec := b.record(id); rec.State != relay.StateRunning || !jsonEqual(rec.Checkpoint, `{"Done":5}`) {
 		t.Errorf("while attempt 1 runs, GetJob says %s with checkpoint %s; want running with {\"Done\":5}", rec.State, rec.Checkpoint)
 	}
 	close(proceed)
 	if s := recv(t, seenCh, "attempt 2"); s.attempt != 2 || !s.resumed || s.err != nil || s.state.Done != 5 {
 		t.Errorf("attempt 2 resumed %+v; want attempt 2 resuming from Done=5", s)
 	}
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
-	if !cplJSONEqual(rec.Checkpoint, `{"Done":10}`) || rec.Attempt != 2 {
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	if !jsonEqual(rec.Checkpoint, `{"Done":10}`) || rec.Attempt != 2 {
 		t.Errorf("succeeded at attempt %d with checkpoint %s; want attempt 2 with the last saved {\"Done\":10}", rec.Attempt, rec.Checkpoint)
 	}
 }
@@ -601,18 +424,18 @@ func TestCheckpointResumesTheNextAttempt(t *testing.T) {
 func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("batches")
-	db := relaytest.NewDB(t)
-	effects := cplEffectsTable(t, db)
-	c := cplNewClient(t, db, relay.Config{})
+	b := setup(t)
+	effects := b.effectsTable()
+	c := b.client(relay.Config{})
 	type seen struct {
 		attempt     int
-		resumed     cplProgress
+		resumed     progress
 		outsideSeen json.RawMessage // the checkpoint others see before the commit
 		err         error
 	}
 	seenCh := make(chan seen, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		var p cplProgress
+		var p progress
 		if _, err := job.Resume(&p); err != nil {
 			return err
 		}
@@ -620,20 +443,20 @@ func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 		defer func() { seenCh <- s }()
 		// One transaction per batch: the batch's rows and the checkpoint after it.
 		for batch := p.Done + 1; batch <= 3; batch++ {
-			tx, err := db.Begin(ctx)
+			tx, err := b.Begin(ctx)
 			if err != nil {
 				return err
 			}
-			if err := cplInsertEffect(ctx, tx, effects, job.ID, job.Attempt, fmt.Sprintf("batch %d", batch)); err != nil {
+			if err := insertEffect(ctx, tx, effects, job.ID, job.Attempt, fmt.Sprintf("batch %d", batch)); err != nil {
 				tx.Rollback(ctx)
 				return err
 			}
-			if err := relay.Checkpoint(ctx, tx, job, cplProgress{Done: batch}); err != nil {
+			if err := relay.Checkpoint(ctx, tx, job, progress{Done: batch}); err != nil {
 				tx.Rollback(ctx)
 				return err
 			}
 			if job.Attempt == 1 && batch == 1 {
-				rec, err := relay.GetJob(ctx, db, job.ID, relay.Schema(db.Schema))
+				rec, err := relay.GetJob(ctx, b, job.ID, relay.Schema(b.Schema))
 				if err != nil {
 					s.err = err
 				} else {
@@ -649,9 +472,9 @@ func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 			}
 		}
 		return nil
-	}, cplRetryFast...)
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{})
+	}, retryFast...)
+	b.start(c)
+	id := enqueue(b, kind, numArgs{})
 
 	s1 := recv(t, seenCh, "attempt 1")
 	if s1.err != nil || s1.outsideSeen != nil {
@@ -661,12 +484,12 @@ func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 	if s2.attempt != 2 || s2.resumed.Done != 1 {
 		t.Errorf("attempt %d resumed from %+v; want attempt 2 resuming after batch 1, the last committed", s2.attempt, s2.resumed)
 	}
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
-	if !cplJSONEqual(rec.Checkpoint, `{"Done":3}`) {
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	if !jsonEqual(rec.Checkpoint, `{"Done":3}`) {
 		t.Errorf("final checkpoint %s, want {\"Done\":3}", rec.Checkpoint)
 	}
 	want := []string{fmt.Sprintf("%d/1/batch 1", id), fmt.Sprintf("%d/2/batch 2", id), fmt.Sprintf("%d/2/batch 3", id)}
-	if got := cplEffects(t, db, effects); !slices.Equal(got, want) {
+	if got := b.effects(effects); !slices.Equal(got, want) {
 		t.Errorf("effects %v, want each batch exactly once: %v", got, want)
 	}
 }
@@ -677,81 +500,79 @@ func TestCheckpointInTheWorksTransactionCommitsOrRollsBackWithIt(t *testing.T) {
 func TestCheckpointSurvivesALostLease(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("long")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	// One worker, kept busy by the cut-off handler: c1 cannot claim the rescued job again.
-	c1 := cplNewClient(t, db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 1}}}))
+	c1 := b.client(withShortLeases(relay.Config{Queues: queues(1, relay.DefaultQueue)}))
 	saved := make(chan struct{}, 1)
-	tryStale := make(chan struct{})
+	tryStale := b.gate()
 	staleErr := make(chan error, 1)
 	handle(t, c1, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		if err := relay.Checkpoint(context.Background(), db, job, cplProgress{Done: 7}); err != nil {
+		if err := relay.Checkpoint(context.Background(), b, job, progress{Done: 7}); err != nil {
 			return err
 		}
 		saved <- struct{}{}
 		<-ctx.Done()
-		<-tryStale
-		staleErr <- relay.Checkpoint(context.Background(), db, job, cplProgress{Done: 8})
+		tryStale.wait()
+		staleErr <- relay.Checkpoint(context.Background(), b, job, progress{Done: 8})
 		return nil
 	})
-	start(t, c1, db.Pool)
-	t.Cleanup(func() { closeOnce(tryStale) })
-	id := enqueue(t, db, kind, numArgs{})
+	b.start(c1)
+	id := enqueue(b, kind, numArgs{})
 	recv(t, saved, "the first attempt to save progress")
 
-	c2 := cplNewClient(t, db, withShortLeases(relay.Config{}))
+	c2 := b.client(withShortLeases(relay.Config{}))
 	type seen struct {
 		attempt int
 		resumed bool
-		p       cplProgress
+		p       progress
 	}
 	resumed := make(chan seen, 1)
-	release2 := make(chan struct{})
+	release2 := b.gate()
 	handle(t, c2, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		var p cplProgress
+		var p progress
 		ok, err := job.Resume(&p)
 		if err != nil {
 			return err
 		}
 		resumed <- seen{job.Attempt, ok, p}
-		<-release2
+		release2.wait()
 		return nil
 	})
-	start(t, c2, db.Pool)
-	t.Cleanup(func() { closeOnce(release2) })
+	b.start(c2)
 	relay.PauseLeaseRenewal(c1, true)
 
-	s := recvWithin(t, resumed, shortTTL+waitTimeout, "the other client to rescue and run the job")
+	s := relaytest.Receive(t, resumed, shortTTL+waitTimeout, "the other client to rescue and run the job")
 	if s.attempt != 2 || !s.resumed || s.p.Done != 7 {
 		t.Errorf("the rescuing attempt saw %+v; want attempt 2 resuming from Done=7", s)
 	}
-	close(tryStale)
+	tryStale.open()
 	if err := recv(t, staleErr, "the cut-off attempt's checkpoint"); !errors.Is(err, relay.ErrJobNotHeld) {
 		t.Errorf("Checkpoint of the cut-off attempt: %v; want an error wrapping ErrJobNotHeld", err)
 	}
-	if rec := jobRecord(t, db, id); !cplJSONEqual(rec.Checkpoint, `{"Done":7}`) {
+	if rec := b.record(id); !jsonEqual(rec.Checkpoint, `{"Done":7}`) {
 		t.Errorf("checkpoint is %s after the cut-off attempt tried to save; want still {\"Done\":7}", rec.Checkpoint)
 	}
-	close(release2)
-	waitState(t, db, "succeeded", id)
+	release2.open()
+	b.waitState("succeeded", id)
 }
 
 // State that does not encode as JSON is refused before anything is written.
 func TestCheckpointOfUnencodableStateIsRefused(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("bad")
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	errs := make(chan error, 1)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		errs <- relay.Checkpoint(ctx, db, job, map[string]any{"ch": make(chan int)})
+		errs <- relay.Checkpoint(ctx, b, job, map[string]any{"ch": make(chan int)})
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{})
+	b.start(c)
+	id := enqueue(b, kind, numArgs{})
 	if err := recv(t, errs, "the handler"); err == nil || errors.Is(err, relay.ErrJobNotHeld) {
 		t.Errorf("Checkpoint of a channel: %v; want an encoding error", err)
 	}
-	if rec := waitRecord(t, db, id, relay.StateSucceeded); rec.Checkpoint != nil {
+	if rec := b.waitRecord(id, relay.StateSucceeded); rec.Checkpoint != nil {
 		t.Errorf("checkpoint %s stored", rec.Checkpoint)
 	}
 }
@@ -759,12 +580,12 @@ func TestCheckpointOfUnencodableStateIsRefused(t *testing.T) {
 // ---------------------------------------------------------------------------------------
 // Outputs
 
-type cplResize struct {
+type resizeArgs struct {
 	URL   string
 	Width int
 }
 
-type cplThumb struct {
+type thumb struct {
 	Path  string
 	Bytes int64
 }
@@ -773,44 +594,44 @@ type cplThumb struct {
 // output typed. A failed attempt's output is not stored; a job that has not run has none.
 func TestOutputOfHandleWithOutputIsReadBackTyped(t *testing.T) {
 	t.Parallel()
-	resizeKind := relay.NewKind[cplResize]("resize")
-	nobodyHandlesThisKind := relay.NewKind[cplResize]("nobody-handles-this")
-	db := relaytest.NewDB(t)
+	resizeKind := relay.NewKind[resizeArgs]("resize")
+	nobodyHandlesThisKind := relay.NewKind[resizeArgs]("nobody-handles-this")
+	b := setup(t)
 	ctx := context.Background()
-	c := cplNewClient(t, db, relay.Config{})
-	err := relay.HandleWithOutput(c, resizeKind, func(ctx context.Context, job *relay.Job[cplResize]) (cplThumb, error) {
+	c := b.client(relay.Config{})
+	err := relay.HandleWithOutput(c, resizeKind, func(ctx context.Context, job *relay.Job[resizeArgs]) (thumb, error) {
 		if job.Attempt == 1 {
-			return cplThumb{Path: "partial"}, errors.New("out of memory")
+			return thumb{Path: "partial"}, errors.New("out of memory")
 		}
-		return cplThumb{Path: fmt.Sprintf("/thumbs/%d.jpg", job.Args.Width), Bytes: 2048}, nil
-	}, cplRetryFast...)
+		return thumb{Path: fmt.Sprintf("/thumbs/%d.jpg", job.Args.Width), Bytes: 2048}, nil
+	}, retryFast...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.HandleWithOutput[cplResize, cplThumb](c, relay.NewKind[cplResize]("nil"), nil); !errors.Is(err, relay.ErrInvalidConfig) {
+	if err := relay.HandleWithOutput[resizeArgs, thumb](c, relay.NewKind[resizeArgs]("nil"), nil); !errors.Is(err, relay.ErrInvalidConfig) {
 		t.Errorf("HandleWithOutput with a nil handler: %v, want ErrInvalidConfig", err)
 	}
-	start(t, c, db.Pool)
-	args := cplResize{URL: "https://example.com/cat.png", Width: 320}
-	id := enqueue(t, db, resizeKind, args)
-	notRun := enqueue(t, db, nobodyHandlesThisKind, args)
-	waitState(t, db, "succeeded", id)
+	b.start(c)
+	args := resizeArgs{URL: "https://example.com/cat.png", Width: 320}
+	id := enqueue(b, resizeKind, args)
+	notRun := enqueue(b, nobodyHandlesThisKind, args)
+	b.waitState("succeeded", id)
 
-	rec, err := relay.GetJobOf[cplResize, cplThumb](ctx, db, id, relay.Schema(db.Schema))
+	rec, err := relay.GetJobOf[resizeArgs, thumb](ctx, b, id, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rec.Args != args {
 		t.Errorf("GetJobOf args %+v, want %+v", rec.Args, args)
 	}
-	if want := (cplThumb{Path: "/thumbs/320.jpg", Bytes: 2048}); rec.Output == nil || *rec.Output != want {
+	if want := (thumb{Path: "/thumbs/320.jpg", Bytes: 2048}); rec.Output == nil || *rec.Output != want {
 		t.Errorf("GetJobOf output %v, want %+v (the failed attempt's output is not stored)", rec.Output, want)
 	}
-	if rec.State != relay.StateSucceeded || rec.Attempt != 2 || !cplJSONEqual(rec.JobRecord.Output, `{"Path":"/thumbs/320.jpg","Bytes":2048}`) {
+	if rec.State != relay.StateSucceeded || rec.Attempt != 2 || !jsonEqual(rec.JobRecord.Output, `{"Path":"/thumbs/320.jpg","Bytes":2048}`) {
 		t.Errorf("record: %s, attempt %d, output %s", rec.State, rec.Attempt, rec.JobRecord.Output)
 	}
 
-	pending, err := relay.GetJobOf[cplResize, cplThumb](ctx, db, notRun, relay.Schema(db.Schema))
+	pending, err := relay.GetJobOf[resizeArgs, thumb](ctx, b, notRun, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -818,10 +639,10 @@ func TestOutputOfHandleWithOutputIsReadBackTyped(t *testing.T) {
 		t.Errorf("a job that never ran: output %v (%s), args %+v; want no output", pending.Output, pending.JobRecord.Output, pending.Args)
 	}
 	// An output that does not decode into O is an error, not a zero value.
-	if _, err := relay.GetJobOf[cplResize, int](ctx, db, id, relay.Schema(db.Schema)); err == nil {
+	if _, err := relay.GetJobOf[resizeArgs, int](ctx, b, id, relay.Schema(b.Schema)); err == nil {
 		t.Error("GetJobOf with an output type the output does not decode into succeeded")
 	}
-	if _, err := relay.GetJobOf[cplResize, cplThumb](ctx, db, id+1000, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrJobNotFound) {
+	if _, err := relay.GetJobOf[resizeArgs, thumb](ctx, b, id+1000, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrJobNotFound) {
 		t.Errorf("GetJobOf of an unknown id: %v, want ErrJobNotFound", err)
 	}
 }
@@ -831,8 +652,8 @@ func TestOutputOfHandleWithOutputIsReadBackTyped(t *testing.T) {
 func TestOutputSetOutputInAPlainHandler(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("report")
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	errs := make(chan error, 3)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		errs <- job.SetOutput("a first draft")
@@ -840,8 +661,8 @@ func TestOutputSetOutputInAPlainHandler(t *testing.T) {
 		errs <- job.SetOutput(make(chan int))
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{N: 42})
+	b.start(c)
+	id := enqueue(b, kind, numArgs{N: 42})
 	for i := range 2 {
 		if err := recv(t, errs, "SetOutput"); err != nil {
 			t.Errorf("SetOutput #%d: %v", i+1, err)
@@ -850,11 +671,11 @@ func TestOutputSetOutputInAPlainHandler(t *testing.T) {
 	if err := recv(t, errs, "SetOutput of a channel"); err == nil {
 		t.Error("SetOutput of a channel succeeded")
 	}
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
-	if !cplJSONEqual(rec.Output, `{"rows":42}`) {
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	if !jsonEqual(rec.Output, `{"rows":42}`) {
 		t.Errorf("output %s, want the last encodable value {\"rows\":42}", rec.Output)
 	}
-	typed, err := relay.GetJobOf[numArgs, map[string]int](context.Background(), db, id, relay.Schema(db.Schema))
+	typed, err := relay.GetJobOf[numArgs, map[string]int](context.Background(), b, id, relay.Schema(b.Schema))
 	if err != nil || typed.Output == nil || (*typed.Output)["rows"] != 42 || typed.Args.N != 42 {
 		t.Errorf("GetJobOf: %+v, %v", typed, err)
 	}
@@ -866,8 +687,8 @@ func TestOutputOfAFailedJobIsNotStored(t *testing.T) {
 	t.Parallel()
 	failsKind := relay.NewKind[numArgs]("fails")
 	laterSilentKind := relay.NewKind[numArgs]("later-silent")
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	handle(t, c, failsKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if err := job.SetOutput(fmt.Sprintf("from attempt %d", job.Attempt)); err != nil {
 			return err
@@ -890,27 +711,27 @@ func TestOutputOfAFailedJobIsNotStored(t *testing.T) {
 			return errors.New("fails once")
 		}
 		return nil
-	}, cplRetryFast...)
-	start(t, c, db.Pool)
-	exhausted := enqueue(t, db, failsKind, numArgs{N: 1})
-	discarded := enqueue(t, db, failsKind, numArgs{N: 2})
-	retried := enqueue(t, db, failsKind, numArgs{N: 3})
-	silent := enqueue(t, db, laterSilentKind, numArgs{})
+	}, retryFast...)
+	b.start(c)
+	exhausted := enqueue(b, failsKind, numArgs{N: 1})
+	discarded := enqueue(b, failsKind, numArgs{N: 2})
+	retried := enqueue(b, failsKind, numArgs{N: 3})
+	silent := enqueue(b, laterSilentKind, numArgs{})
 
 	for _, id := range []int64{exhausted, discarded} {
-		rec := waitRecord(t, db, id, relay.StateFailed)
+		rec := b.waitRecord(id, relay.StateFailed)
 		if rec.Output != nil {
 			t.Errorf("failed job %d has output %s", id, rec.Output)
 		}
-		typed, err := relay.GetJobOf[numArgs, string](context.Background(), db, id, relay.Schema(db.Schema))
+		typed, err := relay.GetJobOf[numArgs, string](context.Background(), b, id, relay.Schema(b.Schema))
 		if err != nil || typed.Output != nil {
 			t.Errorf("GetJobOf of failed job %d: output %v, error %v; want no output", id, typed.Output, err)
 		}
 	}
-	if rec := waitRecord(t, db, retried, relay.StateSucceeded); !cplJSONEqual(rec.Output, `"from attempt 2"`) {
+	if rec := b.waitRecord(retried, relay.StateSucceeded); !jsonEqual(rec.Output, `"from attempt 2"`) {
 		t.Errorf("job retried once has output %s, want the successful attempt's \"from attempt 2\"", rec.Output)
 	}
-	if rec := waitRecord(t, db, silent, relay.StateSucceeded); rec.Output != nil {
+	if rec := b.waitRecord(silent, relay.StateSucceeded); rec.Output != nil {
 		t.Errorf("a success that set no output has output %s from its failed attempt", rec.Output)
 	}
 }
@@ -921,10 +742,10 @@ func TestOutputOfAFailedJobIsNotStored(t *testing.T) {
 func TestOutputWithCompleteTx(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("tx-output")
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := db.Begin(ctx)
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -940,16 +761,16 @@ func TestOutputWithCompleteTx(t *testing.T) {
 		}
 		return tx.Commit(ctx)
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{N: 9})
-	waitState(t, db, "succeeded", id)
+	b.start(c)
+	id := enqueue(b, kind, numArgs{N: 9})
+	b.waitState("succeeded", id)
 	// Committed with the job: the output set before CompleteTx, visible with the success.
-	if rec := jobRecord(t, db, id); !cplJSONEqual(rec.Output, `{"invoice":9}`) && !cplJSONEqual(rec.Output, `"too late"`) {
+	if rec := b.record(id); !jsonEqual(rec.Output, `{"invoice":9}`) && !jsonEqual(rec.Output, `"too late"`) {
 		t.Errorf("output once succeeded %s, want {\"invoice\":9} (or already the later one)", rec.Output)
 	}
-	stop(t, c) // the handler's return has been recorded by now
+	b.stop(c) // the handler's return has been recorded by now
 	// A later SetOutput replaces it once the handler has returned.
-	if rec := jobRecord(t, db, id); !cplJSONEqual(rec.Output, `"too late"`) {
+	if rec := b.record(id); !jsonEqual(rec.Output, `"too late"`) {
 		t.Errorf("output %s, want \"too late\", set after CompleteTx", rec.Output)
 	}
 }
@@ -961,31 +782,31 @@ func TestOutputWithCompleteTx(t *testing.T) {
 func TestOutputOfHandleWithOutputAndCompleteTx(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("tx-returns")
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{})
-	err := relay.HandleWithOutput(c, kind, func(ctx context.Context, job *relay.Job[numArgs]) (cplThumb, error) {
-		tx, err := db.Begin(ctx)
+	b := setup(t)
+	c := b.client(relay.Config{})
+	err := relay.HandleWithOutput(c, kind, func(ctx context.Context, job *relay.Job[numArgs]) (thumb, error) {
+		tx, err := b.Begin(ctx)
 		if err != nil {
-			return cplThumb{}, err
+			return thumb{}, err
 		}
 		defer tx.Rollback(ctx)
 		if err := relay.CompleteTx(ctx, tx, job); err != nil {
-			return cplThumb{}, err
+			return thumb{}, err
 		}
-		return cplThumb{Path: "/out", Bytes: int64(job.Args.N)}, tx.Commit(ctx)
+		return thumb{Path: "/out", Bytes: int64(job.Args.N)}, tx.Commit(ctx)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{N: 5})
-	waitState(t, db, "succeeded", id)
-	stop(t, c)
-	rec, err := relay.GetJobOf[numArgs, cplThumb](context.Background(), db, id, relay.Schema(db.Schema))
+	b.start(c)
+	id := enqueue(b, kind, numArgs{N: 5})
+	b.waitState("succeeded", id)
+	b.stop(c)
+	rec, err := relay.GetJobOf[numArgs, thumb](context.Background(), b, id, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Output == nil || *rec.Output != (cplThumb{Path: "/out", Bytes: 5}) {
+	if rec.Output == nil || *rec.Output != (thumb{Path: "/out", Bytes: 5}) {
 		t.Errorf("job succeeded by CompleteTx in a HandleWithOutput handler has output %v (raw %s); want the returned {/out 5}",
 			rec.Output, rec.JobRecord.Output)
 	}
@@ -994,7 +815,7 @@ func TestOutputOfHandleWithOutputAndCompleteTx(t *testing.T) {
 // ---------------------------------------------------------------------------------------
 // Binary payloads
 
-type cplBlob struct {
+type blob struct {
 	id   int64
 	data []byte
 }
@@ -1006,17 +827,17 @@ func TestBinaryPayloadsReachAByteHandlerExactly(t *testing.T) {
 	t.Parallel()
 	blobKind := relay.NewKind[[]byte]("blob")
 	jsonKind := relay.NewKind[numArgs]("json")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	c := cplNewClient(t, db, relay.Config{})
-	got := make(chan cplBlob, 20)
+	c := b.client(relay.Config{})
+	got := make(chan blob, 20)
 	handle(t, c, blobKind, func(ctx context.Context, job *relay.Job[[]byte]) error {
-		got <- cplBlob{job.ID, bytes.Clone(job.Args)}
+		got <- blob{job.ID, bytes.Clone(job.Args)}
 		return nil
 	})
 	jsonRan := make(chan int64, 1)
 	handle(t, c, jsonKind, reportIDs(jsonRan))
-	start(t, c, db.Pool)
+	b.start(c)
 
 	payloads := map[string][]byte{
 		"not UTF-8":       {0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28},
@@ -1030,7 +851,7 @@ func TestBinaryPayloadsReachAByteHandlerExactly(t *testing.T) {
 	want := map[int64][]byte{}
 	names := map[int64]string{}
 	for name, p := range payloads {
-		id := enqueue(t, db, blobKind, p)
+		id := enqueue(b, blobKind, p)
 		want[id], names[id] = p, "Enqueue "+name
 	}
 	var specs []relay.JobSpec
@@ -1042,10 +863,7 @@ func TestBinaryPayloadsReachAByteHandlerExactly(t *testing.T) {
 		specNames = append(specNames, "EnqueueMany "+name)
 	}
 	specs = append(specs, jsonKind.Job(numArgs{N: 5})) // a JSON job in the same batch
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueMany(specs)
 	jsonID := ids[len(ids)-1]
 	for i, id := range ids[:len(ids)-1] {
 		want[id], names[id] = specPayloads[i], specNames[i]
@@ -1053,11 +871,11 @@ func TestBinaryPayloadsReachAByteHandlerExactly(t *testing.T) {
 
 	received := map[int64][]byte{}
 	for range len(want) {
-		b := recv(t, got, "the binary jobs to run")
-		if _, dup := received[b.id]; dup {
-			t.Errorf("job %d ran twice", b.id)
+		r := recv(t, got, "the binary jobs to run")
+		if _, dup := received[r.id]; dup {
+			t.Errorf("job %d ran twice", r.id)
 		}
-		received[b.id] = b.data
+		received[r.id] = r.data
 	}
 	if got := recv(t, jsonRan, "the JSON job of the batch"); got != jsonID {
 		t.Errorf("JSON job %d ran, want %d", got, jsonID)
@@ -1066,23 +884,23 @@ func TestBinaryPayloadsReachAByteHandlerExactly(t *testing.T) {
 		if r, ok := received[id]; !ok || !bytes.Equal(r, w) {
 			t.Errorf("%s: handler received %x (ran: %v), want %x", names[id], r, ok, w)
 		}
-		waitState(t, db, "succeeded", id)
-		rec := jobRecord(t, db, id)
+		b.waitState("succeeded", id)
+		rec := b.record(id)
 		if rec.Payload == nil || !bytes.Equal(rec.Payload, w) {
 			t.Errorf("%s: GetJob Payload %x (nil: %v), want %x", names[id], rec.Payload, rec.Payload == nil, w)
 		}
 		if string(rec.Args) != "null" {
 			t.Errorf("%s: GetJob Args %s, want null", names[id], rec.Args)
 		}
-		typed, err := relay.GetJobOf[[]byte, struct{}](ctx, db, id, relay.Schema(db.Schema))
+		typed, err := relay.GetJobOf[[]byte, struct{}](ctx, b, id, relay.Schema(b.Schema))
 		if err != nil {
 			t.Errorf("%s: GetJobOf: %v", names[id], err)
 		} else if !bytes.Equal(typed.Args, w) {
 			t.Errorf("%s: GetJobOf Args %x, want %x", names[id], typed.Args, w)
 		}
 	}
-	waitState(t, db, "succeeded", jsonID)
-	if rec := jobRecord(t, db, jsonID); rec.Payload != nil || !cplJSONEqual(rec.Args, `{"N":5}`) {
+	b.waitState("succeeded", jsonID)
+	if rec := b.record(jsonID); rec.Payload != nil || !jsonEqual(rec.Args, `{"N":5}`) {
 		t.Errorf("JSON job of the batch: Payload %x, Args %s; want no payload, JSON args", rec.Payload, rec.Args)
 	}
 }
@@ -1097,12 +915,12 @@ func TestBinaryPayloadAndJSONArgsAcrossHandlerTypes(t *testing.T) {
 	t.Parallel()
 	blobKind := relay.NewKind[[]byte]("blob")
 	numKind := relay.NewKind[numArgs]("num")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	c := cplNewClient(t, db, relay.Config{})
-	blobs := make(chan cplBlob, 10)
+	c := b.client(relay.Config{})
+	blobs := make(chan blob, 10)
 	handle(t, c, blobKind, func(ctx context.Context, job *relay.Job[[]byte]) error {
-		blobs <- cplBlob{job.ID, bytes.Clone(job.Args)}
+		blobs <- blob{job.ID, bytes.Clone(job.Args)}
 		return nil
 	})
 	nums := make(chan numArgs, 10)
@@ -1110,36 +928,36 @@ func TestBinaryPayloadAndJSONArgsAcrossHandlerTypes(t *testing.T) {
 		nums <- job.Args
 		return nil
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
-	base64JSON := enqueue(t, db, relay.NewKind[string]("blob"), "aGVsbG8=") // the JSON string "aGVsbG8=": base64 of hello
-	if b := recv(t, blobs, "the base64 JSON job"); b.id != base64JSON || string(b.data) != "hello" {
-		t.Errorf("[]byte handler got %q for JSON args \"aGVsbG8=\", want \"hello\"", b.data)
+	base64JSON := enqueue(b, relay.NewKind[string]("blob"), "aGVsbG8=") // the JSON string "aGVsbG8=": base64 of hello
+	if r := recv(t, blobs, "the base64 JSON job"); r.id != base64JSON || string(r.data) != "hello" {
+		t.Errorf("[]byte handler got %q for JSON args \"aGVsbG8=\", want \"hello\"", r.data)
 	}
-	rawMessage := enqueue(t, db, relay.NewKind[json.RawMessage]("num"), json.RawMessage(`{"N":5}`))
+	rawMessage := enqueue(b, relay.NewKind[json.RawMessage]("num"), json.RawMessage(`{"N":5}`))
 	if n := recv(t, nums, "the json.RawMessage job"); n.N != 5 {
 		t.Errorf("json.RawMessage args reached the handler as %+v, want {N:5}", n)
 	}
-	if rec := waitRecord(t, db, rawMessage, relay.StateSucceeded); rec.Payload != nil {
+	if rec := b.waitRecord(rawMessage, relay.StateSucceeded); rec.Payload != nil {
 		t.Errorf("json.RawMessage args were stored as a raw payload %x", rec.Payload)
 	}
 
-	objectToBlob := enqueue(t, db, relay.NewKind[numArgs]("blob"), numArgs{N: 1})
-	rawToNum := enqueue(t, db, relay.NewKind[[]byte]("num"), []byte{0xca, 0xfe})
+	objectToBlob := enqueue(b, relay.NewKind[numArgs]("blob"), numArgs{N: 1})
+	rawToNum := enqueue(b, relay.NewKind[[]byte]("num"), []byte{0xca, 0xfe})
 	for _, id := range []int64{objectToBlob, rawToNum} {
-		rec := waitRecord(t, db, id, relay.StateFailed)
+		rec := b.waitRecord(id, relay.StateFailed)
 		if rec.Attempt != 1 || len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonDecode {
 			t.Errorf("job %d: attempt %d, history %s; want failed at once with reason decode", id, rec.Attempt, historyString(rec.Attempts))
 		}
 	}
-	if rec := jobRecord(t, db, rawToNum); len(rec.Attempts) == 1 && !strings.Contains(rec.Attempts[0].Error, "[]byte") {
+	if rec := b.record(rawToNum); len(rec.Attempts) == 1 && !strings.Contains(rec.Attempts[0].Error, "[]byte") {
 		t.Errorf("decode error of raw args in a numArgs handler %q does not say they need a []byte handler", rec.Attempts[0].Error)
 	}
-	if _, err := relay.GetJobOf[numArgs, struct{}](ctx, db, rawToNum, relay.Schema(db.Schema)); err == nil {
+	if _, err := relay.GetJobOf[numArgs, struct{}](ctx, b, rawToNum, relay.Schema(b.Schema)); err == nil {
 		t.Error("GetJobOf[numArgs] of a job with raw args succeeded")
 	}
-	cplNoMore(t, blobs, "[]byte handler call")
-	cplNoMore(t, nums, "numArgs handler call")
+	noMore(t, blobs, "[]byte handler call")
+	noMore(t, nums, "numArgs handler call")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1156,18 +974,17 @@ func TestEventsReportEachOutcome(t *testing.T) {
 	snoozeKind := relay.NewKind[numArgs]("snooze")
 	cancelKind := relay.NewKind[numArgs]("cancel")
 	txKind := relay.NewKind[numArgs]("tx")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	c := cplNewClient(t, db, relay.Config{})
-	events, unsubscribe := c.Subscribe(16)
-	defer unsubscribe()
+	c := b.client(relay.Config{})
+	events := b.subscribe(c, 16)
 
 	type span struct{ from, to time.Time }
 	spans := make(chan span, 1)
-	release := make(chan struct{})
+	release := b.gate()
 	handle(t, c, okKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		from := time.Now()
-		<-release
+		release.wait()
 		spans <- span{from, time.Now()}
 		return nil
 	})
@@ -1187,7 +1004,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 		return ctx.Err()
 	})
 	handle(t, c, txKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := db.Begin(ctx)
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -1197,7 +1014,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 		}
 		return tx.Commit(ctx)
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
 	next := func(id int64, kind string) relay.Event {
 		t.Helper()
@@ -1208,20 +1025,20 @@ func TestEventsReportEachOutcome(t *testing.T) {
 		if e.StartedAt.IsZero() || e.EndedAt.Before(e.StartedAt) || e.ScheduledAt.IsZero() || e.Wait() < 0 || e.Ran() < 0 {
 			t.Errorf("%s: timings scheduled %v, started %v, ended %v", kind, e.ScheduledAt, e.StartedAt, e.EndedAt)
 		}
-		cplAssertCommitted(t, db, e)
+		b.assertCommitted(e)
 		return e
 	}
 
 	// A success, with timings that bracket what the handler saw.
 	before := time.Now()
-	id := enqueue(t, db, okKind, numArgs{})
-	close(release)
+	id := enqueue(b, okKind, numArgs{})
+	release.open()
 	sp := recv(t, spans, "the handler")
 	e := next(id, "ok")
 	received := time.Now()
-	rec := jobRecord(t, db, id)
+	rec := b.record(id)
 	if e.State != relay.StateSucceeded || e.Attempt != 1 || e.Reason != "" || e.Error != "" || !e.RetryAt.IsZero() || e.CompletedTx {
-		t.Errorf("success reported as %s, RetryAt %v", cplEventString(e), e.RetryAt)
+		t.Errorf("success reported as %s, RetryAt %v", eventString(e), e.RetryAt)
 	}
 	if e.StartedAt.After(sp.from) || e.EndedAt.Before(sp.to) || e.Ran() < sp.to.Sub(sp.from) {
 		t.Errorf("handler ran from %v to %v, event says %v to %v (ran %v)", sp.from, sp.to, e.StartedAt, e.EndedAt, e.Ran())
@@ -1238,55 +1055,55 @@ func TestEventsReportEachOutcome(t *testing.T) {
 	}
 
 	// A retry.
-	id = enqueue(t, db, retryKind, numArgs{})
+	id = enqueue(b, retryKind, numArgs{})
 	e = next(id, "retry")
 	if e.State != relay.StatePending || e.Reason != relay.ReasonError || e.Error != "upstream answered 503" || e.Attempt != 1 || e.RetryAt.Sub(e.EndedAt) != time.Hour {
-		t.Errorf("retry reported as %s, RetryAt %v after the end; want pending (error) in an hour", cplEventString(e), e.RetryAt.Sub(e.EndedAt))
+		t.Errorf("retry reported as %s, RetryAt %v after the end; want pending (error) in an hour", eventString(e), e.RetryAt.Sub(e.EndedAt))
 	}
-	if rec := jobRecord(t, db, id); rec.State != relay.StateScheduled || !rec.ScheduledAt.Equal(e.RetryAt.Truncate(time.Microsecond)) {
+	if rec := b.record(id); rec.State != relay.StateScheduled || !rec.ScheduledAt.Equal(e.RetryAt.Truncate(time.Microsecond)) {
 		t.Errorf("after the retry event the job is %s at %v; want scheduled at the event's RetryAt %v", rec.State, rec.ScheduledAt, e.RetryAt)
 	}
 
 	// A discard.
-	id = enqueue(t, db, discardKind, numArgs{})
+	id = enqueue(b, discardKind, numArgs{})
 	e = next(id, "discard")
 	if e.State != relay.StateFailed || e.Reason != relay.ReasonDiscarded || !strings.Contains(e.Error, "malformed address") || !e.RetryAt.IsZero() {
-		t.Errorf("discard reported as %s, RetryAt %v; want failed (discarded)", cplEventString(e), e.RetryAt)
+		t.Errorf("discard reported as %s, RetryAt %v; want failed (discarded)", eventString(e), e.RetryAt)
 	}
-	if rec := jobRecord(t, db, id); !rec.FinishedAt.Equal(e.EndedAt.Truncate(time.Microsecond)) {
+	if rec := b.record(id); !rec.FinishedAt.Equal(e.EndedAt.Truncate(time.Microsecond)) {
 		t.Errorf("discard event ended at %v, record finished at %v", e.EndedAt, rec.FinishedAt)
 	}
 
 	// A snooze.
-	id = enqueue(t, db, snoozeKind, numArgs{})
+	id = enqueue(b, snoozeKind, numArgs{})
 	e = next(id, "snooze")
 	if e.State != relay.StatePending || e.Reason != relay.ReasonSnoozed || e.RetryAt.Sub(e.EndedAt) != time.Hour {
-		t.Errorf("snooze reported as %s, RetryAt %v after the end; want pending (snoozed) in an hour", cplEventString(e), e.RetryAt.Sub(e.EndedAt))
+		t.Errorf("snooze reported as %s, RetryAt %v after the end; want pending (snoozed) in an hour", eventString(e), e.RetryAt.Sub(e.EndedAt))
 	}
-	if rec := jobRecord(t, db, id); rec.State != relay.StateScheduled {
+	if rec := b.record(id); rec.State != relay.StateScheduled {
 		t.Errorf("after the snooze event the job is %s, want scheduled", rec.State)
 	}
 
 	// A cancel of a running job.
-	id = enqueue(t, db, cancelKind, numArgs{})
+	id = enqueue(b, cancelKind, numArgs{})
 	recv(t, cancelStarted, "the job to be cancelled to start")
-	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Cancel(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
 	e = next(id, "cancel")
 	if e.State != relay.StateCancelled || e.Reason != relay.ReasonCancelled || e.Attempt != 1 {
-		t.Errorf("cancel reported as %s; want cancelled (cancelled)", cplEventString(e))
+		t.Errorf("cancel reported as %s; want cancelled (cancelled)", eventString(e))
 	}
 
 	// A success by CompleteTx.
-	id = enqueue(t, db, txKind, numArgs{})
+	id = enqueue(b, txKind, numArgs{})
 	e = next(id, "tx")
 	if e.State != relay.StateSucceeded || !e.CompletedTx || e.Reason != "" || e.Error != "" || e.Attempt != 1 {
-		t.Errorf("CompleteTx success reported as %s; want succeeded with CompletedTx", cplEventString(e))
+		t.Errorf("CompleteTx success reported as %s; want succeeded with CompletedTx", eventString(e))
 	}
 
-	stop(t, c)
-	cplNoMore(t, events, "event")
+	b.stop(c)
+	noMore(t, events, "event")
 	if d := c.Dropped(); d != 0 {
 		t.Errorf("Dropped = %d with a subscriber that kept up", d)
 	}
@@ -1298,26 +1115,18 @@ func TestEventsArriveOnlyOnceTheOutcomeIsCommitted(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("burst")
 	const n = 200
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 20}}})
-	events, unsubscribe := c.Subscribe(n)
-	defer unsubscribe()
+	b := setup(t)
+	c := b.client(relay.Config{Queues: queues(20, relay.DefaultQueue)})
+	events := b.subscribe(c, n)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Args.N%3 == 0 {
 			return relay.Discard(errors.New("every third fails"))
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	specs := make([]relay.JobSpec, n)
-	for i := range specs {
-		specs[i] = kind.Job(numArgs{N: i})
-	}
-	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := cplEventsOf(t, db, events, n, ids...)
+	b.start(c)
+	ids := b.enqueueN(kind, n)
+	got := b.eventsOf(events, n, ids...)
 	for i, id := range ids {
 		want := relay.StateSucceeded
 		if i%3 == 0 {
@@ -1327,8 +1136,8 @@ func TestEventsArriveOnlyOnceTheOutcomeIsCommitted(t *testing.T) {
 			t.Errorf("job %d: %d events, first %+v; want one, %s", id, len(es), es, want)
 		}
 	}
-	stop(t, c)
-	cplNoMore(t, events, "event")
+	b.stop(c)
+	noMore(t, events, "event")
 }
 
 // Unsubscribe closes the channel and ends delivery to it (calling it again is harmless);
@@ -1336,21 +1145,21 @@ func TestEventsArriveOnlyOnceTheOutcomeIsCommitted(t *testing.T) {
 // Dropped, without holding the client up.
 func TestEventsUnsubscribeClosesTheChannel(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	c := cplNewClient(t, db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error { return nil })
 	first, unsubscribeFirst := c.Subscribe(8)
 	second, unsubscribeSecond := c.Subscribe(8)
 	defer unsubscribeSecond()
 	_, unsubscribeStalled := c.Subscribe(0) // never read: every event to it is dropped
-	start(t, c, db.Pool)
+	b.start(c)
 
-	a := enqueue(t, db, testKind, numArgs{N: 1})
-	if e := recv(t, first, "the first subscriber's event"); e.JobID != a {
-		t.Errorf("first subscriber got job %d, want %d", e.JobID, a)
+	jobA := enqueue(b, testKind, numArgs{N: 1})
+	if e := recv(t, first, "the first subscriber's event"); e.JobID != jobA {
+		t.Errorf("first subscriber got job %d, want %d", e.JobID, jobA)
 	}
-	if e := recv(t, second, "the second subscriber's event"); e.JobID != a {
-		t.Errorf("second subscriber got job %d, want %d", e.JobID, a)
+	if e := recv(t, second, "the second subscriber's event"); e.JobID != jobA {
+		t.Errorf("second subscriber got job %d, want %d", e.JobID, jobA)
 	}
 	unsubscribeFirst()
 	unsubscribeFirst()
@@ -1358,9 +1167,9 @@ func TestEventsUnsubscribeClosesTheChannel(t *testing.T) {
 		t.Fatalf("the channel is open after unsubscribe: got %+v", e)
 	}
 
-	b := enqueue(t, db, testKind, numArgs{N: 2})
-	if e := recv(t, second, "the second subscriber's event"); e.JobID != b {
-		t.Errorf("second subscriber got job %d, want %d", e.JobID, b)
+	jobB := enqueue(b, testKind, numArgs{N: 2})
+	if e := recv(t, second, "the second subscriber's event"); e.JobID != jobB {
+		t.Errorf("second subscriber got job %d, want %d", e.JobID, jobB)
 	}
 	// Unsubscribing waits for an event being delivered to finish: after it, the stalled
 	// subscriber has certainly missed both.
@@ -1368,11 +1177,11 @@ func TestEventsUnsubscribeClosesTheChannel(t *testing.T) {
 	if d := c.Dropped(); d != 2 {
 		t.Errorf("Dropped = %d, want 2 (two events to a subscriber that never read)", d)
 	}
-	stop(t, c)
+	b.stop(c)
 	if e, ok := <-first; ok {
 		t.Errorf("unsubscribed channel delivered %+v", e)
 	}
-	cplNoMore(t, second, "event")
+	noMore(t, second, "event")
 }
 
 // The events of one job arrive in the order of its attempts: a subscriber that keeps the
@@ -1387,26 +1196,24 @@ func TestEventsUnsubscribeClosesTheChannel(t *testing.T) {
 func TestEventsOfOneJobArriveInAttemptOrder(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("pay")
-	db := relaytest.NewDB(t)
-	release := make(chan struct{})
-	t.Cleanup(func() { closeOnce(release) })
+	b := setup(t)
+	release := b.gate()
 	var held atomic.Bool
-	logger := slog.New(cplLogHook(func(r slog.Record) {
+	logger := slog.New(logHook(func(r slog.Record) {
 		if r.Level >= slog.LevelWarn && held.CompareAndSwap(false, true) {
 			select {
-			case <-release:
+			case <-release.ch:
 			case <-time.After(2 * time.Second):
 			}
 		}
 	}))
-	c := cplNewClient(t, db, relay.Config{Logger: logger})
-	events, unsubscribe := c.Subscribe(8)
-	defer unsubscribe()
+	c := b.client(relay.Config{Logger: logger})
+	events := b.subscribe(c, 8)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Attempt == 1 {
 			return errors.New("gateway timeout")
 		}
-		tx, err := db.Begin(ctx)
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -1415,31 +1222,23 @@ func TestEventsOfOneJobArriveInAttemptOrder(t *testing.T) {
 			return err
 		}
 		return tx.Commit(ctx)
-	}, cplRetryFast...)
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{})
+	}, retryFast...)
+	b.start(c)
+	id := enqueue(b, kind, numArgs{})
 
 	first := recv(t, events, "the first event")
-	closeOnce(release)
+	release.open()
 	second := recv(t, events, "the second event")
 	if first.JobID != id || second.JobID != id || first.Attempt != 1 || second.Attempt != 2 {
 		t.Errorf("events arrived as [%s, %s]; want attempt 1's failure, then attempt 2's success",
-			cplEventString(first), cplEventString(second))
+			eventString(first), eventString(second))
 	}
 }
 
-// cplLogHook is a slog.Handler that calls its function with every record.
-type cplLogHook func(slog.Record)
-
-func (h cplLogHook) Enabled(context.Context, slog.Level) bool      { return true }
-func (h cplLogHook) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
-func (h cplLogHook) WithAttrs([]slog.Attr) slog.Handler            { return h }
-func (h cplLogHook) WithGroup(string) slog.Handler                 { return h }
-
 // ---------------------------------------------------------------------------------------
 
-// cplJSONEqual reports whether got is the JSON value want (jsonb does not keep formatting).
-func cplJSONEqual(got json.RawMessage, want string) bool {
+// jsonEqual reports whether got is the JSON value want (jsonb does not keep formatting).
+func jsonEqual(got json.RawMessage, want string) bool {
 	if got == nil {
 		return false
 	}

@@ -1,16 +1,11 @@
 package relay_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,61 +18,19 @@ import (
 	"github.com/relayq/relay/relaytest"
 )
 
-// The worker process of TestKilledWorkerProcessJobRunsAgainOnAnotherClient: the test binary
-// runs itself with -test.run=TestHelperWorkerProcess and these variables set.
-const (
-	workerEnv       = "RELAY_TEST_WORKER_PROCESS" // "1" in the worker
-	workerSchemaEnv = "RELAY_TEST_WORKER_SCHEMA"
-	workerIDEnv     = "RELAY_TEST_WORKER_ID"
-)
-
-// crashKind is the kind of the job the worker process runs until it is killed.
+// crashKind is the kind of the job the "crash" worker process runs until it is killed.
 var crashKind = relay.NewKind[numArgs]("crash")
 
-// TestHelperWorkerProcess is not a test: it is the worker process that
-// TestKilledWorkerProcessJobRunsAgainOnAnotherClient starts and kills. It runs a client on
-// the schema it is given and says on stdout "ready" once started and "started <id>" when a
-// job starts; the job then runs until the process dies. It exits when its stdin closes, so
-// that it cannot outlive the test.
-func TestHelperWorkerProcess(t *testing.T) {
-	if os.Getenv(workerEnv) != "1" {
-		t.Skip("the worker process of TestKilledWorkerProcessJobRunsAgainOnAnotherClient; runs only as its child")
-	}
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		os.Exit(3) // the parent is gone
-	}()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, relaytest.URL(t)) // DATABASE_URL, from the parent
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker: connect:", err)
-		os.Exit(2)
-	}
-	c := relay.New(relay.Config{
-		Schema: os.Getenv(workerSchemaEnv), ID: os.Getenv(workerIDEnv),
-		LeaseTTL: shortTTL, LeaseRenewal: shortRenewal, PollInterval: time.Hour,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
-	})
-	var out sync.Mutex
-	say := func(format string, args ...any) {
-		out.Lock()
-		defer out.Unlock()
-		fmt.Fprintf(os.Stdout, format+"\n", args...)
-	}
-	err = relay.Handle(c, crashKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		say("started %d", job.ID)
+// crashWorker is the role "crash" of a worker process (see workerRoles): its client, with
+// short leases, says "started <id>" when a job starts; the job then runs until the
+// process dies.
+func crashWorker(w *workerSide) (*relay.Client, error) {
+	c := relay.New(withShortLeases(w.cfg))
+	return c, relay.Handle(c, crashKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		w.say("started %d", job.ID)
 		<-ctx.Done() // until SIGKILL
 		return ctx.Err()
 	})
-	if err == nil {
-		err = c.Start(ctx, pool)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
-		os.Exit(2)
-	}
-	say("ready")
-	select {}
 }
 
 // A worker process killed with SIGKILL while it runs a job: another client runs the job
@@ -85,65 +38,21 @@ func TestHelperWorkerProcess(t *testing.T) {
 // dead worker with reason "lost lease".
 func TestKilledWorkerProcessJobRunsAgainOnAnotherClient(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	workerID := "worker-process-" + randomHex()
+	worker := b.startWorker("crash", map[string]string{"ID": workerID})
+	worker.waitReady()
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorkerProcess$", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), workerEnv+"=1", workerSchemaEnv+"="+db.Schema, workerIDEnv+"="+workerID,
-		"DATABASE_URL="+db.URL)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderrWriter{b: &stderr}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var waited sync.Once
-	wait := func() { waited.Do(func() { _ = cmd.Wait() }) }
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		wait()
-		if t.Failed() {
-			t.Logf("worker stderr:\n%s", stderr.String())
-		}
-	})
-	lines := make(chan string, 10)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	next := func(what string) string {
-		t.Helper()
-		line, ok := <-lines
-		if !ok {
-			t.Fatalf("the worker process exited while the test waited for %s", what)
-		}
-		return line
-	}
-	if line := withinLine(t, next, "the worker to start"); line != "ready" {
-		t.Fatalf("worker said %q, want ready", line)
-	}
-
-	id := enqueue(t, db, crashKind, numArgs{N: 7})
-	if line := withinLine(t, next, "the worker to start the job"); line != fmt.Sprintf("started %d", id) {
+	id := enqueue(b, crashKind, numArgs{N: 7})
+	if line := worker.nextLine("the worker to start the job"); line != fmt.Sprintf("started %d", id) {
 		t.Fatalf("worker said %q, want %q", line, fmt.Sprintf("started %d", id))
 	}
-	if rec := jobRecord(t, db, id); rec.State != relay.StateRunning || rec.AttemptedBy != workerID {
+	if rec := b.record(id); rec.State != relay.StateRunning || rec.AttemptedBy != workerID {
 		t.Fatalf("job is %s, attempted by %q; want running in the worker %q", rec.State, rec.AttemptedBy, workerID)
 	}
 
 	// This process's client is running before the kill; the job is not its to take yet.
-	c := newClient(db, withShortLeases(relay.Config{}))
+	c := b.client(withShortLeases(relay.Config{}))
 	type run struct {
 		attempt int
 		at      time.Time
@@ -153,14 +62,11 @@ func TestKilledWorkerProcessJobRunsAgainOnAnotherClient(t *testing.T) {
 		ran <- run{job.Attempt, time.Now()}
 		return nil
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
 	killed := time.Now()
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	wait()
-	r := recvWithin(t, ran, shortTTL+5*time.Second, "the job to run again after the worker was killed")
+	worker.kill()
+	r := relaytest.Receive(t, ran, shortTTL+5*time.Second, "the job to run again after the worker was killed")
 	took := r.at.Sub(killed)
 	t.Logf("job ran again %v after SIGKILL (LeaseTTL %v, renewal %v)", took, shortTTL, shortRenewal)
 	if took > shortTTL+time.Second {
@@ -169,38 +75,18 @@ func TestKilledWorkerProcessJobRunsAgainOnAnotherClient(t *testing.T) {
 	if r.attempt != 2 {
 		t.Errorf("the rerun is attempt %d, want 2", r.attempt)
 	}
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	rec := b.waitRecord(id, relay.StateSucceeded)
 	if len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease || rec.Attempts[0].Number != 1 ||
 		rec.Attempts[0].Client != workerID || rec.Attempts[1].Client != c.ID() {
 		t.Errorf("history %s; want attempt 1 by %s lost (%q), then attempt 2 by %s", historyString(rec.Attempts), workerID, relay.ReasonLostLease, c.ID())
 	}
 	var alive bool
-	if err := db.QueryRow(context.Background(), `SELECT alive FROM `+relayTable(db, "client_status")+` WHERE id = $1`, workerID).Scan(&alive); err != nil {
+	if err := b.QueryRow(context.Background(), `SELECT alive FROM `+b.table("client_status")+` WHERE id = $1`, workerID).Scan(&alive); err != nil {
 		t.Fatal(err)
 	}
 	if alive {
 		t.Errorf("client_status says the killed worker is alive")
 	}
-}
-
-// withinLine reads the next line with a deadline.
-func withinLine(t *testing.T, next func(string) string, what string) string {
-	t.Helper()
-	got := make(chan string, 1)
-	go func() { got <- next(what) }()
-	return recvWithin(t, got, 30*time.Second, what)
-}
-
-// stderrWriter collects a child's stderr; Write may be called from cmd's copying goroutine.
-type stderrWriter struct {
-	mu sync.Mutex
-	b  *strings.Builder
-}
-
-func (w *stderrWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }
 
 // A client whose every database connection (its pool's and its listener's) is terminated
@@ -209,22 +95,15 @@ func (w *stderrWriter) Write(p []byte) (int, error) {
 func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("victim")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	app := "relaytest-victim-" + randomHex()
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = app
-	cfg.MaxConns = 4
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := b.pool(func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.RuntimeParams["application_name"] = app
+		cfg.MaxConns = 4
+	})
 
-	c := newClient(db, withShortLeases(relay.Config{Backoff: fastBackoff}))
+	c := b.client(withShortLeases(relay.Config{Backoff: fastBackoff}))
 	type key struct {
 		id      int64
 		attempt int
@@ -234,7 +113,7 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 		runs = map[key]int{}
 	)
 	inFlight := make(chan int64, 10)
-	release := make(chan struct{})
+	release := b.gate()
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		mu.Lock()
 		runs[key{job.ID, job.Attempt}]++
@@ -242,7 +121,7 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 		if job.Args.N < 0 && job.Attempt == 1 { // in flight while the connections die
 			inFlight <- job.ID
 			select {
-			case <-release:
+			case <-release.ch:
 			case <-ctx.Done():
 				return fmt.Errorf("cancelled while in flight: %w", context.Cause(ctx))
 			}
@@ -252,13 +131,12 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, pool)
-	t.Cleanup(func() { closeOnce(release) })
+	b.startOn(c, pool)
 
 	// -1: fails once, then succeeds; -2: succeeds.
 	specs := []relay.JobSpec{kind.Job(numArgs{N: -1}), kind.Job(numArgs{N: -2}),
 		kind.Job(numArgs{N: -1}), kind.Job(numArgs{N: -2})}
-	first, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema))
+	first, err := relay.EnqueueMany(ctx, b, specs, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +146,7 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 
 	// Kill every backend of the client: its pool's and its listener's.
 	listenerApp := relay.ListenerApplicationName(c.ID())
-	rows, err := db.Query(ctx, `SELECT application_name, pg_terminate_backend(pid) FROM pg_stat_activity
+	rows, err := b.Query(ctx, `SELECT application_name, pg_terminate_backend(pid) FROM pg_stat_activity
 		WHERE application_name IN ($1, $2)`, app, listenerApp)
 	if err != nil {
 		t.Fatal(err)
@@ -292,23 +170,21 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 	}
 	t.Logf("terminated %d pool connections and the listener", killed[app])
 
-	close(release) // the in-flight handlers end now, with every connection gone
-	waitState(t, db, "succeeded", first...)
+	release.open() // the in-flight handlers end now, with every connection gone
+	b.waitState("succeeded", first...)
 
 	// Jobs enqueued now, with the client idle, can only be woken by a NOTIFY (the fallback
 	// poll is an hour): the listener must have reconnected by itself.
 	var later []int64
 	for i := range 20 {
-		later = append(later, enqueue(t, db, kind, numArgs{N: i}))
+		later = append(later, enqueue(b, kind, numArgs{N: i}))
 	}
 	all := append(append([]int64{}, first...), later...)
-	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
-		return countJobs(t, db, "succeeded") == len(all)
-	})
-	stop(t, c)
+	b.waitCount("succeeded", len(all))
+	b.stop(c)
 
 	for _, id := range all {
-		rec := jobRecord(t, db, id)
+		rec := b.record(id)
 		var args numArgs
 		if err := json.Unmarshal(rec.Args, &args); err != nil {
 			t.Fatal(err)
@@ -378,14 +254,14 @@ func TestClientCarriesOnThroughAPostgresCrashRestart(t *testing.T) {
 	if err := relay.Migrate(ctx, producerPool, relay.Schema(schema)); err != nil {
 		t.Fatal(err)
 	}
-	db := &relaytest.DB{Pool: producerPool, Schema: schema}
+	b := newBundle(t, &relaytest.DB{Pool: producerPool, Schema: schema})
 
 	var (
 		mu   sync.Mutex
 		runs = map[int64]int{}
 	)
 	ran := make(chan int64, 100_000)
-	c := newClient(db, withShortLeases(relay.Config{Backoff: fastBackoff})) // fallback poll: one hour
+	c := b.client(withShortLeases(relay.Config{Backoff: fastBackoff})) // fallback poll: one hour
 	handle(t, c, crashLoadKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		mu.Lock()
 		runs[job.ID]++
@@ -393,7 +269,7 @@ func TestClientCarriesOnThroughAPostgresCrashRestart(t *testing.T) {
 		ran <- job.ID
 		return nil
 	})
-	start(t, c, clientPool)
+	b.startOn(c, clientPool)
 
 	// The producer enqueues one job per transaction until told to stop, keeping the ids
 	// whose Commit succeeded.
@@ -443,7 +319,7 @@ func TestClientCarriesOnThroughAPostgresCrashRestart(t *testing.T) {
 
 	var done int
 	relaytest.WaitFor(t, time.Minute, "every committed job to succeed", func() bool {
-		err := producerPool.QueryRow(ctx, `SELECT count(*) FROM `+relayTable(db, "jobs")+` WHERE id = ANY($1) AND state = 'succeeded'`, ids).Scan(&done)
+		err := producerPool.QueryRow(ctx, `SELECT count(*) FROM `+b.table("jobs")+` WHERE id = ANY($1) AND state = 'succeeded'`, ids).Scan(&done)
 		return err == nil && done == len(ids)
 	})
 
@@ -461,7 +337,7 @@ func TestClientCarriesOnThroughAPostgresCrashRestart(t *testing.T) {
 	if took := time.Since(committedAt); took > time.Second {
 		t.Errorf("a job enqueued after the recovery started %v after its commit; want promptly", took)
 	}
-	stop(t, c)
+	b.stop(c)
 
 	twice := 0
 	for _, id := range ids {

@@ -18,11 +18,11 @@ func TestEnqueueStoresTheJob(t *testing.T) {
 	t.Parallel()
 	orderKind := relay.NewKind[numArgs]("order")
 	storeKind := relay.NewKind[numArgs]("store")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	runAt := time.Now().Add(time.Hour).Truncate(time.Microsecond)
-	id := enqueue(t, db, storeKind, numArgs{N: 42}, relay.Queue("elsewhere"), relay.MaxAttempts(7), relay.RunAt(runAt))
-	j := jobByID(t, db, id)
+	id := enqueue(b, storeKind, numArgs{N: 42}, relay.Queue("elsewhere"), relay.MaxAttempts(7), relay.RunAt(runAt))
+	j := b.stored(id)
 	if j.Kind != "store" || j.Queue != "elsewhere" || j.MaxAttempts != 7 || j.State != "pending" || j.Attempt != 0 || !j.RunAt.Equal(runAt) {
 		t.Errorf("stored %+v, want kind store, queue elsewhere, 7 max attempts, pending, attempt 0, run at %v", j, runAt)
 	}
@@ -31,24 +31,18 @@ func TestEnqueueStoresTheJob(t *testing.T) {
 		t.Errorf("stored args %s (%v), want N=42", j.Args, err)
 	}
 	// Without MaxAttempts the job takes its kind's default when first claimed.
-	if d := jobByID(t, db, enqueue(t, db, storeKind, numArgs{})); d.Queue != relay.DefaultQueue || d.MaxAttempts != 0 {
+	if d := b.stored(enqueue(b, storeKind, numArgs{})); d.Queue != relay.DefaultQueue || d.MaxAttempts != 0 {
 		t.Errorf("defaults: queue %q, max attempts %d; want %q and 0 (unset)", d.Queue, d.MaxAttempts, relay.DefaultQueue)
 	}
 
-	specs := make([]relay.JobSpec, 50)
-	for i := range specs {
-		specs[i] = orderKind.Job(numArgs{N: i})
-	}
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema), relay.MaxAttempts(3))
-	if err != nil {
-		t.Fatal(err)
-	}
+	const batch = 50
+	ids := b.enqueueN(orderKind, batch, relay.MaxAttempts(3))
 	stored := map[int64]relaytest.StoredJob{}
-	for _, j := range relaytest.Jobs(t, db, "order") {
+	for _, j := range relaytest.Jobs(t, b.DB, "order") {
 		stored[j.ID] = j
 	}
-	if len(ids) != len(specs) || len(stored) != len(specs) {
-		t.Fatalf("EnqueueMany returned %d ids and stored %d jobs, want %d", len(ids), len(stored), len(specs))
+	if len(ids) != batch || len(stored) != batch {
+		t.Fatalf("EnqueueMany returned %d ids and stored %d jobs, want %d", len(ids), len(stored), batch)
 	}
 	for i, id := range ids {
 		var a numArgs
@@ -58,7 +52,7 @@ func TestEnqueueStoresTheJob(t *testing.T) {
 		}
 	}
 
-	if ids, err := relay.EnqueueMany(ctx, db, nil, relay.Schema(db.Schema)); err != nil || ids != nil {
+	if ids, err := relay.EnqueueMany(ctx, b, nil, relay.Schema(b.Schema)); err != nil || ids != nil {
 		t.Errorf("EnqueueMany of nothing: %v, %v; want nil, nil", ids, err)
 	}
 }
@@ -67,7 +61,7 @@ func TestEnqueueStoresTheJob(t *testing.T) {
 // inserted: not by Enqueue, and not by an EnqueueMany holding one bad job among good ones.
 func TestEnqueueRejectsInvalidJobsAndInsertsNothing(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	long := strings.Repeat("k", relay.MaxNameLen+1)
 
@@ -96,30 +90,30 @@ func TestEnqueueRejectsInvalidJobsAndInsertsNothing(t *testing.T) {
 	}
 	good := relay.NewKind[numArgs]("good").Job(numArgs{N: 1})
 	for _, tc := range cases {
-		opts := append([]relay.EnqueueOption{relay.Schema(db.Schema)}, tc.opts...)
-		if id, err := relay.Enqueue(ctx, db, tc.kind, tc.args, opts...); !errors.Is(err, tc.want) || id != 0 {
+		opts := append([]relay.EnqueueOption{relay.Schema(b.Schema)}, tc.opts...)
+		if id, err := relay.Enqueue(ctx, b, tc.kind, tc.args, opts...); !errors.Is(err, tc.want) || id != 0 {
 			t.Errorf("%s: Enqueue returned %d, %v; want 0 and an error wrapping %v", tc.name, id, err, tc.want)
 		}
 		bad := tc.kind.Job(tc.args, tc.opts...)
-		if ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{good, bad, good}, relay.Schema(db.Schema)); !errors.Is(err, tc.want) || ids != nil {
+		if ids, err := relay.EnqueueMany(ctx, b, []relay.JobSpec{good, bad, good}, relay.Schema(b.Schema)); !errors.Is(err, tc.want) || ids != nil {
 			t.Errorf("%s: EnqueueMany returned %v, %v; want no ids and an error wrapping %v", tc.name, ids, err, tc.want)
 		}
 	}
 	// A per-job Schema would split one statement over two schemas.
-	misplaced := k.Job(numArgs{}, relay.Schema(db.Schema+"x"))
-	if _, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{good, misplaced}, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+	misplaced := k.Job(numArgs{}, relay.Schema(b.Schema+"x"))
+	if _, err := relay.EnqueueMany(ctx, b, []relay.JobSpec{good, misplaced}, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 		t.Errorf("EnqueueMany with a per-job Schema: %v, want ErrInvalidJob", err)
 	}
-	if _, err := relay.Enqueue(ctx, db, k, nil, relay.Schema("")); !errors.Is(err, relay.ErrInvalidSchema) {
+	if _, err := relay.Enqueue(ctx, b, k, nil, relay.Schema("")); !errors.Is(err, relay.ErrInvalidSchema) {
 		t.Errorf("Enqueue into an empty schema name: %v, want ErrInvalidSchema", err)
 	}
-	if n := countJobs(t, db, ""); n != 0 {
-		t.Fatalf("rejected jobs left %d rows: %+v", n, relaytest.Jobs(t, db))
+	if n := b.count(""); n != 0 {
+		t.Fatalf("rejected jobs left %d rows: %+v", n, relaytest.Jobs(t, b.DB))
 	}
 
 	// The limits are inclusive: a name of MaxNameLen bytes is fine.
 	limit := strings.Repeat("q", relay.MaxNameLen)
-	if _, err := relay.Enqueue(ctx, db, relay.NewKind[any](limit), nil, relay.Schema(db.Schema), relay.Queue(limit), relay.MaxAttempts(1)); err != nil {
+	if _, err := relay.Enqueue(ctx, b, relay.NewKind[any](limit), nil, relay.Schema(b.Schema), relay.Queue(limit), relay.MaxAttempts(1)); err != nil {
 		t.Errorf("Enqueue with %d-byte kind and queue: %v", relay.MaxNameLen, err)
 	}
 }
@@ -128,23 +122,23 @@ func TestEnqueueRejectsInvalidJobsAndInsertsNothing(t *testing.T) {
 func TestEnqueueInTransactionIsInvisibleUntilCommit(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("later")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	c := newClient(db, relay.Config{})
+	c := b.client(relay.Config{})
 	ran := make(chan int64, 1)
 	handle(t, c, kind, reportIDs(ran))
-	start(t, c, db.Pool)
-	tx, err := db.Begin(ctx)
+	b.start(c)
+	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	id, err := relay.Enqueue(ctx, tx, kind, numArgs{}, relay.Schema(db.Schema))
+	id, err := relay.Enqueue(ctx, tx, kind, numArgs{}, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A job enqueued (and committed) by someone else meanwhile runs while ours is open.
-	other := enqueue(t, db, kind, numArgs{})
+	other := enqueue(b, kind, numArgs{})
 	if got := recv(t, ran, "the other job"); got != other {
 		t.Fatalf("ran job %d before its transaction committed; want %d", got, other)
 	}
@@ -171,10 +165,10 @@ type scheduledRun struct {
 var schedKind = relay.NewKind[numArgs]("sched")
 
 // scheduledClient returns a client whose schedKind handler reports on runs.
-func scheduledClient(t *testing.T, db *relaytest.DB) (*relay.Client, chan scheduledRun) {
+func scheduledClient(b *bundle) (*relay.Client, chan scheduledRun) {
 	runs := make(chan scheduledRun, 10)
-	c := newClient(db, relay.Config{})
-	handle(t, c, schedKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+	c := b.client(relay.Config{})
+	handle(b.t, c, schedKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- scheduledRun{id: job.ID, at: time.Now(), scheduledAt: job.ScheduledAt}
 		return nil
 	})
@@ -183,13 +177,13 @@ func scheduledClient(t *testing.T, db *relaytest.DB) (*relay.Client, chan schedu
 
 // makeIdle runs one job through c and waits for its outcome, so that c's dispatcher has
 // made its start-up claim and is waiting for a wakeup.
-func makeIdle(t *testing.T, db *relaytest.DB, runs chan scheduledRun) {
-	t.Helper()
-	id := enqueue(t, db, schedKind, numArgs{})
-	if r := recv(t, runs, "the warm-up job"); r.id != id {
-		t.Fatalf("warm-up ran job %d, want %d", r.id, id)
+func makeIdle(b *bundle, runs chan scheduledRun) {
+	b.t.Helper()
+	id := enqueue(b, schedKind, numArgs{})
+	if r := recv(b.t, runs, "the warm-up job"); r.id != id {
+		b.t.Fatalf("warm-up ran job %d, want %d", r.id, id)
 	}
-	waitState(t, db, "succeeded", id)
+	b.waitState("succeeded", id)
 }
 
 // assertOnTime checks that run r of job id started no earlier than want and within 50 ms
@@ -215,23 +209,23 @@ func assertOnTime(t *testing.T, r scheduledRun, id int64, want time.Time) {
 // A job scheduled on an idle client runs at its time, whether given by RunAt or RunIn.
 func TestScheduledJobRunsOnTimeOnIdleClient(t *testing.T) {
 	// Not parallel: timing bounds are only meaningful without the load of the other tests.
-	db := relaytest.NewDB(t)
-	c, runs := scheduledClient(t, db)
-	start(t, c, db.Pool)
-	makeIdle(t, db, runs)
+	b := setup(t)
+	c, runs := scheduledClient(b)
+	b.start(c)
+	makeIdle(b, runs)
 
 	at := time.Now().Add(300 * time.Millisecond)
-	id := enqueue(t, db, schedKind, numArgs{N: 1}, relay.RunAt(at))
+	id := enqueue(b, schedKind, numArgs{N: 1}, relay.RunAt(at))
 	// A claim made for a job due now, while the scheduled one waits, leaves it alone and
 	// keeps its timer.
-	now := enqueue(t, db, schedKind, numArgs{N: 0})
+	now := enqueue(b, schedKind, numArgs{N: 0})
 	if r := recv(t, runs, "the job due now"); r.id != now {
 		t.Fatalf("job %d ran before the job %d that was due now", r.id, now)
 	}
 	assertOnTime(t, recv(t, runs, "the RunAt job"), id, at)
 
 	before := time.Now()
-	id = enqueue(t, db, schedKind, numArgs{N: 2}, relay.RunIn(300*time.Millisecond))
+	id = enqueue(b, schedKind, numArgs{N: 2}, relay.RunIn(300*time.Millisecond))
 	after := time.Now()
 	r := recv(t, runs, "the RunIn job")
 	assertOnTime(t, r, id, r.scheduledAt)
@@ -240,7 +234,7 @@ func TestScheduledJobRunsOnTimeOnIdleClient(t *testing.T) {
 	}
 
 	// A run_at in the past means now.
-	id, committedAt := enqueueTx(t, db, schedKind, numArgs{N: 3}, relay.RunAt(time.Now().Add(-time.Hour)))
+	id, committedAt := enqueueTx(b, schedKind, numArgs{N: 3}, relay.RunAt(time.Now().Add(-time.Hour)))
 	if r := recv(t, runs, "the job scheduled in the past"); r.id != id || r.at.Sub(committedAt) > 100*time.Millisecond {
 		t.Errorf("job %d scheduled in the past ran as %d %v after commit; want at once", id, r.id, r.at.Sub(committedAt))
 	}
@@ -249,16 +243,16 @@ func TestScheduledJobRunsOnTimeOnIdleClient(t *testing.T) {
 // Several scheduled jobs, enqueued out of order, each run at their own time: a later job
 // does not delay an earlier one, and an earlier one's run re-arms the timer for the next.
 func TestScheduledJobsEnqueuedOutOfOrderEachRunOnTime(t *testing.T) {
-	db := relaytest.NewDB(t)
-	c, runs := scheduledClient(t, db)
-	start(t, c, db.Pool)
-	makeIdle(t, db, runs)
+	b := setup(t)
+	c, runs := scheduledClient(b)
+	b.start(c)
+	makeIdle(b, runs)
 
 	now := time.Now()
 	times := []time.Time{now.Add(500 * time.Millisecond), now.Add(250 * time.Millisecond), now.Add(750 * time.Millisecond)}
 	ids := make([]int64, len(times))
 	for i, at := range times {
-		ids[i] = enqueue(t, db, schedKind, numArgs{N: i}, relay.RunAt(at))
+		ids[i] = enqueue(b, schedKind, numArgs{N: i}, relay.RunAt(at))
 	}
 	for _, i := range []int{1, 0, 2} {
 		assertOnTime(t, recv(t, runs, "a scheduled job"), ids[i], times[i])
@@ -271,10 +265,7 @@ func TestScheduledJobsEnqueuedOutOfOrderEachRunOnTime(t *testing.T) {
 		schedKind.Job(numArgs{}, relay.RunAt(times[0])),
 		schedKind.Job(numArgs{}, relay.RunAt(times[1])),
 	}
-	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids = b.enqueueMany(specs)
 	assertOnTime(t, recv(t, runs, "the earlier job of the batch"), ids[1], times[1])
 	assertOnTime(t, recv(t, runs, "the later job of the batch"), ids[0], times[0])
 }
@@ -282,10 +273,10 @@ func TestScheduledJobsEnqueuedOutOfOrderEachRunOnTime(t *testing.T) {
 // A job scheduled before the client started runs at its time: the client learns of it
 // from its start-up claim.
 func TestScheduledJobEnqueuedBeforeStartRunsOnTime(t *testing.T) {
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	at := time.Now().Add(400 * time.Millisecond)
-	id := enqueue(t, db, schedKind, numArgs{}, relay.RunAt(at))
-	c, runs := scheduledClient(t, db)
-	start(t, c, db.Pool)
+	id := enqueue(b, schedKind, numArgs{}, relay.RunAt(at))
+	c, runs := scheduledClient(b)
+	b.start(c)
 	assertOnTime(t, recv(t, runs, "the job scheduled before Start"), id, at)
 }

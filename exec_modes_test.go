@@ -45,24 +45,18 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	bytesKind := relay.NewKind[[]byte]("bytes")
 	txKind := relay.NewKind[string]("tx")
 	ctx := context.Background()
-	base := relaytest.NewDB(t)
-	cfg := base.Config().Copy()
-	cfg.ConnConfig.DefaultQueryExecMode = mode
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	db := &relaytest.DB{Pool: pool, Schema: base.Schema, URL: base.URL}
-	schema := relay.Schema(db.Schema)
+	base := setup(t)
+	pool := base.pool(func(cfg *pgxpool.Config) { cfg.ConnConfig.DefaultQueryExecMode = mode })
+	b := newBundle(t, &relaytest.DB{Pool: pool, Schema: base.Schema, URL: base.URL})
+	schema := relay.Schema(b.Schema)
 
-	if err := relay.SetQueue(ctx, db, "ordered", relay.QueueSettings{Ordered: true}, schema); err != nil {
+	if err := relay.SetQueue(ctx, b, "ordered", relay.QueueSettings{Ordered: true}, schema); err != nil {
 		t.Fatalf("SetQueue: %v", err)
 	}
-	c := cplNewClient(t, db, relay.Config{Queues: map[string]relay.QueueConfig{
+	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{
 		relay.DefaultQueue: {Workers: 4}, "ordered": {Workers: 4},
 	}})
-	err = relay.HandleWithOutput(c, sumKind, func(ctx context.Context, job *relay.Job[[]int]) (execModeOut, error) {
+	err := relay.HandleWithOutput(c, sumKind, func(ctx context.Context, job *relay.Job[[]int]) (execModeOut, error) {
 		if job.Attempt == 1 {
 			return execModeOut{}, errors.New("first attempt fails, with a 'quoted' error")
 		}
@@ -71,7 +65,7 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 			s += v
 		}
 		return execModeOut{Sum: s, Note: `"ok" — ünïcode`}, nil
-	}, cplRetryFast...)
+	}, retryFast...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,9 +95,9 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	start(t, c, pool)
+	b.start(c)
 
-	ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{
+	ids, err := relay.EnqueueMany(ctx, b, []relay.JobSpec{
 		sumKind.Job([]int{1, 2, 3}),
 		bytesKind.Job(payload),
 		txKind.Job("it's"),
@@ -129,7 +123,7 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	if !again.Duplicate || again.ID != first.ID {
 		t.Errorf("the second unique enqueue gave %+v, want the first's id %d as a duplicate", again, first.ID)
 	}
-	waitState(t, db, "succeeded", append(ids, first.ID)...)
+	b.waitState("succeeded", append(ids, first.ID)...)
 	select {
 	case got := <-badPayload:
 		t.Errorf("the []byte handler got %x, want %x", got, payload)
@@ -137,7 +131,7 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 	}
 
 	for id, want := range map[int64]int{ids[0]: 6, first.ID: 9} {
-		rec, err := relay.GetJobOf[[]int, execModeOut](ctx, db, id, schema)
+		rec, err := relay.GetJobOf[[]int, execModeOut](ctx, b, id, schema)
 		if err != nil {
 			t.Fatalf("GetJobOf(%d): %v", id, err)
 		}
@@ -148,31 +142,31 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 			t.Errorf("job %d attempts %+v, want the first attempt's error, then a success", id, rec.Attempts)
 		}
 	}
-	rec, err := relay.GetJob(ctx, db, ids[2], schema)
+	rec, err := relay.GetJob(ctx, b, ids[2], schema)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cplJSONEqual(rec.Checkpoint, `{"seen": "it's"}`) {
+	if !jsonEqual(rec.Checkpoint, `{"seen": "it's"}`) {
 		t.Errorf("checkpoint %s, want the one saved in the handler's transaction", rec.Checkpoint)
 	}
-	page, err := relay.ListJobs(ctx, db, relay.ListFilter{States: []relay.JobState{relay.StateSucceeded}}, schema)
+	page, err := relay.ListJobs(ctx, b, relay.ListFilter{States: []relay.JobState{relay.StateSucceeded}}, schema)
 	if err != nil {
 		t.Fatalf("ListJobs: %v", err)
 	}
 	if len(page.Jobs) != 4 {
 		t.Errorf("ListJobs found %d succeeded jobs, want 4", len(page.Jobs))
 	}
-	counts, err := relay.CountJobs(ctx, db, schema)
+	counts, err := relay.CountJobs(ctx, b, schema)
 	if err != nil {
 		t.Fatalf("CountJobs: %v", err)
 	}
 	if counts.All.Succeeded != 4 {
 		t.Errorf("CountJobs: %+v, want 4 succeeded", counts.All)
 	}
-	if err := relay.PauseQueue(ctx, db, "ordered", schema); err != nil {
+	if err := relay.PauseQueue(ctx, b, "ordered", schema); err != nil {
 		t.Fatalf("PauseQueue: %v", err)
 	}
-	if q, err := relay.GetQueue(ctx, db, "ordered", schema); err != nil || !q.Paused {
+	if q, err := relay.GetQueue(ctx, b, "ordered", schema); err != nil || !q.Paused {
 		t.Errorf("GetQueue after PauseQueue: %+v, %v", q, err)
 	}
 }

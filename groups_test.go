@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,76 +17,30 @@ import (
 // Tests of groups of dynamic queues (Config.Queues keys ending in "*") and of the
 // client-wide fair limit (Config.MaxWorkers).
 
-// grpRun is one handler call: the job and its queue.
-type grpRun struct {
+// queueRun is one handler call: the job and its queue.
+type queueRun struct {
 	id    int64
 	queue string
 }
 
-// grpReporter is a handler that reports every job it runs on ch.
-func grpReporter(ch chan<- grpRun) relay.HandlerFunc[numArgs] {
+// reportRuns is a handler that reports every job it runs on ch.
+func reportRuns(ch chan<- queueRun) relay.HandlerFunc[numArgs] {
 	return func(_ context.Context, job *relay.Job[numArgs]) error {
-		ch <- grpRun{id: job.ID, queue: job.Queue}
+		ch <- queueRun{id: job.ID, queue: job.Queue}
 		return nil
 	}
 }
 
-// grpWorked is relay.WorkedQueues(c), sorted.
-func grpWorked(c *relay.Client) []string {
+// workedQueues is relay.WorkedQueues(c), sorted.
+func workedQueues(c *relay.Client) []string {
 	return slices.Sorted(slices.Values(relay.WorkedQueues(c)))
 }
 
 // The kinds of the groups tests and of the fair-sharing tests.
 var (
-	grpKind     = relay.NewKind[numArgs]("grp")
-	grpFairKind = relay.NewKind[numArgs]("fair")
+	groupKind = relay.NewKind[numArgs]("grp")
+	fairKind  = relay.NewKind[numArgs]("fair")
 )
-
-// grpEnqueue enqueues one job of kind to queue on db's schema.
-func grpEnqueue(t testing.TB, db *relaytest.DB, kind relay.Kind[numArgs], queue string, n int, opts ...relay.EnqueueOption) int64 {
-	t.Helper()
-	return enqueue(t, db, kind, numArgs{N: n}, append(opts, relay.Queue(queue))...)
-}
-
-// grpGate holds handlers until released.
-type grpGate struct {
-	release chan struct{}
-	once    sync.Once
-}
-
-func newGrpGate() *grpGate { return &grpGate{release: make(chan struct{})} }
-
-// grpStartGated starts c and opens g for good when the test ends, before c is stopped, so
-// that Stop never waits for a handler held by the gate.
-func grpStartGated(t testing.TB, c *relay.Client, db *relaytest.DB, g *grpGate) {
-	t.Helper()
-	start(t, c, db.Pool)
-	t.Cleanup(g.open)
-}
-
-func (g *grpGate) wait() { <-g.release }
-func (g *grpGate) open() { g.once.Do(func() { close(g.release) }) }
-
-// one lets one waiting handler go, failing the test if none is waiting.
-func (g *grpGate) one(t testing.TB) {
-	t.Helper()
-	select {
-	case g.release <- struct{}{}:
-	case <-time.After(waitTimeout):
-		t.Fatal("no handler was waiting to be released")
-	}
-}
-
-// grpGauge counts the handlers running at once and remembers the most.
-type grpGauge struct{ now, max atomic.Int64 }
-
-func (g *grpGauge) enter() {
-	n := g.now.Add(1)
-	for m := g.max.Load(); n > m && !g.max.CompareAndSwap(m, n); m = g.max.Load() {
-	}
-}
-
-func (g *grpGauge) leave() { g.now.Add(-1) }
 
 // ---------------------------------------------------------------------------------------
 
@@ -96,38 +49,35 @@ func (g *grpGauge) leave() { g.now.Add(-1) }
 // queues with work, is an hour away).
 func TestGroupNewQueueIsWorkedWhenItsFirstJobIsNotified(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 2}}})
-	ran := make(chan grpRun, 10)
-	handle(t, c, grpKind, grpReporter(ran))
+	b := setup(t)
+	c := b.client(relay.Config{Queues: queues(2, "tenant-*")})
+	ran := make(chan queueRun, 10)
+	handle(t, c, groupKind, reportRuns(ran))
 
 	// A job waiting before Start is found by the start-up look for queues with work; once
 	// it has run that look is over, and the next is an hour away.
-	early := grpEnqueue(t, db, grpKind, "tenant-0", 0)
-	start(t, c, db.Pool)
-	if r := recv(t, ran, "the job waiting before Start"); r != (grpRun{early, "tenant-0"}) {
+	early := enqueue(b, groupKind, numArgs{N: 0}, relay.Queue("tenant-0"))
+	b.start(c)
+	if r := recv(t, ran, "the job waiting before Start"); r != (queueRun{early, "tenant-0"}) {
 		t.Fatalf("ran %+v, want job %d of tenant-0", r, early)
 	}
-	if got := grpWorked(c); !slices.Equal(got, []string{"tenant-0"}) {
+	if got := workedQueues(c); !slices.Equal(got, []string{"tenant-0"}) {
 		t.Errorf("WorkedQueues = %v, want [tenant-0]", got)
 	}
 
-	id, _ := enqueueTx(t, db, grpKind, numArgs{N: 42}, relay.Queue("tenant-42"))
-	if r := recv(t, ran, "the job of the new queue"); r != (grpRun{id, "tenant-42"}) {
+	id, _ := enqueueTx(b, groupKind, numArgs{N: 42}, relay.Queue("tenant-42"))
+	if r := recv(t, ran, "the job of the new queue"); r != (queueRun{id, "tenant-42"}) {
 		t.Fatalf("ran %+v, want job %d of tenant-42", r, id)
 	}
-	if got := grpWorked(c); !slices.Contains(got, "tenant-42") {
+	if got := workedQueues(c); !slices.Contains(got, "tenant-42") {
 		t.Errorf("WorkedQueues = %v after a job of tenant-42 ran, want it to include tenant-42", got)
 	}
 	// More new queues, enqueued together: each gets a dispatcher.
 	specs := make([]relay.JobSpec, 0, 5)
 	for i := range 5 {
-		specs = append(specs, grpKind.Job(numArgs{N: i}, relay.Queue(fmt.Sprintf("tenant-new-%d", i))))
+		specs = append(specs, groupKind.Job(numArgs{N: i}, relay.Queue(fmt.Sprintf("tenant-new-%d", i))))
 	}
-	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueMany(specs)
 	got := map[int64]string{}
 	for range ids {
 		r := recv(t, ran, "the jobs of five new queues")
@@ -138,8 +88,8 @@ func TestGroupNewQueueIsWorkedWhenItsFirstJobIsNotified(t *testing.T) {
 			t.Errorf("job %d ran on %q, want %q", id, got[id], want)
 		}
 	}
-	waitState(t, db, "succeeded", append(ids, early, id)...)
-	worked := grpWorked(c)
+	b.waitState("succeeded", append(ids, early, id)...)
+	worked := workedQueues(c)
 	for i := range 5 {
 		if q := fmt.Sprintf("tenant-new-%d", i); !slices.Contains(worked, q) {
 			t.Errorf("WorkedQueues = %v, want it to include %s", worked, q)
@@ -151,22 +101,22 @@ func TestGroupNewQueueIsWorkedWhenItsFirstJobIsNotified(t *testing.T) {
 // worked from the start; a queue outside the group is not.
 func TestGroupQueuesWithJobsAtStartAreWorked(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 2}}})
-	ran := make(chan grpRun, 10)
-	handle(t, c, grpKind, grpReporter(ran))
+	b := setup(t)
+	c := b.client(relay.Config{Queues: queues(2, "tenant-*")})
+	ran := make(chan queueRun, 10)
+	handle(t, c, groupKind, reportRuns(ran))
 
 	want := map[int64]string{}
 	for i := range 3 {
-		want[grpEnqueue(t, db, grpKind, "tenant-7", i)] = "tenant-7"
+		want[enqueue(b, groupKind, numArgs{N: i}, relay.Queue("tenant-7"))] = "tenant-7"
 	}
 	// A scheduled job: its NOTIFY was sent before anyone listened, and the queue has no
 	// other job, so only the start-up look and the dispatcher's timer can run it.
-	want[grpEnqueue(t, db, grpKind, "tenant-8", 8, relay.RunIn(300*time.Millisecond))] = "tenant-8"
-	outside := grpEnqueue(t, db, grpKind, "other-7", 0)
-	prefixOnly := grpEnqueue(t, db, grpKind, "tenant", 0) // "tenant" lacks the "-" of the prefix
+	want[enqueue(b, groupKind, numArgs{N: 8}, relay.RunIn(300*time.Millisecond), relay.Queue("tenant-8"))] = "tenant-8"
+	outside := enqueue(b, groupKind, numArgs{N: 0}, relay.Queue("other-7"))
+	prefixOnly := enqueue(b, groupKind, numArgs{N: 0}, relay.Queue("tenant")) // "tenant" lacks the "-" of the prefix
 
-	start(t, c, db.Pool)
+	b.start(c)
 	for range want {
 		r := recv(t, ran, "the jobs waiting before Start")
 		if want[r.id] != r.queue {
@@ -174,14 +124,14 @@ func TestGroupQueuesWithJobsAtStartAreWorked(t *testing.T) {
 		}
 		delete(want, r.id)
 	}
-	worked := grpWorked(c)
+	worked := workedQueues(c)
 	for _, q := range []string{"tenant-7", "tenant-8"} {
 		if !slices.Contains(worked, q) {
 			t.Errorf("WorkedQueues = %v, want it to include %s", worked, q)
 		}
 	}
 	for _, id := range []int64{outside, prefixOnly} {
-		j := jobByID(t, db, id)
+		j := b.stored(id)
 		if j.State != "pending" || j.Attempt != 0 {
 			t.Errorf("job %d of queue %q outside the group is %s after %d attempts, want pending and never claimed", id, j.Queue, j.State, j.Attempt)
 		}
@@ -196,40 +146,40 @@ func TestGroupQueuesWithJobsAtStartAreWorked(t *testing.T) {
 // again, by NOTIFY, on a new dispatcher.
 func TestGroupIdleDispatcherRetiresAndComesBack(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{
+	b := setup(t)
+	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{
 		"tenant-*": {Workers: 2, IdleTimeout: 200 * time.Millisecond},
 		"fixed":    {Workers: 1},
 	}})
-	started := make(chan grpRun, 10)
-	gate := newGrpGate()
-	handle(t, c, grpKind, func(_ context.Context, job *relay.Job[numArgs]) error {
-		started <- grpRun{job.ID, job.Queue}
+	started := make(chan queueRun, 10)
+	gate := b.gate()
+	handle(t, c, groupKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		started <- queueRun{job.ID, job.Queue}
 		if job.Args.N < 0 {
 			gate.wait()
 		}
 		return nil
 	})
-	grpStartGated(t, c, db, gate)
-	if got := grpWorked(c); !slices.Equal(got, []string{"fixed"}) {
+	b.start(c)
+	if got := workedQueues(c); !slices.Equal(got, []string{"fixed"}) {
 		t.Errorf("WorkedQueues right after Start = %v, want [fixed]", got)
 	}
 
 	for round := range 2 {
 		// A job that holds its slot until released: the dispatcher is busy meanwhile.
-		id, _ := enqueueTx(t, db, grpKind, numArgs{N: -1}, relay.Queue("tenant-9"))
+		id, _ := enqueueTx(b, groupKind, numArgs{N: -1}, relay.Queue("tenant-9"))
 		if r := recv(t, started, "the job of tenant-9"); r.id != id {
 			t.Fatalf("round %d: ran %+v, want job %d", round, r, id)
 		}
-		if got := grpWorked(c); !slices.Equal(got, []string{"fixed", "tenant-9"}) {
+		if got := workedQueues(c); !slices.Equal(got, []string{"fixed", "tenant-9"}) {
 			t.Errorf("round %d: WorkedQueues while its job runs = %v, want [fixed tenant-9]", round, got)
 		}
 		gate.one(t)
-		waitState(t, db, "succeeded", id)
+		b.waitState("succeeded", id)
 		relaytest.WaitFor(t, waitTimeout, "the idle dispatcher of tenant-9 to retire", func() bool {
 			return !slices.Contains(relay.WorkedQueues(c), "tenant-9")
 		})
-		if got := grpWorked(c); !slices.Equal(got, []string{"fixed"}) {
+		if got := workedQueues(c); !slices.Equal(got, []string{"fixed"}) {
 			t.Errorf("round %d: WorkedQueues after tenant-9 retired = %v, want [fixed]: a configured queue never retires", round, got)
 		}
 	}
@@ -240,17 +190,17 @@ func TestGroupIdleDispatcherRetiresAndComesBack(t *testing.T) {
 // job still runs at once (the fallback poll is an hour away).
 func TestGroupWakeupRacingRetirementIsNotLost(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: time.Millisecond}}})
-	ran := make(chan grpRun, 10)
-	handle(t, c, grpKind, grpReporter(ran))
-	start(t, c, db.Pool)
+	b := setup(t)
+	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: time.Millisecond}}})
+	ran := make(chan queueRun, 10)
+	handle(t, c, groupKind, reportRuns(ran))
+	b.start(c)
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	for i := range 60 {
 		queue := fmt.Sprintf("tenant-r%d", i%2)
-		id := grpEnqueue(t, db, grpKind, queue, i)
-		if r := recv(t, ran, fmt.Sprintf("job %d of %s", i, queue)); r != (grpRun{id, queue}) {
+		id := enqueue(b, groupKind, numArgs{N: i}, relay.Queue(queue))
+		if r := recv(t, ran, fmt.Sprintf("job %d of %s", i, queue)); r != (queueRun{id, queue}) {
 			t.Fatalf("ran %+v, want job %d of %s", r, id, queue)
 		}
 		// Vary when the next job comes relative to the retirement (coverage, not timing).
@@ -262,14 +212,14 @@ func TestGroupWakeupRacingRetirementIsNotLost(t *testing.T) {
 // it runs though the IdleTimeout is far shorter than its delay and no poll comes.
 func TestGroupScheduledJobKeepsItsDispatcher(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: 50 * time.Millisecond}}})
-	ran := make(chan grpRun, 10)
-	handle(t, c, grpKind, grpReporter(ran))
-	start(t, c, db.Pool)
+	b := setup(t)
+	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: 50 * time.Millisecond}}})
+	ran := make(chan queueRun, 10)
+	handle(t, c, groupKind, reportRuns(ran))
+	b.start(c)
 
-	id := grpEnqueue(t, db, grpKind, "tenant-s", 1, relay.RunIn(time.Second))
-	if r := recv(t, ran, "the scheduled job"); r != (grpRun{id, "tenant-s"}) {
+	id := enqueue(b, groupKind, numArgs{N: 1}, relay.RunIn(time.Second), relay.Queue("tenant-s"))
+	if r := recv(t, ran, "the scheduled job"); r != (queueRun{id, "tenant-s"}) {
 		t.Fatalf("ran %+v, want job %d of tenant-s", r, id)
 	}
 }
@@ -278,29 +228,29 @@ func TestGroupScheduledJobKeepsItsDispatcher(t *testing.T) {
 // a longer prefix over a shorter one; "*" alone is every queue.
 func TestGroupSettingsAndMatching(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{
+	b := setup(t)
+	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{
 		"tenant-*":     {Workers: 1},
 		"tenant-big-*": {Workers: 2},
 		"tenant-vip":   {Workers: 2},
 	}})
-	started := make(chan grpRun, 20)
-	gate := newGrpGate()
-	handle(t, c, grpKind, func(_ context.Context, job *relay.Job[numArgs]) error {
-		started <- grpRun{job.ID, job.Queue}
+	started := make(chan queueRun, 20)
+	gate := b.gate()
+	handle(t, c, groupKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		started <- queueRun{job.ID, job.Queue}
 		gate.wait()
 		return nil
 	})
-	grpStartGated(t, c, db, gate)
-	if got := grpWorked(c); !slices.Equal(got, []string{"tenant-vip"}) {
+	b.start(c)
+	if got := workedQueues(c); !slices.Equal(got, []string{"tenant-vip"}) {
 		t.Errorf("WorkedQueues right after Start = %v, want [tenant-vip]: the queue's own entry is worked from the start", got)
 	}
 
 	pair := func(queue string) []int64 {
 		t.Helper()
-		ids, err := relay.EnqueueMany(context.Background(), db, []relay.JobSpec{
-			grpKind.Job(numArgs{N: 1}), grpKind.Job(numArgs{N: 2}),
-		}, relay.Queue(queue), relay.Schema(db.Schema))
+		ids, err := relay.EnqueueMany(context.Background(), b, []relay.JobSpec{
+			groupKind.Job(numArgs{N: 1}), groupKind.Job(numArgs{N: 2}),
+		}, relay.Queue(queue), relay.Schema(b.Schema))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -308,7 +258,7 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 	}
 
 	// Outside every group: enqueued first, and never worked.
-	outside := grpEnqueue(t, db, grpKind, "other-1", 0)
+	outside := enqueue(b, groupKind, numArgs{N: 0}, relay.Queue("other-1"))
 
 	// The queue's own entry (2 workers) wins over tenant-* (1): both jobs run at once.
 	// So does the longer prefix tenant-big-* (2 workers).
@@ -321,7 +271,7 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 		}
 		gate.one(t)
 		gate.one(t)
-		waitState(t, db, "succeeded", ids...)
+		b.waitState("succeeded", ids...)
 	}
 
 	// tenant-x has tenant-*'s single worker: while its first job runs, the second waits.
@@ -330,7 +280,7 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 	if first.id != ids[0] {
 		t.Fatalf("started %+v, want job %d of tenant-x", first, ids[0])
 	}
-	if j := jobByID(t, db, ids[1]); j.State != "pending" {
+	if j := b.stored(ids[1]); j.State != "pending" {
 		t.Errorf("second job of tenant-x is %s while the first runs; want pending (tenant-* has 1 worker)", j.State)
 	}
 	gate.one(t)
@@ -338,25 +288,25 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 		t.Fatalf("started %+v, want job %d", r, ids[1])
 	}
 	gate.one(t)
-	waitState(t, db, "succeeded", ids...)
+	b.waitState("succeeded", ids...)
 
-	if j := jobByID(t, db, outside); j.State != "pending" || j.Attempt != 0 {
+	if j := b.stored(outside); j.State != "pending" || j.Attempt != 0 {
 		t.Errorf("job of other-1, outside every group, is %s after %d attempts; want pending and never claimed", j.State, j.Attempt)
 	}
-	if worked := grpWorked(c); slices.Contains(worked, "other-1") {
+	if worked := workedQueues(c); slices.Contains(worked, "other-1") {
 		t.Errorf("WorkedQueues = %v includes other-1, outside every group", worked)
 	}
 
 	// "*" is every queue, including the one no one else works.
-	all := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"*": {Workers: 1}}})
-	ran := make(chan grpRun, 10)
-	handle(t, all, grpKind, grpReporter(ran))
-	start(t, all, db.Pool)
-	if r := recv(t, ran, "the job of other-1 on a client serving \"*\""); r != (grpRun{outside, "other-1"}) {
+	all := b.client(relay.Config{Queues: queues(1, "*")})
+	ran := make(chan queueRun, 10)
+	handle(t, all, groupKind, reportRuns(ran))
+	b.start(all)
+	if r := recv(t, ran, "the job of other-1 on a client serving \"*\""); r != (queueRun{outside, "other-1"}) {
 		t.Fatalf("ran %+v, want job %d of other-1", r, outside)
 	}
-	id := grpEnqueue(t, db, grpKind, "anything at all", 0)
-	if r := recv(t, ran, "a job of a new queue on a client serving \"*\""); r != (grpRun{id, "anything at all"}) {
+	id := enqueue(b, groupKind, numArgs{N: 0}, relay.Queue("anything at all"))
+	if r := recv(t, ran, "a job of a new queue on a client serving \"*\""); r != (queueRun{id, "anything at all"}) {
 		t.Fatalf("ran %+v, want job %d", r, id)
 	}
 }
@@ -365,7 +315,7 @@ func TestGroupSettingsAndMatching(t *testing.T) {
 // ErrInvalidConfig.
 func TestGroupInvalidConfigIsRefused(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	noop := func(context.Context, *relay.Job[numArgs]) error { return nil }
 	for name, queues := range map[string]map[string]relay.QueueConfig{
@@ -378,26 +328,40 @@ func TestGroupInvalidConfigIsRefused(t *testing.T) {
 		"group without workers":      {"tenant-*": {}},
 		"IdleTimeout beside a group": {"tenant-*": {Workers: 1}, "tenant-1": {Workers: 1, IdleTimeout: time.Second}},
 	} {
-		c := newClient(db, relay.Config{Queues: queues})
-		handle(t, c, grpKind, noop)
-		if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
+		c := b.client(relay.Config{Queues: queues})
+		handle(t, c, groupKind, noop)
+		if err := c.Start(ctx, b.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("%s: Start: %v, want ErrInvalidConfig", name, err)
 			if err == nil {
-				stop(t, c)
+				b.stop(c)
 			}
 		}
 	}
-	c := newClient(db, relay.Config{MaxWorkers: -1})
-	handle(t, c, grpKind, noop)
-	if err := c.Start(ctx, db.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
+	c := b.client(relay.Config{MaxWorkers: -1})
+	handle(t, c, groupKind, noop)
+	if err := c.Start(ctx, b.Pool); !errors.Is(err, relay.ErrInvalidConfig) {
 		t.Errorf("negative MaxWorkers: Start: %v, want ErrInvalidConfig", err)
 		if err == nil {
-			stop(t, c)
+			b.stop(c)
 		}
 	}
 }
 
 // ---------------------------------------------------------------------------------------
+
+// holdQueue is the handler of the fair-sharing tests: it counts its runs on running,
+// reports each job on events, and holds the jobs of queue at g.
+func holdQueue(events chan<- queueRun, running *gauge, queue string, g *gate) relay.HandlerFunc[numArgs] {
+	return func(_ context.Context, job *relay.Job[numArgs]) error {
+		running.enter()
+		defer running.leave()
+		events <- queueRun{job.ID, job.Queue}
+		if job.Queue == queue {
+			g.wait()
+		}
+		return nil
+	}
+}
 
 // A queue with a huge backlog does not starve one with a single job: with MaxWorkers 2
 // held by "big", the job of "small-1" (a queue of a group, so that the test can see when
@@ -406,32 +370,24 @@ func TestGroupInvalidConfigIsRefused(t *testing.T) {
 func TestFairSmallQueueIsNotStarvedByABigBacklog(t *testing.T) {
 	t.Parallel()
 	const bigJobs = 50
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{
+	b := setup(t)
+	c := b.client(relay.Config{
 		MaxWorkers: 2,
 		Queues:     map[string]relay.QueueConfig{"big": {Workers: 2}, "small-*": {Workers: 2}},
 	})
-	events := make(chan grpRun, 2*bigJobs)
-	gate := newGrpGate()
-	var gauge grpGauge
-	handle(t, c, grpFairKind, func(_ context.Context, job *relay.Job[numArgs]) error {
-		gauge.enter()
-		defer gauge.leave()
-		events <- grpRun{job.ID, job.Queue}
-		if job.Queue == "big" {
-			gate.wait()
-		}
-		return nil
-	})
-	grpStartGated(t, c, db, gate)
+	events := make(chan queueRun, 2*bigJobs)
+	gate := b.gate()
+	var running gauge
+	handle(t, c, fairKind, holdQueue(events, &running, "big", gate))
+	b.start(c)
 
-	grpEnqueueN(t, db, grpFairKind, "big", bigJobs)
+	b.enqueueN(fairKind, bigJobs, relay.Queue("big"))
 	for range 2 {
 		if r := recv(t, events, "big to fill both client-wide slots"); r.queue != "big" {
 			t.Fatalf("started %+v, want a job of big", r)
 		}
 	}
-	small := grpEnqueue(t, db, grpFairKind, "small-1", 0)
+	small := enqueue(b, fairKind, numArgs{N: 0}, relay.Queue("small-1"))
 	// Its wakeup has arrived once its dispatcher exists; that dispatcher then asks for a
 	// slot at once and finds none.
 	relaytest.WaitFor(t, waitTimeout, "a dispatcher for small-1", func() bool {
@@ -455,26 +411,10 @@ func TestFairSmallQueueIsNotStarvedByABigBacklog(t *testing.T) {
 	}
 	t.Logf("small-1's job started after %d more jobs of big", bigAfter)
 	gate.open()
-	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
-		return countJobs(t, db, "succeeded") == bigJobs+1
-	})
-	if m := gauge.max.Load(); m > 2 {
+	b.waitCount("succeeded", bigJobs+1)
+	if m := running.max.Load(); m > 2 {
 		t.Errorf("%d jobs ran at once, over MaxWorkers 2", m)
 	}
-}
-
-// grpEnqueueN enqueues n jobs of kind to queue in one EnqueueMany.
-func grpEnqueueN(t testing.TB, db *relaytest.DB, kind relay.Kind[numArgs], queue string, n int) []int64 {
-	t.Helper()
-	specs := make([]relay.JobSpec, n)
-	for i := range specs {
-		specs[i] = kind.Job(numArgs{N: i})
-	}
-	ids, err := relay.EnqueueMany(context.Background(), db, specs, relay.Queue(queue), relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ids
 }
 
 // A slow queue cannot back up a fast one: with MaxWorkers 2 held by the hanging jobs of
@@ -502,32 +442,24 @@ func testSlowQueueDoesNotHoldUpAFastQueue(t *testing.T, fastWorkers int) {
 		slowJobs = 10
 		fastJobs = 200
 	)
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{
+	b := setup(t)
+	c := b.client(relay.Config{
 		MaxWorkers: 2,
 		Queues:     map[string]relay.QueueConfig{"slow": {Workers: 2}, "fast-*": {Workers: fastWorkers}},
 	})
-	events := make(chan grpRun, slowJobs+fastJobs)
-	gate := newGrpGate()
-	var gauge grpGauge
-	handle(t, c, grpFairKind, func(_ context.Context, job *relay.Job[numArgs]) error {
-		gauge.enter()
-		defer gauge.leave()
-		events <- grpRun{job.ID, job.Queue}
-		if job.Queue == "slow" {
-			gate.wait()
-		}
-		return nil
-	})
-	grpStartGated(t, c, db, gate)
+	events := make(chan queueRun, slowJobs+fastJobs)
+	gate := b.gate()
+	var running gauge
+	handle(t, c, fairKind, holdQueue(events, &running, "slow", gate))
+	b.start(c)
 
-	grpEnqueueN(t, db, grpFairKind, "slow", slowJobs)
+	b.enqueueN(fairKind, slowJobs, relay.Queue("slow"))
 	for range 2 {
 		if r := recv(t, events, "slow to fill both client-wide slots"); r.queue != "slow" {
 			t.Fatalf("started %+v, want a job of slow", r)
 		}
 	}
-	grpEnqueueN(t, db, grpFairKind, "fast-1", fastJobs)
+	b.enqueueN(fairKind, fastJobs, relay.Queue("fast-1"))
 	relaytest.WaitFor(t, waitTimeout, "a dispatcher for fast-1", func() bool {
 		return slices.Contains(relay.WorkedQueues(c), "fast-1")
 	})
@@ -560,10 +492,8 @@ func testSlowQueueDoesNotHoldUpAFastQueue(t *testing.T, fastWorkers int) {
 		}
 	}
 	gate.open()
-	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
-		return countJobs(t, db, "succeeded") == slowJobs+fastJobs
-	})
-	if m := gauge.max.Load(); m > 2 {
+	b.waitCount("succeeded", slowJobs+fastJobs)
+	if m := running.max.Load(); m > 2 {
 		t.Errorf("%d jobs ran at once, over MaxWorkers 2", m)
 	}
 }
@@ -581,48 +511,46 @@ func TestMaxWorkersIsNeverExceededAcrossQueues(t *testing.T) {
 		perQueue   = 8
 	)
 	queues := []string{"fixed", "t-1", "t-2"}
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{
+	b := setup(t)
+	c := b.client(relay.Config{
 		MaxWorkers: maxWorkers,
 		Queues:     map[string]relay.QueueConfig{"fixed": {Workers: workers}, "t-*": {Workers: workers}},
 	})
 	var (
-		total    grpGauge
-		perQ     = map[string]*grpGauge{}
-		started  = make(chan grpRun, len(queues)*perQueue)
+		total    gauge
+		perQ     = map[string]*gauge{}
+		started  = make(chan queueRun, len(queues)*perQueue)
 		releases sync.Map // job id → chan struct{}, closed to let the job end
-		gate     = newGrpGate()
+		gate     = b.gate()
 	)
 	releaseOf := func(id int64) chan struct{} {
 		ch, _ := releases.LoadOrStore(id, make(chan struct{}))
 		return ch.(chan struct{})
 	}
 	for _, q := range queues {
-		perQ[q] = &grpGauge{}
+		perQ[q] = &gauge{}
 	}
-	handle(t, c, grpFairKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, fairKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		total.enter()
 		perQ[job.Queue].enter()
 		defer total.leave()
 		defer perQ[job.Queue].leave()
-		started <- grpRun{job.ID, job.Queue}
+		started <- queueRun{job.ID, job.Queue}
 		select {
 		case <-releaseOf(job.ID):
-		case <-gate.release: // the test is over
+		case <-gate.ch: // the test is over
 		}
 		return nil
 	})
-	grpStartGated(t, c, db, gate)
+	b.start(c)
 
 	var specs []relay.JobSpec
 	for i := range perQueue {
 		for _, q := range queues {
-			specs = append(specs, grpFairKind.Job(numArgs{N: i}, relay.Queue(q)))
+			specs = append(specs, fairKind.Job(numArgs{N: i}, relay.Queue(q)))
 		}
 	}
-	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
-		t.Fatal(err)
-	}
+	b.enqueueMany(specs)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -631,7 +559,7 @@ func TestMaxWorkersIsNeverExceededAcrossQueues(t *testing.T) {
 	for _, q := range queues {
 		pending[q] = perQueue
 	}
-	var running []grpRun
+	var running []queueRun
 	// allowed is how many jobs can run now: MaxWorkers, bounded by each queue's Workers
 	// and what it has left.
 	allowed := func() int {
@@ -660,9 +588,7 @@ func TestMaxWorkersIsNeverExceededAcrossQueues(t *testing.T) {
 		close(releaseOf(running[i].id))
 		running = slices.Delete(running, i, i+1)
 	}
-	relaytest.WaitFor(t, waitTimeout, "every job to succeed", func() bool {
-		return countJobs(t, db, "succeeded") == len(specs)
-	})
+	b.waitCount("succeeded", len(specs))
 	select {
 	case r := <-started:
 		t.Errorf("job %+v started more than once", r)

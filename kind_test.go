@@ -15,63 +15,63 @@ import (
 // Tests of typed kinds: relay.Kind at both ends, Kind.Job, and the kinds whose args are
 // not encoded as a struct's JSON ([]byte, json.RawMessage).
 
-// kndInvoice is the args type of kndInvoiceKind.
-type kndInvoice struct {
+// invoiceArgs is the args type of invoiceKind.
+type invoiceArgs struct {
 	Customer string
 	Cents    int
 }
 
-var kndInvoiceKind = relay.NewKind[kndInvoice]("knd-invoice")
+var invoiceKind = relay.NewKind[invoiceArgs]("knd-invoice")
 
 // A kind names its jobs as stored and delivers the args it was given to its handler, typed,
 // whether the job came through Enqueue, EnqueueJob or EnqueueMany; EnqueueMany mixes
 // kinds in one batch and applies each job's own options after the batch's.
 func TestKindRoundTripsThroughHandleAndEnqueue(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	if got := kndInvoiceKind.Name(); got != "knd-invoice" {
+	if got := invoiceKind.Name(); got != "knd-invoice" {
 		t.Errorf("Name() = %q, want knd-invoice", got)
 	}
-	if got := fmt.Sprint(kndInvoiceKind); got != "knd-invoice" {
+	if got := fmt.Sprint(invoiceKind); got != "knd-invoice" {
 		t.Errorf("a Kind prints as %q, want its name knd-invoice", got)
 	}
 
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 4}, "knd-other": {Workers: 4}}})
+	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 4}, "knd-other": {Workers: 4}}})
 	type seen struct {
 		id          int64
 		kind, queue string
-		args        kndInvoice
+		args        invoiceArgs
 	}
 	invoices := make(chan seen, 10)
-	handle(t, c, kndInvoiceKind, func(ctx context.Context, job *relay.Job[kndInvoice]) error {
+	handle(t, c, invoiceKind, func(ctx context.Context, job *relay.Job[invoiceArgs]) error {
 		invoices <- seen{job.ID, job.Kind, job.Queue, job.Args}
 		return nil
 	})
 	nums := make(chan int64, 10)
 	handle(t, c, testKind, reportIDs(nums))
-	start(t, c, db.Pool)
+	b.start(c)
 
 	want := map[int64]seen{}
-	one := kndInvoice{Customer: "ada", Cents: 1250}
-	id, err := relay.Enqueue(ctx, db, kndInvoiceKind, one, relay.Schema(db.Schema))
+	one := invoiceArgs{Customer: "ada", Cents: 1250}
+	id, err := relay.Enqueue(ctx, b, invoiceKind, one, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want[id] = seen{id, "knd-invoice", relay.DefaultQueue, one}
-	two := kndInvoice{Customer: "grace", Cents: 99}
-	e, err := relay.EnqueueJob(ctx, db, kndInvoiceKind, two, relay.Schema(db.Schema))
+	two := invoiceArgs{Customer: "grace", Cents: 99}
+	e, err := relay.EnqueueJob(ctx, b, invoiceKind, two, relay.Schema(b.Schema))
 	if err != nil || e.Duplicate {
 		t.Fatalf("EnqueueJob: %+v, %v", e, err)
 	}
 	want[e.ID] = seen{e.ID, "knd-invoice", relay.DefaultQueue, two}
 
-	three, four := kndInvoice{Customer: "alan", Cents: 1}, kndInvoice{Customer: "edsger", Cents: 2}
-	ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{
-		kndInvoiceKind.Job(three),
+	three, four := invoiceArgs{Customer: "alan", Cents: 1}, invoiceArgs{Customer: "edsger", Cents: 2}
+	ids, err := relay.EnqueueMany(ctx, b, []relay.JobSpec{
+		invoiceKind.Job(three),
 		testKind.Job(numArgs{N: 3}),
-		kndInvoiceKind.Job(four, relay.Queue("knd-other")), // after the batch's Queue
-	}, relay.Queue(relay.DefaultQueue), relay.Schema(db.Schema))
+		invoiceKind.Job(four, relay.Queue("knd-other")), // after the batch's Queue
+	}, relay.Queue(relay.DefaultQueue), relay.Schema(b.Schema))
 	if err != nil || len(ids) != 3 {
 		t.Fatalf("EnqueueMany: %v, %v", ids, err)
 	}
@@ -88,7 +88,7 @@ func TestKindRoundTripsThroughHandleAndEnqueue(t *testing.T) {
 	if got := recv(t, nums, "the other kind's job of the batch"); got != ids[1] {
 		t.Errorf("the numArgs handler ran job %d, want %d", got, ids[1])
 	}
-	if rec := jobRecord(t, db, ids[1]); rec.Kind != testKind.Name() {
+	if rec := b.record(ids[1]); rec.Kind != testKind.Name() {
 		t.Errorf("job %d is stored with kind %q, want %q", ids[1], rec.Kind, testKind.Name())
 	}
 }
@@ -98,7 +98,7 @@ func TestKindRoundTripsThroughHandleAndEnqueue(t *testing.T) {
 // so is a JobSpec not made with Kind.Job.
 func TestZeroKindAndInvalidNamesAreRefused(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	noop := func(context.Context, *relay.Job[numArgs]) error { return nil }
 	var zero relay.Kind[numArgs]
@@ -110,7 +110,7 @@ func TestZeroKindAndInvalidNamesAreRefused(t *testing.T) {
 		}
 	}
 
-	c := newClient(db, relay.Config{})
+	c := b.client(relay.Config{})
 	saysNewKind("Handle of the zero Kind", relay.Handle(c, zero, noop))
 	saysNewKind("HandleWithOutput of the zero Kind", relay.HandleWithOutput(c, zero, func(context.Context, *relay.Job[numArgs]) (int, error) { return 0, nil }))
 	if err := relay.Handle(c, long, noop); !errors.Is(err, relay.ErrInvalidJob) {
@@ -119,27 +119,27 @@ func TestZeroKindAndInvalidNamesAreRefused(t *testing.T) {
 	// Nothing was registered: the valid kinds of the same names can still be.
 	handle(t, c, relay.NewKind[numArgs](strings.Repeat("k", relay.MaxNameLen)), noop)
 
-	schema := relay.Schema(db.Schema)
-	id, err := relay.Enqueue(ctx, db, zero, numArgs{N: 1}, schema)
+	schema := relay.Schema(b.Schema)
+	id, err := relay.Enqueue(ctx, b, zero, numArgs{N: 1}, schema)
 	saysNewKind("Enqueue of the zero Kind", err)
 	if id != 0 {
 		t.Errorf("Enqueue of the zero Kind returned id %d", id)
 	}
-	_, err = relay.EnqueueJob(ctx, db, zero, numArgs{N: 1}, schema)
+	_, err = relay.EnqueueJob(ctx, b, zero, numArgs{N: 1}, schema)
 	saysNewKind("EnqueueJob of the zero Kind", err)
 	good := testKind.Job(numArgs{N: 2})
-	ids, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{good, zero.Job(numArgs{N: 3})}, schema)
+	ids, err := relay.EnqueueMany(ctx, b, []relay.JobSpec{good, zero.Job(numArgs{N: 3})}, schema)
 	saysNewKind("EnqueueMany with a job of the zero Kind", err)
 	if ids != nil {
 		t.Errorf("EnqueueMany with a job of the zero Kind returned ids %v", ids)
 	}
-	_, err = relay.EnqueueJobs(ctx, db, []relay.JobSpec{good, {}}, schema)
+	_, err = relay.EnqueueJobs(ctx, b, []relay.JobSpec{good, {}}, schema)
 	saysNewKind("EnqueueJobs with a zero JobSpec", err)
-	if _, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{good, long.Job(numArgs{})}, schema); !errors.Is(err, relay.ErrInvalidJob) {
+	if _, err := relay.EnqueueMany(ctx, b, []relay.JobSpec{good, long.Job(numArgs{})}, schema); !errors.Is(err, relay.ErrInvalidJob) {
 		t.Errorf("EnqueueMany with an over-long kind: %v, want ErrInvalidJob", err)
 	}
-	if n := countJobs(t, db, ""); n != 0 {
-		t.Errorf("refused enqueues left %d jobs: %+v", n, relaytest.Jobs(t, db))
+	if n := b.count(""); n != 0 {
+		t.Errorf("refused enqueues left %d jobs: %+v", n, relaytest.Jobs(t, b.DB))
 	}
 }
 
@@ -148,12 +148,12 @@ func TestZeroKindAndInvalidNamesAreRefused(t *testing.T) {
 // before anything is inserted. A Kind[[]byte]'s args are stored as they are.
 func TestRawMessageAndByteKinds(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	raw := relay.NewKind[json.RawMessage]("knd-raw")
 	blob := relay.NewKind[[]byte]("knd-blob")
 
-	c := newClient(db, relay.Config{})
+	c := b.client(relay.Config{})
 	raws := make(chan json.RawMessage, 1)
 	handle(t, c, raw, func(ctx context.Context, job *relay.Job[json.RawMessage]) error {
 		raws <- job.Args
@@ -164,29 +164,29 @@ func TestRawMessageAndByteKinds(t *testing.T) {
 		blobs <- job.Args
 		return nil
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
-	if _, err := relay.Enqueue(ctx, db, raw, json.RawMessage(`{"x":`), relay.Schema(db.Schema)); !errors.Is(err, relay.ErrEncodeArgs) {
+	if _, err := relay.Enqueue(ctx, b, raw, json.RawMessage(`{"x":`), relay.Schema(b.Schema)); !errors.Is(err, relay.ErrEncodeArgs) {
 		t.Errorf("Enqueue of invalid raw JSON: %v, want ErrEncodeArgs", err)
 	}
-	if n := countJobs(t, db, ""); n != 0 {
+	if n := b.count(""); n != 0 {
 		t.Fatalf("the refused enqueue left %d jobs", n)
 	}
 
-	id := enqueue(t, db, raw, json.RawMessage(`{"to": ["ada", "grace"], "n": 2}`))
-	if got := recv(t, raws, "the raw JSON job"); !cplJSONEqual(got, `{"to":["ada","grace"],"n":2}`) {
+	id := enqueue(b, raw, json.RawMessage(`{"to": ["ada", "grace"], "n": 2}`))
+	if got := recv(t, raws, "the raw JSON job"); !jsonEqual(got, `{"to":["ada","grace"],"n":2}`) {
 		t.Errorf("the json.RawMessage handler got %s", got)
 	}
-	if rec := waitRecord(t, db, id, relay.StateSucceeded); rec.Payload != nil || !cplJSONEqual(rec.Args, `{"to":["ada","grace"],"n":2}`) {
+	if rec := b.waitRecord(id, relay.StateSucceeded); rec.Payload != nil || !jsonEqual(rec.Args, `{"to":["ada","grace"],"n":2}`) {
 		t.Errorf("raw JSON stored as args %s, payload %x; want the JSON as args and no payload", rec.Args, rec.Payload)
 	}
 
 	payload := []byte{0x00, 0xff, '{', 0x80}
-	id = enqueue(t, db, blob, payload)
+	id = enqueue(b, blob, payload)
 	if got := recv(t, blobs, "the []byte job"); string(got) != string(payload) {
 		t.Errorf("the []byte handler got %x, want %x", got, payload)
 	}
-	if rec := waitRecord(t, db, id, relay.StateSucceeded); string(rec.Payload) != string(payload) || string(rec.Args) != "null" {
+	if rec := b.waitRecord(id, relay.StateSucceeded); string(rec.Payload) != string(payload) || string(rec.Args) != "null" {
 		t.Errorf("[]byte args stored as args %s, payload %x; want null args and payload %x", rec.Args, rec.Payload, payload)
 	}
 }
@@ -195,23 +195,23 @@ func TestRawMessageAndByteKinds(t *testing.T) {
 // the kind on args that went through JSON, with the kind's name on the Job.
 func TestRelaytestTakesKinds(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	want := kndInvoice{Customer: "ada", Cents: 5}
-	id := enqueue(t, db, kndInvoiceKind, want)
-	enqueue(t, db, testKind, numArgs{})
-	if jobs := relaytest.Enqueued(t, db, kndInvoiceKind); len(jobs) != 1 || jobs[0].ID != id || jobs[0].Kind != kndInvoiceKind.Name() {
-		t.Errorf("Enqueued(kndInvoiceKind) = %+v, want job %d alone", jobs, id)
+	want := invoiceArgs{Customer: "ada", Cents: 5}
+	id := enqueue(b, invoiceKind, want)
+	enqueue(b, testKind, numArgs{})
+	if jobs := relaytest.Enqueued(t, b.DB, invoiceKind); len(jobs) != 1 || jobs[0].ID != id || jobs[0].Kind != invoiceKind.Name() {
+		t.Errorf("Enqueued(invoiceKind) = %+v, want job %d alone", jobs, id)
 	}
-	var got *relay.Job[kndInvoice]
-	err := relaytest.Work(ctx, t, kndInvoiceKind, func(ctx context.Context, job *relay.Job[kndInvoice]) error {
+	var got *relay.Job[invoiceArgs]
+	err := relaytest.Work(ctx, t, invoiceKind, func(ctx context.Context, job *relay.Job[invoiceArgs]) error {
 		got = job
 		return errors.New("handler error")
 	}, want)
 	if err == nil || err.Error() != "handler error" {
 		t.Errorf("Work returned %v, want the handler's error", err)
 	}
-	if got == nil || got.Kind != kndInvoiceKind.Name() || got.Args != want || got.Attempt != 1 {
-		t.Errorf("Work ran the handler on %+v, want kind %q, args %+v, attempt 1", got, kndInvoiceKind.Name(), want)
+	if got == nil || got.Kind != invoiceKind.Name() || got.Args != want || got.Attempt != 1 {
+		t.Errorf("Work ran the handler on %+v, want kind %q, args %+v, attempt 1", got, invoiceKind.Name(), want)
 	}
 }

@@ -3,9 +3,7 @@ package relay_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,86 +13,6 @@ import (
 	"github.com/relayq/relay/relaytest"
 )
 
-// Helpers shared by lease_test.go, crash_test.go, outcomes_test.go and cancel_test.go.
-
-// Short leases keep the tests of lost and rescued jobs fast.
-const (
-	shortTTL     = time.Second
-	shortRenewal = 200 * time.Millisecond
-)
-
-// withShortLeases sets cfg's LeaseTTL and LeaseRenewal to shortTTL and shortRenewal.
-func withShortLeases(cfg relay.Config) relay.Config {
-	cfg.LeaseTTL, cfg.LeaseRenewal = shortTTL, shortRenewal
-	return cfg
-}
-
-// jobRecord returns relay.GetJob of id in db's schema.
-func jobRecord(t testing.TB, db *relaytest.DB, id int64) *relay.JobRecord {
-	t.Helper()
-	rec, err := relay.GetJob(context.Background(), db, id, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatalf("GetJob(%d): %v", id, err)
-	}
-	return rec
-}
-
-// waitRecord waits until job id is in state and returns its record.
-func waitRecord(t testing.TB, db *relaytest.DB, id int64, state relay.JobState) *relay.JobRecord {
-	t.Helper()
-	var rec *relay.JobRecord
-	relaytest.WaitFor(t, waitTimeout, fmt.Sprintf("job %d to be %s", id, state), func() bool {
-		rec = jobRecord(t, db, id)
-		return rec.State == state
-	})
-	return rec
-}
-
-// historyString renders attempts for failure messages.
-func historyString(as []relay.Attempt) string {
-	var b strings.Builder
-	for i, a := range as {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		fmt.Fprintf(&b, "#%d by %s → %s", a.Number, a.Client, a.Outcome)
-		if a.Reason != "" {
-			fmt.Fprintf(&b, " (%s: %.60q)", a.Reason, a.Error)
-		}
-	}
-	return "[" + b.String() + "]"
-}
-
-// dbNow is the database's clock.
-func dbNow(t testing.TB, db *relaytest.DB) time.Time {
-	t.Helper()
-	var now time.Time
-	if err := db.QueryRow(context.Background(), `SELECT clock_timestamp()`).Scan(&now); err != nil {
-		t.Fatal(err)
-	}
-	return now
-}
-
-// relayTable is the quoted name of one of relay's tables or views in db's schema.
-func relayTable(db *relaytest.DB, name string) string {
-	return pgx.Identifier{db.Schema, name}.Sanitize()
-}
-
-// ctxEnd is why a handler's context ended.
-type ctxEnd struct {
-	attempt int
-	err     error
-	at      time.Time
-}
-
-// recvWithin returns the next value from ch, failing the test if none comes within d.
-func recvWithin[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
-	t.Helper()
-	return relaytest.Receive(t, ch, d, what)
-}
-
-// ---------------------------------------------------------------------------------------
-
 // A client cut off from the database (its renewals paused) while its handler runs loses
 // the job: another client rescues it and runs it, the cut-off handler's context is
 // cancelled with a lease cause, and its late return — while the other client still runs
@@ -103,54 +21,52 @@ func recvWithin[T any](t testing.TB, ch <-chan T, d time.Duration, what string) 
 func TestPartitionedClientsJobIsRescuedAndRunByAnother(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("partitioned")
-	db := relaytest.NewDB(t)
-	c1 := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 1}}}))
+	b := setup(t)
+	c1 := b.client(withShortLeases(relay.Config{Queues: queues(1, relay.DefaultQueue)}))
 	started1 := make(chan int64, 1)
 	causes1 := make(chan ctxEnd, 1)
-	release1 := make(chan struct{})
+	release1 := b.gate()
 	handle(t, c1, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started1 <- job.ID
 		<-ctx.Done()
 		causes1 <- ctxEnd{job.Attempt, context.Cause(ctx), time.Now()}
-		<-release1 // returns late, while the other client runs the job
+		release1.wait() // returns late, while the other client runs the job
 		return nil
 	})
-	start(t, c1, db.Pool)
-	t.Cleanup(func() { closeOnce(release1) }) // runs before c1's stop
+	b.start(c1)
 
-	id := enqueue(t, db, kind, numArgs{N: 1})
+	id := enqueue(b, kind, numArgs{N: 1})
 	if got := recv(t, started1, "the job to start on the first client"); got != id {
 		t.Fatalf("first client ran job %d, want %d", got, id)
 	}
 
 	// The second client starts only now so that the first certainly claimed the job.
-	c2 := newClient(db, withShortLeases(relay.Config{}))
+	c2 := b.client(withShortLeases(relay.Config{}))
 	type run struct {
 		attempt int
 		at      time.Time
 	}
 	ran2 := make(chan run, 10)
-	release2 := make(chan struct{})
+	release2 := b.gate()
 	handle(t, c2, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		ran2 <- run{job.Attempt, time.Now()}
 		select {
-		case <-release2:
+		case <-release2.ch:
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
 		return nil
 	})
-	start(t, c2, db.Pool)
-	t.Cleanup(func() { closeOnce(release2) })
+	b.start(c2)
 
 	relay.PauseLeaseRenewal(c1, true)
 	paused := time.Now()
-	r := recvWithin(t, ran2, shortTTL+2*time.Second, "the second client to rescue and run the job")
+	r := relaytest.Receive(t, ran2, shortTTL+2*time.Second, "the second client to rescue and run the job")
 	t.Logf("second client ran the job %v after the first was cut off", r.at.Sub(paused))
 	if r.attempt != 2 {
 		t.Errorf("second client ran attempt %d, want 2", r.attempt)
 	}
-	c := recvWithin(t, causes1, shortTTL+2*time.Second, "the cut-off handler's context to be cancelled")
+	c := relaytest.Receive(t, causes1, shortTTL+2*time.Second, "the cut-off handler's context to be cancelled")
 	t.Logf("cut-off handler cancelled %v after the renewals stopped (cause %v)", c.at.Sub(paused), c.err)
 	if !errors.Is(c.err, relay.ErrLeaseExpired) && !errors.Is(c.err, relay.ErrLostLease) {
 		t.Errorf("cut-off handler's context ended with %v, want ErrLeaseExpired or ErrLostLease", c.err)
@@ -158,17 +74,17 @@ func TestPartitionedClientsJobIsRescuedAndRunByAnother(t *testing.T) {
 
 	// The cut-off handler returns nil, late, while attempt 2 runs; stopping its client
 	// writes whatever it still had to write.
-	close(release1)
-	stop(t, c1)
-	rec := jobRecord(t, db, id)
+	release1.open()
+	b.stop(c1)
+	rec := b.record(id)
 	if rec.State != relay.StateRunning || rec.Attempt != 2 || rec.AttemptedBy != c2.ID() || len(rec.Attempts) != 1 {
 		t.Fatalf("after the cut-off handler returned, the job is %s at attempt %d by %q with history %s; want still running attempt 2 on %s",
 			rec.State, rec.Attempt, rec.AttemptedBy, historyString(rec.Attempts), c2.ID())
 	}
 
-	close(release2)
-	rec = waitRecord(t, db, id, relay.StateSucceeded)
-	stop(t, c2)
+	release2.open()
+	rec = b.waitRecord(id, relay.StateSucceeded)
+	b.stop(c2)
 	select {
 	case r := <-ran2:
 		t.Errorf("the job ran again on the second client (attempt %d)", r.attempt)
@@ -195,12 +111,12 @@ func TestPartitionedClientsJobIsRescuedAndRunByAnother(t *testing.T) {
 func TestStaleAttemptDoesNotDisturbTheNextAttemptOnTheSameClient(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("stubborn")
-	db := relaytest.NewDB(t)
-	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 2}}}))
+	b := setup(t)
+	c := b.client(withShortLeases(relay.Config{Queues: queues(2, relay.DefaultQueue)}))
 	started := make(chan int, 10)
 	causes := make(chan ctxEnd, 10)
 	release := map[int]chan struct{}{1: make(chan struct{}), 2: make(chan struct{}), 3: make(chan struct{})}
-	testDone := make(chan struct{})
+	testDone := b.gate()
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.Attempt
 		rel := release[job.Attempt]
@@ -209,25 +125,24 @@ func TestStaleAttemptDoesNotDisturbTheNextAttemptOnTheSameClient(t *testing.T) {
 			causes <- ctxEnd{job.Attempt, context.Cause(ctx), time.Now()}
 		case <-rel:
 			return nil
-		case <-testDone:
+		case <-testDone.ch:
 			return nil
 		}
 		select { // ignores its context: works on until released
 		case <-rel:
-		case <-testDone:
+		case <-testDone.ch:
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	t.Cleanup(func() { close(testDone) }) // before Stop
+	b.start(c)
 
-	id := enqueue(t, db, kind, numArgs{})
+	id := enqueue(b, kind, numArgs{})
 	if a := recv(t, started, "attempt 1"); a != 1 {
 		t.Fatalf("attempt %d started, want 1", a)
 	}
 	// Cut off until the job is rescued and claimed again, here, as attempt 2.
 	relay.PauseLeaseRenewal(c, true)
-	if a := recvWithin(t, started, shortTTL+2*time.Second, "attempt 2 after the lease was lost"); a != 2 {
+	if a := relaytest.Receive(t, started, shortTTL+2*time.Second, "attempt 2 after the lease was lost"); a != 2 {
 		t.Fatalf("attempt %d started, want 2", a)
 	}
 	relay.PauseLeaseRenewal(c, false)
@@ -243,10 +158,10 @@ func TestStaleAttemptDoesNotDisturbTheNextAttemptOnTheSameClient(t *testing.T) {
 
 	// The stale handler returns; attempt 2 must keep its lease.
 	close(release[1])
-	from := dbNow(t, db)
+	from := b.now()
 	want := from.Add(shortTTL + 2*shortRenewal) // only renewals after the return reach this far
 	relaytest.WaitFor(t, shortTTL+2*time.Second, "attempt 2's lease to be renewed after attempt 1 returned", func() bool {
-		rec := jobRecord(t, db, id)
+		rec := b.record(id)
 		if rec.State != relay.StateRunning || rec.Attempt != 2 {
 			t.Fatalf("after attempt 1 returned, the job became %s at attempt %d while attempt 2 still runs; history %s",
 				rec.State, rec.Attempt, historyString(rec.Attempts))
@@ -262,7 +177,7 @@ func TestStaleAttemptDoesNotDisturbTheNextAttemptOnTheSameClient(t *testing.T) {
 	}
 
 	close(release[2])
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	rec := b.waitRecord(id, relay.StateSucceeded)
 	if rec.Attempt != 2 || len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease {
 		t.Errorf("job succeeded after attempt %d with history %s; want attempt 1 lost (lost lease), attempt 2 succeeded", rec.Attempt, historyString(rec.Attempts))
 	}
@@ -275,20 +190,20 @@ func TestClientStatusAndUnhandledJobsViews(t *testing.T) {
 	t.Parallel()
 	handledKind := relay.NewKind[numArgs]("handled")
 	orphanKind := relay.NewKind[numArgs]("orphan")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	c := newClient(db, withShortLeases(relay.Config{}))
+	c := b.client(withShortLeases(relay.Config{}))
 	ran := make(chan int64, 10)
 	handle(t, c, handledKind, reportIDs(ran))
-	start(t, c, db.Pool)
+	b.start(c)
 
-	orphan := enqueue(t, db, orphanKind, numArgs{})
-	later := enqueue(t, db, handledKind, numArgs{}, relay.RunIn(time.Hour)) // pending, handled: not listed
-	handled := enqueue(t, db, handledKind, numArgs{})
+	orphan := enqueue(b, orphanKind, numArgs{})
+	later := enqueue(b, handledKind, numArgs{}, relay.RunIn(time.Hour)) // pending, handled: not listed
+	handled := enqueue(b, handledKind, numArgs{})
 	if got := recv(t, ran, "the handled job"); got != handled {
 		t.Fatalf("ran job %d, want %d", got, handled)
 	}
-	waitState(t, db, "succeeded", handled)
+	b.waitState("succeeded", handled)
 
 	type status struct {
 		alive       bool
@@ -303,8 +218,8 @@ func TestClientStatusAndUnhandledJobsViews(t *testing.T) {
 	}
 	statusOf := func(id string) status {
 		var s status
-		err := db.QueryRow(ctx, `SELECT alive, heartbeat_at, stopped_at, kinds, queues, running_jobs, lease_ttl, started_at FROM `+
-			relayTable(db, "client_status")+` WHERE id = $1`, id).Scan(&s.alive, &s.heartbeat, &s.stopped, &s.kinds, &s.queues, &s.running, &s.ttl, &s.startedAt)
+		err := b.QueryRow(ctx, `SELECT alive, heartbeat_at, stopped_at, kinds, queues, running_jobs, lease_ttl, started_at FROM `+
+			b.table("client_status")+` WHERE id = $1`, id).Scan(&s.alive, &s.heartbeat, &s.stopped, &s.kinds, &s.queues, &s.running, &s.ttl, &s.startedAt)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s
 		}
@@ -332,7 +247,7 @@ func TestClientStatusAndUnhandledJobsViews(t *testing.T) {
 		jobs        int64
 	}
 	listUnhandled := func() []unhandled {
-		rows, err := db.Query(ctx, `SELECT queue, kind, jobs FROM `+relayTable(db, "unhandled_jobs")+` ORDER BY queue, kind`)
+		rows, err := b.Query(ctx, `SELECT queue, kind, jobs FROM `+b.table("unhandled_jobs")+` ORDER BY queue, kind`)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,11 +263,11 @@ func TestClientStatusAndUnhandledJobsViews(t *testing.T) {
 	if got, want := listUnhandled(), []unhandled{{relay.DefaultQueue, "orphan", 1}}; !slices.Equal(got, want) {
 		t.Errorf("unhandled_jobs while the client runs: %+v, want %+v", got, want)
 	}
-	if rec := jobRecord(t, db, orphan); rec.State != relay.StatePending || rec.Attempt != 0 {
+	if rec := b.record(orphan); rec.State != relay.StatePending || rec.Attempt != 0 {
 		t.Errorf("the unhandled job is %s at attempt %d, want pending and never claimed", rec.State, rec.Attempt)
 	}
 
-	stop(t, c)
+	b.stop(c)
 	if s := statusOf(c.ID()); s.alive || s.stopped == nil {
 		t.Errorf("status of the stopped client: %+v; want not alive, stopped", s)
 	}
@@ -373,26 +288,27 @@ func TestClientStatusShowsTheKindsOfAClientRestartedUnderTheSameID(t *testing.T)
 	t.Parallel()
 	oldKind := relay.NewKind[numArgs]("old-kind")
 	newKind := relay.NewKind[numArgs]("new-kind")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	id := "fixed-id-" + randomHex()
 	noop := func(ctx context.Context, job *relay.Job[numArgs]) error { return nil }
 
-	first := newClient(db, withShortLeases(relay.Config{ID: id}))
+	first := b.client(withShortLeases(relay.Config{ID: id}))
 	handle(t, first, oldKind, noop)
-	start(t, first, db.Pool)
+	b.start(first)
 	relaytest.WaitFor(t, waitTimeout, "the first run's status row", func() bool {
 		var n int
-		_ = db.QueryRow(ctx, `SELECT count(*) FROM `+relayTable(db, "clients")+` WHERE id = $1`, id).Scan(&n)
+		_ = b.QueryRow(ctx, `SELECT count(*) FROM `+b.table("clients")+` WHERE id = $1`, id).Scan(&n)
 		return n == 1
 	})
-	stop(t, first)
+	b.stop(first)
 
-	second := newClient(db, relay.Config{ID: id, LeaseTTL: 3 * time.Second, LeaseRenewal: time.Second,
-		Queues: map[string]relay.QueueConfig{"other": {Workers: 1}}})
+	second := b.client(relay.Config{ID: id, LeaseTTL: 3 * time.Second, LeaseRenewal: time.Second,
+		Queues: queues(1, "other")})
+
 	handle(t, second, newKind, noop)
-	start(t, second, db.Pool)
-	pending := enqueue(t, db, newKind, numArgs{}, relay.Queue("other"), relay.RunIn(time.Hour))
+	b.start(second)
+	pending := enqueue(b, newKind, numArgs{}, relay.Queue("other"), relay.RunIn(time.Hour))
 
 	var (
 		kinds, queues []string
@@ -400,7 +316,7 @@ func TestClientStatusShowsTheKindsOfAClientRestartedUnderTheSameID(t *testing.T)
 		alive         bool
 	)
 	relaytest.WaitFor(t, waitTimeout, "the second run's heartbeat", func() bool {
-		err := db.QueryRow(ctx, `SELECT kinds, queues, lease_ttl, alive FROM `+relayTable(db, "client_status")+` WHERE id = $1`, id).
+		err := b.QueryRow(ctx, `SELECT kinds, queues, lease_ttl, alive FROM `+b.table("client_status")+` WHERE id = $1`, id).
 			Scan(&kinds, &queues, &ttl, &alive)
 		if err != nil {
 			t.Fatal(err)
@@ -411,19 +327,10 @@ func TestClientStatusShowsTheKindsOfAClientRestartedUnderTheSameID(t *testing.T)
 		t.Errorf("client_status of the restarted client: kinds %v, queues %v, TTL %v; want [new-kind], [other], 3s", kinds, queues, ttl)
 	}
 	var listed int
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM `+relayTable(db, "unhandled_jobs")+` WHERE kind = 'new-kind'`).Scan(&listed); err != nil {
+	if err := b.QueryRow(ctx, `SELECT count(*) FROM `+b.table("unhandled_jobs")+` WHERE kind = 'new-kind'`).Scan(&listed); err != nil {
 		t.Fatal(err)
 	}
 	if listed != 0 {
 		t.Errorf("unhandled_jobs lists kind new-kind (job %d) although a live client handles it on its queue", pending)
-	}
-}
-
-// closeOnce closes ch unless it is already closed.
-func closeOnce(ch chan struct{}) {
-	select {
-	case <-ch:
-	default:
-		close(ch)
 	}
 }

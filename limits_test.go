@@ -12,75 +12,20 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/relaytest"
 )
 
 // Tests of the queue semantics of migration 003: job priorities, cluster-wide limits on a
 // queue's running jobs, and pausing a queue for the whole cluster. Every client polls once
-// an hour (newClient), so anything picked up promptly was woken by a NOTIFY; timeouts are
+// an hour (b.client), so anything picked up promptly was woken by a NOTIFY; timeouts are
 // failure bounds only.
 
 // The kinds of the pause tests and of the jobs that probe whether a queue is worked.
 var (
-	limPausableKind = relay.NewKind[numArgs]("pausable")
-	limProbeKind    = relay.NewKind[numArgs]("probe")
+	pausableKind = relay.NewKind[numArgs]("pausable")
+	probeKind    = relay.NewKind[numArgs]("probe")
 )
-
-// limSetQueue stores settings for queue in db's schema, failing the test on error.
-func limSetQueue(t testing.TB, db *relaytest.DB, queue string, settings relay.QueueSettings) {
-	t.Helper()
-	if err := relay.SetQueue(context.Background(), db, queue, settings, relay.Schema(db.Schema)); err != nil {
-		t.Fatalf("SetQueue(%q, %+v): %v", queue, settings, err)
-	}
-}
-
-// limGetQueue returns relay.GetQueue of queue in db's schema.
-func limGetQueue(t testing.TB, db *relaytest.DB, queue string) relay.QueueInfo {
-	t.Helper()
-	info, err := relay.GetQueue(context.Background(), db, queue, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatalf("GetQueue(%q): %v", queue, err)
-	}
-	return info
-}
-
-// limPauseQueue pauses (or, with pause false, resumes) queue in db's schema.
-func limPauseQueue(t testing.TB, db *relaytest.DB, queue string, pause bool) {
-	t.Helper()
-	ctx := context.Background()
-	var err error
-	if pause {
-		err = relay.PauseQueue(ctx, db, queue, relay.Schema(db.Schema))
-	} else {
-		err = relay.ResumeQueue(ctx, db, queue, relay.Schema(db.Schema))
-	}
-	if err != nil {
-		t.Fatalf("pause %q (%v): %v", queue, pause, err)
-	}
-}
-
-// limExpectNothing fails the test if ch holds a value now.
-func limExpectNothing[T any](t testing.TB, ch <-chan T, what string) {
-	t.Helper()
-	select {
-	case v := <-ch:
-		t.Fatalf("%s: got %v", what, v)
-	default:
-	}
-}
-
-// limExpectPending fails the test unless every job of ids is pending and was never claimed.
-func limExpectPending(t testing.TB, db *relaytest.DB, ids ...int64) {
-	t.Helper()
-	for _, id := range ids {
-		if rec := jobRecord(t, db, id); rec.State != relay.StatePending || rec.Attempt != 0 {
-			t.Errorf("job %d is %s after %d attempts (%s); want pending and never claimed",
-				id, rec.State, rec.Attempt, historyString(rec.Attempts))
-		}
-	}
-}
 
 // ---------------------------------------------------------------------------------------
 // Priorities
@@ -98,18 +43,17 @@ func TestPriorityOrderAcrossLevelsFIFOWithin(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			limPriorityOrder(t, limited)
+			testPriorityOrder(t, limited)
 		})
 	}
 }
 
-func limPriorityOrder(t *testing.T, limited bool) {
+func testPriorityOrder(t *testing.T, limited bool) {
 	kind := relay.NewKind[numArgs]("prio")
-	db := relaytest.NewDB(t)
-	ctx := context.Background()
+	b := setup(t)
 	const queue = "prio"
 	if limited {
-		limSetQueue(t, db, queue, relay.QueueSettings{GlobalLimit: 2})
+		b.setQueue(queue, relay.QueueSettings{GlobalLimit: 2})
 	}
 
 	type planned struct {
@@ -123,7 +67,7 @@ func limPriorityOrder(t *testing.T, limited bool) {
 	for round := range 3 {
 		for i := range levels { // a different interleaving each round
 			p := levels[(i*7+round*3)%len(levels)]
-			id := enqueue(t, db, kind, numArgs{N: seq}, relay.Queue(queue), relay.Priority(p))
+			id := enqueue(b, kind, numArgs{N: seq}, relay.Queue(queue), relay.Priority(p))
 			jobs = append(jobs, planned{id, p, seq})
 			seq++
 		}
@@ -134,32 +78,29 @@ func limPriorityOrder(t *testing.T, limited bool) {
 	for i, p := range batchPrios {
 		specs[i] = kind.Job(numArgs{N: seq + i}, relay.Priority(p))
 	}
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatalf("EnqueueMany: %v", err)
-	}
+	ids := b.enqueueMany(specs, relay.Queue(queue))
 	for i, p := range batchPrios {
 		jobs = append(jobs, planned{ids[i], p, seq})
 		seq++
 	}
 	for _, j := range jobs {
-		if rec := jobRecord(t, db, j.id); rec.Priority != j.prio {
+		if rec := b.record(j.id); rec.Priority != j.prio {
 			t.Fatalf("job %d stored with priority %d, want %d", j.id, rec.Priority, j.prio)
 		}
 	}
 
 	want := slices.Clone(jobs)
-	sort.SliceStable(want, func(a, b int) bool {
-		if want[a].prio != want[b].prio {
-			return want[a].prio > want[b].prio
+	sort.SliceStable(want, func(x, y int) bool {
+		if want[x].prio != want[y].prio {
+			return want[x].prio > want[y].prio
 		}
-		return want[a].seq < want[b].seq
+		return want[x].seq < want[y].seq
 	})
 
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 1}}})
+	c := b.client(relay.Config{Queues: queues(1, queue)})
 	ran := make(chan int64, len(jobs))
 	handle(t, c, kind, reportIDs(ran))
-	start(t, c, db.Pool)
+	b.start(c)
 
 	got := make([]int64, 0, len(jobs))
 	for i := range jobs {
@@ -181,7 +122,7 @@ func limPriorityOrder(t *testing.T, limited bool) {
 		}
 		t.Fatalf("run order (id(priority)):\n got %s\nwant %s", describe(got), describe(wantIDs))
 	}
-	waitState(t, db, "succeeded", wantIDs...)
+	b.waitState("succeeded", wantIDs...)
 }
 
 // A high-priority job enqueued while a one-worker client works through a low-priority
@@ -191,33 +132,32 @@ func limPriorityOrder(t *testing.T, limited bool) {
 func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 	t.Parallel()
 	workKind := relay.NewKind[numArgs]("work")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	const queue, probe = "backlog", "probe"
 
 	var backlog []int64
 	for i := range 8 {
-		backlog = append(backlog, enqueue(t, db, workKind, numArgs{N: i}, relay.Queue(queue), relay.Priority(-3)))
+		backlog = append(backlog, enqueue(b, workKind, numArgs{N: i}, relay.Queue(queue), relay.Priority(-3)))
 	}
 
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{
+	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{
 		queue: {Workers: 1}, probe: {Workers: 1},
 	}})
 	started := make(chan int64, 20)
 	release := make(chan struct{}, 20)
-	quit := make(chan struct{})
+	quit := b.gate()
 	handle(t, c, workKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.ID
 		select {
 		case <-release:
 			return nil
-		case <-quit:
+		case <-quit.ch:
 			return errors.New("test over")
 		}
 	})
 	probed := make(chan int64, 1)
-	handle(t, c, limProbeKind, reportIDs(probed))
-	start(t, c, db.Pool)
-	t.Cleanup(func() { close(quit) }) // runs before c stops
+	handle(t, c, probeKind, reportIDs(probed))
+	b.start(c)
 
 	// Work through the first three jobs of the backlog; the third keeps running.
 	for i := range 3 {
@@ -228,13 +168,13 @@ func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 			release <- struct{}{}
 		}
 	}
-	same := enqueue(t, db, workKind, numArgs{N: 100}, relay.Queue(queue), relay.Priority(-3))
-	high := enqueue(t, db, workKind, numArgs{N: 101}, relay.Queue(queue)) // default priority 0
-	higher := enqueue(t, db, workKind, numArgs{N: 102}, relay.Queue(queue), relay.Priority(2))
+	same := enqueue(b, workKind, numArgs{N: 100}, relay.Queue(queue), relay.Priority(-3))
+	high := enqueue(b, workKind, numArgs{N: 101}, relay.Queue(queue)) // default priority 0
+	higher := enqueue(b, workKind, numArgs{N: 102}, relay.Queue(queue), relay.Priority(2))
 	// Notifications reach the client in commit order and are routed one at a time, so
 	// once the probe (enqueued last, on another queue) runs, the client has taken in the
 	// wakeups of the three jobs above.
-	probeID := enqueue(t, db, limProbeKind, numArgs{}, relay.Queue(probe))
+	probeID := enqueue(b, probeKind, numArgs{}, relay.Queue(probe))
 	if got := recv(t, probed, "the probe job to run"); got != probeID {
 		t.Fatalf("probe ran job %d, want %d", got, probeID)
 	}
@@ -250,7 +190,7 @@ func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 		}
 		release <- struct{}{}
 	}
-	waitState(t, db, "succeeded", append(backlog, same, high, higher)...)
+	b.waitState("succeeded", append(backlog, same, high, higher)...)
 }
 
 // Priorities outside MinPriority..MaxPriority are refused before anything is inserted,
@@ -258,28 +198,28 @@ func TestPriorityHighJobOvertakesBacklogBeingWorked(t *testing.T) {
 func TestPriorityOutOfRangeIsInvalidJob(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("prio")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	for _, p := range []int{relay.MaxPriority + 1, relay.MinPriority - 1, 1 << 20, -1 << 20} {
-		_, err := relay.Enqueue(ctx, db, kind, numArgs{}, relay.Priority(p), relay.Schema(db.Schema))
+		_, err := relay.Enqueue(ctx, b, kind, numArgs{}, relay.Priority(p), relay.Schema(b.Schema))
 		if !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("Enqueue with Priority(%d): err = %v, want ErrInvalidJob", p, err)
 		}
 	}
-	_, err := relay.EnqueueMany(ctx, db, []relay.JobSpec{
+	_, err := relay.EnqueueMany(ctx, b, []relay.JobSpec{
 		kind.Job(numArgs{N: 1}, relay.Priority(5)),
 		kind.Job(numArgs{N: 2}, relay.Priority(relay.MaxPriority+1)),
-	}, relay.Schema(db.Schema))
+	}, relay.Schema(b.Schema))
 	if !errors.Is(err, relay.ErrInvalidJob) {
 		t.Errorf("EnqueueMany with one Priority(MaxPriority+1): err = %v, want ErrInvalidJob", err)
 	}
-	if n := countJobs(t, db, ""); n != 0 {
+	if n := b.count(""); n != 0 {
 		t.Errorf("%d jobs inserted by refused enqueues, want 0", n)
 	}
 	// Both ends of the range are valid.
 	for _, p := range []int{relay.MinPriority, relay.MaxPriority} {
-		id := enqueue(t, db, kind, numArgs{}, relay.Priority(p))
-		if rec := jobRecord(t, db, id); rec.Priority != p {
+		id := enqueue(b, kind, numArgs{}, relay.Priority(p))
+		if rec := b.record(id); rec.Priority != p {
 			t.Errorf("Priority(%d) stored as %d", p, rec.Priority)
 		}
 	}
@@ -296,32 +236,30 @@ func TestGlobalLimitHeldAcrossClients(t *testing.T) {
 	for _, limit := range []int{1, 3} {
 		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
 			t.Parallel()
-			limGlobalLimitHeld(t, limit)
+			testGlobalLimitHeld(t, limit)
 		})
 	}
 }
 
-func limGlobalLimitHeld(t *testing.T, limit int) {
+func testGlobalLimitHeld(t *testing.T, limit int) {
 	kind := relay.NewKind[numArgs]("limited")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	const queue, total, clients = "limited", 60, 3
-	limSetQueue(t, db, queue, relay.QueueSettings{GlobalLimit: limit})
+	b.setQueue(queue, relay.QueueSettings{GlobalLimit: limit})
 
 	var (
-		cur, peak   atomic.Int64
+		running     gauge
 		reached     = make(chan struct{})
 		reachedOnce sync.Once
 		ran         = make(chan int64, total*2)
 		perClient   [clients]atomic.Int64
-		quit        = make(chan struct{})
+		quit        = b.gate()
 	)
 	handler := func(client int) relay.HandlerFunc[numArgs] {
 		return func(ctx context.Context, job *relay.Job[numArgs]) error {
-			n := cur.Add(1)
-			defer cur.Add(-1)
-			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-			}
+			n := running.enter()
+			defer running.leave()
 			if n >= int64(limit) {
 				reachedOnce.Do(func() { close(reached) })
 			}
@@ -329,7 +267,7 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 			// handlers then overlap a little, so that the clients contend for the slots.
 			select {
 			case <-reached:
-			case <-quit:
+			case <-quit.ch:
 				return errors.New("test over")
 			}
 			time.Sleep(2 * time.Millisecond)
@@ -339,11 +277,10 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 		}
 	}
 	for i := range clients {
-		c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 10}}})
+		c := b.client(relay.Config{Queues: queues(10, queue)})
 		handle(t, c, kind, handler(i))
-		start(t, c, db.NewPool(t)) // a pool each, like separate nodes
+		b.startOn(c, b.NewPool(t)) // a pool each, like separate nodes
 	}
-	t.Cleanup(func() { close(quit) }) // runs before the clients stop
 
 	// Watch the queue's running count from the database throughout.
 	var maxRunning atomic.Int64
@@ -357,7 +294,7 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 				return
 			default:
 			}
-			info, err := relay.GetQueue(ctx, db, queue, relay.Schema(db.Schema))
+			info, err := relay.GetQueue(ctx, b, queue, relay.Schema(b.Schema))
 			if err != nil {
 				t.Errorf("GetQueue: %v", err)
 				return
@@ -369,25 +306,18 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 	})
 	defer stopWatch()
 
-	specs := make([]relay.JobSpec, total)
-	for i := range specs {
-		specs[i] = kind.Job(numArgs{N: i})
-	}
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatalf("EnqueueMany: %v", err)
-	}
+	ids := b.enqueueN(kind, total, relay.Queue(queue))
 
 	seen := map[int64]int{}
 	for i := range total {
-		id := relaytest.Receive(t, ran, waitTimeout,
-			fmt.Sprintf("job %d of %d to run (peak concurrency so far %d, limit %d)", i+1, total, peak.Load(), limit))
+		id := recv(t, ran,
+			fmt.Sprintf("job %d of %d to run (peak concurrency so far %d, limit %d)", i+1, total, running.max.Load(), limit))
 		seen[id]++
 	}
-	waitState(t, db, "succeeded", ids...)
+	b.waitState("succeeded", ids...)
 	stopWatch()
 
-	if got := peak.Load(); got != int64(limit) {
+	if got := running.max.Load(); got != int64(limit) {
 		t.Errorf("at most %d jobs of the queue ran at once across %d clients; want exactly the global limit %d", got, clients, limit)
 	}
 	if got := maxRunning.Load(); got > int64(limit) {
@@ -398,13 +328,13 @@ func limGlobalLimitHeld(t *testing.T, limit int) {
 			t.Errorf("job %d ran %d times, want once", id, seen[id])
 		}
 	}
-	limExpectNothing(t, ran, "a job ran after all had run once")
-	info := limGetQueue(t, db, queue)
+	noMore(t, ran, "run after every job had run once")
+	info := b.queue(queue)
 	if info.GlobalLimit != limit || info.Running != 0 || info.Paused {
 		t.Errorf("GetQueue after the run = %+v; want GlobalLimit %d, Running 0, not paused", info, limit)
 	}
 	t.Logf("limit %d: jobs run per client %d/%d/%d; peak handlers %d, peak running in the table %d",
-		limit, perClient[0].Load(), perClient[1].Load(), perClient[2].Load(), peak.Load(), maxRunning.Load())
+		limit, perClient[0].Load(), perClient[1].Load(), perClient[2].Load(), running.max.Load(), maxRunning.Load())
 }
 
 // With a global limit of 1, client A holds the only slot and is then cut off (its lease
@@ -415,38 +345,37 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 	t.Parallel()
 	holdKind := relay.NewKind[numArgs]("hold")
 	nextKind := relay.NewKind[numArgs]("next")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	const queue = "one-at-a-time"
-	limSetQueue(t, db, queue, relay.QueueSettings{GlobalLimit: 1})
+	b.setQueue(queue, relay.QueueSettings{GlobalLimit: 1})
 
-	a := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 5}}}))
+	clientA := b.client(withShortLeases(relay.Config{Queues: queues(5, queue)}))
 	heldStarted := make(chan int64, 5)
-	releaseA := make(chan struct{})
-	handle(t, a, holdKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+	releaseA := b.gate()
+	handle(t, clientA, holdKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		heldStarted <- job.ID
-		<-releaseA // ignores its context: a partitioned node that keeps working
+		releaseA.wait() // ignores its context: a partitioned node that keeps working
 		return nil
 	})
-	start(t, a, db.NewPool(t))
-	t.Cleanup(func() { closeOnce(releaseA) }) // runs before a is stopped
+	b.startOn(clientA, b.NewPool(t))
 
 	// MaxAttempts(1): once rescued the held job fails for good rather than run again.
-	held := enqueue(t, db, holdKind, numArgs{N: 1}, relay.Queue(queue), relay.MaxAttempts(1))
+	held := enqueue(b, holdKind, numArgs{N: 1}, relay.Queue(queue), relay.MaxAttempts(1))
 	if got := recv(t, heldStarted, "the held job to start on client A"); got != held {
 		t.Fatalf("client A started job %d, want %d", got, held)
 	}
-	relay.PauseLeaseRenewal(a, true)
+	relay.PauseLeaseRenewal(clientA, true)
 
 	// B handles only the next job's kind, so only B can take the freed slot.
-	b := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{queue: {Workers: 5}}}))
+	clientB := b.client(withShortLeases(relay.Config{Queues: queues(5, queue)}))
 	type nextStart struct {
 		id        int64
 		heldState relay.JobState // the held job's state as the next job starts
 		err       error
 	}
 	nextRan := make(chan nextStart, 5)
-	handle(t, b, nextKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		rec, err := relay.GetJob(ctx, db, held, relay.Schema(db.Schema))
+	handle(t, clientB, nextKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		rec, err := relay.GetJob(ctx, b, held, relay.Schema(b.Schema))
 		if err != nil {
 			nextRan <- nextStart{job.ID, "", err}
 			return nil
@@ -454,10 +383,10 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 		nextRan <- nextStart{job.ID, rec.State, nil}
 		return nil
 	})
-	start(t, b, db.NewPool(t))
-	next := enqueue(t, db, nextKind, numArgs{N: 2}, relay.Queue(queue))
+	b.startOn(clientB, b.NewPool(t))
+	next := enqueue(b, nextKind, numArgs{N: 2}, relay.Queue(queue))
 
-	got := recvWithin(t, nextRan, waitTimeout, "client B to run the next job once A's lease on the held job was lost")
+	got := recv(t, nextRan, "client B to run the next job once A's lease on the held job was lost")
 	switch {
 	case got.id != next:
 		t.Fatalf("client B ran job %d, want %d", got.id, next)
@@ -467,25 +396,25 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 		t.Errorf("the next job started while the held job was %s: two jobs ran at once under a global limit of 1; want the held job rescued (failed) first",
 			got.heldState)
 	}
-	heldRec := jobRecord(t, db, held)
+	heldRec := b.record(held)
 	if heldRec.State != relay.StateFailed || len(heldRec.Attempts) != 1 || heldRec.Attempts[0].Reason != relay.ReasonLostLease {
 		t.Fatalf("held job is %s with history %s; want failed with one lost-lease attempt",
 			heldRec.State, historyString(heldRec.Attempts))
 	}
-	nextRec := waitRecord(t, db, next, relay.StateSucceeded)
+	nextRec := b.waitRecord(next, relay.StateSucceeded)
 	if nextRec.Attempt != 1 {
 		t.Errorf("the next job took %d attempts (%s), want 1", nextRec.Attempt, historyString(nextRec.Attempts))
 	}
 
 	// A's handler returns late: its outcome is not written and the slot stays free.
-	closeOnce(releaseA)
+	releaseA.open()
 	relaytest.WaitFor(t, waitTimeout, "the queue to have no running job", func() bool {
-		return limGetQueue(t, db, queue).Running == 0
+		return b.queue(queue).Running == 0
 	})
-	if rec := jobRecord(t, db, held); rec.State != relay.StateFailed {
+	if rec := b.record(held); rec.State != relay.StateFailed {
 		t.Errorf("the held job became %s after A's handler returned late; want it to stay failed", rec.State)
 	}
-	limExpectNothing(t, heldStarted, "the held job started again")
+	noMore(t, heldStarted, "second start of the held job")
 }
 
 // SetQueue, PauseQueue and ResumeQueue are read back by GetQueue: a queue never set up is
@@ -493,33 +422,33 @@ func TestGlobalLimitSlotFreedWhenLeaseLost(t *testing.T) {
 // settings keeps the pause, and invalid settings are refused.
 func TestGlobalLimitAndPauseReportedByGetQueue(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
-	s := relay.Schema(db.Schema)
+	s := relay.Schema(b.Schema)
 
 	plain := relay.QueueInfo{QueueSettings: relay.QueueSettings{OnFailure: relay.BlockOnFailure}}
-	if got := limGetQueue(t, db, "never-set"); got != plain {
+	if got := b.queue("never-set"); got != plain {
 		t.Errorf("GetQueue of a queue never set up = %+v, want %+v", got, plain)
 	}
 
-	limSetQueue(t, db, "q", relay.QueueSettings{GlobalLimit: 2})
+	b.setQueue("q", relay.QueueSettings{GlobalLimit: 2})
 	want := relay.QueueInfo{QueueSettings: relay.QueueSettings{GlobalLimit: 2, OnFailure: relay.BlockOnFailure}}
-	if got := limGetQueue(t, db, "q"); got != want {
+	if got := b.queue("q"); got != want {
 		t.Errorf("after SetQueue(GlobalLimit 2): GetQueue = %+v, want %+v", got, want)
 	}
 
-	before := dbNow(t, db)
-	limPauseQueue(t, db, "q", true)
-	after := dbNow(t, db)
-	got := limGetQueue(t, db, "q")
+	before := b.now()
+	b.pauseQueue("q")
+	after := b.now()
+	got := b.queue("q")
 	if !got.Paused || got.PausedAt.Before(before) || got.PausedAt.After(after) || got.QueueSettings != want.QueueSettings {
 		t.Errorf("after PauseQueue: GetQueue = %+v; want paused at a time in [%v, %v], settings %+v", got, before, after, want.QueueSettings)
 	}
 	pausedAt := got.PausedAt
 
-	limPauseQueue(t, db, "q", true) // pausing again keeps the first pause
-	limSetQueue(t, db, "q", relay.QueueSettings{GlobalLimit: 5, OnFailure: relay.MoveOnAfterFailure})
-	got = limGetQueue(t, db, "q")
+	b.pauseQueue("q") // pausing again keeps the first pause
+	b.setQueue("q", relay.QueueSettings{GlobalLimit: 5, OnFailure: relay.MoveOnAfterFailure})
+	got = b.queue("q")
 	want = relay.QueueInfo{
 		QueueSettings: relay.QueueSettings{GlobalLimit: 5, OnFailure: relay.MoveOnAfterFailure},
 		Paused:        true, PausedAt: pausedAt,
@@ -528,42 +457,42 @@ func TestGlobalLimitAndPauseReportedByGetQueue(t *testing.T) {
 		t.Errorf("after a second pause and SetQueue: GetQueue = %+v, want %+v", got, want)
 	}
 
-	limPauseQueue(t, db, "q", false)
+	b.resumeQueue("q")
 	want = relay.QueueInfo{QueueSettings: relay.QueueSettings{GlobalLimit: 5, OnFailure: relay.MoveOnAfterFailure}}
-	if got := limGetQueue(t, db, "q"); got != want {
+	if got := b.queue("q"); got != want {
 		t.Errorf("after ResumeQueue: GetQueue = %+v, want %+v", got, want)
 	}
 
-	limSetQueue(t, db, "q", relay.QueueSettings{}) // zero: no limit
-	if got := limGetQueue(t, db, "q"); got != plain {
+	b.setQueue("q", relay.QueueSettings{}) // zero: no limit
+	if got := b.queue("q"); got != plain {
 		t.Errorf("after SetQueue(zero settings): GetQueue = %+v, want %+v", got, plain)
 	}
 
-	limSetQueue(t, db, "o", relay.QueueSettings{Ordered: true, GlobalLimit: 3})
+	b.setQueue("o", relay.QueueSettings{Ordered: true, GlobalLimit: 3})
 	want = relay.QueueInfo{QueueSettings: relay.QueueSettings{Ordered: true, GlobalLimit: 3, OnFailure: relay.BlockOnFailure}}
-	if got := limGetQueue(t, db, "o"); got != want {
+	if got := b.queue("o"); got != want {
 		t.Errorf("after SetQueue(Ordered, GlobalLimit 3): GetQueue = %+v, want %+v", got, want)
 	}
 
 	// A queue can be paused before it has settings or jobs.
-	limPauseQueue(t, db, "fresh", true)
-	if got := limGetQueue(t, db, "fresh"); !got.Paused || got.QueueSettings != plain.QueueSettings {
+	b.pauseQueue("fresh")
+	if got := b.queue("fresh"); !got.Paused || got.QueueSettings != plain.QueueSettings {
 		t.Errorf("GetQueue of a queue only paused = %+v; want paused with plain settings", got)
 	}
 
-	if err := relay.SetQueue(ctx, db, "q", relay.QueueSettings{GlobalLimit: -1}, s); !errors.Is(err, relay.ErrInvalidConfig) {
+	if err := relay.SetQueue(ctx, b, "q", relay.QueueSettings{GlobalLimit: -1}, s); !errors.Is(err, relay.ErrInvalidConfig) {
 		t.Errorf("SetQueue(GlobalLimit -1): err = %v, want ErrInvalidConfig", err)
 	}
-	if err := relay.SetQueue(ctx, db, "q", relay.QueueSettings{OnFailure: "shrug"}, s); !errors.Is(err, relay.ErrInvalidConfig) {
+	if err := relay.SetQueue(ctx, b, "q", relay.QueueSettings{OnFailure: "shrug"}, s); !errors.Is(err, relay.ErrInvalidConfig) {
 		t.Errorf("SetQueue(OnFailure \"shrug\"): err = %v, want ErrInvalidConfig", err)
 	}
-	if err := relay.SetQueue(ctx, db, "", relay.QueueSettings{GlobalLimit: 1}, s); err == nil {
+	if err := relay.SetQueue(ctx, b, "", relay.QueueSettings{GlobalLimit: 1}, s); err == nil {
 		t.Error("SetQueue of an empty queue name succeeded")
 	}
-	if err := relay.PauseQueue(ctx, db, "", s); err == nil {
+	if err := relay.PauseQueue(ctx, b, "", s); err == nil {
 		t.Error("PauseQueue of an empty queue name succeeded")
 	}
-	if got := limGetQueue(t, db, "q"); got != plain {
+	if got := b.queue("q"); got != plain {
 		t.Errorf("refused SetQueue calls changed the queue: GetQueue = %+v, want %+v", got, plain)
 	}
 }
@@ -571,13 +500,14 @@ func TestGlobalLimitAndPauseReportedByGetQueue(t *testing.T) {
 // ---------------------------------------------------------------------------------------
 // Pause
 
-// limPauseRig runs clients working a queue that gets paused ("pq", kind "pausable") and a
+// pauseRig runs clients working a queue that gets paused ("pq", kind "pausable") and a
 // probe queue ("uq", kind "probe", one worker per client) that is never paused.
-type limPauseRig struct {
+type pauseRig struct {
+	b       *bundle
 	app     string     // application_name of the clients' connections
 	started chan int64 // ids of pausable jobs as their handlers start
-	release chan struct{}
-	quit    chan struct{} // closed when the test ends, before the clients stop
+	release *gate
+	quit    *gate // opened when the test ends, before the clients stop
 	// paused is set while the test holds the queue paused; a pausable job (N > 0) whose
 	// handler starts meanwhile is recorded in early.
 	paused atomic.Bool
@@ -590,26 +520,25 @@ type limPauseRig struct {
 	probeAll     chan struct{}
 }
 
-const limPausedQueue, limProbeQueue = "pq", "uq"
+const pausedQueue, probeQueue = "pq", "uq"
 
-func newLimPauseRig(t *testing.T) *limPauseRig {
-	r := &limPauseRig{
-		app:     "relay-limits-test-" + randomHex(),
-		started: make(chan int64, 20), release: make(chan struct{}), quit: make(chan struct{}),
+func newPauseRig(b *bundle) *pauseRig {
+	return &pauseRig{
+		b: b, app: "relay-limits-test-" + randomHex(),
+		started: make(chan int64, 20), release: b.gate(), quit: b.gate(),
 		probes: make(chan int64, 10),
 	}
-	t.Cleanup(func() { closeOnce(r.release); close(r.quit) }) // runs before the clients stop
-	return r
 }
 
 // startClient starts a client of r's queues on a pool of its own. A pausable job with
-// N 0 blocks until r.release is closed; probes report and wait at the barrier.
-func (r *limPauseRig) startClient(t *testing.T, db *relaytest.DB) *relay.Client {
+// N 0 blocks until r.release is opened; probes report and wait at the barrier.
+func (r *pauseRig) startClient() *relay.Client {
+	t := r.b.t
 	t.Helper()
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{
-		limPausedQueue: {Workers: 4}, limProbeQueue: {Workers: 1},
+	c := r.b.client(relay.Config{Queues: map[string]relay.QueueConfig{
+		pausedQueue: {Workers: 4}, probeQueue: {Workers: 1},
 	}})
-	handle(t, c, limPausableKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, pausableKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		if job.Args.N != 0 && r.paused.Load() {
 			r.mu.Lock()
 			r.early = append(r.early, job.ID)
@@ -617,11 +546,11 @@ func (r *limPauseRig) startClient(t *testing.T, db *relaytest.DB) *relay.Client 
 		}
 		r.started <- job.ID
 		if job.Args.N == 0 {
-			<-r.release
+			r.release.wait()
 		}
 		return nil
 	})
-	handle(t, c, limProbeKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, probeKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		r.probes <- job.ID
 		r.mu.Lock()
 		r.probeRunning++
@@ -633,45 +562,32 @@ func (r *limPauseRig) startClient(t *testing.T, db *relaytest.DB) *relay.Client 
 		select {
 		case <-all:
 			return nil
-		case <-r.quit:
+		case <-r.quit.ch:
 			return errors.New("test over")
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 8
-	cfg.ConnConfig.RuntimeParams["application_name"] = r.app
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close) // after the client stops
-	start(t, c, pool)
+	r.b.startOn(c, r.b.pool(func(cfg *pgxpool.Config) { cfg.ConnConfig.RuntimeParams["application_name"] = r.app }))
 	return c
 }
 
 // pause pauses the queue and records that it is paused.
-func (r *limPauseRig) pause(t *testing.T, db *relaytest.DB) {
-	t.Helper()
-	limPauseQueue(t, db, limPausedQueue, true)
+func (r *pauseRig) pause() {
+	r.b.t.Helper()
+	r.b.pauseQueue(pausedQueue)
 	r.paused.Store(true)
 }
 
 // resume resumes the queue, failing the test if a job of it started while it was paused.
-func (r *limPauseRig) resume(t *testing.T, db *relaytest.DB) {
-	t.Helper()
+func (r *pauseRig) resume() {
+	r.b.t.Helper()
 	r.paused.Store(false)
 	r.mu.Lock()
 	early := slices.Clone(r.early)
 	r.mu.Unlock()
 	if len(early) > 0 {
-		t.Errorf("jobs %v of the paused queue started while it was paused", early)
+		r.b.t.Errorf("jobs %v of the paused queue started while it was paused", early)
 	}
-	limPauseQueue(t, db, limPausedQueue, false)
+	r.b.resumeQueue(pausedQueue)
 }
 
 // probe enqueues n probe jobs after everything enqueued so far and waits until all n
@@ -680,20 +596,21 @@ func (r *limPauseRig) resume(t *testing.T, db *relaytest.DB) {
 // handed the wakeups of every job enqueued before the probes to their dispatchers. Then it
 // waits until the clients' database sessions are all idle, so that a claim those wakeups
 // started has ended too (a claim of a paused queue starting a job shows up in r.early).
-func (r *limPauseRig) probe(t *testing.T, db *relaytest.DB, n int) {
+func (r *pauseRig) probe(n int) {
+	b, t := r.b, r.b.t
 	t.Helper()
 	r.mu.Lock()
 	r.probeRunning, r.probeWant, r.probeAll = 0, n, make(chan struct{})
 	r.mu.Unlock()
 	for i := range n {
-		enqueue(t, db, limProbeKind, numArgs{N: i}, relay.Queue(limProbeQueue))
+		enqueue(b, probeKind, numArgs{N: i}, relay.Queue(probeQueue))
 	}
 	for i := range n {
 		recv(t, r.probes, fmt.Sprintf("probe job %d of %d to run", i+1, n))
 	}
 	relaytest.WaitFor(t, waitTimeout, "the clients' sessions to be idle", func() bool {
 		var busy int
-		err := db.QueryRow(context.Background(),
+		err := b.QueryRow(context.Background(),
 			`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'`, r.app).Scan(&busy)
 		if err != nil {
 			t.Fatal(err)
@@ -715,25 +632,25 @@ func TestPauseRunningJobsFinishNewOnesWait(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			db := relaytest.NewDB(t)
+			b := setup(t)
 			if limited {
-				limSetQueue(t, db, limPausedQueue, relay.QueueSettings{GlobalLimit: 5})
+				b.setQueue(pausedQueue, relay.QueueSettings{GlobalLimit: 5})
 			}
-			r := newLimPauseRig(t)
+			r := newPauseRig(b)
 			for range 2 {
-				r.startClient(t, db)
+				r.startClient()
 			}
 
-			running := enqueue(t, db, limPausableKind, numArgs{N: 0}, relay.Queue(limPausedQueue))
+			running := enqueue(b, pausableKind, numArgs{N: 0}, relay.Queue(pausedQueue))
 			if got := recv(t, r.started, "the first job to start"); got != running {
 				t.Fatalf("started job %d, want %d", got, running)
 			}
-			r.pause(t, db)
-			if info := limGetQueue(t, db, limPausedQueue); !info.Paused || info.Running != 1 {
+			r.pause()
+			if info := b.queue(pausedQueue); !info.Paused || info.Running != 1 {
 				t.Errorf("GetQueue after the pause = %+v; want paused with 1 running", info)
 			}
-			close(r.release)
-			rec := waitRecord(t, db, running, relay.StateSucceeded)
+			r.release.open()
+			rec := b.waitRecord(running, relay.StateSucceeded)
 			if rec.Attempt != 1 || len(rec.Attempts) != 1 {
 				t.Errorf("the job running at the pause took %d attempts (%s); want it to finish in its first",
 					rec.Attempt, historyString(rec.Attempts))
@@ -741,16 +658,16 @@ func TestPauseRunningJobsFinishNewOnesWait(t *testing.T) {
 
 			var waiting []int64
 			for i := range 4 {
-				waiting = append(waiting, enqueue(t, db, limPausableKind, numArgs{N: i + 1}, relay.Queue(limPausedQueue)))
+				waiting = append(waiting, enqueue(b, pausableKind, numArgs{N: i + 1}, relay.Queue(pausedQueue)))
 			}
-			r.probe(t, db, 2)
-			limExpectNothing(t, r.started, "a job of the paused queue started")
-			limExpectPending(t, db, waiting...)
-			if info := limGetQueue(t, db, limPausedQueue); !info.Paused || info.Running != 0 {
+			r.probe(2)
+			noMore(t, r.started, "start of a job of the paused queue")
+			b.expectPending("while the queue is paused", waiting...)
+			if info := b.queue(pausedQueue); !info.Paused || info.Running != 0 {
 				t.Errorf("GetQueue while paused = %+v; want paused with none running", info)
 			}
 
-			r.resume(t, db)
+			r.resume()
 			var got []int64
 			for i := range waiting {
 				got = append(got, recv(t, r.started, fmt.Sprintf("job %d of %d to start after the resume", i+1, len(waiting))))
@@ -759,8 +676,8 @@ func TestPauseRunningJobsFinishNewOnesWait(t *testing.T) {
 			if !slices.Equal(got, waiting) {
 				t.Errorf("after the resume, jobs %v started; want %v", got, waiting)
 			}
-			waitState(t, db, "succeeded", waiting...)
-			if info := limGetQueue(t, db, limPausedQueue); info.Paused {
+			b.waitState("succeeded", waiting...)
+			if info := b.queue(pausedQueue); info.Paused {
 				t.Errorf("GetQueue after the resume = %+v; want not paused", info)
 			}
 		})
@@ -772,28 +689,28 @@ func TestPauseRunningJobsFinishNewOnesWait(t *testing.T) {
 // nor one enqueued after it started — until the queue is resumed.
 func TestPauseSurvivesClientRestart(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	r := newLimPauseRig(t)
-	first := r.startClient(t, db)
-	before := enqueue(t, db, limPausableKind, numArgs{N: 1}, relay.Queue(limPausedQueue))
+	b := setup(t)
+	r := newPauseRig(b)
+	first := r.startClient()
+	before := enqueue(b, pausableKind, numArgs{N: 1}, relay.Queue(pausedQueue))
 	if got := recv(t, r.started, "a job to run before the pause"); got != before {
 		t.Fatalf("started job %d, want %d", got, before)
 	}
-	waitRecord(t, db, before, relay.StateSucceeded)
-	r.pause(t, db)
-	stop(t, first)
+	b.waitRecord(before, relay.StateSucceeded)
+	r.pause()
+	b.stop(first)
 
-	whileDown := enqueue(t, db, limPausableKind, numArgs{N: 2}, relay.Queue(limPausedQueue))
-	r.startClient(t, db)
-	afterStart := enqueue(t, db, limPausableKind, numArgs{N: 3}, relay.Queue(limPausedQueue))
-	r.probe(t, db, 1)
-	limExpectNothing(t, r.started, "a job of the paused queue started on the restarted client")
-	limExpectPending(t, db, whileDown, afterStart)
-	if info := limGetQueue(t, db, limPausedQueue); !info.Paused {
+	whileDown := enqueue(b, pausableKind, numArgs{N: 2}, relay.Queue(pausedQueue))
+	r.startClient()
+	afterStart := enqueue(b, pausableKind, numArgs{N: 3}, relay.Queue(pausedQueue))
+	r.probe(1)
+	noMore(t, r.started, "start of a job of the paused queue on the restarted client")
+	b.expectPending("while the queue is paused, after the restart", whileDown, afterStart)
+	if info := b.queue(pausedQueue); !info.Paused {
 		t.Errorf("GetQueue after the restart = %+v; want paused", info)
 	}
 
-	r.resume(t, db)
+	r.resume()
 	got := []int64{
 		recv(t, r.started, "a paused job to start after the resume"),
 		recv(t, r.started, "the other paused job to start after the resume"),
@@ -802,5 +719,5 @@ func TestPauseSurvivesClientRestart(t *testing.T) {
 	if want := []int64{whileDown, afterStart}; !slices.Equal(got, want) {
 		t.Errorf("after the resume, jobs %v started; want %v", got, want)
 	}
-	waitState(t, db, "succeeded", whileDown, afterStart)
+	b.waitState("succeeded", whileDown, afterStart)
 }

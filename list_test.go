@@ -15,59 +15,58 @@ import (
 	"github.com/relayq/relay/relaytest"
 )
 
-// lstArgs tells the fixture's handler what to do with a job.
-type lstArgs struct{ Act string } // "ok", "fail" or "block"
+// listArgs tells the fixture's handler what to do with a job.
+type listArgs struct{ Act string } // "ok", "fail" or "block"
 
-// lstJob is what a listing test knows of a job: the model filters are checked against.
-type lstJob struct {
+// listedJob is what a listing test knows of a job: the model filters are checked against.
+type listedJob struct {
 	id          int64
 	queue, kind string
 	state       relay.JobState
 	created     time.Time
 }
 
-// lstFixture is a schema holding jobs in every state, in two queues and two kinds, with
+// listFixture is a schema holding jobs in every state, in two queues and two kinds, with
 // the states interleaved along the ids, and the model of them.
-type lstFixture struct {
-	db   *relaytest.DB
-	jobs []lstJob // by id
+type listFixture struct {
+	b    *bundle
+	jobs []listedJob // by id
 }
 
-var lstAllStates = []relay.JobState{
+var allStates = []relay.JobState{
 	relay.StatePending, relay.StateScheduled, relay.StateRunning,
 	relay.StateSucceeded, relay.StateFailed, relay.StateCancelled,
 }
 
-func newLstFixture(t *testing.T) *lstFixture {
+func newListFixture(t *testing.T) *listFixture {
 	t.Helper()
 	ctx := context.Background()
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{"a": {Workers: 10}, "b": {Workers: 10}}})
-	release := make(chan struct{})
+	b := setup(t)
+	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{"a": {Workers: 10}, "b": {Workers: 10}}})
+	release := b.gate()
 	started := make(chan int64, 10)
-	handler := func(ctx context.Context, job *relay.Job[lstArgs]) error {
+	handler := func(ctx context.Context, job *relay.Job[listArgs]) error {
 		switch job.Args.Act {
 		case "fail":
 			return relay.Discard(errors.New("fails for good"))
 		case "block":
 			started <- job.ID
 			select {
-			case <-release:
+			case <-release.ch:
 			case <-ctx.Done():
 			}
 		}
 		return nil
 	}
 	for _, kind := range []string{"k1", "k2"} {
-		handle(t, c, relay.NewKind[lstArgs](kind), handler)
+		handle(t, c, relay.NewKind[listArgs](kind), handler)
 	}
-	start(t, c, db.Pool)
-	t.Cleanup(func() { close(release) }) // before the client stops
+	b.start(c)
 
-	f := &lstFixture{db: db}
+	f := &listFixture{b: b}
 	add := func(queue, kind, act string, state relay.JobState, opts ...relay.EnqueueOption) int64 {
-		id := enqueue(t, db, relay.NewKind[lstArgs](kind), lstArgs{Act: act}, append(opts, relay.Queue(queue))...)
-		f.jobs = append(f.jobs, lstJob{id: id, queue: queue, kind: kind, state: state})
+		id := enqueue(b, relay.NewKind[listArgs](kind), listArgs{Act: act}, append(opts, relay.Queue(queue))...)
+		f.jobs = append(f.jobs, listedJob{id: id, queue: queue, kind: kind, state: state})
 		return id
 	}
 	set := func(id int64, state relay.JobState) {
@@ -78,7 +77,7 @@ func newLstFixture(t *testing.T) *lstFixture {
 		}
 	}
 	cancel := func(id int64) {
-		if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+		if err := relay.Cancel(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 			t.Fatalf("Cancel(%d): %v", id, err)
 		}
 		set(id, relay.StateCancelled)
@@ -100,8 +99,8 @@ func newLstFixture(t *testing.T) *lstFixture {
 			succeeded = append(succeeded, add(queue, kind, "ok", relay.StateSucceeded))
 		}
 	}
-	waitState(t, db, "succeeded", succeeded...)
-	waitState(t, db, "failed", failed...)
+	b.waitState("succeeded", succeeded...)
+	b.waitState("failed", failed...)
 
 	// Running jobs; one is cancelled while it runs.
 	running := []int64{
@@ -116,9 +115,7 @@ func newLstFixture(t *testing.T) *lstFixture {
 
 	// Pending jobs, due now but in paused queues, among more scheduled ones.
 	for _, q := range []string{"a", "b"} {
-		if err := relay.PauseQueue(ctx, db, q, relay.Schema(db.Schema)); err != nil {
-			t.Fatal(err)
-		}
+		b.pauseQueue(q)
 	}
 	add("a", "k1", "ok", relay.StatePending)
 	add("a", "k2", "ok", relay.StateScheduled, relay.RunIn(time.Hour))
@@ -130,7 +127,7 @@ func newLstFixture(t *testing.T) *lstFixture {
 	// The model must be right for the tests to mean anything: check it against GetJob,
 	// and take each job's created_at from it.
 	for i, j := range f.jobs {
-		rec, err := relay.GetJob(ctx, db, j.id, relay.Schema(db.Schema))
+		rec, err := relay.GetJob(ctx, b, j.id, relay.Schema(b.Schema))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +140,7 @@ func newLstFixture(t *testing.T) *lstFixture {
 }
 
 // want returns the ids of the fixture's jobs that filter selects, newest first.
-func (f *lstFixture) want(filter relay.ListFilter) []int64 {
+func (f *listFixture) want(filter relay.ListFilter) []int64 {
 	var ids []int64
 	for _, j := range f.jobs {
 		if (filter.Queue == "" || j.queue == filter.Queue) &&
@@ -158,22 +155,23 @@ func (f *lstFixture) want(filter relay.ListFilter) []int64 {
 	return ids
 }
 
-func lstList(t *testing.T, db *relaytest.DB, filter relay.ListFilter) *relay.JobPage {
-	t.Helper()
-	page, err := relay.ListJobs(context.Background(), db, filter, relay.Schema(db.Schema))
+func listPage(b *bundle, filter relay.ListFilter) *relay.JobPage {
+	b.t.Helper()
+	page, err := relay.ListJobs(context.Background(), b, filter, relay.Schema(b.Schema))
 	if err != nil {
-		t.Fatalf("ListJobs(%s): %v", lstDescribe(filter), err)
+		b.t.Fatalf("ListJobs(%s): %v", describeFilter(filter), err)
 	}
 	return page
 }
 
-// lstPages lists every page of filter and returns the ids in order, checking that every
+// listPages lists every page of filter and returns the ids in order, checking that every
 // page but the last is full and that only the last has no Next.
-func lstPages(t *testing.T, db *relaytest.DB, filter relay.ListFilter) []int64 {
+func listPages(b *bundle, filter relay.ListFilter) []int64 {
+	t := b.t
 	t.Helper()
 	var ids []int64
 	for n := 0; ; n++ {
-		page := lstList(t, db, filter)
+		page := listPage(b, filter)
 		for _, j := range page.Jobs {
 			ids = append(ids, j.ID)
 		}
@@ -181,16 +179,16 @@ func lstPages(t *testing.T, db *relaytest.DB, filter relay.ListFilter) []int64 {
 			return ids
 		}
 		if len(page.Jobs) != filter.Limit {
-			t.Fatalf("%s: page %d holds %d jobs and has a next page; want %d", lstDescribe(filter), n, len(page.Jobs), filter.Limit)
+			t.Fatalf("%s: page %d holds %d jobs and has a next page; want %d", describeFilter(filter), n, len(page.Jobs), filter.Limit)
 		}
 		if n > 1000 {
-			t.Fatalf("%s: more than 1000 pages", lstDescribe(filter))
+			t.Fatalf("%s: more than 1000 pages", describeFilter(filter))
 		}
 		filter.After = page.Next
 	}
 }
 
-func lstDescribe(f relay.ListFilter) string {
+func describeFilter(f relay.ListFilter) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "queue=%q kind=%q states=%v", f.Queue, f.Kind, f.States)
 	if !f.From.IsZero() {
@@ -207,7 +205,7 @@ func lstDescribe(f relay.ListFilter) string {
 // time range, in one page and in pages of 3, and compares each with the model.
 func TestListJobsFilters(t *testing.T) {
 	t.Parallel()
-	f := newLstFixture(t)
+	f := newListFixture(t)
 
 	// Time bounds on jobs' own created_at, so that the edges are exercised exactly:
 	// From includes the job created at it, To excludes it.
@@ -221,7 +219,7 @@ func TestListJobsFilters(t *testing.T) {
 		{relay.StatePending, relay.StateScheduled},
 		{relay.StateSucceeded, relay.StatePending, relay.StateRunning},
 		{relay.StateCancelled, relay.StateCancelled, relay.StateRunning}, // duplicates are fine
-		lstAllStates,
+		allStates,
 	}
 	nonEmpty := 0
 	for _, queue := range []string{"", "a", "b", "c"} {
@@ -233,18 +231,18 @@ func TestListJobsFilters(t *testing.T) {
 					if len(want) > 0 {
 						nonEmpty++
 					}
-					page := lstList(t, f.db, filter)
+					page := listPage(f.b, filter)
 					var got []int64
 					for _, j := range page.Jobs {
 						got = append(got, j.ID)
 					}
 					if !slices.Equal(got, want) || page.Next != "" {
-						t.Errorf("%s: got %v (next %q), want %v", lstDescribe(filter), got, page.Next, want)
+						t.Errorf("%s: got %v (next %q), want %v", describeFilter(filter), got, page.Next, want)
 						continue
 					}
 					filter.Limit = 3
-					if got := lstPages(t, f.db, filter); !slices.Equal(got, want) {
-						t.Errorf("%s: pages give %v, want %v", lstDescribe(filter), got, want)
+					if got := listPages(f.b, filter); !slices.Equal(got, want) {
+						t.Errorf("%s: pages give %v, want %v", describeFilter(filter), got, want)
 					}
 				}
 			}
@@ -255,7 +253,7 @@ func TestListJobsFilters(t *testing.T) {
 	}
 	// Each state on its own and every combination above select what the model says; the
 	// model itself must hold every state, or those cases prove nothing.
-	for _, st := range lstAllStates {
+	for _, st := range allStates {
 		if len(f.want(relay.ListFilter{States: []relay.JobState{st}})) == 0 {
 			t.Fatalf("the fixture has no %s job", st)
 		}
@@ -267,14 +265,14 @@ func TestListJobsFilters(t *testing.T) {
 func TestListJobsRecords(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := newLstFixture(t)
-	page := lstList(t, f.db, relay.ListFilter{WithArgs: true})
+	f := newListFixture(t)
+	page := listPage(f.b, relay.ListFilter{WithArgs: true})
 	if len(page.Jobs) != len(f.jobs) {
 		t.Fatalf("listed %d jobs, the fixture has %d", len(page.Jobs), len(f.jobs))
 	}
 	seen := map[relay.JobState]bool{}
 	for _, listed := range page.Jobs {
-		got, err := relay.GetJob(ctx, f.db, listed.ID, relay.Schema(f.db.Schema))
+		got, err := relay.GetJob(ctx, f.b, listed.ID, relay.Schema(f.b.Schema))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,13 +288,13 @@ func TestListJobsRecords(t *testing.T) {
 		}
 		seen[listed.State] = true
 	}
-	for _, st := range lstAllStates {
+	for _, st := range allStates {
 		if !seen[st] {
 			t.Errorf("no %s job listed", st)
 		}
 	}
 	// Finished jobs listed through their index carry their history like any other.
-	failed := lstList(t, f.db, relay.ListFilter{Queue: "a", States: []relay.JobState{relay.StateFailed}})
+	failed := listPage(f.b, relay.ListFilter{Queue: "a", States: []relay.JobState{relay.StateFailed}})
 	if len(failed.Jobs) == 0 || len(failed.Jobs[0].Attempts) != 1 || failed.Jobs[0].Attempts[0].Reason != relay.ReasonDiscarded {
 		t.Errorf("failed jobs of queue a: %+v; want each with its discarded attempt", failed.Jobs)
 	}
@@ -309,37 +307,37 @@ func TestListJobsRecords(t *testing.T) {
 func TestListJobsPagesUnderInserts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := relaytest.NewDB(t)
-	var initial []lstJob
+	b := setup(t)
+	var initial []listedJob
 	for i := range 30 {
 		queue := []string{"a", "b", "c"}[i%3]
-		id := enqueue(t, db, testKind, numArgs{N: i}, relay.Queue(queue))
+		id := enqueue(b, testKind, numArgs{N: i}, relay.Queue(queue))
 		state := relay.StatePending
 		if i%4 == 0 {
-			if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+			if err := relay.Cancel(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 				t.Fatal(err)
 			}
 			state = relay.StateCancelled
 		}
-		initial = append(initial, lstJob{id: id, queue: queue, kind: "k", state: state})
+		initial = append(initial, listedJob{id: id, queue: queue, kind: "k", state: state})
 	}
-	f := &lstFixture{db: db, jobs: initial}
+	f := &listFixture{b: b, jobs: initial}
 	// more enqueues jobs that match every filter below (same queues, same kind, both
 	// states) and returns them.
-	more := func() ([]lstJob, error) {
-		var jobs []lstJob
+	more := func() ([]listedJob, error) {
+		var jobs []listedJob
 		for _, q := range []string{"a", "b"} {
 			for _, state := range []relay.JobState{relay.StateCancelled, relay.StatePending} {
-				id, err := relay.Enqueue(ctx, db, testKind, numArgs{}, relay.Queue(q), relay.Schema(db.Schema))
+				id, err := relay.Enqueue(ctx, b, testKind, numArgs{}, relay.Queue(q), relay.Schema(b.Schema))
 				if err != nil {
 					return jobs, err
 				}
 				if state == relay.StateCancelled {
-					if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+					if err := relay.Cancel(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 						return jobs, err
 					}
 				}
-				jobs = append(jobs, lstJob{id: id, queue: q, kind: "k", state: state})
+				jobs = append(jobs, listedJob{id: id, queue: q, kind: "k", state: state})
 			}
 		}
 		return jobs, nil
@@ -353,12 +351,13 @@ func TestListJobsPagesUnderInserts(t *testing.T) {
 	}
 
 	t.Run("between pages", func(t *testing.T) {
+		b := b.in(t)
 		for _, filter := range filters {
 			want := f.want(filter) // the jobs that exist now
 			filter.Limit = 4
 			var got []int64
 			for {
-				page := lstList(t, db, filter)
+				page := listPage(b, filter)
 				for _, j := range page.Jobs {
 					got = append(got, j.ID)
 				}
@@ -374,12 +373,13 @@ func TestListJobsPagesUnderInserts(t *testing.T) {
 			}
 			// The first page was read before any insert, and every later page below it.
 			if !slices.Equal(got, want) {
-				t.Errorf("%s: pages give %v, want %v", lstDescribe(filter), got, want)
+				t.Errorf("%s: pages give %v, want %v", describeFilter(filter), got, want)
 			}
 		}
 	})
 
 	t.Run("concurrently", func(t *testing.T) {
+		b := b.in(t)
 		stop, busy := make(chan struct{}), make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
@@ -407,15 +407,15 @@ func TestListJobsPagesUnderInserts(t *testing.T) {
 		for _, filter := range filters {
 			want := f.want(filter)
 			filter.Limit = 3
-			got := lstPages(t, db, filter)
+			got := listPages(b, filter)
 			for i := 1; i < len(got); i++ {
 				if got[i] >= got[i-1] {
-					t.Fatalf("%s: ids not strictly decreasing across pages: %v", lstDescribe(filter), got)
+					t.Fatalf("%s: ids not strictly decreasing across pages: %v", describeFilter(filter), got)
 				}
 			}
 			for _, id := range want {
 				if !slices.Contains(got, id) {
-					t.Errorf("%s: job %d, which matched all along, was skipped: %v", lstDescribe(filter), id, got)
+					t.Errorf("%s: job %d, which matched all along, was skipped: %v", describeFilter(filter), id, got)
 				}
 			}
 		}
@@ -426,32 +426,28 @@ func TestListJobsPagesUnderInserts(t *testing.T) {
 // exactly at the last job.
 func TestListJobsLimits(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	specs := make([]relay.JobSpec, relay.DefaultListLimit+1)
 	for i := range specs {
 		specs[i] = testKind.Job(numArgs{N: i})
 	}
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueMany(specs)
 	slices.Reverse(ids)
 
-	page := lstList(t, db, relay.ListFilter{})
+	page := listPage(b, relay.ListFilter{})
 	if len(page.Jobs) != relay.DefaultListLimit || page.Jobs[0].ID != ids[0] || page.Next == "" {
 		t.Fatalf("first page: %d jobs from %d, next %q; want %d from %d and a next page",
 			len(page.Jobs), page.Jobs[0].ID, page.Next, relay.DefaultListLimit, ids[0])
 	}
-	last := lstList(t, db, relay.ListFilter{After: page.Next})
+	last := listPage(b, relay.ListFilter{After: page.Next})
 	if len(last.Jobs) != 1 || last.Jobs[0].ID != ids[len(ids)-1] || last.Next != "" {
 		t.Fatalf("second page: %+v, next %q; want job %d alone and no next page", last.Jobs, last.Next, ids[len(ids)-1])
 	}
-	all := lstList(t, db, relay.ListFilter{Limit: relay.MaxListLimit, States: []relay.JobState{relay.StatePending}})
+	all := listPage(b, relay.ListFilter{Limit: relay.MaxListLimit, States: []relay.JobState{relay.StatePending}})
 	if len(all.Jobs) != len(ids) || all.Next != "" {
 		t.Fatalf("Limit %d: %d jobs, next %q; want %d and no next page", relay.MaxListLimit, len(all.Jobs), all.Next, len(ids))
 	}
-	exact := lstList(t, db, relay.ListFilter{Limit: len(ids)})
+	exact := listPage(b, relay.ListFilter{Limit: len(ids)})
 	if len(exact.Jobs) != len(ids) || exact.Next != "" {
 		t.Fatalf("a page as large as the jobs: %d jobs, next %q; want %d and no next page", len(exact.Jobs), exact.Next, len(ids))
 	}
@@ -461,16 +457,16 @@ func TestListJobsLimits(t *testing.T) {
 // database.
 func TestListJobsInvalid(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	long := strings.Repeat("x", relay.MaxNameLen+1)
 	now := time.Now()
-	valid := lstList(t, db, relay.ListFilter{Limit: 1})
+	valid := listPage(b, relay.ListFilter{Limit: 1})
 	if valid.Next != "" || len(valid.Jobs) != 0 {
 		t.Fatalf("empty schema: %+v", valid)
 	}
-	enqueue(t, db, testKind, numArgs{})
-	enqueue(t, db, testKind, numArgs{})
-	cursor := lstList(t, db, relay.ListFilter{Limit: 1}).Next
+	enqueue(b, testKind, numArgs{})
+	enqueue(b, testKind, numArgs{})
+	cursor := listPage(b, relay.ListFilter{Limit: 1}).Next
 	if cursor == "" {
 		t.Fatal("no cursor for a page of 1 out of 2 jobs")
 	}
@@ -490,15 +486,15 @@ func TestListJobsInvalid(t *testing.T) {
 		"cursor of negative":  {After: "gAAAAAAAAAA"},
 		"cursor, bad padding": {After: cursor + "="},
 	} {
-		page, err := relay.ListJobs(context.Background(), db, filter, relay.Schema(db.Schema))
+		page, err := relay.ListJobs(context.Background(), b, filter, relay.Schema(b.Schema))
 		if !errors.Is(err, relay.ErrInvalidFilter) {
 			t.Errorf("%s: got %+v, %v; want ErrInvalidFilter", name, page, err)
 		}
 	}
-	if _, err := relay.ListJobs(context.Background(), db, relay.ListFilter{}, relay.Schema("")); !errors.Is(err, relay.ErrInvalidSchema) {
+	if _, err := relay.ListJobs(context.Background(), b, relay.ListFilter{}, relay.Schema("")); !errors.Is(err, relay.ErrInvalidSchema) {
 		t.Errorf("empty schema name: %v, want ErrInvalidSchema", err)
 	}
-	if _, err := relay.CountJobs(context.Background(), db, relay.Schema("")); !errors.Is(err, relay.ErrInvalidSchema) {
+	if _, err := relay.CountJobs(context.Background(), b, relay.Schema("")); !errors.Is(err, relay.ErrInvalidSchema) {
 		t.Errorf("CountJobs, empty schema name: %v, want ErrInvalidSchema", err)
 	}
 }
@@ -506,25 +502,25 @@ func TestListJobsInvalid(t *testing.T) {
 // TestCountJobs counts the fixture by queue and state and compares with the model.
 func TestCountJobs(t *testing.T) {
 	t.Parallel()
-	k1Kind := relay.NewKind[lstArgs]("k1")
-	k2Kind := relay.NewKind[lstArgs]("k2")
+	k1Kind := relay.NewKind[listArgs]("k1")
+	k2Kind := relay.NewKind[listArgs]("k2")
 	ctx := context.Background()
-	f := newLstFixture(t)
+	f := newListFixture(t)
 	// A third queue with finished jobs only, and one with scheduled jobs only.
 	for _, q := range []string{"c", "d"} {
-		if err := relay.PauseQueue(ctx, f.db, q, relay.Schema(f.db.Schema)); err != nil {
+		if err := relay.PauseQueue(ctx, f.b, q, relay.Schema(f.b.Schema)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for range 3 {
-		id := enqueue(t, f.db, k1Kind, lstArgs{}, relay.Queue("c"))
-		if err := relay.Cancel(ctx, f.db, id, relay.Schema(f.db.Schema)); err != nil {
+		id := enqueue(f.b, k1Kind, listArgs{}, relay.Queue("c"))
+		if err := relay.Cancel(ctx, f.b, id, relay.Schema(f.b.Schema)); err != nil {
 			t.Fatal(err)
 		}
-		f.jobs = append(f.jobs, lstJob{id: id, queue: "c", kind: "k1", state: relay.StateCancelled})
+		f.jobs = append(f.jobs, listedJob{id: id, queue: "c", kind: "k1", state: relay.StateCancelled})
 	}
-	id := enqueue(t, f.db, k1Kind, lstArgs{}, relay.Queue("d"), relay.RunIn(time.Hour))
-	f.jobs = append(f.jobs, lstJob{id: id, queue: "d", kind: "k1", state: relay.StateScheduled})
+	id := enqueue(f.b, k1Kind, listArgs{}, relay.Queue("d"), relay.RunIn(time.Hour))
+	f.jobs = append(f.jobs, listedJob{id: id, queue: "d", kind: "k1", state: relay.StateScheduled})
 
 	want := map[string]map[relay.JobState]int64{}
 	wantAll := map[relay.JobState]int64{}
@@ -536,7 +532,7 @@ func TestCountJobs(t *testing.T) {
 		wantAll[j.state]++
 	}
 
-	counts, err := relay.CountJobs(ctx, f.db, relay.Schema(f.db.Schema))
+	counts, err := relay.CountJobs(ctx, f.b, relay.Schema(f.b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +546,7 @@ func TestCountJobs(t *testing.T) {
 			continue
 		}
 		var total int64
-		for _, st := range lstAllStates {
+		for _, st := range allStates {
 			if got.Get(st) != states[st] {
 				t.Errorf("queue %s: %d %s, want %d", queue, got.Get(st), st, states[st])
 			}
@@ -560,7 +556,7 @@ func TestCountJobs(t *testing.T) {
 			t.Errorf("queue %s: total %d, want %d", queue, got.Total(), total)
 		}
 	}
-	for _, st := range lstAllStates {
+	for _, st := range allStates {
 		if counts.All.Get(st) == 0 || counts.All.Get(st) != wantAll[st] {
 			t.Errorf("all queues: %d %s, want %d (and not 0: the fixture has some)", counts.All.Get(st), st, wantAll[st])
 		}
@@ -573,11 +569,11 @@ func TestCountJobs(t *testing.T) {
 	}
 
 	// Counting sees the table as it is now: one more job finishes, one more is enqueued.
-	if err := relay.Cancel(ctx, f.db, id, relay.Schema(f.db.Schema)); err != nil {
+	if err := relay.Cancel(ctx, f.b, id, relay.Schema(f.b.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	enqueue(t, f.db, k2Kind, lstArgs{}, relay.Queue("d"))
-	counts, err = relay.CountJobs(ctx, f.db, relay.Schema(f.db.Schema))
+	enqueue(f.b, k2Kind, listArgs{}, relay.Queue("d"))
+	counts, err = relay.CountJobs(ctx, f.b, relay.Schema(f.b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,8 +594,8 @@ func TestCountJobs(t *testing.T) {
 func TestListJobsAcrossQueues(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := relaytest.NewDB(t)
-	f := &lstFixture{db: db}
+	b := setup(t)
+	f := &listFixture{b: b}
 	// Queues take turns unevenly: q0 holds most of the newest jobs, q6 only old ones.
 	for i := range 60 {
 		queue := fmt.Sprintf("q%d", (i*i+i/7)%7)
@@ -607,15 +603,15 @@ func TestListJobsAcrossQueues(t *testing.T) {
 			queue = "q0"
 		}
 		kind := []string{"k1", "k2"}[i%5/3]
-		id := enqueue(t, db, relay.NewKind[numArgs](kind), numArgs{N: i}, relay.Queue(queue))
+		id := enqueue(b, relay.NewKind[numArgs](kind), numArgs{N: i}, relay.Queue(queue))
 		state := relay.StatePending
 		if i%6 != 5 {
-			if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+			if err := relay.Cancel(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 				t.Fatal(err)
 			}
 			state = relay.StateCancelled
 		}
-		f.jobs = append(f.jobs, lstJob{id: id, queue: queue, kind: kind, state: state})
+		f.jobs = append(f.jobs, listedJob{id: id, queue: queue, kind: kind, state: state})
 	}
 	for _, states := range [][]relay.JobState{
 		{relay.StateCancelled},
@@ -626,8 +622,8 @@ func TestListJobsAcrossQueues(t *testing.T) {
 			for _, limit := range []int{1, 2, 3, 5, 8} {
 				filter := relay.ListFilter{States: states, Kind: kind, Limit: limit}
 				want := f.want(filter)
-				if got := lstPages(t, db, filter); !slices.Equal(got, want) {
-					t.Errorf("%s: pages give %v, want %v", lstDescribe(filter), got, want)
+				if got := listPages(b, filter); !slices.Equal(got, want) {
+					t.Errorf("%s: pages give %v, want %v", describeFilter(filter), got, want)
 				}
 			}
 		}

@@ -16,11 +16,12 @@ import (
 
 // listenerPID returns the pid of c's listener connection, waiting for one other than
 // exclude to appear.
-func listenerPID(t *testing.T, db *relaytest.DB, c *relay.Client, exclude uint32) uint32 {
+func listenerPID(b *bundle, c *relay.Client, exclude uint32) uint32 {
+	t := b.t
 	t.Helper()
 	var pid uint32
 	relaytest.WaitFor(t, waitTimeout, "a listener backend in pg_stat_activity", func() bool {
-		err := db.QueryRow(context.Background(),
+		err := b.QueryRow(context.Background(),
 			`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid <> $2`,
 			relay.ListenerApplicationName(c.ID()), exclude).Scan(&pid)
 		return err == nil
@@ -28,10 +29,12 @@ func listenerPID(t *testing.T, db *relaytest.DB, c *relay.Client, exclude uint32
 	return pid
 }
 
-func terminate(t *testing.T, db *relaytest.DB, pid uint32) {
+// terminate ends the server process pid.
+func terminate(b *bundle, pid uint32) {
+	t := b.t
 	t.Helper()
 	var ok bool
-	if err := db.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+	if err := b.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
 		t.Fatalf("pg_terminate_backend(%d): %v, %v", pid, ok, err)
 	}
 }
@@ -39,36 +42,36 @@ func terminate(t *testing.T, db *relaytest.DB, pid uint32) {
 // After its listener connection is killed, a client reconnects and jobs are again picked
 // up at once, although the fallback poll is one hour.
 func TestClientListensAgainAfterItsConnectionIsTerminated(t *testing.T) {
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	started := make(chan time.Time, 10)
 	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- time.Now()
 		return nil
 	})
-	start(t, c, db.Pool)
-	first := enqueue(t, db, testKind, numArgs{})
+	b.start(c)
+	first := enqueue(b, testKind, numArgs{})
 	recv(t, started, "a job before the connection is lost")
-	waitState(t, db, "succeeded", first)
+	b.waitState("succeeded", first)
 
-	old := listenerPID(t, db, c, 0)
-	terminate(t, db, old)
+	old := listenerPID(b, c, 0)
+	terminate(b, old)
 	relaytest.WaitFor(t, waitTimeout, "the old listener backend to go", func() bool {
 		var n int
-		_ = db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, old).Scan(&n)
+		_ = b.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, old).Scan(&n)
 		return n == 0
 	})
-	listenerPID(t, db, c, old)
+	listenerPID(b, c, old)
 
 	// The new backend may not be LISTENing yet; then the catch-up claim after LISTEN finds
 	// the job. Either way it runs promptly.
-	id, committedAt := enqueueTx(t, db, testKind, numArgs{N: 1})
+	id, committedAt := enqueueTx(b, testKind, numArgs{N: 1})
 	if latency := recv(t, started, "a job after the reconnect").Sub(committedAt); latency > time.Second {
 		t.Errorf("job %d started %v after its commit; want promptly (the poll is an hour)", id, latency)
 	}
-	waitState(t, db, "succeeded", id)
+	b.waitState("succeeded", id)
 	// Now the new connection is certainly listening: only its NOTIFY can wake the client.
-	id, committedAt = enqueueTx(t, db, testKind, numArgs{N: 2})
+	id, committedAt = enqueueTx(b, testKind, numArgs{N: 2})
 	if latency := recv(t, started, "a job woken through the new connection").Sub(committedAt); latency > 100*time.Millisecond {
 		t.Errorf("job %d started %v after its commit; want within 100ms", id, latency)
 	}
@@ -77,61 +80,54 @@ func TestClientListensAgainAfterItsConnectionIsTerminated(t *testing.T) {
 // A job enqueued while the listener is reconnecting, whose NOTIFY nobody heard, runs as
 // soon as the listener is back, not at the next poll an hour later.
 func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
-	db := relaytest.NewDB(t)
+	b := setup(t)
 
 	// The client's pool holds the listener's reconnect on request, after the server
 	// accepted the connection but before it can LISTEN. The listener copies the pool's
 	// connection config, hook included.
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var hold atomic.Pointer[chan struct{}]
 	held := make(chan struct{}, 1)
-	cfg.ConnConfig.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
-		if !strings.HasPrefix(pc.ParameterStatus("application_name"), "relay listener ") {
+	pool := b.pool(func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+			if !strings.HasPrefix(pc.ParameterStatus("application_name"), "relay listener ") {
+				return nil
+			}
+			if gate := hold.Load(); gate != nil {
+				select {
+				case held <- struct{}{}:
+				default:
+				}
+				select {
+				case <-*gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
 			return nil
 		}
-		if gate := hold.Load(); gate != nil {
-			select {
-			case held <- struct{}{}:
-			default:
-			}
-			select {
-			case <-*gate:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		return nil
-	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	})
 
-	c := newClient(db, relay.Config{})
+	c := b.client(relay.Config{})
 	started := make(chan int64, 10)
 	handle(t, c, testKind, reportIDs(started))
-	start(t, c, pool)
-	warm := enqueue(t, db, testKind, numArgs{})
+	b.startOn(c, pool)
+	warm := enqueue(b, testKind, numArgs{})
 	recv(t, started, "a job before the connection is lost")
-	waitState(t, db, "succeeded", warm)
+	b.waitState("succeeded", warm)
 
 	gate := make(chan struct{})
 	hold.Store(&gate)
-	terminate(t, db, listenerPID(t, db, c, 0))
+	terminate(b, listenerPID(b, c, 0))
 	recv(t, held, "the listener to try to reconnect")
 
 	// Nobody listens now: this job's NOTIFY is lost.
-	id := enqueue(t, db, testKind, numArgs{N: 1})
+	id := enqueue(b, testKind, numArgs{N: 1})
 	select {
 	case got := <-started:
 		t.Fatalf("job %d ran while no connection was listening", got)
 	default:
 	}
-	if j := jobByID(t, db, id); j.State != "pending" {
+	if j := b.stored(id); j.State != "pending" {
 		t.Fatalf("job is %s while no connection was listening, want pending", j.State)
 	}
 
@@ -146,7 +142,7 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	if took > time.Second {
 		t.Errorf("job ran %v after the listener could reconnect; want promptly (the poll is an hour)", took)
 	}
-	waitState(t, db, "succeeded", id)
+	b.waitState("succeeded", id)
 }
 
 // ListenerApplicationName is documented as the application_name pg_stat_activity shows
@@ -155,19 +151,19 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 // matches no backend.
 func TestListenerApplicationNameMatchesPgStatActivityForLongIDs(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	id := "worker-" + strings.Repeat("x", 50) // 57 bytes; e.g. a long cloud host name
-	c := newClient(db, relay.Config{ID: id})
+	c := b.client(relay.Config{ID: id})
 	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error { return nil })
-	start(t, c, db.Pool)
+	b.start(c)
 	var n int
-	if err := db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`,
+	if err := b.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`,
 		relay.ListenerApplicationName(c.ID())).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 1 {
 		var shown string
-		_ = db.QueryRow(context.Background(), `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'relay listener worker-%'`).Scan(&shown)
+		_ = b.QueryRow(context.Background(), `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'relay listener worker-%'`).Scan(&shown)
 		t.Errorf("%d backends have application_name %q (%d bytes); pg_stat_activity shows %q (%d bytes)",
 			n, relay.ListenerApplicationName(c.ID()), len(relay.ListenerApplicationName(c.ID())), shown, len(shown))
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/backoff"
-	"github.com/relayq/relay/relaytest"
 )
 
 // Tests of ordered queues (relay.SetQueue with Ordered, relay.OrderKey): the jobs of a key
@@ -21,18 +20,17 @@ import (
 // an operator retries or cancels it, or lets the key move on, as the queue says; other keys
 // and queues are never held up.
 //
-// Every test name starts with TestOrdered: go test -run Ordered runs them all. The helpers
-// of this file start with ord, to stay clear of the other test files' names.
+// Every test name starts with TestOrdered: go test -run Ordered runs them all.
 
-// ordArgs are the args of the jobs of these tests: the job's order key (repeated in the
+// orderedArgs are the args of the jobs of these tests: the job's order key (repeated in the
 // args, since a handler does not see it otherwise) and its place in its key's sequence.
-type ordArgs struct {
+type orderedArgs struct {
 	Key string `json:"key"`
 	N   int    `json:"n"`
 }
 
-// ordStart is one attempt as a handler saw it start.
-type ordStart struct {
+// orderedStart is one attempt as a handler saw it start.
+type orderedStart struct {
 	Key     string
 	N       int
 	ID      int64
@@ -40,30 +38,30 @@ type ordStart struct {
 	Client  int // the index of the client that ran it, as the test numbered them
 }
 
-func (s ordStart) String() string { return fmt.Sprintf("%s/%d#%d", s.Key, s.N, s.Attempt) }
+func (s orderedStart) String() string { return fmt.Sprintf("%s/%d#%d", s.Key, s.N, s.Attempt) }
 
-// ordRecorder records the starts of attempts, in order, and how many attempts of each key
+// recorder records the starts of attempts, in order, and how many attempts of each key
 // (and in all) ran at once. A handler counts as running from its first to its last line,
 // which lies inside the time its job is running in the table.
-type ordRecorder struct {
+type recorder struct {
 	mu       sync.Mutex
-	starts   []ordStart
+	starts   []orderedStart
 	running  map[string]int
 	maxByKey map[string]int
 	total    int
 	maxTotal int
-	started  chan ordStart // every start, for tests to wait on
+	started  chan orderedStart // every start, for tests to wait on
 }
 
-func newOrdRecorder() *ordRecorder {
-	return &ordRecorder{running: map[string]int{}, maxByKey: map[string]int{}, started: make(chan ordStart, 1024)}
+func newRecorder() *recorder {
+	return &recorder{running: map[string]int{}, maxByKey: map[string]int{}, started: make(chan orderedStart, 1024)}
 }
 
 // handler returns a handler, for the client numbered client, that records each attempt
 // around body (nil: succeed).
-func (r *ordRecorder) handler(client int, body relay.HandlerFunc[ordArgs]) relay.HandlerFunc[ordArgs] {
-	return func(ctx context.Context, job *relay.Job[ordArgs]) error {
-		s := ordStart{Key: job.Args.Key, N: job.Args.N, ID: job.ID, Attempt: job.Attempt, Client: client}
+func (r *recorder) handler(client int, body relay.HandlerFunc[orderedArgs]) relay.HandlerFunc[orderedArgs] {
+	return func(ctx context.Context, job *relay.Job[orderedArgs]) error {
+		s := orderedStart{Key: job.Args.Key, N: job.Args.N, ID: job.ID, Attempt: job.Attempt, Client: client}
 		r.mu.Lock()
 		r.starts = append(r.starts, s)
 		r.running[s.Key]++
@@ -86,7 +84,7 @@ func (r *ordRecorder) handler(client int, body relay.HandlerFunc[ordArgs]) relay
 }
 
 // startsOf returns the recorded starts of key's attempts, in order, as "key/n#attempt".
-func (r *ordRecorder) startsOf(key string) []string {
+func (r *recorder) startsOf(key string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
@@ -98,27 +96,27 @@ func (r *ordRecorder) startsOf(key string) []string {
 	return out
 }
 
-func (r *ordRecorder) all() []ordStart {
+func (r *recorder) all() []orderedStart {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.starts)
 }
 
-func (r *ordRecorder) maxRunning(key string) int {
+func (r *recorder) maxRunning(key string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.maxByKey[key]
 }
 
-func (r *ordRecorder) maxRunningAll() int {
+func (r *recorder) maxRunningAll() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.maxTotal
 }
 
-// ordSeq is the list "key/from#1" … "key/to#1": the first attempts of a key's jobs from
-// from to to, in order.
-func ordSeq(key string, from, to int) []string {
+// firstAttempts is the list "key/from#1" … "key/to#1": the first attempts of a key's jobs
+// from from to to, in order.
+func firstAttempts(key string, from, to int) []string {
 	var out []string
 	for n := from; n <= to; n++ {
 		out = append(out, fmt.Sprintf("%s/%d#1", key, n))
@@ -126,92 +124,15 @@ func ordSeq(key string, from, to int) []string {
 	return out
 }
 
-// ordSetQueue stores queue's settings in db's schema, failing the test on error.
-func ordSetQueue(t testing.TB, db *relaytest.DB, queue string, s relay.QueueSettings) {
-	t.Helper()
-	if err := relay.SetQueue(context.Background(), db, queue, s, relay.Schema(db.Schema)); err != nil {
-		t.Fatalf("SetQueue(%q, %+v): %v", queue, s, err)
-	}
-}
-
-// ordGetQueue returns queue's settings and state, failing the test on error.
-func ordGetQueue(t testing.TB, db *relaytest.DB, queue string) relay.QueueInfo {
-	t.Helper()
-	info, err := relay.GetQueue(context.Background(), db, queue, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatalf("GetQueue(%q): %v", queue, err)
-	}
-	return info
-}
-
-// ordEnqueue enqueues a job of kind on queue in key (keyless for ""), numbered n.
-func ordEnqueue(t testing.TB, db *relaytest.DB, kind relay.Kind[ordArgs], queue, key string, n int, opts ...relay.EnqueueOption) int64 {
-	t.Helper()
+// enqueueOrdered enqueues a job of kind on queue in key (keyless for ""), numbered n.
+func enqueueOrdered(b *bundle, kind relay.Kind[orderedArgs], queue, key string, n int, opts ...relay.EnqueueOption) int64 {
+	b.t.Helper()
 	opts = append(opts, relay.Queue(queue))
 	if key != "" {
 		opts = append(opts, relay.OrderKey(key))
 	}
-	return enqueue(t, db, kind, ordArgs{Key: key, N: n}, opts...)
+	return enqueue(b, kind, orderedArgs{Key: key, N: n}, opts...)
 }
-
-// ordQueues is a client's Config.Queues: each named queue with workers workers.
-func ordQueues(workers int, queues ...string) map[string]relay.QueueConfig {
-	m := map[string]relay.QueueConfig{}
-	for _, q := range queues {
-		m[q] = relay.QueueConfig{Workers: workers}
-	}
-	return m
-}
-
-// ordSignal is a one-way signal that may be fired any number of times, from any goroutine:
-// a handler run more often than it should be must fail its test, not panic the binary.
-type ordSignal struct {
-	once sync.Once
-	ch   chan struct{}
-}
-
-func newOrdSignal() *ordSignal { return &ordSignal{ch: make(chan struct{})} }
-
-func (s *ordSignal) fire() { s.once.Do(func() { close(s.ch) }) }
-
-// ordAwait waits for ch to close, up to d, reporting whether it did.
-func ordAwait(ch <-chan struct{}, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ch:
-		return true
-	case <-timer.C:
-		return false
-	}
-}
-
-// ordWaitAttempts waits until job id has at least n ended attempts in its history.
-func ordWaitAttempts(t testing.TB, db *relaytest.DB, id int64, n int) *relay.JobRecord {
-	t.Helper()
-	var rec *relay.JobRecord
-	relaytest.WaitFor(t, waitTimeout, fmt.Sprintf("job %d to have %d ended attempts", id, n), func() bool {
-		rec = jobRecord(t, db, id)
-		return len(rec.Attempts) >= n
-	})
-	return rec
-}
-
-// ordExpectWaiting fails the test unless each job is pending, never attempted and not
-// blocking: still waiting behind its key's head.
-func ordExpectWaiting(t testing.TB, db *relaytest.DB, why string, ids ...int64) {
-	t.Helper()
-	for _, id := range ids {
-		rec := jobRecord(t, db, id)
-		if rec.State != relay.StatePending || rec.Attempt != 0 || rec.Blocking {
-			t.Errorf("%s: job %d is %s at attempt %d (blocking %v); want pending, never attempted",
-				why, id, rec.State, rec.Attempt, rec.Blocking)
-		}
-	}
-}
-
-// ordFastRetry retries after 10 ms, without jitter.
-var ordFastRetry = backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 1, Max: 10 * time.Millisecond}
 
 // ---------------------------------------------------------------------------------------
 
@@ -221,50 +142,46 @@ var ordFastRetry = backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 1,
 // of the three clients compete for them; the other half arrive while the sequence runs.
 func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("post")
+	kind := relay.NewKind[orderedArgs]("post")
 	const queue, n = "ledger", 30
-	db := relaytest.NewDB(t)
-	ctx := context.Background()
-	ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
+	b := setup(t)
+	b.setQueue(queue, relay.QueueSettings{Ordered: true})
 
 	specs := make([]relay.JobSpec, n/2)
 	for i := range specs {
-		specs[i] = kind.Job(ordArgs{N: i})
+		specs[i] = kind.Job(orderedArgs{N: i})
 	}
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueMany(specs, relay.Queue(queue))
 
-	rec := newOrdRecorder()
+	rec := newRecorder()
 	clients := make([]*relay.Client, 3)
 	for i := range clients {
-		pool := db.Pool
+		pool := b.Pool
 		if i > 0 {
-			pool = db.NewPool(t) // each client on connections of its own, like separate processes
+			pool = b.NewPool(t) // each client on connections of its own, like separate processes
 		}
-		c := newClient(db, relay.Config{Queues: ordQueues(8, queue)})
-		handle(t, c, kind, rec.handler(i, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+		c := b.client(relay.Config{Queues: queues(8, queue)})
+		handle(t, c, kind, rec.handler(i, func(ctx context.Context, job *relay.Job[orderedArgs]) error {
 			// Not synchronisation: it only widens the window in which an overlapping start
 			// would show up in the recorder.
 			time.Sleep(2 * time.Millisecond)
 			return nil
 		}))
-		start(t, c, pool)
+		b.startOn(c, pool)
 		clients[i] = c
 	}
 	for i := n / 2; i < n; i++ {
-		ids = append(ids, ordEnqueue(t, db, kind, queue, "", i))
+		ids = append(ids, enqueueOrdered(b, kind, queue, "", i))
 	}
 	for range n {
 		recv(t, rec.started, "every job of the sequence to start")
 	}
-	waitState(t, db, "succeeded", ids...)
+	b.waitState("succeeded", ids...)
 	for _, c := range clients {
-		stop(t, c) // every handler has returned: the recorder is final
+		b.stop(c) // every handler has returned: the recorder is final
 	}
 
-	if got, want := rec.startsOf(""), ordSeq("", 0, n-1); !slices.Equal(got, want) {
+	if got, want := rec.startsOf(""), firstAttempts("", 0, n-1); !slices.Equal(got, want) {
 		t.Errorf("jobs started in the order\n%v\nwant enqueue order\n%v", got, want)
 	}
 	if got := rec.maxRunningAll(); got != 1 {
@@ -279,9 +196,9 @@ func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 		t.Errorf("only client(s) %v ran jobs; the sequence should have passed between clients", perClient)
 	}
 	for i, id := range ids {
-		r := jobRecord(t, db, id)
+		r := b.record(id)
 		if r.OrderKey == nil || *r.OrderKey != "" {
-			t.Errorf("job %d (number %d) has order key %s; want the queue-wide sequence \"\"", id, i, ordKeyString(r.OrderKey))
+			t.Errorf("job %d (number %d) has order key %s; want the queue-wide sequence \"\"", id, i, keyString(r.OrderKey))
 		}
 	}
 }
@@ -292,20 +209,19 @@ func TestOrderedQueueWideSequenceAcrossThreeClients(t *testing.T) {
 // after the barrier's timeout. Jobs without a key form a sequence of their own.
 func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("bill")
+	kind := relay.NewKind[orderedArgs]("bill")
 	const queue, perKey = "by-customer", 6
-	db := relaytest.NewDB(t)
-	ctx := context.Background()
-	ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
+	b := setup(t)
+	b.setQueue(queue, relay.QueueSettings{Ordered: true})
 
 	keys := []string{"alice", "bob", "carol", ""}
-	started := map[string]*ordSignal{"alice": newOrdSignal(), "bob": newOrdSignal()}
+	started := map[string]*gate{"alice": b.gate(), "bob": b.gate()}
 	partner := map[string]string{"alice": "bob", "bob": "alice"}
-	rec := newOrdRecorder()
-	body := func(ctx context.Context, job *relay.Job[ordArgs]) error {
+	rec := newRecorder()
+	body := func(ctx context.Context, job *relay.Job[orderedArgs]) error {
 		if other, ok := partner[job.Args.Key]; ok && job.Args.N == 0 {
-			started[job.Args.Key].fire()
-			if !ordAwait(started[other].ch, 10*time.Second) {
+			started[job.Args.Key].open()
+			if !started[other].openedWithin(10 * time.Second) {
 				t.Errorf("the first job of key %q waited 10s for the first job of key %q to start: different keys do not run concurrently",
 					job.Args.Key, other)
 			}
@@ -314,13 +230,13 @@ func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 		return nil
 	}
 	for i := range 2 {
-		pool := db.Pool
+		pool := b.Pool
 		if i > 0 {
-			pool = db.NewPool(t)
+			pool = b.NewPool(t)
 		}
-		c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
+		c := b.client(relay.Config{Queues: queues(4, queue)})
 		handle(t, c, kind, rec.handler(i, body))
-		start(t, c, pool)
+		b.startOn(c, pool)
 	}
 
 	// Interleaved, in one batch: each key's jobs are far apart in id order.
@@ -332,21 +248,18 @@ func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 			if k != "" {
 				opts = append(opts, relay.OrderKey(k))
 			}
-			specs = append(specs, kind.Job(ordArgs{Key: k, N: n}, opts...))
+			specs = append(specs, kind.Job(orderedArgs{Key: k, N: n}, opts...))
 			specKeys = append(specKeys, k)
 		}
 	}
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueMany(specs, relay.Queue(queue))
 	for range len(specs) {
 		recv(t, rec.started, "every job to start")
 	}
-	waitState(t, db, "succeeded", ids...)
+	b.waitState("succeeded", ids...)
 
 	for _, k := range keys {
-		if got, want := rec.startsOf(k), ordSeq(k, 0, perKey-1); !slices.Equal(got, want) {
+		if got, want := rec.startsOf(k), firstAttempts(k, 0, perKey-1); !slices.Equal(got, want) {
 			t.Errorf("key %q started in the order %v; want %v", k, got, want)
 		}
 		if got := rec.maxRunning(k); got != 1 {
@@ -357,9 +270,9 @@ func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 		t.Errorf("at most %d job of the queue ran at once; different keys should overlap", got)
 	}
 	for i, id := range ids {
-		r := jobRecord(t, db, id)
+		r := b.record(id)
 		if want := specKeys[i]; r.OrderKey == nil || *r.OrderKey != want {
-			t.Errorf("job %d has order key %s; want %q", id, ordKeyString(r.OrderKey), want)
+			t.Errorf("job %d has order key %s; want %q", id, keyString(r.OrderKey), want)
 		}
 	}
 }
@@ -371,45 +284,41 @@ func TestOrderedKeysKeepOrderWithinAndRunConcurrentlyAcross(t *testing.T) {
 func TestOrderedNextJobIsPushedByNotifyAcrossClients(t *testing.T) {
 	t.Parallel()
 	const queue, key, n = "handoff", "order-7", 24
-	db := relaytest.NewDB(t)
-	ctx := context.Background()
-	ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
+	b := setup(t)
+	b.setQueue(queue, relay.QueueSettings{Ordered: true})
 
-	rec := newOrdRecorder()
-	kinds := []relay.Kind[ordArgs]{relay.NewKind[ordArgs]("ping"), relay.NewKind[ordArgs]("pong")}
+	rec := newRecorder()
+	kinds := []relay.Kind[orderedArgs]{relay.NewKind[orderedArgs]("ping"), relay.NewKind[orderedArgs]("pong")}
 	clients := make([]*relay.Client, 2)
 	for i, kind := range kinds {
-		pool := db.Pool
+		pool := b.Pool
 		if i > 0 {
-			pool = db.NewPool(t)
+			pool = b.NewPool(t)
 		}
-		c := newClient(db, relay.Config{Queues: ordQueues(4, queue)}) // one-hour poll
+		c := b.client(relay.Config{Queues: queues(4, queue)}) // one-hour poll
 		handle(t, c, kind, rec.handler(i, nil))
-		start(t, c, pool)
+		b.startOn(c, pool)
 		clients[i] = c
 	}
 
 	specs := make([]relay.JobSpec, n)
 	for i := range specs {
-		specs[i] = kinds[i%2].Job(ordArgs{Key: key, N: i})
+		specs[i] = kinds[i%2].Job(orderedArgs{Key: key, N: i})
 	}
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Queue(queue), relay.OrderKey(key), relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueMany(specs, relay.Queue(queue), relay.OrderKey(key))
 	for range n {
 		recv(t, rec.started, "the next job of the chain to be pushed to its client")
 	}
-	waitState(t, db, "succeeded", ids...)
+	b.waitState("succeeded", ids...)
 
-	if got, want := rec.startsOf(key), ordSeq(key, 0, n-1); !slices.Equal(got, want) {
+	if got, want := rec.startsOf(key), firstAttempts(key, 0, n-1); !slices.Equal(got, want) {
 		t.Errorf("the chain ran in the order %v; want %v", got, want)
 	}
 	if got := rec.maxRunning(key); got != 1 {
 		t.Errorf("up to %d jobs of the key ran at once; want 1", got)
 	}
 	for i, id := range ids {
-		if by, want := jobRecord(t, db, id).AttemptedBy, clients[i%2].ID(); by != want {
+		if by, want := b.record(id).AttemptedBy, clients[i%2].ID(); by != want {
 			t.Errorf("job %d (%s) was run by %q; want %q, the only client handling its kind", id, kinds[i%2], by, want)
 		}
 	}
@@ -420,46 +329,45 @@ func TestOrderedNextJobIsPushedByNotifyAcrossClients(t *testing.T) {
 // leave it), not while the head's second attempt runs, only once that attempt succeeded.
 func TestOrderedHeadWaitingForRetryHoldsItsKey(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("sync")
+	kind := relay.NewKind[orderedArgs]("sync")
 	const queue = "retrying"
-	db := relaytest.NewDB(t)
-	ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
+	b := setup(t)
+	b.setQueue(queue, relay.QueueSettings{Ordered: true})
 
-	rec := newOrdRecorder()
-	secondStarted, release := newOrdSignal(), newOrdSignal()
-	t.Cleanup(release.fire)
-	c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-	handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+	rec := newRecorder()
+	secondStarted, release := b.gate(), b.gate()
+	c := b.client(relay.Config{Queues: queues(4, queue)})
+	handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[orderedArgs]) error {
 		if job.Args.Key != "k" || job.Args.N != 0 {
 			return nil
 		}
 		if job.Attempt == 1 {
 			return errors.New("upstream unavailable")
 		}
-		secondStarted.fire()
+		secondStarted.open()
 		<-release.ch
 		return nil
 	}), relay.MaxAttempts(5), relay.Backoff(backoff.Policy{Initial: 400 * time.Millisecond, Multiplier: 1, Max: 400 * time.Millisecond}))
-	start(t, c, db.Pool)
+	b.start(c)
 
-	head := ordEnqueue(t, db, kind, queue, "k", 0)
-	behind := ordEnqueue(t, db, kind, queue, "k", 1)
+	head := enqueueOrdered(b, kind, queue, "k", 0)
+	behind := enqueueOrdered(b, kind, queue, "k", 1)
 
 	// The head's first attempt has failed and it waits for its retry.
-	if r := ordWaitAttempts(t, db, head, 1); r.Blocking {
+	if r := b.waitAttempts(head, 1); r.Blocking {
 		t.Errorf("a head waiting for a retry is marked blocking")
 	}
 	// Another key's job runs in the meantime: its claim saw the waiting job and left it.
-	other := ordEnqueue(t, db, kind, queue, "other", 0)
-	waitState(t, db, "succeeded", other)
-	ordExpectWaiting(t, db, "while the head waits for its retry", behind)
+	other := enqueueOrdered(b, kind, queue, "other", 0)
+	b.waitState("succeeded", other)
+	b.expectPending("while the head waits for its retry", behind)
 
-	if !ordAwait(secondStarted.ch, waitTimeout) {
+	if !secondStarted.openedWithin(waitTimeout) {
 		t.Fatal("the head's second attempt never started")
 	}
-	ordExpectWaiting(t, db, "while the head's second attempt runs", behind)
-	release.fire()
-	waitState(t, db, "succeeded", head, behind)
+	b.expectPending("while the head's second attempt runs", behind)
+	release.open()
+	b.waitState("succeeded", head, behind)
 
 	if got, want := rec.startsOf("k"), []string{"k/0#1", "k/0#2", "k/1#1"}; !slices.Equal(got, want) {
 		t.Errorf("key k started %v; want %v: the job behind only after the head's retry succeeded", got, want)
@@ -475,7 +383,7 @@ func TestOrderedHeadWaitingForRetryHoldsItsKey(t *testing.T) {
 // Retrying the head (which then succeeds) or cancelling it lets the rest run, in order.
 func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("charge")
+	kind := relay.NewKind[orderedArgs]("charge")
 	for _, tc := range []struct {
 		name    string
 		discard bool // the head discards itself instead of using up its attempts
@@ -489,14 +397,14 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const queue = "blocking"
-			db := relaytest.NewDB(t)
+			b := setup(t)
 			ctx := context.Background()
-			ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true, OnFailure: relay.BlockOnFailure})
+			b.setQueue(queue, relay.QueueSettings{Ordered: true, OnFailure: relay.BlockOnFailure})
 
-			rec := newOrdRecorder()
+			rec := newRecorder()
 			var fixed atomic.Bool
-			c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+			c := b.client(relay.Config{Queues: queues(4, queue)})
+			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[orderedArgs]) error {
 				if job.Args.Key != "k" || job.Args.N != 0 || fixed.Load() {
 					return nil
 				}
@@ -504,12 +412,12 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 					return relay.Discard(errors.New("card declined"))
 				}
 				return errors.New("gateway timeout")
-			}), relay.MaxAttempts(2), relay.Backoff(ordFastRetry))
-			start(t, c, db.Pool)
+			}), relay.MaxAttempts(2), relay.Backoff(fastBackoff))
+			b.start(c)
 
-			head := ordEnqueue(t, db, kind, queue, "k", 0)
-			behind := []int64{ordEnqueue(t, db, kind, queue, "k", 1), ordEnqueue(t, db, kind, queue, "k", 2)}
-			failed := waitRecord(t, db, head, relay.StateFailed)
+			head := enqueueOrdered(b, kind, queue, "k", 0)
+			behind := []int64{enqueueOrdered(b, kind, queue, "k", 1), enqueueOrdered(b, kind, queue, "k", 2)}
+			failed := b.waitRecord(head, relay.StateFailed)
 			headStarts := []string{"k/0#1", "k/0#2"}
 			if tc.discard {
 				headStarts = headStarts[:1]
@@ -523,41 +431,41 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 
 			// Another key runs after the head failed; by the time it has succeeded, a claim
 			// that could have taken the older jobs behind the head has come and gone.
-			other := ordEnqueue(t, db, kind, queue, "other", 0)
-			waitState(t, db, "succeeded", other)
-			ordExpectWaiting(t, db, "behind a blocking head", behind...)
+			other := enqueueOrdered(b, kind, queue, "other", 0)
+			b.waitState("succeeded", other)
+			b.expectPending("behind a blocking head", behind...)
 			if got := rec.startsOf("k"); !slices.Equal(got, headStarts) {
 				t.Errorf("key k started %v while blocked; want only the head's attempts %v", got, headStarts)
 			}
-			info := ordGetQueue(t, db, queue)
+			info := b.queue(queue)
 			if !info.Ordered || info.OnFailure != relay.BlockOnFailure || info.Blocked != 1 || info.Running != 0 {
 				t.Errorf("GetQueue = %+v; want ordered, BlockOnFailure, 1 blocked, 0 running", info)
 			}
 
 			if tc.cancel {
-				if err := relay.Cancel(ctx, db, head, relay.Schema(db.Schema)); err != nil {
+				if err := relay.Cancel(ctx, b, head, relay.Schema(b.Schema)); err != nil {
 					t.Fatalf("Cancel of the blocking head: %v", err)
 				}
 			} else {
 				fixed.Store(true)
-				if err := relay.Retry(ctx, db, head, relay.Schema(db.Schema)); err != nil {
+				if err := relay.Retry(ctx, b, head, relay.Schema(b.Schema)); err != nil {
 					t.Fatalf("Retry of the blocking head: %v", err)
 				}
 			}
-			waitState(t, db, "succeeded", behind...)
+			b.waitState("succeeded", behind...)
 
 			want := slices.Clone(headStarts)
 			if !tc.cancel {
 				want = append(want, fmt.Sprintf("k/0#%d", len(headStarts)+1))
 			}
-			want = append(want, ordSeq("k", 1, 2)...)
+			want = append(want, firstAttempts("k", 1, 2)...)
 			if got := rec.startsOf("k"); !slices.Equal(got, want) {
 				t.Errorf("key k started %v; want %v", got, want)
 			}
 			if got := rec.maxRunning("k"); got != 1 {
 				t.Errorf("up to %d jobs of key k ran at once; want 1", got)
 			}
-			r := jobRecord(t, db, head)
+			r := b.record(head)
 			wantState := relay.StateSucceeded
 			if tc.cancel {
 				wantState = relay.StateCancelled
@@ -565,11 +473,11 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 			if r.State != wantState || r.Blocking {
 				t.Errorf("the head ended %s, blocking %v; want %s and not blocking", r.State, r.Blocking, wantState)
 			}
-			if info := ordGetQueue(t, db, queue); info.Blocked != 0 {
+			if info := b.queue(queue); info.Blocked != 0 {
 				t.Errorf("GetQueue counts %d blocked keys after the head was resolved; want 0", info.Blocked)
 			}
 			if tc.cancel {
-				if err := relay.Cancel(ctx, db, head, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrJobFinished) {
+				if err := relay.Cancel(ctx, b, head, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrJobFinished) {
 					t.Errorf("a second Cancel of the head: %v; want ErrJobFinished", err)
 				}
 			}
@@ -582,7 +490,7 @@ func TestOrderedBlockOnFailureHoldsKeyUntilRetryOrCancel(t *testing.T) {
 // The failed head does not block, so it cannot be cancelled any more.
 func TestOrderedMoveOnAfterFailureRunsTheNextJob(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("notify")
+	kind := relay.NewKind[orderedArgs]("notify")
 	for _, tc := range []struct {
 		name    string
 		discard bool
@@ -593,16 +501,16 @@ func TestOrderedMoveOnAfterFailureRunsTheNextJob(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const queue = "best-effort"
-			db := relaytest.NewDB(t)
+			b := setup(t)
 			ctx := context.Background()
-			ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true, OnFailure: relay.MoveOnAfterFailure})
-			if info := ordGetQueue(t, db, queue); !info.Ordered || info.OnFailure != relay.MoveOnAfterFailure {
+			b.setQueue(queue, relay.QueueSettings{Ordered: true, OnFailure: relay.MoveOnAfterFailure})
+			if info := b.queue(queue); !info.Ordered || info.OnFailure != relay.MoveOnAfterFailure {
 				t.Fatalf("GetQueue = %+v; want ordered with MoveOnAfterFailure", info)
 			}
 
-			rec := newOrdRecorder()
-			c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+			rec := newRecorder()
+			c := b.client(relay.Config{Queues: queues(4, queue)})
+			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[orderedArgs]) error {
 				if job.Args.N != 0 {
 					return nil
 				}
@@ -611,31 +519,31 @@ func TestOrderedMoveOnAfterFailureRunsTheNextJob(t *testing.T) {
 				}
 				return errors.New("smtp 451")
 			}), relay.MaxAttempts(3), relay.Backoff(backoff.Policy{Initial: 50 * time.Millisecond, Multiplier: 1, Max: 50 * time.Millisecond}))
-			start(t, c, db.Pool)
+			b.start(c)
 
-			head := ordEnqueue(t, db, kind, queue, "k", 0)
-			behind := []int64{ordEnqueue(t, db, kind, queue, "k", 1), ordEnqueue(t, db, kind, queue, "k", 2)}
-			waitState(t, db, "succeeded", behind...)
+			head := enqueueOrdered(b, kind, queue, "k", 0)
+			behind := []int64{enqueueOrdered(b, kind, queue, "k", 1), enqueueOrdered(b, kind, queue, "k", 2)}
+			b.waitState("succeeded", behind...)
 
 			want := []string{"k/0#1", "k/0#2", "k/0#3"}
 			if tc.discard {
 				want = want[:1]
 			}
-			want = append(want, ordSeq("k", 1, 2)...)
+			want = append(want, firstAttempts("k", 1, 2)...)
 			if got := rec.startsOf("k"); !slices.Equal(got, want) {
 				t.Errorf("key k started %v; want %v: the head's attempts, then the rest in order", got, want)
 			}
 			if got := rec.maxRunning("k"); got != 1 {
 				t.Errorf("up to %d jobs of key k ran at once; want 1", got)
 			}
-			r := jobRecord(t, db, head)
+			r := b.record(head)
 			if r.State != relay.StateFailed || r.Blocking {
 				t.Errorf("the head is %s, blocking %v; want failed and not blocking", r.State, r.Blocking)
 			}
-			if info := ordGetQueue(t, db, queue); info.Blocked != 0 {
+			if info := b.queue(queue); info.Blocked != 0 {
 				t.Errorf("GetQueue counts %d blocked keys in a MoveOnAfterFailure queue; want 0", info.Blocked)
 			}
-			if err := relay.Cancel(ctx, db, head, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrJobFinished) {
+			if err := relay.Cancel(ctx, b, head, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrJobFinished) {
 				t.Errorf("Cancel of a failed head that does not block: %v; want ErrJobFinished", err)
 			}
 		})
@@ -647,52 +555,52 @@ func TestOrderedMoveOnAfterFailureRunsTheNextJob(t *testing.T) {
 // while the job behind the blocked head never starts.
 func TestOrderedBlockedKeyDoesNotHoldUpOtherKeysOrQueues(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("post")
+	kind := relay.NewKind[orderedArgs]("post")
 	const queue, plain, n = "accounts", "plain", 5
-	db := relaytest.NewDB(t)
-	ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
+	b := setup(t)
+	b.setQueue(queue, relay.QueueSettings{Ordered: true})
 
-	rec := newOrdRecorder()
-	c := newClient(db, relay.Config{Queues: ordQueues(2, queue, plain)})
-	handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+	rec := newRecorder()
+	c := b.client(relay.Config{Queues: queues(2, queue, plain)})
+	handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[orderedArgs]) error {
 		if job.Args.Key == "stuck" && job.Args.N == 0 {
 			return relay.Discard(errors.New("ledger mismatch"))
 		}
 		return nil
 	}))
-	start(t, c, db.Pool)
+	b.start(c)
 
-	head := ordEnqueue(t, db, kind, queue, "stuck", 0)
-	behind := ordEnqueue(t, db, kind, queue, "stuck", 1)
-	if r := waitRecord(t, db, head, relay.StateFailed); !r.Blocking {
+	head := enqueueOrdered(b, kind, queue, "stuck", 0)
+	behind := enqueueOrdered(b, kind, queue, "stuck", 1)
+	if r := b.waitRecord(head, relay.StateFailed); !r.Blocking {
 		t.Fatalf("the discarded head does not block its key")
 	}
 
 	var others []int64
 	for i := range n {
 		others = append(others,
-			ordEnqueue(t, db, kind, queue, "free", i),
-			ordEnqueue(t, db, kind, queue, "", i),
-			enqueue(t, db, kind, ordArgs{Key: "plain", N: i}, relay.Queue(plain)))
+			enqueueOrdered(b, kind, queue, "free", i),
+			enqueueOrdered(b, kind, queue, "", i),
+			enqueue(b, kind, orderedArgs{Key: "plain", N: i}, relay.Queue(plain)))
 	}
-	waitState(t, db, "succeeded", others...)
+	b.waitState("succeeded", others...)
 
-	ordExpectWaiting(t, db, "behind the blocked key, after every other key and queue ran", behind)
+	b.expectPending("behind the blocked key, after every other key and queue ran", behind)
 	if got, want := rec.startsOf("stuck"), []string{"stuck/0#1"}; !slices.Equal(got, want) {
 		t.Errorf("the blocked key started %v; want only its head %v", got, want)
 	}
 	for _, k := range []string{"free", ""} {
-		if got, want := rec.startsOf(k), ordSeq(k, 0, n-1); !slices.Equal(got, want) {
+		if got, want := rec.startsOf(k), firstAttempts(k, 0, n-1); !slices.Equal(got, want) {
 			t.Errorf("key %q started %v; want %v", k, got, want)
 		}
 	}
 	if got := len(rec.startsOf("plain")); got != n {
 		t.Errorf("%d jobs of the plain queue started; want %d", got, n)
 	}
-	if info := ordGetQueue(t, db, queue); info.Blocked != 1 {
+	if info := b.queue(queue); info.Blocked != 1 {
 		t.Errorf("GetQueue(%q).Blocked = %d; want 1", queue, info.Blocked)
 	}
-	if info := ordGetQueue(t, db, plain); info.Ordered || info.Blocked != 0 {
+	if info := b.queue(plain); info.Ordered || info.Blocked != 0 {
 		t.Errorf("GetQueue(%q) = %+v; want a plain queue with nothing blocked", plain, info)
 	}
 }
@@ -703,40 +611,40 @@ func TestOrderedBlockedKeyDoesNotHoldUpOtherKeysOrQueues(t *testing.T) {
 // NOTIFY (the clients poll once an hour).
 func TestOrderedLostLeaseFailureBlocksOrMovesOn(t *testing.T) {
 	t.Parallel()
-	exportKind := relay.NewKind[ordArgs]("export")
-	importKind := relay.NewKind[ordArgs]("import")
+	exportKind := relay.NewKind[orderedArgs]("export")
+	importKind := relay.NewKind[orderedArgs]("import")
 	for _, policy := range []relay.FailurePolicy{relay.BlockOnFailure, relay.MoveOnAfterFailure} {
 		t.Run(string(policy), func(t *testing.T) {
 			t.Parallel()
 			const queue = "leased"
-			db := relaytest.NewDB(t)
+			b := setup(t)
 			ctx := context.Background()
-			ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true, OnFailure: policy})
+			b.setQueue(queue, relay.QueueSettings{Ordered: true, OnFailure: policy})
 
 			// The head's kind runs only on c1, which is cut off while running it; the rest
 			// run on c2.
-			rec := newOrdRecorder()
-			c1 := newClient(db, withShortLeases(relay.Config{Queues: ordQueues(2, queue)}))
-			headStarted := newOrdSignal()
-			handle(t, c1, exportKind, rec.handler(1, func(ctx context.Context, job *relay.Job[ordArgs]) error {
-				headStarted.fire()
+			rec := newRecorder()
+			c1 := b.client(withShortLeases(relay.Config{Queues: queues(2, queue)}))
+			headStarted := b.gate()
+			handle(t, c1, exportKind, rec.handler(1, func(ctx context.Context, job *relay.Job[orderedArgs]) error {
+				headStarted.open()
 				<-ctx.Done()
 				return context.Cause(ctx)
 			}))
-			start(t, c1, db.Pool)
-			c2 := newClient(db, withShortLeases(relay.Config{Queues: ordQueues(2, queue)}))
+			b.start(c1)
+			c2 := b.client(withShortLeases(relay.Config{Queues: queues(2, queue)}))
 			handle(t, c2, importKind, rec.handler(2, nil))
-			start(t, c2, db.NewPool(t))
+			b.startOn(c2, b.NewPool(t))
 
-			head := ordEnqueue(t, db, exportKind, queue, "k", 0, relay.MaxAttempts(1))
-			behind := ordEnqueue(t, db, importKind, queue, "k", 1)
-			if !ordAwait(headStarted.ch, waitTimeout) {
+			head := enqueueOrdered(b, exportKind, queue, "k", 0, relay.MaxAttempts(1))
+			behind := enqueueOrdered(b, importKind, queue, "k", 1)
+			if !headStarted.openedWithin(waitTimeout) {
 				t.Fatal("the head never started")
 			}
 			relay.PauseLeaseRenewal(c1, true)
 			t.Cleanup(func() { relay.PauseLeaseRenewal(c1, false) })
 
-			failed := waitRecord(t, db, head, relay.StateFailed)
+			failed := b.waitRecord(head, relay.StateFailed)
 			if len(failed.Attempts) != 1 || failed.Attempts[0].Reason != relay.ReasonLostLease {
 				t.Errorf("the head failed with history %s; want one attempt lost with its lease", historyString(failed.Attempts))
 			}
@@ -744,26 +652,26 @@ func TestOrderedLostLeaseFailureBlocksOrMovesOn(t *testing.T) {
 				if failed.Blocking {
 					t.Errorf("the rescued head of a MoveOnAfterFailure queue is blocking")
 				}
-				waitState(t, db, "succeeded", behind)
+				b.waitState("succeeded", behind)
 				return
 			}
 
 			if !failed.Blocking {
 				t.Errorf("the rescued head of a BlockOnFailure queue is not blocking")
 			}
-			other := ordEnqueue(t, db, importKind, queue, "other", 0)
-			waitState(t, db, "succeeded", other)
-			ordExpectWaiting(t, db, "behind a head failed by a lost lease", behind)
+			other := enqueueOrdered(b, importKind, queue, "other", 0)
+			b.waitState("succeeded", other)
+			b.expectPending("behind a head failed by a lost lease", behind)
 			if got := rec.startsOf("k"); !slices.Equal(got, []string{"k/0#1"}) {
 				t.Errorf("key k started %v while blocked; want only the head", got)
 			}
-			if info := ordGetQueue(t, db, queue); info.Blocked != 1 {
+			if info := b.queue(queue); info.Blocked != 1 {
 				t.Errorf("GetQueue.Blocked = %d; want 1", info.Blocked)
 			}
-			if err := relay.Cancel(ctx, db, head, relay.Schema(db.Schema)); err != nil {
+			if err := relay.Cancel(ctx, b, head, relay.Schema(b.Schema)); err != nil {
 				t.Fatalf("Cancel of the blocking head: %v", err)
 			}
-			waitState(t, db, "succeeded", behind)
+			b.waitState("succeeded", behind)
 		})
 	}
 }
@@ -774,64 +682,64 @@ func TestOrderedLostLeaseFailureBlocksOrMovesOn(t *testing.T) {
 // queue is in the sequence "", and a job of a plain queue has no key.
 func TestOrderedKeyOnQueueThatIsNotOrderedIsRefused(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("k")
-	db := relaytest.NewDB(t)
+	kind := relay.NewKind[orderedArgs]("k")
+	b := setup(t)
 	ctx := context.Background()
-	ordSetQueue(t, db, "limited", relay.QueueSettings{GlobalLimit: 3})
+	b.setQueue("limited", relay.QueueSettings{GlobalLimit: 3})
 	opts := func(queue string) []relay.EnqueueOption {
-		return []relay.EnqueueOption{relay.Queue(queue), relay.OrderKey("cust-1"), relay.Schema(db.Schema)}
+		return []relay.EnqueueOption{relay.Queue(queue), relay.OrderKey("cust-1"), relay.Schema(b.Schema)}
 	}
 
 	for _, queue := range []string{"never-set", "limited"} {
-		if _, err := relay.Enqueue(ctx, db, kind, ordArgs{}, opts(queue)...); !errors.Is(err, relay.ErrQueueNotOrdered) {
+		if _, err := relay.Enqueue(ctx, b, kind, orderedArgs{}, opts(queue)...); !errors.Is(err, relay.ErrQueueNotOrdered) {
 			t.Errorf("Enqueue with an OrderKey on queue %q: %v; want ErrQueueNotOrdered", queue, err)
 		}
 	}
 	specs := []relay.JobSpec{
-		kind.Job(ordArgs{N: 1}),
-		kind.Job(ordArgs{N: 2}, relay.Queue("never-set"), relay.OrderKey("cust-1")),
+		kind.Job(orderedArgs{N: 1}),
+		kind.Job(orderedArgs{N: 2}, relay.Queue("never-set"), relay.OrderKey("cust-1")),
 	}
-	if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrQueueNotOrdered) {
+	if _, err := relay.EnqueueMany(ctx, b, specs, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrQueueNotOrdered) {
 		t.Errorf("EnqueueMany with one OrderKey on a plain queue: %v; want ErrQueueNotOrdered", err)
 	}
-	tx, err := db.Begin(ctx)
+	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := relay.Enqueue(ctx, tx, kind, ordArgs{}, opts("never-set")...); !errors.Is(err, relay.ErrQueueNotOrdered) {
+	if _, err := relay.Enqueue(ctx, tx, kind, orderedArgs{}, opts("never-set")...); !errors.Is(err, relay.ErrQueueNotOrdered) {
 		t.Errorf("Enqueue in a transaction with an OrderKey on a plain queue: %v; want ErrQueueNotOrdered", err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := countJobs(t, db, ""); got != 0 {
+	if got := b.count(""); got != 0 {
 		t.Fatalf("%d jobs were inserted by refused enqueues; want none", got)
 	}
 
-	ordSetQueue(t, db, "never-set", relay.QueueSettings{Ordered: true})
-	keyed, err := relay.Enqueue(ctx, db, kind, ordArgs{}, opts("never-set")...)
+	b.setQueue("never-set", relay.QueueSettings{Ordered: true})
+	keyed, err := relay.Enqueue(ctx, b, kind, orderedArgs{}, opts("never-set")...)
 	if err != nil {
 		t.Fatalf("Enqueue with an OrderKey once the queue is ordered: %v", err)
 	}
-	keyless := ordEnqueue(t, db, kind, "never-set", "", 0)
-	plain := ordEnqueue(t, db, kind, "limited", "", 0)
+	keyless := enqueueOrdered(b, kind, "never-set", "", 0)
+	plain := enqueueOrdered(b, kind, "limited", "", 0)
 	for id, want := range map[int64]*string{keyed: new("cust-1"), keyless: new(""), plain: nil} {
-		got := jobRecord(t, db, id).OrderKey
+		got := b.record(id).OrderKey
 		if (got == nil) != (want == nil) || (got != nil && *got != *want) {
-			t.Errorf("job %d has order key %s; want %s", id, ordKeyString(got), ordKeyString(want))
+			t.Errorf("job %d has order key %s; want %s", id, keyString(got), keyString(want))
 		}
 	}
 
-	if err := relay.SetQueue(ctx, db, "q", relay.QueueSettings{Ordered: true, OnFailure: "retry forever"}, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidConfig) {
+	if err := relay.SetQueue(ctx, b, "q", relay.QueueSettings{Ordered: true, OnFailure: "retry forever"}, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidConfig) {
 		t.Errorf("SetQueue with an unknown OnFailure: %v; want ErrInvalidConfig", err)
 	}
-	ordSetQueue(t, db, "defaults", relay.QueueSettings{Ordered: true})
-	if info := ordGetQueue(t, db, "defaults"); info.OnFailure != relay.BlockOnFailure {
+	b.setQueue("defaults", relay.QueueSettings{Ordered: true})
+	if info := b.queue("defaults"); info.OnFailure != relay.BlockOnFailure {
 		t.Errorf("an ordered queue set without OnFailure has %q; want the default BlockOnFailure", info.OnFailure)
 	}
 }
 
-func ordKeyString(k *string) string {
+func keyString(k *string) string {
 	if k == nil {
 		return "nil"
 	}
@@ -845,7 +753,7 @@ func ordKeyString(k *string) string {
 // claims on its own).
 func TestOrderedSetQueueOrdersPendingJobsOfAPlainQueue(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("import")
+	kind := relay.NewKind[orderedArgs]("import")
 	for _, paused := range []bool{false, true} {
 		name := "before clients start"
 		if paused {
@@ -854,56 +762,51 @@ func TestOrderedSetQueueOrdersPendingJobsOfAPlainQueue(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			const queue, n = "imports", 12
-			db := relaytest.NewDB(t)
-			ctx := context.Background()
-			rec := newOrdRecorder()
+			b := setup(t)
+			rec := newRecorder()
 			clients := make([]*relay.Client, 2)
 			for i := range clients {
-				clients[i] = newClient(db, relay.Config{Queues: ordQueues(4, queue)})
-				handle(t, clients[i], kind, rec.handler(i, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+				clients[i] = b.client(relay.Config{Queues: queues(4, queue)})
+				handle(t, clients[i], kind, rec.handler(i, func(ctx context.Context, job *relay.Job[orderedArgs]) error {
 					time.Sleep(time.Millisecond) // not synchronisation: widens the window of an overlap
 					return nil
 				}))
 			}
 			startAll := func() {
-				start(t, clients[0], db.Pool)
-				start(t, clients[1], db.NewPool(t))
+				b.start(clients[0])
+				b.startOn(clients[1], b.NewPool(t))
 			}
 			if paused {
-				if err := relay.PauseQueue(ctx, db, queue, relay.Schema(db.Schema)); err != nil {
-					t.Fatal(err)
-				}
+				b.pauseQueue(queue)
 				startAll()
 			}
 
 			var ids []int64
 			for i := range n {
-				ids = append(ids, ordEnqueue(t, db, kind, queue, "", i))
+				ids = append(ids, enqueueOrdered(b, kind, queue, "", i))
 			}
 			for _, id := range ids {
-				if k := jobRecord(t, db, id).OrderKey; k != nil {
+				if k := b.record(id).OrderKey; k != nil {
 					t.Fatalf("job %d of a plain queue has order key %q", id, *k)
 				}
 			}
-			ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
+			b.setQueue(queue, relay.QueueSettings{Ordered: true})
 			for _, id := range ids {
-				if k := jobRecord(t, db, id).OrderKey; k == nil || *k != "" {
-					t.Errorf("after SetQueue, pending job %d has order key %s; want the queue-wide sequence \"\"", id, ordKeyString(k))
+				if k := b.record(id).OrderKey; k == nil || *k != "" {
+					t.Errorf("after SetQueue, pending job %d has order key %s; want the queue-wide sequence \"\"", id, keyString(k))
 				}
 			}
 			if paused {
-				if err := relay.ResumeQueue(ctx, db, queue, relay.Schema(db.Schema)); err != nil {
-					t.Fatal(err)
-				}
+				b.resumeQueue(queue)
 			} else {
 				startAll()
 			}
 			for range n {
 				recv(t, rec.started, "every job to start")
 			}
-			waitState(t, db, "succeeded", ids...)
+			b.waitState("succeeded", ids...)
 
-			if got, want := rec.startsOf(""), ordSeq("", 0, n-1); !slices.Equal(got, want) {
+			if got, want := rec.startsOf(""), firstAttempts("", 0, n-1); !slices.Equal(got, want) {
 				t.Errorf("jobs started in the order %v; want id order %v", got, want)
 			}
 			if got := rec.maxRunningAll(); got != 1 {
@@ -917,7 +820,7 @@ func TestOrderedSetQueueOrdersPendingJobsOfAPlainQueue(t *testing.T) {
 // making it plain, releases the key, and the job behind the failed head runs.
 func TestOrderedSetQueueReleasesBlockedKey(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("step")
+	kind := relay.NewKind[orderedArgs]("step")
 	for _, tc := range []struct {
 		name string
 		to   relay.QueueSettings
@@ -928,34 +831,34 @@ func TestOrderedSetQueueReleasesBlockedKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const queue = "switch"
-			db := relaytest.NewDB(t)
-			ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
+			b := setup(t)
+			b.setQueue(queue, relay.QueueSettings{Ordered: true})
 
-			rec := newOrdRecorder()
-			c := newClient(db, relay.Config{Queues: ordQueues(2, queue)})
-			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[ordArgs]) error {
+			rec := newRecorder()
+			c := b.client(relay.Config{Queues: queues(2, queue)})
+			handle(t, c, kind, rec.handler(0, func(ctx context.Context, job *relay.Job[orderedArgs]) error {
 				if job.Args.Key == "k" && job.Args.N == 0 {
 					return relay.Discard(errors.New("bad input"))
 				}
 				return nil
 			}))
-			start(t, c, db.Pool)
+			b.start(c)
 
-			head := ordEnqueue(t, db, kind, queue, "k", 0)
-			behind := ordEnqueue(t, db, kind, queue, "k", 1)
-			if r := waitRecord(t, db, head, relay.StateFailed); !r.Blocking {
+			head := enqueueOrdered(b, kind, queue, "k", 0)
+			behind := enqueueOrdered(b, kind, queue, "k", 1)
+			if r := b.waitRecord(head, relay.StateFailed); !r.Blocking {
 				t.Fatal("the discarded head does not block its key")
 			}
-			other := ordEnqueue(t, db, kind, queue, "other", 0)
-			waitState(t, db, "succeeded", other)
-			ordExpectWaiting(t, db, "before SetQueue", behind)
+			other := enqueueOrdered(b, kind, queue, "other", 0)
+			b.waitState("succeeded", other)
+			b.expectPending("before SetQueue", behind)
 
-			ordSetQueue(t, db, queue, tc.to)
-			waitState(t, db, "succeeded", behind)
-			if r := jobRecord(t, db, head); r.State != relay.StateFailed || r.Blocking {
+			b.setQueue(queue, tc.to)
+			b.waitState("succeeded", behind)
+			if r := b.record(head); r.State != relay.StateFailed || r.Blocking {
 				t.Errorf("after SetQueue the head is %s, blocking %v; want failed, not blocking", r.State, r.Blocking)
 			}
-			if info := ordGetQueue(t, db, queue); info.Blocked != 0 || info.Ordered != tc.to.Ordered {
+			if info := b.queue(queue); info.Blocked != 0 || info.Ordered != tc.to.Ordered {
 				t.Errorf("GetQueue = %+v; want ordered %v and nothing blocked", info, tc.to.Ordered)
 			}
 			if got, want := rec.startsOf("k"), []string{"k/0#1", "k/1#1"}; !slices.Equal(got, want) {
@@ -971,32 +874,32 @@ func TestOrderedSetQueueReleasesBlockedKey(t *testing.T) {
 // key's head starts first.
 func TestOrderedKeyOrderIgnoresPriorityAndSchedule(t *testing.T) {
 	t.Parallel()
-	rankKind := relay.NewKind[ordArgs]("rank")
-	remindKind := relay.NewKind[ordArgs]("remind")
+	rankKind := relay.NewKind[orderedArgs]("rank")
+	remindKind := relay.NewKind[orderedArgs]("remind")
 
 	t.Run("priority", func(t *testing.T) {
 		t.Parallel()
 		const queue = "prioritised"
-		db := relaytest.NewDB(t)
-		ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
+		b := setup(t)
+		b.setQueue(queue, relay.QueueSettings{Ordered: true})
 		// All waiting before the client starts, so its first claim chooses among them.
 		var ids []int64
 		for n, p := range []int{-5, 0, 5, 100} {
-			ids = append(ids, ordEnqueue(t, db, rankKind, queue, "k", n, relay.Priority(p)))
+			ids = append(ids, enqueueOrdered(b, rankKind, queue, "k", n, relay.Priority(p)))
 		}
-		urgent := ordEnqueue(t, db, rankKind, queue, "urgent", 0, relay.Priority(10))
+		urgent := enqueueOrdered(b, rankKind, queue, "urgent", 0, relay.Priority(10))
 
-		rec := newOrdRecorder()
-		c := newClient(db, relay.Config{Queues: ordQueues(1, queue)}) // one worker: one start at a time
+		rec := newRecorder()
+		c := b.client(relay.Config{Queues: queues(1, queue)}) // one worker: one start at a time
 		handle(t, c, rankKind, rec.handler(0, nil))
-		start(t, c, db.Pool)
-		waitState(t, db, "succeeded", append(ids, urgent)...)
+		b.start(c)
+		b.waitState("succeeded", append(ids, urgent)...)
 
 		var got []string
 		for _, s := range rec.all() {
 			got = append(got, s.String())
 		}
-		if want := append([]string{"urgent/0#1"}, ordSeq("k", 0, 3)...); !slices.Equal(got, want) {
+		if want := append([]string{"urgent/0#1"}, firstAttempts("k", 0, 3)...); !slices.Equal(got, want) {
 			t.Errorf("jobs started in the order %v; want %v: the more urgent key's head first, then k in enqueue order whatever its priorities", got, want)
 		}
 	})
@@ -1004,22 +907,22 @@ func TestOrderedKeyOrderIgnoresPriorityAndSchedule(t *testing.T) {
 	t.Run("schedule", func(t *testing.T) {
 		t.Parallel()
 		const queue = "scheduled"
-		db := relaytest.NewDB(t)
-		ordSetQueue(t, db, queue, relay.QueueSettings{Ordered: true})
-		rec := newOrdRecorder()
-		c := newClient(db, relay.Config{Queues: ordQueues(4, queue)})
+		b := setup(t)
+		b.setQueue(queue, relay.QueueSettings{Ordered: true})
+		rec := newRecorder()
+		c := b.client(relay.Config{Queues: queues(4, queue)})
 		handle(t, c, remindKind, rec.handler(0, nil))
-		start(t, c, db.Pool)
+		b.start(c)
 
-		later := ordEnqueue(t, db, remindKind, queue, "k", 0, relay.RunIn(time.Second))
-		now := ordEnqueue(t, db, remindKind, queue, "k", 1)
-		other := ordEnqueue(t, db, remindKind, queue, "other", 0)
-		waitState(t, db, "succeeded", other)
+		later := enqueueOrdered(b, remindKind, queue, "k", 0, relay.RunIn(time.Second))
+		now := enqueueOrdered(b, remindKind, queue, "k", 1)
+		other := enqueueOrdered(b, remindKind, queue, "other", 0)
+		b.waitState("succeeded", other)
 		// The job behind is read first: if the scheduled job has still not started when
 		// read after it, the one behind cannot have started before. (On a very slow
 		// machine the second may have passed already; the order of starts below decides.)
-		behind := jobRecord(t, db, now)
-		if r := jobRecord(t, db, later); r.Attempt == 0 {
+		behind := b.record(now)
+		if r := b.record(later); r.Attempt == 0 {
 			if r.State != relay.StateScheduled {
 				t.Errorf("the job scheduled for later reads as %s; want scheduled", r.State)
 			}
@@ -1030,8 +933,8 @@ func TestOrderedKeyOrderIgnoresPriorityAndSchedule(t *testing.T) {
 		} else {
 			t.Logf("the scheduled job started before the check; only the order of starts is checked")
 		}
-		waitState(t, db, "succeeded", later, now)
-		if got, want := rec.startsOf("k"), ordSeq("k", 0, 1); !slices.Equal(got, want) {
+		b.waitState("succeeded", later, now)
+		if got, want := rec.startsOf("k"), firstAttempts("k", 0, 1); !slices.Equal(got, want) {
 			t.Errorf("key k started %v; want %v", got, want)
 		}
 	})

@@ -11,7 +11,6 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/backoff"
-	"github.com/relayq/relay/relaytest"
 )
 
 // attemptRun is what a handler saw on one attempt, and when.
@@ -28,8 +27,8 @@ type attemptRun struct {
 func TestPanicIsRecordedWithItsStackAndRetried(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("panics")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.Attempt
@@ -38,13 +37,13 @@ func TestPanicIsRecordedWithItsStackAndRetried(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{})
+	b.start(c)
+	id := enqueue(b, kind, numArgs{})
 	recv(t, runs, "attempt 1")
 	if a := recv(t, runs, "the retry after the panic"); a != 2 {
 		t.Fatalf("attempt %d ran after the panic, want 2", a)
 	}
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	rec := b.waitRecord(id, relay.StateSucceeded)
 	if len(rec.Attempts) != 2 {
 		t.Fatalf("history %s, want the panic and the success", historyString(rec.Attempts))
 	}
@@ -105,12 +104,12 @@ func TestTimeouts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := relaytest.NewDB(t)
-			c := newClient(db, tc.cfg)
+			b := setup(t)
+			c := b.client(tc.cfg)
 			got := make(chan timedOut, 1)
 			handle(t, c, slowKind, tc.handler(got), tc.kind...)
-			start(t, c, db.Pool)
-			id := enqueue(t, db, slowKind, numArgs{}, append(tc.job, relay.MaxAttempts(1))...)
+			b.start(c)
+			id := enqueue(b, slowKind, numArgs{}, append(tc.job, relay.MaxAttempts(1))...)
 			to := recv(t, got, "the handler's context to end")
 			if !errors.Is(to.cause, relay.ErrTimeout) {
 				t.Errorf("handler's context ended with cause %v, want ErrTimeout", to.cause)
@@ -118,7 +117,7 @@ func TestTimeouts(t *testing.T) {
 			if to.timeout > short || to.timeout < short-time.Second || to.late < 0 || to.late > 2*time.Second {
 				t.Errorf("handler's context had a deadline %v after it began and ended %v after it, want %v and just after", to.timeout, to.late, short)
 			}
-			rec := waitRecord(t, db, id, relay.StateFailed)
+			rec := b.waitRecord(id, relay.StateFailed)
 			if len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonTimeout || !strings.Contains(rec.Attempts[0].Error, relay.ErrTimeout.Error()) {
 				t.Errorf("history %s, want one attempt failed with reason timeout", historyString(rec.Attempts))
 			}
@@ -129,27 +128,27 @@ func TestTimeouts(t *testing.T) {
 	// ends with reason timeout.
 	t.Run("handler ignores its context", func(t *testing.T) {
 		t.Parallel()
-		db := relaytest.NewDB(t)
-		c := newClient(db, relay.Config{})
+		b := setup(t)
+		c := b.client(relay.Config{})
 		ctxs := make(chan context.Context, 1)
-		release := make(chan struct{})
+		release := b.gate()
 		handle(t, c, slowKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 			ctxs <- ctx
-			<-release
+			release.wait()
 			return nil
 		}, relay.Timeout(short))
-		start(t, c, db.Pool)
-		id := enqueue(t, db, slowKind, numArgs{}, relay.MaxAttempts(1))
+		b.start(c)
+		id := enqueue(b, slowKind, numArgs{}, relay.MaxAttempts(1))
 		ctx := recv(t, ctxs, "the handler to start")
 		recv(t, ctx.Done(), "the handler's context to time out")
 		if cause := context.Cause(ctx); !errors.Is(cause, relay.ErrTimeout) {
 			t.Errorf("handler's context ended with cause %v, want ErrTimeout", cause)
 		}
-		if rec := jobRecord(t, db, id); rec.State != relay.StateRunning {
+		if rec := b.record(id); rec.State != relay.StateRunning {
 			t.Errorf("job is %s while its handler still runs past its timeout, want running", rec.State)
 		}
-		close(release) // returns nil, late
-		rec := waitRecord(t, db, id, relay.StateFailed)
+		release.open() // returns nil, late
+		rec := b.waitRecord(id, relay.StateFailed)
 		if len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonTimeout {
 			t.Errorf("history %s, want one attempt failed with reason timeout", historyString(rec.Attempts))
 		}
@@ -158,20 +157,20 @@ func TestTimeouts(t *testing.T) {
 	// Timeout(0) on the job means none, whatever its kind says.
 	t.Run("zero per job overrides the kind's", func(t *testing.T) {
 		t.Parallel()
-		db := relaytest.NewDB(t)
-		c := newClient(db, relay.Config{})
+		b := setup(t)
+		c := b.client(relay.Config{})
 		deadlines := make(chan bool, 1)
 		handle(t, c, slowKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 			_, has := ctx.Deadline()
 			deadlines <- has
 			return nil
 		}, relay.Timeout(time.Millisecond))
-		start(t, c, db.Pool)
-		id := enqueue(t, db, slowKind, numArgs{}, relay.Timeout(0))
+		b.start(c)
+		id := enqueue(b, slowKind, numArgs{}, relay.Timeout(0))
 		if recv(t, deadlines, "the handler") {
 			t.Errorf("the handler of a job enqueued with Timeout(0) has a deadline")
 		}
-		waitRecord(t, db, id, relay.StateSucceeded)
+		b.waitRecord(id, relay.StateSucceeded)
 	})
 }
 
@@ -182,19 +181,19 @@ func TestTimeouts(t *testing.T) {
 func TestSubMillisecondJobTimeoutIsNotDropped(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("quick")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	deadlines := make(chan bool, 1)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		_, has := ctx.Deadline()
 		deadlines <- has
 		return nil
 	})
-	id := enqueue(t, db, kind, numArgs{}, relay.Timeout(500*time.Microsecond))
-	if rec := jobRecord(t, db, id); rec.Timeout == nil || *rec.Timeout <= 0 {
+	id := enqueue(b, kind, numArgs{}, relay.Timeout(500*time.Microsecond))
+	if rec := b.record(id); rec.Timeout == nil || *rec.Timeout <= 0 {
 		t.Errorf("GetJob says the job's timeout is %v, want a positive timeout (it was enqueued with Timeout(500µs))", rec.Timeout)
 	}
-	start(t, c, db.Pool)
+	b.start(c)
 	if !recv(t, deadlines, "the handler") {
 		t.Errorf("the handler of a job enqueued with Timeout(500µs) runs without a deadline")
 	}
@@ -204,8 +203,8 @@ func TestSubMillisecondJobTimeoutIsNotDropped(t *testing.T) {
 func TestErrorIsRecordedAndRetried(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("flaky")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.Attempt
@@ -214,14 +213,14 @@ func TestErrorIsRecordedAndRetried(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(3))
+	b.start(c)
+	id := enqueue(b, kind, numArgs{}, relay.MaxAttempts(3))
 	for want := 1; want <= 3; want++ {
 		if a := recv(t, runs, "an attempt"); a != want {
 			t.Fatalf("attempt %d ran, want %d", a, want)
 		}
 	}
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	rec := b.waitRecord(id, relay.StateSucceeded)
 	if len(rec.Attempts) != 3 {
 		t.Fatalf("history %s, want two errors and the success", historyString(rec.Attempts))
 	}
@@ -240,18 +239,18 @@ func TestErrorIsRecordedAndRetried(t *testing.T) {
 func TestDiscardFailsAtOnce(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("doomed")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	runs := make(chan int, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- job.Attempt
 		return relay.Discard(errors.New("customer no longer exists"))
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(5))
+	b.start(c)
+	id := enqueue(b, kind, numArgs{}, relay.MaxAttempts(5))
 	recv(t, runs, "the job")
-	rec := waitRecord(t, db, id, relay.StateFailed)
-	stop(t, c)
+	rec := b.waitRecord(id, relay.StateFailed)
+	b.stop(c)
 	if len(runs) != 0 {
 		t.Errorf("a discarded job ran again")
 	}
@@ -268,8 +267,8 @@ func TestSnoozeRunsAgainLaterWithoutUsingAnAttempt(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("sleepy")
 	const d = 300 * time.Millisecond
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	runs := make(chan attemptRun, 10)
 	var calls atomic.Int64
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
@@ -281,8 +280,8 @@ func TestSnoozeRunsAgainLaterWithoutUsingAnAttempt(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(1))
+	b.start(c)
+	id := enqueue(b, kind, numArgs{}, relay.MaxAttempts(1))
 	first := recv(t, runs, "the first run")
 	second := recv(t, runs, "the run after the snooze")
 	if gap := second.start.Sub(first.end); gap < d {
@@ -291,7 +290,7 @@ func TestSnoozeRunsAgainLaterWithoutUsingAnAttempt(t *testing.T) {
 	if first.attempt != 1 || second.attempt != 1 {
 		t.Errorf("runs were attempts %d and %d, want 1 and 1: a snooze gives its attempt back", first.attempt, second.attempt)
 	}
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	rec := b.waitRecord(id, relay.StateSucceeded)
 	if rec.Attempt != 1 || len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonSnoozed || rec.Attempts[0].Outcome != "pending" {
 		t.Errorf("job succeeded at attempt %d with history %s; want attempt 1, a snooze then the success", rec.Attempt, historyString(rec.Attempts))
 	}
@@ -302,8 +301,8 @@ func TestRetryAfterRetriesAtTheChosenTime(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("later")
 	const d = 400 * time.Millisecond
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	runs := make(chan attemptRun, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		r := attemptRun{id: job.ID, attempt: job.Attempt, scheduledAt: job.ScheduledAt, start: time.Now()}
@@ -314,8 +313,8 @@ func TestRetryAfterRetriesAtTheChosenTime(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{})
+	b.start(c)
+	id := enqueue(b, kind, numArgs{})
 	first := recv(t, runs, "attempt 1")
 	second := recv(t, runs, "attempt 2")
 	if gap := second.start.Sub(first.end); gap < d {
@@ -324,7 +323,7 @@ func TestRetryAfterRetriesAtTheChosenTime(t *testing.T) {
 	if gap := second.scheduledAt.Sub(first.end); gap < d || gap > d+time.Second {
 		t.Errorf("retry was due %v after attempt 1 ended, want %v", gap, d)
 	}
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	rec := b.waitRecord(id, relay.StateSucceeded)
 	if len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonError || rec.Attempts[0].Error != "rate limited" {
 		t.Errorf("history %s; want attempt 1 with reason error and the error's text", historyString(rec.Attempts))
 	}
@@ -335,21 +334,21 @@ func TestRetryAfterRetriesAtTheChosenTime(t *testing.T) {
 func TestKindMaxAttemptsAndTheJobsOwn(t *testing.T) {
 	t.Parallel()
 	limitedKind := relay.NewKind[numArgs]("limited")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	runs := make(chan attemptRun, 20)
 	handle(t, c, limitedKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		runs <- attemptRun{id: job.ID, attempt: job.Attempt, maxAttempts: job.MaxAttempts}
 		return errors.New("always")
 	}, relay.MaxAttempts(2))
-	byKind := enqueue(t, db, limitedKind, numArgs{N: 1})
-	own := enqueue(t, db, limitedKind, numArgs{N: 2}, relay.MaxAttempts(4))
-	if rec := jobRecord(t, db, byKind); rec.MaxAttempts != 0 {
+	byKind := enqueue(b, limitedKind, numArgs{N: 1})
+	own := enqueue(b, limitedKind, numArgs{N: 2}, relay.MaxAttempts(4))
+	if rec := b.record(byKind); rec.MaxAttempts != 0 {
 		t.Errorf("before its first claim, a job enqueued without MaxAttempts has MaxAttempts %d, want 0 (the kind decides)", rec.MaxAttempts)
 	}
-	start(t, c, db.Pool)
-	waitState(t, db, "failed", byKind, own)
-	stop(t, c)
+	b.start(c)
+	b.waitState("failed", byKind, own)
+	b.stop(c)
 	close(runs)
 	count := map[int64]int{}
 	for r := range runs {
@@ -360,7 +359,7 @@ func TestKindMaxAttemptsAndTheJobsOwn(t *testing.T) {
 		}
 	}
 	for id, want := range map[int64]int{byKind: 2, own: 4} {
-		rec := jobRecord(t, db, id)
+		rec := b.record(id)
 		if count[id] != want || rec.Attempt != want || rec.MaxAttempts != want || len(rec.Attempts) != want {
 			t.Errorf("job %d ran %d times, ended at attempt %d of %d with %d entries; want %d of each",
 				id, count[id], rec.Attempt, rec.MaxAttempts, len(rec.Attempts), want)
@@ -374,9 +373,9 @@ func TestKindBackoffIsUsed(t *testing.T) {
 	ownBackoffKind := relay.NewKind[numArgs]("own-backoff")
 	clientBackoffKind := relay.NewKind[numArgs]("client-backoff")
 	const kindDelay = 250 * time.Millisecond
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	slow := backoff.Policy{Initial: time.Hour, Multiplier: 1, Max: time.Hour}
-	c := newClient(db, relay.Config{Backoff: slow})
+	c := b.client(relay.Config{Backoff: slow})
 	runs := make(chan attemptRun, 10)
 	fail := func(ctx context.Context, job *relay.Job[numArgs]) error {
 		r := attemptRun{id: job.ID, attempt: job.Attempt, scheduledAt: job.ScheduledAt, start: time.Now()}
@@ -389,9 +388,9 @@ func TestKindBackoffIsUsed(t *testing.T) {
 	}
 	handle(t, c, ownBackoffKind, fail, relay.Backoff(backoff.Policy{Initial: kindDelay, Multiplier: 1, Max: kindDelay}))
 	handle(t, c, clientBackoffKind, fail)
-	start(t, c, db.Pool)
-	own := enqueue(t, db, ownBackoffKind, numArgs{})
-	other := enqueue(t, db, clientBackoffKind, numArgs{})
+	b.start(c)
+	own := enqueue(b, ownBackoffKind, numArgs{})
+	other := enqueue(b, clientBackoffKind, numArgs{})
 
 	var first, second attemptRun
 	for first.id == 0 || second.id == 0 {
@@ -406,9 +405,9 @@ func TestKindBackoffIsUsed(t *testing.T) {
 	if gap := second.start.Sub(first.end); gap < kindDelay {
 		t.Errorf("retried %v after the failure, before the kind's backoff %v", gap, kindDelay)
 	}
-	waitRecord(t, db, own, relay.StateSucceeded)
+	b.waitRecord(own, relay.StateSucceeded)
 	// The other kind waits for the client's hour.
-	rec := waitRecord(t, db, other, relay.StateScheduled)
+	rec := b.waitRecord(other, relay.StateScheduled)
 	if rec.ScheduledAt.Before(time.Now().Add(50 * time.Minute)) {
 		t.Errorf("the kind without its own backoff is due %v; want about an hour from now", rec.ScheduledAt)
 	}
@@ -419,20 +418,20 @@ func TestKindBackoffIsUsed(t *testing.T) {
 func TestUndecodableArgsFailWithReasonDecode(t *testing.T) {
 	t.Parallel()
 	typedKind := relay.NewKind[numArgs]("typed")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	var id int64
 	// No max_attempts: the kind's default (20) applies, and still only one attempt is made.
-	err := db.QueryRow(context.Background(), `INSERT INTO `+relayTable(db, "jobs")+
+	err := b.QueryRow(context.Background(), `INSERT INTO `+b.table("jobs")+
 		` (kind, queue, args) VALUES ('typed', 'default', '{"N": [1, 2]}') RETURNING id`).Scan(&id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	called := make(chan int64, 10)
 	handle(t, c, typedKind, reportIDs(called))
-	start(t, c, db.Pool)
-	rec := waitRecord(t, db, id, relay.StateFailed)
-	good := enqueue(t, db, typedKind, numArgs{N: 1}) // the client carries on
+	b.start(c)
+	rec := b.waitRecord(id, relay.StateFailed)
+	good := enqueue(b, typedKind, numArgs{N: 1}) // the client carries on
 	if got := recv(t, called, "the good job"); got != good {
 		t.Fatalf("the handler was called with job %d, want only the good job %d", got, good)
 	}
@@ -446,7 +445,7 @@ func TestUndecodableArgsFailWithReasonDecode(t *testing.T) {
 // Handle and Start with ErrInvalidConfig.
 func TestInvalidOptionsAreRefused(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	noop := func(ctx context.Context, job *relay.Job[numArgs]) error { return nil }
 
@@ -455,15 +454,15 @@ func TestInvalidOptionsAreRefused(t *testing.T) {
 		"MaxAttempts(0)":   relay.MaxAttempts(0),
 		"MaxAttempts(-1)":  relay.MaxAttempts(-1),
 	} {
-		if _, err := relay.Enqueue(ctx, db, testKind, numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.Enqueue(ctx, b, testKind, numArgs{}, opt, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("Enqueue with %s: %v, want ErrInvalidJob", name, err)
 		}
 		specs := []relay.JobSpec{testKind.Job(numArgs{}), testKind.Job(numArgs{}, opt)}
-		if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.EnqueueMany(ctx, b, specs, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("EnqueueMany with %s on one job: %v, want ErrInvalidJob", name, err)
 		}
 	}
-	if n := countJobs(t, db, ""); n != 0 {
+	if n := b.count(""); n != 0 {
 		t.Errorf("%d jobs were inserted by refused enqueues", n)
 	}
 
@@ -472,7 +471,7 @@ func TestInvalidOptionsAreRefused(t *testing.T) {
 		"MaxAttempts(0)":   relay.MaxAttempts(0),
 		"bad Backoff":      relay.Backoff(backoff.Policy{Initial: 0, Multiplier: 2, Max: time.Second}),
 	} {
-		c := newClient(db, relay.Config{})
+		c := b.client(relay.Config{})
 		if err := relay.Handle(c, testKind, noop, opt); !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("Handle with %s: %v, want ErrInvalidConfig", name, err)
 		}
@@ -486,18 +485,18 @@ func TestInvalidOptionsAreRefused(t *testing.T) {
 		"negative LeaseRenewal":              {LeaseRenewal: -time.Second},
 		"negative JobTimeout":                {Queues: map[string]relay.QueueConfig{"q": {Workers: 1, JobTimeout: -time.Second}}},
 	} {
-		c := newClient(db, cfg)
+		c := b.client(cfg)
 		handle(t, c, testKind, noop)
-		err := c.Start(ctx, db.Pool)
+		err := c.Start(ctx, b.Pool)
 		if !errors.Is(err, relay.ErrInvalidConfig) {
 			t.Errorf("Start with %s: %v, want ErrInvalidConfig", name, err)
 		}
 		if err == nil {
-			stop(t, c)
+			b.stop(c)
 		}
 	}
 	// At exactly half it is valid.
-	c := newClient(db, relay.Config{LeaseTTL: time.Second, LeaseRenewal: 500 * time.Millisecond})
+	c := b.client(relay.Config{LeaseTTL: time.Second, LeaseRenewal: 500 * time.Millisecond})
 	handle(t, c, testKind, noop)
-	start(t, c, db.Pool)
+	b.start(c)
 }

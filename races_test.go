@@ -17,44 +17,28 @@ import (
 // Races around queue settings, leases, cancels and transactional completion, each found
 // in review as a defect; the tests keep them fixed.
 
-// rvKind is the kind of most jobs of these tests.
-var rvKind = relay.NewKind[numArgs]("rv")
-
-// racePool is a pool on db with room for many handler transactions.
-func racePool(t *testing.T, db *relaytest.DB, conns int32) *pgxpool.Pool {
-	t.Helper()
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = conns
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
+// raceKind is the kind of most jobs of these tests.
+var raceKind = relay.NewKind[numArgs]("rv")
 
 // A job that failed (or was cancelled) while its queue was plain has no order key. Once the
 // queue is ordered, relay.Retry must give it the queue's key: claimGated claims only heads
 // of keys, and a keyless job would never run.
 func TestRetriedJobFromBeforeTheQueueWasOrderedRuns(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	q := "rv-retry-" + randomHex()
 
-	id := enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
-	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+	id := enqueue(b, raceKind, numArgs{1}, relay.Queue(q))
+	if err := relay.Cancel(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	ordSetQueue(t, db, q, relay.QueueSettings{Ordered: true})
-	if err := relay.Retry(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+	b.setQueue(q, relay.QueueSettings{Ordered: true})
+	if err := relay.Retry(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
 
-	rvMustRun(t, db, q, id)
+	mustRun(b, q, id)
 }
 
 // The same keyless job, by a race: an enqueue whose transaction is open while SetQueue
@@ -62,39 +46,40 @@ func TestRetriedJobFromBeforeTheQueueWasOrderedRuns(t *testing.T) {
 // uncommitted row. Claims soon after a change of settings give such jobs the key.
 func TestJobEnqueuedWhileTheQueueBecameOrderedRuns(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	q := "rv-race-" + randomHex()
 
-	tx, err := db.Begin(ctx)
+	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	id, err := relay.Enqueue(ctx, tx, rvKind, numArgs{1}, relay.Queue(q), relay.Schema(db.Schema))
+	id, err := relay.Enqueue(ctx, tx, raceKind, numArgs{1}, relay.Queue(q), relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ordSetQueue(t, db, q, relay.QueueSettings{Ordered: true}) // commits while tx is open
+	b.setQueue(q, relay.QueueSettings{Ordered: true}) // commits while tx is open
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 
-	rvMustRun(t, db, q, id)
+	mustRun(b, q, id)
 }
 
-// rvMustRun starts a client on ordered queue q, polling every 100 ms, and fails the test
+// mustRun starts a client on ordered queue q, polling every 100 ms, and fails the test
 // if job id does not run within 3 s: thirty polls.
-func rvMustRun(t *testing.T, db *relaytest.DB, q string, id int64) {
+func mustRun(b *bundle, q string, id int64) {
+	t := b.t
 	t.Helper()
 	ran := make(chan int64, 4)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}, PollInterval: 100 * time.Millisecond})
-	handle(t, c, rvKind, reportIDs(ran))
-	start(t, c, db.Pool)
+	c := b.client(relay.Config{Queues: queues(2, q), PollInterval: 100 * time.Millisecond})
+	handle(t, c, raceKind, reportIDs(ran))
+	b.start(c)
 	select {
 	case <-ran:
 	case <-time.After(3 * time.Second):
-		rec := jobRecord(t, db, id)
+		rec := b.record(id)
 		t.Fatalf("job %d never ran: state %s, order key %v (ordered queue, 100 ms poll)", id, rec.State, rec.OrderKey)
 	}
 }
@@ -105,15 +90,15 @@ func rvMustRun(t *testing.T, db *relaytest.DB, q string, id int64) {
 // no-op and sends no wakeup), or the next job of the key waits for the poll (here 1 h).
 func TestOrderedHandOffAfterCompleteTxNeedsNoPoll(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	q := "rv-handoff-" + randomHex()
-	ordSetQueue(t, db, q, relay.QueueSettings{Ordered: true})
+	b.setQueue(q, relay.QueueSettings{Ordered: true})
 
 	started := make(chan int64, 4)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}) // 1 h poll
-	handle(t, c, rvKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+	c := b.client(relay.Config{Queues: queues(1, q)}) // 1 h poll
+	handle(t, c, raceKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		started <- job.ID
-		tx, err := db.Begin(ctx)
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -127,16 +112,16 @@ func TestOrderedHandOffAfterCompleteTxNeedsNoPoll(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // a little work after the commit (logging, a metric, …)
 		return nil
 	})
-	first := enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
-	second := enqueue(t, db, rvKind, numArgs{2}, relay.Queue(q))
-	start(t, c, db.Pool)
+	first := enqueue(b, raceKind, numArgs{1}, relay.Queue(q))
+	second := enqueue(b, raceKind, numArgs{2}, relay.Queue(q))
+	b.start(c)
 
 	recv(t, started, "first job")
 	select {
 	case <-started:
 	case <-time.After(3 * time.Second):
 		t.Fatalf("job %d succeeded (CompleteTx) but the next job %d of its key did not start within 3 s: %s / %s",
-			first, second, jobRecord(t, db, first).State, jobRecord(t, db, second).State)
+			first, second, b.record(first).State, b.record(second).State)
 	}
 }
 
@@ -145,16 +130,16 @@ func TestOrderedHandOffAfterCompleteTxNeedsNoPoll(t *testing.T) {
 // job was cancelled meanwhile — must be reported cancelled, not succeeded.
 func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	q := "rv-event-" + randomHex()
 
 	completed := make(chan struct{})
 	proceed := make(chan struct{})
 	cancelCommitted := make(chan struct{})
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}})
-	handle(t, c, rvKind, func(hctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := db.Begin(ctx)
+	c := b.client(relay.Config{Queues: queues(1, q)})
+	handle(t, c, raceKind, func(hctx context.Context, job *relay.Job[numArgs]) error {
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -171,18 +156,17 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 		<-cancelCommitted
 		return err
 	})
-	events, unsubscribe := c.Subscribe(16)
-	defer unsubscribe()
-	id := enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
-	start(t, c, db.Pool)
+	events := b.subscribe(c, 16)
+	id := enqueue(b, raceKind, numArgs{1}, relay.Queue(q))
+	b.start(c)
 
 	recv(t, completed, "CompleteTx")
 	cancelled := make(chan error, 1)
-	go func() { cancelled <- relay.Cancel(ctx, db, id, relay.Schema(db.Schema)) }() // waits for the row
+	go func() { cancelled <- relay.Cancel(ctx, b, id, relay.Schema(b.Schema)) }() // waits for the row
 	relaytest.WaitFor(t, waitTimeout, "Cancel to wait for the row the handler's transaction holds", func() bool {
 		var waiting bool
-		err := db.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND position($1 in query) > 0)`, db.Schema).Scan(&waiting)
+		err := b.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND position($1 in query) > 0)`, b.Schema).Scan(&waiting)
 		return err == nil && waiting
 	})
 	close(proceed)
@@ -191,7 +175,7 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 	}
 	close(cancelCommitted)
 	ev := recv(t, events, "event")
-	rec := waitRecord(t, db, id, relay.StateCancelled)
+	rec := b.waitRecord(id, relay.StateCancelled)
 	if ev.State != rec.State {
 		t.Fatalf("event says job %d is %s (CompletedTx %v); the database holds %s", id, ev.State, ev.CompletedTx, rec.State)
 	}
@@ -204,14 +188,14 @@ func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 	t.Parallel()
 	lockedKind := relay.NewKind[numArgs]("locked")
 	plainKind := relay.NewKind[numArgs]("plain")
-	db := relaytest.NewDB(t)
-	pool := racePool(t, db, 40)
+	b := setup(t)
+	pool := b.pool(func(cfg *pgxpool.Config) { cfg.MaxConns = 40 })
 	const locked = 16 // 16 × lockWait (125 ms with a 1 s lease) = 2 s > LeaseTTL
 	lq, pq := "rv-locked-"+randomHex(), "rv-plain-"+randomHex()
 
 	var plainRuns atomic.Int32
 	var lostCause sync.Map
-	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{
+	c := b.client(withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{
 		lq: {Workers: locked}, pq: {Workers: 1},
 	}}))
 	handle(t, c, lockedKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
@@ -239,12 +223,12 @@ func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 		return nil
 	})
 	for i := range locked {
-		enqueue(t, db, lockedKind, numArgs{i}, relay.Queue(lq))
+		enqueue(b, lockedKind, numArgs{i}, relay.Queue(lq))
 	}
-	id := enqueue(t, db, plainKind, numArgs{0}, relay.Queue(pq))
-	start(t, c, pool)
+	id := enqueue(b, plainKind, numArgs{0}, relay.Queue(pq))
+	b.startOn(c, pool)
 
-	rec := waitRecord(t, db, id, relay.StateSucceeded)
+	rec := b.waitRecord(id, relay.StateSucceeded)
 	if n := plainRuns.Load(); n != 1 || len(rec.Attempts) != 1 {
 		var causes []any
 		lostCause.Range(func(k, v any) bool { causes = append(causes, k, v); return true })
@@ -258,7 +242,7 @@ func TestLockedRowsDoNotStallOtherLeaseRenewals(t *testing.T) {
 // transaction (the README's loop) must keep its lease past the transaction's first TTL.
 func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	q := "rv-ckpt-" + randomHex()
 	type result struct {
 		step    int
@@ -266,9 +250,9 @@ func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 		err     error
 	}
 	results := make(chan result, 1)
-	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}))
-	handle(t, c, rvKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := db.Begin(ctx)
+	c := b.client(withShortLeases(relay.Config{Queues: queues(1, q)}))
+	handle(t, c, raceKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -280,7 +264,7 @@ func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 				return err
 			}
 			var expired bool
-			if err := tx.QueryRow(ctx, `SELECT lease_expires_at < clock_timestamp() FROM `+relayTable(db, "jobs")+` WHERE id = $1`,
+			if err := tx.QueryRow(ctx, `SELECT lease_expires_at < clock_timestamp() FROM `+b.table("jobs")+` WHERE id = $1`,
 				job.ID).Scan(&expired); err != nil {
 				return err
 			}
@@ -292,8 +276,8 @@ func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 		results <- result{}
 		return tx.Commit(ctx)
 	})
-	enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
-	start(t, c, db.Pool)
+	enqueue(b, raceKind, numArgs{1}, relay.Queue(q))
+	b.start(c)
 	r := recv(t, results, "handler result")
 	if r.err != nil || r.expired {
 		t.Fatalf("right after Checkpoint of step %d (%v elapsed in the transaction), the job's lease had expired (err %v)",
@@ -306,33 +290,32 @@ func TestCheckpointInALongTransactionExtendsTheLease(t *testing.T) {
 // (one at a time holds for handlers that honour their context).
 func TestCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
 	t.Parallel()
-	kind := relay.NewKind[ordArgs]("rv")
-	db := relaytest.NewDB(t)
+	kind := relay.NewKind[orderedArgs]("rv")
+	b := setup(t)
 	ctx := context.Background()
 	q := "rv-overlap-" + randomHex()
-	ordSetQueue(t, db, q, relay.QueueSettings{Ordered: true})
+	b.setQueue(q, relay.QueueSettings{Ordered: true})
 
 	started := make(chan int64, 4)
 	cause := make(chan error, 1)
-	release := make(chan struct{})
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 4}}})
-	handle(t, c, kind, func(hctx context.Context, job *relay.Job[ordArgs]) error {
+	release := b.gate()
+	c := b.client(relay.Config{Queues: queues(4, q)})
+	handle(t, c, kind, func(hctx context.Context, job *relay.Job[orderedArgs]) error {
 		started <- job.ID
 		if job.Args.N == 1 {
 			<-hctx.Done()
 			cause <- context.Cause(hctx)
-			<-release // still running, as a handler cleaning up would be
+			release.wait() // still running, as a handler cleaning up would be
 		}
 		return nil
 	})
-	first := ordEnqueue(t, db, kind, q, "k", 1)
-	second := ordEnqueue(t, db, kind, q, "k", 2)
-	start(t, c, db.Pool)
-	defer close(release)
+	first := enqueueOrdered(b, kind, q, "k", 1)
+	second := enqueueOrdered(b, kind, q, "k", 2)
+	b.start(c)
 	if got := recv(t, started, "first job"); got != first {
 		t.Fatalf("started %d first", got)
 	}
-	if err := relay.Cancel(ctx, db, first, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Cancel(ctx, b, first, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
 	if got := recv(t, started, "second job"); got != second {
@@ -349,7 +332,7 @@ func TestCancelledHeadFreesItsKeyAtOnce(t *testing.T) {
 // attempt cancelled on claim.
 func TestRetryAfterCancelIsNotCancelledByAStaleTombstone(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	q := "rv-tomb-" + randomHex()
 
@@ -359,34 +342,34 @@ func TestRetryAfterCancelIsNotCancelledByAStaleTombstone(t *testing.T) {
 		cause   error
 	}
 	entries := make(chan entry, 8)
-	c := newClient(db, relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 2}}})
-	handle(t, c, rvKind, func(hctx context.Context, job *relay.Job[numArgs]) error {
+	c := b.client(relay.Config{Queues: queues(2, q)})
+	handle(t, c, raceKind, func(hctx context.Context, job *relay.Job[numArgs]) error {
 		entries <- entry{job.ID, job.Attempt, context.Cause(hctx)}
 		return nil
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
 	// A job that another client, now hung or dead, claimed: running, leased to it.
-	id := enqueue(t, db, rvKind, numArgs{1}, relay.Queue("elsewhere-"+randomHex()))
-	if _, err := db.Exec(ctx, `UPDATE `+relayTable(db, "jobs")+` SET queue = $2, state = 'running', attempt = 1,
+	id := enqueue(b, raceKind, numArgs{1}, relay.Queue("elsewhere-"+randomHex()))
+	if _, err := b.Exec(ctx, `UPDATE `+b.table("jobs")+` SET queue = $2, state = 'running', attempt = 1,
 		attempted_at = now(), attempted_by = 'ghost', lease_expires_at = now() + interval '1 hour' WHERE id = $1`, id, q); err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.Cancel(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Cancel(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
 	// Notifications arrive in commit order: once a job enqueued after the cancel has run,
 	// the client has seen the cancel notification too.
-	probe := enqueue(t, db, rvKind, numArgs{2}, relay.Queue(q))
+	probe := enqueue(b, raceKind, numArgs{2}, relay.Queue(q))
 	if e := recv(t, entries, "the probe job"); e.id != probe {
 		t.Fatalf("job %d ran before the probe %d", e.id, probe)
 	}
-	if err := relay.Retry(ctx, db, id, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Retry(ctx, b, id, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
 	e := recv(t, entries, "the retried attempt")
 	if e.cause != nil {
-		rec := jobRecord(t, db, id)
+		rec := b.record(id)
 		t.Fatalf("retried job %d (attempt %d) started with its context already cancelled: %v; job is now %s",
 			id, e.attempt, e.cause, rec.State)
 	}
@@ -397,12 +380,12 @@ func TestRetryAfterCancelIsNotCancelledByAStaleTombstone(t *testing.T) {
 // context with ErrLostLease, since the job simply succeeded.
 func TestHandlerAfterCompleteTxCommitIsNotCancelledAsLostLease(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	q := "rv-after-" + randomHex()
 	causes := make(chan error, 1)
-	c := newClient(db, withShortLeases(relay.Config{Queues: map[string]relay.QueueConfig{q: {Workers: 1}}}))
-	handle(t, c, rvKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := db.Begin(ctx)
+	c := b.client(withShortLeases(relay.Config{Queues: queues(1, q)}))
+	handle(t, c, raceKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		tx, err := b.Begin(ctx)
 		if err != nil {
 			return err
 		}
@@ -421,8 +404,8 @@ func TestHandlerAfterCompleteTxCommitIsNotCancelledAsLostLease(t *testing.T) {
 		}
 		return nil
 	})
-	enqueue(t, db, rvKind, numArgs{1}, relay.Queue(q))
-	start(t, c, db.Pool)
+	enqueue(b, raceKind, numArgs{1}, relay.Queue(q))
+	b.start(c)
 	if cause := recv(t, causes, "handler"); cause != nil {
 		t.Fatalf("handler's context was cancelled after its CompleteTx committed: %v (lost lease: %v)", cause, errors.Is(cause, relay.ErrLostLease))
 	}

@@ -8,15 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/relayq/relay"
-	"github.com/relayq/relay/backoff"
-	"github.com/relayq/relay/relaytest"
 )
-
-// fastBackoff retries after 1 ms, 2 ms, 4 ms… up to 10 ms, without jitter.
-var fastBackoff = backoff.Policy{Initial: time.Millisecond, Multiplier: 2, Max: 10 * time.Millisecond}
 
 // attemptRecord is what a handler saw on one attempt.
 type attemptRecord struct {
@@ -34,22 +27,22 @@ func recordOf[T any](job *relay.Job[T]) attemptRecord {
 func TestFailingJobIsRetriedWithBackoffThenFailed(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("flaky")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	attempts := make(chan attemptRecord, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		attempts <- recordOf(job)
 		return fmt.Errorf("boom %d", job.Attempt)
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
-	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(3))
+	id := enqueue(b, kind, numArgs{}, relay.MaxAttempts(3))
 	var seen []attemptRecord
 	for range 3 {
 		seen = append(seen, recv(t, attempts, "the next attempt"))
 	}
-	waitState(t, db, "failed", id)
-	stop(t, c)
+	b.waitState("failed", id)
+	b.stop(c)
 	select {
 	case a := <-attempts:
 		t.Errorf("job ran a 4th time (attempt %d) after MaxAttempts(3)", a.attempt)
@@ -73,7 +66,7 @@ func TestFailingJobIsRetriedWithBackoffThenFailed(t *testing.T) {
 			t.Errorf("attempt %d was claimed at %v, before it was due at %v", i+1, a.attemptedAt, a.scheduledAt)
 		}
 	}
-	j := jobByID(t, db, id)
+	j := b.stored(id)
 	want := []string{"boom 1", "boom 2", "boom 3"}
 	if j.State != "failed" || j.Attempt != 3 || strings.Join(j.Errors, "|") != strings.Join(want, "|") {
 		t.Errorf("job ended %s after attempt %d with errors %q; want failed after attempt 3 with %q", j.State, j.Attempt, j.Errors, want)
@@ -85,8 +78,8 @@ func TestFailingJobIsRetriedWithBackoffThenFailed(t *testing.T) {
 func TestJobSucceedsOnSecondAttempt(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("second")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	attempts := make(chan int, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		attempts <- job.Attempt
@@ -95,15 +88,15 @@ func TestJobSucceedsOnSecondAttempt(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(3))
+	b.start(c)
+	id := enqueue(b, kind, numArgs{}, relay.MaxAttempts(3))
 	for want := 1; want <= 2; want++ {
 		if a := recv(t, attempts, "an attempt"); a != want {
 			t.Fatalf("attempt %d ran, want %d", a, want)
 		}
 	}
-	waitState(t, db, "succeeded", id)
-	j := jobByID(t, db, id)
+	b.waitState("succeeded", id)
+	j := b.stored(id)
 	if j.Attempt != 2 || len(j.Errors) != 1 || j.Errors[0] != "not yet" {
 		t.Errorf("job succeeded after attempt %d with errors %q; want attempt 2 with [\"not yet\"]", j.Attempt, j.Errors)
 	}
@@ -113,13 +106,13 @@ func TestJobSucceedsOnSecondAttempt(t *testing.T) {
 func TestEmptyErrorMessageIsRecorded(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("mute")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error { return errors.New("") })
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{}, relay.MaxAttempts(1))
-	waitState(t, db, "failed", id)
-	if j := jobByID(t, db, id); len(j.Errors) != 1 || j.Errors[0] == "" {
+	b.start(c)
+	id := enqueue(b, kind, numArgs{}, relay.MaxAttempts(1))
+	b.waitState("failed", id)
+	if j := b.stored(id); len(j.Errors) != 1 || j.Errors[0] == "" {
 		t.Errorf("recorded errors %q, want one non-empty error", j.Errors)
 	}
 }
@@ -129,26 +122,26 @@ func TestEmptyErrorMessageIsRecorded(t *testing.T) {
 func TestUndecodableArgsFailAtOnce(t *testing.T) {
 	t.Parallel()
 	decodeKind := relay.NewKind[numArgs]("decode")
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	var id int64
-	err := db.QueryRow(context.Background(), `INSERT INTO `+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+
+	err := b.QueryRow(context.Background(), `INSERT INTO `+b.table("jobs")+
 		` (kind, queue, args, max_attempts) VALUES ('decode', 'default', '{"N":"not a number"}', 5) RETURNING id`).Scan(&id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	called := make(chan int64, 10)
 	handle(t, c, decodeKind, reportIDs(called))
-	start(t, c, db.Pool) // the start-up claim finds the raw row: no NOTIFY was sent for it
-	waitState(t, db, "failed", id)
+	b.start(c) // the start-up claim finds the raw row: no NOTIFY was sent for it
+	b.waitState("failed", id)
 
 	// A good job after it runs, so the client is working and has had every chance to retry.
-	good := enqueue(t, db, decodeKind, numArgs{N: 1})
+	good := enqueue(b, decodeKind, numArgs{N: 1})
 	if got := recv(t, called, "the good job"); got != good {
 		t.Fatalf("handler got job %d, want only the good job %d", got, good)
 	}
-	waitState(t, db, "succeeded", good)
-	j := jobByID(t, db, id)
+	b.waitState("succeeded", good)
+	j := b.stored(id)
 	if j.State != "failed" || j.Attempt != 1 || len(j.Errors) != 1 || !strings.Contains(j.Errors[0], "decode") {
 		t.Errorf("undecodable job ended %s after attempt %d with errors %q; want failed after one attempt with a decode error", j.State, j.Attempt, j.Errors)
 	}
@@ -159,8 +152,8 @@ func TestUndecodableArgsFailAtOnce(t *testing.T) {
 func TestPanickingHandlerIsRecordedAndRetried(t *testing.T) {
 	t.Parallel()
 	kind := relay.NewKind[numArgs]("panicky")
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{Backoff: fastBackoff})
+	b := setup(t)
+	c := b.client(relay.Config{Backoff: fastBackoff})
 	attempts := make(chan int, 10)
 	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		attempts <- job.Attempt
@@ -169,15 +162,15 @@ func TestPanickingHandlerIsRecordedAndRetried(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, c, db.Pool)
-	id := enqueue(t, db, kind, numArgs{N: 0}, relay.MaxAttempts(2))
+	b.start(c)
+	id := enqueue(b, kind, numArgs{N: 0}, relay.MaxAttempts(2))
 	for want := 1; want <= 2; want++ {
 		if a := recv(t, attempts, "an attempt of the panicking job"); a != want {
 			t.Fatalf("attempt %d ran, want %d", a, want)
 		}
 	}
-	waitState(t, db, "failed", id)
-	j := jobByID(t, db, id)
+	b.waitState("failed", id)
+	j := b.stored(id)
 	if len(j.Errors) != 2 {
 		t.Fatalf("recorded errors %q, want two", j.Errors)
 	}
@@ -188,7 +181,7 @@ func TestPanickingHandlerIsRecordedAndRetried(t *testing.T) {
 	}
 
 	// The client still runs jobs.
-	ok := enqueue(t, db, kind, numArgs{N: 1})
+	ok := enqueue(b, kind, numArgs{N: 1})
 	recv(t, attempts, "a job after the panics")
-	waitState(t, db, "succeeded", ok)
+	b.waitState("succeeded", ok)
 }

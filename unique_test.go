@@ -20,24 +20,15 @@ import (
 // Tests of unique jobs: relay.Unique, relay.EnqueueJob, relay.EnqueueJobs, and Retry of a
 // job whose key another job holds.
 
-// uqKind is the kind of most jobs of these tests.
-var uqKind = relay.NewKind[numArgs]("uq")
+// uniqueKind is the kind of most jobs of these tests.
+var uniqueKind = relay.NewKind[numArgs]("uq")
 
-// uqEnqueue enqueues one job on db's schema with EnqueueJob, failing the test on error.
-func uqEnqueue[T any](t testing.TB, db relay.DB, schema string, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) relay.Enqueued {
+// idsWithKey returns the ids of every row (whatever its state) with unique key key.
+func idsWithKey(b *bundle, key string) []int64 {
+	t := b.t
 	t.Helper()
-	e, err := relay.EnqueueJob(context.Background(), db, kind, args, append(opts, relay.Schema(schema))...)
-	if err != nil {
-		t.Fatalf("EnqueueJob(%q): %v", kind, err)
-	}
-	return e
-}
-
-// uqIDsWithKey returns the ids of every row (whatever its state) with unique key key.
-func uqIDsWithKey(t testing.TB, db *relaytest.DB, key string) []int64 {
-	t.Helper()
-	rows, err := db.Query(context.Background(),
-		`SELECT id FROM `+relayTable(db, "jobs")+` WHERE unique_key = $1 ORDER BY id`, key)
+	rows, err := b.Query(context.Background(),
+		`SELECT id FROM `+b.table("jobs")+` WHERE unique_key = $1 ORDER BY id`, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,46 +39,16 @@ func uqIDsWithKey(t testing.TB, db *relaytest.DB, key string) []int64 {
 	return ids
 }
 
-// uqArgsN returns the N of job id's numArgs.
-func uqArgsN(t testing.TB, db *relaytest.DB, id int64) int {
+// argsN returns the N of job id's numArgs.
+func argsN(b *bundle, id int64) int {
+	t := b.t
 	t.Helper()
 	var n int
-	if err := db.QueryRow(context.Background(),
-		`SELECT (args->>'N')::int FROM `+relayTable(db, "jobs")+` WHERE id = $1`, id).Scan(&n); err != nil {
+	if err := b.QueryRow(context.Background(),
+		`SELECT (args->>'N')::int FROM `+b.table("jobs")+` WHERE id = $1`, id).Scan(&n); err != nil {
 		t.Fatalf("args of job %d: %v", id, err)
 	}
 	return n
-}
-
-// uqBlocking registers a handler for kind on c that reports each job's id on the returned
-// channel and then waits for a value on release (or for release to be closed).
-func uqBlocking(t testing.TB, c *relay.Client, kind relay.Kind[numArgs]) (started chan int64, release chan struct{}) {
-	t.Helper()
-	started = make(chan int64, 16)
-	release = make(chan struct{})
-	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		started <- job.ID
-		<-release
-		return nil
-	})
-	return started, release
-}
-
-// uqRelease lets one handler waiting on release go, failing the test if none is waiting.
-func uqRelease(t testing.TB, release chan struct{}) {
-	t.Helper()
-	select {
-	case release <- struct{}{}:
-	case <-time.After(waitTimeout):
-		t.Fatal("no handler was waiting to be released")
-	}
-}
-
-// uqCloseAtCleanup closes ch when the test ends. Registered after start, it runs before the
-// client is stopped, so no handler is left waiting for a release.
-func uqCloseAtCleanup(t testing.TB, ch chan struct{}) {
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(ch) }) })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -99,13 +60,13 @@ func uqCloseAtCleanup(t testing.TB, ch chan struct{}) {
 // statements whose snapshot predates the winner's commit, still find the winner.
 func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 	t.Parallel()
-	uqPlainKind := relay.NewKind[numArgs]("uq-plain")
+	plainKind := relay.NewKind[numArgs]("uq-plain")
 	const (
 		producers = 32
 		rounds    = 4
 	)
-	db := relaytest.NewDB(t)
-	url := db.URL
+	b := setup(t)
+	url := b.URL
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -161,12 +122,12 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 				<-gate
 				switch mode {
 				case txJob:
-					res.e, res.err = relay.EnqueueJob(ctx, tx, uqKind, args, unique, relay.Schema(db.Schema))
+					res.e, res.err = relay.EnqueueJob(ctx, tx, uniqueKind, args, unique, relay.Schema(b.Schema))
 				case autoJob:
-					res.e, res.err = relay.EnqueueJob(ctx, conn, uqKind, args, unique, relay.Schema(db.Schema))
+					res.e, res.err = relay.EnqueueJob(ctx, conn, uniqueKind, args, unique, relay.Schema(b.Schema))
 				case txJobs:
 					var es []relay.Enqueued
-					es, res.err = relay.EnqueueJobs(ctx, tx, []relay.JobSpec{uqKind.Job(args, unique)}, relay.Schema(db.Schema))
+					es, res.err = relay.EnqueueJobs(ctx, tx, []relay.JobSpec{uniqueKind.Job(args, unique)}, relay.Schema(b.Schema))
 					if res.err == nil {
 						if len(es) != 1 {
 							res.err = fmt.Errorf("EnqueueJobs returned %d results for 1 job", len(es))
@@ -177,9 +138,9 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 				case autoBatch:
 					var es []relay.Enqueued
 					es, res.err = relay.EnqueueJobs(ctx, conn, []relay.JobSpec{
-						uqKind.Job(args, unique),
-						uqPlainKind.Job(args),
-					}, relay.Schema(db.Schema))
+						uniqueKind.Job(args, unique),
+						plainKind.Job(args),
+					}, relay.Schema(b.Schema))
 					if res.err == nil {
 						switch {
 						case len(es) != 2:
@@ -200,7 +161,7 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 		close(gate)
 		done.Wait()
 
-		ids := uqIDsWithKey(t, db, key)
+		ids := idsWithKey(b, key)
 		if len(ids) != 1 {
 			t.Fatalf("round %d: %d rows hold key %q (%v), want exactly 1", round, len(ids), key, ids)
 		}
@@ -225,11 +186,11 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 		}
 	}
 	// The plain jobs of the batches were all inserted, and nothing else was.
-	plain := len(relaytest.Jobs(t, db, "uq-plain"))
+	plain := len(relaytest.Jobs(t, b.DB, "uq-plain"))
 	if want := rounds * ((producers + modes - 1 - autoBatch) / modes); plain != want {
 		t.Errorf("%d plain jobs in the table, want %d (one per autoBatch producer per round)", plain, want)
 	}
-	if got := countJobs(t, db, ""); got != rounds+plain {
+	if got := b.count(""); got != rounds+plain {
 		t.Errorf("table holds %d jobs, want %d unique + %d plain", got, rounds, plain)
 	}
 }
@@ -239,72 +200,76 @@ func TestUniqueConcurrentEnqueuesInsertOneJob(t *testing.T) {
 // cancelled) the same key enqueues a new job.
 func TestUniqueDefaultStatesHoldTheKeyUntilTheJobEnds(t *testing.T) {
 	t.Parallel()
-	uqOtherKind := relay.NewKind[numArgs]("uq-other")
-	db := relaytest.NewDB(t)
+	otherKind := relay.NewKind[numArgs]("uq-other")
+	b := setup(t)
 	const key = "report:1"
 
-	first := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 1}, relay.Unique(key))
+	first := enqueueJob(b, uniqueKind, numArgs{N: 1}, relay.Unique(key))
 	if first.Duplicate || first.ID == 0 {
 		t.Fatalf("first enqueue: %+v, want a new job", first)
 	}
-	if rec := jobRecord(t, db, first.ID); rec.UniqueKey != key {
+	if rec := b.record(first.ID); rec.UniqueKey != key {
 		t.Errorf("GetJob: UniqueKey %q, want %q", rec.UniqueKey, key)
 	}
 
 	// Pending: a repeat, even of another kind on another queue, gets the job back.
-	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 2}, relay.Unique(key)); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
+	if e := enqueueJob(b, uniqueKind, numArgs{N: 2}, relay.Unique(key)); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
 		t.Errorf("repeat while pending: %+v, want duplicate of %d", e, first.ID)
 	}
-	if e := uqEnqueue(t, db, db.Schema, uqOtherKind, numArgs{N: 3}, relay.Unique(key), relay.Queue("elsewhere")); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
+	if e := enqueueJob(b, otherKind, numArgs{N: 3}, relay.Unique(key), relay.Queue("elsewhere")); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
 		t.Errorf("repeat of another kind and queue while pending: %+v, want duplicate of %d (keys are global)", e, first.ID)
 	}
 	// Enqueue (the plain form) returns the holder's id too.
-	if id := enqueue(t, db, uqKind, numArgs{N: 4}, relay.Unique(key)); id != first.ID {
+	if id := enqueue(b, uniqueKind, numArgs{N: 4}, relay.Unique(key)); id != first.ID {
 		t.Errorf("Enqueue of a repeat returned %d, want the holder %d", id, first.ID)
 	}
 
 	// Scheduled: held as well; cancelled: no longer.
 	const later = "report:later"
-	sched := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 5}, relay.Unique(later), relay.RunIn(time.Hour))
-	if rec := jobRecord(t, db, sched.ID); rec.State != relay.StateScheduled {
+	sched := enqueueJob(b, uniqueKind, numArgs{N: 5}, relay.Unique(later), relay.RunIn(time.Hour))
+	if rec := b.record(sched.ID); rec.State != relay.StateScheduled {
 		t.Fatalf("job enqueued with RunIn(1h) is %s, want scheduled", rec.State)
 	}
-	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 6}, relay.Unique(later)); e != (relay.Enqueued{ID: sched.ID, Duplicate: true}) {
+	if e := enqueueJob(b, uniqueKind, numArgs{N: 6}, relay.Unique(later)); e != (relay.Enqueued{ID: sched.ID, Duplicate: true}) {
 		t.Errorf("repeat while scheduled: %+v, want duplicate of %d", e, sched.ID)
 	}
-	if err := relay.Cancel(context.Background(), db, sched.ID, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Cancel(context.Background(), b, sched.ID, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	afterCancel := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 7}, relay.Unique(later), relay.RunIn(time.Hour))
+	afterCancel := enqueueJob(b, uniqueKind, numArgs{N: 7}, relay.Unique(later), relay.RunIn(time.Hour))
 	if afterCancel.Duplicate || afterCancel.ID == sched.ID {
 		t.Errorf("repeat after the holder was cancelled: %+v, want a new job", afterCancel)
 	}
 
 	// Running: held.
-	c := newClient(db, relay.Config{})
-	started, release := uqBlocking(t, c, uqKind)
-	start(t, c, db.Pool)
-	uqCloseAtCleanup(t, release)
+	c := b.client(relay.Config{})
+	started, release := make(chan int64, 16), b.gate()
+	handle(t, c, uniqueKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		release.wait()
+		return nil
+	})
+	b.start(c)
 	if got := recv(t, started, "the unique job to start"); got != first.ID {
 		t.Fatalf("started job %d, want %d", got, first.ID)
 	}
-	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 8}, relay.Unique(key)); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
+	if e := enqueueJob(b, uniqueKind, numArgs{N: 8}, relay.Unique(key)); e != (relay.Enqueued{ID: first.ID, Duplicate: true}) {
 		t.Errorf("repeat while running: %+v, want duplicate of %d", e, first.ID)
 	}
 
 	// Succeeded: the key is free again.
-	uqRelease(t, release)
-	waitState(t, db, "succeeded", first.ID)
-	second := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 9}, relay.Unique(key))
+	release.one(t)
+	b.waitState("succeeded", first.ID)
+	second := enqueueJob(b, uniqueKind, numArgs{N: 9}, relay.Unique(key))
 	if second.Duplicate || second.ID == first.ID {
 		t.Fatalf("repeat after the holder succeeded: %+v, want a new job", second)
 	}
 	if got := recv(t, started, "the second unique job to start"); got != second.ID {
 		t.Fatalf("started job %d, want %d", got, second.ID)
 	}
-	uqRelease(t, release)
-	waitState(t, db, "succeeded", second.ID)
-	if ids := uqIDsWithKey(t, db, key); len(ids) != 2 || ids[0] != first.ID || ids[1] != second.ID {
+	release.one(t)
+	b.waitState("succeeded", second.ID)
+	if ids := idsWithKey(b, key); len(ids) != 2 || ids[0] != first.ID || ids[1] != second.ID {
 		t.Errorf("rows with key %q: %v, want [%d %d]", key, ids, first.ID, second.ID)
 	}
 }
@@ -313,48 +278,48 @@ func TestUniqueDefaultStatesHoldTheKeyUntilTheJobEnds(t *testing.T) {
 // a repeat naming the same states gets the finished job back.
 func TestUniqueFinishedStatesHoldTheKeyAfterTheJobEnds(t *testing.T) {
 	t.Parallel()
-	uqOkKind := relay.NewKind[numArgs]("uq-ok")
-	uqFailKind := relay.NewKind[numArgs]("uq-fail")
-	db := relaytest.NewDB(t)
+	okKind := relay.NewKind[numArgs]("uq-ok")
+	failKind := relay.NewKind[numArgs]("uq-fail")
+	b := setup(t)
 	ctx := context.Background()
 
-	c := newClient(db, relay.Config{})
+	c := b.client(relay.Config{})
 	ok := make(chan int64, 4)
-	handle(t, c, uqOkKind, reportIDs(ok))
+	handle(t, c, okKind, reportIDs(ok))
 	failed := make(chan int64, 4)
-	handle(t, c, uqFailKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+	handle(t, c, failKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 		failed <- job.ID
 		return relay.Discard(errors.New("no"))
 	})
-	start(t, c, db.Pool)
+	b.start(c)
 
 	succeededOnly := relay.Unique("done", relay.StateSucceeded)
-	a := uqEnqueue(t, db, db.Schema, uqOkKind, numArgs{N: 1}, succeededOnly)
+	a := enqueueJob(b, okKind, numArgs{N: 1}, succeededOnly)
 	recv(t, ok, "the job to run")
-	waitRecord(t, db, a.ID, relay.StateSucceeded)
-	if e := uqEnqueue(t, db, db.Schema, uqOkKind, numArgs{N: 2}, succeededOnly); e != (relay.Enqueued{ID: a.ID, Duplicate: true}) {
+	b.waitRecord(a.ID, relay.StateSucceeded)
+	if e := enqueueJob(b, okKind, numArgs{N: 2}, succeededOnly); e != (relay.Enqueued{ID: a.ID, Duplicate: true}) {
 		t.Errorf("repeat of a succeeded job with Unique(key, StateSucceeded): %+v, want duplicate of %d", e, a.ID)
 	}
 
 	failedOnly := relay.Unique("broken", relay.StateFailed)
-	f := uqEnqueue(t, db, db.Schema, uqFailKind, numArgs{N: 3}, failedOnly)
+	f := enqueueJob(b, failKind, numArgs{N: 3}, failedOnly)
 	recv(t, failed, "the failing job to run")
-	waitRecord(t, db, f.ID, relay.StateFailed)
-	if e := uqEnqueue(t, db, db.Schema, uqFailKind, numArgs{N: 4}, failedOnly); e != (relay.Enqueued{ID: f.ID, Duplicate: true}) {
+	b.waitRecord(f.ID, relay.StateFailed)
+	if e := enqueueJob(b, failKind, numArgs{N: 4}, failedOnly); e != (relay.Enqueued{ID: f.ID, Duplicate: true}) {
 		t.Errorf("repeat of a failed job with Unique(key, StateFailed): %+v, want duplicate of %d", e, f.ID)
 	}
 
 	cancelledOnly := relay.Unique("dropped", relay.StateCancelled, relay.StatePending)
-	x := uqEnqueue(t, db, db.Schema, uqOkKind, numArgs{N: 5}, cancelledOnly, relay.RunIn(time.Hour))
-	if err := relay.Cancel(ctx, db, x.ID, relay.Schema(db.Schema)); err != nil {
+	x := enqueueJob(b, okKind, numArgs{N: 5}, cancelledOnly, relay.RunIn(time.Hour))
+	if err := relay.Cancel(ctx, b, x.ID, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	if e := uqEnqueue(t, db, db.Schema, uqOkKind, numArgs{N: 6}, cancelledOnly); e != (relay.Enqueued{ID: x.ID, Duplicate: true}) {
+	if e := enqueueJob(b, okKind, numArgs{N: 6}, cancelledOnly); e != (relay.Enqueued{ID: x.ID, Duplicate: true}) {
 		t.Errorf("repeat of a cancelled job with Unique(key, StateCancelled): %+v, want duplicate of %d", e, x.ID)
 	}
 	// Duplicates are never inserted: one row per key.
 	for _, key := range []string{"done", "broken", "dropped"} {
-		if ids := uqIDsWithKey(t, db, key); len(ids) != 1 {
+		if ids := idsWithKey(b, key); len(ids) != 1 {
 			t.Errorf("rows with key %q: %v, want exactly one", key, ids)
 		}
 	}
@@ -365,35 +330,37 @@ func TestUniqueFinishedStatesHoldTheKeyAfterTheJobEnds(t *testing.T) {
 // existing job was enqueued with.
 func TestUniqueStatesNamedByTheEnqueueDecide(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
-	c := newClient(db, relay.Config{})
+	b := setup(t)
+	c := b.client(relay.Config{})
 	ran := make(chan int64, 4)
-	handle(t, c, uqKind, reportIDs(ran))
-	start(t, c, db.Pool)
+	handle(t, c, uniqueKind, reportIDs(ran))
+	b.start(c)
 
 	// Run one job with the given unique options to success.
-	succeeded := func(t *testing.T, opts ...relay.EnqueueOption) int64 {
-		t.Helper()
-		e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{}, opts...)
+	succeeded := func(b *bundle, opts ...relay.EnqueueOption) int64 {
+		b.t.Helper()
+		e := enqueueJob(b, uniqueKind, numArgs{}, opts...)
 		if e.Duplicate {
-			t.Fatalf("first enqueue: %+v, want a new job", e)
+			b.t.Fatalf("first enqueue: %+v, want a new job", e)
 		}
-		recv(t, ran, "the job to run")
-		waitRecord(t, db, e.ID, relay.StateSucceeded)
+		recv(b.t, ran, "the job to run")
+		b.waitRecord(e.ID, relay.StateSucceeded)
 		return e.ID
 	}
 
 	t.Run("repeat naming succeeded after a default job succeeded", func(t *testing.T) {
-		done := succeeded(t, relay.Unique("k1"))
-		e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 1}, relay.Unique("k1", relay.StateSucceeded), relay.RunIn(time.Hour))
+		b := b.in(t)
+		done := succeeded(b, relay.Unique("k1"))
+		e := enqueueJob(b, uniqueKind, numArgs{N: 1}, relay.Unique("k1", relay.StateSucceeded), relay.RunIn(time.Hour))
 		if e != (relay.Enqueued{ID: done, Duplicate: true}) {
 			t.Errorf("Unique(key, StateSucceeded) while job %d with the key is succeeded: got %+v, want {ID:%d Duplicate:true}", done, e, done)
 		}
 	})
 
 	t.Run("repeat with default states after a succeeded-holding job succeeded", func(t *testing.T) {
-		done := succeeded(t, relay.Unique("k2", relay.StateSucceeded))
-		e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 2}, relay.Unique("k2"), relay.RunIn(time.Hour))
+		b := b.in(t)
+		done := succeeded(b, relay.Unique("k2", relay.StateSucceeded))
+		e := enqueueJob(b, uniqueKind, numArgs{N: 2}, relay.Unique("k2"), relay.RunIn(time.Hour))
 		if e.Duplicate || e.ID == done {
 			t.Errorf("Unique(key) with the default states (pending, scheduled, running) while the only job with the key (%d) is succeeded: got %+v, want a new job", done, e)
 		}
@@ -405,10 +372,10 @@ func TestUniqueStatesNamedByTheEnqueueDecide(t *testing.T) {
 // and the rest get its id, and jobs without a key get fresh ids in input order.
 func TestUniqueEnqueueJobsBatchResultsLineUpWithTheInput(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 
-	holder := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: -1}, relay.Unique("a"))
+	holder := enqueueJob(b, uniqueKind, numArgs{N: -1}, relay.Unique("a"))
 
 	input := []string{"", "a", "b", "", "b", "a", "", "c", "c", "", "b"}
 	specs := make([]relay.JobSpec, len(input))
@@ -417,14 +384,14 @@ func TestUniqueEnqueueJobsBatchResultsLineUpWithTheInput(t *testing.T) {
 		if key != "" {
 			opts = append(opts, relay.Unique(key))
 		}
-		specs[i] = uqKind.Job(numArgs{N: i}, opts...)
+		specs[i] = uniqueKind.Job(numArgs{N: i}, opts...)
 	}
-	tx, err := db.Begin(ctx)
+	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	es, err := relay.EnqueueJobs(ctx, tx, specs, relay.Schema(db.Schema))
+	es, err := relay.EnqueueJobs(ctx, tx, specs, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,26 +437,23 @@ func TestUniqueEnqueueJobsBatchResultsLineUpWithTheInput(t *testing.T) {
 			t.Errorf("job %d got id %d, already returned for job %d", i, e.ID, prev)
 		}
 		seen[e.ID] = i
-		if n := uqArgsN(t, db, e.ID); n != i {
+		if n := argsN(b, e.ID); n != i {
 			t.Errorf("job %d got id %d, whose row holds the args of job %d", i, e.ID, n)
 		}
 	}
-	if got, want := countJobs(t, db, ""), 1+4+2; got != want {
+	if got, want := b.count(""), 1+4+2; got != want {
 		t.Errorf("table holds %d jobs, want %d (the holder, 4 plain jobs, b and c)", got, want)
 	}
 
 	// EnqueueMany of the same batch again: every key is held now, plain jobs are new.
-	ids, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := b.enqueueMany(specs)
 	for i, key := range input {
 		switch {
 		case key == "a" && ids[i] != holder.ID:
 			t.Errorf("EnqueueMany again, job %d (key a): id %d, want the holder %d", i, ids[i], holder.ID)
 		case key != "" && key != "a" && ids[i] != es[firstOf[key]].ID:
 			t.Errorf("EnqueueMany again, job %d (key %s): id %d, want the holder %d", i, key, ids[i], es[firstOf[key]].ID)
-		case key == "" && (ids[i] <= lastPlain || uqArgsN(t, db, ids[i]) != i):
+		case key == "" && (ids[i] <= lastPlain || argsN(b, ids[i]) != i):
 			t.Errorf("EnqueueMany again, job %d (no key): id %d, want a new job after %d holding its args", i, ids[i], lastPlain)
 		}
 		if key == "" {
@@ -502,7 +466,7 @@ func TestUniqueEnqueueJobsBatchResultsLineUpWithTheInput(t *testing.T) {
 // lines up with its input.
 func TestUniqueEnqueueJobsRandomBatch(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -512,7 +476,7 @@ func TestUniqueEnqueueJobsRandomBatch(t *testing.T) {
 	for k := range 10 {
 		if rng.IntN(2) == 0 {
 			key := fmt.Sprintf("k%d", k)
-			held[key] = uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: -1 - k}, relay.Unique(key)).ID
+			held[key] = enqueueJob(b, uniqueKind, numArgs{N: -1 - k}, relay.Unique(key)).ID
 		}
 	}
 	const n = 300
@@ -524,9 +488,9 @@ func TestUniqueEnqueueJobsRandomBatch(t *testing.T) {
 			keys[i] = fmt.Sprintf("k%d", rng.IntN(10))
 			opts = append(opts, relay.Unique(keys[i]))
 		}
-		specs[i] = uqKind.Job(numArgs{N: i}, opts...)
+		specs[i] = uniqueKind.Job(numArgs{N: i}, opts...)
 	}
-	es, err := relay.EnqueueJobs(ctx, db, specs, relay.Schema(db.Schema))
+	es, err := relay.EnqueueJobs(ctx, b, specs, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,7 +503,7 @@ func TestUniqueEnqueueJobsRandomBatch(t *testing.T) {
 	for i, key := range keys {
 		e := es[i]
 		if key == "" {
-			if e.Duplicate || e.ID <= lastPlain || uqArgsN(t, db, e.ID) != i {
+			if e.Duplicate || e.ID <= lastPlain || argsN(b, e.ID) != i {
 				t.Fatalf("job %d (no key): %+v, want a new job after %d holding its args", i, e, lastPlain)
 			}
 			lastPlain = e.ID
@@ -552,13 +516,13 @@ func TestUniqueEnqueueJobsRandomBatch(t *testing.T) {
 			}
 			continue
 		}
-		if e.Duplicate || uqArgsN(t, db, e.ID) != i {
+		if e.Duplicate || argsN(b, e.ID) != i {
 			t.Fatalf("job %d (key %s, first in the batch): %+v, want a new job holding its args", i, key, e)
 		}
 		holderOf[key] = e.ID
 		inserted++
 	}
-	if got := countJobs(t, db, ""); got != len(held)+inserted {
+	if got := b.count(""); got != len(held)+inserted {
 		t.Errorf("table holds %d jobs, want %d", got, len(held)+inserted)
 	}
 }
@@ -568,55 +532,55 @@ func TestUniqueEnqueueJobsRandomBatch(t *testing.T) {
 // retried job holds the key again.
 func TestUniqueRetryWhileTheKeyIsHeldFails(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 	const key = "sync:42"
 
-	old := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 1}, relay.Unique(key))
-	if err := relay.Cancel(ctx, db, old.ID, relay.Schema(db.Schema)); err != nil {
+	old := enqueueJob(b, uniqueKind, numArgs{N: 1}, relay.Unique(key))
+	if err := relay.Cancel(ctx, b, old.ID, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	holder := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 2}, relay.Unique(key))
+	holder := enqueueJob(b, uniqueKind, numArgs{N: 2}, relay.Unique(key))
 	if holder.Duplicate || holder.ID == old.ID {
 		t.Fatalf("enqueue after the first was cancelled: %+v, want a new job", holder)
 	}
 
-	err := relay.Retry(ctx, db, old.ID, relay.Schema(db.Schema))
+	err := relay.Retry(ctx, b, old.ID, relay.Schema(b.Schema))
 	if !errors.Is(err, relay.ErrUniqueKeyHeld) {
 		t.Fatalf("Retry of job %d while job %d holds its key: %v, want ErrUniqueKeyHeld", old.ID, holder.ID, err)
 	}
-	if rec := jobRecord(t, db, old.ID); rec.State != relay.StateCancelled {
+	if rec := b.record(old.ID); rec.State != relay.StateCancelled {
 		t.Errorf("after the refused Retry, job %d is %s, want still cancelled", old.ID, rec.State)
 	}
-	if rec := jobRecord(t, db, holder.ID); rec.State != relay.StatePending {
+	if rec := b.record(holder.ID); rec.State != relay.StatePending {
 		t.Errorf("after the refused Retry, the holder %d is %s, want still pending", holder.ID, rec.State)
 	}
 
 	// Inside a transaction the refusal is the same error.
-	tx, err := db.Begin(ctx)
+	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.Retry(ctx, tx, old.ID, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrUniqueKeyHeld) {
+	if err := relay.Retry(ctx, tx, old.ID, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrUniqueKeyHeld) {
 		t.Errorf("Retry in a transaction while the key is held: %v, want ErrUniqueKeyHeld", err)
 	}
 	tx.Rollback(ctx)
 
 	// Free the key: the retry works and the retried job holds the key.
-	if err := relay.Cancel(ctx, db, holder.ID, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Cancel(ctx, b, holder.ID, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.Retry(ctx, db, old.ID, relay.Schema(db.Schema)); err != nil {
+	if err := relay.Retry(ctx, b, old.ID, relay.Schema(b.Schema)); err != nil {
 		t.Fatalf("Retry once the key is free: %v", err)
 	}
-	if rec := jobRecord(t, db, old.ID); rec.State != relay.StatePending {
+	if rec := b.record(old.ID); rec.State != relay.StatePending {
 		t.Errorf("retried job %d is %s, want pending", old.ID, rec.State)
 	}
-	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{N: 3}, relay.Unique(key)); e != (relay.Enqueued{ID: old.ID, Duplicate: true}) {
+	if e := enqueueJob(b, uniqueKind, numArgs{N: 3}, relay.Unique(key)); e != (relay.Enqueued{ID: old.ID, Duplicate: true}) {
 		t.Errorf("enqueue after the retry: %+v, want a duplicate of the retried job %d", e, old.ID)
 	}
 	// Retrying the cancelled holder now collides with the retried job.
-	if err := relay.Retry(ctx, db, holder.ID, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrUniqueKeyHeld) {
+	if err := relay.Retry(ctx, b, holder.ID, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrUniqueKeyHeld) {
 		t.Errorf("Retry of %d while the retried %d holds the key: %v, want ErrUniqueKeyHeld", holder.ID, old.ID, err)
 	}
 }
@@ -625,7 +589,7 @@ func TestUniqueRetryWhileTheKeyIsHeldFails(t *testing.T) {
 // one job and for a batch.
 func TestUniqueInvalidOptionsAreRefused(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	b := setup(t)
 	ctx := context.Background()
 
 	for name, opt := range map[string]relay.EnqueueOption{
@@ -637,39 +601,39 @@ func TestUniqueInvalidOptionsAreRefused(t *testing.T) {
 		"key longer than 256 bytes":   relay.Unique(strings.Repeat("k", 257)),
 		"state with different casing": relay.Unique("k", relay.JobState("Succeeded")),
 	} {
-		if _, err := relay.EnqueueJob(ctx, db, uqKind, numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.EnqueueJob(ctx, b, uniqueKind, numArgs{}, opt, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("EnqueueJob with %s: %v, want ErrInvalidJob", name, err)
 		}
-		if _, err := relay.Enqueue(ctx, db, uqKind, numArgs{}, opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.Enqueue(ctx, b, uniqueKind, numArgs{}, opt, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("Enqueue with %s: %v, want ErrInvalidJob", name, err)
 		}
 		batch := []relay.JobSpec{
-			uqKind.Job(numArgs{N: 1}, relay.Unique("fine")),
-			uqKind.Job(numArgs{N: 2}),
-			uqKind.Job(numArgs{N: 3}, opt),
+			uniqueKind.Job(numArgs{N: 1}, relay.Unique("fine")),
+			uniqueKind.Job(numArgs{N: 2}),
+			uniqueKind.Job(numArgs{N: 3}, opt),
 		}
-		if _, err := relay.EnqueueJobs(ctx, db, batch, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.EnqueueJobs(ctx, b, batch, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("EnqueueJobs with %s: %v, want ErrInvalidJob", name, err)
 		}
-		if _, err := relay.EnqueueMany(ctx, db, batch, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.EnqueueMany(ctx, b, batch, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("EnqueueMany with %s: %v, want ErrInvalidJob", name, err)
 		}
-		if _, err := relay.EnqueueJobs(ctx, db, batch[:2], opt, relay.Schema(db.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
+		if _, err := relay.EnqueueJobs(ctx, b, batch[:2], opt, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrInvalidJob) {
 			t.Errorf("EnqueueJobs with %s for the whole batch: %v, want ErrInvalidJob", name, err)
 		}
 	}
-	if got := countJobs(t, db, ""); got != 0 {
+	if got := b.count(""); got != 0 {
 		t.Errorf("%d jobs were inserted by refused enqueues", got)
 	}
 
 	// The limits themselves are fine: a 256-byte key, and every state name.
 	long := strings.Repeat("k", 256)
-	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{}, relay.Unique(long)); e.Duplicate {
+	if e := enqueueJob(b, uniqueKind, numArgs{}, relay.Unique(long)); e.Duplicate {
 		t.Errorf("256-byte key: %+v, want a new job", e)
 	}
 	all := relay.Unique("all", relay.StatePending, relay.StateScheduled, relay.StateRunning,
 		relay.StateSucceeded, relay.StateFailed, relay.StateCancelled, relay.StateSucceeded)
-	if e := uqEnqueue(t, db, db.Schema, uqKind, numArgs{}, all); e.Duplicate {
+	if e := enqueueJob(b, uniqueKind, numArgs{}, all); e.Duplicate {
 		t.Errorf("every state named: %+v, want a new job", e)
 	}
 }
