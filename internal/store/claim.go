@@ -12,6 +12,28 @@ import (
 	"github.com/relayq/relay/dispatcher"
 )
 
+// claimParams are the parameters of claimGated, and with the cursor's of claim.
+type claimParams struct {
+	Queue    string        `db:"queue"`
+	Kinds    []string      `db:"kinds"` // the kinds the client runs
+	Limit    int           `db:"limit"`
+	Client   string        `db:"client"`
+	Lease    time.Duration `db:"lease"`
+	Attempts []int32       `db:"attempts"` // each kind's default max attempts, aligned with Kinds
+}
+
+type claimFromParams struct {
+	claimParams
+	FromRank  int16              `db:"from_rank"`
+	FromRunAt pgtype.Timestamptz `db:"from_run_at"`
+	FromID    int64              `db:"from_id"`
+}
+
+// lockParams are the parameters of lockQueue.
+type lockParams struct {
+	LockKey string `db:"lock_key"` // the schema-qualified queue
+}
+
 // Claim claims for one of the client's dispatchers ([dispatcher.Claimer]): it leases to
 // the client up to r.Limit due jobs of r.Queue whose kind the client runs, most urgent
 // first, with FOR UPDATE SKIP LOCKED so that concurrent clients never claim the same job,
@@ -19,13 +41,15 @@ import (
 // gated one runs after the queue's claim lock in the same implicit transaction (one batch,
 // still one round trip).
 func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatcher.Claimed, error) {
-	s, db, p := c.s, c.db, c.info
+	s, p := c.s, claimParams{
+		Queue: r.Queue, Kinds: c.info.Kinds, Limit: r.Limit, Client: c.info.ID, Lease: c.info.Lease, Attempts: c.info.Attempts,
+	}
 	var rows pgx.Rows
 	if r.Gated {
 		b := &pgx.Batch{}
-		b.Queue(s.q.lockQueue, s.schema+"."+r.Queue)
-		b.Queue(s.q.claimGated, r.Queue, p.Kinds, r.Limit, p.ID, p.Lease, p.Attempts)
-		br := db.SendBatch(ctx, b)
+		s.q.lockQueue.queue(b, lockParams{LockKey: s.schema + "." + r.Queue})
+		s.q.claimGated.queue(b, p)
+		br := c.db.SendBatch(ctx, b)
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {
 			return dispatcher.Claimed{}, fmt.Errorf("lock queue %q to claim: %w", r.Queue, err)
@@ -35,9 +59,10 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 			return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 		}
 	} else {
-		rank, runAt, id := cursorParams(r.From)
+		from := claimFromParams{claimParams: p}
+		from.FromRank, from.FromRunAt, from.FromID = cursorParams(r.From)
 		var err error
-		if rows, err = db.Query(ctx, s.q.claim, r.Queue, p.Kinds, r.Limit, p.ID, p.Lease, p.Attempts, rank, runAt, id); err != nil {
+		if rows, err = s.q.claim.query(ctx, c.db, from); err != nil {
 			return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 		}
 	}

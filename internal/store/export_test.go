@@ -9,9 +9,9 @@ import (
 // Statements and arguments of the batch statements, for tests that look at their plans.
 
 func (s *Store) WriteOutcomesStatement(client string, outcomes []Outcome) (string, []any) {
-	return s.q.writeOutcomes, s.outcomeArgs(client, outcomes, false)
+	return s.q.writeOutcomes.sql, s.q.writeOutcomes.args(s.outcomeParams(client, outcomes, false))
 }
 
 func (s *Store) RenewLeasesStatement(client ClientInfo, held []lease.Held, ttl time.Duration) (string, []any) {
-	return s.q.renewLeases, renewArgs(client, held, ttl)
+	return s.q.renewLeases.sql, s.q.renewLeases.args(renewParamsOf(client, held, ttl))
 }

@@ -16,7 +16,7 @@ import (
 // holds, in one statement ([lease.Renewer]). A held attempt that was not extended had its
 // row locked by a transaction; [Client.RenewLocked] waits for it.
 func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration) (lease.Renewal, error) {
-	rows, err := c.db.Query(ctx, c.s.q.renewLeases, renewArgs(c.info, held, ttl)...)
+	rows, err := c.s.q.renewLeases.query(ctx, c.db, renewParamsOf(c.info, held, ttl))
 	if err != nil {
 		return lease.Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
 	}
@@ -38,14 +38,30 @@ func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration
 	return res, nil
 }
 
-// renewArgs are the arguments of renewLeases.
-func renewArgs(client ClientInfo, held []lease.Held, ttl time.Duration) []any {
-	ids := make([]int64, len(held))
-	attempts := make([]int32, len(held))
-	for i, h := range held {
-		ids[i], attempts[i] = h.ID, int32(h.Attempt)
+// renewParams are the parameters of renewLeases.
+type renewParams struct {
+	Client   string        `db:"client"`
+	IDs      []int64       `db:"ids"`
+	Attempts []int32       `db:"attempts"` // aligned with IDs
+	TTL      time.Duration `db:"ttl"`
+	Queues   []string      `db:"queues"`
+	Kinds    []string      `db:"kinds"`
+}
+
+func renewParamsOf(client ClientInfo, held []lease.Held, ttl time.Duration) renewParams {
+	p := renewParams{
+		Client: client.ID, IDs: make([]int64, len(held)), Attempts: make([]int32, len(held)), TTL: ttl,
+		Queues: client.Queues, Kinds: client.Kinds,
 	}
-	return []any{client.ID, ids, ttl, attempts, client.Queues, client.Kinds}
+	for i, h := range held {
+		p.IDs[i], p.Attempts[i] = h.ID, int32(h.Attempt)
+	}
+	return p
+}
+
+type renewLockedParams struct {
+	heldParams
+	TTL time.Duration `db:"ttl"`
 }
 
 // RenewLocked extends by ttl the lease of attempt h on its own, waiting up to wait for a
@@ -54,7 +70,8 @@ func renewArgs(client ClientInfo, held []lease.Held, ttl time.Duration) []any {
 func (c *Client) RenewLocked(ctx context.Context, h lease.Held, ttl, wait time.Duration) (held bool, err error) {
 	err = WaitingAtMost(ctx, c.db, wait, func(tx pgx.Tx) error {
 		var id int64
-		err := tx.QueryRow(ctx, c.s.q.renewLocked, h.ID, c.info.ID, h.Attempt, ttl).Scan(&id)
+		p := renewLockedParams{heldParams: heldParams{ID: h.ID, Client: c.info.ID, Attempt: h.Attempt}, TTL: ttl}
+		err := c.s.q.renewLocked.queryRow(ctx, tx, p).Scan(&id)
 		held = err == nil
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
@@ -90,19 +107,30 @@ type Beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
+// clientParams are the parameters of stopClient.
+type clientParams struct {
+	Client string `db:"client"`
+}
+
 // StopClient marks client as stopped in the clients table.
 func (s *Store) StopClient(ctx context.Context, db DB, client string) error {
-	if _, err := db.Exec(ctx, s.q.stopClient, client); err != nil {
+	if _, err := s.q.stopClient.exec(ctx, db, clientParams{Client: client}); err != nil {
 		return fmt.Errorf("mark client %s stopped: %w", client, err)
 	}
 	return nil
+}
+
+// rescueParams are the parameters of rescue.
+type rescueParams struct {
+	Limit   int    `db:"limit"`
+	Channel string `db:"channel"`
 }
 
 // Rescue retries (or fails, when out of attempts) up to limit running jobs whose lease has
 // expired, of any client, recording reason "lost lease". It is safe to run on many clients
 // at once: it is what [lease.RescuerConfig].Rescue runs.
 func (c *Client) Rescue(ctx context.Context, limit int) (lease.Rescued, error) {
-	rows, err := c.db.Query(ctx, c.s.q.rescue, planEachTime, limit, c.s.channel)
+	rows, err := c.s.q.rescue.query(ctx, c.db, rescueParams{Limit: limit, Channel: c.s.channel})
 	if err != nil {
 		return lease.Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
 	}
