@@ -151,16 +151,18 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	for i, k := range kinds {
 		attempts[i] = int32(c.handlers[k].maxAttempts)
 	}
-	queues := slices.Sorted(maps.Keys(cfg.Queues)) // names and groups, as unhandled_jobs reads them
+	jobs := c.store.Client(pool, store.ClientInfo{
+		ID: cfg.ID, Lease: cfg.LeaseTTL, Kinds: kinds, Attempts: attempts,
+		Queues: slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
+	})
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
-		Store: c.store, DB: pool, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
-		Client: store.ClientInfo{ID: cfg.ID, Lease: cfg.LeaseTTL, Queues: queues, Kinds: kinds},
+		Renewer: jobs, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
 	})
 	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
 	c.writer = outcome.New(cfg.ID, c.store, pool, cfg.Logger, c.released)
 	c.writer.ReportSuccesses(c.events.active)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
-	rescuer := lease.NewRescuer(lease.RescuerConfig{Store: c.store, DB: pool, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
+	rescuer := lease.NewRescuer(lease.RescuerConfig{Rescue: jobs.Rescue, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)
 
 	var slots *dispatcher.Slots
@@ -170,9 +172,8 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.queues = serving{queues: map[string]*worked{}, groups: groupsOf(cfg.Queues)}
 	c.queues.newQueue = func(name string, q QueueConfig, dynamic bool) *dispatcher.Dispatcher {
 		dc := dispatcher.Config{
-			Store: c.store, DB: pool, Queue: name, Kinds: kinds, Attempts: attempts, Lease: cfg.LeaseTTL,
-			Workers: q.Workers, Poll: cfg.PollInterval, ClientID: cfg.ID, Run: c.runJob, Room: c.outcomeRoom,
-			Slots: slots, Logger: cfg.Logger,
+			Claimer: jobs, Queue: name, Workers: q.Workers, Poll: cfg.PollInterval,
+			Run: c.runJob, Room: c.outcomeRoom, Slots: slots, Logger: cfg.Logger,
 		}
 		if dynamic {
 			var d *dispatcher.Dispatcher

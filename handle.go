@@ -7,7 +7,7 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/dispatcher"
 )
 
 // Job is a job as its handler sees it, with its args decoded into T.
@@ -34,7 +34,7 @@ type Job[T any] struct {
 type HandlerFunc[T any] func(ctx context.Context, job *Job[T]) error
 
 // runner runs one claimed job through its typed handler.
-type runner func(ctx context.Context, j *store.Job, r *running) error
+type runner func(ctx context.Context, j *dispatcher.Job, r *running) error
 
 // Handle registers fn as the handler of kind on c, with options such as [MaxAttempts],
 // [Timeout] and [Backoff] for the kind:
@@ -64,7 +64,7 @@ func Handle[T any](c *Client, kind Kind[T], fn HandlerFunc[T], opts ...HandleOpt
 		return err
 	}
 	argsType := reflect.TypeFor[T]().String()
-	return c.register(kind.name, k, func(ctx context.Context, j *store.Job, r *running) error {
+	return c.register(kind.name, k, func(ctx context.Context, j *dispatcher.Job, r *running) error {
 		job := &Job[T]{
 			ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt, Checkpoint: j.Checkpoint,

@@ -14,7 +14,7 @@ import (
 )
 
 // runJob runs one claimed job on its dispatcher's goroutine and queues its outcome.
-func (c *Client) runJob(j *store.Job) {
+func (c *Client) runJob(j *dispatcher.Job) {
 	h := c.handlers[j.Kind]
 	ctx, cancel := context.WithCancelCause(c.work)
 	defer cancel(nil)
@@ -142,7 +142,7 @@ func (c *Client) released(written []store.Outcome, changed map[int64]bool) {
 }
 
 // timeoutOf is the job's own timeout, else its kind's, else its queue's.
-func (c *Client) timeoutOf(j *store.Job, h handler) time.Duration {
+func (c *Client) timeoutOf(j *dispatcher.Job, h handler) time.Duration {
 	switch {
 	case j.HasTimeout:
 		return j.Timeout
@@ -158,7 +158,7 @@ func (c *Client) timeoutOf(j *store.Job, h handler) time.Duration {
 
 // call runs the job's handler, turning a panic into an error so that one bad job cannot
 // take the process or the other jobs down.
-func call(ctx context.Context, h handler, j *store.Job, r *running) (err error) {
+func call(ctx context.Context, h handler, j *dispatcher.Job, r *running) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &panicError{value: r, stack: string(debug.Stack())}
@@ -169,7 +169,7 @@ func call(ctx context.Context, h handler, j *store.Job, r *running) (err error) 
 
 // outcomeOf decides what becomes of a job after an attempt that ended at now with err,
 // and reports false when this client must not write it: the job is no longer its own.
-func (c *Client) outcomeOf(ctx context.Context, h handler, j *store.Job, err error, now time.Time) (store.Outcome, bool) {
+func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, err error, now time.Time) (store.Outcome, bool) {
 	cause := context.Cause(ctx)
 	switch {
 	case errors.Is(cause, ErrLostLease), errors.Is(cause, ErrLeaseExpired), errors.Is(cause, ErrCancelled):

@@ -1,24 +1,31 @@
 // Package dispatcher runs the jobs of one queue: it waits until there may be work and a
-// worker slot is free, claims as many due jobs as there are free slots in one statement,
-// and runs each on a worker goroutine of its own (workers are reused from job to job).
+// worker slot is free, claims as many due jobs as there are free slots in one call, and
+// runs each on a worker goroutine of its own (workers are reused from job to job).
+//
+// A dispatcher needs a [Claimer], which claims jobs and leases them to the client; relay's
+// client implements it on its jobs table, and tests or other programs may implement it on
+// anything else. It runs each claimed [Job] with [Config].Run, which must also record the
+// job's outcome; the slot is free again when Run returns.
 //
 // A dispatcher is woken by [Dispatcher.Notify] (a job became pending, due now or later),
 // [Dispatcher.Wake] (look again from scratch), a finished job freeing a slot while more work
 // may be waiting, and a fallback poll that covers notifications lost while no connection
 // was listening.
 //
-// Each claim from a plain queue resumes from a cursor — the claim position (priority,
+// Each claim from a plain queue resumes from a [Cursor] — the claim position (priority,
 // run_at, id) of the last job it claimed — instead of scanning the queue's index from its
 // start, where the entries of claimed jobs linger until VACUUM. Notifications move the
 // cursor back to the new job's position, and every poll and reconnect resets it, so no job
 // is passed over for longer than one poll interval even if a notification is lost. Queues
 // that are ordered or have a cluster-wide limit are claimed from under a per-queue lock
-// instead (see [store.ClaimParams].Gated); every claim reports the queue's current
-// settings, so a dispatcher follows changes without being told. It never holds a
+// instead (see [ClaimRequest].Gated); every claim reports the queue's current
+// [QueueSettings], so a dispatcher follows changes without being told. It never holds a
 // transaction open while a job runs: claiming commits before any job starts.
 //
 // Dispatchers of one client may share a client-wide limit, [Slots], which divides the
 // workers fairly between the queues that want them.
+//
+// The package knows jobs but not relay's public API, and nothing of the database.
 package dispatcher
 
 import (
@@ -29,23 +36,18 @@ import (
 	"time"
 
 	"github.com/relayq/relay/backoff"
-	"github.com/relayq/relay/internal/store"
 )
 
 // Config configures a [Dispatcher].
 type Config struct {
-	Store    *store.Store
-	DB       store.ClaimDB // where claims run; a pool, since claims must commit on their own
-	Queue    string
-	Kinds    []string // the job kinds this client can run
-	Attempts []int32  // each kind's default max attempts, aligned with Kinds
-	Lease    time.Duration
-	Workers  int // the most jobs of this queue running at once on this client
-	Poll     time.Duration
-	ClientID string
+	// Claimer claims the queue's jobs; every claim it makes must commit before it returns.
+	Claimer Claimer
+	Queue   string
+	Workers int // the most jobs of this queue running at once on this client
+	Poll    time.Duration
 	// Run runs one claimed job to the end, including recording its outcome. It is called on
 	// the job's own goroutine; the slot is free again when it returns.
-	Run func(job *store.Job)
+	Run func(job *Job)
 	// Room, if set, bounds how many more jobs the client as a whole may take on now (its
 	// outcome backlog, say); call [Dispatcher.Nudge] when it may have grown.
 	Room func() int
@@ -69,18 +71,18 @@ type Dispatcher struct {
 	signal  chan struct{} // capacity 1: any number of signals coalesce into one
 
 	mu      sync.Mutex
-	due     bool         // a job may be due now
-	nextAt  time.Time    // the earliest time a scheduled job is known to be due; zero if none
-	from    store.Cursor // where the next claim starts: no job before it is waiting for us
-	rewound bool         // a job was notified since the running claim read from …
-	lowest  store.Cursor // … and this is the earliest such job
-	queue   store.QueueSettings
+	due     bool      // a job may be due now
+	nextAt  time.Time // the earliest time a scheduled job is known to be due; zero if none
+	from    Cursor    // where the next claim starts: no job before it is waiting for us
+	rewound bool      // a job was notified since the running claim read from …
+	lowest  Cursor    // … and this is the earliest such job
+	queue   QueueSettings
 
 	gated  atomic.Bool  // queue.Gated(), read by every finishing job without the lock
 	busyAt atomic.Int64 // when the dispatcher last claimed a job or one ended, in Unix ns
 
-	handoff chan *store.Job // unbuffered: a send succeeds only if an idle worker waits
-	stopped chan struct{}   // closed when Run returns: idle workers exit
+	handoff chan *Job     // unbuffered: a send succeeds only if an idle worker waits
+	stopped chan struct{} // closed when Run returns: idle workers exit
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -90,14 +92,14 @@ func New(cfg Config) *Dispatcher {
 	}
 	// A new dispatcher looks for work at once: jobs may have waited for it.
 	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true,
-		handoff: make(chan *store.Job), stopped: make(chan struct{})}
+		handoff: make(chan *Job), stopped: make(chan struct{})}
 }
 
 // Running is how many of its jobs are running now.
 func (d *Dispatcher) Running() int { return int(d.running.Load()) }
 
 // Settings are the queue's settings as the last claim found them.
-func (d *Dispatcher) Settings() store.QueueSettings {
+func (d *Dispatcher) Settings() QueueSettings {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.queue
@@ -115,14 +117,14 @@ func (d *Dispatcher) Quiet() bool {
 // reconnect or a poll, when it cannot know what it missed. It never blocks; a burst of
 // wakes while the dispatcher is busy leads to one claim.
 func (d *Dispatcher) Wake() {
-	d.rewind(store.Cursor{})
+	d.rewind(Cursor{})
 	d.wakeIn(0)
 }
 
 // Notify tells the dispatcher a job at claim position at (its priority and run_at, on the
 // database's clock) became pending, due in delay. It never blocks; a burst of
 // notifications leads to one claim.
-func (d *Dispatcher) Notify(delay time.Duration, at store.Cursor) {
+func (d *Dispatcher) Notify(delay time.Duration, at Cursor) {
 	d.rewind(at)
 	d.wakeIn(delay)
 }
@@ -132,7 +134,7 @@ func (d *Dispatcher) Notify(delay time.Duration, at store.Cursor) {
 // A job notified while a claim runs may have committed after the claim's snapshot, so
 // the claim cannot have seen it even if it lies before where the claim ends: it is also
 // remembered in lowest, and the claim does not move the cursor past it.
-func (d *Dispatcher) rewind(at store.Cursor) {
+func (d *Dispatcher) rewind(at Cursor) {
 	d.mu.Lock()
 	if at.Before(d.from) {
 		d.from = at
@@ -336,10 +338,7 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 	from, gated := d.from, d.queue.Gated()
 	d.rewound = false
 	d.mu.Unlock()
-	c, err := d.cfg.Store.Claim(claimCtx, d.cfg.DB, store.ClaimParams{
-		Queue: d.cfg.Queue, Kinds: d.cfg.Kinds, Attempts: d.cfg.Attempts, Limit: free,
-		Client: d.cfg.ClientID, Lease: d.cfg.Lease, From: from, Gated: gated,
-	})
+	c, err := d.cfg.Claimer.Claim(claimCtx, ClaimRequest{Queue: d.cfg.Queue, Limit: free, From: from, Gated: gated})
 	if err != nil {
 		return 0, err
 	}
@@ -359,7 +358,7 @@ func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
 		d.gated.Store(c.Settings.Gated())
 		if c.Settings.Gated() != gated {
 			// The claim ran in the mode of the old settings: claim again in the new one.
-			d.due, d.from = true, store.Cursor{}
+			d.due, d.from = true, Cursor{}
 		}
 	}
 	d.mu.Unlock()
@@ -385,7 +384,7 @@ const workerLinger = 5 * time.Second
 // Workers are reused because a new goroutine starts with a small stack, and a handler's
 // first calls (decoding its arguments, say) grow it by copying, again for every job: with
 // short jobs, that copying was a tenth of the client's CPU.
-func (d *Dispatcher) start(job *store.Job) {
+func (d *Dispatcher) start(job *Job) {
 	select {
 	case d.handoff <- job:
 	default:
@@ -395,7 +394,7 @@ func (d *Dispatcher) start(job *store.Job) {
 
 // work runs job, then every job handed to it, until none comes for workerLinger or Run
 // has returned.
-func (d *Dispatcher) work(job *store.Job) {
+func (d *Dispatcher) work(job *Job) {
 	linger := time.NewTimer(workerLinger)
 	defer linger.Stop()
 	for {
@@ -411,7 +410,7 @@ func (d *Dispatcher) work(job *store.Job) {
 	}
 }
 
-func (d *Dispatcher) run(job *store.Job) {
+func (d *Dispatcher) run(job *Job) {
 	defer func() {
 		d.busyAt.Store(time.Now().UnixNano())
 		d.running.Add(-1)

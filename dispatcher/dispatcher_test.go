@@ -69,13 +69,13 @@ type harness struct {
 	store *store.Store
 }
 
-func newHarness(t *testing.T, workers int, poll time.Duration, run func(*store.Job)) *harness {
+func newHarness(t *testing.T, workers int, poll time.Duration, run func(*dispatcher.Job)) *harness {
 	t.Helper()
 	return newHarnessWithRoom(t, workers, poll, run, nil)
 }
 
 // newHarnessWithRoom is newHarness with a Config.Room.
-func newHarnessWithRoom(t *testing.T, workers int, poll time.Duration, run func(*store.Job), room func() int) *harness {
+func newHarnessWithRoom(t *testing.T, workers int, poll time.Duration, run func(*dispatcher.Job), room func() int) *harness {
 	t.Helper()
 	db := relaytest.NewDB(t)
 	s, err := store.For(db.Schema)
@@ -83,9 +83,11 @@ func newHarnessWithRoom(t *testing.T, workers int, poll time.Duration, run func(
 		t.Fatal(err)
 	}
 	h := &harness{t: t, db: &countingDB{DB: db, claimed: make(chan struct{}, 1)}, store: s}
+	claimer := s.Client(h.db, store.ClientInfo{
+		ID: "dispatcher-test", Lease: time.Minute, Kinds: []string{"job"}, Attempts: []int32{relay.DefaultMaxAttempts},
+	})
 	h.d = dispatcher.New(dispatcher.Config{
-		Store: s, DB: h.db, Queue: relay.DefaultQueue, Kinds: []string{"job"},
-		Attempts: []int32{relay.DefaultMaxAttempts}, Lease: time.Minute, Workers: workers, Poll: poll, ClientID: "dispatcher-test", Run: run, Room: room,
+		Claimer: claimer, Queue: relay.DefaultQueue, Workers: workers, Poll: poll, Run: run, Room: room,
 	})
 	return h
 }
@@ -145,7 +147,7 @@ func newRunCounter(buffer int) *runCounter {
 	return &runCounter{runs: map[int64]int{}, ran: make(chan int64, buffer)}
 }
 
-func (r *runCounter) run(j *store.Job) {
+func (r *runCounter) run(j *dispatcher.Job) {
 	r.mu.Lock()
 	r.runs[j.ID]++
 	r.mu.Unlock()
@@ -238,16 +240,16 @@ func TestNotifyWakesAtTheRightTime(t *testing.T) {
 		runAt time.Time
 	}
 	runs := make(chan run, 10)
-	h := newHarness(t, 4, time.Hour, func(j *store.Job) { runs <- run{at: time.Now(), runAt: j.RunAt} })
+	h := newHarness(t, 4, time.Hour, func(j *dispatcher.Job) { runs <- run{at: time.Now(), runAt: j.RunAt} })
 	h.start()
 	recv(t, h.db.claimed, "the start-up claim") // finds nothing: the dispatcher is idle now
 
 	at := time.Now().Add(300 * time.Millisecond)
 	h.enqueue(1, relay.RunAt(at))
 	later := at.Add(time.Hour)
-	h.d.Notify(time.Hour, store.Cursor{RunAt: later})
-	h.d.Notify(time.Until(at), store.Cursor{RunAt: at.Truncate(time.Microsecond)})
-	h.d.Notify(2*time.Hour, store.Cursor{RunAt: later})
+	h.d.Notify(time.Hour, dispatcher.Cursor{RunAt: later})
+	h.d.Notify(time.Until(at), dispatcher.Cursor{RunAt: at.Truncate(time.Microsecond)})
+	h.d.Notify(2*time.Hour, dispatcher.Cursor{RunAt: later})
 	r := recv(t, runs, "the scheduled job")
 	late := r.at.Sub(r.runAt)
 	t.Logf("claimed %v after its run_at", late)
@@ -261,7 +263,7 @@ func TestNotifyWakesAtTheRightTime(t *testing.T) {
 	for _, delay := range []time.Duration{0, -time.Second} {
 		id := h.enqueue(1)[0]
 		woken := time.Now()
-		h.d.Notify(delay, store.Cursor{RunAt: jobRunAt(t, h, id)})
+		h.d.Notify(delay, dispatcher.Cursor{RunAt: jobRunAt(t, h, id)})
 		if took := recv(t, runs, "a due job").at.Sub(woken); took > 100*time.Millisecond {
 			t.Errorf("Notify(%v) ran a due job after %v, want at once", delay, took)
 		}
@@ -287,7 +289,7 @@ func jobRunAt(t *testing.T, h *harness, id int64) time.Time {
 func TestJobNotifiedDuringClaimIsNotPassedOver(t *testing.T) {
 	t.Parallel()
 	runs := make(chan int64, 10)
-	h := newHarness(t, 10, time.Hour, func(j *store.Job) { runs <- j.ID })
+	h := newHarness(t, 10, time.Hour, func(j *dispatcher.Job) { runs <- j.ID })
 	h.start()
 	recv(t, h.db.claimed, "the start-up claim")
 
@@ -296,13 +298,13 @@ func TestJobNotifiedDuringClaimIsNotPassedOver(t *testing.T) {
 	held, resume := make(chan struct{}), make(chan struct{})
 	hold := func() { close(held); <-resume }
 	h.db.hold.Store(&hold)
-	h.d.Notify(0, store.Cursor{RunAt: now.Add(-time.Second)}) // as the listener would for the first job
+	h.d.Notify(0, dispatcher.Cursor{RunAt: now.Add(-time.Second)}) // as the listener would for the first job
 	recv(t, held, "the claim of the first job to run")
 
 	// The claim has run; before the dispatcher sees its result, an older job commits and
 	// its NOTIFY arrives.
 	second := h.enqueue(1, relay.RunAt(now.Add(-2*time.Second)))[0]
-	h.d.Notify(0, store.Cursor{RunAt: now.Add(-2 * time.Second)})
+	h.d.Notify(0, dispatcher.Cursor{RunAt: now.Add(-2 * time.Second)})
 	close(resume)
 
 	got := map[int64]bool{}
@@ -324,7 +326,7 @@ func TestJobNotifiedDuringClaimIsNotPassedOver(t *testing.T) {
 func TestDispatcherFindsScheduledJobsAndPolls(t *testing.T) {
 	t.Parallel()
 	runs := make(chan time.Time, 10)
-	h := newHarness(t, 4, 100*time.Millisecond, func(j *store.Job) { runs <- time.Now() })
+	h := newHarness(t, 4, 100*time.Millisecond, func(j *dispatcher.Job) { runs <- time.Now() })
 	at := time.Now().Add(300 * time.Millisecond)
 	h.enqueue(1, relay.RunAt(at))
 	h.start()
@@ -348,7 +350,7 @@ func TestDispatcherRespectsWorkers(t *testing.T) {
 	var running, peak atomic.Int64
 	started := make(chan int64, n)
 	release := make(chan struct{})
-	h := newHarness(t, workers, time.Hour, func(j *store.Job) {
+	h := newHarness(t, workers, time.Hour, func(j *dispatcher.Job) {
 		now := running.Add(1)
 		for {
 			p := peak.Load()
@@ -418,7 +420,7 @@ func TestRoomBoundsClaimsAndNudgeResumesThem(t *testing.T) {
 	room.Store(2)
 	started := make(chan int64, 10)
 	release := make(chan struct{})
-	h := newHarnessWithRoom(t, 10, time.Hour, func(j *store.Job) {
+	h := newHarnessWithRoom(t, 10, time.Hour, func(j *dispatcher.Job) {
 		started <- j.ID
 		<-release
 	}, func() int { return int(room.Load()) })
@@ -482,7 +484,7 @@ func TestWorkerGoroutinesAreReused(t *testing.T) {
 	var mu sync.Mutex
 	used := map[string]int{}
 	ran := make(chan struct{}, n)
-	h := newHarness(t, 1, time.Hour, func(*store.Job) {
+	h := newHarness(t, 1, time.Hour, func(*dispatcher.Job) {
 		mu.Lock()
 		used[goroutineID()]++
 		mu.Unlock()

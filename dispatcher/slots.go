@@ -38,8 +38,12 @@ func (s *Slots) take(d *Dispatcher, want int) int {
 		n = min(n, share-s.held[d])
 	}
 	n = max(n, 0)
-	s.held[d] += n
-	s.used += n
+	if n > 0 {
+		// Only a dispatcher that holds slots has an entry: share counts those that want
+		// slots and hold none separately.
+		s.held[d] += n
+		s.used += n
+	}
 	if n < want {
 		s.wants[d] = true
 	}

@@ -9,7 +9,11 @@
 // certainly expired it cancels that handler itself with [ErrLeaseExpired]. A [Rescuer]
 // retries running jobs whose lease expired, on every client, each exactly once.
 //
-// The package knows jobs but not relay's public API.
+// Both work through what their configuration supplies: a Keeper through a [Renewer], a
+// Rescuer through a rescue function ([RescuerConfig].Rescue). relay's client implements
+// them on its jobs table; tests and other programs may implement them on anything else.
+//
+// The package knows jobs but not relay's public API, and nothing of the database.
 package lease
 
 import (
@@ -19,8 +23,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/relayq/relay/internal/store"
 )
 
 // Causes with which the Keeper cancels a handler's context.
@@ -33,19 +35,13 @@ var (
 	ErrLeaseExpired = errors.New("relay: the job's lease expired while the database was unreachable")
 )
 
-// KeeperDB is what the keeper renews leases on: a pool, since waiting for a locked row
-// needs a transaction of its own.
-type KeeperDB interface {
-	store.DB
-	store.Beginner
-}
-
 // KeeperConfig configures a [Keeper].
 type KeeperConfig struct {
-	Store    *store.Store
-	DB       KeeperDB
-	Client   store.ClientInfo // Client.Lease is the TTL every claim and renewal grants
-	Interval time.Duration    // how often to renew; well under Client.Lease
+	Renewer Renewer
+	// TTL is how long a lease lasts without renewal: what a claim grants, and every
+	// renewal extends a lease by.
+	TTL      time.Duration
+	Interval time.Duration // how often to renew; well under TTL
 	Logger   *slog.Logger
 }
 
@@ -106,7 +102,7 @@ func (k *Keeper) Hold(id int64, attempt int, cancel context.CancelCauseFunc) {
 	early, wasCancelled := k.cancelled[attemptKey{id, attempt}]
 	delete(k.cancelled, attemptKey{id, attempt})
 	if !wasCancelled {
-		k.held[id] = &lease{attempt: attempt, cancel: cancel, expires: now.Add(k.cfg.Client.Lease)}
+		k.held[id] = &lease{attempt: attempt, cancel: cancel, expires: now.Add(k.cfg.TTL)}
 	}
 	k.mu.Unlock()
 	if stale != nil && stale.attempt != attempt {
@@ -149,7 +145,7 @@ func (k *Keeper) Cancel(id int64, attempt int, cause error) bool {
 		delete(k.held, id)
 	} else {
 		for other, t := range k.cancelled {
-			if now.Sub(t.at) > k.cfg.Client.Lease {
+			if now.Sub(t.at) > k.cfg.TTL {
 				delete(k.cancelled, other)
 			}
 		}
@@ -215,16 +211,16 @@ func (k *Keeper) Completing(id int64, attempt int) {
 // renew runs one keep-alive tick and reports whether it reached the database.
 func (k *Keeper) renew(ctx context.Context) bool {
 	k.mu.Lock()
-	held := make([]store.Held, 0, len(k.held))
+	held := make([]Held, 0, len(k.held))
 	for id, l := range k.held {
-		held = append(held, store.Held{ID: id, Attempt: l.attempt})
+		held = append(held, Held{ID: id, Attempt: l.attempt})
 	}
 	k.mu.Unlock()
 
 	// A renewal must not outlive the lease it renews.
-	renewCtx, cancel := context.WithTimeout(ctx, k.cfg.Client.Lease/2)
+	renewCtx, cancel := context.WithTimeout(ctx, k.cfg.TTL/2)
 	defer cancel()
-	r, err := k.cfg.Store.RenewLeases(renewCtx, k.cfg.DB, k.cfg.Client, held)
+	r, err := k.cfg.Renewer.Renew(renewCtx, held, k.cfg.TTL)
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -234,14 +230,14 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	}
 	k.mu.Lock()
 	var lost []*lease
-	var locked []store.Held
+	var locked []Held
 	for _, h := range held {
 		l, ok := k.held[h.ID]
 		switch {
 		case !ok || l.attempt != h.Attempt:
 			// Released (or re-held) while the renewal was in flight: not ours to judge.
 		case r.Renewed[h.ID]:
-			l.expires = now.Add(k.cfg.Client.Lease)
+			l.expires = now.Add(k.cfg.TTL)
 		case r.Held[h.ID]:
 			// Still ours, but its row was locked and its lease not extended. If the lock is
 			// the handler's own transaction, wait for it, on its own.
@@ -268,16 +264,14 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	return true
 }
 
-// expire cancels the handlers whose lease has certainly expired by now, and returns when
-// the next of the others does (ok false if none is held).
 // lockWait bounds how long the keeper waits for a handler's transaction to renew its job's
 // lease: a fraction of the lease, so that the other jobs' renewals are not held up long.
-func (k *Keeper) lockWait() time.Duration { return min(k.cfg.Client.Lease/8, time.Second) }
+func (k *Keeper) lockWait() time.Duration { return min(k.cfg.TTL/8, time.Second) }
 
 // renewAllLocked renews the leases of locked rows, each on its own goroutine, so that
 // waiting for one handler's transaction never delays the next tick's renewal of the
 // others. A job whose renewal is still waiting is not started again.
-func (k *Keeper) renewAllLocked(ctx context.Context, locked []store.Held) {
+func (k *Keeper) renewAllLocked(ctx context.Context, locked []Held) {
 	for _, h := range locked {
 		k.mu.Lock()
 		busy := k.waiting[h.ID]
@@ -300,8 +294,8 @@ func (k *Keeper) renewAllLocked(ctx context.Context, locked []store.Held) {
 // renewLocked extends the lease of a held job whose row was locked during the renewal. A
 // lock still held after lockWait leaves the lease as it is: the next tick tries again,
 // and a lease that cannot be renewed for its whole length expires as usual.
-func (k *Keeper) renewLocked(ctx context.Context, h store.Held) {
-	ok, err := k.cfg.Store.RenewLocked(ctx, k.cfg.DB, k.cfg.Client, h, k.lockWait())
+func (k *Keeper) renewLocked(ctx context.Context, h Held) {
+	ok, err := k.cfg.Renewer.RenewLocked(ctx, h, k.cfg.TTL, k.lockWait())
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -312,11 +306,13 @@ func (k *Keeper) renewLocked(ctx context.Context, h store.Held) {
 	k.mu.Lock()
 	l, held := k.held[h.ID]
 	if held && l.attempt == h.Attempt && ok {
-		l.expires = now.Add(k.cfg.Client.Lease)
+		l.expires = now.Add(k.cfg.TTL)
 	}
 	k.mu.Unlock()
 }
 
+// expire cancels the handlers whose lease has certainly expired by now, and returns when
+// the next of the others does (ok false if none is held).
 func (k *Keeper) expire(now time.Time) (next time.Time, ok bool) {
 	k.mu.Lock()
 	var expired []*lease

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/store"
 	"github.com/relayq/relay/lease"
 	"github.com/relayq/relay/relaytest"
@@ -40,7 +41,7 @@ func newRig(t *testing.T) *rig {
 
 // claim enqueues n jobs of kind "k" with opts and claims them all for client, leased for
 // ttl, as a client's dispatcher would.
-func (r *rig) claim(client string, n int, ttl time.Duration, opts ...relay.EnqueueOption) []*store.Job {
+func (r *rig) claim(client string, n int, ttl time.Duration, opts ...relay.EnqueueOption) []*dispatcher.Job {
 	r.t.Helper()
 	ctx := context.Background()
 	specs := make([]relay.JobSpec, n)
@@ -50,9 +51,8 @@ func (r *rig) claim(client string, n int, ttl time.Duration, opts ...relay.Enque
 	if _, err := relay.EnqueueMany(ctx, r.db, specs, append(opts, relay.Schema(r.db.Schema))...); err != nil {
 		r.t.Fatal(err)
 	}
-	c, err := r.store.Claim(ctx, r.db, store.ClaimParams{
-		Queue: relay.DefaultQueue, Kinds: []string{"k"}, Attempts: []int32{5}, Limit: n, Client: client, Lease: ttl,
-	})
+	c, err := r.store.Client(r.db, store.ClientInfo{ID: client, Lease: ttl, Kinds: []string{"k"}, Attempts: []int32{5}}).
+		Claim(ctx, dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: n})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ type held struct {
 	cancel context.CancelCauseFunc
 }
 
-func hold(k *lease.Keeper, j *store.Job) held {
+func hold(k *lease.Keeper, j *dispatcher.Job) held {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	k.Hold(j.ID, j.Attempt, cancel)
 	return held{ctx, cancel}
@@ -135,8 +135,8 @@ func TestKeeperRenewsHeldLeasesAndHeartbeats(t *testing.T) {
 	_, otherUntil, _ := r.leaseOf(jobs[1].ID)
 
 	k := lease.NewKeeper(lease.KeeperConfig{
-		Store: r.store, DB: r.db, Interval: 50 * time.Millisecond,
-		Client: store.ClientInfo{ID: "keeper-a", Lease: ttl, Queues: []string{"default"}, Kinds: []string{"k"}},
+		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-a", Queues: []string{"default"}, Kinds: []string{"k"}}),
+		TTL:     ttl, Interval: 50 * time.Millisecond,
 	})
 	h := hold(k, jobs[0]) // jobs[1] is not held: its lease must stay as claimed
 	runKeeper(t, k)
@@ -181,8 +181,8 @@ func TestKeeperCancelsJobsLostInTheDatabase(t *testing.T) {
 	const ttl = time.Second
 	jobs := r.claim("keeper-b", 4, ttl)
 	k := lease.NewKeeper(lease.KeeperConfig{
-		Store: r.store, DB: r.db, Interval: 50 * time.Millisecond,
-		Client: store.ClientInfo{ID: "keeper-b", Lease: ttl, Queues: []string{"default"}, Kinds: []string{"k"}},
+		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-b", Queues: []string{"default"}, Kinds: []string{"k"}}),
+		TTL:     ttl, Interval: 50 * time.Millisecond,
 	})
 	hs := make([]held, len(jobs))
 	for i, j := range jobs {
@@ -257,8 +257,8 @@ func TestKeeperCancelsWithLeaseExpiredWhenTheDatabaseIsUnreachable(t *testing.T)
 	t.Cleanup(dead.Close)
 
 	k := lease.NewKeeper(lease.KeeperConfig{
-		Store: r.store, DB: dead, Interval: interval,
-		Client: store.ClientInfo{ID: "keeper-c", Lease: ttl, Queues: []string{"default"}, Kinds: []string{"k"}},
+		Renewer: r.store.Client(dead, store.ClientInfo{ID: "keeper-c", Queues: []string{"default"}, Kinds: []string{"k"}}),
+		TTL:     ttl, Interval: interval,
 	})
 	heldAt := time.Now()
 	h := hold(k, jobs[0])
@@ -308,7 +308,7 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 		if err := pool.Ping(ctx); err != nil {
 			t.Fatal(err)
 		}
-		resc := lease.NewRescuer(lease.RescuerConfig{Store: r.store, DB: pool, MaxWait: 50 * time.Millisecond})
+		resc := lease.NewRescuer(lease.RescuerConfig{Rescue: r.store.Client(pool, store.ClientInfo{}).Rescue, MaxWait: 50 * time.Millisecond})
 		wg.Go(func() {
 			<-gate
 			resc.Run(runCtx)
@@ -332,7 +332,7 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 	var passes sync.WaitGroup
 	for range 3 {
 		passes.Go(func() {
-			if _, err := r.store.Rescue(ctx, r.db, 1000); err != nil {
+			if _, err := r.store.Client(r.db, store.ClientInfo{}).Rescue(ctx, 1000); err != nil {
 				t.Error(err)
 			}
 		})
@@ -382,9 +382,8 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 		t.Errorf("after the late outcome the rescued job is %s, want pending", rec.State)
 	}
 	// Nor once another client has claimed the job again and runs it.
-	again, err := r.store.Claim(ctx, r.db, store.ClaimParams{
-		Queue: relay.DefaultQueue, Kinds: []string{"k"}, Attempts: []int32{5}, Limit: 1, Client: "new-client", Lease: time.Hour,
-	})
+	again, err := r.store.Client(r.db, store.ClientInfo{ID: "new-client", Lease: time.Hour, Kinds: []string{"k"}, Attempts: []int32{5}}).
+		Claim(ctx, dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: 1})
 	if err != nil || len(again.Jobs) != 1 || again.Jobs[0].Attempt != 2 {
 		t.Fatalf("claiming a rescued job again: %v, %+v; want one job at attempt 2", err, again.Jobs)
 	}
@@ -410,7 +409,7 @@ func TestRescuerWakesWhenTheNextLeaseExpires(t *testing.T) {
 	j := r.claim("mortal-client", 1, ttl)[0]
 	_, until, dbNow := r.leaseOf(j.ID)
 	offset := time.Since(dbNow) // local clock minus the database's, roughly
-	resc := lease.NewRescuer(lease.RescuerConfig{Store: r.store, DB: r.db, MaxWait: time.Hour})
+	resc := lease.NewRescuer(lease.RescuerConfig{Rescue: r.store.Client(r.db, store.ClientInfo{}).Rescue, MaxWait: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); resc.Run(ctx) }()
@@ -444,8 +443,8 @@ func TestKeeperKeepsFinishedLeasesUntilReleased(t *testing.T) {
 	const ttl = time.Second
 	jobs := r.claim("keeper-f", 3, ttl)
 	k := lease.NewKeeper(lease.KeeperConfig{
-		Store: r.store, DB: r.db, Interval: 50 * time.Millisecond,
-		Client: store.ClientInfo{ID: "keeper-f", Lease: ttl, Queues: []string{"default"}, Kinds: []string{"k"}},
+		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-f", Queues: []string{"default"}, Kinds: []string{"k"}}),
+		TTL:     ttl, Interval: 50 * time.Millisecond,
 	})
 	finished, locked, written := hold(k, jobs[0]), hold(k, jobs[1]), hold(k, jobs[2])
 	for _, j := range jobs {

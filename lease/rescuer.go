@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/relayq/relay/backoff"
-	"github.com/relayq/relay/internal/store"
 )
 
 // rescueBatch bounds one rescue statement; a larger backlog is rescued in several.
@@ -14,8 +13,11 @@ const rescueBatch = 1000
 
 // RescuerConfig configures a [Rescuer].
 type RescuerConfig struct {
-	Store *store.Store
-	DB    store.DB
+	// Rescue retries (or fails, when out of attempts) up to limit running jobs whose lease
+	// has expired, and says when the next lease expires. Rescuers on many clients may run
+	// it at once: each expired job must be rescued by exactly one of them. relay's client
+	// implements it on its jobs table with one SKIP LOCKED statement.
+	Rescue func(ctx context.Context, limit int) (Rescued, error)
 	// MaxWait is the longest the rescuer sleeps between passes. It usually wakes sooner:
 	// each pass learns when the next lease expires and sleeps until just after then.
 	MaxWait time.Duration
@@ -39,7 +41,7 @@ func (r *Rescuer) Run(ctx context.Context) error {
 	retry := backoff.Policy{Initial: 100 * time.Millisecond, Multiplier: 2, Max: r.cfg.MaxWait, Jitter: 0.2}.Series()
 	for {
 		wait := r.cfg.MaxWait
-		res, err := r.cfg.Store.Rescue(ctx, r.cfg.DB, rescueBatch)
+		res, err := r.cfg.Rescue(ctx, rescueBatch)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()

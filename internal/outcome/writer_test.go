@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/outcome"
 	"github.com/relayq/relay/internal/store"
 	"github.com/relayq/relay/relaytest"
@@ -25,7 +26,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // claimed enqueues n jobs on a new schema and claims them all, as a dispatcher would, so
 // that they are running and waiting for their outcomes.
-func claimed(t *testing.T, n int) (*relaytest.DB, *store.Store, []*store.Job) {
+func claimed(t *testing.T, n int) (*relaytest.DB, *store.Store, []*dispatcher.Job) {
 	t.Helper()
 	db := relaytest.NewDB(t)
 	s, err := store.For(db.Schema)
@@ -39,10 +40,9 @@ func claimed(t *testing.T, n int) (*relaytest.DB, *store.Store, []*store.Job) {
 	if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.Claim(context.Background(), db, store.ClaimParams{
-		Queue: relay.DefaultQueue, Kinds: []string{"job"}, Attempts: []int32{relay.DefaultMaxAttempts},
-		Limit: n, Client: writerClient, Lease: time.Minute,
-	})
+	c, err := s.Client(db, store.ClientInfo{
+		ID: writerClient, Lease: time.Minute, Kinds: []string{"job"}, Attempts: []int32{relay.DefaultMaxAttempts},
+	}).Claim(context.Background(), dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: n})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func claimed(t *testing.T, n int) (*relaytest.DB, *store.Store, []*store.Job) {
 const writerClient = "writer-test"
 
 // outcomeFor gives job i one of three outcomes: succeeded, failed, or retried later.
-func outcomeFor(i int, j *store.Job, now time.Time) store.Outcome {
+func outcomeFor(i int, j *dispatcher.Job, now time.Time) store.Outcome {
 	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now}
 	switch i % 3 {
 	case 0:

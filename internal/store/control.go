@@ -17,10 +17,21 @@ var ErrNoJob = errors.New("no such job")
 // now holds its unique key.
 var ErrUniqueKeyHeld = errors.New("another job holds its unique key")
 
+// jobParams are the parameters of cancel and retry.
+type jobParams struct {
+	ID      int64  `db:"id"`
+	Channel string `db:"channel"`
+}
+
+// idParams are the parameters of getJob.
+type idParams struct {
+	ID int64 `db:"id"`
+}
+
 // Cancel cancels job id unless it has finished (a failed job that blocks its ordered key
 // counts as unfinished) and returns its state before and whether it was blocking.
 func (s *Store) Cancel(ctx context.Context, db DB, id int64) (was string, blocking bool, err error) {
-	err = db.QueryRow(ctx, s.q.cancel, id, s.channel).Scan(&was, &blocking)
+	err = s.q.cancel.queryRow(ctx, db, jobParams{ID: id, Channel: s.channel}).Scan(&was, &blocking)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, ErrNoJob
 	}
@@ -29,7 +40,7 @@ func (s *Store) Cancel(ctx context.Context, db DB, id int64) (was string, blocki
 
 // Retry makes failed or cancelled job id pending again and returns its state before.
 func (s *Store) Retry(ctx context.Context, db DB, id int64) (was string, err error) {
-	err = db.QueryRow(ctx, s.q.retry, id, s.channel).Scan(&was)
+	err = s.q.retry.queryRow(ctx, db, jobParams{ID: id, Channel: s.channel}).Scan(&was)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNoJob
 	}
@@ -83,7 +94,7 @@ type Record struct {
 
 // GetJob reads job id.
 func (s *Store) GetJob(ctx context.Context, db DB, id int64) (*Record, error) {
-	r, err := scanRecord(db.QueryRow(ctx, s.q.getJob, id))
+	r, err := scanRecord(s.q.getJob.queryRow(ctx, db, idParams{ID: id}))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoJob
 	}

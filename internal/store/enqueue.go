@@ -32,20 +32,48 @@ type Inserted struct {
 // run all but always sees it.
 const uniqueRetries = 5
 
+// insertParams are the parameters of insert, and with a unique key's of insertUnique.
+type insertParams struct {
+	Kind        string             `db:"kind"`
+	Queue       string             `db:"queue"`
+	Args        pgtype.Text        `db:"args"` // see jsonParam
+	RunAt       pgtype.Timestamptz `db:"run_at"`
+	MaxAttempts pgtype.Int4        `db:"max_attempts"`
+	TimeoutMS   pgtype.Int4        `db:"timeout_ms"`
+	Priority    int16              `db:"priority"`
+	OrderKey    *string            `db:"order_key"`
+	Payload     []byte             `db:"payload"`
+	Channel     string             `db:"channel"`
+}
+
+type insertUniqueParams struct {
+	insertParams
+	UniqueKey string   `db:"unique_key"`
+	UniqueIn  []string `db:"unique_in"`
+}
+
+// uniqueKeyParams are the parameters of uniqueHolder.
+type uniqueKeyParams struct {
+	UniqueKey string `db:"unique_key"`
+}
+
 // Insert inserts one job and sends its wakeup, in one round trip on db (usually the
 // caller's transaction, so that both take effect at commit).
 func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
-	args := []any{j.Kind, j.Queue, jsonParam(j.Args), runAtParam(j), maxAttemptsParam(j), s.channel, timeoutParam(j), int16(j.Priority), j.OrderKey, j.Payload}
+	p := insertParams{
+		Kind: j.Kind, Queue: j.Queue, Args: jsonParam(j.Args), RunAt: runAtParam(j), MaxAttempts: maxAttemptsParam(j),
+		TimeoutMS: timeoutParam(j), Priority: int16(j.Priority), OrderKey: j.OrderKey, Payload: j.Payload, Channel: s.channel,
+	}
 	if j.UniqueKey == "" {
 		var id int64
-		if err := db.QueryRow(ctx, s.q.insert, args...).Scan(&id); err != nil {
+		if err := s.q.insert.queryRow(ctx, db, p).Scan(&id); err != nil {
 			return Inserted{}, insertError(err)
 		}
 		return Inserted{ID: id, Inserted: true}, nil
 	}
-	args = append(args[:9], j.UniqueKey, j.UniqueIn, j.Payload)
+	unique := insertUniqueParams{insertParams: p, UniqueKey: j.UniqueKey, UniqueIn: j.UniqueIn}
 	for range uniqueRetries {
-		rows, err := db.Query(ctx, s.q.insertUnique, args...)
+		rows, err := s.q.insertUnique.query(ctx, db, unique)
 		if err != nil {
 			return Inserted{}, insertError(err)
 		}
@@ -68,33 +96,52 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 	return Inserted{}, fmt.Errorf("insert job: unique key %q is held by a job this transaction cannot see; retry", j.UniqueKey)
 }
 
+// insertManyParams are the parameters of insertMany, aligned arrays with one element per
+// job, and with the unique keys' of insertManyUnique.
+type insertManyParams struct {
+	Kinds       []string             `db:"kinds"`
+	Queues      []string             `db:"queues"`
+	Args        []pgtype.Text        `db:"args"`
+	RunAts      []pgtype.Timestamptz `db:"run_ats"`
+	MaxAttempts []pgtype.Int4        `db:"max_attempts"`
+	TimeoutsMS  []pgtype.Int4        `db:"timeouts_ms"`
+	Priorities  []int16              `db:"priorities"`
+	OrderKeys   []*string            `db:"order_keys"`
+	Payloads    [][]byte             `db:"payloads"`
+	Channel     string               `db:"channel"`
+}
+
+type insertManyUniqueParams struct {
+	insertManyParams
+	UniqueKeys   []pgtype.Text `db:"unique_keys"`
+	UniqueStates []pgtype.Text `db:"unique_states"` // comma-separated
+}
+
 // InsertMany inserts jobs with one statement and sends one wakeup per queue. The results
 // are in the order of jobs.
 func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserted, error) {
 	n := len(jobs)
-	var (
-		kinds, queues, uniqueKeys, uniqueIn = make([]string, n), make([]string, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
-		args                                = make([]pgtype.Text, n)
-		runAts                              = make([]pgtype.Timestamptz, n)
-		maxAttempts, timeouts               = make([]pgtype.Int4, n), make([]pgtype.Int4, n)
-		priorities                          = make([]int16, n)
-		orderKeys                           = make([]*string, n)
-		payloads                            = make([][]byte, n)
-	)
-	unique := false
+	p := insertManyParams{
+		Kinds: make([]string, n), Queues: make([]string, n), Args: make([]pgtype.Text, n),
+		RunAts: make([]pgtype.Timestamptz, n), MaxAttempts: make([]pgtype.Int4, n), TimeoutsMS: make([]pgtype.Int4, n),
+		Priorities: make([]int16, n), OrderKeys: make([]*string, n), Payloads: make([][]byte, n), Channel: s.channel,
+	}
+	var uniqueKeys, uniqueStates []pgtype.Text
 	for i, j := range jobs {
-		kinds[i], queues[i], args[i], runAts[i] = j.Kind, j.Queue, jsonParam(j.Args), runAtParam(j)
-		maxAttempts[i], timeouts[i], priorities[i], orderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
-		payloads[i] = j.Payload
+		p.Kinds[i], p.Queues[i], p.Args[i], p.RunAts[i] = j.Kind, j.Queue, jsonParam(j.Args), runAtParam(j)
+		p.MaxAttempts[i], p.TimeoutsMS[i], p.Priorities[i], p.OrderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
+		p.Payloads[i] = j.Payload
 		if j.UniqueKey != "" {
-			unique = true
+			if uniqueKeys == nil {
+				uniqueKeys, uniqueStates = make([]pgtype.Text, n), make([]pgtype.Text, n)
+			}
 			uniqueKeys[i] = pgtype.Text{String: j.UniqueKey, Valid: true}
-			uniqueIn[i] = pgtype.Text{String: strings.Join(j.UniqueIn, ","), Valid: true}
+			uniqueStates[i] = pgtype.Text{String: strings.Join(j.UniqueIn, ","), Valid: true}
 		}
 	}
-	if !unique {
+	if uniqueKeys == nil {
 		// The common case, and a much cheaper statement: nothing to look up or skip.
-		rows, err := db.Query(ctx, s.q.insertMany, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts, priorities, orderKeys, payloads)
+		rows, err := s.q.insertMany.query(ctx, db, p)
 		if err != nil {
 			return nil, insertError(err)
 		}
@@ -111,8 +158,7 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 		}
 		return out, nil
 	}
-	rows, err := db.Query(ctx, s.q.insertManyUnique, kinds, queues, args, runAts, maxAttempts, s.channel, timeouts,
-		priorities, orderKeys, uniqueKeys, uniqueIn, payloads)
+	rows, err := s.q.insertManyUnique.query(ctx, db, insertManyUniqueParams{insertManyParams: p, UniqueKeys: uniqueKeys, UniqueStates: uniqueStates})
 	if err != nil {
 		return nil, insertError(err)
 	}
@@ -142,7 +188,7 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 		// The holder of this job's key committed after the statement's snapshot: a new
 		// statement sees it — unless it has finished meanwhile, and the key is free: then the
 		// job is inserted after all.
-		err := db.QueryRow(ctx, s.q.uniqueHolder, jobs[i].UniqueKey).Scan(&out[i].ID)
+		err := s.q.uniqueHolder.queryRow(ctx, db, uniqueKeyParams{UniqueKey: jobs[i].UniqueKey}).Scan(&out[i].ID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			out[i], err = s.Insert(ctx, db, jobs[i])
 		}

@@ -8,71 +8,70 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/relayq/relay/lease"
 )
 
-// Held is an attempt a client holds the lease of.
-type Held struct {
-	ID      int64
-	Attempt int
-}
-
-// ClientInfo is what a client's heartbeat row says about it.
-type ClientInfo struct {
-	ID     string
-	Lease  time.Duration // how long a lease lasts without renewal
-	Queues []string
-	Kinds  []string
-}
-
-// Renewal is the result of [Store.RenewLeases]: the attempts still held, and of those the
-// ones whose lease was extended. A held attempt that was not extended had its row locked
-// by a transaction; [Store.RenewLocked] waits for it.
-type Renewal struct {
-	Held, Renewed map[int64]bool
-}
-
-// RenewLeases records client's heartbeat and extends the leases of the attempts it
-// holds, in one statement.
-func (s *Store) RenewLeases(ctx context.Context, db DB, client ClientInfo, held []Held) (Renewal, error) {
-	rows, err := db.Query(ctx, s.q.renewLeases, renewArgs(client, held)...)
+// Renew records the client's heartbeat and extends by ttl the leases of the attempts it
+// holds, in one statement ([lease.Renewer]). A held attempt that was not extended had its
+// row locked by a transaction; [Client.RenewLocked] waits for it.
+func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration) (lease.Renewal, error) {
+	rows, err := c.s.q.renewLeases.query(ctx, c.db, renewParamsOf(c.info, held, ttl))
 	if err != nil {
-		return Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
+		return lease.Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
 	}
-	r := Renewal{Held: make(map[int64]bool, len(held)), Renewed: make(map[int64]bool, len(held))}
+	res := lease.Renewal{Held: make(map[int64]bool, len(held)), Renewed: make(map[int64]bool, len(held))}
 	var (
 		id      int64
 		renewed bool
 	)
 	_, err = pgx.ForEachRow(rows, []any{&id, &renewed}, func() error {
-		r.Held[id] = true
+		res.Held[id] = true
 		if renewed {
-			r.Renewed[id] = true
+			res.Renewed[id] = true
 		}
 		return nil
 	})
 	if err != nil {
-		return Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
+		return lease.Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
 	}
-	return r, nil
+	return res, nil
 }
 
-// renewArgs are the arguments of renewLeases.
-func renewArgs(client ClientInfo, held []Held) []any {
-	ids := make([]int64, len(held))
-	attempts := make([]int32, len(held))
+// renewParams are the parameters of renewLeases.
+type renewParams struct {
+	Client   string        `db:"client"`
+	IDs      []int64       `db:"ids"`
+	Attempts []int32       `db:"attempts"` // aligned with IDs
+	TTL      time.Duration `db:"ttl"`
+	Queues   []string      `db:"queues"`
+	Kinds    []string      `db:"kinds"`
+}
+
+func renewParamsOf(client ClientInfo, held []lease.Held, ttl time.Duration) renewParams {
+	p := renewParams{
+		Client: client.ID, IDs: make([]int64, len(held)), Attempts: make([]int32, len(held)), TTL: ttl,
+		Queues: client.Queues, Kinds: client.Kinds,
+	}
 	for i, h := range held {
-		ids[i], attempts[i] = h.ID, int32(h.Attempt)
+		p.IDs[i], p.Attempts[i] = h.ID, int32(h.Attempt)
 	}
-	return []any{client.ID, ids, client.Lease, attempts, client.Queues, client.Kinds}
+	return p
 }
 
-// RenewLocked extends the lease of attempt h of client on its own, waiting up to wait for
-// a transaction that holds the job's row. It reports whether the attempt still holds the
+type renewLockedParams struct {
+	heldParams
+	TTL time.Duration `db:"ttl"`
+}
+
+// RenewLocked extends by ttl the lease of attempt h on its own, waiting up to wait for a
+// transaction that holds the job's row. It reports whether the attempt still holds the
 // job; a wait that runs out is an error, and the lease is left as it was.
-func (s *Store) RenewLocked(ctx context.Context, db Beginner, client ClientInfo, h Held, wait time.Duration) (held bool, err error) {
-	err = WaitingAtMost(ctx, db, wait, func(tx pgx.Tx) error {
+func (c *Client) RenewLocked(ctx context.Context, h lease.Held, ttl, wait time.Duration) (held bool, err error) {
+	err = WaitingAtMost(ctx, c.db, wait, func(tx pgx.Tx) error {
 		var id int64
-		err := tx.QueryRow(ctx, s.q.renewLocked, h.ID, client.ID, h.Attempt, client.Lease).Scan(&id)
+		p := renewLockedParams{heldParams: heldParams{ID: h.ID, Client: c.info.ID, Attempt: h.Attempt}, TTL: ttl}
+		err := c.s.q.renewLocked.queryRow(ctx, tx, p).Scan(&id)
 		held = err == nil
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
@@ -108,38 +107,41 @@ type Beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
+// clientParams are the parameters of stopClient.
+type clientParams struct {
+	Client string `db:"client"`
+}
+
 // StopClient marks client as stopped in the clients table.
 func (s *Store) StopClient(ctx context.Context, db DB, client string) error {
-	if _, err := db.Exec(ctx, s.q.stopClient, client); err != nil {
+	if _, err := s.q.stopClient.exec(ctx, db, clientParams{Client: client}); err != nil {
 		return fmt.Errorf("mark client %s stopped: %w", client, err)
 	}
 	return nil
 }
 
-// Rescued is the result of one rescue pass.
-type Rescued struct {
-	IDs []int64 // the jobs rescued
-	// NextIn is how long until the next lease expires, on the database's clock; HasNext is
-	// false when no job is running.
-	NextIn  time.Duration
-	HasNext bool
+// rescueParams are the parameters of rescue.
+type rescueParams struct {
+	Limit   int    `db:"limit"`
+	Channel string `db:"channel"`
 }
 
 // Rescue retries (or fails, when out of attempts) up to limit running jobs whose lease has
-// expired, recording reason "lost lease". It is safe to run on many clients at once.
-func (s *Store) Rescue(ctx context.Context, db DB, limit int) (Rescued, error) {
-	rows, err := db.Query(ctx, s.q.rescue, planEachTime, limit, s.channel)
+// expired, of any client, recording reason "lost lease". It is safe to run on many clients
+// at once: it is what [lease.RescuerConfig].Rescue runs.
+func (c *Client) Rescue(ctx context.Context, limit int) (lease.Rescued, error) {
+	rows, err := c.s.q.rescue.query(ctx, c.db, rescueParams{Limit: limit, Channel: c.s.channel})
 	if err != nil {
-		return Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
+		return lease.Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
 	}
 	defer rows.Close()
 	var (
-		r          Rescued
+		r          lease.Rescued
 		id, nextIn pgtype.Int8
 	)
 	for rows.Next() {
 		if err := rows.Scan(&id, &nextIn); err != nil {
-			return Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
+			return lease.Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
 		}
 		if id.Valid {
 			r.IDs = append(r.IDs, id.Int64)
@@ -148,7 +150,7 @@ func (s *Store) Rescue(ctx context.Context, db DB, limit int) (Rescued, error) {
 		r.HasNext, r.NextIn = nextIn.Valid, time.Duration(nextIn.Int64)*time.Microsecond
 	}
 	if err := rows.Err(); err != nil {
-		return Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
+		return lease.Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
 	}
 	return r, nil
 }

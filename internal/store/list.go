@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,10 +18,19 @@ var listSQL string
 
 // listFragments holds the named fragments of list.sql, {schema} still in them, and the
 // part that listing and counting share, {queuesInState}, filled in.
+//
+// Every parameter a fragment names must be a field of listParams, and every field must be
+// used somewhere: checked when the package is loaded, since a listing is put together per
+// call from only the fragments it needs.
 var listFragments = func() map[string]string {
 	f := parseNamed(listSQL)
+	all := make([]string, 0, len(f))
 	for name, sql := range f {
 		f[name] = strings.ReplaceAll(sql, "{queuesInState}", f["queuesInState"])
+		all = append(all, f[name])
+	}
+	if _, err := prepare[listParams](strings.Join(all, "\n"), false); err != nil {
+		panic(fmt.Sprintf("store: list.sql: %v", err))
 	}
 	// A record's columns with its values (as GetJob reads it), or with NULL in their place.
 	f["columnsWithoutValues"] = strings.ReplaceAll(f["columns"], "{values}", f["noValues"])
@@ -47,7 +55,7 @@ type ListFilter struct {
 // ListJobs returns the jobs that f selects, newest first, in one statement.
 func (s *Store) ListJobs(ctx context.Context, db DB, f ListFilter) ([]*Record, error) {
 	sql, args := buildList(s.quoted(), f)
-	rows, err := db.Query(ctx, sql, append([]any{planEachTime}, args...)...)
+	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -104,11 +112,16 @@ func fragment(name string) string {
 	return f
 }
 
-// listParams are list.sql's bind parameters, with the type each is sent as, in the order
-// they are numbered.
-var listParams = []struct{ name, typ string }{
-	{"after", "bigint"}, {"limit", "integer"}, {"finished", "text[]"},
-	{"queue", "text"}, {"kind", "text"}, {"from", "timestamptz"}, {"to", "timestamptz"},
+// listParams are list.sql's bind parameters. A listing uses those of the parts and
+// filters it needs.
+type listParams struct {
+	After    int64     `db:"after"`
+	Limit    int       `db:"limit"`
+	Finished []string  `db:"finished"`
+	Queue    string    `db:"queue"`
+	Kind     string    `db:"kind"`
+	From     time.Time `db:"from"`
+	To       time.Time `db:"to"`
 }
 
 // buildList assembles the listing statement for f and its arguments. It asks for one job
@@ -171,21 +184,18 @@ func buildList(quotedSchema string, f ListFilter) (string, []any) {
 	if after <= 0 {
 		after = math.MaxInt64
 	}
-	values := map[string]any{
-		"after": after, "limit": f.Limit + 1, "finished": finished,
-		"queue": f.Queue, "kind": f.Kind, "from": f.From, "to": f.To,
+	st, err := prepare[listParams](sql, true)
+	if err != nil {
+		// list.sql is embedded, and its fragments are checked when it is read.
+		panic(fmt.Sprintf("store: a listing of list.sql: %v", err))
 	}
-	var args []any
-	for _, p := range listParams {
-		placeholder := "{" + p.name + "}"
-		if !strings.Contains(sql, placeholder) {
-			continue
-		}
-		args = append(args, values[p.name])
-		sql = strings.ReplaceAll(sql, placeholder, "$"+strconv.Itoa(len(args))+"::"+p.typ)
-	}
+	st.each = true // a listing's best plan depends on its filters' values
+	args := st.args(listParams{
+		After: after, Limit: f.Limit + 1, Finished: finished,
+		Queue: f.Queue, Kind: f.Kind, From: f.From, To: f.To,
+	})
 	// Last, so that a schema name that looks like a placeholder stays what it is.
-	return strings.ReplaceAll(sql, "{schema}", quotedSchema), args
+	return strings.ReplaceAll(st.sql, "{schema}", quotedSchema), args
 }
 
 // scanRecord reads one row of list.sql's {columns}.

@@ -3,9 +3,9 @@
 --
 -- list.go assembles each listing from the fragments below, keeping only the parts and the
 -- filters a call asks for, so that every statement the server sees has one plan shape.
--- {schema} is the quoted schema name; {columns} the columns of a record; {after}, {limit},
--- {queue}, {kind}, {from}, {to} and {finished} become bind parameters ($n with a cast);
--- {filters} becomes the filter fragments a call uses, {parts} the parts it needs.
+-- {schema} is the quoted schema name; {columns} the columns of a record; {filters} becomes
+-- the filter fragments a call uses, {parts} the parts it needs. @after, @limit, @queue,
+-- @kind, @from, @to and @finished are the bind parameters, the fields of listParams.
 --
 -- The indexes behind them (see schema.sql): unfinished jobs are few and have their own
 -- small partial indexes (pending: jobs_claim_idx, running: jobs_lease_idx); finished jobs
@@ -33,19 +33,19 @@ NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bytea
 -- Jobs in any state: newest first along the primary key, the filters checked on each row.
 SELECT {columns}
 FROM {schema}.jobs
-WHERE id < {after} {filters}
+WHERE id < @after::bigint {filters}
 ORDER BY id DESC
-LIMIT {limit};
+LIMIT @limit::integer;
 
 -- name: listByState
--- Jobs in the states asked for: the newest {limit} of each part, then the newest {limit}
+-- Jobs in the states asked for: the newest @limit of each part, then the newest @limit
 -- of them all, read by primary key. One statement, so one snapshot: a job that changes
 -- state meanwhile is seen once, in one state.
 SELECT {columns}
 FROM (
     SELECT id FROM ({parts}) part
     ORDER BY id DESC
-    LIMIT {limit}
+    LIMIT @limit::integer
 ) page
 JOIN {schema}.jobs USING (id)
 ORDER BY id DESC;
@@ -57,35 +57,35 @@ ORDER BY id DESC;
 -- instead, filtering rows as it goes: quick while pending jobs are the newest of the
 -- table, but a walk through every job finished since, when they are not.
 (SELECT id FROM {schema}.jobs
- WHERE state = 'pending' AND run_at <= now() AND id < {after} {filters}
+ WHERE state = 'pending' AND run_at <= now() AND id < @after::bigint {filters}
  ORDER BY id + 0 DESC
- LIMIT {limit})
+ LIMIT @limit::integer)
 
 -- name: partScheduled
 (SELECT id FROM {schema}.jobs
- WHERE state = 'pending' AND run_at > now() AND id < {after} {filters}
+ WHERE state = 'pending' AND run_at > now() AND id < @after::bigint {filters}
  ORDER BY id + 0 DESC
- LIMIT {limit})
+ LIMIT @limit::integer)
 
 -- name: partRunning
 -- Running jobs: the lease index holds them, a few per worker.
 (SELECT id FROM {schema}.jobs
- WHERE state = 'running' AND id < {after} {filters}
+ WHERE state = 'running' AND id < @after::bigint {filters}
  ORDER BY id + 0 DESC
- LIMIT {limit})
+ LIMIT @limit::integer)
 
 -- name: partFinishedInQueue
--- Finished jobs of one queue in the states {finished}: one backward range scan of
--- jobs_finished_idx per state, which stops after {limit} entries that pass the filters.
+-- Finished jobs of one queue in the states @finished: one backward range scan of
+-- jobs_finished_idx per state, which stops after @limit entries that pass the filters.
 -- (The literal state list lets the planner prove that the partial index applies.)
 (SELECT f.id
- FROM unnest({finished}) s(state)
+ FROM unnest(@finished::text[]) s(state)
  CROSS JOIN LATERAL (
      SELECT id FROM {schema}.jobs
      WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-       AND queue = {queue} AND id < {after} {filters}
+       AND queue = @queue::text AND id < @after::bigint {filters}
      ORDER BY id DESC
-     LIMIT {limit}
+     LIMIT @limit::integer
  ) f)
 
 -- name: queuesInState
@@ -108,20 +108,20 @@ queues AS (
 )
 
 -- name: partFinished
--- Finished jobs of every queue in the states {finished}. For each state, a loose scan
+-- Finished jobs of every queue in the states @finished. For each state, a loose scan
 -- finds the queues that hold jobs in it (one index probe per queue) and one more probe per
--- queue finds its newest job that passes the filters, its head. The newest {limit} jobs
--- of all queues are no older than the {limit}-th newest head (those heads are {limit} such
+-- queue finds its newest job that passes the filters, its head. The newest @limit jobs
+-- of all queues are no older than the @limit-th newest head (those heads are @limit such
 -- jobs), so only the queues whose head is that new are read further, and only down to it:
--- at most {limit} queues, each at most {limit} entries, however many queues and jobs there are.
+-- at most @limit queues, each at most @limit entries, however many queues and jobs there are.
 (SELECT f.id
- FROM unnest({finished}) s(state)
+ FROM unnest(@finished::text[]) s(state)
  CROSS JOIN LATERAL (
      WITH RECURSIVE {queuesInState}, heads AS MATERIALIZED (
          SELECT q.queue, (
              SELECT id FROM {schema}.jobs
              WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-               AND queue = q.queue AND id < {after} {filters}
+               AND queue = q.queue AND id < @after::bigint {filters}
              ORDER BY id DESC
              LIMIT 1
          ) AS head
@@ -132,7 +132,7 @@ queues AS (
              SELECT head FROM heads
              WHERE head IS NOT NULL
              ORDER BY head DESC
-             OFFSET {limit} - 1
+             OFFSET @limit::integer - 1
              LIMIT 1
          ), 0) AS id
      )
@@ -143,22 +143,22 @@ queues AS (
          WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
            AND queue = h.queue AND id <= h.head AND id >= (SELECT id FROM oldest) {filters}
          ORDER BY id DESC
-         LIMIT {limit}
+         LIMIT @limit::integer
      ) newest
      WHERE h.head >= (SELECT id FROM oldest)
  ) f)
 
 -- name: filterQueue
-AND queue = {queue}
+AND queue = @queue::text
 
 -- name: filterKind
-AND kind = {kind}
+AND kind = @kind::text
 
 -- name: filterFrom
-AND created_at >= {from}
+AND created_at >= @from::timestamptz
 
 -- name: filterTo
-AND created_at < {to}
+AND created_at < @to::timestamptz
 
 -- name: countJobs
 -- How many jobs each queue holds in each state, exactly. Pending jobs are split into due

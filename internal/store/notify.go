@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/relayq/relay/dispatcher"
 )
 
 // Wakeup is a parsed wakeup notification: a job of Queue due at RunAt became pending (or
@@ -14,7 +16,7 @@ type Wakeup struct {
 	In    time.Duration
 	// At is a safe place to resume a claim scan: the job's priority and run_at, rounded
 	// down to the microsecond.
-	At Cursor
+	At dispatcher.Cursor
 }
 
 // ParseWakeup decodes a payload made by the schema's wakeup_payload function:
@@ -38,7 +40,7 @@ func ParseWakeup(payload string) (Wakeup, bool) {
 	}
 	return Wakeup{
 		Queue: queue, In: time.Duration(inMicros) * time.Microsecond,
-		At: Cursor{Priority: int(priority), RunAt: time.UnixMicro(atMicros)},
+		At: dispatcher.Cursor{Priority: int(priority), RunAt: time.UnixMicro(atMicros)},
 	}, true
 }
 

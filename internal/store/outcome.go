@@ -47,7 +47,7 @@ type Outcome struct {
 // [Store.CompleteTx]) is left out.
 func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome, withSuccesses bool) (map[int64]bool, error) {
 	n := len(outcomes)
-	rows, err := db.Query(ctx, s.q.writeOutcomes, s.outcomeArgs(client, outcomes, withSuccesses)...)
+	rows, err := s.q.writeOutcomes.query(ctx, db, s.outcomeParams(client, outcomes, withSuccesses))
 	if err != nil {
 		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
 	}
@@ -62,32 +62,44 @@ func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcome
 	return written, nil
 }
 
-// outcomeArgs are the arguments of writeOutcomes: the outcomes as aligned arrays.
-func (s *Store) outcomeArgs(client string, outcomes []Outcome, withSuccesses bool) []any {
+// outcomeParams are the parameters of writeOutcomes: the outcomes as aligned arrays, one
+// element per outcome.
+type outcomeParams struct {
+	IDs           []int64              `db:"ids"`
+	Attempts      []int32              `db:"attempts"`
+	States        []string             `db:"states"`
+	EndedAts      []time.Time          `db:"ended_ats"`
+	RunAts        []pgtype.Timestamptz `db:"run_ats"`
+	Reasons       []pgtype.Text        `db:"reasons"`
+	Errors        []pgtype.Text        `db:"errors"`
+	Stacks        []pgtype.Text        `db:"stacks"`
+	Outputs       []pgtype.Text        `db:"outputs"` // see jsonParam; nil when no outcome has one
+	Client        string               `db:"client"`
+	Channel       string               `db:"channel"`
+	WithSuccesses bool                 `db:"with_successes"`
+}
+
+func (s *Store) outcomeParams(client string, outcomes []Outcome, withSuccesses bool) outcomeParams {
 	n := len(outcomes)
-	ids := make([]int64, n)
-	attempts := make([]int32, n)
-	states := make([]string, n)
-	endedAts := make([]time.Time, n)
-	runAts := make([]pgtype.Timestamptz, n)
-	reasons := make([]pgtype.Text, n)
-	errs := make([]pgtype.Text, n)
-	stacks := make([]pgtype.Text, n)
-	var outputs []pgtype.Text // see jsonParam
+	p := outcomeParams{
+		IDs: make([]int64, n), Attempts: make([]int32, n), States: make([]string, n), EndedAts: make([]time.Time, n),
+		RunAts: make([]pgtype.Timestamptz, n), Reasons: make([]pgtype.Text, n), Errors: make([]pgtype.Text, n),
+		Stacks: make([]pgtype.Text, n), Client: client, Channel: s.channel, WithSuccesses: withSuccesses,
+	}
 	for i, o := range outcomes {
-		ids[i], attempts[i], states[i], endedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
-		runAts[i] = pgtype.Timestamptz{Time: o.RunAt, Valid: !o.RunAt.IsZero()}
-		reasons[i] = nullText(o.Reason)
-		errs[i] = nullText(o.Error)
-		stacks[i] = nullText(o.Stack)
+		p.IDs[i], p.Attempts[i], p.States[i], p.EndedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
+		p.RunAts[i] = pgtype.Timestamptz{Time: o.RunAt, Valid: !o.RunAt.IsZero()}
+		p.Reasons[i] = nullText(o.Reason)
+		p.Errors[i] = nullText(o.Error)
+		p.Stacks[i] = nullText(o.Stack)
 		if o.Output != nil {
-			if outputs == nil {
-				outputs = make([]pgtype.Text, n)
+			if p.Outputs == nil {
+				p.Outputs = make([]pgtype.Text, n)
 			}
-			outputs[i] = jsonParam(o.Output)
+			p.Outputs[i] = jsonParam(o.Output)
 		}
 	}
-	return []any{ids, attempts, states, endedAts, runAts, reasons, errs, stacks, client, s.channel, outputs, withSuccesses}
+	return p
 }
 
 // ErrNotHeld is returned by [Store.CompleteTx] and [Store.Checkpoint] when the attempt no
@@ -102,23 +114,52 @@ type Holder struct {
 	Lease   time.Duration // the client's lease TTL
 }
 
+// heldParams name an attempt of a job by one client: the parameters of endedBy, and part
+// of those of every statement that acts only while that attempt holds the job.
+type heldParams struct {
+	ID      int64  `db:"id"`
+	Client  string `db:"client"`
+	Attempt int    `db:"attempt"`
+}
+
+func (a Holder) params() heldParams {
+	return heldParams{ID: a.ID, Client: a.Client, Attempt: a.Attempt}
+}
+
+type completeTxParams struct {
+	heldParams
+	Output  pgtype.Text `db:"output"`
+	Channel string      `db:"channel"`
+}
+
+type setOutputParams struct {
+	heldParams
+	Output pgtype.Text `db:"output"`
+}
+
+type checkpointParams struct {
+	heldParams
+	Checkpoint pgtype.Text   `db:"checkpoint"`
+	Lease      time.Duration `db:"lease"`
+}
+
 // CompleteTx marks the job of holder a succeeded, with output if not nil, on db (the
 // caller's transaction): it takes effect when that commits.
 func (s *Store) CompleteTx(ctx context.Context, db DB, a Holder, output []byte) error {
-	return s.ifHeld(ctx, db, s.q.completeTx, a, jsonParam(output), s.channel)
+	return ifHeld(s.q.completeTx.queryRow(ctx, db, completeTxParams{heldParams: a.params(), Output: jsonParam(output), Channel: s.channel}))
 }
 
 // SetOutput stores output on the job of holder a once that attempt has succeeded: for an
 // output recorded after CompleteTx.
 func (s *Store) SetOutput(ctx context.Context, db DB, a Holder, output []byte) error {
-	return s.ifHeld(ctx, db, s.q.setOutput, a, jsonParam(output))
+	return ifHeld(s.q.setOutput.queryRow(ctx, db, setOutputParams{heldParams: a.params(), Output: jsonParam(output)}))
 }
 
 // EndedBy returns the state of the job of holder a if that attempt was its last (so the
 // state is that attempt's doing, or a cancel's), and "" otherwise.
 func (s *Store) EndedBy(ctx context.Context, db DB, a Holder) (string, error) {
 	var state string
-	err := db.QueryRow(ctx, s.q.endedBy, a.ID, a.Client, a.Attempt).Scan(&state)
+	err := s.q.endedBy.queryRow(ctx, db, a.params()).Scan(&state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil
 	}
@@ -127,12 +168,13 @@ func (s *Store) EndedBy(ctx context.Context, db DB, a Holder) (string, error) {
 
 // Checkpoint saves the progress of the job of holder a.
 func (s *Store) Checkpoint(ctx context.Context, db DB, a Holder, state []byte) error {
-	return s.ifHeld(ctx, db, s.q.checkpoint, a, jsonParam(state), a.Lease)
+	return ifHeld(s.q.checkpoint.queryRow(ctx, db, checkpointParams{heldParams: a.params(), Checkpoint: jsonParam(state), Lease: a.Lease}))
 }
 
-func (s *Store) ifHeld(ctx context.Context, db DB, query string, a Holder, args ...any) error {
+// ifHeld reads the row of a statement that acts only while an attempt holds its job.
+func ifHeld(row pgx.Row) error {
 	var id int64
-	err := db.QueryRow(ctx, query, append([]any{a.ID, a.Client, a.Attempt}, args...)...).Scan(&id)
+	err := row.Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotHeld
 	}

@@ -11,7 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/lease"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -44,10 +46,10 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	const client = "plans-test"
-	c, err := s.Claim(ctx, db, store.ClaimParams{
-		Queue: relay.DefaultQueue, Kinds: []string{"job"}, Attempts: []int32{1},
-		Limit: batch, Client: client, Lease: time.Minute,
-	})
+	info := store.ClientInfo{
+		ID: client, Lease: time.Minute, Queues: []string{relay.DefaultQueue}, Kinds: []string{"job"}, Attempts: []int32{1},
+	}
+	c, err := s.Client(db, info).Claim(ctx, dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: batch})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,15 +57,13 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 		t.Fatalf("claimed %d jobs, want %d", len(c.Jobs), batch)
 	}
 	outcomes := make([]store.Outcome, len(c.Jobs))
-	held := make([]store.Held, len(c.Jobs))
+	held := make([]lease.Held, len(c.Jobs))
 	for i, j := range c.Jobs {
 		outcomes[i] = store.Outcome{ID: j.ID, Attempt: j.Attempt, State: "succeeded", EndedAt: time.Now()}
-		held[i] = store.Held{ID: j.ID, Attempt: j.Attempt}
+		held[i] = lease.Held{ID: j.ID, Attempt: j.Attempt}
 	}
 	outcomeSQL, outcomeArgs := s.WriteOutcomesStatement(client, outcomes)
-	renewSQL, renewArgs := s.RenewLeasesStatement(store.ClientInfo{
-		ID: client, Lease: time.Minute, Queues: []string{relay.DefaultQueue}, Kinds: []string{"job"},
-	}, held)
+	renewSQL, renewArgs := s.RenewLeasesStatement(info, held, time.Minute)
 
 	for _, st := range []struct {
 		name string

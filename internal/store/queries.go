@@ -13,17 +13,37 @@ import (
 //go:embed queries.sql
 var queriesSQL string
 
-// queries holds the statements of queries.sql with the schema filled in.
+// queries holds the statements of queries.sql with the schema filled in, each with the
+// struct of its parameters (see params.go).
 type queries struct {
-	insert, insertUnique, insertMany, insertManyUnique, uniqueHolder  string
-	claim, lockQueue, claimGated, writeOutcomes                       string
-	renewLeases, renewLocked, stopClient, rescue                      string
-	cancel, retry, getJob, completeTx, checkpoint, setOutput, endedBy string
-	setQueue, pauseQueue, getQueue, pendingQueues                     string
+	insert           statement[insertParams]
+	insertUnique     statement[insertUniqueParams]
+	insertMany       statement[insertManyParams]
+	insertManyUnique statement[insertManyUniqueParams]
+	uniqueHolder     statement[uniqueKeyParams]
+	claim            statement[claimFromParams]
+	lockQueue        statement[lockParams]
+	claimGated       statement[claimParams]
+	writeOutcomes    statement[outcomeParams]
+	renewLeases      statement[renewParams]
+	renewLocked      statement[renewLockedParams]
+	stopClient       statement[clientParams]
+	rescue           statement[rescueParams]
+	cancel           statement[jobParams]
+	retry            statement[jobParams]
+	getJob           statement[idParams]
+	completeTx       statement[completeTxParams]
+	checkpoint       statement[checkpointParams]
+	setOutput        statement[setOutputParams]
+	endedBy          statement[heldParams]
+	setQueue         statement[setQueueParams]
+	pauseQueue       statement[pauseQueueParams]
+	getQueue         statement[queueParams]
+	pendingQueues    statement[patternsParams]
 }
 
 func buildQueries(quotedSchema string) queries {
-	named := parseNamed(strings.ReplaceAll(queriesSQL, "{schema}", quotedSchema))
+	named := parseNamed(queriesSQL)
 	section := func(name string) string {
 		q, ok := named[name]
 		if !ok {
@@ -39,38 +59,40 @@ func buildQueries(quotedSchema string) queries {
 		pairs = append(pairs, "{"+name+"}", section(name))
 	}
 	fill := strings.NewReplacer(pairs...)
-	get := func(name string) string { return fill.Replace(section(name)) }
-	q := queries{
-		insert:           get("insert"),
-		insertUnique:     get("insertUnique"),
-		insertManyUnique: get("insertManyUnique"),
-		uniqueHolder:     get("uniqueHolder"),
-		lockQueue:        get("lockQueue"),
-		claimGated:       get("claimGated"),
-		setQueue:         get("setQueue"),
-		pauseQueue:       get("pauseQueue"),
-		getQueue:         get("getQueue"),
-		pendingQueues:    get("pendingQueues"),
-		insertMany:       get("insertMany"),
-		claim:            get("claim"),
-		writeOutcomes:    get("writeOutcomes"),
-		renewLeases:      get("renewLeases"),
-		renewLocked:      get("renewLocked"),
-		stopClient:       get("stopClient"),
-		rescue:           get("rescue"),
-		cancel:           get("cancel"),
-		retry:            get("retry"),
-		// a record's columns are list.sql's, so GetJob and ListJobs read the same record
-		getJob:     strings.ReplaceAll("SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = $1", "{schema}", quotedSchema),
-		completeTx: get("completeTx"),
-		setOutput:  get("setOutput"),
-		endedBy:    get("endedBy"),
-		checkpoint: get("checkpoint"),
+	// The schema goes in last, once the parameters are numbered: whatever its name holds
+	// stays a quoted name.
+	schema := strings.NewReplacer("{schema}", quotedSchema)
+	var q queries
+	// Each statement's parameters are bound to its struct here: a mismatch is a bug caught
+	// by every test that touches the store.
+	bind := func(name, sql string, st binder) {
+		if err := st.bind(sql, schema); err != nil {
+			panic(fmt.Sprintf("store: query %s: %v", name, err))
+		}
 	}
+	for _, b := range []struct {
+		name string
+		st   binder
+	}{
+		{"insert", &q.insert}, {"insertUnique", &q.insertUnique}, {"insertMany", &q.insertMany},
+		{"insertManyUnique", &q.insertManyUnique}, {"uniqueHolder", &q.uniqueHolder},
+		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
+		{"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
+		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
+		{"completeTx", &q.completeTx}, {"checkpoint", &q.checkpoint}, {"setOutput", &q.setOutput},
+		{"endedBy", &q.endedBy}, {"setQueue", &q.setQueue}, {"pauseQueue", &q.pauseQueue},
+		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues},
+	} {
+		bind(b.name, fill.Replace(section(b.name)), b.st)
+	}
+	// a record's columns are list.sql's, so GetJob and ListJobs read the same record
+	bind("getJob", "SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = @id", &q.getJob)
+	// The rescue's best plan depends on how many jobs are running.
+	q.rescue.each = true
 	// A field left out above would be an empty statement, found only when first run.
 	v := reflect.ValueOf(q)
 	for i := range v.NumField() {
-		if v.Field(i).String() == "" {
+		if v.Field(i).FieldByName("sql").String() == "" {
 			panic(fmt.Sprintf("store: query %s is not built", v.Type().Field(i).Name))
 		}
 	}

@@ -1,49 +1,49 @@
 -- The SQL of relay's hot paths, one statement per round trip. {schema} is replaced with
--- the quoted schema name when a Store is made; everything else is a bind parameter.
+-- the quoted schema name when a Store is made; everything else is a bind parameter, named
+-- (@kind) after the field of the statement's parameter struct that passes it (params.go).
 --
 -- Every statement that makes a job pending sends a wakeup in the same transaction, built
 -- by the wakeup_payload function of the schema (see notify.go for its format).
 
 -- name: insert
--- Inserts one job ($1 kind, $2 queue, $3 args, $4 run_at or NULL for now, $5 max_attempts,
--- $7 timeout_ms, $8 priority, $9 order key, $10 raw payload or NULL) and wakes its queue ($6 is the channel). In an
--- ordered queue a job without a key joins the queue-wide sequence ''; a key given for a
--- queue that is not ordered is refused.
+-- Inserts one job (@run_at NULL for now; @payload the raw args, or NULL) and wakes its
+-- queue on @channel. In an ordered queue a job without a key joins the queue-wide sequence
+-- ''; a key given for a queue that is not ordered is refused.
 WITH job AS (
     INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload)
-    SELECT $1, $2, $3, coalesce($4, now()), $5, $7, $8,
-        CASE WHEN q.ordered THEN coalesce($9, '') WHEN $9 IS NOT NULL THEN {schema}.not_ordered($2) END,
-        $10
-    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $2
+    SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
+        CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
+        @payload
+    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     RETURNING id, queue, run_at, priority
 ), notified AS (
-    SELECT pg_notify($6, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
 )
 SELECT id FROM job
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: insertUnique
--- insert, for a job with a unique key ($10): when a job with the key is in one of the
--- states $11 (pending and running, and any finished states the producer named), nothing
--- is inserted and that job's id is returned with inserted = false. The unique index on
--- unfinished jobs settles races between enqueues; no row at all means the job holding the
--- key committed after this statement's snapshot was taken: run it again.
+-- insert, for a job with a unique key (@unique_key): when a job with the key is in one of
+-- the states @unique_in (pending and running, and any finished states the producer named),
+-- nothing is inserted and that job's id is returned with inserted = false. The unique index
+-- on unfinished jobs settles races between enqueues; no row at all means the job holding
+-- the key committed after this statement's snapshot was taken: run it again.
 WITH held AS (
     SELECT id FROM {schema}.jobs
-    WHERE unique_key = $10 AND state = ANY ($11::text[])
+    WHERE unique_key = @unique_key AND state = ANY (@unique_in::text[])
     ORDER BY state IN ('pending', 'running') DESC, id DESC
     LIMIT 1
 ), job AS (
     INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key)
-    SELECT $1, $2, $3, coalesce($4, now()), $5, $7, $8,
-        CASE WHEN q.ordered THEN coalesce($9, '') WHEN $9 IS NOT NULL THEN {schema}.not_ordered($2) END,
-        $12, $10
-    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $2
+    SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
+        CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
+        @payload, @unique_key
+    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     WHERE NOT EXISTS (SELECT FROM held)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
     RETURNING id, queue, run_at, priority
 ), notified AS (
-    SELECT pg_notify($6, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
 )
 SELECT id, true FROM job
 WHERE (SELECT count(*) FROM notified) >= 0
@@ -52,24 +52,24 @@ SELECT id, false FROM held
 UNION ALL
 SELECT id, false FROM {schema}.jobs
 WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
-  AND unique_key = $10 AND state IN ('pending', 'running');
+  AND unique_key = @unique_key AND state IN ('pending', 'running');
 
 -- name: insertMany
--- insert for many jobs without unique keys, aligned arrays in $1..$5, $7..$10, with one
--- wakeup per queue. The ids come back in the order of the arrays.
+-- insert for many jobs without unique keys, given as aligned arrays (@kinds, @queues, …),
+-- with one wakeup per queue. The ids come back in the order of the arrays.
 WITH job AS (
     INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload)
     SELECT n.kind, n.queue, n.args, coalesce(n.run_at, now()), n.max_attempts, n.timeout_ms, n.priority,
         CASE WHEN q.ordered THEN coalesce(n.order_key, '') WHEN n.order_key IS NOT NULL THEN {schema}.not_ordered(n.queue) END,
         n.payload
-    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[],
-                $8::smallint[], $9::text[], $10::bytea[]) WITH ORDINALITY
+    FROM unnest(@kinds::text[], @queues::text[], @args::jsonb[], @run_ats::timestamptz[], @max_attempts::integer[], @timeouts_ms::integer[],
+                @priorities::smallint[], @order_keys::text[], @payloads::bytea[]) WITH ORDINALITY
         AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, ord)
     LEFT JOIN {schema}.queues q ON q.name = n.queue
     ORDER BY n.ord
     RETURNING id, queue, run_at, priority
 ), notified AS (
-    SELECT pg_notify($6, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM job
     GROUP BY queue
 )
@@ -78,7 +78,7 @@ WHERE (SELECT count(*) FROM notified) >= 0
 ORDER BY id;
 
 -- name: insertManyUnique
--- insertMany for a batch with unique jobs, aligned arrays in $1..$5, $7..$11 ($11: each unique job's states,
+-- insertMany for a batch with unique jobs (@unique_states: each unique job's states,
 -- comma-separated), with one wakeup per queue. A unique job whose key is held (see
 -- insertUnique) is not inserted; every job's id comes back with its position in the
 -- arrays and whether it was inserted. Of jobs sharing a free key within the batch, the
@@ -91,8 +91,8 @@ WITH new AS (
            AND h.state = ANY (string_to_array(n.unique_states, ','))
          ORDER BY h.state IN ('pending', 'running') DESC, h.id DESC
          LIMIT 1) AS held
-    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::integer[], $7::integer[],
-                $8::smallint[], $9::text[], $10::text[], $11::text[], $12::bytea[]) WITH ORDINALITY
+    FROM unnest(@kinds::text[], @queues::text[], @args::jsonb[], @run_ats::timestamptz[], @max_attempts::integer[], @timeouts_ms::integer[],
+                @priorities::smallint[], @order_keys::text[], @unique_keys::text[], @unique_states::text[], @payloads::bytea[]) WITH ORDINALITY
         AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key, unique_states, payload, ord)
     LEFT JOIN {schema}.queues q ON q.name = n.queue
 ), job AS (
@@ -106,7 +106,7 @@ WITH new AS (
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
     RETURNING id, queue, run_at, priority, unique_key
 ), notified AS (
-    SELECT pg_notify($6, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM job
     GROUP BY queue
 ), keyless AS (
@@ -142,16 +142,16 @@ coalesce((SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.
 
 -- name: claimed
 -- The end of both claims (claim, claimGated), once each has picked its due jobs: leases
--- them to client $4 for $5, fills in max_attempts from the kinds' defaults ($6, aligned
--- with $2), and returns them, then the trailing row (id NULL) with the delay until the
--- queue's next scheduled job and the queue's settings. clock_timestamp(), not now(): a
--- gated claim's transaction began before its wait for the queue's lock, and the lease
--- must not be shortened by that wait.
+-- them to client @client for @lease, fills in max_attempts from the kinds' defaults
+-- (@attempts, aligned with @kinds), and returns them, then the trailing row (id NULL) with
+-- the delay until the queue's next scheduled job and the queue's settings.
+-- clock_timestamp(), not now(): a gated claim's transaction began before its wait for the
+-- queue's lock, and the lease must not be shortened by that wait.
 claimed AS (
     UPDATE {schema}.jobs j
-    SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = $4,
-        lease_expires_at = clock_timestamp() + $5::interval,
-        max_attempts = coalesce(j.max_attempts, ($6::integer[])[array_position($2::text[], j.kind)])
+    SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = @client,
+        lease_expires_at = clock_timestamp() + @lease::interval,
+        max_attempts = coalesce(j.max_attempts, (@attempts::integer[])[array_position(@kinds::text[], j.kind)])
     FROM due
     WHERE j.id = due.id
     RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
@@ -163,24 +163,25 @@ FROM claimed
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-    CASE WHEN (SELECT count(*) FROM claimed) < $3 THEN (
+    CASE WHEN (SELECT count(*) FROM claimed) < @limit THEN (
         SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
         FROM {schema}.jobs
-        WHERE queue = $1 AND state = 'pending' AND run_at > now() AND kind = ANY($2::text[])
+        WHERE queue = @queue AND state = 'pending' AND run_at > now() AND kind = ANY(@kinds::text[])
     ) END,
     s.ordered, s.global_limit IS NOT NULL, s.paused
 FROM settings s;
 
 -- name: claim
--- Claims up to $3 due jobs of plain queue $1 whose kind is in $2, most urgent first, and
--- leases them to client $4 for $5. A job enqueued without max_attempts takes its kind's
--- default from $6 (aligned with $2). The scan starts at the cursor ($7 = -priority, $8
--- run_at, $9 id): the index entries of jobs already claimed stay in the index until
--- VACUUM, and skipping thousands of them on every claim would cost more than the claim
--- itself. The last row (id NULL) carries the delay until the queue's next scheduled job
--- when fewer than $3 were due, so the dispatcher can arm its timer without another round
--- trip, and the queue's settings: a queue that is ordered, limited or paused is claimed
--- from only by claimGated, so that a dispatcher whose settings are stale claims nothing.
+-- Claims up to @limit due jobs of plain queue @queue whose kind is in @kinds, most urgent
+-- first, and leases them to client @client for @lease. A job enqueued without max_attempts
+-- takes its kind's default from @attempts (aligned with @kinds). The scan starts at the
+-- cursor (@from_rank = -priority, @from_run_at, @from_id): the index entries of jobs
+-- already claimed stay in the index until VACUUM, and skipping thousands of them on every
+-- claim would cost more than the claim itself. The last row (id NULL) carries the delay
+-- until the queue's next scheduled job when fewer than @limit were due, so the dispatcher
+-- can arm its timer without another round trip, and the queue's settings: a queue that is
+-- ordered, limited or paused is claimed from only by claimGated, so that a dispatcher whose
+-- settings are stale claims nothing.
 --
 -- The claim commits asynchronously (synchronous_commit off for this statement's own
 -- transaction), saving a WAL flush on the pickup path. That is safe: a claim lost in a
@@ -191,21 +192,21 @@ WITH async AS (
 ), settings AS (
     SELECT coalesce(bool_or(ordered), false) AS ordered, min(global_limit) AS global_limit,
            coalesce(bool_or(paused_at IS NOT NULL), false) AS paused
-    FROM {schema}.queues WHERE name = $1
+    FROM {schema}.queues WHERE name = @queue
 ), due AS (
     SELECT id FROM {schema}.jobs
-    WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
-      AND ((-priority), run_at, id) >= ($7::smallint, $8::timestamptz, $9::bigint)
+    WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY(@kinds::text[])
+      AND ((-priority), run_at, id) >= (@from_rank::smallint, @from_run_at::timestamptz, @from_id::bigint)
       AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
     ORDER BY (-priority), run_at, id
-    LIMIT $3
+    LIMIT @limit
     FOR UPDATE SKIP LOCKED
 ), {claimed}
 
 -- name: lockQueue
 -- Serialises the claims of one gated queue across all clients until the end of the
 -- transaction, so that the next statement's snapshot sees every claim made before it.
-SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext($1));
+SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext(@lock_key));
 
 -- name: claimGated
 -- claim, without a cursor, for a queue that is ordered or has a cluster-wide limit. It runs
@@ -221,7 +222,7 @@ WITH RECURSIVE async AS (
     SELECT coalesce(bool_or(ordered), false) AS ordered, min(global_limit) AS global_limit,
            coalesce(bool_or(paused_at IS NOT NULL), false) AS paused,
            coalesce(bool_or(updated_at > now() - interval '10 minutes'), false) AS changed
-    FROM {schema}.queues WHERE name = $1
+    FROM {schema}.queues WHERE name = @queue
 ), strays AS (
     -- A job whose enqueue transaction was open while the queue became ordered was inserted
     -- without a key, and the alignment of SetQueue could not see it. For a while after a
@@ -229,23 +230,23 @@ WITH RECURSIVE async AS (
     -- queue's pending jobs, paid only then. The keys walk below sees them at the next claim.
     UPDATE {schema}.jobs SET order_key = ''
     WHERE (SELECT ordered AND changed FROM settings)
-      AND queue = $1 AND state = 'pending' AND order_key IS NULL
+      AND queue = @queue AND state = 'pending' AND order_key IS NULL
     RETURNING id
 ), room AS (
     SELECT CASE WHEN s.paused THEN 0
-                WHEN s.global_limit IS NULL THEN $3
-                ELSE least($3, greatest(0, s.global_limit - (
-                    SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND state = 'running')))
+                WHEN s.global_limit IS NULL THEN @limit
+                ELSE least(@limit, greatest(0, s.global_limit - (
+                    SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND state = 'running')))
            END AS n
     FROM settings s
     WHERE (SELECT count(*) FROM strays) >= 0
 ), keys AS (
     SELECT (SELECT min(order_key) FROM {schema}.jobs
-            WHERE queue = $1 AND order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking)) AS k
+            WHERE queue = @queue AND order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking)) AS k
     WHERE (SELECT ordered FROM settings)
     UNION ALL
     SELECT (SELECT min(order_key) FROM {schema}.jobs
-            WHERE queue = $1 AND order_key > keys.k AND (state IN ('pending', 'running') OR blocking))
+            WHERE queue = @queue AND order_key > keys.k AND (state IN ('pending', 'running') OR blocking))
     FROM keys
     WHERE keys.k IS NOT NULL
 ), heads AS MATERIALIZED (
@@ -253,30 +254,30 @@ WITH RECURSIVE async AS (
     FROM keys
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at, kind FROM {schema}.jobs
-        WHERE queue = $1 AND order_key = keys.k AND state = 'pending'
+        WHERE queue = @queue AND order_key = keys.k AND state = 'pending'
         ORDER BY id
         LIMIT 1
     ) h
     WHERE keys.k IS NOT NULL
       AND NOT EXISTS (
           SELECT FROM {schema}.jobs r
-          WHERE r.queue = $1 AND r.order_key = keys.k AND r.state = 'running')
+          WHERE r.queue = @queue AND r.order_key = keys.k AND r.state = 'running')
       AND NOT EXISTS (
           SELECT FROM {schema}.jobs b
-          WHERE b.queue = $1 AND b.order_key = keys.k AND b.state = 'failed' AND b.blocking AND b.id < h.id)
+          WHERE b.queue = @queue AND b.order_key = keys.k AND b.state = 'failed' AND b.blocking AND b.id < h.id)
 ), chosen AS MATERIALIZED (
     -- The jobs to claim, picked before any row is locked, so that the claim below is
     -- driven by these few ids (a primary key lookup each): never by a scan of the queue's
     -- pending jobs, however the planner misjudges a backlog its statistics have not seen.
     SELECT id FROM (
         SELECT id, priority, run_at FROM heads
-        WHERE run_at <= now() AND kind = ANY($2::text[])
+        WHERE run_at <= now() AND kind = ANY(@kinds::text[])
         UNION ALL
         (SELECT id, priority, run_at FROM {schema}.jobs
          WHERE NOT (SELECT ordered FROM settings)
-           AND queue = $1 AND state = 'pending' AND run_at <= now() AND kind = ANY($2::text[])
+           AND queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY(@kinds::text[])
          ORDER BY (-priority), run_at, id
-         LIMIT $3)
+         LIMIT @limit)
     ) candidates
     ORDER BY (-priority), run_at, id
     LIMIT (SELECT n FROM room)
@@ -292,28 +293,28 @@ WITH RECURSIVE async AS (
 ), {claimed}
 
 -- name: writeOutcomes
--- Writes the outcomes of many attempts of client $9 at once ($11: each success's output, or
--- NULL; a NULL array when none has one), and returns the ids of the jobs it changed — of
--- successes only if $12, since a busy client writes thousands a second and seldom needs
--- them. A job is touched only while
--- that same attempt still holds it (running, claimed by $9, same attempt number), so the
--- late outcome of a handler whose job was rescued, cancelled or re-claimed never overwrites
--- whatever owns the job now. Every attempt but a success is appended to the job's history.
--- Retried jobs wake their queue's dispatchers (on every client) at their new run_at; so
--- does every job that ends in an ordered or limited queue, since it frees its key or a slot.
--- A job of an ordered queue that blocks on failure keeps its key when it fails for good.
+-- Writes the outcomes of many attempts of client @client at once (@outputs: each success's
+-- output, or NULL; a NULL array when none has one), and returns the ids of the jobs it
+-- changed — of successes only if @with_successes, since a busy client writes thousands a
+-- second and seldom needs them. A job is touched only while that same attempt still holds
+-- it (running, claimed by @client, same attempt number), so the late outcome of a handler
+-- whose job was rescued, cancelled or re-claimed never overwrites whatever owns the job
+-- now. Every attempt but a success is appended to the job's history. Retried jobs wake
+-- their queue's dispatchers (on every client) at their new run_at; so does every job that
+-- ends in an ordered or limited queue, since it frees its key or a slot. A job of an
+-- ordered queue that blocks on failure keeps its key when it fails for good.
 --
 -- The plan must find the rows by primary key, however stale the statistics: the only
 -- condition on the jobs table alone is "id = ANY", and the held attempt is matched against
 -- columns of the materialized outcome rows, not constants. Written as "j.state = 'running'
--- AND j.attempted_by = $9", statistics taken while this client ran nothing made plans
+-- AND j.attempted_by = @client", statistics taken while this client ran nothing made plans
 -- that read the client's running jobs first and scanned the whole batch again for each
 -- (~1 ms per job of a 1,000-job batch); without "id = ANY", plans that hashed a scan of
 -- the whole table (~12 µs per job at 50,000 jobs, more as it grows).
 WITH outcome AS MATERIALIZED (
-    SELECT *, 'running'::text AS held_state, $9::text AS held_by
-    FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::timestamptz[],
-                $5::timestamptz[], $6::text[], $7::text[], $8::text[], $11::jsonb[])
+    SELECT *, 'running'::text AS held_state, @client::text AS held_by
+    FROM unnest(@ids::bigint[], @attempts::integer[], @states::text[], @ended_ats::timestamptz[],
+                @run_ats::timestamptz[], @reasons::text[], @errors::text[], @stacks::text[], @outputs::jsonb[])
         AS o(id, attempt, state, ended_at, run_at, reason, error, stack, output)
 ), written AS (
     UPDATE {schema}.jobs j
@@ -328,32 +329,32 @@ WITH outcome AS MATERIALIZED (
             j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack) END,
         blocking = o.state = 'failed' AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM outcome o
-    WHERE j.id = ANY ($1::bigint[])
+    WHERE j.id = ANY (@ids::bigint[])
       AND j.id = o.id AND j.attempt = o.attempt AND j.state = o.held_state AND j.attempted_by = o.held_by
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
-    SELECT pg_notify($10, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM written
     WHERE {wakes}
     GROUP BY queue
 )
 SELECT id FROM written
-WHERE (SELECT count(*) FROM notified) >= 0 AND ($12 OR state <> 'succeeded');
+WHERE (SELECT count(*) FROM notified) >= 0 AND (@with_successes OR state <> 'succeeded');
 
 -- name: renewLeases
--- The keep-alive tick of client $1: records its heartbeat and extends by $3 the leases of
--- the attempts it still holds ($2 ids, $4 attempt numbers). It returns the ids still its
--- own, each with whether its lease was extended; a held job missing from them was
+-- The keep-alive tick of client @client: records its heartbeat and extends by @ttl the
+-- leases of the attempts it still holds (@ids, with their @attempts). It returns the ids
+-- still its own, each with whether its lease was extended; a held job missing from them was
 -- rescued, cancelled or deleted. Rows locked by a concurrent write are skipped rather than
 -- waited for, so that one busy row never delays every lease: usually the lock is this
 -- client's own outcome batch, and the job is about to stop running; if it is a handler's
--- transaction (Checkpoint, CompleteTx), renewLocked extends that lease on its own.
--- Like a claim it commits asynchronously: a renewal lost in a crash only shortens a lease.
+-- transaction (Checkpoint, CompleteTx), renewLocked extends that lease on its own. Like a
+-- claim it commits asynchronously: a renewal lost in a crash only shortens a lease.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), heartbeat AS (
     INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds)
-    VALUES ($1, $3::interval, $5::text[], $6::text[])
+    VALUES (@client, @ttl::interval, @queues::text[], @kinds::text[])
     ON CONFLICT (id) DO UPDATE SET
         heartbeat_at = now(), stopped_at = NULL,
         lease_ttl = EXCLUDED.lease_ttl, queues = EXCLUDED.queues, kinds = EXCLUDED.kinds,
@@ -362,23 +363,23 @@ WITH async AS (
     RETURNING 1
 ), attempts AS MATERIALIZED (
     -- matched by columns, not constants, for the reason given at writeOutcomes
-    SELECT *, 'running'::text AS held_state, $1::text AS held_by
-    FROM unnest($2::bigint[], $4::integer[]) AS h(id, attempt)
+    SELECT *, 'running'::text AS held_state, @client::text AS held_by
+    FROM unnest(@ids::bigint[], @attempts::integer[]) AS h(id, attempt)
 ), held AS (
     SELECT j.id
     FROM attempts h
     JOIN {schema}.jobs j
       ON j.id = h.id AND j.attempt = h.attempt AND j.state = h.held_state AND j.attempted_by = h.held_by
-    WHERE j.id = ANY ($2::bigint[])
+    WHERE j.id = ANY (@ids::bigint[])
 ), renewed AS (
     UPDATE {schema}.jobs j
-    SET lease_expires_at = now() + $3::interval
+    SET lease_expires_at = now() + @ttl::interval
     FROM (
         SELECT f.id
         FROM attempts h
         JOIN {schema}.jobs f
           ON f.id = h.id AND f.attempt = h.attempt AND f.state = h.held_state AND f.attempted_by = h.held_by
-        WHERE f.id = ANY ($2::bigint[])
+        WHERE f.id = ANY (@ids::bigint[])
         FOR UPDATE OF f SKIP LOCKED
     ) free
     WHERE j.id = free.id
@@ -388,18 +389,18 @@ SELECT id, id IN (SELECT id FROM renewed) FROM held
 WHERE (SELECT count(*) FROM async) = 1;
 
 -- name: renewLocked
--- Extends by $4 the lease of attempt $3 of client $2 on job $1, waiting for the row if a
--- transaction holds it (the caller bounds the wait with lock_timeout). No row: the attempt
--- no longer holds the job.
-UPDATE {schema}.jobs SET lease_expires_at = now() + $4::interval
-WHERE id = $1 AND state = 'running' AND attempted_by = $2 AND attempt = $3
+-- Extends by @ttl the lease of attempt @attempt of client @client on job @id, waiting for
+-- the row if a transaction holds it (the caller bounds the wait with lock_timeout). No row:
+-- the attempt no longer holds the job.
+UPDATE {schema}.jobs SET lease_expires_at = now() + @ttl::interval
+WHERE id = @id AND state = 'running' AND attempted_by = @client AND attempt = @attempt
 RETURNING id;
 
 -- name: stopClient
-UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = $1;
+UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = @client;
 
 -- name: rescue
--- Rescues up to $1 running jobs whose lease has expired: their client died or lost the
+-- Rescues up to @limit running jobs whose lease has expired: their client died or lost the
 -- database. Each is retried at once, or failed when it has no attempts left, with reason
 -- 'lost lease'. SKIP LOCKED lets every client run this at once: each expired job is
 -- rescued by exactly one. The last row (id NULL) says when the next lease expires, so the
@@ -409,7 +410,7 @@ WITH lost AS (
     SELECT id FROM {schema}.jobs
     WHERE state = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
-    LIMIT $1
+    LIMIT @limit
     FOR UPDATE SKIP LOCKED
 ), rescued AS (
     UPDATE {schema}.jobs j
@@ -426,7 +427,7 @@ WITH lost AS (
     WHERE j.id = lost.id
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
-    SELECT pg_notify($2, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM rescued
     WHERE {wakes}
     GROUP BY queue
@@ -441,12 +442,12 @@ SELECT NULL, (
 );
 
 -- name: cancel
--- Cancels job $1 if it has not finished, or if it failed and blocks its ordered key, and
+-- Cancels job @id if it has not finished, or if it failed and blocks its ordered key, and
 -- tells the client running it (if any) to cancel its handler. Its queue is woken too: the
 -- job may have held an ordered key or a slot of a limited queue. Returns the job's state
 -- before, and whether it was blocking, or no row if there is no such job.
 WITH target AS (
-    SELECT id, state, blocking FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+    SELECT id, state, blocking FROM {schema}.jobs WHERE id = @id FOR UPDATE
 ), cancelled AS (
     UPDATE {schema}.jobs j
     SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, blocking = false,
@@ -457,18 +458,18 @@ WITH target AS (
     RETURNING j.id, j.attempt, j.queue, j.run_at, j.priority, t.state AS was
 ), notified AS (
     -- the attempt, so that a client only ever cancels the attempt that was running
-    SELECT pg_notify($2, 'c:' || id || ':' || attempt) FROM cancelled WHERE was = 'running'
+    SELECT pg_notify(@channel, 'c:' || id || ':' || attempt) FROM cancelled WHERE was = 'running'
     UNION ALL
-    SELECT pg_notify($2, {schema}.wakeup_payload(queue, run_at, priority)) FROM cancelled
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority)) FROM cancelled
 )
 SELECT state, blocking FROM target
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: retry
--- Puts failed or cancelled job $1 back to run now. A job that had used all its attempts
+-- Puts failed or cancelled job @id back to run now. A job that had used all its attempts
 -- gets one more. Returns the job's state before, or no row if there is no such job.
 WITH target AS (
-    SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+    SELECT id, state FROM {schema}.jobs WHERE id = @id FOR UPDATE
 ), retried AS (
     UPDATE {schema}.jobs j
     SET state = 'pending', run_at = now(), finished_at = NULL, blocking = false,
@@ -481,61 +482,61 @@ WITH target AS (
     WHERE j.id = t.id AND t.state IN ('failed', 'cancelled')
     RETURNING j.queue, j.run_at, j.priority
 ), notified AS (
-    SELECT pg_notify($2, {schema}.wakeup_payload(queue, run_at, priority)) FROM retried
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority)) FROM retried
 )
 SELECT state FROM target
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: setQueue
--- Sets the settings of queue $1 ($2 ordered, $3 on_failure, $4 global_limit or NULL),
+-- Sets the settings of queue @queue (@ordered, @on_failure, @global_limit or NULL),
 -- leaving its pause as it is, and brings its unfinished jobs in line: a queue that becomes
 -- ordered puts its keyless jobs in the queue-wide sequence '', one that stops being
 -- ordered drops their keys, and failed jobs stop blocking unless the queue still blocks.
 -- Every client is told ('q:' control message) and the queue woken.
 WITH saved AS (
     INSERT INTO {schema}.queues AS q (name, ordered, on_failure, global_limit)
-    VALUES ($1, $2, $3, $4)
+    VALUES (@queue, @ordered, @on_failure, @global_limit)
     ON CONFLICT (name) DO UPDATE SET
         ordered = EXCLUDED.ordered, on_failure = EXCLUDED.on_failure,
         global_limit = EXCLUDED.global_limit, updated_at = now()
     RETURNING name
 ), aligned AS (
     UPDATE {schema}.jobs
-    SET order_key = CASE WHEN $2 THEN coalesce(order_key, '') END,
-        blocking = blocking AND $2 AND $3 = 'block'
-    WHERE queue = $1 AND (state IN ('pending', 'running') OR blocking)
-      AND (($2 AND order_key IS NULL) OR (NOT $2 AND order_key IS NOT NULL) OR (blocking AND NOT ($2 AND $3 = 'block')))
+    SET order_key = CASE WHEN @ordered THEN coalesce(order_key, '') END,
+        blocking = blocking AND @ordered AND @on_failure = 'block'
+    WHERE queue = @queue AND (state IN ('pending', 'running') OR blocking)
+      AND ((@ordered AND order_key IS NULL) OR (NOT @ordered AND order_key IS NOT NULL) OR (blocking AND NOT (@ordered AND @on_failure = 'block')))
     RETURNING id
 ), notified AS (
-    SELECT pg_notify($5, 'q:' || $1)
+    SELECT pg_notify(@channel, 'q:' || @queue)
     UNION ALL
-    SELECT pg_notify($5, {schema}.wakeup_payload($1, now(), 32767))
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(@queue, now(), 32767))
 )
 SELECT count(*) FROM aligned
 WHERE (SELECT count(*) FROM saved) + (SELECT count(*) FROM notified) >= 0;
 
 -- name: pauseQueue
--- Pauses ($2 true) or resumes ($2 false) queue $1 for every client, keeping its settings,
--- and tells them by a 'q:' control message; a resumed queue is also woken.
+-- Pauses (@pause true) or resumes (@pause false) queue @queue for every client, keeping
+-- its settings, and tells them by a 'q:' control message; a resumed queue is also woken.
 WITH saved AS (
     INSERT INTO {schema}.queues AS q (name, paused_at)
-    VALUES ($1, CASE WHEN $2 THEN now() END)
+    VALUES (@queue, CASE WHEN @pause THEN now() END)
     ON CONFLICT (name) DO UPDATE SET
-        paused_at = CASE WHEN $2 THEN coalesce(q.paused_at, now()) END, updated_at = now()
+        paused_at = CASE WHEN @pause THEN coalesce(q.paused_at, now()) END, updated_at = now()
     RETURNING name
 ), notified AS (
-    SELECT pg_notify($3, 'q:' || $1)
+    SELECT pg_notify(@channel, 'q:' || @queue)
     UNION ALL
-    SELECT pg_notify($3, {schema}.wakeup_payload($1, now(), 32767)) WHERE NOT $2
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(@queue, now(), 32767)) WHERE NOT @pause
 )
 SELECT count(*) FROM saved
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: getQueue
 SELECT ordered, on_failure, global_limit, paused_at,
-    (SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND state = 'running') AS running,
-    (SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND blocking) AS blocked
-FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = $1;
+    (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND state = 'running') AS running,
+    (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND blocking) AS blocked
+FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue;
 
 -- name: pendingQueues
 -- The queues that have pending jobs, by a loose scan of the claim index: one probe per
@@ -547,24 +548,24 @@ WITH RECURSIVE q AS (
     FROM q
     WHERE q.queue IS NOT NULL
 )
-SELECT queue FROM q WHERE queue IS NOT NULL AND {schema}.serves($1::text[], queue);
+SELECT queue FROM q WHERE queue IS NOT NULL AND {schema}.serves(@patterns::text[], queue);
 
 -- name: uniqueHolder
-SELECT id FROM {schema}.jobs WHERE unique_key = $1 AND state IN ('pending', 'running');
+SELECT id FROM {schema}.jobs WHERE unique_key = @unique_key AND state IN ('pending', 'running');
 
 -- name: completeTx
--- Marks job $1 succeeded, with output $4 if not NULL, in the caller's transaction — only
--- while attempt $3 of client $2 still holds it. No row: the job is no longer this
--- attempt's, and nothing was written. Like an outcome, it wakes an ordered or limited
--- queue, at commit.
+-- Marks job @id succeeded, with output @output if not NULL, in the caller's transaction —
+-- only while attempt @attempt of client @client still holds it. No row: the job is no
+-- longer this attempt's, and nothing was written. Like an outcome, it wakes an ordered or
+-- limited queue, at commit.
 WITH done AS (
     UPDATE {schema}.jobs j
     SET state = 'succeeded', finished_at = clock_timestamp(), lease_expires_at = NULL,
-        output = coalesce($4, j.output)
-    WHERE j.id = $1 AND j.state = 'running' AND j.attempted_by = $2 AND j.attempt = $3
+        output = coalesce(@output, j.output)
+    WHERE j.id = @id AND j.state = 'running' AND j.attempted_by = @client AND j.attempt = @attempt
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
-    SELECT pg_notify($5, {schema}.wakeup_payload(queue, run_at, priority))
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority))
     FROM done
     WHERE {wakes}
 )
@@ -572,22 +573,23 @@ SELECT id FROM done
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: checkpoint
--- Saves progress $4 of job $1 while attempt $3 of client $2 still holds it, and extends
--- its lease to at least $5 from now: a handler that checkpoints in back-to-back
--- transactions keeps the row locked nearly all the time, and renewals skip locked rows.
--- No row: the job is no longer this attempt's, and nothing was written.
+-- Saves progress @checkpoint of job @id while attempt @attempt of client @client still
+-- holds it, and extends its lease to at least @lease from now: a handler that checkpoints
+-- in back-to-back transactions keeps the row locked nearly all the time, and renewals skip
+-- locked rows. No row: the job is no longer this attempt's, and nothing was written.
 UPDATE {schema}.jobs
-SET checkpoint = $4, lease_expires_at = greatest(lease_expires_at, clock_timestamp() + $5::interval)
-WHERE id = $1 AND state = 'running' AND attempted_by = $2 AND attempt = $3
+SET checkpoint = @checkpoint, lease_expires_at = greatest(lease_expires_at, clock_timestamp() + @lease::interval)
+WHERE id = @id AND state = 'running' AND attempted_by = @client AND attempt = @attempt
 RETURNING id;
 
 -- name: endedBy
--- The state of job $1 if attempt $3 of client $2 was its last; no row otherwise.
-SELECT state FROM {schema}.jobs WHERE id = $1 AND attempted_by = $2 AND attempt = $3;
+-- The state of job @id if attempt @attempt of client @client was its last; no row
+-- otherwise.
+SELECT state FROM {schema}.jobs WHERE id = @id AND attempted_by = @client AND attempt = @attempt;
 
 -- name: setOutput
--- Stores output $4 on job $1 once attempt $3 of client $2 has succeeded: an output the
--- handler recorded after completing the job in its own transaction.
-UPDATE {schema}.jobs SET output = $4
-WHERE id = $1 AND state = 'succeeded' AND attempted_by = $2 AND attempt = $3
+-- Stores output @output on job @id once attempt @attempt of client @client has succeeded:
+-- an output the handler recorded after completing the job in its own transaction.
+UPDATE {schema}.jobs SET output = @output
+WHERE id = @id AND state = 'succeeded' AND attempted_by = @client AND attempt = @attempt
 RETURNING id;

@@ -25,12 +25,37 @@ type QueueRow struct {
 	Blocked     int // failed jobs holding their ordered keys
 }
 
+type setQueueParams struct {
+	Queue       string      `db:"queue"`
+	Ordered     bool        `db:"ordered"`
+	OnFailure   string      `db:"on_failure"`
+	GlobalLimit pgtype.Int4 `db:"global_limit"` // NULL: none
+	Channel     string      `db:"channel"`
+}
+
+type pauseQueueParams struct {
+	Queue   string `db:"queue"`
+	Pause   bool   `db:"pause"` // false: resume
+	Channel string `db:"channel"`
+}
+
+// queueParams are the parameters of getQueue.
+type queueParams struct {
+	Queue string `db:"queue"`
+}
+
+// patternsParams are the parameters of pendingQueues.
+type patternsParams struct {
+	Patterns []string `db:"patterns"` // queue names, and prefixes ending in '*'
+}
+
 // SetQueue stores the settings of queue (not its pause), aligns its unfinished jobs with
 // them, and tells every client. It returns how many jobs it changed.
 func (s *Store) SetQueue(ctx context.Context, db DB, queue string, ordered bool, onFailure string, globalLimit int) (int, error) {
 	limit := pgtype.Int4{Int32: int32(globalLimit), Valid: globalLimit > 0}
 	var changed int
-	if err := db.QueryRow(ctx, s.q.setQueue, queue, ordered, onFailure, limit, s.channel).Scan(&changed); err != nil {
+	p := setQueueParams{Queue: queue, Ordered: ordered, OnFailure: onFailure, GlobalLimit: limit, Channel: s.channel}
+	if err := s.q.setQueue.queryRow(ctx, db, p).Scan(&changed); err != nil {
 		return 0, fmt.Errorf("set queue %q: %w", queue, err)
 	}
 	return changed, nil
@@ -38,7 +63,7 @@ func (s *Store) SetQueue(ctx context.Context, db DB, queue string, ordered bool,
 
 // PauseQueue pauses (or, with pause false, resumes) queue on every client.
 func (s *Store) PauseQueue(ctx context.Context, db DB, queue string, pause bool) error {
-	if _, err := db.Exec(ctx, s.q.pauseQueue, queue, pause, s.channel); err != nil {
+	if _, err := s.q.pauseQueue.exec(ctx, db, pauseQueueParams{Queue: queue, Pause: pause, Channel: s.channel}); err != nil {
 		return fmt.Errorf("pause queue %q: %w", queue, err)
 	}
 	return nil
@@ -53,7 +78,7 @@ func (s *Store) GetQueue(ctx context.Context, db DB, queue string) (QueueRow, er
 		limit    pgtype.Int4
 		pausedAt pgtype.Timestamptz
 	)
-	if err := db.QueryRow(ctx, s.q.getQueue, queue).Scan(&ordered, &onFail, &limit, &pausedAt, &r.Running, &r.Blocked); err != nil {
+	if err := s.q.getQueue.queryRow(ctx, db, queueParams{Queue: queue}).Scan(&ordered, &onFail, &limit, &pausedAt, &r.Running, &r.Blocked); err != nil {
 		return QueueRow{}, fmt.Errorf("get queue %q: %w", queue, err)
 	}
 	r.Ordered, r.OnFailure, r.GlobalLimit, r.PausedAt = ordered.Bool, onFail.String, int(limit.Int32), pausedAt.Time
@@ -66,7 +91,7 @@ func (s *Store) GetQueue(ctx context.Context, db DB, queue string) (QueueRow, er
 // PendingQueues returns the queues with pending jobs that patterns (names, and prefix
 // groups ending in '*') cover.
 func (s *Store) PendingQueues(ctx context.Context, db DB, patterns []string) ([]string, error) {
-	rows, err := db.Query(ctx, s.q.pendingQueues, patterns)
+	rows, err := s.q.pendingQueues.query(ctx, db, patternsParams{Patterns: patterns})
 	if err != nil {
 		return nil, fmt.Errorf("list queues with pending jobs: %w", err)
 	}

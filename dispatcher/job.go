@@ -1,0 +1,24 @@
+package dispatcher
+
+import "time"
+
+// Job is a claimed job: what a [Claimer] returns and [Config].Run runs. The dispatcher
+// itself reads none of it; the fields are those relay's handlers need.
+type Job struct {
+	ID          int64
+	Kind        string
+	Queue       string
+	Args        []byte // JSON
+	Attempt     int    // 1 for the first attempt
+	MaxAttempts int
+	CreatedAt   time.Time
+	RunAt       time.Time // when this attempt was due
+	AttemptedAt time.Time // when this attempt was claimed
+	// Timeout is the job's own handler timeout; HasTimeout is false when the job defers
+	// to its kind's or queue's setting.
+	Timeout    time.Duration
+	HasTimeout bool
+	Priority   int
+	Checkpoint []byte // JSON saved by an earlier attempt; nil if none
+	Payload    []byte // raw args of a job enqueued with []byte args; nil otherwise
+}

@@ -1,0 +1,43 @@
+package lease
+
+import (
+	"context"
+	"time"
+)
+
+// Renewer is what a [Keeper] renews leases through. relay's client implements it on its
+// jobs table, binding the database and the client whose leases they are (its name, and
+// the queues and kinds its heartbeat reports).
+type Renewer interface {
+	// Renew records the client's heartbeat and extends by ttl the leases of the attempts
+	// in held that still hold their jobs, in one go. It reports which attempts still hold
+	// their jobs, and of those which leases it extended: a held attempt left unextended
+	// (its job was busy, say a handler's own transaction held it) is renewed on its own
+	// with RenewLocked. An attempt it reports not held has lost its job.
+	Renew(ctx context.Context, held []Held, ttl time.Duration) (Renewal, error)
+	// RenewLocked extends by ttl the lease of attempt h on its own, waiting up to wait for
+	// whatever keeps the job busy. It reports whether the attempt still holds the job; a
+	// wait that runs out is an error, and the lease is left as it was.
+	RenewLocked(ctx context.Context, h Held, ttl, wait time.Duration) (held bool, err error)
+}
+
+// Held is an attempt of a job whose lease a client holds.
+type Held struct {
+	ID      int64
+	Attempt int
+}
+
+// Renewal is the result of [Renewer].Renew, by job id: the attempts that still hold their
+// jobs, and of those the ones whose lease was extended.
+type Renewal struct {
+	Held, Renewed map[int64]bool
+}
+
+// Rescued is the result of one rescue pass (see [RescuerConfig].Rescue).
+type Rescued struct {
+	IDs []int64 // the jobs rescued
+	// NextIn is how long until the next lease expires; HasNext is false when no job is
+	// running.
+	NextIn  time.Duration
+	HasNext bool
+}
