@@ -314,10 +314,8 @@ func (s *Server) DataDir() string { return s.dataDir }
 // which is what crash-safety tests want to exercise. Restart returns once a
 // client connection succeeds again.
 func (s *Server) Restart(ctx context.Context, mode string) error {
-	switch mode {
-	case "smart", "fast", "immediate":
-	default:
-		return fmt.Errorf("pgtest: invalid restart mode %q (want smart, fast or immediate)", mode)
+	if err := checkMode(mode); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -334,6 +332,48 @@ func (s *Server) Restart(ctx context.Context, mode string) error {
 		return fmt.Errorf("%w\n--- server log (last lines) ---\n%s", err, s.LogTail(30))
 	}
 	return nil
+}
+
+// Halt stops the server with `pg_ctl stop -m <mode>` ("smart", "fast" or "immediate")
+// but keeps its data and port, so that [Server.Resume] can start it again: for tests of
+// what clients do while the database is down. Connections fail (refused) until then.
+func (s *Server) Halt(ctx context.Context, mode string) error {
+	if err := checkMode(mode); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("pgtest: Halt on stopped server")
+	}
+	s.logf("pgtest: halting postgres on port %d (mode %s)", s.port, mode)
+	return s.pgCtl(ctx, "stop", "-m", mode, "-D", s.dataDir)
+}
+
+// Resume starts a server stopped by [Server.Halt] on the same port and data, and returns
+// once a client connection succeeds again.
+func (s *Server) Resume(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("pgtest: Resume on stopped server")
+	}
+	s.logf("pgtest: resuming postgres on port %d", s.port)
+	if err := s.pgCtl(ctx, "start", "-D", s.dataDir, "-l", s.logFile); err != nil {
+		return fmt.Errorf("%w\n--- server log (last lines) ---\n%s", err, s.LogTail(30))
+	}
+	if err := s.verify(ctx); err != nil {
+		return fmt.Errorf("%w\n--- server log (last lines) ---\n%s", err, s.LogTail(30))
+	}
+	return nil
+}
+
+func checkMode(mode string) error {
+	switch mode {
+	case "smart", "fast", "immediate":
+		return nil
+	}
+	return fmt.Errorf("pgtest: invalid shutdown mode %q (want smart, fast or immediate)", mode)
 }
 
 // Stop stops the server (pg_ctl stop -m fast, falling back to immediate and

@@ -169,6 +169,34 @@ func TestRestartImmediate(t *testing.T) {
 	}
 }
 
+// Halt stops the server and Resume starts it again, on the same port with the same data;
+// in between, connections are refused.
+func TestHaltAndResume(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, Options{Durable: true})
+	ctx := testCtx(t)
+	conn := connect(t, ctx, srv.URL())
+	if _, err := conn.Exec(ctx, "CREATE TABLE t (v int); INSERT INTO t VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Halt(ctx, "bogus"); err == nil {
+		t.Fatal("Halt with an invalid mode succeeded")
+	}
+	if err := srv.Halt(ctx, "fast"); err != nil {
+		t.Fatalf("Halt: %v", err)
+	}
+	if err := ping(ctx, srv.URL()); err == nil {
+		t.Fatal("a connection to the halted server succeeded")
+	}
+	if err := srv.Resume(ctx); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	var v int
+	if err := connect(t, ctx, srv.URL()).QueryRow(ctx, "SELECT v FROM t").Scan(&v); err != nil || v != 7 {
+		t.Fatalf("after Resume: v = %d, %v; want 7", v, err)
+	}
+}
+
 func TestStop(t *testing.T) {
 	t.Parallel()
 	srv, err := Start(testCtx(t), Options{Logf: t.Logf})
