@@ -30,6 +30,7 @@ import (
 	"github.com/lmittmann/tint"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/cpustat"
 )
 
 type options struct {
@@ -256,7 +257,7 @@ func run() int {
 				}
 			}
 			t := time.Now()
-			cpu0 := sampleCPU(pgPID)
+			cpu0 := cpustat.Take(pgPID)
 			res, err := w.run(ctx, b)
 			if err != nil {
 				log.Error("workload failed", "name", w.name, "error", err)
@@ -270,7 +271,7 @@ func run() int {
 			if err := db.waitBackendsGone(ctx); err != nil {
 				log.Warn("waiting for the run's connections to close", "error", err)
 			}
-			cpu := cpuMetrics(cpu0, sampleCPU(pgPID))
+			cpu := cpuMetrics(cpu0, cpustat.Take(pgPID))
 			res.Metrics = append(res.Metrics, cpu...)
 			if len(cpu) == 4 { // the server's own CPU is known: "other" is really others
 				if other := cpu[len(cpu)-1].Value; other > 0.2 {
