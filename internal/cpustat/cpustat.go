@@ -95,6 +95,17 @@ func Between(a, b Sample) (u Use, ok bool) {
 	return u, true
 }
 
+// Plus is the use over both u's time and v's, as if they were one period.
+func (u Use) Plus(v Use) Use {
+	secs := u.Seconds + v.Seconds
+	if secs <= 0 {
+		return u
+	}
+	avg := func(a, b float64) float64 { return (a*u.Seconds + b*v.Seconds) / secs }
+	return Use{Seconds: secs, Busy: avg(u.Busy, v.Busy), Self: avg(u.Self, v.Self), Postgres: avg(u.Postgres, v.Postgres),
+		HavePG: u.HavePG && v.HavePG, Other: avg(u.Other, v.Other)}
+}
+
 // PostmasterPID reads the PID of the postmaster of the server in dataDir, or 0.
 func PostmasterPID(dataDir string) int {
 	data, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
