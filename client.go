@@ -49,7 +49,10 @@ type Client struct {
 	rescuerSvc  *lifecycle.Service
 	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
 	listenerSvc *lifecycle.Service
+	rescuer     *lease.Rescuer
 	pool        *pgxpool.Pool
+	conns       *conns      // what the client's own statements run on
+	recovery    *recovery   // tells the services when the database is back
 	backlogFull atomic.Bool // a dispatcher found no room for outcomes and waits for a nudge
 	events      eventHub
 	work        context.Context // handlers' context; cancelled when Stop gives up waiting
@@ -145,25 +148,30 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 
 	background := context.WithoutCancel(ctx)
 	c.work, c.cancelWork = context.WithCancel(background)
+	if c.conns, err = newConns(ctx, pool, cfg.ReservedConns, cfg.ID); err != nil {
+		return fmt.Errorf("relay: start: reserved connections: %w", err)
+	}
+	c.recovery = newRecovery(c.databaseBack)
 
 	kinds := slices.Sorted(maps.Keys(c.handlers))
 	attempts := make([]int32, len(kinds))
 	for i, k := range kinds {
 		attempts[i] = int32(c.handlers[k].maxAttempts)
 	}
-	jobs := c.store.Client(pool, store.ClientInfo{
+	jobs := c.store.Client(c.conns, store.ClientInfo{
 		ID: cfg.ID, Lease: cfg.LeaseTTL, Kinds: kinds, Attempts: attempts,
 		Queues: slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
 	})
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
-		Renewer: jobs, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
+		Renewer: observedRenewer{jobs, c.recovery}, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
 	})
 	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
-	c.writer = outcome.New(cfg.ID, c.store, pool, cfg.Logger, c.released)
+	c.writer = outcome.New(cfg.ID, c.store, c.conns, cfg.Logger, c.released)
 	c.writer.ReportSuccesses(c.events.active)
+	c.writer.Observe(c.recovery.observe)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
-	rescuer := lease.NewRescuer(lease.RescuerConfig{Rescue: jobs.Rescue, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
-	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)
+	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: c.recovery.observed(jobs.Rescue), MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
+	c.rescuerSvc = lifecycle.Go(background, c.rescuer.Run)
 
 	var slots *dispatcher.Slots
 	if cfg.MaxWorkers > 0 {
@@ -172,7 +180,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.queues = serving{queues: map[string]*worked{}, groups: groupsOf(cfg.Queues)}
 	c.queues.newQueue = func(name string, q QueueConfig, dynamic bool) *dispatcher.Dispatcher {
 		dc := dispatcher.Config{
-			Claimer: jobs, Queue: name, Workers: q.Workers, Poll: cfg.PollInterval,
+			Claimer: observedClaimer{jobs, c.recovery}, Queue: name, Workers: q.Workers, Poll: cfg.PollInterval,
 			Run: c.runJob, Room: c.outcomeRoom, Slots: slots, Logger: cfg.Logger,
 		}
 		if dynamic {
@@ -190,7 +198,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		Connect:  listenConnect(pool, cfg.ID),
 		Channel:  c.store.Channel(),
 		OnNotify: c.onNotify,
-		OnListen: c.wakeAll,
+		OnListen: c.listening,
 		Logger:   cfg.Logger,
 	})
 	c.listenerSvc = lifecycle.Go(background, l.Run)
@@ -274,11 +282,12 @@ func (c *Client) stopServices(ctx context.Context) error {
 	}
 	c.keeperSvc.Stop()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	if serr := c.store.StopClient(stopCtx, c.pool, c.cfg.ID); serr != nil {
+	if serr := c.store.StopClient(stopCtx, c.conns, c.cfg.ID); serr != nil {
 		c.cfg.Logger.Warn("relay: could not mark the client stopped", "error", serr)
 	}
 	cancel()
 	c.listenerSvc.Stop()
+	c.conns.close()
 	return err
 }
 
@@ -351,10 +360,22 @@ func (c *Client) onNotify(payload string) {
 	c.queues.with(w.Queue, func(d *dispatcher.Dispatcher) { d.Notify(w.In, w.At) })
 }
 
-// wakeAll makes every dispatcher look for work: after the listener (re)connects, jobs
-// enqueued while it was not listening would otherwise wait for the poll.
-func (c *Client) wakeAll() {
+// listening runs each time the listener is LISTENing on a new connection. It makes every
+// dispatcher look for work, since jobs enqueued while it was not listening would otherwise
+// wait for the poll, and it is the sign that the database is back if it was away.
+func (c *Client) listening() {
+	c.recovery.worked()
 	c.queues.each((*dispatcher.Dispatcher).Wake)
+}
+
+// databaseBack makes every service that backs off from a failing database retry at once,
+// now that it answers again (see recovery).
+func (c *Client) databaseBack() {
+	c.cfg.Logger.Info("relay: the database answers again; claims, renewals, rescues and outcomes resume")
+	c.queues.each((*dispatcher.Dispatcher).Retry)
+	c.keeper.Recover()
+	c.rescuer.Recover()
+	c.writer.Recover()
 }
 
 // findQueues starts dispatchers for the queues of the client's groups that have pending
@@ -368,7 +389,8 @@ func (c *Client) findQueues(ctx context.Context) error {
 	tick := time.NewTicker(c.cfg.PollInterval)
 	defer tick.Stop()
 	for {
-		queues, err := c.store.PendingQueues(ctx, c.pool, patterns)
+		queues, err := c.store.PendingQueues(ctx, c.conns, patterns)
+		c.recovery.observe(err)
 		if err != nil && ctx.Err() == nil {
 			c.cfg.Logger.Warn("relay: could not look for queues with work", "error", err)
 		}
@@ -396,7 +418,18 @@ func listenConnect(pool *pgxpool.Pool, id string) func(context.Context) (*pgx.Co
 // client with the given ID, as shown in pg_stat_activity: PostgreSQL keeps at most 63
 // bytes of it, so a long ID is cut (at a character boundary) the same way here.
 func ListenerApplicationName(clientID string) string {
-	name := "relay listener " + clientID
+	return applicationName("relay listener ", clientID)
+}
+
+// ReservedApplicationName is the application_name of the reserved connections of the
+// client with the given ID (see [Config].ReservedConns), cut like
+// [ListenerApplicationName]'s.
+func ReservedApplicationName(clientID string) string {
+	return applicationName("relay reserved ", clientID)
+}
+
+func applicationName(prefix, clientID string) string {
+	name := prefix + clientID
 	const limit = 63 // NAMEDATALEN - 1
 	if len(name) <= limit {
 		return name

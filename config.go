@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -61,6 +62,16 @@ type Config struct {
 	// may save; default [DefaultMaxSize]. A larger one is refused with an error wrapping
 	// [ErrTooLarge], and nothing is written.
 	MaxCheckpointSize int
+	// ReservedConns is how many connections of its own the client may open, with the
+	// settings of the pool given to [Client.Start], for its own statements (claims, lease
+	// renewals, rescues, outcomes) while the application holds every connection of that
+	// pool: handlers that exhaust the pool then never starve their client, whose starved
+	// renewals would lose leases and run jobs twice. They are opened only when needed and
+	// closed after a minute unused, with application_name [ReservedApplicationName]; while
+	// the pool has a connection to spare, the client uses it. Default
+	// [DefaultReservedConns]; a negative value reserves none (the client then waits for
+	// the pool like any handler).
+	ReservedConns int
 }
 
 // QueueConfig configures one queue of a client.
@@ -147,6 +158,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxCheckpointSize, err = sizeSetting(ErrInvalidConfig, checkpointLimit, c.MaxCheckpointSize); err != nil {
 		return c, err
+	}
+	switch {
+	case c.ReservedConns == 0:
+		c.ReservedConns = DefaultReservedConns
+	case c.ReservedConns > math.MaxInt32:
+		return c, fmt.Errorf("%w: ReservedConns is %d; a pool holds at most %d connections", ErrInvalidConfig, c.ReservedConns, math.MaxInt32)
 	}
 	if c.ID != "" {
 		if err := checkName(ErrInvalidConfig, "ID", c.ID); err != nil {

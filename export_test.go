@@ -7,3 +7,9 @@ func PauseLeaseRenewal(c *Client, paused bool) { c.keeper.Pause(paused) }
 // WorkedQueues returns the queues c has a dispatcher for now, so that tests can watch
 // dispatchers of groups appear and retire.
 func WorkedQueues(c *Client) []string { return c.queues.names() }
+
+// ConnectionLost is connectionLost: whether a handler's error is an infrastructure fault.
+var ConnectionLost = connectionLost
+
+// FreeInfraAttempts is the attempt from which infrastructure faults count.
+const FreeInfraAttempts = freeInfraAttempts

@@ -101,6 +101,11 @@ const (
 	ReasonDecode    = store.ReasonDecode    // the args did not decode into the handler's type
 	ReasonCancelled = store.ReasonCancelled // Cancel was called while it ran
 	ReasonShutdown  = store.ReasonShutdown  // its client stopped before the handler returned
+	// ReasonInfrastructure: the handler's database connection failed, not the handler: its
+	// error says PostgreSQL ended or refused the session (SQLSTATE class 08 or 57, but
+	// 57014), or a connection could not be made or was closed. Retried at once, and not
+	// counted against MaxAttempts (see the README's "Delivery semantics").
+	ReasonInfrastructure = store.ReasonInfrastructure
 )
 
 // Attempt is one attempt of a job, from its history.

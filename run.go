@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/store"
 )
@@ -78,14 +79,23 @@ const completedLockWait = 5 * time.Second
 // still open, the row stays locked, and only this job — not every outcome of the client —
 // may wait for it. Past completedLockWait the job is left to its lease: released, it
 // expires, and the job is rescued once the transaction ends, if it did not commit.
+//
+// While the database cannot be reached (its transaction's commit may have failed for that
+// very reason), the write is retried until it can, and at once when the client sees the
+// database back: the job then runs again within moments, not once its lease has expired.
+// It gives up only when the client stops.
 func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
+	var changed map[int64]bool
+	err := c.untilReachable(func() error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
+		defer cancel()
+		return store.WaitingAtMost(ctx, c.conns, completedLockWait, func(tx pgx.Tx) (err error) {
+			changed, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o}, true)
+			return err
+		})
+	})
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
 	defer cancel()
-	var changed map[int64]bool
-	err := store.WaitingAtMost(ctx, c.pool, completedLockWait, func(tx pgx.Tx) (err error) {
-		changed, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o}, true)
-		return err
-	})
 	if err != nil {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
 			"job", o.ID, "kind", o.Kind, "attempt", o.Attempt, "error", err)
@@ -95,7 +105,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	o.CompletedTx = false
 	ended := ""
 	if err == nil && !changed[o.ID] {
-		if ended, err = c.store.EndedBy(ctx, c.pool, r.holder); err != nil {
+		if ended, err = c.store.EndedBy(ctx, c.conns, r.holder); err != nil {
 			c.cfg.Logger.Warn("relay: could not read how a job that called CompleteTx ended", "job", o.ID, "error", err)
 		}
 		o.CompletedTx = ended == store.StateSucceeded
@@ -105,7 +115,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	r.mu.Unlock()
 	if o.CompletedTx && late {
 		// Completed by the handler's transaction, with an output recorded after it.
-		if err := c.store.SetOutput(ctx, c.pool, r.holder, output); err != nil && !errors.Is(err, store.ErrNotHeld) {
+		if err := c.store.SetOutput(ctx, c.conns, r.holder, output); err != nil && !errors.Is(err, store.ErrNotHeld) {
 			c.cfg.Logger.Error("relay: could not store the output of a job completed by CompleteTx", "job", o.ID, "error", err)
 		}
 	}
@@ -117,6 +127,32 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 			c.events.cancelled(o) // while its transaction was open, which then did not commit
 		}
 	})
+}
+
+// untilReachable runs fn, one of the client's statements, again while it fails because the
+// database cannot be reached: after a pause that doubles from 10 ms to 2 s, or at once
+// when the client sees the database back. It returns fn's last error: nil, one that is not
+// about reaching the database, or any once the client is stopping.
+func (c *Client) untilReachable(fn func() error) error {
+	pause := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	for {
+		back := c.recovery.wait() // before the attempt: a return during it must not be missed
+		err := fn()
+		c.recovery.observe(err)
+		if !unreachable(err) || c.work.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(pause.Next())
+		select {
+		case <-c.work.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		case <-back:
+			t.Stop()
+			pause.Reset()
+		}
+	}
 }
 
 // errNotCommitted is the failure recorded for an attempt that called CompleteTx when the
@@ -219,6 +255,16 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 	case c.work.Err() != nil:
 		// Interrupted by shutdown, not by a fault of the job: let another client have it now.
 		o.Reason, o.Error, o.RunAt = store.ReasonShutdown, err.Error(), now
+	case connectionLost(err):
+		// The database or the way to it failed, not the handler: retry as soon as it is back
+		// (this outcome is written only then), without using up an attempt (see infra.go).
+		o.Reason, o.Error = store.ReasonInfrastructure, err.Error()
+		if j.Attempt < freeInfraAttempts {
+			o.Uncounted, outOfAttempts = true, false
+			o.RunAt = now.Add(infraDelay(j.Attempt))
+		} else {
+			o.RunAt = now.Add(retryIn())
+		}
 	default:
 		o.Reason, o.Error = store.ReasonError, err.Error()
 		o.RunAt = now.Add(retryIn())

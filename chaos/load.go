@@ -143,6 +143,7 @@ type monitor struct {
 type sample struct {
 	at           time.Time
 	due, running int
+	reserved     int // connections the clients reserved for themselves
 }
 
 const sampleEvery = 100 * time.Millisecond
@@ -163,7 +164,9 @@ func startMonitor(r *run) *monitor {
 			qctx, cancel := context.WithTimeout(ctx, time.Second)
 			var s sample
 			err := r.s.pool.QueryRow(qctx, `SELECT count(*) FILTER (WHERE state = 'pending' AND run_at <= now()),
-				count(*) FILTER (WHERE state = 'running') FROM `+r.jobs()+` WHERE state IN ('pending', 'running')`).Scan(&s.due, &s.running)
+				count(*) FILTER (WHERE state = 'running'),
+				(SELECT count(*) FROM pg_stat_activity WHERE `+reservedBackends+`)
+				FROM `+r.jobs()+` WHERE state IN ('pending', 'running')`).Scan(&s.due, &s.running, &s.reserved)
 			cancel()
 			if err == nil {
 				s.at = time.Now()

@@ -82,6 +82,9 @@ type Result struct {
 	PickupP99Ms    float64 `json:"baseline_pickup_p99_ms"`
 	WorstPickupMs  float64 `json:"worst_pickup_ms"`
 	WorstEndToEndS float64 `json:"worst_end_to_end_s"` // success minus creation
+	// ReservedConns: the most connections the workers' clients had reserved for themselves
+	// at once (relay.Config.ReservedConns), over all workers.
+	ReservedConns int `json:"reserved_conns_peak"`
 	// CompleteTxRetryS: attempts whose CompleteTx transaction did not commit during the
 	// fault: the worst time from the fault's end to the next attempt's start.
 	CompleteTxRetryS *float64     `json:"completetx_retry_s,omitempty"`
@@ -207,6 +210,9 @@ func (rep *report) print(w io.Writer) {
 		}
 		if len(r.Attempts) > 0 {
 			lines = append(lines, "attempts that did not succeed, by reason: "+formatCounts(r.Attempts))
+		}
+		if r.ReservedConns > 0 {
+			lines = append(lines, fmt.Sprintf("the clients opened up to %d reserved connections at once", r.ReservedConns))
 		}
 		lines = append(lines, r.Notes...)
 		if r.Skipped != "" {

@@ -260,7 +260,11 @@ func (r *run) window(fn func() error) error {
 // workerBackends is the condition that selects the workers' connections in
 // pg_stat_activity, their pools' and their listeners', and no one else's.
 const workerBackends = `datname = current_database() AND (application_name LIKE '` + workerApp + `%'
-	OR application_name LIKE 'relay listener ` + workerApp + `%')`
+	OR application_name LIKE 'relay listener ` + workerApp + `%' OR application_name LIKE 'relay reserved ` + workerApp + `%')`
+
+// reservedBackends selects the connections the workers' clients reserved for themselves
+// (relay.Config.ReservedConns): opened only while handlers hold every connection of a pool.
+const reservedBackends = `datname = current_database() AND application_name LIKE 'relay reserved ` + workerApp + `%'`
 
 func (r *run) note(format string, args ...any) {
 	r.res.Notes = append(r.res.Notes, fmt.Sprintf(format, args...))

@@ -158,6 +158,7 @@ func (r *run) drained(jobs []*jobRow) {
 		if !s.at.Before(r.faultStart) {
 			r.res.PeakBacklog = max(r.res.PeakBacklog, s.due)
 		}
+		r.res.ReservedConns = max(r.res.ReservedConns, s.reserved)
 	}
 	if r.res.PeakBacklog < drainedBelow {
 		return // no backlog built up

@@ -83,6 +83,7 @@ type Dispatcher struct {
 
 	handoff chan *Job     // unbuffered: a send succeeds only if an idle worker waits
 	stopped chan struct{} // closed when Run returns: idle workers exit
+	retry   chan struct{} // capacity 1: ends the pause after a failed claim (see Retry)
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -92,7 +93,7 @@ func New(cfg Config) *Dispatcher {
 	}
 	// A new dispatcher looks for work at once: jobs may have waited for it.
 	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true,
-		handoff: make(chan *Job), stopped: make(chan struct{})}
+		handoff: make(chan *Job), stopped: make(chan struct{}), retry: make(chan struct{}, 1)}
 }
 
 // Running is how many of its jobs are running now.
@@ -170,6 +171,17 @@ func (d *Dispatcher) poke() {
 // Nudge tells the dispatcher that Room may have grown. It never blocks.
 func (d *Dispatcher) Nudge() { d.poke() }
 
+// Retry tells the dispatcher that the database answers again: if it is pausing after a
+// failed claim, it claims at once, with its backoff reset. Other wakeups do not end that
+// pause, so that a claim that keeps failing is not retried for every job that ends or is
+// enqueued. It never blocks.
+func (d *Dispatcher) Retry() {
+	select {
+	case d.retry <- struct{}{}:
+	default:
+	}
+}
+
 // Wait blocks until every job this dispatcher started has returned from Run.
 func (d *Dispatcher) Wait() { d.jobs.Wait() }
 
@@ -236,8 +248,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			case err != nil:
 				d.cfg.Logger.Error("relay: claiming jobs failed; retrying", "queue", d.cfg.Queue, "error", err)
 				d.wakeIn(0) // try again after the pause
-				if !sleep(ctx, retry.Next()) {
+				switch d.pause(ctx, retry.Next()) {
+				case pauseCancelled:
 					return ctx.Err()
+				case pauseRetry:
+					retry.Reset()
 				}
 			default:
 				retry.Reset()
@@ -429,14 +444,25 @@ func (d *Dispatcher) run(job *Job) {
 	d.cfg.Run(job)
 }
 
-// sleep waits for d or until ctx ends, reporting whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
+// How a pause after a failed claim ended.
+const (
+	pauseOver      = iota // it lasted its time
+	pauseRetry            // Retry was called
+	pauseCancelled        // ctx ended
+)
+
+// pause waits for wait after a failed claim, or until Retry is called or ctx ends. A Retry
+// that came while the claim was failing ends it at once: the database may have come back
+// meanwhile, and one claim too many costs less than a missed recovery.
+func (d *Dispatcher) pause(ctx context.Context, wait time.Duration) int {
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return pauseCancelled
 	case <-t.C:
-		return true
+		return pauseOver
+	case <-d.retry:
+		return pauseRetry
 	}
 }

@@ -49,6 +49,10 @@ type KeeperConfig struct {
 type Keeper struct {
 	cfg    KeeperConfig
 	paused atomic.Bool
+	// failing: the last renewal did not reach the database; recovered, with room for one
+	// signal, wakes Run to renew at once (see Recover).
+	failing   atomic.Bool
+	recovered chan struct{}
 
 	mu   sync.Mutex
 	held map[int64]*lease
@@ -88,7 +92,8 @@ func NewKeeper(cfg KeeperConfig) *Keeper {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{cfg: cfg, held: map[int64]*lease{}, cancelled: map[attemptKey]tombstone{}, waiting: map[int64]bool{}}
+	return &Keeper{cfg: cfg, held: map[int64]*lease{}, cancelled: map[attemptKey]tombstone{}, waiting: map[int64]bool{},
+		recovered: make(chan struct{}, 1)}
 }
 
 // Hold starts keeping the lease of attempt of job id, granted by a claim whose answer
@@ -169,9 +174,23 @@ func (k *Keeper) Held() int {
 // database. It exists for tests of partitioned workers.
 func (k *Keeper) Pause(paused bool) { k.paused.Store(paused) }
 
+// Recover tells the Keeper that the database answers again. If its last renewal failed,
+// it renews at once rather than at its next tick, so that leases that have not expired yet
+// are saved. It never blocks.
+func (k *Keeper) Recover() {
+	if !k.failing.Load() {
+		return
+	}
+	select {
+	case k.recovered <- struct{}{}:
+	default:
+	}
+}
+
 // Run renews leases every Interval until ctx ends. The first renewal, which also records
 // the client's first heartbeat, happens at once. While renewals fail it also wakes when
-// the earliest lease certainly expires, to cancel that handler without delay.
+// the earliest lease certainly expires, to cancel that handler without delay, and when
+// [Keeper.Recover] is called.
 func (k *Keeper) Run(ctx context.Context) error {
 	next := time.Now()
 	for {
@@ -180,6 +199,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 		if !now.Before(next) {
 			next = now.Add(k.cfg.Interval)
 			renewed = !k.paused.Load() && k.renew(ctx)
+			k.failing.Store(!renewed)
 		}
 		wake := next
 		if !renewed {
@@ -194,6 +214,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 			k.lockers.Wait()
 			return ctx.Err()
 		case <-t.C:
+		case <-k.recovered:
+			t.Stop()
+			if k.failing.Load() {
+				next = time.Now()
+			}
 		}
 	}
 }

@@ -298,3 +298,48 @@ func (h handlerFunc) Enabled(context.Context, slog.Level) bool      { return tru
 func (h handlerFunc) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
 func (h handlerFunc) WithAttrs([]slog.Attr) slog.Handler            { return h }
 func (h handlerFunc) WithGroup(string) slog.Handler                 { return h }
+
+// After writes have failed for a while, the writer pauses for over a second before the
+// next; Recover — the database answers again — ends that pause at once.
+func TestWriterRetriesAtOnceWhenTheDatabaseIsBack(t *testing.T) {
+	t.Parallel()
+	db, s, jobs := claimed(t, 1)
+	failures := make(chan struct{}, 100)
+	logger := slog.New(handlerFunc(func(r slog.Record) {
+		if r.Level == slog.LevelWarn {
+			failures <- struct{}{}
+		}
+	}))
+	w := outcome.New(writerClient, s, db, logger, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	table := pgx.Identifier{db.Schema, "jobs"}.Sanitize()
+	if _, err := db.Exec(context.Background(), `ALTER TABLE `+table+` RENAME TO jobs_away`); err != nil {
+		t.Fatal(err)
+	}
+	o := outcomeFor(0, jobs[0], time.Now())
+	w.Add(o)
+	// Pauses double from 10 ms (±20 %): after the eighth failure the next lasts over 1 s.
+	for range 8 {
+		select {
+		case <-failures:
+		case <-time.After(waitTimeout):
+			t.Fatal("the write to a missing table did not fail")
+		}
+	}
+	if _, err := db.Exec(context.Background(), `ALTER TABLE `+pgx.Identifier{db.Schema, "jobs_away"}.Sanitize()+` RENAME TO jobs`); err != nil {
+		t.Fatal(err)
+	}
+	w.Recover()
+	recovered := time.Now()
+	relaytest.WaitFor(t, waitTimeout, "the write after Recover", func() bool {
+		return rows(t, db)[o.ID].State != store.StateRunning
+	})
+	if took := time.Since(recovered); took > 600*time.Millisecond {
+		t.Errorf("the outcome was written %v after Recover; want at once (the pause had over a second to go)", took)
+	}
+	assertWritten(t, db, []store.Outcome{o})
+}

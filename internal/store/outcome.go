@@ -21,6 +21,9 @@ const (
 	ReasonDecode    = "decode"     // the args could not be decoded into the handler's type
 	ReasonCancelled = "cancelled"  // relay.Cancel was called
 	ReasonShutdown  = "shutdown"   // the client stopped before the handler returned
+	// ReasonInfrastructure: the handler's database connection failed (SQLSTATE class 08 or
+	// 57, a failed connect, a closed connection), not the handler.
+	ReasonInfrastructure = "infrastructure"
 )
 
 // Outcome is how one attempt of a running job ended.
@@ -34,6 +37,9 @@ type Outcome struct {
 	Error   string    // the attempt's error
 	Stack   string    // the stack of a panic
 	Output  []byte    // for StateSucceeded: the handler's output as JSON, or nil
+	// Uncounted: the attempt does not use up one of the job's attempts; the job is given
+	// one more (max_attempts + 1), so that attempt numbers still only grow.
+	Uncounted bool
 
 	// Not written: what the client's events report of the attempt.
 	Kind, Queue            string
@@ -74,6 +80,7 @@ type outcomeParams struct {
 	Errors        []pgtype.Text        `db:"errors"`
 	Stacks        []pgtype.Text        `db:"stacks"`
 	Outputs       []pgtype.Text        `db:"outputs"` // see jsonParam; nil when no outcome has one
+	Uncounted     []bool               `db:"uncounted"`
 	Client        string               `db:"client"`
 	Channel       string               `db:"channel"`
 	WithSuccesses bool                 `db:"with_successes"`
@@ -84,7 +91,7 @@ func (s *Store) outcomeParams(client string, outcomes []Outcome, withSuccesses b
 	p := outcomeParams{
 		IDs: make([]int64, n), Attempts: make([]int32, n), States: make([]string, n), EndedAts: make([]time.Time, n),
 		RunAts: make([]pgtype.Timestamptz, n), Reasons: make([]pgtype.Text, n), Errors: make([]pgtype.Text, n),
-		Stacks: make([]pgtype.Text, n), Client: client, Channel: s.channel, WithSuccesses: withSuccesses,
+		Stacks: make([]pgtype.Text, n), Uncounted: make([]bool, n), Client: client, Channel: s.channel, WithSuccesses: withSuccesses,
 	}
 	for i, o := range outcomes {
 		p.IDs[i], p.Attempts[i], p.States[i], p.EndedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
@@ -92,6 +99,7 @@ func (s *Store) outcomeParams(client string, outcomes []Outcome, withSuccesses b
 		p.Reasons[i] = nullText(o.Reason)
 		p.Errors[i] = nullText(o.Error)
 		p.Stacks[i] = nullText(o.Stack)
+		p.Uncounted[i] = o.Uncounted
 		if o.Output != nil {
 			if p.Outputs == nil {
 				p.Outputs = make([]pgtype.Text, n)

@@ -314,8 +314,9 @@ WITH RECURSIVE async AS (
 WITH outcome AS MATERIALIZED (
     SELECT *, 'running'::text AS held_state, @client::text AS held_by
     FROM unnest(@ids::bigint[], @attempts::integer[], @states::text[], @ended_ats::timestamptz[],
-                @run_ats::timestamptz[], @reasons::text[], @errors::text[], @stacks::text[], @outputs::jsonb[])
-        AS o(id, attempt, state, ended_at, run_at, reason, error, stack, output)
+                @run_ats::timestamptz[], @reasons::text[], @errors::text[], @stacks::text[], @outputs::jsonb[],
+                @uncounted::boolean[])
+        AS o(id, attempt, state, ended_at, run_at, reason, error, stack, output, uncounted)
 ), written AS (
     UPDATE {schema}.jobs j
     SET state = o.state,
@@ -323,8 +324,10 @@ WITH outcome AS MATERIALIZED (
         run_at = coalesce(o.run_at, j.run_at),
         lease_expires_at = NULL,
         output = coalesce(o.output, j.output),
-        -- a snooze gives its attempt back
+        -- a snooze gives its attempt back; an attempt that does not count (an infrastructure
+        -- fault) gets the job one more, so that attempt numbers stay unique
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
+        max_attempts = CASE WHEN o.uncounted THEN j.max_attempts + 1 ELSE j.max_attempts END,
         attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack) END,
         blocking = o.state = 'failed' AND j.order_key IS NOT NULL AND {blocksOnFailure}
