@@ -175,7 +175,7 @@ func TestClientRecoversWithinASecondOfTheDatabaseComingBack(t *testing.T) {
 	if err := srv.Halt(ctx, "fast"); err != nil {
 		t.Fatal(err)
 	}
-	commit.open() // the commit fails: the server is gone
+	commit.open()           // the commit fails: the server is gone
 	time.Sleep(time.Second) // outcome writes, claims and renewals fail meanwhile
 	if err := srv.Resume(ctx); err != nil {
 		t.Fatal(err)
