@@ -27,10 +27,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/lmittmann/tint"
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/cpustat"
+	"github.com/relayq/relay/internal/tool"
 )
 
 type options struct {
@@ -175,14 +175,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
 	}
-	level := slog.LevelInfo
-	if opts.verbose {
-		level = slog.LevelDebug
-	}
-	st, _ := os.Stderr.Stat()
-	log := slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{
-		Level: level, TimeFormat: "15:04:05.000", NoColor: st == nil || st.Mode()&os.ModeCharDevice == 0,
-	}))
+	log := tool.Logger(opts.verbose)
 	slog.SetDefault(log)
 
 	if opts.cpuProfile != "" {

@@ -8,17 +8,19 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/fleet"
+	"github.com/relayq/relay/internal/lifecycle"
 )
 
 // producer enqueues the steady load: rate jobs per second, each in a transaction of its
 // own, from the suite's own pool. Enqueues that fail (the database is down) are counted
 // and not retried; a job is counted as enqueued only once its Commit returned.
 type producer struct {
-	r      *run
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
-	n      atomic.Int64 // jobs offered so far
+	r       *run
+	svc     *lifecycle.Service
+	ticks   chan int64 // the jobs to enqueue, by number
+	workers sync.WaitGroup
+	stopped sync.Once
+	n       atomic.Int64 // jobs offered so far
 
 	mu        sync.Mutex
 	committed []int64
@@ -32,45 +34,32 @@ type producer struct {
 const producers = 4
 
 func startProducer(r *run, rate int) *producer {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &producer{r: r, cancel: cancel, done: make(chan struct{})}
-	ticks := make(chan int64, rate)
-	var wg sync.WaitGroup
+	p := &producer{r: r, ticks: make(chan int64, rate)}
 	for range producers {
-		wg.Go(func() {
-			for n := range ticks {
-				p.enqueue(ctx, n)
+		p.workers.Go(func() {
+			for n := range p.ticks {
+				p.enqueue(context.Background(), n)
 			}
 		})
 	}
-	go func() {
-		defer close(p.done)
-		defer wg.Wait()
-		defer close(ticks)
-		t := time.NewTicker(time.Second / time.Duration(rate))
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			select {
-			case ticks <- p.n.Add(1):
-			default:
-				p.mu.Lock()
-				p.skipped++
-				p.mu.Unlock()
-			}
+	p.svc = every(time.Second/time.Duration(rate), func(context.Context) {
+		select {
+		case p.ticks <- p.n.Add(1):
+		default:
+			p.mu.Lock()
+			p.skipped++
+			p.mu.Unlock()
 		}
-	}()
+	})
 	return p
 }
 
+// stop stops offering jobs and waits for the enqueues under way.
 func (p *producer) stop() {
-	p.once.Do(func() {
-		p.cancel()
-		<-p.done
+	p.stopped.Do(func() {
+		p.svc.Stop()
+		close(p.ticks)
+		p.workers.Wait()
 	})
 }
 
@@ -132,9 +121,7 @@ func (p *producer) enqueueMany(ctx context.Context, works []fleet.Work) error {
 // monitor samples the queue every 100 ms: how many jobs are due and waiting, and how many
 // are running. A sample the database does not answer is left out.
 type monitor struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	svc *lifecycle.Service
 
 	mu      sync.Mutex
 	samples []sample
@@ -149,42 +136,42 @@ type sample struct {
 const sampleEvery = 100 * time.Millisecond
 
 func startMonitor(r *run) *monitor {
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &monitor{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(m.done)
-		t := time.NewTicker(sampleEvery)
+	m := &monitor{}
+	m.svc = every(sampleEvery, func(ctx context.Context) {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		var s sample
+		err := r.s.pool.QueryRow(qctx, `SELECT count(*) FILTER (WHERE state = 'pending' AND run_at <= now()),
+			count(*) FILTER (WHERE state = 'running'),
+			(SELECT count(*) FROM pg_stat_activity WHERE `+reservedBackends+`)
+			FROM `+r.jobs()+` WHERE state IN ('pending', 'running')`).Scan(&s.due, &s.running, &s.reserved)
+		if err == nil {
+			s.at = time.Now()
+			m.mu.Lock()
+			m.samples = append(m.samples, s)
+			m.mu.Unlock()
+		}
+	})
+	return m
+}
+
+// every runs tick every interval, until the service is stopped.
+func every(interval time.Duration, tick func(ctx context.Context)) *lifecycle.Service {
+	return lifecycle.Go(context.Background(), func(ctx context.Context) error {
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-t.C:
-			}
-			qctx, cancel := context.WithTimeout(ctx, time.Second)
-			var s sample
-			err := r.s.pool.QueryRow(qctx, `SELECT count(*) FILTER (WHERE state = 'pending' AND run_at <= now()),
-				count(*) FILTER (WHERE state = 'running'),
-				(SELECT count(*) FROM pg_stat_activity WHERE `+reservedBackends+`)
-				FROM `+r.jobs()+` WHERE state IN ('pending', 'running')`).Scan(&s.due, &s.running, &s.reserved)
-			cancel()
-			if err == nil {
-				s.at = time.Now()
-				m.mu.Lock()
-				m.samples = append(m.samples, s)
-				m.mu.Unlock()
+				tick(ctx)
 			}
 		}
-	}()
-	return m
-}
-
-func (m *monitor) stop() {
-	m.once.Do(func() {
-		m.cancel()
-		<-m.done
 	})
 }
+
+func (m *monitor) stop() { m.svc.Stop() }
 
 func (m *monitor) all() []sample {
 	m.mu.Lock()

@@ -21,7 +21,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"slices"
@@ -29,9 +28,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lmittmann/tint"
-
 	"github.com/relayq/relay/internal/fleet"
+	"github.com/relayq/relay/internal/tool"
 )
 
 type options struct {
@@ -115,14 +113,7 @@ func suiteMain() int {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
 		return 2
 	}
-	level := slog.LevelInfo
-	if opts.verbose {
-		level = slog.LevelDebug
-	}
-	st, _ := os.Stderr.Stat()
-	log := slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{
-		Level: level, TimeFormat: "15:04:05.000", NoColor: st == nil || st.Mode()&os.ModeCharDevice == 0,
-	}))
+	log := tool.Logger(opts.verbose)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

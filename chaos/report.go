@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -14,6 +10,7 @@ import (
 	"time"
 
 	"github.com/relayq/relay/internal/cpustat"
+	"github.com/relayq/relay/internal/tool"
 )
 
 // Targets of issue 12, judged per scenario where they apply.
@@ -242,18 +239,4 @@ func formatCounts(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-func (rep *report) writeJSON(path string) error {
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(rep); err != nil {
-		return err
-	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
-}
+func (rep *report) writeJSON(path string) error { return tool.WriteJSON(path, rep) }

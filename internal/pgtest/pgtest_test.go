@@ -120,16 +120,22 @@ func TestDurableKeepsDefaults(t *testing.T) {
 	}
 }
 
-func TestRestartImmediate(t *testing.T) {
-	t.Parallel()
-	// Durable so the committed row must survive the simulated crash.
+// serverWithRow starts a durable server, so that a committed row must survive a crash,
+// and commits a row there: table t, v = 7.
+func serverWithRow(t *testing.T) (*Server, context.Context, *pgx.Conn) {
+	t.Helper()
 	srv := startServer(t, Options{Durable: true})
 	ctx := testCtx(t)
 	conn := connect(t, ctx, srv.URL())
-
 	if _, err := conn.Exec(ctx, "CREATE TABLE t (v int); INSERT INTO t VALUES (7)"); err != nil {
 		t.Fatal(err)
 	}
+	return srv, ctx, conn
+}
+
+func TestRestartImmediate(t *testing.T) {
+	t.Parallel()
+	srv, ctx, conn := serverWithRow(t)
 	var before time.Time
 	if err := conn.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&before); err != nil {
 		t.Fatal(err)
@@ -173,12 +179,7 @@ func TestRestartImmediate(t *testing.T) {
 // in between, connections are refused.
 func TestHaltAndResume(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, Options{Durable: true})
-	ctx := testCtx(t)
-	conn := connect(t, ctx, srv.URL())
-	if _, err := conn.Exec(ctx, "CREATE TABLE t (v int); INSERT INTO t VALUES (7)"); err != nil {
-		t.Fatal(err)
-	}
+	srv, ctx, _ := serverWithRow(t)
 	if err := srv.Halt(ctx, "bogus"); err == nil {
 		t.Fatal("Halt with an invalid mode succeeded")
 	}
