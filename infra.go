@@ -18,21 +18,22 @@ import (
 // freeInfraAttempts bounds the attempts of a job whose infrastructure faults do not count.
 // A handler whose own statement brings its connection down every time (one cancelled by
 // recovery conflicts on a standby, say, or one talking to another server that is down)
-// would otherwise be retried forever; from this attempt on its faults count and are
-// retried after the job's backoff delay, like errors.
+// would otherwise be retried forever; from this attempt on its faults count, and wait for
+// the job's backoff delay as if this were its first attempt.
 const freeInfraAttempts = 25
 
 // infraDelay is how long after its n-th attempt failed this way a job runs again: at once
-// after the first, then after a delay that doubles from 50 ms up to 5 s, so that a fault
-// that keeps coming back is not retried in a tight loop.
+// after its first attempt, else after a delay that doubles from 50 ms up to a second, so
+// that a fault that keeps coming back is not retried in a tight loop. (Delays are by the
+// attempt's number: a job's attempts are mostly such faults once there are many.)
 func infraDelay(attempt int) time.Duration {
 	if attempt <= 1 {
 		return 0
 	}
 	d := 50 * time.Millisecond
 	for range attempt - 2 {
-		if d *= 2; d >= 5*time.Second {
-			return 5 * time.Second
+		if d *= 2; d >= time.Second {
+			return time.Second
 		}
 	}
 	return d

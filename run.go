@@ -215,11 +215,12 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 
 	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: store.StatePending}
 	outOfAttempts := j.Attempt >= j.MaxAttempts
-	retryIn := func() time.Duration {
+	// retryIn is the backoff delay after the n-th attempt.
+	retryIn := func(n int) time.Duration {
 		if h.backoff != nil {
-			return h.backoff.Delay(j.Attempt)
+			return h.backoff.Delay(n)
 		}
-		return c.cfg.Backoff.Delay(j.Attempt)
+		return c.cfg.Backoff.Delay(n)
 	}
 	var (
 		end       *endJob
@@ -233,7 +234,7 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			o.Error += ": " + err.Error()
 		}
-		o.RunAt = now.Add(retryIn())
+		o.RunAt = now.Add(retryIn(j.Attempt))
 	case err == nil:
 		return store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: store.StateSucceeded}, true
 	case errors.As(err, &permanent):
@@ -251,7 +252,7 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 		}
 	case errors.As(err, &panicked):
 		o.Reason, o.Error, o.Stack = store.ReasonPanic, panicked.Error(), panicked.stack
-		o.RunAt = now.Add(retryIn())
+		o.RunAt = now.Add(retryIn(j.Attempt))
 	case c.work.Err() != nil:
 		// Interrupted by shutdown, not by a fault of the job: let another client have it now.
 		o.Reason, o.Error, o.RunAt = store.ReasonShutdown, err.Error(), now
@@ -263,11 +264,12 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 			o.Uncounted, outOfAttempts = true, false
 			o.RunAt = now.Add(infraDelay(j.Attempt))
 		} else {
-			o.RunAt = now.Add(retryIn())
+			// The backoff starts over: the attempts before were most likely such faults.
+			o.RunAt = now.Add(retryIn(j.Attempt - freeInfraAttempts + 1))
 		}
 	default:
 		o.Reason, o.Error = store.ReasonError, err.Error()
-		o.RunAt = now.Add(retryIn())
+		o.RunAt = now.Add(retryIn(j.Attempt))
 	}
 	if o.State == store.StatePending && outOfAttempts {
 		o.State, o.RunAt = store.StateFailed, time.Time{}

@@ -279,12 +279,6 @@ func workMix(n int64) fleet.Work {
 	return fleet.Work{Ms: minJobMs + rand.IntN(maxJobMs-minJobMs+1), Effect: effect}
 }
 
-// capacity is how many jobs of the steady load the workers can run per second.
-func (r *run) capacity(workersPerProcess int) float64 {
-	mean := float64(minJobMs+maxJobMs) / 2 / 1000
-	return float64(len(r.slots)*workersPerProcess) / mean
-}
-
 // sleep waits for d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

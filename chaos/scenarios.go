@@ -21,7 +21,7 @@ type scenario struct {
 	// resumes: the time until the workers started jobs again after the fault is judged
 	// (target: within a second); victim: of worker 0, the one the fault cut off, only.
 	resumes, victim bool
-	// workerBound: the drain rate is judged against what the workers can run.
+	// workerBound: the drain is judged by how busy it kept the workers.
 	workerBound bool
 	configure   func(s *suite, spec *fleet.Spec)
 	fault       func(ctx context.Context, r *run) error

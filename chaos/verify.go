@@ -189,13 +189,34 @@ func (r *run) drained(jobs []*jobRow) {
 			}
 		}
 	}
-	if secs := at.Sub(from).Seconds(); secs >= 1 {
-		r.res.DrainRate = float64(started) / secs
-		r.res.DrainSeconds = secs
+	secs := at.Sub(from).Seconds()
+	if secs < 1 {
+		return // too short to tell a rate
 	}
-	if r.sc.workerBound {
-		r.res.Capacity = r.capacity(r.workersPerProcess())
+	r.res.DrainRate, r.res.DrainSeconds = float64(started)/secs, secs
+	if !r.sc.workerBound {
+		return
 	}
+	var busy time.Duration
+	for _, j := range jobs {
+		for _, a := range j.attempts {
+			end := a.ended
+			if end.IsZero() || end.After(at) {
+				end = at
+			}
+			if start := later(a.started, from); end.After(start) {
+				busy += end.Sub(start)
+			}
+		}
+	}
+	r.res.Busy = busy.Seconds() / secs / float64(len(r.slots)*r.workersPerProcess())
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // completeTxRetries: for attempts whose CompleteTx transaction did not commit during the
