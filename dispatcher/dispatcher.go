@@ -10,7 +10,8 @@
 // A dispatcher is woken by [Dispatcher.Notify] (a job became pending, due now or later),
 // [Dispatcher.Wake] (look again from scratch), a finished job freeing a slot while more work
 // may be waiting, and a fallback poll that covers notifications lost while no connection
-// was listening.
+// was listening. A claim that fails is retried after a pause that grows to 2 s;
+// [Dispatcher.Retry] (the database answers again) ends the pause.
 //
 // Each claim from a plain queue resumes from a [Cursor] — the claim position (priority,
 // run_at, id) of the last job it claimed — instead of scanning the queue's index from its

@@ -7,7 +7,9 @@
 // cancelled or deleted: its handler's context is cancelled at once with [ErrLostLease].
 // While the database cannot be reached the Keeper keeps trying, and once a lease has
 // certainly expired it cancels that handler itself with [ErrLeaseExpired]. A [Rescuer]
-// retries running jobs whose lease expired, on every client, each exactly once.
+// retries running jobs whose lease expired, on every client, each exactly once. Both back
+// off while the database fails; tell them when it answers again ([Keeper.Recover],
+// [Rescuer.Recover]) and they carry on at once.
 //
 // Both work through what their configuration supplies: a Keeper through a [Renewer], a
 // Rescuer through a rescue function ([RescuerConfig].Rescue). relay's client implements
