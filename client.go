@@ -48,6 +48,9 @@ type Client struct {
 	keeperSvc   *lifecycle.Service
 	rescuerSvc  *lifecycle.Service
 	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
+	watchSvc    *lifecycle.Service // warns of jobs no live client can run
+
+	unhandledEvery time.Duration // how often watchUnhandled looks; tests shorten it
 	listenerSvc *lifecycle.Service
 	pool        *pgxpool.Pool
 	backlogFull atomic.Bool // a dispatcher found no room for outcomes and waits for a nudge
@@ -67,7 +70,7 @@ const (
 
 // New returns a client for cfg. Invalid configuration is reported by [Client.Start].
 func New(cfg Config) *Client {
-	return &Client{cfg: cfg, handlers: map[string]handler{}, stopped: make(chan struct{})}
+	return &Client{cfg: cfg, handlers: map[string]handler{}, stopped: make(chan struct{}), unhandledEvery: unhandledCheck}
 }
 
 // ID is the client's identifier, recorded as attempted_by on the jobs it claims and as
@@ -209,6 +212,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if len(c.queues.groups) > 0 {
 		c.finderSvc = lifecycle.Go(background, c.findQueues)
 	}
+	c.watchSvc = lifecycle.Go(background, c.watchUnhandled)
 	c.state = stateRunning
 	cfg.Logger.Debug("relay: client started", "id", cfg.ID, "schema", cfg.Schema, "queues", len(cfg.Queues), "kinds", kinds)
 	return nil
@@ -246,6 +250,7 @@ func (c *Client) Stop(ctx context.Context) error {
 	if c.finderSvc != nil {
 		c.finderSvc.Stop()
 	}
+	c.watchSvc.Stop()
 	c.queues.stop() // no more claims
 	var errs []error
 	if abandoned := c.waitForHandlers(ctx); abandoned > 0 {

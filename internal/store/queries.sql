@@ -538,17 +538,49 @@ SELECT ordered, on_failure, global_limit, paused_at,
     (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND blocking) AS blocked
 FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue;
 
--- name: pendingQueues
--- The queues that have pending jobs, by a loose scan of the claim index: one probe per
--- queue, however many jobs each holds.
-WITH RECURSIVE q AS (
+-- name: pendingQueueScan
+-- The recursive CTE "q": the queues that have pending jobs, by a loose scan of the claim
+-- index: one probe per queue, however many jobs each holds. A last row holds NULL.
+q AS (
     (SELECT queue FROM {schema}.jobs WHERE state = 'pending' ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT queue FROM {schema}.jobs WHERE state = 'pending' AND queue > q.queue ORDER BY queue LIMIT 1)
     FROM q
     WHERE q.queue IS NOT NULL
 )
+
+-- name: pendingQueues
+-- The queues that have pending jobs and that patterns (names, and groups by prefix) cover.
+WITH RECURSIVE {pendingQueueScan}
 SELECT queue FROM q WHERE queue IS NOT NULL AND {schema}.serves(@patterns::text[], queue);
+
+-- name: unhandled
+-- Pending jobs that no live client can run — no client serving their queue handles their
+-- kind — by queue and kind, with how many and the oldest. Kept cheap for the clients that
+-- run it every minute, however large the backlog: per queue with pending jobs (one index
+-- probe each), only the @sample most urgent jobs due for at least @grace are looked at.
+-- Claims skip the jobs no client can run, so those gather at the head of their queue's
+-- claim order and are found there; only a (queue, kind) found so is counted in full.
+WITH RECURSIVE {pendingQueueScan}, live AS MATERIALIZED (
+    SELECT queues, kinds FROM {schema}.clients
+    WHERE stopped_at IS NULL AND heartbeat_at + lease_ttl > now()
+), stuck AS (
+    SELECT DISTINCT q.queue, h.kind
+    FROM q
+    CROSS JOIN LATERAL (
+        SELECT kind FROM {schema}.jobs
+        WHERE queue = q.queue AND state = 'pending' AND run_at <= now() - @grace::interval
+        ORDER BY (-priority), run_at, id
+        LIMIT @sample
+    ) h
+    WHERE q.queue IS NOT NULL
+      AND NOT EXISTS (SELECT FROM live c WHERE h.kind = ANY (c.kinds) AND {schema}.serves(c.queues, q.queue))
+)
+SELECT s.queue, s.kind, count(*), min(j.created_at)
+FROM stuck s
+JOIN {schema}.jobs j ON j.queue = s.queue AND j.kind = s.kind AND j.state = 'pending'
+GROUP BY s.queue, s.kind
+ORDER BY s.queue, s.kind;
 
 -- name: uniqueHolder
 SELECT id FROM {schema}.jobs WHERE unique_key = @unique_key AND state IN ('pending', 'running');
