@@ -38,25 +38,25 @@ type Client struct {
 	store    *store.Store
 	handlers map[string]handler
 
-	mu          sync.Mutex
-	state       clientState
-	stopped     chan struct{} // closed when Stop has finished
-	queues      serving
-	writer      *outcome.Writer
-	writerSvc   *lifecycle.Service
-	keeper      *lease.Keeper
-	keeperSvc   *lifecycle.Service
-	rescuerSvc  *lifecycle.Service
-	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
-	watchSvc    *lifecycle.Service // warns of jobs no live client can run
+	mu         sync.Mutex
+	state      clientState
+	stopped    chan struct{} // closed when Stop has finished
+	queues     serving
+	writer     *outcome.Writer
+	writerSvc  *lifecycle.Service
+	keeper     *lease.Keeper
+	keeperSvc  *lifecycle.Service
+	rescuerSvc *lifecycle.Service
+	finderSvc  *lifecycle.Service // finds queues of groups with work; nil without groups
+	watchSvc   *lifecycle.Service // warns of jobs no live client can run
 
 	unhandledEvery time.Duration // how often watchUnhandled looks; tests shorten it
-	listenerSvc *lifecycle.Service
-	pool        *pgxpool.Pool
-	backlogFull atomic.Bool // a dispatcher found no room for outcomes and waits for a nudge
-	events      eventHub
-	work        context.Context // handlers' context; cancelled when Stop gives up waiting
-	cancelWork  context.CancelFunc
+	listenerSvc    *lifecycle.Service
+	pool           *pgxpool.Pool
+	backlogFull    atomic.Bool // a dispatcher found no room for outcomes and waits for a nudge
+	events         eventHub
+	work           context.Context // handlers' context; cancelled when Stop gives up waiting
+	cancelWork     context.CancelFunc
 }
 
 type clientState int
