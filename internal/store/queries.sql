@@ -535,7 +535,7 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- name: getQueue
 SELECT ordered, on_failure, global_limit, paused_at,
     (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND state = 'running') AS running,
-    (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND blocking) AS blocked
+    (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND order_key IS NOT NULL AND blocking) AS blocked
 FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue;
 
 -- name: pendingQueueScan
