@@ -118,9 +118,15 @@ func (h *eventHub) active() bool { return h.n.Load() > 0 }
 func (h *eventHub) emit(e Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// Observers first: a subscriber that has received an event may rely on every observer
+	// having counted it (a test reading metrics, say).
 	for s := range h.subs {
 		if s.fn != nil {
 			s.fn(e)
+		}
+	}
+	for s := range h.subs {
+		if s.fn != nil {
 			continue
 		}
 		select {
