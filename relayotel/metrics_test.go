@@ -298,3 +298,40 @@ func equalPoints(t *testing.T, name string, got, want map[string]int64) {
 		}
 	}
 }
+
+var completeKind = relay.NewKind[n]("complete")
+
+// TestCountersCountOnlyWhatCommitted: a handler completes its job in its own transaction
+// (CompleteTx), which rolls back on the first attempt although the handler returns nil.
+// The counter says what the database holds: one retried attempt, one success.
+func TestCountersCountOnlyWhatCommitted(t *testing.T) {
+	t.Parallel()
+	s := newOtelSetup(t)
+	ctx := context.Background()
+	c := s.client(relay.Config{}, func(c *relay.Client) {
+		handle(t, c, completeKind, func(ctx context.Context, j *relay.Job[n]) error {
+			tx, err := s.db.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback(ctx)
+			if err := relay.CompleteTx(ctx, tx, j); err != nil {
+				return err
+			}
+			if j.Attempt == 1 {
+				return tx.Rollback(ctx) // nil: the handler "succeeded", the database did not
+			}
+			return tx.Commit(ctx)
+		}, fastRetries)
+	})
+	ch := events(t, c)
+	if _, err := relay.Enqueue(ctx, s.db, completeKind, n{}); err != nil {
+		t.Fatal(err)
+	}
+	awaitEvents(t, ch, 2)
+	const base = "messaging.destination.name=default,messaging.operation.name=process,relay.job.kind=complete,"
+	equalPoints(t, relayotel.MetricFinished, sums(t, s.collect()[relayotel.MetricFinished]), map[string]int64{
+		"error.type=error," + base + "relay.job.outcome=retried,relay.job.state=pending": 1,
+		base + "relay.job.outcome=succeeded,relay.job.state=succeeded":                   1,
+	})
+}
