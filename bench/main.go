@@ -30,6 +30,7 @@ import (
 	"github.com/lmittmann/tint"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/relayotel"
 )
 
 type options struct {
@@ -53,7 +54,7 @@ type options struct {
 	sustainedRate int // sustained: most jobs/s the producers offer
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "overhead"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -115,6 +116,10 @@ type bench struct {
 	db   *database
 	opts options
 	base time.Time // origin of the recorders' monotonic timestamps
+	// tel, when set, instruments every client and enqueue as an application would (the
+	// overhead workload); telStops undo the clients' instrumentation.
+	tel      *relayotel.Telemetry
+	telStops []func()
 }
 
 // workload is one line of the plan: a name, the plot it belongs to, and a run.
@@ -159,6 +164,9 @@ func plan(o options) []workload {
 	add("queues", "queues", runQueues)
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
+	if o.workload == "overhead" { // not part of "all": it repeats drain and latency
+		add("overhead (telemetry off vs on)", "overhead", runOverhead)
+	}
 	return ws
 }
 
@@ -344,9 +352,20 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 		// relay's own logs only from warnings up, unless -v.
 		logger = slog.New(levelFilter{b.log.Handler(), slog.LevelWarn})
 	}
-	c := relay.New(relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger})
+	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger}
+	if b.tel != nil {
+		cfg.Middleware = []relay.Middleware{b.tel.Middleware()}
+	}
+	c := relay.New(cfg)
 	if err := relay.Handle(c, benchKind, fn); err != nil {
 		return nil, err
+	}
+	if b.tel != nil {
+		stop, err := b.tel.Instrument(c)
+		if err != nil {
+			return nil, err
+		}
+		b.telStops = append(b.telStops, stop)
 	}
 	if err := c.Start(ctx, pool); err != nil {
 		return nil, err
@@ -412,7 +431,11 @@ func stopClient(ctx context.Context, c *relay.Client) error {
 
 // enqueueOpts are the options every benchmark enqueue passes.
 func (b *bench) enqueueOpts(queue string) []relay.EnqueueOption {
-	return []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(queue)}
+	opts := []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(queue)}
+	if b.tel != nil {
+		opts = append(opts, b.tel.EnqueueMiddleware())
+	}
+	return opts
 }
 
 // progress logs line() every second until the returned stop is called.
