@@ -29,6 +29,12 @@
 //
 //	id, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "a@example.com"})
 //
+// Middleware wraps every handler ([Config].Middleware, or a kind's, as a [HandleOption]) and
+// every enqueue ([EnqueueMiddleware]) with a view of the job that does not depend on its
+// args type ([JobInfo], [EnqueueInfo]); jobs carry a small [Metadata] set at enqueue.
+// Package relayotel builds OpenTelemetry traces and metrics on them, on committed outcomes
+// ([Client.Observe]) and on [QueueDepths].
+//
 // Delivery is at least once: a job runs again if its outcome could not be recorded (see
 // the README's "Delivery semantics"). Everything relay stores lives in its own schema
 // ("relay" by default), created and upgraded by [Migrate].

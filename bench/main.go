@@ -47,6 +47,7 @@ type options struct {
 	verbose     bool
 	cpuProfile  string
 	pgss        bool
+	telemetry   string // "", "on" or "metrics": run every workload with relayotel
 
 	poolConns     int // the client's pool
 	producers     int // sustained and queues producer goroutines
@@ -71,6 +72,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the schema (with the last workload's jobs) at the end")
 	fs.BoolVar(&o.verbose, "v", false, "debug logs, relay's included")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process to this file")
+	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel's middleware and instruments: on (traces and metrics) or metrics; the overhead workload compares with and without")
 	fs.BoolVar(&o.pgss, "pgss", false, "diagnostics: load pg_stat_statements (with track_planning) into the throwaway server and report each run's costliest statements")
 	fs.IntVar(&o.poolConns, "pool-conns", 20, "MaxConns of the client's pgxpool")
 	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
@@ -101,6 +103,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-duration must be at least 1s")
 	case o.runs < 1:
 		return o, errors.New("-runs must be at least 1")
+	case o.telemetry != "" && o.telemetry != "on" && o.telemetry != "metrics":
+		return o, fmt.Errorf("bad -telemetry %q (want on or metrics)", o.telemetry)
 	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
 		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
 	}
@@ -231,6 +235,16 @@ func run() int {
 		return 1
 	}
 	b := &bench{log: log, db: db, opts: opts, base: time.Now()}
+	runCtx := ctx
+	if opts.telemetry != "" && opts.workload != "overhead" {
+		tel, tracedCtx, _, closeTel, err := newTelemetry(ctx, b)
+		if err != nil {
+			log.Error("telemetry", "error", err)
+			return 1
+		}
+		defer closeTel()
+		b.tel, runCtx = tel, tracedCtx
+	}
 
 	report := &report{
 		Started: began, Server: info, Schema: opts.schema,
@@ -265,7 +279,7 @@ func run() int {
 			}
 			t := time.Now()
 			cpu0 := sampleCPU(pgPID)
-			res, err := w.run(ctx, b)
+			res, err := w.run(runCtx, b)
 			if err != nil {
 				log.Error("workload failed", "name", w.name, "error", err)
 				failed = true

@@ -26,20 +26,11 @@ const overheadPairs = 3
 // depth gauges registered, every span sampled and handed to a batch processor. Each
 // measurement reports the CPU that other processes used meanwhile: the machine is shared.
 func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
-		sdktrace.WithBatcher(tracetest.NewNoopExporter()))
-	defer mp.Shutdown(context.WithoutCancel(ctx))
-	defer tp.Shutdown(context.WithoutCancel(ctx))
-	tel, err := relayotel.New(relayotel.Config{MeterProvider: mp, TracerProvider: tp, DB: b.db.admin, Schema: b.opts.schema})
+	tel, tracedCtx, reader, closeTel, err := newTelemetry(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	defer tel.Close()
-	// The producer's request: every enqueue of the "on" runs is traced under it.
-	tracedCtx, request := tp.Tracer("bench").Start(ctx, "producer")
-	defer request.End()
+	defer closeTel()
 
 	pgPID := b.db.postmasterPID()
 	latencyDuration := max(b.opts.duration/4, time.Second)
@@ -161,4 +152,29 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// newTelemetry is relayotel as an application with tracing and metrics has it: every span
+// sampled and handed to a batch processor (whose exporter discards them), metrics read by
+// a manual reader (returned, to check what was counted), the depth gauges registered.
+// tracedCtx holds the span of a producer's request, under which enqueues are traced.
+func newTelemetry(ctx context.Context, b *bench) (tel *relayotel.Telemetry, tracedCtx context.Context, reader *sdkmetric.ManualReader, closeAll func(), err error) {
+	reader = sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+		sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	cfg := relayotel.Config{MeterProvider: mp, TracerProvider: tp, DB: b.db.admin, Schema: b.opts.schema}
+	if b.opts.telemetry == "metrics" {
+		cfg.TracerProvider = nil
+	}
+	if tel, err = relayotel.New(cfg); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	tracedCtx, request := tp.Tracer("bench").Start(ctx, "producer")
+	return tel, tracedCtx, reader, func() {
+		request.End()
+		tel.Close()
+		mp.Shutdown(context.WithoutCancel(ctx))
+		tp.Shutdown(context.WithoutCancel(ctx))
+	}, nil
 }

@@ -223,6 +223,7 @@ func (l *logRecords) find(msg string) []map[string]string {
 }
 
 func flatten(m map[string]string, prefix string, a slog.Attr) {
+	a.Value = a.Value.Resolve() // as slog's own handlers do
 	if a.Value.Kind() == slog.KindGroup {
 		for _, g := range a.Value.Group() {
 			flatten(m, prefix+a.Key+".", g)

@@ -41,7 +41,7 @@ func (t *Telemetry) Middleware() relay.Middleware {
 					attrKind.String(job.Kind), attrAttempt.Int(job.Attempt),
 				))
 			if sc := span.SpanContext(); sc.IsValid() {
-				job.AddLogAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+				job.AddLogAttrs(slog.Any("trace_id", traceID(sc.TraceID())), slog.Any("span_id", spanID(sc.SpanID())))
 			}
 			err := next(ctx, job)
 			outcome := job.Outcome(ctx, err)
@@ -113,3 +113,12 @@ func same(jobs []*relay.EnqueueInfo, of func(*relay.EnqueueInfo) string) (string
 	}
 	return v, true
 }
+
+// traceID and spanID are written in hex only if a line is logged: most attempts log none.
+type (
+	traceID trace.TraceID
+	spanID  trace.SpanID
+)
+
+func (t traceID) LogValue() slog.Value { return slog.StringValue(trace.TraceID(t).String()) }
+func (s spanID) LogValue() slog.Value  { return slog.StringValue(trace.SpanID(s).String()) }
