@@ -73,7 +73,8 @@ func (c *Client) Dropped() int64 { return c.events.dropped.Load() }
 // Observe calls fn with every [Event] this client reports from now on, as [Client.Subscribe]
 // delivers them — once the attempt's outcome is committed — but synchronously, on the
 // goroutine that committed it, so that none is ever missed: for counting (metrics). fn must
-// be quick and must not block: the client's next outcomes wait for it. stop ends the
+// be quick and must not block: the client's next outcomes wait for it; nor may it call
+// Subscribe or Observe. stop ends the
 // observation; fn is not called once stop has returned.
 func (c *Client) Observe(fn func(Event)) (stop func()) {
 	s := &subscriber{fn: fn}

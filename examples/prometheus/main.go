@@ -30,7 +30,7 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/backoff"
-	"github.com/relayq/relay/internal/pgtest"
+	"github.com/relayq/relay/internal/exampledb"
 	"github.com/relayq/relay/relayotel"
 )
 
@@ -59,21 +59,11 @@ func main() {
 }
 
 func run(ctx context.Context, logger *slog.Logger, listen string) error {
-	url := os.Getenv("DATABASE_URL")
-	if url == "" {
-		logger.Info("DATABASE_URL is not set; starting a throwaway PostgreSQL")
-		server, err := pgtest.Start(ctx, pgtest.Options{})
-		if err != nil {
-			return err
-		}
-		defer server.Stop()
-		url = server.URL()
-	}
-	pool, err := pgxpool.New(ctx, url)
+	pool, closeDB, err := exampledb.Open(ctx, logger) // DATABASE_URL, or a throwaway server
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer closeDB()
 	if err := relay.Migrate(ctx, pool); err != nil {
 		return err
 	}
