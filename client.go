@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -38,25 +39,27 @@ type Client struct {
 	store    *store.Store
 	handlers map[string]handler
 
-	mu         sync.Mutex
-	state      clientState
-	stopped    chan struct{} // closed when Stop has finished
-	queues     serving
-	writer     *outcome.Writer
-	writerSvc  *lifecycle.Service
-	keeper     *lease.Keeper
-	keeperSvc  *lifecycle.Service
-	rescuerSvc *lifecycle.Service
-	finderSvc  *lifecycle.Service // finds queues of groups with work; nil without groups
-	watchSvc   *lifecycle.Service // warns of jobs no live client can run
+	mu          sync.Mutex
+	state       clientState
+	stopped     chan struct{} // closed when Stop has finished
+	queues      serving
+	writer      *outcome.Writer
+	writerSvc   *lifecycle.Service
+	keeper      *lease.Keeper
+	keeperSvc   *lifecycle.Service
+	rescuerSvc  *lifecycle.Service
+	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
+	watchSvc    *lifecycle.Service // warns of jobs no live client can run
+	listenerSvc *lifecycle.Service
+	pool        *pgxpool.Pool
+	backlogFull atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
+	slots       *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
+	listens     atomic.Int64      // times the listener has begun listening
+	events      eventHub
+	work        context.Context // handlers' context; cancelled when Stop gives up waiting
+	cancelWork  context.CancelFunc
 
 	unhandledEvery time.Duration // how often watchUnhandled looks; tests shorten it
-	listenerSvc    *lifecycle.Service
-	pool           *pgxpool.Pool
-	backlogFull    atomic.Bool // a dispatcher found no room for outcomes and waits for a nudge
-	events         eventHub
-	work           context.Context // handlers' context; cancelled when Stop gives up waiting
-	cancelWork     context.CancelFunc
 }
 
 type clientState int
@@ -85,6 +88,7 @@ func (c *Client) ID() string {
 type handler struct {
 	run runner
 	kindConfig
+	chain JobFunc // run wrapped in middleware; nil without any
 }
 
 func (c *Client) register(kind string, k kindConfig, run runner) error {
@@ -132,6 +136,14 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if cfg.ID == "" {
 		cfg.ID = newClientID()
 	}
+	for kind, h := range c.handlers {
+		if all := slices.Concat(cfg.Middleware, h.middleware); len(all) > 0 {
+			if h.chain, err = chain(h.run, all); err != nil {
+				return fmt.Errorf("%w (kind %q)", err, kind)
+			}
+			c.handlers[kind] = h
+		}
+	}
 	c.cfg, c.pool = cfg, pool
 	if c.store, err = store.For(cfg.Schema); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -165,13 +177,19 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.writer = outcome.New(cfg.ID, c.store, pool, cfg.Logger, c.released)
 	c.writer.ReportSuccesses(c.events.active)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
-	rescuer := lease.NewRescuer(lease.RescuerConfig{Rescue: jobs.Rescue, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
+	rescue := func(ctx context.Context, limit int) (lease.Rescued, error) {
+		r, err := jobs.Rescue(ctx, limit)
+		c.events.rescued(r.Jobs, time.Now())
+		return r, err
+	}
+	rescuer := lease.NewRescuer(lease.RescuerConfig{Rescue: rescue, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)
 
 	var slots *dispatcher.Slots
 	if cfg.MaxWorkers > 0 {
 		slots = dispatcher.NewSlots(cfg.MaxWorkers)
 	}
+	c.slots = slots
 	c.queues = serving{queues: map[string]*worked{}, groups: groupsOf(cfg.Queues)}
 	c.queues.newQueue = func(name string, q QueueConfig, dynamic bool) *dispatcher.Dispatcher {
 		dc := dispatcher.Config{
@@ -193,8 +211,11 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		Connect:  listenConnect(pool, cfg.ID),
 		Channel:  c.store.Channel(),
 		OnNotify: c.onNotify,
-		OnListen: c.wakeAll,
-		Logger:   cfg.Logger,
+		OnListen: func() {
+			c.listens.Add(1)
+			c.wakeAll()
+		},
+		Logger: cfg.Logger,
 	})
 	c.listenerSvc = lifecycle.Go(background, l.Run)
 	select {
@@ -339,7 +360,8 @@ func (c *Client) outcomeRoom() int {
 func (c *Client) onNotify(payload string) {
 	if id, attempt, ok := store.ParseCancel(payload); ok {
 		if c.keeper.Cancel(id, attempt, ErrCancelled) {
-			c.cfg.Logger.Info("relay: cancelled a running job", "job", id)
+			// Its handler logs the attempt's end with the job's kind and queue.
+			c.cfg.Logger.Info("relay: cancelled a running job", slog.Group("job", "id", id, "attempt", attempt))
 		}
 		return
 	}

@@ -61,6 +61,9 @@ type Config struct {
 	// may save; default [DefaultMaxSize]. A larger one is refused with an error wrapping
 	// [ErrTooLarge], and nothing is written.
 	MaxCheckpointSize int
+	// Middleware wraps the handling of every job this client runs, the first outermost,
+	// around the middleware of its kind (see [Middleware]).
+	Middleware []Middleware
 }
 
 // QueueConfig configures one queue of a client.

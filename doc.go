@@ -55,6 +55,12 @@
 // on every client. Jobs can be scheduled ([RunAt]), prioritised ([Priority]) and made
 // unique ([Unique]).
 //
+// Middleware wraps every handler ([Config].Middleware, or a kind's, as a [HandleOption]) and
+// every enqueue ([EnqueueMiddleware]) with a view of the job that does not depend on its
+// args type ([JobInfo], [EnqueueInfo]); jobs carry a small [Metadata] set at enqueue.
+// Package [github.com/relayq/relay/relayotel] builds OpenTelemetry traces and metrics on
+// them, on committed outcomes ([Client.Observe]) and on [QueueDepths].
+//
 // # Delivery semantics
 //
 // Delivery is at least once: every committed job runs to an outcome, however processes,
@@ -79,7 +85,8 @@
 //     batching outcome writer.
 //   - Add-ons built on the public API: [github.com/relayq/relay/relaytest] (test helpers:
 //     a database per test), [github.com/relayq/relay/relayui] (the operators' dashboard),
-//     and the relay command (migrations, queues, jobs, the dashboard).
+//     [github.com/relayq/relay/relayotel] (OpenTelemetry), and the relay command
+//     (migrations, queues, jobs, the dashboard).
 //
 // Everything relay stores lives in one PostgreSQL schema ("relay" by default; [Schema]),
 // created and upgraded by [Migrate]. The README has the full story, with measured
