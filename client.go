@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -48,15 +49,20 @@ type Client struct {
 	keeperSvc   *lifecycle.Service
 	rescuerSvc  *lifecycle.Service
 	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
+	watchSvc    *lifecycle.Service // warns of jobs no live client can run
 	listenerSvc *lifecycle.Service
 	rescuer     *lease.Rescuer
 	pool        *pgxpool.Pool
-	conns       *conns      // what the client's own statements run on
-	recovery    *recovery   // tells the services when the database is back
-	backlogFull atomic.Bool // a dispatcher found no room for outcomes and waits for a nudge
+	conns       *conns            // what the client's own statements run on
+	recovery    *recovery         // tells the services when the database is back
+	backlogFull atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
+	slots       *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
+	listens     atomic.Int64      // times the listener has begun listening
 	events      eventHub
 	work        context.Context // handlers' context; cancelled when Stop gives up waiting
 	cancelWork  context.CancelFunc
+
+	unhandledEvery time.Duration // how often watchUnhandled looks; tests shorten it
 }
 
 type clientState int
@@ -70,7 +76,7 @@ const (
 
 // New returns a client for cfg. Invalid configuration is reported by [Client.Start].
 func New(cfg Config) *Client {
-	return &Client{cfg: cfg, handlers: map[string]handler{}, stopped: make(chan struct{})}
+	return &Client{cfg: cfg, handlers: map[string]handler{}, stopped: make(chan struct{}), unhandledEvery: unhandledCheck}
 }
 
 // ID is the client's identifier, recorded as attempted_by on the jobs it claims and as
@@ -85,6 +91,7 @@ func (c *Client) ID() string {
 type handler struct {
 	run runner
 	kindConfig
+	chain JobFunc // run wrapped in middleware; nil without any
 }
 
 func (c *Client) register(kind string, k kindConfig, run runner) error {
@@ -132,6 +139,14 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if cfg.ID == "" {
 		cfg.ID = newClientID()
 	}
+	for kind, h := range c.handlers {
+		if all := slices.Concat(cfg.Middleware, h.middleware); len(all) > 0 {
+			if h.chain, err = chain(h.run, all); err != nil {
+				return fmt.Errorf("%w (kind %q)", err, kind)
+			}
+			c.handlers[kind] = h
+		}
+	}
 	c.cfg, c.pool = cfg, pool
 	if c.store, err = store.For(cfg.Schema); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -170,13 +185,19 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.writer.ReportSuccesses(c.events.active)
 	c.writer.Observe(c.recovery.observe)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
-	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: c.recovery.observed(jobs.Rescue), MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
+	rescue := func(ctx context.Context, limit int) (lease.Rescued, error) {
+		r, err := jobs.Rescue(ctx, limit)
+		c.events.rescued(r.Jobs, time.Now())
+		return r, err
+	}
+	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: c.recovery.observed(rescue), MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, c.rescuer.Run)
 
 	var slots *dispatcher.Slots
 	if cfg.MaxWorkers > 0 {
 		slots = dispatcher.NewSlots(cfg.MaxWorkers)
 	}
+	c.slots = slots
 	c.queues = serving{queues: map[string]*worked{}, groups: groupsOf(cfg.Queues)}
 	c.queues.newQueue = func(name string, q QueueConfig, dynamic bool) *dispatcher.Dispatcher {
 		dc := dispatcher.Config{
@@ -217,6 +238,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if len(c.queues.groups) > 0 {
 		c.finderSvc = lifecycle.Go(background, c.findQueues)
 	}
+	c.watchSvc = lifecycle.Go(background, c.watchUnhandled)
 	c.state = stateRunning
 	cfg.Logger.Debug("relay: client started", "id", cfg.ID, "schema", cfg.Schema, "queues", len(cfg.Queues), "kinds", kinds)
 	return nil
@@ -254,6 +276,7 @@ func (c *Client) Stop(ctx context.Context) error {
 	if c.finderSvc != nil {
 		c.finderSvc.Stop()
 	}
+	c.watchSvc.Stop()
 	c.queues.stop() // no more claims
 	var errs []error
 	if abandoned := c.waitForHandlers(ctx); abandoned > 0 {
@@ -343,7 +366,8 @@ func (c *Client) outcomeRoom() int {
 func (c *Client) onNotify(payload string) {
 	if id, attempt, ok := store.ParseCancel(payload); ok {
 		if c.keeper.Cancel(id, attempt, ErrCancelled) {
-			c.cfg.Logger.Info("relay: cancelled a running job", "job", id)
+			// Its handler logs the attempt's end with the job's kind and queue.
+			c.cfg.Logger.Info("relay: cancelled a running job", slog.Group("job", "id", id, "attempt", attempt))
 		}
 		return
 	}
@@ -364,6 +388,7 @@ func (c *Client) onNotify(payload string) {
 // dispatcher look for work, since jobs enqueued while it was not listening would otherwise
 // wait for the poll, and it is the sign that the database is back if it was away.
 func (c *Client) listening() {
+	c.listens.Add(1)
 	c.recovery.worked()
 	c.queues.each((*dispatcher.Dispatcher).Wake)
 }

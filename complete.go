@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -34,9 +35,12 @@ type running struct {
 	// The size limits of the client's Config.
 	maxOutput, maxCheckpoint int
 
-	mu     sync.Mutex
-	output []byte // JSON, set by SetOutput
-	late   bool   // output was set after CompleteTx: it is stored once the job is succeeded
+	metadata map[string]string // the job's, decoded once for its middleware and handler
+
+	mu       sync.Mutex
+	output   []byte      // JSON, set by SetOutput
+	late     bool        // output was set after CompleteTx: it is stored once the job is succeeded
+	logAttrs []slog.Attr // added by middleware (JobInfo.AddLogAttrs) to the attempt's log lines
 }
 
 // CompleteTx marks job succeeded as part of tx, the handler's own transaction: if tx

@@ -72,6 +72,9 @@ type Config struct {
 	// [DefaultReservedConns]; a negative value reserves none (the client then waits for
 	// the pool like any handler).
 	ReservedConns int
+	// Middleware wraps the handling of every job this client runs, the first outermost,
+	// around the middleware of its kind (see [Middleware]).
+	Middleware []Middleware
 }
 
 // QueueConfig configures one queue of a client.

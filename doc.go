@@ -1,21 +1,18 @@
-// Package relay runs background jobs out of PostgreSQL.
+// Package relay runs background jobs out of PostgreSQL: durable, transactional and fast,
+// with no second piece of infrastructure.
 //
-// Jobs are enqueued inside the caller's own transaction ([Enqueue], [EnqueueMany]), so a
-// rolled-back transaction enqueues nothing and a committed one wakes a worker at once:
-// every enqueue sends a NOTIFY in the same transaction, one LISTEN connection per
-// [Client] fans wakeups out to per-queue dispatchers, and each dispatcher claims as many
-// due jobs as it has free workers in one statement. Outcomes are written in batches.
-// Polling is only a fallback for notifications lost while no connection was listening.
+// # Kinds, handlers and producers
 //
-// A kind of job is declared once, with the Go type of its args ([NewKind]), and used by
-// the handler and every producer, so that they agree at compile time: enqueueing args of
+// A kind of job is declared once, with the Go type of its args ([NewKind]), and used by the
+// handler and by every producer, so that they agree at compile time: enqueueing args of
 // another type does not compile.
 //
 //	type EmailArgs struct{ To, Subject string }
 //
 //	var SendEmail = relay.NewKind[EmailArgs]("email")
 //
-// A minimal worker:
+// A worker registers a handler per kind on a [Client] and starts it with the application's
+// *pgxpool.Pool:
 //
 //	c := relay.New(relay.Config{Logger: logger})
 //	err := relay.Handle(c, SendEmail, func(ctx context.Context, job *relay.Job[EmailArgs]) error {
@@ -25,11 +22,80 @@
 //	if err := c.Start(ctx, pool); err != nil { ... }
 //	defer c.Stop(shutdownCtx)
 //
-// and a producer, in its own transaction:
+// A producer enqueues inside its own transaction ([Enqueue], [EnqueueMany]): the job
+// exists, and a worker is woken, only when that transaction commits, and not at all if it
+// rolls back. No client needs to be running; jobs wait in the table.
 //
 //	id, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "a@example.com"})
 //
-// Delivery is at least once: a job runs again if its outcome could not be recorded (see
-// the README's "Delivery semantics"). Everything relay stores lives in its own schema
-// ("relay" by default), created and upgraded by [Migrate].
+// # How a job flows
+//
+//  1. Enqueue inserts a row in state pending, in the caller's transaction, and sends a
+//     NOTIFY on the schema's channel in the same transaction.
+//  2. Each client keeps one LISTEN connection (package [github.com/relayq/relay/listener])
+//     and routes every wakeup to the dispatcher of its queue (package
+//     [github.com/relayq/relay/dispatcher]). A dispatcher claims as many due jobs as it
+//     has free workers, most urgent first, in one statement with FOR UPDATE SKIP LOCKED:
+//     each job is claimed by one client, and leased to it for [Config].LeaseTTL. Polling
+//     ([Config].PollInterval) only covers wakeups lost while no connection listened.
+//  3. The handler runs on a worker goroutine with a context that ends on timeout,
+//     cancellation ([Cancel]), lost lease or shutdown. One keep-alive ticker per client
+//     renews the leases of all its running jobs in one statement; that tick is its
+//     heartbeat (package [github.com/relayq/relay/lease]).
+//  4. What the handler returns decides the outcome: nil succeeds; an error retries with
+//     backoff (package [github.com/relayq/relay/backoff]) until [MaxAttempts] is used up;
+//     [Discard], [Snooze] and [RetryAfter] say otherwise; a panic is recorded with its
+//     stack. Outcomes are written in batches, and only while the attempt still holds the
+//     job, so a late handler never overwrites the work of another.
+//  5. A client that dies stops renewing; every client runs a rescuer that retries the
+//     jobs of expired leases, each exactly once, within LeaseTTL of the last heartbeat.
+//  6. When the database fails, every part of the client retries with backoff; the first
+//     statement that gets through again (often the listener's reconnect) makes all of them
+//     carry on at once. An attempt that failed only because its connection did is an
+//     infrastructure fault ([ReasonInfrastructure]): retried at once and not counted. The
+//     client's own statements get connections of their own while the application holds
+//     every connection of its pool ([Config].ReservedConns).
+//
+// Queues ([Queue], [QueueConfig]) are lanes with their own workers; [SetQueue] makes one
+// ordered by key, blocking on failure, or limited cluster-wide, and [PauseQueue] pauses it
+// on every client. Jobs can be scheduled ([RunAt]), prioritised ([Priority]) and made
+// unique ([Unique]).
+//
+// Middleware wraps every handler ([Config].Middleware, or a kind's, as a [HandleOption]) and
+// every enqueue ([EnqueueMiddleware]) with a view of the job that does not depend on its
+// args type ([JobInfo], [EnqueueInfo]); jobs carry a small [Metadata] set at enqueue.
+// Package [github.com/relayq/relay/relayotel] builds OpenTelemetry traces and metrics on
+// them, on committed outcomes ([Client.Observe]) and on [QueueDepths].
+//
+// # Delivery semantics
+//
+// Delivery is at least once: every committed job runs to an outcome, however processes,
+// connections or the database fail, and no job is lost. A handler can run more than once
+// for one job when its process dies (or loses the database for longer than its lease)
+// after it started. Effects in the same database happen exactly once when the handler
+// does them and calls [CompleteTx] in one transaction; other effects should be idempotent,
+// keyed by the job's id. [Checkpoint] saves progress that the next attempt resumes from.
+//
+// # Where each concern lives
+//
+//   - This package: the public API, the client's wiring, enqueueing, handling, outcomes,
+//     validation of everything before it reaches the database ([ErrInvalidJob],
+//     [ErrNilDB], [ErrTooLarge] …), listing ([ListJobs], [CountJobs]) and operator actions.
+//   - [github.com/relayq/relay/dispatcher]: one queue's claim loop, worker slots and the
+//     fair share of a client-wide limit. It claims through a [dispatcher.Claimer].
+//   - [github.com/relayq/relay/lease]: lease renewal (the heartbeat) and rescue, through a
+//     [lease.Renewer]. Neither package imports relay; relay implements their interfaces.
+//   - [github.com/relayq/relay/listener] and [github.com/relayq/relay/backoff]: a LISTEN
+//     connection that reconnects, and retry delays; they know nothing of jobs.
+//   - internal/store: all SQL, in .sql files bound to one schema; internal/outcome: the
+//     batching outcome writer; internal/fleet: worker processes for the chaos suite
+//     (go run ./chaos), which injects faults and checks what became of every job.
+//   - Add-ons built on the public API: [github.com/relayq/relay/relaytest] (test helpers:
+//     a database per test), [github.com/relayq/relay/relayui] (the operators' dashboard),
+//     [github.com/relayq/relay/relayotel] (OpenTelemetry), and the relay command
+//     (migrations, queues, jobs, the dashboard).
+//
+// Everything relay stores lives in one PostgreSQL schema ("relay" by default; [Schema]),
+// created and upgraded by [Migrate]. The README has the full story, with measured
+// performance.
 package relay

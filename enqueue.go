@@ -64,11 +64,15 @@ func enqueueJob(ctx context.Context, db DB, spec JobSpec) (Enqueued, error) {
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("relay: enqueue: %w", err)
 	}
-	in, err := s.Insert(ctx, db, j)
-	if err != nil {
-		return Enqueued{}, fmt.Errorf("relay: enqueue %q: %w", spec.kind, enqueueError(err))
+	b := batch{store: s, db: db, one: true, what: fmt.Sprintf("%q", spec.kind), middleware: o.middleware}
+	if err := b.add(j, o); err != nil {
+		return Enqueued{}, err
 	}
-	return Enqueued{ID: in.ID, Duplicate: !in.Inserted}, nil
+	ins, err := b.insert(ctx)
+	if err != nil {
+		return Enqueued{}, err
+	}
+	return Enqueued{ID: ins[0].ID, Duplicate: !ins[0].Inserted}, nil
 }
 
 // EnqueueMany inserts many jobs, made with [Kind.Job], in one round trip and returns their
@@ -114,22 +118,29 @@ func EnqueueJobs(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOpti
 	if err != nil {
 		return nil, fmt.Errorf("relay: enqueue: %w", err)
 	}
-	news := make([]store.NewJob, len(jobs))
+	b := batch{store: s, db: db, what: fmt.Sprintf("%d jobs", len(jobs)), middleware: base.middleware}
 	for i, spec := range jobs {
 		o := base
 		for _, opt := range spec.opts {
 			opt.applyEnqueue(&o)
 		}
-		if o.schema != base.schema {
+		switch {
+		case o.schema != base.schema:
 			return nil, fmt.Errorf("%w: job %d (%q) sets Schema %q; give Schema to EnqueueMany itself", ErrInvalidJob, i, spec.kind, o.schema)
+		case len(o.middleware) != len(base.middleware):
+			return nil, fmt.Errorf("%w: job %d (%q) has an EnqueueMiddleware of its own; give it to EnqueueMany itself, which inserts the jobs together", ErrInvalidJob, i, spec.kind)
 		}
-		if news[i], err = newJob(spec.kind, spec.args, o); err != nil {
+		j, err := newJob(spec.kind, spec.args, o)
+		if err == nil {
+			err = b.add(j, o)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("job %d: %w", i, err)
 		}
 	}
-	ins, err := s.InsertMany(ctx, db, news)
+	ins, err := b.insert(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("relay: enqueue %d jobs: %w", len(jobs), enqueueError(err))
+		return nil, err
 	}
 	out := make([]Enqueued, len(ins))
 	for i, in := range ins {

@@ -6,9 +6,12 @@ import (
 	"time"
 
 	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/lease"
 )
 
-// Event is one ended attempt of a job on this client, as [Client.Subscribe] delivers it.
+// Event is one ended attempt of a job, as [Client.Subscribe] and [Client.Observe] deliver
+// it: an attempt this client ran, or one whose lease it found expired and rescued (reason
+// [ReasonLostLease]: its own client died or was cut off).
 type Event struct {
 	JobID   int64
 	Kind    string
@@ -32,8 +35,17 @@ type Event struct {
 // Wait is how long the job waited between being due and its handler starting.
 func (e Event) Wait() time.Duration { return max(e.StartedAt.Sub(e.ScheduledAt), 0) }
 
-// Ran is how long its handler ran.
+// Ran is how long its handler ran. For a lost lease it is from the claim to the rescue:
+// when the handler stopped is not known.
 func (e Event) Ran() time.Duration { return e.EndedAt.Sub(e.StartedAt) }
+
+// Outcome names how the attempt ended.
+func (e Event) Outcome() Outcome {
+	if e.CompletedTx {
+		return OutcomeSucceeded
+	}
+	return outcomeOfState(e.State, e.Reason)
+}
 
 // Subscribe returns a channel that receives an [Event] for every attempt this client ends
 // from now on — once its outcome is committed, so an event never reports what the
@@ -44,21 +56,12 @@ func (e Event) Ran() time.Duration { return e.EndedAt.Sub(e.StartedAt) }
 // lease was lost) produce no event; the client that ends the job reports it.
 func (c *Client) Subscribe(buffer int) (events <-chan Event, unsubscribe func()) {
 	s := &subscriber{ch: make(chan Event, max(buffer, 0))}
-	c.events.mu.Lock()
-	if c.events.subs == nil {
-		c.events.subs = map[*subscriber]struct{}{}
-	}
-	c.events.subs[s] = struct{}{}
-	c.events.n.Add(1)
-	c.events.mu.Unlock()
+	c.events.add(s)
 	var once sync.Once
 	return s.ch, func() {
 		once.Do(func() {
-			c.events.mu.Lock()
-			delete(c.events.subs, s)
-			c.events.n.Add(-1)
-			close(s.ch)
-			c.events.mu.Unlock()
+			c.events.remove(s)
+			close(s.ch) // emit sends under the lock remove took: none can follow
 		})
 	}
 }
@@ -66,6 +69,19 @@ func (c *Client) Subscribe(buffer int) (events <-chan Event, unsubscribe func())
 // Dropped is how many events subscribers of this client have missed because they were
 // full.
 func (c *Client) Dropped() int64 { return c.events.dropped.Load() }
+
+// Observe calls fn with every [Event] this client reports from now on, as [Client.Subscribe]
+// delivers them — once the attempt's outcome is committed — but synchronously, on the
+// goroutine that committed it, so that none is ever missed: for counting (metrics). fn must
+// be quick and must not block: the client's next outcomes wait for it; nor may it call
+// Subscribe or Observe. stop ends the
+// observation; fn is not called once stop has returned.
+func (c *Client) Observe(fn func(Event)) (stop func()) {
+	s := &subscriber{fn: fn}
+	c.events.add(s)
+	var once sync.Once
+	return func() { once.Do(func() { c.events.remove(s) }) }
+}
 
 // eventHub fans events out to subscribers.
 type eventHub struct {
@@ -75,14 +91,45 @@ type eventHub struct {
 	subs    map[*subscriber]struct{}
 }
 
-type subscriber struct{ ch chan Event }
+// subscriber receives events on ch (Subscribe) or through fn (Observe).
+type subscriber struct {
+	ch chan Event
+	fn func(Event)
+}
+
+func (h *eventHub) add(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.subs == nil {
+		h.subs = map[*subscriber]struct{}{}
+	}
+	h.subs[s] = struct{}{}
+	h.n.Add(1)
+}
+
+func (h *eventHub) remove(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.subs, s)
+	h.n.Add(-1)
+}
 
 func (h *eventHub) active() bool { return h.n.Load() > 0 }
 
 func (h *eventHub) emit(e Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// Observers first: a subscriber that has received an event may rely on every observer
+	// having counted it (a test reading metrics, say).
 	for s := range h.subs {
+		if s.fn != nil {
+			s.fn(e)
+		}
+	}
+	for s := range h.subs {
+		if s.fn != nil {
+			continue
+		}
 		select {
 		case s.ch <- e:
 		default:
@@ -127,6 +174,25 @@ func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) 
 			e.State, e.Reason, e.Error, e.CompletedTx = StateSucceeded, "", "", true
 		default:
 			continue // not this client's any more
+		}
+		h.emit(e)
+	}
+}
+
+// rescued emits the events of jobs a rescue pass of this client found with an expired
+// lease: their attempts ended when their own client stopped renewing them.
+func (h *eventHub) rescued(jobs []lease.RescuedJob, now time.Time) {
+	if !h.active() {
+		return
+	}
+	for _, j := range jobs {
+		e := Event{
+			JobID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, State: StatePending,
+			Reason: ReasonLostLease, Error: "its client stopped renewing the lease", ScheduledAt: j.DueAt,
+			StartedAt: j.StartedAt, EndedAt: now, RetryAt: now,
+		}
+		if j.Failed {
+			e.State, e.RetryAt = StateFailed, time.Time{}
 		}
 		h.emit(e)
 	}

@@ -1,5 +1,7 @@
 package relay
 
+import "time"
+
 // PauseLeaseRenewal stops (true) or resumes (false) the keep-alive ticker of a started
 // client, as if it were cut off from the database: tests of partitioned workers use it.
 func PauseLeaseRenewal(c *Client, paused bool) { c.keeper.Pause(paused) }
@@ -13,3 +15,7 @@ var ConnectionLost = connectionLost
 
 // FreeInfraAttempts is the attempt from which infrastructure faults count.
 const FreeInfraAttempts = freeInfraAttempts
+
+// CheckUnhandledEvery makes c look for jobs no live client can run every d (and count
+// jobs due for d) instead of every minute. Call it before Start.
+func CheckUnhandledEvery(c *Client, d time.Duration) { c.unhandledEvery = d }

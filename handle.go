@@ -24,6 +24,9 @@ type Job[T any] struct {
 	// Checkpoint is the progress last saved with [Checkpoint], by this attempt or an earlier
 	// one, as JSON; nil if none. [Job.Resume] decodes it.
 	Checkpoint json.RawMessage
+	// Metadata is what the job was enqueued with ([Metadata], [EnqueueMiddleware]); nil if
+	// none.
+	Metadata map[string]string
 
 	run *running // the attempt this is; nil for a Job not run by a client
 }
@@ -68,7 +71,7 @@ func Handle[T any](c *Client, kind Kind[T], fn HandlerFunc[T], opts ...HandleOpt
 		job := &Job[T]{
 			ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt, Checkpoint: j.Checkpoint,
-			run: r,
+			Metadata: r.metadata, run: r,
 		}
 		if err := decodeArgs(j.Args, j.Payload, &job.Args); err != nil {
 			// Retrying cannot fix stored args, so this fails the job at once.

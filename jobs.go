@@ -156,8 +156,11 @@ type JobRecord struct {
 	Checkpoint json.RawMessage
 	// Payload holds the raw args of a job enqueued with []byte args (Args is then null).
 	Payload []byte
-	// Sizes are the bytes Args, Checkpoint, Output and Payload take in the table. [ListJobs]
-	// reports them also when it leaves the values themselves out.
+	// Metadata is what the job was enqueued with ([Metadata], [EnqueueMiddleware]); nil if
+	// none. [ListJobs] reads it only with ListFilter.WithArgs.
+	Metadata map[string]string
+	// Sizes are the bytes Args, Checkpoint, Output, Payload and Metadata take in the table.
+	// [ListJobs] reports them also when it leaves the values themselves out.
 	Sizes ValueSizes
 }
 
@@ -165,7 +168,7 @@ type JobRecord struct {
 // in its binary jsonb form, and large values compressed, so they tell large values from
 // small ones rather than give the length of the JSON text.
 type ValueSizes struct {
-	Args, Checkpoint, Output, Payload int
+	Args, Checkpoint, Output, Payload, Metadata int
 }
 
 // GetJob returns job id with its attempt history, or an error wrapping [ErrJobNotFound].
@@ -195,8 +198,10 @@ func newJobRecord(r *store.Record) *JobRecord {
 		AttemptedAt: r.AttemptedAt, AttemptedBy: r.AttemptedBy, FinishedAt: r.FinishedAt,
 		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
 		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking,
-		Output: r.Output, Checkpoint: r.Checkpoint, Payload: r.Payload,
-		Sizes: ValueSizes{Args: r.ArgsSize, Checkpoint: r.CheckpointSize, Output: r.OutputSize, Payload: r.PayloadSize},
+		Output: r.Output, Checkpoint: r.Checkpoint, Payload: r.Payload, Metadata: decodeMetadata(r.Metadata),
+		Sizes: ValueSizes{
+			Args: r.ArgsSize, Checkpoint: r.CheckpointSize, Output: r.OutputSize, Payload: r.PayloadSize, Metadata: r.MetadataSize,
+		},
 	}
 	if r.UniqueKey != nil {
 		rec.UniqueKey = *r.UniqueKey

@@ -42,8 +42,8 @@ type ListFilter struct {
 	// After continues a listing: pass the Next of the previous [JobPage]. Empty for the
 	// first page.
 	After Cursor
-	// WithArgs makes each record carry the job's values: Args, Checkpoint, Output and
-	// Payload. Without it they are nil — left out of the statement itself, so a page costs
+	// WithArgs makes each record carry the job's values: Args, Checkpoint, Output, Payload
+	// and Metadata. Without it they are nil — left out of the statement itself, so a page costs
 	// the same whatever the jobs carry — and [JobRecord].Sizes says how large they are.
 	WithArgs bool
 }

@@ -46,6 +46,10 @@ type enqueueOptions struct {
 	uniqueKey   string
 	uniqueIn    []JobState
 	maxArgsSize *int // nil: DefaultMaxSize
+	// metadata and the middleware around the insert: see Metadata and EnqueueMiddleware
+	metadata        map[string]string
+	maxMetadataSize *int // nil: DefaultMaxMetadataSize
+	middleware      []EnqueueMiddleware
 }
 
 type migrateOptions struct{ schema string }
@@ -55,6 +59,7 @@ type kindConfig struct {
 	maxAttempts int
 	timeout     *time.Duration // nil: the queue's JobTimeout
 	backoff     *backoff.Policy
+	middleware  []Middleware // the kind's own, inside Config.Middleware
 }
 
 func defaultEnqueueOptions() enqueueOptions {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,10 +27,11 @@ func (c *Client) runJob(j *dispatcher.Job) {
 	r := &running{
 		store: c.store, holder: store.Holder{ID: j.ID, Client: c.cfg.ID, Attempt: j.Attempt, Lease: c.cfg.LeaseTTL},
 		keeper: c.keeper, maxOutput: c.cfg.MaxOutputSize, maxCheckpoint: c.cfg.MaxCheckpointSize,
+		metadata: decodeMetadata(j.Metadata),
 	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
 	started := time.Now()
-	err := call(ctx, h, j, r)
+	err := c.call(ctx, h, j, r)
 	c.keeper.Finished(j.ID, j.Attempt)
 
 	// The lease is kept until the outcome is committed (see released): the job is running
@@ -45,9 +46,13 @@ func (c *Client) runJob(j *dispatcher.Job) {
 		decided = context.WithoutCancel(ctx)
 	}
 	ended := time.Now()
-	o, ok := c.outcomeOf(decided, h, j, err, ended)
+	r.mu.Lock()
+	logAttrs := r.logAttrs
+	r.mu.Unlock()
+	o, ok := c.outcomeOf(decided, h, j, err, ended, logAttrs)
 	o.ID, o.Attempt, o.EndedAt = j.ID, j.Attempt, ended
 	o.Kind, o.Queue, o.ScheduledAt, o.StartedAt, o.CompletedTx = j.Kind, j.Queue, j.RunAt, started, r.completed.Load()
+	o.LogAttrs = logAttrs
 	if !ok {
 		c.keeper.Release(j.ID, j.Attempt)
 		if errors.Is(context.Cause(ctx), ErrCancelled) {
@@ -66,7 +71,7 @@ func (c *Client) runJob(j *dispatcher.Job) {
 	}
 	if !c.writer.Add(o) {
 		c.keeper.Release(j.ID, j.Attempt)
-		c.cfg.Logger.Error("relay: job finished after the client stopped; its outcome is lost and it will run again", "job", j.ID, "kind", j.Kind)
+		c.cfg.Logger.Error("relay: job finished after the client stopped; its outcome is lost and it will run again", logArgs(o)...)
 	}
 }
 
@@ -98,7 +103,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	defer cancel()
 	if err != nil {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
-			"job", o.ID, "kind", o.Kind, "attempt", o.Attempt, "error", err)
+			logArgs(o, "error", err)...)
 	}
 	// Report a success only if this attempt's transaction did complete the job: the outcome
 	// also changes nothing when the job was cancelled or rescued meanwhile.
@@ -106,7 +111,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	ended := ""
 	if err == nil && !changed[o.ID] {
 		if ended, err = c.store.EndedBy(ctx, c.conns, r.holder); err != nil {
-			c.cfg.Logger.Warn("relay: could not read how a job that called CompleteTx ended", "job", o.ID, "error", err)
+			c.cfg.Logger.Warn("relay: could not read how a job that called CompleteTx ended", logArgs(o, "error", err)...)
 		}
 		o.CompletedTx = ended == store.StateSucceeded
 	}
@@ -116,7 +121,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	if o.CompletedTx && late {
 		// Completed by the handler's transaction, with an output recorded after it.
 		if err := c.store.SetOutput(ctx, c.conns, r.holder, output); err != nil && !errors.Is(err, store.ErrNotHeld) {
-			c.cfg.Logger.Error("relay: could not store the output of a job completed by CompleteTx", "job", o.ID, "error", err)
+			c.cfg.Logger.Error("relay: could not store the output of a job completed by CompleteTx", logArgs(o, "error", err)...)
 		}
 	}
 	// After the batches committed before it have reported theirs: a job's events come in
@@ -167,8 +172,7 @@ func (c *Client) released(written []store.Outcome, changed map[int64]bool) {
 		if o.State != store.StateSucceeded && changed[o.ID] {
 			// Logged once written, so that the log says what the database holds: a failure of
 			// an attempt whose job CompleteTx had completed was never recorded.
-			c.cfg.Logger.Warn("relay: job attempt failed", "job", o.ID, "kind", o.Kind, "attempt", o.Attempt,
-				"reason", o.Reason, "state", o.State, "error", o.Error)
+			c.cfg.Logger.Warn("relay: job attempt failed", logArgs(o, "reason", o.Reason, "state", o.State, "error", o.Error)...)
 		}
 	}
 	c.events.outcomeEvents(written, changed)
@@ -192,93 +196,47 @@ func (c *Client) timeoutOf(j *dispatcher.Job, h handler) time.Duration {
 	return g.cfg.JobTimeout
 }
 
-// call runs the job's handler, turning a panic into an error so that one bad job cannot
-// take the process or the other jobs down.
-func call(ctx context.Context, h handler, j *dispatcher.Job, r *running) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &panicError{value: r, stack: string(debug.Stack())}
-		}
-	}()
-	return h.run(ctx, j, r)
+// call runs the job's handler, through its kind's middleware if it has any, turning a
+// panic into an error so that one bad job cannot take the process or the other jobs down.
+func (c *Client) call(ctx context.Context, h handler, j *dispatcher.Job, r *running) (err error) {
+	defer recoverInto(&err)
+	if h.chain == nil {
+		return h.run(ctx, j, r)
+	}
+	return h.chain(ctx, &JobInfo{
+		ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts, Priority: j.Priority,
+		CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt, Metadata: r.metadata,
+		job: j, run: r, client: c,
+	})
 }
 
 // outcomeOf decides what becomes of a job after an attempt that ended at now with err,
 // and reports false when this client must not write it: the job is no longer its own.
-func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, err error, now time.Time) (store.Outcome, bool) {
+func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, err error, now time.Time, logAttrs []slog.Attr) (store.Outcome, bool) {
 	cause := context.Cause(ctx)
-	switch {
-	case errors.Is(cause, ErrLostLease), errors.Is(cause, ErrLeaseExpired), errors.Is(cause, ErrCancelled):
-		c.cfg.Logger.Warn("relay: job attempt abandoned", "job", j.ID, "kind", j.Kind, "attempt", j.Attempt, "cause", cause)
+	v := decide(cause, err, j.Attempt, j.MaxAttempts, c.work.Err() != nil)
+	if v.abandoned {
+		c.cfg.Logger.Warn("relay: job attempt abandoned",
+			jobLogArgs(j.ID, j.Kind, j.Queue, j.Attempt, logAttrs, "cause", cause)...)
 		return store.Outcome{}, false
 	}
-
-	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: store.StatePending}
-	outOfAttempts := j.Attempt >= j.MaxAttempts
-	// retryIn is the backoff delay after the n-th attempt.
-	retryIn := func(n int) time.Duration {
-		if h.backoff != nil {
-			return h.backoff.Delay(n)
-		}
-		return c.cfg.Backoff.Delay(n)
+	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: v.state, Reason: v.reason, Uncounted: v.uncounted}
+	backoffFrom := j.Attempt
+	if v.backoffFrom > 0 {
+		backoffFrom = v.backoffFrom
 	}
-	var (
-		end       *endJob
-		panicked  *panicError
-		permanent *permanentError
-	)
 	switch {
-	case errors.Is(cause, ErrTimeout):
-		// Whatever the handler returned, it returned too late.
-		o.Reason, o.Error = store.ReasonTimeout, cause.Error()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			o.Error += ": " + err.Error()
-		}
-		o.RunAt = now.Add(retryIn(j.Attempt))
-	case err == nil:
-		return store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: store.StateSucceeded}, true
-	case errors.As(err, &permanent):
-		o.State, o.Reason, o.Error = store.StateFailed, store.ReasonDecode, err.Error()
-	case errors.As(err, &end):
-		o.Error = end.message()
-		switch end.how {
-		case endDiscard:
-			o.State, o.Reason = store.StateFailed, store.ReasonDiscarded
-		case endSnooze:
-			o.Reason, o.RunAt = store.ReasonSnoozed, now.Add(end.delay)
-			outOfAttempts = false // a snooze does not use up an attempt
-		default:
-			o.Reason, o.RunAt = store.ReasonError, now.Add(end.delay)
-		}
-	case errors.As(err, &panicked):
-		o.Reason, o.Error, o.Stack = store.ReasonPanic, panicked.Error(), panicked.stack
-		o.RunAt = now.Add(retryIn(j.Attempt))
-	case c.work.Err() != nil:
-		// Interrupted by shutdown, not by a fault of the job: let another client have it now.
-		o.Reason, o.Error, o.RunAt = store.ReasonShutdown, err.Error(), now
-	case connectionLost(err):
-		// The database or the way to it failed, not the handler: retry as soon as it is back
-		// (this outcome is written only then), without using up an attempt (see infra.go).
-		o.Reason, o.Error = store.ReasonInfrastructure, err.Error()
-		if j.Attempt < freeInfraAttempts {
-			o.Uncounted, outOfAttempts = true, false
-			o.RunAt = now.Add(infraDelay(j.Attempt))
-		} else {
-			// The backoff starts over: the attempts before were most likely such faults.
-			o.RunAt = now.Add(retryIn(j.Attempt - freeInfraAttempts + 1))
-		}
-	default:
-		o.Reason, o.Error = store.ReasonError, err.Error()
-		o.RunAt = now.Add(retryIn(j.Attempt))
-	}
-	if o.State == store.StatePending && outOfAttempts {
-		o.State, o.RunAt = store.StateFailed, time.Time{}
-	}
-	if o.Error == "" {
-		o.Error = fmt.Sprintf("%T with an empty message", err)
+	case v.state == store.StateSucceeded:
+		return o, true
+	case v.state == store.StatePending && v.hasRetryIn:
+		o.RunAt = now.Add(v.retryIn)
+	case v.state == store.StatePending && h.backoff != nil:
+		o.RunAt = now.Add(h.backoff.Delay(backoffFrom))
+	case v.state == store.StatePending:
+		o.RunAt = now.Add(c.cfg.Backoff.Delay(backoffFrom))
 	}
 	// A handler's error decides this text: one PostgreSQL could not store would fail the
 	// write of every outcome batched with it, again and again.
-	o.Error, o.Stack = storableText(o.Error), storableText(o.Stack)
+	o.Error, o.Stack = storableText(v.message), storableText(v.stack)
 	return o, true
 }

@@ -44,7 +44,9 @@ CREATE TABLE jobs (
     unique_key       text        CHECK (octet_length(unique_key) <= 256), -- relay.Unique
     checkpoint       jsonb,                               -- progress saved by relay.Checkpoint
     output           jsonb,                               -- what a succeeded handler returned
-    payload          bytea                                -- raw []byte args (args is then null)
+    payload          bytea,                               -- raw []byte args (args is then null)
+    metadata         jsonb                                -- a JSON object of strings set at enqueue
+                                                          -- (relay.Metadata, enqueue middleware)
 );
 
 -- The claim index: pending jobs in the order they are claimed, most urgent first. It stays

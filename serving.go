@@ -128,6 +128,17 @@ func (s *serving) each(fn func(*dispatcher.Dispatcher)) {
 	}
 }
 
+// stats returns the running jobs and workers of each queue worked now.
+func (s *serving) stats() map[string]QueueStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stats := make(map[string]QueueStats, len(s.queues))
+	for name, w := range s.queues {
+		stats[name] = QueueStats{Running: w.d.Running(), Workers: w.cfg.Workers}
+	}
+	return stats
+}
+
 // names returns the queues being worked now.
 func (s *serving) names() []string {
 	s.mu.Lock()

@@ -162,16 +162,25 @@ func runAtParam(t time.Time) (time.Time, error) {
 // MaxCheckpointSize). 1 MiB.
 const DefaultMaxSize = 1 << 20
 
+// DefaultMaxMetadataSize is the default limit on the bytes a job's metadata takes as JSON
+// ([MaxMetadataSize]): 64 KiB. Metadata is meant for a few short strings (a trace context,
+// a request id, a tenant), and every claim of the job carries it.
+const DefaultMaxMetadataSize = 64 << 10
+
 // sizeLimit is one limit on the size of a value relay stores with a job: what it bounds,
-// and the option or Config field that sets it, both for the error that names it. A new
-// value stored with jobs gets one more of these, and an option or field to set it.
-type sizeLimit struct{ what, setting string }
+// the option or Config field that sets it, and its default, for the error that names it. A
+// new value stored with jobs gets one more of these, and an option or field to set it.
+type sizeLimit struct {
+	what, setting string
+	def           int
+}
 
 var (
-	argsLimit       = sizeLimit{"args", "relay.MaxArgsSize"}
-	payloadLimit    = sizeLimit{"[]byte payload", "relay.MaxArgsSize"}
-	outputLimit     = sizeLimit{"output", "Config.MaxOutputSize"}
-	checkpointLimit = sizeLimit{"checkpoint", "Config.MaxCheckpointSize"}
+	argsLimit       = sizeLimit{"args", "relay.MaxArgsSize", DefaultMaxSize}
+	payloadLimit    = sizeLimit{"[]byte payload", "relay.MaxArgsSize", DefaultMaxSize}
+	outputLimit     = sizeLimit{"output", "Config.MaxOutputSize", DefaultMaxSize}
+	checkpointLimit = sizeLimit{"checkpoint", "Config.MaxCheckpointSize", DefaultMaxSize}
+	metadataLimit   = sizeLimit{"metadata", "relay.MaxMetadataSize", DefaultMaxMetadataSize}
 )
 
 // check refuses n bytes over limit with an error wrapping ErrTooLarge. whose names the job
@@ -181,7 +190,7 @@ func (l sizeLimit) check(n, limit int, whose func() string) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s %s: %d bytes, over the limit of %d set by %s (default %d); raise the limit, or store the data elsewhere and pass a reference",
-		ErrTooLarge, l.what, whose(), n, limit, l.setting, DefaultMaxSize)
+		ErrTooLarge, l.what, whose(), n, limit, l.setting, l.def)
 }
 
 // sizeSetting validates a size limit given as an option or Config field: 0 takes the
@@ -189,9 +198,9 @@ func (l sizeLimit) check(n, limit int, whose func() string) error {
 func sizeSetting(sentinel error, l sizeLimit, n int) (int, error) {
 	switch {
 	case n == 0:
-		return DefaultMaxSize, nil
+		return l.def, nil
 	case n < 0:
-		return 0, fmt.Errorf("%w: %s must not be negative, got %d (0 for the default, %d)", sentinel, l.setting, n, DefaultMaxSize)
+		return 0, fmt.Errorf("%w: %s must not be negative, got %d (0 for the default, %d)", sentinel, l.setting, n, l.def)
 	}
 	return n, nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/cpustat"
 	"github.com/relayq/relay/internal/tool"
+	"github.com/relayq/relay/relayotel"
 )
 
 type options struct {
@@ -47,6 +48,7 @@ type options struct {
 	verbose     bool
 	cpuProfile  string
 	pgss        bool
+	telemetry   string // "", "on" or "metrics": run every workload with relayotel
 
 	poolConns     int // the client's pool
 	producers     int // sustained and queues producer goroutines
@@ -54,7 +56,7 @@ type options struct {
 	sustainedRate int // sustained: most jobs/s the producers offer
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "overhead"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -71,6 +73,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the schema (with the last workload's jobs) at the end")
 	fs.BoolVar(&o.verbose, "v", false, "debug logs, relay's included")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process to this file")
+	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel's middleware and instruments: on (traces and metrics) or metrics; the overhead workload compares with and without")
 	fs.BoolVar(&o.pgss, "pgss", false, "diagnostics: load pg_stat_statements (with track_planning) into the throwaway server and report each run's costliest statements")
 	fs.IntVar(&o.poolConns, "pool-conns", 20, "MaxConns of the client's pgxpool")
 	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
@@ -101,6 +104,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-duration must be at least 1s")
 	case o.runs < 1:
 		return o, errors.New("-runs must be at least 1")
+	case o.telemetry != "" && o.telemetry != "on" && o.telemetry != "metrics":
+		return o, fmt.Errorf("bad -telemetry %q (want on or metrics)", o.telemetry)
 	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
 		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
 	}
@@ -116,6 +121,10 @@ type bench struct {
 	db   *database
 	opts options
 	base time.Time // origin of the recorders' monotonic timestamps
+	// tel, when set, instruments every client and enqueue as an application would (the
+	// overhead workload); telStops undo the clients' instrumentation.
+	tel      *relayotel.Telemetry
+	telStops []func()
 }
 
 // workload is one line of the plan: a name, the plot it belongs to, and a run.
@@ -160,6 +169,9 @@ func plan(o options) []workload {
 	add("queues", "queues", runQueues)
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
+	if o.workload == "overhead" { // not part of "all": it repeats drain and latency
+		add("overhead (telemetry off vs on)", "overhead", runOverhead)
+	}
 	return ws
 }
 
@@ -217,6 +229,16 @@ func run() int {
 		return 1
 	}
 	b := &bench{log: log, db: db, opts: opts, base: time.Now()}
+	runCtx := ctx
+	if opts.telemetry != "" && opts.workload != "overhead" {
+		tel, tracedCtx, _, closeTel, err := newTelemetry(ctx, b)
+		if err != nil {
+			log.Error("telemetry", "error", err)
+			return 1
+		}
+		defer closeTel()
+		b.tel, runCtx = tel, tracedCtx
+	}
 
 	report := &report{
 		Started: began, Server: info, Schema: opts.schema,
@@ -251,7 +273,7 @@ func run() int {
 			}
 			t := time.Now()
 			cpu0 := cpustat.Take(pgPID)
-			res, err := w.run(ctx, b)
+			res, err := w.run(runCtx, b)
 			if err != nil {
 				log.Error("workload failed", "name", w.name, "error", err)
 				failed = true
@@ -338,9 +360,20 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 		// relay's own logs only from warnings up, unless -v.
 		logger = slog.New(levelFilter{b.log.Handler(), slog.LevelWarn})
 	}
-	c := relay.New(relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger})
+	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger}
+	if b.tel != nil {
+		cfg.Middleware = []relay.Middleware{b.tel.Middleware()}
+	}
+	c := relay.New(cfg)
 	if err := relay.Handle(c, benchKind, fn); err != nil {
 		return nil, err
+	}
+	if b.tel != nil {
+		stop, err := b.tel.Instrument(c)
+		if err != nil {
+			return nil, err
+		}
+		b.telStops = append(b.telStops, stop)
 	}
 	if err := c.Start(ctx, pool); err != nil {
 		return nil, err
@@ -406,7 +439,11 @@ func stopClient(ctx context.Context, c *relay.Client) error {
 
 // enqueueOpts are the options every benchmark enqueue passes.
 func (b *bench) enqueueOpts(queue string) []relay.EnqueueOption {
-	return []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(queue)}
+	opts := []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(queue)}
+	if b.tel != nil {
+		opts = append(opts, b.tel.EnqueueMiddleware())
+	}
+	return opts
 }
 
 // progress logs line() every second until the returned stop is called.

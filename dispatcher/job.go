@@ -21,4 +21,5 @@ type Job struct {
 	Priority   int
 	Checkpoint []byte // JSON saved by an earlier attempt; nil if none
 	Payload    []byte // raw args of a job enqueued with []byte args; nil otherwise
+	Metadata   []byte // a JSON object of strings set when it was enqueued; nil if none
 }

@@ -326,7 +326,7 @@ func (k *Keeper) renewLocked(ctx context.Context, h Held) {
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() == nil {
-			k.cfg.Logger.Debug("relay: could not renew the lease of a job whose row a transaction holds", "job", h.ID, "error", err)
+			k.cfg.Logger.Debug("relay: could not renew the lease of a job whose row a transaction holds", slog.Group("job", "id", h.ID, "attempt", h.Attempt), "error", err)
 		}
 		return
 	}

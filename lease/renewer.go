@@ -33,9 +33,22 @@ type Renewal struct {
 	Held, Renewed map[int64]bool
 }
 
+// RescuedJob is one job a rescue pass retried, or failed when it was out of attempts.
+type RescuedJob struct {
+	ID          int64
+	Kind, Queue string
+	Attempt     int       // the attempt whose lease was lost
+	Failed      bool      // it had no attempts left: failed for good
+	StartedAt   time.Time // when that attempt was claimed
+	DueAt       time.Time // when that attempt was due
+}
+
 // Rescued is the result of one rescue pass (see [RescuerConfig].Rescue).
 type Rescued struct {
 	IDs []int64 // the jobs rescued
+	// Jobs, if the rescue function knows them, describe the rescued jobs, aligned with IDs:
+	// the rescuer then logs each with its kind, queue and attempt.
+	Jobs []RescuedJob
 	// NextIn is how long until the next lease expires; HasNext is false when no job is
 	// running.
 	NextIn  time.Duration

@@ -63,9 +63,7 @@ func (r *Rescuer) Run(ctx context.Context) error {
 			wait = retry.Next()
 		default:
 			retry.Reset()
-			if len(res.IDs) > 0 {
-				r.cfg.Logger.Warn("relay: rescued jobs whose client stopped renewing their lease", "jobs", res.IDs)
-			}
+			r.logRescued(res)
 			if len(res.IDs) == rescueBatch {
 				wait = 0 // more may be waiting
 			} else if res.HasNext {
@@ -83,5 +81,21 @@ func (r *Rescuer) Run(ctx context.Context) error {
 			t.Stop()
 			retry.Reset()
 		}
+	}
+}
+
+// logRescued logs a rescue pass: each job on a line of its own, with its kind, queue and
+// attempt, when the rescue function described them.
+func (r *Rescuer) logRescued(res Rescued) {
+	const msg = "relay: rescued a job whose client stopped renewing its lease"
+	if len(res.Jobs) == 0 {
+		if len(res.IDs) > 0 {
+			r.cfg.Logger.Warn(msg, "jobs", res.IDs)
+		}
+		return
+	}
+	for _, j := range res.Jobs {
+		r.cfg.Logger.Warn(msg, slog.Group("job", "id", j.ID, "kind", j.Kind, "queue", j.Queue, "attempt", j.Attempt),
+			"failed", j.Failed)
 	}
 }

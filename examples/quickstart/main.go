@@ -16,11 +16,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lmittmann/tint"
 
 	"github.com/relayq/relay"
-	"github.com/relayq/relay/internal/pgtest"
+	"github.com/relayq/relay/internal/exampledb"
 )
 
 // EmailArgs are the args of a SendEmail job, stored as JSON.
@@ -42,21 +41,11 @@ func main() {
 }
 
 func run(ctx context.Context, logger *slog.Logger) error {
-	url := os.Getenv("DATABASE_URL")
-	if url == "" {
-		logger.Info("DATABASE_URL is not set; starting a throwaway PostgreSQL")
-		server, err := pgtest.Start(ctx, pgtest.Options{})
-		if err != nil {
-			return err
-		}
-		defer server.Stop()
-		url = server.URL()
-	}
-	pool, err := pgxpool.New(ctx, url)
+	pool, closeDB, err := exampledb.Open(ctx, logger) // DATABASE_URL, or a throwaway server
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer closeDB()
 
 	// Safe to call from every process at start-up: it takes an advisory lock.
 	if err := relay.Migrate(ctx, pool); err != nil {

@@ -87,9 +87,10 @@ type Record struct {
 	Checkpoint     []byte
 	Output         []byte
 	Payload        []byte
+	Metadata       []byte
 	// The bytes each value takes as stored (pg_column_size), read also when the values
 	// themselves are not.
-	ArgsSize, CheckpointSize, OutputSize, PayloadSize int
+	ArgsSize, CheckpointSize, OutputSize, PayloadSize, MetadataSize int
 }
 
 // GetJob reads job id.

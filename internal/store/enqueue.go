@@ -43,6 +43,7 @@ type insertParams struct {
 	Priority    int16              `db:"priority"`
 	OrderKey    *string            `db:"order_key"`
 	Payload     []byte             `db:"payload"`
+	Metadata    pgtype.Text        `db:"metadata"` // see jsonParam
 	Channel     string             `db:"channel"`
 }
 
@@ -62,7 +63,8 @@ type uniqueKeyParams struct {
 func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 	p := insertParams{
 		Kind: j.Kind, Queue: j.Queue, Args: jsonParam(j.Args), RunAt: runAtParam(j), MaxAttempts: maxAttemptsParam(j),
-		TimeoutMS: timeoutParam(j), Priority: int16(j.Priority), OrderKey: j.OrderKey, Payload: j.Payload, Channel: s.channel,
+		TimeoutMS: timeoutParam(j), Priority: int16(j.Priority), OrderKey: j.OrderKey, Payload: j.Payload,
+		Metadata: jsonParam(j.Metadata), Channel: s.channel,
 	}
 	if j.UniqueKey == "" {
 		var id int64
@@ -108,6 +110,7 @@ type insertManyParams struct {
 	Priorities  []int16              `db:"priorities"`
 	OrderKeys   []*string            `db:"order_keys"`
 	Payloads    [][]byte             `db:"payloads"`
+	Metadatas   []pgtype.Text        `db:"metadatas"`
 	Channel     string               `db:"channel"`
 }
 
@@ -124,13 +127,14 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 	p := insertManyParams{
 		Kinds: make([]string, n), Queues: make([]string, n), Args: make([]pgtype.Text, n),
 		RunAts: make([]pgtype.Timestamptz, n), MaxAttempts: make([]pgtype.Int4, n), TimeoutsMS: make([]pgtype.Int4, n),
-		Priorities: make([]int16, n), OrderKeys: make([]*string, n), Payloads: make([][]byte, n), Channel: s.channel,
+		Priorities: make([]int16, n), OrderKeys: make([]*string, n), Payloads: make([][]byte, n),
+		Metadatas: make([]pgtype.Text, n), Channel: s.channel,
 	}
 	var uniqueKeys, uniqueStates []pgtype.Text
 	for i, j := range jobs {
 		p.Kinds[i], p.Queues[i], p.Args[i], p.RunAts[i] = j.Kind, j.Queue, jsonParam(j.Args), runAtParam(j)
 		p.MaxAttempts[i], p.TimeoutsMS[i], p.Priorities[i], p.OrderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
-		p.Payloads[i] = j.Payload
+		p.Payloads[i], p.Metadatas[i] = j.Payload, jsonParam(j.Metadata)
 		if j.UniqueKey != "" {
 			if uniqueKeys == nil {
 				uniqueKeys, uniqueStates = make([]pgtype.Text, n), make([]pgtype.Text, n)

@@ -25,4 +25,5 @@ type NewJob struct {
 	UniqueKey   string   // empty: not unique
 	UniqueIn    []string // the states in which UniqueKey is held; include pending and running
 	Payload     []byte   // raw args instead of JSON ones, when not nil
+	Metadata    []byte   // a JSON object; nil for none (NULL)
 }

@@ -128,7 +128,8 @@ type rescueParams struct {
 
 // Rescue retries (or fails, when out of attempts) up to limit running jobs whose lease has
 // expired, of any client, recording reason "lost lease". It is safe to run on many clients
-// at once: it is what [lease.RescuerConfig].Rescue runs.
+// at once: it is what [lease.RescuerConfig].Rescue runs. Each rescued job is described in
+// Rescued.Jobs.
 func (c *Client) Rescue(ctx context.Context, limit int) (lease.Rescued, error) {
 	rows, err := c.s.q.rescue.query(ctx, c.db, rescueParams{Limit: limit, Channel: c.s.channel})
 	if err != nil {
@@ -136,15 +137,22 @@ func (c *Client) Rescue(ctx context.Context, limit int) (lease.Rescued, error) {
 	}
 	defer rows.Close()
 	var (
-		r          lease.Rescued
-		id, nextIn pgtype.Int8
+		r                  lease.Rescued
+		id, nextIn         pgtype.Int8
+		kind, queue, state pgtype.Text
+		attempt            pgtype.Int4
+		attemptedAt, dueAt pgtype.Timestamptz
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &nextIn); err != nil {
+		if err := rows.Scan(&id, &kind, &queue, &attempt, &state, &attemptedAt, &dueAt, &nextIn); err != nil {
 			return lease.Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
 		}
 		if id.Valid {
 			r.IDs = append(r.IDs, id.Int64)
+			r.Jobs = append(r.Jobs, lease.RescuedJob{
+				ID: id.Int64, Kind: kind.String, Queue: queue.String, Attempt: int(attempt.Int32),
+				Failed: state.String == StateFailed, StartedAt: attemptedAt.Time, DueAt: dueAt.Time,
+			})
 			continue
 		}
 		r.HasNext, r.NextIn = nextIn.Valid, time.Duration(nextIn.Int64)*time.Microsecond

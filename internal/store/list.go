@@ -100,6 +100,39 @@ func (s *Store) CountJobs(ctx context.Context, db DB) ([]Count, error) {
 	return counts, nil
 }
 
+// Depth is how many unfinished jobs of a queue are in a state: StatePending (due),
+// StateScheduled or StateRunning. OldestAge is, for the pending states, how long ago the
+// earliest of them was due (or, scheduled, is due: then negative), on the database's clock.
+type Depth struct {
+	Queue     string
+	State     string
+	N         int64
+	OldestAge time.Duration
+}
+
+// QueueDepths counts the unfinished jobs of every queue by state, from their partial
+// indexes only.
+func (s *Store) QueueDepths(ctx context.Context, db DB) ([]Depth, error) {
+	sql := strings.ReplaceAll(fragment("queueDepths"), "{schema}", s.quoted())
+	rows, err := db.Query(ctx, sql)
+	if err != nil {
+		return nil, fmt.Errorf("queue depths: %w", err)
+	}
+	depths, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Depth, error) {
+		var (
+			d   Depth
+			age pgtype.Float8
+		)
+		err := row.Scan(&d.Queue, &d.State, &d.N, &age)
+		d.OldestAge = seconds(age)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue depths: %w", err)
+	}
+	return depths, nil
+}
+
 func (s *Store) quoted() string { return pgx.Identifier{s.schema}.Sanitize() }
 
 // fragment returns the named fragment of list.sql.
@@ -203,19 +236,20 @@ func scanRecord(row pgx.Row) (*Record, error) {
 	var (
 		r                                   Record
 		maxAttempts, timeoutMS              pgtype.Int4
-		sizes                               [4]pgtype.Int4
+		sizes                               [5]pgtype.Int4
 		attemptedAt, finishedAt, leaseUntil pgtype.Timestamptz
 		attemptedBy                         pgtype.Text
 		attempts                            []byte
 	)
 	err := row.Scan(&r.ID, &r.Kind, &r.Queue, &r.State, &r.Attempt,
 		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled,
-		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &r.Args, &r.Checkpoint, &r.Output, &r.Payload,
-		&sizes[0], &sizes[1], &sizes[2], &sizes[3])
+		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &r.Args, &r.Checkpoint, &r.Output, &r.Payload, &r.Metadata,
+		&sizes[0], &sizes[1], &sizes[2], &sizes[3], &sizes[4])
 	if err != nil {
 		return nil, err
 	}
 	r.ArgsSize, r.CheckpointSize, r.OutputSize, r.PayloadSize = int(sizes[0].Int32), int(sizes[1].Int32), int(sizes[2].Int32), int(sizes[3].Int32)
+	r.MetadataSize = int(sizes[4].Int32)
 	r.MaxAttempts = int(maxAttempts.Int32)
 	r.AttemptedAt, r.AttemptedBy, r.FinishedAt, r.LeaseExpiresAt = attemptedAt.Time, attemptedBy.String, finishedAt.Time, leaseUntil.Time
 	if timeoutMS.Valid {

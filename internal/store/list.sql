@@ -21,13 +21,14 @@
 id, kind, queue, state, attempt, max_attempts, created_at, run_at,
 attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
 run_at > now() AS scheduled, priority, order_key, blocking, unique_key, {values},
-pg_column_size(args), pg_column_size(checkpoint), pg_column_size(output), pg_column_size(payload)
+pg_column_size(args), pg_column_size(checkpoint), pg_column_size(output), pg_column_size(payload),
+pg_column_size(metadata)
 
 -- name: values
-args, checkpoint, output, payload
+args, checkpoint, output, payload, metadata
 
 -- name: noValues
-NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bytea
+NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bytea, NULL::jsonb
 
 -- name: listNewest
 -- Jobs in any state: newest first along the primary key, the filters checked on each row.
@@ -187,3 +188,21 @@ CROSS JOIN LATERAL (
     FROM queues q
     WHERE q.queue IS NOT NULL
 ) g;
+
+-- name: queueDepths
+-- The unfinished jobs of every queue that has any: due pending jobs ('pending'), pending
+-- jobs due later ('scheduled') and running ones, each with its count and, for the pending
+-- ones, the earliest run_at and how many seconds ago that was on the database's clock.
+-- Read from the partial indexes of pending and running jobs only (jobs_claim_idx,
+-- jobs_lease_idx), so its cost is what the unfinished jobs number, whatever the finished
+-- ones do: it is what metrics read on every collection (see relay.QueueDepths).
+SELECT queue, CASE WHEN run_at > now() THEN 'scheduled' ELSE 'pending' END, count(*),
+       extract(epoch FROM now() - min(run_at))::float8
+FROM {schema}.jobs
+WHERE state = 'pending'
+GROUP BY 1, 2
+UNION ALL
+SELECT queue, 'running', count(*), NULL
+FROM {schema}.jobs
+WHERE state = 'running'
+GROUP BY 1;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,7 +45,8 @@ type Outcome struct {
 	// Not written: what the client's events report of the attempt.
 	Kind, Queue            string
 	ScheduledAt, StartedAt time.Time
-	CompletedTx            bool // the handler called CompleteTx
+	CompletedTx            bool        // the handler called CompleteTx
+	LogAttrs               []slog.Attr // what middleware added to the attempt's log lines
 }
 
 // WriteOutcomes writes many outcomes of client's attempts in one statement and returns

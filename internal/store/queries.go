@@ -40,6 +40,7 @@ type queries struct {
 	pauseQueue       statement[pauseQueueParams]
 	getQueue         statement[queueParams]
 	pendingQueues    statement[patternsParams]
+	unhandled        statement[unhandledParams]
 }
 
 func buildQueries(quotedSchema string) queries {
@@ -55,7 +56,7 @@ func buildQueries(quotedSchema string) queries {
 	// Parts that several statements share are written once, as fragments, and appear in
 	// them as {name}.
 	var pairs []string
-	for _, name := range []string{"claimed", "wakes", "blocksOnFailure"} {
+	for _, name := range []string{"claimed", "wakes", "blocksOnFailure", "pendingQueueScan"} {
 		pairs = append(pairs, "{"+name+"}", section(name))
 	}
 	fill := strings.NewReplacer(pairs...)
@@ -81,7 +82,7 @@ func buildQueries(quotedSchema string) queries {
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
 		{"completeTx", &q.completeTx}, {"checkpoint", &q.checkpoint}, {"setOutput", &q.setOutput},
 		{"endedBy", &q.endedBy}, {"setQueue", &q.setQueue}, {"pauseQueue", &q.pauseQueue},
-		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues},
+		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues}, {"unhandled", &q.unhandled},
 	} {
 		bind(b.name, fill.Replace(section(b.name)), b.st)
 	}

@@ -6,14 +6,14 @@
 -- by the wakeup_payload function of the schema (see notify.go for its format).
 
 -- name: insert
--- Inserts one job (@run_at NULL for now; @payload the raw args, or NULL) and wakes its
--- queue on @channel. In an ordered queue a job without a key joins the queue-wide sequence
+-- Inserts one job (@run_at NULL for now; @payload the raw args, or NULL; @metadata a JSON
+-- object, or NULL) and wakes its queue on @channel. In an ordered queue a job without a key joins the queue-wide sequence
 -- ''; a key given for a queue that is not ordered is refused.
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata)
     SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
         CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
-        @payload
+        @payload, @metadata::jsonb
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     RETURNING id, queue, run_at, priority
 ), notified AS (
@@ -34,10 +34,10 @@ WITH held AS (
     ORDER BY state IN ('pending', 'running') DESC, id DESC
     LIMIT 1
 ), job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata)
     SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
         CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
-        @payload, @unique_key
+        @payload, @unique_key, @metadata::jsonb
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     WHERE NOT EXISTS (SELECT FROM held)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
@@ -58,13 +58,13 @@ WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
 -- insert for many jobs without unique keys, given as aligned arrays (@kinds, @queues, …),
 -- with one wakeup per queue. The ids come back in the order of the arrays.
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata)
     SELECT n.kind, n.queue, n.args, coalesce(n.run_at, now()), n.max_attempts, n.timeout_ms, n.priority,
         CASE WHEN q.ordered THEN coalesce(n.order_key, '') WHEN n.order_key IS NOT NULL THEN {schema}.not_ordered(n.queue) END,
-        n.payload
+        n.payload, n.metadata
     FROM unnest(@kinds::text[], @queues::text[], @args::jsonb[], @run_ats::timestamptz[], @max_attempts::integer[], @timeouts_ms::integer[],
-                @priorities::smallint[], @order_keys::text[], @payloads::bytea[]) WITH ORDINALITY
-        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, ord)
+                @priorities::smallint[], @order_keys::text[], @payloads::bytea[], @metadatas::jsonb[]) WITH ORDINALITY
+        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata, ord)
     LEFT JOIN {schema}.queues q ON q.name = n.queue
     ORDER BY n.ord
     RETURNING id, queue, run_at, priority
@@ -92,14 +92,15 @@ WITH new AS (
          ORDER BY h.state IN ('pending', 'running') DESC, h.id DESC
          LIMIT 1) AS held
     FROM unnest(@kinds::text[], @queues::text[], @args::jsonb[], @run_ats::timestamptz[], @max_attempts::integer[], @timeouts_ms::integer[],
-                @priorities::smallint[], @order_keys::text[], @unique_keys::text[], @unique_states::text[], @payloads::bytea[]) WITH ORDINALITY
-        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key, unique_states, payload, ord)
+                @priorities::smallint[], @order_keys::text[], @unique_keys::text[], @unique_states::text[], @payloads::bytea[],
+                @metadatas::jsonb[]) WITH ORDINALITY
+        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key, unique_states, payload, metadata, ord)
     LEFT JOIN {schema}.queues q ON q.name = n.queue
 ), job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata)
     SELECT kind, queue, args, coalesce(run_at, now()), max_attempts, timeout_ms, priority,
         CASE WHEN ordered THEN coalesce(order_key, '') WHEN order_key IS NOT NULL THEN {schema}.not_ordered(queue) END,
-        payload, unique_key
+        payload, unique_key, metadata
     FROM new
     WHERE held IS NULL
     ORDER BY ord
@@ -144,7 +145,8 @@ coalesce((SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.
 -- The end of both claims (claim, claimGated), once each has picked its due jobs: leases
 -- them to client @client for @lease, fills in max_attempts from the kinds' defaults
 -- (@attempts, aligned with @kinds), and returns them, then the trailing row (id NULL) with
--- the delay until the queue's next scheduled job and the queue's settings.
+-- the delay until the queue's next scheduled job and the queue's settings. Each job comes
+-- with what its handler sees of it, its metadata included.
 -- clock_timestamp(), not now(): a gated claim's transaction began before its wait for the
 -- queue's lock, and the lease must not be shortened by that wait.
 claimed AS (
@@ -155,14 +157,14 @@ claimed AS (
     FROM due
     WHERE j.id = due.id
     RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
-        j.checkpoint, j.payload
+        j.checkpoint, j.payload, j.metadata
 )
-SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
+SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload, metadata,
        NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
 FROM claimed
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < @limit THEN (
         SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
         FROM {schema}.jobs
@@ -408,9 +410,11 @@ UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = 
 -- 'lost lease'. SKIP LOCKED lets every client run this at once: each expired job is
 -- rescued by exactly one. The last row (id NULL) says when the next lease expires, so the
 -- rescuer can sleep until then. Like an outcome, a rescue frees ordered keys and limited
--- slots, and wakes their queues.
+-- slots, and wakes their queues. Each rescued job comes with what its client's events and
+-- logs say of the lost attempt: kind, queue, attempt, its state now, when it started and
+-- when it was due.
 WITH lost AS (
-    SELECT id FROM {schema}.jobs
+    SELECT id, run_at FROM {schema}.jobs
     WHERE state = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
     LIMIT @limit
@@ -428,17 +432,17 @@ WITH lost AS (
         blocking = j.attempt >= j.max_attempts AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM lost
     WHERE j.id = lost.id
-    RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
+    RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key, j.kind, j.attempt, j.attempted_at, lost.run_at AS due_at
 ), notified AS (
     SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
     FROM rescued
     WHERE {wakes}
     GROUP BY queue
 )
-SELECT id, NULL::bigint FROM rescued
+SELECT id, kind, queue, attempt, state, attempted_at, due_at, NULL::bigint FROM rescued
 WHERE (SELECT count(*) FROM notified) >= 0
 UNION ALL
-SELECT NULL, (
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (
     SELECT ceil(extract(epoch FROM min(lease_expires_at) - clock_timestamp()) * 1000000)::bigint
     FROM {schema}.jobs
     WHERE state = 'running' AND lease_expires_at >= now()
@@ -538,20 +542,52 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- name: getQueue
 SELECT ordered, on_failure, global_limit, paused_at,
     (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND state = 'running') AS running,
-    (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND blocking) AS blocked
+    (SELECT count(*) FROM {schema}.jobs WHERE queue = @queue AND order_key IS NOT NULL AND blocking) AS blocked
 FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue;
 
--- name: pendingQueues
--- The queues that have pending jobs, by a loose scan of the claim index: one probe per
--- queue, however many jobs each holds.
-WITH RECURSIVE q AS (
+-- name: pendingQueueScan
+-- The recursive CTE "q": the queues that have pending jobs, by a loose scan of the claim
+-- index: one probe per queue, however many jobs each holds. A last row holds NULL.
+q AS (
     (SELECT queue FROM {schema}.jobs WHERE state = 'pending' ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT queue FROM {schema}.jobs WHERE state = 'pending' AND queue > q.queue ORDER BY queue LIMIT 1)
     FROM q
     WHERE q.queue IS NOT NULL
 )
+
+-- name: pendingQueues
+-- The queues that have pending jobs and that patterns (names, and groups by prefix) cover.
+WITH RECURSIVE {pendingQueueScan}
 SELECT queue FROM q WHERE queue IS NOT NULL AND {schema}.serves(@patterns::text[], queue);
+
+-- name: unhandled
+-- Pending jobs that no live client can run — no client serving their queue handles their
+-- kind — by queue and kind, with how many and the oldest. Kept cheap for the clients that
+-- run it every minute, however large the backlog: per queue with pending jobs (one index
+-- probe each), only the @sample most urgent jobs due for at least @grace are looked at.
+-- Claims skip the jobs no client can run, so those gather at the head of their queue's
+-- claim order and are found there; only a (queue, kind) found so is counted in full.
+WITH RECURSIVE {pendingQueueScan}, live AS MATERIALIZED (
+    SELECT queues, kinds FROM {schema}.clients
+    WHERE stopped_at IS NULL AND heartbeat_at + lease_ttl > now()
+), stuck AS (
+    SELECT DISTINCT q.queue, h.kind
+    FROM q
+    CROSS JOIN LATERAL (
+        SELECT kind FROM {schema}.jobs
+        WHERE queue = q.queue AND state = 'pending' AND run_at <= now() - @grace::interval
+        ORDER BY (-priority), run_at, id
+        LIMIT @sample
+    ) h
+    WHERE q.queue IS NOT NULL
+      AND NOT EXISTS (SELECT FROM live c WHERE h.kind = ANY (c.kinds) AND {schema}.serves(c.queues, q.queue))
+)
+SELECT s.queue, s.kind, count(*), min(j.created_at)
+FROM stuck s
+JOIN {schema}.jobs j ON j.queue = s.queue AND j.kind = s.kind AND j.state = 'pending'
+GROUP BY s.queue, s.kind
+ORDER BY s.queue, s.kind;
 
 -- name: uniqueHolder
 SELECT id FROM {schema}.jobs WHERE unique_key = @unique_key AND state IN ('pending', 'running');

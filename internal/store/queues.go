@@ -101,3 +101,36 @@ func (s *Store) PendingQueues(ctx context.Context, db DB, patterns []string) ([]
 	}
 	return queues, nil
 }
+
+// Unhandled is how many pending jobs of one queue and kind no live client can run.
+type Unhandled struct {
+	Queue, Kind string
+	Jobs        int64
+	Oldest      time.Time // created_at of the oldest of them
+}
+
+type unhandledParams struct {
+	Grace  time.Duration `db:"grace"`
+	Sample int           `db:"sample"`
+}
+
+// unhandledSample bounds how many of each queue's most urgent due jobs Unhandled looks at.
+const unhandledSample = 100
+
+// Unhandled returns the pending jobs, due for at least grace, that no live client can run
+// (see queries.sql "unhandled" for what it finds and what it costs).
+func (s *Store) Unhandled(ctx context.Context, db DB, grace time.Duration) ([]Unhandled, error) {
+	rows, err := s.q.unhandled.query(ctx, db, unhandledParams{Grace: grace, Sample: unhandledSample})
+	if err != nil {
+		return nil, fmt.Errorf("look for jobs no client can run: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Unhandled, error) {
+		var u Unhandled
+		err := row.Scan(&u.Queue, &u.Kind, &u.Jobs, &u.Oldest)
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look for jobs no client can run: %w", err)
+	}
+	return found, nil
+}

@@ -1,0 +1,214 @@
+package relayotel
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+
+	"github.com/relayq/relay"
+)
+
+// The names of relay's instruments, after OpenTelemetry's semantic conventions for
+// messaging where one fits (a job is a message, its queue the destination), and under
+// "relay." where none does. The README lists them with their attributes.
+const (
+	MetricEnqueued   = "messaging.client.sent.messages"     // counter, {message}
+	MetricStarted    = "messaging.client.consumed.messages" // counter, {message}
+	MetricFinished   = "relay.jobs.finished"                // counter, {job}
+	MetricDuration   = "messaging.process.duration"         // histogram, s
+	MetricPickup     = "relay.job.pickup.latency"           // histogram, s
+	MetricDepth      = "relay.queue.depth"                  // gauge, {job}
+	MetricOldest     = "relay.queue.oldest_job.age"         // gauge, s
+	MetricRunning    = "relay.client.jobs.running"          // gauge, {job}
+	MetricFreeSlots  = "relay.client.slots.free"            // gauge, {slot}
+	MetricBacklog    = "relay.client.outcome.backlog"       // gauge, {outcome}
+	MetricReconnects = "relay.client.listener.reconnects"   // counter, {reconnect}
+	systemName       = "relay"
+	operationEnqueue = "enqueue"
+	operationProcess = "process"
+	attrKind         = attribute.Key("relay.job.kind")
+	attrOutcome      = attribute.Key("relay.job.outcome")
+	attrState        = attribute.Key("relay.job.state")
+	attrAttempt      = attribute.Key("relay.job.attempt")
+)
+
+// Bucket boundaries, in seconds. A handler's duration: the semantic conventions' for
+// messaging, and longer jobs. Pickup latency: from a fraction of a millisecond (a job
+// picked up on its NOTIFY) to minutes (a backlog).
+var (
+	durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60, 300, 900}
+	pickupBuckets   = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+)
+
+// instruments are relay's instruments on one meter.
+type instruments struct {
+	meter                           metric.Meter
+	enqueued, started, finished     metric.Int64Counter
+	duration, pickup                metric.Float64Histogram
+	depth, running, free, backlog   metric.Int64ObservableGauge
+	oldest                          metric.Float64ObservableGauge
+	reconnects                      metric.Int64ObservableCounter
+	sets                            sync.Map // setKey → metric.MeasurementOption
+	systemAttr, enqueueAttr, procAt attribute.KeyValue
+}
+
+func newInstruments(meter metric.Meter) (*instruments, error) {
+	m := &instruments{
+		meter:       meter,
+		systemAttr:  semconv.MessagingSystemKey.String(systemName),
+		enqueueAttr: semconv.MessagingOperationName(operationEnqueue),
+		procAt:      semconv.MessagingOperationName(operationProcess),
+	}
+	var errs [11]error
+	m.enqueued, errs[0] = meter.Int64Counter(MetricEnqueued, metric.WithUnit("{message}"),
+		metric.WithDescription("Jobs enqueued: each job an enqueue statement was sent for, by queue and kind (error.type when it failed)."))
+	m.started, errs[1] = meter.Int64Counter(MetricStarted, metric.WithUnit("{message}"),
+		metric.WithDescription("Attempts started: jobs claimed and handed to their handler."))
+	m.finished, errs[2] = meter.Int64Counter(MetricFinished, metric.WithUnit("{job}"),
+		metric.WithDescription("Attempts ended, once their outcome is committed, by queue, kind, outcome and the job's state after it."))
+	m.duration, errs[3] = meter.Float64Histogram(MetricDuration, metric.WithUnit("s"),
+		metric.WithDescription("How long handlers ran, by queue, kind and outcome (lost leases excluded: when their handler stopped is not known)."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
+	m.pickup, errs[4] = meter.Float64Histogram(MetricPickup, metric.WithUnit("s"),
+		metric.WithDescription("Pickup latency: from the time a job was due to the start of its handler."),
+		metric.WithExplicitBucketBoundaries(pickupBuckets...))
+	m.depth, errs[5] = meter.Int64ObservableGauge(MetricDepth, metric.WithUnit("{job}"),
+		metric.WithDescription("Unfinished jobs of each queue by state (pending: due; scheduled: due later; running), read from the database."))
+	m.oldest, errs[6] = meter.Float64ObservableGauge(MetricOldest, metric.WithUnit("s"),
+		metric.WithDescription("How long the oldest due pending job of each queue has been due (0 when none is), read from the database."))
+	m.running, errs[7] = meter.Int64ObservableGauge(MetricRunning, metric.WithUnit("{job}"),
+		metric.WithDescription("Handlers running on the client, by queue."))
+	m.free, errs[8] = meter.Int64ObservableGauge(MetricFreeSlots, metric.WithUnit("{slot}"),
+		metric.WithDescription("Jobs the client could start now: idle workers, within MaxWorkers."))
+	m.backlog, errs[9] = meter.Int64ObservableGauge(MetricBacklog, metric.WithUnit("{outcome}"),
+		metric.WithDescription("Outcomes of ended attempts waiting to be written; the client stops claiming at 5,000."))
+	m.reconnects, errs[10] = meter.Int64ObservableCounter(MetricReconnects, metric.WithUnit("{reconnect}"),
+		metric.WithDescription("Times the client's LISTEN connection was lost and made again."))
+	return m, errors.Join(errs[:]...)
+}
+
+// setKey names one combination of attributes of the counters and histograms.
+type setKey struct {
+	op                     string // operationEnqueue or operationProcess
+	queue, kind            string
+	outcome, state, errTyp string
+}
+
+// attrs returns the measurement option of key's attributes, made once: building an
+// attribute set sorts and allocates, and every job would pay for it.
+func (m *instruments) attrs(k setKey) metric.MeasurementOption {
+	if o, ok := m.sets.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	kv := []attribute.KeyValue{
+		m.systemAttr, semconv.MessagingOperationName(k.op),
+		semconv.MessagingDestinationName(k.queue), attrKind.String(k.kind),
+	}
+	if k.outcome != "" {
+		kv = append(kv, attrOutcome.String(k.outcome), attrState.String(k.state))
+	}
+	if k.errTyp != "" {
+		kv = append(kv, semconv.ErrorTypeKey.String(k.errTyp))
+	}
+	o, _ := m.sets.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kv...)))
+	return o.(metric.MeasurementOption)
+}
+
+// startedAttempt records the start of attempt job.
+func (m *instruments) startedAttempt(ctx context.Context, job *relay.JobInfo, started float64) {
+	o := m.attrs(setKey{op: operationProcess, queue: job.Queue, kind: job.Kind})
+	m.started.Add(ctx, 1, o)
+	m.pickup.Record(ctx, started, o)
+}
+
+// finishedAttempt records an attempt whose outcome is committed: what [relay.Client.Observe]
+// reports.
+func (m *instruments) finishedAttempt(e relay.Event) {
+	outcome := e.Outcome()
+	k := setKey{op: operationProcess, queue: e.Queue, kind: e.Kind, outcome: string(outcome), state: string(e.State)}
+	switch outcome {
+	case relay.OutcomeSucceeded, relay.OutcomeSnoozed:
+	default:
+		k.errTyp = e.Reason // the attempt failed: the semantic conventions want error.type
+	}
+	o := m.attrs(k)
+	ctx := context.Background()
+	m.finished.Add(ctx, 1, o)
+	if outcome != relay.OutcomeLostLease {
+		m.duration.Record(ctx, e.Ran().Seconds(), o)
+	}
+}
+
+// enqueuedJobs records the jobs of one enqueue; err is its error, if it failed.
+func (m *instruments) enqueuedJobs(ctx context.Context, jobs []*relay.EnqueueInfo, err error) {
+	errTyp := ""
+	if err != nil {
+		errTyp = errorType(err)
+	}
+	for _, j := range jobs {
+		m.enqueued.Add(ctx, 1, m.attrs(setKey{op: operationEnqueue, queue: j.Queue, kind: j.Kind, errTyp: errTyp}))
+	}
+}
+
+// errorType names the class of an enqueue's error, for error.type: one of relay's
+// sentinels, or "_OTHER" (a database error, say).
+func errorType(err error) string {
+	for _, e := range []struct {
+		err  error
+		name string
+	}{
+		{relay.ErrTooLarge, "too_large"}, {relay.ErrEncodeArgs, "encode_args"},
+		{relay.ErrQueueNotOrdered, "queue_not_ordered"}, {relay.ErrInvalidJob, "invalid_job"},
+		{context.Canceled, "canceled"}, {context.DeadlineExceeded, "deadline_exceeded"},
+	} {
+		if errors.Is(err, e.err) {
+			return e.name
+		}
+	}
+	return semconv.ErrorTypeOther.Value.AsString()
+}
+
+// observeClient registers the gauges of client c's own figures.
+func (m *instruments) observeClient(c *relay.Client) (metric.Registration, error) {
+	return m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		id := c.ID()
+		if id == "" {
+			return nil // not started: no figures yet
+		}
+		s := c.Stats()
+		client := semconv.MessagingClientID(id)
+		for queue, q := range s.Queues {
+			o.ObserveInt64(m.running, int64(q.Running), metric.WithAttributes(m.systemAttr, client, semconv.MessagingDestinationName(queue)))
+		}
+		attrs := metric.WithAttributes(m.systemAttr, client)
+		o.ObserveInt64(m.free, int64(s.FreeSlots), attrs)
+		o.ObserveInt64(m.backlog, int64(s.OutcomeBacklog), attrs)
+		o.ObserveInt64(m.reconnects, s.ListenerReconnects, attrs)
+		return nil
+	}, m.running, m.free, m.backlog, m.reconnects)
+}
+
+// observeDepths registers the gauges read from the database, through d.
+func (m *instruments) observeDepths(d *depths) (metric.Registration, error) {
+	return m.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		qs, err := d.read(ctx)
+		if err != nil {
+			return err
+		}
+		for queue, q := range qs {
+			dest := semconv.MessagingDestinationName(queue)
+			for _, st := range []struct {
+				state relay.JobState
+				n     int64
+			}{{relay.StatePending, q.Pending}, {relay.StateScheduled, q.Scheduled}, {relay.StateRunning, q.Running}} {
+				o.ObserveInt64(m.depth, st.n, metric.WithAttributes(m.systemAttr, dest, attrState.String(string(st.state))))
+			}
+			o.ObserveFloat64(m.oldest, q.OldestDue.Seconds(), metric.WithAttributes(m.systemAttr, dest))
+		}
+		return nil
+	}, m.depth, m.oldest)
+}

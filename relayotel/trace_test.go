@@ -1,0 +1,138 @@
+package relayotel_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/relayq/relay"
+)
+
+type orderArgs struct{ Order int }
+
+var chargeCard = relay.NewKind[orderArgs]("charge-card")
+
+// TestTraceOfAJobRetriedOnce enqueues a job inside a request's span and runs it: the first
+// attempt fails, the second succeeds. The trace is request → enqueue → one span per attempt,
+// each attempt a child of the enqueue, all in the request's trace, with the job's
+// attributes and outcome; and relay's log line of the failed attempt carries the trace id.
+func TestTraceOfAJobRetriedOnce(t *testing.T) {
+	t.Parallel()
+	s := newOtelSetup(t)
+	c := s.client(relay.Config{Queues: map[string]relay.QueueConfig{"billing": {Workers: 2}}}, func(c *relay.Client) {
+		handle(t, c, chargeCard, func(_ context.Context, job *relay.Job[orderArgs]) error {
+			if job.Attempt == 1 {
+				return errors.New("card declined")
+			}
+			return nil
+		}, fastRetries)
+	})
+	ch := events(t, c)
+
+	ctx, request := s.tp.Tracer("test").Start(context.Background(), "POST /orders")
+	id, err := relay.Enqueue(ctx, s.db, chargeCard, orderArgs{Order: 7}, relay.Queue("billing"), s.tel.EnqueueMiddleware())
+	if err != nil {
+		t.Fatal(err)
+	}
+	request.End()
+	got := awaitEvents(t, ch, 2) // each span ends before its attempt's outcome is committed
+	if got[0].Outcome() != relay.OutcomeRetried || got[1].Outcome() != relay.OutcomeSucceeded {
+		t.Fatalf("outcomes %s, %s; want retried, succeeded", got[0].Outcome(), got[1].Outcome())
+	}
+
+	spans := s.spans.GetSpans()
+	byName := map[string][]tracetest.SpanStub{}
+	for _, sp := range spans {
+		byName[sp.Name] = append(byName[sp.Name], sp)
+	}
+	if len(spans) != 4 || len(byName["POST /orders"]) != 1 || len(byName["enqueue billing"]) != 1 || len(byName["process billing"]) != 2 {
+		t.Fatalf("spans %v; want POST /orders, enqueue billing and two process billing", names(spans))
+	}
+	req, enq := byName["POST /orders"][0], byName["enqueue billing"][0]
+	traceID := req.SpanContext.TraceID()
+	if enq.Parent.SpanID() != req.SpanContext.SpanID() || enq.SpanKind != trace.SpanKindProducer {
+		t.Errorf("enqueue span: parent %v kind %v; want the request's span, producer", enq.Parent.SpanID(), enq.SpanKind)
+	}
+	wantAttrs(t, "enqueue", enq.Attributes, map[string]string{
+		"messaging.system": "relay", "messaging.operation.name": "enqueue", "messaging.operation.type": "send",
+		"messaging.destination.name": "billing", "relay.job.kind": "charge-card", "messaging.message.id": strconv.FormatInt(id, 10),
+	})
+
+	// The job carries the enqueue span's context, which the attempts continue.
+	rec, err := relay.GetJob(context.Background(), s.db, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tp := rec.Metadata["traceparent"]; tp != "00-"+traceID.String()+"-"+enq.SpanContext.SpanID().String()+"-01" {
+		t.Errorf("the job's traceparent is %q; want the enqueue span's", tp)
+	}
+
+	attempts := byName["process billing"]
+	if attempts[0].StartTime.After(attempts[1].StartTime) {
+		attempts[0], attempts[1] = attempts[1], attempts[0]
+	}
+	for i, a := range attempts {
+		if a.SpanContext.TraceID() != traceID || a.Parent.SpanID() != enq.SpanContext.SpanID() || a.SpanKind != trace.SpanKindConsumer {
+			t.Errorf("attempt %d: trace %v parent %v kind %v; want the request's trace, the enqueue span as parent, consumer",
+				i+1, a.SpanContext.TraceID(), a.Parent.SpanID(), a.SpanKind)
+		}
+		outcome, status := "retried", codes.Error
+		if i == 1 {
+			outcome, status = "succeeded", codes.Unset
+		}
+		wantAttrs(t, "attempt "+strconv.Itoa(i+1), a.Attributes, map[string]string{
+			"messaging.system": "relay", "messaging.operation.name": "process", "messaging.operation.type": "process",
+			"messaging.destination.name": "billing", "messaging.message.id": strconv.FormatInt(id, 10),
+			"relay.job.kind": "charge-card", "relay.job.attempt": strconv.Itoa(i + 1), "relay.job.outcome": outcome,
+		})
+		if a.Status.Code != status {
+			t.Errorf("attempt %d: status %v %q; want %v", i+1, a.Status.Code, a.Status.Description, status)
+		}
+	}
+	if len(attempts[0].Events) == 0 || attempts[0].Events[0].Name != "exception" {
+		t.Errorf("the failed attempt's span records no exception: %+v", attempts[0].Events)
+	}
+
+	// relay's log line of the failed attempt joins the trace.
+	lines := s.logs.find("relay: job attempt failed")
+	if len(lines) != 1 {
+		t.Fatalf("%d lines say the attempt failed; want 1", len(lines))
+	}
+	wantLog := map[string]string{
+		"job.id": strconv.FormatInt(id, 10), "job.kind": "charge-card", "job.queue": "billing", "job.attempt": "1",
+		"trace_id": traceID.String(), "span_id": attempts[0].SpanContext.SpanID().String(),
+	}
+	for k, v := range wantLog {
+		if lines[0][k] != v {
+			t.Errorf("log line: %s=%q; want %q (line %v)", k, lines[0][k], v, lines[0])
+		}
+	}
+}
+
+func names(spans tracetest.SpanStubs) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// wantAttrs fails the test unless kvs hold every attribute of want with its value.
+func wantAttrs(t *testing.T, what string, kvs []attribute.KeyValue, want map[string]string) {
+	t.Helper()
+	have := map[string]string{}
+	for _, kv := range kvs {
+		have[string(kv.Key)] = kv.Value.Emit()
+	}
+	for k, v := range want {
+		if have[k] != v {
+			t.Errorf("%s: attribute %s = %q; want %q (all: %v)", what, k, have[k], v, have)
+		}
+	}
+}
