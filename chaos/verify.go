@@ -17,6 +17,9 @@ import (
 // the steady load keeps waiting between two claims.
 const drainedBelow = 20
 
+// lostLease is the reason of a rescued attempt.
+const lostLease = "lost lease"
+
 // notCommitted is how relay records the failure of an attempt whose CompleteTx
 // transaction did not commit.
 const notCommitted = "the transaction that called CompleteTx did not commit"
@@ -200,6 +203,9 @@ func (r *run) drained(jobs []*jobRow) {
 	var busy time.Duration
 	for _, j := range jobs {
 		for _, a := range j.attempts {
+			if a.reason == lostLease {
+				continue // it "ended" when rescued: when its handler did is not known
+			}
 			end := a.ended
 			if end.IsZero() || end.After(at) {
 				end = at
