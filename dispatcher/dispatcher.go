@@ -60,6 +60,14 @@ type Config struct {
 	// [Dispatcher.Quiet] under the same lock that routes notifications to the dispatcher,
 	// so that no wakeup is lost between the check and the dispatcher's removal.
 	Retire func() bool
+	// Wait, if set, lets the dispatcher work through a backlog without being woken: its
+	// claims then say [ClaimRequest].Busy while each fills every slot, and when one finds
+	// fewer jobs, the dispatcher calls Wait, on a goroutine of its own, to be woken again.
+	// Wait must return only once every job committed from then on will either wake the
+	// dispatcher or be seen by its next claim; the dispatcher then claims from the head of
+	// its queue. Meanwhile it claims as wakeups come, without saying Busy. An error is
+	// retried. Without Wait, claims never say Busy.
+	Wait   func(ctx context.Context, queue string) error
 	Logger *slog.Logger
 }
 
@@ -80,6 +88,12 @@ type Dispatcher struct {
 
 	gated  atomic.Bool  // queue.Gated(), read by every finishing job without the lock
 	busyAt atomic.Int64 // when the dispatcher last claimed a job or one ended, in Unix ns
+	// busy: a claim told the Claimer that this dispatcher works through a backlog
+	// (ClaimRequest.Busy), so that enqueues may not wake it, and it has not called
+	// Config.Wait since. Written by Run only.
+	busy      atomic.Bool
+	waiting   atomic.Bool // awaitWakeups runs: claims do not say Busy
+	rewoundAt time.Time   // when a claim last started from the head of the queue; Run's own
 
 	handoff chan *Job     // unbuffered: a send succeeds only if an idle worker waits
 	stopped chan struct{} // closed when Run returns: idle workers exit
@@ -106,11 +120,11 @@ func (d *Dispatcher) Settings() QueueSettings {
 }
 
 // Quiet reports whether the dispatcher has nothing to do: no job running, no wakeup
-// pending and no scheduled job known.
+// pending, no scheduled job known, and no backlog it works through unwoken.
 func (d *Dispatcher) Quiet() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.Running() == 0 && !d.due && d.nextAt.IsZero()
+	return d.Running() == 0 && !d.due && d.nextAt.IsZero() && !d.busy.Load()
 }
 
 // Wake makes the dispatcher look for due jobs from the start of its queue, as after a
@@ -190,6 +204,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if d.cfg.Slots != nil {
 		defer d.cfg.Slots.leave(d)
 	}
+	var waiter sync.WaitGroup // awaitWakeups, which must end before Run returns
+	defer waiter.Wait()
 	d.busyAt.Store(time.Now().UnixNano())
 
 	more := false // the last claim filled every slot it had: more jobs may be due
@@ -225,7 +241,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		if granted > 0 {
 			began := time.Now()
-			n, err := d.claim(ctx, granted)
+			n, err := d.claim(ctx, granted, more && d.cfg.Wait != nil && !d.waiting.Load())
 			claimTook = time.Since(began)
 			if d.cfg.Slots != nil {
 				d.cfg.Slots.claimed(d, granted, n)
@@ -242,6 +258,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			default:
 				retry.Reset()
 				more = n == granted
+				if d.busy.Load() && n < granted && !d.waiting.Load() {
+					// Out of work after a backlog: enqueues must wake this dispatcher again.
+					d.waiting.Store(true)
+					waiter.Go(func() { d.awaitWakeups(ctx) })
+				}
 			}
 			continue
 		}
@@ -273,6 +294,30 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		idle.Stop()
 		gather.Stop()
 	}
+}
+
+// awaitWakeups makes enqueues wake the dispatcher again (Config.Wait), then claims from
+// the head of the queue, which finds the jobs of producers that saw it busy. It runs on a
+// goroutine of its own, because Wait waits for those producers to end: one that keeps its
+// transaction open must not hold up the claims of jobs that others commit meanwhile.
+func (d *Dispatcher) awaitWakeups(ctx context.Context) {
+	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	for {
+		err := d.cfg.Wait(ctx, d.cfg.Queue)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.cfg.Logger.Error("relay: a dispatcher could not prepare to be woken again; retrying", "queue", d.cfg.Queue, "error", err)
+		if !sleep(ctx, retry.Next()) {
+			return
+		}
+	}
+	d.busy.Store(false)
+	d.waiting.Store(false)
+	d.Wake()
 }
 
 // maxGather bounds how long a freed slot waits for others before it is filled.
@@ -327,20 +372,40 @@ func (d *Dispatcher) takeDue(now time.Time, more bool) bool {
 	return true
 }
 
-// claim claims up to free jobs and starts them, returning how many it started.
-func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
+// busyRewind is how often a busy dispatcher claims from the head of its queue instead of
+// its cursor. Enqueues do not wake it, so none moves its cursor back for a job that sorts
+// before it: one of a higher priority, one due earlier (a scheduled job, a job whose
+// producer's transaction began before the jobs already claimed), or one whose producer
+// committed after the claim that passed its place. Such a job waits at most this long.
+const busyRewind = 50 * time.Millisecond
+
+// claim claims up to free jobs and starts them, returning how many it started. busy says
+// the dispatcher works through a backlog (see Config.Wait).
+func (d *Dispatcher) claim(ctx context.Context, free int, busy bool) (int, error) {
 	// A claim that reached the database must not be abandoned halfway by shutdown: its jobs
 	// would be marked running with nobody running them. So the claim itself is not
 	// cancelled with ctx; it is one short statement.
 	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	now := time.Now()
 	d.mu.Lock()
-	from, gated := d.from, d.queue.Gated()
+	gated := d.queue.Gated()
+	if d.busy.Load() && now.Sub(d.rewoundAt) >= busyRewind {
+		d.from = Cursor{}
+	}
+	from := d.from
 	d.rewound = false
 	d.mu.Unlock()
-	c, err := d.cfg.Claimer.Claim(claimCtx, ClaimRequest{Queue: d.cfg.Queue, Limit: free, From: from, Gated: gated})
+	if from == (Cursor{}) {
+		d.rewoundAt = now
+	}
+	busy = busy && !gated
+	c, err := d.cfg.Claimer.Claim(claimCtx, ClaimRequest{Queue: d.cfg.Queue, Limit: free, From: from, Gated: gated, Busy: busy})
 	if err != nil {
 		return 0, err
+	}
+	if busy {
+		d.busy.Store(true)
 	}
 	d.mu.Lock()
 	if !gated {
