@@ -50,7 +50,7 @@ func TestWakeNotifiesOnlyWhenItCanWakeSomething(t *testing.T) {
 		}
 	}
 	clients, dispatchers := b.table("clients"), b.table("dispatchers")
-	exec("INSERT INTO "+clients+" (id, lease_ttl, queues, kinds) VALUES ('a', '15 s', '{q,tenant-*}', '{k}')")
+	exec("INSERT INTO " + clients + " (id, lease_ttl, queues, kinds) VALUES ('a', '15 s', '{q,tenant-*}', '{k}')")
 	busy := func(queue, client string, yes bool) {
 		t.Helper()
 		exec("INSERT INTO "+dispatchers+" (queue, client_id, waiting) VALUES ($1, $2, $3) ON CONFLICT (queue, client_id) DO UPDATE SET waiting = EXCLUDED.waiting",
