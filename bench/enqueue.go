@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayq/relay"
@@ -76,7 +78,7 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		return nil, nil, err
 	}
 	defer stopClient(ctx, c)
-	opts := b.enqueueOpts(benchQueue)
+	opts := b.enqueueOpts(queue)
 	time.Sleep(200 * time.Millisecond) // start-up claims are done
 
 	var metrics []Metric
@@ -106,6 +108,10 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		rec := newRecorder(b.base, int(20_000*dur.Seconds()))
 		current.Store(rec)
 		var seq atomic.Int64
+		wakeups, stopCounting, err := countWakeups(ctx, b, queue)
+		if err != nil {
+			return nil, nil, err
+		}
 		got, err := produce(ctx, b, prodPool, p, dur, func(ctx context.Context, tx txRunner, _ int64) error {
 			s := seq.Add(1) - 1
 			if s >= int64(len(rec.commit)) {
@@ -117,6 +123,7 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 			tx.onCommit(func(t time.Time) { rec.committed(s, t) })
 			return nil
 		})
+		notified := stopCounting()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -131,6 +138,7 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 			Metric{Name: prefix + "plain INSERT tx/s", Unit: unitFloat, Value: base.rate()},
 			Metric{Name: prefix + "relay tx/s", Unit: unitFloat, Value: got.rate()},
 			Metric{Name: prefix + "relay / plain INSERT", Unit: unitRatio, Value: ratio, Target: target},
+			Metric{Name: prefix + "wakeups sent per enqueue", Unit: unitFloat, Value: float64(notified) / float64(max(n, 1))},
 			Metric{Name: prefix + "plain commit p50", Unit: unitMs, Value: ms(base.commit.ValueAtQuantile(50))},
 			Metric{Name: prefix + "plain commit p99", Unit: unitMs, Value: ms(base.commit.ValueAtQuantile(99))},
 			Metric{Name: prefix + "relay commit p50", Unit: unitMs, Value: ms(got.commit.ValueAtQuantile(50))},
@@ -151,7 +159,8 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 			}
 		}
 		b.log.Info("enqueue", "setting", setting, "producers", p, "plain tx/s", int(base.rate()), "relay tx/s", int(got.rate()),
-			"ratio", fmt.Sprintf("%.2f", ratio))
+			"ratio", fmt.Sprintf("%.2f", ratio), "wakeups", notified, "jobs", n)
+		_ = wakeups
 	}
 	return metrics, notes, nil
 }
@@ -261,4 +270,42 @@ func (r *recorder) lateStarts(lo, hi int64, after time.Duration) (late int64) {
 		}
 	}
 	return late
+}
+
+// countWakeups counts the wakeups of queue sent from now until stop is called, which
+// returns how many.
+func countWakeups(ctx context.Context, b *bench, queue string) (n *atomic.Int64, stop func() int64, err error) {
+	conn, err := pgx.Connect(ctx, b.db.url)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{"relay:" + b.opts.schema}.Sanitize()); err != nil {
+		conn.Close(ctx)
+		return nil, nil, err
+	}
+	n = new(atomic.Int64)
+	listenCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			msg, err := conn.WaitForNotification(listenCtx)
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(msg.Payload, "w:") && strings.HasSuffix(msg.Payload, ":"+queue) {
+				n.Add(1)
+			}
+		}
+	}()
+	return n, func() int64 {
+		// Notifications of the last commits may still be on their way: the listener gets
+		// them in commit order, so a NOTIFY of our own, sent now, comes after them.
+		_, _ = b.db.admin.Exec(ctx, "SELECT pg_notify($1, 'end')", "relay:"+b.opts.schema)
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		<-done
+		conn.Close(context.WithoutCancel(ctx))
+		return n.Load()
+	}, nil
 }

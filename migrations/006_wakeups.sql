@@ -66,7 +66,11 @@ BEGIN
             SELECT FROM clients c
             WHERE c.stopped_at IS NULL AND c.heartbeat_at + 2 * c.lease_ttl > clock_timestamp()
               AND (wake.kinds IS NULL OR c.kinds && wake.kinds)
-              AND serves(c.queues, wake.queue)
+              -- serves(c.queues, queue), written out: a function with a subquery is not
+              -- inlined, and planning it on every call cost most of an enqueue's time
+              AND (wake.queue = ANY (c.queues) OR EXISTS (
+                  SELECT FROM unnest(c.queues) p
+                  WHERE right(p, 1) = '*' AND starts_with(wake.queue, left(p, -1))))
               AND NOT EXISTS (
                   SELECT FROM dispatchers d
                   WHERE d.queue = wake.queue AND d.client_id = c.id AND NOT d.waiting)
