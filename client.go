@@ -487,7 +487,7 @@ func (c *Client) reviveAfterLapses(ctx context.Context) error {
 			return ctx.Err()
 		case <-c.lapsed:
 		}
-		if err := c.jobs.AwaitProducers(ctx, ""); err != nil {
+		if err := c.jobs.AwaitProducers(ctx, "", c.wakeAll); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -16,7 +16,12 @@
 // run_at, id) of the last job it claimed — instead of scanning the queue's index from its
 // start, where the entries of claimed jobs linger until VACUUM. Notifications move the
 // cursor back to the new job's position, and every poll and reconnect resets it, so no job
-// is passed over for longer than one poll interval even if a notification is lost. Queues
+// is passed over for longer than one poll interval even if a notification is lost.
+//
+// With [Config].Wait, a dispatcher that works through a backlog says so in its claims
+// ([ClaimRequest].Busy), so that producers may skip waking it; it then restarts from the
+// head of its queue at least every 50 ms, since no notification moves its cursor back, and
+// calls Wait once it runs out of work, to be woken again. Queues
 // that are ordered or have a cluster-wide limit are claimed from under a per-queue lock
 // instead (see [ClaimRequest].Gated); every claim reports the queue's current
 // [QueueSettings], so a dispatcher follows changes without being told. It never holds a
@@ -65,9 +70,12 @@ type Config struct {
 	// fewer jobs, the dispatcher calls Wait, on a goroutine of its own, to be woken again.
 	// Wait must return only once every job committed from then on will either wake the
 	// dispatcher or be seen by its next claim; the dispatcher then claims from the head of
-	// its queue. Meanwhile it claims as wakeups come, without saying Busy. An error is
-	// retried. Without Wait, claims never say Busy.
-	Wait   func(ctx context.Context, queue string) error
+	// its queue. Wait may call progress whenever some of what it waits for has ended (a
+	// producer that may have committed a job unannounced): the dispatcher then claims from
+	// the head of its queue too. Meanwhile it claims as wakeups come, without saying Busy,
+	// and from the head of its queue. An error is retried. Without Wait, claims never say
+	// Busy.
+	Wait   func(ctx context.Context, queue string, progress func()) error
 	Logger *slog.Logger
 }
 
@@ -139,6 +147,11 @@ func (d *Dispatcher) Wake() {
 // database's clock) became pending, due in delay. It never blocks; a burst of
 // notifications leads to one claim.
 func (d *Dispatcher) Notify(delay time.Duration, at Cursor) {
+	if d.waiting.Load() {
+		// Jobs whose producers saw this dispatcher busy may be committing unannounced,
+		// anywhere in the queue: look from its head.
+		at = Cursor{}
+	}
 	d.rewind(at)
 	d.wakeIn(delay)
 }
@@ -303,7 +316,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 func (d *Dispatcher) awaitWakeups(ctx context.Context) {
 	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
 	for {
-		err := d.cfg.Wait(ctx, d.cfg.Queue)
+		err := d.cfg.Wait(ctx, d.cfg.Queue, d.Wake)
 		if err == nil {
 			break
 		}

@@ -47,12 +47,13 @@ func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
 
 // Wait records that the client's dispatcher of queue, busy until now, waits for a wakeup,
 // and returns once every producer that may have seen it busy has ended: from then on an
-// enqueue into queue either notifies, or committed before the dispatcher's next claim.
-func (c *Client) Wait(ctx context.Context, queue string) error {
+// enqueue into queue either notifies, or committed before the dispatcher's next claim
+// ([dispatcher.Config].Wait). It calls progress each time some of them have ended.
+func (c *Client) Wait(ctx context.Context, queue string, progress func()) error {
 	if _, err := c.s.q.dispatcherWaits.exec(ctx, c.db, queueClientParams{Queue: pgtype.Text{String: queue, Valid: true}, Client: c.info.ID}); err != nil {
 		return fmt.Errorf("record that the dispatcher of queue %q waits: %w", queue, err)
 	}
-	return c.AwaitProducers(ctx, queue)
+	return c.AwaitProducers(ctx, queue, progress)
 }
 
 // Retired forgets the client's dispatcher of queue, which has stopped: enqueues then wake
@@ -73,9 +74,10 @@ const (
 )
 
 // AwaitProducers waits until every transaction that holds the wakeup lock of queue now
-// (of any queue, if queue is "") has ended. It never takes the lock itself, so producers
-// never wait for it, nor it for producers that come later.
-func (c *Client) AwaitProducers(ctx context.Context, queue string) error {
+// (of any queue, if queue is "") has ended, calling progress (if not nil) each time some
+// have. It never takes the lock itself, so producers never wait for it, nor it for
+// producers that come later.
+func (c *Client) AwaitProducers(ctx context.Context, queue string, progress func()) error {
 	var holders []string
 	p := holdersParams{Channel: c.s.channel, Queue: pgtype.Text{String: queue, Valid: queue != ""}}
 	if err := c.s.q.wakeLockHolders.queryRow(ctx, c.db, p).Scan(&holders); err != nil {
@@ -95,7 +97,11 @@ func (c *Client) AwaitProducers(ctx context.Context, queue string) error {
 		if err := c.s.q.stillRunning.queryRow(ctx, c.db, vxidsParams{VXIDs: holders}).Scan(&running); err != nil {
 			return fmt.Errorf("wait for the producers of queue %q: %w", queue, err)
 		}
+		before := len(holders)
 		holders = slices.DeleteFunc(holders, func(h string) bool { return !slices.Contains(running, h) })
+		if len(holders) < before && len(holders) > 0 && progress != nil {
+			progress()
+		}
 	}
 	return nil
 }
