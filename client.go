@@ -50,6 +50,9 @@ type Client struct {
 	rescuerSvc  *lifecycle.Service
 	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
 	watchSvc    *lifecycle.Service // warns of jobs no live client can run
+	reviverSvc  *lifecycle.Service // see reviveAfterLapses
+	jobs        *store.Client      // the client's claims, renewals and wakeups
+	lapsed      chan struct{}      // capacity 1: a renewal found the heartbeat had lapsed
 	listenerSvc *lifecycle.Service
 	rescuer     *lease.Rescuer
 	pool        *pgxpool.Pool
@@ -177,8 +180,11 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		ID: cfg.ID, Lease: cfg.LeaseTTL, Kinds: kinds, Attempts: attempts,
 		Queues: slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
 	})
+	c.jobs = jobs
+	c.lapsed = make(chan struct{}, 1)
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
 		Renewer: observedRenewer{jobs, c.recovery}, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
+		Lapsed: c.signalLapse,
 	})
 	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
 	c.writer = outcome.New(cfg.ID, c.store, c.conns, cfg.Logger, c.released)
@@ -202,12 +208,21 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.queues.newQueue = func(name string, q QueueConfig, dynamic bool) *dispatcher.Dispatcher {
 		dc := dispatcher.Config{
 			Claimer: observedClaimer{jobs, c.recovery}, Queue: name, Workers: q.Workers, Poll: cfg.PollInterval,
-			Run: c.runJob, Room: c.outcomeRoom, Slots: slots, Logger: cfg.Logger,
+			Run: c.runJob, Room: c.outcomeRoom, Slots: slots, Wait: jobs.Wait, Logger: cfg.Logger,
 		}
 		if dynamic {
 			var d *dispatcher.Dispatcher
 			dc.IdleAfter = q.IdleTimeout
-			dc.Retire = func() bool { return c.queues.retire(name, d) }
+			dc.Retire = func() bool {
+				if !c.queues.retire(name, d) {
+					return false
+				}
+				// Only tidying: a quiet dispatcher's row says it waits, as no row does.
+				if err := jobs.Retired(background, name); err != nil {
+					cfg.Logger.Debug("relay: could not forget a retired dispatcher", "queue", name, "error", err)
+				}
+				return true
+			}
 			d = dispatcher.New(dc)
 			cfg.Logger.Debug("relay: working a new queue of a group", "queue", name)
 			return d
@@ -234,6 +249,18 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("relay: start: listener: %w", err)
 	}
 
+	// Enqueues wake only dispatchers that wait for it (see wake, migration 006): count as
+	// live for them before the first claims. Jobs of producers that looked before, and
+	// commit after those claims, are found once those producers have ended (the reviver).
+	if err := jobs.Register(ctx, cfg.LeaseTTL); err != nil {
+		c.abortStart()
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("relay: start: %w", err)
+	}
+	c.signalLapse()
+	c.reviverSvc = lifecycle.Go(background, c.reviveAfterLapses)
 	c.queues.start(background, cfg.Queues)
 	if len(c.queues.groups) > 0 {
 		c.finderSvc = lifecycle.Go(background, c.findQueues)
@@ -277,6 +304,7 @@ func (c *Client) Stop(ctx context.Context) error {
 		c.finderSvc.Stop()
 	}
 	c.watchSvc.Stop()
+	c.reviverSvc.Stop()
 	c.queues.stop() // no more claims
 	var errs []error
 	if abandoned := c.waitForHandlers(ctx); abandoned > 0 {
@@ -390,6 +418,11 @@ func (c *Client) onNotify(payload string) {
 func (c *Client) listening() {
 	c.listens.Add(1)
 	c.recovery.worked()
+	c.wakeAll()
+}
+
+// wakeAll makes every dispatcher look for work from the head of its queue.
+func (c *Client) wakeAll() {
 	c.queues.each((*dispatcher.Dispatcher).Wake)
 }
 
@@ -474,4 +507,36 @@ func newClientID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// reviveAfterLapses readies the client to be woken again after it started, and each time
+// its heartbeat had lapsed (the database was unreachable, or the keep-alive paused, for
+// longer than the lease): enqueues did not count it as live before, and may not have
+// notified it. Once the producers that may have looked meanwhile have ended, every
+// dispatcher claims from the head of its queue, and finds their jobs. It waits in the
+// background: a producer that keeps its transaction open for long delays only its own
+// job, never the client.
+func (c *Client) reviveAfterLapses(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.lapsed:
+		}
+		if err := c.jobs.AwaitProducers(ctx, "", c.wakeAll); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.cfg.Logger.Warn("relay: could not wait for producers after the heartbeat had lapsed; waking every queue anyway", "error", err)
+		}
+		c.wakeAll()
+	}
+}
+
+// signalLapse asks reviveAfterLapses to run (once more, if it already waits to run).
+func (c *Client) signalLapse() {
+	select {
+	case c.lapsed <- struct{}{}:
+	default:
+	}
 }

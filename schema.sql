@@ -165,3 +165,64 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         'attempt', attempt, 'started_at', started_at, 'ended_at', ended_at, 'client', client,
         'outcome', outcome, 'reason', reason, 'error', error, 'stack', stack)))
 $$;
+
+-- Wakeups only when they can wake something (see migrations/006_wakeups.sql for the
+-- protocol that loses none).
+-- The dispatchers of every client, and whether each waits for a wakeup. A row is written
+-- when a dispatcher starts (waiting) and when it turns busy or goes back to waiting; a
+-- queue of a live client with no row counts as waiting. UNLOGGED: no WAL for these
+-- frequent small writes, and a crash empties the table, which makes every producer notify:
+-- the safe side.
+CREATE UNLOGGED TABLE dispatchers (
+    queue     text    NOT NULL,
+    client_id text    NOT NULL,
+    waiting   boolean NOT NULL DEFAULT true,
+    PRIMARY KEY (queue, client_id)
+);
+
+-- The advisory lock key of queue's wakeups: (hash of the schema's channel, one of 1,024
+-- buckets of queue names). Buckets bound the locks one transaction takes however many
+-- queues it enqueues into; two queues that share one only make a dispatcher wait for a
+-- producer of the other.
+CREATE FUNCTION wake_lock(channel text, queue text) RETURNS integer[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY[hashtext(channel), hashtext(queue) & 1023]
+$$;
+
+-- Sends the wakeup of a job of queue (its run_at and priority, as wakeup_payload takes
+-- them) on channel if it can wake something, and reports whether it did. A client counts
+-- as live for it until twice its lease TTL has passed since its last heartbeat: longer
+-- than other clients wait to rescue its jobs, so that a client cut off for a while (whose
+-- jobs were rescued, perhaps by itself) is still woken, while one that died stops costing
+-- notifications soon after. kinds are the
+-- kinds of the jobs it announces, or NULL for any (a job that ended and freed an ordered
+-- key or a limited slot, which any job of the queue may take). Its search_path is the
+-- schema it was created in, whatever the caller's.
+CREATE FUNCTION wake(channel text, queue text, run_at timestamptz, priority integer, kinds text[])
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+DECLARE
+    lock integer[] := wake_lock(channel, queue);
+BEGIN
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        PERFORM pg_advisory_xact_lock_shared(lock[1], lock[2]);
+        IF NOT EXISTS (
+            SELECT FROM clients c
+            WHERE c.stopped_at IS NULL AND c.heartbeat_at + 2 * c.lease_ttl > clock_timestamp()
+              AND (wake.kinds IS NULL OR c.kinds && wake.kinds)
+              -- serves(c.queues, queue), written out: a function with a subquery is not
+              -- inlined, and planning it on every call cost most of an enqueue's time
+              AND (wake.queue = ANY (c.queues) OR EXISTS (
+                  SELECT FROM unnest(c.queues) p
+                  WHERE right(p, 1) = '*' AND starts_with(wake.queue, left(p, -1))))
+              AND NOT EXISTS (
+                  SELECT FROM dispatchers d
+                  WHERE d.queue = wake.queue AND d.client_id = c.id AND NOT d.waiting)
+        ) THEN
+            RETURN false;
+        END IF;
+    END IF;
+    PERFORM pg_notify(channel, wakeup_payload(queue, run_at, priority));
+    RETURN true;
+END
+$$;

@@ -56,7 +56,7 @@ type options struct {
 	sustainedRate int // sustained: most jobs/s the producers offer
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "overhead"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -169,6 +169,7 @@ func plan(o options) []workload {
 	add("queues", "queues", runQueues)
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
+	add("enqueue", "enqueue", runEnqueue)
 	if o.workload == "overhead" { // not part of "all": it repeats drain and latency
 		add("overhead (telemetry off vs on)", "overhead", runOverhead)
 	}

@@ -31,6 +31,12 @@ type ClaimRequest struct {
 	// ([QueueSettings.Gated]): under a lock on the queue and with no cursor, so that its
 	// rules hold across every client.
 	Gated bool
+	// Busy says that the dispatcher works through a backlog (its last claim filled every
+	// slot it had): it claims again as soon as a slot frees, without being woken, until a
+	// claim finds fewer jobs than slots, and then calls [Config].Wait before it waits for a
+	// wakeup. A Claimer may record it, so that enqueues need not wake a dispatcher that will
+	// find their jobs anyway. Never set for a gated claim.
+	Busy bool
 }
 
 // Claimed is the result of one claim.

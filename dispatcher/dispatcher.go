@@ -17,7 +17,12 @@
 // run_at, id) of the last job it claimed — instead of scanning the queue's index from its
 // start, where the entries of claimed jobs linger until VACUUM. Notifications move the
 // cursor back to the new job's position, and every poll and reconnect resets it, so no job
-// is passed over for longer than one poll interval even if a notification is lost. Queues
+// is passed over for longer than one poll interval even if a notification is lost.
+//
+// With [Config].Wait, a dispatcher that works through a backlog says so in its claims
+// ([ClaimRequest].Busy), so that producers may skip waking it; it then restarts from the
+// head of its queue at least every 50 ms, since no notification moves its cursor back, and
+// calls Wait once it runs out of work, to be woken again. Queues
 // that are ordered or have a cluster-wide limit are claimed from under a per-queue lock
 // instead (see [ClaimRequest].Gated); every claim reports the queue's current
 // [QueueSettings], so a dispatcher follows changes without being told. It never holds a
@@ -61,6 +66,17 @@ type Config struct {
 	// [Dispatcher.Quiet] under the same lock that routes notifications to the dispatcher,
 	// so that no wakeup is lost between the check and the dispatcher's removal.
 	Retire func() bool
+	// Wait, if set, lets the dispatcher work through a backlog without being woken: its
+	// claims then say [ClaimRequest].Busy while each fills every slot, and when one finds
+	// fewer jobs, the dispatcher calls Wait, on a goroutine of its own, to be woken again.
+	// Wait must return only once every job committed from then on will either wake the
+	// dispatcher or be seen by its next claim; the dispatcher then claims from the head of
+	// its queue. Wait may call progress whenever some of what it waits for has ended (a
+	// producer that may have committed a job unannounced): the dispatcher then claims from
+	// the head of its queue too. Meanwhile it claims as wakeups come, without saying Busy,
+	// and from the head of its queue. An error is retried. Without Wait, claims never say
+	// Busy.
+	Wait   func(ctx context.Context, queue string, progress func()) error
 	Logger *slog.Logger
 }
 
@@ -81,10 +97,18 @@ type Dispatcher struct {
 
 	gated  atomic.Bool  // queue.Gated(), read by every finishing job without the lock
 	busyAt atomic.Int64 // when the dispatcher last claimed a job or one ended, in Unix ns
+	// busy: a claim told the Claimer that this dispatcher works through a backlog
+	// (ClaimRequest.Busy), so that enqueues may not wake it, and it has not called
+	// Config.Wait since. Written by Run only.
+	busy      atomic.Bool
+	waiting   atomic.Bool // awaitWakeups runs: claims do not say Busy
+	rewoundAt time.Time   // when a claim last started from the head of the queue; Run's own
 
 	handoff chan *Job     // unbuffered: a send succeeds only if an idle worker waits
 	stopped chan struct{} // closed when Run returns: idle workers exit
-	retry   chan struct{} // capacity 1: ends the pause after a failed claim (see Retry)
+	// retry and retryWait, capacity 1 each, end the pause after a failed claim and after a
+	// failed Config.Wait (see Retry).
+	retry, retryWait chan struct{}
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -94,7 +118,8 @@ func New(cfg Config) *Dispatcher {
 	}
 	// A new dispatcher looks for work at once: jobs may have waited for it.
 	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true,
-		handoff: make(chan *Job), stopped: make(chan struct{}), retry: make(chan struct{}, 1)}
+		handoff: make(chan *Job), stopped: make(chan struct{}),
+		retry: make(chan struct{}, 1), retryWait: make(chan struct{}, 1)}
 }
 
 // Running is how many of its jobs are running now.
@@ -108,11 +133,11 @@ func (d *Dispatcher) Settings() QueueSettings {
 }
 
 // Quiet reports whether the dispatcher has nothing to do: no job running, no wakeup
-// pending and no scheduled job known.
+// pending, no scheduled job known, and no backlog it works through unwoken.
 func (d *Dispatcher) Quiet() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.Running() == 0 && !d.due && d.nextAt.IsZero()
+	return d.Running() == 0 && !d.due && d.nextAt.IsZero() && !d.busy.Load()
 }
 
 // Wake makes the dispatcher look for due jobs from the start of its queue, as after a
@@ -127,6 +152,11 @@ func (d *Dispatcher) Wake() {
 // database's clock) became pending, due in delay. It never blocks; a burst of
 // notifications leads to one claim.
 func (d *Dispatcher) Notify(delay time.Duration, at Cursor) {
+	if d.waiting.Load() {
+		// Jobs whose producers saw this dispatcher busy may be committing unannounced,
+		// anywhere in the queue: look from its head.
+		at = Cursor{}
+	}
 	d.rewind(at)
 	d.wakeIn(delay)
 }
@@ -173,13 +203,15 @@ func (d *Dispatcher) poke() {
 func (d *Dispatcher) Nudge() { d.poke() }
 
 // Retry tells the dispatcher that the database answers again: if it is pausing after a
-// failed claim, it claims at once, with its backoff reset. Other wakeups do not end that
-// pause, so that a claim that keeps failing is not retried for every job that ends or is
-// enqueued. It never blocks.
+// failed claim (or a failed [Config].Wait), it tries again at once, with its backoff reset.
+// Other wakeups do not end that pause, so that a claim that keeps failing is not retried
+// for every job that ends or is enqueued. It never blocks.
 func (d *Dispatcher) Retry() {
-	select {
-	case d.retry <- struct{}{}:
-	default:
+	for _, ch := range []chan struct{}{d.retry, d.retryWait} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -203,6 +235,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if d.cfg.Slots != nil {
 		defer d.cfg.Slots.leave(d)
 	}
+	var waiter sync.WaitGroup // awaitWakeups, which must end before Run returns
+	defer waiter.Wait()
 	d.busyAt.Store(time.Now().UnixNano())
 
 	more := false // the last claim filled every slot it had: more jobs may be due
@@ -238,7 +272,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		if granted > 0 {
 			began := time.Now()
-			n, err := d.claim(ctx, granted)
+			n, err := d.claim(ctx, granted, more && d.cfg.Wait != nil && !d.waiting.Load())
 			claimTook = time.Since(began)
 			if d.cfg.Slots != nil {
 				d.cfg.Slots.claimed(d, granted, n)
@@ -249,7 +283,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			case err != nil:
 				d.cfg.Logger.Error("relay: claiming jobs failed; retrying", "queue", d.cfg.Queue, "error", err)
 				d.wakeIn(0) // try again after the pause
-				switch d.pause(ctx, retry.Next()) {
+				switch pause(ctx, retry.Next(), d.retry) {
 				case pauseCancelled:
 					return ctx.Err()
 				case pauseRetry:
@@ -258,6 +292,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			default:
 				retry.Reset()
 				more = n == granted
+				if d.busy.Load() && n < granted && !d.waiting.Load() {
+					// Out of work after a backlog: enqueues must wake this dispatcher again.
+					d.waiting.Store(true)
+					waiter.Go(func() { d.awaitWakeups(ctx) })
+				}
 			}
 			continue
 		}
@@ -289,6 +328,33 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		idle.Stop()
 		gather.Stop()
 	}
+}
+
+// awaitWakeups makes enqueues wake the dispatcher again (Config.Wait), then claims from
+// the head of the queue, which finds the jobs of producers that saw it busy. It runs on a
+// goroutine of its own, because Wait waits for those producers to end: one that keeps its
+// transaction open must not hold up the claims of jobs that others commit meanwhile.
+func (d *Dispatcher) awaitWakeups(ctx context.Context) {
+	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	for {
+		err := d.cfg.Wait(ctx, d.cfg.Queue, d.Wake)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.cfg.Logger.Error("relay: a dispatcher could not prepare to be woken again; retrying", "queue", d.cfg.Queue, "error", err)
+		switch pause(ctx, retry.Next(), d.retryWait) {
+		case pauseCancelled:
+			return
+		case pauseRetry:
+			retry.Reset()
+		}
+	}
+	d.busy.Store(false)
+	d.waiting.Store(false)
+	d.Wake()
 }
 
 // maxGather bounds how long a freed slot waits for others before it is filled.
@@ -343,20 +409,40 @@ func (d *Dispatcher) takeDue(now time.Time, more bool) bool {
 	return true
 }
 
-// claim claims up to free jobs and starts them, returning how many it started.
-func (d *Dispatcher) claim(ctx context.Context, free int) (int, error) {
+// busyRewind is how often a busy dispatcher claims from the head of its queue instead of
+// its cursor. Enqueues do not wake it, so none moves its cursor back for a job that sorts
+// before it: one of a higher priority, one due earlier (a scheduled job, a job whose
+// producer's transaction began before the jobs already claimed), or one whose producer
+// committed after the claim that passed its place. Such a job waits at most this long.
+const busyRewind = 50 * time.Millisecond
+
+// claim claims up to free jobs and starts them, returning how many it started. busy says
+// the dispatcher works through a backlog (see Config.Wait).
+func (d *Dispatcher) claim(ctx context.Context, free int, busy bool) (int, error) {
 	// A claim that reached the database must not be abandoned halfway by shutdown: its jobs
 	// would be marked running with nobody running them. So the claim itself is not
 	// cancelled with ctx; it is one short statement.
 	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	now := time.Now()
 	d.mu.Lock()
-	from, gated := d.from, d.queue.Gated()
+	gated := d.queue.Gated()
+	if d.busy.Load() && now.Sub(d.rewoundAt) >= busyRewind {
+		d.from = Cursor{}
+	}
+	from := d.from
 	d.rewound = false
 	d.mu.Unlock()
-	c, err := d.cfg.Claimer.Claim(claimCtx, ClaimRequest{Queue: d.cfg.Queue, Limit: free, From: from, Gated: gated})
+	if from == (Cursor{}) {
+		d.rewoundAt = now
+	}
+	busy = busy && !gated
+	c, err := d.cfg.Claimer.Claim(claimCtx, ClaimRequest{Queue: d.cfg.Queue, Limit: free, From: from, Gated: gated, Busy: busy})
 	if err != nil {
 		return 0, err
+	}
+	if busy {
+		d.busy.Store(true)
 	}
 	d.mu.Lock()
 	if !gated {
@@ -445,17 +531,17 @@ func (d *Dispatcher) run(job *Job) {
 	d.cfg.Run(job)
 }
 
-// How a pause after a failed claim ended.
+// How a pause after a failed statement ended.
 const (
 	pauseOver      = iota // it lasted its time
 	pauseRetry            // Retry was called
 	pauseCancelled        // ctx ended
 )
 
-// pause waits for wait after a failed claim, or until Retry is called or ctx ends. A Retry
-// that came while the claim was failing ends it at once: the database may have come back
-// meanwhile, and one claim too many costs less than a missed recovery.
-func (d *Dispatcher) pause(ctx context.Context, wait time.Duration) int {
+// pause waits for wait after a failed statement, or until Retry signals retry or ctx
+// ends. A Retry that came while the statement was failing ends it at once: the database
+// may have come back meanwhile, and one try too many costs less than a missed recovery.
+func pause(ctx context.Context, wait time.Duration, retry <-chan struct{}) int {
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
@@ -463,7 +549,7 @@ func (d *Dispatcher) pause(ctx context.Context, wait time.Duration) int {
 		return pauseCancelled
 	case <-t.C:
 		return pauseOver
-	case <-d.retry:
+	case <-retry:
 		return pauseRetry
 	}
 }

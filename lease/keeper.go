@@ -44,7 +44,11 @@ type KeeperConfig struct {
 	// renewal extends a lease by.
 	TTL      time.Duration
 	Interval time.Duration // how often to renew; well under TTL
-	Logger   *slog.Logger
+	// Lapsed, if set, is called (on the keeper's goroutine: it must not block) after a
+	// renewal that reported [Renewal].Lapsed: the client's heartbeat had expired, and other
+	// clients took it for dead meanwhile.
+	Lapsed func()
+	Logger *slog.Logger
 }
 
 // Keeper renews the leases of a client's running jobs. Create it with [NewKeeper].
@@ -254,6 +258,9 @@ func (k *Keeper) renew(ctx context.Context) bool {
 			k.cfg.Logger.Warn("relay: renewing job leases failed; retrying", "held", len(held), "error", err)
 		}
 		return false
+	}
+	if r.Lapsed && k.cfg.Lapsed != nil {
+		k.cfg.Lapsed()
 	}
 	k.mu.Lock()
 	var lost []*lease

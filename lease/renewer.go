@@ -31,6 +31,9 @@ type Held struct {
 // jobs, and of those the ones whose lease was extended.
 type Renewal struct {
 	Held, Renewed map[int64]bool
+	// Lapsed is true when the client's previous heartbeat had expired before this one (or
+	// the client was marked stopped): other clients took it for dead meanwhile.
+	Lapsed bool
 }
 
 // RescuedJob is one job a rescue pass retried, or failed when it was out of attempts.

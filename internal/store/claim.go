@@ -27,6 +27,7 @@ type claimFromParams struct {
 	FromRank  int16              `db:"from_rank"`
 	FromRunAt pgtype.Timestamptz `db:"from_run_at"`
 	FromID    int64              `db:"from_id"`
+	Busy      bool               `db:"busy"` // mark the dispatcher busy: see ClaimRequest.Busy
 }
 
 // lockParams are the parameters of lockQueue.
@@ -59,7 +60,7 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 			return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 		}
 	} else {
-		from := claimFromParams{claimParams: p}
+		from := claimFromParams{claimParams: p, Busy: r.Busy}
 		from.FromRank, from.FromRunAt, from.FromID = cursorParams(r.From)
 		var err error
 		if rows, err = s.q.claim.query(ctx, c.db, from); err != nil {

@@ -22,13 +22,17 @@ func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration
 	}
 	res := lease.Renewal{Held: make(map[int64]bool, len(held)), Renewed: make(map[int64]bool, len(held))}
 	var (
-		id      int64
+		id      pgtype.Int8
 		renewed bool
 	)
 	_, err = pgx.ForEachRow(rows, []any{&id, &renewed}, func() error {
-		res.Held[id] = true
-		if renewed {
-			res.Renewed[id] = true
+		switch {
+		case !id.Valid: // the last row: whether the previous heartbeat had lapsed
+			res.Lapsed = renewed
+		case renewed:
+			res.Held[id.Int64], res.Renewed[id.Int64] = true, true
+		default:
+			res.Held[id.Int64] = true
 		}
 		return nil
 	})

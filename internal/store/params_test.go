@@ -75,8 +75,8 @@ func TestQueriesBindEveryParameter(t *testing.T) {
 	if !strings.Contains(q.claim.sql, `"s@queue$1".jobs`) {
 		t.Errorf("the schema name changed in claim:\n%s", q.claim.sql)
 	}
-	if n := len(q.claim.fields); n != 9 {
-		t.Errorf("claim binds %d parameters, want 9", n)
+	if n := len(q.claim.fields); n != 10 {
+		t.Errorf("claim binds %d parameters, want 10", n)
 	}
 	for _, f := range []ListFilter{
 		{Limit: 10},

@@ -41,6 +41,11 @@ type queries struct {
 	getQueue         statement[queueParams]
 	pendingQueues    statement[patternsParams]
 	unhandled        statement[unhandledParams]
+
+	forgetDispatchers statement[queueClientParams]
+	dispatcherWaits   statement[queueClientParams]
+	wakeLockHolders   statement[holdersParams]
+	stillRunning      statement[vxidsParams]
 }
 
 func buildQueries(quotedSchema string) queries {
@@ -83,6 +88,8 @@ func buildQueries(quotedSchema string) queries {
 		{"completeTx", &q.completeTx}, {"checkpoint", &q.checkpoint}, {"setOutput", &q.setOutput},
 		{"endedBy", &q.endedBy}, {"setQueue", &q.setQueue}, {"pauseQueue", &q.pauseQueue},
 		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues}, {"unhandled", &q.unhandled},
+		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
+		{"wakeLockHolders", &q.wakeLockHolders}, {"stillRunning", &q.stillRunning},
 	} {
 		bind(b.name, fill.Replace(section(b.name)), b.st)
 	}

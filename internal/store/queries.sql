@@ -2,8 +2,11 @@
 -- the quoted schema name when a Store is made; everything else is a bind parameter, named
 -- (@kind) after the field of the statement's parameter struct that passes it (params.go).
 --
--- Every statement that makes a job pending sends a wakeup in the same transaction, built
--- by the wakeup_payload function of the schema (see notify.go for its format).
+-- Every statement that makes a job pending (or frees an ordered key or a limited slot)
+-- asks the schema's wake function, in the same transaction, to send a wakeup: it does only
+-- when a dispatcher of the queue waits for one (see migration 006 for the protocol, and
+-- notify.go for the payload's format). Control messages (cancel, queue settings) are
+-- always sent.
 
 -- name: insert
 -- Inserts one job (@run_at NULL for now; @payload the raw args, or NULL; @metadata a JSON
@@ -15,9 +18,9 @@ WITH job AS (
         CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
         @payload, @metadata::jsonb
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
-    RETURNING id, queue, run_at, priority
+    RETURNING id, queue, run_at, priority, kind
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
+    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job
 )
 SELECT id FROM job
 WHERE (SELECT count(*) FROM notified) >= 0;
@@ -41,9 +44,9 @@ WITH held AS (
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     WHERE NOT EXISTS (SELECT FROM held)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
-    RETURNING id, queue, run_at, priority
+    RETURNING id, queue, run_at, priority, kind
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority)) FROM job
+    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job
 )
 SELECT id, true FROM job
 WHERE (SELECT count(*) FROM notified) >= 0
@@ -67,9 +70,9 @@ WITH job AS (
         AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata, ord)
     LEFT JOIN {schema}.queues q ON q.name = n.queue
     ORDER BY n.ord
-    RETURNING id, queue, run_at, priority
+    RETURNING id, queue, run_at, priority, kind
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
     FROM job
     GROUP BY queue
 )
@@ -105,9 +108,9 @@ WITH new AS (
     WHERE held IS NULL
     ORDER BY ord
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
-    RETURNING id, queue, run_at, priority, unique_key
+    RETURNING id, queue, run_at, priority, unique_key, kind
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
     FROM job
     GROUP BY queue
 ), keyless AS (
@@ -179,7 +182,8 @@ FROM settings s;
 -- takes its kind's default from @attempts (aligned with @kinds). The scan starts at the
 -- cursor (@from_rank = -priority, @from_run_at, @from_id): the index entries of jobs
 -- already claimed stay in the index until VACUUM, and skipping thousands of them on every
--- claim would cost more than the claim itself. The last row (id NULL) carries the delay
+-- claim would cost more than the claim itself. Jobs of a higher priority than the cursor's
+-- are looked for too (ahead), and come first. The last row (id NULL) carries the delay
 -- until the queue's next scheduled job when fewer than @limit were due, so the dispatcher
 -- can arm its timer without another round trip, and the queue's settings: a queue that is
 -- ordered, limited or paused is claimed from only by claimGated, so that a dispatcher whose
@@ -195,14 +199,38 @@ WITH async AS (
     SELECT coalesce(bool_or(ordered), false) AS ordered, min(global_limit) AS global_limit,
            coalesce(bool_or(paused_at IS NOT NULL), false) AS paused
     FROM {schema}.queues WHERE name = @queue
-), due AS (
+), ahead AS (
+    -- Due jobs of a higher priority than the cursor's, which the cursor has passed. Their
+    -- enqueues may not have woken this dispatcher (it was busy: see wake, migration 006),
+    -- so no notification moved the cursor back for them, yet they come first. Usually there
+    -- are none, and this is one probe of the claim index.
+    SELECT id FROM {schema}.jobs
+    WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY(@kinds::text[])
+      AND (-priority) < @from_rank::smallint
+      AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
+    ORDER BY (-priority), run_at, id
+    LIMIT @limit
+    FOR UPDATE SKIP LOCKED
+), onward AS (
     SELECT id FROM {schema}.jobs
     WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY(@kinds::text[])
       AND ((-priority), run_at, id) >= (@from_rank::smallint, @from_run_at::timestamptz, @from_id::bigint)
       AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
     ORDER BY (-priority), run_at, id
-    LIMIT @limit
+    LIMIT @limit - (SELECT count(*) FROM ahead)
     FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id FROM ahead
+    UNION ALL
+    SELECT id FROM onward
+), busy AS (
+    -- The dispatcher works through a backlog and claims again without a wakeup: enqueues
+    -- into the queue need not notify it (see wake, migration 006). Executed whether or not
+    -- the statement reads it, as a data-modifying CTE is.
+    INSERT INTO {schema}.dispatchers AS d (queue, client_id, waiting)
+    SELECT @queue, @client, false
+    WHERE @busy
+    ON CONFLICT (queue, client_id) DO UPDATE SET waiting = false WHERE d.waiting
 ), {claimed}
 
 -- name: lockQueue
@@ -338,7 +366,7 @@ WITH outcome AS MATERIALIZED (
       AND j.id = o.id AND j.attempt = o.attempt AND j.state = o.held_state AND j.attempted_by = o.held_by
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), NULL)
     FROM written
     WHERE {wakes}
     GROUP BY queue
@@ -354,9 +382,14 @@ WHERE (SELECT count(*) FROM notified) >= 0 AND (@with_successes OR state <> 'suc
 -- waited for, so that one busy row never delays every lease: usually the lock is this
 -- client's own outcome batch, and the job is about to stop running; if it is a handler's
 -- transaction (Checkpoint, CompleteTx), renewLocked extends that lease on its own. Like a
--- claim it commits asynchronously: a renewal lost in a crash only shortens a lease.
+-- claim it commits asynchronously: a renewal lost in a crash only shortens a lease. A last
+-- row (id NULL) says whether the client's previous heartbeat had lapsed (or it had
+-- stopped): other clients took it for dead meanwhile, and enqueues did not wake it.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
+), previous AS (
+    SELECT heartbeat_at + lease_ttl <= now() OR stopped_at IS NOT NULL AS lapsed
+    FROM {schema}.clients WHERE id = @client
 ), heartbeat AS (
     INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds)
     VALUES (@client, @ttl::interval, @queues::text[], @kinds::text[])
@@ -391,7 +424,9 @@ WITH async AS (
     RETURNING j.id
 )
 SELECT id, id IN (SELECT id FROM renewed) FROM held
-WHERE (SELECT count(*) FROM async) = 1;
+WHERE (SELECT count(*) FROM async) = 1
+UNION ALL
+SELECT NULL, coalesce((SELECT lapsed FROM previous), false);
 
 -- name: renewLocked
 -- Extends by @ttl the lease of attempt @attempt of client @client on job @id, waiting for
@@ -402,7 +437,42 @@ WHERE id = @id AND state = 'running' AND attempted_by = @client AND attempt = @a
 RETURNING id;
 
 -- name: stopClient
+-- Marks client @client stopped, and forgets its dispatchers: enqueues no longer wake it.
+WITH forgotten AS (
+    DELETE FROM {schema}.dispatchers WHERE client_id = @client
+)
 UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = @client;
+
+-- name: forgetDispatchers
+-- Forgets client @client's dispatchers: those left by an earlier life under the same id, at
+-- start (every dispatcher of a starting client waits for work), or the one of @queue that
+-- has retired (@queue NULL: all). A live client's queue with no row counts as waiting.
+DELETE FROM {schema}.dispatchers WHERE client_id = @client AND (@queue::text IS NULL OR queue = @queue);
+
+-- name: dispatcherWaits
+-- Records that the dispatcher of @queue on client @client, busy until now, waits for a
+-- wakeup. It commits on its own, before the dispatcher waits for the producers that may
+-- have seen it busy (see migration 006).
+UPDATE {schema}.dispatchers SET waiting = true
+WHERE queue = @queue AND client_id = @client AND NOT waiting;
+
+-- name: wakeLockHolders
+-- The transactions that hold the wakeup lock of @queue now (of any queue, when @queue is
+-- NULL), by virtual transaction id: the producers that may have looked at the queue's
+-- dispatchers before now and are still to commit.
+SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}')
+FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 2
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND classid = ({schema}.wake_lock(@channel, ''))[1]::oid
+  AND (@queue::text IS NULL OR objid = ({schema}.wake_lock(@channel, @queue))[2]::oid);
+
+-- name: stillRunning
+-- Which of the transactions @vxids (virtual transaction ids) are still running: each holds
+-- the lock of its own id until it ends.
+SELECT coalesce(array_agg(virtualxid), '{}')
+FROM pg_locks
+WHERE locktype = 'virtualxid' AND virtualxid = ANY (@vxids::text[]);
 
 -- name: rescue
 -- Rescues up to @limit running jobs whose lease has expired: their client died or lost the
@@ -434,7 +504,7 @@ WITH lost AS (
     WHERE j.id = lost.id
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key, j.kind, j.attempt, j.attempted_at, lost.run_at AS due_at
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, min(run_at), max(priority)))
+    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), NULL)
     FROM rescued
     WHERE {wakes}
     GROUP BY queue
@@ -465,9 +535,9 @@ WITH target AS (
     RETURNING j.id, j.attempt, j.queue, j.run_at, j.priority, t.state AS was
 ), notified AS (
     -- the attempt, so that a client only ever cancels the attempt that was running
-    SELECT pg_notify(@channel, 'c:' || id || ':' || attempt) FROM cancelled WHERE was = 'running'
+    SELECT pg_notify(@channel, 'c:' || id || ':' || attempt) IS NULL FROM cancelled WHERE was = 'running'
     UNION ALL
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority)) FROM cancelled
+    SELECT {schema}.wake(@channel, queue, run_at, priority, NULL) FROM cancelled
 )
 SELECT state, blocking FROM target
 WHERE (SELECT count(*) FROM notified) >= 0;
@@ -487,9 +557,9 @@ WITH target AS (
         max_attempts = CASE WHEN j.max_attempts IS NULL THEN NULL ELSE greatest(j.max_attempts, j.attempt + 1) END
     FROM target t
     WHERE j.id = t.id AND t.state IN ('failed', 'cancelled')
-    RETURNING j.queue, j.run_at, j.priority
+    RETURNING j.queue, j.run_at, j.priority, j.kind
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority)) FROM retried
+    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM retried
 )
 SELECT state FROM target
 WHERE (SELECT count(*) FROM notified) >= 0;
@@ -604,7 +674,7 @@ WITH done AS (
     WHERE j.id = @id AND j.state = 'running' AND j.attempted_by = @client AND j.attempt = @attempt
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, run_at, priority))
+    SELECT {schema}.wake(@channel, queue, run_at, priority, NULL)
     FROM done
     WHERE {wakes}
 )

@@ -1,0 +1,107 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// Enqueues send their NOTIFY only when it can wake something: when a live client's
+// dispatcher of the queue waits for one (migration 006 has the protocol, and its wake
+// function the producers' side). These are the dispatchers' side: a claim marks its
+// dispatcher busy ([dispatcher.ClaimRequest].Busy), and a busy dispatcher that runs out of
+// work calls [Client.Wait] before it sleeps.
+
+type queueClientParams struct {
+	Queue  pgtype.Text `db:"queue"` // NULL: every queue
+	Client string      `db:"client"`
+}
+
+type holdersParams struct {
+	Channel string      `db:"channel"`
+	Queue   pgtype.Text `db:"queue"` // NULL: every queue of the schema
+}
+
+type vxidsParams struct {
+	VXIDs []string `db:"vxids"`
+}
+
+// Register readies the client's dispatchers to be woken, before any of them claims: it
+// records the client's heartbeat (so that enqueues count it as live) and forgets what an
+// earlier life under the same id left of its dispatchers (every dispatcher of a starting
+// client waits for work). Producers that looked for a live client before it may still
+// commit jobs that did not wake it: call [Client.AwaitProducers] for every queue, then
+// claim again.
+func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
+	if _, err := c.Renew(ctx, nil, ttl); err != nil {
+		return err
+	}
+	if _, err := c.s.q.forgetDispatchers.exec(ctx, c.db, queueClientParams{Client: c.info.ID}); err != nil {
+		return fmt.Errorf("forget the dispatchers of an earlier client %s: %w", c.info.ID, err)
+	}
+	return nil
+}
+
+// Wait records that the client's dispatcher of queue, busy until now, waits for a wakeup,
+// and returns once every producer that may have seen it busy has ended: from then on an
+// enqueue into queue either notifies, or committed before the dispatcher's next claim
+// ([dispatcher.Config].Wait). It calls progress each time some of them have ended.
+func (c *Client) Wait(ctx context.Context, queue string, progress func()) error {
+	if _, err := c.s.q.dispatcherWaits.exec(ctx, c.db, queueClientParams{Queue: pgtype.Text{String: queue, Valid: true}, Client: c.info.ID}); err != nil {
+		return fmt.Errorf("record that the dispatcher of queue %q waits: %w", queue, err)
+	}
+	return c.AwaitProducers(ctx, queue, progress)
+}
+
+// Retired forgets the client's dispatcher of queue, which has stopped: enqueues then wake
+// the client, which starts another.
+func (c *Client) Retired(ctx context.Context, queue string) error {
+	if _, err := c.s.q.forgetDispatchers.exec(ctx, c.db, queueClientParams{Queue: pgtype.Text{String: queue, Valid: true}, Client: c.info.ID}); err != nil {
+		return fmt.Errorf("forget the dispatcher of queue %q: %w", queue, err)
+	}
+	return nil
+}
+
+// Producers rarely hold their transactions for long: AwaitProducers looks again soon, then
+// less often, up to awaitProducersMax apart, which bounds how late it notices the last one
+// end (and so how late that producer's job starts).
+const (
+	awaitProducersFirst = 200 * time.Microsecond
+	awaitProducersMax   = 20 * time.Millisecond
+)
+
+// AwaitProducers waits until every transaction that holds the wakeup lock of queue now
+// (of any queue, if queue is "") has ended, calling progress (if not nil) each time some
+// have. It never takes the lock itself, so producers never wait for it, nor it for
+// producers that come later.
+func (c *Client) AwaitProducers(ctx context.Context, queue string, progress func()) error {
+	var holders []string
+	p := holdersParams{Channel: c.s.channel, Queue: pgtype.Text{String: queue, Valid: queue != ""}}
+	if err := c.s.q.wakeLockHolders.queryRow(ctx, c.db, p).Scan(&holders); err != nil {
+		return fmt.Errorf("list the producers of queue %q: %w", queue, err)
+	}
+	pause := awaitProducersFirst
+	for len(holders) > 0 {
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		pause = min(2*pause, awaitProducersMax)
+		var running []string
+		if err := c.s.q.stillRunning.queryRow(ctx, c.db, vxidsParams{VXIDs: holders}).Scan(&running); err != nil {
+			return fmt.Errorf("wait for the producers of queue %q: %w", queue, err)
+		}
+		before := len(holders)
+		holders = slices.DeleteFunc(holders, func(h string) bool { return !slices.Contains(running, h) })
+		if len(holders) < before && len(holders) > 0 && progress != nil {
+			progress()
+		}
+	}
+	return nil
+}

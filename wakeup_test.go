@@ -1,0 +1,485 @@
+package relay_test
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+)
+
+// Enqueues send a NOTIFY only when it can wake something (migration 006's wake function):
+// these tests hold the protocol that keeps every wakeup that matters.
+
+// wakes asks the schema's wake function, as an enqueue would, whether a job of kinds
+// enqueued into queue now would send its wakeup (and sends it, if so).
+func (b *bundle) wakes(db relay.DB, queue string, kinds ...string) bool {
+	b.t.Helper()
+	var k []string
+	if len(kinds) > 0 {
+		k = kinds
+	}
+	var sent bool
+	err := db.QueryRow(context.Background(), "SELECT "+pgx.Identifier{b.Schema, "wake"}.Sanitize()+"($1, $2, now(), 0, $3)",
+		"relay:"+b.Schema, queue, k).Scan(&sent)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return sent
+}
+
+// The decision, case by case: a job wakes its queue when a live client that serves the
+// queue and handles the kind has no dispatcher of it working through a backlog; a
+// transaction that cannot take a fresh snapshot always notifies.
+func TestWakeNotifiesOnlyWhenItCanWakeSomething(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := b.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clients, dispatchers := b.table("clients"), b.table("dispatchers")
+	exec("INSERT INTO " + clients + " (id, lease_ttl, queues, kinds) VALUES ('a', '15 s', '{q,tenant-*}', '{k}')")
+	busy := func(queue, client string, yes bool) {
+		t.Helper()
+		exec("INSERT INTO "+dispatchers+" (queue, client_id, waiting) VALUES ($1, $2, $3) ON CONFLICT (queue, client_id) DO UPDATE SET waiting = EXCLUDED.waiting",
+			queue, client, !yes)
+	}
+	check := func(what string, got, want bool) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: wake = %v, want %v", what, got, want)
+		}
+	}
+
+	check("a queue no client serves", b.wakes(b, "other", "k"), false)
+	check("a served queue with no dispatcher yet", b.wakes(b, "q", "k"), true)
+	check("a kind no client handles", b.wakes(b, "q", "x"), false)
+	busy("q", "a", true)
+	check("the only dispatcher is busy", b.wakes(b, "q", "k"), false)
+	check("any kind, the only dispatcher busy", b.wakes(b, "q"), false)
+	busy("q", "a", false)
+	check("the dispatcher waits", b.wakes(b, "q", "k"), true)
+	check("any kind, the dispatcher waits", b.wakes(b, "q"), true)
+	check("a queue of a group, with no dispatcher yet", b.wakes(b, "tenant-1", "k"), true)
+	busy("tenant-1", "a", true)
+	check("a queue of a group whose dispatcher is busy", b.wakes(b, "tenant-1", "k"), false)
+
+	busy("q", "a", true)
+	exec("INSERT INTO " + clients + " (id, lease_ttl, queues, kinds) VALUES ('b', '15 s', '{q}', '{k,x}')")
+	check("a second client with no busy dispatcher", b.wakes(b, "q", "k"), true)
+	check("only the second client handles the kind", b.wakes(b, "q", "x"), true)
+	exec("UPDATE " + clients + " SET heartbeat_at = now() - interval '20 s' WHERE id = 'b'")
+	check("the second client's heartbeat is older than its lease, but not twice", b.wakes(b, "q", "k"), true)
+	exec("UPDATE " + clients + " SET heartbeat_at = now() - interval '31 s' WHERE id = 'b'")
+	check("the second client is dead", b.wakes(b, "q", "k"), false)
+	exec("UPDATE " + clients + " SET heartbeat_at = now(), stopped_at = now() WHERE id = 'b'")
+	check("the second client stopped", b.wakes(b, "q", "k"), false)
+
+	for _, iso := range []pgx.TxIsoLevel{pgx.RepeatableRead, pgx.Serializable} {
+		tx, err := b.BeginTx(ctx, pgx.TxOptions{IsoLevel: iso})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(string(iso)+", the only dispatcher busy", b.wakes(tx, "q", "k"), true)
+		tx.Rollback(ctx)
+	}
+	tx, err := b.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("read committed, the only dispatcher busy", b.wakes(tx, "q", "k"), false)
+	tx.Rollback(ctx)
+}
+
+// A dispatcher working through a backlog is not woken by the jobs enqueued meanwhile (it
+// finds them with its next claims), and once it runs out of work it is woken again: no
+// NOTIFY from the enqueues into its queue until then, and the next job after it starts
+// at once.
+func TestBusyDispatcherIsNotWokenAndWaitsAgainWhenIdle(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	kind := relay.NewKind[numArgs]("backlog")
+	c := b.client(relay.Config{Queues: queues(1, "busy", "probe")})
+	started := make(chan int64, 100)
+	release := make(chan struct{}, 100)
+	quit := b.gate()
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		select {
+		case <-release:
+		case <-quit.ch:
+		}
+		return nil
+	})
+	probed := make(chan int64, 10)
+	handle(t, c, probeKind, reportIDs(probed))
+
+	backlog := b.enqueueN(kind, 4, relay.Queue("busy"))
+	b.start(c)
+	// One worker: each claim takes one job and fills the dispatcher's only slot, so from
+	// its second claim on it works through the backlog unwoken.
+	for i := range 2 {
+		if got := recv(t, started, "a backlog job"); got != backlog[i] {
+			t.Fatalf("started job %d, want %d", got, backlog[i])
+		}
+		if i == 0 {
+			release <- struct{}{}
+		}
+	}
+	var waiting bool
+	if err := b.QueryRow(ctx, "SELECT waiting FROM "+b.table("dispatchers")+" WHERE queue = 'busy'").Scan(&waiting); err != nil || waiting {
+		t.Fatalf("the busy dispatcher's row says waiting = %v (%v), want false", waiting, err)
+	}
+
+	listen, err := pgx.Connect(ctx, b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listen.Close(ctx)
+	if _, err := listen.Exec(ctx, "LISTEN "+pgx.Identifier{"relay:" + b.Schema}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	more := enqueue(b, kind, numArgs{N: 100}, relay.Queue("busy"))
+	probe := enqueue(b, probeKind, numArgs{}, relay.Queue("probe"))
+	if got := recv(t, probed, "the probe"); got != probe {
+		t.Fatalf("probe ran job %d, want %d", got, probe)
+	}
+	// Notifications arrive in commit order: every one before the probe's is read by now.
+	for {
+		n, err := listen.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(n.Payload, ":busy") {
+			t.Fatalf("an enqueue into the busy queue sent a wakeup: %q", n.Payload)
+		}
+		if strings.HasSuffix(n.Payload, ":probe") {
+			break
+		}
+	}
+
+	// The backlog, the job enqueued meanwhile included, runs out; then a new job wakes the
+	// dispatcher again.
+	for _, id := range append(backlog[2:], more) {
+		release <- struct{}{}
+		if got := recv(t, started, "the rest of the backlog"); got != id {
+			t.Fatalf("started job %d, want %d", got, id)
+		}
+	}
+	release <- struct{}{}
+	relaytest.WaitFor(t, waitTimeout, "the dispatcher to wait for wakeups again", func() bool {
+		var waiting bool
+		err := b.QueryRow(ctx, "SELECT waiting FROM "+b.table("dispatchers")+" WHERE queue = 'busy'").Scan(&waiting)
+		return err == nil && waiting
+	})
+	next, committed := enqueueTx(b, kind, numArgs{N: 200}, relay.Queue("busy"))
+	if got := recv(t, started, "a job after the backlog"); got != next {
+		t.Fatalf("started job %d, want %d", got, next)
+	}
+	if late := time.Since(committed); late > time.Second {
+		t.Errorf("the job after the backlog started %v after its commit", late)
+	}
+	release <- struct{}{}
+}
+
+// wakeRace is one producer mode of TestNoWakeupIsLost.
+type wakeRace struct {
+	name string
+	jobs int
+	// enqueue commits one transaction with 1 or more jobs (seqs), returning when it ended.
+	enqueue func(ctx context.Context, b *bundle, kind relay.Kind[numArgs], seqs []int) (time.Time, error)
+	batch   int // most jobs per transaction
+}
+
+// The lost-wakeup race: producers enqueue one transaction after another, with random
+// pauses so that the dispatchers of two clients keep going from busy (unwoken) to waiting
+// and back, thousands of times. Poll one hour: every job starts within 250 ms of its commit,
+// or a wakeup was lost. Not parallel: the bound is about wakeups, and the other tests' load
+// on a small machine would make it one about CPU.
+func TestNoWakeupIsLost(t *testing.T) {
+	readCommitted := func(ctx context.Context, b *bundle, kind relay.Kind[numArgs], seqs []int) (time.Time, error) {
+		return commitJobs(ctx, b, pgx.TxOptions{}, kind, seqs)
+	}
+	for _, mode := range []wakeRace{
+		{name: "one job per transaction", jobs: 20_000, batch: 1, enqueue: readCommitted},
+		{name: "EnqueueMany", jobs: 6_000, batch: 5, enqueue: readCommitted},
+		{name: "repeatable read", jobs: 4_000, batch: 1, enqueue: func(ctx context.Context, b *bundle, kind relay.Kind[numArgs], seqs []int) (time.Time, error) {
+			return commitJobs(ctx, b, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, kind, seqs)
+		}},
+	} {
+		t.Run(mode.name, func(t *testing.T) { testNoWakeupIsLost(t, mode) })
+	}
+}
+
+func testNoWakeupIsLost(t *testing.T, mode wakeRace) {
+	const (
+		producers = 16
+		bound     = 250 * time.Millisecond
+	)
+	b := setup(t)
+	kind := relay.NewKind[numArgs]("race")
+	commits := make([]atomic.Int64, mode.jobs) // ns since base
+	starts := make([]atomic.Int64, mode.jobs)
+	claims := make([]atomic.Int64, mode.jobs) // the claim's clock_timestamp(), from the database, ns since base
+	base := time.Now()
+	var startedN atomic.Int64
+	allStarted := make(chan struct{})
+	for range 2 {
+		c := b.client(relay.Config{Queues: queues(8, relay.DefaultQueue)})
+		handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+			claims[job.Args.N].Store(int64(job.AttemptedAt.Sub(base)))
+			if starts[job.Args.N].CompareAndSwap(0, int64(time.Since(base))) && startedN.Add(1) == int64(mode.jobs) {
+				close(allStarted)
+			}
+			if rand.IntN(4) == 0 {
+				busyFor(time.Duration(rand.IntN(1000)) * time.Microsecond) // some work, now and then
+			}
+			return nil
+		})
+		b.startOn(c, b.pool(nil))
+	}
+
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, producers)
+	for range producers {
+		wg.Go(func() {
+			for {
+				n := 1 + rand.IntN(mode.batch)
+				first := int(next.Add(int64(n))) - n
+				if first >= mode.jobs {
+					return
+				}
+				seqs := make([]int, 0, n)
+				for s := first; s < min(first+n, mode.jobs); s++ {
+					seqs = append(seqs, s)
+				}
+				done, err := mode.enqueue(ctx, b, kind, seqs)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, s := range seqs {
+					commits[s].Store(int64(done.Sub(base)))
+				}
+				// Mostly short pauses, sometimes long enough for every worker to go idle; a
+				// batch's pause is as long as its jobs', so that the workers keep up and a
+				// late start means a lost wakeup, not a backlog.
+				pause := time.Duration(rand.IntN(8000)) * time.Microsecond
+				if rand.IntN(8) == 0 {
+					pause = time.Duration(5+rand.IntN(30)) * time.Millisecond
+				}
+				time.Sleep(pause * time.Duration(len(seqs)))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	lastCommit := time.Duration(0)
+	for i := range commits {
+		lastCommit = max(lastCommit, time.Duration(commits[i].Load()))
+	}
+	select {
+	case <-allStarted:
+	case <-time.After(time.Until(base.Add(lastCommit + 10*bound))):
+	}
+	// A lost wakeup leaves its job behind while jobs committed after it run: those woke
+	// the dispatchers, which passed it by. A machine too loaded to keep up delays every
+	// job instead, in order. So a job fails the test if it never started, or if it started
+	// more than the bound after its commit while a job committed well after it (overtake
+	// later) had started before it; plain lateness is reported.
+	const overtake = 100 * time.Millisecond
+	type timing struct{ commit, start time.Duration }
+	jobs := make([]timing, mode.jobs)
+	for i := range jobs {
+		jobs[i] = timing{time.Duration(commits[i].Load()), time.Duration(starts[i].Load())}
+	}
+	byCommit := slices.Clone(jobs)
+	slices.SortFunc(byCommit, func(a, b timing) int { return cmp.Compare(a.commit, b.commit) })
+	firstStartFrom := make([]time.Duration, len(byCommit)+1) // earliest start of jobs committed from i on
+	firstStartFrom[len(byCommit)] = math.MaxInt64
+	for i := len(byCommit) - 1; i >= 0; i-- {
+		st := byCommit[i].start
+		if st == 0 {
+			st = math.MaxInt64
+		}
+		firstStartFrom[i] = min(firstStartFrom[i+1], st)
+	}
+	var lost, late []string
+	worst := time.Duration(0)
+	for i, j := range jobs {
+		if j.start == 0 {
+			lost = append(lost, fmt.Sprintf("job %d never started (committed at %v)", i, j.commit))
+			continue
+		}
+		pickup := j.start - j.commit
+		worst = max(worst, pickup)
+		if pickup <= bound {
+			continue
+		}
+		late = append(late, fmt.Sprintf("job %d started %v after its commit", i, pickup))
+		k, _ := slices.BinarySearchFunc(byCommit, j.commit+overtake, func(t timing, c time.Duration) int { return cmp.Compare(t.commit, c) })
+		if firstStartFrom[k] < j.start {
+			claimed := time.Duration(claims[i].Load())
+			lost = append(lost, fmt.Sprintf("job %d started %v after its commit (claimed %v after it), after jobs committed %v later",
+				i, pickup, claimed-j.commit, overtake))
+		}
+	}
+	t.Logf("%d jobs, worst pickup %v, %d later than %v", mode.jobs, worst, len(late), bound)
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d jobs were passed by (a lost wakeup waits for the one-hour poll, or for another job's wakeup): %s",
+			len(lost), mode.jobs, strings.Join(lost[:min(len(lost), 10)], "; "))
+	}
+}
+
+// commitJobs enqueues a job per seq in one transaction with opts, and returns when its
+// Commit returned.
+func commitJobs(ctx context.Context, b *bundle, opts pgx.TxOptions, kind relay.Kind[numArgs], seqs []int) (time.Time, error) {
+	tx, err := b.BeginTx(ctx, opts)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer tx.Rollback(ctx)
+	if len(seqs) == 1 {
+		_, err = relay.Enqueue(ctx, tx, kind, numArgs{N: seqs[0]}, relay.Schema(b.Schema))
+	} else {
+		specs := make([]relay.JobSpec, len(seqs))
+		for i, s := range seqs {
+			specs[i] = kind.Job(numArgs{N: s})
+		}
+		_, err = relay.EnqueueMany(ctx, tx, specs, relay.Schema(b.Schema))
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return time.Time{}, err
+	}
+	return time.Now(), nil
+}
+
+// busyFor spins for d: a handler's work that holds its worker, unlike a sleep.
+func busyFor(d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+	}
+}
+
+// Jobs that sort before a busy dispatcher's cursor, which no NOTIFY moves back for them:
+// a scheduled job of a higher priority than the backlog's that falls due (a job of the
+// backlog's own priority due later than the backlog waits its turn behind it, in run_at
+// order), and a job whose producer's transaction began (its now(), its run_at) before
+// jobs the dispatcher has already claimed. Each starts promptly.
+func TestJobsBehindABusyDispatchersCursorStartPromptly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	work, marked := relay.NewKind[numArgs]("work"), relay.NewKind[numArgs]("marked")
+	c := b.client(relay.Config{Queues: queues(2, relay.DefaultQueue)})
+	handle(t, c, work, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		time.Sleep(2 * time.Millisecond) // a job's work, keeping the backlog worked
+		return nil
+	})
+	type run struct {
+		id int64
+		at time.Time
+	}
+	runs := make(chan run, 10)
+	handle(t, c, marked, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		runs <- run{job.ID, time.Now()}
+		return nil
+	})
+	b.enqueueN(work, 1000, relay.Priority(-1))
+	b.start(c)
+	relaytest.WaitFor(t, waitTimeout, "the dispatcher to work through the backlog unwoken", func() bool {
+		var n int
+		err := b.QueryRow(ctx, "SELECT count(*) FROM "+b.table("dispatchers")+" WHERE NOT waiting").Scan(&n)
+		return err == nil && n == 1
+	})
+
+	// Due in 50 ms, on the busy queue.
+	due := time.Now().Add(50 * time.Millisecond)
+	scheduled := enqueue(b, marked, numArgs{}, relay.RunAt(due))
+	r := recv(t, runs, "the scheduled job")
+	if r.id != scheduled || r.at.Before(due) || r.at.Sub(due) > 250*time.Millisecond {
+		t.Errorf("scheduled job %d started %v after its time; want job %d, within 250 ms", r.id, r.at.Sub(due), scheduled)
+	}
+
+	// A transaction that began before the dispatcher claimed past its now(): jobs enqueued
+	// after it began, and committed first, are claimed while it is open.
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	old, err := relay.Enqueue(ctx, tx, marked, numArgs{}, relay.Schema(b.Schema), relay.Priority(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := b.enqueueN(work, 200, relay.Priority(-1))
+	relaytest.WaitFor(t, waitTimeout, "a job enqueued after the open transaction began to be claimed", func() bool {
+		return b.record(later[0]).State != relay.StatePending
+	})
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	r = recv(t, runs, "the job of the old transaction")
+	if r.id != old || r.at.Sub(committed) > 250*time.Millisecond {
+		t.Errorf("job %d of an old transaction started %v after its commit; want job %d, within 250 ms", r.id, r.at.Sub(committed), old)
+	}
+	if rec := b.record(later[len(later)-1]); rec.State != relay.StatePending {
+		t.Errorf("the backlog ran out (its last job is %s) before the old transaction's job started: the dispatcher was not busy", rec.State)
+	}
+}
+
+// A client killed while its dispatchers wait: enqueues wake it until it is known dead
+// (twice its lease after its last heartbeat), then no more; and its jobs are not lost:
+// the next client to start runs them.
+func TestKilledWaitingClientStopsCostingWakeups(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	worker := b.startWorker("crash", nil)
+	worker.waitReady()
+	if !b.wakes(b, relay.DefaultQueue, crashKind.Name()) {
+		t.Fatal("an enqueue would not wake the waiting worker")
+	}
+	worker.kill()
+	killed := time.Now()
+	id := enqueue(b, crashKind, numArgs{})
+	relaytest.WaitFor(t, 10*shortTTL, "enqueues to stop waking the dead worker", func() bool {
+		return !b.wakes(b, relay.DefaultQueue, crashKind.Name())
+	})
+	if d := time.Since(killed); d < shortTTL {
+		t.Errorf("enqueues stopped waking the worker %v after its kill, before its lease could expire", d)
+	}
+	c := b.client(relay.Config{})
+	ran := make(chan int64, 1)
+	handle(t, c, crashKind, reportIDs(ran))
+	b.start(c)
+	if got := recv(t, ran, "the job enqueued while the worker was dead"); got != id {
+		t.Fatalf("ran job %d, want %d", got, id)
+	}
+	if !b.wakes(b, relay.DefaultQueue, crashKind.Name()) {
+		t.Error("enqueues do not wake the new client")
+	}
+}
