@@ -191,11 +191,6 @@ func decide(cause, err error, outOfAttempts, stopping bool) verdict {
 		return verdict{state: store.StateCancelled, reason: store.ReasonCancelled, abandoned: true}
 	}
 	v := verdict{state: store.StatePending}
-	var (
-		end       *endJob
-		panicked  *panicError
-		permanent *permanentError
-	)
 	switch {
 	case errors.Is(cause, ErrTimeout):
 		// Whatever the handler returned, it returned too late.
@@ -205,6 +200,30 @@ func decide(cause, err error, outOfAttempts, stopping bool) verdict {
 		}
 	case err == nil:
 		return verdict{state: store.StateSucceeded}
+	default:
+		v = judgeError(err, &outOfAttempts, stopping)
+	}
+	if v.state == store.StatePending && outOfAttempts {
+		v.state = store.StateFailed
+	}
+	if v.message == "" {
+		v.message = fmt.Sprintf("%T with an empty message", err)
+	}
+	return v
+}
+
+// judgeError is decide's verdict on an attempt that returned err in time. It is a function
+// of its own so that the targets of errors.As, which escape to the heap, are allocated
+// only for an error, not for every job that succeeds. A snooze sets *outOfAttempts to
+// false: it does not use up an attempt.
+func judgeError(err error, outOfAttempts *bool, stopping bool) verdict {
+	v := verdict{state: store.StatePending}
+	var (
+		end       *endJob
+		panicked  *panicError
+		permanent *permanentError
+	)
+	switch {
 	case errors.As(err, &permanent):
 		v.state, v.reason, v.message = store.StateFailed, store.ReasonDecode, err.Error()
 	case errors.As(err, &end):
@@ -214,7 +233,7 @@ func decide(cause, err error, outOfAttempts, stopping bool) verdict {
 			v.state, v.reason = store.StateFailed, store.ReasonDiscarded
 		case endSnooze:
 			v.reason, v.retryIn, v.hasRetryIn = store.ReasonSnoozed, end.delay, true
-			outOfAttempts = false // a snooze does not use up an attempt
+			*outOfAttempts = false
 		default:
 			v.reason, v.retryIn, v.hasRetryIn = store.ReasonError, end.delay, true
 		}
@@ -225,12 +244,6 @@ func decide(cause, err error, outOfAttempts, stopping bool) verdict {
 		v.reason, v.message, v.hasRetryIn = store.ReasonShutdown, err.Error(), true
 	default:
 		v.reason, v.message = store.ReasonError, err.Error()
-	}
-	if v.state == store.StatePending && outOfAttempts {
-		v.state = store.StateFailed
-	}
-	if v.message == "" {
-		v.message = fmt.Sprintf("%T with an empty message", err)
 	}
 	return v
 }
