@@ -201,11 +201,6 @@ func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
 		return verdict{state: store.StateCancelled, reason: store.ReasonCancelled, abandoned: true}
 	}
 	v := verdict{state: store.StatePending}
-	var (
-		end       *endJob
-		panicked  *panicError
-		permanent *permanentError
-	)
 	switch {
 	case errors.Is(cause, ErrTimeout):
 		// Whatever the handler returned, it returned too late.
@@ -215,6 +210,30 @@ func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
 		}
 	case err == nil:
 		return verdict{state: store.StateSucceeded}
+	default:
+		v = judgeError(err, attempt, &outOfAttempts, stopping)
+	}
+	if v.state == store.StatePending && outOfAttempts {
+		v.state = store.StateFailed
+	}
+	if v.message == "" {
+		v.message = fmt.Sprintf("%T with an empty message", err)
+	}
+	return v
+}
+
+// judgeError is decide's verdict on an attempt that returned err in time. It is a function
+// of its own so that the targets of errors.As, which escape to the heap, are allocated
+// only for an error, not for every job that succeeds. A snooze sets *outOfAttempts to
+// false: it does not use up an attempt.
+func judgeError(err error, attempt int, outOfAttempts *bool, stopping bool) verdict {
+	v := verdict{state: store.StatePending}
+	var (
+		end       *endJob
+		panicked  *panicError
+		permanent *permanentError
+	)
+	switch {
 	case errors.As(err, &permanent):
 		v.state, v.reason, v.message = store.StateFailed, store.ReasonDecode, err.Error()
 	case errors.As(err, &end):
@@ -224,7 +243,7 @@ func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
 			v.state, v.reason = store.StateFailed, store.ReasonDiscarded
 		case endSnooze:
 			v.reason, v.retryIn, v.hasRetryIn = store.ReasonSnoozed, end.delay, true
-			outOfAttempts = false // a snooze does not use up an attempt
+			*outOfAttempts = false
 		default:
 			v.reason, v.retryIn, v.hasRetryIn = store.ReasonError, end.delay, true
 		}
@@ -238,7 +257,7 @@ func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
 		// (the outcome is written only then), without using up an attempt (see infra.go).
 		v.reason, v.message = store.ReasonInfrastructure, err.Error()
 		if attempt < freeInfraAttempts {
-			v.uncounted, outOfAttempts = true, false
+			v.uncounted, *outOfAttempts = true, false
 			v.retryIn, v.hasRetryIn = infraDelay(attempt), true
 		} else {
 			// The backoff starts over: the attempts before were most likely such faults.
@@ -246,12 +265,6 @@ func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
 		}
 	default:
 		v.reason, v.message = store.ReasonError, err.Error()
-	}
-	if v.state == store.StatePending && outOfAttempts {
-		v.state = store.StateFailed
-	}
-	if v.message == "" {
-		v.message = fmt.Sprintf("%T with an empty message", err)
 	}
 	return v
 }

@@ -31,7 +31,6 @@ import (
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/cpustat"
 	"github.com/relayq/relay/internal/tool"
-	"github.com/relayq/relay/relayotel"
 )
 
 type options struct {
@@ -48,7 +47,7 @@ type options struct {
 	verbose     bool
 	cpuProfile  string
 	pgss        bool
-	telemetry   string // "", "on" or "metrics": run every workload with relayotel
+	telemetry   string // "" or one of telemetryVariants: run every workload with relayotel
 
 	poolConns     int // the client's pool
 	producers     int // sustained and queues producer goroutines
@@ -73,7 +72,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the schema (with the last workload's jobs) at the end")
 	fs.BoolVar(&o.verbose, "v", false, "debug logs, relay's included")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process to this file")
-	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel's middleware and instruments: on (traces and metrics) or metrics; the overhead workload compares with and without")
+	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel: on (traces, every span recorded, and metrics), sampled (traces sampled at 1 %, this run's among the 99 % not recorded, and metrics), metrics, or metadata (no relayotel: only a trace context stored with every job); the overhead workload compares off with this (default on)")
 	fs.BoolVar(&o.pgss, "pgss", false, "diagnostics: load pg_stat_statements (with track_planning) into the throwaway server and report each run's costliest statements")
 	fs.IntVar(&o.poolConns, "pool-conns", 20, "MaxConns of the client's pgxpool")
 	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
@@ -104,8 +103,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-duration must be at least 1s")
 	case o.runs < 1:
 		return o, errors.New("-runs must be at least 1")
-	case o.telemetry != "" && o.telemetry != "on" && o.telemetry != "metrics":
-		return o, fmt.Errorf("bad -telemetry %q (want on or metrics)", o.telemetry)
+	case o.telemetry != "" && !slices.Contains(telemetryVariants, o.telemetry):
+		return o, fmt.Errorf("bad -telemetry %q (want %s)", o.telemetry, strings.Join(telemetryVariants, ", "))
 	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
 		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
 	}
@@ -123,7 +122,7 @@ type bench struct {
 	base time.Time // origin of the recorders' monotonic timestamps
 	// tel, when set, instruments every client and enqueue as an application would (the
 	// overhead workload); telStops undo the clients' instrumentation.
-	tel      *relayotel.Telemetry
+	tel      *telemetry
 	telStops []func()
 }
 
@@ -232,13 +231,13 @@ func run() int {
 	b := &bench{log: log, db: db, opts: opts, base: time.Now()}
 	runCtx := ctx
 	if opts.telemetry != "" && opts.workload != "overhead" {
-		tel, tracedCtx, _, closeTel, err := newTelemetry(ctx, b)
+		tel, err := newTelemetry(ctx, b)
 		if err != nil {
 			log.Error("telemetry", "error", err)
 			return 1
 		}
-		defer closeTel()
-		b.tel, runCtx = tel, tracedCtx
+		defer tel.close()
+		b.tel, runCtx = tel, tel.ctx
 	}
 
 	report := &report{
@@ -362,15 +361,15 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 		logger = slog.New(levelFilter{b.log.Handler(), slog.LevelWarn})
 	}
 	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger}
-	if b.tel != nil {
-		cfg.Middleware = []relay.Middleware{b.tel.Middleware()}
+	if b.tel != nil && b.tel.tel != nil {
+		cfg.Middleware = []relay.Middleware{b.tel.tel.Middleware()}
 	}
 	c := relay.New(cfg)
 	if err := relay.Handle(c, benchKind, fn); err != nil {
 		return nil, err
 	}
-	if b.tel != nil {
-		stop, err := b.tel.Instrument(c)
+	if b.tel != nil && b.tel.tel != nil {
+		stop, err := b.tel.tel.Instrument(c)
 		if err != nil {
 			return nil, err
 		}
@@ -442,7 +441,7 @@ func stopClient(ctx context.Context, c *relay.Client) error {
 func (b *bench) enqueueOpts(queue string) []relay.EnqueueOption {
 	opts := []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(queue)}
 	if b.tel != nil {
-		opts = append(opts, b.tel.EnqueueMiddleware())
+		opts = append(opts, b.tel.enqueue)
 	}
 	return opts
 }

@@ -186,6 +186,8 @@ func format(v float64, unit string) string {
 	switch unit {
 	case unitMs:
 		return fmt.Sprintf("%.3f", v)
+	case unitMicros:
+		return fmt.Sprintf("%.1f", v)
 	case unitRate:
 		return thousands(v)
 	case unitCount:
