@@ -37,6 +37,10 @@ type Client struct {
 	cfg      Config
 	store    *store.Store
 	handlers map[string]handler
+	// schedules are the periodic schedules registered with Schedule; scheduleErrs the
+	// registrations it refused, which Start reports too.
+	schedules    []*schedule
+	scheduleErrs []error
 
 	mu          sync.Mutex
 	state       clientState
@@ -48,6 +52,9 @@ type Client struct {
 	keeperSvc   *lifecycle.Service
 	rescuerSvc  *lifecycle.Service
 	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
+	schedSvc    *lifecycle.Service // enqueues periodic jobs; nil without schedules
+	prunerSvc   *lifecycle.Service // deletes expired jobs and clients
+	pruner      *pruner
 	listenerSvc *lifecycle.Service
 	pool        *pgxpool.Pool
 	backlogFull atomic.Bool // a dispatcher found no room for outcomes and waits for a nudge
@@ -122,6 +129,9 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if len(c.handlers) == 0 {
 		return ErrNoHandlers
 	}
+	if len(c.scheduleErrs) > 0 {
+		return errors.Join(c.scheduleErrs...)
+	}
 	cfg, err := c.cfg.withDefaults()
 	if err != nil {
 		return err
@@ -151,9 +161,14 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	for i, k := range kinds {
 		attempts[i] = int32(c.handlers[k].maxAttempts)
 	}
+	schedules := make([]string, len(c.schedules))
+	for i, s := range c.schedules {
+		schedules[i] = s.name
+	}
 	jobs := c.store.Client(pool, store.ClientInfo{
 		ID: cfg.ID, Lease: cfg.LeaseTTL, Kinds: kinds, Attempts: attempts,
-		Queues: slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
+		Queues:    slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
+		Schedules: schedules,
 	})
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
 		Renewer: jobs, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
@@ -205,6 +220,24 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("relay: start: listener: %w", err)
 	}
 
+	if len(c.schedules) > 0 {
+		// Catching up on missed slots is part of starting: its jobs exist once Start returns.
+		sched := newScheduler(c.store, pool, cfg.Logger, c.schedules)
+		if err := sched.start(ctx); err != nil {
+			c.abortStart()
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("relay: start: periodic schedules: %w", err)
+		}
+		c.schedSvc = lifecycle.Go(background, sched.Run)
+	}
+	if rules := retentionRules(cfg); rules != nil || cfg.ClientRetention >= 0 {
+		c.pruner = &pruner{store: c.store, db: pool, rules: rules, clientKeep: cfg.ClientRetention,
+			every: pruneEvery(rules, cfg.ClientRetention), logger: cfg.Logger}
+		c.prunerSvc = lifecycle.Go(background, c.pruner.Run)
+	}
+
 	c.queues.start(background, cfg.Queues)
 	if len(c.queues.groups) > 0 {
 		c.finderSvc = lifecycle.Go(background, c.findQueues)
@@ -243,8 +276,11 @@ func (c *Client) Stop(ctx context.Context) error {
 	c.state = stateStopping
 	c.mu.Unlock()
 
-	if c.finderSvc != nil {
-		c.finderSvc.Stop()
+	// Nothing more is enqueued or deleted, then nothing more claimed.
+	for _, svc := range []*lifecycle.Service{c.schedSvc, c.prunerSvc, c.finderSvc} {
+		if svc != nil {
+			svc.Stop()
+		}
 	}
 	c.queues.stop() // no more claims
 	var errs []error

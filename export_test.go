@@ -1,5 +1,10 @@
 package relay
 
+import (
+	"context"
+	"time"
+)
+
 // PauseLeaseRenewal stops (true) or resumes (false) the keep-alive ticker of a started
 // client, as if it were cut off from the database: tests of partitioned workers use it.
 func PauseLeaseRenewal(c *Client, paused bool) { c.keeper.Pause(paused) }
@@ -7,3 +12,19 @@ func PauseLeaseRenewal(c *Client, paused bool) { c.keeper.Pause(paused) }
 // WorkedQueues returns the queues c has a dispatcher for now, so that tests can watch
 // dispatchers of groups appear and retire.
 func WorkedQueues(c *Client) []string { return c.queues.names() }
+
+// PruneNow runs one prune of c's (as its pruner does every so often) and reports whether
+// another client was pruning at the time, which cut it short.
+// A client that keeps everything forever has no pruner: its prune does nothing.
+func PruneNow(ctx context.Context, c *Client) (busy bool, err error) {
+	if c.pruner == nil {
+		return false, nil
+	}
+	return c.pruner.prune(ctx)
+}
+
+// PrunedJobs is how many jobs c's pruner has deleted.
+func PrunedJobs(c *Client) int64 { return c.pruner.deleted.Load() }
+
+// SlotAfter is the first slot of t after at.
+func SlotAfter(t Timing, at time.Time) time.Time { return t.after(at) }

@@ -24,6 +24,11 @@ type Job[T any] struct {
 	// Checkpoint is the progress last saved with [Checkpoint], by this attempt or an earlier
 	// one, as JSON; nil if none. [Job.Resume] decodes it.
 	Checkpoint json.RawMessage
+	// Schedule is the periodic schedule that enqueued the job ([Schedule]), and Slot the
+	// time it was enqueued for: the slot of its cron expression or interval (or, for a
+	// job of [RunOnStart], the time it was enqueued). "" and zero for any other job.
+	Schedule string
+	Slot     time.Time
 
 	run *running // the attempt this is; nil for a Job not run by a client
 }
@@ -68,7 +73,7 @@ func Handle[T any](c *Client, kind Kind[T], fn HandlerFunc[T], opts ...HandleOpt
 		job := &Job[T]{
 			ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt, Checkpoint: j.Checkpoint,
-			run: r,
+			Schedule: j.Schedule, Slot: j.Slot, run: r,
 		}
 		if err := decodeArgs(j.Args, j.Payload, &job.Args); err != nil {
 			// Retrying cannot fix stored args, so this fails the job at once.

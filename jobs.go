@@ -144,6 +144,10 @@ type JobRecord struct {
 	// wait until it is retried or cancelled.
 	Blocking  bool
 	UniqueKey string // its [Unique] key, if any
+	// Schedule is the periodic schedule that enqueued the job, and Slot the time it was
+	// enqueued for (see [Job].Slot); "" and zero for any other job.
+	Schedule string
+	Slot     time.Time
 	// Output is what the handler of a succeeded job returned or recorded, as JSON; nil if
 	// none (see [Job.SetOutput], [HandleWithOutput]).
 	Output json.RawMessage
@@ -189,7 +193,7 @@ func newJobRecord(r *store.Record) *JobRecord {
 		Attempt: r.Attempt, MaxAttempts: r.MaxAttempts, CreatedAt: r.CreatedAt, ScheduledAt: r.RunAt,
 		AttemptedAt: r.AttemptedAt, AttemptedBy: r.AttemptedBy, FinishedAt: r.FinishedAt,
 		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
-		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking,
+		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking, Schedule: r.Schedule, Slot: r.Slot,
 		Output: r.Output, Checkpoint: r.Checkpoint, Payload: r.Payload,
 		Sizes: ValueSizes{Args: r.ArgsSize, Checkpoint: r.CheckpointSize, Output: r.OutputSize, Payload: r.PayloadSize},
 	}
