@@ -355,7 +355,7 @@ WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), heartbeat AS (
     INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds, schedules)
-    VALUES (@client, @ttl::interval, @queues::text[], @kinds::text[], @schedules::text[])
+    VALUES (@client, @ttl::interval, @queues::text[], @kinds::text[], coalesce(@schedules::text[], '{}'))
     ON CONFLICT (id) DO UPDATE SET
         heartbeat_at = now(), stopped_at = NULL,
         lease_ttl = EXCLUDED.lease_ttl, queues = EXCLUDED.queues, kinds = EXCLUDED.kinds, schedules = EXCLUDED.schedules,
