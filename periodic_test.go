@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -151,97 +152,114 @@ func TestScheduleThreeClientsOneJobPerSlot(t *testing.T) {
 }
 
 // Every client stops for five slots, then two start again together: Skip enqueues none
-// of the missed slots, RunOnce one (the latest), Backfill all five, each exactly once;
-// RunOnStart adds a job at once when the policy enqueued none, and runs a new schedule
-// once when its first clients start.
+// of the missed slots, RunOnce one (the latest), Backfill all five (or those within its
+// age), each exactly once; RunOnStart adds a job at once when the policy enqueued none.
+// Each case is a schedule of its own on the same clients, so that they share the wait.
 func TestScheduleCatchUpAfterEveryClientStopped(t *testing.T) {
 	t.Parallel()
-	const missed = 5
-	for _, tc := range []struct {
+	b := setup(t)
+	type catchUp struct {
 		name       string
 		policy     relay.CatchUpPolicy
 		runOnStart bool
-		want       []int // the missed slots enqueued, by index
-		startJob   bool  // also one job at once, off the slots
-	}{
-		{"Skip", relay.Skip, false, nil, false},
-		{"RunOnce", relay.RunOnce, false, []int{4}, false},
-		{"Backfill", relay.Backfill(time.Minute), false, []int{0, 1, 2, 3, 4}, false},
-		{"Backfill within 3s", relay.Backfill(3 * time.Second), false, []int{2, 3, 4}, false},
-		{"Skip and RunOnStart", relay.Skip, true, nil, true},
-		{"RunOnce and RunOnStart", relay.RunOnce, true, []int{4}, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			b := setup(t)
-			const name = "tick"
-			runs := make(chan slotRun, 100)
-			newClient := func() *relay.Client {
-				c := b.client(relay.Config{})
-				handle(t, c, testKind, reportSlots(runs))
-				opts := []relay.ScheduleOption{relay.CatchUp(tc.policy)}
-				if tc.runOnStart {
-					opts = append(opts, relay.RunOnStart())
-				}
-				schedule(t, c, name, relay.Every(time.Second), testKind.Job(numArgs{}), opts...)
-				return c
+		// enqueued are the missed slots enqueued, of missed ones from first to restart
+		enqueued func(missed []time.Time, restart time.Time) []time.Time
+		startJob bool // also one job at once, off the slots
+	}
+	none := func([]time.Time, time.Time) []time.Time { return nil }
+	latest := func(m []time.Time, _ time.Time) []time.Time { return m[len(m)-1:] }
+	all := func(m []time.Time, _ time.Time) []time.Time { return m }
+	within3s := func(m []time.Time, restart time.Time) []time.Time {
+		return slices.DeleteFunc(slices.Clone(m), func(s time.Time) bool { return s.Before(restart.Add(-3 * time.Second)) })
+	}
+	cases := []catchUp{
+		{"skip", relay.Skip, false, none, false},
+		{"run-once", relay.RunOnce, false, latest, false},
+		{"backfill", relay.Backfill(time.Minute), false, all, false},
+		{"backfill-3s", relay.Backfill(3 * time.Second), false, within3s, false},
+		{"skip-run-on-start", relay.Skip, true, none, true},
+		{"run-once-run-on-start", relay.RunOnce, true, latest, false},
+	}
+	runs := make(chan slotRun, 1000)
+	newClient := func() *relay.Client {
+		c := b.client(relay.Config{})
+		handle(t, c, testKind, reportSlots(runs))
+		for _, tc := range cases {
+			opts := []relay.ScheduleOption{relay.CatchUp(tc.policy)}
+			if tc.runOnStart {
+				opts = append(opts, relay.RunOnStart())
 			}
-			before := []*relay.Client{newClient(), newClient()}
-			b.startAll(before...)
-			first := recv(t, runs, "a slot's job to start")
-			if first.slot.Nanosecond() != 0 {
-				// RunOnStart's job of a new schedule: then a slot's.
-				first = recv(t, runs, "a slot's job to start")
-			}
-			b.stopAll(before...)
+			schedule(t, c, tc.name, relay.Every(time.Second), testKind.Job(numArgs{}), opts...)
+		}
+		return c
+	}
+	before := []*relay.Client{newClient(), newClient()}
+	b.startAll(before...)
+	for r := recv(t, runs, "a slot's job to start"); r.slot.Nanosecond() != 0; {
+		r = recv(t, runs, "a slot's job to start") // not RunOnStart's job of a new schedule
+	}
+	b.stopAll(before...)
+	for len(runs) > 0 {
+		<-runs
+	}
 
-			// The slots from next on are missed: restart in the fifth of them, far enough from
-			// the sixth that it is not yet due to be enqueued (half a second ahead).
-			next := b.nextSlot(name)
-			if next.Before(first.slot.Add(time.Second)) {
-				t.Fatalf("next slot %v, but slot %v has run", next, first.slot)
+	// The slots from each schedule's next one are missed: restart in the fifth of them,
+	// far enough from the sixth that it is not yet due to be enqueued (half a second ahead).
+	next := map[string]time.Time{}
+	first := time.Time{}
+	for _, tc := range cases {
+		next[tc.name] = b.nextSlot(tc.name)
+		if first.IsZero() || next[tc.name].Before(first) {
+			first = next[tc.name]
+		}
+	}
+	time.Sleep(time.Until(first.Add(4*time.Second + 200*time.Millisecond)))
+	restart := time.Now()
+	after := []*relay.Client{newClient(), newClient()}
+	b.startAll(after...)
+
+	// Start has caught up: what it enqueued for the missed slots exists.
+	waiting := map[string]bool{} // the caught-up jobs, by schedule@slot
+	for _, tc := range cases {
+		var missed []time.Time
+		for s := next[tc.name]; s.Before(restart); s = s.Add(time.Second) {
+			missed = append(missed, s)
+		}
+		if len(missed) < 4 {
+			t.Fatalf("%s: only %d slots missed (next slot %v, restarted at %v)", tc.name, len(missed), next[tc.name], restart)
+		}
+		var enqueued []time.Time
+		startJobs := 0
+		for slot, n := range b.slotJobs(tc.name, next[tc.name], missed[len(missed)-1].Add(time.Second)) {
+			at := time.UnixMicro(slot).UTC()
+			waiting[tc.name+"@"+at.Format(time.RFC3339Nano)] = true
+			if at.Nanosecond() != 0 {
+				startJobs += n
+				continue
 			}
-			time.Sleep(time.Until(next.Add((missed-1)*time.Second + 200*time.Millisecond)))
-			restartedAt := time.Now()
-			after := []*relay.Client{newClient(), newClient()}
-			b.startAll(after...)
-			// Start has caught up: what it enqueued for the missed slots exists.
-			got := b.slotJobs(name, next, next.Add(missed*time.Second))
-			var want []int
-			startJobs := 0
-			for slot, n := range got {
-				at := time.UnixMicro(slot)
-				if at.Nanosecond() != 0 {
-					startJobs += n
-					if at.Before(restartedAt.Add(-time.Millisecond)) {
-						t.Errorf("a job at once has slot %v, before the restart (%v)", at, restartedAt)
-					}
-					continue
-				}
-				if n != 1 {
-					t.Errorf("slot %v has %d jobs", at.Format(time.TimeOnly), n)
-				}
-				want = append(want, int(at.Sub(next)/time.Second))
+			if n != 1 {
+				t.Errorf("%s: slot %v has %d jobs", tc.name, at.Format(time.TimeOnly), n)
 			}
-			slices.Sort(want)
-			if !slices.Equal(want, tc.want) {
-				t.Errorf("missed slots enqueued: %v, want %v (0 is the first missed)", want, tc.want)
-			}
-			if wantStart := map[bool]int{true: 1, false: 0}[tc.startJob]; startJobs != wantStart {
-				t.Errorf("%d jobs at once, want %d", startJobs, wantStart)
-			}
-			// Each of them runs, once.
-			ran := map[int64]int{}
-			for range len(tc.want) + startJobs {
-				r := recv(t, runs, "a caught-up job to start")
-				ran[r.slot.UnixMicro()]++
-			}
-			for slot, n := range ran {
-				if n != 1 || got[slot] != 1 {
-					t.Errorf("slot %v: %d runs of %d jobs", time.UnixMicro(slot), n, got[slot])
-				}
-			}
-		})
+			enqueued = append(enqueued, at)
+		}
+		slices.SortFunc(enqueued, time.Time.Compare)
+		if want := tc.enqueued(missed, restart); !slices.EqualFunc(enqueued, want, time.Time.Equal) {
+			t.Errorf("%s: missed slots enqueued: %v, want %v (missed: %v)", tc.name, enqueued, want, missed)
+		}
+		if wantStart := map[bool]int{true: 1, false: 0}[tc.startJob]; startJobs != wantStart {
+			t.Errorf("%s: %d jobs at once, want %d", tc.name, startJobs, wantStart)
+		}
+	}
+	// Each of them runs, once.
+	ran := map[string]bool{}
+	for len(waiting) > 0 {
+		r := recv(t, runs, fmt.Sprintf("%d caught-up jobs to start", len(waiting)))
+		key := r.schedule + "@" + r.slot.UTC().Format(time.RFC3339Nano)
+		if ran[key] {
+			t.Errorf("%s ran twice", key)
+		}
+		ran[key] = true
+		delete(waiting, key)
 	}
 }
 

@@ -19,9 +19,15 @@ import (
 // finished_at, so tests of it need jobs older than any test could wait for.
 func (b *bundle) finish(id int64, state relay.JobState, ago time.Duration) {
 	b.t.Helper()
+	b.finishAll([]int64{id}, state, ago)
+}
+
+// finishAll is finish for many jobs, in one statement.
+func (b *bundle) finishAll(ids []int64, state relay.JobState, ago time.Duration) {
+	b.t.Helper()
 	_, err := b.Exec(context.Background(), `UPDATE `+b.table("jobs")+`
 		SET state = $2, attempt = 1, finished_at = now() - $3::interval, created_at = now() - $3::interval - interval '1 minute'
-		WHERE id = $1`, id, string(state), ago)
+		WHERE id = ANY ($1)`, ids, string(state), ago)
 	if err != nil {
 		b.t.Fatal(err)
 	}
