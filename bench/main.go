@@ -51,9 +51,15 @@ type options struct {
 	producers     int // sustained and queues producer goroutines
 	backlog       int // sustained: most enqueued-but-not-started jobs
 	sustainedRate int // sustained: most jobs/s the producers offer
+
+	retentionRate     int           // retention: jobs/s offered
+	retentionDuration time.Duration // retention: each phase
+	retentionKeep     time.Duration // retention: the retention of the pruning phase
+	pruneBacklog      int64         // prune-backlog: finished jobs to delete
+	pruneRate         int           // prune-backlog: jobs/s of the latency workload meanwhile
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "retention", "prune-backlog"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -75,6 +81,11 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
 	fs.IntVar(&o.backlog, "backlog", 5000, "sustained: bound on enqueued-but-not-started jobs")
 	fs.IntVar(&o.sustainedRate, "sustained-rate", 50000, "sustained: most jobs/s offered")
+	fs.IntVar(&o.retentionRate, "retention-rate", 2000, "retention: jobs/s offered")
+	fs.DurationVar(&o.retentionDuration, "retention-duration", 3*time.Minute, "retention: length of each phase (kept, then pruned)")
+	fs.DurationVar(&o.retentionKeep, "retention-keep", 30*time.Second, "retention: how long finished jobs are kept in the pruning phase")
+	fs.Int64Var(&o.pruneBacklog, "prune-backlog", 10_000_000, "prune-backlog: finished jobs to delete")
+	fs.IntVar(&o.pruneRate, "prune-rate", 1000, "prune-backlog: jobs/s of the latency workload that runs meanwhile")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -102,6 +113,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-runs must be at least 1")
 	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
 		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
+	case o.retentionRate < 100 || o.retentionDuration < 30*time.Second || o.retentionKeep < time.Second || o.pruneBacklog < 1 || o.pruneRate < 1:
+		return o, errors.New("-retention-rate ≥ 100, -retention-duration ≥ 30s, -retention-keep ≥ 1s, -prune-backlog ≥ 1, -prune-rate ≥ 1")
 	}
 	if o.databaseURL == "" {
 		o.databaseURL = os.Getenv("DATABASE_URL")
@@ -159,6 +172,8 @@ func plan(o options) []workload {
 	add("queues", "queues", runQueues)
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
+	add("retention", "retention", runRetention)
+	add("prune backlog", "prune-backlog", runPruneBacklog)
 	return ws
 }
 
@@ -337,14 +352,18 @@ var benchKind = relay.NewKind[seqArgs]("bench")
 const benchQueue = "bench"
 
 // startClient starts a client with relay's defaults except for the queues, whose handler
-// for benchKind is fn.
-func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[string]relay.QueueConfig, fn relay.HandlerFunc[seqArgs]) (*relay.Client, error) {
+// for benchKind is fn, and what configure changes.
+func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[string]relay.QueueConfig, fn relay.HandlerFunc[seqArgs], configure ...func(*relay.Config)) (*relay.Client, error) {
 	logger := b.log
 	if !b.opts.verbose {
 		// relay's own logs only from warnings up, unless -v.
 		logger = slog.New(levelFilter{b.log.Handler(), slog.LevelWarn})
 	}
-	c := relay.New(relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger})
+	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	c := relay.New(cfg)
 	if err := relay.Handle(c, benchKind, fn); err != nil {
 		return nil, err
 	}
