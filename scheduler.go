@@ -113,8 +113,12 @@ func (sc *scheduler) Run(ctx context.Context) error {
 
 // wakeAt is when the scheduler next has something to do for the schedule.
 func (e *scheduleState) wakeAt() time.Time {
-	if !e.retryAt.IsZero() {
+	switch {
+	case !e.retryAt.IsZero():
 		return e.retryAt
+	case e.next.IsZero():
+		// A cron expression with no time in the next five years: look again in an hour.
+		return time.Now().Add(time.Hour)
 	}
 	return e.next.Add(-e.when.lead(e.next))
 }
