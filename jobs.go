@@ -10,7 +10,7 @@ import (
 	"github.com/relayq/relay/internal/store"
 )
 
-// Errors of [Cancel], [Retry] and [GetJob].
+// Errors of [Cancel], [Retry], [GetJob] and [DeleteJob].
 var (
 	// ErrJobNotFound: no job has the id (in that schema).
 	ErrJobNotFound = errors.New("relay: job not found")

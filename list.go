@@ -12,7 +12,8 @@ import (
 	"github.com/relayq/relay/internal/store"
 )
 
-// ErrInvalidFilter is returned by [ListJobs] for a [ListFilter] it cannot serve: an
+// ErrInvalidFilter is returned by [ListJobs] (and the bulk actions [DeleteJobs],
+// [RetryJobs], [CancelJobs]) for a [ListFilter] it cannot serve: an
 // unknown state, a queue or kind that is over-long or not storable text, a time range that
 // ends before it begins or a time outside PostgreSQL's range, a limit out of range, or a
 // malformed [Cursor]. Nothing is sent to the database.

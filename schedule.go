@@ -168,8 +168,8 @@ func (c catchUpOption) applySchedule(o *scheduleOptions) { o.catchUp = CatchUpPo
 
 // RunOnStart also enqueues a job at once when the schedule starts: when a client
 // registers it for the first time, and when a client starts after every client was down
-// across a slot, if the catch-up policy enqueued nothing. Its slot is the time it was
-// enqueued. A client that starts while another runs the schedule enqueues nothing, and
+// across a slot, if the catch-up policy enqueued nothing and the next slot is more than
+// its lead (a second) away. Its slot is the time it was enqueued. A client that starts while another runs the schedule enqueues nothing, and
 // clients starting together enqueue one job between them: a deploy does not run it once
 // per process.
 func RunOnStart() ScheduleOption { return runOnStartOption{} }

@@ -107,6 +107,9 @@ func (s *Store) Schedule(ctx context.Context, db Beginner, name string, plan fun
 			return err
 		}
 		pl := plan(next.Time)
+		if len(pl.Jobs) == 0 && pl.Next.Equal(next.Time) {
+			return nil // another client got there first: nothing to write
+		}
 		p := scheduledParams{Name: name, NextSlot: pgtype.Timestamptz{Time: pl.Next, Valid: !pl.Next.IsZero()}}
 		if len(pl.Jobs) > 0 {
 			ins, err := s.InsertMany(ctx, tx, pl.Jobs)
