@@ -149,10 +149,11 @@ func (p *pruner) Run(ctx context.Context) error {
 // is pruning (busy), then the rows of clients gone for longer than their retention.
 func (p *pruner) prune(ctx context.Context) (busy bool, err error) {
 	var deleted int64
+	began := time.Now()
 	defer func() {
 		p.deleted.Add(deleted)
 		if deleted > 0 {
-			p.logger.Debug("relay: deleted expired jobs", "jobs", deleted)
+			p.logger.Debug("relay: deleted expired jobs", "jobs", deleted, "took", time.Since(began))
 		}
 	}()
 	for p.rules != nil {

@@ -59,7 +59,7 @@ func runRetention(ctx context.Context, b *bench) (*RunResult, error) {
 			Metric{Name: label + ": cpu other processes", Unit: unitCores, Value: p.otherCPU},
 		)
 		res.Details[label+" samples"] = p.samples
-		res.Notes = append(res.Notes, label+": "+p.table())
+		res.Notes = append(res.Notes, label+": "+p.table(), label+": slowest pickups, with when the job was committed: "+strings.Join(p.slowest, ", "))
 		if i == 0 {
 			continue
 		}
@@ -88,6 +88,7 @@ type steadyPhase struct {
 	pickup    histogram
 	samples   []sizeSample
 	otherCPU  float64
+	slowest   []string // the slowest pickups, and when their jobs were committed
 }
 
 func (p steadyPhase) label() string {
@@ -237,7 +238,11 @@ func runSteady(ctx context.Context, b *bench, keep time.Duration) (steadyPhase, 
 	}
 	p.completed = rateOver(startedAtEnd-startedAtWarm, end.Sub(warm))
 	lo, hi := rec.since(warm), rec.since(end)
-	p.pickup = rec.pickups(0, min(nextSeq.Load(), capacity), func(_ int64, commit int64) bool { return commit >= lo && commit < hi }, nil, nil).hist
+	pk := rec.pickups(0, min(nextSeq.Load(), capacity), func(_ int64, commit int64) bool { return commit >= lo && commit < hi }, nil, nil)
+	p.pickup = pk.hist
+	for _, j := range pk.slowest {
+		p.slowest = append(p.slowest, fmt.Sprintf("%v at %.1fs", j.Latency.Round(time.Millisecond), j.CommitMs/1000-began.Sub(b.base).Seconds()))
+	}
 	return p, nil
 }
 
