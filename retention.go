@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -156,8 +157,9 @@ func (p *pruner) prune(ctx context.Context) (busy bool, err error) {
 			p.logger.Debug("relay: deleted expired jobs", "jobs", deleted, "took", time.Since(began))
 		}
 	}()
+	resume := store.Resume{}
 	for p.rules != nil {
-		r, err := p.store.Prune(ctx, p.db, p.rules, pruneBatch)
+		r, err := p.store.Prune(ctx, p.db, p.rules, pruneBatch, resume)
 		if err != nil {
 			return false, err
 		}
@@ -166,6 +168,7 @@ func (p *pruner) prune(ctx context.Context) (busy bool, err error) {
 			busy = r.Busy
 			break
 		}
+		maps.Copy(resume, r.Resume)
 	}
 	if p.clientKeep >= 0 {
 		if _, err := p.store.PruneClients(ctx, p.db, p.clientKeep); err != nil {

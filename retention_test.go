@@ -248,7 +248,10 @@ func TestTwoClientsPruneConcurrently(t *testing.T) {
 	ctx := context.Background()
 	const n = 20_000
 	b.enqueueN(testKind, n, relay.Queue("old"))
-	_, err := b.Exec(ctx, `UPDATE `+b.table("jobs")+` SET state = 'succeeded', attempt = 1, finished_at = now() - interval '2 days'`)
+	// In three queues, finished at different times: each prune resumes where the last
+	// stopped, in each queue.
+	_, err := b.Exec(ctx, `UPDATE `+b.table("jobs")+`
+		SET state = 'succeeded', attempt = 1, queue = 'old-' || id % 3, finished_at = now() - interval '2 days' - (id % 7000) * interval '1 second'`)
 	if err != nil {
 		t.Fatal(err)
 	}
