@@ -29,6 +29,10 @@
 //
 //	id, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "a@example.com"})
 //
+// Periodic jobs are registered like handlers ([Schedule], with [Cron] or [Every]), and
+// finished jobs are deleted once their retention has passed ([Config].Retention); every
+// client does both, with no leader, and the database keeps one job per slot.
+//
 // Delivery is at least once: a job runs again if its outcome could not be recorded (see
 // the README's "Delivery semantics"). Everything relay stores lives in its own schema
 // ("relay" by default), created and upgraded by [Migrate].
