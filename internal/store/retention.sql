@@ -50,8 +50,12 @@ WITH RECURSIVE lock AS (
         LIMIT 1)
     FROM queues q
     WHERE q.queue IS NOT NULL
-), candidates AS (
-    SELECT x.id, q.state, q.queue, c.cutoff
+), doomed AS (
+    -- Locked as they are read, each row once. A row another transaction holds is skipped:
+    -- a prune never waits, for it holds the lock every client tries meanwhile. One changed
+    -- since the statement began is rechecked on its latest version, which the delete below
+    -- (of the statement's snapshot) does not see: it is left for the next prune.
+    SELECT x.ctid
     FROM queues q
     CROSS JOIN LATERAL (
         SELECT now() - (
@@ -62,26 +66,21 @@ WITH RECURSIVE lock AS (
             coalesce((SELECT f.at FROM resume f WHERE f.state = q.state AND f.queue = q.queue), '-infinity') AS from_time
     ) c
     CROSS JOIN LATERAL (
-        SELECT id FROM {schema}.jobs
+        SELECT ctid FROM {schema}.jobs
         WHERE state = q.state AND state IN ('succeeded', 'failed', 'cancelled') AND queue = q.queue
           AND finished_at >= c.from_time AND finished_at < c.cutoff AND NOT blocking
         ORDER BY finished_at
         LIMIT @limit
+        FOR UPDATE SKIP LOCKED
     ) x
     WHERE q.queue IS NOT NULL AND c.cutoff IS NOT NULL
     LIMIT @limit
-), doomed AS (
-    -- rechecked on the latest row version once locked: a job retried meanwhile stays
-    SELECT j.id
-    FROM candidates c
-    JOIN {schema}.jobs j ON j.id = c.id
-    WHERE j.state = c.state AND j.finished_at < c.cutoff AND NOT j.blocking
-    FOR UPDATE OF j SKIP LOCKED
 ), deleted AS (
-    DELETE FROM {schema}.jobs j
-    USING doomed d
-    WHERE j.id = d.id
-    RETURNING j.state, j.queue, j.finished_at
+    -- By the tuple ids of the rows locked above, which nobody else can change now: no
+    -- second walk down the primary key per row.
+    DELETE FROM {schema}.jobs
+    WHERE ctid = ANY (array(SELECT ctid FROM doomed))
+    RETURNING state, queue, finished_at
 )
 SELECT state, queue, count(*), max(finished_at), NULL::boolean FROM deleted GROUP BY state, queue
 UNION ALL
