@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sync/atomic"
 	"time"
 
@@ -146,8 +145,9 @@ func (p *pruner) Run(ctx context.Context) error {
 	}
 }
 
-// prune deletes expired jobs, a batch at a time, until none is left or another client
-// is pruning (busy), then the rows of clients gone for longer than their retention.
+// prune makes a pass over the ranges of expired jobs, deleting a batch at a time, until
+// none is left or another client is pruning (busy), then deletes the rows of clients
+// gone for longer than their retention.
 func (p *pruner) prune(ctx context.Context) (busy bool, err error) {
 	var deleted int64
 	began := time.Now()
@@ -157,9 +157,15 @@ func (p *pruner) prune(ctx context.Context) (busy bool, err error) {
 			p.logger.Debug("relay: deleted expired jobs", "jobs", deleted, "took", time.Since(began))
 		}
 	}()
-	resume := store.Resume{}
-	for p.rules != nil {
-		r, err := p.store.Prune(ctx, p.db, p.rules, pruneBatch, resume)
+	var ranges []*store.Range
+	if p.rules != nil {
+		var err error
+		if ranges, err = p.store.Expired(ctx, p.db, p.rules); err != nil {
+			return false, err
+		}
+	}
+	for len(ranges) > 0 {
+		r, err := p.store.Prune(ctx, p.db, p.rules, pruneBatch, ranges)
 		if err != nil {
 			return false, err
 		}
@@ -168,7 +174,6 @@ func (p *pruner) prune(ctx context.Context) (busy bool, err error) {
 			busy = r.Busy
 			break
 		}
-		maps.Copy(resume, r.Resume)
 	}
 	if p.clientKeep >= 0 {
 		if _, err := p.store.PruneClients(ctx, p.db, p.clientKeep); err != nil {

@@ -76,13 +76,14 @@ type named struct {
 var fragmentNames = []string{
 	"claimed", "wakes", "blocksOnFailure", "cancelTarget", "retryTarget", // queries.sql
 	"deleteTarget", "bulkLocked", // delete.sql
-	"queuesInState", // list.sql
+	"queuesInState",             // list.sql
+	"pruneRules", "pruneCutoff", // retention.sql
 }
 
 // fragments fills in the shared fragments, from whichever file holds each.
 var fragments = func() *strings.Replacer {
 	all := map[string]string{}
-	for _, file := range []string{queriesSQL, deleteSQL, listSQL} {
+	for _, file := range []string{queriesSQL, deleteSQL, listSQL, retentionSQL} {
 		maps.Copy(all, parseNamed(file))
 	}
 	var pairs []string
