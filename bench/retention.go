@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,7 +242,10 @@ func runSteady(ctx context.Context, b *bench, keep time.Duration) (steadyPhase, 
 	pk := rec.pickups(0, min(nextSeq.Load(), capacity), func(_ int64, commit int64) bool { return commit >= lo && commit < hi }, nil, nil)
 	p.pickup = pk.hist
 	for _, j := range pk.slowest {
-		p.slowest = append(p.slowest, fmt.Sprintf("%v at %.1fs", j.Latency.Round(time.Millisecond), j.CommitMs/1000-began.Sub(b.base).Seconds()))
+		s := fmt.Sprintf("%v at %.1fs", j.Latency.Round(time.Millisecond), j.CommitMs/1000-began.Sub(b.base).Seconds())
+		if !slices.Contains(p.slowest, s) { // the jobs of one batch share their commit
+			p.slowest = append(p.slowest, s)
+		}
 	}
 	return p, nil
 }
