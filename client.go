@@ -38,6 +38,10 @@ type Client struct {
 	cfg      Config
 	store    *store.Store
 	handlers map[string]handler
+	// schedules are the periodic schedules registered with Schedule; scheduleErrs the
+	// registrations it refused, which Start reports too.
+	schedules    []*schedule
+	scheduleErrs []error
 
 	mu          sync.Mutex
 	state       clientState
@@ -53,6 +57,9 @@ type Client struct {
 	reviverSvc  *lifecycle.Service // see reviveAfterLapses
 	jobs        *store.Client      // the client's claims, renewals and wakeups
 	lapsed      chan struct{}      // capacity 1: a renewal found the heartbeat had lapsed
+	schedSvc    *lifecycle.Service // enqueues periodic jobs; nil without schedules
+	prunerSvc   *lifecycle.Service // deletes expired jobs and clients
+	pruner      *pruner
 	listenerSvc *lifecycle.Service
 	rescuer     *lease.Rescuer
 	pool        *pgxpool.Pool
@@ -135,6 +142,9 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if len(c.handlers) == 0 {
 		return ErrNoHandlers
 	}
+	if len(c.scheduleErrs) > 0 {
+		return errors.Join(c.scheduleErrs...)
+	}
 	cfg, err := c.cfg.withDefaults()
 	if err != nil {
 		return err
@@ -176,9 +186,14 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	for i, k := range kinds {
 		attempts[i] = int32(c.handlers[k].maxAttempts)
 	}
+	schedules := make([]string, len(c.schedules))
+	for i, s := range c.schedules {
+		schedules[i] = s.name
+	}
 	jobs := c.store.Client(c.conns, store.ClientInfo{
 		ID: cfg.ID, Lease: cfg.LeaseTTL, Kinds: kinds, Attempts: attempts,
-		Queues: slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
+		Queues:    slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
+		Schedules: schedules,
 	})
 	c.jobs = jobs
 	c.lapsed = make(chan struct{}, 1)
@@ -261,6 +276,25 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	c.signalLapse()
 	c.reviverSvc = lifecycle.Go(background, c.reviveAfterLapses)
+
+	if len(c.schedules) > 0 {
+		// Catching up on missed slots is part of starting: its jobs exist once Start returns.
+		sched := newScheduler(c.store, pool, cfg.Logger, c.schedules)
+		if err := sched.start(ctx); err != nil {
+			c.abortStart()
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("relay: start: periodic schedules: %w", err)
+		}
+		c.schedSvc = lifecycle.Go(background, sched.Run)
+	}
+	if rules := retentionRules(cfg); rules != nil || cfg.ClientRetention >= 0 {
+		c.pruner = &pruner{store: c.store, db: pool, rules: rules, clientKeep: cfg.ClientRetention,
+			every: pruneEvery(rules, cfg.ClientRetention), logger: cfg.Logger}
+		c.prunerSvc = lifecycle.Go(background, c.pruner.Run)
+	}
+
 	c.queues.start(background, cfg.Queues)
 	if len(c.queues.groups) > 0 {
 		c.finderSvc = lifecycle.Go(background, c.findQueues)
@@ -300,8 +334,11 @@ func (c *Client) Stop(ctx context.Context) error {
 	c.state = stateStopping
 	c.mu.Unlock()
 
-	if c.finderSvc != nil {
-		c.finderSvc.Stop()
+	// Nothing more is enqueued or deleted, then nothing more claimed.
+	for _, svc := range []*lifecycle.Service{c.schedSvc, c.prunerSvc, c.finderSvc} {
+		if svc != nil {
+			svc.Stop()
+		}
 	}
 	c.watchSvc.Stop()
 	c.reviverSvc.Stop()

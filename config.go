@@ -75,6 +75,19 @@ type Config struct {
 	// Middleware wraps the handling of every job this client runs, the first outermost,
 	// around the middleware of its kind (see [Middleware]).
 	Middleware []Middleware
+	// Retention is how long finished jobs are kept, by state, after they finished: 24 h for
+	// succeeded and cancelled jobs and 7 days for failed ones unless it says otherwise
+	// ([KeepForever] keeps them). Every client deletes expired jobs of every queue, taking
+	// turns, so give every client the same retention: where they differ, the shortest wins.
+	// A failed job that blocks its ordered key is kept until it is retried or cancelled.
+	Retention Retention
+	// QueueRetention overrides Retention for the queues it names (whole names, not
+	// groups); its zero fields take Retention's values.
+	QueueRetention map[string]Retention
+	// ClientRetention is how long the row of a client that stopped, or died, stays in the
+	// clients table (and the client_status view); default [DefaultClientRetention] (24 h),
+	// [KeepForever] to keep them.
+	ClientRetention time.Duration
 }
 
 // QueueConfig configures one queue of a client.
@@ -168,6 +181,9 @@ func (c Config) withDefaults() (Config, error) {
 	case c.ReservedConns > math.MaxInt32:
 		return c, fmt.Errorf("%w: ReservedConns is %d; a pool holds at most %d connections", ErrInvalidConfig, c.ReservedConns, math.MaxInt32)
 	}
+	if c, err = c.withRetention(); err != nil {
+		return c, err
+	}
 	if c.ID != "" {
 		if err := checkName(ErrInvalidConfig, "ID", c.ID); err != nil {
 			return c, err
@@ -175,6 +191,34 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// withRetention fills in the defaults of the retention settings and checks them.
+func (c Config) withRetention() (Config, error) {
+	if err := c.Retention.validate("Retention"); err != nil {
+		return c, err
+	}
+	c.Retention = c.Retention.over(Retention{
+		Succeeded: DefaultSucceededRetention, Failed: DefaultFailedRetention, Cancelled: DefaultCancelledRetention,
+	})
+	queues := make(map[string]Retention, len(c.QueueRetention))
+	for name, r := range c.QueueRetention {
+		if err := checkQueueName(name); err != nil {
+			return c, err
+		}
+		if err := r.validate(fmt.Sprintf("QueueRetention[%q]", name)); err != nil {
+			return c, err
+		}
+		queues[name] = r.over(c.Retention)
+	}
+	c.QueueRetention = queues // a copy: the caller's map is theirs to change
+	if err := checkKeep("ClientRetention", c.ClientRetention); err != nil {
+		return c, err
+	}
+	if c.ClientRetention == 0 {
+		c.ClientRetention = DefaultClientRetention
 	}
 	return c, nil
 }

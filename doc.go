@@ -61,6 +61,12 @@
 // on every client. Jobs can be scheduled ([RunAt]), prioritised ([Priority]) and made
 // unique ([Unique]).
 //
+// Periodic jobs are registered like handlers ([Schedule], with [Cron] or [Every]), and
+// finished jobs are deleted once their retention has passed ([Config].Retention); every
+// client does both, with no leader, and the database keeps one job per slot. Operators
+// delete jobs ([DeleteJob]) or act on every job a filter selects ([DeleteJobs],
+// [RetryJobs], [CancelJobs]).
+//
 // Middleware wraps every handler ([Config].Middleware, or a kind's, as a [HandleOption]) and
 // every enqueue ([EnqueueMiddleware]) with a view of the job that does not depend on its
 // args type ([JobInfo], [EnqueueInfo]); jobs carry a small [Metadata] set at enqueue.

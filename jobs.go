@@ -10,7 +10,7 @@ import (
 	"github.com/relayq/relay/internal/store"
 )
 
-// Errors of [Cancel], [Retry] and [GetJob].
+// Errors of [Cancel], [Retry], [GetJob] and [DeleteJob].
 var (
 	// ErrJobNotFound: no job has the id (in that schema).
 	ErrJobNotFound = errors.New("relay: job not found")
@@ -149,6 +149,10 @@ type JobRecord struct {
 	// wait until it is retried or cancelled.
 	Blocking  bool
 	UniqueKey string // its [Unique] key, if any
+	// Schedule is the periodic schedule that enqueued the job, and Slot the time it was
+	// enqueued for (see [Job].Slot); "" and zero for any other job.
+	Schedule string
+	Slot     time.Time
 	// Output is what the handler of a succeeded job returned or recorded, as JSON; nil if
 	// none (see [Job.SetOutput], [HandleWithOutput]).
 	Output json.RawMessage
@@ -197,7 +201,7 @@ func newJobRecord(r *store.Record) *JobRecord {
 		Attempt: r.Attempt, MaxAttempts: r.MaxAttempts, CreatedAt: r.CreatedAt, ScheduledAt: r.RunAt,
 		AttemptedAt: r.AttemptedAt, AttemptedBy: r.AttemptedBy, FinishedAt: r.FinishedAt,
 		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
-		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking,
+		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking, Schedule: r.Schedule, Slot: r.Slot,
 		Output: r.Output, Checkpoint: r.Checkpoint, Payload: r.Payload, Metadata: decodeMetadata(r.Metadata),
 		Sizes: ValueSizes{
 			Args: r.ArgsSize, Checkpoint: r.CheckpointSize, Output: r.OutputSize, Payload: r.PayloadSize, Metadata: r.MetadataSize,

@@ -53,14 +53,20 @@ type options struct {
 	producers     int // sustained and queues producer goroutines
 	backlog       int // sustained: most enqueued-but-not-started jobs
 	sustainedRate int // sustained: most jobs/s the producers offer
+
+	retentionRate     int           // retention: jobs/s offered
+	retentionDuration time.Duration // retention: each phase
+	retentionKeep     time.Duration // retention: the retention of the pruning phase
+	pruneBacklog      int64         // prune-backlog: finished jobs to delete
+	pruneRate         int           // prune-backlog: jobs/s of the latency workload meanwhile
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "retention", "prune-backlog"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all")
+	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but retention and prune-backlog, which take minutes)")
 	rate := fs.String("rate", "", "latency: jobs/s, or a comma-separated list (default 100,1000)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues, ordered and limited run half of it)")
 	fs.IntVar(&o.runs, "runs", 1, "repeat each workload N times and report the median and range")
@@ -78,6 +84,11 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
 	fs.IntVar(&o.backlog, "backlog", 5000, "sustained: bound on enqueued-but-not-started jobs")
 	fs.IntVar(&o.sustainedRate, "sustained-rate", 50000, "sustained: most jobs/s offered")
+	fs.IntVar(&o.retentionRate, "retention-rate", 2000, "retention: jobs/s offered")
+	fs.DurationVar(&o.retentionDuration, "retention-duration", 3*time.Minute, "retention: length of each phase (kept, then pruned)")
+	fs.DurationVar(&o.retentionKeep, "retention-keep", 30*time.Second, "retention: how long finished jobs are kept in the pruning phase")
+	fs.Int64Var(&o.pruneBacklog, "prune-backlog", 10_000_000, "prune-backlog: finished jobs to delete")
+	fs.IntVar(&o.pruneRate, "prune-rate", 1000, "prune-backlog: jobs/s of the latency workload that runs meanwhile")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -107,6 +118,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("bad -telemetry %q (want %s)", o.telemetry, strings.Join(telemetryVariants, ", "))
 	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
 		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
+	case o.retentionRate < 100 || o.retentionDuration < 30*time.Second || o.retentionKeep < time.Second || o.pruneBacklog < 1 || o.pruneRate < 1:
+		return o, errors.New("-retention-rate ≥ 100, -retention-duration ≥ 30s, -retention-keep ≥ 1s, -prune-backlog ≥ 1, -prune-rate ≥ 1")
 	}
 	if o.databaseURL == "" {
 		o.databaseURL = os.Getenv("DATABASE_URL")
@@ -169,8 +182,16 @@ func plan(o options) []workload {
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
 	add("enqueue", "enqueue", runEnqueue)
-	if o.workload == "overhead" { // not part of "all": it repeats drain and latency
+	// Not part of "all": overhead repeats drain and latency, and the retention workloads
+	// run for minutes each.
+	if o.workload == "overhead" {
 		add("overhead (telemetry off vs on)", "overhead", runOverhead)
+	}
+	if o.workload == "retention" {
+		ws = append(ws, workload{name: "retention", group: "retention", run: runRetention})
+	}
+	if o.workload == "prune-backlog" {
+		ws = append(ws, workload{name: "prune backlog", group: "prune-backlog", run: runPruneBacklog})
 	}
 	return ws
 }
@@ -353,8 +374,8 @@ var benchKind = relay.NewKind[seqArgs]("bench")
 const benchQueue = "bench"
 
 // startClient starts a client with relay's defaults except for the queues, whose handler
-// for benchKind is fn.
-func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[string]relay.QueueConfig, fn relay.HandlerFunc[seqArgs]) (*relay.Client, error) {
+// for benchKind is fn, and what configure changes.
+func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[string]relay.QueueConfig, fn relay.HandlerFunc[seqArgs], configure ...func(*relay.Config)) (*relay.Client, error) {
 	logger := b.log
 	if !b.opts.verbose {
 		// relay's own logs only from warnings up, unless -v.
@@ -363,6 +384,9 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger}
 	if b.tel != nil && b.tel.tel != nil {
 		cfg.Middleware = []relay.Middleware{b.tel.tel.Middleware()}
+	}
+	for _, f := range configure {
+		f(&cfg)
 	}
 	c := relay.New(cfg)
 	if err := relay.Handle(c, benchKind, fn); err != nil {

@@ -196,7 +196,7 @@ func format(v float64, unit string) string {
 		return fmt.Sprintf("%.3f", v)
 	case unitRatio:
 		return fmt.Sprintf("%.1f×", v)
-	case unitPct:
+	case unitPct, unitMB:
 		return fmt.Sprintf("%.1f", v)
 	case unitCores:
 		return fmt.Sprintf("%.2f", v)

@@ -39,6 +39,7 @@ const (
 	unitRatio  = "ratio"
 	unitCores  = "cores"
 	unitPct    = "%"
+	unitMB     = "MB"
 )
 
 // Metric is one number a workload run reports, with the target it is judged against.

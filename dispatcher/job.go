@@ -22,4 +22,8 @@ type Job struct {
 	Checkpoint []byte // JSON saved by an earlier attempt; nil if none
 	Payload    []byte // raw args of a job enqueued with []byte args; nil otherwise
 	Metadata   []byte // a JSON object of strings set when it was enqueued; nil if none
+	// Schedule is the periodic schedule that enqueued the job, and Slot the time it was
+	// enqueued for; "" and zero for a job enqueued otherwise.
+	Schedule string
+	Slot     time.Time
 }
