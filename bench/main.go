@@ -30,6 +30,7 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/cpustat"
+	"github.com/relayq/relay/internal/fleet"
 	"github.com/relayq/relay/internal/tool"
 )
 
@@ -59,14 +60,15 @@ type options struct {
 	retentionKeep     time.Duration // retention: the retention of the pruning phase
 	pruneBacklog      int64         // prune-backlog: finished jobs to delete
 	pruneRate         int           // prune-backlog: jobs/s of the latency workload meanwhile
+	clients           int           // scaleout: client processes sharing the workers
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "retention", "prune-backlog"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "retention", "prune-backlog", "scaleout"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but retention and prune-backlog, which take minutes)")
+	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but overhead, retention, prune-backlog and scaleout, which take minutes)")
 	rate := fs.String("rate", "", "latency: jobs/s, or a comma-separated list (default 100,1000)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues, ordered and limited run half of it)")
 	fs.IntVar(&o.runs, "runs", 1, "repeat each workload N times and report the median and range")
@@ -89,6 +91,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.retentionKeep, "retention-keep", 30*time.Second, "retention: how long finished jobs are kept in the pruning phase")
 	fs.Int64Var(&o.pruneBacklog, "prune-backlog", 10_000_000, "prune-backlog: finished jobs to delete")
 	fs.IntVar(&o.pruneRate, "prune-rate", 1000, "prune-backlog: jobs/s of the latency workload that runs meanwhile")
+	fs.IntVar(&o.clients, "clients", 10, "scaleout: client processes that share 200 workers, against 1 with all of them")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -118,6 +121,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("bad -telemetry %q (want %s)", o.telemetry, strings.Join(telemetryVariants, ", "))
 	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
 		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
+	case o.clients < 2 || o.clients > scaleoutWorkers:
+		return o, fmt.Errorf("-clients must be 2 to %d", scaleoutWorkers)
 	case o.retentionRate < 100 || o.retentionDuration < 30*time.Second || o.retentionKeep < time.Second || o.pruneBacklog < 1 || o.pruneRate < 1:
 		return o, errors.New("-retention-rate ≥ 100, -retention-duration ≥ 30s, -retention-keep ≥ 1s, -prune-backlog ≥ 1, -prune-rate ≥ 1")
 	}
@@ -190,13 +195,19 @@ func plan(o options) []workload {
 	if o.workload == "retention" {
 		ws = append(ws, workload{name: "retention", group: "retention", run: runRetention})
 	}
+	if o.workload == "scaleout" { // starts worker processes for a minute or more
+		add(fmt.Sprintf("scaleout (1 vs %d client processes)", o.clients), "scaleout", runScaleout)
+	}
 	if o.workload == "prune-backlog" {
 		ws = append(ws, workload{name: "prune backlog", group: "prune-backlog", run: runPruneBacklog})
 	}
 	return ws
 }
 
-func main() { os.Exit(run()) }
+func main() {
+	fleet.Main() // a worker process of the scaleout workload runs here, and exits
+	os.Exit(run())
+}
 
 func run() int {
 	began := time.Now()
