@@ -23,13 +23,16 @@ const maxBulk = 10_000
 // and what to tell the operator there (a query of notice parameters).
 type actionFunc func(r *http.Request) (next string, done url.Values, err error)
 
+// errReadOnly refuses an action of a read-only dashboard.
+var errReadOnly = errorf(http.StatusForbidden, "The dashboard is read-only: it changes nothing.")
+
 // action serves a state-changing request: refused in read-only mode and without a valid
 // CSRF token, then redirected (303) to the page that shows its result.
 func (u *ui) action(fn actionFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v := u.newView(w, r)
 		if u.opts.ReadOnly {
-			u.fail(w, r, v, errorf(http.StatusForbidden, "The dashboard is read-only: it changes nothing."))
+			u.fail(w, r, v, errReadOnly)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -222,6 +225,9 @@ type bulkData struct {
 
 // bulkConfirm counts the jobs a bulk action would change and asks for confirmation.
 func (u *ui) bulkConfirm(r *http.Request, v *view) error {
+	if u.opts.ReadOnly {
+		return errReadOnly
+	}
 	name, action, form, f, applies, err := readBulk(r.URL.Query())
 	if err != nil {
 		return err
