@@ -119,6 +119,8 @@ func newWorld(t *testing.T) *world {
 	}))
 	w.schedule, w.orphan = "hourly-rollup", "legacy-export"
 	must(relay.Schedule(c, w.schedule, relay.Every(time.Hour), reportBuild.Job(map[string]any{"report": "rollup"}, relay.Queue("maintenance"))))
+	must(relay.Schedule(c, "nightly-invoices", relay.Cron("0 0 3 * * *", "Europe/Berlin"),
+		invoiceCharge.Job(map[string]any{"batch": "nightly"}, relay.Queue("billing")), relay.CatchUp(relay.Backfill(24*time.Hour))))
 	events, unsubscribe := c.Subscribe(1000)
 	defer unsubscribe()
 	must(c.Start(ctx, db.Pool))

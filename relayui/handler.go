@@ -49,7 +49,7 @@ type Options struct {
 	// Redact, if set, is called on every job before it is shown (its page, its line in a
 	// listing, and the last error of a job that blocks an ordered key, which it sees as a
 	// record with only that attempt), and may blank or replace anything in it: Args,
-	// Payload, Output, Checkpoint, the errors and stacks of its Attempts. It must not keep
+	// Payload, Output, Checkpoint, Metadata, the errors and stacks of its Attempts. It must not keep
 	// the record, and is called from many requests at once.
 	Redact func(job *relay.JobRecord)
 	// CSRFKey signs the CSRF tokens of forms. Nil: a random key per Handler, so a form

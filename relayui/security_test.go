@@ -201,7 +201,7 @@ func TestRedactHidesWhatItBlanks(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	redact := func(j *relay.JobRecord) {
-		j.Args, j.Payload, j.Output = []byte(`{"redacted":true}`), nil, nil
+		j.Args, j.Payload, j.Output, j.Metadata = []byte(`{"redacted":true}`), nil, nil, nil
 		for i := range j.Attempts {
 			j.Attempts[i].Error, j.Attempts[i].Stack = "[redacted]", ""
 		}
@@ -213,7 +213,7 @@ func TestRedactHidesWhatItBlanks(t *testing.T) {
 		fmt.Sprintf("/jobs/%d", w.panicky), fmt.Sprintf("/jobs/%d", w.binary), "/queues/billing",
 	} {
 		body, _ := get(t, c, base+page)
-		for _, secret := range []string{"monthly-revenue", "card declined", "user001@example.com", "warehouse query failed", "nil map", "89 50 4e 47", "message_id"} {
+		for _, secret := range []string{"monthly-revenue", "card declined", "user001@example.com", "warehouse query failed", "nil map", "89 50 4e 47", "message_id", "acme-eu"} {
 			if strings.Contains(body, secret) {
 				t.Errorf("%s shows %q, which Redact blanked", page, secret)
 			}
