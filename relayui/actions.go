@@ -196,20 +196,30 @@ func bulkFilter(action bulkAction, f relay.ListFilter) (narrowed relay.ListFilte
 	return f, len(keep) > 0
 }
 
+// bulkRequest is a bulk action and the filter it applies to, as a request asks for it.
+type bulkRequest struct {
+	name    string
+	action  bulkAction
+	form    filterForm
+	filter  relay.ListFilter // narrowed by bulkFilter
+	applies bool             // the filter keeps a state the action applies to
+}
+
 // readBulk reads a bulk action's name and filter from q.
-func readBulk(q url.Values) (string, bulkAction, filterForm, relay.ListFilter, bool, error) {
-	name := q.Get("action")
-	action, ok := bulkActions[name]
-	if !ok {
-		return "", action, filterForm{}, relay.ListFilter{}, false, errorf(http.StatusBadRequest, "%q is not a bulk action; use retry, cancel or delete", name)
+func readBulk(q url.Values) (bulkRequest, error) {
+	b := bulkRequest{name: q.Get("action")}
+	var ok bool
+	if b.action, ok = bulkActions[b.name]; !ok {
+		return b, errorf(http.StatusBadRequest, "%q is not a bulk action; use retry, cancel or delete", b.name)
 	}
 	form, f, err := parseFilter(q)
 	if err != nil {
-		return "", action, form, f, false, err
+		return b, err
 	}
 	form.After = ""
-	f, applies := bulkFilter(action, f)
-	return name, action, form, f, applies, nil
+	b.form = form
+	b.filter, b.applies = bulkFilter(b.action, f)
+	return b, nil
 }
 
 type bulkData struct {
@@ -228,23 +238,23 @@ func (u *ui) bulkConfirm(r *http.Request, v *view) error {
 	if u.opts.ReadOnly {
 		return errReadOnly
 	}
-	name, action, form, f, applies, err := readBulk(r.URL.Query())
+	b, err := readBulk(r.URL.Query())
 	if err != nil {
 		return err
 	}
-	v.Title, v.Nav, v.Template = action.Verb+" jobs", "jobs", "bulk.html"
+	v.Title, v.Nav, v.Template = b.action.Verb+" jobs", "jobs", "bulk.html"
 	var n int64
-	if applies {
+	if b.applies {
 		// One more than the action changes, to learn whether more match: the count stops
-		// there, so it costs a page of the index however many jobs the filter keeps.
-		f.Limit = maxBulk + 1
-		if n, err = action.run(r.Context(), u.db, f, relay.DryRun(), u.schema); err != nil {
+		// there, so it costs a bounded range of an index however many jobs match.
+		b.filter.Limit = maxBulk + 1
+		if n, err = b.action.run(r.Context(), u.db, b.filter, relay.DryRun(), u.schema); err != nil {
 			return actionError(err)
 		}
 	}
 	v.Data = bulkData{
-		Action: name, bulkAction: action, Filter: form, Count: min(n, maxBulk), More: n > maxBulk, Max: maxBulk, Applies: applies,
-		Back: template.URL(u.path("/jobs") + "?" + form.query(nil).Encode()),
+		Action: b.name, bulkAction: b.action, Filter: b.form, Count: min(n, maxBulk), More: n > maxBulk, Max: maxBulk,
+		Applies: b.applies, Back: template.URL(u.path("/jobs") + "?" + b.form.query(nil).Encode()),
 	}
 	return nil
 }
@@ -256,18 +266,18 @@ func (u *ui) bulkRun(r *http.Request) (string, url.Values, error) {
 	if err := r.ParseForm(); err != nil {
 		return "", nil, errorf(http.StatusBadRequest, "The form could not be read: %v", err)
 	}
-	name, action, form, f, applies, err := readBulk(r.PostForm)
+	b, err := readBulk(r.PostForm)
 	if err != nil {
 		return "", nil, err
 	}
 	var n int64
-	if applies {
-		f.Limit = maxBulk
-		if n, err = action.run(r.Context(), u.db, f, u.schema); err != nil {
-			return "", nil, fmt.Errorf("bulk %s: %w", name, actionError(err))
+	if b.applies {
+		b.filter.Limit = maxBulk
+		if n, err = b.action.run(r.Context(), u.db, b.filter, u.schema); err != nil {
+			return "", nil, fmt.Errorf("bulk %s: %w", b.name, actionError(err))
 		}
 	}
-	q := form.query(map[string]string{"done": "bulk-" + name, "n": strconv.FormatInt(n, 10)})
+	q := b.form.query(map[string]string{"done": "bulk-" + b.name, "n": strconv.FormatInt(n, 10)})
 	if counted := r.PostFormValue("counted"); counted != "" {
 		q.Set("counted", counted)
 	}
