@@ -86,12 +86,13 @@ var fragmentNames = []string{
 	"deleteTarget", "bulkLocked", // delete.sql
 	"queuesInState",             // list.sql
 	"pruneRules", "pruneCutoff", // retention.sql
+	"windowStart", // dashboard.sql
 }
 
 // fragments fills in the shared fragments, from whichever file holds each.
 var fragments = func() *strings.Replacer {
 	all := map[string]string{}
-	for _, file := range []string{queriesSQL, deleteSQL, listSQL, retentionSQL} {
+	for _, file := range []string{queriesSQL, deleteSQL, listSQL, retentionSQL, dashboardSQL} {
 		maps.Copy(all, parseNamed(file))
 	}
 	var pairs []string
