@@ -85,11 +85,14 @@ func TestBehindPgBouncerWithADirectListener(t *testing.T) {
 }
 
 // A poll-only client works through PgBouncer alone: every statement goes through the
-// pooler, and no job waits longer than about the poll interval.
+// pooler — migrations too — and no job waits longer than about the poll interval.
 func TestPollOnlyThroughPgBouncerAlone(t *testing.T) {
 	t.Parallel()
-	direct := setup(t)
+	direct := setup(t, relaytest.Unmigrated())
 	b := direct.behindBouncer()
+	if err := relay.Migrate(context.Background(), b.Pool); err != nil {
+		t.Fatalf("Migrate through PgBouncer: %v", err)
+	}
 	exerciseAll(b, relay.Config{PollOnly: true, PollInterval: 50 * time.Millisecond})
 	// Without a listener, the cancellation reaches the handler at the next lease renewal.
 	cancelRunningJob(b, relay.Config{PollOnly: true, PollInterval: 50 * time.Millisecond,

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // ErrNoPgBouncer is wrapped by StartBouncer when no pgbouncer binary can be found, so that
@@ -35,11 +37,12 @@ type BouncerOptions struct {
 
 // Bouncer is a running PgBouncer owned by this process, in front of one PostgreSQL server.
 type Bouncer struct {
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the process has exited
-	logf func(format string, args ...any)
+	admin string // the user, an admin of the console
+	dir   string
+	port  int
+	cmd   *exec.Cmd
+	done  chan struct{} // closed once the process has exited
+	logf  func(format string, args ...any)
 
 	mu      sync.Mutex
 	stopped bool
@@ -98,6 +101,7 @@ func (b *Bouncer) start(ctx context.Context, bin string, target *url.URL, opts B
 	if user == "" {
 		user = "postgres"
 	}
+	b.admin = user
 	password, _ := target.User.Password()
 	host, port := target.Hostname(), target.Port()
 	if port == "" {
@@ -192,6 +196,26 @@ func (b *Bouncer) Via(dbURL string) string {
 	}
 	u.Host = net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port))
 	return u.String()
+}
+
+// Reconnect closes every server connection of the bouncer once its client releases it
+// (the admin console's RECONNECT), so that their backends exit: for a caller that waits
+// for its sessions' statistics to be flushed, which a backend does when it exits.
+func (b *Bouncer) Reconnect(ctx context.Context) error {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s@127.0.0.1:%d/pgbouncer?sslmode=disable", b.admin, b.port))
+	if err != nil {
+		return err
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol // all the console speaks
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("pgtest: connect to pgbouncer's admin console: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "RECONNECT"); err != nil {
+		return fmt.Errorf("pgtest: pgbouncer RECONNECT: %w", err)
+	}
+	return nil
 }
 
 // Stop stops pgbouncer and removes its directory. Calling it again does nothing.

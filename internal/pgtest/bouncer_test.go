@@ -48,6 +48,17 @@ func TestBouncerPoolsTransactions(t *testing.T) {
 		t.Fatalf("a runs on backend %d, which c's transaction holds", got)
 	}
 
+	// RECONNECT closes the server connections once released: their backends exit.
+	_ = tx.Rollback(ctx)
+	if err := b.Reconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []int{pid(a), pid(c)} { // each opens the server connection afresh
+		if p == first {
+			t.Errorf("a statement after RECONNECT ran on backend %d, which it should have closed", p)
+		}
+	}
+
 	port := b.Port()
 	b.Stop()
 	d := net.Dialer{Timeout: time.Second}
