@@ -195,3 +195,25 @@ func TestPollOnlyClientsAreNotNotified(t *testing.T) {
 		t.Error("once the listening client stopped, an enqueue would notify the poll-only one")
 	}
 }
+
+// A poll-only client hears no wakeup when a job of an ordered key ends, but wakes its own
+// queue once the outcome commits: the next job of the key starts then, not at the next
+// poll (an hour here).
+func TestPollOnlyClientRunsAnOrderedKeyWithoutWaitingForThePoll(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.setQueue("ordered", relay.QueueSettings{Ordered: true})
+	var ids []int64
+	for i := range 3 {
+		ids = append(ids, enqueue(b, testKind, numArgs{N: i}, relay.Queue("ordered"), relay.OrderKey("k")))
+	}
+	c := b.client(relay.Config{PollOnly: true, PollInterval: time.Hour, Queues: queues(4, "ordered")})
+	ran := make(chan int64, 10)
+	handle(t, c, testKind, reportIDs(ran))
+	b.start(c) // its first claim finds the head of the key
+	for _, want := range ids {
+		if got := recv(t, ran, "the next job of the key"); got != want {
+			t.Fatalf("ran job %d, want %d (in order)", got, want)
+		}
+	}
+}
