@@ -24,6 +24,12 @@ import (
 // statements unprepared (QueryExecModeExec): PgBouncer before 1.21 cannot keep the
 // prepared statements of pgx's default mode from one transaction to the next.
 func (b *bundle) behindBouncer() *bundle {
+	b.t.Helper()
+	return b.behindBouncerIn(pgx.QueryExecModeExec)
+}
+
+// behindBouncerIn is behindBouncer with the pool's statements sent in mode.
+func (b *bundle) behindBouncerIn(mode pgx.QueryExecMode) *bundle {
 	t := b.t
 	t.Helper()
 	bouncer := pgtest.StartBouncerT(t, b.URL, pgtest.BouncerOptions{})
@@ -33,7 +39,7 @@ func (b *bundle) behindBouncer() *bundle {
 		t.Fatal(err)
 	}
 	cfg.MaxConns = 8
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	cfg.ConnConfig.DefaultQueryExecMode = mode
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +87,20 @@ func TestBehindPgBouncerWithADirectListener(t *testing.T) {
 	case msg := <-deaf:
 		t.Errorf("a listener connected to PostgreSQL itself was reported deaf: %s", msg)
 	default:
+	}
+}
+
+// The other modes that prepare no named statement work through PgBouncer too: the simple
+// protocol, and descriptions cached (each Describe its own round trip, each execution
+// parsed afresh with its statement). The README names them.
+func TestBehindPgBouncerInOtherExecModes(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheDescribe} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			direct := setup(t)
+			exerciseAll(direct.behindBouncerIn(mode), relay.Config{ListenerConnString: direct.URL})
+		})
 	}
 }
 
