@@ -14,8 +14,8 @@ const (
 	DefaultWorkers      = 100
 	DefaultPollInterval = 2 * time.Second
 	// DefaultPollOnlyInterval is the PollInterval of a client with [Config].PollOnly: how
-	// long a job may wait to start, and how often each of its queues claims (a claim that
-	// finds nothing costs the database about a tenth of a millisecond).
+	// long a job may wait to start, and how often each of its queues claims while idle
+	// (one short statement each time).
 	DefaultPollOnlyInterval = 250 * time.Millisecond
 	DefaultLeaseTTL         = 15 * time.Second
 	DefaultLeaseRenewal     = 5 * time.Second
