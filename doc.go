@@ -38,6 +38,9 @@
 //     has free workers, most urgent first, in one statement with FOR UPDATE SKIP LOCKED:
 //     each job is claimed by one client, and leased to it for [Config].LeaseTTL. Polling
 //     ([Config].PollInterval) only covers wakeups lost while no connection listened.
+//     Behind a pooler in transaction mode, where LISTEN hears nothing, the listener
+//     connects to PostgreSQL itself ([Config].ListenerConnString), or the client polls
+//     without one ([Config].PollOnly); a listener that hears nothing is reported.
 //  3. The handler runs on a worker goroutine with a context that ends on timeout,
 //     cancellation ([Cancel]), lost lease or shutdown. One keep-alive ticker per client
 //     renews the leases of all its running jobs in one statement; that tick is its

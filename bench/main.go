@@ -50,6 +50,10 @@ type options struct {
 	pgss        bool
 	telemetry   string // "" or one of telemetryVariants: run every workload with relayotel
 
+	viaPgBouncer bool          // the pools go through PgBouncer in transaction mode; listeners direct
+	pollOnly     bool          // clients run with Config.PollOnly
+	pollInterval time.Duration // clients' Config.PollInterval; 0: relay's default
+
 	poolConns     int // the client's pool
 	producers     int // sustained and queues producer goroutines
 	backlog       int // sustained: most enqueued-but-not-started jobs
@@ -63,12 +67,12 @@ type options struct {
 	clients           int           // scaleout: client processes sharing the workers
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "retention", "prune-backlog", "scaleout"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "poolers", "retention", "prune-backlog", "scaleout"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but overhead, retention, prune-backlog and scaleout, which take minutes)")
+	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but overhead, poolers, retention, prune-backlog and scaleout, which take minutes)")
 	rate := fs.String("rate", "", "latency: jobs/s, or a comma-separated list (default 100,1000)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues, ordered and limited run half of it)")
 	fs.IntVar(&o.runs, "runs", 1, "repeat each workload N times and report the median and range")
@@ -82,6 +86,9 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process to this file")
 	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel: on (traces, every span recorded, and metrics), sampled (traces sampled at 1 %, this run's among the 99 % not recorded, and metrics), metrics, or metadata (no relayotel: only a trace context stored with every job); the overhead workload compares off with this (default on)")
 	fs.BoolVar(&o.pgss, "pgss", false, "diagnostics: load pg_stat_statements (with track_planning) into the throwaway server and report each run's costliest statements")
+	fs.BoolVar(&o.viaPgBouncer, "via-pgbouncer", false, "run every pool through a PgBouncer in transaction mode that the benchmark starts (its statements unprepared: default_query_exec_mode=exec), each client's listener connected to PostgreSQL itself (Config.ListenerConnString)")
+	fs.BoolVar(&o.pollOnly, "poll-only", false, "run the clients with Config.PollOnly: no listener, every queue claims each -poll-interval")
+	fs.DurationVar(&o.pollInterval, "poll-interval", 0, "the clients' Config.PollInterval (default relay's: 2s, or 250ms with -poll-only)")
 	fs.IntVar(&o.poolConns, "pool-conns", 20, "MaxConns of the client's pgxpool")
 	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
 	fs.IntVar(&o.backlog, "backlog", 5000, "sustained: bound on enqueued-but-not-started jobs")
@@ -192,6 +199,9 @@ func plan(o options) []workload {
 	if o.workload == "overhead" {
 		add("overhead (telemetry off vs on)", "overhead", runOverhead)
 	}
+	if o.workload == "poolers" {
+		add("poolers (direct vs PgBouncer vs poll-only)", "poolers", runPoolers)
+	}
 	if o.workload == "retention" {
 		ws = append(ws, workload{name: "retention", group: "retention", run: runRetention})
 	}
@@ -239,7 +249,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	db, err := openDatabase(ctx, log, opts.databaseURL, opts.schema, opts.pgss)
+	db, err := openDatabase(ctx, log, opts.databaseURL, opts.schema, opts.pgss, opts.viaPgBouncer)
 	if err != nil {
 		log.Error("database", "error", err)
 		return 1
@@ -279,7 +289,8 @@ func run() int {
 		Settings: map[string]any{
 			"workload": opts.workload, "rates": opts.rates, "producers": opts.producers,
 			"sustained_backlog_bound": opts.backlog, "sustained_max_rate": opts.sustainedRate,
-			"relay_poll_interval": relay.DefaultPollInterval.String(), "workers_per_queue": "100 (queues: 10 × 100 queues; ordered: 100 × 2 clients; limited: 50 × 2 clients)",
+			"via_pgbouncer": opts.viaPgBouncer, "poll_only": opts.pollOnly,
+			"relay_poll_interval": pollInterval(opts).String(), "workers_per_queue": "100 (queues: 10 × 100 queues; ordered: 100 × 2 clients; limited: 50 × 2 clients)",
 		},
 	}
 	failed := false
@@ -392,7 +403,11 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 		// relay's own logs only from warnings up, unless -v.
 		logger = slog.New(levelFilter{b.log.Handler(), slog.LevelWarn})
 	}
-	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger}
+	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger,
+		PollOnly: b.opts.pollOnly, PollInterval: b.opts.pollInterval}
+	if b.db.via && !b.opts.pollOnly {
+		cfg.ListenerConnString = b.db.url // the pools go through the bouncer, the listener not
+	}
 	if b.tel != nil && b.tel.tel != nil {
 		cfg.Middleware = []relay.Middleware{b.tel.tel.Middleware()}
 	}
@@ -414,6 +429,17 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 		return nil, err
 	}
 	return c, nil
+}
+
+// pollInterval is the clients' poll interval, as relay fills it in.
+func pollInterval(o options) time.Duration {
+	switch {
+	case o.pollInterval > 0:
+		return o.pollInterval
+	case o.pollOnly:
+		return relay.DefaultPollOnlyInterval
+	}
+	return relay.DefaultPollInterval
 }
 
 // startClients starts n clients as startClient does, each with a pool of -pool-conns

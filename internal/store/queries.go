@@ -45,6 +45,8 @@ type queries struct {
 
 	forgetDispatchers statement[queueClientParams]
 	dispatcherWaits   statement[queueClientParams]
+	dispatchersPoll   statement[queuesClientParams]
+	probe             statement[probeParams]
 	wakeLockHolders   statement[holdersParams]
 	stillRunning      statement[vxidsParams]
 }
@@ -62,6 +64,7 @@ func buildQueries(quotedSchema string) queries {
 		{"endedBy", &q.endedBy}, {"setQueue", &q.setQueue}, {"pauseQueue", &q.pauseQueue},
 		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues}, {"unhandled", &q.unhandled},
 		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
+		{"dispatchersPoll", &q.dispatchersPoll}, {"probe", &q.probe},
 		{"wakeLockHolders", &q.wakeLockHolders}, {"stillRunning", &q.stillRunning},
 	})
 	// a record's columns are list.sql's, so GetJob and ListJobs read the same record

@@ -450,6 +450,18 @@ UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = 
 -- has retired (@queue NULL: all). A live client's queue with no row counts as waiting.
 DELETE FROM {schema}.dispatchers WHERE client_id = @client AND (@queue::text IS NULL OR queue = @queue);
 
+-- name: probe
+-- Sends @payload on the schema's channel: the listener's check that notifications reach it.
+SELECT pg_notify(@channel, @payload);
+
+-- name: dispatchersPoll
+-- Records that client @client's dispatchers of @queues never wait for a wakeup: the client
+-- has no listener (Config.PollOnly) and claims every poll interval, so enqueues need not
+-- notify for its sake (see wake, migration 006).
+INSERT INTO {schema}.dispatchers AS d (queue, client_id, waiting)
+SELECT queue, @client, false FROM unnest(@queues::text[]) AS queue
+ON CONFLICT (queue, client_id) DO UPDATE SET waiting = false WHERE d.waiting;
+
 -- name: dispatcherWaits
 -- Records that the dispatcher of @queue on client @client, busy until now, waits for a
 -- wakeup. It commits on its own, before the dispatcher waits for the producers that may
