@@ -22,6 +22,7 @@ const FreeInfraAttempts = freeInfraAttempts
 // CheckUnhandledEvery makes c look for jobs no live client can run every d (and count
 // jobs due for d) instead of every minute. Call it before Start.
 func CheckUnhandledEvery(c *Client, d time.Duration) { c.unhandledEvery = d }
+
 // PruneNow runs one prune of c's (as its pruner does every so often) and reports whether
 // another client was pruning at the time, which cut it short.
 // A client that keeps everything forever has no pruner: its prune does nothing.
