@@ -27,8 +27,74 @@ type Inserted struct {
 	Inserted bool
 }
 
-// insertParams are the parameters of insertJobs: aligned arrays with one element per job.
+// uniqueRetries bounds how often an insert is run again when the holder of its unique key
+// committed after the statement's snapshot: each run takes a newer snapshot, so a second
+// run all but always sees it.
+const uniqueRetries = 5
+
+// insertParams are the parameters of insert, and with a unique key's of insertUnique.
 type insertParams struct {
+	Kind        string             `db:"kind"`
+	Queue       string             `db:"queue"`
+	Args        pgtype.Text        `db:"args"` // see jsonParam
+	RunAt       pgtype.Timestamptz `db:"run_at"`
+	MaxAttempts pgtype.Int4        `db:"max_attempts"`
+	TimeoutMS   pgtype.Int4        `db:"timeout_ms"`
+	Priority    int16              `db:"priority"`
+	OrderKey    *string            `db:"order_key"`
+	Payload     []byte             `db:"payload"`
+	Metadata    pgtype.Text        `db:"metadata"` // see jsonParam
+	Channel     string             `db:"channel"`
+}
+
+type insertUniqueParams struct {
+	insertParams
+	UniqueKey string   `db:"unique_key"`
+	UniqueIn  []string `db:"unique_in"`
+}
+
+// Insert inserts one job and sends its wakeup, in one round trip on db (usually the
+// caller's transaction, so that both take effect at commit).
+func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
+	p := insertParams{
+		Kind: j.Kind, Queue: j.Queue, Args: jsonParam(j.Args), RunAt: runAtParam(j), MaxAttempts: maxAttemptsParam(j),
+		TimeoutMS: timeoutParam(j), Priority: int16(j.Priority), OrderKey: j.OrderKey, Payload: j.Payload,
+		Metadata: jsonParam(j.Metadata), Channel: s.channel,
+	}
+	if j.UniqueKey == "" {
+		var id int64
+		if err := s.q.insert.queryRow(ctx, db, p).Scan(&id); err != nil {
+			return Inserted{}, insertError(err)
+		}
+		return Inserted{ID: id, Inserted: true}, nil
+	}
+	unique := insertUniqueParams{insertParams: p, UniqueKey: j.UniqueKey, UniqueIn: j.UniqueIn}
+	for range uniqueRetries {
+		rows, err := s.q.insertUnique.query(ctx, db, unique)
+		if err != nil {
+			return Inserted{}, insertError(err)
+		}
+		var in Inserted
+		found := false
+		for rows.Next() {
+			if err := rows.Scan(&in.ID, &in.Inserted); err != nil {
+				rows.Close()
+				return Inserted{}, insertError(err)
+			}
+			found = true
+		}
+		if err := rows.Err(); err != nil {
+			return Inserted{}, insertError(err)
+		}
+		if found {
+			return in, nil
+		}
+	}
+	return Inserted{}, fmt.Errorf("insert job: unique key %q is held by a job this transaction cannot see; retry", j.UniqueKey)
+}
+
+// insertJobsParams are the parameters of insertJobs: aligned arrays with one element per job.
+type insertJobsParams struct {
 	Kinds        []string             `db:"kinds"`
 	Queues       []string             `db:"queues"`
 	Args         []pgtype.Text        `db:"args"` // see jsonParam
@@ -43,21 +109,11 @@ type insertParams struct {
 	UniqueStates []pgtype.Text        `db:"unique_states"` // comma-separated
 }
 
-// Insert inserts one job and sends its wakeup, in one round trip on db (usually the
-// caller's transaction, so that both take effect at commit).
-func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
-	ins, err := s.InsertMany(ctx, db, []NewJob{j})
-	if err != nil {
-		return Inserted{}, err
-	}
-	return ins[0], nil
-}
-
-// InsertMany inserts jobs with one statement and sends one wakeup per queue. The results
-// are in the order of jobs.
+// InsertMany inserts jobs with one statement (the schema's insert_jobs, which SQL
+// producers share) and sends one wakeup per queue. The results are in the order of jobs.
 func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserted, error) {
 	n := len(jobs)
-	p := insertParams{
+	p := insertJobsParams{
 		Kinds: make([]string, n), Queues: make([]string, n), Args: make([]pgtype.Text, n),
 		RunAts: make([]pgtype.Timestamptz, n), MaxAttempts: make([]pgtype.Int4, n), TimeoutsMS: make([]pgtype.Int4, n),
 		Priorities: make([]int16, n), OrderKeys: make([]*string, n), Payloads: make([][]byte, n),

@@ -17,7 +17,9 @@ var queriesSQL string
 // queries holds the statements of queries.sql with the schema filled in, each with the
 // struct of its parameters (see params.go).
 type queries struct {
-	insertJobs    statement[insertParams]
+	insert        statement[insertParams]
+	insertUnique  statement[insertUniqueParams]
+	insertJobs    statement[insertJobsParams]
 	claim         statement[claimFromParams]
 	lockQueue     statement[lockParams]
 	claimGated    statement[claimParams]
@@ -49,7 +51,7 @@ func buildQueries(quotedSchema string) queries {
 	schema := schemaReplacer(quotedSchema)
 	var q queries
 	bindAll(queriesSQL, "queries.sql", schema, []named{
-		{"insertJobs", &q.insertJobs},
+		{"insert", &q.insert}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},

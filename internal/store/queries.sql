@@ -8,11 +8,61 @@
 -- notify.go for the payload's format). Control messages (cancel, queue settings) are
 -- always sent.
 
+-- name: insert
+-- Inserts one job (@run_at NULL for now; @payload the raw args, or NULL; @metadata a JSON
+-- object, or NULL) and wakes its queue on @channel. In an ordered queue a job without a key joins the queue-wide sequence
+-- ''; a key given for a queue that is not ordered is refused.
+WITH job AS (
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata)
+    SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
+        CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
+        @payload, @metadata::jsonb
+    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
+    RETURNING id, queue, run_at, priority, kind
+), notified AS (
+    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job
+)
+SELECT id FROM job
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: insertUnique
+-- insert, for a job with a unique key (@unique_key): when a job with the key is in one of
+-- the states @unique_in (pending and running, and any finished states the producer named),
+-- nothing is inserted and that job's id is returned with inserted = false. The unique index
+-- on unfinished jobs settles races between enqueues; no row at all means the job holding
+-- the key committed after this statement's snapshot was taken: run it again.
+WITH held AS (
+    SELECT id FROM {schema}.jobs
+    WHERE unique_key = @unique_key AND state = ANY (@unique_in::text[])
+    ORDER BY state IN ('pending', 'running') DESC, id DESC
+    LIMIT 1
+), job AS (
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata)
+    SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
+        CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
+        @payload, @unique_key, @metadata::jsonb
+    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
+    WHERE NOT EXISTS (SELECT FROM held)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
+    RETURNING id, queue, run_at, priority, kind
+), notified AS (
+    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job
+)
+SELECT id, true FROM job
+WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+SELECT id, false FROM held
+UNION ALL
+SELECT id, false FROM {schema}.jobs
+WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
+  AND unique_key = @unique_key AND state IN ('pending', 'running');
+
 -- name: insertJobs
--- Inserts jobs, given as aligned arrays (@kinds, @queues, …), and wakes their queues with
--- the schema's insert_jobs (migration 010), which the SQL functions enqueue() and
--- enqueue_many() call too: one implementation of unique jobs, ordered queues and wakeups
--- for every producer. Each job's id comes back in the order of the arrays, with whether
+-- insert for many jobs, given as aligned arrays (@kinds, @queues, …), with one wakeup per
+-- queue: the schema's insert_jobs (migration 010), which the SQL functions enqueue() and
+-- enqueue_many() call too, so that batches from every producer share one implementation
+-- of unique jobs, ordered queues and wakeups. (One job has statements of its own above:
+-- through insert_jobs it cost the database 50 % more CPU, about 35 µs; see the README.) Each job's id comes back in the order of the arrays, with whether
 -- it was a duplicate of a job holding its unique key. @unique_keys NULL: no job is unique,
 -- and insert_jobs runs a much cheaper statement; else @unique_states holds each unique
 -- job's states, comma-separated.
