@@ -35,11 +35,7 @@ func TestSQLEnqueueFromPSQL(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	psql := psqlPath(t)
-	kind := relay.NewKind[mailArgs]("sql-email")
-	ran := make(chan *relay.Job[mailArgs], 4)
-	c := b.client(relay.Config{Queues: queues(2, "mail")})
-	handle(t, c, kind, func(_ context.Context, job *relay.Job[mailArgs]) error { ran <- job; return nil })
-	b.start(c)
+	ran := mailWorker(t, b, "sql-email", "mail")
 
 	script := `
 BEGIN;
@@ -161,6 +157,17 @@ func TestSQLEnqueueStoresWhatGoStores(t *testing.T) {
 			t.Errorf("%s\nreturned %+v; want %+v, and a first job stored as Go's", q, got, want)
 		}
 	}
+}
+
+// mailWorker starts a client that runs jobs of kind in queue, sending each to the channel
+// it returns.
+func mailWorker(t *testing.T, b *bundle, kind, queue string) <-chan *relay.Job[mailArgs] {
+	t.Helper()
+	ran := make(chan *relay.Job[mailArgs], 8)
+	c := b.client(relay.Config{Queues: queues(2, queue)})
+	handle(t, c, relay.NewKind[mailArgs](kind), func(_ context.Context, job *relay.Job[mailArgs]) error { ran <- job; return nil })
+	b.start(c)
+	return ran
 }
 
 // storedRow is what a job was stored with, but for its id and times of insertion.
@@ -299,11 +306,7 @@ func TestSQLEnqueueWakesOnlyWhatItCan(t *testing.T) {
 		t.Fatalf("got notification %q before the marker; an enqueue with nothing to wake notified", p)
 	}
 	// A waiting client: woken.
-	kind := relay.NewKind[mailArgs]("woken")
-	ran := make(chan int64, 1)
-	c := b.client(relay.Config{Queues: queues(1, "idle")})
-	handle(t, c, kind, func(_ context.Context, job *relay.Job[mailArgs]) error { ran <- job.ID; return nil })
-	b.start(c)
+	ran := mailWorker(t, b, "woken", "idle")
 	var id int64
 	if err := b.QueryRow(ctx, "SELECT id FROM relay.enqueue_many('[{\"kind\": \"woken\", \"queue\": \"idle\"}]')").Scan(&id); err != nil {
 		t.Fatal(err)
@@ -311,7 +314,7 @@ func TestSQLEnqueueWakesOnlyWhatItCan(t *testing.T) {
 	if p := next(); !strings.HasPrefix(p, "w:") || !strings.HasSuffix(p, ":idle") {
 		t.Fatalf("got notification %q; want the wakeup of queue idle", p)
 	}
-	if got := recv(t, ran, "the job"); got != id {
+	if got := recv(t, ran, "the job").ID; got != id {
 		t.Errorf("ran job %d; want %d", got, id)
 	}
 }
@@ -326,11 +329,7 @@ func TestSQLEnqueueFromPython(t *testing.T) {
 		t.Skipf("no psycopg for %s (apt-get install python3-psycopg): %v %s", python, err, out)
 	}
 	b := setup(t)
-	kind := relay.NewKind[mailArgs]("py-email")
-	ran := make(chan *relay.Job[mailArgs], 8)
-	c := b.client(relay.Config{Queues: queues(2, "py")})
-	handle(t, c, kind, func(_ context.Context, job *relay.Job[mailArgs]) error { ran <- job; return nil })
-	b.start(c)
+	ran := mailWorker(t, b, "py-email", "py")
 
 	out, err := exec.Command(python, filepath.Join("testdata", "sqlenqueue", "enqueue.py"), b.URL).CombinedOutput()
 	if err != nil {
