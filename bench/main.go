@@ -61,7 +61,7 @@ type options struct {
 	pruneRate         int           // prune-backlog: jobs/s of the latency workload meanwhile
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "retention", "prune-backlog"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "sql-enqueue", "overhead", "retention", "prune-backlog"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -182,6 +182,7 @@ func plan(o options) []workload {
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
 	add("enqueue", "enqueue", runEnqueue)
+	add("sql-enqueue", "sql-enqueue", runSQLEnqueue)
 	// Not part of "all": overhead repeats drain and latency, and the retention workloads
 	// run for minutes each.
 	if o.workload == "overhead" {
