@@ -18,6 +18,7 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/pgtest"
+	"github.com/relayq/relay/relaytest"
 )
 
 // The SQL functions enqueue() and enqueue_many() of migration 010, for producers in other
@@ -278,23 +279,7 @@ func TestSQLEnqueueWakesOnlyWhatItCan(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, b.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `LISTEN "relay:relay"`); err != nil {
-		t.Fatal(err)
-	}
-	next := func() string {
-		waitCtx, cancel := context.WithTimeout(ctx, waitTimeout)
-		defer cancel()
-		n, err := conn.WaitForNotification(waitCtx)
-		if err != nil {
-			t.Fatalf("no notification: %v", err)
-		}
-		return n.Payload
-	}
+	next := listenOn(t, b, "relay:relay")
 	// No client: nothing to wake.
 	if _, err := b.Exec(ctx, "SELECT * FROM relay.enqueue('nobody', queue => 'idle')"); err != nil {
 		t.Fatal(err)
@@ -316,6 +301,60 @@ func TestSQLEnqueueWakesOnlyWhatItCan(t *testing.T) {
 	}
 	if got := recv(t, ran, "the job").ID; got != id {
 		t.Errorf("ran job %d; want %d", got, id)
+	}
+}
+
+// TestSQLEnqueueInAnotherSchema: the functions of a schema of another name (one that needs
+// quoting) insert into it and wake its clients on its own channel, as Go's enqueues do.
+func TestSQLEnqueueInAnotherSchema(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const schema = "Other Schema"
+	if err := relay.Migrate(ctx, b, relay.Schema(schema)); err != nil {
+		t.Fatal(err)
+	}
+	listen := listenOn(t, b, "relay:"+schema)
+	other := newBundle(t, &relaytest.DB{Pool: b.Pool, Schema: schema, URL: b.URL})
+	ran := mailWorker(t, other, "elsewhere", "q")
+	var fromSQL int64
+	if err := b.QueryRow(ctx, `SELECT id FROM "Other Schema".enqueue('elsewhere', '{"n": 1}', queue => 'q')`).Scan(&fromSQL); err != nil {
+		t.Fatal(err)
+	}
+	if p := listen(); !strings.HasPrefix(p, "w:") || !strings.HasSuffix(p, ":q") {
+		t.Fatalf("got notification %q; want the wakeup of queue q on the schema's channel", p)
+	}
+	fromGo := other.enqueueMany([]relay.JobSpec{relay.NewKind[mailArgs]("elsewhere").Job(mailArgs{N: 2}, relay.Queue("q"))})
+	got := map[int64]bool{recv(t, ran, "a job").ID: true, recv(t, ran, "a job").ID: true}
+	if !got[fromSQL] || !got[fromGo[0]] {
+		t.Errorf("ran jobs %v; want %d (from SQL) and %d (from Go's EnqueueMany)", got, fromSQL, fromGo[0])
+	}
+	if n := countJobs(t, b); n != 0 {
+		t.Errorf("%d jobs in schema relay; want them all in %q", n, schema)
+	}
+}
+
+// listenOn LISTENs on channel and returns a function that waits for its next payload.
+func listenOn(t *testing.T, b *bundle, channel string) func() string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	return func() string {
+		t.Helper()
+		waitCtx, cancel := context.WithTimeout(ctx, waitTimeout)
+		defer cancel()
+		n, err := conn.WaitForNotification(waitCtx)
+		if err != nil {
+			t.Fatalf("no notification on %q: %v", channel, err)
+		}
+		return n.Payload
 	}
 }
 
