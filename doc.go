@@ -28,6 +28,11 @@
 //
 //	id, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "a@example.com"})
 //
+// Producers in other languages, triggers and scripts enqueue the same way in SQL, with the
+// same checks and semantics: the functions enqueue and enqueue_many in relay's schema
+// (SELECT id, duplicate FROM relay.enqueue('email', '{"to": "a@example.com"}', queue =>
+// 'mail')), described in the README.
+//
 // # How a job flows
 //
 //  1. Enqueue inserts a row in state pending, in the caller's transaction, and sends a

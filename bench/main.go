@@ -67,7 +67,7 @@ type options struct {
 	clients           int           // scaleout: client processes sharing the workers
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "poolers", "retention", "prune-backlog", "scaleout"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "sql-enqueue", "overhead", "poolers", "retention", "prune-backlog", "scaleout"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -194,6 +194,7 @@ func plan(o options) []workload {
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
 	add("enqueue", "enqueue", runEnqueue)
+	add("sql-enqueue", "sql-enqueue", runSQLEnqueue)
 	// Not part of "all": overhead repeats drain and latency, and the retention workloads
 	// run for minutes each.
 	if o.workload == "overhead" {

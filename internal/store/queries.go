@@ -17,31 +17,29 @@ var queriesSQL string
 // queries holds the statements of queries.sql with the schema filled in, each with the
 // struct of its parameters (see params.go).
 type queries struct {
-	insert           statement[insertParams]
-	insertUnique     statement[insertUniqueParams]
-	insertMany       statement[insertManyParams]
-	insertManyUnique statement[insertManyUniqueParams]
-	uniqueHolder     statement[uniqueKeyParams]
-	claim            statement[claimFromParams]
-	lockQueue        statement[lockParams]
-	claimGated       statement[claimParams]
-	writeOutcomes    statement[outcomeParams]
-	renewLeases      statement[renewParams]
-	renewLocked      statement[renewLockedParams]
-	stopClient       statement[clientParams]
-	rescue           statement[rescueParams]
-	cancel           statement[jobParams]
-	retry            statement[jobParams]
-	getJob           statement[idParams]
-	completeTx       statement[completeTxParams]
-	checkpoint       statement[checkpointParams]
-	setOutput        statement[setOutputParams]
-	endedBy          statement[heldParams]
-	setQueue         statement[setQueueParams]
-	pauseQueue       statement[pauseQueueParams]
-	getQueue         statement[queueParams]
-	pendingQueues    statement[patternsParams]
-	unhandled        statement[unhandledParams]
+	insert        statement[insertParams]
+	insertUnique  statement[insertUniqueParams]
+	insertJobs    statement[insertJobsParams]
+	claim         statement[claimFromParams]
+	lockQueue     statement[lockParams]
+	claimGated    statement[claimParams]
+	writeOutcomes statement[outcomeParams]
+	renewLeases   statement[renewParams]
+	renewLocked   statement[renewLockedParams]
+	stopClient    statement[clientParams]
+	rescue        statement[rescueParams]
+	cancel        statement[jobParams]
+	retry         statement[jobParams]
+	getJob        statement[idParams]
+	completeTx    statement[completeTxParams]
+	checkpoint    statement[checkpointParams]
+	setOutput     statement[setOutputParams]
+	endedBy       statement[heldParams]
+	setQueue      statement[setQueueParams]
+	pauseQueue    statement[pauseQueueParams]
+	getQueue      statement[queueParams]
+	pendingQueues statement[patternsParams]
+	unhandled     statement[unhandledParams]
 
 	forgetDispatchers statement[queueClientParams]
 	dispatcherWaits   statement[queueClientParams]
@@ -55,8 +53,7 @@ func buildQueries(quotedSchema string) queries {
 	schema := schemaReplacer(quotedSchema)
 	var q queries
 	bindAll(queriesSQL, "queries.sql", schema, []named{
-		{"insert", &q.insert}, {"insertUnique", &q.insertUnique}, {"insertMany", &q.insertMany},
-		{"insertManyUnique", &q.insertManyUnique}, {"uniqueHolder", &q.uniqueHolder},
+		{"insert", &q.insert}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
