@@ -334,7 +334,8 @@ func TestSQLEnqueueInAnotherSchema(t *testing.T) {
 	}
 }
 
-// listenOn LISTENs on channel and returns a function that waits for its next payload.
+// listenOn LISTENs on channel and returns a function that waits for its next payload,
+// passing over the probes that clients' listeners send themselves when they connect.
 func listenOn(t *testing.T, b *bundle, channel string) func() string {
 	t.Helper()
 	ctx := context.Background()
@@ -350,11 +351,15 @@ func listenOn(t *testing.T, b *bundle, channel string) func() string {
 		t.Helper()
 		waitCtx, cancel := context.WithTimeout(ctx, waitTimeout)
 		defer cancel()
-		n, err := conn.WaitForNotification(waitCtx)
-		if err != nil {
-			t.Fatalf("no notification on %q: %v", channel, err)
+		for {
+			n, err := conn.WaitForNotification(waitCtx)
+			if err != nil {
+				t.Fatalf("no notification on %q: %v", channel, err)
+			}
+			if !strings.HasPrefix(n.Payload, "p:") {
+				return n.Payload
+			}
 		}
-		return n.Payload
 	}
 }
 
