@@ -48,6 +48,8 @@ type Client struct {
 	keeper      *lease.Keeper
 	keeperSvc   *lifecycle.Service
 	rescuerSvc  *lifecycle.Service
+	expirer     *lease.Expirer
+	expirerSvc  *lifecycle.Service
 	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
 	watchSvc    *lifecycle.Service // warns of jobs no live client can run
 	reviverSvc  *lifecycle.Service // see reviveAfterLapses
@@ -190,6 +192,10 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	rescuer := lease.NewRescuer(lease.RescuerConfig{Rescue: rescue, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)
+	// Reservations are announced by NOTIFY (see onNotify), so its poll only covers what
+	// nothing announces: the fallback poll of the queues will do.
+	c.expirer = lease.NewExpirer(lease.ExpirerConfig{Expire: jobs.Expire, MaxWait: cfg.PollInterval, Logger: cfg.Logger})
+	c.expirerSvc = lifecycle.Go(background, c.expirer.Run)
 
 	var slots *dispatcher.Slots
 	if cfg.MaxWorkers > 0 {
@@ -229,6 +235,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		OnListen: func() {
 			c.listens.Add(1)
 			c.wakeAll()
+			c.expirer.Notify(time.Time{}) // deadlines announced while it was not listening
 		},
 		Logger: cfg.Logger,
 	})
@@ -322,6 +329,7 @@ func (c *Client) Stop(ctx context.Context) error {
 func (c *Client) stopServices(ctx context.Context) error {
 	c.cancelWork()
 	c.rescuerSvc.Stop()
+	c.expirerSvc.Stop()
 	var err error
 	if werr := c.writerSvc.Stop(); werr != nil {
 		err = fmt.Errorf("relay: stop: writing outcomes: %w", werr)
@@ -391,6 +399,10 @@ func (c *Client) onNotify(payload string) {
 			// Its handler logs the attempt's end with the job's kind and queue.
 			c.cfg.Logger.Info("relay: cancelled a running job", slog.Group("job", "id", id, "attempt", attempt))
 		}
+		return
+	}
+	if deadline, ok := store.ParseReservation(payload); ok {
+		c.expirer.Notify(deadline)
 		return
 	}
 	if queue, ok := store.ParseQueueControl(payload); ok {

@@ -61,6 +61,10 @@ type Config struct {
 	// may save; default [DefaultMaxSize]. A larger one is refused with an error wrapping
 	// [ErrTooLarge], and nothing is written.
 	MaxCheckpointSize int
+	// MaxErrorDataSize is the most bytes, as JSON, the data of a failed attempt's error may
+	// take ([ErrorData]); default [DefaultMaxErrorDataSize]. Larger data is not recorded:
+	// the attempt is, with [Attempt].DataError saying so.
+	MaxErrorDataSize int
 	// Middleware wraps the handling of every job this client runs, the first outermost,
 	// around the middleware of its kind (see [Middleware]).
 	Middleware []Middleware
@@ -149,6 +153,9 @@ func (c Config) withDefaults() (Config, error) {
 		return c, err
 	}
 	if c.MaxCheckpointSize, err = sizeSetting(ErrInvalidConfig, checkpointLimit, c.MaxCheckpointSize); err != nil {
+		return c, err
+	}
+	if c.MaxErrorDataSize, err = sizeSetting(ErrInvalidConfig, errorDataLimit, c.MaxErrorDataSize); err != nil {
 		return c, err
 	}
 	if c.ID != "" {

@@ -190,6 +190,8 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 		return o, true
 	case v.state == store.StatePending && v.hasRetryIn:
 		o.RunAt = now.Add(v.retryIn)
+	case v.state == store.StatePending && j.Backoff != nil:
+		o.RunAt = now.Add(j.Backoff.Delay(j.Attempt)) // the job's own, given at enqueue
 	case v.state == store.StatePending && h.backoff != nil:
 		o.RunAt = now.Add(h.backoff.Delay(j.Attempt))
 	case v.state == store.StatePending:
@@ -198,5 +200,6 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 	// A handler's error decides this text: one PostgreSQL could not store would fail the
 	// write of every outcome batched with it, again and again.
 	o.Error, o.Stack = storableText(v.message), storableText(v.stack)
+	o.Data, o.DataError = encodeErrorData(err, c.cfg.MaxErrorDataSize, func() string { return fmt.Sprintf("of job %d", j.ID) })
 	return o, true
 }

@@ -16,14 +16,16 @@ CREATE TABLE schema_migrations (
 );
 
 -- One row per job. A job is 'pending' until a client claims it; run_at decides whether it
--- is due now or scheduled for later (retries are pending jobs with a later run_at).
+-- is due now or scheduled for later (retries are pending jobs with a later run_at). A job
+-- enqueued as a reservation (relay.Reserved) is 'held' until its producer commits it
+-- (then pending) or its deadline, held_until, passes (then cancelled, reason 'expired').
 CREATE TABLE jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind             text        NOT NULL CHECK (octet_length(kind) BETWEEN 1 AND 128),
     queue            text        NOT NULL CHECK (octet_length(queue) BETWEEN 1 AND 128),
     args             jsonb       NOT NULL,
     state            text        NOT NULL DEFAULT 'pending'
-                     CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+                     CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled', 'held')),
     attempt          integer     NOT NULL DEFAULT 0 CHECK (attempt >= 0),  -- attempts started so far
     max_attempts     integer     CHECK (max_attempts >= 1),  -- NULL: the kind's default, set at first claim
     created_at       timestamptz NOT NULL DEFAULT now(),
@@ -33,7 +35,8 @@ CREATE TABLE jobs (
     finished_at      timestamptz,                         -- when it succeeded, failed or was cancelled
     attempts         jsonb       NOT NULL DEFAULT '[]',   -- every ended attempt but a success:
                                                           -- [{attempt, started_at, ended_at, client,
-                                                          --   outcome, reason, error, stack}]
+                                                          --   outcome, reason, error, stack,
+                                                          --   data, data_error}]
     lease_expires_at timestamptz,                         -- a running job's lease runs out then
     timeout_ms       integer     CHECK (timeout_ms >= 0), -- NULL: the kind's or queue's; 0: none
     priority         smallint    NOT NULL DEFAULT 0       -- higher first; equal: first in, first out
@@ -45,8 +48,12 @@ CREATE TABLE jobs (
     checkpoint       jsonb,                               -- progress saved by relay.Checkpoint
     output           jsonb,                               -- what a succeeded handler returned
     payload          bytea,                               -- raw []byte args (args is then null)
-    metadata         jsonb                                -- a JSON object of strings set at enqueue
+    metadata         jsonb,                               -- a JSON object of strings set at enqueue
                                                           -- (relay.Metadata, enqueue middleware)
+    held_until       timestamptz,                         -- a reservation's deadline; kept once it ends
+    committed_at     timestamptz,                         -- when a reservation was committed
+    backoff          jsonb                                -- the job's own retry policy (relay.Backoff):
+                                                          -- {initial_ns, multiplier, max_ns, jitter}
 );
 
 -- The claim index: pending jobs in the order they are claimed, most urgent first. It stays
@@ -59,15 +66,19 @@ CREATE INDEX jobs_claim_idx ON jobs (queue, (-priority), run_at, id) WHERE state
 -- every claim compare queue names to insert its entries.
 CREATE INDEX jobs_lease_idx ON jobs (lease_expires_at) WHERE state = 'running';
 
--- The heads of ordered keys: the unfinished jobs of each key, by state, oldest first.
+-- The heads of ordered keys: the unfinished jobs of each key (held ones included: a held
+-- job keeps its place), by state, oldest first.
 CREATE INDEX jobs_order_idx ON jobs (queue, order_key, state, id)
-    WHERE order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking);
+    WHERE order_key IS NOT NULL AND (state IN ('pending', 'running', 'held') OR blocking);
 
--- At most one unfinished job per unique key; an enqueue that names finished states also
--- looks up the jobs with its key in those (jobs_unique_key_idx).
+-- At most one unfinished (or held) job per unique key; an enqueue that names finished
+-- states also looks up the jobs with its key in those (jobs_unique_key_idx).
 CREATE UNIQUE INDEX jobs_unique_idx ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('pending', 'running');
+    WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held');
 CREATE INDEX jobs_unique_key_idx ON jobs (unique_key) WHERE unique_key IS NOT NULL;
+
+-- The expirers' index: held jobs by deadline.
+CREATE INDEX jobs_held_idx ON jobs (held_until) WHERE state = 'held';
 
 -- Finished jobs, for listing and counting them (relay.ListJobs, relay.CountJobs): one
 -- range per (state, queue), newest id last, with kind and created_at on each entry for the
@@ -154,16 +165,21 @@ BEGIN
 END
 $$;
 
--- One entry of a job's attempt history, as the outcome, rescue and cancel statements append
--- it to the attempts column.
+-- One entry of a job's attempt history, as the outcome, rescue, cancel and expiry
+-- statements append it to the attempts column: with the structured data of the handler's
+-- error (relay.ErrorData), or why that data could not be recorded (data_error).
 CREATE FUNCTION attempt_entry(
     attempt integer, started_at timestamptz, ended_at timestamptz, client text,
-    outcome text, reason text, error text, stack text
+    outcome text, reason text, error text, stack text,
+    data jsonb DEFAULT NULL, data_error text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    -- data is added after the nulls are stripped: its own null values are the handler's
     SELECT jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
         'attempt', attempt, 'started_at', started_at, 'ended_at', ended_at, 'client', client,
-        'outcome', outcome, 'reason', reason, 'error', error, 'stack', stack)))
+        'outcome', outcome, 'reason', reason, 'error', error, 'stack', stack,
+        'data_error', data_error))
+        || CASE WHEN data IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('data', data) END)
 $$;
 
 -- Wakeups only when they can wake something (see migrations/006_wakeups.sql for the

@@ -1,6 +1,10 @@
 package dispatcher
 
-import "time"
+import (
+	"time"
+
+	"github.com/relayq/relay/backoff"
+)
 
 // Job is a claimed job: what a [Claimer] returns and [Config].Run runs. The dispatcher
 // itself reads none of it; the fields are those relay's handlers need.
@@ -22,4 +26,6 @@ type Job struct {
 	Checkpoint []byte // JSON saved by an earlier attempt; nil if none
 	Payload    []byte // raw args of a job enqueued with []byte args; nil otherwise
 	Metadata   []byte // a JSON object of strings set when it was enqueued; nil if none
+	// Backoff is the job's own retry policy, given when it was enqueued; nil for its kind's.
+	Backoff *backoff.Policy
 }

@@ -16,31 +16,34 @@ var queriesSQL string
 // queries holds the statements of queries.sql with the schema filled in, each with the
 // struct of its parameters (see params.go).
 type queries struct {
-	insert           statement[insertParams]
-	insertUnique     statement[insertUniqueParams]
-	insertMany       statement[insertManyParams]
-	insertManyUnique statement[insertManyUniqueParams]
-	uniqueHolder     statement[uniqueKeyParams]
-	claim            statement[claimFromParams]
-	lockQueue        statement[lockParams]
-	claimGated       statement[claimParams]
-	writeOutcomes    statement[outcomeParams]
-	renewLeases      statement[renewParams]
-	renewLocked      statement[renewLockedParams]
-	stopClient       statement[clientParams]
-	rescue           statement[rescueParams]
-	cancel           statement[jobParams]
-	retry            statement[jobParams]
-	getJob           statement[idParams]
-	completeTx       statement[completeTxParams]
-	checkpoint       statement[checkpointParams]
-	setOutput        statement[setOutputParams]
-	endedBy          statement[heldParams]
-	setQueue         statement[setQueueParams]
-	pauseQueue       statement[pauseQueueParams]
-	getQueue         statement[queueParams]
-	pendingQueues    statement[patternsParams]
-	unhandled        statement[unhandledParams]
+	insert             statement[insertParams]
+	insertUnique       statement[insertUniqueParams]
+	insertMany         statement[insertManyParams]
+	insertManyUnique   statement[insertManyUniqueParams]
+	uniqueHolder       statement[uniqueKeyParams]
+	claim              statement[claimFromParams]
+	lockQueue          statement[lockParams]
+	claimGated         statement[claimParams]
+	writeOutcomes      statement[outcomeParams]
+	renewLeases        statement[renewParams]
+	renewLocked        statement[renewLockedParams]
+	stopClient         statement[clientParams]
+	rescue             statement[rescueParams]
+	cancel             statement[jobParams]
+	retry              statement[jobParams]
+	commitJobs         statement[idsParams]
+	extendReservations statement[extendParams]
+	expire             statement[expireParams]
+	getJob             statement[idParams]
+	completeTx         statement[completeTxParams]
+	checkpoint         statement[checkpointParams]
+	setOutput          statement[setOutputParams]
+	endedBy            statement[heldParams]
+	setQueue           statement[setQueueParams]
+	pauseQueue         statement[pauseQueueParams]
+	getQueue           statement[queueParams]
+	pendingQueues      statement[patternsParams]
+	unhandled          statement[unhandledParams]
 
 	forgetDispatchers statement[queueClientParams]
 	dispatcherWaits   statement[queueClientParams]
@@ -61,7 +64,7 @@ func buildQueries(quotedSchema string) queries {
 	// Parts that several statements share are written once, as fragments, and appear in
 	// them as {name}.
 	var pairs []string
-	for _, name := range []string{"claimed", "wakes", "blocksOnFailure", "pendingQueueScan"} {
+	for _, name := range []string{"claimed", "wakes", "blocksOnFailure", "pendingQueueScan", "heldState", "announceHeld", "reservations"} {
 		pairs = append(pairs, "{"+name+"}", section(name))
 	}
 	fill := strings.NewReplacer(pairs...)
@@ -90,6 +93,7 @@ func buildQueries(quotedSchema string) queries {
 		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues}, {"unhandled", &q.unhandled},
 		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
 		{"wakeLockHolders", &q.wakeLockHolders}, {"stillRunning", &q.stillRunning},
+		{"commitJobs", &q.commitJobs}, {"extendReservations", &q.extendReservations}, {"expire", &q.expire},
 	} {
 		bind(b.name, fill.Replace(section(b.name)), b.st)
 	}
