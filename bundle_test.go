@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/internal/pgtest"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -71,6 +74,45 @@ func setup(t testing.TB, opts ...relaytest.Option) *bundle {
 // pool or schema, or on a server of the test's own.
 func newBundle(t testing.TB, db *relaytest.DB) *bundle {
 	return &bundle{DB: db, t: t}
+}
+
+// onServerOfItsOwn starts a PostgreSQL server for the test alone, for tests that crash,
+// restart or stop it (commits survive a crash, as in production: synchronous_commit on),
+// migrates a schema on it and returns the server and a bundle on it: b.Pool is a
+// two-connection pool for the test's own statements; b.pool opens others. The server is
+// stopped when the test ends. On a machine without server binaries (DATABASE_URL given)
+// the test is skipped.
+func onServerOfItsOwn(t *testing.T) (*pgtest.Server, *bundle) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := pgtest.Start(ctx, pgtest.Options{Settings: map[string]string{"synchronous_commit": "on"}})
+	if errors.Is(err, pgtest.ErrNoPostgres) && os.Getenv("DATABASE_URL") != "" {
+		t.Skip("no server binaries to start a server of the test's own:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Logf("stop the test's server: %v", err)
+		}
+	})
+	cfg, err := pgxpool.ParseConfig(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 2
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	schema := "own_" + randomHex()
+	if err := relay.Migrate(ctx, pool, relay.Schema(schema)); err != nil {
+		t.Fatal(err)
+	}
+	return srv, newBundle(t, &relaytest.DB{Pool: pool, Schema: schema, URL: srv.URL()})
 }
 
 // in returns a bundle on b's database for t, a subtest of b's test: a helper must fail the

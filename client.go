@@ -38,6 +38,10 @@ type Client struct {
 	cfg      Config
 	store    *store.Store
 	handlers map[string]handler
+	// schedules are the periodic schedules registered with Schedule; scheduleErrs the
+	// registrations it refused, which Start reports too.
+	schedules    []*schedule
+	scheduleErrs []error
 
 	mu          sync.Mutex
 	state       clientState
@@ -55,8 +59,14 @@ type Client struct {
 	reviverSvc  *lifecycle.Service // see reviveAfterLapses
 	jobs        *store.Client      // the client's claims, renewals and wakeups
 	lapsed      chan struct{}      // capacity 1: a renewal found the heartbeat had lapsed
+	schedSvc    *lifecycle.Service // enqueues periodic jobs; nil without schedules
+	prunerSvc   *lifecycle.Service // deletes expired jobs and clients
+	pruner      *pruner
 	listenerSvc *lifecycle.Service
+	rescuer     *lease.Rescuer
 	pool        *pgxpool.Pool
+	conns       *conns            // what the client's own statements run on
+	recovery    *recovery         // tells the services when the database is back
 	backlogFull atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
 	slots       *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
 	listens     atomic.Int64      // times the listener has begun listening
@@ -134,6 +144,9 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if len(c.handlers) == 0 {
 		return ErrNoHandlers
 	}
+	if len(c.scheduleErrs) > 0 {
+		return errors.Join(c.scheduleErrs...)
+	}
 	cfg, err := c.cfg.withDefaults()
 	if err != nil {
 		return err
@@ -165,36 +178,46 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 
 	background := context.WithoutCancel(ctx)
 	c.work, c.cancelWork = context.WithCancel(background)
+	if c.conns, err = newConns(ctx, pool, cfg.ReservedConns, cfg.ID); err != nil {
+		return fmt.Errorf("relay: start: reserved connections: %w", err)
+	}
+	c.recovery = newRecovery(c.databaseBack)
 
 	kinds := slices.Sorted(maps.Keys(c.handlers))
 	attempts := make([]int32, len(kinds))
 	for i, k := range kinds {
 		attempts[i] = int32(c.handlers[k].maxAttempts)
 	}
-	jobs := c.store.Client(pool, store.ClientInfo{
+	schedules := make([]string, len(c.schedules))
+	for i, s := range c.schedules {
+		schedules[i] = s.name
+	}
+	jobs := c.store.Client(c.conns, store.ClientInfo{
 		ID: cfg.ID, Lease: cfg.LeaseTTL, Kinds: kinds, Attempts: attempts,
-		Queues: slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
+		Queues:    slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
+		Schedules: schedules,
 	})
 	c.jobs = jobs
 	c.lapsed = make(chan struct{}, 1)
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
-		Renewer: jobs, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
+		Renewer: observedRenewer{jobs, c.recovery}, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
 		Lapsed: c.signalLapse,
 	})
 	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
-	c.writer = outcome.New(cfg.ID, c.store, pool, cfg.Logger, c.released)
+	c.writer = outcome.New(cfg.ID, c.store, c.conns, cfg.Logger, c.released)
 	c.writer.ReportSuccesses(c.events.active)
+	c.writer.Observe(c.recovery.observe)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
 	rescue := func(ctx context.Context, limit int) (lease.Rescued, error) {
 		r, err := jobs.Rescue(ctx, limit)
 		c.events.rescued(r.Jobs, time.Now())
 		return r, err
 	}
-	rescuer := lease.NewRescuer(lease.RescuerConfig{Rescue: rescue, MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
-	c.rescuerSvc = lifecycle.Go(background, rescuer.Run)
+	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: observed(c.recovery, rescue), MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
+	c.rescuerSvc = lifecycle.Go(background, c.rescuer.Run)
 	// Reservations are announced by NOTIFY (see onNotify), so its poll only covers what
 	// nothing announces: the fallback poll of the queues will do.
-	c.expirer = lease.NewExpirer(lease.ExpirerConfig{Expire: jobs.Expire, MaxWait: cfg.PollInterval, Logger: cfg.Logger})
+	c.expirer = lease.NewExpirer(lease.ExpirerConfig{Expire: observed(c.recovery, jobs.Expire), MaxWait: cfg.PollInterval, Logger: cfg.Logger})
 	c.expirerSvc = lifecycle.Go(background, c.expirer.Run)
 
 	var slots *dispatcher.Slots
@@ -205,7 +228,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.queues = serving{queues: map[string]*worked{}, groups: groupsOf(cfg.Queues)}
 	c.queues.newQueue = func(name string, q QueueConfig, dynamic bool) *dispatcher.Dispatcher {
 		dc := dispatcher.Config{
-			Claimer: jobs, Queue: name, Workers: q.Workers, Poll: cfg.PollInterval,
+			Claimer: observedClaimer{jobs, c.recovery}, Queue: name, Workers: q.Workers, Poll: cfg.PollInterval,
 			Run: c.runJob, Room: c.outcomeRoom, Slots: slots, Wait: jobs.Wait, Logger: cfg.Logger,
 		}
 		if dynamic {
@@ -232,12 +255,8 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		Connect:  listenConnect(pool, cfg.ID),
 		Channel:  c.store.Channel(),
 		OnNotify: c.onNotify,
-		OnListen: func() {
-			c.listens.Add(1)
-			c.wakeAll()
-			c.expirer.Notify(time.Time{}) // deadlines announced while it was not listening
-		},
-		Logger: cfg.Logger,
+		OnListen: c.listening,
+		Logger:   cfg.Logger,
 	})
 	c.listenerSvc = lifecycle.Go(background, l.Run)
 	select {
@@ -263,6 +282,25 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	c.signalLapse()
 	c.reviverSvc = lifecycle.Go(background, c.reviveAfterLapses)
+
+	if len(c.schedules) > 0 {
+		// Catching up on missed slots is part of starting: its jobs exist once Start returns.
+		sched := newScheduler(c.store, pool, cfg.Logger, c.schedules)
+		if err := sched.start(ctx); err != nil {
+			c.abortStart()
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("relay: start: periodic schedules: %w", err)
+		}
+		c.schedSvc = lifecycle.Go(background, sched.Run)
+	}
+	if rules := retentionRules(cfg); rules != nil || cfg.ClientRetention >= 0 {
+		c.pruner = &pruner{store: c.store, db: pool, rules: rules, clientKeep: cfg.ClientRetention,
+			every: pruneEvery(rules, cfg.ClientRetention), logger: cfg.Logger}
+		c.prunerSvc = lifecycle.Go(background, c.pruner.Run)
+	}
+
 	c.queues.start(background, cfg.Queues)
 	if len(c.queues.groups) > 0 {
 		c.finderSvc = lifecycle.Go(background, c.findQueues)
@@ -302,8 +340,11 @@ func (c *Client) Stop(ctx context.Context) error {
 	c.state = stateStopping
 	c.mu.Unlock()
 
-	if c.finderSvc != nil {
-		c.finderSvc.Stop()
+	// Nothing more is enqueued or deleted, then nothing more claimed.
+	for _, svc := range []*lifecycle.Service{c.schedSvc, c.prunerSvc, c.finderSvc} {
+		if svc != nil {
+			svc.Stop()
+		}
 	}
 	c.watchSvc.Stop()
 	c.reviverSvc.Stop()
@@ -336,11 +377,12 @@ func (c *Client) stopServices(ctx context.Context) error {
 	}
 	c.keeperSvc.Stop()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	if serr := c.store.StopClient(stopCtx, c.pool, c.cfg.ID); serr != nil {
+	if serr := c.store.StopClient(stopCtx, c.conns, c.cfg.ID); serr != nil {
 		c.cfg.Logger.Warn("relay: could not mark the client stopped", "error", serr)
 	}
 	cancel()
 	c.listenerSvc.Stop()
+	c.conns.close()
 	return err
 }
 
@@ -418,10 +460,30 @@ func (c *Client) onNotify(payload string) {
 	c.queues.with(w.Queue, func(d *dispatcher.Dispatcher) { d.Notify(w.In, w.At) })
 }
 
-// wakeAll makes every dispatcher look for work: after the listener (re)connects, jobs
-// enqueued while it was not listening would otherwise wait for the poll.
+// listening runs each time the listener is LISTENing on a new connection. It makes every
+// dispatcher look for work, since jobs enqueued while it was not listening would otherwise
+// wait for the poll, and it is the sign that the database is back if it was away.
+func (c *Client) listening() {
+	c.listens.Add(1)
+	c.recovery.worked()
+	c.wakeAll()
+	c.expirer.Notify(time.Time{}) // deadlines announced while it was not listening
+}
+
+// wakeAll makes every dispatcher look for work from the head of its queue.
 func (c *Client) wakeAll() {
 	c.queues.each((*dispatcher.Dispatcher).Wake)
+}
+
+// databaseBack makes every service that backs off from a failing database retry at once,
+// now that it answers again (see recovery).
+func (c *Client) databaseBack() {
+	c.cfg.Logger.Info("relay: the database answers again; claims, renewals, rescues and outcomes resume")
+	c.queues.each((*dispatcher.Dispatcher).Retry)
+	c.keeper.Recover()
+	c.rescuer.Recover()
+	c.expirer.Notify(time.Time{})
+	c.writer.Recover()
 }
 
 // findQueues starts dispatchers for the queues of the client's groups that have pending
@@ -435,7 +497,8 @@ func (c *Client) findQueues(ctx context.Context) error {
 	tick := time.NewTicker(c.cfg.PollInterval)
 	defer tick.Stop()
 	for {
-		queues, err := c.store.PendingQueues(ctx, c.pool, patterns)
+		queues, err := c.store.PendingQueues(ctx, c.conns, patterns)
+		c.recovery.observe(err)
 		if err != nil && ctx.Err() == nil {
 			c.cfg.Logger.Warn("relay: could not look for queues with work", "error", err)
 		}
@@ -463,7 +526,18 @@ func listenConnect(pool *pgxpool.Pool, id string) func(context.Context) (*pgx.Co
 // client with the given ID, as shown in pg_stat_activity: PostgreSQL keeps at most 63
 // bytes of it, so a long ID is cut (at a character boundary) the same way here.
 func ListenerApplicationName(clientID string) string {
-	name := "relay listener " + clientID
+	return applicationName("relay listener ", clientID)
+}
+
+// ReservedApplicationName is the application_name of the reserved connections of the
+// client with the given ID (see [Config].ReservedConns), cut like
+// [ListenerApplicationName]'s.
+func ReservedApplicationName(clientID string) string {
+	return applicationName("relay reserved ", clientID)
+}
+
+func applicationName(prefix, clientID string) string {
+	name := prefix + clientID
 	const limit = 63 // NAMEDATALEN - 1
 	if len(name) <= limit {
 		return name

@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -65,9 +66,32 @@ type Config struct {
 	// take ([ErrorData]); default [DefaultMaxErrorDataSize]. Larger data is not recorded:
 	// the attempt is, with [Attempt].DataError saying so.
 	MaxErrorDataSize int
+	// ReservedConns is how many connections of its own the client may open, with the
+	// settings of the pool given to [Client.Start], for its own statements (claims, lease
+	// renewals, rescues, outcomes) while the application holds every connection of that
+	// pool: handlers that exhaust the pool then never starve their client, whose starved
+	// renewals would lose leases and run jobs twice. They are opened only when needed and
+	// closed after a minute unused, with application_name [ReservedApplicationName]; while
+	// the pool has a connection to spare, the client uses it. Default
+	// [DefaultReservedConns]; a negative value reserves none (the client then waits for
+	// the pool like any handler).
+	ReservedConns int
 	// Middleware wraps the handling of every job this client runs, the first outermost,
 	// around the middleware of its kind (see [Middleware]).
 	Middleware []Middleware
+	// Retention is how long finished jobs are kept, by state, after they finished: 24 h for
+	// succeeded and cancelled jobs and 7 days for failed ones unless it says otherwise
+	// ([KeepForever] keeps them). Every client deletes expired jobs of every queue, taking
+	// turns, so give every client the same retention: where they differ, the shortest wins.
+	// A failed job that blocks its ordered key is kept until it is retried or cancelled.
+	Retention Retention
+	// QueueRetention overrides Retention for the queues it names (whole names, not
+	// groups); its zero fields take Retention's values.
+	QueueRetention map[string]Retention
+	// ClientRetention is how long the row of a client that stopped, or died, stays in the
+	// clients table (and the client_status view); default [DefaultClientRetention] (24 h),
+	// [KeepForever] to keep them.
+	ClientRetention time.Duration
 }
 
 // QueueConfig configures one queue of a client.
@@ -158,6 +182,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxErrorDataSize, err = sizeSetting(ErrInvalidConfig, errorDataLimit, c.MaxErrorDataSize); err != nil {
 		return c, err
 	}
+	switch {
+	case c.ReservedConns == 0:
+		c.ReservedConns = DefaultReservedConns
+	case c.ReservedConns > math.MaxInt32:
+		return c, fmt.Errorf("%w: ReservedConns is %d; a pool holds at most %d connections", ErrInvalidConfig, c.ReservedConns, math.MaxInt32)
+	}
+	if c, err = c.withRetention(); err != nil {
+		return c, err
+	}
 	if c.ID != "" {
 		if err := checkName(ErrInvalidConfig, "ID", c.ID); err != nil {
 			return c, err
@@ -165,6 +198,34 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// withRetention fills in the defaults of the retention settings and checks them.
+func (c Config) withRetention() (Config, error) {
+	if err := c.Retention.validate("Retention"); err != nil {
+		return c, err
+	}
+	c.Retention = c.Retention.over(Retention{
+		Succeeded: DefaultSucceededRetention, Failed: DefaultFailedRetention, Cancelled: DefaultCancelledRetention,
+	})
+	queues := make(map[string]Retention, len(c.QueueRetention))
+	for name, r := range c.QueueRetention {
+		if err := checkQueueName(name); err != nil {
+			return c, err
+		}
+		if err := r.validate(fmt.Sprintf("QueueRetention[%q]", name)); err != nil {
+			return c, err
+		}
+		queues[name] = r.over(c.Retention)
+	}
+	c.QueueRetention = queues // a copy: the caller's map is theirs to change
+	if err := checkKeep("ClientRetention", c.ClientRetention); err != nil {
+		return c, err
+	}
+	if c.ClientRetention == 0 {
+		c.ClientRetention = DefaultClientRetention
 	}
 	return c, nil
 }

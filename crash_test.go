@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayq/relay"
-	"github.com/relayq/relay/internal/pgtest"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -220,41 +218,10 @@ func TestClientRecoversWhenAllItsConnectionsAreKilled(t *testing.T) {
 func TestClientCarriesOnThroughAPostgresCrashRestart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
+	srv, b := onServerOfItsOwn(t)
+	clientPool, producerPool, schema := b.pool(nil), b.Pool, b.Schema
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	// Commits must survive a crash of the server process, as they do in production; the
-	// claims still commit asynchronously, by their own choice.
-	srv, err := pgtest.Start(startCtx, pgtest.Options{Settings: map[string]string{"synchronous_commit": "on"}})
-	if errors.Is(err, pgtest.ErrNoPostgres) && os.Getenv("DATABASE_URL") != "" {
-		t.Skip("no server binaries to start a server of the test's own:", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Logf("stop the test's server: %v", err)
-		}
-	})
-	newPool := func(maxConns int32) *pgxpool.Pool {
-		cfg, err := pgxpool.ParseConfig(srv.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.MaxConns = maxConns
-		p, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Close)
-		return p
-	}
-	clientPool, producerPool := newPool(8), newPool(2)
-	schema := "crash_" + randomHex()
-	if err := relay.Migrate(ctx, producerPool, relay.Schema(schema)); err != nil {
-		t.Fatal(err)
-	}
-	b := newBundle(t, &relaytest.DB{Pool: producerPool, Schema: schema})
 
 	var (
 		mu   sync.Mutex

@@ -49,11 +49,23 @@
 //     job, so a late handler never overwrites the work of another.
 //  5. A client that dies stops renewing; every client runs a rescuer that retries the
 //     jobs of expired leases, each exactly once, within LeaseTTL of the last heartbeat.
+//  6. When the database fails, every part of the client retries with backoff; the first
+//     statement that gets through again (often the listener's reconnect) makes all of them
+//     carry on at once. An attempt that failed only because its connection did is an
+//     infrastructure fault ([ReasonInfrastructure]): retried at once and not counted. The
+//     client's own statements get connections of their own while the application holds
+//     every connection of its pool ([Config].ReservedConns).
 //
 // Queues ([Queue], [QueueConfig]) are lanes with their own workers; [SetQueue] makes one
 // ordered by key, blocking on failure, or limited cluster-wide, and [PauseQueue] pauses it
 // on every client. Jobs can be scheduled ([RunAt]), prioritised ([Priority]) and made
 // unique ([Unique]).
+//
+// Periodic jobs are registered like handlers ([Schedule], with [Cron] or [Every]), and
+// finished jobs are deleted once their retention has passed ([Config].Retention); every
+// client does both, with no leader, and the database keeps one job per slot. Operators
+// delete jobs ([DeleteJob]) or act on every job a filter selects ([DeleteJobs],
+// [RetryJobs], [CancelJobs]).
 //
 // Middleware wraps every handler ([Config].Middleware, or a kind's, as a [HandleOption]) and
 // every enqueue ([EnqueueMiddleware]) with a view of the job that does not depend on its
@@ -82,7 +94,8 @@
 //   - [github.com/relayq/relay/listener] and [github.com/relayq/relay/backoff]: a LISTEN
 //     connection that reconnects, and retry delays; they know nothing of jobs.
 //   - internal/store: all SQL, in .sql files bound to one schema; internal/outcome: the
-//     batching outcome writer.
+//     batching outcome writer; internal/fleet: worker processes for the chaos suite
+//     (go run ./chaos), which injects faults and checks what became of every job.
 //   - Add-ons built on the public API: [github.com/relayq/relay/relaytest] (test helpers:
 //     a database per test), [github.com/relayq/relay/relayui] (the operators' dashboard),
 //     [github.com/relayq/relay/relayotel] (OpenTelemetry), and the relay command

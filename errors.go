@@ -51,8 +51,9 @@ var (
 	// nil pgx.Tx passed in the interface.
 	ErrNilDB = errors.New("relay: the database handle is nil")
 	// ErrInvalidConfig is returned by [Client.Start] for a configuration it cannot run, by
-	// [Handle] for invalid options of a kind, and by the queue functions ([SetQueue],
-	// [PauseQueue], [ResumeQueue], [GetQueue]) for invalid settings or queue names.
+	// [Handle] for invalid options of a kind, by [Schedule] (and then Start) for a periodic
+	// schedule that cannot run, and by the queue functions ([SetQueue], [PauseQueue],
+	// [ResumeQueue], [GetQueue]) for invalid settings or queue names.
 	ErrInvalidConfig = errors.New("relay: invalid config")
 	// ErrInvalidSchema is returned for a schema name PostgreSQL cannot hold.
 	ErrInvalidSchema = store.ErrInvalidSchema

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,8 +92,12 @@ func (c *Client) Observe(fn func(Event)) (stop func()) {
 type eventHub struct {
 	n       atomic.Int32 // subscribers: zero makes emitting free
 	dropped atomic.Int64
-	mu      sync.Mutex
-	subs    map[*subscriber]struct{}
+	mu      sync.Mutex // held while events are delivered, and to change subs
+	// subs are the observers (fn set) and then the other subscribers, so that observers
+	// see each event first: a subscriber that has received an event may rely on every
+	// observer having counted it (a test reading metrics, say). A slice, not a map: every
+	// event of every job ranges over it.
+	subs []*subscriber
 }
 
 // subscriber receives events on ch (Subscribe) or through fn (Observe).
@@ -104,18 +109,21 @@ type subscriber struct {
 func (h *eventHub) add(s *subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.subs == nil {
-		h.subs = map[*subscriber]struct{}{}
+	if s.fn != nil {
+		h.subs = slices.Insert(h.subs, 0, s)
+	} else {
+		h.subs = append(h.subs, s)
 	}
-	h.subs[s] = struct{}{}
 	h.n.Add(1)
 }
 
 func (h *eventHub) remove(s *subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.subs, s)
-	h.n.Add(-1)
+	if i := slices.Index(h.subs, s); i >= 0 {
+		h.subs = slices.Delete(h.subs, i, i+1)
+		h.n.Add(-1)
+	}
 }
 
 func (h *eventHub) active() bool { return h.n.Load() > 0 }
@@ -123,15 +131,14 @@ func (h *eventHub) active() bool { return h.n.Load() > 0 }
 func (h *eventHub) emit(e Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	// Observers first: a subscriber that has received an event may rely on every observer
-	// having counted it (a test reading metrics, say).
-	for s := range h.subs {
+	h.deliver(e)
+}
+
+// deliver gives e to every subscriber; h.mu is held.
+func (h *eventHub) deliver(e Event) {
+	for _, s := range h.subs {
 		if s.fn != nil {
 			s.fn(e)
-		}
-	}
-	for s := range h.subs {
-		if s.fn != nil {
 			continue
 		}
 		select {
@@ -166,6 +173,9 @@ func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) 
 	if !h.active() {
 		return
 	}
+	// One lock for the batch: its events are delivered together, in order.
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for _, o := range batch {
 		e := eventOf(o)
 		switch {
@@ -179,7 +189,7 @@ func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) 
 		default:
 			continue // not this client's any more
 		}
-		h.emit(e)
+		h.deliver(e)
 	}
 }
 

@@ -1,6 +1,9 @@
 package relay
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // PauseLeaseRenewal stops (true) or resumes (false) the keep-alive ticker of a started
 // client, as if it were cut off from the database: tests of partitioned workers use it.
@@ -10,6 +13,28 @@ func PauseLeaseRenewal(c *Client, paused bool) { c.keeper.Pause(paused) }
 // dispatchers of groups appear and retire.
 func WorkedQueues(c *Client) []string { return c.queues.names() }
 
+// ConnectionLost is connectionLost: whether a handler's error is an infrastructure fault.
+var ConnectionLost = connectionLost
+
+// FreeInfraAttempts is the attempt from which infrastructure faults count.
+const FreeInfraAttempts = freeInfraAttempts
+
 // CheckUnhandledEvery makes c look for jobs no live client can run every d (and count
 // jobs due for d) instead of every minute. Call it before Start.
 func CheckUnhandledEvery(c *Client, d time.Duration) { c.unhandledEvery = d }
+
+// PruneNow runs one prune of c's (as its pruner does every so often) and reports whether
+// another client was pruning at the time, which cut it short.
+// A client that keeps everything forever has no pruner: its prune does nothing.
+func PruneNow(ctx context.Context, c *Client) (busy bool, err error) {
+	if c.pruner == nil {
+		return false, nil
+	}
+	return c.pruner.prune(ctx)
+}
+
+// PrunedJobs is how many jobs c's pruner has deleted.
+func PrunedJobs(c *Client) int64 { return c.pruner.deleted.Load() }
+
+// SlotAfter is the first slot of t after at.
+func SlotAfter(t Timing, at time.Time) time.Time { return t.after(at) }

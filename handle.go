@@ -27,6 +27,11 @@ type Job[T any] struct {
 	// Metadata is what the job was enqueued with ([Metadata], [EnqueueMiddleware]); nil if
 	// none.
 	Metadata map[string]string
+	// Schedule is the periodic schedule that enqueued the job ([Schedule]), and Slot the
+	// time it was enqueued for: the slot of its cron expression or interval (or, for a
+	// job of [RunOnStart], the time it was enqueued). "" and zero for any other job.
+	Schedule string
+	Slot     time.Time
 
 	run *running // the attempt this is; nil for a Job not run by a client
 }
@@ -71,7 +76,7 @@ func Handle[T any](c *Client, kind Kind[T], fn HandlerFunc[T], opts ...HandleOpt
 		job := &Job[T]{
 			ID: j.ID, Kind: j.Kind, Queue: j.Queue, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 			CreatedAt: j.CreatedAt, ScheduledAt: j.RunAt, AttemptedAt: j.AttemptedAt, Checkpoint: j.Checkpoint,
-			Metadata: r.metadata, run: r,
+			Metadata: r.metadata, Schedule: j.Schedule, Slot: j.Slot, run: r,
 		}
 		if err := decodeArgs(j.Args, j.Payload, &job.Args); err != nil {
 			// Retrying cannot fix stored args, so this fails the job at once.

@@ -11,7 +11,7 @@ import (
 	"github.com/relayq/relay/internal/store"
 )
 
-// Errors of [Cancel], [Retry] and [GetJob].
+// Errors of [Cancel], [Retry], [GetJob] and [DeleteJob].
 var (
 	// ErrJobNotFound: no job has the id (in that schema).
 	ErrJobNotFound = errors.New("relay: job not found")
@@ -110,6 +110,11 @@ const (
 	ReasonDecode    = store.ReasonDecode    // the args did not decode into the handler's type
 	ReasonCancelled = store.ReasonCancelled // Cancel was called while it ran
 	ReasonShutdown  = store.ReasonShutdown  // its client stopped before the handler returned
+	// ReasonInfrastructure: the handler's database connection failed, not the handler: its
+	// error says PostgreSQL ended or refused the session (SQLSTATE class 08 or 57, but
+	// 57014), or a connection could not be made or was closed. Retried at once, and not
+	// counted against MaxAttempts (see the README's "Delivery semantics").
+	ReasonInfrastructure = store.ReasonInfrastructure
 	// ReasonExpired: a reservation's deadline passed before it was committed. Its entry in
 	// the history is not an attempt (Number 0: the job never ran); Client is the client
 	// that expired it.
@@ -165,6 +170,10 @@ type JobRecord struct {
 	// wait until it is retried or cancelled.
 	Blocking  bool
 	UniqueKey string // its [Unique] key, if any
+	// Schedule is the periodic schedule that enqueued the job, and Slot the time it was
+	// enqueued for (see [Job].Slot); "" and zero for any other job.
+	Schedule string
+	Slot     time.Time
 	// Output is what the handler of a succeeded job returned or recorded, as JSON; nil if
 	// none (see [Job.SetOutput], [HandleWithOutput]).
 	Output json.RawMessage
@@ -223,7 +232,7 @@ func newJobRecord(r *store.Record) *JobRecord {
 		Attempt: r.Attempt, MaxAttempts: r.MaxAttempts, CreatedAt: r.CreatedAt, ScheduledAt: r.RunAt,
 		AttemptedAt: r.AttemptedAt, AttemptedBy: r.AttemptedBy, FinishedAt: r.FinishedAt,
 		LeaseExpiresAt: r.LeaseExpiresAt, Timeout: r.Timeout,
-		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking,
+		Priority: r.Priority, OrderKey: r.OrderKey, Blocking: r.Blocking, Schedule: r.Schedule, Slot: r.Slot,
 		Output: r.Output, Checkpoint: r.Checkpoint, Payload: r.Payload, Metadata: decodeMetadata(r.Metadata),
 		Sizes: ValueSizes{
 			Args: r.ArgsSize, Checkpoint: r.CheckpointSize, Output: r.OutputSize, Payload: r.PayloadSize, Metadata: r.MetadataSize,

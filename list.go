@@ -12,7 +12,8 @@ import (
 	"github.com/relayq/relay/internal/store"
 )
 
-// ErrInvalidFilter is returned by [ListJobs] for a [ListFilter] it cannot serve: an
+// ErrInvalidFilter is returned by [ListJobs] (and the bulk actions [DeleteJobs],
+// [RetryJobs], [CancelJobs]) for a [ListFilter] it cannot serve: an
 // unknown state, a queue or kind that is over-long or not storable text, a time range that
 // ends before it begins or a time outside PostgreSQL's range, a limit out of range, or a
 // malformed [Cursor]. Nothing is sent to the database.
@@ -116,9 +117,26 @@ func ListJobs(ctx context.Context, db DB, f ListFilter, opts ...JobOption) (*Job
 
 var allStates = []JobState{StatePending, StateScheduled, StateRunning, StateHeld, StateSucceeded, StateFailed, StateCancelled}
 
-// validate checks f and returns it as the store takes it.
+// validate checks f as a page of ListJobs and returns it as the store takes it.
 func (f ListFilter) validate() (store.ListFilter, error) {
-	sf := store.ListFilter{Queue: f.Queue, Kind: f.Kind, From: f.From, To: f.To, Limit: f.Limit, WithValues: f.WithArgs}
+	sf, err := f.selection()
+	if err != nil {
+		return sf, err
+	}
+	sf.Limit = f.Limit
+	switch {
+	case f.Limit == 0:
+		sf.Limit = DefaultListLimit
+	case f.Limit < 0 || f.Limit > MaxListLimit:
+		return sf, fmt.Errorf("%w: Limit must be between 1 and %d (0 for %d), got %d", ErrInvalidFilter, MaxListLimit, DefaultListLimit, f.Limit)
+	}
+	return sf, nil
+}
+
+// selection checks which jobs f selects — all of it but its page size, f.Limit — and
+// returns it as the store takes it.
+func (f ListFilter) selection() (store.ListFilter, error) {
+	sf := store.ListFilter{Queue: f.Queue, Kind: f.Kind, From: f.From, To: f.To, WithValues: f.WithArgs}
 	for _, n := range []struct{ what, name string }{{"Queue", f.Queue}, {"Kind", f.Kind}} {
 		if n.name != "" {
 			if err := checkName(ErrInvalidFilter, n.what, n.name); err != nil {
@@ -149,12 +167,6 @@ func (f ListFilter) validate() (store.ListFilter, error) {
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 		return sf, fmt.Errorf("%w: the time range from %v to %v is empty", ErrInvalidFilter, f.From, f.To)
-	}
-	switch {
-	case f.Limit == 0:
-		sf.Limit = DefaultListLimit
-	case f.Limit < 0 || f.Limit > MaxListLimit:
-		return sf, fmt.Errorf("%w: Limit must be between 1 and %d (0 for %d), got %d", ErrInvalidFilter, MaxListLimit, DefaultListLimit, f.Limit)
 	}
 	if f.After != "" {
 		id, err := f.After.id()

@@ -76,6 +76,9 @@ const (
 	OutcomeLostLease Outcome = "lost lease"
 	OutcomeTimeout   Outcome = "timeout"
 	OutcomePanic     Outcome = "panic"
+	// OutcomeInfrastructure: the handler's database connection failed, not the handler
+	// ([ReasonInfrastructure]); runs again at once, the attempt not counted.
+	OutcomeInfrastructure Outcome = "infrastructure"
 )
 
 // outcomeOfState names the outcome of an attempt that left its job in state for reason.
@@ -97,6 +100,8 @@ func outcomeOfState(state JobState, reason string) Outcome {
 		return OutcomePanic
 	case ReasonLostLease:
 		return OutcomeLostLease
+	case ReasonInfrastructure:
+		return OutcomeInfrastructure
 	}
 	if state == StateFailed {
 		return OutcomeFailed
@@ -120,7 +125,7 @@ func (j *JobInfo) Outcome(ctx context.Context, err error) Outcome {
 		cause, err = nil, errors.Join(errNotCommitted, err)
 	}
 	stopping := j.client != nil && j.client.work.Err() != nil
-	v := decide(cause, err, j.Attempt >= j.MaxAttempts, stopping)
+	v := decide(cause, err, j.Attempt, j.MaxAttempts, stopping)
 	return outcomeOfState(JobState(v.state), v.reason)
 }
 
@@ -176,14 +181,19 @@ type verdict struct {
 	// abandoned: the job is no longer this attempt's (lost lease, cancelled), and its
 	// outcome must not be written.
 	abandoned bool
-	// retryIn, if set, is the delay before the next attempt; otherwise the backoff's.
-	retryIn    time.Duration
-	hasRetryIn bool
+	// retryIn, if set, is the delay before the next attempt; otherwise the backoff's,
+	// after the attempt numbered backoffFrom if set, else after this one.
+	retryIn     time.Duration
+	hasRetryIn  bool
+	backoffFrom int
+	// uncounted: the attempt does not use up one of the job's (an infrastructure fault).
+	uncounted bool
 }
 
-// decide judges an attempt that ended with err while its context's cause was cause;
-// outOfAttempts says it was the job's last, stopping that the client is shutting down.
-func decide(cause, err error, outOfAttempts, stopping bool) verdict {
+// decide judges an attempt, the job's attempt-th of maxAttempts, that ended with err while
+// its context's cause was cause; stopping says that the client is shutting down.
+func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
+	outOfAttempts := attempt >= maxAttempts
 	switch {
 	case errors.Is(cause, ErrLostLease), errors.Is(cause, ErrLeaseExpired):
 		return verdict{state: store.StatePending, reason: store.ReasonLostLease, abandoned: true}
@@ -191,11 +201,6 @@ func decide(cause, err error, outOfAttempts, stopping bool) verdict {
 		return verdict{state: store.StateCancelled, reason: store.ReasonCancelled, abandoned: true}
 	}
 	v := verdict{state: store.StatePending}
-	var (
-		end       *endJob
-		panicked  *panicError
-		permanent *permanentError
-	)
 	switch {
 	case errors.Is(cause, ErrTimeout):
 		// Whatever the handler returned, it returned too late.
@@ -205,6 +210,30 @@ func decide(cause, err error, outOfAttempts, stopping bool) verdict {
 		}
 	case err == nil:
 		return verdict{state: store.StateSucceeded}
+	default:
+		v = judgeError(err, attempt, &outOfAttempts, stopping)
+	}
+	if v.state == store.StatePending && outOfAttempts {
+		v.state = store.StateFailed
+	}
+	if v.message == "" {
+		v.message = fmt.Sprintf("%T with an empty message", err)
+	}
+	return v
+}
+
+// judgeError is decide's verdict on an attempt that returned err in time. It is a function
+// of its own so that the targets of errors.As, which escape to the heap, are allocated
+// only for an error, not for every job that succeeds. A snooze sets *outOfAttempts to
+// false: it does not use up an attempt.
+func judgeError(err error, attempt int, outOfAttempts *bool, stopping bool) verdict {
+	v := verdict{state: store.StatePending}
+	var (
+		end       *endJob
+		panicked  *panicError
+		permanent *permanentError
+	)
+	switch {
 	case errors.As(err, &permanent):
 		v.state, v.reason, v.message = store.StateFailed, store.ReasonDecode, err.Error()
 	case errors.As(err, &end):
@@ -214,7 +243,7 @@ func decide(cause, err error, outOfAttempts, stopping bool) verdict {
 			v.state, v.reason = store.StateFailed, store.ReasonDiscarded
 		case endSnooze:
 			v.reason, v.retryIn, v.hasRetryIn = store.ReasonSnoozed, end.delay, true
-			outOfAttempts = false // a snooze does not use up an attempt
+			*outOfAttempts = false
 		default:
 			v.reason, v.retryIn, v.hasRetryIn = store.ReasonError, end.delay, true
 		}
@@ -223,14 +252,19 @@ func decide(cause, err error, outOfAttempts, stopping bool) verdict {
 	case stopping:
 		// Interrupted by shutdown, not by a fault of the job: let another client have it now.
 		v.reason, v.message, v.hasRetryIn = store.ReasonShutdown, err.Error(), true
+	case connectionLost(err):
+		// The database or the way to it failed, not the handler: retry as soon as it is back
+		// (the outcome is written only then), without using up an attempt (see infra.go).
+		v.reason, v.message = store.ReasonInfrastructure, err.Error()
+		if attempt < freeInfraAttempts {
+			v.uncounted, *outOfAttempts = true, false
+			v.retryIn, v.hasRetryIn = infraDelay(attempt), true
+		} else {
+			// The backoff starts over: the attempts before were most likely such faults.
+			v.backoffFrom = attempt - freeInfraAttempts + 1
+		}
 	default:
 		v.reason, v.message = store.ReasonError, err.Error()
-	}
-	if v.state == store.StatePending && outOfAttempts {
-		v.state = store.StateFailed
-	}
-	if v.message == "" {
-		v.message = fmt.Sprintf("%T with an empty message", err)
 	}
 	return v
 }

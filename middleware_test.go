@@ -316,6 +316,7 @@ func TestOutcomeOfEvents(t *testing.T) {
 		{relay.Event{State: relay.StatePending, Reason: relay.ReasonLostLease}, relay.OutcomeLostLease},
 		{relay.Event{State: relay.StateFailed, Reason: relay.ReasonTimeout}, relay.OutcomeTimeout},
 		{relay.Event{State: relay.StatePending, Reason: relay.ReasonPanic}, relay.OutcomePanic},
+		{relay.Event{State: relay.StatePending, Reason: relay.ReasonInfrastructure}, relay.OutcomeInfrastructure},
 	} {
 		if got := c.e.Outcome(); got != c.want {
 			t.Errorf("%+v: %s; want %s", c.e, got, c.want)

@@ -17,6 +17,10 @@ const (
 	DefaultLeaseRenewal = 5 * time.Second
 	DefaultIdleTimeout  = time.Minute
 	DefaultStartTimeout = 10 * time.Second
+	// DefaultReservedConns is how many connections of its own a client may open for its
+	// statements while the application holds every connection of its pool (see
+	// [Config].ReservedConns).
+	DefaultReservedConns = 2
 	// MaxNameLen is the longest kind or queue name, in bytes.
 	MaxNameLen = 128
 )

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/store"
 )
@@ -83,14 +84,23 @@ const completedLockWait = 5 * time.Second
 // still open, the row stays locked, and only this job — not every outcome of the client —
 // may wait for it. Past completedLockWait the job is left to its lease: released, it
 // expires, and the job is rescued once the transaction ends, if it did not commit.
+//
+// While the database cannot be reached (its transaction's commit may have failed for that
+// very reason), the write is retried until it can, and at once when the client sees the
+// database back: the job then runs again within moments, not once its lease has expired.
+// It gives up only when the client stops.
 func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
+	var changed map[int64]bool
+	err := c.untilReachable(func() error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
+		defer cancel()
+		return store.WaitingAtMost(ctx, c.conns, completedLockWait, func(tx pgx.Tx) (err error) {
+			changed, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o}, true)
+			return err
+		})
+	})
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
 	defer cancel()
-	var changed map[int64]bool
-	err := store.WaitingAtMost(ctx, c.pool, completedLockWait, func(tx pgx.Tx) (err error) {
-		changed, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o}, true)
-		return err
-	})
 	if err != nil {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
 			logArgs(o, "error", err)...)
@@ -100,7 +110,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	o.CompletedTx = false
 	ended := ""
 	if err == nil && !changed[o.ID] {
-		if ended, err = c.store.EndedBy(ctx, c.pool, r.holder); err != nil {
+		if ended, err = c.store.EndedBy(ctx, c.conns, r.holder); err != nil {
 			c.cfg.Logger.Warn("relay: could not read how a job that called CompleteTx ended", logArgs(o, "error", err)...)
 		}
 		o.CompletedTx = ended == store.StateSucceeded
@@ -110,7 +120,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	r.mu.Unlock()
 	if o.CompletedTx && late {
 		// Completed by the handler's transaction, with an output recorded after it.
-		if err := c.store.SetOutput(ctx, c.pool, r.holder, output); err != nil && !errors.Is(err, store.ErrNotHeld) {
+		if err := c.store.SetOutput(ctx, c.conns, r.holder, output); err != nil && !errors.Is(err, store.ErrNotHeld) {
 			c.cfg.Logger.Error("relay: could not store the output of a job completed by CompleteTx", logArgs(o, "error", err)...)
 		}
 	}
@@ -122,6 +132,32 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 			c.events.cancelled(o) // while its transaction was open, which then did not commit
 		}
 	})
+}
+
+// untilReachable runs fn, one of the client's statements, again while it fails because the
+// database cannot be reached: after a pause that doubles from 10 ms to 2 s, or at once
+// when the client sees the database back. It returns fn's last error: nil, one that is not
+// about reaching the database, or any once the client is stopping.
+func (c *Client) untilReachable(fn func() error) error {
+	pause := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	for {
+		back := c.recovery.wait() // before the attempt: a return during it must not be missed
+		err := fn()
+		c.recovery.observe(err)
+		if !unreachable(err) || c.work.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(pause.Next())
+		select {
+		case <-c.work.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		case <-back:
+			t.Stop()
+			pause.Reset()
+		}
+	}
 }
 
 // errNotCommitted is the failure recorded for an attempt that called CompleteTx when the
@@ -178,13 +214,17 @@ func (c *Client) call(ctx context.Context, h handler, j *dispatcher.Job, r *runn
 // and reports false when this client must not write it: the job is no longer its own.
 func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, err error, now time.Time, logAttrs []slog.Attr) (store.Outcome, bool) {
 	cause := context.Cause(ctx)
-	v := decide(cause, err, j.Attempt >= j.MaxAttempts, c.work.Err() != nil)
+	v := decide(cause, err, j.Attempt, j.MaxAttempts, c.work.Err() != nil)
 	if v.abandoned {
 		c.cfg.Logger.Warn("relay: job attempt abandoned",
 			jobLogArgs(j.ID, j.Kind, j.Queue, j.Attempt, logAttrs, "cause", cause)...)
 		return store.Outcome{}, false
 	}
-	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: v.state, Reason: v.reason}
+	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: v.state, Reason: v.reason, Uncounted: v.uncounted}
+	backoffFrom := j.Attempt
+	if v.backoffFrom > 0 {
+		backoffFrom = v.backoffFrom
+	}
 	switch {
 	case v.state == store.StateSucceeded:
 		return o, true
@@ -193,9 +233,9 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 	case v.state == store.StatePending && j.Backoff != nil:
 		o.RunAt = now.Add(j.Backoff.Delay(j.Attempt)) // the job's own, given at enqueue
 	case v.state == store.StatePending && h.backoff != nil:
-		o.RunAt = now.Add(h.backoff.Delay(j.Attempt))
+		o.RunAt = now.Add(h.backoff.Delay(backoffFrom))
 	case v.state == store.StatePending:
-		o.RunAt = now.Add(c.cfg.Backoff.Delay(j.Attempt))
+		o.RunAt = now.Add(c.cfg.Backoff.Delay(backoffFrom))
 	}
 	// A handler's error decides this text: one PostgreSQL could not store would fail the
 	// write of every outcome batched with it, again and again.

@@ -48,6 +48,8 @@ CREATE TABLE jobs (
     checkpoint       jsonb,                               -- progress saved by relay.Checkpoint
     output           jsonb,                               -- what a succeeded handler returned
     payload          bytea,                               -- raw []byte args (args is then null)
+    schedule         text,                                -- the periodic schedule that enqueued it
+    schedule_slot    timestamptz,                         -- and the slot it was enqueued for
     metadata         jsonb,                               -- a JSON object of strings set at enqueue
                                                           -- (relay.Metadata, enqueue middleware)
     held_until       timestamptz,                         -- a reservation's deadline; kept once it ends
@@ -86,6 +88,11 @@ CREATE INDEX jobs_held_idx ON jobs (held_until) WHERE state = 'held';
 CREATE INDEX jobs_finished_idx ON jobs (state, queue, id) INCLUDE (kind, created_at)
     WHERE state IN ('succeeded', 'failed', 'cancelled');
 
+-- Finished jobs by when they finished, for pruning (Config.Retention): one range per
+-- (state, queue), oldest first, whose head is what expires next.
+CREATE INDEX jobs_expiry_idx ON jobs (state, queue, finished_at)
+    WHERE state IN ('succeeded', 'failed', 'cancelled');
+
 -- Settings of the queues that have any; a queue without a row is plain: not ordered, no
 -- cluster-wide limit, not paused. Clients are told of changes by a 'q:<queue>' NOTIFY.
 CREATE TABLE queues (
@@ -107,7 +114,25 @@ CREATE TABLE clients (
     lease_ttl    interval    NOT NULL,
     queues       text[]      NOT NULL,
     kinds        text[]      NOT NULL,
-    stopped_at   timestamptz
+    stopped_at   timestamptz,
+    schedules    text[]      NOT NULL DEFAULT '{}'  -- the periodic schedules it has
+);
+
+-- Periodic schedules (relay.Schedule). Every client that has one may enqueue its slots;
+-- the row, locked while one does, makes each slot enqueued once: next_slot only moves
+-- forward, and a slot before it is never enqueued again, even once its job is deleted.
+-- A schedule that no live client has (clients.schedules) is orphaned.
+CREATE TABLE periodic (
+    name       text PRIMARY KEY CHECK (octet_length(name) BETWEEN 1 AND 128),
+    spec       text        NOT NULL,  -- 'cron <spec> <time zone>' or 'every <interval>'
+    kind       text        NOT NULL,
+    queue      text        NOT NULL,
+    catch_up   text        NOT NULL,  -- what a client does with missed slots
+    next_slot  timestamptz,           -- the next slot to enqueue; the ones before are done
+    last_slot  timestamptz,           -- the latest slot enqueued
+    last_job   bigint,                -- the job of last_slot (it may have been deleted since)
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()  -- when a client last registered it
 );
 
 -- Whether a client's queue list (names, and groups by prefix like 'tenant-*') covers queue.

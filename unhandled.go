@@ -27,7 +27,8 @@ func (c *Client) watchUnhandled(ctx context.Context) error {
 		case <-t.C:
 		}
 		t.Reset(every)
-		found, err := c.store.Unhandled(ctx, c.pool, every)
+		found, err := c.store.Unhandled(ctx, c.conns, every)
+		c.recovery.observe(err)
 		if err != nil {
 			if ctx.Err() == nil {
 				c.cfg.Logger.Debug("relay: could not look for jobs no client can run", "error", err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/cpustat"
 )
 
 const (
@@ -62,6 +63,7 @@ func runDrain(ctx context.Context, b *bench) (*RunResult, error) {
 		defer func() { lastDone = d }()
 		return []any{"done", d, "last second", d - lastDone}
 	})
+	cpu0 := cpustat.Take(b.db.postmasterPID())
 	start := time.Now()
 	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}},
 		func(context.Context, *relay.Job[seqArgs]) error {
@@ -101,6 +103,7 @@ func runDrain(ctx context.Context, b *bench) (*RunResult, error) {
 			return nil, fmt.Errorf("drain: only %d of %d outcomes committed a minute after the last handler ran", n, drainJobs)
 		}
 	}
+	cpu1 := cpustat.Take(b.db.postmasterPID())
 	stopProgress()
 	if err := stopClient(ctx, c); err != nil {
 		b.log.Warn("stop client", "error", err)
@@ -122,6 +125,15 @@ func runDrain(ctx context.Context, b *bench) (*RunResult, error) {
 		{Name: "time in Start (listener connect etc.)", Unit: unitMs, Value: float64(started.Sub(start)) / 1e6},
 		{Name: "enqueue rate (EnqueueMany ×5,000)", Unit: unitRate, Value: drainJobs / enqTook.Seconds()},
 	}}
+	// CPU time per job, from Start to the last outcome: unlike the throughput, hardly
+	// touched by what else the machine runs (to the clock tick: 10 ms over the run).
+	if u, ok := cpustat.Between(cpu0, cpu1); ok {
+		perJob := func(cores float64) float64 { return cores * u.Seconds / drainJobs * 1e6 }
+		res.Metrics = append(res.Metrics, Metric{Name: "cpu per job: this process", Unit: unitMicros, Value: perJob(u.Self)})
+		if u.HavePG {
+			res.Metrics = append(res.Metrics, Metric{Name: "cpu per job: its PostgreSQL server", Unit: unitMicros, Value: perJob(u.Postgres)})
+		}
+	}
 	res.Metrics = append(res.Metrics, workMetrics("processing: ", workBetween(s1, s2), drainJobs)...)
 	res.Metrics = append(res.Metrics, workMetrics("enqueueing: ", workBetween(s0, s1), drainJobs)...)
 	res.Notes = append(res.Notes, fmt.Sprintf("completion seen by %d count(*) polls after the last handler returned; the time is when the poll that saw 50,000 was sent", polls))

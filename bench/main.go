@@ -27,10 +27,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/lmittmann/tint"
 
 	"github.com/relayq/relay"
-	"github.com/relayq/relay/relayotel"
+	"github.com/relayq/relay/internal/cpustat"
+	"github.com/relayq/relay/internal/tool"
 )
 
 type options struct {
@@ -47,20 +47,26 @@ type options struct {
 	verbose     bool
 	cpuProfile  string
 	pgss        bool
-	telemetry   string // "", "on" or "metrics": run every workload with relayotel
+	telemetry   string // "" or one of telemetryVariants: run every workload with relayotel
 
 	poolConns     int // the client's pool
 	producers     int // sustained and queues producer goroutines
 	backlog       int // sustained: most enqueued-but-not-started jobs
 	sustainedRate int // sustained: most jobs/s the producers offer
+
+	retentionRate     int           // retention: jobs/s offered
+	retentionDuration time.Duration // retention: each phase
+	retentionKeep     time.Duration // retention: the retention of the pruning phase
+	pruneBacklog      int64         // prune-backlog: finished jobs to delete
+	pruneRate         int           // prune-backlog: jobs/s of the latency workload meanwhile
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "retention", "prune-backlog"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all")
+	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but retention and prune-backlog, which take minutes)")
 	rate := fs.String("rate", "", "latency: jobs/s, or a comma-separated list (default 100,1000)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues, ordered and limited run half of it)")
 	fs.IntVar(&o.runs, "runs", 1, "repeat each workload N times and report the median and range")
@@ -72,12 +78,17 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the schema (with the last workload's jobs) at the end")
 	fs.BoolVar(&o.verbose, "v", false, "debug logs, relay's included")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process to this file")
-	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel's middleware and instruments: on (traces and metrics) or metrics; the overhead workload compares with and without")
+	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel: on (traces, every span recorded, and metrics), sampled (traces sampled at 1 %, this run's among the 99 % not recorded, and metrics), metrics, or metadata (no relayotel: only a trace context stored with every job); the overhead workload compares off with this (default on)")
 	fs.BoolVar(&o.pgss, "pgss", false, "diagnostics: load pg_stat_statements (with track_planning) into the throwaway server and report each run's costliest statements")
 	fs.IntVar(&o.poolConns, "pool-conns", 20, "MaxConns of the client's pgxpool")
 	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
 	fs.IntVar(&o.backlog, "backlog", 5000, "sustained: bound on enqueued-but-not-started jobs")
 	fs.IntVar(&o.sustainedRate, "sustained-rate", 50000, "sustained: most jobs/s offered")
+	fs.IntVar(&o.retentionRate, "retention-rate", 2000, "retention: jobs/s offered")
+	fs.DurationVar(&o.retentionDuration, "retention-duration", 3*time.Minute, "retention: length of each phase (kept, then pruned)")
+	fs.DurationVar(&o.retentionKeep, "retention-keep", 30*time.Second, "retention: how long finished jobs are kept in the pruning phase")
+	fs.Int64Var(&o.pruneBacklog, "prune-backlog", 10_000_000, "prune-backlog: finished jobs to delete")
+	fs.IntVar(&o.pruneRate, "prune-rate", 1000, "prune-backlog: jobs/s of the latency workload that runs meanwhile")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -103,10 +114,12 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-duration must be at least 1s")
 	case o.runs < 1:
 		return o, errors.New("-runs must be at least 1")
-	case o.telemetry != "" && o.telemetry != "on" && o.telemetry != "metrics":
-		return o, fmt.Errorf("bad -telemetry %q (want on or metrics)", o.telemetry)
+	case o.telemetry != "" && !slices.Contains(telemetryVariants, o.telemetry):
+		return o, fmt.Errorf("bad -telemetry %q (want %s)", o.telemetry, strings.Join(telemetryVariants, ", "))
 	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
 		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
+	case o.retentionRate < 100 || o.retentionDuration < 30*time.Second || o.retentionKeep < time.Second || o.pruneBacklog < 1 || o.pruneRate < 1:
+		return o, errors.New("-retention-rate ≥ 100, -retention-duration ≥ 30s, -retention-keep ≥ 1s, -prune-backlog ≥ 1, -prune-rate ≥ 1")
 	}
 	if o.databaseURL == "" {
 		o.databaseURL = os.Getenv("DATABASE_URL")
@@ -122,7 +135,7 @@ type bench struct {
 	base time.Time // origin of the recorders' monotonic timestamps
 	// tel, when set, instruments every client and enqueue as an application would (the
 	// overhead workload); telStops undo the clients' instrumentation.
-	tel      *relayotel.Telemetry
+	tel      *telemetry
 	telStops []func()
 }
 
@@ -169,8 +182,16 @@ func plan(o options) []workload {
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
 	add("enqueue", "enqueue", runEnqueue)
-	if o.workload == "overhead" { // not part of "all": it repeats drain and latency
+	// Not part of "all": overhead repeats drain and latency, and the retention workloads
+	// run for minutes each.
+	if o.workload == "overhead" {
 		add("overhead (telemetry off vs on)", "overhead", runOverhead)
+	}
+	if o.workload == "retention" {
+		ws = append(ws, workload{name: "retention", group: "retention", run: runRetention})
+	}
+	if o.workload == "prune-backlog" {
+		ws = append(ws, workload{name: "prune backlog", group: "prune-backlog", run: runPruneBacklog})
 	}
 	return ws
 }
@@ -187,14 +208,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
 	}
-	level := slog.LevelInfo
-	if opts.verbose {
-		level = slog.LevelDebug
-	}
-	st, _ := os.Stderr.Stat()
-	log := slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{
-		Level: level, TimeFormat: "15:04:05.000", NoColor: st == nil || st.Mode()&os.ModeCharDevice == 0,
-	}))
+	log := tool.Logger(opts.verbose)
 	slog.SetDefault(log)
 
 	if opts.cpuProfile != "" {
@@ -238,13 +252,13 @@ func run() int {
 	b := &bench{log: log, db: db, opts: opts, base: time.Now()}
 	runCtx := ctx
 	if opts.telemetry != "" && opts.workload != "overhead" {
-		tel, tracedCtx, _, closeTel, err := newTelemetry(ctx, b)
+		tel, err := newTelemetry(ctx, b)
 		if err != nil {
 			log.Error("telemetry", "error", err)
 			return 1
 		}
-		defer closeTel()
-		b.tel, runCtx = tel, tracedCtx
+		defer tel.close()
+		b.tel, runCtx = tel, tel.ctx
 	}
 
 	report := &report{
@@ -279,7 +293,7 @@ func run() int {
 				}
 			}
 			t := time.Now()
-			cpu0 := sampleCPU(pgPID)
+			cpu0 := cpustat.Take(pgPID)
 			res, err := w.run(runCtx, b)
 			if err != nil {
 				log.Error("workload failed", "name", w.name, "error", err)
@@ -293,7 +307,7 @@ func run() int {
 			if err := db.waitBackendsGone(ctx); err != nil {
 				log.Warn("waiting for the run's connections to close", "error", err)
 			}
-			cpu := cpuMetrics(cpu0, sampleCPU(pgPID))
+			cpu := cpuMetrics(cpu0, cpustat.Take(pgPID))
 			res.Metrics = append(res.Metrics, cpu...)
 			if len(cpu) == 4 { // the server's own CPU is known: "other" is really others
 				if other := cpu[len(cpu)-1].Value; other > 0.2 {
@@ -360,23 +374,26 @@ var benchKind = relay.NewKind[seqArgs]("bench")
 const benchQueue = "bench"
 
 // startClient starts a client with relay's defaults except for the queues, whose handler
-// for benchKind is fn.
-func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[string]relay.QueueConfig, fn relay.HandlerFunc[seqArgs]) (*relay.Client, error) {
+// for benchKind is fn, and what configure changes.
+func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[string]relay.QueueConfig, fn relay.HandlerFunc[seqArgs], configure ...func(*relay.Config)) (*relay.Client, error) {
 	logger := b.log
 	if !b.opts.verbose {
 		// relay's own logs only from warnings up, unless -v.
 		logger = slog.New(levelFilter{b.log.Handler(), slog.LevelWarn})
 	}
 	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger}
-	if b.tel != nil {
-		cfg.Middleware = []relay.Middleware{b.tel.Middleware()}
+	if b.tel != nil && b.tel.tel != nil {
+		cfg.Middleware = []relay.Middleware{b.tel.tel.Middleware()}
+	}
+	for _, f := range configure {
+		f(&cfg)
 	}
 	c := relay.New(cfg)
 	if err := relay.Handle(c, benchKind, fn); err != nil {
 		return nil, err
 	}
-	if b.tel != nil {
-		stop, err := b.tel.Instrument(c)
+	if b.tel != nil && b.tel.tel != nil {
+		stop, err := b.tel.tel.Instrument(c)
 		if err != nil {
 			return nil, err
 		}
@@ -448,7 +465,7 @@ func stopClient(ctx context.Context, c *relay.Client) error {
 func (b *bench) enqueueOpts(queue string) []relay.EnqueueOption {
 	opts := []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(queue)}
 	if b.tel != nil {
-		opts = append(opts, b.tel.EnqueueMiddleware())
+		opts = append(opts, b.tel.enqueue)
 	}
 	return opts
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -11,37 +12,45 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/cpustat"
 	"github.com/relayq/relay/relayotel"
 )
 
 // overheadPairs is how many times the overhead workload measures each variant.
 const overheadPairs = 4
 
-// runOverhead measures what relayotel costs: drain and latency R=1000, each run with
-// telemetry off and on, alternating (off, on, then on, off, …) so that a drift of the
-// machine's load touches both alike. "On" is what an application with tracing and metrics
-// pays: the middleware on the client (a span and two instruments per attempt), Observe
-// feeding the outcome counters, the enqueue middleware (a span per EnqueueMany, the trace
-// context stored in every job's metadata, which every claim then carries and decodes), the
-// depth gauges registered, every span sampled and handed to a batch processor. Each
-// measurement reports the CPU that other processes used meanwhile: the machine is shared.
+// overheadRates are the rates at which the overhead workload measures pickup latency.
+var overheadRates = []int{100, 1000}
+
+// runOverhead measures what relayotel costs: drain and latency at R=100 and R=1000, each
+// run with telemetry off and on, alternating (off, on, then on, off, …) so that a drift of
+// the machine's load touches both alike. "On" is the -telemetry variant (default on: what
+// an application with tracing, every span recorded, and metrics pays — the middleware on
+// the client (a span, the started counter and the pickup histogram per attempt), Observe
+// feeding the outcome counters and the duration histogram, the enqueue middleware (a span
+// per EnqueueMany, the trace context stored in every job's metadata, which every claim
+// then carries and decodes), the depth gauges registered, spans handed to a batch
+// processor). Each measurement reports the CPU that other processes used meanwhile (the
+// machine is shared), and a drain the CPU time it took per job, here and in PostgreSQL,
+// which the machine's other load hardly changes.
 func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
-	tel, tracedCtx, reader, closeTel, err := newTelemetry(ctx, b)
+	tel, err := newTelemetry(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	defer closeTel()
+	defer tel.close()
 
 	pgPID := b.db.postmasterPID()
 	latencyDuration := max(b.opts.duration/4, time.Second)
-	type sample struct{ value, p50, p99, other float64 }
+	type sample struct{ value, p50, p99, other, clientCPU, pgCPU float64 }
 	samples := map[string][]sample{}
 	var notes []string
 	measure := func(name string, on bool, run func(context.Context) (*RunResult, error)) error {
 		variant := "off"
 		runCtx := ctx
 		if on {
-			variant, runCtx, b.tel = "on", tracedCtx, tel
+			variant, runCtx, b.tel = "on", tel.ctx, tel
 		}
 		defer func() {
 			b.tel = nil
@@ -53,7 +62,7 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 		if err := b.db.reset(ctx); err != nil {
 			return err
 		}
-		cpu0 := sampleCPU(pgPID)
+		cpu0 := cpustat.Take(pgPID)
 		res, err := run(runCtx)
 		if err != nil {
 			return fmt.Errorf("%s, telemetry %s: %w", name, variant, err)
@@ -61,7 +70,7 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 		if err := b.db.waitBackendsGone(ctx); err != nil {
 			b.log.Warn("waiting for the run's connections to close", "error", err)
 		}
-		cpu := cpuMetrics(cpu0, sampleCPU(pgPID))
+		cpu := cpuMetrics(cpu0, cpustat.Take(pgPID))
 		s := sample{other: -1}
 		if len(cpu) == 4 {
 			s.other = cpu[3].Value
@@ -74,12 +83,16 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 				s.p50 = m.Value
 			case m.Name == "latency p99":
 				s.p99 = m.Value
+			case m.Name == "cpu per job: this process":
+				s.clientCPU = m.Value
+			case m.Name == "cpu per job: its PostgreSQL server":
+				s.pgCPU = m.Value
 			}
 		}
 		key := name + " " + variant
 		samples[key] = append(samples[key], s)
-		note := fmt.Sprintf("%s: %.0f/s", key, s.value)
-		if name == "latency" {
+		note := fmt.Sprintf("%s: %.0f/s, cpu per job %.1f µs here, %.1f µs in PostgreSQL", key, s.value, s.clientCPU, s.pgCPU)
+		if strings.HasPrefix(name, "latency") {
 			note = fmt.Sprintf("%s: p50 %.2f ms, p99 %.2f ms", key, s.p50, s.p99)
 		}
 		notes = append(notes, fmt.Sprintf("%s (other processes %.2f cores)", note, s.other))
@@ -98,12 +111,14 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 				return nil, err
 			}
 		}
-		for _, on := range order {
-			b.opts.duration = latencyDuration
-			err := measure("latency", on, func(ctx context.Context) (*RunResult, error) { return runLatency(ctx, b, 1000) })
-			b.opts.duration = saved
-			if err != nil {
-				return nil, err
+		for _, rate := range overheadRates {
+			for _, on := range order {
+				b.opts.duration = latencyDuration
+				err := measure(fmt.Sprintf("latency R=%d", rate), on, func(ctx context.Context) (*RunResult, error) { return runLatency(ctx, b, rate) })
+				b.opts.duration = saved
+				if err != nil {
+					return nil, err
+				}
 			}
 		}
 	}
@@ -135,17 +150,30 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 		{Name: "drain off (best jobs/s)", Unit: unitRate, Value: best("drain off")},
 		{Name: "drain on (best jobs/s)", Unit: unitRate, Value: best("drain on")},
 		{Name: "drain overhead, best runs (%)", Unit: unitFloat, Value: 100 * (1 - best("drain on")/best("drain off"))},
-		{Name: "latency R=1000 off p50", Unit: unitMs, Value: med("latency off", p50)},
-		{Name: "latency R=1000 on p50", Unit: unitMs, Value: med("latency on", p50)},
-		{Name: "latency R=1000 off p99", Unit: unitMs, Value: med("latency off", p99)},
-		{Name: "latency R=1000 on p99", Unit: unitMs, Value: med("latency on", p99)},
+		// CPU time per job hardly depends on the machine's other load, as throughput does.
+		{Name: "drain off, cpu per job here (median)", Unit: unitMicros, Value: med("drain off", func(s sample) float64 { return s.clientCPU })},
+		{Name: "drain on, cpu per job here (median)", Unit: unitMicros, Value: med("drain on", func(s sample) float64 { return s.clientCPU })},
+		{Name: "drain off, cpu per job in PostgreSQL (median)", Unit: unitMicros, Value: med("drain off", func(s sample) float64 { return s.pgCPU })},
+		{Name: "drain on, cpu per job in PostgreSQL (median)", Unit: unitMicros, Value: med("drain on", func(s sample) float64 { return s.pgCPU })},
 		{Name: "other processes, drain off/on (median cores)", Unit: unitFloat, Value: med("drain off", other)},
 		{Name: "  … drain on", Unit: unitFloat, Value: med("drain on", other)},
-	}, Notes: notes}
+	}, Notes: append([]string{fmt.Sprintf("on: -telemetry %s", cmp.Or(b.opts.telemetry, "on"))}, notes...)}
+	for _, rate := range overheadRates {
+		l := fmt.Sprintf("latency R=%d", rate)
+		res.Metrics = append(res.Metrics,
+			Metric{Name: l + " off p50", Unit: unitMs, Value: med(l+" off", p50)},
+			Metric{Name: l + " on p50", Unit: unitMs, Value: med(l+" on", p50)},
+			Metric{Name: l + " off p99", Unit: unitMs, Value: med(l+" off", p99)},
+			Metric{Name: l + " on p99", Unit: unitMs, Value: med(l+" on", p99)},
+		)
+	}
 
 	// The telemetry saw what ran: a check that "on" measured what it claims to.
+	if tel.reader == nil {
+		return res, nil
+	}
 	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
+	if err := tel.reader.Collect(ctx, &rm); err != nil {
 		return nil, err
 	}
 	for _, sm := range rm.ScopeMetrics {
@@ -165,27 +193,61 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 	return res, nil
 }
 
-// newTelemetry is relayotel as an application with tracing and metrics has it: every span
-// sampled and handed to a batch processor (whose exporter discards them), metrics read by
-// a manual reader (returned, to check what was counted), the depth gauges registered.
-// tracedCtx holds the span of a producer's request, under which enqueues are traced.
-func newTelemetry(ctx context.Context, b *bench) (tel *relayotel.Telemetry, tracedCtx context.Context, reader *sdkmetric.ManualReader, closeAll func(), err error) {
-	reader = sdkmetric.NewManualReader()
+// telemetryVariants are the values of -telemetry.
+var telemetryVariants = []string{"on", "sampled", "metrics", "metadata"}
+
+// telemetry is what a -telemetry variant adds to every client and enqueue.
+type telemetry struct {
+	tel *relayotel.Telemetry // nil for the metadata variant
+	// enqueue is the option every enqueue is given: tel's enqueue middleware, or the
+	// metadata variant's trace context.
+	enqueue relay.EnqueueOption
+	ctx     context.Context         // the producer's request, under which enqueues are traced
+	reader  *sdkmetric.ManualReader // nil for the metadata variant
+	close   func()
+}
+
+// newTelemetry is relayotel as an application has it, per b.opts.telemetry (default on):
+//   - on: every span recorded and handed to a batch processor (whose exporter discards
+//     them), metrics read by a manual reader (kept, to check what was counted), the depth
+//     gauges registered;
+//   - sampled: the same with spans sampled at 1 % (ParentBased(TraceIDRatioBased(0.01)));
+//     the producer's request is one of the 99 % not sampled, so every span of the run is
+//     not recording: what an unsampled job costs, which is what 99 % of them cost;
+//   - metrics: metrics only (no spans, no trace context stored);
+//   - metadata: no relayotel, only the W3C trace context a traced enqueue would store in
+//     every job, which every claim then returns: its cost on the database.
+func newTelemetry(ctx context.Context, b *bench) (*telemetry, error) {
+	variant := cmp.Or(b.opts.telemetry, "on")
+	if variant == "metadata" {
+		return &telemetry{ctx: ctx, close: func() {}, enqueue: relay.Metadata(map[string]string{
+			"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		})}, nil
+	}
+	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
-		sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	sampler := sdktrace.AlwaysSample()
+	if variant == "sampled" {
+		sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
 	cfg := relayotel.Config{MeterProvider: mp, TracerProvider: tp, DB: b.db.admin, Schema: b.opts.schema}
-	if b.opts.telemetry == "metrics" {
+	if variant == "metrics" {
 		cfg.TracerProvider = nil
 	}
-	if tel, err = relayotel.New(cfg); err != nil {
-		return nil, nil, nil, nil, err
+	tel, err := relayotel.New(cfg)
+	if err != nil {
+		return nil, err
 	}
-	tracedCtx, request := tp.Tracer("bench").Start(ctx, "producer")
-	return tel, tracedCtx, reader, func() {
+	requests := tp
+	if variant == "sampled" {
+		requests = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+	}
+	tracedCtx, request := requests.Tracer("bench").Start(ctx, "producer")
+	return &telemetry{tel: tel, enqueue: tel.EnqueueMiddleware(), ctx: tracedCtx, reader: reader, close: func() {
 		request.End()
 		tel.Close()
 		mp.Shutdown(context.WithoutCancel(ctx))
 		tp.Shutdown(context.WithoutCancel(ctx))
-	}, nil
+	}}, nil
 }

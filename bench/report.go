@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/relayq/relay/internal/tool"
 )
 
 // report is everything a benchmark run found; it is printed and written as JSON.
@@ -188,6 +186,8 @@ func format(v float64, unit string) string {
 	switch unit {
 	case unitMs:
 		return fmt.Sprintf("%.3f", v)
+	case unitMicros:
+		return fmt.Sprintf("%.1f", v)
 	case unitRate:
 		return thousands(v)
 	case unitCount:
@@ -196,7 +196,7 @@ func format(v float64, unit string) string {
 		return fmt.Sprintf("%.3f", v)
 	case unitRatio:
 		return fmt.Sprintf("%.1f×", v)
-	case unitPct:
+	case unitPct, unitMB:
 		return fmt.Sprintf("%.1f", v)
 	case unitCores:
 		return fmt.Sprintf("%.2f", v)
@@ -223,18 +223,4 @@ func thousands(v float64) string {
 	return b.String()
 }
 
-func (r *report) writeJSON(path string) error {
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return err
-	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
-}
+func (r *report) writeJSON(path string) error { return tool.WriteJSON(path, r) }

@@ -30,14 +30,16 @@ func ms(us int64) float64 { return float64(us) / 1000 }
 
 // Units say how a metric is printed.
 const (
-	unitMs    = "ms"
-	unitCount = "count"
-	unitRate  = "jobs/s"
-	unitSec   = "s"
-	unitFloat = "float"
-	unitRatio = "ratio"
-	unitCores = "cores"
-	unitPct   = "%"
+	unitMs     = "ms"
+	unitMicros = "µs"
+	unitCount  = "count"
+	unitRate   = "jobs/s"
+	unitSec    = "s"
+	unitFloat  = "float"
+	unitRatio  = "ratio"
+	unitCores  = "cores"
+	unitPct    = "%"
+	unitMB     = "MB"
 )
 
 // Metric is one number a workload run reports, with the target it is judged against.

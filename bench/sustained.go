@@ -89,18 +89,7 @@ func runSustained(ctx context.Context, b *bench) (*RunResult, error) {
 				for i := range specs {
 					specs[i] = benchKind.Job(seqArgs{Seq: seq0 + int64(i)})
 				}
-				err := func() error {
-					tx, err := prodPool.Begin(ctx)
-					if err != nil {
-						return err
-					}
-					defer tx.Rollback(ctx)
-					if _, err := relay.EnqueueMany(ctx, tx, specs, opts...); err != nil {
-						return err
-					}
-					return tx.Commit(ctx)
-				}()
-				if err != nil {
+				if err := enqueueInTx(ctx, prodPool, specs, opts); err != nil {
 					errOnce.Do(func() { prodErr = err })
 					stopping.Store(true)
 					return

@@ -10,7 +10,8 @@
 // A dispatcher is woken by [Dispatcher.Notify] (a job became pending, due now or later),
 // [Dispatcher.Wake] (look again from scratch), a finished job freeing a slot while more work
 // may be waiting, and a fallback poll that covers notifications lost while no connection
-// was listening.
+// was listening. A claim that fails is retried after a pause that grows to 2 s;
+// [Dispatcher.Retry] (the database answers again) ends the pause.
 //
 // Each claim from a plain queue resumes from a [Cursor] — the claim position (priority,
 // run_at, id) of the last job it claimed — instead of scanning the queue's index from its
@@ -105,6 +106,9 @@ type Dispatcher struct {
 
 	handoff chan *Job     // unbuffered: a send succeeds only if an idle worker waits
 	stopped chan struct{} // closed when Run returns: idle workers exit
+	// retry and retryWait, capacity 1 each, end the pause after a failed claim and after a
+	// failed Config.Wait (see Retry).
+	retry, retryWait chan struct{}
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -114,7 +118,8 @@ func New(cfg Config) *Dispatcher {
 	}
 	// A new dispatcher looks for work at once: jobs may have waited for it.
 	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true,
-		handoff: make(chan *Job), stopped: make(chan struct{})}
+		handoff: make(chan *Job), stopped: make(chan struct{}),
+		retry: make(chan struct{}, 1), retryWait: make(chan struct{}, 1)}
 }
 
 // Running is how many of its jobs are running now.
@@ -197,6 +202,19 @@ func (d *Dispatcher) poke() {
 // Nudge tells the dispatcher that Room may have grown. It never blocks.
 func (d *Dispatcher) Nudge() { d.poke() }
 
+// Retry tells the dispatcher that the database answers again: if it is pausing after a
+// failed claim (or a failed [Config].Wait), it tries again at once, with its backoff reset.
+// Other wakeups do not end that pause, so that a claim that keeps failing is not retried
+// for every job that ends or is enqueued. It never blocks.
+func (d *Dispatcher) Retry() {
+	for _, ch := range []chan struct{}{d.retry, d.retryWait} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Wait blocks until every job this dispatcher started has returned from Run.
 func (d *Dispatcher) Wait() { d.jobs.Wait() }
 
@@ -265,8 +283,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			case err != nil:
 				d.cfg.Logger.Error("relay: claiming jobs failed; retrying", "queue", d.cfg.Queue, "error", err)
 				d.wakeIn(0) // try again after the pause
-				if !sleep(ctx, retry.Next()) {
+				switch pause(ctx, retry.Next(), d.retry) {
+				case pauseCancelled:
 					return ctx.Err()
+				case pauseRetry:
+					retry.Reset()
 				}
 			default:
 				retry.Reset()
@@ -324,8 +345,11 @@ func (d *Dispatcher) awaitWakeups(ctx context.Context) {
 			return
 		}
 		d.cfg.Logger.Error("relay: a dispatcher could not prepare to be woken again; retrying", "queue", d.cfg.Queue, "error", err)
-		if !sleep(ctx, retry.Next()) {
+		switch pause(ctx, retry.Next(), d.retryWait) {
+		case pauseCancelled:
 			return
+		case pauseRetry:
+			retry.Reset()
 		}
 	}
 	d.busy.Store(false)
@@ -507,14 +531,25 @@ func (d *Dispatcher) run(job *Job) {
 	d.cfg.Run(job)
 }
 
-// sleep waits for d or until ctx ends, reporting whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
+// How a pause after a failed statement ended.
+const (
+	pauseOver      = iota // it lasted its time
+	pauseRetry            // Retry was called
+	pauseCancelled        // ctx ended
+)
+
+// pause waits for wait after a failed statement, or until Retry signals retry or ctx
+// ends. A Retry that came while the statement was failing ends it at once: the database
+// may have come back meanwhile, and one try too many costs less than a missed recovery.
+func pause(ctx context.Context, wait time.Duration, retry <-chan struct{}) int {
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return pauseCancelled
 	case <-t.C:
-		return true
+		return pauseOver
+	case <-retry:
+		return pauseRetry
 	}
 }

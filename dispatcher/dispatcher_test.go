@@ -445,6 +445,45 @@ func TestRoomBoundsClaimsAndNudgeResumesThem(t *testing.T) {
 	}
 }
 
+// After claims have failed for a while, the dispatcher pauses for seconds before the next;
+// wakeups do not end that pause (a claim that keeps failing is not retried for every job
+// enqueued), but Retry — the database answers again — ends it at once.
+func TestRetryEndsThePauseAfterFailedClaims(t *testing.T) {
+	t.Parallel()
+	started := make(chan int64, 10)
+	h := newHarness(t, 10, time.Hour, func(j *dispatcher.Job) { started <- j.ID })
+	ids := h.enqueue(1)
+	// Every claim fails while the jobs table is away.
+	jobs, away := h.store.Table("jobs"), pgx.Identifier{h.db.Schema, "jobs_away"}.Sanitize()
+	if _, err := h.db.Exec(context.Background(), `ALTER TABLE `+jobs+` RENAME TO jobs_away`); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	// Pauses double from 10 ms (±20 %): after the eighth failure the next lasts over 1 s.
+	for range 8 {
+		recv(t, h.db.claimed, "a failed claim")
+	}
+	failedAt := time.Now()
+	if _, err := h.db.Exec(context.Background(), `ALTER TABLE `+away+` RENAME TO jobs`); err != nil {
+		t.Fatal(err)
+	}
+	h.d.Wake()
+	h.d.Notify(0, dispatcher.Cursor{})
+	select {
+	case <-h.db.claimed:
+		t.Fatalf("a wakeup ended the pause after a failed claim (%v after it)", time.Since(failedAt))
+	case <-time.After(300 * time.Millisecond):
+	}
+	h.d.Retry()
+	retriedAt := time.Now()
+	if got := recv(t, started, "the job after Retry"); got != ids[0] {
+		t.Fatalf("started job %d, want %d", got, ids[0])
+	}
+	if took := time.Since(retriedAt); took > 600*time.Millisecond {
+		t.Errorf("the job started %v after Retry; want at once (the pause had over a second to go)", took)
+	}
+}
+
 // Through a backlog of short jobs, each claim waits for the jobs of the one before to end
 // and takes nearly every slot. Claiming as soon as the first slot frees makes claims
 // alternate between a few jobs and most of the slots, averaging half of Workers.

@@ -28,4 +28,8 @@ type Job struct {
 	Metadata   []byte // a JSON object of strings set when it was enqueued; nil if none
 	// Backoff is the job's own retry policy, given when it was enqueued; nil for its kind's.
 	Backoff *backoff.Policy
+	// Schedule is the periodic schedule that enqueued the job, and Slot the time it was
+	// enqueued for; "" and zero for a job enqueued otherwise.
+	Schedule string
+	Slot     time.Time
 }

@@ -7,7 +7,9 @@
 // cancelled or deleted: its handler's context is cancelled at once with [ErrLostLease].
 // While the database cannot be reached the Keeper keeps trying, and once a lease has
 // certainly expired it cancels that handler itself with [ErrLeaseExpired]. A [Rescuer]
-// retries running jobs whose lease expired, on every client, each exactly once.
+// retries running jobs whose lease expired, on every client, each exactly once. Both back
+// off while the database fails; tell them when it answers again ([Keeper.Recover],
+// [Rescuer.Recover]) and they carry on at once.
 //
 // Both work through what their configuration supplies: a Keeper through a [Renewer], a
 // Rescuer through a rescue function ([RescuerConfig].Rescue). relay's client implements
@@ -53,6 +55,10 @@ type KeeperConfig struct {
 type Keeper struct {
 	cfg    KeeperConfig
 	paused atomic.Bool
+	// failing: the last renewal did not reach the database; recovered, with room for one
+	// signal, wakes Run to renew at once (see Recover).
+	failing   atomic.Bool
+	recovered chan struct{}
 
 	mu   sync.Mutex
 	held map[int64]*lease
@@ -92,7 +98,8 @@ func NewKeeper(cfg KeeperConfig) *Keeper {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{cfg: cfg, held: map[int64]*lease{}, cancelled: map[attemptKey]tombstone{}, waiting: map[int64]bool{}}
+	return &Keeper{cfg: cfg, held: map[int64]*lease{}, cancelled: map[attemptKey]tombstone{}, waiting: map[int64]bool{},
+		recovered: make(chan struct{}, 1)}
 }
 
 // Hold starts keeping the lease of attempt of job id, granted by a claim whose answer
@@ -173,9 +180,23 @@ func (k *Keeper) Held() int {
 // database. It exists for tests of partitioned workers.
 func (k *Keeper) Pause(paused bool) { k.paused.Store(paused) }
 
+// Recover tells the Keeper that the database answers again. If its last renewal failed,
+// it renews at once rather than at its next tick, so that leases that have not expired yet
+// are saved. It never blocks.
+func (k *Keeper) Recover() {
+	if !k.failing.Load() {
+		return
+	}
+	select {
+	case k.recovered <- struct{}{}:
+	default:
+	}
+}
+
 // Run renews leases every Interval until ctx ends. The first renewal, which also records
 // the client's first heartbeat, happens at once. While renewals fail it also wakes when
-// the earliest lease certainly expires, to cancel that handler without delay.
+// the earliest lease certainly expires, to cancel that handler without delay, and when
+// [Keeper.Recover] is called.
 func (k *Keeper) Run(ctx context.Context) error {
 	next := time.Now()
 	for {
@@ -184,6 +205,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 		if !now.Before(next) {
 			next = now.Add(k.cfg.Interval)
 			renewed = !k.paused.Load() && k.renew(ctx)
+			k.failing.Store(!renewed)
 		}
 		wake := next
 		if !renewed {
@@ -198,6 +220,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 			k.lockers.Wait()
 			return ctx.Err()
 		case <-t.C:
+		case <-k.recovered:
+			t.Stop()
+			if k.failing.Load() {
+				next = time.Now()
+			}
 		}
 	}
 }

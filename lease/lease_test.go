@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -482,5 +483,80 @@ func TestKeeperKeepsFinishedLeasesUntilReleased(t *testing.T) {
 	k.Release(jobs[1].ID, jobs[1].Attempt)
 	if k.Held() != 0 {
 		t.Errorf("Held() = %d after releasing everything, want 0", k.Held())
+	}
+}
+
+// warned is a log handler that signals (once, until read) that a warning was logged.
+type warned chan struct{}
+
+func (w warned) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w warned) Handle(context.Context, slog.Record) error {
+	select {
+	case w <- struct{}{}:
+	default:
+	}
+	return nil
+}
+func (w warned) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w warned) WithGroup(string) slog.Handler      { return w }
+
+// A keeper whose renewal failed renews again at its next tick, an hour later here, unless
+// it is told the database is back: then at once.
+func TestKeeperRenewsAtOnceWhenTheDatabaseIsBack(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	j := r.claim("keeper-back", 1, time.Minute)[0]
+	// The renewal records the heartbeat first: it fails while the clients table is away.
+	if _, err := r.db.Exec(ctx, `ALTER TABLE `+r.store.Table("clients")+` RENAME TO clients_away`); err != nil {
+		t.Fatal(err)
+	}
+	failed := make(warned, 1)
+	k := lease.NewKeeper(lease.KeeperConfig{
+		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-back", Queues: []string{"default"}, Kinds: []string{"k"}}),
+		TTL:     time.Minute, Interval: time.Hour, Logger: slog.New(failed),
+	})
+	hold(k, j)
+	_, claimed, _ := r.leaseOf(j.ID)
+	runKeeper(t, k)
+	select {
+	case <-failed:
+	case <-time.After(waitTimeout):
+		t.Fatal("the first renewal did not fail")
+	}
+	if _, err := r.db.Exec(ctx, `ALTER TABLE `+r.store.Table("clients_away")+` RENAME TO clients`); err != nil {
+		t.Fatal(err)
+	}
+	k.Recover()
+	relaytest.WaitFor(t, 5*time.Second, "the lease to be renewed after Recover", func() bool {
+		_, expires, _ := r.leaseOf(j.ID)
+		return expires.After(claimed)
+	})
+}
+
+// A rescuer waits up to MaxWait between passes, an hour here, unless it is told the
+// database is back: then it rescues at once.
+func TestRescuerRescuesAtOnceWhenTheDatabaseIsBack(t *testing.T) {
+	t.Parallel()
+	passes := make(chan struct{}, 10)
+	resc := lease.NewRescuer(lease.RescuerConfig{MaxWait: time.Hour, Rescue: func(context.Context, int) (lease.Rescued, error) {
+		passes <- struct{}{}
+		return lease.Rescued{}, nil
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); resc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-passes
+	select {
+	case <-passes:
+		t.Fatal("the rescuer rescued again before MaxWait")
+	case <-time.After(200 * time.Millisecond):
+	}
+	resc.Recover()
+	select {
+	case <-passes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the rescuer did not rescue after Recover")
 	}
 }

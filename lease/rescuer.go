@@ -21,14 +21,27 @@ type RescuerConfig struct {
 
 // Rescuer retries running jobs whose lease expired. Every client runs one; the rescue
 // statement skips rows another rescuer holds, so each job is rescued exactly once.
-type Rescuer struct{ cfg RescuerConfig }
+type Rescuer struct {
+	cfg       RescuerConfig
+	recovered chan struct{} // room for one signal: see Recover
+}
 
 // NewRescuer returns a Rescuer for cfg.
 func NewRescuer(cfg RescuerConfig) *Rescuer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Rescuer{cfg: cfg}
+	return &Rescuer{cfg: cfg, recovered: make(chan struct{}, 1)}
+}
+
+// Recover tells the Rescuer that the database answers again: it rescues at once, with its
+// backoff reset, rather than at the end of its wait. Leases that expired while the
+// database was away are then retried within moments of its return. It never blocks.
+func (r *Rescuer) Recover() {
+	select {
+	case r.recovered <- struct{}{}:
+	default:
+	}
 }
 
 // Run rescues expired leases until ctx ends.
@@ -43,6 +56,7 @@ func (r *Rescuer) Run(ctx context.Context) error {
 			return pass{full: len(res.IDs) == limit, hasNext: res.HasNext, nextIn: res.NextIn}, nil
 		},
 		maxWait: r.cfg.MaxWait, logger: r.cfg.Logger, failed: "relay: rescuing expired leases failed; retrying",
+		recovered: r.recovered,
 	}.loop(ctx)
 }
 

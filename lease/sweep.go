@@ -40,6 +40,9 @@ type sweep struct {
 	// whether to pass at once.
 	wake   <-chan struct{}
 	sooner func(next time.Time, hasNext bool) bool
+	// recovered, if not nil, signals that the database answers again: pass at once, with
+	// the backoff of failed passes reset.
+	recovered <-chan struct{}
 }
 
 func (s sweep) loop(ctx context.Context) error {
@@ -70,26 +73,39 @@ func (s sweep) loop(ctx context.Context) error {
 				wait = min(wait, lag.Next())
 			}
 		}
-		if !s.sleep(ctx, wait, p) {
+		switch s.sleep(ctx, wait, p) {
+		case slept:
+		case recovered:
+			retry.Reset()
+		default:
 			return ctx.Err()
 		}
 	}
 }
 
-// sleep waits d, or less if woken for a deadline sooner than the one of p, and reports
-// false if ctx ended.
-func (s sweep) sleep(ctx context.Context, d time.Duration, p pass) bool {
+// How a sweep's sleep ended.
+const (
+	cancelled = iota // ctx ended
+	slept            // the wait ended, or a sooner deadline was announced
+	recovered        // the database answers again
+)
+
+// sleep waits d, or less if woken for a deadline sooner than the one of p or told the
+// database is back, and says which.
+func (s sweep) sleep(ctx context.Context, d time.Duration, p pass) int {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return cancelled
 		case <-t.C:
-			return true
+			return slept
+		case <-s.recovered: // a nil channel: never
+			return recovered
 		case <-s.wake: // a nil channel: never
 			if s.sooner(p.next, p.hasNext) {
-				return true
+				return slept
 			}
 		}
 	}

@@ -188,6 +188,32 @@ func TestListenerRetriesFailedConnects(t *testing.T) {
 	}
 }
 
+// While the database stays away, the listener tries to connect again a few times a
+// second, however long it has been failing: it is what notices first that it is back.
+func TestListenerKeepsTryingOftenWhileTheDatabaseIsAway(t *testing.T) {
+	t.Parallel()
+	attempts := make(chan time.Time, 100)
+	l := listener.New(listener.Config{
+		Channel: "c", OnNotify: func(string) {},
+		Connect: func(context.Context) (*pgx.Conn, error) {
+			attempts <- time.Now()
+			return nil, errors.New("the database is away")
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var last time.Time
+	for i := range 10 {
+		at := recv(t, attempts, "a connect attempt")
+		if gap := at.Sub(last); i >= 6 && gap > 600*time.Millisecond {
+			t.Errorf("connect attempt %d came %v after the one before; want at most 480 ms (400 ms ± 20 %%)", i+1, gap)
+		}
+		last = at
+	}
+}
+
 // Run reports a Config it cannot work with instead of looping.
 func TestListenerRejectsIncompleteConfig(t *testing.T) {
 	t.Parallel()

@@ -3,11 +3,12 @@ package relayotel
 import (
 	"context"
 	"errors"
-	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/relayq/relay"
 )
@@ -46,14 +47,15 @@ var (
 
 // instruments are relay's instruments on one meter.
 type instruments struct {
-	meter                           metric.Meter
-	enqueued, started, finished     metric.Int64Counter
-	duration, pickup                metric.Float64Histogram
-	depth, running, free, backlog   metric.Int64ObservableGauge
-	oldest                          metric.Float64ObservableGauge
-	reconnects                      metric.Int64ObservableCounter
-	sets                            sync.Map // setKey → metric.MeasurementOption
-	systemAttr, enqueueAttr, procAt attribute.KeyValue
+	meter                                metric.Meter
+	enqueued, started, finished          metric.Int64ObservableCounter
+	duration, pickup                     metric.Float64Histogram
+	depth, running, free, backlog        metric.Int64ObservableGauge
+	oldest                               metric.Float64ObservableGauge
+	reconnects                           metric.Int64ObservableCounter
+	counts                               cache[setKey, *count]       // the counters' points
+	processes                            cache[processKey, *process] // what the attempts of one kind in one queue share
+	systemAttr, enqueueAttr, processAttr attribute.KeyValue
 }
 
 func newInstruments(meter metric.Meter) (*instruments, error) {
@@ -61,14 +63,14 @@ func newInstruments(meter metric.Meter) (*instruments, error) {
 		meter:       meter,
 		systemAttr:  semconv.MessagingSystemKey.String(systemName),
 		enqueueAttr: semconv.MessagingOperationName(operationEnqueue),
-		procAt:      semconv.MessagingOperationName(operationProcess),
+		processAttr: semconv.MessagingOperationName(operationProcess),
 	}
-	var errs [11]error
-	m.enqueued, errs[0] = meter.Int64Counter(MetricEnqueued, metric.WithUnit("{message}"),
+	var errs [12]error
+	m.enqueued, errs[0] = meter.Int64ObservableCounter(MetricEnqueued, metric.WithUnit("{message}"),
 		metric.WithDescription("Jobs enqueued: each job an enqueue statement was sent for, by queue and kind (error.type when it failed)."))
-	m.started, errs[1] = meter.Int64Counter(MetricStarted, metric.WithUnit("{message}"),
+	m.started, errs[1] = meter.Int64ObservableCounter(MetricStarted, metric.WithUnit("{message}"),
 		metric.WithDescription("Attempts started: jobs claimed and handed to their handler."))
-	m.finished, errs[2] = meter.Int64Counter(MetricFinished, metric.WithUnit("{job}"),
+	m.finished, errs[2] = meter.Int64ObservableCounter(MetricFinished, metric.WithUnit("{job}"),
 		metric.WithDescription("Attempts ended, once their outcome is committed, by queue, kind, outcome and the job's state after it."))
 	m.duration, errs[3] = meter.Float64Histogram(MetricDuration, metric.WithUnit("s"),
 		metric.WithDescription("How long handlers ran, by queue, kind and outcome (lost leases excluded: when their handler stopped is not known)."),
@@ -88,41 +90,93 @@ func newInstruments(meter metric.Meter) (*instruments, error) {
 		metric.WithDescription("Outcomes of ended attempts waiting to be written; the client stops claiming at 5,000."))
 	m.reconnects, errs[10] = meter.Int64ObservableCounter(MetricReconnects, metric.WithUnit("{reconnect}"),
 		metric.WithDescription("Times the client's LISTEN connection was lost and made again."))
+	if errors.Join(errs[:11]...) == nil {
+		_, errs[11] = meter.RegisterCallback(m.observeCounts, m.enqueued, m.started, m.finished)
+	}
 	return m, errors.Join(errs[:]...)
 }
 
-// setKey names one combination of attributes of the counters and histograms.
+// setKey names one point of the counters and histograms: one combination of attributes.
 type setKey struct {
 	op                     string // operationEnqueue or operationProcess
 	queue, kind            string
 	outcome, state, errTyp string
 }
 
-// attrs returns the measurement option of key's attributes, made once: building an
-// attribute set sorts and allocates, and every job would pay for it.
-func (m *instruments) attrs(k setKey) metric.MeasurementOption {
-	if o, ok := m.sets.Load(k); ok {
-		return o.(metric.MeasurementOption)
-	}
-	kv := []attribute.KeyValue{
-		m.systemAttr, semconv.MessagingOperationName(k.op),
-		semconv.MessagingDestinationName(k.queue), attrKind.String(k.kind),
-	}
-	if k.outcome != "" {
-		kv = append(kv, attrOutcome.String(k.outcome), attrState.String(k.state))
-	}
-	if k.errTyp != "" {
-		kv = append(kv, semconv.ErrorTypeKey.String(k.errTyp))
-	}
-	o, _ := m.sets.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kv...)))
-	return o.(metric.MeasurementOption)
+// count is one point of a counter. relayotel keeps the counters' sums itself and reports
+// them when the metrics are collected (observable counters): a job pays an atomic add, not
+// an SDK measurement, which checks every attribute of its set each time.
+type count struct {
+	n      atomic.Int64
+	of     metric.Int64ObservableCounter
+	points metric.MeasurementOption // the point's attribute set
+	// record is points as the options of a histogram's Record, made once: a variadic
+	// argument built at each call would be allocated at each call.
+	record []metric.RecordOption
 }
 
-// startedAttempt records the start of attempt job.
-func (m *instruments) startedAttempt(ctx context.Context, job *relay.JobInfo, started float64) {
-	o := m.attrs(setKey{op: operationProcess, queue: job.Queue, kind: job.Kind})
-	m.started.Add(ctx, 1, o)
-	m.pickup.Record(ctx, started, o)
+// countOf returns the point of key, made on first use.
+func (m *instruments) countOf(k setKey) *count {
+	return m.counts.get(k, func() *count {
+		kv := []attribute.KeyValue{
+			m.systemAttr, semconv.MessagingOperationName(k.op),
+			semconv.MessagingDestinationName(k.queue), attrKind.String(k.kind),
+		}
+		if k.outcome != "" {
+			kv = append(kv, attrOutcome.String(k.outcome), attrState.String(k.state))
+		}
+		if k.errTyp != "" {
+			kv = append(kv, semconv.ErrorTypeKey.String(k.errTyp))
+		}
+		points := metric.WithAttributeSet(attribute.NewSet(kv...))
+		c := &count{of: m.started, points: points, record: []metric.RecordOption{points}}
+		switch {
+		case k.op == operationEnqueue:
+			c.of = m.enqueued
+		case k.outcome != "":
+			c.of = m.finished
+		}
+		return c
+	})
+}
+
+// observeCounts reports the counters' sums.
+func (m *instruments) observeCounts(_ context.Context, o metric.Observer) error {
+	m.counts.each(func(c *count) { o.ObserveInt64(c.of, c.n.Load(), c.points) })
+	return nil
+}
+
+// processKey names the attempts of one kind in one queue.
+type processKey struct{ queue, kind string }
+
+// process is what every attempt of one kind in one queue shares, made once: its point of
+// the started counter and pickup histogram, and its span's name and start options.
+type process struct {
+	started   *count
+	spanName  string
+	spanStart []trace.SpanStartOption
+}
+
+func (m *instruments) processOf(queue, kind string) *process {
+	return m.processes.get(processKey{queue, kind}, func() *process {
+		return &process{
+			started:  m.countOf(setKey{op: operationProcess, queue: queue, kind: kind}),
+			spanName: operationProcess + " " + queue,
+			spanStart: []trace.SpanStartOption{
+				trace.WithSpanKind(trace.SpanKindConsumer),
+				trace.WithAttributes(
+					m.systemAttr, m.processAttr, semconv.MessagingOperationTypeProcess,
+					semconv.MessagingDestinationName(queue), attrKind.String(kind),
+				),
+			},
+		}
+	})
+}
+
+// startedAttempt records the start of an attempt of p, due wait seconds ago.
+func (m *instruments) startedAttempt(ctx context.Context, p *process, wait float64) {
+	p.started.n.Add(1)
+	m.pickup.Record(ctx, wait, p.started.record...)
 }
 
 // finishedAttempt records an attempt whose outcome is committed: what [relay.Client.Observe]
@@ -135,22 +189,27 @@ func (m *instruments) finishedAttempt(e relay.Event) {
 	default:
 		k.errTyp = e.Reason // the attempt failed: the semantic conventions want error.type
 	}
-	o := m.attrs(k)
-	ctx := context.Background()
-	m.finished.Add(ctx, 1, o)
+	c := m.countOf(k)
+	c.n.Add(1)
 	if outcome != relay.OutcomeLostLease {
-		m.duration.Record(ctx, e.Ran().Seconds(), o)
+		m.duration.Record(context.Background(), e.Ran().Seconds(), c.record...)
 	}
 }
 
-// enqueuedJobs records the jobs of one enqueue; err is its error, if it failed.
-func (m *instruments) enqueuedJobs(ctx context.Context, jobs []*relay.EnqueueInfo, err error) {
+// enqueuedJobs records the jobs of one enqueue; err is its error, if it failed. Jobs
+// alike (an EnqueueMany of one kind) are counted with one add.
+func (m *instruments) enqueuedJobs(jobs []*relay.EnqueueInfo, err error) {
 	errTyp := ""
 	if err != nil {
 		errTyp = errorType(err)
 	}
-	for _, j := range jobs {
-		m.enqueued.Add(ctx, 1, m.attrs(setKey{op: operationEnqueue, queue: j.Queue, kind: j.Kind, errTyp: errTyp}))
+	for i := 0; i < len(jobs); {
+		j := i + 1
+		for j < len(jobs) && jobs[j].Queue == jobs[i].Queue && jobs[j].Kind == jobs[i].Kind {
+			j++
+		}
+		m.countOf(setKey{op: operationEnqueue, queue: jobs[i].Queue, kind: jobs[i].Kind, errTyp: errTyp}).n.Add(int64(j - i))
+		i = j
 	}
 }
 

@@ -154,6 +154,12 @@ func TestMetricsOfKnownOutcomes(t *testing.T) {
 	}
 
 	m := s.collect()
+	// The counters relayotel sums itself read as any counter does: monotonic, cumulative.
+	for _, name := range []string{relayotel.MetricEnqueued, relayotel.MetricStarted, relayotel.MetricFinished, relayotel.MetricReconnects} {
+		if sum, ok := m[name].Data.(metricdata.Sum[int64]); !ok || !sum.IsMonotonic || sum.Temporality != metricdata.CumulativeTemporality {
+			t.Errorf("%s holds a %T (monotonic %v, %v); want a monotonic cumulative sum", name, m[name].Data, sum.IsMonotonic, sum.Temporality)
+		}
+	}
 	const work, proc = "messaging.destination.name=work", "messaging.operation.name=process"
 	key := func(parts ...string) string { slices.Sort(parts); return strings.Join(parts, ",") }
 	fin := func(kind, outcome, state, errType string) string {

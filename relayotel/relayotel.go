@@ -70,6 +70,8 @@ type Telemetry struct {
 	propagator propagation.TextMapPropagator
 	m          *instruments
 	depth      metric.Registration // nil without DB
+	// metrics and traces are false without a provider: the middleware skips that work.
+	metrics, traces bool
 }
 
 // ErrConfig is returned by [New] for a configuration it cannot use.
@@ -77,6 +79,7 @@ var ErrConfig = errors.New("relayotel: invalid config")
 
 // New makes the instruments and, with [Config].DB, registers the queue depth gauges.
 func New(cfg Config) (*Telemetry, error) {
+	metrics, traces := cfg.MeterProvider != nil, cfg.TracerProvider != nil
 	if cfg.MeterProvider == nil {
 		cfg.MeterProvider = metricnoop.NewMeterProvider()
 	}
@@ -96,7 +99,7 @@ func New(cfg Config) (*Telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(scope), propagator: cfg.Propagator, m: m}
+	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(scope), propagator: cfg.Propagator, m: m, metrics: metrics, traces: traces}
 	if cfg.DB != nil {
 		d := &depths{db: cfg.DB, schema: cfg.Schema, interval: cfg.DepthInterval, known: map[string]bool{}}
 		if t.depth, err = m.observeDepths(d); err != nil {

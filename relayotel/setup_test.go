@@ -41,16 +41,27 @@ type otelSetup struct {
 
 func newOtelSetup(t *testing.T) *otelSetup {
 	t.Helper()
+	return newOtelSetupWith(t, sdktrace.AlwaysSample(), true)
+}
+
+// newOtelSetupWith is newOtelSetup with spans sampled by sampler, and without a tracer
+// provider in the telemetry's config unless traces (s.tp still makes the test's own spans).
+func newOtelSetupWith(t *testing.T, sampler sdktrace.Sampler, traces bool) *otelSetup {
+	t.Helper()
 	s := &otelSetup{t: t, db: relaytest.NewDB(t), spans: tracetest.NewInMemoryExporter(),
 		reader: sdkmetric.NewManualReader(), logs: &logRecords{}}
-	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSyncer(s.spans))
+	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSyncer(s.spans), sdktrace.WithSampler(sampler))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.reader))
 	t.Cleanup(func() {
 		_ = s.tp.Shutdown(context.Background())
 		_ = mp.Shutdown(context.Background())
 	})
+	cfg := relayotel.Config{MeterProvider: mp, DB: s.db.Pool, DepthInterval: -1}
+	if traces {
+		cfg.TracerProvider = s.tp
+	}
 	var err error
-	s.tel, err = relayotel.New(relayotel.Config{MeterProvider: mp, TracerProvider: s.tp, DB: s.db.Pool, DepthInterval: -1})
+	s.tel, err = relayotel.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package relayotel
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
@@ -22,33 +23,48 @@ import (
 //
 // The span ("process <queue>", kind consumer) is a child of the span that enqueued the job,
 // read from the job's metadata: each attempt, retries included, is a span of the trace of
-// the request that enqueued the job. It carries the job's queue, kind, id and attempt and,
-// at its end, its outcome; a failed attempt sets the span's status to error. Log lines relay
-// writes about the attempt carry its trace_id and span_id.
+// the request that enqueued the job. It starts with the job's queue and kind (what a
+// sampler may decide on) and, if it is recorded, ends with the job's id, attempt and
+// outcome; a failed attempt sets the span's status to error. Log lines relay writes about
+// the attempt carry its trace_id and span_id.
+//
+// Each attempt costs a few microseconds of CPU, most of them in the SDK: the span, when
+// it is recorded, and the pickup and duration histograms. Sample spans (for instance
+// sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))): an attempt whose span is not
+// recorded costs a fraction of one that is. The README measures it.
 func (t *Telemetry) Middleware() relay.Middleware {
 	return func(next relay.JobFunc) relay.JobFunc {
 		return func(ctx context.Context, job *relay.JobInfo) error {
 			started := time.Now()
-			t.m.startedAttempt(ctx, job, max(started.Sub(job.ScheduledAt), 0).Seconds())
+			p := t.m.processOf(job.Queue, job.Kind)
+			if t.metrics {
+				t.m.startedAttempt(ctx, p, max(started.Sub(job.ScheduledAt), 0).Seconds())
+			}
+			if !t.traces {
+				return next(ctx, job)
+			}
 			// A child, not a link: one job is processed at a time, and its trace is then the
 			// whole story of the request that enqueued it, every attempt in it.
 			parent := t.propagator.Extract(ctx, propagation.MapCarrier(job.Metadata))
-			ctx, span := t.tracer.Start(parent, operationProcess+" "+job.Queue,
-				trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(started),
-				trace.WithAttributes(
-					t.m.systemAttr, t.m.procAt, semconv.MessagingOperationTypeProcess,
-					semconv.MessagingDestinationName(job.Queue), semconv.MessagingMessageID(strconv.FormatInt(job.ID, 10)),
-					attrKind.String(job.Kind), attrAttempt.Int(job.Attempt),
-				))
-			if sc := span.SpanContext(); sc.IsValid() {
+			ctx, span := t.tracer.Start(parent, p.spanName, p.spanStart...)
+			sc := span.SpanContext()
+			if sc.IsValid() {
 				job.AddLogAttrs(slog.Any("trace_id", traceID(sc.TraceID())), slog.Any("span_id", spanID(sc.SpanID())))
 			}
 			err := next(ctx, job)
-			outcome := job.Outcome(ctx, err)
-			span.SetAttributes(attrOutcome.String(string(outcome)))
-			if err != nil && outcome != relay.OutcomeSnoozed && outcome != relay.OutcomeSucceeded {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
+			// A span the sampler dropped records nothing: what is only for the record (the
+			// job's id and attempt, which the sampler does not need, and the outcome) is not
+			// even worked out.
+			if span.IsRecording() {
+				outcome := job.Outcome(ctx, err)
+				span.SetAttributes(
+					semconv.MessagingMessageID(strconv.FormatInt(job.ID, 10)), attrAttempt.Int(job.Attempt),
+					attrOutcome.String(string(outcome)),
+				)
+				if err != nil && outcome != relay.OutcomeSnoozed && outcome != relay.OutcomeSucceeded {
+					span.RecordError(err)
+					span.SetStatus(codes.Error, err.Error())
+				}
 			}
 			span.End()
 			return err
@@ -67,6 +83,12 @@ func (t *Telemetry) Middleware() relay.Middleware {
 func (t *Telemetry) EnqueueMiddleware() relay.EnqueueMiddleware {
 	return func(next relay.EnqueueFunc) relay.EnqueueFunc {
 		return func(ctx context.Context, jobs []*relay.EnqueueInfo) error {
+			if !t.traces {
+				// No span, and no trace context stored: no attempt would read it.
+				err := next(ctx, jobs)
+				t.m.enqueuedJobs(jobs, err)
+				return err
+			}
 			attrs := []attribute.KeyValue{t.m.systemAttr, t.m.enqueueAttr, semconv.MessagingOperationTypeSend}
 			name := operationEnqueue
 			if queue, ok := same(jobs, func(j *relay.EnqueueInfo) string { return j.Queue }); ok {
@@ -81,12 +103,15 @@ func (t *Telemetry) EnqueueMiddleware() relay.EnqueueMiddleware {
 			ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
 			defer span.End()
 			if span.SpanContext().IsValid() {
+				// The same context for every job: written once, copied to each.
+				carrier := propagation.MapCarrier{}
+				t.propagator.Inject(ctx, carrier)
 				for _, j := range jobs {
-					t.propagator.Inject(ctx, propagation.MapCarrier(j.Metadata))
+					maps.Copy(j.Metadata, carrier)
 				}
 			}
 			err := next(ctx, jobs)
-			t.m.enqueuedJobs(ctx, jobs, err)
+			t.m.enqueuedJobs(jobs, err)
 			if err != nil {
 				span.RecordError(err)
 				span.SetStatus(codes.Error, err.Error())

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/relayotel"
 )
 
 type orderArgs struct{ Order int }
@@ -135,4 +138,99 @@ func wantAttrs(t *testing.T, what string, kvs []attribute.KeyValue, want map[str
 			t.Errorf("%s: attribute %s = %q; want %q (all: %v)", what, k, have[k], v, have)
 		}
 	}
+}
+
+// TestUnsampledJobsRecordNoSpans: with a sampler that follows the parent, a job enqueued
+// in a request that is not sampled records no span, enqueue or attempt, yet still carries
+// the request's trace context (not sampled) to its handler, and is counted.
+func TestUnsampledJobsRecordNoSpans(t *testing.T) {
+	t.Parallel()
+	s := newOtelSetupWith(t, sdktrace.ParentBased(sdktrace.NeverSample()), true)
+	handlerSpan := make(chan trace.SpanContext, 1)
+	c := s.client(relay.Config{}, func(c *relay.Client) {
+		handle(t, c, chargeCard, func(ctx context.Context, _ *relay.Job[orderArgs]) error {
+			handlerSpan <- trace.SpanContextFromContext(ctx)
+			return nil
+		})
+	})
+	ch := events(t, c)
+	ctx, request := s.tp.Tracer("test").Start(context.Background(), "POST /orders")
+	defer request.End()
+	if request.IsRecording() {
+		t.Fatal("the request's span is recording; the sampler should drop it")
+	}
+	id, err := relay.Enqueue(ctx, s.db, chargeCard, orderArgs{}, s.tel.EnqueueMiddleware())
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitEvents(t, ch, 1)
+	if got := s.spans.GetSpans(); len(got) != 0 {
+		t.Errorf("recorded %v; want no span", names(got))
+	}
+	rec, err := relay.GetJob(context.Background(), s.db, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	traceID := request.SpanContext().TraceID()
+	if tp := rec.Metadata["traceparent"]; !strings.HasPrefix(tp, "00-"+traceID.String()+"-") || !strings.HasSuffix(tp, "-00") {
+		t.Errorf("the job's traceparent is %q; want the request's trace, not sampled", tp)
+	}
+	if sc := <-handlerSpan; sc.TraceID() != traceID || sc.IsSampled() {
+		t.Errorf("the handler's span context: trace %v sampled %v; want the request's trace, not sampled", sc.TraceID(), sc.IsSampled())
+	}
+	m := s.collect()
+	for _, name := range []string{relayotel.MetricStarted, relayotel.MetricFinished, relayotel.MetricEnqueued} {
+		if got := total(sums(t, m[name])); got != 1 {
+			t.Errorf("%s counts %d; want 1", name, got)
+		}
+	}
+}
+
+// TestNoTracerProviderNoTraceContext: a Telemetry without a tracer provider records
+// metrics, and stores no trace context in the jobs it enqueues (no attempt would read it),
+// even inside a traced request.
+func TestNoTracerProviderNoTraceContext(t *testing.T) {
+	t.Parallel()
+	s := newOtelSetupWith(t, sdktrace.AlwaysSample(), false)
+	c := s.client(relay.Config{}, func(c *relay.Client) {
+		handle(t, c, chargeCard, func(context.Context, *relay.Job[orderArgs]) error { return errors.New("declined") },
+			relay.MaxAttempts(1))
+	})
+	ch := events(t, c)
+	ctx, request := s.tp.Tracer("test").Start(context.Background(), "POST /orders")
+	id, err := relay.Enqueue(ctx, s.db, chargeCard, orderArgs{}, s.tel.EnqueueMiddleware())
+	if err != nil {
+		t.Fatal(err)
+	}
+	request.End()
+	awaitEvents(t, ch, 1)
+	rec, err := relay.GetJob(context.Background(), s.db, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Metadata != nil {
+		t.Errorf("the job's metadata is %v; want none", rec.Metadata)
+	}
+	if got := names(s.spans.GetSpans()); len(got) != 1 || got[0] != "POST /orders" {
+		t.Errorf("spans %v; want only the test's own", got)
+	}
+	lines := s.logs.find("relay: job attempt failed")
+	if len(lines) != 1 || lines[0]["trace_id"] != "" || lines[0]["job.id"] != strconv.FormatInt(id, 10) {
+		t.Errorf("log lines %v; want one, of the job, without a trace id", lines)
+	}
+	m := s.collect()
+	for _, name := range []string{relayotel.MetricStarted, relayotel.MetricFinished, relayotel.MetricEnqueued} {
+		if got := total(sums(t, m[name])); got != 1 {
+			t.Errorf("%s counts %d; want 1", name, got)
+		}
+	}
+}
+
+// total adds up a metric's points.
+func total(points map[string]int64) int64 {
+	var n int64
+	for _, v := range points {
+		n += v
+	}
+	return n
 }

@@ -22,7 +22,7 @@ type StoredJob struct {
 	MaxAttempts int // zero until first claimed, if the producer did not choose
 	RunAt       time.Time
 	AttemptedBy string
-	Errors      []string // the error of each attempt that did not succeed, oldest first
+	Errors      []string // the error of each attempt that did not succeed, oldest first ("" for a cancelled one)
 }
 
 // Jobs returns every job in db's schema, optionally only those of the kinds named,
@@ -34,7 +34,7 @@ func Jobs(t testing.TB, db *DB, kinds ...string) []StoredJob {
 	defer cancel()
 	rows, err := db.Query(ctx, `
 		SELECT id, kind, queue, args, state, attempt, coalesce(max_attempts, 0), run_at, coalesce(attempted_by, ''),
-		       coalesce((SELECT array_agg(e->>'error') FROM jsonb_array_elements(attempts) e), '{}')
+		       coalesce((SELECT array_agg(coalesce(e->>'error', '')) FROM jsonb_array_elements(attempts) e), '{}')
 		FROM `+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+`
 		WHERE coalesce(cardinality($1::text[]), 0) = 0 OR kind = ANY($1)
 		ORDER BY id`, kinds)

@@ -128,6 +128,7 @@ type jobCmd struct {
 	Show   jobShowCmd   `cmd:"" help:"Print a job with its attempt history as JSON."`
 	Retry  jobRetryCmd  `cmd:"" help:"Run a failed or cancelled job again now."`
 	Cancel jobCancelCmd `cmd:"" help:"Cancel a job (also gives up a failed job that blocks its ordered key)."`
+	Delete jobDeleteCmd `cmd:"" help:"Delete a job; a running one is refused: cancel it first."`
 }
 
 type jobShowCmd struct {

@@ -5,7 +5,9 @@
 //	relay queue pause|resume|show NAME          # for every client, at once
 //	relay queue set NAME --ordered --on-failure block --global-limit 5
 //	relay job list [--state failed] [--queue Q] [--kind K] [--since 1h]
-//	relay job show|retry|cancel ID
+//	relay job show|retry|cancel|delete ID
+//	relay jobs retry|cancel|delete [--state failed] [--queue Q] [--kind K] [--before 24h] --dry-run|--yes
+//	relay schedule list|delete
 //	relay ui [--listen 127.0.0.1:8080] [--read-only] [--basic-auth USER:PASSWORD]
 //
 // Install it with `go install github.com/relayq/relay/cmd/relay@latest`, or as a tool of
@@ -35,10 +37,12 @@ import (
 )
 
 type cli struct {
-	Migrate migrateCmd `cmd:"" help:"Print the SQL that brings the schema up to date, or apply it with --apply."`
-	Queue   queueCmd   `cmd:"" help:"Show, pause, resume or set up a queue, for every client."`
-	Job     jobCmd     `cmd:"" help:"List, show, retry or cancel jobs."`
-	UI      uiCmd      `cmd:"" name:"ui" help:"Serve the web dashboard (on 127.0.0.1:8080 unless --listen says otherwise)."`
+	Migrate  migrateCmd  `cmd:"" help:"Print the SQL that brings the schema up to date, or apply it with --apply."`
+	Queue    queueCmd    `cmd:"" help:"Show, pause, resume or set up a queue, for every client."`
+	Job      jobCmd      `cmd:"" help:"List, show, retry, cancel or delete jobs."`
+	Jobs     jobsCmd     `cmd:"" help:"Retry, cancel or delete every job a filter selects, after counting them."`
+	Schedule scheduleCmd `cmd:"" help:"List the periodic schedules, or remove an orphaned one."`
+	UI       uiCmd       `cmd:"" name:"ui" help:"Serve the web dashboard (on 127.0.0.1:8080 unless --listen says otherwise)."`
 }
 
 type migrateCmd struct {

@@ -23,9 +23,13 @@ type Writer struct {
 	written func(batch []store.Outcome, changed map[int64]bool)
 	// withSuccesses says whether written needs the ids of changed successes too.
 	withSuccesses func() bool
-	store         *store.Store
-	db            store.DB
-	logger        *slog.Logger
+	// observe, if set, is told how every write went (nil: it worked).
+	observe func(error)
+	store   *store.Store
+	db      store.DB
+	logger  *slog.Logger
+	// recovered, with room for one signal, ends the wait before retrying a failed write.
+	recovered chan struct{}
 
 	// order is held from a batch's write until its written callback returns: see Serialize.
 	order   sync.Mutex
@@ -41,12 +45,26 @@ type Writer struct {
 // batch changed: the others were ignored because their attempt no longer held the job.
 // Until then a job is still running in the table, and its lease must be kept.
 func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func(batch []store.Outcome, changed map[int64]bool)) *Writer {
-	return &Writer{client: client, written: written, store: s, db: db, logger: logger, signal: make(chan struct{}, 1)}
+	return &Writer{client: client, written: written, store: s, db: db, logger: logger,
+		signal: make(chan struct{}, 1), recovered: make(chan struct{}, 1)}
 }
 
 // ReportSuccesses makes the written callback's changed set include successes whenever
 // want returns true (by default it holds only the other outcomes).
 func (w *Writer) ReportSuccesses(want func() bool) { w.withSuccesses = want }
+
+// Observe makes the writer tell fn how each write went: nil when it worked. Call it
+// before Run.
+func (w *Writer) Observe(fn func(error)) { w.observe = fn }
+
+// Recover tells the writer that the database answers again: if it is waiting to retry a
+// failed write, it retries at once, with its backoff reset. It never blocks.
+func (w *Writer) Recover() {
+	select {
+	case w.recovered <- struct{}{}:
+	default:
+	}
+}
 
 // Serialize runs fn after the written callback of every batch already committed has
 // returned, and keeps batches from reporting until fn returns: a caller that writes an
@@ -102,6 +120,9 @@ func (w *Writer) Run(ctx context.Context) error {
 				t.Stop()
 				return w.flush(ctx)
 			case <-t.C:
+			case <-w.recovered:
+				t.Stop()
+				retry.Reset()
 			}
 		}
 		retry.Reset()
@@ -150,6 +171,9 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 		n := min(len(batch), maxBatch)
 		w.order.Lock()
 		changed, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n], w.withSuccesses != nil && w.withSuccesses())
+		if w.observe != nil {
+			w.observe(err)
+		}
 		if err != nil {
 			w.order.Unlock()
 			w.logger.Warn("relay: writing job outcomes failed; will retry", "outcomes", len(batch), "error", err)

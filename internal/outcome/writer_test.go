@@ -222,24 +222,7 @@ func TestWriterRetriesAFailedWrite(t *testing.T) {
 	t.Parallel()
 	db, s, jobs := claimed(t, 3)
 	failed := make(chan struct{}, 1)
-	logger := slog.New(handlerFunc(func(r slog.Record) {
-		if r.Level == slog.LevelWarn {
-			select {
-			case failed <- struct{}{}:
-			default:
-			}
-		}
-	}))
-	w := outcome.New(writerClient, s, db, logger, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	table := pgx.Identifier{db.Schema, "jobs"}.Sanitize()
-	if _, err := db.Exec(context.Background(), `ALTER TABLE `+table+` RENAME TO jobs_away`); err != nil {
-		t.Fatal(err)
-	}
+	w, bringBack := failingWriter(t, db, s, failed)
 	outcomes := make([]store.Outcome, len(jobs))
 	for i, j := range jobs {
 		outcomes[i] = outcomeFor(i, j, time.Now())
@@ -250,9 +233,7 @@ func TestWriterRetriesAFailedWrite(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the write to a missing table did not fail")
 	}
-	if _, err := db.Exec(context.Background(), `ALTER TABLE `+pgx.Identifier{db.Schema, "jobs_away"}.Sanitize()+` RENAME TO jobs`); err != nil {
-		t.Fatal(err)
-	}
+	bringBack()
 	relaytest.WaitFor(t, waitTimeout, "the retried write", func() bool {
 		for _, r := range rows(t, db) {
 			if r.State == store.StateRunning {
@@ -298,3 +279,60 @@ func (h handlerFunc) Enabled(context.Context, slog.Level) bool      { return tru
 func (h handlerFunc) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
 func (h handlerFunc) WithAttrs([]slog.Attr) slog.Handler            { return h }
 func (h handlerFunc) WithGroup(string) slog.Handler                 { return h }
+
+// After writes have failed for a while, the writer pauses for over a second before the
+// next; Recover — the database answers again — ends that pause at once.
+func TestWriterRetriesAtOnceWhenTheDatabaseIsBack(t *testing.T) {
+	t.Parallel()
+	db, s, jobs := claimed(t, 1)
+	failures := make(chan struct{}, 100)
+	w, bringBack := failingWriter(t, db, s, failures)
+	o := outcomeFor(0, jobs[0], time.Now())
+	w.Add(o)
+	// Pauses double from 10 ms (±20 %): after the eighth failure the next lasts over 1 s.
+	for range 8 {
+		select {
+		case <-failures:
+		case <-time.After(waitTimeout):
+			t.Fatal("the write to a missing table did not fail")
+		}
+	}
+	bringBack()
+	w.Recover()
+	recovered := time.Now()
+	relaytest.WaitFor(t, waitTimeout, "the write after Recover", func() bool {
+		return rows(t, db)[o.ID].State != store.StateRunning
+	})
+	if took := time.Since(recovered); took > 600*time.Millisecond {
+		t.Errorf("the outcome was written %v after Recover; want at once (the pause had over a second to go)", took)
+	}
+	assertWritten(t, db, []store.Outcome{o})
+}
+
+// failingWriter runs a writer on db until the test ends, with the jobs table renamed away
+// so that every write fails, and signals failed for each failure it logs (a signal that
+// finds failed full is dropped). bringBack renames the table back.
+func failingWriter(t *testing.T, db *relaytest.DB, s *store.Store, failed chan<- struct{}) (w *outcome.Writer, bringBack func()) {
+	t.Helper()
+	logger := slog.New(handlerFunc(func(r slog.Record) {
+		if r.Level == slog.LevelWarn {
+			select {
+			case failed <- struct{}{}:
+			default:
+			}
+		}
+	}))
+	w = outcome.New(writerClient, s, db, logger, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	rename := func(from, to string) {
+		t.Helper()
+		if _, err := db.Exec(context.Background(), `ALTER TABLE `+pgx.Identifier{db.Schema, from}.Sanitize()+` RENAME TO `+to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rename("jobs", "jobs_away")
+	return w, func() { rename("jobs_away", "jobs") }
+}

@@ -314,23 +314,44 @@ func (s *Server) DataDir() string { return s.dataDir }
 // which is what crash-safety tests want to exercise. Restart returns once a
 // client connection succeeds again.
 func (s *Server) Restart(ctx context.Context, mode string) error {
+	// -l is required: without it the new postmaster would write to pg_ctl's
+	// stdout, which is our pipe, and the command would never finish.
+	return s.control(ctx, "restart", mode, true, "restart", "-m", mode, "-D", s.dataDir, "-l", s.logFile)
+}
+
+// Halt stops the server with `pg_ctl stop -m <mode>` ("smart", "fast" or "immediate")
+// but keeps its data and port, so that [Server.Resume] can start it again: for tests of
+// what clients do while the database is down. Connections fail (refused) until then.
+func (s *Server) Halt(ctx context.Context, mode string) error {
+	return s.control(ctx, "halt", mode, false, "stop", "-m", mode, "-D", s.dataDir)
+}
+
+// Resume starts a server stopped by [Server.Halt] on the same port and data, and returns
+// once a client connection succeeds again.
+func (s *Server) Resume(ctx context.Context) error {
+	return s.control(ctx, "resume", "fast", true, "start", "-D", s.dataDir, "-l", s.logFile)
+}
+
+// control runs pg_ctl with args on the running server (what names it in errors and
+// logs, mode the shutdown mode it uses), then, if verify, waits until a client connection
+// succeeds. Its errors carry the end of the server's log.
+func (s *Server) control(ctx context.Context, what, mode string, verify bool, args ...string) error {
 	switch mode {
 	case "smart", "fast", "immediate":
 	default:
-		return fmt.Errorf("pgtest: invalid restart mode %q (want smart, fast or immediate)", mode)
+		return fmt.Errorf("pgtest: invalid shutdown mode %q (want smart, fast or immediate)", mode)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return errors.New("pgtest: Restart on stopped server")
+		return fmt.Errorf("pgtest: %s on stopped server", what)
 	}
-	s.logf("pgtest: restarting postgres on port %d (mode %s)", s.port, mode)
-	// -l is required: without it the new postmaster would write to pg_ctl's
-	// stdout, which is our pipe, and the command would never finish.
-	if err := s.pgCtl(ctx, "restart", "-m", mode, "-D", s.dataDir, "-l", s.logFile); err != nil {
-		return fmt.Errorf("%w\n--- server log (last lines) ---\n%s", err, s.LogTail(30))
+	s.logf("pgtest: %s of postgres on port %d (mode %s)", what, s.port, mode)
+	err := s.pgCtl(ctx, args[0], args[1:]...)
+	if err == nil && verify {
+		err = s.verify(ctx)
 	}
-	if err := s.verify(ctx); err != nil {
+	if err != nil {
 		return fmt.Errorf("%w\n--- server log (last lines) ---\n%s", err, s.LogTail(30))
 	}
 	return nil

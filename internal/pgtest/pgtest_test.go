@@ -120,16 +120,22 @@ func TestDurableKeepsDefaults(t *testing.T) {
 	}
 }
 
-func TestRestartImmediate(t *testing.T) {
-	t.Parallel()
-	// Durable so the committed row must survive the simulated crash.
+// serverWithRow starts a durable server, so that a committed row must survive a crash,
+// and commits a row there: table t, v = 7.
+func serverWithRow(t *testing.T) (*Server, context.Context, *pgx.Conn) {
+	t.Helper()
 	srv := startServer(t, Options{Durable: true})
 	ctx := testCtx(t)
 	conn := connect(t, ctx, srv.URL())
-
 	if _, err := conn.Exec(ctx, "CREATE TABLE t (v int); INSERT INTO t VALUES (7)"); err != nil {
 		t.Fatal(err)
 	}
+	return srv, ctx, conn
+}
+
+func TestRestartImmediate(t *testing.T) {
+	t.Parallel()
+	srv, ctx, conn := serverWithRow(t)
 	var before time.Time
 	if err := conn.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&before); err != nil {
 		t.Fatal(err)
@@ -166,6 +172,29 @@ func TestRestartImmediate(t *testing.T) {
 	// Immediate mode skips the shutdown checkpoint, so startup must recover.
 	if tail := srv.LogTail(40); !strings.Contains(tail, "automatic recovery in progress") {
 		t.Errorf("log shows no crash recovery after immediate restart:\n%s", tail)
+	}
+}
+
+// Halt stops the server and Resume starts it again, on the same port with the same data;
+// in between, connections are refused.
+func TestHaltAndResume(t *testing.T) {
+	t.Parallel()
+	srv, ctx, _ := serverWithRow(t)
+	if err := srv.Halt(ctx, "bogus"); err == nil {
+		t.Fatal("Halt with an invalid mode succeeded")
+	}
+	if err := srv.Halt(ctx, "fast"); err != nil {
+		t.Fatalf("Halt: %v", err)
+	}
+	if err := ping(ctx, srv.URL()); err == nil {
+		t.Fatal("a connection to the halted server succeeded")
+	}
+	if err := srv.Resume(ctx); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	var v int
+	if err := connect(t, ctx, srv.URL()).QueryRow(ctx, "SELECT v FROM t").Scan(&v); err != nil || v != 7 {
+		t.Fatalf("after Resume: v = %d, %v; want 7", v, err)
 	}
 }
 

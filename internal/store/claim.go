@@ -88,18 +88,19 @@ func scanClaimed(rows pgx.Rows, queue string) (dispatcher.Claimed, error) {
 	var (
 		c                               dispatcher.Claimed
 		id, nextIn                      pgtype.Int8
-		kind                            pgtype.Text
+		kind, schedule                  pgtype.Text
 		args                            []byte
 		attempt, maxAttempts, timeoutMS pgtype.Int4
 		priority                        pgtype.Int2
 		checkpoint, payload, metadata   []byte
 		policy                          []byte
 		createdAt, runAt, attemptedAt   pgtype.Timestamptz
+		slot                            pgtype.Timestamptz
 		ordered, limited, paused        pgtype.Bool
 	)
 	for rows.Next() {
 		if err := rows.Scan(&id, &kind, &args, &attempt, &maxAttempts, &createdAt, &runAt, &attemptedAt, &timeoutMS, &priority,
-			&checkpoint, &payload, &metadata, &policy, &nextIn, &ordered, &limited, &paused); err != nil {
+			&checkpoint, &payload, &metadata, &policy, &schedule, &slot, &nextIn, &ordered, &limited, &paused); err != nil {
 			return dispatcher.Claimed{}, err
 		}
 		if !id.Valid { // the trailing row: when the next scheduled job is due, and the settings
@@ -114,7 +115,7 @@ func scanClaimed(rows pgx.Rows, queue string) (dispatcher.Claimed, error) {
 			CreatedAt: createdAt.Time, RunAt: runAt.Time, AttemptedAt: attemptedAt.Time,
 			Timeout: time.Duration(timeoutMS.Int32) * time.Millisecond, HasTimeout: timeoutMS.Valid,
 			Priority: int(priority.Int16), Checkpoint: checkpoint, Payload: payload, Metadata: metadata,
-			Backoff: decodePolicy(policy),
+			Backoff: decodePolicy(policy), Schedule: schedule.String, Slot: slot.Time,
 		})
 		if last := (dispatcher.Cursor{Priority: int(priority.Int16), RunAt: runAt.Time, ID: id.Int64}); c.Last.Before(last) {
 			c.Last = last

@@ -14,6 +14,9 @@ type ClientInfo struct {
 	Queues   []string      // what the client serves, as its heartbeat reports it
 	Kinds    []string      // the kinds the client runs
 	Attempts []int32       // each kind's default max attempts, aligned with Kinds
+	// Schedules are the names of the periodic schedules the client has, as its heartbeat
+	// reports them.
+	Schedules []string
 }
 
 // Client is one client's access to the jobs table: it claims for the client's dispatchers

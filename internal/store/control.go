@@ -92,6 +92,8 @@ type Record struct {
 	OrderKey       *string
 	Blocking       bool
 	UniqueKey      *string
+	Schedule       string    // the periodic schedule that enqueued it, if any
+	Slot           time.Time // the slot it was enqueued for
 	Checkpoint     []byte
 	Output         []byte
 	Payload        []byte

@@ -44,18 +44,19 @@ func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration
 
 // renewParams are the parameters of renewLeases.
 type renewParams struct {
-	Client   string        `db:"client"`
-	IDs      []int64       `db:"ids"`
-	Attempts []int32       `db:"attempts"` // aligned with IDs
-	TTL      time.Duration `db:"ttl"`
-	Queues   []string      `db:"queues"`
-	Kinds    []string      `db:"kinds"`
+	Client    string        `db:"client"`
+	IDs       []int64       `db:"ids"`
+	Attempts  []int32       `db:"attempts"` // aligned with IDs
+	TTL       time.Duration `db:"ttl"`
+	Queues    []string      `db:"queues"`
+	Kinds     []string      `db:"kinds"`
+	Schedules []string      `db:"schedules"`
 }
 
 func renewParamsOf(client ClientInfo, held []lease.Held, ttl time.Duration) renewParams {
 	p := renewParams{
 		Client: client.ID, IDs: make([]int64, len(held)), Attempts: make([]int32, len(held)), TTL: ttl,
-		Queues: client.Queues, Kinds: client.Kinds,
+		Queues: client.Queues, Kinds: client.Kinds, Schedules: client.Schedules,
 	}
 	for i, h := range held {
 		p.IDs[i], p.Attempts[i] = h.ID, int32(h.Attempt)

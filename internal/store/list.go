@@ -160,6 +160,26 @@ type listParams struct {
 // buildList assembles the listing statement for f and its arguments. It asks for one job
 // more than f.Limit: the caller learns from it whether there is a next page.
 func buildList(quotedSchema string, f ListFilter) (string, []any) {
+	f.Limit++
+	columns := fragment("columnsWithoutValues")
+	if f.WithValues {
+		columns = fragment("columns")
+	}
+	sql, p := listing(f, columns)
+	st, err := prepare[listParams](sql, true)
+	if err != nil {
+		// list.sql is embedded, and its fragments are checked when it is read.
+		panic(fmt.Sprintf("store: a listing of list.sql: %v", err))
+	}
+	st.each = true // a listing's best plan depends on its filters' values
+	// Last, so that a schema name that looks like a placeholder stays what it is.
+	return strings.ReplaceAll(st.sql, "{schema}", quotedSchema), st.args(p)
+}
+
+// listing is the statement that lists columns of the newest f.Limit jobs f selects, its
+// parameters still named (the fields of listParams, of which it uses those it needs) and
+// {schema} still in it, and the values of its parameters.
+func listing(f ListFilter, columns string) (string, listParams) {
 	var filters strings.Builder // kind and time; the queue is added where a part needs it
 	if f.Kind != "" {
 		filters.WriteString(" " + fragment("filterKind"))
@@ -209,28 +229,16 @@ func buildList(quotedSchema string, f ListFilter) (string, []any) {
 		}
 		sql = strings.ReplaceAll(fragment("listByState"), "{parts}", strings.Join(parts, "\nUNION ALL\n"))
 	}
-	columns := "columnsWithoutValues"
-	if f.WithValues {
-		columns = "columns"
-	}
-	sql = strings.ReplaceAll(sql, "{columns}", fragment(columns))
+	sql = strings.ReplaceAll(sql, "{columns}", columns)
 
 	after := f.After
 	if after <= 0 {
 		after = math.MaxInt64
 	}
-	st, err := prepare[listParams](sql, true)
-	if err != nil {
-		// list.sql is embedded, and its fragments are checked when it is read.
-		panic(fmt.Sprintf("store: a listing of list.sql: %v", err))
-	}
-	st.each = true // a listing's best plan depends on its filters' values
-	args := st.args(listParams{
-		After: after, Limit: f.Limit + 1, Finished: finished,
+	return sql, listParams{
+		After: after, Limit: f.Limit, Finished: finished,
 		Queue: f.Queue, Kind: f.Kind, From: f.From, To: f.To,
-	})
-	// Last, so that a schema name that looks like a placeholder stays what it is.
-	return strings.ReplaceAll(st.sql, "{schema}", quotedSchema), args
+	}
 }
 
 // scanRecord reads one row of list.sql's {columns}.
@@ -240,13 +248,14 @@ func scanRecord(row pgx.Row) (*Record, error) {
 		maxAttempts, timeoutMS              pgtype.Int4
 		sizes                               [5]pgtype.Int4
 		attemptedAt, finishedAt, leaseUntil pgtype.Timestamptz
-		attemptedBy                         pgtype.Text
+		attemptedBy, schedule               pgtype.Text
+		slot                                pgtype.Timestamptz
 		attempts, policy                    []byte
 		heldUntil, committedAt              pgtype.Timestamptz
 	)
 	err := row.Scan(&r.ID, &r.Kind, &r.Queue, &r.State, &r.Attempt,
 		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled,
-		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &r.Args, &r.Checkpoint, &r.Output, &r.Payload, &r.Metadata,
+		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &schedule, &slot, &r.Args, &r.Checkpoint, &r.Output, &r.Payload, &r.Metadata,
 		&sizes[0], &sizes[1], &sizes[2], &sizes[3], &sizes[4],
 		&heldUntil, &committedAt, &policy)
 	if err != nil {
@@ -257,6 +266,7 @@ func scanRecord(row pgx.Row) (*Record, error) {
 	r.HeldUntil, r.CommittedAt, r.Backoff = heldUntil.Time, committedAt.Time, decodePolicy(policy)
 	r.MaxAttempts = int(maxAttempts.Int32)
 	r.AttemptedAt, r.AttemptedBy, r.FinishedAt, r.LeaseExpiresAt = attemptedAt.Time, attemptedBy.String, finishedAt.Time, leaseUntil.Time
+	r.Schedule, r.Slot = schedule.String, slot.Time
 	if timeoutMS.Valid {
 		d := time.Duration(timeoutMS.Int32) * time.Millisecond
 		r.Timeout = &d

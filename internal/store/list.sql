@@ -21,7 +21,7 @@
 -- from the row or the TOAST pointer.
 id, kind, queue, state, attempt, max_attempts, created_at, run_at,
 attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
-run_at > now() AS scheduled, priority, order_key, blocking, unique_key, {values},
+run_at > now() AS scheduled, priority, order_key, blocking, unique_key, schedule, schedule_slot, {values},
 pg_column_size(args), pg_column_size(checkpoint), pg_column_size(output), pg_column_size(payload),
 pg_column_size(metadata),
 held_until, committed_at, backoff

@@ -23,6 +23,9 @@ const (
 	ReasonCancelled = "cancelled"  // relay.Cancel was called
 	ReasonShutdown  = "shutdown"   // the client stopped before the handler returned
 	ReasonExpired   = "expired"    // a reservation's deadline passed before it was committed
+	// ReasonInfrastructure: the handler's database connection failed (SQLSTATE class 08 or
+	// 57, a failed connect, a closed connection), not the handler.
+	ReasonInfrastructure = "infrastructure"
 )
 
 // Outcome is how one attempt of a running job ended.
@@ -40,6 +43,9 @@ type Outcome struct {
 	// says why data it carried could not be recorded.
 	Data      []byte
 	DataError string
+	// Uncounted: the attempt does not use up one of the job's attempts; the job is given
+	// one more (max_attempts + 1), so that attempt numbers still only grow.
+	Uncounted bool
 
 	// Not written: what the client's events report of the attempt.
 	Kind, Queue            string
@@ -83,6 +89,7 @@ type outcomeParams struct {
 	Outputs       []pgtype.Text        `db:"outputs"`     // see jsonParam; nil when no outcome has one
 	Datas         []pgtype.Text        `db:"datas"`       // the same
 	DataErrors    []pgtype.Text        `db:"data_errors"` // the same
+	Uncounted     []bool               `db:"uncounted"`
 	Client        string               `db:"client"`
 	Channel       string               `db:"channel"`
 	WithSuccesses bool                 `db:"with_successes"`
@@ -93,7 +100,7 @@ func (s *Store) outcomeParams(client string, outcomes []Outcome, withSuccesses b
 	p := outcomeParams{
 		IDs: make([]int64, n), Attempts: make([]int32, n), States: make([]string, n), EndedAts: make([]time.Time, n),
 		RunAts: make([]pgtype.Timestamptz, n), Reasons: make([]pgtype.Text, n), Errors: make([]pgtype.Text, n),
-		Stacks: make([]pgtype.Text, n), Client: client, Channel: s.channel, WithSuccesses: withSuccesses,
+		Stacks: make([]pgtype.Text, n), Uncounted: make([]bool, n), Client: client, Channel: s.channel, WithSuccesses: withSuccesses,
 	}
 	for i, o := range outcomes {
 		p.IDs[i], p.Attempts[i], p.States[i], p.EndedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
@@ -104,6 +111,7 @@ func (s *Store) outcomeParams(client string, outcomes []Outcome, withSuccesses b
 		setSparse(&p.Outputs, n, i, jsonParam(o.Output), o.Output != nil)
 		setSparse(&p.Datas, n, i, jsonParam(o.Data), o.Data != nil)
 		setSparse(&p.DataErrors, n, i, nullText(o.DataError), o.DataError != "")
+		p.Uncounted[i] = o.Uncounted
 	}
 	return p
 }

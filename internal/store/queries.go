@@ -3,6 +3,7 @@ package store
 import (
 	_ "embed"
 	"fmt"
+	"maps"
 	"reflect"
 	"strings"
 
@@ -52,37 +53,9 @@ type queries struct {
 }
 
 func buildQueries(quotedSchema string) queries {
-	named := parseNamed(queriesSQL)
-	section := func(name string) string {
-		q, ok := named[name]
-		if !ok {
-			// queries.sql is embedded: a missing name is a bug caught by every test.
-			panic(fmt.Sprintf("store: queries.sql has no query named %q", name))
-		}
-		return q
-	}
-	// Parts that several statements share are written once, as fragments, and appear in
-	// them as {name}.
-	var pairs []string
-	for _, name := range []string{"claimed", "wakes", "blocksOnFailure", "pendingQueueScan", "heldState", "announceHeld", "reservations"} {
-		pairs = append(pairs, "{"+name+"}", section(name))
-	}
-	fill := strings.NewReplacer(pairs...)
-	// The schema goes in last, once the parameters are numbered: whatever its name holds
-	// stays a quoted name.
-	schema := strings.NewReplacer("{schema}", quotedSchema)
+	schema := schemaReplacer(quotedSchema)
 	var q queries
-	// Each statement's parameters are bound to its struct here: a mismatch is a bug caught
-	// by every test that touches the store.
-	bind := func(name, sql string, st binder) {
-		if err := st.bind(sql, schema); err != nil {
-			panic(fmt.Sprintf("store: query %s: %v", name, err))
-		}
-	}
-	for _, b := range []struct {
-		name string
-		st   binder
-	}{
+	bindAll(queriesSQL, "queries.sql", schema, []named{
 		{"insert", &q.insert}, {"insertUnique", &q.insertUnique}, {"insertMany", &q.insertMany},
 		{"insertManyUnique", &q.insertManyUnique}, {"uniqueHolder", &q.uniqueHolder},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
@@ -94,21 +67,86 @@ func buildQueries(quotedSchema string) queries {
 		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
 		{"wakeLockHolders", &q.wakeLockHolders}, {"stillRunning", &q.stillRunning},
 		{"commitJobs", &q.commitJobs}, {"extendReservations", &q.extendReservations}, {"expire", &q.expire},
-	} {
-		bind(b.name, fill.Replace(section(b.name)), b.st)
-	}
+	})
 	// a record's columns are list.sql's, so GetJob and ListJobs read the same record
-	bind("getJob", "SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = @id", &q.getJob)
+	bindOne("getJob", "SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = @id", schema, &q.getJob)
 	// The rescue's best plan depends on how many jobs are running.
 	q.rescue.each = true
-	// A field left out above would be an empty statement, found only when first run.
+	checkBuilt(q)
+	return q
+}
+
+// named is a statement to bind to the section of a .sql file that has its name.
+type named struct {
+	name string
+	st   binder
+}
+
+// fragmentNames are the sections that other statements include as {name}: parts that
+// several statements share, written once. They may come from any of the .sql files that
+// bindAll reads.
+var fragmentNames = []string{
+	"claimed", "wakes", "blocksOnFailure", "pendingQueueScan", "cancelTarget", "retryTarget", // queries.sql
+	"heldState", "announceHeld", "reservations", // queries.sql: reservations
+	"deleteTarget", "bulkLocked", // delete.sql
+	"queuesInState",             // list.sql
+	"pruneRules", "pruneCutoff", // retention.sql
+}
+
+// fragments fills in the shared fragments, from whichever file holds each.
+var fragments = func() *strings.Replacer {
+	all := map[string]string{}
+	for _, file := range []string{queriesSQL, deleteSQL, listSQL, retentionSQL} {
+		maps.Copy(all, parseNamed(file))
+	}
+	var pairs []string
+	for _, name := range fragmentNames {
+		f, ok := all[name]
+		if !ok {
+			panic(fmt.Sprintf("store: no .sql file has the fragment %q", name))
+		}
+		pairs = append(pairs, "{"+name+"}", f)
+	}
+	return strings.NewReplacer(pairs...)
+}()
+
+// schemaReplacer fills in {schema}. It goes in last, once the parameters are numbered:
+// whatever the schema's name holds stays a quoted name.
+func schemaReplacer(quotedSchema string) *strings.Replacer {
+	return strings.NewReplacer("{schema}", quotedSchema)
+}
+
+// bindAll binds each statement of targets to the section of file (called fileName in
+// errors) that has its name, with the shared fragments filled in. A missing section or a
+// mismatch of parameters panics: the files are embedded, so it is a bug caught by every
+// test that touches the store.
+func bindAll(file, fileName string, schema *strings.Replacer, targets []named) {
+	sections := parseNamed(file)
+	for _, t := range targets {
+		sql, ok := sections[t.name]
+		if !ok {
+			panic(fmt.Sprintf("store: %s has no statement named %q", fileName, t.name))
+		}
+		bindOne(t.name, fragments.Replace(sql), schema, t.st)
+	}
+}
+
+// bindOne binds st to sql: its parameters to the fields of st's struct.
+func bindOne(name, sql string, schema *strings.Replacer, st binder) {
+	if err := st.bind(sql, schema); err != nil {
+		panic(fmt.Sprintf("store: query %s: %v", name, err))
+	}
+}
+
+// checkBuilt panics if q, a struct of statements, has one left out of its binding: it
+// would be an empty statement, found only when first run.
+func checkBuilt(q any) {
 	v := reflect.ValueOf(q)
 	for i := range v.NumField() {
 		if v.Field(i).FieldByName("sql").String() == "" {
 			panic(fmt.Sprintf("store: query %s is not built", v.Type().Field(i).Name))
 		}
 	}
-	return q
 }
 
 // parseNamed splits a file of "-- name: x" sections into statements by name. Comment lines

@@ -196,14 +196,14 @@ claimed AS (
     FROM due
     WHERE j.id = due.id
     RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
-        j.checkpoint, j.payload, j.metadata, j.backoff
+        j.checkpoint, j.payload, j.metadata, j.backoff, j.schedule, j.schedule_slot
 )
 SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload, metadata,
-       backoff, NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
+       backoff, schedule, schedule_slot, NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
 FROM claimed
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < @limit THEN (
         SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
         FROM {schema}.jobs
@@ -386,8 +386,8 @@ WITH outcome AS MATERIALIZED (
     SELECT *, 'running'::text AS held_state, @client::text AS held_by
     FROM unnest(@ids::bigint[], @attempts::integer[], @states::text[], @ended_ats::timestamptz[],
                 @run_ats::timestamptz[], @reasons::text[], @errors::text[], @stacks::text[], @outputs::jsonb[],
-                @datas::jsonb[], @data_errors::text[])
-        AS o(id, attempt, state, ended_at, run_at, reason, error, stack, output, data, data_error)
+                @datas::jsonb[], @data_errors::text[], @uncounted::boolean[])
+        AS o(id, attempt, state, ended_at, run_at, reason, error, stack, output, data, data_error, uncounted)
 ), written AS (
     UPDATE {schema}.jobs j
     SET state = o.state,
@@ -395,8 +395,10 @@ WITH outcome AS MATERIALIZED (
         run_at = coalesce(o.run_at, j.run_at),
         lease_expires_at = NULL,
         output = coalesce(o.output, j.output),
-        -- a snooze gives its attempt back
+        -- a snooze gives its attempt back; an attempt that does not count (an infrastructure
+        -- fault) gets the job one more, so that attempt numbers stay unique
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
+        max_attempts = CASE WHEN o.uncounted THEN j.max_attempts + 1 ELSE j.max_attempts END,
         attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack, o.data, o.data_error) END,
         blocking = o.state = 'failed' AND j.order_key IS NOT NULL AND {blocksOnFailure}
@@ -414,7 +416,8 @@ SELECT id FROM written
 WHERE (SELECT count(*) FROM notified) >= 0 AND (@with_successes OR state <> 'succeeded');
 
 -- name: renewLeases
--- The keep-alive tick of client @client: records its heartbeat and extends by @ttl the
+-- The keep-alive tick of client @client: records its heartbeat (with what it serves and
+-- the periodic schedules it has, @schedules) and extends by @ttl the
 -- leases of the attempts it still holds (@ids, with their @attempts). It returns the ids
 -- still its own, each with whether its lease was extended; a held job missing from them was
 -- rescued, cancelled or deleted. Rows locked by a concurrent write are skipped rather than
@@ -430,11 +433,11 @@ WITH async AS (
     SELECT heartbeat_at + lease_ttl <= now() OR stopped_at IS NOT NULL AS lapsed
     FROM {schema}.clients WHERE id = @client
 ), heartbeat AS (
-    INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds)
-    VALUES (@client, @ttl::interval, @queues::text[], @kinds::text[])
+    INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds, schedules)
+    VALUES (@client, @ttl::interval, @queues::text[], @kinds::text[], coalesce(@schedules::text[], '{}'))
     ON CONFLICT (id) DO UPDATE SET
         heartbeat_at = now(), stopped_at = NULL,
-        lease_ttl = EXCLUDED.lease_ttl, queues = EXCLUDED.queues, kinds = EXCLUDED.kinds,
+        lease_ttl = EXCLUDED.lease_ttl, queues = EXCLUDED.queues, kinds = EXCLUDED.kinds, schedules = EXCLUDED.schedules,
         -- a client restarted under the same id starts a new life
         started_at = CASE WHEN c.stopped_at IS NULL THEN c.started_at ELSE now() END
     RETURNING 1
@@ -558,13 +561,22 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (
 );
 
 -- name: cancel
--- Cancels job @id if it has not finished (a held one too), or if it failed and blocks its ordered key, and
--- tells the client running it (if any) to cancel its handler. Its queue is woken too: the
--- job may have held an ordered key or a slot of a limited queue. Returns the job's state
+-- Cancels job @id if it has not finished (a held one too), or if it failed and blocks its
+-- ordered key, and tells the client running it (if any) to cancel its handler. Returns the
+-- job's state
 -- before, and whether it was blocking, or no row if there is no such job.
 WITH target AS (
     SELECT id, state, blocking FROM {schema}.jobs WHERE id = @id FOR UPDATE
-), cancelled AS (
+), {cancelTarget}
+SELECT state, blocking FROM target
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: cancelTarget
+-- The CTEs "cancelled" and "notified" that cancel the jobs of the CTE "target" (id, state,
+-- blocking; rows locked) that have not finished or fail and block their ordered key, and
+-- tell the clients running them (on @channel) to cancel their handlers. Their queues are
+-- woken too: a job may have held an ordered key or a slot of a limited queue.
+cancelled AS (
     UPDATE {schema}.jobs j
     SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, blocking = false,
         attempts = CASE WHEN t.state = 'running' THEN j.attempts || {schema}.attempt_entry(
@@ -576,10 +588,8 @@ WITH target AS (
     -- the attempt, so that a client only ever cancels the attempt that was running
     SELECT pg_notify(@channel, 'c:' || id || ':' || attempt) IS NULL FROM cancelled WHERE was = 'running'
     UNION ALL
-    SELECT {schema}.wake(@channel, queue, run_at, priority, NULL) FROM cancelled
+    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), NULL) FROM cancelled GROUP BY queue
 )
-SELECT state, blocking FROM target
-WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: retry
 -- Puts failed or cancelled job @id back to run now. A job that had used all its attempts
@@ -589,7 +599,16 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 WITH target AS (
     SELECT id, state, held_until IS NOT NULL AND committed_at IS NULL AS uncommitted
     FROM {schema}.jobs WHERE id = @id FOR UPDATE
-), retried AS (
+), {retryTarget}
+SELECT state, uncommitted FROM target
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: retryTarget
+-- The CTEs "retried" and "notified" that put the failed or cancelled jobs of the CTE
+-- "target" (id, state; rows locked) back to run now, and wake their queues on @channel.
+-- A reservation that was never committed stays as it is: its producer decided that it
+-- must not run.
+retried AS (
     UPDATE {schema}.jobs j
     SET state = 'pending', run_at = now(), finished_at = NULL, blocking = false,
         -- in line with the queue as it is now, which may have become (or stopped being) ordered
@@ -601,10 +620,8 @@ WITH target AS (
     WHERE j.id = t.id AND t.state IN ('failed', 'cancelled') AND NOT (j.held_until IS NOT NULL AND j.committed_at IS NULL)
     RETURNING j.queue, j.run_at, j.priority, j.kind
 ), notified AS (
-    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM retried
+    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind)) FROM retried GROUP BY queue
 )
-SELECT state, uncommitted FROM target
-WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: setQueue
 -- Sets the settings of queue @queue (@ordered, @on_failure, @global_limit or NULL),

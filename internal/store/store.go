@@ -38,6 +38,9 @@ type Store struct {
 	schema  string
 	channel string
 	q       queries
+	d       deleteQueries
+	r       retentionQueries
+	p       periodicQueries
 }
 
 // stores memoises one Store per schema name. A Store is immutable, so sharing it between
@@ -53,7 +56,8 @@ func For(schema string) (*Store, error) {
 		return nil, err
 	}
 	quoted := pgx.Identifier{schema}.Sanitize()
-	s := &Store{schema: schema, channel: channelPrefix + schema, q: buildQueries(quoted)}
+	s := &Store{schema: schema, channel: channelPrefix + schema, q: buildQueries(quoted),
+		d: buildDeleteQueries(quoted), r: buildRetentionQueries(quoted), p: buildPeriodicQueries(quoted)}
 	actual, _ := stores.LoadOrStore(schema, s)
 	return actual.(*Store), nil
 }
