@@ -492,3 +492,39 @@ func TestReservedProducerKilledBeforeCommittingLeavesAReservationThatExpires(t *
 		t.Errorf("key acct-1 started %v; want %v: never the reservation", got, want)
 	}
 }
+
+// A held head given up at once — deleted, or cancelled in bulk — frees its key at once:
+// the job behind it runs, without waiting for the reservation's deadline.
+func TestReservedHeadDeletedOrCancelledFreesItsKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	kind := relay.NewKind[orderedArgs]("ledger-entry")
+	const queue = "ledger"
+	b := setup(t)
+	b.setQueue(queue, relay.QueueSettings{Ordered: true})
+	rec := newRecorder()
+	c := b.client(relay.Config{Queues: queues(4, queue)})
+	handle(t, c, kind, rec.handler(0, nil))
+	b.start(c)
+
+	deleted := reserve(b, kind, orderedArgs{Key: "acct-1", N: 0}, time.Hour, relay.Queue(queue), relay.OrderKey("acct-1"))
+	behindDeleted := enqueueOrdered(b, kind, queue, "acct-1", 1)
+	if err := relay.DeleteJob(ctx, b, deleted, relay.Schema(b.Schema)); err != nil {
+		t.Fatalf("DeleteJob of a held job: %v", err)
+	}
+	b.waitState(relay.StateSucceeded, behindDeleted)
+
+	cancelled := reserve(b, kind, orderedArgs{Key: "acct-2", N: 0}, time.Hour, relay.Queue(queue), relay.OrderKey("acct-2"))
+	behindCancelled := enqueueOrdered(b, kind, queue, "acct-2", 1)
+	n, err := relay.CancelJobs(ctx, b, relay.ListFilter{States: []relay.JobState{relay.StateHeld}}, relay.Schema(b.Schema))
+	if err != nil || n != 1 {
+		t.Fatalf("CancelJobs of held jobs = %d, %v; want 1", n, err)
+	}
+	b.waitState(relay.StateSucceeded, behindCancelled)
+	if r := b.record(cancelled); r.State != relay.StateCancelled || r.Attempt != 0 {
+		t.Errorf("the cancelled reservation is %s at attempt %d; want cancelled, never run", r.State, r.Attempt)
+	}
+	if got := rec.startsOf("acct-1"); !slices.Equal(got, firstAttempts("acct-1", 1, 1)) {
+		t.Errorf("key acct-1 started %v; want only the job behind the deleted reservation", got)
+	}
+}
