@@ -364,6 +364,7 @@ func TestHandleAndConfigRefuseBadValues(t *testing.T) {
 		"an over-long ID":              {ID: strings.Repeat("i", relay.MaxNameLen+1)},
 		"a negative MaxOutputSize":     {MaxOutputSize: -1},
 		"a negative MaxCheckpointSize": {MaxCheckpointSize: -1},
+		"a negative MaxErrorDataSize":  {MaxErrorDataSize: -1},
 		"ReservedConns over MaxInt32":  {ReservedConns: math.MaxInt32 + 1},
 	}
 	for name, cfg := range configs {
