@@ -36,25 +36,10 @@ var (
 //
 // opts: [Schema].
 func CommitJobs(ctx context.Context, db DB, ids []int64, opts ...JobOption) error {
-	if err := checkDB(db, "CommitJobs"); err != nil {
-		return err
+	commit := func(ctx context.Context, s *store.Store, ids []int64) ([]store.Reservation, bool, error) {
+		return s.CommitJobs(ctx, db, ids)
 	}
-	s, err := jobStore(opts)
-	if err != nil {
-		return err
-	}
-	ids = distinct(ids)
-	if len(ids) == 0 {
-		return nil
-	}
-	found, ok, err := s.CommitJobs(ctx, db, ids)
-	if err != nil {
-		return fmt.Errorf("relay: %w", err)
-	}
-	if ok {
-		return nil
-	}
-	return reservationErrors("commit", ids, found, func(r store.Reservation) error {
+	return reservations(ctx, db, "CommitJobs", "commit", ids, opts, commit, func(r store.Reservation) error {
 		if r.Committed {
 			return nil
 		}
@@ -72,11 +57,29 @@ func CommitJobs(ctx context.Context, db DB, ids []int64, opts ...JobOption) erro
 //
 // opts: [Schema].
 func ExtendReservation(ctx context.Context, db DB, ids []int64, within time.Duration, opts ...JobOption) error {
-	if err := checkDB(db, "ExtendReservation"); err != nil {
-		return err
-	}
 	if within <= 0 {
 		return fmt.Errorf("%w: ExtendReservation needs a positive time to hold the jobs for, got %v", ErrInvalidJob, within)
+	}
+	extend := func(ctx context.Context, s *store.Store, ids []int64) ([]store.Reservation, bool, error) {
+		return s.ExtendReservations(ctx, db, ids, within)
+	}
+	return reservations(ctx, db, "ExtendReservation", "extend", ids, opts, extend, func(r store.Reservation) error {
+		if r.Committed {
+			return fmt.Errorf("%w: it was committed", ErrNotHeld)
+		}
+		return uncommittable(r)
+	})
+}
+
+// reservations runs act, a commit or an extension (fn names the function for a nil db,
+// what the action in errors), on the reservations ids in db, all or nothing; if it
+// changed nothing, it says why, with check, for each job it found.
+func reservations(ctx context.Context, db DB, fn, what string, ids []int64, opts []JobOption,
+	act func(ctx context.Context, s *store.Store, ids []int64) ([]store.Reservation, bool, error),
+	check func(store.Reservation) error,
+) error {
+	if err := checkDB(db, fn); err != nil {
+		return err
 	}
 	s, err := jobStore(opts)
 	if err != nil {
@@ -86,19 +89,14 @@ func ExtendReservation(ctx context.Context, db DB, ids []int64, within time.Dura
 	if len(ids) == 0 {
 		return nil
 	}
-	found, ok, err := s.ExtendReservations(ctx, db, ids, within)
+	found, ok, err := act(ctx, s, ids)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
 	if ok {
 		return nil
 	}
-	return reservationErrors("extend", ids, found, func(r store.Reservation) error {
-		if r.Committed {
-			return fmt.Errorf("%w: it was committed", ErrNotHeld)
-		}
-		return uncommittable(r)
-	})
+	return reservationErrors(what, ids, found, check)
 }
 
 // uncommittable says why reservation r, not committed, cannot be committed or extended;

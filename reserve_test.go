@@ -27,6 +27,21 @@ import (
 // expiry at the deadline from one at a poll (an hour in these tests: see bundle.client).
 const expiryBound = 5 * time.Second
 
+// ledger is the ordered queue of the tests.
+const ledger = "ledger"
+
+// startLedger makes the queue ledger ordered, and starts a client that serves it with a
+// handler of kind that records each start.
+func (b *bundle) startLedger(kind relay.Kind[orderedArgs]) *recorder {
+	b.t.Helper()
+	b.setQueue(ledger, relay.QueueSettings{Ordered: true})
+	rec := newRecorder()
+	c := b.client(relay.Config{Queues: queues(4, ledger)})
+	handle(b.t, c, kind, rec.handler(0, nil))
+	b.start(c)
+	return rec
+}
+
 // reserve enqueues a reservation of kind held for within, in a transaction of its own.
 func reserve[T any](b *bundle, kind relay.Kind[T], args T, within time.Duration, opts ...relay.EnqueueOption) int64 {
 	b.t.Helper()
@@ -77,20 +92,15 @@ func TestReservedHeadBlocksItsKeyUntilCommitted(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kind := relay.NewKind[orderedArgs]("ledger-entry")
-	const queue = "ledger"
 	b := setup(t)
-	b.setQueue(queue, relay.QueueSettings{Ordered: true})
-	rec := newRecorder()
-	c := b.client(relay.Config{Queues: queues(4, queue)})
-	handle(t, c, kind, rec.handler(0, nil))
-	b.start(c)
+	rec := b.startLedger(kind)
 
 	before := b.now()
-	head := reserve(b, kind, orderedArgs{Key: "acct-1", N: 0}, time.Hour, relay.Queue(queue), relay.OrderKey("acct-1"))
-	behind := []int64{enqueueOrdered(b, kind, queue, "acct-1", 1), enqueueOrdered(b, kind, queue, "acct-1", 2)}
+	head := reserve(b, kind, orderedArgs{Key: "acct-1", N: 0}, time.Hour, relay.Queue(ledger), relay.OrderKey("acct-1"))
+	behind := []int64{enqueueOrdered(b, kind, ledger, "acct-1", 1), enqueueOrdered(b, kind, ledger, "acct-1", 2)}
 	// Another key runs meanwhile: by the time it has succeeded, a claim that could have
 	// taken the head or the jobs behind it has come and gone.
-	other := enqueueOrdered(b, kind, queue, "acct-2", 0)
+	other := enqueueOrdered(b, kind, ledger, "acct-2", 0)
 	b.waitState(relay.StateSucceeded, other)
 	b.expectHeld("before the commit", head)
 	b.expectPending("behind a held head", behind...)
@@ -113,15 +123,15 @@ func TestReservedHeadBlocksItsKeyUntilCommitted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counts.Queues[queue].Held != 1 || counts.All.Get(relay.StateHeld) != 1 || counts.All.Pending != 2 {
+	if counts.Queues[ledger].Held != 1 || counts.All.Get(relay.StateHeld) != 1 || counts.All.Pending != 2 {
 		t.Errorf("CountJobs = %+v; want 1 held and 2 pending", counts.All)
 	}
 	depths, err := relay.QueueDepths(ctx, b, relay.Schema(b.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if depths[queue].Held != 1 {
-		t.Errorf("QueueDepths = %+v; want 1 held", depths[queue])
+	if depths[ledger].Held != 1 {
+		t.Errorf("QueueDepths = %+v; want 1 held", depths[ledger])
 	}
 
 	// The producer's own write and the commit, in one transaction.
@@ -194,16 +204,11 @@ func TestReservedLapsedReservationExpiresAndTheKeyMovesOn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kind := relay.NewKind[orderedArgs]("ledger-entry")
-	const queue = "ledger"
 	b := setup(t)
-	b.setQueue(queue, relay.QueueSettings{Ordered: true})
-	rec := newRecorder()
-	c := b.client(relay.Config{Queues: queues(4, queue)})
-	handle(t, c, kind, rec.handler(0, nil))
-	b.start(c)
+	rec := b.startLedger(kind)
 
-	head := reserve(b, kind, orderedArgs{Key: "acct-1", N: 0}, 300*time.Millisecond, relay.Queue(queue), relay.OrderKey("acct-1"))
-	behind := []int64{enqueueOrdered(b, kind, queue, "acct-1", 1), enqueueOrdered(b, kind, queue, "acct-1", 2)}
+	head := reserve(b, kind, orderedArgs{Key: "acct-1", N: 0}, 300*time.Millisecond, relay.Queue(ledger), relay.OrderKey("acct-1"))
+	behind := []int64{enqueueOrdered(b, kind, ledger, "acct-1", 1), enqueueOrdered(b, kind, ledger, "acct-1", 2)}
 	b.expectExpired(head, true)
 	b.waitState(relay.StateSucceeded, behind...)
 	if got, want := rec.startsOf("acct-1"), firstAttempts("acct-1", 1, 2); !slices.Equal(got, want) {
@@ -461,25 +466,20 @@ var reserveKind = relay.NewKind[orderedArgs]("reserved-entry")
 // another client: it never runs, and the job behind it in its key runs.
 func TestReservedProducerKilledBeforeCommittingLeavesAReservationThatExpires(t *testing.T) {
 	t.Parallel()
-	const queue = "ledger"
 	b := setup(t)
-	b.setQueue(queue, relay.QueueSettings{Ordered: true})
-	rec := newRecorder()
-	c := b.client(relay.Config{Queues: queues(4, queue)})
-	handle(t, c, reserveKind, rec.handler(0, nil))
-	b.start(c)
+	rec := b.startLedger(reserveKind)
 
 	producer := b.startWorker("reserve", nil)
 	producer.waitReady()
 	// Long enough for the kill to come before the deadline, as a producer's death usually
 	// does; a kill after it only delays the expiry until the dead transaction's lock goes.
-	producer.send(fmt.Sprintf("reserve %s acct-1 %d", queue, 4000))
+	producer.send(fmt.Sprintf("reserve %s acct-1 %d", ledger, 4000))
 	line := producer.nextLine("the producer to reserve")
 	head, err := strconv.ParseInt(strings.TrimPrefix(line, "reserved "), 10, 64)
 	if err != nil {
 		t.Fatalf("the producer said %q", line)
 	}
-	behind := enqueueOrdered(b, reserveKind, queue, "acct-1", 1)
+	behind := enqueueOrdered(b, reserveKind, ledger, "acct-1", 1)
 	producer.send(fmt.Sprintf("commit %d", head))
 	if line := producer.nextLine("the producer to commit"); line != fmt.Sprintf("committing %d", head) {
 		t.Fatalf("the producer said %q", line)
@@ -499,23 +499,18 @@ func TestReservedHeadDeletedOrCancelledFreesItsKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kind := relay.NewKind[orderedArgs]("ledger-entry")
-	const queue = "ledger"
 	b := setup(t)
-	b.setQueue(queue, relay.QueueSettings{Ordered: true})
-	rec := newRecorder()
-	c := b.client(relay.Config{Queues: queues(4, queue)})
-	handle(t, c, kind, rec.handler(0, nil))
-	b.start(c)
+	rec := b.startLedger(kind)
 
-	deleted := reserve(b, kind, orderedArgs{Key: "acct-1", N: 0}, time.Hour, relay.Queue(queue), relay.OrderKey("acct-1"))
-	behindDeleted := enqueueOrdered(b, kind, queue, "acct-1", 1)
+	deleted := reserve(b, kind, orderedArgs{Key: "acct-1", N: 0}, time.Hour, relay.Queue(ledger), relay.OrderKey("acct-1"))
+	behindDeleted := enqueueOrdered(b, kind, ledger, "acct-1", 1)
 	if err := relay.DeleteJob(ctx, b, deleted, relay.Schema(b.Schema)); err != nil {
 		t.Fatalf("DeleteJob of a held job: %v", err)
 	}
 	b.waitState(relay.StateSucceeded, behindDeleted)
 
-	cancelled := reserve(b, kind, orderedArgs{Key: "acct-2", N: 0}, time.Hour, relay.Queue(queue), relay.OrderKey("acct-2"))
-	behindCancelled := enqueueOrdered(b, kind, queue, "acct-2", 1)
+	cancelled := reserve(b, kind, orderedArgs{Key: "acct-2", N: 0}, time.Hour, relay.Queue(ledger), relay.OrderKey("acct-2"))
+	behindCancelled := enqueueOrdered(b, kind, ledger, "acct-2", 1)
 	n, err := relay.CancelJobs(ctx, b, relay.ListFilter{States: []relay.JobState{relay.StateHeld}}, relay.Schema(b.Schema))
 	if err != nil || n != 1 {
 		t.Fatalf("CancelJobs of held jobs = %d, %v; want 1", n, err)
