@@ -32,7 +32,9 @@ var (
 // (its deadline has passed, even if no expirer has got to it yet), [ErrJobFinished] (it
 // was cancelled while held) or [ErrNotHeld] (it was never a reservation). Committing a
 // reservation that is committed already is a no-op, whatever became of the job since, so
-// that a producer unsure whether its commit went through may commit again.
+// that a producer unsure whether its commit went through may commit again. The deadline
+// is checked when CommitJobs runs: a commit made in time holds even if the transaction
+// commits after the deadline.
 //
 // opts: [Schema].
 func CommitJobs(ctx context.Context, db DB, ids []int64, opts ...JobOption) error {

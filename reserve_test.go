@@ -268,6 +268,10 @@ func TestReservedExtendReservation(t *testing.T) {
 	b.start(c)
 
 	shortened := reserve(b, testKind, numArgs{N: 1}, time.Hour)
+	// Once a later reservation has expired, the expirer has seen shortened's deadline and
+	// sleeps until it, an hour away: only the extension's announcement can wake it sooner.
+	first := reserve(b, testKind, numArgs{N: 4}, 100*time.Millisecond)
+	b.expectExpired(first, true)
 	if err := relay.ExtendReservation(ctx, b, []int64{shortened}, 300*time.Millisecond, relay.Schema(b.Schema)); err != nil {
 		t.Fatalf("ExtendReservation to an earlier deadline: %v", err)
 	}
