@@ -31,6 +31,11 @@ import (
 // running in the table until its lease expires and another client retries it.
 const cancelGrace = 5 * time.Second
 
+// probeTimeout is how long the listener's probe may take to arrive before the client
+// warns that its listener hears nothing: a NOTIFY arrives within milliseconds, but the
+// machine may be busy.
+const probeTimeout = 5 * time.Second
+
 // Client runs the jobs of the kinds registered with [Handle] from the queues in its
 // [Config]. Create it with [New]; it holds no global state, so any number of clients can
 // share a process. A Client is started once and stopped once.
@@ -75,6 +80,7 @@ type Client struct {
 	cancelWork  context.CancelFunc
 
 	unhandledEvery time.Duration // how often watchUnhandled looks; tests shorten it
+	probeTimeout   time.Duration // how long the listener's probe may take; tests shorten it
 }
 
 type clientState int
@@ -88,7 +94,8 @@ const (
 
 // New returns a client for cfg. Invalid configuration is reported by [Client.Start].
 func New(cfg Config) *Client {
-	return &Client{cfg: cfg, handlers: map[string]handler{}, stopped: make(chan struct{}), unhandledEvery: unhandledCheck}
+	return &Client{cfg: cfg, handlers: map[string]handler{}, stopped: make(chan struct{}), unhandledEvery: unhandledCheck,
+		probeTimeout: probeTimeout}
 }
 
 // ID is the client's identifier, recorded as attempted_by on the jobs it claims and as
@@ -124,7 +131,10 @@ func (c *Client) register(kind string, k kindConfig, run runner) error {
 
 // Start checks that the schema is migrated, starts listening for wakeups and starts one
 // dispatcher per queue. It returns once the listener is listening and the dispatchers run;
-// from then on a committed job is picked up within milliseconds. ctx bounds start-up only:
+// from then on a committed job is picked up within milliseconds ([Config].PollOnly: within
+// the poll interval, without a listener). A listener that turns out to hear nothing (its
+// connection goes through a pooler in transaction mode) is reported by a warning, a few
+// seconds after Start; see [Config].ListenerConnString. ctx bounds start-up only:
 // the client runs until [Client.Stop]. Start-up also gives up after [Config].StartTimeout
 // (default [DefaultStartTimeout]) if ctx has no earlier deadline, so that a database that
 // never answers fails Start with an error wrapping [context.DeadlineExceeded] instead of
@@ -195,7 +205,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	jobs := c.store.Client(c.conns, store.ClientInfo{
 		ID: cfg.ID, Lease: cfg.LeaseTTL, Kinds: kinds, Attempts: attempts,
 		Queues:    slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
-		Schedules: schedules,
+		Schedules: schedules, PollOnly: cfg.PollOnly,
 	})
 	c.jobs = jobs
 	c.lapsed = make(chan struct{}, 1)
@@ -231,6 +241,9 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 			Claimer: observedClaimer{jobs, c.recovery}, Queue: name, Workers: q.Workers, Poll: cfg.PollInterval,
 			Run: c.runJob, Room: c.outcomeRoom, Slots: slots, Wait: jobs.Wait, Logger: cfg.Logger,
 		}
+		if cfg.PollOnly {
+			dc.Wait = nil // it polls: no wakeup would come
+		}
 		if dynamic {
 			var d *dispatcher.Dispatcher
 			dc.IdleAfter = q.IdleTimeout
@@ -251,23 +264,11 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		return dispatcher.New(dc)
 	}
 
-	l := listener.New(listener.Config{
-		Connect:  listenConnect(pool, cfg.ID),
-		Channel:  c.store.Channel(),
-		OnNotify: c.onNotify,
-		OnListen: c.listening,
-		Logger:   cfg.Logger,
-	})
-	c.listenerSvc = lifecycle.Go(background, l.Run)
-	select {
-	case <-l.Listening():
-	case <-ctx.Done():
-		c.abortStart()
-		return fmt.Errorf("relay: start: waiting for the listener to connect: %w", context.Cause(ctx))
-	case <-c.listenerSvc.Done():
-		err := c.listenerSvc.Stop()
-		c.abortStart()
-		return fmt.Errorf("relay: start: listener: %w", err)
+	if !cfg.PollOnly {
+		if err := c.startListener(ctx, background); err != nil {
+			c.abortStart()
+			return err
+		}
 	}
 
 	// Enqueues wake only dispatchers that wait for it (see wake, migration 006): count as
@@ -381,7 +382,9 @@ func (c *Client) stopServices(ctx context.Context) error {
 		c.cfg.Logger.Warn("relay: could not mark the client stopped", "error", serr)
 	}
 	cancel()
-	c.listenerSvc.Stop()
+	if c.listenerSvc != nil {
+		c.listenerSvc.Stop()
+	}
 	c.conns.close()
 	return err
 }
@@ -513,13 +516,59 @@ func (c *Client) findQueues(ctx context.Context) error {
 	}
 }
 
-// listenConnect opens the listener's dedicated connection with the pool's settings.
-func listenConnect(pool *pgxpool.Pool, id string) func(context.Context) (*pgx.Conn, error) {
-	return func(ctx context.Context) (*pgx.Conn, error) {
-		cc := pool.Config().ConnConfig.Copy()
-		cc.RuntimeParams["application_name"] = ListenerApplicationName(id)
-		return pgx.ConnectConfig(ctx, cc)
+// startListener starts the listener and waits until it listens, or ctx ends, or it fails.
+func (c *Client) startListener(ctx, background context.Context) error {
+	cc, err := c.listenConfig()
+	if err != nil {
+		return err
 	}
+	l := listener.New(listener.Config{
+		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			return pgx.ConnectConfig(ctx, cc.Copy())
+		},
+		Channel:      c.store.Channel(),
+		OnNotify:     c.onNotify,
+		OnListen:     c.listening,
+		Logger:       c.cfg.Logger,
+		Probe:        func(ctx context.Context, payload string) error { return c.store.Probe(ctx, c.conns, payload) },
+		ProbePrefix:  store.ProbePrefix,
+		ProbeTimeout: c.probeTimeout,
+		OnDeaf:       func() { c.listenerDeaf(cc) },
+	})
+	c.listenerSvc = lifecycle.Go(background, l.Run)
+	select {
+	case <-l.Listening():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("relay: start: waiting for the listener to connect: %w", context.Cause(ctx))
+	case <-c.listenerSvc.Done():
+		return fmt.Errorf("relay: start: listener: %w", c.listenerSvc.Stop())
+	}
+}
+
+// listenConfig is what the listener connects with: Config.ListenerConnString, else the
+// pool's settings, named by application_name.
+func (c *Client) listenConfig() (*pgx.ConnConfig, error) {
+	cc := c.pool.Config().ConnConfig.Copy()
+	if c.cfg.ListenerConnString != "" {
+		var err error
+		if cc, err = pgx.ParseConfig(c.cfg.ListenerConnString); err != nil {
+			return nil, fmt.Errorf("%w: ListenerConnString: %w", ErrInvalidConfig, err) // withDefaults parsed it already
+		}
+	}
+	cc.RuntimeParams["application_name"] = ListenerApplicationName(c.cfg.ID)
+	return cc, nil
+}
+
+// listenerDeaf warns that the listener's probe did not arrive: its connection LISTENs
+// but hears nothing, as through a pooler in transaction mode. Jobs then wait for the
+// poll, and running jobs learn of their cancellation only at a lease renewal.
+func (c *Client) listenerDeaf(cc *pgx.ConnConfig) {
+	c.cfg.Logger.Warn("relay: the listener hears no notifications: its connection LISTENs but a NOTIFY sent to it did not arrive, "+
+		"as happens through a pooler in transaction mode (PgBouncer's pool_mode = transaction). "+
+		"Jobs wait for the poll (PollInterval) instead of starting at once. Fix: set Config.ListenerConnString to a direct "+
+		"connection to PostgreSQL (or to a pooler in session mode), or set Config.PollOnly",
+		"listener", fmt.Sprintf("%s:%d", cc.Host, cc.Port), "poll_interval", c.cfg.PollInterval, "waited", c.probeTimeout)
 }
 
 // ListenerApplicationName is the application_name of the listener connection of the

@@ -632,11 +632,13 @@ func TestClientLifecycleErrors(t *testing.T) {
 	t.Run("invalid config", func(t *testing.T) {
 		b := b.in(t)
 		for name, cfg := range map[string]relay.Config{
-			"zero workers":     {Queues: queues(0, "q")},
-			"empty queue":      {Queues: queues(1, "")},
-			"negative poll":    {PollInterval: -time.Second},
-			"bad backoff":      {Backoff: backoff.Policy{Initial: time.Second, Multiplier: 0.5, Max: time.Second}},
-			"over-long schema": {Schema: strings.Repeat("s", 100)},
+			"zero workers":              {Queues: queues(0, "q")},
+			"empty queue":               {Queues: queues(1, "")},
+			"negative poll":             {PollInterval: -time.Second},
+			"bad backoff":               {Backoff: backoff.Policy{Initial: time.Second, Multiplier: 0.5, Max: time.Second}},
+			"over-long schema":          {Schema: strings.Repeat("s", 100)},
+			"poll-only with a listener": {PollOnly: true, ListenerConnString: b.URL},
+			"bad listener conn string":  {ListenerConnString: "postgres://%zz"},
 		} {
 			c := b.client(cfg)
 			handle(t, c, testKind, noop)

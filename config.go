@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/internal/store"
 )
@@ -32,8 +34,28 @@ type Config struct {
 	MaxWorkers int
 	// PollInterval is how often each queue looks for work even without a wakeup. Wakeups
 	// come by NOTIFY, so this only bounds the delay of a notification lost while the
-	// listener was reconnecting; default [DefaultPollInterval].
+	// listener was reconnecting; default [DefaultPollInterval], or
+	// [DefaultPollOnlyInterval] with PollOnly, where it is how long a job may wait.
 	PollInterval time.Duration
+	// ListenerConnString, if set, is what the client's listener connects with — a
+	// connection string or URL, as pgx.ParseConfig reads it — instead of the settings of
+	// the pool given to [Client.Start]. Behind a pooler in transaction mode (PgBouncer's
+	// pool_mode = transaction) a LISTEN hears nothing: give Start the pool through the
+	// pooler, and point this at PostgreSQL itself (or at a pooler in session mode). Every
+	// other statement of the client runs on the pool, and is fit for transaction pooling.
+	// A client whose listener hears nothing says so in a warning (see PollOnly).
+	ListenerConnString string
+	// PollOnly runs the client without a listener, for deployments where no connection
+	// can LISTEN (the database is reached only through a pooler in transaction mode).
+	// Each queue's dispatcher then claims every PollInterval (default
+	// [DefaultPollOnlyInterval]) instead of being woken by NOTIFY: a job waits up to that
+	// long to start (the next of an ordered key too, when another client ran the one
+	// before), and cancelling a running job ([Cancel]) reaches its handler at the client's
+	// next lease renewal (LeaseRenewal; its context's cause is then [ErrLostLease]) rather
+	// than within milliseconds. Nothing else changes: every job still runs, in the same
+	// order, under the same leases. Enqueues do not NOTIFY for a poll-only client's sake.
+	// It cannot be combined with ListenerConnString.
+	PollOnly bool
 	// Backoff spaces the retries of failed attempts; default [backoff.Default]. A kind
 	// can have its own ([Backoff] as a [HandleOption]).
 	Backoff backoff.Policy
@@ -146,10 +168,20 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: MaxWorkers is negative (%d)", ErrInvalidConfig, c.MaxWorkers)
 	}
 	switch {
+	case c.PollInterval == 0 && c.PollOnly:
+		c.PollInterval = DefaultPollOnlyInterval
 	case c.PollInterval == 0:
 		c.PollInterval = DefaultPollInterval
 	case c.PollInterval < 0:
 		return c, fmt.Errorf("%w: PollInterval is negative (%v)", ErrInvalidConfig, c.PollInterval)
+	}
+	switch {
+	case c.PollOnly && c.ListenerConnString != "":
+		return c, fmt.Errorf("%w: PollOnly runs no listener, so ListenerConnString has nothing to connect: set one or the other", ErrInvalidConfig)
+	case c.ListenerConnString != "":
+		if _, err := pgx.ParseConfig(c.ListenerConnString); err != nil {
+			return c, fmt.Errorf("%w: ListenerConnString: %w", ErrInvalidConfig, err)
+		}
 	}
 	if c.Backoff == (backoff.Policy{}) {
 		c.Backoff = backoff.Default()

@@ -28,6 +28,11 @@
 //
 //	id, err := relay.Enqueue(ctx, tx, SendEmail, EmailArgs{To: "a@example.com"})
 //
+// Producers in other languages, triggers and scripts enqueue the same way in SQL, with the
+// same checks and semantics: the functions enqueue and enqueue_many in relay's schema
+// (SELECT id, duplicate FROM relay.enqueue('email', '{"to": "a@example.com"}', queue =>
+// 'mail')), described in the README.
+//
 // # How a job flows
 //
 //  1. Enqueue inserts a row in state pending, in the caller's transaction, and sends a
@@ -38,6 +43,9 @@
 //     has free workers, most urgent first, in one statement with FOR UPDATE SKIP LOCKED:
 //     each job is claimed by one client, and leased to it for [Config].LeaseTTL. Polling
 //     ([Config].PollInterval) only covers wakeups lost while no connection listened.
+//     Behind a pooler in transaction mode, where LISTEN hears nothing, the listener
+//     connects to PostgreSQL itself ([Config].ListenerConnString), or the client polls
+//     without one ([Config].PollOnly); a listener that hears nothing is reported.
 //  3. The handler runs on a worker goroutine with a context that ends on timeout,
 //     cancellation ([Cancel]), lost lease or shutdown. One keep-alive ticker per client
 //     renews the leases of all its running jobs in one statement; that tick is its

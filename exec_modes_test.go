@@ -41,21 +41,34 @@ type execModeOut struct {
 }
 
 func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
+	base := setup(t)
+	pool := base.pool(func(cfg *pgxpool.Config) { cfg.ConnConfig.DefaultQueryExecMode = mode })
+	exerciseAll(newBundle(t, &relaytest.DB{Pool: pool, Schema: base.Schema, URL: base.URL}), relay.Config{})
+}
+
+// exerciseAll runs a client configured by cfg on b.Pool, and goes through every path
+// that sends typed arrays or JSON, and every kind of statement relay runs, on b.Pool:
+// batch and unique enqueues in a transaction, claims (of a plain and an ordered queue),
+// outcomes of failures and of successes with outputs, binary payloads, checkpoints and
+// CompleteTx in the handler's transaction, queue settings, listing and counting.
+// prepare, if given, is called with the client before it starts.
+func exerciseAll(b *bundle, cfg relay.Config, prepare ...func(*relay.Client)) {
+	t := b.t
 	sumKind := relay.NewKind[[]int]("sum")
 	bytesKind := relay.NewKind[[]byte]("bytes")
 	txKind := relay.NewKind[string]("tx")
 	ctx := context.Background()
-	base := setup(t)
-	pool := base.pool(func(cfg *pgxpool.Config) { cfg.ConnConfig.DefaultQueryExecMode = mode })
-	b := newBundle(t, &relaytest.DB{Pool: pool, Schema: base.Schema, URL: base.URL})
+	pool := b.Pool
 	schema := relay.Schema(b.Schema)
 
 	if err := relay.SetQueue(ctx, b, "ordered", relay.QueueSettings{Ordered: true}, schema); err != nil {
 		t.Fatalf("SetQueue: %v", err)
 	}
-	c := b.client(relay.Config{Queues: map[string]relay.QueueConfig{
-		relay.DefaultQueue: {Workers: 4}, "ordered": {Workers: 4},
-	}})
+	cfg.Queues = map[string]relay.QueueConfig{relay.DefaultQueue: {Workers: 4}, "ordered": {Workers: 4}}
+	c := b.client(cfg)
+	for _, p := range prepare {
+		p(c)
+	}
 	err := relay.HandleWithOutput(c, sumKind, func(ctx context.Context, job *relay.Job[[]int]) (execModeOut, error) {
 		if job.Attempt == 1 {
 			return execModeOut{}, errors.New("first attempt fails, with a 'quoted' error")

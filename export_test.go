@@ -23,6 +23,10 @@ const FreeInfraAttempts = freeInfraAttempts
 // jobs due for d) instead of every minute. Call it before Start.
 func CheckUnhandledEvery(c *Client, d time.Duration) { c.unhandledEvery = d }
 
+// ProbeListenerWithin makes c's listener warn that it hears nothing when its probe has not
+// arrived within d, instead of 5 s. Call it before Start.
+func ProbeListenerWithin(c *Client, d time.Duration) { c.probeTimeout = d }
+
 // PruneNow runs one prune of c's (as its pruner does every so often) and reports whether
 // another client was pruning at the time, which cut it short.
 // A client that keeps everything forever has no pruner: its prune does nothing.

@@ -13,10 +13,14 @@ const (
 	DefaultMaxAttempts  = 20
 	DefaultWorkers      = 100
 	DefaultPollInterval = 2 * time.Second
-	DefaultLeaseTTL     = 15 * time.Second
-	DefaultLeaseRenewal = 5 * time.Second
-	DefaultIdleTimeout  = time.Minute
-	DefaultStartTimeout = 10 * time.Second
+	// DefaultPollOnlyInterval is the PollInterval of a client with [Config].PollOnly: how
+	// long a job may wait to start, and how often each of its queues claims while idle
+	// (one short statement each time).
+	DefaultPollOnlyInterval = 250 * time.Millisecond
+	DefaultLeaseTTL         = 15 * time.Second
+	DefaultLeaseRenewal     = 5 * time.Second
+	DefaultIdleTimeout      = time.Minute
+	DefaultStartTimeout     = 10 * time.Second
 	// DefaultReservedConns is how many connections of its own a client may open for its
 	// statements while the application holds every connection of its pool (see
 	// [Config].ReservedConns).

@@ -179,6 +179,28 @@ func (c *Client) released(written []store.Outcome, changed map[int64]bool) {
 	if c.backlogFull.CompareAndSwap(true, false) {
 		c.queues.each((*dispatcher.Dispatcher).Nudge)
 	}
+	if c.cfg.PollOnly {
+		c.wakeGated(written)
+	}
+}
+
+// wakeGated makes the dispatchers of the ordered or limited queues of written outcomes
+// claim again. Their jobs held a key or a slot until the outcome committed, whose NOTIFY
+// wakes the queue's dispatchers everywhere; a client that polls hears none, and would
+// otherwise start the next job of a key it has just freed only at the next poll.
+func (c *Client) wakeGated(written []store.Outcome) {
+	var last string
+	for _, o := range written {
+		if o.Queue == last {
+			continue
+		}
+		last = o.Queue
+		c.queues.with(o.Queue, func(d *dispatcher.Dispatcher) {
+			if d.Settings().Gated() {
+				d.Wake()
+			}
+		})
+	}
 }
 
 // timeoutOf is the job's own timeout, else its kind's, else its queue's.

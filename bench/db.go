@@ -26,7 +26,11 @@ type database struct {
 	url    string
 	schema string
 	srv    *pgtest.Server // nil when DATABASE_URL was given
-	admin  *pgx.Conn
+	admin  *pgx.Conn      // on url, never through the bouncer
+	// bouncer is a PgBouncer in transaction mode (-via-pgbouncer, and the poolers
+	// workload), nil without; while via, every pool goes through it.
+	bouncer *pgtest.Bouncer
+	via     bool
 
 	versionNum int // server_version_num
 	// adminStatements counts statements run on admin, so that their transactions can be
@@ -35,7 +39,7 @@ type database struct {
 }
 
 // openDatabase connects to url, or starts a throwaway durable server when url is "".
-func openDatabase(ctx context.Context, log *slog.Logger, url, schema string, pgss bool) (*database, error) {
+func openDatabase(ctx context.Context, log *slog.Logger, url, schema string, pgss, viaPgBouncer bool) (*database, error) {
 	d := &database{log: log, url: url, schema: schema}
 	if url == "" {
 		start := time.Now()
@@ -58,6 +62,13 @@ func openDatabase(ctx context.Context, log *slog.Logger, url, schema string, pgs
 		log.Info("started a throwaway PostgreSQL", "url", d.url, "took", time.Since(start).Round(time.Millisecond))
 	}
 	var err error
+	if viaPgBouncer {
+		if err := d.startBouncer(ctx); err != nil {
+			d.close()
+			return nil, err
+		}
+		d.via = true
+	}
 	if d.admin, err = pgx.Connect(ctx, d.url); err != nil {
 		d.close()
 		return nil, fmt.Errorf("connect: %w", err)
@@ -69,9 +80,28 @@ func openDatabase(ctx context.Context, log *slog.Logger, url, schema string, pgs
 	return d, nil
 }
 
+// startBouncer starts the PgBouncer the pools go through while d.via.
+func (d *database) startBouncer(ctx context.Context) error {
+	if d.bouncer != nil {
+		return nil
+	}
+	// Room for every pool of the widest workload (two clients with their producers).
+	var err error
+	d.bouncer, err = pgtest.StartBouncer(ctx, d.url, pgtest.BouncerOptions{PoolSize: 100,
+		Logf: func(format string, args ...any) { d.log.Debug(fmt.Sprintf(format, args...)) }})
+	if err != nil {
+		return err
+	}
+	d.log.Info("started PgBouncer in transaction mode in front of PostgreSQL", "port", d.bouncer.Port())
+	return nil
+}
+
 func (d *database) close() {
 	if d.admin != nil {
 		d.admin.Close(context.Background())
+	}
+	if d.bouncer != nil {
+		d.bouncer.Stop()
 	}
 	if d.srv != nil {
 		if err := d.srv.Stop(); err != nil {
@@ -151,9 +181,17 @@ func (d *database) drop(ctx context.Context) error {
 // newPool opens a pool of up to maxConns connections and opens them all at once, so that
 // no workload measures connection set-up.
 func (d *database) newPool(ctx context.Context, maxConns int) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(d.url)
+	url := d.url
+	if d.via {
+		url = d.bouncer.Via(url)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
+	}
+	if d.via {
+		// PgBouncer before 1.21 keeps no prepared statement from one transaction to the next.
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
 	cfg.MaxConns = int32(maxConns)
 	cfg.ConnConfig.RuntimeParams["application_name"] = appName
@@ -193,6 +231,12 @@ func (d *database) waitBackendsGone(ctx context.Context, clientIDs ...string) er
 	names := []string{appName}
 	for _, id := range clientIDs {
 		names = append(names, relay.ListenerApplicationName(id))
+	}
+	if d.bouncer != nil {
+		// The bouncer keeps its server connections open once the pools are closed.
+		if err := d.bouncer.Reconnect(ctx); err != nil {
+			return err
+		}
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {

@@ -279,7 +279,10 @@ func countWakeups(ctx context.Context, b *bench, queue string) (n *atomic.Int64,
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{"relay:" + b.opts.schema}.Sanitize()); err != nil {
+	// The end marker goes on a channel of its own, which relay's listeners do not hear: a
+	// session receives the notifications of all its channels in commit order.
+	const endChannel = "relay_bench_wakeups_end"
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{"relay:" + b.opts.schema}.Sanitize()+"; LISTEN "+endChannel); err != nil {
 		conn.Close(ctx)
 		return nil, nil, err
 	}
@@ -293,6 +296,9 @@ func countWakeups(ctx context.Context, b *bench, queue string) (n *atomic.Int64,
 			if err != nil {
 				return
 			}
+			if msg.Channel == endChannel {
+				return
+			}
 			if strings.HasPrefix(msg.Payload, "w:") && strings.HasSuffix(msg.Payload, ":"+queue) {
 				n.Add(1)
 			}
@@ -300,9 +306,12 @@ func countWakeups(ctx context.Context, b *bench, queue string) (n *atomic.Int64,
 	}()
 	return n, func() int64 {
 		// Notifications of the last commits may still be on their way: the listener gets
-		// them in commit order, so a NOTIFY of our own, sent now, comes after them.
-		_, _ = b.db.admin.Exec(ctx, "SELECT pg_notify($1, 'end')", "relay:"+b.opts.schema)
-		time.Sleep(100 * time.Millisecond)
+		// them in commit order, so once a NOTIFY of our own, sent now, arrives, they have.
+		_, _ = b.db.admin.Exec(ctx, "SELECT pg_notify($1, '')", endChannel)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
 		cancel()
 		<-done
 		conn.Close(context.WithoutCancel(ctx))

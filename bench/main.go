@@ -30,6 +30,7 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/cpustat"
+	"github.com/relayq/relay/internal/fleet"
 	"github.com/relayq/relay/internal/tool"
 )
 
@@ -49,6 +50,10 @@ type options struct {
 	pgss        bool
 	telemetry   string // "" or one of telemetryVariants: run every workload with relayotel
 
+	viaPgBouncer bool          // the pools go through PgBouncer in transaction mode; listeners direct
+	pollOnly     bool          // clients run with Config.PollOnly
+	pollInterval time.Duration // clients' Config.PollInterval; 0: relay's default
+
 	poolConns     int // the client's pool
 	producers     int // sustained and queues producer goroutines
 	backlog       int // sustained: most enqueued-but-not-started jobs
@@ -59,14 +64,15 @@ type options struct {
 	retentionKeep     time.Duration // retention: the retention of the pruning phase
 	pruneBacklog      int64         // prune-backlog: finished jobs to delete
 	pruneRate         int           // prune-backlog: jobs/s of the latency workload meanwhile
+	clients           int           // scaleout: client processes sharing the workers
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "overhead", "retention", "prune-backlog"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "sql-enqueue", "overhead", "poolers", "retention", "prune-backlog", "scaleout"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but retention and prune-backlog, which take minutes)")
+	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but overhead, poolers, retention, prune-backlog and scaleout, which take minutes)")
 	rate := fs.String("rate", "", "latency: jobs/s, or a comma-separated list (default 100,1000)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues, ordered and limited run half of it)")
 	fs.IntVar(&o.runs, "runs", 1, "repeat each workload N times and report the median and range")
@@ -80,6 +86,9 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process to this file")
 	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel: on (traces, every span recorded, and metrics), sampled (traces sampled at 1 %, this run's among the 99 % not recorded, and metrics), metrics, or metadata (no relayotel: only a trace context stored with every job); the overhead workload compares off with this (default on)")
 	fs.BoolVar(&o.pgss, "pgss", false, "diagnostics: load pg_stat_statements (with track_planning) into the throwaway server and report each run's costliest statements")
+	fs.BoolVar(&o.viaPgBouncer, "via-pgbouncer", false, "run every pool through a PgBouncer in transaction mode that the benchmark starts (its statements unprepared: default_query_exec_mode=exec), each client's listener connected to PostgreSQL itself (Config.ListenerConnString)")
+	fs.BoolVar(&o.pollOnly, "poll-only", false, "run the clients with Config.PollOnly: no listener, every queue claims each -poll-interval")
+	fs.DurationVar(&o.pollInterval, "poll-interval", 0, "the clients' Config.PollInterval (default relay's: 2s, or 250ms with -poll-only)")
 	fs.IntVar(&o.poolConns, "pool-conns", 20, "MaxConns of the client's pgxpool")
 	fs.IntVar(&o.producers, "producers", 4, "producer goroutines of sustained and queues")
 	fs.IntVar(&o.backlog, "backlog", 5000, "sustained: bound on enqueued-but-not-started jobs")
@@ -89,6 +98,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.retentionKeep, "retention-keep", 30*time.Second, "retention: how long finished jobs are kept in the pruning phase")
 	fs.Int64Var(&o.pruneBacklog, "prune-backlog", 10_000_000, "prune-backlog: finished jobs to delete")
 	fs.IntVar(&o.pruneRate, "prune-rate", 1000, "prune-backlog: jobs/s of the latency workload that runs meanwhile")
+	fs.IntVar(&o.clients, "clients", 10, "scaleout: client processes that share 200 workers, against 1 with all of them")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -118,6 +128,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("bad -telemetry %q (want %s)", o.telemetry, strings.Join(telemetryVariants, ", "))
 	case o.poolConns < 2 || o.producers < 1 || o.backlog < 100 || o.sustainedRate < 100:
 		return o, errors.New("-pool-conns ≥ 2, -producers ≥ 1, -backlog ≥ 100, -sustained-rate ≥ 100")
+	case o.clients < 2 || o.clients > scaleoutWorkers:
+		return o, fmt.Errorf("-clients must be 2 to %d", scaleoutWorkers)
 	case o.retentionRate < 100 || o.retentionDuration < 30*time.Second || o.retentionKeep < time.Second || o.pruneBacklog < 1 || o.pruneRate < 1:
 		return o, errors.New("-retention-rate ≥ 100, -retention-duration ≥ 30s, -retention-keep ≥ 1s, -prune-backlog ≥ 1, -prune-rate ≥ 1")
 	}
@@ -182,13 +194,20 @@ func plan(o options) []workload {
 	add("ordered", "ordered", runOrdered)
 	add("limited", "limited", runLimited)
 	add("enqueue", "enqueue", runEnqueue)
+	add("sql-enqueue", "sql-enqueue", runSQLEnqueue)
 	// Not part of "all": overhead repeats drain and latency, and the retention workloads
 	// run for minutes each.
 	if o.workload == "overhead" {
 		add("overhead (telemetry off vs on)", "overhead", runOverhead)
 	}
+	if o.workload == "poolers" {
+		add("poolers (direct vs PgBouncer vs poll-only)", "poolers", runPoolers)
+	}
 	if o.workload == "retention" {
 		ws = append(ws, workload{name: "retention", group: "retention", run: runRetention})
+	}
+	if o.workload == "scaleout" { // starts worker processes for a minute or more
+		add(fmt.Sprintf("scaleout (1 vs %d client processes)", o.clients), "scaleout", runScaleout)
 	}
 	if o.workload == "prune-backlog" {
 		ws = append(ws, workload{name: "prune backlog", group: "prune-backlog", run: runPruneBacklog})
@@ -196,7 +215,10 @@ func plan(o options) []workload {
 	return ws
 }
 
-func main() { os.Exit(run()) }
+func main() {
+	fleet.Main() // a worker process of the scaleout workload runs here, and exits
+	os.Exit(run())
+}
 
 func run() int {
 	began := time.Now()
@@ -228,7 +250,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	db, err := openDatabase(ctx, log, opts.databaseURL, opts.schema, opts.pgss)
+	db, err := openDatabase(ctx, log, opts.databaseURL, opts.schema, opts.pgss, opts.viaPgBouncer)
 	if err != nil {
 		log.Error("database", "error", err)
 		return 1
@@ -268,7 +290,8 @@ func run() int {
 		Settings: map[string]any{
 			"workload": opts.workload, "rates": opts.rates, "producers": opts.producers,
 			"sustained_backlog_bound": opts.backlog, "sustained_max_rate": opts.sustainedRate,
-			"relay_poll_interval": relay.DefaultPollInterval.String(), "workers_per_queue": "100 (queues: 10 × 100 queues; ordered: 100 × 2 clients; limited: 50 × 2 clients)",
+			"via_pgbouncer": opts.viaPgBouncer, "poll_only": opts.pollOnly,
+			"relay_poll_interval": pollInterval(opts).String(), "workers_per_queue": "100 (queues: 10 × 100 queues; ordered: 100 × 2 clients; limited: 50 × 2 clients)",
 		},
 	}
 	failed := false
@@ -381,7 +404,11 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 		// relay's own logs only from warnings up, unless -v.
 		logger = slog.New(levelFilter{b.log.Handler(), slog.LevelWarn})
 	}
-	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger}
+	cfg := relay.Config{Schema: b.opts.schema, Queues: queues, Logger: logger,
+		PollOnly: b.opts.pollOnly, PollInterval: b.opts.pollInterval}
+	if b.db.via && !b.opts.pollOnly {
+		cfg.ListenerConnString = b.db.url // the pools go through the bouncer, the listener not
+	}
 	if b.tel != nil && b.tel.tel != nil {
 		cfg.Middleware = []relay.Middleware{b.tel.tel.Middleware()}
 	}
@@ -403,6 +430,17 @@ func (b *bench) startClient(ctx context.Context, pool *pgxpool.Pool, queues map[
 		return nil, err
 	}
 	return c, nil
+}
+
+// pollInterval is the clients' poll interval, as relay fills it in.
+func pollInterval(o options) time.Duration {
+	switch {
+	case o.pollInterval > 0:
+		return o.pollInterval
+	case o.pollOnly:
+		return relay.DefaultPollOnlyInterval
+	}
+	return relay.DefaultPollInterval
 }
 
 // startClients starts n clients as startClient does, each with a pool of -pool-conns

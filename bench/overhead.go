@@ -41,9 +41,7 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 	}
 	defer tel.close()
 
-	pgPID := b.db.postmasterPID()
 	latencyDuration := max(b.opts.duration/4, time.Second)
-	type sample struct{ value, p50, p99, other, clientCPU, pgCPU float64 }
 	samples := map[string][]sample{}
 	var notes []string
 	measure := func(name string, on bool, run func(context.Context) (*RunResult, error)) error {
@@ -59,44 +57,12 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 			}
 			b.telStops = nil
 		}()
-		if err := b.db.reset(ctx); err != nil {
-			return err
-		}
-		cpu0 := cpustat.Take(pgPID)
-		res, err := run(runCtx)
+		s, note, err := b.measure(runCtx, name+" "+variant, run)
 		if err != nil {
 			return fmt.Errorf("%s, telemetry %s: %w", name, variant, err)
 		}
-		if err := b.db.waitBackendsGone(ctx); err != nil {
-			b.log.Warn("waiting for the run's connections to close", "error", err)
-		}
-		cpu := cpuMetrics(cpu0, cpustat.Take(pgPID))
-		s := sample{other: -1}
-		if len(cpu) == 4 {
-			s.other = cpu[3].Value
-		}
-		for _, m := range res.Metrics {
-			switch {
-			case strings.HasPrefix(m.Name, "throughput"), m.Name == "rate achieved":
-				s.value = m.Value
-			case m.Name == "latency p50":
-				s.p50 = m.Value
-			case m.Name == "latency p99":
-				s.p99 = m.Value
-			case m.Name == "cpu per job: this process":
-				s.clientCPU = m.Value
-			case m.Name == "cpu per job: its PostgreSQL server":
-				s.pgCPU = m.Value
-			}
-		}
-		key := name + " " + variant
-		samples[key] = append(samples[key], s)
-		note := fmt.Sprintf("%s: %.0f/s, cpu per job %.1f µs here, %.1f µs in PostgreSQL", key, s.value, s.clientCPU, s.pgCPU)
-		if strings.HasPrefix(name, "latency") {
-			note = fmt.Sprintf("%s: p50 %.2f ms, p99 %.2f ms", key, s.p50, s.p99)
-		}
-		notes = append(notes, fmt.Sprintf("%s (other processes %.2f cores)", note, s.other))
-		b.log.Info("overhead", "measured", note, "other processes (cores)", fmt.Sprintf("%.2f", s.other))
+		samples[name+" "+variant] = append(samples[name+" "+variant], s)
+		notes = append(notes, note)
 		return nil
 	}
 	saved := b.opts.duration
@@ -123,24 +89,9 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 		}
 	}
 
-	med := func(key string, of func(sample) float64) float64 {
-		var v []float64
-		for _, s := range samples[key] {
-			v = append(v, of(s))
-		}
-		return median(v)
-	}
-	value := func(s sample) float64 { return s.value }
-	p50 := func(s sample) float64 { return s.p50 }
-	p99 := func(s sample) float64 { return s.p99 }
-	other := func(s sample) float64 { return s.other }
-	best := func(key string) float64 {
-		var v float64
-		for _, s := range samples[key] {
-			v = max(v, s.value)
-		}
-		return v
-	}
+	med := func(key string, of func(sample) float64) float64 { return medianOf(samples[key], of) }
+	value, p50, p99, other := sample.rate, sample.latencyP50, sample.latencyP99, sample.others
+	best := func(key string) float64 { return bestRate(samples[key]) }
 	off, on := med("drain off", value), med("drain on", value)
 	res := &RunResult{Metrics: []Metric{
 		{Name: "drain off (median jobs/s)", Unit: unitRate, Value: off},
@@ -191,6 +142,74 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// sample is what one measured run of a comparison reports.
+type sample struct{ value, p50, p99, other, clientCPU, pgCPU float64 }
+
+func (s sample) rate() float64       { return s.value }
+func (s sample) latencyP50() float64 { return s.p50 }
+func (s sample) latencyP99() float64 { return s.p99 }
+func (s sample) others() float64     { return s.other }
+
+// measure runs one run of a comparison (named key) on a freshly migrated schema, and
+// returns its sample and a note that says what it measured.
+func (b *bench) measure(ctx context.Context, key string, run func(context.Context) (*RunResult, error)) (sample, string, error) {
+	pgPID := b.db.postmasterPID()
+	if err := b.db.reset(ctx); err != nil {
+		return sample{}, "", err
+	}
+	cpu0 := cpustat.Take(pgPID)
+	res, err := run(ctx)
+	if err != nil {
+		return sample{}, "", err
+	}
+	if err := b.db.waitBackendsGone(ctx); err != nil {
+		b.log.Warn("waiting for the run's connections to close", "error", err)
+	}
+	cpu := cpuMetrics(cpu0, cpustat.Take(pgPID))
+	s := sample{other: -1}
+	if len(cpu) == 4 {
+		s.other = cpu[3].Value
+	}
+	for _, m := range res.Metrics {
+		switch {
+		case strings.HasPrefix(m.Name, "throughput"), m.Name == "rate achieved":
+			s.value = m.Value
+		case m.Name == "latency p50":
+			s.p50 = m.Value
+		case m.Name == "latency p99":
+			s.p99 = m.Value
+		case m.Name == "cpu per job: this process":
+			s.clientCPU = m.Value
+		case m.Name == "cpu per job: its PostgreSQL server":
+			s.pgCPU = m.Value
+		}
+	}
+	note := fmt.Sprintf("%s: %.0f/s, cpu per job %.1f µs here, %.1f µs in PostgreSQL", key, s.value, s.clientCPU, s.pgCPU)
+	if strings.HasPrefix(key, "latency") {
+		note = fmt.Sprintf("%s: p50 %.2f ms, p99 %.2f ms", key, s.p50, s.p99)
+	}
+	b.log.Info("measured", "run", note, "other processes (cores)", fmt.Sprintf("%.2f", s.other))
+	return s, fmt.Sprintf("%s (other processes %.2f cores)", note, s.other), nil
+}
+
+// medianOf is the median of of over samples.
+func medianOf(samples []sample, of func(sample) float64) float64 {
+	v := make([]float64, 0, len(samples))
+	for _, s := range samples {
+		v = append(v, of(s))
+	}
+	return median(v)
+}
+
+// bestRate is the highest rate of samples: the run least disturbed by the machine's load.
+func bestRate(samples []sample) float64 {
+	var v float64
+	for _, s := range samples {
+		v = max(v, s.value)
+	}
+	return v
 }
 
 // telemetryVariants are the values of -telemetry.

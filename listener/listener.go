@@ -5,13 +5,24 @@
 // strings. Because notifications sent while no connection is listening are lost, the
 // OnListen callback runs after every (re)connect, once LISTEN is in place, so that the
 // caller can look for whatever it may have missed.
+//
+// A connection can LISTEN and yet never hear a notification: through a connection pooler
+// in transaction mode (PgBouncer's pool_mode = transaction), LISTEN runs on whichever
+// server connection the pooler lends for that one statement, and notifications go to that
+// server connection, not to the listener. With [Config].Probe the listener checks, after
+// every (re)connect, that a notification sent through another connection arrives, and
+// says so through [Config].OnDeaf if it does not.
 package listener
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +49,22 @@ type Config struct {
 	Reconnect backoff.Policy
 	// Logger receives connection losses; nil discards them.
 	Logger *slog.Logger
+
+	// Probe, if set, checks that notifications reach the listener: each time LISTEN is in
+	// place, Probe is called (on a goroutine of its own) with a payload made of
+	// ProbePrefix and a random token, and must send it on Channel through another
+	// connection. If it has not arrived ProbeTimeout later, OnDeaf is called. A Probe that
+	// fails (the database is away) gives no verdict.
+	Probe func(ctx context.Context, payload string) error
+	// ProbePrefix starts every probe's payload; required with Probe. Payloads that start
+	// with it are probes — this listener's or those of others on the channel — and never
+	// reach OnNotify.
+	ProbePrefix string
+	// ProbeTimeout is how long a probe may take to arrive; default 5 s.
+	ProbeTimeout time.Duration
+	// OnDeaf is called when a probe did not arrive in time: the connection LISTENs but
+	// hears nothing.
+	OnDeaf func()
 }
 
 // Listener is one LISTEN connection. Create it with [New] and run it with [Listener.Run].
@@ -47,6 +74,11 @@ type Listener struct {
 	once      sync.Once
 	delays    *backoff.Series
 	failed    bool // the previous connect or listen failed: wait before the next
+
+	probes  sync.WaitGroup
+	conns   atomic.Int64 // connections tried: a probe of an earlier one gives no verdict
+	mu      sync.Mutex
+	pending map[string]chan struct{} // probes sent and not yet arrived, by payload
 }
 
 // New returns a Listener for cfg.
@@ -57,7 +89,11 @@ func New(cfg Config) *Listener {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Listener{cfg: cfg, listening: make(chan struct{}), delays: cfg.Reconnect.Series()}
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = 5 * time.Second
+	}
+	return &Listener{cfg: cfg, listening: make(chan struct{}), delays: cfg.Reconnect.Series(),
+		pending: map[string]chan struct{}{}}
 }
 
 // Listening is closed once LISTEN is first in place: from then on no notification sent
@@ -69,6 +105,10 @@ func (l *Listener) Run(ctx context.Context) error {
 	if l.cfg.Connect == nil || l.cfg.OnNotify == nil || l.cfg.Channel == "" {
 		return errors.New("listener: Connect, Channel and OnNotify are required")
 	}
+	if l.cfg.Probe != nil && l.cfg.ProbePrefix == "" {
+		return errors.New("listener: a Probe needs a ProbePrefix")
+	}
+	defer l.probes.Wait()
 	pl := &pgxlisten.Listener{
 		Connect:        l.connect,
 		LogError:       l.logError,
@@ -88,6 +128,7 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, error) {
 		case <-t.C:
 		}
 	}
+	l.conns.Add(1)
 	// Any return from here on that is not followed by a successful LISTEN is a failure;
 	// HandleBacklog clears the flag once listening works.
 	l.failed = true
@@ -105,12 +146,22 @@ func (l *Listener) logError(ctx context.Context, err error) {
 type handler struct{ l *Listener }
 
 func (h handler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
-	h.l.cfg.OnNotify(n.Payload)
+	l := h.l
+	if l.cfg.Probe != nil && strings.HasPrefix(n.Payload, l.cfg.ProbePrefix) {
+		l.mu.Lock()
+		if arrived, ok := l.pending[n.Payload]; ok {
+			close(arrived)
+			delete(l.pending, n.Payload)
+		}
+		l.mu.Unlock()
+		return nil
+	}
+	l.cfg.OnNotify(n.Payload)
 	return nil
 }
 
 // HandleBacklog runs right after LISTEN succeeded on a new connection.
-func (h handler) HandleBacklog(context.Context, string, *pgx.Conn) error {
+func (h handler) HandleBacklog(ctx context.Context, _ string, _ *pgx.Conn) error {
 	l := h.l
 	l.failed = false
 	l.delays.Reset()
@@ -118,5 +169,46 @@ func (h handler) HandleBacklog(context.Context, string, *pgx.Conn) error {
 	if l.cfg.OnListen != nil {
 		l.cfg.OnListen()
 	}
+	if l.cfg.Probe != nil {
+		conn := l.conns.Load()
+		l.probes.Go(func() { l.probe(ctx, conn) })
+	}
 	return nil
+}
+
+// probe sends a notification to this listener through Config.Probe and calls OnDeaf if it
+// does not arrive within ProbeTimeout on connection conn (a count of l.conns): a probe of
+// a connection that is lost meanwhile gives no verdict.
+func (l *Listener) probe(ctx context.Context, conn int64) {
+	token := make([]byte, 8)
+	_, _ = rand.Read(token)
+	payload := l.cfg.ProbePrefix + hex.EncodeToString(token)
+	arrived := make(chan struct{})
+	l.mu.Lock()
+	l.pending[payload] = arrived
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.pending, payload)
+		l.mu.Unlock()
+	}()
+	sendCtx, cancel := context.WithTimeout(ctx, l.cfg.ProbeTimeout)
+	err := l.cfg.Probe(sendCtx, payload)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			l.cfg.Logger.Debug("relay listener could not send its probe", "error", err)
+		}
+		return
+	}
+	t := time.NewTimer(l.cfg.ProbeTimeout)
+	defer t.Stop()
+	select {
+	case <-arrived:
+	case <-ctx.Done():
+	case <-t.C:
+		if l.cfg.OnDeaf != nil && l.conns.Load() == conn {
+			l.cfg.OnDeaf()
+		}
+	}
 }

@@ -42,7 +42,7 @@ type rig struct {
 
 var rigs atomic.Int64
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T, configure ...func(*rig, *listener.Config)) *rig {
 	t.Helper()
 	pool := relaytest.NewDB(t, relaytest.Unmigrated()).Pool
 	r := &rig{
@@ -52,7 +52,7 @@ func newRig(t *testing.T) *rig {
 		listens:  make(chan struct{}, 10),
 		payloads: make(chan string, 100),
 	}
-	r.l = listener.New(listener.Config{
+	cfg := listener.Config{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			if r.failNext.Load() > 0 {
 				r.failNext.Add(-1)
@@ -68,7 +68,11 @@ func newRig(t *testing.T) *rig {
 		OnNotify:  func(p string) { r.payloads <- p },
 		OnListen:  func() { r.listens <- struct{}{} },
 		Reconnect: backoff.Policy{Initial: time.Millisecond, Multiplier: 2, Max: 10 * time.Millisecond},
-	})
+	}
+	for _, c := range configure {
+		c(r, &cfg)
+	}
+	r.l = listener.New(cfg)
 	return r
 }
 
@@ -222,6 +226,8 @@ func TestListenerRejectsIncompleteConfig(t *testing.T) {
 		"no Connect":  {Channel: "c", OnNotify: func(string) {}},
 		"no Channel":  {Connect: connect, OnNotify: func(string) {}},
 		"no OnNotify": {Connect: connect, Channel: "c"},
+		"a Probe without a ProbePrefix": {Connect: connect, Channel: "c", OnNotify: func(string) {},
+			Probe: func(context.Context, string) error { return nil }},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		if err := listener.New(cfg).Run(ctx); err == nil || ctx.Err() != nil {
@@ -229,4 +235,63 @@ func TestListenerRejectsIncompleteConfig(t *testing.T) {
 		}
 		cancel()
 	}
+}
+
+// probing makes a rig's listener probe its connection after every LISTEN, through the
+// pool unless deaf (then the probe is lost on the way, as the notification to a listener
+// behind a pooler in transaction mode is), reporting each probe sent and each verdict that
+// the connection hears nothing.
+func probing(deaf bool, sent chan<- string, deafs chan<- struct{}) func(*rig, *listener.Config) {
+	return func(r *rig, cfg *listener.Config) {
+		cfg.ProbePrefix, cfg.ProbeTimeout = "probe:", 300*time.Millisecond
+		cfg.Probe = func(ctx context.Context, payload string) error {
+			sent <- payload
+			if deaf {
+				return nil
+			}
+			_, err := r.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, r.channel, payload)
+			return err
+		}
+		cfg.OnDeaf = func() { deafs <- struct{}{} }
+	}
+}
+
+// A listener that hears its probe says nothing, and passes no probe — its own or another
+// listener's — to OnNotify; one whose probe is lost calls OnDeaf, after every connect.
+func TestListenerProbesItsConnection(t *testing.T) {
+	t.Parallel()
+	t.Run("hears", func(t *testing.T) {
+		t.Parallel()
+		sent, deafs := make(chan string, 10), make(chan struct{}, 10)
+		r := newRig(t, probing(false, sent, deafs))
+		r.run()
+		recv(t, r.listens, "OnListen")
+		recv(t, sent, "a probe")
+		r.notify(r.channel, "probe:of-another-listener")
+		r.notify(r.channel, "after")
+		if got := recv(t, r.payloads, "a payload"); got != "after" {
+			t.Fatalf("OnNotify got %q, want %q: a probe reached it", got, "after")
+		}
+		// Twice the probe's timeout: a verdict would have come by then.
+		select {
+		case <-deafs:
+			t.Fatal("OnDeaf was called although the probe was sent to the listening connection")
+		case <-time.After(600 * time.Millisecond):
+		}
+	})
+	t.Run("deaf", func(t *testing.T) {
+		t.Parallel()
+		sent, deafs := make(chan string, 10), make(chan struct{}, 10)
+		r := newRig(t, probing(true, sent, deafs))
+		r.run()
+		pid := recv(t, r.conns, "a connection")
+		recv(t, sent, "a probe")
+		recv(t, deafs, "OnDeaf")
+		var ok bool
+		if err := r.pool.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+			t.Fatalf("terminate %d: %v %v", pid, ok, err)
+		}
+		recv(t, sent, "a probe after the reconnect")
+		recv(t, deafs, "OnDeaf after the reconnect")
+	})
 }

@@ -1,24 +1,30 @@
 package relayui
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/relayq/relay"
 )
 
-// maxBulk is the most jobs one bulk action changes. Until relay has bulk statements
-// (issue 14: RetryJobs, CancelJobs, DeleteJobs by ListFilter), a bulk action pages
-// through ListJobs and changes the jobs one statement each.
-const maxBulk = 1000
+// maxBulk is the most jobs one bulk action changes, newest first: relay changes them a
+// page of 1,000 at a time, each page committed on its own, and the request waits for
+// all of them.
+const maxBulk = 10_000
 
 // actionFunc changes something and returns where to go next (a path inside the dashboard)
 // and what to tell the operator there (a query of notice parameters).
 type actionFunc func(r *http.Request) (next string, done url.Values, err error)
+
+// errReadOnly refuses an action of a read-only dashboard.
+var errReadOnly = errorf(http.StatusForbidden, "The dashboard is read-only: it changes nothing.")
 
 // action serves a state-changing request: refused in read-only mode and without a valid
 // CSRF token, then redirected (303) to the page that shows its result.
@@ -26,7 +32,7 @@ func (u *ui) action(fn actionFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v := u.newView(w, r)
 		if u.opts.ReadOnly {
-			u.fail(w, r, v, errorf(http.StatusForbidden, "The dashboard is read-only: it changes nothing."))
+			u.fail(w, r, v, errReadOnly)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -50,9 +56,10 @@ func (u *ui) action(fn actionFunc) http.HandlerFunc {
 // actionError gives the errors an operator can cause their status and message.
 func actionError(err error) error {
 	switch {
-	case errors.Is(err, relay.ErrJobNotFound):
+	case errors.Is(err, relay.ErrJobNotFound), errors.Is(err, relay.ErrScheduleNotFound):
 		return errorf(http.StatusNotFound, "%v", err)
-	case errors.Is(err, relay.ErrJobNotRetryable), errors.Is(err, relay.ErrJobFinished), errors.Is(err, relay.ErrUniqueKeyHeld):
+	case errors.Is(err, relay.ErrJobNotRetryable), errors.Is(err, relay.ErrJobFinished), errors.Is(err, relay.ErrUniqueKeyHeld),
+		errors.Is(err, relay.ErrJobRunning), errors.Is(err, relay.ErrScheduleInUse):
 		return errorf(http.StatusConflict, "%v", err)
 	case errors.Is(err, relay.ErrInvalidConfig), errors.Is(err, relay.ErrInvalidJob), errors.Is(err, relay.ErrInvalidFilter):
 		return errorf(http.StatusBadRequest, "%v", err)
@@ -99,6 +106,29 @@ func (u *ui) retryJob(r *http.Request, id int64) error {
 func (u *ui) cancelJob(r *http.Request, id int64) error {
 	return relay.Cancel(r.Context(), u.db, id, u.schema)
 }
+
+// deleteJob deletes the job of the request's path, then shows the jobs page: the job's
+// own is gone.
+func (u *ui) deleteJob(r *http.Request) (string, url.Values, error) {
+	id, err := jobID(r)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := relay.DeleteJob(r.Context(), u.db, id, u.schema); err != nil {
+		return "", nil, err
+	}
+	return "/jobs", url.Values{"done": {"deleted"}, "id": {strconv.FormatInt(id, 10)}}, nil
+}
+
+// deleteSchedule deletes the orphaned schedule of the request's path; relay refuses one
+// that a live client has.
+func (u *ui) deleteSchedule(r *http.Request) (string, url.Values, error) {
+	if err := relay.DeleteSchedule(r.Context(), u.db, r.PathValue("name"), u.schema); err != nil {
+		return "", nil, err
+	}
+	return "/periodic", url.Values{"done": {"unscheduled"}}, nil
+}
+
 func (u *ui) pauseQueue(r *http.Request, q string) error {
 	return relay.PauseQueue(r.Context(), u.db, q, u.schema)
 }
@@ -122,102 +152,136 @@ func (u *ui) setQueue(r *http.Request, q string) error {
 	}, u.schema)
 }
 
-// bulkActions are the actions that apply to every job a filter keeps.
-// Placeholder (issue 14): "delete", by relay's DeleteJobs.
-var bulkActions = map[string]string{"retry": "Retry", "cancel": "Cancel"}
+// bulkAction is an action on every job a filter selects, by one of relay's bulk
+// functions, which count the jobs first with [relay.DryRun].
+type bulkAction struct {
+	Verb    string // "Retry"
+	Did     string // "Retried", for the notice
+	Applies []relay.JobState
+	run     func(context.Context, relay.DB, relay.ListFilter, ...relay.BulkOption) (int64, error)
+	Hint    string // what the confirmation page says it does
+}
+
+// bulkActions are the bulk actions by the name their form sends.
+var bulkActions = map[string]bulkAction{
+	"retry": {Verb: "Retry", Did: "Retried", run: relay.RetryJobs,
+		Applies: []relay.JobState{relay.StateFailed, relay.StateCancelled},
+		Hint:    "Failed and cancelled jobs run again now; jobs in other states are left alone."},
+	"cancel": {Verb: "Cancel", Did: "Cancelled", run: relay.CancelJobs,
+		Applies: []relay.JobState{relay.StatePending, relay.StateScheduled, relay.StateRunning},
+		Hint:    "Pending, scheduled and running jobs are cancelled (running handlers are told at once); finished jobs are left alone."},
+	"delete": {Verb: "Delete", Did: "Deleted", run: relay.DeleteJobs,
+		Applies: []relay.JobState{relay.StatePending, relay.StateScheduled, relay.StateSucceeded, relay.StateFailed, relay.StateCancelled},
+		Hint:    "Jobs are deleted for good, with their args, attempts and output; running jobs are left alone (cancel them first)."},
+}
+
+// bulkOrder is the order the jobs page shows the bulk actions in.
+var bulkOrder = []string{"retry", "cancel", "delete"}
+
+// bulkFilter is f narrowed to the states action applies to; ok is false if the filter
+// keeps only states it does not apply to. Without states, relay's bulk functions take
+// every state they apply to.
+func bulkFilter(action bulkAction, f relay.ListFilter) (narrowed relay.ListFilter, ok bool) {
+	f.After = ""
+	if len(f.States) == 0 {
+		return f, true
+	}
+	var keep []relay.JobState
+	for _, s := range f.States {
+		if slices.Contains(action.Applies, s) {
+			keep = append(keep, s)
+		}
+	}
+	f.States = keep
+	return f, len(keep) > 0
+}
+
+// bulkRequest is a bulk action and the filter it applies to, as a request asks for it.
+type bulkRequest struct {
+	name    string
+	action  bulkAction
+	form    filterForm
+	filter  relay.ListFilter // narrowed by bulkFilter
+	applies bool             // the filter keeps a state the action applies to
+}
+
+// readBulk reads a bulk action's name and filter from q.
+func readBulk(q url.Values) (bulkRequest, error) {
+	b := bulkRequest{name: q.Get("action")}
+	var ok bool
+	if b.action, ok = bulkActions[b.name]; !ok {
+		return b, errorf(http.StatusBadRequest, "%q is not a bulk action; use retry, cancel or delete", b.name)
+	}
+	form, f, err := parseFilter(q)
+	if err != nil {
+		return b, err
+	}
+	form.After = ""
+	b.form = form
+	b.filter, b.applies = bulkFilter(b.action, f)
+	return b, nil
+}
 
 type bulkData struct {
-	Action, Verb string
-	Filter       filterForm
-	Back         template.URL // the jobs page with the filter (built by url.Values.Encode)
-	Count        int
-	More         bool // more than maxBulk jobs match
-	Max          int
+	Action string
+	bulkAction
+	Filter  filterForm
+	Back    template.URL // the jobs page with the filter (built by url.Values.Encode)
+	Count   int64
+	More    bool // more than maxBulk jobs match
+	Max     int
+	Applies bool // the filter keeps a state the action applies to
 }
 
 // bulkConfirm counts the jobs a bulk action would change and asks for confirmation.
 func (u *ui) bulkConfirm(r *http.Request, v *view) error {
-	q := r.URL.Query()
-	action := q.Get("action")
-	verb, ok := bulkActions[action]
-	if !ok {
-		return errorf(http.StatusBadRequest, "%q is not a bulk action; use retry or cancel", action)
+	if u.opts.ReadOnly {
+		return errReadOnly
 	}
-	v.Title, v.Nav, v.Template = verb+" jobs", "jobs", "bulk.html"
-	form, f, err := parseFilter(q)
+	b, err := readBulk(r.URL.Query())
 	if err != nil {
 		return err
 	}
-	form.After, f.After = "", ""
-	n, more, err := u.eachMatching(r, f, func(*relay.JobRecord) error { return nil })
-	if err != nil {
-		return actionError(err)
+	v.Title, v.Nav, v.Template = b.action.Verb+" jobs", "jobs", "bulk.html"
+	var n int64
+	if b.applies {
+		// One more than the action changes, to learn whether more match: the count stops
+		// there, so it costs a bounded range of an index however many jobs match.
+		b.filter.Limit = maxBulk + 1
+		if n, err = b.action.run(r.Context(), u.db, b.filter, relay.DryRun(), u.schema); err != nil {
+			return actionError(err)
+		}
 	}
-	v.Data = bulkData{Action: action, Verb: verb, Filter: form, Back: template.URL(u.path("/jobs") + "?" + form.query(nil).Encode()), Count: n, More: more, Max: maxBulk}
+	v.Data = bulkData{
+		Action: b.name, bulkAction: b.action, Filter: b.form, Count: min(n, maxBulk), More: n > maxBulk, Max: maxBulk,
+		Applies: b.applies, Back: template.URL(u.path("/jobs") + "?" + b.form.query(nil).Encode()),
+	}
 	return nil
 }
 
-// bulkRun applies a bulk action to the jobs its filter keeps now (at most maxBulk). Jobs
-// the action does not apply to (a finished job to cancel) are counted as skipped.
+// bulkRun applies a bulk action to the jobs its filter selects now, the newest maxBulk
+// at most. Jobs that changed state since they were counted are left alone, and the
+// notice says how many.
 func (u *ui) bulkRun(r *http.Request) (string, url.Values, error) {
-	action := r.PostFormValue("action")
-	if _, ok := bulkActions[action]; !ok {
-		return "", nil, errorf(http.StatusBadRequest, "%q is not a bulk action; use retry or cancel", action)
+	if err := r.ParseForm(); err != nil {
+		return "", nil, errorf(http.StatusBadRequest, "The form could not be read: %v", err)
 	}
-	form, f, err := parseFilter(r.PostForm)
+	b, err := readBulk(r.PostForm)
 	if err != nil {
 		return "", nil, err
 	}
-	f.After = ""
-	done, skipped := 0, 0
-	_, _, err = u.eachMatching(r, f, func(j *relay.JobRecord) error {
-		var err error
-		if action == "retry" {
-			err = relay.Retry(r.Context(), u.db, j.ID, u.schema)
-		} else {
-			err = relay.Cancel(r.Context(), u.db, j.ID, u.schema)
+	var n int64
+	if b.applies {
+		b.filter.Limit = maxBulk
+		if n, err = b.action.run(r.Context(), u.db, b.filter, u.schema); err != nil {
+			return "", nil, fmt.Errorf("bulk %s: %w", b.name, actionError(err))
 		}
-		switch {
-		case err == nil:
-			done++
-		case errors.Is(err, relay.ErrJobNotRetryable), errors.Is(err, relay.ErrJobFinished),
-			errors.Is(err, relay.ErrJobNotFound), errors.Is(err, relay.ErrUniqueKeyHeld):
-			skipped++
-		default:
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return "", nil, fmt.Errorf("bulk %s after %d jobs: %w", action, done, err)
 	}
-	q := form.query(map[string]string{"done": "bulk-" + action, "n": strconv.Itoa(done), "skipped": strconv.Itoa(skipped)})
+	q := b.form.query(map[string]string{"done": "bulk-" + b.name, "n": strconv.FormatInt(n, 10)})
+	if counted := r.PostFormValue("counted"); counted != "" {
+		q.Set("counted", counted)
+	}
 	return "/jobs", q, nil
-}
-
-// eachMatching calls fn for each job f keeps, newest first, at most maxBulk, and says how
-// many it called fn for and whether more jobs matched.
-func (u *ui) eachMatching(r *http.Request, f relay.ListFilter, fn func(*relay.JobRecord) error) (n int, more bool, err error) {
-	f.Limit = min(maxBulk, relay.MaxListLimit)
-	for {
-		page, err := relay.ListJobs(r.Context(), u.db, f, u.schema)
-		if err != nil {
-			return n, false, err
-		}
-		for _, j := range page.Jobs {
-			if n == maxBulk {
-				return n, true, nil
-			}
-			if err := fn(j); err != nil {
-				return n, false, err
-			}
-			n++
-		}
-		if page.Next == "" || n == maxBulk {
-			return n, page.Next != "", nil
-		}
-		f.After = page.Next
-	}
 }
 
 func jobs(n int) string {
@@ -229,28 +293,33 @@ func jobs(n int) string {
 
 // notices are what the page an action leads to says it did.
 var notices = map[string]string{
-	"retried":   "The job will run again now.",
-	"cancelled": "The job is cancelled.",
-	"paused":    "The queue is paused: running jobs finish, no new ones start.",
-	"resumed":   "The queue is resumed.",
-	"saved":     "The queue's settings are saved; every client follows them now.",
+	"retried":     "The job will run again now.",
+	"cancelled":   "The job is cancelled.",
+	"paused":      "The queue is paused: running jobs finish, no new ones start.",
+	"resumed":     "The queue is resumed.",
+	"saved":       "The queue's settings are saved; every client follows them now.",
+	"unscheduled": "The schedule is deleted. Its jobs stay; a client started with it registers it anew.",
 }
 
 // notice is what to tell the operator about the action that led to the page q asks for.
 func notice(q url.Values) string {
 	done := q.Get("done")
+	if id, err := strconv.ParseInt(q.Get("id"), 10, 64); done == "deleted" && err == nil {
+		return fmt.Sprintf("Job %d is deleted.", id)
+	}
 	if s, ok := notices[done]; ok {
 		return s
 	}
-	verb := map[string]string{"bulk-retry": "Retried", "bulk-cancel": "Cancelled"}[done]
-	if verb == "" {
+	name, ok := strings.CutPrefix(done, "bulk-")
+	action, known := bulkActions[name]
+	if !ok || !known {
 		return ""
 	}
 	n, _ := strconv.Atoi(q.Get("n"))
-	skipped, _ := strconv.Atoi(q.Get("skipped"))
-	s := fmt.Sprintf("%s %s.", verb, jobs(n))
-	if skipped > 0 {
-		s += fmt.Sprintf(" Skipped %s that had changed state meanwhile.", jobs(skipped))
+	counted, _ := strconv.Atoi(q.Get("counted"))
+	s := fmt.Sprintf("%s %s.", action.Did, jobs(n))
+	if counted > n {
+		s += fmt.Sprintf(" The other %s counted had changed state meanwhile, and were left alone.", jobs(counted-n))
 	}
 	return s
 }

@@ -44,6 +44,8 @@ type world struct {
 	later   int64 // a job scheduled an hour from now
 	gone    int64 // a cancelled job
 	emails  int   // succeeded jobs of queue email, spread over the last hour
+	// Periodic schedules: the client's, and one no live client has.
+	schedule, orphan string
 }
 
 type email struct {
@@ -115,6 +117,10 @@ func newWorld(t *testing.T) *world {
 		}
 		return nil
 	}))
+	w.schedule, w.orphan = "hourly-rollup", "legacy-export"
+	must(relay.Schedule(c, w.schedule, relay.Every(time.Hour), reportBuild.Job(map[string]any{"report": "rollup"}, relay.Queue("maintenance"))))
+	must(relay.Schedule(c, "nightly-invoices", relay.Cron("0 0 3 * * *", "Europe/Berlin"),
+		invoiceCharge.Job(map[string]any{"batch": "nightly"}, relay.Queue("billing")), relay.CatchUp(relay.Backfill(24*time.Hour))))
 	events, unsubscribe := c.Subscribe(1000)
 	defer unsubscribe()
 	must(c.Start(ctx, db.Pool))
@@ -131,7 +137,8 @@ func newWorld(t *testing.T) *world {
 	}
 	_, err := relay.EnqueueMany(ctx, db, specs, relay.Queue("email"))
 	must(err)
-	w.failed = enqueue(t, db, reportBuild, map[string]any{"report": "monthly-revenue", "month": "2026-10"}, relay.Queue("reports"), relay.MaxAttempts(2))
+	w.failed = enqueue(t, db, reportBuild, map[string]any{"report": "monthly-revenue", "month": "2026-10"}, relay.Queue("reports"), relay.MaxAttempts(2),
+		relay.Metadata(map[string]string{"tenant": "acme-eu", "request_id": "req-7f3a9c21", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}))
 	w.panicky = enqueue(t, db, reportPanic, map[string]any{"report": "churn"}, relay.Queue("reports"), relay.MaxAttempts(1))
 	w.blocked = enqueue(t, db, invoiceCharge, map[string]any{"customer": "customer-1", "amount_cents": 4200}, relay.Queue("billing"), relay.OrderKey("customer-1"))
 	enqueue(t, db, invoiceCharge, map[string]any{"customer": "customer-1", "amount_cents": 1900}, relay.Queue("billing"), relay.OrderKey("customer-1"))
@@ -173,6 +180,14 @@ func newWorld(t *testing.T) *world {
 			run_at = now() - e.i * interval '14.5 seconds' - (30 + e.i %% 11 * 13 + (e.i / 60) * 25) * interval '1 millisecond',
 			created_at = now() - e.i * interval '14.5 seconds' - interval '1 second'
 		FROM e WHERE j.id = e.id`, db.Schema, db.Schema))
+	must(err)
+	// A schedule whose clients are gone, as after a deploy that dropped it: it last ran
+	// (job deleted since) the night before.
+	_, err = db.Exec(ctx, fmt.Sprintf(`
+		INSERT INTO %q.periodic (name, spec, kind, queue, catch_up, next_slot, last_slot, created_at, updated_at)
+		VALUES ($1, 'cron 0 30 2 * * * UTC', 'export.csv', 'reports', 'skip',
+		        date_trunc('day', now()) + interval '2 hours 30 minutes', date_trunc('day', now()) - interval '21 hours 30 minutes',
+		        now() - interval '40 days', now() - interval '3 days')`, db.Schema), w.orphan)
 	must(err)
 	return w
 }

@@ -1,6 +1,7 @@
 // Package relayui is a web dashboard for relay's operators: queues with their counts,
 // throughput and settings, jobs with their history, and clients, with the actions an
-// operator needs (retry, cancel, pause, resume, bulk retry and cancel).
+// operator needs (retry, cancel, delete, pause, resume, and retry, cancel or delete of
+// every job a filter selects); and the periodic schedules, with their slots.
 //
 // [Handler] returns an [http.Handler] to mount in your own server, behind your own
 // authentication:
@@ -48,7 +49,7 @@ type Options struct {
 	// Redact, if set, is called on every job before it is shown (its page, its line in a
 	// listing, and the last error of a job that blocks an ordered key, which it sees as a
 	// record with only that attempt), and may blank or replace anything in it: Args,
-	// Payload, Output, Checkpoint, the errors and stacks of its Attempts. It must not keep
+	// Payload, Output, Checkpoint, Metadata, the errors and stacks of its Attempts. It must not keep
 	// the record, and is called from many requests at once.
 	Redact func(job *relay.JobRecord)
 	// CSRFKey signs the CSRF tokens of forms. Nil: a random key per Handler, so a form
@@ -121,19 +122,17 @@ func (u *ui) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /jobs/{id}", u.page(u.job))
 	mux.HandleFunc("GET /bulk", u.page(u.bulkConfirm))
 	mux.HandleFunc("GET /clients", u.page(u.clients))
-	// Placeholder (issue 14, periodic schedules): "GET /periodic" lists each schedule with
-	// its next and last slot and the orphaned ones, once relay can read them; the nav link
-	// in layout.html is commented out until then.
+	mux.HandleFunc("GET /periodic", u.page(u.periodic))
 	mux.Handle("GET /static/", staticFiles())
 
 	mux.HandleFunc("POST /jobs/{id}/retry", u.action(u.jobAction(u.retryJob, "retried")))
 	mux.HandleFunc("POST /jobs/{id}/cancel", u.action(u.jobAction(u.cancelJob, "cancelled")))
-	// Placeholder (issue 14, job deletion): "POST /jobs/{id}/delete" calls relay's
-	// DeleteJob, and the job page shows a Delete button (see job.html).
+	mux.HandleFunc("POST /jobs/{id}/delete", u.action(u.deleteJob))
 	mux.HandleFunc("POST /queues/{name}/pause", u.action(u.queueAction(u.pauseQueue, "paused")))
 	mux.HandleFunc("POST /queues/{name}/resume", u.action(u.queueAction(u.resumeQueue, "resumed")))
 	mux.HandleFunc("POST /queues/{name}/settings", u.action(u.queueAction(u.setQueue, "saved")))
 	mux.HandleFunc("POST /bulk", u.action(u.bulkRun))
+	mux.HandleFunc("POST /periodic/{name}/delete", u.action(u.deleteSchedule))
 }
 
 // countCache keeps the latest [relay.CountJobs]: counting reads every finished job's

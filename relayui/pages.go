@@ -160,13 +160,19 @@ func (u *ui) queue(r *http.Request, v *view) error {
 	return nil
 }
 
+// bulkLink leads to the confirmation page of a bulk action.
+type bulkLink struct {
+	Action, Verb string
+	Link         template.URL
+}
+
 type jobsData struct {
 	Filter filterForm
 	Jobs   []*relay.JobRecord
 	// Links built from the filter by url.Values.Encode, so safe as URLs.
-	Next   template.URL            // the next page; "" on the last
-	First  template.URL            // the first page, if this is not it
-	Bulk   map[string]template.URL // the confirmation page of each bulk action
+	Next   template.URL // the next page; "" on the last
+	First  template.URL // the first page, if this is not it
+	Bulk   []bulkLink   // the bulk actions that apply to the filter's states
 	Queues []string
 	States []relay.JobState
 }
@@ -191,9 +197,11 @@ func (u *ui) jobs(r *http.Request, v *view) error {
 	link := func(p string, extra map[string]string) template.URL {
 		return template.URL(u.path(p) + "?" + form.query(extra).Encode())
 	}
-	d := jobsData{Filter: form, Jobs: page.Jobs, States: states, Bulk: map[string]template.URL{}}
-	for action := range bulkActions {
-		d.Bulk[action] = link("/bulk", map[string]string{"action": action})
+	d := jobsData{Filter: form, Jobs: page.Jobs, States: states}
+	for _, name := range bulkOrder {
+		if _, applies := bulkFilter(bulkActions[name], f); applies {
+			d.Bulk = append(d.Bulk, bulkLink{Action: name, Verb: bulkActions[name].Verb, Link: link("/bulk", map[string]string{"action": name})})
+		}
 	}
 	if page.Next != "" {
 		d.Next = link("/jobs", map[string]string{"after": string(page.Next)})
@@ -218,6 +226,7 @@ type jobData struct {
 	Job         *relay.JobRecord
 	CanRetry    bool
 	CanCancel   bool
+	CanDelete   bool
 	ArgsBinary  bool
 	Unfinished  bool
 	TimeoutText string
@@ -241,6 +250,7 @@ func (u *ui) job(r *http.Request, v *view) error {
 		Job:        j,
 		CanRetry:   j.State == relay.StateFailed || j.State == relay.StateCancelled,
 		CanCancel:  j.State == relay.StatePending || j.State == relay.StateScheduled || j.State == relay.StateRunning || j.Blocking,
+		CanDelete:  j.State != relay.StateRunning, // relay.DeleteJob refuses a running job
 		ArgsBinary: j.Payload != nil,
 		Unfinished: j.FinishedAt.IsZero(),
 	}

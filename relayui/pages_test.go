@@ -2,6 +2,7 @@ package relayui_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -67,7 +68,8 @@ func TestPagesInBrowser(t *testing.T) {
 
 	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.failed))
 	screenshot(t, ctx, "job-failed")
-	contains(t, "the failed job", text(t, ctx, "main"), "monthly-revenue", "warehouse query failed: connection reset by peer (attempt 1)", "(attempt 2)", "Retry")
+	contains(t, "the failed job", text(t, ctx, "main"), "monthly-revenue", "warehouse query failed: connection reset by peer (attempt 1)", "(attempt 2)", "Retry", "Delete")
+	contains(t, "the failed job's metadata", text(t, ctx, "table.metadata"), "tenant", "acme-eu", "request_id", "req-7f3a9c21", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.panicky))
 	contains(t, "the job that panicked", text(t, ctx, "main"), "panic", "assignment to entry in nil map")
 	stack := run(t, ctx, chromedp.TextContent(chromedp.CSS("pre.stack")))
@@ -90,7 +92,7 @@ func TestPagesInBrowser(t *testing.T) {
 		t.Errorf("after the bulk retry: %+v, %v; want the job given a second attempt", rec, err)
 	}
 	visit(t, ctx, base+"/jobs?state=pending&queue=billing")
-	follow(t, ctx, ".bulk a.danger-outline", ".confirm")
+	follow(t, ctx, ".bulk a.bulk-cancel", ".confirm")
 	contains(t, "the bulk cancel's confirmation", text(t, ctx, ".confirm"), "1 job matches")
 	click(t, ctx, ".confirm button")
 	contains(t, "the page after the bulk cancel", text(t, ctx, ".notice"), "Cancelled 1 job.")
@@ -113,6 +115,45 @@ func TestPagesInBrowser(t *testing.T) {
 		t.Errorf("after Cancel: %+v, %v; want cancelled", rec, err)
 	}
 	contains(t, "the page after Cancel", text(t, ctx, "h1"), "cancelled")
+
+	// Periodic schedules: the client's, live, and the orphan, which its button deletes.
+	visit(t, ctx, base+"/periodic")
+	screenshot(t, ctx, "periodic")
+	schedules := text(t, ctx, "table.schedules")
+	contains(t, "the periodic schedules", schedules, w.schedule, "every 1h0m0s", "report.build", "maintenance", "worker-eu-1",
+		"nightly-invoices", "cron 0 0 3 * * * Europe/Berlin", "backfill 24h0m0s", w.orphan, "cron 0 30 2 * * * UTC", "export.csv", "orphaned")
+	contains(t, "the periodic page's warning", text(t, ctx, ".warning"), "1 schedule is orphaned")
+	if n := countRows(t, ctx, "table.schedules form[action$=\"/delete\"]"); n != 1 {
+		t.Errorf("the periodic page offers to delete %d schedules, want 1 (the orphan)", n)
+	}
+	click(t, ctx, "table.schedules form[action$=\"/delete\"] button")
+	contains(t, "the page after deleting the orphan", text(t, ctx, ".notice"), "The schedule is deleted")
+	left, err := relay.ListSchedules(context.Background(), w.db)
+	if err != nil || len(left) != 2 || left[0].Name != w.schedule {
+		t.Errorf("after deleting the orphan the schedules are %+v, %v; want only the client's", left, err)
+	}
+
+	// Delete: the cancelled job, by its button; then every succeeded email, in bulk.
+	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.gone))
+	click(t, ctx, "form[action$=\"/delete\"] button")
+	contains(t, "the page after Delete", text(t, ctx, ".notice"), fmt.Sprintf("Job %d is deleted.", w.gone))
+	if _, err := relay.GetJob(context.Background(), w.db, w.gone); !errors.Is(err, relay.ErrJobNotFound) {
+		t.Errorf("after Delete, GetJob: %v; want ErrJobNotFound", err)
+	}
+	visit(t, ctx, base+"/jobs?state=succeeded&queue=email")
+	follow(t, ctx, ".bulk a.bulk-delete", ".confirm")
+	screenshot(t, ctx, "bulk-delete")
+	contains(t, "the bulk delete's confirmation", text(t, ctx, ".confirm"), fmt.Sprintf("%d jobs match", w.emails), "succeeded", "email",
+		fmt.Sprintf("Delete %d jobs", w.emails))
+	click(t, ctx, ".confirm button")
+	contains(t, "the page after the bulk delete", text(t, ctx, ".notice"), fmt.Sprintf("Deleted %d jobs.", w.emails))
+	left2, err := relay.ListJobs(context.Background(), w.db, relay.ListFilter{Queue: "email", States: []relay.JobState{relay.StateSucceeded}})
+	if err != nil || len(left2.Jobs) != 0 {
+		t.Errorf("succeeded emails after the bulk delete: %d, %v; want none", len(left2.Jobs), err)
+	}
+	if _, err := relay.GetJob(context.Background(), w.db, w.later); err != nil {
+		t.Errorf("the bulk delete of succeeded emails took the scheduled one too: %v", err)
+	}
 
 	if errs := problems(); len(errs) > 0 {
 		t.Errorf("the pages logged errors: %q", errs)

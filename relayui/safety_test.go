@@ -41,8 +41,13 @@ func TestForgedRequestsInBrowser(t *testing.T) {
 		t.Errorf("the read-only job page shows %d forms that POST", n)
 	}
 	contains(t, "the read-only header", text(t, ctx, "header"), "read-only")
-	if got := fetchStatus(t, ctx, fmt.Sprintf("%s/jobs/%d/retry", ro, id), `"csrf_token=forged"`); got != http.StatusForbidden {
-		t.Errorf("a forged POST to the read-only dashboard: %d, want 403", got)
+	for _, action := range []string{fmt.Sprintf("/jobs/%d/retry", id), fmt.Sprintf("/jobs/%d/delete", id), "/periodic/x/delete"} {
+		if got := fetchStatus(t, ctx, ro+action, `"csrf_token=forged"`); got != http.StatusForbidden {
+			t.Errorf("a forged POST %s to the read-only dashboard: %d, want 403", action, got)
+		}
+	}
+	if got := fetchStatus(t, ctx, ro+"/bulk", `"csrf_token=forged&action=delete&queue=nobody"`); got != http.StatusForbidden {
+		t.Errorf("a forged bulk delete to the read-only dashboard: %d, want 403", got)
 	}
 	if s := jobState(t, db, id); s != relay.StateCancelled {
 		t.Fatalf("the read-only dashboard changed the job: it is %s", s)
@@ -56,6 +61,12 @@ func TestForgedRequestsInBrowser(t *testing.T) {
 	}
 	if got := fetchStatus(t, ctx, retry, `"csrf_token=" + "A".repeat(43)`); got != http.StatusForbidden {
 		t.Errorf("a POST with a made-up token: %d, want 403", got)
+	}
+	if got := fetchStatus(t, ctx, fmt.Sprintf("%s/jobs/%d/delete", base, id), `""`); got != http.StatusForbidden {
+		t.Errorf("a delete without its token: %d, want 403", got)
+	}
+	if got := fetchStatus(t, ctx, base+"/bulk", `"action=delete&queue=nobody"`); got != http.StatusForbidden {
+		t.Errorf("a bulk delete without its token: %d, want 403", got)
 	}
 
 	// A page of another origin whose form posts to the dashboard, as an attacker's would.
@@ -127,7 +138,11 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 		for i, p := range payloads {
 			args[fmt.Sprintf("field%d %s", i, p)] = p
 		}
-		id, err := relay.Enqueue(ctx, db, kind, args, relay.Queue(evilQueue), relay.OrderKey(payloads[4]+kind.Name()))
+		meta := map[string]string{}
+		for i, p := range payloads {
+			meta[fmt.Sprintf("meta%d %s", i, p)] = p
+		}
+		id, err := relay.Enqueue(ctx, db, kind, args, relay.Queue(evilQueue), relay.OrderKey(payloads[4]+kind.Name()), relay.Metadata(meta))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,6 +159,14 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 		}
 	}
 
+	// A schedule with markup in its name, spec, kind and queue, that no live client has
+	// (so the periodic page offers to delete it).
+	_, err := db.Exec(ctx, fmt.Sprintf(`INSERT INTO %q.periodic (name, spec, kind, queue, catch_up) VALUES ($1, $2, $3, $4, $5)`, db.Schema),
+		payloads[1], payloads[3], payloads[0], evilQueue, payloads[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	bctx := browser(t)
 	problems := watchPage(t, bctx)
 	base := dashboard(t, db, relayui.Options{}).URL + prefix
@@ -151,7 +174,7 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 	pages := []string{
 		"/", "/queues/" + url.PathEscape(evilQueue), "/jobs", "/jobs?" + q.Encode(),
 		fmt.Sprintf("/jobs/%d", ids[0]), fmt.Sprintf("/jobs/%d", ids[1]), "/clients",
-		"/bulk?action=retry&" + q.Encode(),
+		"/bulk?action=retry&" + q.Encode(), "/bulk?action=delete&" + q.Encode(), "/periodic",
 	}
 	for _, p := range pages {
 		visit(t, bctx, base+p)
@@ -176,6 +199,9 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 	}
 	visit(t, bctx, fmt.Sprintf("%s/jobs/%d", base, ids[0]))
 	contains(t, "the job with markup", text(t, bctx, "main"), payloads...)
+	contains(t, "the metadata with markup", text(t, bctx, "table.metadata"), payloads...)
+	visit(t, bctx, base+"/periodic")
+	contains(t, "the schedule with markup", text(t, bctx, "table.schedules"), payloads[0], payloads[1], payloads[2], payloads[3])
 	if errs := problems(); len(errs) > 0 {
 		t.Errorf("the pages ran or logged something: %q", errs)
 	}

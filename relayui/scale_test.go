@@ -63,6 +63,7 @@ func TestPageQueriesAtScale(t *testing.T) {
 		"/jobs", "/jobs?state=failed", "/jobs?state=succeeded&queue=q00", "/jobs?queue=q00&kind=k03",
 		"/jobs?state=failed&queue=q07&from=" + day, "/jobs?state=pending", "/jobs?state=running",
 		fmt.Sprintf("/jobs/%d", someFailed), "/bulk?action=retry&state=failed&queue=q07",
+		"/bulk?action=delete&state=succeeded&queue=q00", "/bulk?action=cancel&queue=q03", "/periodic",
 	}
 	var report strings.Builder
 	fmt.Fprintf(&report, "\n| page | statement | rows | server time (EXPLAIN ANALYZE) | page time (p50 of 5) |\n|---|---|---|---|---|\n")
@@ -121,7 +122,8 @@ func TestPageQueriesAtScale(t *testing.T) {
 }
 
 // fill inserts n finished jobs over 30 days into 50 queues of 20 kinds (the last hour
-// among them), and a few thousand unfinished ones, then vacuums and analyses.
+// among them), a few thousand unfinished ones and 20 periodic schedules (18 orphaned),
+// then vacuums and analyses.
 func fill(t *testing.T, db *relaytest.DB, n int) {
 	t.Helper()
 	ctx := context.Background()
@@ -151,6 +153,11 @@ func fill(t *testing.T, db *relaytest.DB, n int) {
 		SELECT 'invoice', 'billing', '{}', 'customer-' || (i %% 50) FROM generate_series(1, 500) i`, s),
 		fmt.Sprintf(`INSERT INTO %[1]s.clients (id, lease_ttl, queues, kinds)
 		SELECT 'worker-' || i, interval '15 s', ARRAY['*'], ARRAY['k01'] FROM generate_series(0, 3) i`, s),
+		fmt.Sprintf(`INSERT INTO %[1]s.clients (id, lease_ttl, queues, kinds, schedules)
+		VALUES ('worker-cron', interval '15 s', ARRAY['*'], ARRAY['k01'], ARRAY['nightly-00', 'nightly-01'])`, s),
+		fmt.Sprintf(`INSERT INTO %[1]s.periodic (name, spec, kind, queue, catch_up, next_slot, last_slot)
+		SELECT 'nightly-' || lpad(i::text, 2, '0'), 'cron 0 0 3 * * * UTC', 'k01', 'q00', 'skip', now() + interval '1 day', now()
+		FROM generate_series(0, 19) i`, s),
 		fmt.Sprintf(`VACUUM ANALYZE %[1]s.jobs`, s),
 	}
 	for _, sql := range steps {

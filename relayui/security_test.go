@@ -116,6 +116,30 @@ func TestActionsNeedTheirToken(t *testing.T) {
 	if s := jobState(t, db, id); s != relay.StateCancelled {
 		t.Fatalf("refused requests changed the job: it is %s", s)
 	}
+	// The other actions refuse a request without the token alike, and change nothing.
+	if _, err := db.Exec(context.Background(), fmt.Sprintf(`INSERT INTO %q.periodic (name, spec, kind, queue, catch_up) VALUES ('gone', 'every 1h0m0s', 'k', 'q', 'skip')`, db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []struct {
+		path string
+		form url.Values
+	}{
+		{fmt.Sprintf("/jobs/%d/delete", id), nil},
+		{"/bulk", url.Values{"action": {"delete"}, "queue": {"nobody"}}},
+		{"/bulk", url.Values{"action": {"retry"}, "queue": {"nobody"}}},
+		{"/periodic/gone/delete", nil},
+		{"/queues/nobody/pause", nil},
+	} {
+		if got := post(t, c, base+action.path, action.form); got != http.StatusForbidden {
+			t.Errorf("POST %s %v without a token: %d, want 403", action.path, action.form, got)
+		}
+	}
+	if s := jobState(t, db, id); s != relay.StateCancelled {
+		t.Fatalf("refused requests changed the job: it is %s", s)
+	}
+	if list, err := relay.ListSchedules(context.Background(), db); err != nil || len(list) != 1 {
+		t.Fatalf("a refused request deleted the schedule: %+v, %v", list, err)
+	}
 	if got := post(t, c, retry, url.Values{"csrf_token": {token}}); got != http.StatusSeeOther {
 		t.Errorf("POST with its token: %d, want 303", got)
 	}
@@ -127,20 +151,44 @@ func TestActionsNeedTheirToken(t *testing.T) {
 	// its requests carry a valid token, so that only read-only mode can refuse them.
 	ro := dashboard(t, db, relayui.Options{ReadOnly: true, CSRFKey: key}).URL + prefix
 	id = failedJob(t, db)
-	for _, page := range []string{"/", "/jobs", fmt.Sprintf("/jobs/%d", id), "/queues/nobody", "/clients"} {
+	for _, page := range []string{"/", "/jobs", fmt.Sprintf("/jobs/%d", id), "/queues/nobody", "/clients", "/periodic"} {
 		body, _ := get(t, c, ro+page)
 		if strings.Contains(body, `method="post"`) {
 			t.Errorf("read-only %s shows a form that POSTs", page)
 		}
 	}
+	resp, err := c.Get(ro + "/bulk?action=delete&queue=nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("read-only GET of a bulk action's confirmation: %s, want 403", resp.Status)
+	}
 	_, token = get(t, c, fmt.Sprintf("%s/jobs/%d", base, id))
-	for _, action := range []string{fmt.Sprintf("/jobs/%d/retry", id), "/queues/nobody/pause", "/bulk"} {
-		if got := post(t, c, ro+action, url.Values{"csrf_token": {token}, "action": {"retry"}}); got != http.StatusForbidden {
-			t.Errorf("read-only POST %s: %d, want 403", action, got)
+	for _, action := range []struct {
+		path, bulk string
+	}{
+		{fmt.Sprintf("/jobs/%d/retry", id), ""}, {fmt.Sprintf("/jobs/%d/delete", id), ""}, {"/queues/nobody/pause", ""},
+		{"/bulk", "retry"}, {"/bulk", "delete"}, {"/periodic/gone/delete", ""},
+	} {
+		form := url.Values{"csrf_token": {token}, "action": {action.bulk}, "queue": {"nobody"}}
+		if got := post(t, c, ro+action.path, form); got != http.StatusForbidden {
+			t.Errorf("read-only POST %s %s: %d, want 403", action.path, action.bulk, got)
 		}
 	}
 	if s := jobState(t, db, id); s != relay.StateCancelled {
 		t.Errorf("a read-only dashboard changed the job: it is %s", s)
+	}
+	if list, err := relay.ListSchedules(context.Background(), db); err != nil || len(list) != 1 {
+		t.Errorf("a read-only dashboard deleted the schedule: %+v, %v", list, err)
+	}
+	// The same token does it on the writable dashboard: the refusals above were read-only's.
+	if got := post(t, c, base+"/periodic/gone/delete", url.Values{"csrf_token": {token}}); got != http.StatusSeeOther {
+		t.Errorf("POST /periodic/gone/delete with its token: %d, want 303", got)
+	}
+	if list, err := relay.ListSchedules(context.Background(), db); err != nil || len(list) != 0 {
+		t.Errorf("after deleting the orphan: %+v, %v; want no schedule", list, err)
 	}
 	if q, err := relay.GetQueue(context.Background(), db, "nobody"); err != nil || q.Paused {
 		t.Errorf("a read-only dashboard paused the queue: %+v, %v", q, err)
@@ -153,7 +201,7 @@ func TestRedactHidesWhatItBlanks(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	redact := func(j *relay.JobRecord) {
-		j.Args, j.Payload, j.Output = []byte(`{"redacted":true}`), nil, nil
+		j.Args, j.Payload, j.Output, j.Metadata = []byte(`{"redacted":true}`), nil, nil, nil
 		for i := range j.Attempts {
 			j.Attempts[i].Error, j.Attempts[i].Stack = "[redacted]", ""
 		}
@@ -165,7 +213,7 @@ func TestRedactHidesWhatItBlanks(t *testing.T) {
 		fmt.Sprintf("/jobs/%d", w.panicky), fmt.Sprintf("/jobs/%d", w.binary), "/queues/billing",
 	} {
 		body, _ := get(t, c, base+page)
-		for _, secret := range []string{"monthly-revenue", "card declined", "user001@example.com", "warehouse query failed", "nil map", "89 50 4e 47", "message_id"} {
+		for _, secret := range []string{"monthly-revenue", "card declined", "user001@example.com", "warehouse query failed", "nil map", "89 50 4e 47", "message_id", "acme-eu"} {
 			if strings.Contains(body, secret) {
 				t.Errorf("%s shows %q, which Redact blanked", page, secret)
 			}

@@ -140,3 +140,13 @@ func procStat(pid string) (procTimes, bool) {
 	// f[0] is field 3 (state): ppid is field 4, utime..cstime are fields 14..17.
 	return procTimes{ppid: int(num(1)), utime: num(11), stime: num(12), cutime: num(13), cstime: num(14)}, true
 }
+
+// Process is the CPU time process pid has used so far (user and system), and false if it
+// cannot be read: another machine's server, or not Linux.
+func Process(pid int) (time.Duration, bool) {
+	t, ok := procStat(strconv.Itoa(pid))
+	if !ok {
+		return 0, false
+	}
+	return time.Duration(t.utime+t.stime) * time.Second / clkTck, true
+}

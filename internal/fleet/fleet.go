@@ -33,6 +33,9 @@ type Spec struct {
 	PoolConns int32  `json:"pool_conns"`
 	Queue     string `json:"queue"`
 	Workers   int    `json:"workers"`
+	// Clients is how many relay clients the process runs, each with Workers workers, all
+	// on its one pool; 0 means 1. The first has ID, the others ID-2, ID-3 and so on.
+	Clients int `json:"clients,omitempty"`
 	// LeaseTTL and LeaseRenewal are the client's; zero: relay's defaults.
 	LeaseTTL     time.Duration `json:"lease_ttl"`
 	LeaseRenewal time.Duration `json:"lease_renewal"`

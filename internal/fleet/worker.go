@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -79,33 +80,54 @@ func runWorker(raw string) error {
 	if spec.Debug {
 		level = slog.LevelDebug
 	}
-	c := relay.New(relay.Config{
-		Schema: spec.Schema, ID: spec.ID, LeaseTTL: spec.LeaseTTL, LeaseRenewal: spec.LeaseRenewal,
-		Queues: map[string]relay.QueueConfig{spec.Queue: {Workers: spec.Workers}},
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-	})
-	if err := relay.Handle(c, Kind, w.handle); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(startPatience)
-	for {
-		startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = c.Start(startCtx, pool)
-		cancel()
-		if err == nil {
-			break
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	clients := make([]*relay.Client, max(spec.Clients, 1))
+	for i := range clients {
+		id := spec.ID
+		if i > 0 {
+			id = fmt.Sprintf("%s-%d", spec.ID, i+1)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("start: %w", err)
+		if clients[i], err = w.startClient(ctx, id, logger); err != nil {
+			return err
 		}
-		fmt.Fprintln(os.Stderr, "fleet worker: start failed; trying again:", err)
-		time.Sleep(200 * time.Millisecond)
 	}
 	fmt.Println("ready")
 	<-stop
 	stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return c.Stop(stopCtx)
+	var errs []error
+	for _, c := range clients {
+		errs = append(errs, c.Stop(stopCtx))
+	}
+	return errors.Join(errs...)
+}
+
+// startClient starts a client with ID id, trying again for startPatience: the database
+// may be down.
+func (w *worker) startClient(ctx context.Context, id string, logger *slog.Logger) (*relay.Client, error) {
+	spec := w.spec
+	c := relay.New(relay.Config{
+		Schema: spec.Schema, ID: id, LeaseTTL: spec.LeaseTTL, LeaseRenewal: spec.LeaseRenewal,
+		Queues: map[string]relay.QueueConfig{spec.Queue: {Workers: spec.Workers}},
+		Logger: logger,
+	})
+	if err := relay.Handle(c, Kind, w.handle); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(startPatience)
+	for {
+		startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.Start(startCtx, w.pool)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("start: %w", err)
+		}
+		fmt.Fprintln(os.Stderr, "fleet worker: start failed; trying again:", err)
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // handle is the handler of every fleet job: see Work.

@@ -713,3 +713,7 @@ func validSettingName(k string) bool {
 	}
 	return true
 }
+
+// BinDir returns the directory of the PostgreSQL binaries a [Start] would use, for tests
+// that run a client program of the same installation (psql).
+func BinDir() (string, error) { return findBinDir(defaultBinGlob) }

@@ -60,7 +60,10 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 			return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 		}
 	} else {
-		from := claimFromParams{claimParams: p, Busy: r.Busy}
+		// A client that hears no wakeups claims as a busy dispatcher does: enqueues need not
+		// notify it. This writes the rows of the queues of its groups, which Register cannot
+		// know.
+		from := claimFromParams{claimParams: p, Busy: r.Busy || c.info.PollOnly}
 		from.FromRank, from.FromRunAt, from.FromID = cursorParams(r.From)
 		var err error
 		if rows, err = s.q.claim.query(ctx, c.db, from); err != nil {

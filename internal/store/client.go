@@ -17,6 +17,9 @@ type ClientInfo struct {
 	// Schedules are the names of the periodic schedules the client has, as its heartbeat
 	// reports them.
 	Schedules []string
+	// PollOnly: the client hears no wakeups and claims every poll interval instead, so
+	// its dispatchers never wait for one (see [Client.Register]).
+	PollOnly bool
 }
 
 // Client is one client's access to the jobs table: it claims for the client's dispatchers

@@ -4,7 +4,6 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,27 +13,49 @@ import (
 //go:embed dashboard.sql
 var dashboardSQL string
 
-// dashboardStatements are dashboard.sql's statements with {windowStart} filled in; each
-// still holds {schema}.
-var dashboardStatements = func() map[string]string {
-	named := parseNamed(dashboardSQL)
-	window := func(since string) string { return strings.ReplaceAll(named["windowStart"], "{since}", since) }
-	return map[string]string{
-		"queues":      strings.ReplaceAll(named["queues"], "{windowStart}", window("$1::float8 * interval '1 second'")),
-		"throughput":  strings.ReplaceAll(named["throughput"], "{windowStart}", window("2 * $2::float8 * interval '1 second'")),
-		"blockedKeys": named["blockedKeys"],
-		"queueNames":  strings.ReplaceAll(named["queueNames"], "{queuesInState}", fragment("queuesInState")),
-		"clients":     named["clients"],
-	}
-}()
+// dashboardQueries are dashboard.sql's statements, each with the struct of its
+// parameters. Those that read a range of jobs are planned for their values each time.
+type dashboardQueries struct {
+	queues      statement[dashboardQueuesParams]
+	queueNames  statement[struct{}]
+	throughput  statement[throughputParams]
+	blockedKeys statement[blockedKeysParams]
+	clients     statement[limitParams]
+}
 
-func (s *Store) dashboard(name string) string {
-	q, ok := dashboardStatements[name]
-	if !ok || q == "" {
-		// dashboard.sql is embedded: a missing name is a bug caught by every test.
-		panic(fmt.Sprintf("store: dashboard.sql has no statement named %q", name))
-	}
-	return strings.ReplaceAll(q, "{schema}", s.quoted())
+func buildDashboardQueries(quotedSchema string) dashboardQueries {
+	var q dashboardQueries
+	bindAll(dashboardSQL, "dashboard.sql", schemaReplacer(quotedSchema), []named{
+		{"queues", &q.queues}, {"queueNames", &q.queueNames}, {"throughput", &q.throughput},
+		{"blockedKeys", &q.blockedKeys}, {"clients", &q.clients},
+	})
+	q.queues.each, q.queueNames.each, q.throughput.each = true, true, true
+	checkBuilt(q)
+	return q
+}
+
+type dashboardQueuesParams struct {
+	Queue     pgtype.Text `db:"queue"`     // NULL: every queue
+	Window    float64     `db:"window"`    // seconds
+	LookBack  float64     `db:"look_back"` // seconds: {windowStart}
+	MaxRecent int         `db:"max_recent"`
+}
+
+type throughputParams struct {
+	Queue       string  `db:"queue"`
+	Window      float64 `db:"window"`    // seconds
+	LookBack    float64 `db:"look_back"` // seconds: {windowStart}
+	Step        float64 `db:"step"`      // seconds
+	MaxPerState int     `db:"max_per_state"`
+}
+
+type blockedKeysParams struct {
+	Queue string `db:"queue"`
+	Limit int    `db:"limit"`
+}
+
+type limitParams struct {
+	Limit int `db:"limit"`
 }
 
 // DashboardQueue is a queue as the dashboard lists it.
@@ -55,7 +76,9 @@ type DashboardQueue struct {
 // unfinished or blocked jobs, or jobs finished within window (counting at most maxRecent
 // of the newest jobs).
 func (s *Store) DashboardQueues(ctx context.Context, db DB, queue string, window time.Duration, maxRecent int) ([]DashboardQueue, error) {
-	rows, err := db.Query(ctx, s.dashboard("queues"), planEachTime, window.Seconds(), maxRecent, nullText(queue))
+	rows, err := s.dash.queues.query(ctx, db, dashboardQueuesParams{
+		Queue: nullText(queue), Window: window.Seconds(), LookBack: window.Seconds(), MaxRecent: maxRecent,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list queues: %w", err)
 	}
@@ -79,7 +102,7 @@ func (s *Store) DashboardQueues(ctx context.Context, db DB, queue string, window
 
 // QueueNames returns the name of every queue that has settings or holds jobs, in order.
 func (s *Store) QueueNames(ctx context.Context, db DB) ([]string, error) {
-	rows, err := db.Query(ctx, s.dashboard("queueNames"), planEachTime)
+	rows, err := s.dash.queueNames.query(ctx, db, struct{}{})
 	if err != nil {
 		return nil, fmt.Errorf("list queue names: %w", err)
 	}
@@ -103,7 +126,9 @@ type Bucket struct {
 // step, reading at most maxPerState jobs of each finished state. Buckets without jobs are
 // left out.
 func (s *Store) Throughput(ctx context.Context, db DB, queue string, window, step time.Duration, maxPerState int) ([]Bucket, error) {
-	rows, err := db.Query(ctx, s.dashboard("throughput"), planEachTime, queue, window.Seconds(), step.Seconds(), maxPerState)
+	rows, err := s.dash.throughput.query(ctx, db, throughputParams{
+		Queue: queue, Window: window.Seconds(), LookBack: 2 * window.Seconds(), Step: step.Seconds(), MaxPerState: maxPerState,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("queue throughput: %w", err)
 	}
@@ -137,7 +162,7 @@ type BlockedKey struct {
 
 // BlockedKeys returns at most limit blocked keys of queue, oldest first.
 func (s *Store) BlockedKeys(ctx context.Context, db DB, queue string, limit int) ([]BlockedKey, error) {
-	rows, err := db.Query(ctx, s.dashboard("blockedKeys"), queue, limit)
+	rows, err := s.dash.blockedKeys.query(ctx, db, blockedKeysParams{Queue: queue, Limit: limit})
 	if err != nil {
 		return nil, fmt.Errorf("blocked keys: %w", err)
 	}
@@ -169,7 +194,7 @@ type ClientRow struct {
 
 // Clients returns at most limit clients, live ones first, then the latest heartbeat first.
 func (s *Store) Clients(ctx context.Context, db DB, limit int) ([]ClientRow, error) {
-	rows, err := db.Query(ctx, s.dashboard("clients"), limit)
+	rows, err := s.dash.clients.query(ctx, db, limitParams{Limit: limit})
 	if err != nil {
 		return nil, fmt.Errorf("list clients: %w", err)
 	}

@@ -5,48 +5,48 @@
 -- {schema} is the quoted schema name.
 
 -- name: windowStart
--- A bound below the ids of the jobs created in the last {since}: the id of the newest job
--- created before then, found by walking the primary key
+-- A bound below the ids of the jobs created in the last @look_back seconds: the id of the
+-- newest job created before then, found by walking the primary key
 -- backwards from the newest job to the first one created before that: it reads the jobs of
 -- the window, never the older ones. Ids follow creation order closely (an id is taken
 -- during the enqueueing transaction, created_at is that transaction's start), which is
 -- all a chart of the last hour needs. 0 when every job is newer.
 (SELECT coalesce((
     SELECT id FROM {schema}.jobs
-    WHERE created_at < now() - {since}
+    WHERE created_at < now() - @look_back::float8 * interval '1 second'
     ORDER BY id DESC
     LIMIT 1), 0))
 
 -- name: queues
--- Every queue (or only queue $3, if not NULL) that has settings, unfinished jobs or
--- blocked keys, or that finished jobs in
--- the last $1 seconds (as "recent" below reads them): its settings, running and blocked jobs, the
--- run_at of its oldest due job, and how many jobs it finished in that window. Queues that
--- only hold older finished jobs are added by the caller from relay.CountJobs.
+-- Every queue (or only queue @queue, if not NULL) that has settings, unfinished jobs or
+-- blocked keys, or that finished jobs in the last @window seconds (as "recent" below reads
+-- them): its settings, running and blocked jobs, the run_at of its oldest due job, and
+-- how many jobs it finished in that window. Queues that only hold older finished jobs are
+-- added by the caller from relay.CountJobs. {windowStart} takes @look_back = @window.
 --   settings: the queues table (a row per queue that has any);
 --   running: jobs_lease_idx (running jobs only); blocked: jobs_order_idx;
 --   due: jobs_claim_idx (pending jobs only), one pass over the due ones;
---   recent: the primary key from the newest job back to {windowStart}, at most $2 rows.
+--   recent: the primary key from the newest job back to {windowStart}, at most @max_recent rows.
 WITH settings AS (
     SELECT name AS queue, ordered, on_failure, global_limit, paused_at FROM {schema}.queues
-    WHERE ($3::text IS NULL OR name = $3)
+    WHERE (@queue::text IS NULL OR name = @queue)
 ), running AS (
     SELECT queue, count(*) AS n FROM {schema}.jobs
-    WHERE state = 'running' AND ($3::text IS NULL OR queue = $3) GROUP BY queue
+    WHERE state = 'running' AND (@queue::text IS NULL OR queue = @queue) GROUP BY queue
 ), blocked AS (
     SELECT queue, count(*) AS n FROM {schema}.jobs
-    WHERE order_key IS NOT NULL AND blocking AND ($3::text IS NULL OR queue = $3) GROUP BY queue
+    WHERE order_key IS NOT NULL AND blocking AND (@queue::text IS NULL OR queue = @queue) GROUP BY queue
 ), due AS (
     SELECT queue, min(run_at) AS oldest FROM {schema}.jobs
-    WHERE state = 'pending' AND run_at <= now() AND ($3::text IS NULL OR queue = $3) GROUP BY queue
+    WHERE state = 'pending' AND run_at <= now() AND (@queue::text IS NULL OR queue = @queue) GROUP BY queue
 ), recent AS (
     SELECT queue, count(*) AS n
     FROM (SELECT queue, state, finished_at FROM {schema}.jobs
           WHERE id >= {windowStart}
           ORDER BY id DESC
-          LIMIT $2) j
-    WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at >= now() - $1::float8 * interval '1 second'
-      AND ($3::text IS NULL OR queue = $3)
+          LIMIT @max_recent) j
+    WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at >= now() - @window::float8 * interval '1 second'
+      AND (@queue::text IS NULL OR queue = @queue)
     GROUP BY queue
 ), names AS (
     SELECT queue FROM settings UNION SELECT queue FROM running UNION SELECT queue FROM blocked
@@ -89,25 +89,26 @@ CROSS JOIN LATERAL (
 ORDER BY 1;
 
 -- name: throughput
--- The jobs of queue $1 that finished in the last $2 seconds, in buckets of $3 seconds counted back from
--- now (bucket 0 is the newest): how many ended in each finished state, and the wait from
--- due to start (attempted_at - run_at of the final attempt) and the run time, at the
--- median and the 95th percentile. One newest-first range of jobs_finished_idx per finished
--- state, down to the jobs created one window before the window ({windowStart} of 2 × $2),
--- at most $4 jobs per state.
+-- The jobs of queue @queue that finished in the last @window seconds, in buckets of @step
+-- seconds counted back from now (bucket 0 is the newest): how many ended in each finished
+-- state, and the wait from due to start (attempted_at - run_at of the final attempt) and
+-- the run time, at the median and the 95th percentile. One newest-first range of
+-- jobs_finished_idx per finished state, down to the jobs created one window before the
+-- window ({windowStart} with @look_back = 2 × @window), at most @max_per_state jobs per
+-- state.
 WITH j AS (
     SELECT f.*
     FROM unnest('{succeeded,failed,cancelled}'::text[]) s(state)
     CROSS JOIN LATERAL (
         SELECT state, finished_at, attempted_at, run_at FROM {schema}.jobs
         WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-          AND queue = $1 AND id >= {windowStart}
+          AND queue = @queue AND id >= {windowStart}
         ORDER BY id DESC
-        LIMIT $4
+        LIMIT @max_per_state
     ) f
-    WHERE f.finished_at >= now() - $2::float8 * interval '1 second'
+    WHERE f.finished_at >= now() - @window::float8 * interval '1 second'
 )
-SELECT floor(extract(epoch FROM now() - finished_at) / $3::float8)::int AS bucket,
+SELECT floor(extract(epoch FROM now() - finished_at) / @step::float8)::int AS bucket,
        count(*) FILTER (WHERE state = 'succeeded'),
        count(*) FILTER (WHERE state = 'failed'),
        count(*) FILTER (WHERE state = 'cancelled'),
@@ -120,21 +121,21 @@ GROUP BY 1
 ORDER BY 1;
 
 -- name: blockedKeys
--- The blocked keys of ordered queue $1, oldest first, at most $2: the failed job holding
+-- The blocked keys of ordered queue @queue, oldest first, at most @limit: the failed job holding
 -- each, its last error, and how many jobs wait behind it. jobs_order_idx serves both.
 SELECT b.order_key, b.id, b.kind, b.finished_at, coalesce(b.attempts -> -1 ->> 'error', ''),
        (SELECT count(*) FROM {schema}.jobs w
         WHERE w.queue = b.queue AND w.order_key = b.order_key AND w.state = 'pending'
           AND w.order_key IS NOT NULL)
 FROM {schema}.jobs b
-WHERE b.queue = $1 AND b.order_key IS NOT NULL AND b.blocking
+WHERE b.queue = @queue AND b.order_key IS NOT NULL AND b.blocking
 ORDER BY b.id
-LIMIT $2;
+LIMIT @limit;
 
 -- name: clients
--- The clients, live ones first, then by latest heartbeat, at most $1 (the view
+-- The clients, live ones first, then by latest heartbeat, at most @limit (the view
 -- client_status; its running_jobs reads jobs_lease_idx).
 SELECT id, started_at, heartbeat_at, extract(epoch FROM lease_ttl)::float8, queues, kinds, stopped_at, alive, running_jobs
 FROM {schema}.client_status
 ORDER BY alive DESC, heartbeat_at DESC
-LIMIT $1;
+LIMIT @limit;

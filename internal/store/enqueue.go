@@ -55,11 +55,6 @@ type insertUniqueParams struct {
 	UniqueIn  []string `db:"unique_in"`
 }
 
-// uniqueKeyParams are the parameters of uniqueHolder.
-type uniqueKeyParams struct {
-	UniqueKey string `db:"unique_key"`
-}
-
 // Insert inserts one job and sends its wakeup, in one round trip on db (usually the
 // caller's transaction, so that both take effect at commit).
 func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
@@ -100,41 +95,34 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 	return Inserted{}, fmt.Errorf("insert job: unique key %q is held by a job this transaction cannot see; retry", j.UniqueKey)
 }
 
-// insertManyParams are the parameters of insertMany, aligned arrays with one element per
-// job, and with the unique keys' of insertManyUnique.
-type insertManyParams struct {
-	Kinds       []string             `db:"kinds"`
-	Queues      []string             `db:"queues"`
-	Args        []pgtype.Text        `db:"args"`
-	RunAts      []pgtype.Timestamptz `db:"run_ats"`
-	MaxAttempts []pgtype.Int4        `db:"max_attempts"`
-	TimeoutsMS  []pgtype.Int4        `db:"timeouts_ms"`
-	Priorities  []int16              `db:"priorities"`
-	OrderKeys   []*string            `db:"order_keys"`
-	Payloads    [][]byte             `db:"payloads"`
-	Metadatas   []pgtype.Text        `db:"metadatas"`
-	Holds       []pgtype.Interval    `db:"holds"`    // nil when no job is reserved
-	Backoffs    []pgtype.Text        `db:"backoffs"` // nil when no job has its own policy
-	Channel     string               `db:"channel"`
+// insertJobsParams are the parameters of insertJobs: aligned arrays with one element per job.
+type insertJobsParams struct {
+	Kinds        []string             `db:"kinds"`
+	Queues       []string             `db:"queues"`
+	Args         []pgtype.Text        `db:"args"` // see jsonParam
+	RunAts       []pgtype.Timestamptz `db:"run_ats"`
+	MaxAttempts  []pgtype.Int4        `db:"max_attempts"`
+	TimeoutsMS   []pgtype.Int4        `db:"timeouts_ms"`
+	Priorities   []int16              `db:"priorities"`
+	OrderKeys    []*string            `db:"order_keys"`
+	Payloads     [][]byte             `db:"payloads"`
+	Metadatas    []pgtype.Text        `db:"metadatas"`     // see jsonParam
+	UniqueKeys   []pgtype.Text        `db:"unique_keys"`   // nil when no job is unique
+	UniqueStates []pgtype.Text        `db:"unique_states"` // comma-separated
+	Holds        []pgtype.Interval    `db:"holds"`         // nil when no job is reserved
+	Backoffs     []pgtype.Text        `db:"backoffs"`      // nil when no job has its own policy
 }
 
-type insertManyUniqueParams struct {
-	insertManyParams
-	UniqueKeys   []pgtype.Text `db:"unique_keys"`
-	UniqueStates []pgtype.Text `db:"unique_states"` // comma-separated
-}
-
-// InsertMany inserts jobs with one statement and sends one wakeup per queue. The results
-// are in the order of jobs.
+// InsertMany inserts jobs with one statement (the schema's insert_jobs, which SQL
+// producers share) and sends one wakeup per queue. The results are in the order of jobs.
 func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserted, error) {
 	n := len(jobs)
-	p := insertManyParams{
+	p := insertJobsParams{
 		Kinds: make([]string, n), Queues: make([]string, n), Args: make([]pgtype.Text, n),
 		RunAts: make([]pgtype.Timestamptz, n), MaxAttempts: make([]pgtype.Int4, n), TimeoutsMS: make([]pgtype.Int4, n),
 		Priorities: make([]int16, n), OrderKeys: make([]*string, n), Payloads: make([][]byte, n),
-		Metadatas: make([]pgtype.Text, n), Channel: s.channel,
+		Metadatas: make([]pgtype.Text, n),
 	}
-	var uniqueKeys, uniqueStates []pgtype.Text
 	for i, j := range jobs {
 		p.Kinds[i], p.Queues[i], p.Args[i], p.RunAts[i] = j.Kind, j.Queue, jsonParam(j.Args), runAtParam(j)
 		p.MaxAttempts[i], p.TimeoutsMS[i], p.Priorities[i], p.OrderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
@@ -142,69 +130,31 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 		setSparse(&p.Holds, n, i, holdParam(j), j.Hold > 0)
 		setSparse(&p.Backoffs, n, i, jsonParam(encodePolicy(j.Backoff)), j.Backoff != nil)
 		if j.UniqueKey != "" {
-			if uniqueKeys == nil {
-				uniqueKeys, uniqueStates = make([]pgtype.Text, n), make([]pgtype.Text, n)
+			if p.UniqueKeys == nil {
+				p.UniqueKeys, p.UniqueStates = make([]pgtype.Text, n), make([]pgtype.Text, n)
 			}
-			uniqueKeys[i] = pgtype.Text{String: j.UniqueKey, Valid: true}
-			uniqueStates[i] = pgtype.Text{String: strings.Join(j.UniqueIn, ","), Valid: true}
+			p.UniqueKeys[i] = pgtype.Text{String: j.UniqueKey, Valid: true}
+			p.UniqueStates[i] = pgtype.Text{String: strings.Join(j.UniqueIn, ","), Valid: true}
 		}
 	}
-	if uniqueKeys == nil {
-		// The common case, and a much cheaper statement: nothing to look up or skip.
-		rows, err := s.q.insertMany.query(ctx, db, p)
-		if err != nil {
-			return nil, insertError(err)
-		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			return nil, insertError(err)
-		}
-		if len(ids) != n {
-			return nil, fmt.Errorf("insert jobs: inserted %d of %d", len(ids), n)
-		}
-		out := make([]Inserted, n)
-		for i, id := range ids {
-			out[i] = Inserted{ID: id, Inserted: true}
-		}
-		return out, nil
-	}
-	rows, err := s.q.insertManyUnique.query(ctx, db, insertManyUniqueParams{insertManyParams: p, UniqueKeys: uniqueKeys, UniqueStates: uniqueStates})
+	rows, err := s.q.insertJobs.query(ctx, db, p)
 	if err != nil {
 		return nil, insertError(err)
 	}
 	out := make([]Inserted, 0, n)
 	var (
-		ord      int64
-		id       pgtype.Int8
-		inserted bool
+		id        int64
+		duplicate bool
 	)
-	for rows.Next() {
-		if err := rows.Scan(&ord, &id, &inserted); err != nil {
-			rows.Close()
-			return nil, insertError(err)
-		}
-		out = append(out, Inserted{ID: id.Int64, Inserted: inserted})
-	}
-	if err := rows.Err(); err != nil {
+	_, err = pgx.ForEachRow(rows, []any{&id, &duplicate}, func() error {
+		out = append(out, Inserted{ID: id, Inserted: !duplicate})
+		return nil
+	})
+	if err != nil {
 		return nil, insertError(err)
 	}
 	if len(out) != n {
 		return nil, fmt.Errorf("insert jobs: got %d results for %d jobs", len(out), n)
-	}
-	for i, in := range out {
-		if in.ID != 0 {
-			continue
-		}
-		// The holder of this job's key committed after the statement's snapshot: a new
-		// statement sees it — unless it has finished meanwhile, and the key is free: then the
-		// job is inserted after all.
-		err := s.q.uniqueHolder.queryRow(ctx, db, uniqueKeyParams{UniqueKey: jobs[i].UniqueKey}).Scan(&out[i].ID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			out[i], err = s.Insert(ctx, db, jobs[i])
-		}
-		if err != nil {
-			return nil, fmt.Errorf("insert jobs: find the job holding unique key %q: %w", jobs[i].UniqueKey, err)
-		}
 	}
 	return out, nil
 }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -80,4 +82,21 @@ func ParseCancel(payload string) (id int64, attempt int, ok bool) {
 	id, err1 := strconv.ParseInt(idText, 10, 64)
 	n, err2 := strconv.Atoi(attemptText)
 	return id, n, err1 == nil && err2 == nil
+}
+
+// ProbePrefix starts the payload of a listener's probe (see [Store.Probe]).
+const ProbePrefix = "p:"
+
+type probeParams struct {
+	Channel string `db:"channel"`
+	Payload string `db:"payload"`
+}
+
+// Probe sends payload, a listener's probe, on the schema's channel: the listener checks
+// that it arrives, which it does not through a pooler in transaction mode.
+func (s *Store) Probe(ctx context.Context, db DB, payload string) error {
+	if _, err := s.q.probe.exec(ctx, db, probeParams{Channel: s.channel, Payload: payload}); err != nil {
+		return fmt.Errorf("send the listener's probe: %w", err)
+	}
+	return nil
 }

@@ -19,9 +19,7 @@ var queriesSQL string
 type queries struct {
 	insert             statement[insertParams]
 	insertUnique       statement[insertUniqueParams]
-	insertMany         statement[insertManyParams]
-	insertManyUnique   statement[insertManyUniqueParams]
-	uniqueHolder       statement[uniqueKeyParams]
+	insertJobs         statement[insertJobsParams]
 	claim              statement[claimFromParams]
 	lockQueue          statement[lockParams]
 	claimGated         statement[claimParams]
@@ -48,6 +46,8 @@ type queries struct {
 
 	forgetDispatchers statement[queueClientParams]
 	dispatcherWaits   statement[queueClientParams]
+	dispatchersPoll   statement[queuesClientParams]
+	probe             statement[probeParams]
 	wakeLockHolders   statement[holdersParams]
 	stillRunning      statement[vxidsParams]
 }
@@ -56,8 +56,7 @@ func buildQueries(quotedSchema string) queries {
 	schema := schemaReplacer(quotedSchema)
 	var q queries
 	bindAll(queriesSQL, "queries.sql", schema, []named{
-		{"insert", &q.insert}, {"insertUnique", &q.insertUnique}, {"insertMany", &q.insertMany},
-		{"insertManyUnique", &q.insertManyUnique}, {"uniqueHolder", &q.uniqueHolder},
+		{"insert", &q.insert}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
@@ -65,6 +64,7 @@ func buildQueries(quotedSchema string) queries {
 		{"endedBy", &q.endedBy}, {"setQueue", &q.setQueue}, {"pauseQueue", &q.pauseQueue},
 		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues}, {"unhandled", &q.unhandled},
 		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
+		{"dispatchersPoll", &q.dispatchersPoll}, {"probe", &q.probe},
 		{"wakeLockHolders", &q.wakeLockHolders}, {"stillRunning", &q.stillRunning},
 		{"commitJobs", &q.commitJobs}, {"extendReservations", &q.extendReservations}, {"expire", &q.expire},
 	})
@@ -91,12 +91,13 @@ var fragmentNames = []string{
 	"deleteTarget", "bulkLocked", // delete.sql
 	"queuesInState",             // list.sql
 	"pruneRules", "pruneCutoff", // retention.sql
+	"windowStart", // dashboard.sql
 }
 
 // fragments fills in the shared fragments, from whichever file holds each.
 var fragments = func() *strings.Replacer {
 	all := map[string]string{}
-	for _, file := range []string{queriesSQL, deleteSQL, listSQL, retentionSQL} {
+	for _, file := range []string{queriesSQL, deleteSQL, listSQL, retentionSQL, dashboardSQL} {
 		maps.Copy(all, parseNamed(file))
 	}
 	var pairs []string

@@ -67,93 +67,19 @@ SELECT id, false FROM {schema}.jobs
 WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
   AND unique_key = @unique_key AND state IN ('pending', 'running', 'held');
 
--- name: insertMany
--- insert for many jobs without unique keys, given as aligned arrays (@kinds, @queues, …),
--- with one wakeup per queue. The ids come back in the order of the arrays. @holds and
--- @backoffs are NULL arrays when no job of the batch is reserved or has its own policy.
-WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata,
-                              state, held_until, backoff)
-    SELECT n.kind, n.queue, n.args, coalesce(n.run_at, now()), n.max_attempts, n.timeout_ms, n.priority,
-        CASE WHEN q.ordered THEN coalesce(n.order_key, '') WHEN n.order_key IS NOT NULL THEN {schema}.not_ordered(n.queue) END,
-        n.payload, n.metadata,
-        CASE WHEN n.hold IS NULL THEN 'pending' ELSE 'held' END, clock_timestamp() + n.hold, n.backoff
-    FROM unnest(@kinds::text[], @queues::text[], @args::jsonb[], @run_ats::timestamptz[], @max_attempts::integer[], @timeouts_ms::integer[],
-                @priorities::smallint[], @order_keys::text[], @payloads::bytea[], @metadatas::jsonb[],
-                @holds::interval[], @backoffs::jsonb[]) WITH ORDINALITY
-        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata, hold, backoff, ord)
-    LEFT JOIN {schema}.queues q ON q.name = n.queue
-    ORDER BY n.ord
-    RETURNING id, queue, run_at, priority, kind, held_until
-), notified AS (
-    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
-    FROM job
-    WHERE held_until IS NULL
-    GROUP BY queue
-    UNION ALL
-    {announceHeld}
-)
-SELECT id FROM job
-WHERE (SELECT count(*) FROM notified) >= 0
-ORDER BY id;
-
--- name: insertManyUnique
--- insertMany for a batch with unique jobs (@unique_states: each unique job's states,
--- comma-separated), with one wakeup per queue. A unique job whose key is held (see
--- insertUnique) is not inserted; every job's id comes back with its position in the
--- arrays and whether it was inserted. Of jobs sharing a free key within the batch, the
--- first is inserted and the rest get its id. A held key whose holder this statement cannot
--- see yet comes back with no id: look it up with uniqueHolder.
-WITH new AS (
-    SELECT n.*, q.ordered,
-        (SELECT h.id FROM {schema}.jobs h
-         WHERE n.unique_key IS NOT NULL AND h.unique_key = n.unique_key
-           AND h.state = ANY (string_to_array(n.unique_states, ','))
-         ORDER BY h.state IN ('pending', 'running', 'held') DESC, h.id DESC
-         LIMIT 1) AS held
-    FROM unnest(@kinds::text[], @queues::text[], @args::jsonb[], @run_ats::timestamptz[], @max_attempts::integer[], @timeouts_ms::integer[],
-                @priorities::smallint[], @order_keys::text[], @unique_keys::text[], @unique_states::text[], @payloads::bytea[],
-                @metadatas::jsonb[], @holds::interval[], @backoffs::jsonb[]) WITH ORDINALITY
-        AS n(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, unique_key, unique_states, payload, metadata,
-             hold, backoff, ord)
-    LEFT JOIN {schema}.queues q ON q.name = n.queue
-), job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata,
-                              state, held_until, backoff)
-    SELECT kind, queue, args, coalesce(run_at, now()), max_attempts, timeout_ms, priority,
-        CASE WHEN ordered THEN coalesce(order_key, '') WHEN order_key IS NOT NULL THEN {schema}.not_ordered(queue) END,
-        payload, unique_key, metadata,
-        CASE WHEN hold IS NULL THEN 'pending' ELSE 'held' END, clock_timestamp() + hold, backoff
-    FROM new
-    WHERE held IS NULL
-    ORDER BY ord
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held') DO NOTHING
-    RETURNING id, queue, run_at, priority, unique_key, kind, held_until
-), notified AS (
-    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
-    FROM job
-    WHERE held_until IS NULL
-    GROUP BY queue
-    UNION ALL
-    {announceHeld}
-), keyless AS (
-    -- ids are drawn in insertion order, so the n-th inserted job without a unique key is
-    -- the n-th such job of the input
-    SELECT id, row_number() OVER (ORDER BY id) AS rn FROM job WHERE unique_key IS NULL
-), keyed AS (
-    SELECT unique_key, id,
-        (SELECT min(ord) FROM new WHERE new.unique_key = job.unique_key AND new.held IS NULL) AS first
-    FROM job WHERE unique_key IS NOT NULL
-)
-SELECT n.ord, coalesce(n.held, l.id, k.id, h.id), coalesce(l.id IS NOT NULL OR n.ord = k.first, false)
-FROM (SELECT ord, unique_key, held, row_number() OVER (PARTITION BY unique_key IS NULL ORDER BY ord) AS rn FROM new) n
-LEFT JOIN keyless l ON n.unique_key IS NULL AND l.rn = n.rn
-LEFT JOIN keyed k ON n.held IS NULL AND k.unique_key = n.unique_key
-LEFT JOIN {schema}.jobs h
-    ON n.unique_key IS NOT NULL AND n.held IS NULL AND k.id IS NULL
-    AND h.unique_key = n.unique_key AND h.state IN ('pending', 'running', 'held')
-WHERE (SELECT count(*) FROM notified) >= 0
-ORDER BY n.ord;
+-- name: insertJobs
+-- insert for many jobs, given as aligned arrays (@kinds, @queues, …), with one wakeup per
+-- queue: the schema's insert_jobs (migration 010), which the SQL functions enqueue() and
+-- enqueue_many() call too, so that batches from every producer share one implementation
+-- of unique jobs, ordered queues and wakeups. (One job has statements of its own above:
+-- through insert_jobs it cost the database 50 % more CPU, about 35 µs; see the README.) Each job's id comes back in the order of the arrays, with whether
+-- it was a duplicate of a job holding its unique key. @unique_keys NULL: no job is unique,
+-- and insert_jobs runs a much cheaper statement; else @unique_states holds each unique
+-- job's states, comma-separated. @holds and @backoffs are NULL arrays when no job of the
+-- batch is reserved or has its own retry policy (migration 011).
+SELECT id, duplicate FROM {schema}.insert_jobs(@kinds::text[], @queues::text[], @args::jsonb[], @run_ats::timestamptz[],
+    @max_attempts::integer[], @timeouts_ms::integer[], @priorities::smallint[], @order_keys::text[], @payloads::bytea[],
+    @metadatas::jsonb[], @unique_keys::text[], @unique_states::text[], @holds::interval[], @backoffs::jsonb[]);
 
 -- name: wakes
 -- Whether a job that has just ended (a row of the statement's RETURNING, with its queue,
@@ -172,7 +98,7 @@ CASE WHEN @hold::interval IS NULL THEN 'pending' ELSE 'held' END
 -- earliest deadline of the reservations among the rows of the CTE "job" (with their
 -- held_until; NULL for a job that is not held), if there are any: an expirer sleeps until
 -- the earliest deadline it knows of, and an earlier one must wake it. A boolean, as wake().
-SELECT pg_notify(@channel, 'r:' || floor(extract(epoch FROM min(held_until)) * 1000000)::bigint) IS NULL
+SELECT {schema}.announce_held(@channel, min(held_until))
 FROM job
 HAVING min(held_until) IS NOT NULL
 
@@ -491,6 +417,18 @@ UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = 
 -- has retired (@queue NULL: all). A live client's queue with no row counts as waiting.
 DELETE FROM {schema}.dispatchers WHERE client_id = @client AND (@queue::text IS NULL OR queue = @queue);
 
+-- name: probe
+-- Sends @payload on the schema's channel: the listener's check that notifications reach it.
+SELECT pg_notify(@channel, @payload);
+
+-- name: dispatchersPoll
+-- Records that client @client's dispatchers of @queues never wait for a wakeup: the client
+-- has no listener (Config.PollOnly) and claims every poll interval, so enqueues need not
+-- notify for its sake (see wake, migration 006).
+INSERT INTO {schema}.dispatchers AS d (queue, client_id, waiting)
+SELECT queue, @client, false FROM unnest(@queues::text[]) AS queue
+ON CONFLICT (queue, client_id) DO UPDATE SET waiting = false WHERE d.waiting;
+
 -- name: dispatcherWaits
 -- Records that the dispatcher of @queue on client @client, busy until now, waits for a
 -- wakeup. It commits on its own, before the dispatcher waits for the producers that may
@@ -717,9 +655,6 @@ FROM stuck s
 JOIN {schema}.jobs j ON j.queue = s.queue AND j.kind = s.kind AND j.state = 'pending'
 GROUP BY s.queue, s.kind
 ORDER BY s.queue, s.kind;
-
--- name: uniqueHolder
-SELECT id FROM {schema}.jobs WHERE unique_key = @unique_key AND state IN ('pending', 'running', 'held');
 
 -- name: completeTx
 -- Marks job @id succeeded, with output @output if not NULL, in the caller's transaction —

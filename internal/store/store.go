@@ -41,6 +41,7 @@ type Store struct {
 	d       deleteQueries
 	r       retentionQueries
 	p       periodicQueries
+	dash    dashboardQueries
 }
 
 // stores memoises one Store per schema name. A Store is immutable, so sharing it between
@@ -57,7 +58,8 @@ func For(schema string) (*Store, error) {
 	}
 	quoted := pgx.Identifier{schema}.Sanitize()
 	s := &Store{schema: schema, channel: channelPrefix + schema, q: buildQueries(quoted),
-		d: buildDeleteQueries(quoted), r: buildRetentionQueries(quoted), p: buildPeriodicQueries(quoted)}
+		d: buildDeleteQueries(quoted), r: buildRetentionQueries(quoted), p: buildPeriodicQueries(quoted),
+		dash: buildDashboardQueries(quoted)}
 	actual, _ := stores.LoadOrStore(schema, s)
 	return actual.(*Store), nil
 }

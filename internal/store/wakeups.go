@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -18,6 +19,11 @@ import (
 type queueClientParams struct {
 	Queue  pgtype.Text `db:"queue"` // NULL: every queue
 	Client string      `db:"client"`
+}
+
+type queuesClientParams struct {
+	Queues []string `db:"queues"`
+	Client string   `db:"client"`
 }
 
 type holdersParams struct {
@@ -35,12 +41,28 @@ type vxidsParams struct {
 // client waits for work). Producers that looked for a live client before it may still
 // commit jobs that did not wake it: call [Client.AwaitProducers] for every queue, then
 // claim again.
+//
+// A client that hears no wakeups ([ClientInfo].PollOnly) instead records its dispatchers of
+// the queues it names as never waiting, so that enqueues do not notify for its sake; its
+// claims keep the rows of the queues of its groups so ([Client.Claim]).
 func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
 	if _, err := c.Renew(ctx, nil, ttl); err != nil {
 		return err
 	}
 	if _, err := c.s.q.forgetDispatchers.exec(ctx, c.db, queueClientParams{Client: c.info.ID}); err != nil {
 		return fmt.Errorf("forget the dispatchers of an earlier client %s: %w", c.info.ID, err)
+	}
+	if !c.info.PollOnly {
+		return nil
+	}
+	var named []string
+	for _, q := range c.info.Queues {
+		if !strings.HasSuffix(q, "*") {
+			named = append(named, q)
+		}
+	}
+	if _, err := c.s.q.dispatchersPoll.exec(ctx, c.db, queuesClientParams{Queues: named, Client: c.info.ID}); err != nil {
+		return fmt.Errorf("record that the dispatchers of client %s poll: %w", c.info.ID, err)
 	}
 	return nil
 }

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/cpustat"
+	"github.com/relayq/relay/internal/fleet"
+)
+
+const (
+	scaleoutJobs    = 50_000
+	scaleoutWorkers = 200 // in all, however many clients share them
+	scaleoutIdle    = 15 * time.Second
+	scaleoutPrefix  = "relay-bench-so-" // application_name of the worker processes' pools
+)
+
+// runScaleout drains one backlog with the same total workers spread over 1 client and
+// over -clients clients, each a process of its own (package fleet), as pods would be: the
+// ratio of the two throughputs is what scaling out costs. Before each drain the clients
+// sit idle for a while, which measures what each costs the database when there is no work:
+// connections and transactions per second.
+func runScaleout(ctx context.Context, b *bench) (*RunResult, error) {
+	n := b.opts.clients
+	res := &RunResult{}
+	var one float64
+	for _, layout := range []struct {
+		label          string
+		procs, perProc int
+	}{
+		{"1 client", 1, 1},
+		{fmt.Sprintf("%d clients in 1 process", n), 1, n},
+		{fmt.Sprintf("%d client processes", n), n, 1},
+	} {
+		m, rate, err := scaleoutPhase(ctx, b, layout.label, layout.procs, layout.perProc)
+		if err != nil {
+			return nil, err
+		}
+		res.Metrics = append(res.Metrics, m...)
+		switch {
+		case layout.procs*layout.perProc == 1:
+			one = rate
+		case layout.procs == 1: // what more clients cost, without more processes
+			res.Metrics = append(res.Metrics, Metric{Name: "throughput ratio: " + layout.label + " / 1 client", Unit: unitRatio, Value: rate / one})
+		default:
+			res.Metrics = append(res.Metrics, Metric{
+				Name: "throughput ratio: " + layout.label + " / 1 client", Unit: unitRatio, Value: rate / one, Target: atLeast(0.8),
+			})
+		}
+	}
+	return res, nil
+}
+
+// scaleoutPhase starts procs worker processes of perProc clients each, sharing
+// scaleoutWorkers workers, measures them idle, then drains scaleoutJobs jobs enqueued in
+// one transaction; it returns its metrics, named with label, and the drain's throughput.
+func scaleoutPhase(ctx context.Context, b *bench, label string, procs, perProc int) ([]Metric, float64, error) {
+	clients := procs * perProc
+	b.db.adminStatements++
+	if _, err := b.db.admin.Exec(ctx, "TRUNCATE "+b.db.jobsTable()); err != nil {
+		return nil, 0, err
+	}
+	running := make([]*fleet.Proc, 0, procs)
+	stopAll := func() {
+		for _, p := range running {
+			if err := p.Stop(30 * time.Second); err != nil {
+				b.log.Warn("stop worker process", "error", err)
+			}
+		}
+		running = nil
+	}
+	defer stopAll()
+	for i := range procs {
+		id := fmt.Sprintf("%s%d-%d-%d", scaleoutPrefix, procs, perProc, i)
+		p, err := fleet.Start(fleet.Spec{
+			URL: b.db.url, Schema: b.opts.schema, ID: id, App: id, PoolConns: int32(b.opts.poolConns),
+			Queue: benchQueue, Workers: scaleoutWorkers / clients, Clients: perProc,
+		}, io.Discard)
+		if err != nil {
+			return nil, 0, err
+		}
+		running = append(running, p)
+	}
+	for _, p := range running {
+		if err := p.WaitReady(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
+
+	// Idle: what the clients cost the database with nothing to do.
+	s0, err := b.db.snapshot(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	select {
+	case <-time.After(scaleoutIdle):
+	case <-ctx.Done():
+		return nil, 0, context.Cause(ctx)
+	}
+	s1, err := b.db.snapshot(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	conns, err := scaleoutConns(ctx, b)
+	if err != nil {
+		return nil, 0, err
+	}
+	idle := workBetween(s0, s1)
+
+	// Drain: the whole backlog commits at once.
+	cpu0 := cpustat.Take(b.db.postmasterPID())
+	committed, err := enqueueBacklog(ctx, b, scaleoutJobs)
+	if err != nil {
+		return nil, 0, err
+	}
+	var done time.Time
+	if !waitFor(ctx, 5*time.Minute, time.Millisecond, func() bool {
+		c, err := b.db.countSucceeded(ctx)
+		done = time.Now()
+		return err == nil && c >= scaleoutJobs
+	}) {
+		return nil, 0, fmt.Errorf("scaleout (%s): the backlog did not drain within 5 minutes", label)
+	}
+	cpu := cpuMetrics(cpu0, cpustat.Take(b.db.postmasterPID()))
+	// Backends flush their statistics as they exit: stop the clients before reading them
+	// (their few statements of stopping are counted too).
+	stopAll()
+	if err := waitScaleoutGone(ctx, b); err != nil {
+		return nil, 0, err
+	}
+	s2, err := b.db.snapshot(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	rate := scaleoutJobs / done.Sub(committed).Seconds()
+	ms := []Metric{
+		{Name: label + ": throughput (commit → last outcome)", Unit: unitRate, Value: rate},
+		{Name: label + ": idle transactions/s per client", Unit: unitFloat, Value: float64(idle.Xacts) / scaleoutIdle.Seconds() / float64(clients)},
+		{Name: label + ": idle connections per client", Unit: unitFloat, Value: float64(conns) / float64(clients)},
+		{Name: label + ": transactions/job while draining", Unit: unitFloat, Value: float64(workBetween(s1, s2).Xacts) / scaleoutJobs},
+	}
+	for _, m := range cpu {
+		m.Name = label + ": " + m.Name
+		ms = append(ms, m)
+	}
+	return ms, rate, nil
+}
+
+// waitScaleoutGone waits until the worker processes' connections have closed.
+func waitScaleoutGone(ctx context.Context, b *bench) error {
+	if !waitFor(ctx, 15*time.Second, 10*time.Millisecond, func() bool {
+		n, err := scaleoutConns(ctx, b)
+		return err == nil && n == 0
+	}) {
+		return errors.New("scaleout: worker processes' connections still open 15 s after they stopped")
+	}
+	time.Sleep(50 * time.Millisecond) // as waitBackendsGone: the flush follows the exit
+	return nil
+}
+
+// enqueueBacklog enqueues n no-op fleet jobs in one transaction and returns when it
+// committed.
+func enqueueBacklog(ctx context.Context, b *bench, n int) (time.Time, error) {
+	specs := make([]relay.JobSpec, 0, drainBatch)
+	b.db.adminStatements++
+	tx, err := b.db.admin.Begin(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer tx.Rollback(ctx)
+	opts := b.enqueueOpts(benchQueue)
+	for k := 0; k < n; k += drainBatch {
+		specs = specs[:0]
+		for range min(drainBatch, n-k) {
+			specs = append(specs, fleet.Kind.Job(fleet.Work{}))
+		}
+		if _, err := relay.EnqueueMany(ctx, tx, specs, opts...); err != nil {
+			return time.Time{}, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return time.Time{}, err
+	}
+	return time.Now(), nil
+}
+
+// scaleoutConns counts the connections the worker processes hold, their listeners' too.
+func scaleoutConns(ctx context.Context, b *bench) (int, error) {
+	b.db.adminStatements++
+	var n int
+	err := b.db.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name LIKE ANY ($1)`,
+		[]string{scaleoutPrefix + "%", relay.ListenerApplicationName(scaleoutPrefix) + "%", relay.ReservedApplicationName(scaleoutPrefix) + "%"}).Scan(&n)
+	return n, err
+}
