@@ -57,6 +57,8 @@ type Client struct {
 	keeper      *lease.Keeper
 	keeperSvc   *lifecycle.Service
 	rescuerSvc  *lifecycle.Service
+	expirer     *lease.Expirer
+	expirerSvc  *lifecycle.Service
 	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
 	watchSvc    *lifecycle.Service // warns of jobs no live client can run
 	reviverSvc  *lifecycle.Service // see reviveAfterLapses
@@ -221,8 +223,12 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		c.events.rescued(r.Jobs, time.Now())
 		return r, err
 	}
-	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: c.recovery.observed(rescue), MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
+	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: observed(c.recovery, rescue), MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, c.rescuer.Run)
+	// Reservations are announced by NOTIFY (see onNotify), so its poll only covers what
+	// nothing announces: the fallback poll of the queues will do.
+	c.expirer = lease.NewExpirer(lease.ExpirerConfig{Expire: observed(c.recovery, jobs.Expire), MaxWait: cfg.PollInterval, Logger: cfg.Logger})
+	c.expirerSvc = lifecycle.Go(background, c.expirer.Run)
 
 	var slots *dispatcher.Slots
 	if cfg.MaxWorkers > 0 {
@@ -365,6 +371,7 @@ func (c *Client) Stop(ctx context.Context) error {
 func (c *Client) stopServices(ctx context.Context) error {
 	c.cancelWork()
 	c.rescuerSvc.Stop()
+	c.expirerSvc.Stop()
 	var err error
 	if werr := c.writerSvc.Stop(); werr != nil {
 		err = fmt.Errorf("relay: stop: writing outcomes: %w", werr)
@@ -439,6 +446,10 @@ func (c *Client) onNotify(payload string) {
 		}
 		return
 	}
+	if deadline, ok := store.ParseReservation(payload); ok {
+		c.expirer.Notify(deadline)
+		return
+	}
 	if queue, ok := store.ParseQueueControl(payload); ok {
 		// The queue's settings changed, or it was paused or resumed: its next claim reads them.
 		c.queues.with(queue, (*dispatcher.Dispatcher).Wake)
@@ -459,6 +470,7 @@ func (c *Client) listening() {
 	c.listens.Add(1)
 	c.recovery.worked()
 	c.wakeAll()
+	c.expirer.Notify(time.Time{}) // deadlines announced while it was not listening
 }
 
 // wakeAll makes every dispatcher look for work from the head of its queue.
@@ -473,6 +485,7 @@ func (c *Client) databaseBack() {
 	c.queues.each((*dispatcher.Dispatcher).Retry)
 	c.keeper.Recover()
 	c.rescuer.Recover()
+	c.expirer.Notify(time.Time{})
 	c.writer.Recover()
 }
 

@@ -84,6 +84,10 @@ type Config struct {
 	// may save; default [DefaultMaxSize]. A larger one is refused with an error wrapping
 	// [ErrTooLarge], and nothing is written.
 	MaxCheckpointSize int
+	// MaxErrorDataSize is the most bytes, as JSON, the data of a failed attempt's error may
+	// take ([ErrorData]); default [DefaultMaxErrorDataSize]. Larger data is not recorded:
+	// the attempt is, with [Attempt].DataError saying so.
+	MaxErrorDataSize int
 	// ReservedConns is how many connections of its own the client may open, with the
 	// settings of the pool given to [Client.Start], for its own statements (claims, lease
 	// renewals, rescues, outcomes) while the application holds every connection of that
@@ -205,6 +209,9 @@ func (c Config) withDefaults() (Config, error) {
 		return c, err
 	}
 	if c.MaxCheckpointSize, err = sizeSetting(ErrInvalidConfig, checkpointLimit, c.MaxCheckpointSize); err != nil {
+		return c, err
+	}
+	if c.MaxErrorDataSize, err = sizeSetting(ErrInvalidConfig, errorDataLimit, c.MaxErrorDataSize); err != nil {
 		return c, err
 	}
 	switch {

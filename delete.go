@@ -18,8 +18,8 @@ var ErrJobRunning = errors.New("relay: a running job cannot be deleted; cancel i
 
 // DeleteJob deletes job id, whatever its state but running: a running job returns an
 // error wrapping [ErrJobRunning], and is left as it is; an unknown id, [ErrJobNotFound].
-// A failed job that blocks its key of an ordered queue frees the key, as a cancel would.
-// Deleting a periodic job does not make its slot run again.
+// A failed job that blocks its key of an ordered queue, or a held reservation ([Reserved]),
+// frees the key, as a cancel would. Deleting a periodic job does not make its slot run again.
 func DeleteJob(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 	if err := checkDB(db, "DeleteJob"); err != nil {
 		return err
@@ -78,7 +78,7 @@ func (s SchemaOption) applyBulk(o *bulkOptions) { o.schema = string(s) }
 // opts: [DryRun], [Schema].
 func DeleteJobs(ctx context.Context, db DB, f ListFilter, opts ...BulkOption) (int64, error) {
 	return bulk(ctx, db, "DeleteJobs", store.BulkDelete, f, opts,
-		[]JobState{StatePending, StateScheduled, StateSucceeded, StateFailed, StateCancelled})
+		[]JobState{StatePending, StateScheduled, StateHeld, StateSucceeded, StateFailed, StateCancelled})
 }
 
 // RetryJobs puts the failed and cancelled jobs that f selects back to run now, as [Retry]
@@ -91,14 +91,15 @@ func RetryJobs(ctx context.Context, db DB, f ListFilter, opts ...BulkOption) (in
 	return bulk(ctx, db, "RetryJobs", store.BulkRetry, f, opts, []JobState{StateFailed, StateCancelled})
 }
 
-// CancelJobs cancels the pending, scheduled and running jobs that f selects, as [Cancel]
-// does each (the clients running them cancel their handlers), and returns how many (with
-// [DryRun], how many it would cancel). f.States may name [StatePending],
-// [StateScheduled] and [StateRunning]; without States, all three. A failed job that blocks
+// CancelJobs cancels the pending, scheduled, running and held jobs that f selects, as
+// [Cancel] does each (the clients running them cancel their handlers; reservations are
+// given up), and returns how many (with [DryRun], how many it would cancel). f.States may
+// name [StatePending], [StateScheduled], [StateRunning] and [StateHeld]; without States,
+// all four. A failed job that blocks
 // its ordered key is cancelled with [Cancel], one at a time, or retried with
 // [RetryJobs]. Otherwise f selects, and the jobs are changed, as for [DeleteJobs].
 func CancelJobs(ctx context.Context, db DB, f ListFilter, opts ...BulkOption) (int64, error) {
-	return bulk(ctx, db, "CancelJobs", store.BulkCancel, f, opts, []JobState{StatePending, StateScheduled, StateRunning})
+	return bulk(ctx, db, "CancelJobs", store.BulkCancel, f, opts, []JobState{StatePending, StateScheduled, StateRunning, StateHeld})
 }
 
 // bulk runs action on the jobs f selects among those in the states it applies to.

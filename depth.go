@@ -12,13 +12,14 @@ type QueueDepth struct {
 	Pending   int64 // due, waiting for a worker
 	Scheduled int64 // pending, due later
 	Running   int64
+	Held      int64 // reservations not yet committed ([Reserved])
 	// OldestDue is how long ago the earliest due pending job became due, on the database's
 	// clock; zero when none is due.
 	OldestDue time.Duration
 }
 
 // QueueDepths returns the depth of every queue that has unfinished jobs, in one statement
-// that reads only the indexes of pending and running jobs: its cost is what the unfinished
+// that reads only the indexes of pending, running and held jobs: its cost is what the unfinished
 // jobs number, however many finished jobs the table keeps (unlike [CountJobs]), so that
 // metrics can read it on every collection. opts: [Schema].
 func QueueDepths(ctx context.Context, db DB, opts ...JobOption) (map[string]QueueDepth, error) {
@@ -43,6 +44,8 @@ func QueueDepths(ctx context.Context, db DB, opts ...JobOption) (map[string]Queu
 			q.Scheduled = d.N
 		case StateRunning:
 			q.Running = d.N
+		case StateHeld:
+			q.Held = d.N
 		}
 		out[d.Queue] = q
 	}

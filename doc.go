@@ -66,8 +66,16 @@
 //
 // Queues ([Queue], [QueueConfig]) are lanes with their own workers; [SetQueue] makes one
 // ordered by key, blocking on failure, or limited cluster-wide, and [PauseQueue] pauses it
-// on every client. Jobs can be scheduled ([RunAt]), prioritised ([Priority]) and made
-// unique ([Unique]).
+// on every client. Jobs can be scheduled ([RunAt]), prioritised ([Priority]), made
+// unique ([Unique]) and given a retry policy of their own ([Backoff]).
+//
+// A producer can reserve a job's place before it knows whether the work goes ahead
+// ([Reserved]): the job is held — its ordered key waits behind it, its unique key is
+// taken — until the producer commits it in a later transaction ([CommitJobs]), or its
+// deadline passes and it ends cancelled with reason [ReasonExpired], never having run.
+// Every client expires lapsed reservations, each exactly once, within milliseconds of the
+// deadline. A handler's error can carry structured data ([ErrorData], [DataError]),
+// recorded as JSON with its attempt ([Attempt].Data, [Attempt.DecodeData]).
 //
 // Periodic jobs are registered like handlers ([Schedule], with [Cron] or [Every]), and
 // finished jobs are deleted once their retention has passed ([Config].Retention); every
@@ -97,8 +105,8 @@
 //     [ErrNilDB], [ErrTooLarge] …), listing ([ListJobs], [CountJobs]) and operator actions.
 //   - [github.com/relayq/relay/dispatcher]: one queue's claim loop, worker slots and the
 //     fair share of a client-wide limit. It claims through a [dispatcher.Claimer].
-//   - [github.com/relayq/relay/lease]: lease renewal (the heartbeat) and rescue, through a
-//     [lease.Renewer]. Neither package imports relay; relay implements their interfaces.
+//   - [github.com/relayq/relay/lease]: lease renewal (the heartbeat), rescue, and the
+//     expiry of lapsed reservations, through a [lease.Renewer] and functions relay gives. Neither package imports relay; relay implements their interfaces.
 //   - [github.com/relayq/relay/listener] and [github.com/relayq/relay/backoff]: a LISTEN
 //     connection that reconnects, and retry delays; they know nothing of jobs.
 //   - internal/store: all SQL, in .sql files bound to one schema; internal/outcome: the

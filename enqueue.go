@@ -196,9 +196,18 @@ func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
 			return store.NewJob{}, fmt.Errorf("%w: MaxArgsSize must be at least 1, got %d", ErrInvalidJob, maxSize)
 		}
 	}
+	if o.backoff != nil {
+		if err := o.backoff.Validate(); err != nil {
+			return store.NewJob{}, fmt.Errorf("%w: Backoff: %w", ErrInvalidJob, err)
+		}
+	}
+	if o.reserved && o.hold <= 0 {
+		return store.NewJob{}, fmt.Errorf("%w: Reserved needs a positive time to hold the job for, got %v", ErrInvalidJob, o.hold)
+	}
 	j := store.NewJob{
 		Kind: kind, Queue: o.queue, RunAt: runAt, MaxAttempts: maxAttempts, Timeout: o.timeout,
 		Priority: o.priority, OrderKey: o.orderKey, UniqueKey: o.uniqueKey, UniqueIn: uniqueIn,
+		Hold: o.hold, Backoff: o.backoff,
 	}
 	whose := func() string { return fmt.Sprintf("of kind %q", kind) }
 	if raw, ok := args.([]byte); ok {
@@ -226,8 +235,8 @@ func newJob(kind string, args any, o enqueueOptions) (store.NewJob, error) {
 	return j, nil
 }
 
-// uniqueStates are the stored states in which a unique job holds its key: pending and
-// running always, and whichever finished states the producer named.
+// uniqueStates are the stored states in which a unique job holds its key: pending, running
+// and held always, and whichever finished states the producer named.
 func uniqueStates(o enqueueOptions) ([]string, error) {
 	switch {
 	case !o.unique:
@@ -238,10 +247,10 @@ func uniqueStates(o enqueueOptions) ([]string, error) {
 	if err := validateKey("Unique key", o.uniqueKey); err != nil {
 		return nil, err
 	}
-	in := []string{store.StatePending, store.StateRunning}
+	in := []string{store.StatePending, store.StateRunning, store.StateHeld}
 	for _, st := range o.uniqueIn {
 		switch st {
-		case StatePending, StateScheduled, StateRunning: // always held
+		case StatePending, StateScheduled, StateRunning, StateHeld: // always held
 		case StateSucceeded, StateFailed, StateCancelled:
 			if !slices.Contains(in, string(st)) {
 				in = append(in, string(st))

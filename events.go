@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/json"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,8 +24,11 @@ type Event struct {
 	State JobState
 	// Reason is one of the Reason constants ([ReasonSnoozed] for a snooze, say); empty
 	// for a success.
-	Reason      string
-	Error       string
+	Reason string
+	Error  string
+	// Data is the structured data the attempt's error carried ([ErrorData]), as JSON; nil
+	// if none.
+	Data        json.RawMessage
 	ScheduledAt time.Time // when the attempt was due
 	StartedAt   time.Time // when its handler began
 	EndedAt     time.Time // when its handler returned
@@ -149,7 +153,7 @@ func (h *eventHub) deliver(e Event) {
 func eventOf(o store.Outcome) Event {
 	return Event{
 		JobID: o.ID, Kind: o.Kind, Queue: o.Queue, Attempt: o.Attempt, State: JobState(o.State),
-		Reason: o.Reason, Error: o.Error, ScheduledAt: o.ScheduledAt, StartedAt: o.StartedAt, EndedAt: o.EndedAt,
+		Reason: o.Reason, Error: o.Error, Data: o.Data, ScheduledAt: o.ScheduledAt, StartedAt: o.StartedAt, EndedAt: o.EndedAt,
 	}
 }
 
@@ -159,7 +163,7 @@ func (h *eventHub) cancelled(o store.Outcome) {
 		return
 	}
 	e := eventOf(o)
-	e.State, e.Reason, e.Error, e.RetryAt, e.CompletedTx = StateCancelled, ReasonCancelled, "", time.Time{}, false
+	e.State, e.Reason, e.Error, e.Data, e.RetryAt, e.CompletedTx = StateCancelled, ReasonCancelled, "", nil, time.Time{}, false
 	h.emit(e)
 }
 
@@ -181,7 +185,7 @@ func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) 
 			}
 		case o.CompletedTx:
 			// The outcome was ignored because the handler's transaction had completed the job.
-			e.State, e.Reason, e.Error, e.CompletedTx = StateSucceeded, "", "", true
+			e.State, e.Reason, e.Error, e.Data, e.CompletedTx = StateSucceeded, "", "", nil, true
 		default:
 			continue // not this client's any more
 		}

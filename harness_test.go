@@ -51,6 +51,7 @@ var workerRoles = map[string]func(w *workerSide) (*relay.Client, error){
 	"crash":   crashWorker,   // crash_test.go
 	"effects": effectsWorker, // exactly_once_test.go
 	"steps":   stepsWorker,   // exactly_once_test.go
+	"reserve": reserveWorker, // reserve_test.go
 }
 
 // workerSide is what a role sees of its worker process.

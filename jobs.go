@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/internal/store"
 )
 
@@ -26,7 +27,8 @@ type JobOption interface{ applyJob(*jobOptions) }
 
 type jobOptions struct{ schema string }
 
-// Cancel cancels job id. A pending or scheduled job will never run; a running job ends
+// Cancel cancels job id. A pending, scheduled or held job will never run (cancelling a
+// reservation gives it up at once, without waiting for its deadline); a running job ends
 // cancelled at once and the client running it cancels its handler's context (with cause
 // [ErrCancelled]) within milliseconds, by NOTIFY. A failed job that blocks its key of an
 // ordered queue is cancelled too, which lets the jobs behind it run (see [SetQueue]).
@@ -46,7 +48,7 @@ func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 		return fmt.Errorf("%w: %d", ErrJobNotFound, id)
 	case err != nil:
 		return fmt.Errorf("relay: cancel job %d: %w", id, err)
-	case was != store.StatePending && was != store.StateRunning && !blocking:
+	case was != store.StatePending && was != store.StateRunning && was != store.StateHeld && !blocking:
 		return fmt.Errorf("%w: job %d is %s", ErrJobFinished, id, was)
 	}
 	return nil
@@ -54,7 +56,9 @@ func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 
 // Retry puts a failed or cancelled job back to run now. A job that had used up its
 // attempts is given one more. Any other state returns an error wrapping
-// [ErrJobNotRetryable]; an unknown id, [ErrJobNotFound].
+// [ErrJobNotRetryable], and so does a reservation that was never committed ([Reserved]):
+// it expired or was cancelled while held, and its producer decided it must not run. An
+// unknown id returns [ErrJobNotFound].
 func Retry(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 	if err := checkDB(db, "Retry"); err != nil {
 		return err
@@ -63,7 +67,7 @@ func Retry(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 	if err != nil {
 		return err
 	}
-	was, err := s.Retry(ctx, db, id)
+	was, uncommitted, err := s.Retry(ctx, db, id)
 	switch {
 	case errors.Is(err, store.ErrNoJob):
 		return fmt.Errorf("%w: %d", ErrJobNotFound, id)
@@ -73,6 +77,8 @@ func Retry(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 		return fmt.Errorf("relay: retry job %d: %w", id, err)
 	case was != store.StateFailed && was != store.StateCancelled:
 		return fmt.Errorf("%w: job %d is %s", ErrJobNotRetryable, id, was)
+	case uncommitted:
+		return fmt.Errorf("%w: job %d is a reservation that was never committed; enqueue the work anew if it is to run", ErrJobNotRetryable, id)
 	}
 	return nil
 }
@@ -80,7 +86,9 @@ func Retry(ctx context.Context, db DB, id int64, opts ...JobOption) error {
 // JobState is the state of a job as [GetJob] reports it.
 type JobState string
 
-// Job states. Scheduled is a pending job whose time has not come.
+// Job states. Scheduled is a pending job whose time has not come. Held is a reservation
+// ([Reserved]) not yet committed ([CommitJobs]): it keeps its place but never runs until it
+// is committed, and is cancelled (reason [ReasonExpired]) if its deadline passes first.
 const (
 	StatePending   JobState = "pending"
 	StateScheduled JobState = "scheduled"
@@ -88,6 +96,7 @@ const (
 	StateSucceeded JobState = "succeeded"
 	StateFailed    JobState = "failed"
 	StateCancelled JobState = "cancelled"
+	StateHeld      JobState = "held"
 )
 
 // Failure reasons recorded in a job's [Attempt] history.
@@ -106,6 +115,10 @@ const (
 	// 57014), or a connection could not be made or was closed. Retried at once, and not
 	// counted against MaxAttempts (see the README's "Delivery semantics").
 	ReasonInfrastructure = store.ReasonInfrastructure
+	// ReasonExpired: a reservation's deadline passed before it was committed. Its entry in
+	// the history is not an attempt (Number 0: the job never ran); Client is the client
+	// that expired it.
+	ReasonExpired = store.ReasonExpired
 )
 
 // Attempt is one attempt of a job, from its history.
@@ -120,6 +133,14 @@ type Attempt struct {
 	Reason  string // one of the Reason constants; empty for a success
 	Error   string
 	Stack   string // for a panic
+	// Data is the structured data the handler's error carried ([ErrorData], [DataError]),
+	// as JSON; nil if none. [Attempt.DecodeData] decodes it into the type the handler
+	// recorded.
+	Data json.RawMessage
+	// DataError says why the data the error carried was not recorded (it did not encode
+	// as JSON, or was over [Config].MaxErrorDataSize); the attempt's outcome was recorded
+	// all the same.
+	DataError string
 }
 
 // JobRecord is a job as stored, with its history.
@@ -166,6 +187,16 @@ type JobRecord struct {
 	// Sizes are the bytes Args, Checkpoint, Output, Payload and Metadata take in the table.
 	// [ListJobs] reports them also when it leaves the values themselves out.
 	Sizes ValueSizes
+	// HeldUntil is the deadline of a job enqueued as a reservation ([Reserved]): while it
+	// is held, when it expires unless committed ([CommitJobs]) or extended
+	// ([ExtendReservation]); afterwards, the last deadline it had. Zero for other jobs.
+	HeldUntil time.Time
+	// CommittedAt is when a reservation was committed; zero while it is held, for one that
+	// expired or was cancelled uncommitted, and for other jobs.
+	CommittedAt time.Time
+	// Backoff is the job's own retry policy ([Backoff] given to [Enqueue]); nil if it
+	// retries by its kind's.
+	Backoff *backoff.Policy
 }
 
 // ValueSizes are the bytes a job's values take as PostgreSQL stores them, 0 for none: JSON
@@ -206,6 +237,7 @@ func newJobRecord(r *store.Record) *JobRecord {
 		Sizes: ValueSizes{
 			Args: r.ArgsSize, Checkpoint: r.CheckpointSize, Output: r.OutputSize, Payload: r.PayloadSize, Metadata: r.MetadataSize,
 		},
+		HeldUntil: r.HeldUntil, CommittedAt: r.CommittedAt, Backoff: r.Backoff,
 	}
 	if r.UniqueKey != nil {
 		rec.UniqueKey = *r.UniqueKey
@@ -216,7 +248,7 @@ func newJobRecord(r *store.Record) *JobRecord {
 	for _, a := range r.Attempts {
 		rec.Attempts = append(rec.Attempts, Attempt{
 			Number: a.Attempt, StartedAt: a.StartedAt, EndedAt: a.EndedAt, Client: a.Client,
-			Outcome: a.Outcome, Reason: a.Reason, Error: a.Error, Stack: a.Stack,
+			Outcome: a.Outcome, Reason: a.Reason, Error: a.Error, Stack: a.Stack, Data: a.Data, DataError: a.DataError,
 		})
 	}
 	if rec.State == StateSucceeded {

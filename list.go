@@ -77,9 +77,9 @@ type JobPage struct {
 //     the index jobs_finished_idx per state;
 //   - finished jobs of every queue: two index probes per queue that holds jobs in the
 //     state, then such ranges of at most f.Limit queues;
-//   - pending, scheduled and running jobs: the claim and lease indexes, which hold only
-//     them; they are sorted by id, so a page costs what the unfinished jobs (of f.Queue,
-//     if set) number.
+//   - pending, scheduled, running and held jobs: the claim, lease and held indexes, which
+//     hold only them; they are sorted by id, so a page costs what the unfinished jobs (of
+//     f.Queue, if set) number.
 //
 // f.Kind, f.From and f.To are checked entry by entry (on the index entry itself, for
 // finished jobs): a page reads as many entries as it takes to find f.Limit matches or to
@@ -115,7 +115,7 @@ func ListJobs(ctx context.Context, db DB, f ListFilter, opts ...JobOption) (*Job
 	return page, nil
 }
 
-var allStates = []JobState{StatePending, StateScheduled, StateRunning, StateSucceeded, StateFailed, StateCancelled}
+var allStates = []JobState{StatePending, StateScheduled, StateRunning, StateHeld, StateSucceeded, StateFailed, StateCancelled}
 
 // validate checks f as a page of ListJobs and returns it as the store takes it.
 func (f ListFilter) validate() (store.ListFilter, error) {
@@ -197,9 +197,10 @@ func (c Cursor) id() (int64, error) {
 }
 
 // StateCounts counts jobs by state. Pending counts due jobs only; Scheduled counts the
-// pending jobs whose run_at is later than now, on the database's clock.
+// pending jobs whose run_at is later than now, on the database's clock; Held counts the
+// reservations not yet committed ([Reserved]).
 type StateCounts struct {
-	Pending, Scheduled, Running, Succeeded, Failed, Cancelled int64
+	Pending, Scheduled, Running, Succeeded, Failed, Cancelled, Held int64
 }
 
 // Get returns the count of state s (0 for a state that is not one of the [JobState]
@@ -218,13 +219,15 @@ func (c StateCounts) Get(s JobState) int64 {
 		return c.Failed
 	case StateCancelled:
 		return c.Cancelled
+	case StateHeld:
+		return c.Held
 	}
 	return 0
 }
 
 // Total is the sum of all states.
 func (c StateCounts) Total() int64 {
-	return c.Pending + c.Scheduled + c.Running + c.Succeeded + c.Failed + c.Cancelled
+	return c.Pending + c.Scheduled + c.Running + c.Succeeded + c.Failed + c.Cancelled + c.Held
 }
 
 func (c *StateCounts) add(s JobState, n int64) {
@@ -241,6 +244,8 @@ func (c *StateCounts) add(s JobState, n int64) {
 		c.Failed += n
 	case StateCancelled:
 		c.Cancelled += n
+	case StateHeld:
+		c.Held += n
 	}
 }
 
@@ -255,7 +260,7 @@ type JobCounts struct {
 // CountJobs counts the jobs of every queue by state, exactly, in one statement (so from
 // one snapshot).
 //
-// Pending, scheduled and running jobs are counted from their small partial indexes: that
+// Pending, scheduled, running and held jobs are counted from their small partial indexes: that
 // part costs what the unfinished jobs number. Finished jobs are counted by an index-only
 // scan of jobs_finished_idx, one (state, queue) range at a time: its cost grows with the
 // number of finished jobs the table keeps (about 150 ms per 2 million on a 2-core

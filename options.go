@@ -54,6 +54,9 @@ type enqueueOptions struct {
 	metadata        map[string]string
 	maxMetadataSize *int // nil: DefaultMaxMetadataSize
 	middleware      []EnqueueMiddleware
+	backoff         *backoff.Policy // nil: the kind's
+	reserved        bool            // Reserved was given, for hold
+	hold            time.Duration
 }
 
 type migrateOptions struct{ schema string }
@@ -173,12 +176,39 @@ type maxArgsSizeOption int
 
 func (n maxArgsSizeOption) applyEnqueue(o *enqueueOptions) { v := int(n); o.maxArgsSize = &v }
 
-// Backoff sets the retry delays of a kind's failed attempts, instead of [Config].Backoff.
-func Backoff(p backoff.Policy) HandleOption { return backoffOption(p) }
+// Backoff sets the delays between the retries of failed attempts. As a [HandleOption] it
+// applies to a kind's jobs, instead of [Config].Backoff; as an [EnqueueOption], to one job,
+// instead of its kind's (or the client's): stored with the job, so that whichever client
+// runs it retries it so. A delay the handler chooses ([RetryAfter]) still wins.
+//
+// The policy must be valid ([backoff.Policy.Validate]: a positive Initial, a finite
+// Multiplier of at least 1, a Max of at least Initial, a Jitter from 0 to 1), and its
+// largest delay, Max × (1 + Jitter), must fit a [time.Duration]; otherwise [Enqueue]
+// refuses the job with [ErrInvalidJob] and [Handle] the kind with [ErrInvalidConfig].
+func Backoff(p backoff.Policy) BackoffOption { return BackoffOption(p) }
 
-type backoffOption backoff.Policy
+// BackoffOption is the option made by [Backoff].
+type BackoffOption backoff.Policy
 
-func (b backoffOption) applyHandle(k *kindConfig) { p := backoff.Policy(b); k.backoff = &p }
+func (b BackoffOption) applyHandle(k *kindConfig)      { p := backoff.Policy(b); k.backoff = &p }
+func (b BackoffOption) applyEnqueue(o *enqueueOptions) { p := backoff.Policy(b); o.backoff = &p }
+
+// Reserved enqueues the job as a reservation, held for within: it exists at once and keeps
+// its place — in an ordered queue the jobs enqueued after it in its key wait behind it,
+// and its [Unique] key is taken — but it never runs until its producer commits it with
+// [CommitJobs], in a later transaction, typically with the producer's own writes. If
+// nobody commits it (or extends it, [ExtendReservation]) within that time, it expires: it
+// ends cancelled with reason [ReasonExpired], without running, and its key moves on. The
+// deadline is measured on the database's clock from the insert; within must be positive.
+//
+// Commit the enqueueing transaction before the work the reservation waits for (a call to
+// a payment provider, say): until then other transactions cannot see the job, and jobs
+// enqueued behind it by them do not wait for it.
+func Reserved(within time.Duration) EnqueueOption { return reservedOption(within) }
+
+type reservedOption time.Duration
+
+func (r reservedOption) applyEnqueue(o *enqueueOptions) { o.reserved, o.hold = true, time.Duration(r) }
 
 // Schema selects the PostgreSQL schema relay's tables live in (default [DefaultSchema]).
 // It is an [EnqueueOption], a [MigrateOption] and a [JobOption]; a [Client] takes it from

@@ -120,7 +120,7 @@ func TestPollOnlyThroughPgBouncerAlone(t *testing.T) {
 
 	var listeners int
 	if err := direct.QueryRow(context.Background(),
-		`SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'relay listener %'`).Scan(&listeners); err != nil {
+		`SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'relay listener %' AND datname = current_database()`).Scan(&listeners); err != nil {
 		t.Fatal(err)
 	}
 	if listeners != 0 {

@@ -81,10 +81,10 @@ func (o observedRenewer) Renew(ctx context.Context, held []lease.Held, ttl time.
 	return r, err
 }
 
-// observed wraps a rescue function so that it tells recovery how it went.
-func (r *recovery) observed(rescue func(ctx context.Context, limit int) (lease.Rescued, error)) func(context.Context, int) (lease.Rescued, error) {
-	return func(ctx context.Context, limit int) (lease.Rescued, error) {
-		res, err := rescue(ctx, limit)
+// observed wraps a sweep's pass (a rescue, an expiry) so that it tells r how it went.
+func observed[T any](r *recovery, pass func(ctx context.Context, limit int) (T, error)) func(context.Context, int) (T, error) {
+	return func(ctx context.Context, limit int) (T, error) {
+		res, err := pass(ctx, limit)
 		r.observe(err)
 		return res, err
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/backoff"
 )
 
 // attemptRecord is what a handler saw on one attempt.
@@ -184,4 +186,76 @@ func TestPanickingHandlerIsRecordedAndRetried(t *testing.T) {
 	ok := enqueue(b, kind, numArgs{N: 1})
 	recv(t, attempts, "a job after the panics")
 	b.waitState("succeeded", ok)
+}
+
+// A job enqueued with a backoff policy of its own is retried by it — the kind's policy and
+// the client's stay the default of other jobs — and its record says so. Policies that
+// would make negative or overflowing delays are refused at enqueue.
+func TestJobOwnBackoffPolicyDecidesItsRetries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	hour := backoff.Policy{Initial: time.Hour, Multiplier: 1, Max: time.Hour}
+	c := b.client(relay.Config{Backoff: hour})
+	events := b.subscribe(c, 16)
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		if job.Attempt <= job.Args.N {
+			return fmt.Errorf("boom %d", job.Attempt)
+		}
+		return nil
+	}, relay.Backoff(backoff.Policy{Initial: 2 * time.Hour, Multiplier: 1, Max: 2 * time.Hour}))
+	b.start(c)
+
+	// 40 ms, then ×3 capped at 100 ms, without jitter: every delay is exact.
+	own := backoff.Policy{Initial: 40 * time.Millisecond, Multiplier: 3, Max: 100 * time.Millisecond}
+	id := enqueue(b, testKind, numArgs{N: 3}, relay.Backoff(own))
+	batch := b.enqueueMany([]relay.JobSpec{testKind.Job(numArgs{N: 1})}) // the kind's policy
+	es := b.eventsOf(events, 5, id, batch[0])
+	for i, want := range []time.Duration{40 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond} {
+		if e := es[id][i]; e.State != relay.StatePending || e.RetryAt.Sub(e.EndedAt) != want {
+			t.Errorf("attempt %d: %s, retried %v after it ended; want pending, %v by the job's policy", i+1, e.State, e.RetryAt.Sub(e.EndedAt), want)
+		}
+	}
+	if e := es[id][3]; e.State != relay.StateSucceeded || e.Attempt != 4 {
+		t.Errorf("last event: attempt %d %s; want attempt 4 succeeded", e.Attempt, e.State)
+	}
+	if e := es[batch[0]][0]; e.RetryAt.Sub(e.EndedAt) != 2*time.Hour {
+		t.Errorf("a job without a policy was retried %v after it ended; want 2h by its kind's", e.RetryAt.Sub(e.EndedAt))
+	}
+	if rec := b.record(id); rec.Backoff == nil || *rec.Backoff != own {
+		t.Errorf("JobRecord.Backoff = %v; want %+v", rec.Backoff, own)
+	}
+	if rec := b.record(batch[0]); rec.Backoff != nil {
+		t.Errorf("JobRecord.Backoff of a job without one = %+v; want nil", *rec.Backoff)
+	}
+	// A job's own policy given to EnqueueMany, for one job or for the batch.
+	jitter := backoff.Policy{Initial: time.Second, Multiplier: 2, Max: time.Minute, Jitter: 0.5}
+	ids := b.enqueueMany([]relay.JobSpec{testKind.Job(numArgs{}, relay.Backoff(own)), testKind.Job(numArgs{})}, relay.Backoff(jitter))
+	if rec := b.record(ids[0]); rec.Backoff == nil || *rec.Backoff != own {
+		t.Errorf("EnqueueMany, a job's own policy: %v; want %+v", rec.Backoff, own)
+	}
+	if rec := b.record(ids[1]); rec.Backoff == nil || *rec.Backoff != jitter {
+		t.Errorf("EnqueueMany, the batch's policy: %v; want %+v", rec.Backoff, jitter)
+	}
+
+	for name, p := range map[string]backoff.Policy{
+		"a negative Initial":    {Initial: -time.Second, Multiplier: 2, Max: time.Minute},
+		"no Initial":            {Multiplier: 2, Max: time.Minute},
+		"a Multiplier below 1":  {Initial: time.Second, Multiplier: 0.5, Max: time.Minute},
+		"a NaN Multiplier":      {Initial: time.Second, Multiplier: math.NaN(), Max: time.Minute},
+		"a Max below Initial":   {Initial: time.Minute, Multiplier: 2, Max: time.Second},
+		"a negative Jitter":     {Initial: time.Second, Multiplier: 2, Max: time.Minute, Jitter: -0.1},
+		"a Jitter above 1":      {Initial: time.Second, Multiplier: 2, Max: time.Minute, Jitter: 1.5},
+		"an overflowing Max":    {Initial: time.Second, Multiplier: 2, Max: math.MaxInt64, Jitter: 0.5},
+		"an infinite Multipler": {Initial: time.Second, Multiplier: math.Inf(1), Max: time.Minute},
+	} {
+		_, err := relay.Enqueue(ctx, b, testKind, numArgs{}, relay.Backoff(p), relay.Schema(b.Schema))
+		if !errors.Is(err, relay.ErrInvalidJob) || !errors.Is(err, backoff.ErrInvalidPolicy) {
+			t.Errorf("Enqueue with %s: %v; want ErrInvalidJob and ErrInvalidPolicy", name, err)
+		}
+		_, err = relay.EnqueueMany(ctx, b, []relay.JobSpec{testKind.Job(numArgs{}, relay.Backoff(p))}, relay.Schema(b.Schema))
+		if !errors.Is(err, relay.ErrInvalidJob) {
+			t.Errorf("EnqueueMany with %s: %v; want ErrInvalidJob", name, err)
+		}
+	}
 }

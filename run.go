@@ -252,13 +252,19 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 		return o, true
 	case v.state == store.StatePending && v.hasRetryIn:
 		o.RunAt = now.Add(v.retryIn)
-	case v.state == store.StatePending && h.backoff != nil:
-		o.RunAt = now.Add(h.backoff.Delay(backoffFrom))
 	case v.state == store.StatePending:
-		o.RunAt = now.Add(c.cfg.Backoff.Delay(backoffFrom))
+		// The job's own policy, given at enqueue, else its kind's, else the client's.
+		policy := &c.cfg.Backoff
+		if j.Backoff != nil {
+			policy = j.Backoff
+		} else if h.backoff != nil {
+			policy = h.backoff
+		}
+		o.RunAt = now.Add(policy.Delay(backoffFrom))
 	}
 	// A handler's error decides this text: one PostgreSQL could not store would fail the
 	// write of every outcome batched with it, again and again.
 	o.Error, o.Stack = storableText(v.message), storableText(v.stack)
+	o.Data, o.DataError = encodeErrorData(err, c.cfg.MaxErrorDataSize, func() string { return fmt.Sprintf("of job %d", j.ID) })
 	return o, true
 }

@@ -182,7 +182,7 @@ func (s *schedule) plan(next, now time.Time, atStart bool) store.SlotPlan {
 
 // allStoredStates are every state a job is stored in: a slot's job holds its unique key
 // in all of them.
-var allStoredStates = []string{store.StatePending, store.StateRunning, store.StateSucceeded, store.StateFailed, store.StateCancelled}
+var allStoredStates = []string{store.StatePending, store.StateRunning, store.StateHeld, store.StateSucceeded, store.StateFailed, store.StateCancelled}
 
 // slotKey is the unique key of the job of schedule name for slot.
 func slotKey(name string, slot time.Time) string {

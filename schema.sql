@@ -16,14 +16,16 @@ CREATE TABLE schema_migrations (
 );
 
 -- One row per job. A job is 'pending' until a client claims it; run_at decides whether it
--- is due now or scheduled for later (retries are pending jobs with a later run_at).
+-- is due now or scheduled for later (retries are pending jobs with a later run_at). A job
+-- enqueued as a reservation (relay.Reserved) is 'held' until its producer commits it
+-- (then pending) or its deadline, held_until, passes (then cancelled, reason 'expired').
 CREATE TABLE jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind             text        NOT NULL CHECK (octet_length(kind) BETWEEN 1 AND 128),
     queue            text        NOT NULL CHECK (octet_length(queue) BETWEEN 1 AND 128),
     args             jsonb       NOT NULL,
     state            text        NOT NULL DEFAULT 'pending'
-                     CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+                     CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled', 'held')),
     attempt          integer     NOT NULL DEFAULT 0 CHECK (attempt >= 0),  -- attempts started so far
     max_attempts     integer     CHECK (max_attempts >= 1),  -- NULL: the kind's default, set at first claim
     created_at       timestamptz NOT NULL DEFAULT now(),
@@ -33,7 +35,8 @@ CREATE TABLE jobs (
     finished_at      timestamptz,                         -- when it succeeded, failed or was cancelled
     attempts         jsonb       NOT NULL DEFAULT '[]',   -- every ended attempt but a success:
                                                           -- [{attempt, started_at, ended_at, client,
-                                                          --   outcome, reason, error, stack}]
+                                                          --   outcome, reason, error, stack,
+                                                          --   data, data_error}]
     lease_expires_at timestamptz,                         -- a running job's lease runs out then
     timeout_ms       integer     CHECK (timeout_ms >= 0), -- NULL: the kind's or queue's; 0: none
     priority         smallint    NOT NULL DEFAULT 0       -- higher first; equal: first in, first out
@@ -47,8 +50,12 @@ CREATE TABLE jobs (
     payload          bytea,                               -- raw []byte args (args is then null)
     schedule         text,                                -- the periodic schedule that enqueued it
     schedule_slot    timestamptz,                         -- and the slot it was enqueued for
-    metadata         jsonb                                -- a JSON object of strings set at enqueue
+    metadata         jsonb,                               -- a JSON object of strings set at enqueue
                                                           -- (relay.Metadata, enqueue middleware)
+    held_until       timestamptz,                         -- a reservation's deadline; kept once it ends
+    committed_at     timestamptz,                         -- when a reservation was committed
+    backoff          jsonb                                -- the job's own retry policy (relay.Backoff):
+                                                          -- {initial_ns, multiplier, max_ns, jitter}
 );
 
 -- The claim index: pending jobs in the order they are claimed, most urgent first. It stays
@@ -61,15 +68,19 @@ CREATE INDEX jobs_claim_idx ON jobs (queue, (-priority), run_at, id) WHERE state
 -- every claim compare queue names to insert its entries.
 CREATE INDEX jobs_lease_idx ON jobs (lease_expires_at) WHERE state = 'running';
 
--- The heads of ordered keys: the unfinished jobs of each key, by state, oldest first.
+-- The heads of ordered keys: the unfinished jobs of each key (held ones included: a held
+-- job keeps its place), by state, oldest first.
 CREATE INDEX jobs_order_idx ON jobs (queue, order_key, state, id)
-    WHERE order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking);
+    WHERE order_key IS NOT NULL AND (state IN ('pending', 'running', 'held') OR blocking);
 
--- At most one unfinished job per unique key; an enqueue that names finished states also
--- looks up the jobs with its key in those (jobs_unique_key_idx).
+-- At most one unfinished (or held) job per unique key; an enqueue that names finished
+-- states also looks up the jobs with its key in those (jobs_unique_key_idx).
 CREATE UNIQUE INDEX jobs_unique_idx ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('pending', 'running');
+    WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held');
 CREATE INDEX jobs_unique_key_idx ON jobs (unique_key) WHERE unique_key IS NOT NULL;
+
+-- The expirers' index: held jobs by deadline.
+CREATE INDEX jobs_held_idx ON jobs (held_until) WHERE state = 'held';
 
 -- Finished jobs, for listing and counting them (relay.ListJobs, relay.CountJobs): one
 -- range per (state, queue), newest id last, with kind and created_at on each entry for the
@@ -180,16 +191,21 @@ BEGIN
 END
 $$;
 
--- One entry of a job's attempt history, as the outcome, rescue and cancel statements append
--- it to the attempts column.
+-- One entry of a job's attempt history, as the outcome, rescue, cancel and expiry
+-- statements append it to the attempts column: with the structured data of the handler's
+-- error (relay.ErrorData), or why that data could not be recorded (data_error).
 CREATE FUNCTION attempt_entry(
     attempt integer, started_at timestamptz, ended_at timestamptz, client text,
-    outcome text, reason text, error text, stack text
+    outcome text, reason text, error text, stack text,
+    data jsonb DEFAULT NULL, data_error text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    -- data is added after the nulls are stripped: its own null values are the handler's
     SELECT jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
         'attempt', attempt, 'started_at', started_at, 'ended_at', ended_at, 'client', client,
-        'outcome', outcome, 'reason', reason, 'error', error, 'stack', stack)))
+        'outcome', outcome, 'reason', reason, 'error', error, 'stack', stack,
+        'data_error', data_error))
+        || CASE WHEN data IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('data', data) END)
 $$;
 
 -- Wakeups only when they can wake something (see migrations/006_wakeups.sql for the
@@ -256,11 +272,20 @@ $$;
 -- Enqueueing from SQL, and so from any language (see migrations/010_sql_enqueue.sql):
 -- enqueue() and enqueue_many() check jobs as relay.Enqueue does in Go, and insert them
 -- with insert_jobs, which Go's enqueues call too.
+
+-- Tells every client's expirer of the earliest deadline of the reservations a statement
+-- inserted ('r:<µs since the epoch>' on channel): an expirer sleeps until the earliest
+-- deadline it knows of, and an earlier one must wake it. Returns true.
+CREATE FUNCTION announce_held(channel text, deadline timestamptz) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_notify(channel, 'r:' || floor(extract(epoch FROM deadline) * 1000000)::bigint) IS NULL
+$$;
+
 -- Inserts jobs given as aligned arrays, one element per job, and sends one wakeup per
 -- queue through wake(), which notifies only when it can wake something. Returns each
 -- job's id in the order of the arrays, and whether it was a duplicate: a job with a
 -- unique key (unique_keys[i]) held by a job in one of the stored states unique_states[i]
--- (comma-separated; pending and running always among them) is not inserted and gets the
+-- (comma-separated; pending, running and held always among them) is not inserted and gets the
 -- holder's id; of jobs sharing a free key within the call, the first is inserted and the
 -- others get its id. NULL run_at: now; NULL max_attempts: the kind's default, set at the
 -- first claim; NULL timeout_ms: the kind's or the queue's. In an ordered queue a job
@@ -268,11 +293,14 @@ $$;
 -- not ordered is refused (not_ordered).
 --
 -- It checks nothing else: Go checks every job before it calls this, and enqueue() and
--- enqueue_many() call it through enqueue_jobs, which checks.
+-- enqueue_many() call it through enqueue_jobs, which checks. holds and backoffs (migration
+-- 011): a job reserved for that long (relay.Reserved), or with its own retry policy; NULL
+-- arrays when no job of the batch is.
 CREATE FUNCTION insert_jobs(
     kinds text[], queues text[], args jsonb[], run_ats timestamptz[], max_attempts integer[],
     timeouts_ms integer[], priorities smallint[], order_keys text[], payloads bytea[],
-    metadatas jsonb[], unique_keys text[], unique_states text[])
+    metadatas jsonb[], unique_keys text[], unique_states text[],
+    holds interval[] DEFAULT NULL, backoffs jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, duplicate boolean)
 LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -287,21 +315,26 @@ BEGIN
         -- The common case, and a much cheaper statement: nothing to look up or skip.
         RETURN QUERY
         WITH job AS (
-            INSERT INTO jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata)
+            INSERT INTO jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata,
+                              state, held_until, backoff)
             SELECT j.kind, j.queue, j.args, coalesce(j.run_at, now()), j.max_attempts, j.timeout_ms, j.priority,
                 CASE WHEN q.ordered THEN coalesce(j.order_key, '') WHEN j.order_key IS NOT NULL THEN not_ordered(j.queue) END,
-                j.payload, j.metadata
+                j.payload, j.metadata,
+                CASE WHEN j.hold IS NULL THEN 'pending' ELSE 'held' END, clock_timestamp() + j.hold, j.backoff
             FROM unnest(insert_jobs.kinds, insert_jobs.queues, insert_jobs.args, insert_jobs.run_ats, insert_jobs.max_attempts,
                         insert_jobs.timeouts_ms, insert_jobs.priorities, insert_jobs.order_keys, insert_jobs.payloads,
-                        insert_jobs.metadatas) WITH ORDINALITY
-                AS j(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata, ord)
+                        insert_jobs.metadatas, insert_jobs.holds, insert_jobs.backoffs) WITH ORDINALITY
+                AS j(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata, hold, backoff, ord)
             LEFT JOIN queues q ON q.name = j.queue
             ORDER BY j.ord
-            RETURNING id, queue, run_at, priority, kind
+            RETURNING id, queue, run_at, priority, kind, held_until
         ), notified AS (
             SELECT wake(channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
             FROM job
+            WHERE held_until IS NULL
             GROUP BY queue
+            UNION ALL
+            SELECT announce_held(channel, min(held_until)) FROM job HAVING min(held_until) IS NOT NULL
         )
         -- ids are drawn in insertion order, which is the order of the arrays
         SELECT job.id, false FROM job
@@ -320,29 +353,35 @@ BEGIN
                 (SELECT h.id FROM jobs h
                  WHERE j.unique_key IS NOT NULL AND h.unique_key = j.unique_key
                    AND h.state = ANY (string_to_array(j.unique_states, ','))
-                 ORDER BY h.state IN ('pending', 'running') DESC, h.id DESC
+                 ORDER BY h.state IN ('pending', 'running', 'held') DESC, h.id DESC
                  LIMIT 1) AS held
             FROM unnest(insert_jobs.kinds, insert_jobs.queues, insert_jobs.args, insert_jobs.run_ats, insert_jobs.max_attempts,
                         insert_jobs.timeouts_ms, insert_jobs.priorities, insert_jobs.order_keys, insert_jobs.payloads,
-                        insert_jobs.metadatas, insert_jobs.unique_keys, insert_jobs.unique_states) WITH ORDINALITY
+                        insert_jobs.metadatas, insert_jobs.unique_keys, insert_jobs.unique_states,
+                        insert_jobs.holds, insert_jobs.backoffs) WITH ORDINALITY
                 AS j(kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata,
-                     unique_key, unique_states, ord)
+                     unique_key, unique_states, hold, backoff, ord)
             LEFT JOIN queues q ON q.name = j.queue
             WHERE todo IS NULL OR j.ord = ANY (todo)
         ), job AS (
-            INSERT INTO jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata)
+            INSERT INTO jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata,
+                              state, held_until, backoff)
             SELECT kind, queue, args, coalesce(run_at, now()), max_attempts, timeout_ms, priority,
                 CASE WHEN ordered THEN coalesce(order_key, '') WHEN order_key IS NOT NULL THEN not_ordered(queue) END,
-                payload, unique_key, metadata
+                payload, unique_key, metadata,
+                CASE WHEN hold IS NULL THEN 'pending' ELSE 'held' END, clock_timestamp() + hold, backoff
             FROM new
             WHERE held IS NULL
             ORDER BY ord
-            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
-            RETURNING id, queue, run_at, priority, unique_key, kind
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held') DO NOTHING
+            RETURNING id, queue, run_at, priority, unique_key, kind, held_until
         ), notified AS (
             SELECT wake(channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
             FROM job
+            WHERE held_until IS NULL
             GROUP BY queue
+            UNION ALL
+            SELECT announce_held(channel, min(held_until)) FROM job HAVING min(held_until) IS NOT NULL
         ), keyless AS (
             -- ids are drawn in insertion order, so the n-th inserted job without a unique
             -- key is the n-th such job of the input
@@ -359,7 +398,7 @@ BEGIN
             LEFT JOIN keyed k ON n.held IS NULL AND k.unique_key = n.unique_key
             LEFT JOIN jobs h
                 ON n.unique_key IS NOT NULL AND n.held IS NULL AND k.id IS NULL
-                AND h.unique_key = n.unique_key AND h.state IN ('pending', 'running')
+                AND h.unique_key = n.unique_key AND h.state IN ('pending', 'running', 'held')
             WHERE (SELECT count(*) FROM notified) >= 0
         )
         SELECT array_agg(coalesce(ids[o.i], r.id) ORDER BY o.i), array_agg(coalesce(dups[o.i], r.duplicate) ORDER BY o.i)

@@ -17,7 +17,13 @@ type JobRecordOf[T, O any] struct {
 
 // GetJobOf is [GetJob] with the job's args decoded into T and its output into O. Args or
 // an output that do not decode return an error (with the record still readable through
-// [GetJob]).
+// [GetJob]). The error data of its attempts ([ErrorData]) decodes with
+// [Attempt.DecodeData], into the type the handler recorded:
+//
+//	rec, err := relay.GetJobOf[ChargeArgs, Receipt](ctx, pool, id)
+//	…
+//	var declined Declined
+//	if ok, err := rec.Attempts[0].DecodeData(&declined); ok && err == nil { … }
 func GetJobOf[T, O any](ctx context.Context, db DB, id int64, opts ...JobOption) (*JobRecordOf[T, O], error) {
 	rec, err := GetJob(ctx, db, id, opts...)
 	if err != nil {

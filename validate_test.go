@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -150,6 +151,11 @@ func valBadCases() []valCase {
 			return err
 		}},
 		{"EnqueueMany: RunAt in year 300000", []error{job}, valBatch(valKind.Job(valArgs{}, relay.RunAt(time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC))))},
+		{"Backoff with a negative Initial", []error{job, backoff.ErrInvalidPolicy}, valEnqueue(valArgs{}, relay.Backoff(backoff.Policy{Initial: -1, Multiplier: 2, Max: time.Second}))},
+		{"Backoff whose Max with Jitter overflows", []error{job, backoff.ErrInvalidPolicy}, valEnqueue(valArgs{}, relay.Backoff(backoff.Policy{Initial: 1, Multiplier: 2, Max: math.MaxInt64, Jitter: 0.5}))},
+		{"EnqueueMany: Backoff with a NaN Multiplier", []error{job}, valBatch(valKind.Job(valArgs{}, relay.Backoff(backoff.Policy{Initial: 1, Multiplier: math.NaN(), Max: 1})))},
+		{"Reserved(0)", []error{job}, valEnqueue(valArgs{}, relay.Reserved(0))},
+		{"EnqueueMany: Reserved(-1s)", []error{job}, valBatch(valKind.Job(valArgs{}, relay.Reserved(-time.Second)))},
 
 		{"SetQueue: a name with a NUL byte", []error{cfg, job}, func(ctx context.Context, db relay.DB) error {
 			return relay.SetQueue(ctx, db, "q\x00", relay.QueueSettings{})
@@ -180,6 +186,12 @@ func valBadCases() []valCase {
 		}},
 		{"Retry in a schema not UTF-8", []error{relay.ErrInvalidSchema}, func(ctx context.Context, db relay.DB) error {
 			return relay.Retry(ctx, db, 1, relay.Schema("\xff"))
+		}},
+		{"CommitJobs in a schema with a NUL byte", []error{relay.ErrInvalidSchema}, func(ctx context.Context, db relay.DB) error {
+			return relay.CommitJobs(ctx, db, []int64{1}, relay.Schema("s\x00"))
+		}},
+		{"ExtendReservation in a schema not UTF-8", []error{relay.ErrInvalidSchema}, func(ctx context.Context, db relay.DB) error {
+			return relay.ExtendReservation(ctx, db, []int64{1}, time.Minute, relay.Schema("\xff"))
 		}},
 		{"GetJob in a schema with a NUL byte", []error{relay.ErrInvalidSchema}, func(ctx context.Context, db relay.DB) error {
 			_, err := relay.GetJob(ctx, db, 1, relay.Schema("\x00"))
@@ -280,6 +292,8 @@ func TestNilDBIsRefused(t *testing.T) {
 		"GetJobOf":            func(db relay.DB) error { _, err := relay.GetJobOf[valArgs, string](ctx, db, 1); return err },
 		"Cancel":              func(db relay.DB) error { return relay.Cancel(ctx, db, 1) },
 		"Retry":               func(db relay.DB) error { return relay.Retry(ctx, db, 1) },
+		"CommitJobs":          func(db relay.DB) error { return relay.CommitJobs(ctx, db, []int64{1}) },
+		"ExtendReservation":   func(db relay.DB) error { return relay.ExtendReservation(ctx, db, []int64{1}, time.Minute) },
 		"ListJobs":            func(db relay.DB) error { _, err := relay.ListJobs(ctx, db, relay.ListFilter{}); return err },
 		"CountJobs":           func(db relay.DB) error { _, err := relay.CountJobs(ctx, db); return err },
 		"SetQueue":            func(db relay.DB) error { return relay.SetQueue(ctx, db, "q", relay.QueueSettings{}) },
@@ -364,6 +378,7 @@ func TestHandleAndConfigRefuseBadValues(t *testing.T) {
 		"an over-long ID":              {ID: strings.Repeat("i", relay.MaxNameLen+1)},
 		"a negative MaxOutputSize":     {MaxOutputSize: -1},
 		"a negative MaxCheckpointSize": {MaxCheckpointSize: -1},
+		"a negative MaxErrorDataSize":  {MaxErrorDataSize: -1},
 		"ReservedConns over MaxInt32":  {ReservedConns: math.MaxInt32 + 1},
 	}
 	for name, cfg := range configs {

@@ -8,6 +8,7 @@ package backoff
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	cenkalti "github.com/cenkalti/backoff/v4"
@@ -35,17 +36,23 @@ func Default() Policy {
 // ErrInvalidPolicy is wrapped by [Policy.Validate] errors.
 var ErrInvalidPolicy = errors.New("invalid backoff policy")
 
-// Validate reports a policy that cannot produce sensible delays.
+// Validate reports a policy that cannot produce sensible delays: Initial must be
+// positive, Multiplier finite and at least 1, Max at least Initial, Jitter from 0 to 1, and
+// the longest delay, Max × (1 + Jitter), must fit a [time.Duration] (about 292 years).
 func (p Policy) Validate() error {
 	switch {
 	case p.Initial <= 0:
 		return fmt.Errorf("%w: Initial must be positive, got %v", ErrInvalidPolicy, p.Initial)
-	case p.Multiplier < 1:
-		return fmt.Errorf("%w: Multiplier must be at least 1, got %v", ErrInvalidPolicy, p.Multiplier)
+	case !(p.Multiplier >= 1) || math.IsInf(p.Multiplier, 1): // NaN fails every comparison
+		return fmt.Errorf("%w: Multiplier must be a finite number of at least 1, got %v", ErrInvalidPolicy, p.Multiplier)
 	case p.Max < p.Initial:
 		return fmt.Errorf("%w: Max (%v) must be at least Initial (%v)", ErrInvalidPolicy, p.Max, p.Initial)
-	case p.Jitter < 0 || p.Jitter > 1:
+	case !(p.Jitter >= 0 && p.Jitter <= 1):
 		return fmt.Errorf("%w: Jitter must be between 0 and 1, got %v", ErrInvalidPolicy, p.Jitter)
+	case float64(p.Max)*(1+p.Jitter) >= math.MaxInt64:
+		// A jittered delay past it would wrap around to a negative one.
+		return fmt.Errorf("%w: Max (%v) with Jitter %v can reach %.0f years, longer than a time.Duration holds; lower Max",
+			ErrInvalidPolicy, p.Max, p.Jitter, float64(p.Max)*(1+p.Jitter)/float64(365*24*time.Hour))
 	}
 	return nil
 }

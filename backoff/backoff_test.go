@@ -2,6 +2,7 @@ package backoff_test
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -45,10 +46,28 @@ func TestValidate(t *testing.T) {
 		{Initial: time.Second, Multiplier: 0.5, Max: time.Second},
 		{Initial: time.Second, Multiplier: 2, Max: time.Millisecond},
 		{Initial: time.Second, Multiplier: 2, Max: time.Second, Jitter: 2},
+		{Initial: -time.Second, Multiplier: 2, Max: time.Second},
+		{Initial: time.Second, Multiplier: math.NaN(), Max: time.Second},
+		{Initial: time.Second, Multiplier: math.Inf(1), Max: time.Second},
+		{Initial: time.Second, Multiplier: 2, Max: time.Second, Jitter: math.NaN()},
+		{Initial: time.Second, Multiplier: 2, Max: time.Second, Jitter: -0.1},
+		// Max × (1 + Jitter) past the largest time.Duration: jittered delays would wrap
+		{Initial: time.Second, Multiplier: 2, Max: math.MaxInt64, Jitter: 0.5},
+		{Initial: time.Second, Multiplier: 2, Max: math.MaxInt64},
 	}
 	for _, p := range bad {
 		if err := p.Validate(); !errors.Is(err, backoff.ErrInvalidPolicy) {
 			t.Errorf("Validate(%+v) = %v, want ErrInvalidPolicy", p, err)
+		}
+	}
+	// The longest valid Max: every delay it allows is positive.
+	edge := backoff.Policy{Initial: time.Second, Multiplier: 2, Max: math.MaxInt64 / 4, Jitter: 1}
+	if err := edge.Validate(); err != nil {
+		t.Fatalf("Validate(%+v) = %v", edge, err)
+	}
+	for range 100 {
+		if d := edge.Delay(100); d <= 0 {
+			t.Fatalf("Delay of a valid policy = %v", d)
 		}
 	}
 }

@@ -1,6 +1,10 @@
 package dispatcher
 
-import "time"
+import (
+	"time"
+
+	"github.com/relayq/relay/backoff"
+)
 
 // Job is a claimed job: what a [Claimer] returns and [Config].Run runs. The dispatcher
 // itself reads none of it; the fields are those relay's handlers need.
@@ -22,6 +26,8 @@ type Job struct {
 	Checkpoint []byte // JSON saved by an earlier attempt; nil if none
 	Payload    []byte // raw args of a job enqueued with []byte args; nil otherwise
 	Metadata   []byte // a JSON object of strings set when it was enqueued; nil if none
+	// Backoff is the job's own retry policy, given when it was enqueued; nil for its kind's.
+	Backoff *backoff.Policy
 	// Schedule is the periodic schedule that enqueued the job, and Slot the time it was
 	// enqueued for; "" and zero for a job enqueued otherwise.
 	Schedule string

@@ -4,12 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"time"
-
-	"github.com/relayq/relay/backoff"
 )
-
-// rescueBatch bounds one rescue statement; a larger backlog is rescued in several.
-const rescueBatch = 1000
 
 // RescuerConfig configures a [Rescuer].
 type RescuerConfig struct {
@@ -51,37 +46,18 @@ func (r *Rescuer) Recover() {
 
 // Run rescues expired leases until ctx ends.
 func (r *Rescuer) Run(ctx context.Context) error {
-	retry := backoff.Policy{Initial: 100 * time.Millisecond, Multiplier: 2, Max: r.cfg.MaxWait, Jitter: 0.2}.Series()
-	for {
-		wait := r.cfg.MaxWait
-		res, err := r.cfg.Rescue(ctx, rescueBatch)
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return ctx.Err()
-		case err != nil:
-			r.cfg.Logger.Warn("relay: rescuing expired leases failed; retrying", "error", err)
-			wait = retry.Next()
-		default:
-			retry.Reset()
-			r.logRescued(res)
-			if len(res.IDs) == rescueBatch {
-				wait = 0 // more may be waiting
-			} else if res.HasNext {
-				// Just past the expiry: the statement rescues leases that ended before now().
-				wait = min(wait, max(res.NextIn, 0)+time.Millisecond)
+	return sweep{
+		run: func(ctx context.Context, limit int) (pass, error) {
+			res, err := r.cfg.Rescue(ctx, limit)
+			if err != nil {
+				return pass{}, err
 			}
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		case <-r.recovered:
-			t.Stop()
-			retry.Reset()
-		}
-	}
+			r.logRescued(res)
+			return pass{full: len(res.IDs) == limit, hasNext: res.HasNext, nextIn: res.NextIn}, nil
+		},
+		maxWait: r.cfg.MaxWait, logger: r.cfg.Logger, failed: "relay: rescuing expired leases failed; retrying",
+		recovered: r.recovered,
+	}.loop(ctx)
 }
 
 // logRescued logs a rescue pass: each job on a line of its own, with its kind, queue and

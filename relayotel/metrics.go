@@ -79,7 +79,7 @@ func newInstruments(meter metric.Meter) (*instruments, error) {
 		metric.WithDescription("Pickup latency: from the time a job was due to the start of its handler."),
 		metric.WithExplicitBucketBoundaries(pickupBuckets...))
 	m.depth, errs[5] = meter.Int64ObservableGauge(MetricDepth, metric.WithUnit("{job}"),
-		metric.WithDescription("Unfinished jobs of each queue by state (pending: due; scheduled: due later; running), read from the database."))
+		metric.WithDescription("Unfinished jobs of each queue by state (pending: due; scheduled: due later; running; held: reservations not yet committed), read from the database."))
 	m.oldest, errs[6] = meter.Float64ObservableGauge(MetricOldest, metric.WithUnit("s"),
 		metric.WithDescription("How long the oldest due pending job of each queue has been due (0 when none is), read from the database."))
 	m.running, errs[7] = meter.Int64ObservableGauge(MetricRunning, metric.WithUnit("{job}"),
@@ -263,7 +263,7 @@ func (m *instruments) observeDepths(d *depths) (metric.Registration, error) {
 			for _, st := range []struct {
 				state relay.JobState
 				n     int64
-			}{{relay.StatePending, q.Pending}, {relay.StateScheduled, q.Scheduled}, {relay.StateRunning, q.Running}} {
+			}{{relay.StatePending, q.Pending}, {relay.StateScheduled, q.Scheduled}, {relay.StateRunning, q.Running}, {relay.StateHeld, q.Held}} {
 				o.ObserveInt64(m.depth, st.n, metric.WithAttributes(m.systemAttr, dest, attrState.String(string(st.state))))
 			}
 			o.ObserveFloat64(m.oldest, q.OldestDue.Seconds(), metric.WithAttributes(m.systemAttr, dest))

@@ -129,7 +129,7 @@ func TestMetricsOfKnownOutcomes(t *testing.T) {
 	}
 
 	// Left unfinished, for the depth gauges: one job running (held), one pending in a
-	// queue no client works, due a minute ago, and one scheduled.
+	// queue no client works, due a minute ago, one scheduled and one reserved.
 	if _, err := relay.Enqueue(ctx, s.db, holdKind, n{}, in("work")); err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +138,9 @@ func TestMetricsOfKnownOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := relay.Enqueue(ctx, s.db, okKind, n{}, in("idle"), relay.RunIn(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.Enqueue(ctx, s.db, okKind, n{}, in("idle"), relay.Reserved(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -215,7 +218,8 @@ func TestMetricsOfKnownOutcomes(t *testing.T) {
 	wantDepth := unfinished(t, s.db)
 	equalPoints(t, relayotel.MetricDepth, sums(t, m[relayotel.MetricDepth]), wantDepth)
 	if wantDepth["messaging.destination.name=work,relay.job.state=running"] != 1 || wantDepth["messaging.destination.name=idle,relay.job.state=pending"] != 1 ||
-		wantDepth["messaging.destination.name=ghosts,relay.job.state=pending"] != 1 {
+		wantDepth["messaging.destination.name=ghosts,relay.job.state=pending"] != 1 ||
+		wantDepth["messaging.destination.name=idle,relay.job.state=held"] != 1 {
 		t.Errorf("CountJobs does not see the jobs left unfinished: %v", wantDepth)
 	}
 	oldest := gauges(t, m[relayotel.MetricOldest])
@@ -243,7 +247,7 @@ func TestMetricsOfKnownOutcomes(t *testing.T) {
 	}
 	depth := sums(t, s.collect()[relayotel.MetricDepth])
 	wantDepth = unfinished(t, s.db)
-	for _, st := range []string{"pending", "scheduled", "running"} {
+	for _, st := range []string{"pending", "scheduled", "running", "held"} {
 		k := "messaging.destination.name=work,relay.job.state=" + st
 		if v, ok := depth[k]; !ok || v != 0 {
 			t.Errorf("%s{%s} = %d (reported: %v); want 0", relayotel.MetricDepth, k, v, ok)
@@ -263,10 +267,10 @@ func unfinished(t *testing.T, db relay.DB) map[string]int64 {
 	}
 	want := map[string]int64{}
 	for queue, qc := range counts.Queues {
-		if qc.Pending+qc.Scheduled+qc.Running == 0 {
+		if qc.Pending+qc.Scheduled+qc.Running+qc.Held == 0 {
 			continue
 		}
-		for _, st := range []relay.JobState{relay.StatePending, relay.StateScheduled, relay.StateRunning} {
+		for _, st := range []relay.JobState{relay.StatePending, relay.StateScheduled, relay.StateRunning, relay.StateHeld} {
 			want["messaging.destination.name="+queue+",relay.job.state="+string(st)] = qc.Get(st)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 // jobListCmd lists jobs newest first, one page at a time, through relay.ListJobs.
 type jobListCmd struct {
 	conn
-	State []string      `help:"Only jobs in these states (pending, scheduled, running, succeeded, failed, cancelled); repeat or separate with commas." sep:","`
+	State []string      `help:"Only jobs in these states (pending, scheduled, running, held, succeeded, failed, cancelled); repeat or separate with commas." sep:","`
 	Queue string        `help:"Only jobs of this queue."`
 	Kind  string        `help:"Only jobs of this kind."`
 	Since time.Duration `help:"Only jobs created within this long before now (e.g. 1h)."`
@@ -58,14 +58,10 @@ func (j *jobListCmd) Run(ctx context.Context, out io.Writer) error {
 // printJobTable prints one line per job and, if there is more, how to get the next page.
 func printJobTable(out io.Writer, page *relay.JobPage) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tSTATE\tQUEUE\tKIND\tATTEMPT\tCREATED\tSCHEDULED\tLAST ERROR")
+	fmt.Fprintln(w, "ID\tSTATE\tQUEUE\tKIND\tATTEMPT\tCREATED\tSCHEDULED\tNOTE")
 	for _, r := range page.Jobs {
-		lastError := ""
-		if n := len(r.Attempts); n > 0 {
-			lastError = oneLine(r.Attempts[n-1].Error, 60)
-		}
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.ID, r.State, r.Queue, r.Kind,
-			r.Attempt, r.MaxAttempts, r.CreatedAt.Format(time.RFC3339), r.ScheduledAt.Format(time.RFC3339), lastError)
+			r.Attempt, r.MaxAttempts, r.CreatedAt.Format(time.RFC3339), r.ScheduledAt.Format(time.RFC3339), note(r))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -75,6 +71,18 @@ func printJobTable(out io.Writer, page *relay.JobPage) error {
 		return err
 	}
 	return nil
+}
+
+// note is the last column of a job's line: a held reservation's deadline, or else the
+// first line of the last attempt's error.
+func note(r *relay.JobRecord) string {
+	if r.State == relay.StateHeld {
+		return "reserved, held until " + r.HeldUntil.Format(time.RFC3339) + " unless committed"
+	}
+	if n := len(r.Attempts); n > 0 {
+		return oneLine(r.Attempts[n-1].Error, 60)
+	}
+	return ""
 }
 
 // oneLine keeps the first line of s, cut to at most n runes.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/relaytest"
@@ -24,7 +25,9 @@ func TestJobList(t *testing.T) {
 		INSERT INTO relay.jobs (kind, queue, args, state, finished_at, attempts)
 		SELECT 'email', 'mail', '{}', 'failed', now(), '[{"attempt": 1, "error": "smtp: 550 mailbox unavailable\nmore"}]'
 		FROM generate_series(1, 3);
-		INSERT INTO relay.jobs (kind, queue, args) VALUES ('email', 'mail', '{}'), ('report', 'default', '{}')`); err != nil {
+		INSERT INTO relay.jobs (kind, queue, args) VALUES ('email', 'mail', '{}'), ('report', 'default', '{}');
+		INSERT INTO relay.jobs (kind, queue, args, state, held_until)
+		VALUES ('ledger', 'default', '{}', 'held', '2031-01-02T03:04:05Z')`); err != nil {
 		t.Fatal(err)
 	}
 	base := []string{"--database-url", db.URL}
@@ -39,8 +42,12 @@ func TestJobList(t *testing.T) {
 	lines := func(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
 
 	all := lines(list())
-	if len(all) != 6 || !strings.HasPrefix(all[0], "ID") || !strings.HasPrefix(all[1], "5 ") || !strings.Contains(all[1], "report") {
-		t.Fatalf("job list = %q, want a header and 5 jobs, newest (5, report) first", all)
+	if len(all) != 7 || !strings.HasPrefix(all[0], "ID") || !strings.HasPrefix(all[2], "5 ") || !strings.Contains(all[2], "report") {
+		t.Fatalf("job list = %q, want a header and 6 jobs, newest (6, the reservation; then 5, report) first", all)
+	}
+	if held := lines(list("--state", "held")); len(held) != 2 || !strings.Contains(held[1], "held") ||
+		!strings.Contains(held[1], "held until "+time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC).Local().Format(time.RFC3339)) {
+		t.Fatalf("held jobs = %q, want the reservation, with its deadline", held)
 	}
 	failed := lines(list("--state", "failed", "--queue", "mail", "--limit", "2"))
 	if len(failed) != 4 || !strings.Contains(failed[1], "smtp: 550 mailbox unavailable") || strings.Contains(failed[1], "more") ||

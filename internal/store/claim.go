@@ -96,13 +96,14 @@ func scanClaimed(rows pgx.Rows, queue string) (dispatcher.Claimed, error) {
 		attempt, maxAttempts, timeoutMS pgtype.Int4
 		priority                        pgtype.Int2
 		checkpoint, payload, metadata   []byte
+		policy                          []byte
 		createdAt, runAt, attemptedAt   pgtype.Timestamptz
 		slot                            pgtype.Timestamptz
 		ordered, limited, paused        pgtype.Bool
 	)
 	for rows.Next() {
 		if err := rows.Scan(&id, &kind, &args, &attempt, &maxAttempts, &createdAt, &runAt, &attemptedAt, &timeoutMS, &priority,
-			&checkpoint, &payload, &metadata, &schedule, &slot, &nextIn, &ordered, &limited, &paused); err != nil {
+			&checkpoint, &payload, &metadata, &policy, &schedule, &slot, &nextIn, &ordered, &limited, &paused); err != nil {
 			return dispatcher.Claimed{}, err
 		}
 		if !id.Valid { // the trailing row: when the next scheduled job is due, and the settings
@@ -117,12 +118,12 @@ func scanClaimed(rows pgx.Rows, queue string) (dispatcher.Claimed, error) {
 			CreatedAt: createdAt.Time, RunAt: runAt.Time, AttemptedAt: attemptedAt.Time,
 			Timeout: time.Duration(timeoutMS.Int32) * time.Millisecond, HasTimeout: timeoutMS.Valid,
 			Priority: int(priority.Int16), Checkpoint: checkpoint, Payload: payload, Metadata: metadata,
-			Schedule: schedule.String, Slot: slot.Time,
+			Backoff: decodePolicy(policy), Schedule: schedule.String, Slot: slot.Time,
 		})
 		if last := (dispatcher.Cursor{Priority: int(priority.Int16), RunAt: runAt.Time, ID: id.Int64}); c.Last.Before(last) {
 			c.Last = last
 		}
-		args, checkpoint, payload, metadata = nil, nil, nil, nil // Scan reuses a non-nil slice; each job keeps its own
+		args, checkpoint, payload, metadata, policy = nil, nil, nil, nil, nil // Scan reuses a non-nil slice; each job keeps its own
 	}
 	return c, rows.Err()
 }

@@ -2,12 +2,15 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/relayq/relay/backoff"
 )
 
 // ErrNoJob is returned when a job id does not exist.
@@ -38,16 +41,17 @@ func (s *Store) Cancel(ctx context.Context, db DB, id int64) (was string, blocki
 	return was, blocking, err
 }
 
-// Retry makes failed or cancelled job id pending again and returns its state before.
-func (s *Store) Retry(ctx context.Context, db DB, id int64) (was string, err error) {
-	err = s.q.retry.queryRow(ctx, db, jobParams{ID: id, Channel: s.channel}).Scan(&was)
+// Retry makes failed or cancelled job id pending again and returns its state before, and
+// whether it is a reservation that was never committed, which is left as it is.
+func (s *Store) Retry(ctx context.Context, db DB, id int64) (was string, uncommitted bool, err error) {
+	err = s.q.retry.queryRow(ctx, db, jobParams{ID: id, Channel: s.channel}).Scan(&was, &uncommitted)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNoJob
+		return "", false, ErrNoJob
 	}
 	if isUniqueViolation(err, "jobs_unique_idx") {
-		return "", ErrUniqueKeyHeld
+		return "", false, ErrUniqueKeyHeld
 	}
-	return was, err
+	return was, uncommitted, err
 }
 
 // Attempt is one ended attempt of a job, as kept in its history.
@@ -60,6 +64,10 @@ type Attempt struct {
 	Reason    string    `json:"reason"`
 	Error     string    `json:"error,omitempty"`
 	Stack     string    `json:"stack,omitempty"`
+	// Data is the structured data of the attempt's error, as JSON; DataError says why data
+	// it carried could not be recorded.
+	Data      json.RawMessage `json:"data,omitempty"`
+	DataError string          `json:"data_error,omitempty"`
 }
 
 // Record is a job's row.
@@ -93,6 +101,8 @@ type Record struct {
 	// The bytes each value takes as stored (pg_column_size), read also when the values
 	// themselves are not.
 	ArgsSize, CheckpointSize, OutputSize, PayloadSize, MetadataSize int
+	HeldUntil, CommittedAt                                          time.Time // of a reservation
+	Backoff                                                         *backoff.Policy
 }
 
 // GetJob reads job id.

@@ -19,15 +19,15 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- name: deleteTarget
 -- The CTEs "deleted" and "notified" that delete the jobs of the CTE "target" (id, state,
 -- blocking; rows locked) that are not running: a running job's handler would go on
--- without its row. A failed job that blocked its ordered key frees it, so its queue is
--- woken on @channel.
+-- without its row. A failed job that blocked its ordered key, or a held one, frees it, so
+-- its queue is woken on @channel.
 deleted AS (
     DELETE FROM {schema}.jobs j
     USING target t
     WHERE j.id = t.id AND t.state <> 'running'
-    RETURNING j.queue, t.blocking
+    RETURNING j.queue, t.blocking OR t.state = 'held' AS freed
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, now(), 32767)) FROM deleted WHERE blocking GROUP BY queue
+    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, now(), 32767)) FROM deleted WHERE freed GROUP BY queue
 )
 
 -- name: bulkLocked
@@ -69,13 +69,13 @@ WITH {bulkLocked}, target AS (
     WHERE l.unique_key IS NULL
        OR (l.id = (SELECT max(o.id) FROM locked o WHERE o.unique_key = l.unique_key)
            AND NOT EXISTS (
-               SELECT FROM {schema}.jobs h WHERE h.unique_key = l.unique_key AND h.state IN ('pending', 'running')))
+               SELECT FROM {schema}.jobs h WHERE h.unique_key = l.unique_key AND h.state IN ('pending', 'running', 'held')))
 ), {retryTarget}
 SELECT (SELECT count(*) FROM retried), (SELECT min(id) FROM page), (SELECT count(*) FROM page)
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: bulkCancel
--- Cancels the page's pending and running jobs, as bulkDelete; their clients cancel the
+-- Cancels the page's pending, running and held jobs, as bulkDelete; their clients cancel the
 -- handlers of running ones.
 WITH {bulkLocked}, target AS (
     SELECT * FROM locked

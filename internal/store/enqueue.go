@@ -44,6 +44,8 @@ type insertParams struct {
 	OrderKey    *string            `db:"order_key"`
 	Payload     []byte             `db:"payload"`
 	Metadata    pgtype.Text        `db:"metadata"` // see jsonParam
+	Hold        pgtype.Interval    `db:"hold"`
+	Backoff     pgtype.Text        `db:"backoff"` // see jsonParam
 	Channel     string             `db:"channel"`
 }
 
@@ -59,7 +61,7 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 	p := insertParams{
 		Kind: j.Kind, Queue: j.Queue, Args: jsonParam(j.Args), RunAt: runAtParam(j), MaxAttempts: maxAttemptsParam(j),
 		TimeoutMS: timeoutParam(j), Priority: int16(j.Priority), OrderKey: j.OrderKey, Payload: j.Payload,
-		Metadata: jsonParam(j.Metadata), Channel: s.channel,
+		Metadata: jsonParam(j.Metadata), Hold: holdParam(j), Backoff: jsonParam(encodePolicy(j.Backoff)), Channel: s.channel,
 	}
 	if j.UniqueKey == "" {
 		var id int64
@@ -107,6 +109,8 @@ type insertJobsParams struct {
 	Metadatas    []pgtype.Text        `db:"metadatas"`     // see jsonParam
 	UniqueKeys   []pgtype.Text        `db:"unique_keys"`   // nil when no job is unique
 	UniqueStates []pgtype.Text        `db:"unique_states"` // comma-separated
+	Holds        []pgtype.Interval    `db:"holds"`         // nil when no job is reserved
+	Backoffs     []pgtype.Text        `db:"backoffs"`      // nil when no job has its own policy
 }
 
 // InsertMany inserts jobs with one statement (the schema's insert_jobs, which SQL
@@ -123,6 +127,8 @@ func (s *Store) InsertMany(ctx context.Context, db DB, jobs []NewJob) ([]Inserte
 		p.Kinds[i], p.Queues[i], p.Args[i], p.RunAts[i] = j.Kind, j.Queue, jsonParam(j.Args), runAtParam(j)
 		p.MaxAttempts[i], p.TimeoutsMS[i], p.Priorities[i], p.OrderKeys[i] = maxAttemptsParam(j), timeoutParam(j), int16(j.Priority), j.OrderKey
 		p.Payloads[i], p.Metadatas[i] = j.Payload, jsonParam(j.Metadata)
+		setSparse(&p.Holds, n, i, holdParam(j), j.Hold > 0)
+		setSparse(&p.Backoffs, n, i, jsonParam(encodePolicy(j.Backoff)), j.Backoff != nil)
 		if j.UniqueKey != "" {
 			if p.UniqueKeys == nil {
 				p.UniqueKeys, p.UniqueStates = make([]pgtype.Text, n), make([]pgtype.Text, n)
@@ -170,6 +176,17 @@ func runAtParam(j NewJob) pgtype.Timestamptz {
 // kind's default applies at the first claim.
 func maxAttemptsParam(j NewJob) pgtype.Int4 {
 	return pgtype.Int4{Int32: int32(j.MaxAttempts), Valid: j.MaxAttempts > 0}
+}
+
+// holdParam is how long a reservation is held, NULL for a job that is not one.
+func holdParam(j NewJob) pgtype.Interval {
+	return intervalParam(j.Hold, j.Hold > 0)
+}
+
+// intervalParam passes d as an interval of whole microseconds, PostgreSQL's resolution
+// (rounded up, so that a positive duration never becomes none), or NULL if not valid.
+func intervalParam(d time.Duration, valid bool) pgtype.Interval {
+	return pgtype.Interval{Microseconds: int64((d + time.Microsecond - 1) / time.Microsecond), Valid: valid}
 }
 
 func timeoutParam(j NewJob) pgtype.Int4 {

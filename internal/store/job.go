@@ -1,15 +1,21 @@
 package store
 
-import "time"
+import (
+	"time"
+
+	"github.com/relayq/relay/backoff"
+)
 
 // Job states as stored in the state column. A pending job whose run_at is in the future
-// is what users see as scheduled; there is no separate state for it.
+// is what users see as scheduled; there is no separate state for it. A held job is a
+// reservation not yet committed: never claimed, it keeps its ordered and unique keys.
 const (
 	StatePending   = "pending"
 	StateRunning   = "running"
 	StateSucceeded = "succeeded"
 	StateFailed    = "failed"
 	StateCancelled = "cancelled"
+	StateHeld      = "held"
 )
 
 // NewJob is a job to insert.
@@ -26,4 +32,7 @@ type NewJob struct {
 	UniqueIn    []string // the states in which UniqueKey is held; include pending and running
 	Payload     []byte   // raw args instead of JSON ones, when not nil
 	Metadata    []byte   // a JSON object; nil for none (NULL)
+	// Hold, if positive, makes the job a reservation, held for this long from its insert.
+	Hold    time.Duration
+	Backoff *backoff.Policy // its own retry policy; nil: its kind's
 }

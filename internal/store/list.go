@@ -45,7 +45,7 @@ const StateScheduled = "scheduled"
 // ListFilter selects the jobs ListJobs returns. Its values have been validated.
 type ListFilter struct {
 	Queue, Kind string   // "" for any
-	States      []string // StatePending (due), StateScheduled, StateRunning or a finished state; nil for any
+	States      []string // StatePending (due), StateScheduled, StateRunning, StateHeld or a finished state; nil for any
 	From, To    time.Time
 	After       int64 // only jobs with a lower id; 0 for no bound
 	Limit       int   // at most this many, newest (highest id) first
@@ -101,7 +101,7 @@ func (s *Store) CountJobs(ctx context.Context, db DB) ([]Count, error) {
 }
 
 // Depth is how many unfinished jobs of a queue are in a state: StatePending (due),
-// StateScheduled or StateRunning. OldestAge is, for the pending states, how long ago the
+// StateScheduled, StateRunning or StateHeld. OldestAge is, for the pending states, how long ago the
 // earliest of them was due (or, scheduled, is due: then negative), on the database's clock.
 type Depth struct {
 	Queue     string
@@ -203,7 +203,7 @@ func listing(f ListFilter, columns string) (string, listParams) {
 	} else {
 		states := f.States
 		if len(states) == 0 {
-			states = []string{StatePending, StateScheduled, StateRunning, StateSucceeded, StateFailed, StateCancelled}
+			states = []string{StatePending, StateScheduled, StateRunning, StateHeld, StateSucceeded, StateFailed, StateCancelled}
 		}
 		var parts []string
 		for _, st := range states {
@@ -214,6 +214,8 @@ func listing(f ListFilter, columns string) (string, listParams) {
 				parts = append(parts, strings.ReplaceAll(fragment("partScheduled"), "{filters}", withQueue))
 			case StateRunning:
 				parts = append(parts, strings.ReplaceAll(fragment("partRunning"), "{filters}", withQueue))
+			case StateHeld:
+				parts = append(parts, strings.ReplaceAll(fragment("partHeld"), "{filters}", withQueue))
 			default:
 				finished = append(finished, st)
 			}
@@ -248,17 +250,20 @@ func scanRecord(row pgx.Row) (*Record, error) {
 		attemptedAt, finishedAt, leaseUntil pgtype.Timestamptz
 		attemptedBy, schedule               pgtype.Text
 		slot                                pgtype.Timestamptz
-		attempts                            []byte
+		attempts, policy                    []byte
+		heldUntil, committedAt              pgtype.Timestamptz
 	)
 	err := row.Scan(&r.ID, &r.Kind, &r.Queue, &r.State, &r.Attempt,
 		&maxAttempts, &r.CreatedAt, &r.RunAt, &attemptedAt, &attemptedBy, &finishedAt, &leaseUntil, &timeoutMS, &attempts, &r.Scheduled,
 		&r.Priority, &r.OrderKey, &r.Blocking, &r.UniqueKey, &schedule, &slot, &r.Args, &r.Checkpoint, &r.Output, &r.Payload, &r.Metadata,
-		&sizes[0], &sizes[1], &sizes[2], &sizes[3], &sizes[4])
+		&sizes[0], &sizes[1], &sizes[2], &sizes[3], &sizes[4],
+		&heldUntil, &committedAt, &policy)
 	if err != nil {
 		return nil, err
 	}
 	r.ArgsSize, r.CheckpointSize, r.OutputSize, r.PayloadSize = int(sizes[0].Int32), int(sizes[1].Int32), int(sizes[2].Int32), int(sizes[3].Int32)
 	r.MetadataSize = int(sizes[4].Int32)
+	r.HeldUntil, r.CommittedAt, r.Backoff = heldUntil.Time, committedAt.Time, decodePolicy(policy)
 	r.MaxAttempts = int(maxAttempts.Int32)
 	r.AttemptedAt, r.AttemptedBy, r.FinishedAt, r.LeaseExpiresAt = attemptedAt.Time, attemptedBy.String, finishedAt.Time, leaseUntil.Time
 	r.Schedule, r.Slot = schedule.String, slot.Time

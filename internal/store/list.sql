@@ -8,7 +8,8 @@
 -- @kind, @from, @to and @finished are the bind parameters, the fields of listParams.
 --
 -- The indexes behind them (see schema.sql): unfinished jobs are few and have their own
--- small partial indexes (pending: jobs_claim_idx, running: jobs_lease_idx); finished jobs
+-- small partial indexes (pending: jobs_claim_idx, running: jobs_lease_idx, held:
+-- jobs_held_idx); finished jobs
 -- are the millions, found through jobs_finished_idx (state, queue, id) INCLUDE (kind,
 -- created_at): one ordered index range per state and queue, newest first, where the kind
 -- and time filters are checked on the index entry itself.
@@ -22,7 +23,8 @@ id, kind, queue, state, attempt, max_attempts, created_at, run_at,
 attempted_at, attempted_by, finished_at, lease_expires_at, timeout_ms, attempts,
 run_at > now() AS scheduled, priority, order_key, blocking, unique_key, schedule, schedule_slot, {values},
 pg_column_size(args), pg_column_size(checkpoint), pg_column_size(output), pg_column_size(payload),
-pg_column_size(metadata)
+pg_column_size(metadata),
+held_until, committed_at, backoff
 
 -- name: values
 args, checkpoint, output, payload, metadata
@@ -72,6 +74,13 @@ ORDER BY id DESC;
 -- Running jobs: the lease index holds them, a few per worker.
 (SELECT id FROM {schema}.jobs
  WHERE state = 'running' AND id < @after::bigint {filters}
+ ORDER BY id + 0 DESC
+ LIMIT @limit::integer)
+
+-- name: partHeld
+-- Held jobs (reservations not yet committed): the expirers' index holds them.
+(SELECT id FROM {schema}.jobs
+ WHERE state = 'held' AND id < @after::bigint {filters}
  ORDER BY id + 0 DESC
  LIMIT @limit::integer)
 
@@ -177,6 +186,11 @@ FROM {schema}.jobs
 WHERE state = 'running'
 GROUP BY 1
 UNION ALL
+SELECT queue, 'held', count(*)
+FROM {schema}.jobs
+WHERE state = 'held'
+GROUP BY 1
+UNION ALL
 SELECT g.queue, s.state, g.n
 FROM unnest('{succeeded,failed,cancelled}'::text[]) s(state)
 CROSS JOIN LATERAL (
@@ -191,10 +205,10 @@ CROSS JOIN LATERAL (
 
 -- name: queueDepths
 -- The unfinished jobs of every queue that has any: due pending jobs ('pending'), pending
--- jobs due later ('scheduled') and running ones, each with its count and, for the pending
--- ones, the earliest run_at and how many seconds ago that was on the database's clock.
--- Read from the partial indexes of pending and running jobs only (jobs_claim_idx,
--- jobs_lease_idx), so its cost is what the unfinished jobs number, whatever the finished
+-- jobs due later ('scheduled'), running and held ones, each with its count and, for the
+-- pending ones, the earliest run_at and how many seconds ago that was on the database's
+-- clock. Read from the partial indexes of pending, running and held jobs only
+-- (jobs_claim_idx, jobs_lease_idx, jobs_held_idx), so its cost is what the unfinished jobs number, whatever the finished
 -- ones do: it is what metrics read on every collection (see relay.QueueDepths).
 SELECT queue, CASE WHEN run_at > now() THEN 'scheduled' ELSE 'pending' END, count(*),
        extract(epoch FROM now() - min(run_at))::float8
@@ -205,4 +219,9 @@ UNION ALL
 SELECT queue, 'running', count(*), NULL
 FROM {schema}.jobs
 WHERE state = 'running'
+GROUP BY 1
+UNION ALL
+SELECT queue, 'held', count(*), NULL
+FROM {schema}.jobs
+WHERE state = 'held'
 GROUP BY 1;

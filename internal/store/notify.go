@@ -53,6 +53,21 @@ func ParseQueueControl(payload string) (string, bool) {
 	return queue, ok && queue != ""
 }
 
+// ParseReservation decodes the notification of a reservation's deadline,
+// "r:<µs since the epoch>", sent when a job is inserted held, or its deadline moved earlier,
+// so that every client's expirer wakes for it.
+func ParseReservation(payload string) (deadline time.Time, ok bool) {
+	rest, ok := strings.CutPrefix(payload, "r:")
+	if !ok {
+		return time.Time{}, false
+	}
+	micros, err := strconv.ParseInt(rest, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMicro(micros), true
+}
+
 // ParseCancel decodes a cancel notification, "c:<job id>:<attempt>", sent when a running
 // job is cancelled so that the client running that attempt cancels its handler.
 func ParseCancel(payload string) (id int64, attempt int, ok bool) {

@@ -22,6 +22,7 @@ const (
 	ReasonDecode    = "decode"     // the args could not be decoded into the handler's type
 	ReasonCancelled = "cancelled"  // relay.Cancel was called
 	ReasonShutdown  = "shutdown"   // the client stopped before the handler returned
+	ReasonExpired   = "expired"    // a reservation's deadline passed before it was committed
 	// ReasonInfrastructure: the handler's database connection failed (SQLSTATE class 08 or
 	// 57, a failed connect, a closed connection), not the handler.
 	ReasonInfrastructure = "infrastructure"
@@ -38,6 +39,10 @@ type Outcome struct {
 	Error   string    // the attempt's error
 	Stack   string    // the stack of a panic
 	Output  []byte    // for StateSucceeded: the handler's output as JSON, or nil
+	// Data is the structured data the attempt's error carried, as JSON, or nil; DataError
+	// says why data it carried could not be recorded.
+	Data      []byte
+	DataError string
 	// Uncounted: the attempt does not use up one of the job's attempts; the job is given
 	// one more (max_attempts + 1), so that attempt numbers still only grow.
 	Uncounted bool
@@ -81,7 +86,9 @@ type outcomeParams struct {
 	Reasons       []pgtype.Text        `db:"reasons"`
 	Errors        []pgtype.Text        `db:"errors"`
 	Stacks        []pgtype.Text        `db:"stacks"`
-	Outputs       []pgtype.Text        `db:"outputs"` // see jsonParam; nil when no outcome has one
+	Outputs       []pgtype.Text        `db:"outputs"`     // see jsonParam; nil when no outcome has one
+	Datas         []pgtype.Text        `db:"datas"`       // the same
+	DataErrors    []pgtype.Text        `db:"data_errors"` // the same
 	Uncounted     []bool               `db:"uncounted"`
 	Client        string               `db:"client"`
 	Channel       string               `db:"channel"`
@@ -101,15 +108,24 @@ func (s *Store) outcomeParams(client string, outcomes []Outcome, withSuccesses b
 		p.Reasons[i] = nullText(o.Reason)
 		p.Errors[i] = nullText(o.Error)
 		p.Stacks[i] = nullText(o.Stack)
+		setSparse(&p.Outputs, n, i, jsonParam(o.Output), o.Output != nil)
+		setSparse(&p.Datas, n, i, jsonParam(o.Data), o.Data != nil)
+		setSparse(&p.DataErrors, n, i, nullText(o.DataError), o.DataError != "")
 		p.Uncounted[i] = o.Uncounted
-		if o.Output != nil {
-			if p.Outputs == nil {
-				p.Outputs = make([]pgtype.Text, n)
-			}
-			p.Outputs[i] = jsonParam(o.Output)
-		}
 	}
 	return p
+}
+
+// setSparse sets (*values)[i] to v, of n values, if set: values stays nil — a NULL array,
+// which unnest pads with NULLs — until one value is set, as in most batches none is.
+func setSparse[T any](values *[]T, n, i int, v T, set bool) {
+	if !set {
+		return
+	}
+	if *values == nil {
+		*values = make([]T, n)
+	}
+	(*values)[i] = v
 }
 
 // ErrNotHeld is returned by [Store.CompleteTx] and [Store.Checkpoint] when the attempt no

@@ -17,29 +17,32 @@ var queriesSQL string
 // queries holds the statements of queries.sql with the schema filled in, each with the
 // struct of its parameters (see params.go).
 type queries struct {
-	insert        statement[insertParams]
-	insertUnique  statement[insertUniqueParams]
-	insertJobs    statement[insertJobsParams]
-	claim         statement[claimFromParams]
-	lockQueue     statement[lockParams]
-	claimGated    statement[claimParams]
-	writeOutcomes statement[outcomeParams]
-	renewLeases   statement[renewParams]
-	renewLocked   statement[renewLockedParams]
-	stopClient    statement[clientParams]
-	rescue        statement[rescueParams]
-	cancel        statement[jobParams]
-	retry         statement[jobParams]
-	getJob        statement[idParams]
-	completeTx    statement[completeTxParams]
-	checkpoint    statement[checkpointParams]
-	setOutput     statement[setOutputParams]
-	endedBy       statement[heldParams]
-	setQueue      statement[setQueueParams]
-	pauseQueue    statement[pauseQueueParams]
-	getQueue      statement[queueParams]
-	pendingQueues statement[patternsParams]
-	unhandled     statement[unhandledParams]
+	insert             statement[insertParams]
+	insertUnique       statement[insertUniqueParams]
+	insertJobs         statement[insertJobsParams]
+	claim              statement[claimFromParams]
+	lockQueue          statement[lockParams]
+	claimGated         statement[claimParams]
+	writeOutcomes      statement[outcomeParams]
+	renewLeases        statement[renewParams]
+	renewLocked        statement[renewLockedParams]
+	stopClient         statement[clientParams]
+	rescue             statement[rescueParams]
+	cancel             statement[jobParams]
+	retry              statement[jobParams]
+	commitJobs         statement[idsParams]
+	extendReservations statement[extendParams]
+	expire             statement[expireParams]
+	getJob             statement[idParams]
+	completeTx         statement[completeTxParams]
+	checkpoint         statement[checkpointParams]
+	setOutput          statement[setOutputParams]
+	endedBy            statement[heldParams]
+	setQueue           statement[setQueueParams]
+	pauseQueue         statement[pauseQueueParams]
+	getQueue           statement[queueParams]
+	pendingQueues      statement[patternsParams]
+	unhandled          statement[unhandledParams]
 
 	forgetDispatchers statement[queueClientParams]
 	dispatcherWaits   statement[queueClientParams]
@@ -63,6 +66,7 @@ func buildQueries(quotedSchema string) queries {
 		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
 		{"dispatchersPoll", &q.dispatchersPoll}, {"probe", &q.probe},
 		{"wakeLockHolders", &q.wakeLockHolders}, {"stillRunning", &q.stillRunning},
+		{"commitJobs", &q.commitJobs}, {"extendReservations", &q.extendReservations}, {"expire", &q.expire},
 	})
 	// a record's columns are list.sql's, so GetJob and ListJobs read the same record
 	bindOne("getJob", "SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = @id", schema, &q.getJob)
@@ -83,6 +87,7 @@ type named struct {
 // bindAll reads.
 var fragmentNames = []string{
 	"claimed", "wakes", "blocksOnFailure", "pendingQueueScan", "cancelTarget", "retryTarget", // queries.sql
+	"heldState", "announceHeld", "reservations", // queries.sql: reservations
 	"deleteTarget", "bulkLocked", // delete.sql
 	"queuesInState",             // list.sql
 	"pruneRules", "pruneCutoff", // retention.sql

@@ -5,22 +5,28 @@
 -- Every statement that makes a job pending (or frees an ordered key or a limited slot)
 -- asks the schema's wake function, in the same transaction, to send a wakeup: it does only
 -- when a dispatcher of the queue waits for one (see migration 006 for the protocol, and
--- notify.go for the payload's format). Control messages (cancel, queue settings) are
--- always sent.
+-- notify.go for the payload's format). Control messages (cancel, queue settings, the
+-- deadlines of reservations) are always sent.
 
 -- name: insert
 -- Inserts one job (@run_at NULL for now; @payload the raw args, or NULL; @metadata a JSON
--- object, or NULL) and wakes its queue on @channel. In an ordered queue a job without a key joins the queue-wide sequence
--- ''; a key given for a queue that is not ordered is refused.
+-- object, or NULL; @backoff its own retry policy, or NULL) and wakes its queue on @channel. In an ordered queue a job without a key joins the queue-wide sequence
+-- ''; a key given for a queue that is not ordered is refused. With @hold (an interval;
+-- NULL for none) the job is a reservation: held for that long, and announced to the
+-- expirers instead of the dispatchers.
 WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata,
+                              state, held_until, backoff)
     SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
         CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
-        @payload, @metadata::jsonb
+        @payload, @metadata::jsonb,
+        {heldState}, clock_timestamp() + @hold::interval, @backoff::jsonb
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
-    RETURNING id, queue, run_at, priority, kind
+    RETURNING id, queue, run_at, priority, kind, held_until
 ), notified AS (
-    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job
+    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job WHERE held_until IS NULL
+    UNION ALL
+    {announceHeld}
 )
 SELECT id FROM job
 WHERE (SELECT count(*) FROM notified) >= 0;
@@ -34,19 +40,23 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 WITH held AS (
     SELECT id FROM {schema}.jobs
     WHERE unique_key = @unique_key AND state = ANY (@unique_in::text[])
-    ORDER BY state IN ('pending', 'running') DESC, id DESC
+    ORDER BY state IN ('pending', 'running', 'held') DESC, id DESC
     LIMIT 1
 ), job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata)
+    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata,
+                              state, held_until, backoff)
     SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
         CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
-        @payload, @unique_key, @metadata::jsonb
+        @payload, @unique_key, @metadata::jsonb,
+        {heldState}, clock_timestamp() + @hold::interval, @backoff::jsonb
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     WHERE NOT EXISTS (SELECT FROM held)
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running') DO NOTHING
-    RETURNING id, queue, run_at, priority, kind
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held') DO NOTHING
+    RETURNING id, queue, run_at, priority, kind, held_until
 ), notified AS (
-    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job
+    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job WHERE held_until IS NULL
+    UNION ALL
+    {announceHeld}
 )
 SELECT id, true FROM job
 WHERE (SELECT count(*) FROM notified) >= 0
@@ -55,7 +65,7 @@ SELECT id, false FROM held
 UNION ALL
 SELECT id, false FROM {schema}.jobs
 WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
-  AND unique_key = @unique_key AND state IN ('pending', 'running');
+  AND unique_key = @unique_key AND state IN ('pending', 'running', 'held');
 
 -- name: insertJobs
 -- insert for many jobs, given as aligned arrays (@kinds, @queues, …), with one wakeup per
@@ -65,10 +75,11 @@ WHERE NOT EXISTS (SELECT FROM job) AND NOT EXISTS (SELECT FROM held)
 -- through insert_jobs it cost the database 50 % more CPU, about 35 µs; see the README.) Each job's id comes back in the order of the arrays, with whether
 -- it was a duplicate of a job holding its unique key. @unique_keys NULL: no job is unique,
 -- and insert_jobs runs a much cheaper statement; else @unique_states holds each unique
--- job's states, comma-separated.
+-- job's states, comma-separated. @holds and @backoffs are NULL arrays when no job of the
+-- batch is reserved or has its own retry policy (migration 011).
 SELECT id, duplicate FROM {schema}.insert_jobs(@kinds::text[], @queues::text[], @args::jsonb[], @run_ats::timestamptz[],
     @max_attempts::integer[], @timeouts_ms::integer[], @priorities::smallint[], @order_keys::text[], @payloads::bytea[],
-    @metadatas::jsonb[], @unique_keys::text[], @unique_states::text[]);
+    @metadatas::jsonb[], @unique_keys::text[], @unique_states::text[], @holds::interval[], @backoffs::jsonb[]);
 
 -- name: wakes
 -- Whether a job that has just ended (a row of the statement's RETURNING, with its queue,
@@ -77,6 +88,19 @@ SELECT id, duplicate FROM {schema}.insert_jobs(@kinds::text[], @queues::text[], 
 -- ends running jobs: outcomes, rescue, CompleteTx. Cancel wakes always.
 (state = 'pending' OR order_key IS NOT NULL
  OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL))
+
+-- name: heldState
+-- The state a job is inserted in: held when it is a reservation (@hold is not NULL).
+CASE WHEN @hold::interval IS NULL THEN 'pending' ELSE 'held' END
+
+-- name: announceHeld
+-- Tells every client's expirer, in a 'r:<µs since the epoch>' control message, the
+-- earliest deadline of the reservations among the rows of the CTE "job" (with their
+-- held_until; NULL for a job that is not held), if there are any: an expirer sleeps until
+-- the earliest deadline it knows of, and an earlier one must wake it. A boolean, as wake().
+SELECT {schema}.announce_held(@channel, min(held_until))
+FROM job
+HAVING min(held_until) IS NOT NULL
 
 -- name: blocksOnFailure
 -- Whether the queue of job j blocks an ordered key on a head that failed for good.
@@ -87,7 +111,7 @@ coalesce((SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.
 -- them to client @client for @lease, fills in max_attempts from the kinds' defaults
 -- (@attempts, aligned with @kinds), and returns them, then the trailing row (id NULL) with
 -- the delay until the queue's next scheduled job and the queue's settings. Each job comes
--- with what its handler sees of it, its metadata included.
+-- with what its handler sees of it, its metadata included, and its own retry policy.
 -- clock_timestamp(), not now(): a gated claim's transaction began before its wait for the
 -- queue's lock, and the lease must not be shortened by that wait.
 claimed AS (
@@ -98,14 +122,14 @@ claimed AS (
     FROM due
     WHERE j.id = due.id
     RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
-        j.checkpoint, j.payload, j.metadata, j.schedule, j.schedule_slot
+        j.checkpoint, j.payload, j.metadata, j.backoff, j.schedule, j.schedule_slot
 )
 SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload, metadata,
-       schedule, schedule_slot, NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
+       backoff, schedule, schedule_slot, NULL::bigint, NULL::boolean, NULL::boolean, NULL::boolean
 FROM claimed
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < @limit THEN (
         SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
         FROM {schema}.jobs
@@ -181,7 +205,8 @@ SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext(@lock_key));
 -- after lockQueue in the same transaction: each claim of the queue then sees the jobs every earlier one
 -- started, which is what makes the limit and one-at-a-time per key hold across clients.
 -- An ordered queue claims only the heads of its keys: the oldest pending job of a key
--- with no job running and no blocking failed job before it. The keys are walked one index
+-- with no job running and no blocking failed job, nor held one, before it (a held job keeps
+-- its place until it is committed or expires). The keys are walked one index
 -- probe each, so a claim costs O(keys with unfinished jobs), however deep each key's
 -- backlog; the heads found are then taken in priority and run_at order, so no key starves.
 WITH RECURSIVE async AS (
@@ -198,7 +223,7 @@ WITH RECURSIVE async AS (
     -- queue's pending jobs, paid only then. The keys walk below sees them at the next claim.
     UPDATE {schema}.jobs SET order_key = ''
     WHERE (SELECT ordered AND changed FROM settings)
-      AND queue = @queue AND state = 'pending' AND order_key IS NULL
+      AND queue = @queue AND state IN ('pending', 'held') AND order_key IS NULL
     RETURNING id
 ), room AS (
     SELECT CASE WHEN s.paused THEN 0
@@ -210,11 +235,11 @@ WITH RECURSIVE async AS (
     WHERE (SELECT count(*) FROM strays) >= 0
 ), keys AS (
     SELECT (SELECT min(order_key) FROM {schema}.jobs
-            WHERE queue = @queue AND order_key IS NOT NULL AND (state IN ('pending', 'running') OR blocking)) AS k
+            WHERE queue = @queue AND order_key IS NOT NULL AND (state IN ('pending', 'running', 'held') OR blocking)) AS k
     WHERE (SELECT ordered FROM settings)
     UNION ALL
     SELECT (SELECT min(order_key) FROM {schema}.jobs
-            WHERE queue = @queue AND order_key > keys.k AND (state IN ('pending', 'running') OR blocking))
+            WHERE queue = @queue AND order_key > keys.k AND (state IN ('pending', 'running', 'held') OR blocking))
     FROM keys
     WHERE keys.k IS NOT NULL
 ), heads AS MATERIALIZED (
@@ -233,6 +258,9 @@ WITH RECURSIVE async AS (
       AND NOT EXISTS (
           SELECT FROM {schema}.jobs b
           WHERE b.queue = @queue AND b.order_key = keys.k AND b.state = 'failed' AND b.blocking AND b.id < h.id)
+      AND NOT EXISTS (
+          SELECT FROM {schema}.jobs r
+          WHERE r.queue = @queue AND r.order_key = keys.k AND r.state = 'held' AND r.id < h.id)
 ), chosen AS MATERIALIZED (
     -- The jobs to claim, picked before any row is locked, so that the claim below is
     -- driven by these few ids (a primary key lookup each): never by a scan of the queue's
@@ -262,7 +290,8 @@ WITH RECURSIVE async AS (
 
 -- name: writeOutcomes
 -- Writes the outcomes of many attempts of client @client at once (@outputs: each success's
--- output, or NULL; a NULL array when none has one), and returns the ids of the jobs it
+-- output, or NULL; a NULL array when none has one; @datas and @data_errors likewise: the
+-- data of a failure's error, or why it could not be recorded), and returns the ids of the jobs it
 -- changed — of successes only if @with_successes, since a busy client writes thousands a
 -- second and seldom needs them. A job is touched only while that same attempt still holds
 -- it (running, claimed by @client, same attempt number), so the late outcome of a handler
@@ -283,8 +312,8 @@ WITH outcome AS MATERIALIZED (
     SELECT *, 'running'::text AS held_state, @client::text AS held_by
     FROM unnest(@ids::bigint[], @attempts::integer[], @states::text[], @ended_ats::timestamptz[],
                 @run_ats::timestamptz[], @reasons::text[], @errors::text[], @stacks::text[], @outputs::jsonb[],
-                @uncounted::boolean[])
-        AS o(id, attempt, state, ended_at, run_at, reason, error, stack, output, uncounted)
+                @datas::jsonb[], @data_errors::text[], @uncounted::boolean[])
+        AS o(id, attempt, state, ended_at, run_at, reason, error, stack, output, data, data_error, uncounted)
 ), written AS (
     UPDATE {schema}.jobs j
     SET state = o.state,
@@ -297,7 +326,7 @@ WITH outcome AS MATERIALIZED (
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
         max_attempts = CASE WHEN o.uncounted THEN j.max_attempts + 1 ELSE j.max_attempts END,
         attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
-            j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack) END,
+            j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack, o.data, o.data_error) END,
         blocking = o.state = 'failed' AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM outcome o
     WHERE j.id = ANY (@ids::bigint[])
@@ -470,8 +499,9 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (
 );
 
 -- name: cancel
--- Cancels job @id if it has not finished, or if it failed and blocks its ordered key, and
--- tells the client running it (if any) to cancel its handler. Returns the job's state
+-- Cancels job @id if it has not finished (a held one too), or if it failed and blocks its
+-- ordered key, and tells the client running it (if any) to cancel its handler. Returns the
+-- job's state
 -- before, and whether it was blocking, or no row if there is no such job.
 WITH target AS (
     SELECT id, state, blocking FROM {schema}.jobs WHERE id = @id FOR UPDATE
@@ -490,7 +520,7 @@ cancelled AS (
         attempts = CASE WHEN t.state = 'running' THEN j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, now(), j.attempted_by, 'cancelled', 'cancelled', NULL, NULL) ELSE j.attempts END
     FROM target t
-    WHERE j.id = t.id AND (t.state IN ('pending', 'running') OR t.blocking)
+    WHERE j.id = t.id AND (t.state IN ('pending', 'running', 'held') OR t.blocking)
     RETURNING j.id, j.attempt, j.queue, j.run_at, j.priority, t.state AS was
 ), notified AS (
     -- the attempt, so that a client only ever cancels the attempt that was running
@@ -501,16 +531,21 @@ cancelled AS (
 
 -- name: retry
 -- Puts failed or cancelled job @id back to run now. A job that had used all its attempts
--- gets one more. Returns the job's state before, or no row if there is no such job.
+-- gets one more. A reservation that was never committed stays as it is: its producer
+-- decided that it must not run. Returns the job's state before, and whether it is such a
+-- reservation, or no row if there is no such job.
 WITH target AS (
-    SELECT id, state FROM {schema}.jobs WHERE id = @id FOR UPDATE
+    SELECT id, state, held_until IS NOT NULL AND committed_at IS NULL AS uncommitted
+    FROM {schema}.jobs WHERE id = @id FOR UPDATE
 ), {retryTarget}
-SELECT state FROM target
+SELECT state, uncommitted FROM target
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: retryTarget
 -- The CTEs "retried" and "notified" that put the failed or cancelled jobs of the CTE
 -- "target" (id, state; rows locked) back to run now, and wake their queues on @channel.
+-- A reservation that was never committed stays as it is: its producer decided that it
+-- must not run.
 retried AS (
     UPDATE {schema}.jobs j
     SET state = 'pending', run_at = now(), finished_at = NULL, blocking = false,
@@ -520,7 +555,7 @@ retried AS (
         -- NULL (never claimed) keeps deferring to the kind's default
         max_attempts = CASE WHEN j.max_attempts IS NULL THEN NULL ELSE greatest(j.max_attempts, j.attempt + 1) END
     FROM target t
-    WHERE j.id = t.id AND t.state IN ('failed', 'cancelled')
+    WHERE j.id = t.id AND t.state IN ('failed', 'cancelled') AND NOT (j.held_until IS NOT NULL AND j.committed_at IS NULL)
     RETURNING j.queue, j.run_at, j.priority, j.kind
 ), notified AS (
     SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind)) FROM retried GROUP BY queue
@@ -543,7 +578,7 @@ WITH saved AS (
     UPDATE {schema}.jobs
     SET order_key = CASE WHEN @ordered THEN coalesce(order_key, '') END,
         blocking = blocking AND @ordered AND @on_failure = 'block'
-    WHERE queue = @queue AND (state IN ('pending', 'running') OR blocking)
+    WHERE queue = @queue AND (state IN ('pending', 'running', 'held') OR blocking)
       AND ((@ordered AND order_key IS NULL) OR (NOT @ordered AND order_key IS NOT NULL) OR (blocking AND NOT (@ordered AND @on_failure = 'block')))
     RETURNING id
 ), notified AS (
@@ -661,3 +696,107 @@ SELECT state FROM {schema}.jobs WHERE id = @id AND attempted_by = @client AND at
 UPDATE {schema}.jobs SET output = @output
 WHERE id = @id AND state = 'succeeded' AND attempted_by = @client AND attempt = @attempt
 RETURNING id;
+
+-- name: reservations
+-- The CTE "target": the jobs @ids, locked in id order (so that two calls never deadlock),
+-- with what a commit or an extension of their reservations needs to know: their state,
+-- deadline, whether they were committed, when they finished, and whether their deadline
+-- has passed by now.
+target AS (
+    SELECT id, state, held_until, committed_at IS NOT NULL AS committed, finished_at,
+        held_until <= clock_timestamp() AS lapsed
+    FROM {schema}.jobs
+    WHERE id = ANY (@ids::bigint[])
+    ORDER BY id
+    FOR UPDATE
+)
+
+-- name: commitJobs
+-- Commits the reservations @ids (distinct): each held job whose deadline has not passed
+-- becomes pending — due at once, or at its run_at if that is later — and wakes its queue by
+-- the usual rules; one already committed is left as it is. Only if every one of @ids can be
+-- so: otherwise nothing changes. Returns every job found, with what the caller needs to
+-- say why a job could not be committed, and whether all were.
+WITH {reservations}, ok AS (
+    SELECT count(*) = cardinality(@ids::bigint[])
+           AND coalesce(bool_and(committed OR (state = 'held' AND NOT lapsed)), true) AS all_ok
+    FROM target
+), pending AS (
+    UPDATE {schema}.jobs j
+    SET state = 'pending', committed_at = clock_timestamp(), run_at = greatest(j.run_at, now())
+    FROM target t
+    WHERE j.id = t.id AND t.state = 'held' AND (SELECT all_ok FROM ok)
+    RETURNING j.queue, j.run_at, j.priority, j.kind
+), notified AS (
+    SELECT {schema}.wake(@channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
+    FROM pending
+    GROUP BY queue
+)
+SELECT id, state, held_until, committed, finished_at, lapsed, (SELECT all_ok FROM ok) FROM target
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: extendReservations
+-- Moves the deadlines of the held jobs @ids (distinct) to @within from now, if every one
+-- of them is held and its deadline has not passed; otherwise nothing changes. A deadline
+-- moved earlier is announced to the expirers. Returns what commitJobs does.
+WITH {reservations}, ok AS (
+    SELECT count(*) = cardinality(@ids::bigint[])
+           AND coalesce(bool_and(state = 'held' AND NOT lapsed), true) AS all_ok
+    FROM target
+), extended AS (
+    UPDATE {schema}.jobs j
+    SET held_until = clock_timestamp() + @within::interval
+    FROM target t
+    WHERE j.id = t.id AND (SELECT all_ok FROM ok)
+    RETURNING j.held_until, t.held_until AS was
+), job AS (
+    SELECT held_until FROM extended WHERE held_until < was
+), notified AS (
+    {announceHeld}
+)
+SELECT id, state, held_until, committed, finished_at, lapsed, (SELECT all_ok FROM ok) FROM target
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: expire
+-- Expires up to @limit reservations whose deadline has passed: each held job is cancelled,
+-- with reason 'expired' in its history (the client: @client), and never runs. SKIP LOCKED
+-- lets every client run this at once: each lapsed reservation is expired by exactly one,
+-- and one whose commit is under way (its row locked) is left to that commit. Like a
+-- cancel, an expiry frees the job's ordered key and wakes its queue. The last row (id
+-- NULL) says when the next deadline passes, in µs from now and in µs since the epoch (NULL
+-- when none is ahead), and whether a lapsed reservation was left because it was locked.
+WITH lapsed AS (
+    SELECT id FROM {schema}.jobs
+    WHERE state = 'held' AND held_until <= now()
+    ORDER BY held_until
+    LIMIT @limit
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    UPDATE {schema}.jobs j
+    SET state = 'cancelled', finished_at = now(),
+        attempts = j.attempts || {schema}.attempt_entry(
+            j.attempt, NULL, now(), @client, 'cancelled', 'expired',
+            format('the reservation was not committed by its deadline, %s', j.held_until), NULL)
+    FROM lapsed
+    WHERE j.id = lapsed.id
+    RETURNING j.id, j.kind, j.queue, j.state, j.run_at, j.priority, j.order_key, j.held_until
+), notified AS (
+    SELECT {schema}.wake(@channel, queue, least(min(run_at), now()), max(priority), NULL)
+    FROM expired
+    WHERE {wakes}
+    GROUP BY queue
+), next AS (
+    SELECT (SELECT held_until FROM {schema}.jobs
+            WHERE state = 'held' AND held_until > now()
+            ORDER BY held_until
+            LIMIT 1) AS at
+)
+SELECT id, kind, queue, held_until, NULL::bigint, NULL::bigint, NULL::boolean FROM expired
+WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+SELECT NULL, NULL, NULL, NULL,
+    ceil(extract(epoch FROM at - clock_timestamp()) * 1000000)::bigint,
+    floor(extract(epoch FROM at) * 1000000)::bigint,
+    EXISTS (SELECT FROM {schema}.jobs
+            WHERE state = 'held' AND held_until <= now() AND id NOT IN (SELECT id FROM expired))
+FROM next;
