@@ -184,9 +184,9 @@ func (k *Keeper) Pause(paused bool) { k.paused.Store(paused) }
 // it renews at once rather than at its next tick, so that leases that have not expired yet
 // are saved. It never blocks.
 func (k *Keeper) Recover() {
-	if !k.failing.Load() {
-		return
-	}
+	// Not only while failing is set: Run sets it after the failed renewal has returned,
+	// and a Recover that came in between, told by that renewal's own error, would be lost.
+	// Run ignores the signal unless its last renewal failed.
 	select {
 	case k.recovered <- struct{}{}:
 	default:
