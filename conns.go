@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -47,33 +48,148 @@ func (c *conns) close() {
 	}
 }
 
-// pick is the pool the next statement runs on: the shared one unless every connection it
-// may have is taken.
-func (c *conns) pick() *pgxpool.Pool {
+// sharedWait bounds how long a statement waits for a connection of the shared pool that
+// looked free: another may take it first (a handler's Begin racing the client's claim), and
+// a statement stuck in the pool's queue behind handlers that hold every connection would
+// be the starvation the reserved connections exist to prevent. Long enough to open a
+// connection.
+const sharedWait = 100 * time.Millisecond
+
+// acquire takes a connection for one statement or transaction: of the shared pool unless
+// every connection it may have is taken, or none came within sharedWait; else a reserved
+// one.
+func (c *conns) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	if c.reserved == nil {
-		return c.shared
+		return c.shared.Acquire(ctx)
 	}
-	st := c.shared.Stat()
-	if st.AcquiredConns()+st.ConstructingConns() < st.MaxConns() {
-		return c.shared
+	if st := c.shared.Stat(); st.AcquiredConns()+st.ConstructingConns() < st.MaxConns() {
+		waitCtx, cancel := context.WithTimeout(ctx, sharedWait)
+		conn, err := c.shared.Acquire(waitCtx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return conn, err
+		}
 	}
-	return c.reserved
+	return c.reserved.Acquire(ctx)
 }
 
 func (c *conns) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	return c.pick().Exec(ctx, sql, args...)
+	conn, err := c.acquire(ctx)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer conn.Release()
+	return conn.Exec(ctx, sql, args...)
 }
 
 func (c *conns) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	return c.pick().Query(ctx, sql, args...)
+	conn, err := c.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		conn.Release()
+		return nil, err
+	}
+	return &releasingRows{Rows: rows, release: sync.OnceFunc(conn.Release)}, nil
 }
 
 func (c *conns) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	return c.pick().QueryRow(ctx, sql, args...)
+	conn, err := c.acquire(ctx)
+	if err != nil {
+		return errRow{err}
+	}
+	return releasingRow{row: conn.QueryRow(ctx, sql, args...), release: conn.Release}
 }
 
 func (c *conns) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	return c.pick().SendBatch(ctx, b)
+	conn, err := c.acquire(ctx)
+	if err != nil {
+		return errBatch{err}
+	}
+	return &releasingBatch{BatchResults: conn.SendBatch(ctx, b), release: sync.OnceFunc(conn.Release)}
 }
 
-func (c *conns) Begin(ctx context.Context) (pgx.Tx, error) { return c.pick().Begin(ctx) }
+func (c *conns) Begin(ctx context.Context) (pgx.Tx, error) {
+	conn, err := c.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		conn.Release()
+		return nil, err
+	}
+	return &releasingTx{Tx: tx, release: sync.OnceFunc(conn.Release)}, nil
+}
+
+// The results of a statement on an acquired connection give it back when they are done
+// with, as pgxpool's own do.
+
+type releasingRows struct {
+	pgx.Rows
+	release func()
+}
+
+func (r *releasingRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.release() // the rows are closed: the connection is free
+	return false
+}
+
+func (r *releasingRows) Close() {
+	r.Rows.Close()
+	r.release()
+}
+
+type releasingRow struct {
+	row     pgx.Row
+	release func()
+}
+
+func (r releasingRow) Scan(dest ...any) error {
+	defer r.release()
+	return r.row.Scan(dest...)
+}
+
+type releasingBatch struct {
+	pgx.BatchResults
+	release func()
+}
+
+func (b *releasingBatch) Close() error {
+	defer b.release()
+	return b.BatchResults.Close()
+}
+
+type releasingTx struct {
+	pgx.Tx
+	release func()
+}
+
+func (t *releasingTx) Commit(ctx context.Context) error {
+	defer t.release()
+	return t.Tx.Commit(ctx)
+}
+
+func (t *releasingTx) Rollback(ctx context.Context) error {
+	defer t.release()
+	return t.Tx.Rollback(ctx)
+}
+
+// errRow and errBatch carry an error that came before the statement ran.
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+type errBatch struct{ err error }
+
+func (b errBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
+func (b errBatch) Query() (pgx.Rows, error)         { return nil, b.err }
+func (b errBatch) QueryRow() pgx.Row                { return errRow(b) }
+func (b errBatch) Close() error                     { return b.err }
+func (b errBatch) Tx() pgx.Tx                       { return nil }
