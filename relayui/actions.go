@@ -166,12 +166,12 @@ type bulkAction struct {
 var bulkActions = map[string]bulkAction{
 	"retry": {Verb: "Retry", Did: "Retried", run: relay.RetryJobs,
 		Applies: []relay.JobState{relay.StateFailed, relay.StateCancelled},
-		Hint:    "Failed and cancelled jobs run again now; jobs in other states are left alone."},
+		Hint:    "Failed and cancelled jobs run again now; jobs in other states, and reservations that were never committed, are left alone."},
 	"cancel": {Verb: "Cancel", Did: "Cancelled", run: relay.CancelJobs,
-		Applies: []relay.JobState{relay.StatePending, relay.StateScheduled, relay.StateRunning},
-		Hint:    "Pending, scheduled and running jobs are cancelled (running handlers are told at once); finished jobs are left alone."},
+		Applies: []relay.JobState{relay.StatePending, relay.StateScheduled, relay.StateRunning, relay.StateHeld},
+		Hint:    "Pending, scheduled, running and held jobs are cancelled (running handlers are told at once, reservations are given up); finished jobs are left alone."},
 	"delete": {Verb: "Delete", Did: "Deleted", run: relay.DeleteJobs,
-		Applies: []relay.JobState{relay.StatePending, relay.StateScheduled, relay.StateSucceeded, relay.StateFailed, relay.StateCancelled},
+		Applies: []relay.JobState{relay.StatePending, relay.StateScheduled, relay.StateHeld, relay.StateSucceeded, relay.StateFailed, relay.StateCancelled},
 		Hint:    "Jobs are deleted for good, with their args, attempts and output; running jobs are left alone (cancel them first)."},
 }
 

@@ -36,13 +36,15 @@ func dashboard(t *testing.T, db *relaytest.DB, opts relayui.Options) *httptest.S
 type world struct {
 	db      *relaytest.DB
 	client  *relay.Client
-	failed  int64 // a job that failed for good, with an error in each of its 2 attempts
+	failed  int64 // a job that failed for good, with an error in each of its 2 attempts (data in the first, a data error in the second) and its own backoff
 	panicky int64 // a job whose one attempt panicked
 	running int64 // a job whose handler runs until it is cancelled
 	blocked int64 // the failed head of key "customer-1" of the ordered queue billing
 	binary  int64 // a job with a binary payload, waiting in queue uploads
 	later   int64 // a job scheduled an hour from now
 	gone    int64 // a cancelled job
+	held    int64 // a reservation of queue email, held for two hours
+	expired int64 // a reservation of queue email that expired
 	emails  int   // succeeded jobs of queue email, spread over the last hour
 	// Periodic schedules: the client's, and one no live client has.
 	schedule, orphan string
@@ -60,6 +62,13 @@ var (
 	reportPanic   = relay.NewKind[map[string]any]("report.panic")
 	invoiceCharge = relay.NewKind[map[string]any]("invoice.charge")
 	thumbnail     = relay.NewKind[[]byte]("thumbnail.render")
+)
+
+// What the failing report records: the data of its first attempt's error, and its own
+// retry policy.
+var (
+	warehouseFailure = map[string]any{"upstream_status": 503, "warehouse": "eu-west-1", "query_id": "q-81c2e7"}
+	failedBackoff    = backoff.Policy{Initial: 2 * time.Millisecond, Multiplier: 3, Max: 5 * time.Second, Jitter: 0.1}
 )
 
 // enqueue enqueues one job and returns its id.
@@ -104,7 +113,11 @@ func newWorld(t *testing.T) *world {
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		return fmt.Errorf("warehouse query failed: connection reset by peer (attempt %d)", j.Attempt)
+		err := fmt.Errorf("warehouse query failed: connection reset by peer (attempt %d)", j.Attempt)
+		if j.Attempt == 1 {
+			return relay.ErrorData(err, warehouseFailure)
+		}
+		return relay.ErrorData(err, func() {}) // a func does not encode as JSON: recorded as a data error
 	}, fast))
 	must(relay.Handle(c, reportPanic, func(ctx context.Context, j *relay.Job[map[string]any]) error {
 		var m map[string]int
@@ -138,7 +151,8 @@ func newWorld(t *testing.T) *world {
 	_, err := relay.EnqueueMany(ctx, db, specs, relay.Queue("email"))
 	must(err)
 	w.failed = enqueue(t, db, reportBuild, map[string]any{"report": "monthly-revenue", "month": "2026-10"}, relay.Queue("reports"), relay.MaxAttempts(2),
-		relay.Metadata(map[string]string{"tenant": "acme-eu", "request_id": "req-7f3a9c21", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}))
+		relay.Metadata(map[string]string{"tenant": "acme-eu", "request_id": "req-7f3a9c21", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}),
+		relay.Backoff(failedBackoff))
 	w.panicky = enqueue(t, db, reportPanic, map[string]any{"report": "churn"}, relay.Queue("reports"), relay.MaxAttempts(1))
 	w.blocked = enqueue(t, db, invoiceCharge, map[string]any{"customer": "customer-1", "amount_cents": 4200}, relay.Queue("billing"), relay.OrderKey("customer-1"))
 	enqueue(t, db, invoiceCharge, map[string]any{"customer": "customer-1", "amount_cents": 1900}, relay.Queue("billing"), relay.OrderKey("customer-1"))
@@ -147,6 +161,13 @@ func newWorld(t *testing.T) *world {
 	w.later = enqueue(t, db, emailSend, email{To: "later@example.com", Subject: "Reminder"}, relay.Queue("email"), relay.RunIn(time.Hour))
 	w.gone = enqueue(t, db, emailSend, email{To: "gone@example.com", Subject: "Never sent"}, relay.Queue("email"), relay.RunIn(time.Hour))
 	must(relay.Cancel(ctx, db, w.gone))
+	w.held = enqueue(t, db, emailSend, email{To: "held@example.com", Subject: "Order confirmation"}, relay.Queue("email"), relay.Reserved(2*time.Hour))
+	w.expired = enqueue(t, db, emailSend, email{To: "expired@example.com", Subject: "Abandoned cart"}, relay.Queue("email"), relay.Reserved(time.Millisecond))
+	relaytest.WaitFor(t, 30*time.Second, "the reservation to expire", func() bool {
+		rec, err := relay.GetJob(ctx, db, w.expired)
+		must(err)
+		return rec.State == relay.StateCancelled
+	})
 
 	// Wait for every job that can end to end: the emails, two reports (the failing one
 	// twice), and the two invoices that run (customer-1's second waits behind the first).

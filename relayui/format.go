@@ -18,6 +18,7 @@ import (
 	"golang.org/x/text/message"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/backoff"
 )
 
 // timeLayout is how the dashboard writes absolute times: UTC, to the second.
@@ -39,6 +40,7 @@ func (u *ui) funcs() template.FuncMap {
 		"jobs":           jobs,
 		"jobs64":         func(n int64) string { return jobs(int(n)) },
 		"hexdump":        hexPreview,
+		"backoff":        backoffText,
 		"join":           strings.Join,
 		"since":          time.Since,
 		"len64":          func(b []byte) int64 { return int64(len(b)) },
@@ -174,4 +176,13 @@ func hexPreview(b []byte) string {
 		return hex.Dump(b)
 	}
 	return hex.Dump(b[:n]) + fmt.Sprintf("… %s more bytes", thousands(int64(len(b)-n)))
+}
+
+// backoffText describes a retry policy: "1 s, ×2 per attempt, at most 24 h, ±25 % jitter".
+func backoffText(p *backoff.Policy) string {
+	s := fmt.Sprintf("%s, ×%s per attempt, at most %s", humanDuration(p.Initial), strconv.FormatFloat(p.Multiplier, 'g', -1, 64), humanDuration(p.Max))
+	if p.Jitter > 0 {
+		s += fmt.Sprintf(", ±%s %% jitter", strconv.FormatFloat(p.Jitter*100, 'g', 3, 64))
+	}
+	return s
 }

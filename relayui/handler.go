@@ -49,8 +49,9 @@ type Options struct {
 	// Redact, if set, is called on every job before it is shown (its page, its line in a
 	// listing, and the last error of a job that blocks an ordered key, which it sees as a
 	// record with only that attempt), and may blank or replace anything in it: Args,
-	// Payload, Output, Checkpoint, Metadata, the errors and stacks of its Attempts. It must not keep
-	// the record, and is called from many requests at once.
+	// Payload, Output, Checkpoint, Metadata, and the errors, stacks and error data (Data,
+	// DataError) of its Attempts. It must not keep the record, and is called from many
+	// requests at once.
 	Redact func(job *relay.JobRecord)
 	// CSRFKey signs the CSRF tokens of forms. Nil: a random key per Handler, so a form
 	// loaded before a restart must be reloaded. Set the same key of at least 32 bytes on

@@ -26,11 +26,10 @@ const (
 	argsPreviewLen = 90              // runes of args shown in a listing
 )
 
-// states are the job states in the order the dashboard shows them.
-// Placeholder (issue 18): held ("reserved") jobs get a state here, a colour in
-// relayui.css (.state-held, .card-held) and their deadline on the job page.
+// states are the job states in the order the dashboard shows them (relay's own order):
+// held jobs, reservations not yet committed, come with the other unfinished ones.
 var states = []relay.JobState{
-	relay.StatePending, relay.StateScheduled, relay.StateRunning,
+	relay.StatePending, relay.StateScheduled, relay.StateRunning, relay.StateHeld,
 	relay.StateSucceeded, relay.StateFailed, relay.StateCancelled,
 }
 
@@ -248,8 +247,8 @@ func (u *ui) job(r *http.Request, v *view) error {
 	u.redact(j)
 	d := jobData{
 		Job:        j,
-		CanRetry:   j.State == relay.StateFailed || j.State == relay.StateCancelled,
-		CanCancel:  j.State == relay.StatePending || j.State == relay.StateScheduled || j.State == relay.StateRunning || j.Blocking,
+		CanRetry:   (j.State == relay.StateFailed || j.State == relay.StateCancelled) && !neverCommitted(j),
+		CanCancel:  j.State == relay.StatePending || j.State == relay.StateScheduled || j.State == relay.StateRunning || j.State == relay.StateHeld || j.Blocking,
 		CanDelete:  j.State != relay.StateRunning, // relay.DeleteJob refuses a running job
 		ArgsBinary: j.Payload != nil,
 		Unfinished: j.FinishedAt.IsZero(),
@@ -262,6 +261,12 @@ func (u *ui) job(r *http.Request, v *view) error {
 	}
 	v.Data = d
 	return nil
+}
+
+// neverCommitted reports whether j is a reservation that expired or was cancelled while
+// held: [relay.Retry] refuses it, as its producer decided it must not run.
+func neverCommitted(j *relay.JobRecord) bool {
+	return !j.HeldUntil.IsZero() && j.CommittedAt.IsZero()
 }
 
 func (u *ui) clients(r *http.Request, v *view) error {

@@ -30,6 +30,9 @@ func TestPagesInBrowser(t *testing.T) {
 	contains(t, "the overview's queues", queues, "billing", "email", "reports", "uploads", "ordered", "limit 3", "1 blocked")
 	contains(t, "the overview's cards", text(t, ctx, ".card-succeeded"), strconv.Itoa(w.emails+1))
 	contains(t, "the overview's clients", text(t, ctx, "main"), "worker-eu-1")
+	if got := text(t, ctx, ".card-held .card-value"); got != "1" {
+		t.Errorf("the overview's held card shows %q, want 1 (the reservation)", got)
+	}
 	// The overview refreshes itself (htmx, every 5 s): a new queue shows up unasked.
 	enqueue(t, w.db, thumbnail, []byte("late"), relay.Queue("late-queue"))
 	run(t, ctx, chromedp.Poll[bool](`document.querySelector("table.queues").innerText.includes("late-queue")`,
@@ -44,6 +47,9 @@ func TestPagesInBrowser(t *testing.T) {
 
 	visit(t, ctx, base+"/queues/email")
 	screenshot(t, ctx, "queue-email")
+	if got := text(t, ctx, ".card-held .card-value"); got != "1" {
+		t.Errorf("the email queue's held card shows %q, want 1", got)
+	}
 	bars := countRows(t, ctx, "rect.bar-succeeded")
 	if bars < 55 {
 		t.Errorf("the email queue's throughput chart has %d bars of succeeded jobs, want one for nearly every minute of the hour", bars)
@@ -59,6 +65,21 @@ func TestPagesInBrowser(t *testing.T) {
 	if got := countRows(t, ctx, "table.jobs tbody tr"); got != 3 {
 		t.Errorf("the failed jobs: %d rows, want 3:\n%s", got, failedList)
 	}
+	// Held jobs: their own filter, with the bulk actions that apply to them (no retry).
+	visit(t, ctx, base+"/jobs")
+	run(t, ctx, chromedp.Click(chromedp.CSS("label.state-held"), chromedp.NodeVisible))
+	if got := run(t, ctx, chromedp.Evaluate[string](`new URLSearchParams(new FormData(document.querySelector("form.filters"))).getAll("state").join()`)); got != "held" {
+		t.Errorf("the filter's held toggle sends state=%q, want held", got)
+	}
+	visit(t, ctx, base+"/jobs?state=held")
+	heldList := text(t, ctx, "table.jobs")
+	contains(t, "the held jobs", heldList, strconv.FormatInt(w.held, 10), "held", "email.send")
+	if got := countRows(t, ctx, "table.jobs tbody tr"); got != 1 {
+		t.Errorf("the held jobs: %d rows, want 1:\n%s", got, heldList)
+	}
+	if got := countRows(t, ctx, ".bulk a.bulk-cancel, .bulk a.bulk-delete"); got != 2 || countRows(t, ctx, ".bulk a.bulk-retry") != 0 {
+		t.Errorf("the held jobs offer %d of cancel and delete, and %d retries; want both, no retry", got, countRows(t, ctx, ".bulk a.bulk-retry"))
+	}
 	visit(t, ctx, base+"/jobs?state=succeeded&queue=email&kind=email.send")
 	next := run(t, ctx, chromedp.AttributeValue(chromedp.CSS(".pager a"), "href"))
 	visit(t, ctx, base[:len(base)-len(prefix)]+next.Value)
@@ -70,12 +91,39 @@ func TestPagesInBrowser(t *testing.T) {
 	screenshot(t, ctx, "job-failed")
 	contains(t, "the failed job", text(t, ctx, "main"), "monthly-revenue", "warehouse query failed: connection reset by peer (attempt 1)", "(attempt 2)", "Retry", "Delete")
 	contains(t, "the failed job's metadata", text(t, ctx, "table.metadata"), "tenant", "acme-eu", "request_id", "req-7f3a9c21", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	data := run(t, ctx, chromedp.TextContent(chromedp.CSS("pre.error-data")))
+	if want := "{\n  \"query_id\": \"q-81c2e7\",\n  \"warehouse\": \"eu-west-1\",\n  \"upstream_status\": 503\n}"; data != want {
+		t.Errorf("the first attempt's error data reads %q, want it pretty-printed: %q", data, want)
+	}
+	contains(t, "the second attempt's data error", text(t, ctx, ".data-error"), "No error data:", "could not be encoded as JSON")
+	contains(t, "the failed job's backoff", text(t, ctx, ".backoff"), "2 ms, ×3 per attempt, at most 5.0 s, ±10 % jitter")
 	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.panicky))
 	contains(t, "the job that panicked", text(t, ctx, "main"), "panic", "assignment to entry in nil map")
 	stack := run(t, ctx, chromedp.TextContent(chromedp.CSS("pre.stack")))
 	contains(t, "the panic's stack", stack, "relayui_test.newWorld")
 	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.binary))
 	contains(t, "the binary job", text(t, ctx, "main"), "binary payload, 37 bytes", "89 50 4e 47")
+
+	// A reservation: held until its deadline, which it shows; cancellable, never retried.
+	held, err := relay.GetJob(context.Background(), w.db, w.held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.held))
+	screenshot(t, ctx, "job-held")
+	contains(t, "the held job", text(t, ctx, "h1"), "held")
+	contains(t, "the held job's reservation", text(t, ctx, ".reservation"), "held until "+held.HeldUntil.UTC().Format("2006-01-02 15:04:05 UTC")+" unless committed")
+	if r, c := countRows(t, ctx, `form[action$="/retry"]`), countRows(t, ctx, `form[action$="/cancel"]`); r != 0 || c != 1 {
+		t.Errorf("the held job offers %d retries and %d cancels; want none, one", r, c)
+	}
+	visit(t, ctx, fmt.Sprintf("%s/jobs/%d", base, w.expired))
+	contains(t, "the expired reservation", text(t, ctx, "main"), "cancelled", "expired", "never committed", "worker-eu-1")
+	if n := countRows(t, ctx, `form[action$="/retry"]`); n != 0 {
+		t.Errorf("the expired reservation offers %d retries; relay.Retry refuses it", n)
+	}
+	if got := text(t, ctx, "table.attempts tbody td.num"); got != "—" {
+		t.Errorf("the expiry's entry is numbered %q, want — (it is not an attempt)", got)
+	}
 
 	visit(t, ctx, base+"/clients")
 	screenshot(t, ctx, "clients")

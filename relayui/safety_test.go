@@ -93,7 +93,7 @@ func TestForgedRequestsInBrowser(t *testing.T) {
 }
 
 // Markup in every field an enqueuer or a handler controls: kinds, queues, args, errors,
-// stacks, order keys, client ids. The browser must show it as text and run none of it.
+// error data and why it is missing, stacks, order keys, client ids. The browser must show it as text and run none of it.
 var payloads = []string{
 	`<script>window.__xss=1</script>`,
 	`"><img src=x onerror="window.__xss=2">`,
@@ -101,6 +101,11 @@ var payloads = []string{
 	`</pre><script>window.__xss=4</script>`,
 	`javascript:window.__xss=5`,
 }
+
+// evilJSON is error data whose encoding fails with markup in its message.
+type evilJSON struct{}
+
+func (evilJSON) MarshalJSON() ([]byte, error) { return nil, errors.New(strings.Join(payloads, " ")) }
 
 func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 	t.Parallel()
@@ -114,13 +119,22 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 		ID: payloads[2], Logger: slog.New(slog.DiscardHandler),
 		Queues: map[string]relay.QueueConfig{evilQueue: {Workers: 2}},
 	})
-	kinds := []relay.Kind[map[string]string]{relay.NewKind[map[string]string](payloads[0]), relay.NewKind[map[string]string](payloads[3])}
+	kinds := []relay.Kind[map[string]string]{
+		relay.NewKind[map[string]string](payloads[0]), relay.NewKind[map[string]string](payloads[3]), relay.NewKind[map[string]string](payloads[2]),
+	}
+	evilData := map[string]string{}
+	for i, p := range payloads {
+		evilData[fmt.Sprintf("data%d %s", i, p)] = p
+	}
 	for i, kind := range kinds {
 		err := relay.Handle(c, kind, func(ctx context.Context, j *relay.Job[map[string]string]) error {
-			if i == 0 {
-				return relay.Discard(errors.New(strings.Join(payloads, " ")))
+			switch i {
+			case 0:
+				return relay.ErrorData(relay.Discard(errors.New(strings.Join(payloads, " "))), evilData)
+			case 1:
+				panic(payloads[3])
 			}
-			panic(payloads[3])
+			return relay.ErrorData(errors.New("no data"), evilJSON{}) // its encoding fails, with markup in the error
 		}, relay.MaxAttempts(1))
 		if err != nil {
 			t.Fatal(err)
@@ -173,7 +187,7 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 	q := url.Values{"queue": {evilQueue}, "kind": {payloads[0]}, "state": {"failed"}}
 	pages := []string{
 		"/", "/queues/" + url.PathEscape(evilQueue), "/jobs", "/jobs?" + q.Encode(),
-		fmt.Sprintf("/jobs/%d", ids[0]), fmt.Sprintf("/jobs/%d", ids[1]), "/clients",
+		fmt.Sprintf("/jobs/%d", ids[0]), fmt.Sprintf("/jobs/%d", ids[1]), fmt.Sprintf("/jobs/%d", ids[2]), "/clients",
 		"/bulk?action=retry&" + q.Encode(), "/bulk?action=delete&" + q.Encode(), "/periodic",
 	}
 	for _, p := range pages {
@@ -200,6 +214,10 @@ func TestMarkupInJobDataIsShownAsTextInBrowser(t *testing.T) {
 	visit(t, bctx, fmt.Sprintf("%s/jobs/%d", base, ids[0]))
 	contains(t, "the job with markup", text(t, bctx, "main"), payloads...)
 	contains(t, "the metadata with markup", text(t, bctx, "table.metadata"), payloads...)
+	// In JSON, the quotes of payloads 1 and 2 are escaped: the others read as they are.
+	contains(t, "the error data with markup", run(t, bctx, chromedp.TextContent(chromedp.CSS("pre.error-data"))), payloads[0], payloads[3], payloads[4])
+	visit(t, bctx, fmt.Sprintf("%s/jobs/%d", base, ids[2]))
+	contains(t, "the data error with markup", text(t, bctx, ".data-error"), payloads...)
 	visit(t, bctx, base+"/periodic")
 	contains(t, "the schedule with markup", text(t, bctx, "table.schedules"), payloads[0], payloads[1], payloads[2], payloads[3])
 	if errs := problems(); len(errs) > 0 {

@@ -61,7 +61,7 @@ func TestPageQueriesAtScale(t *testing.T) {
 	pages := []string{
 		"/", "/queues/q00", "/queues/billing", "/clients",
 		"/jobs", "/jobs?state=failed", "/jobs?state=succeeded&queue=q00", "/jobs?queue=q00&kind=k03",
-		"/jobs?state=failed&queue=q07&from=" + day, "/jobs?state=pending", "/jobs?state=running",
+		"/jobs?state=failed&queue=q07&from=" + day, "/jobs?state=pending", "/jobs?state=running", "/jobs?state=held",
 		fmt.Sprintf("/jobs/%d", someFailed), "/bulk?action=retry&state=failed&queue=q07",
 		"/bulk?action=delete&state=succeeded&queue=q00", "/bulk?action=cancel&queue=q03", "/periodic",
 	}
@@ -122,8 +122,8 @@ func TestPageQueriesAtScale(t *testing.T) {
 }
 
 // fill inserts n finished jobs over 30 days into 50 queues of 20 kinds (the last hour
-// among them), a few thousand unfinished ones and 20 periodic schedules (18 orphaned),
-// then vacuums and analyses.
+// among them), a few thousand unfinished ones (500 of them held, one in a queue of its
+// own) and 20 periodic schedules (18 orphaned), then vacuums and analyses.
 func fill(t *testing.T, db *relaytest.DB, n int) {
 	t.Helper()
 	ctx := context.Background()
@@ -145,6 +145,10 @@ func fill(t *testing.T, db *relaytest.DB, n int) {
 		fmt.Sprintf(`INSERT INTO %[1]s.jobs (kind, queue, args, state, attempt, attempted_at, attempted_by, lease_expires_at)
 		SELECT 'k01', 'q' || lpad((i %% 50)::text, 2, '0'), '{}', 'running', 1, now(), 'worker-' || (i %% 4), now() + interval '15 s'
 		FROM generate_series(1, 200) i`, s),
+		fmt.Sprintf(`INSERT INTO %[1]s.jobs (kind, queue, args, state, held_until)
+		SELECT 'k02', 'q' || lpad((i %% 50)::text, 2, '0'), '{}', 'held', now() + interval '1 hour'
+		FROM generate_series(1, 500) i`, s),
+		fmt.Sprintf(`INSERT INTO %[1]s.jobs (kind, queue, args, state, held_until) VALUES ('k02', 'only-held', '{}', 'held', now() + interval '1 hour')`, s),
 		fmt.Sprintf(`INSERT INTO %[1]s.queues (name, ordered, global_limit) VALUES ('billing', true, 5)`, s),
 		fmt.Sprintf(`INSERT INTO %[1]s.jobs (kind, queue, args, state, attempt, order_key, blocking, finished_at, attempts)
 		SELECT 'invoice', 'billing', '{}', 'failed', 1, 'customer-' || i, true, now(), '[{"error": "card declined"}]'

@@ -195,15 +195,15 @@ func TestActionsNeedTheirToken(t *testing.T) {
 	}
 }
 
-// Options.Redact sees every job before any page shows it: its args, errors and payload
-// appear nowhere, in a listing, on its page, or as the last error of a blocked key.
+// Options.Redact sees every job before any page shows it: its args, errors, error data and
+// payload appear nowhere, in a listing, on its page, or as the last error of a blocked key.
 func TestRedactHidesWhatItBlanks(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	redact := func(j *relay.JobRecord) {
 		j.Args, j.Payload, j.Output, j.Metadata = []byte(`{"redacted":true}`), nil, nil, nil
 		for i := range j.Attempts {
-			j.Attempts[i].Error, j.Attempts[i].Stack = "[redacted]", ""
+			j.Attempts[i].Error, j.Attempts[i].Stack, j.Attempts[i].Data, j.Attempts[i].DataError = "[redacted]", "", nil, ""
 		}
 	}
 	base := dashboard(t, w.db, relayui.Options{Redact: redact}).URL + prefix
@@ -213,7 +213,7 @@ func TestRedactHidesWhatItBlanks(t *testing.T) {
 		fmt.Sprintf("/jobs/%d", w.panicky), fmt.Sprintf("/jobs/%d", w.binary), "/queues/billing",
 	} {
 		body, _ := get(t, c, base+page)
-		for _, secret := range []string{"monthly-revenue", "card declined", "user001@example.com", "warehouse query failed", "nil map", "89 50 4e 47", "message_id", "acme-eu"} {
+		for _, secret := range []string{"monthly-revenue", "card declined", "user001@example.com", "warehouse query failed", "nil map", "89 50 4e 47", "message_id", "acme-eu", "q-81c2e7", "could not be encoded"} {
 			if strings.Contains(body, secret) {
 				t.Errorf("%s shows %q, which Redact blanked", page, secret)
 			}

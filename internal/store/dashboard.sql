@@ -66,7 +66,8 @@ ORDER BY n.queue;
 -- name: queueNames
 -- The name of every queue that has settings or holds jobs: loose scans of the claim index
 -- (pending jobs) and of jobs_finished_idx (one per finished state, {queuesInState}), one
--- index probe per queue, and the running jobs of jobs_lease_idx.
+-- index probe per queue, the running jobs of jobs_lease_idx and the held ones of
+-- jobs_held_idx.
 WITH RECURSIVE pending AS (
     (SELECT queue FROM {schema}.jobs WHERE state = 'pending' ORDER BY queue LIMIT 1)
     UNION ALL
@@ -79,6 +80,8 @@ UNION
 SELECT queue FROM pending WHERE queue IS NOT NULL
 UNION
 SELECT queue FROM {schema}.jobs WHERE state = 'running'
+UNION
+SELECT queue FROM {schema}.jobs WHERE state = 'held'
 UNION
 SELECT f.queue
 FROM unnest('{succeeded,failed,cancelled}'::text[]) s(state)
