@@ -61,6 +61,7 @@ func TestPagesInBrowser(t *testing.T) {
 
 	visit(t, ctx, base+"/jobs?state=failed")
 	failedList := text(t, ctx, "table.jobs")
+	contains(t, "the failed jobs' args sizes", failedList, " bytes") // sizes, not values: see jobs.html
 	contains(t, "the failed jobs", failedList, strconv.FormatInt(w.failed, 10), strconv.FormatInt(w.panicky, 10), strconv.FormatInt(w.blocked, 10))
 	if got := countRows(t, ctx, "table.jobs tbody tr"); got != 3 {
 		t.Errorf("the failed jobs: %d rows, want 3:\n%s", got, failedList)
