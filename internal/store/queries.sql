@@ -131,9 +131,26 @@ WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN (SELECT count(*) FROM claimed) < @limit THEN (
-        SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000000)::bigint
-        FROM {schema}.jobs
-        WHERE queue = @queue AND state = 'pending' AND run_at > now() AND kind = ANY(@kinds::text[])
+        -- The earliest future run_at of each priority level, found level by level along
+        -- the claim index: min(run_at) over the queue would walk every due job of a
+        -- backlog, and a claim cut short by other clients' locks asks for it.
+        WITH RECURSIVE levels AS (
+            (SELECT (-priority) AS rank FROM {schema}.jobs
+             WHERE queue = @queue AND state = 'pending' ORDER BY (-priority) LIMIT 1)
+            UNION ALL
+            SELECT (SELECT (-j.priority) FROM {schema}.jobs j
+                    WHERE j.queue = @queue AND j.state = 'pending' AND (-j.priority) > l.rank
+                    ORDER BY (-j.priority) LIMIT 1)
+            FROM levels l WHERE l.rank IS NOT NULL
+        )
+        SELECT ceil(extract(epoch FROM min(next.run_at) - clock_timestamp()) * 1000000)::bigint
+        FROM levels l, LATERAL (
+            SELECT j.run_at FROM {schema}.jobs j
+            WHERE j.queue = @queue AND j.state = 'pending' AND (-j.priority) = l.rank
+              AND j.run_at > now() AND j.kind = ANY(@kinds::text[])
+            ORDER BY j.run_at LIMIT 1
+        ) next
+        WHERE l.rank IS NOT NULL
     ) END,
     s.ordered, s.global_limit IS NOT NULL, s.paused
 FROM settings s;
