@@ -35,7 +35,6 @@ func (u *ui) funcs() template.FuncMap {
 		"num":            thousands,
 		"rate":           rate,
 		"pretty":         prettyJSON,
-		"preview":        preview,
 		"short":          short,
 		"jobs":           jobs,
 		"jobs64":         func(n int64) string { return jobs(int(n)) },
@@ -149,16 +148,6 @@ func prettyJSON(raw []byte) string {
 		return string(raw)
 	}
 	return b.String()
-}
-
-// preview is the start of raw JSON on one line, at most n runes.
-func preview(raw []byte, n int) string {
-	var b bytes.Buffer
-	s := string(raw)
-	if json.Compact(&b, raw) == nil {
-		s = b.String()
-	}
-	return short(s, n)
 }
 
 // short is s cut to n runes.

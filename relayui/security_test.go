@@ -218,7 +218,8 @@ func TestRedactHidesWhatItBlanks(t *testing.T) {
 				t.Errorf("%s shows %q, which Redact blanked", page, secret)
 			}
 		}
-		if !strings.Contains(body, "redacted") {
+		// The jobs list shows no values at all (sizes only), so nothing Redact wrote either.
+		if !strings.HasPrefix(page, "/jobs?") && page != "/jobs" && !strings.Contains(body, "redacted") {
 			t.Errorf("%s shows nothing Redact wrote", page)
 		}
 	}
