@@ -33,7 +33,7 @@ func notifyRoundTrip(ctx context.Context, b *bench, rate int, dur time.Duration)
 	defer cancel()
 
 	n := int(float64(rate) * dur.Seconds())
-	sent := make([]atomic.Int64, n) // ns since base when each NOTIFY returned
+	sent := make([]atomic.Int64, n) // ns since base when each NOTIFY was sent
 	hist := newHist()
 	received := make(chan error, 1)
 	base := time.Now()
@@ -50,8 +50,7 @@ func notifyRoundTrip(ctx context.Context, b *bench, rate int, dur time.Duration)
 				received <- fmt.Errorf("unexpected payload %q", msg.Payload)
 				return
 			}
-			// Arrival may beat the sender's own return: wait for it, then clamp at 0.
-			for sent[i].Load() == 0 {
+			for sent[i].Load() == 0 { // the sender stores it before it sends
 				time.Sleep(10 * time.Microsecond)
 			}
 			record(hist, max(at-time.Duration(sent[i].Load()), 0))
@@ -61,10 +60,13 @@ func notifyRoundTrip(ctx context.Context, b *bench, rate int, dur time.Duration)
 	interval := time.Second / time.Duration(rate)
 	for i := range n {
 		sleepUntil(ctx, base.Add(time.Duration(i)*interval))
+		// From the send, not from its return: the notification is delivered as the
+		// sender's commit completes, as its reply is, so timing from the reply measured
+		// nothing but which of the two processes ran first (0 on a quiet machine).
+		sent[i].Store(max(int64(time.Since(base)), 1))
 		if _, err := send.Exec(ctx, "SELECT pg_notify($1, $2)", channel, strconv.Itoa(i)); err != nil {
 			return nil, err
 		}
-		sent[i].Store(max(int64(time.Since(base)), 1))
 	}
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
