@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,13 +54,11 @@ func (c *conns) close() {
 // connection.
 const sharedWait = 100 * time.Millisecond
 
-// acquire takes a connection for one statement or transaction: of the shared pool unless
+// acquire takes a connection for one statement or transaction, for a client with reserved
+// connections: of the shared pool unless
 // every connection it may have is taken, or none came within sharedWait; else a reserved
 // one.
 func (c *conns) acquire(ctx context.Context) (*pgxpool.Conn, error) {
-	if c.reserved == nil {
-		return c.shared.Acquire(ctx)
-	}
 	if st := c.shared.Stat(); st.AcquiredConns()+st.ConstructingConns() < st.MaxConns() {
 		waitCtx, cancel := context.WithTimeout(ctx, sharedWait)
 		conn, err := c.shared.Acquire(waitCtx)
@@ -74,6 +71,9 @@ func (c *conns) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 }
 
 func (c *conns) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if c.reserved == nil {
+		return c.shared.Exec(ctx, sql, args...)
+	}
 	conn, err := c.acquire(ctx)
 	if err != nil {
 		return pgconn.CommandTag{}, err
@@ -83,6 +83,9 @@ func (c *conns) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comma
 }
 
 func (c *conns) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if c.reserved == nil {
+		return c.shared.Query(ctx, sql, args...)
+	}
 	conn, err := c.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -92,26 +95,35 @@ func (c *conns) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, e
 		conn.Release()
 		return nil, err
 	}
-	return &releasingRows{Rows: rows, release: sync.OnceFunc(conn.Release)}, nil
+	return &releasingRows{Rows: rows, held: held{conn: conn}}, nil
 }
 
 func (c *conns) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if c.reserved == nil {
+		return c.shared.QueryRow(ctx, sql, args...)
+	}
 	conn, err := c.acquire(ctx)
 	if err != nil {
 		return errRow{err}
 	}
-	return releasingRow{row: conn.QueryRow(ctx, sql, args...), release: conn.Release}
+	return &releasingRow{row: conn.QueryRow(ctx, sql, args...), held: held{conn: conn}}
 }
 
 func (c *conns) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if c.reserved == nil {
+		return c.shared.SendBatch(ctx, b)
+	}
 	conn, err := c.acquire(ctx)
 	if err != nil {
 		return errBatch{err}
 	}
-	return &releasingBatch{BatchResults: conn.SendBatch(ctx, b), release: sync.OnceFunc(conn.Release)}
+	return &releasingBatch{BatchResults: conn.SendBatch(ctx, b), held: held{conn: conn}}
 }
 
 func (c *conns) Begin(ctx context.Context) (pgx.Tx, error) {
+	if c.reserved == nil {
+		return c.shared.Begin(ctx)
+	}
 	conn, err := c.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -121,15 +133,25 @@ func (c *conns) Begin(ctx context.Context) (pgx.Tx, error) {
 		conn.Release()
 		return nil, err
 	}
-	return &releasingTx{Tx: tx, release: sync.OnceFunc(conn.Release)}, nil
+	return &releasingTx{Tx: tx, held: held{conn: conn}}, nil
 }
 
 // The results of a statement on an acquired connection give it back when they are done
-// with, as pgxpool's own do.
+// with, as pgxpool's own do. Each is used by one goroutine, as pgx's are.
+
+// held is an acquired connection, released once.
+type held struct{ conn *pgxpool.Conn }
+
+func (h *held) release() {
+	if h.conn != nil {
+		h.conn.Release()
+		h.conn = nil
+	}
+}
 
 type releasingRows struct {
 	pgx.Rows
-	release func()
+	held
 }
 
 func (r *releasingRows) Next() bool {
@@ -146,18 +168,18 @@ func (r *releasingRows) Close() {
 }
 
 type releasingRow struct {
-	row     pgx.Row
-	release func()
+	row pgx.Row
+	held
 }
 
-func (r releasingRow) Scan(dest ...any) error {
+func (r *releasingRow) Scan(dest ...any) error {
 	defer r.release()
 	return r.row.Scan(dest...)
 }
 
 type releasingBatch struct {
 	pgx.BatchResults
-	release func()
+	held
 }
 
 func (b *releasingBatch) Close() error {
@@ -167,7 +189,7 @@ func (b *releasingBatch) Close() error {
 
 type releasingTx struct {
 	pgx.Tx
-	release func()
+	held
 }
 
 func (t *releasingTx) Commit(ctx context.Context) error {

@@ -2,7 +2,12 @@ package relay
 
 import (
 	"context"
+	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // PauseLeaseRenewal stops (true) or resumes (false) the keep-alive ticker of a started
@@ -42,3 +47,20 @@ func PrunedJobs(c *Client) int64 { return c.pruner.deleted.Load() }
 
 // SlotAfter is the first slot of t after at.
 func SlotAfter(t Timing, at time.Time) time.Time { return t.after(at) }
+
+// ClientConns is what a client's own statements run on (see conns).
+type ClientConns interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// NewClientConns returns the connections of client id over pool, with up to reserved of
+// its own, closed when t ends.
+func NewClientConns(t testing.TB, pool *pgxpool.Pool, reserved int, id string) ClientConns {
+	c, err := newConns(context.Background(), pool, reserved, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.close)
+	return c
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/pgtest"
+	"github.com/relayq/relay/internal/store"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -356,7 +357,7 @@ func listenOn(t *testing.T, b *bundle, channel string) func() string {
 			if err != nil {
 				t.Fatalf("no notification on %q: %v", channel, err)
 			}
-			if !strings.HasPrefix(n.Payload, "p:") {
+			if !strings.HasPrefix(n.Payload, store.ProbePrefix) {
 				return n.Payload
 			}
 		}

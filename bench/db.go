@@ -232,18 +232,16 @@ func (d *database) waitBackendsGone(ctx context.Context, clientIDs ...string) er
 	for _, id := range clientIDs {
 		names = append(names, relay.ListenerApplicationName(id))
 	}
-	if d.bouncer != nil {
-		// The bouncer keeps its server connections open once the pools are closed.
-		if err := d.bouncer.Reconnect(ctx); err != nil {
-			return err
-		}
-	}
+	return d.waitGone(ctx, names)
+}
+
+// waitGone waits until no connection whose application_name is LIKE one of patterns is
+// left, then a moment more for their statistics (see waitBackendsGone).
+func (d *database) waitGone(ctx context.Context, patterns []string) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		d.adminStatements++
-		var n int
-		if err := d.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = ANY($1)`, names).Scan(&n); err != nil {
+		n, err := d.countBackends(ctx, patterns)
+		if err != nil {
 			return err
 		}
 		if n == 0 {
@@ -257,6 +255,16 @@ func (d *database) waitBackendsGone(ctx context.Context, clientIDs ...string) er
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// countBackends counts the connections whose application_name is LIKE one of patterns
+// (a plain name is a pattern that matches itself, "_" aside).
+func (d *database) countBackends(ctx context.Context, patterns []string) (int, error) {
+	d.adminStatements++
+	var n int
+	err := d.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE ANY ($1)`, patterns).Scan(&n)
+	return n, err
 }
 
 // pgStats is a reading of the counters the per-job database work is computed from.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -105,7 +104,7 @@ func scaleoutPhase(ctx context.Context, b *bench, label string, procs, perProc i
 	if err != nil {
 		return nil, 0, err
 	}
-	conns, err := scaleoutConns(ctx, b)
+	conns, err := b.db.countBackends(ctx, scaleoutPatterns)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -129,7 +128,7 @@ func scaleoutPhase(ctx context.Context, b *bench, label string, procs, perProc i
 	// Backends flush their statistics as they exit: stop the clients before reading them
 	// (their few statements of stopping are counted too).
 	stopAll()
-	if err := waitScaleoutGone(ctx, b); err != nil {
+	if err := b.db.waitGone(ctx, scaleoutPatterns); err != nil {
 		return nil, 0, err
 	}
 	s2, err := b.db.snapshot(ctx)
@@ -148,18 +147,6 @@ func scaleoutPhase(ctx context.Context, b *bench, label string, procs, perProc i
 		ms = append(ms, m)
 	}
 	return ms, rate, nil
-}
-
-// waitScaleoutGone waits until the worker processes' connections have closed.
-func waitScaleoutGone(ctx context.Context, b *bench) error {
-	if !waitFor(ctx, 15*time.Second, 10*time.Millisecond, func() bool {
-		n, err := scaleoutConns(ctx, b)
-		return err == nil && n == 0
-	}) {
-		return errors.New("scaleout: worker processes' connections still open 15 s after they stopped")
-	}
-	time.Sleep(50 * time.Millisecond) // as waitBackendsGone: the flush follows the exit
-	return nil
 }
 
 // enqueueBacklog enqueues n no-op fleet jobs in one transaction and returns when it
@@ -188,12 +175,6 @@ func enqueueBacklog(ctx context.Context, b *bench, n int) (time.Time, error) {
 	return time.Now(), nil
 }
 
-// scaleoutConns counts the connections the worker processes hold, their listeners' too.
-func scaleoutConns(ctx context.Context, b *bench) (int, error) {
-	b.db.adminStatements++
-	var n int
-	err := b.db.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND application_name LIKE ANY ($1)`,
-		[]string{scaleoutPrefix + "%", relay.ListenerApplicationName(scaleoutPrefix) + "%", relay.ReservedApplicationName(scaleoutPrefix) + "%"}).Scan(&n)
-	return n, err
-}
+// scaleoutPatterns match the connections of the worker processes, their listeners' and
+// reserved ones too.
+var scaleoutPatterns = []string{scaleoutPrefix + "%", relay.ListenerApplicationName(scaleoutPrefix) + "%", relay.ReservedApplicationName(scaleoutPrefix) + "%"}
