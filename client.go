@@ -68,16 +68,18 @@ type Client struct {
 	prunerSvc   *lifecycle.Service // deletes expired jobs and clients
 	pruner      *pruner
 	listenerSvc *lifecycle.Service
-	rescuer     *lease.Rescuer
-	pool        *pgxpool.Pool
-	conns       *conns            // what the client's own statements run on
-	recovery    *recovery         // tells the services when the database is back
-	backlogFull atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
-	slots       *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
-	listens     atomic.Int64      // times the listener has begun listening
-	events      eventHub
-	work        context.Context // handlers' context; cancelled when Stop gives up waiting
-	cancelWork  context.CancelFunc
+	// waitLocksSvc holds the client's wait locks (see store.WaitLocks); nil when PollOnly.
+	waitLocksSvc *lifecycle.Service
+	rescuer      *lease.Rescuer
+	pool         *pgxpool.Pool
+	conns        *conns            // what the client's own statements run on
+	recovery     *recovery         // tells the services when the database is back
+	backlogFull  atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
+	slots        *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
+	listens      atomic.Int64      // times the listener has begun listening
+	events       eventHub
+	work         context.Context // handlers' context; cancelled when Stop gives up waiting
+	cancelWork   context.CancelFunc
 
 	unhandledEvery time.Duration // how often watchUnhandled looks; tests shorten it
 	probeTimeout   time.Duration // how long the listener's probe may take; tests shorten it
@@ -271,8 +273,15 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		}
 	}
 
-	// Enqueues wake only dispatchers that wait for it (see wake, migration 006): count as
-	// live for them before the first claims. Jobs of producers that looked before, and
+	if !cfg.PollOnly {
+		if err := c.startWaitLocks(background); err != nil {
+			c.abortStart()
+			return err
+		}
+	}
+
+	// Enqueues wake only dispatchers that wait for it (see wake, migrations 006 and 012):
+	// hold the wait locks and count as live for them before the first claims. Jobs of producers that looked before, and
 	// commit after those claims, are found once those producers have ended (the reviver).
 	if err := jobs.Register(ctx, cfg.LeaseTTL); err != nil {
 		c.abortStart()
@@ -384,6 +393,9 @@ func (c *Client) stopServices(ctx context.Context) error {
 	cancel()
 	if c.listenerSvc != nil {
 		c.listenerSvc.Stop()
+	}
+	if c.waitLocksSvc != nil {
+		c.waitLocksSvc.Stop() // its connection's end releases the locks
 	}
 	c.conns.close()
 	return err
@@ -546,6 +558,25 @@ func (c *Client) startListener(ctx, background context.Context) error {
 	}
 }
 
+// startWaitLocks starts holding the client's wait locks on a connection of their own,
+// made as the listener's (direct, named by WaitLocksApplicationName). Register takes the
+// first ones. When the connection was lost, once they are held again every dispatcher
+// looks for work as after a lapse of the heartbeat: enqueues meanwhile saw the locks free.
+func (c *Client) startWaitLocks(background context.Context) error {
+	cc, err := c.listenConfig()
+	if err != nil {
+		return err
+	}
+	cc.RuntimeParams["application_name"] = WaitLocksApplicationName(c.cfg.ID)
+	locks := c.jobs.HoldWaitLocks(store.WaitLocksConfig{
+		Connect: func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, cc.Copy()) },
+		Retaken: c.signalLapse,
+		Logger:  c.cfg.Logger,
+	})
+	c.waitLocksSvc = lifecycle.Go(background, locks.Run)
+	return nil
+}
+
 // listenConfig is what the listener connects with: Config.ListenerConnString, else the
 // pool's settings, named by application_name.
 func (c *Client) listenConfig() (*pgx.ConnConfig, error) {
@@ -576,6 +607,14 @@ func (c *Client) listenerDeaf(cc *pgx.ConnConfig) {
 // bytes of it, so a long ID is cut (at a character boundary) the same way here.
 func ListenerApplicationName(clientID string) string {
 	return applicationName("relay listener ", clientID)
+}
+
+// WaitLocksApplicationName is the application_name of the connection on which the client
+// with the given ID holds its wait locks, which tell enqueues whether any of its
+// dispatchers may wait for a wakeup (see the README's "Wakeups only when they can wake
+// something"), cut like [ListenerApplicationName]'s.
+func WaitLocksApplicationName(clientID string) string {
+	return applicationName("relay wait locks ", clientID)
 }
 
 // ReservedApplicationName is the application_name of the reserved connections of the

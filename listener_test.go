@@ -85,27 +85,7 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	// The client's pool holds the listener's reconnect on request, after the server
 	// accepted the connection but before it can LISTEN. The listener copies the pool's
 	// connection config, hook included.
-	var hold atomic.Pointer[chan struct{}]
-	held := make(chan struct{}, 1)
-	pool := b.pool(func(cfg *pgxpool.Config) {
-		cfg.ConnConfig.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
-			if !strings.HasPrefix(pc.ParameterStatus("application_name"), "relay listener ") {
-				return nil
-			}
-			if gate := hold.Load(); gate != nil {
-				select {
-				case held <- struct{}{}:
-				default:
-				}
-				select {
-				case <-*gate:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			return nil
-		}
-	})
+	pool, gate := b.gatedPool("relay listener ")
 
 	c := b.client(relay.Config{})
 	started := make(chan int64, 10)
@@ -115,10 +95,9 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	recv(t, started, "a job before the connection is lost")
 	b.waitState("succeeded", warm)
 
-	gate := make(chan struct{})
-	hold.Store(&gate)
+	gate.close()
 	terminate(b, listenerPID(b, c, 0))
-	recv(t, held, "the listener to try to reconnect")
+	recv(t, gate.held, "the listener to try to reconnect")
 
 	// Nobody listens now: this job's NOTIFY is lost.
 	id := enqueue(b, testKind, numArgs{N: 1})
@@ -131,9 +110,8 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 		t.Fatalf("job is %s while no connection was listening, want pending", j.State)
 	}
 
-	hold.Store(nil)
 	released := time.Now()
-	close(gate)
+	gate.open()
 	if got := recv(t, started, "the job enqueued while the listener was down"); got != id {
 		t.Fatalf("ran job %d, want %d", got, id)
 	}
@@ -143,6 +121,50 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 		t.Errorf("job ran %v after the listener could reconnect; want promptly (the poll is an hour)", took)
 	}
 	b.waitState("succeeded", id)
+}
+
+// connGate holds, while closed, the connections a pool opens whose application_name starts
+// with a prefix, after the server accepted them and before they are used.
+type connGate struct {
+	gate atomic.Pointer[chan struct{}]
+	held chan struct{} // receives when a connection is held
+}
+
+// gatedPool returns a pool whose connections named with prefix (which a client's
+// dedicated connections, made from the pool's config, are) pass g, open at first.
+func (b *bundle) gatedPool(prefix string) (*pgxpool.Pool, *connGate) {
+	g := &connGate{held: make(chan struct{}, 1)}
+	pool := b.pool(func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+			if !strings.HasPrefix(pc.ParameterStatus("application_name"), prefix) {
+				return nil
+			}
+			if gate := g.gate.Load(); gate != nil {
+				select {
+				case g.held <- struct{}{}:
+				default:
+				}
+				select {
+				case <-*gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		}
+	})
+	return pool, g
+}
+
+func (g *connGate) close() {
+	gate := make(chan struct{})
+	g.gate.Store(&gate)
+}
+
+func (g *connGate) open() {
+	if gate := g.gate.Swap(nil); gate != nil {
+		close(*gate)
+	}
 }
 
 // ListenerApplicationName is documented as the application_name pg_stat_activity shows

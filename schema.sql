@@ -231,38 +231,66 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT ARRAY[hashtext(channel), hashtext(queue) & 1023]
 $$;
 
+-- Wait locks (see migrations/012_wait_locks.sql): while any of a client's dispatchers of
+-- a queue may wait for a wakeup, the client holds the queue's wait lock (shared, session
+-- level) on a connection of its own; a client that serves groups holds that of '*'. A
+-- producer that finds both free skips the tables.
+-- The wait lock of queue ('*': of every queue, held by clients that serve groups):
+-- (hash of the schema's channel and ':waiting', hash of the queue's name). wake_needless
+-- writes the same keys out, as it must not call functions of the schema.
+CREATE FUNCTION wait_lock(channel text, queue text) RETURNS integer[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY[hashtext(channel || ':waiting'), hashtext(queue)]
+$$;
+
+-- Whether a job of queue can wake nothing: no client holds the wait lock of queue, nor
+-- that of '*'. It first takes the queue's wakeup lock (as wake_lock), which a dispatcher
+-- that starts to wait waits for. At REPEATABLE READ or SERIALIZABLE it is false: wake()
+-- then always notifies. It is plain SQL over built-in functions, so the planner inlines it
+-- into the statement that calls it, whatever the caller's search_path.
+CREATE FUNCTION wake_needless(channel text, queue text) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE
+        -- never true (void is not NULL): only orders the wakeup lock before the tests
+        WHEN pg_advisory_xact_lock_shared(hashtext(channel), hashtext(queue) & 1023)::text IS NULL THEN false
+        WHEN current_setting('transaction_isolation') <> 'read committed' THEN false
+        WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false
+        WHEN NOT pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false
+        WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext('*')) THEN false
+        ELSE pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext('*'))
+    END
+$$;
+
 -- Sends the wakeup of a job of queue (its run_at and priority, as wakeup_payload takes
--- them) on channel if it can wake something, and reports whether it did. A client counts
--- as live for it until twice its lease TTL has passed since its last heartbeat: longer
--- than other clients wait to rescue its jobs, so that a client cut off for a while (whose
--- jobs were rescued, perhaps by itself) is still woken, while one that died stops costing
--- notifications soon after. kinds are the
--- kinds of the jobs it announces, or NULL for any (a job that ended and freed an ordered
--- key or a limited slot, which any job of the queue may take). Its search_path is the
--- schema it was created in, whatever the caller's.
+-- them) on channel if it can wake something, and reports whether it did: nothing waits
+-- when wake_needless says so; otherwise the tables tell. A client counts as live for it
+-- until twice its lease TTL has passed since its last heartbeat: longer than other clients
+-- wait to rescue its jobs, so that a client cut off for a while (whose jobs were rescued,
+-- perhaps by itself) is still woken, while one that died stops costing notifications soon
+-- after. kinds are the kinds of the jobs it announces, or NULL for any (a job that ended
+-- and freed an ordered key or a limited slot, which any job of the queue may take). Its
+-- search_path is the schema it was created in, whatever the caller's.
 CREATE FUNCTION wake(channel text, queue text, run_at timestamptz, priority integer, kinds text[])
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
-DECLARE
-    lock integer[] := wake_lock(channel, queue);
 BEGIN
-    IF current_setting('transaction_isolation') = 'read committed' THEN
-        PERFORM pg_advisory_xact_lock_shared(lock[1], lock[2]);
-        IF NOT EXISTS (
-            SELECT FROM clients c
-            WHERE c.stopped_at IS NULL AND c.heartbeat_at + 2 * c.lease_ttl > clock_timestamp()
-              AND (wake.kinds IS NULL OR c.kinds && wake.kinds)
-              -- serves(c.queues, queue), written out: a function with a subquery is not
-              -- inlined, and planning it on every call cost most of an enqueue's time
-              AND (wake.queue = ANY (c.queues) OR EXISTS (
-                  SELECT FROM unnest(c.queues) p
-                  WHERE right(p, 1) = '*' AND starts_with(wake.queue, left(p, -1))))
-              AND NOT EXISTS (
-                  SELECT FROM dispatchers d
-                  WHERE d.queue = wake.queue AND d.client_id = c.id AND NOT d.waiting)
-        ) THEN
-            RETURN false;
-        END IF;
+    IF wake_needless(channel, queue) THEN
+        RETURN false;
+    END IF;
+    IF current_setting('transaction_isolation') = 'read committed' AND NOT EXISTS (
+        SELECT FROM clients c
+        WHERE c.stopped_at IS NULL AND c.heartbeat_at + 2 * c.lease_ttl > clock_timestamp()
+          AND (wake.kinds IS NULL OR c.kinds && wake.kinds)
+          -- serves(c.queues, queue), written out: a function with a subquery is not
+          -- inlined, and planning it on every call cost most of an enqueue's time
+          AND (wake.queue = ANY (c.queues) OR EXISTS (
+              SELECT FROM unnest(c.queues) p
+              WHERE right(p, 1) = '*' AND starts_with(wake.queue, left(p, -1))))
+          AND NOT EXISTS (
+              SELECT FROM dispatchers d
+              WHERE d.queue = wake.queue AND d.client_id = c.id AND NOT d.waiting)
+    ) THEN
+        RETURN false;
     END IF;
     PERFORM pg_notify(channel, wakeup_payload(queue, run_at, priority));
     RETURN true;

@@ -3,9 +3,6 @@ package relay_test
 import (
 	"context"
 	"math/rand/v2"
-	"os"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/loadavg"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -38,9 +36,28 @@ func (b *bundle) wakes(db relay.DB, queue string, kinds ...string) bool {
 	return sent
 }
 
+// holdWaitLock takes the wait lock of queue ("*": of every queue) on conn, as a client
+// whose dispatcher of it may wait does (migration 012), and returns its release.
+func (b *bundle) holdWaitLock(conn *pgx.Conn, queue string) (release func()) {
+	b.t.Helper()
+	ctx := context.Background()
+	lock := "FROM " + pgx.Identifier{b.Schema, "wait_lock"}.Sanitize() + "($1, $2) k"
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock_shared(k[1], k[2]) "+lock, "relay:"+b.Schema, queue); err != nil {
+		b.t.Fatal(err)
+	}
+	return func() {
+		b.t.Helper()
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock_shared(k[1], k[2]) "+lock, "relay:"+b.Schema, queue); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+}
+
 // The decision, case by case: a job wakes its queue when a live client that serves the
 // queue and handles the kind has no dispatcher of it working through a backlog; a
-// transaction that cannot take a fresh snapshot always notifies.
+// transaction that cannot take a fresh snapshot always notifies. The tables are asked
+// only while some client holds the wait lock of the queue or of every queue: with
+// neither held, whatever the tables say, nothing waits.
 func TestWakeNotifiesOnlyWhenItCanWakeSomething(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -51,6 +68,13 @@ func TestWakeNotifiesOnlyWhenItCanWakeSomething(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	locker, err := pgx.Connect(ctx, b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	// client a serves a group: it holds the wait lock of every queue
+	releaseAll := b.holdWaitLock(locker, "*")
 	clients, dispatchers := b.table("clients"), b.table("dispatchers")
 	exec("INSERT INTO " + clients + " (id, lease_ttl, queues, kinds) VALUES ('a', '15 s', '{q,tenant-*}', '{k}')")
 	busy := func(queue, client string, yes bool) {
@@ -102,6 +126,24 @@ func TestWakeNotifiesOnlyWhenItCanWakeSomething(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("read committed, the only dispatcher busy", b.wakes(tx, "q", "k"), false)
+	tx.Rollback(ctx)
+
+	// The tables say the dispatcher of q waits; the locks decide whether to ask them.
+	busy("q", "a", false)
+	check("the tables say it waits, the lock of every queue held", b.wakes(b, "q", "k"), true)
+	releaseAll()
+	check("the tables say it waits, no wait lock held", b.wakes(b, "q", "k"), false)
+	releaseOther := b.holdWaitLock(locker, "other")
+	check("only another queue's wait lock held", b.wakes(b, "q", "k"), false)
+	releaseOther()
+	releaseQ := b.holdWaitLock(locker, "q")
+	check("the queue's own wait lock held", b.wakes(b, "q", "k"), true)
+	releaseQ()
+	tx, err = b.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("repeatable read, no wait lock held", b.wakes(tx, "q", "k"), true)
 	tx.Rollback(ctx)
 }
 
@@ -246,7 +288,7 @@ func testNoWakeupIsLost(t *testing.T, mode wakeRace) {
 	}
 	// 250 ms on a machine that has a core for each runnable process; a machine loaded
 	// beyond its cores delays every wakeup in proportion, which is not a lost one.
-	bound := time.Duration(float64(250*time.Millisecond) * overload())
+	bound := loadavg.Scaled(250 * time.Millisecond)
 
 	ctx := context.Background()
 	rounds, worst := 0, time.Duration(0)
@@ -315,21 +357,6 @@ func testNoWakeupIsLost(t *testing.T, mode wakeRace) {
 		first = end
 	}
 	t.Logf("%d jobs in %d rounds; the slowest round's last job started %v after its last commit", mode.jobs, rounds, worst)
-}
-
-// overload is how many times more runnable processes the machine had than cores, over the
-// last minute (/proc/loadavg); 1 if it had fewer, or off Linux.
-func overload() float64 {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 1
-	}
-	field, _, _ := strings.Cut(string(data), " ")
-	load, err := strconv.ParseFloat(field, 64)
-	if err != nil {
-		return 1
-	}
-	return max(1, load/float64(runtime.NumCPU()))
 }
 
 // commitJobs enqueues a job per seq in one transaction with opts, waits for hold, commits,
@@ -433,9 +460,9 @@ func TestJobsBehindABusyDispatchersCursorStartPromptly(t *testing.T) {
 	}
 }
 
-// A client killed while its dispatchers wait: enqueues wake it until it is known dead
-// (twice its lease after its last heartbeat), then no more; and its jobs are not lost:
-// the next client to start runs them.
+// A client killed while its dispatchers wait: enqueues stop waking it as soon as its
+// wait locks go with its connection, long before its heartbeat could lapse; and its jobs
+// are not lost: the next client to start runs them.
 func TestKilledWaitingClientStopsCostingWakeups(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -450,8 +477,8 @@ func TestKilledWaitingClientStopsCostingWakeups(t *testing.T) {
 	relaytest.WaitFor(t, 10*shortTTL, "enqueues to stop waking the dead worker", func() bool {
 		return !b.wakes(b, relay.DefaultQueue, crashKind.Name())
 	})
-	if d := time.Since(killed); d < shortTTL {
-		t.Errorf("enqueues stopped waking the worker %v after its kill, before its lease could expire", d)
+	if d := time.Since(killed); d >= shortTTL {
+		t.Errorf("enqueues stopped waking the killed worker %v after its kill, when its lease had expired; want at once, when its wait locks went with its connection", d)
 	}
 	c := b.client(relay.Config{})
 	ran := make(chan int64, 1)

@@ -258,9 +258,11 @@ func (r *run) window(fn func() error) error {
 }
 
 // workerBackends is the condition that selects the workers' connections in
-// pg_stat_activity, their pools' and their listeners', and no one else's.
+// pg_stat_activity, their pools', their listeners' and their wait locks', and no one
+// else's.
 const workerBackends = `datname = current_database() AND (application_name LIKE '` + workerApp + `%'
-	OR application_name LIKE 'relay listener ` + workerApp + `%' OR application_name LIKE 'relay reserved ` + workerApp + `%')`
+	OR application_name LIKE 'relay listener ` + workerApp + `%' OR application_name LIKE 'relay reserved ` + workerApp + `%'
+	OR application_name LIKE 'relay wait locks ` + workerApp + `%')`
 
 // reservedBackends selects the connections the workers' clients reserved for themselves
 // (relay.Config.ReservedConns): opened only while handlers hold every connection of a pool.

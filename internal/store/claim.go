@@ -74,6 +74,9 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 	if err != nil {
 		return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 	}
+	if r.Busy && !r.Gated {
+		c.busied(r.Queue)
+	}
 	return claimed, nil
 }
 

@@ -27,9 +27,10 @@ type ClientInfo struct {
 // rescues expired ones ([lease.RescuerConfig].Rescue), binding the database and what
 // describes the client. Create it with [Store.Client].
 type Client struct {
-	s    *Store
-	db   ClientDB
-	info ClientInfo
+	s     *Store
+	db    ClientDB
+	info  ClientInfo
+	locks *WaitLocks // nil: none (see Client.HoldWaitLocks)
 }
 
 // ClientDB is what a client's claims, renewals and rescues run on: a pool, since a claim

@@ -50,6 +50,8 @@ type queries struct {
 	probe             statement[probeParams]
 	wakeLockHolders   statement[holdersParams]
 	stillRunning      statement[vxidsParams]
+	holdWaitLocks     statement[waitLocksParams]
+	releaseWaitLocks  statement[waitLocksParams]
 }
 
 func buildQueries(quotedSchema string) queries {
@@ -66,6 +68,7 @@ func buildQueries(quotedSchema string) queries {
 		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
 		{"dispatchersPoll", &q.dispatchersPoll}, {"probe", &q.probe},
 		{"wakeLockHolders", &q.wakeLockHolders}, {"stillRunning", &q.stillRunning},
+		{"holdWaitLocks", &q.holdWaitLocks}, {"releaseWaitLocks", &q.releaseWaitLocks},
 		{"commitJobs", &q.commitJobs}, {"extendReservations", &q.extendReservations}, {"expire", &q.expire},
 	})
 	// a record's columns are list.sql's, so GetJob and ListJobs read the same record
@@ -88,6 +91,7 @@ type named struct {
 var fragmentNames = []string{
 	"claimed", "wakes", "blocksOnFailure", "pendingQueueScan", "cancelTarget", "retryTarget", // queries.sql
 	"heldState", "announceHeld", "reservations", // queries.sql: reservations
+	"wakeJob",                    // queries.sql: wait locks
 	"deleteTarget", "bulkLocked", // delete.sql
 	"queuesInState",             // list.sql
 	"pruneRules", "pruneCutoff", // retention.sql

@@ -24,7 +24,7 @@ WITH job AS (
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     RETURNING id, queue, run_at, priority, kind, held_until
 ), notified AS (
-    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job WHERE held_until IS NULL
+    SELECT {wakeJob} FROM job WHERE held_until IS NULL
     UNION ALL
     {announceHeld}
 )
@@ -54,7 +54,7 @@ WITH held AS (
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held') DO NOTHING
     RETURNING id, queue, run_at, priority, kind, held_until
 ), notified AS (
-    SELECT {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) FROM job WHERE held_until IS NULL
+    SELECT {wakeJob} FROM job WHERE held_until IS NULL
     UNION ALL
     {announceHeld}
 )
@@ -88,6 +88,13 @@ SELECT id, duplicate FROM {schema}.insert_jobs(@kinds::text[], @queues::text[], 
 -- ends running jobs: outcomes, rescue, CompleteTx. Cancel wakes always.
 (state = 'pending' OR order_key IS NOT NULL
  OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL))
+
+-- name: wakeJob
+-- wake() for the one job of an insert (a row of the CTE "job"), with wake_needless
+-- written into the statement, where the planner inlines it: while every dispatcher of the
+-- queue is busy, the enqueue then pays two tries of a lock instead of a PL/pgSQL call.
+CASE WHEN {schema}.wake_needless(@channel, queue) THEN false
+     ELSE {schema}.wake(@channel, queue, run_at, priority, ARRAY[kind]) END
 
 -- name: heldState
 -- The state a job is inserted in: held when it is a reservation (@hold is not NULL).
@@ -452,6 +459,19 @@ ON CONFLICT (queue, client_id) DO UPDATE SET waiting = false WHERE d.waiting;
 -- have seen it busy (see migration 006).
 UPDATE {schema}.dispatchers SET waiting = true
 WHERE queue = @queue AND client_id = @client AND NOT waiting;
+
+-- name: holdWaitLocks
+-- Takes the wait locks of @queues ('*': of every queue) for this session, shared (see
+-- migration 012): producers into those queues then ask the tables whether to notify. A
+-- producer holds a wait lock exclusively only while it tries it, so this waits at most
+-- that long (the caller bounds it).
+SELECT count(pg_advisory_lock_shared(k[1], k[2]))
+FROM unnest(@queues::text[]) q, {schema}.wait_lock(@channel, q) k;
+
+-- name: releaseWaitLocks
+-- Releases this session's wait locks of @queues, taken by holdWaitLocks.
+SELECT count(pg_advisory_unlock_shared(k[1], k[2]))
+FROM unnest(@queues::text[]) q, {schema}.wait_lock(@channel, q) k;
 
 -- name: wakeLockHolders
 -- The transactions that hold the wakeup lock of @queue now (of any queue, when @queue is

@@ -36,7 +36,7 @@ type vxidsParams struct {
 }
 
 // Register readies the client's dispatchers to be woken, before any of them claims: it
-// records the client's heartbeat (so that enqueues count it as live) and forgets what an
+// takes the client's wait locks (see [Client.HoldWaitLocks]), records the client's heartbeat (so that enqueues count it as live) and forgets what an
 // earlier life under the same id left of its dispatchers (every dispatcher of a starting
 // client waits for work). Producers that looked for a live client before it may still
 // commit jobs that did not wake it: call [Client.AwaitProducers] for every queue, then
@@ -46,6 +46,11 @@ type vxidsParams struct {
 // the queues it names as never waiting, so that enqueues do not notify for its sake; its
 // claims keep the rows of the queues of its groups so ([Client.Claim]).
 func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
+	if c.locks != nil {
+		if err := c.locks.Hold(ctx, c.initialWaitLocks()...); err != nil {
+			return err
+		}
+	}
 	if _, err := c.Renew(ctx, nil, ttl); err != nil {
 		return err
 	}
@@ -72,6 +77,11 @@ func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
 // enqueue into queue either notifies, or committed before the dispatcher's next claim
 // ([dispatcher.Config].Wait). It calls progress each time some of them have ended.
 func (c *Client) Wait(ctx context.Context, queue string, progress func()) error {
+	if c.lockPerQueue() {
+		if err := c.locks.Hold(ctx, queue); err != nil {
+			return err
+		}
+	}
 	if _, err := c.s.q.dispatcherWaits.exec(ctx, c.db, queueClientParams{Queue: pgtype.Text{String: queue, Valid: true}, Client: c.info.ID}); err != nil {
 		return fmt.Errorf("record that the dispatcher of queue %q waits: %w", queue, err)
 	}
@@ -81,6 +91,9 @@ func (c *Client) Wait(ctx context.Context, queue string, progress func()) error 
 // Retired forgets the client's dispatcher of queue, which has stopped: enqueues then wake
 // the client, which starts another.
 func (c *Client) Retired(ctx context.Context, queue string) error {
+	if c.lockPerQueue() {
+		c.locks.Release(queue)
+	}
 	if _, err := c.s.q.forgetDispatchers.exec(ctx, c.db, queueClientParams{Queue: pgtype.Text{String: queue, Valid: true}, Client: c.info.ID}); err != nil {
 		return fmt.Errorf("forget the dispatcher of queue %q: %w", queue, err)
 	}
@@ -126,4 +139,39 @@ func (c *Client) AwaitProducers(ctx context.Context, queue string, progress func
 		}
 	}
 	return nil
+}
+
+// HoldWaitLocks makes the client hold its wait locks through the [WaitLocks] it returns,
+// which the caller runs ([WaitLocks.Run]) until the client stops: from [Client.Register]
+// on, the lock of each queue whose dispatcher may wait (all of them at first;
+// [Client.Wait] takes a lock again, and a claim that marks its dispatcher busy releases
+// it), or, for a client that serves groups of queues, the lock of [GroupsWaitLock] for
+// its whole life. Without it, enqueues find no wait lock held for the client and wake it
+// only through others' locks: a client that hears wakeups must hold them. Call it before
+// Register.
+func (c *Client) HoldWaitLocks(cfg WaitLocksConfig) *WaitLocks {
+	c.locks = c.s.WaitLocks(cfg)
+	return c.locks
+}
+
+// initialWaitLocks are the locks a client holds from its start: those of its queues, or
+// that of every queue when it serves groups, whose queues are not known beforehand.
+func (c *Client) initialWaitLocks() []string {
+	if c.lockPerQueue() {
+		return c.info.Queues
+	}
+	return []string{GroupsWaitLock}
+}
+
+// lockPerQueue reports whether the client holds a wait lock per queue: it holds wait locks
+// and serves no group.
+func (c *Client) lockPerQueue() bool {
+	return c.locks != nil && !slices.ContainsFunc(c.info.Queues, func(q string) bool { return strings.HasSuffix(q, "*") })
+}
+
+// busied releases the wait lock of queue after a claim that marked its dispatcher busy.
+func (c *Client) busied(queue string) {
+	if c.lockPerQueue() {
+		c.locks.Release(queue)
+	}
 }

@@ -1,0 +1,240 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayq/relay/backoff"
+)
+
+// Wait locks (migration 012) tell producers, through the lock manager, which queues may
+// have a waiting dispatcher: a producer that finds a queue's wait lock free, and that of
+// [GroupsWaitLock], skips the look at the tables that decides whether to notify. A client
+// holds the wait lock of a queue from before its dispatcher commits "waiting" until a claim
+// marks it busy again ([Client.Wait], [dispatcher.ClaimRequest].Busy), so a producer never
+// skips the tables for a dispatcher that waits.
+
+// GroupsWaitLock names the wait lock held by a client that serves groups of queues: it
+// makes every producer ask the tables, which know the queues of each group.
+const GroupsWaitLock = "*"
+
+// waitLockTimeout bounds how long taking wait locks may wait.
+const waitLockTimeout = 10 * time.Second
+
+type waitLocksParams struct {
+	Channel string   `db:"channel"`
+	Queues  []string `db:"queues"`
+}
+
+// WaitLocksConfig configures [Store.WaitLocks].
+type WaitLocksConfig struct {
+	// Connect opens the dedicated connection that holds the locks: a direct one, as the
+	// listener's (a pooler in transaction mode would lend the session to others).
+	Connect func(ctx context.Context) (*pgx.Conn, error)
+	// Retaken runs each time the locks are held again after the connection was lost: jobs
+	// committed meanwhile may not have woken anything, so every dispatcher should look
+	// again, once the producers that looked meanwhile have ended ([Client.AwaitProducers]).
+	Retaken func()
+	Logger  *slog.Logger
+}
+
+// WaitLocks holds a client's wait locks on a connection of its own. Create it with
+// [Store.WaitLocks], run it with [WaitLocks.Run], and say which locks to hold with
+// [WaitLocks.Hold] and [WaitLocks.Release]; it takes them again after every reconnect.
+type WaitLocks struct {
+	s       *Store
+	cfg     WaitLocksConfig
+	retries backoff.Policy
+
+	mu      sync.Mutex
+	want    map[string]bool // the queues whose locks should be held
+	held    map[string]bool // the queues whose locks the connection holds now
+	changed chan struct{}   // closed, and replaced, when locks are taken
+	kick    chan struct{}   // capacity 1: want changed
+}
+
+// WaitLocks returns the holder of a client's wait locks.
+func (s *Store) WaitLocks(cfg WaitLocksConfig) *WaitLocks {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &WaitLocks{
+		s: s, cfg: cfg,
+		retries: backoff.Policy{Initial: 50 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2},
+		want:    map[string]bool{}, held: map[string]bool{},
+		changed: make(chan struct{}), kick: make(chan struct{}, 1),
+	}
+}
+
+// Hold returns once the wait locks of queues are held, which may be after a reconnect, or
+// when ctx ends.
+func (w *WaitLocks) Hold(ctx context.Context, queues ...string) error {
+	w.mu.Lock()
+	for _, q := range queues {
+		w.want[q] = true
+	}
+	w.mu.Unlock()
+	w.poke()
+	for {
+		w.mu.Lock()
+		missing := slices.ContainsFunc(queues, func(q string) bool { return !w.held[q] })
+		changed := w.changed
+		w.mu.Unlock()
+		if !missing {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("take the wait locks of %q: %w", queues, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+// Release lets go of the wait lock of queue soon. Holding it a while longer only makes
+// producers ask the tables.
+func (w *WaitLocks) Release(queue string) {
+	w.mu.Lock()
+	delete(w.want, queue)
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *WaitLocks) poke() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run holds the wanted locks until ctx ends, reconnecting when the connection is lost.
+func (w *WaitLocks) Run(ctx context.Context) error {
+	delays := w.retries.Series()
+	lost := false
+	for {
+		conn, err := w.cfg.Connect(ctx)
+		if err == nil {
+			err = w.serve(ctx, conn, lost, delays)
+			conn.Close(context.WithoutCancel(ctx))
+			w.mu.Lock()
+			clear(w.held)
+			w.mu.Unlock()
+			lost = true
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.cfg.Logger.Warn("relay: the connection that holds the wait locks failed; reconnecting (enqueues may not wake this client meanwhile; it looks again once back)", "error", err)
+		t := time.NewTimer(delays.Next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// serve keeps conn's locks as wanted until conn fails or ctx ends. The connection idles
+// in WaitForNotification, which returns at once when the server ends the session, and
+// which a change of what is wanted interrupts (pgx interrupts it with a deadline, which
+// leaves the connection usable).
+func (w *WaitLocks) serve(ctx context.Context, conn *pgx.Conn, reconnected bool, delays *backoff.Series) error {
+	for first := true; ; first = false {
+		if err := w.sync(ctx, conn); err != nil {
+			return err
+		}
+		if first {
+			delays.Reset()
+			if reconnected && w.cfg.Retaken != nil {
+				w.cfg.Retaken()
+			}
+		}
+		idle, stopIdle := context.WithCancel(ctx)
+		done, exited := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(exited)
+			select {
+			case <-w.kick:
+				stopIdle()
+			case <-done:
+			}
+		}()
+		_, err := conn.WaitForNotification(idle)
+		close(done)
+		<-exited // a poke it took is then one the next sync sees
+		poked := idle.Err() != nil
+		stopIdle()
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil && !poked:
+			return err
+		}
+	}
+}
+
+// sync takes the wanted locks conn does not hold and releases those no longer wanted,
+// until both agree.
+func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
+	for {
+		w.mu.Lock()
+		var take, drop []string
+		for q := range w.want {
+			if !w.held[q] {
+				take = append(take, q)
+			}
+		}
+		for q := range w.held {
+			if !w.want[q] {
+				drop = append(drop, q)
+			}
+		}
+		w.mu.Unlock()
+		if len(take) == 0 && len(drop) == 0 {
+			return nil
+		}
+		if len(drop) > 0 {
+			if _, err := w.s.q.releaseWaitLocks.exec(ctx, conn, waitLocksParams{Channel: w.s.channel, Queues: drop}); err != nil {
+				return fmt.Errorf("release the wait locks of %q: %w", drop, err)
+			}
+			w.mu.Lock()
+			for _, q := range drop {
+				delete(w.held, q)
+			}
+			w.mu.Unlock()
+		}
+		if len(take) > 0 {
+			// A producer holds a wait lock exclusively only while it tries it: a lock that
+			// takes longer is held by a session that failed to let go of it. The connection
+			// is then closed and made again, and the error logged.
+			holdCtx, cancel := context.WithTimeout(ctx, waitLockTimeout)
+			_, err := w.s.q.holdWaitLocks.exec(holdCtx, conn, waitLocksParams{Channel: w.s.channel, Queues: take})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("take the wait locks of %q (another session may hold one exclusively: see pg_locks): %w", take, err)
+			}
+			w.mu.Lock()
+			for _, q := range take {
+				w.held[q] = true
+			}
+			close(w.changed)
+			w.changed = make(chan struct{})
+			w.mu.Unlock()
+		}
+	}
+}
+
+// Held returns the queues whose wait locks the connection holds now, sorted.
+func (w *WaitLocks) Held() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Sorted(maps.Keys(w.held))
+}

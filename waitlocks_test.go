@@ -1,0 +1,66 @@
+package relay_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+)
+
+// backendPID returns the pid of the connection named application, waiting for one other
+// than exclude to appear.
+func backendPID(b *bundle, application string, exclude uint32) uint32 {
+	b.t.Helper()
+	var pid uint32
+	relaytest.WaitFor(b.t, waitTimeout, "a backend named "+application+" in pg_stat_activity", func() bool {
+		err := b.QueryRow(context.Background(),
+			`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid <> $2`, application, exclude).Scan(&pid)
+		return err == nil
+	})
+	return pid
+}
+
+// A waiting client's wait locks tell enqueues to wake it. While the connection that holds
+// them is lost, enqueues find them free and do not notify; once the client holds them
+// again, its dispatchers look for the jobs committed meanwhile, although the poll is an
+// hour away, and enqueues wake it again.
+func TestJobEnqueuedWhileTheWaitLocksWereLostRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	pool, gate := b.gatedPool("relay wait locks ")
+	c := b.client(relay.Config{})
+	started := make(chan int64, 10)
+	handle(t, c, testKind, reportIDs(started))
+	b.startOn(c, pool)
+	warm := enqueue(b, testKind, numArgs{})
+	recv(t, started, "a job before the connection is lost")
+	b.waitState("succeeded", warm)
+	if !b.wakes(b, relay.DefaultQueue, testKind.Name()) {
+		t.Fatal("an enqueue would not wake the waiting client")
+	}
+
+	gate.close()
+	terminate(b, backendPID(b, relay.WaitLocksApplicationName(c.ID()), 0))
+	recv(t, gate.held, "the wait locks' connection to reconnect")
+	if b.wakes(b, relay.DefaultQueue, testKind.Name()) {
+		t.Fatal("an enqueue would wake the client while no connection holds its wait locks")
+	}
+	id := enqueue(b, testKind, numArgs{N: 1})
+	if j := b.stored(id); j.State != "pending" {
+		t.Fatalf("job is %s while the wait locks were lost, want pending", j.State)
+	}
+
+	released := time.Now()
+	gate.open()
+	if got := recv(t, started, "the job enqueued while the wait locks were lost"); got != id {
+		t.Fatalf("ran job %d, want %d", got, id)
+	}
+	if took := time.Since(released); took > time.Second {
+		t.Errorf("job ran %v after the wait locks could be taken again; want promptly (the poll is an hour)", took)
+	}
+	relaytest.WaitFor(t, waitTimeout, "enqueues to wake the client again", func() bool {
+		return b.wakes(b, relay.DefaultQueue, testKind.Name())
+	})
+}
