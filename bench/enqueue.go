@@ -24,10 +24,12 @@ const (
 	// lateAfter is how long after its commit a job may start before it counts as late: far
 	// more than a wakeup takes, far less than any poll.
 	lateAfter = 100 * time.Millisecond
+	// enqueueSlices is how many turns the baseline and relay each take at a producer count.
+	enqueueSlices = 4
 )
 
 // runEnqueue: P producers (1, 8, 32, 64) each commit one job per transaction (Begin →
-// Enqueue → Commit) for half the -duration, in two settings: busy (a client with 100
+// Enqueue → Commit) for half the -duration, in turns with the baseline, in two settings: busy (a client with 100
 // workers running 5 ms jobs through a standing backlog, so no wakeup can wake anything) and
 // idle (a client whose workers wait for each job). In the same run, the baseline: the same
 // producers committing a plain INSERT of the same columns into a table of the same shape
@@ -90,20 +92,6 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		return fillBacklog(ctx, b, prodPool, queue, opts)
 	}
 	for _, p := range enqueueProducers {
-		if err := refill(); err != nil {
-			return nil, nil, err
-		}
-		base, err := produce(ctx, b, prodPool, p, dur, func(ctx context.Context, tx txRunner, _ int64) error {
-			_, err := tx.Exec(ctx, "INSERT INTO "+b.db.quotedSchema()+".baseline (kind, queue, args) VALUES ($1, $2, $3)",
-				benchKind.Name(), queue, `{"s":0}`)
-			return err
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := refill(); err != nil {
-			return nil, nil, err
-		}
 		// Far more slots than a run can commit: 20,000 tx/s is beyond this machine.
 		rec := newRecorder(b.base, int(20_000*dur.Seconds()))
 		current.Store(rec)
@@ -112,7 +100,12 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		if err != nil {
 			return nil, nil, err
 		}
-		got, err := produce(ctx, b, prodPool, p, dur, func(ctx context.Context, tx txRunner, _ int64) error {
+		plain := func(ctx context.Context, tx txRunner, _ int64) error {
+			_, err := tx.Exec(ctx, "INSERT INTO "+b.db.quotedSchema()+".baseline (kind, queue, args) VALUES ($1, $2, $3)",
+				benchKind.Name(), queue, `{"s":0}`)
+			return err
+		}
+		viaRelay := func(ctx context.Context, tx txRunner, _ int64) error {
 			s := seq.Add(1) - 1
 			if s >= int64(len(rec.commit)) {
 				return fmt.Errorf("more than %d transactions in one run: raise the recorder's size", len(rec.commit))
@@ -122,11 +115,31 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 			}
 			tx.onCommit(func(t time.Time) { rec.committed(s, t) })
 			return nil
-		})
-		notified := stopCounting()
-		if err != nil {
-			return nil, nil, err
 		}
+		// The baseline and relay take turns, enqueueSlices each, in alternating order, so
+		// that a change in the machine's other load touches both alike.
+		base, got := produced{commit: newHist()}, produced{commit: newHist()}
+		for i := range enqueueSlices {
+			turns := []struct {
+				into  *produced
+				write func(context.Context, txRunner, int64) error
+			}{{&base, plain}, {&got, viaRelay}}
+			if i%2 == 1 {
+				turns[0], turns[1] = turns[1], turns[0]
+			}
+			for _, turn := range turns {
+				if err := refill(); err != nil {
+					return nil, nil, err
+				}
+				part, err := produce(ctx, b, prodPool, p, dur/enqueueSlices, turn.write)
+				if err != nil {
+					stopCounting()
+					return nil, nil, err
+				}
+				turn.into.add(part)
+			}
+		}
+		notified := stopCounting()
 		n := seq.Load()
 		prefix := fmt.Sprintf("%s P=%d ", setting, p)
 		ratio := got.rate() / base.rate()
@@ -193,6 +206,13 @@ type produced struct {
 }
 
 func (p produced) rate() float64 { return float64(p.txs) / p.took.Seconds() }
+
+// add counts q's transactions, time and commits into p.
+func (p *produced) add(q produced) {
+	p.txs += q.txs
+	p.took += q.took
+	p.commit.Merge(q.commit)
+}
 
 // txRunner is a producer's open transaction.
 type txRunner struct {
