@@ -18,9 +18,8 @@ const (
 	scaleoutPrefix  = "relay-bench-so-" // application_name of the worker processes' pools
 	// scaleoutPoll is how often the bench counts the succeeded jobs. The count reads every
 	// finished job (~5 ms at 50,000): polled every millisecond it kept a backend counting
-	// the whole drain, a third of a core of the two, and its snapshot held back the horizon
-	// past which the claims' scans may skip other clients' claimed rows. The end of a drain
-	// of 2–5 s is then known within 2 %.
+	// through the whole drain, about a third of a core of the two. The end of a drain of
+	// 2–5 s is still known within 1 %.
 	scaleoutPoll = 10 * time.Millisecond
 )
 
