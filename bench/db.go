@@ -369,6 +369,7 @@ type statement struct {
 	MeanExecMs float64 `json:"mean_exec_ms"`
 	MeanPlanMs float64 `json:"mean_plan_ms"`
 	Rows       int64   `json:"rows"`
+	Blocks     int64   `json:"blocks,omitempty"` // shared buffers read or hit (statementsMatching only)
 	Query      string  `json:"query"`
 }
 
@@ -381,6 +382,19 @@ func (d *database) enableStatements(ctx context.Context) error {
 func (d *database) resetStatements(ctx context.Context) error {
 	_, err := d.admin.Exec(ctx, "SELECT pg_stat_statements_reset()")
 	return err
+}
+
+// statementsMatching sums the pg_stat_statements lines whose query text, its whitespace
+// collapsed to single spaces, matches the regular expression re: their calls, execution
+// time and shared buffers used, so far.
+func (d *database) statementsMatching(ctx context.Context, re string) (statement, error) {
+	var s statement
+	err := d.admin.QueryRow(ctx, `SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(total_exec_time), 0),
+		coalesce(sum(shared_blks_hit + shared_blks_read), 0)::bigint
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND regexp_replace(query, '\s+', ' ', 'g') ~ $1`, re).Scan(&s.Calls, &s.TotalMs, &s.Blocks)
+	s.Query = re
+	return s, err
 }
 
 // topStatements returns the n statements that took the most planning + execution time.
