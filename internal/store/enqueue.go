@@ -65,7 +65,8 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 	}
 	if j.UniqueKey == "" {
 		var id int64
-		if err := s.q.insert.queryRow(ctx, db, p).Scan(&id); err != nil {
+		var notified bool
+		if err := s.q.insert.queryRow(ctx, db, p).Scan(&id, &notified); err != nil {
 			return Inserted{}, insertError(err)
 		}
 		return Inserted{ID: id, Inserted: true}, nil

@@ -10,26 +10,21 @@
 
 -- name: insert
 -- Inserts one job (@run_at NULL for now; @payload the raw args, or NULL; @metadata a JSON
--- object, or NULL; @backoff its own retry policy, or NULL) and wakes its queue on @channel. In an ordered queue a job without a key joins the queue-wide sequence
--- ''; a key given for a queue that is not ordered is refused. With @hold (an interval;
--- NULL for none) the job is a reservation: held for that long, and announced to the
--- expirers instead of the dispatchers.
-WITH job AS (
-    INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata,
-                              state, held_until, backoff)
-    SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
-        CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
-        @payload, @metadata::jsonb,
-        {heldState}, clock_timestamp() + @hold::interval, @backoff::jsonb
-    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
-    RETURNING id, queue, run_at, priority, kind, held_until
-), notified AS (
-    SELECT {wakeJob} FROM job WHERE held_until IS NULL
-    UNION ALL
-    {announceHeld}
-)
-SELECT id FROM job
-WHERE (SELECT count(*) FROM notified) >= 0;
+-- object, or NULL; @backoff its own retry policy, or NULL) and wakes its queue on
+-- @channel; returns its id, and whether a NOTIFY was sent. In an ordered queue a job
+-- without a key joins the queue-wide sequence ''; a key given for a queue that is not
+-- ordered is refused. With @hold (an interval; NULL for none) the job is a reservation:
+-- held for that long, and announced to the expirers instead of the dispatchers. The wakeup
+-- is an expression of RETURNING, evaluated once for the one row: no CTE to scan, which
+-- measured 10–15 µs of an enqueue's server time.
+INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, metadata,
+                          state, held_until, backoff)
+SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
+    CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
+    @payload, @metadata::jsonb,
+    {heldState}, clock_timestamp() + @hold::interval, @backoff::jsonb
+FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
+RETURNING id, CASE WHEN held_until IS NOT NULL THEN {schema}.announce_held(@channel, held_until) ELSE {wakeJob} END;
 
 -- name: insertUnique
 -- insert, for a job with a unique key (@unique_key): when a job with the key is in one of
