@@ -195,6 +195,9 @@ func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
 		for q := range w.held {
 			if !w.want[q] {
 				drop = append(drop, q)
+				// Not held from now on: a Hold of q while it is being released must wait
+				// for it to be taken again, not return on the lock that is going.
+				delete(w.held, q)
 			}
 		}
 		w.mu.Unlock()
@@ -205,11 +208,6 @@ func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
 			if _, err := w.s.q.releaseWaitLocks.exec(ctx, conn, waitLocksParams{Channel: w.s.channel, Queues: drop}); err != nil {
 				return fmt.Errorf("release the wait locks of %q: %w", drop, err)
 			}
-			w.mu.Lock()
-			for _, q := range drop {
-				delete(w.held, q)
-			}
-			w.mu.Unlock()
 		}
 		if len(take) > 0 {
 			// A producer holds a wait lock exclusively only while it tries it: a lock that
