@@ -195,10 +195,13 @@ func (r *recent) of(m *instruments, queue, kind string) *process {
 	return p
 }
 
-// startedAttempt records the start of an attempt of p, due wait seconds ago.
-func (m *instruments) startedAttempt(ctx context.Context, p *process, wait float64) {
+// startedAttempt records the start of an attempt of p, due wait seconds ago. Its pickup
+// latency has no exemplar, as its duration has none: the attempt's span does not exist
+// yet, and a span in the handler's context would be another's. A context without one
+// also spares the SDK the search of a long context for a span at every measurement.
+func (m *instruments) startedAttempt(p *process, wait float64) {
 	p.started.n.Add(1)
-	m.pickup.Record(ctx, wait, p.started.record...)
+	m.pickup.Record(context.Background(), wait, p.started.record...)
 }
 
 // finishedAttempt records an attempt whose outcome is committed: what [relay.Client.Observe]

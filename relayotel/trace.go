@@ -39,7 +39,7 @@ func (t *Telemetry) Middleware() relay.Middleware {
 			started := time.Now()
 			p := processes.of(t.m, job.Queue, job.Kind)
 			if t.metrics {
-				t.m.startedAttempt(ctx, p, max(started.Sub(job.ScheduledAt), 0).Seconds())
+				t.m.startedAttempt(p, max(started.Sub(job.ScheduledAt), 0).Seconds())
 			}
 			if !t.traces {
 				return next(ctx, job)
