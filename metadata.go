@@ -95,6 +95,8 @@ func decodeMetadata(b []byte) map[string]string {
 // encoding/json takes five times as long. ok is false for anything else, which
 // decodeMetadata leaves to encoding/json.
 func decodeFlatStrings(b []byte) (m map[string]string, ok bool) {
+	// The keys and values are slices of one copy of b: one allocation for all of them.
+	text := string(b)
 	i := 0
 	ws := func() {
 		for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
@@ -115,10 +117,10 @@ func decodeFlatStrings(b []byte) (m map[string]string, ok bool) {
 			return "", false
 		}
 		i++
-		if !utf8.Valid(b[start : i-1]) {
+		if !utf8.ValidString(text[start : i-1]) {
 			return "", false // encoding/json replaces such bytes
 		}
-		return string(b[start : i-1]), true
+		return text[start : i-1], true
 	}
 	ws()
 	if i >= len(b) || b[i] != '{' {

@@ -34,22 +34,27 @@ import (
 // recorded costs a fraction of one that is. The README measures it.
 func (t *Telemetry) Middleware() relay.Middleware {
 	return func(next relay.JobFunc) relay.JobFunc {
+		var processes recent // this function runs one kind's attempts, most often of one queue
 		return func(ctx context.Context, job *relay.JobInfo) error {
 			started := time.Now()
-			p := t.m.processOf(job.Queue, job.Kind)
+			p := processes.of(t.m, job.Queue, job.Kind)
 			if t.metrics {
-				t.m.startedAttempt(ctx, p, max(started.Sub(job.ScheduledAt), 0).Seconds())
+				t.m.startedAttempt(p, max(started.Sub(job.ScheduledAt), 0).Seconds())
 			}
 			if !t.traces {
 				return next(ctx, job)
 			}
 			// A child, not a link: one job is processed at a time, and its trace is then the
 			// whole story of the request that enqueued it, every attempt in it.
-			parent := t.propagator.Extract(ctx, propagation.MapCarrier(job.Metadata))
+			parent := ctx
+			if len(job.Metadata) > 0 { // else there is no context to extract
+				parent = t.propagator.Extract(ctx, propagation.MapCarrier(job.Metadata))
+			}
 			ctx, span := t.tracer.Start(parent, p.spanName, p.spanStart...)
 			sc := span.SpanContext()
 			if sc.IsValid() {
-				job.AddLogAttrs(slog.Any("trace_id", traceID(sc.TraceID())), slog.Any("span_id", spanID(sc.SpanID())))
+				ids := &spanIDs{sc.TraceID(), sc.SpanID()}
+				job.AddLogAttrs(slog.Any("trace_id", traceID{ids}), slog.Any("span_id", spanID{ids}))
 			}
 			err := next(ctx, job)
 			// A span the sampler dropped records nothing: what is only for the record (the
@@ -140,10 +145,16 @@ func same(jobs []*relay.EnqueueInfo, of func(*relay.EnqueueInfo) string) (string
 }
 
 // traceID and spanID are written in hex only if a line is logged: most attempts log none.
+// Both point to the one spanIDs of the attempt, and a pointer is stored in an slog.Value
+// as it is: one allocation for the two.
 type (
-	traceID trace.TraceID
-	spanID  trace.SpanID
+	spanIDs struct {
+		trace trace.TraceID
+		span  trace.SpanID
+	}
+	traceID struct{ *spanIDs }
+	spanID  struct{ *spanIDs }
 )
 
-func (t traceID) LogValue() slog.Value { return slog.StringValue(trace.TraceID(t).String()) }
-func (s spanID) LogValue() slog.Value  { return slog.StringValue(trace.SpanID(s).String()) }
+func (t traceID) LogValue() slog.Value { return slog.StringValue(t.trace.String()) }
+func (s spanID) LogValue() slog.Value  { return slog.StringValue(s.span.String()) }
