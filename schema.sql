@@ -222,10 +222,9 @@ CREATE UNLOGGED TABLE dispatchers (
     PRIMARY KEY (queue, client_id)
 );
 
--- The advisory lock key of queue's wakeups: (hash of the schema's channel, one of 1,024
--- buckets of queue names). Buckets bound the locks one transaction takes however many
--- queues it enqueues into; two queues that share one only make a dispatcher wait for a
--- producer of the other.
+-- The advisory lock key of queue's wakeups before migration 012: (hash of the schema's
+-- channel, one of 1,024 buckets of queue names). Producers no longer take it; it stays for
+-- clients of earlier versions, which wait for its holders.
 CREATE FUNCTION wake_lock(channel text, queue text) RETURNS integer[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT ARRAY[hashtext(channel), hashtext(queue) & 1023]
@@ -234,7 +233,9 @@ $$;
 -- Wait locks (see migrations/012_wait_locks.sql): while any of a client's dispatchers of
 -- a queue may wait for a wakeup, the client holds the queue's wait lock (shared, session
 -- level) on a connection of its own; a client that serves groups holds that of '*'. A
--- producer that finds both free skips the tables.
+-- producer that finds both free skips the tables. A dispatcher that starts to wait waits
+-- for the transactions that write to the jobs table, among which are the producers that
+-- may have looked before.
 -- The wait lock of queue ('*': of every queue, held by clients that serve groups):
 -- (hash of the schema's channel and ':waiting', hash of the queue's name). wake_needless
 -- writes the same keys out, as it must not call functions of the schema.
@@ -244,15 +245,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Whether a job of queue can wake nothing: no client holds the wait lock of queue, nor
--- that of '*'. It first takes the queue's wakeup lock (as wake_lock), which a dispatcher
--- that starts to wait waits for. At REPEATABLE READ or SERIALIZABLE it is false: wake()
--- then always notifies. It is plain SQL over built-in functions, so the planner inlines it
--- into the statement that calls it, whatever the caller's search_path.
+-- that of '*'. The caller has written the job (and so holds the jobs table's
+-- RowExclusiveLock, which a dispatcher that starts to wait waits for). At REPEATABLE READ
+-- or SERIALIZABLE it is false: wake() then always notifies. It is plain SQL over built-in
+-- functions, so the planner inlines it into the statement that calls it, whatever the
+-- caller's search_path.
 CREATE FUNCTION wake_needless(channel text, queue text) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
     SELECT CASE
-        -- never true (void is not NULL): only orders the wakeup lock before the tests
-        WHEN pg_advisory_xact_lock_shared(hashtext(channel), hashtext(queue) & 1023)::text IS NULL THEN false
         WHEN current_setting('transaction_isolation') <> 'read committed' THEN false
         WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false
         WHEN NOT pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false

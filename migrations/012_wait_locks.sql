@@ -11,12 +11,19 @@
 -- waiting, and the enqueue skips the rest of wake(). Otherwise wake() asks the tables, as
 -- before, which also knows the kinds each client handles and the queues of its groups.
 --
--- The protocol of migration 006 still loses no wakeup: a dispatcher takes its wait lock
--- before it commits "waiting", and then waits for the producers that held the queue's
--- wakeup lock; a producer takes the wakeup lock before it looks at the wait locks. So a
--- producer that found them free has ended before the dispatcher's next claim. A client
--- that dies releases its locks with its connection: producers stop asking for it at
--- once.
+-- The protocol of migration 006 still loses no wakeup, with one change: the lock that
+-- marks a producer still to commit is no longer the queue's wakeup lock (wake_lock, an
+-- advisory lock every producer took and released: two more operations on one hot lock in
+-- every enqueue), but the RowExclusiveLock on the jobs table that its INSERT or UPDATE
+-- holds anyway, taken before the statement's snapshot. A dispatcher takes its wait lock
+-- before it commits "waiting", and then waits for every transaction that holds that lock;
+-- a producer looks at the wait locks, and at the tables, after it took it. So a producer
+-- that found them free has ended before the dispatcher's next claim. A client that dies
+-- releases its locks with its connection: producers stop asking for it at once.
+--
+-- Clients of earlier versions hold no wait locks and wait for wake_lock's holders (the
+-- function stays for them): until every client runs this version, enqueues may not wake
+-- them, and their jobs start at their next poll.
 
 -- The wait lock of queue ('*': of every queue, held by clients that serve groups):
 -- (hash of the schema's channel and ':waiting', hash of the queue's name). wake_needless
@@ -27,15 +34,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Whether a job of queue can wake nothing: no client holds the wait lock of queue, nor
--- that of '*'. It first takes the queue's wakeup lock (as wake_lock), which a dispatcher
--- that starts to wait waits for. At REPEATABLE READ or SERIALIZABLE it is false: wake()
--- then always notifies. It is plain SQL over built-in functions, so the planner inlines it
--- into the statement that calls it, whatever the caller's search_path.
+-- that of '*'. The caller has written the job (and so holds the jobs table's
+-- RowExclusiveLock, which a dispatcher that starts to wait waits for). At REPEATABLE READ
+-- or SERIALIZABLE it is false: wake() then always notifies. It is plain SQL over built-in
+-- functions, so the planner inlines it into the statement that calls it, whatever the
+-- caller's search_path.
 CREATE FUNCTION wake_needless(channel text, queue text) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
     SELECT CASE
-        -- never true (void is not NULL): only orders the wakeup lock before the tests
-        WHEN pg_advisory_xact_lock_shared(hashtext(channel), hashtext(queue) & 1023)::text IS NULL THEN false
         WHEN current_setting('transaction_isolation') <> 'read committed' THEN false
         WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false
         WHEN NOT pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false

@@ -48,7 +48,7 @@ type queries struct {
 	dispatcherWaits   statement[queueClientParams]
 	dispatchersPoll   statement[queuesClientParams]
 	probe             statement[probeParams]
-	wakeLockHolders   statement[holdersParams]
+	writers           statement[writersParams]
 	stillRunning      statement[vxidsParams]
 	holdWaitLocks     statement[waitLocksParams]
 	releaseWaitLocks  statement[waitLocksParams]
@@ -67,7 +67,7 @@ func buildQueries(quotedSchema string) queries {
 		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues}, {"unhandled", &q.unhandled},
 		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
 		{"dispatchersPoll", &q.dispatchersPoll}, {"probe", &q.probe},
-		{"wakeLockHolders", &q.wakeLockHolders}, {"stillRunning", &q.stillRunning},
+		{"writers", &q.writers}, {"stillRunning", &q.stillRunning},
 		{"holdWaitLocks", &q.holdWaitLocks}, {"releaseWaitLocks", &q.releaseWaitLocks},
 		{"commitJobs", &q.commitJobs}, {"extendReservations", &q.extendReservations}, {"expire", &q.expire},
 	})

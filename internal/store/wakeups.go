@@ -26,9 +26,8 @@ type queuesClientParams struct {
 	Client string   `db:"client"`
 }
 
-type holdersParams struct {
-	Channel string      `db:"channel"`
-	Queue   pgtype.Text `db:"queue"` // NULL: every queue of the schema
+type writersParams struct {
+	Schema string `db:"schema"`
 }
 
 type vxidsParams struct {
@@ -108,14 +107,13 @@ const (
 	awaitProducersMax   = 20 * time.Millisecond
 )
 
-// AwaitProducers waits until every transaction that holds the wakeup lock of queue now
-// (of any queue, if queue is "") has ended, calling progress (if not nil) each time some
-// have. It never takes the lock itself, so producers never wait for it, nor it for
-// producers that come later.
+// AwaitProducers waits until every transaction that writes to the jobs table now has
+// ended, calling progress (if not nil) each time some have: among them are the producers
+// that may have looked at queue (at any queue, if queue is "") before now, unannounced. It
+// takes no lock, so producers never wait for it, nor it for producers that come later.
 func (c *Client) AwaitProducers(ctx context.Context, queue string, progress func()) error {
 	var holders []string
-	p := holdersParams{Channel: c.s.channel, Queue: pgtype.Text{String: queue, Valid: queue != ""}}
-	if err := c.s.q.wakeLockHolders.queryRow(ctx, c.db, p).Scan(&holders); err != nil {
+	if err := c.s.q.writers.queryRow(ctx, c.db, writersParams{Schema: c.s.schema}).Scan(&holders); err != nil {
 		return fmt.Errorf("list the producers of queue %q: %w", queue, err)
 	}
 	pause := awaitProducersFirst
