@@ -12,9 +12,10 @@ import (
 
 // Enqueues send their NOTIFY only when it can wake something: when a live client's
 // dispatcher of the queue waits for one (migration 006 has the protocol, and its wake
-// function the producers' side). These are the dispatchers' side: a claim marks its
-// dispatcher busy ([dispatcher.ClaimRequest].Busy), and a busy dispatcher that runs out of
-// work calls [Client.Wait] before it sleeps.
+// function the producers' side; migration 012 the wait locks, which spare producers the
+// look at the tables while nothing waits). These are the dispatchers' side: a claim marks
+// its dispatcher busy ([dispatcher.ClaimRequest].Busy) and releases its wait lock, and a
+// busy dispatcher that runs out of work calls [Client.Wait] before it sleeps.
 
 type queueClientParams struct {
 	Queue  pgtype.Text `db:"queue"` // NULL: every queue
@@ -71,8 +72,9 @@ func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
 	return nil
 }
 
-// Wait records that the client's dispatcher of queue, busy until now, waits for a wakeup,
-// and returns once every producer that may have seen it busy has ended: from then on an
+// Wait takes the wait lock of queue, records that the client's dispatcher of it, busy
+// until now, waits for a wakeup, and returns once every producer that may have seen it
+// busy has ended: from then on an
 // enqueue into queue either notifies, or committed before the dispatcher's next claim
 // ([dispatcher.Config].Wait). It calls progress each time some of them have ended.
 func (c *Client) Wait(ctx context.Context, queue string, progress func()) error {
