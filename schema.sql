@@ -231,26 +231,21 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Wait locks (see migrations/012_wait_locks.sql): while any of a client's dispatchers of
--- a queue may wait for a wakeup, the client holds the wait lock of the queue's bucket
--- (shared, session level) on a connection of its own; a client that serves groups holds
--- every bucket's. A producer that finds its queue's free skips the tables. A dispatcher that starts to wait waits
+-- a queue may wait for a wakeup, the client holds the queue's wait lock (shared, session
+-- level) on a connection of its own; a client that serves groups holds that of '*'. A
+-- producer that finds both free skips the tables. A dispatcher that starts to wait waits
 -- for the transactions that write to the jobs table, among which are the producers that
 -- may have looked before.
--- The wait locks of queue: one of 64 buckets of queue names, (hash of the schema's
--- channel and ':waiting', bucket), or all 64 for '*' (held by clients that serve groups).
--- One bucket keeps an enqueue to a single try of a lock (each try of a hot lock cost about
--- 8 % of an enqueue at 32 connections); two queues that share one only make producers of
--- the busy one ask the tables while the other waits. wake_needless writes the same keys
--- out, as it must not call functions of the schema.
-CREATE FUNCTION wait_locks(channel text, queue text) RETURNS SETOF integer[]
+-- The wait lock of queue ('*': of every queue, held by clients that serve groups):
+-- (hash of the schema's channel and ':waiting', hash of the queue's name). wake_needless
+-- writes the same keys out, as it must not call functions of the schema.
+CREATE FUNCTION wait_lock(channel text, queue text) RETURNS integer[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT ARRAY[hashtext(channel || ':waiting'), b]
-    FROM generate_series(0, 63) b
-    WHERE queue = '*' OR b = hashtext(queue) & 63
+    SELECT ARRAY[hashtext(channel || ':waiting'), hashtext(queue)]
 $$;
 
--- Whether a job of queue can wake nothing: no client holds the wait lock of queue's
--- bucket. The caller has written the job (and so holds the jobs table's
+-- Whether a job of queue can wake nothing: no client holds the wait lock of queue, nor
+-- that of '*'. The caller has written the job (and so holds the jobs table's
 -- RowExclusiveLock, which a dispatcher that starts to wait waits for). At REPEATABLE READ
 -- or SERIALIZABLE it is false: wake() then always notifies. It is plain SQL over built-in
 -- functions, so the planner inlines it into the statement that calls it, whatever the
@@ -259,8 +254,10 @@ CREATE FUNCTION wake_needless(channel text, queue text) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
     SELECT CASE
         WHEN current_setting('transaction_isolation') <> 'read committed' THEN false
-        WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext(queue) & 63) THEN false
-        ELSE pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext(queue) & 63)
+        WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false
+        WHEN NOT pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false
+        WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext('*')) THEN false
+        ELSE pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext('*'))
     END
 $$;
 

@@ -5,10 +5,10 @@
 -- of the enqueue's server time. Now a client also says it in the lock manager, which
 -- every session sees at once, without a snapshot: while any of its dispatchers of a queue
 -- may wait for a wakeup, the client holds a shared session-level advisory lock, the
--- wait lock of the queue's bucket, on a connection of its own; a client that serves
--- groups of queues holds those of every bucket instead, for its whole life. A producer
--- tries its queue's exclusively, and lets go at once: when it is free, no dispatcher can
--- be waiting, and the enqueue skips the rest of wake(). Otherwise wake() asks the tables, as
+-- queue's wait lock, on a connection of its own; a client that serves groups of queues
+-- holds the wait lock of '*' instead, for its whole life. A producer tries each of the
+-- two locks exclusively, and lets go at once: when both are free, no dispatcher can be
+-- waiting, and the enqueue skips the rest of wake(). Otherwise wake() asks the tables, as
 -- before, which also knows the kinds each client handles and the queues of its groups.
 --
 -- The protocol of migration 006 still loses no wakeup, with one change: the lock that
@@ -25,21 +25,16 @@
 -- function stays for them): until every client runs this version, enqueues may not wake
 -- them, and their jobs start at their next poll.
 
--- The wait locks of queue: one of 64 buckets of queue names, (hash of the schema's
--- channel and ':waiting', bucket), or all 64 for '*' (held by clients that serve groups).
--- One bucket keeps an enqueue to a single try of a lock (each try of a hot lock cost about
--- 8 % of an enqueue at 32 connections); two queues that share one only make producers of
--- the busy one ask the tables while the other waits. wake_needless writes the same keys
--- out, as it must not call functions of the schema.
-CREATE FUNCTION wait_locks(channel text, queue text) RETURNS SETOF integer[]
+-- The wait lock of queue ('*': of every queue, held by clients that serve groups):
+-- (hash of the schema's channel and ':waiting', hash of the queue's name). wake_needless
+-- writes the same keys out, as it must not call functions of the schema.
+CREATE FUNCTION wait_lock(channel text, queue text) RETURNS integer[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT ARRAY[hashtext(channel || ':waiting'), b]
-    FROM generate_series(0, 63) b
-    WHERE queue = '*' OR b = hashtext(queue) & 63
+    SELECT ARRAY[hashtext(channel || ':waiting'), hashtext(queue)]
 $$;
 
--- Whether a job of queue can wake nothing: no client holds the wait lock of queue's
--- bucket. The caller has written the job (and so holds the jobs table's
+-- Whether a job of queue can wake nothing: no client holds the wait lock of queue, nor
+-- that of '*'. The caller has written the job (and so holds the jobs table's
 -- RowExclusiveLock, which a dispatcher that starts to wait waits for). At REPEATABLE READ
 -- or SERIALIZABLE it is false: wake() then always notifies. It is plain SQL over built-in
 -- functions, so the planner inlines it into the statement that calls it, whatever the
@@ -48,8 +43,10 @@ CREATE FUNCTION wake_needless(channel text, queue text) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
     SELECT CASE
         WHEN current_setting('transaction_isolation') <> 'read committed' THEN false
-        WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext(queue) & 63) THEN false
-        ELSE pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext(queue) & 63)
+        WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false
+        WHEN NOT pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext(queue)) THEN false
+        WHEN NOT pg_try_advisory_lock(hashtext(channel || ':waiting'), hashtext('*')) THEN false
+        ELSE pg_advisory_unlock(hashtext(channel || ':waiting'), hashtext('*'))
     END
 $$;
 

@@ -457,17 +457,17 @@ UPDATE {schema}.dispatchers SET waiting = true
 WHERE queue = @queue AND client_id = @client AND NOT waiting;
 
 -- name: holdWaitLocks
--- Takes the wait locks of @queues ('*': of every bucket) for this session, shared (see
+-- Takes the wait locks of @queues ('*': of every queue) for this session, shared (see
 -- migration 012): producers into those queues then ask the tables whether to notify. A
 -- producer holds a wait lock exclusively only while it tries it, so this waits at most
 -- that long (the caller bounds it).
 SELECT count(pg_advisory_lock_shared(k[1], k[2]))
-FROM unnest(@queues::text[]) q, {schema}.wait_locks(@channel, q) k;
+FROM unnest(@queues::text[]) q, {schema}.wait_lock(@channel, q) k;
 
 -- name: releaseWaitLocks
 -- Releases this session's wait locks of @queues, taken by holdWaitLocks.
 SELECT count(pg_advisory_unlock_shared(k[1], k[2]))
-FROM unnest(@queues::text[]) q, {schema}.wait_locks(@channel, q) k;
+FROM unnest(@queues::text[]) q, {schema}.wait_lock(@channel, q) k;
 
 -- name: writers
 -- The transactions that write to the jobs table now, by virtual transaction id: every

@@ -15,15 +15,14 @@ import (
 )
 
 // Wait locks (migration 012) tell producers, through the lock manager, which queues may
-// have a waiting dispatcher: a producer that finds the wait lock of its queue's bucket (one
-// of 64) free skips the look at the tables that decides whether to notify. A client holds
-// the wait lock of a queue from before its dispatcher commits "waiting" until a claim
+// have a waiting dispatcher: a producer that finds a queue's wait lock free, and that of
+// [GroupsWaitLock], skips the look at the tables that decides whether to notify. A client
+// holds the wait lock of a queue from before its dispatcher commits "waiting" until a claim
 // marks it busy again ([Client.Wait], [dispatcher.ClaimRequest].Busy), so a producer never
 // skips the tables for a dispatcher that waits.
 
-// GroupsWaitLock names the wait locks held by a client that serves groups of queues, those
-// of every bucket: it makes every producer ask the tables, which know the queues of each
-// group.
+// GroupsWaitLock names the wait lock held by a client that serves groups of queues: it
+// makes every producer ask the tables, which know the queues of each group.
 const GroupsWaitLock = "*"
 
 // waitLockTimeout bounds how long taking wait locks may wait.

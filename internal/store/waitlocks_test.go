@@ -19,7 +19,7 @@ func waitLockFree(t *testing.T, db *relaytest.DB, queue string) bool {
 	t.Helper()
 	var free bool
 	err := db.QueryRow(context.Background(), `SELECT CASE WHEN pg_try_advisory_lock(k[1], k[2]) THEN pg_advisory_unlock(k[1], k[2]) ELSE false END
-		FROM `+pgx.Identifier{db.Schema, "wait_locks"}.Sanitize()+`($1, $2) k`, "relay:"+db.Schema, queue).Scan(&free)
+		FROM `+pgx.Identifier{db.Schema, "wait_lock"}.Sanitize()+`($1, $2) k`, "relay:"+db.Schema, queue).Scan(&free)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,7 +145,7 @@ func (c *Client) AwaitProducers(ctx context.Context, queue string, progress func
 // which the caller runs ([WaitLocks.Run]) until the client stops: from [Client.Register]
 // on, the lock of each queue whose dispatcher may wait (all of them at first;
 // [Client.Wait] takes a lock again, and a claim that marks its dispatcher busy releases
-// it), or, for a client that serves groups of queues, the locks of [GroupsWaitLock] for
+// it), or, for a client that serves groups of queues, the lock of [GroupsWaitLock] for
 // its whole life. Without it, enqueues find no wait lock held for the client and wake it
 // only through others' locks: a client that hears wakeups must hold them. Call it before
 // Register.
