@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,4 +32,46 @@ func Overload() float64 {
 // Scaled is bound on an idle machine, stretched by [Overload].
 func Scaled(bound time.Duration) time.Duration {
 	return time.Duration(float64(bound) * Overload())
+}
+
+// Stalls measures how late the Go scheduler wakes a goroutine, for as long as it runs:
+// on a machine whose cores other processes hold, a timer of relay fires late by as much,
+// and a bound on relay's own delay should allow for it. The load average cannot tell: it
+// is a minute's mean, and one stall of 100 ms does not move it.
+type Stalls struct {
+	worst atomic.Int64 // the longest oversleep seen, in ns
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// stallTick is how often Stalls sleeps to see how late it wakes.
+const stallTick = 2 * time.Millisecond
+
+// MeasureStalls starts measuring; call Stop when the timed part ends.
+func MeasureStalls() *Stalls {
+	s := &Stalls{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			start := time.Now()
+			t := time.NewTimer(stallTick)
+			select {
+			case <-s.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if late := time.Since(start) - stallTick; late > time.Duration(s.worst.Load()) {
+				s.worst.Store(int64(late))
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends the measurement and returns the longest stall seen.
+func (s *Stalls) Stop() time.Duration {
+	close(s.stop)
+	<-s.done
+	return time.Duration(s.worst.Load())
 }
