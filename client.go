@@ -281,8 +281,9 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 
 	// Enqueues wake only dispatchers that wait for it (see wake, migrations 006 and 012):
-	// hold the wait locks and count as live for them before the first claims. Jobs of producers that looked before, and
-	// commit after those claims, are found once those producers have ended (the reviver).
+	// hold the wait locks and count as live for them before the first claims. Jobs of
+	// producers that looked before, and commit after those claims, are found once those
+	// producers have ended (the reviver).
 	if err := jobs.Register(ctx, cfg.LeaseTTL); err != nil {
 		c.abortStart()
 		if ctx.Err() != nil {

@@ -17,16 +17,8 @@ import (
 // listenerPID returns the pid of c's listener connection, waiting for one other than
 // exclude to appear.
 func listenerPID(b *bundle, c *relay.Client, exclude uint32) uint32 {
-	t := b.t
-	t.Helper()
-	var pid uint32
-	relaytest.WaitFor(t, waitTimeout, "a listener backend in pg_stat_activity", func() bool {
-		err := b.QueryRow(context.Background(),
-			`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid <> $2`,
-			relay.ListenerApplicationName(c.ID()), exclude).Scan(&pid)
-		return err == nil
-	})
-	return pid
+	b.t.Helper()
+	return backendPID(b, relay.ListenerApplicationName(c.ID()), exclude)
 }
 
 // terminate ends the server process pid.
@@ -85,19 +77,8 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	// The client's pool holds the listener's reconnect on request, after the server
 	// accepted the connection but before it can LISTEN. The listener copies the pool's
 	// connection config, hook included.
-	pool, gate := b.gatedPool("relay listener ")
-
-	c := b.client(relay.Config{})
-	started := make(chan int64, 10)
-	handle(t, c, testKind, reportIDs(started))
-	b.startOn(c, pool)
-	warm := enqueue(b, testKind, numArgs{})
-	recv(t, started, "a job before the connection is lost")
-	b.waitState("succeeded", warm)
-
-	gate.close()
-	terminate(b, listenerPID(b, c, 0))
-	recv(t, gate.held, "the listener to try to reconnect")
+	c, started, gate := b.startGated("relay listener ")
+	gate.cut(b, relay.ListenerApplicationName(c.ID()))
 
 	// Nobody listens now: this job's NOTIFY is lost.
 	id := enqueue(b, testKind, numArgs{N: 1})
@@ -154,6 +135,30 @@ func (b *bundle) gatedPool(prefix string) (*pgxpool.Pool, *connGate) {
 		}
 	})
 	return pool, g
+}
+
+// startGated starts a client on a pool gated for the connections named with prefix (see
+// gatedPool), and runs one job on it. started receives the id of every job it runs.
+func (b *bundle) startGated(prefix string) (c *relay.Client, started chan int64, gate *connGate) {
+	b.t.Helper()
+	pool, gate := b.gatedPool(prefix)
+	c = b.client(relay.Config{})
+	started = make(chan int64, 10)
+	handle(b.t, c, testKind, reportIDs(started))
+	b.startOn(c, pool)
+	warm := enqueue(b, testKind, numArgs{})
+	recv(b.t, started, "a job before the connection is lost")
+	b.waitState("succeeded", warm)
+	return c, started, gate
+}
+
+// cut closes the gate, ends the connection named application, and returns once its
+// client tries to make it again, held at the gate.
+func (g *connGate) cut(b *bundle, application string) {
+	b.t.Helper()
+	g.close()
+	terminate(b, backendPID(b, application, 0))
+	recv(b.t, g.held, "a reconnect of "+application)
 }
 
 func (g *connGate) close() {

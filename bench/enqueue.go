@@ -29,8 +29,9 @@ const (
 )
 
 // runEnqueue: P producers (1, 8, 32, 64) each commit one job per transaction (Begin →
-// Enqueue → Commit) for half the -duration, in turns with the baseline, in two settings: busy (a client with 100
-// workers running 5 ms jobs through a standing backlog, so no wakeup can wake anything) and
+// Enqueue → Commit) for half the -duration, in turns with the baseline, in two settings:
+// busy (a client with 100 workers running 5 ms jobs through a standing backlog, so no
+// wakeup can wake anything) and
 // idle (a client whose workers wait for each job). In the same run, the baseline: the same
 // producers committing a plain INSERT of the same columns into a table of the same shape
 // and indexes, with no NOTIFY. It reports tx/s and commit p50/p99 for each, the ratio
@@ -96,7 +97,7 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		rec := newRecorder(b.base, int(20_000*dur.Seconds()))
 		current.Store(rec)
 		var seq atomic.Int64
-		wakeups, stopCounting, err := countWakeups(ctx, b, queue)
+		stopCounting, err := countWakeups(ctx, b, queue)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -173,7 +174,6 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		}
 		b.log.Info("enqueue", "setting", setting, "producers", p, "plain tx/s", int(base.rate()), "relay tx/s", int(got.rate()),
 			"ratio", fmt.Sprintf("%.2f", ratio), "wakeups", notified, "jobs", n)
-		_ = wakeups
 	}
 	return metrics, notes, nil
 }
@@ -294,19 +294,19 @@ func (r *recorder) lateStarts(lo, hi int64, after time.Duration) (late int64) {
 
 // countWakeups counts the wakeups of queue sent from now until stop is called, which
 // returns how many.
-func countWakeups(ctx context.Context, b *bench, queue string) (n *atomic.Int64, stop func() int64, err error) {
+func countWakeups(ctx context.Context, b *bench, queue string) (stop func() int64, err error) {
 	conn, err := pgx.Connect(ctx, b.db.url)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// The end marker goes on a channel of its own, which relay's listeners do not hear: a
 	// session receives the notifications of all its channels in commit order.
 	const endChannel = "relay_bench_wakeups_end"
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{"relay:" + b.opts.schema}.Sanitize()+"; LISTEN "+endChannel); err != nil {
 		conn.Close(ctx)
-		return nil, nil, err
+		return nil, err
 	}
-	n = new(atomic.Int64)
+	n := new(atomic.Int64)
 	listenCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -324,7 +324,7 @@ func countWakeups(ctx context.Context, b *bench, queue string) (n *atomic.Int64,
 			}
 		}
 	}()
-	return n, func() int64 {
+	return func() int64 {
 		// Notifications of the last commits may still be on their way: the listener gets
 		// them in commit order, so once a NOTIFY of our own, sent now, arrives, they have.
 		_, _ = b.db.admin.Exec(ctx, "SELECT pg_notify($1, '')", endChannel)

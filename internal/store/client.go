@@ -31,6 +31,9 @@ type Client struct {
 	db    ClientDB
 	info  ClientInfo
 	locks *WaitLocks // nil: none (see Client.HoldWaitLocks)
+	// perQueue: locks holds a wait lock per queue, for a client that serves no group
+	// (one that does holds GroupsWaitLock instead, whatever its dispatchers do).
+	perQueue bool
 }
 
 // ClientDB is what a client's claims, renewals and rescues run on: a pool, since a claim

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -228,11 +227,4 @@ func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
 			w.mu.Unlock()
 		}
 	}
-}
-
-// Held returns the queues whose wait locks the connection holds now, sorted.
-func (w *WaitLocks) Held() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Sorted(maps.Keys(w.held))
 }

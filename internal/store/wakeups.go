@@ -36,9 +36,9 @@ type vxidsParams struct {
 }
 
 // Register readies the client's dispatchers to be woken, before any of them claims: it
-// takes the client's wait locks (see [Client.HoldWaitLocks]), records the client's heartbeat (so that enqueues count it as live) and forgets what an
-// earlier life under the same id left of its dispatchers (every dispatcher of a starting
-// client waits for work). Producers that looked for a live client before it may still
+// takes the client's wait locks (see [Client.HoldWaitLocks]), records the client's
+// heartbeat (so that enqueues count it as live) and forgets what an earlier life under the
+// same id left of its dispatchers (every dispatcher of a starting client waits for work). Producers that looked for a live client before it may still
 // commit jobs that did not wake it: call [Client.AwaitProducers] for every queue, then
 // claim again.
 //
@@ -74,11 +74,10 @@ func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
 
 // Wait takes the wait lock of queue, records that the client's dispatcher of it, busy
 // until now, waits for a wakeup, and returns once every producer that may have seen it
-// busy has ended: from then on an
-// enqueue into queue either notifies, or committed before the dispatcher's next claim
-// ([dispatcher.Config].Wait). It calls progress each time some of them have ended.
+// busy has ended: from then on an enqueue into queue either notifies, or committed before
+// the dispatcher's next claim ([dispatcher.Config].Wait). It calls progress each time some of them have ended.
 func (c *Client) Wait(ctx context.Context, queue string, progress func()) error {
-	if c.lockPerQueue() {
+	if c.perQueue {
 		if err := c.locks.Hold(ctx, queue); err != nil {
 			return err
 		}
@@ -92,9 +91,6 @@ func (c *Client) Wait(ctx context.Context, queue string, progress func()) error 
 // Retired forgets the client's dispatcher of queue, which has stopped: enqueues then wake
 // the client, which starts another.
 func (c *Client) Retired(ctx context.Context, queue string) error {
-	if c.lockPerQueue() {
-		c.locks.Release(queue)
-	}
 	if _, err := c.s.q.forgetDispatchers.exec(ctx, c.db, queueClientParams{Queue: pgtype.Text{String: queue, Valid: true}, Client: c.info.ID}); err != nil {
 		return fmt.Errorf("forget the dispatcher of queue %q: %w", queue, err)
 	}
@@ -151,27 +147,23 @@ func (c *Client) AwaitProducers(ctx context.Context, queue string, progress func
 // Register.
 func (c *Client) HoldWaitLocks(cfg WaitLocksConfig) *WaitLocks {
 	c.locks = c.s.WaitLocks(cfg)
+	c.perQueue = !slices.ContainsFunc(c.info.Queues, func(q string) bool { return strings.HasSuffix(q, "*") })
 	return c.locks
 }
 
 // initialWaitLocks are the locks a client holds from its start: those of its queues, or
-// that of every queue when it serves groups, whose queues are not known beforehand.
+// that of every queue when it serves groups, whose queues are not known beforehand. Only
+// dispatchers of groups retire, so a client with a lock per queue never drops one for good.
 func (c *Client) initialWaitLocks() []string {
-	if c.lockPerQueue() {
+	if c.perQueue {
 		return c.info.Queues
 	}
 	return []string{GroupsWaitLock}
 }
 
-// lockPerQueue reports whether the client holds a wait lock per queue: it holds wait locks
-// and serves no group.
-func (c *Client) lockPerQueue() bool {
-	return c.locks != nil && !slices.ContainsFunc(c.info.Queues, func(q string) bool { return strings.HasSuffix(q, "*") })
-}
-
 // busied releases the wait lock of queue after a claim that marked its dispatcher busy.
 func (c *Client) busied(queue string) {
-	if c.lockPerQueue() {
+	if c.perQueue {
 		c.locks.Release(queue)
 	}
 }
