@@ -24,8 +24,8 @@ import (
 // makes every producer ask the tables, which know the queues of each group.
 const GroupsWaitLock = "*"
 
-// waitLockTimeout bounds how long taking wait locks may wait.
-const waitLockTimeout = 10 * time.Second
+// defaultLockTimeout is WaitLocksConfig.LockTimeout's default.
+const defaultLockTimeout = 10 * time.Second
 
 type waitLocksParams struct {
 	Channel string   `db:"channel"`
@@ -41,7 +41,11 @@ type WaitLocksConfig struct {
 	// committed meanwhile may not have woken anything, so every dispatcher should look
 	// again, once the producers that looked meanwhile have ended ([Client.AwaitProducers]).
 	Retaken func()
-	Logger  *slog.Logger
+	// LockTimeout bounds how long taking wait locks may wait (default 10 s): a producer
+	// holds one exclusively only while it tries it, so a longer wait means a session that
+	// failed to let go of one. The connection is then made again, and the error logged.
+	LockTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // WaitLocks holds a client's wait locks on a connection of its own. Create it with
@@ -63,6 +67,9 @@ type WaitLocks struct {
 func (s *Store) WaitLocks(cfg WaitLocksConfig) *WaitLocks {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LockTimeout <= 0 {
+		cfg.LockTimeout = defaultLockTimeout
 	}
 	return &WaitLocks{
 		s: s, cfg: cfg,
@@ -209,10 +216,7 @@ func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
 			}
 		}
 		if len(take) > 0 {
-			// A producer holds a wait lock exclusively only while it tries it: a lock that
-			// takes longer is held by a session that failed to let go of it. The connection
-			// is then closed and made again, and the error logged.
-			holdCtx, cancel := context.WithTimeout(ctx, waitLockTimeout)
+			holdCtx, cancel := context.WithTimeout(ctx, w.cfg.LockTimeout)
 			_, err := w.s.q.holdWaitLocks.exec(holdCtx, conn, waitLocksParams{Channel: w.s.channel, Queues: take})
 			cancel()
 			if err != nil {

@@ -2,7 +2,10 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +62,82 @@ func TestWaitLocksHoldReturnsOnlyOnceHeld(t *testing.T) {
 	}
 	locks.Release(queue)
 	relaytest.WaitFor(t, 5*time.Second, "the released wait lock to be free", func() bool { return waitLockFree(t, db, queue) })
+}
+
+// A session that holds a wait lock exclusively (one that failed to let go of it after a
+// try) makes Hold wait, never return early; taking the lock gives up after LockTimeout,
+// says so, and tries again on a new connection, and Hold returns once the lock is free.
+func TestWaitLocksHoldWaitsOutAnExclusiveHolder(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	s, err := store.For(db.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const queue = "q"
+	holder, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	lock := `FROM ` + pgx.Identifier{db.Schema, "wait_lock"}.Sanitize() + `($1, $2) k`
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_lock(k[1], k[2]) `+lock, "relay:"+db.Schema, queue); err != nil {
+		t.Fatal(err)
+	}
+
+	failures := make(chan string, 100)
+	locks := s.WaitLocks(store.WaitLocksConfig{
+		Connect:     func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, db.URL) },
+		LockTimeout: 100 * time.Millisecond,
+		Logger:      slog.New(reportingHandler{failures}),
+	})
+	svc := lifecycle.Go(ctx, locks.Run)
+	defer svc.Stop()
+
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	err = locks.Hold(short, queue)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Hold while another session holds the lock exclusively: %v, want the deadline", err)
+	}
+	select {
+	case msg := <-failures:
+		if !strings.Contains(msg, "another session may hold one exclusively") {
+			t.Errorf("logged %q, want it to say another session may hold the lock", msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("taking the lock did not give up and say so")
+	}
+
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_unlock(k[1], k[2]) `+lock, "relay:"+db.Schema, queue); err != nil {
+		t.Fatal(err)
+	}
+	held, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := locks.Hold(held, queue); err != nil {
+		t.Fatalf("Hold once the lock is free: %v", err)
+	}
+	if waitLockFree(t, db, queue) {
+		t.Fatal("Hold returned while the wait lock was free")
+	}
+}
+
+// reportingHandler sends the error attribute of every record it handles.
+type reportingHandler struct{ errs chan<- string }
+
+func (h reportingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h reportingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h reportingHandler) WithGroup(string) slog.Handler            { return h }
+func (h reportingHandler) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" {
+			select {
+			case h.errs <- a.Value.String():
+			default:
+			}
+		}
+		return true
+	})
+	return nil
 }
