@@ -51,6 +51,13 @@ type Config struct {
 	// reads it back when the job runs; default the W3C trace context
 	// (propagation.TraceContext, keys "traceparent" and "tracestate").
 	Propagator propagation.TextMapPropagator
+	// SpanUnsampled starts a span for an attempt even when the trace that enqueued its job
+	// was not sampled. By default such an attempt has no span of its own, and its handler's
+	// context carries the enqueuing trace's context, not sampled: what a sampler that follows
+	// its parent (sdktrace.ParentBased, the SDK's default) decides anyway, without the cost of
+	// a span it would drop. Set it for a sampler that may record a child of a trace it did not
+	// sample.
+	SpanUnsampled bool
 	// DB, if set, is where the queue depth gauges are read ([relay.QueueDepths]): a pool.
 	// Without it there are no depth gauges.
 	DB relay.DB
@@ -72,6 +79,7 @@ type Telemetry struct {
 	depth      metric.Registration // nil without DB
 	// metrics and traces are false without a provider: the middleware skips that work.
 	metrics, traces bool
+	spanUnsampled   bool // Config.SpanUnsampled
 }
 
 // ErrConfig is returned by [New] for a configuration it cannot use.
@@ -99,7 +107,8 @@ func New(cfg Config) (*Telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(scope), propagator: cfg.Propagator, m: m, metrics: metrics, traces: traces}
+	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(scope), propagator: cfg.Propagator, m: m, metrics: metrics, traces: traces,
+		spanUnsampled: cfg.SpanUnsampled}
 	if cfg.DB != nil {
 		d := &depths{db: cfg.DB, schema: cfg.Schema, interval: cfg.DepthInterval, known: map[string]bool{}}
 		if t.depth, err = m.observeDepths(d); err != nil {

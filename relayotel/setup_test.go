@@ -45,8 +45,9 @@ func newOtelSetup(t *testing.T) *otelSetup {
 }
 
 // newOtelSetupWith is newOtelSetup with spans sampled by sampler, and without a tracer
-// provider in the telemetry's config unless traces (s.tp still makes the test's own spans).
-func newOtelSetupWith(t *testing.T, sampler sdktrace.Sampler, traces bool) *otelSetup {
+// provider in the telemetry's config unless traces (s.tp still makes the test's own spans);
+// configure, if given, changes the telemetry's config last.
+func newOtelSetupWith(t *testing.T, sampler sdktrace.Sampler, traces bool, configure ...func(*relayotel.Config)) *otelSetup {
 	t.Helper()
 	s := &otelSetup{t: t, db: relaytest.NewDB(t), spans: tracetest.NewInMemoryExporter(),
 		reader: sdkmetric.NewManualReader(), logs: &logRecords{}}
@@ -59,6 +60,9 @@ func newOtelSetupWith(t *testing.T, sampler sdktrace.Sampler, traces bool) *otel
 	cfg := relayotel.Config{MeterProvider: mp, DB: s.db.Pool, DepthInterval: -1}
 	if traces {
 		cfg.TracerProvider = s.tp
+	}
+	for _, f := range configure {
+		f(&cfg)
 	}
 	var err error
 	s.tel, err = relayotel.New(cfg)

@@ -28,10 +28,13 @@ import (
 // outcome; a failed attempt sets the span's status to error. Log lines relay writes about
 // the attempt carry its trace_id and span_id.
 //
+// An attempt of a job whose enqueuing trace was not sampled starts no span (unless
+// [Config].SpanUnsampled): its handler runs in that trace's context, not sampled.
+//
 // Each attempt costs a few microseconds of CPU, most of them in the SDK: the span, when
 // it is recorded, and the pickup and duration histograms. Sample spans (for instance
-// sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))): an attempt whose span is not
-// recorded costs a fraction of one that is. The README measures it.
+// sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))): an attempt of a trace that was
+// not sampled costs a fraction of one that is. The README measures it.
 func (t *Telemetry) Middleware() relay.Middleware {
 	return func(next relay.JobFunc) relay.JobFunc {
 		var processes recent // this function runs one kind's attempts, most often of one queue
@@ -49,6 +52,12 @@ func (t *Telemetry) Middleware() relay.Middleware {
 			parent := ctx
 			if len(job.Metadata) > 0 { // else there is no context to extract
 				parent = t.propagator.Extract(ctx, propagation.MapCarrier(job.Metadata))
+				if sc := trace.SpanContextFromContext(parent); !sc.IsSampled() && sc.IsValid() && !t.spanUnsampled {
+					// The trace was not sampled: the span would record nothing (see
+					// Config.SpanUnsampled), and the handler's work stays in the trace, unsampled.
+					job.AddLogAttrs(slog.Any("trace_id", traceID{&spanIDs{trace: sc.TraceID()}}))
+					return next(parent, job)
+				}
 			}
 			ctx, span := t.tracer.Start(parent, p.spanName, p.spanStart...)
 			sc := span.SpanContext()

@@ -3,6 +3,7 @@ package relayotel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -175,8 +176,11 @@ func TestUnsampledJobsRecordNoSpans(t *testing.T) {
 	if tp := rec.Metadata["traceparent"]; !strings.HasPrefix(tp, "00-"+traceID.String()+"-") || !strings.HasSuffix(tp, "-00") {
 		t.Errorf("the job's traceparent is %q; want the request's trace, not sampled", tp)
 	}
-	if sc := <-handlerSpan; sc.TraceID() != traceID || sc.IsSampled() {
-		t.Errorf("the handler's span context: trace %v sampled %v; want the request's trace, not sampled", sc.TraceID(), sc.IsSampled())
+	// No span was started for the attempt: the handler runs in the enqueue's span context.
+	enqueueSpan := strings.Split(rec.Metadata["traceparent"], "-")[2]
+	if sc := <-handlerSpan; sc.TraceID() != traceID || sc.IsSampled() || sc.SpanID().String() != enqueueSpan || !sc.IsRemote() {
+		t.Errorf("the handler's span context: trace %v span %v sampled %v remote %v; want the request's trace, not sampled, the enqueue's span %s, remote",
+			sc.TraceID(), sc.SpanID(), sc.IsSampled(), sc.IsRemote(), enqueueSpan)
 	}
 	m := s.collect()
 	for _, name := range []string{relayotel.MetricStarted, relayotel.MetricFinished, relayotel.MetricEnqueued} {
@@ -185,6 +189,63 @@ func TestUnsampledJobsRecordNoSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestSpanUnsampledRecordsAttemptsOfUnsampledTraces: with a sampler that records every
+// attempt whatever its parent decided, an attempt of a job enqueued in a trace that was not
+// sampled gets a span, a child of the enqueue's, only with Config.SpanUnsampled.
+func TestSpanUnsampledRecordsAttemptsOfUnsampledTraces(t *testing.T) {
+	t.Parallel()
+	for _, spanUnsampled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("SpanUnsampled=%v", spanUnsampled), func(t *testing.T) {
+			t.Parallel()
+			s := newOtelSetupWith(t, processSpansOnly{}, true, func(cfg *relayotel.Config) { cfg.SpanUnsampled = spanUnsampled })
+			c := s.client(relay.Config{}, func(c *relay.Client) {
+				handle(t, c, chargeCard, func(context.Context, *relay.Job[orderArgs]) error { return nil })
+			})
+			ch := events(t, c)
+			ctx, request := s.tp.Tracer("test").Start(context.Background(), "POST /orders")
+			defer request.End()
+			id, err := relay.Enqueue(ctx, s.db, chargeCard, orderArgs{}, s.tel.EnqueueMiddleware())
+			if err != nil {
+				t.Fatal(err)
+			}
+			awaitEvents(t, ch, 1)
+			rec, err := relay.GetJob(context.Background(), s.db, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spans := s.spans.GetSpans()
+			if !spanUnsampled {
+				if len(spans) != 0 {
+					t.Errorf("recorded %v; want no span", names(spans))
+				}
+				return
+			}
+			if len(spans) != 1 || spans[0].Name != "process default" {
+				t.Fatalf("recorded %v; want one span, process default", names(spans))
+			}
+			parent := spans[0].Parent
+			if tp := rec.Metadata["traceparent"]; tp != "00-"+parent.TraceID().String()+"-"+parent.SpanID().String()+"-00" ||
+				parent.TraceID() != request.SpanContext().TraceID() {
+				t.Errorf("the attempt's parent is %v/%v; want the enqueue's span, in the request's trace (traceparent %q)",
+					parent.TraceID(), parent.SpanID(), tp)
+			}
+		})
+	}
+}
+
+// processSpansOnly samples the spans of attempts, whatever their parent decided, and no other.
+type processSpansOnly struct{}
+
+func (processSpansOnly) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	decision := sdktrace.Drop
+	if strings.HasPrefix(p.Name, "process ") {
+		decision = sdktrace.RecordAndSample
+	}
+	return sdktrace.SamplingResult{Decision: decision, Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState()}
+}
+
+func (processSpansOnly) Description() string { return "processSpansOnly" }
 
 // TestNoTracerProviderNoTraceContext: a Telemetry without a tracer provider records
 // metrics, and stores no trace context in the jobs it enqueues (no attempt would read it),
