@@ -217,7 +217,6 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	})
 	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
 	c.writer = outcome.New(cfg.ID, c.store, c.conns, cfg.Logger, c.released)
-	c.writer.ReportSuccesses(c.events.active)
 	c.writer.Observe(c.recovery.observe)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
 	rescue := func(ctx context.Context, limit int) (lease.Rescued, error) {

@@ -17,14 +17,13 @@ func TestDecidingASuccessAllocatesNothing(t *testing.T) {
 	}
 }
 
-// testBatch is a committed batch of n succeeded outcomes, with the jobs it changed.
-func testBatch(n int) ([]store.Outcome, map[int64]bool) {
-	batch, changed := make([]store.Outcome, n), map[int64]bool{}
+// testBatch is a committed batch of n succeeded outcomes, every one written.
+func testBatch(n int) ([]store.Outcome, store.Skipped) {
+	batch := make([]store.Outcome, n)
 	for i := range batch {
 		batch[i] = store.Outcome{ID: int64(i), Kind: "k", Queue: "q", Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()}
-		changed[int64(i)] = true
 	}
-	return batch, changed
+	return batch, nil
 }
 
 // TestEventsOfABatchAllocateNothing: the events of a committed batch reach an observer

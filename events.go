@@ -167,9 +167,9 @@ func (h *eventHub) cancelled(o store.Outcome) {
 	h.emit(e)
 }
 
-// outcomeEvents emits the events of a committed batch of outcomes; changed holds the jobs
-// the batch changed.
-func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) {
+// outcomeEvents emits the events of a committed batch of outcomes; skipped holds those the
+// batch left out.
+func (h *eventHub) outcomeEvents(batch []store.Outcome, skipped store.Skipped) {
 	if !h.active() {
 		return
 	}
@@ -179,7 +179,7 @@ func (h *eventHub) outcomeEvents(batch []store.Outcome, changed map[int64]bool) 
 	for _, o := range batch {
 		e := eventOf(o)
 		switch {
-		case changed[o.ID]:
+		case skipped.Wrote(o):
 			if o.State == store.StatePending {
 				e.RetryAt = o.RunAt
 			}

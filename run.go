@@ -90,12 +90,12 @@ const completedLockWait = 5 * time.Second
 // database back: the job then runs again within moments, not once its lease has expired.
 // It gives up only when the client stops.
 func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
-	var changed map[int64]bool
+	var skipped store.Skipped
 	err := c.untilReachable(func() error {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
 		defer cancel()
 		return store.WaitingAtMost(ctx, c.conns, completedLockWait, func(tx pgx.Tx) (err error) {
-			changed, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o}, true)
+			skipped, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o})
 			return err
 		})
 	})
@@ -109,7 +109,10 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	// also changes nothing when the job was cancelled or rescued meanwhile.
 	o.CompletedTx = false
 	ended := ""
-	if err == nil && !changed[o.ID] {
+	if err != nil {
+		skipped = store.SkippedAll([]store.Outcome{o}) // not written: nothing to report as such
+	}
+	if !skipped.Wrote(o) && err == nil {
 		if ended, err = c.store.EndedBy(ctx, c.conns, r.holder); err != nil {
 			c.cfg.Logger.Warn("relay: could not read how a job that called CompleteTx ended", logArgs(o, "error", err)...)
 		}
@@ -127,7 +130,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	// After the batches committed before it have reported theirs: a job's events come in
 	// the order of its attempts.
 	c.writer.Serialize(func() {
-		c.released([]store.Outcome{o}, changed)
+		c.released([]store.Outcome{o}, skipped)
 		if ended == store.StateCancelled {
 			c.events.cancelled(o) // while its transaction was open, which then did not commit
 		}
@@ -166,16 +169,16 @@ var errNotCommitted = errors.New("relay: the transaction that called CompleteTx 
 
 // released lets go of the leases of attempts whose outcomes are committed, reports them
 // to subscribers, and lets the dispatchers claim again if the backlog had stopped them.
-func (c *Client) released(written []store.Outcome, changed map[int64]bool) {
+func (c *Client) released(written []store.Outcome, skipped store.Skipped) {
 	for _, o := range written {
 		c.keeper.Release(o.ID, o.Attempt)
-		if o.State != store.StateSucceeded && changed[o.ID] {
+		if o.State != store.StateSucceeded && skipped.Wrote(o) {
 			// Logged once written, so that the log says what the database holds: a failure of
 			// an attempt whose job CompleteTx had completed was never recorded.
 			c.cfg.Logger.Warn("relay: job attempt failed", logArgs(o, "reason", o.Reason, "state", o.State, "error", o.Error)...)
 		}
 	}
-	c.events.outcomeEvents(written, changed)
+	c.events.outcomeEvents(written, skipped)
 	if c.backlogFull.CompareAndSwap(true, false) {
 		c.queues.each((*dispatcher.Dispatcher).Nudge)
 	}

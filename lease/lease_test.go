@@ -369,15 +369,16 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 	}
 
 	// The dead client's late outcome for the rescued attempt writes nothing.
-	written, err := r.store.WriteOutcomes(ctx, r.db, "dead-client", []store.Outcome{
+	late := []store.Outcome{
 		{ID: expired[0].ID, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
 		{ID: lastTry.ID, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
-	}, true)
+	}
+	skipped, err := r.store.WriteOutcomes(ctx, r.db, "dead-client", late)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(written) != 0 {
-		t.Errorf("late outcomes of rescued attempts changed jobs %v, want none", written)
+	if skipped.Wrote(late[0]) || skipped.Wrote(late[1]) || len(skipped) != 2 {
+		t.Errorf("late outcomes of rescued attempts: skipped %v; want both", skipped)
 	}
 	if rec := r.job(expired[0].ID); rec.State != relay.StatePending {
 		t.Errorf("after the late outcome the rescued job is %s, want pending", rec.State)
@@ -389,15 +390,28 @@ func TestRescuersRescueEachExpiredJobExactlyOnce(t *testing.T) {
 		t.Fatalf("claiming a rescued job again: %v, %+v; want one job at attempt 2", err, again.Jobs)
 	}
 	reclaimed := again.Jobs[0].ID
-	written, err = r.store.WriteOutcomes(ctx, r.db, "dead-client", []store.Outcome{
+	late = []store.Outcome{
 		{ID: reclaimed, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
 		{ID: reclaimed, Attempt: 2, State: store.StateSucceeded, EndedAt: time.Now()},
-	}, true)
+	}
+	skipped, err = r.store.WriteOutcomes(ctx, r.db, "dead-client", late)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if state, _, _ := r.leaseOf(reclaimed); len(written) != 0 || state != "running" {
-		t.Errorf("late outcomes of the dead client changed jobs %v; the job another client runs is %s; want none and running", written, state)
+	if state, _, _ := r.leaseOf(reclaimed); skipped.Wrote(late[0]) || skipped.Wrote(late[1]) || state != "running" {
+		t.Errorf("late outcomes of the dead client: skipped %v; the job another client runs is %s; want both skipped and running", skipped, state)
+	}
+	// The client that holds it: in one batch, its own attempt's outcome is written and a
+	// stale one of the same job is not.
+	mixed := []store.Outcome{
+		{ID: reclaimed, Attempt: 1, State: store.StateSucceeded, EndedAt: time.Now()},
+		{ID: reclaimed, Attempt: 2, State: store.StateSucceeded, EndedAt: time.Now()},
+	}
+	if skipped, err = r.store.WriteOutcomes(ctx, r.db, "new-client", mixed); err != nil {
+		t.Fatal(err)
+	}
+	if state, _, _ := r.leaseOf(reclaimed); skipped.Wrote(mixed[0]) || !skipped.Wrote(mixed[1]) || state != "succeeded" {
+		t.Errorf("the holder's batch: skipped %v, the job is %s; want only attempt 1 skipped, and succeeded", skipped, state)
 	}
 }
 

@@ -20,9 +20,7 @@ const maxBatch = 5000
 // Writer batches outcomes. Create it with [New], run it with [Writer.Run].
 type Writer struct {
 	client  string // whose attempts these are
-	written func(batch []store.Outcome, changed map[int64]bool)
-	// withSuccesses says whether written needs the ids of changed successes too.
-	withSuccesses func() bool
+	written func(batch []store.Outcome, skipped store.Skipped)
 	// observe, if set, is told how every write went (nil: it worked).
 	observe func(error)
 	store   *store.Store
@@ -41,17 +39,13 @@ type Writer struct {
 }
 
 // New returns a Writer that writes the outcomes of client's attempts to db. written, if
-// not nil, is called with each batch once it is committed, and the ids of the jobs the
-// batch changed: the others were ignored because their attempt no longer held the job.
-// Until then a job is still running in the table, and its lease must be kept.
-func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func(batch []store.Outcome, changed map[int64]bool)) *Writer {
+// not nil, is called with each batch once it is committed, and the outcomes the batch left
+// out because their attempt no longer held the job. Until then a job is still running in
+// the table, and its lease must be kept.
+func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func(batch []store.Outcome, skipped store.Skipped)) *Writer {
 	return &Writer{client: client, written: written, store: s, db: db, logger: logger,
 		signal: make(chan struct{}, 1), recovered: make(chan struct{}, 1)}
 }
-
-// ReportSuccesses makes the written callback's changed set include successes whenever
-// want returns true (by default it holds only the other outcomes).
-func (w *Writer) ReportSuccesses(want func() bool) { w.withSuccesses = want }
 
 // Observe makes the writer tell fn how each write went: nil when it worked. Call it
 // before Run.
@@ -170,7 +164,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
 		w.order.Lock()
-		changed, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n], w.withSuccesses != nil && w.withSuccesses())
+		skipped, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n])
 		if w.observe != nil {
 			w.observe(err)
 		}
@@ -187,7 +181,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 		w.writing -= n
 		w.mu.Unlock()
 		if w.written != nil {
-			w.written(batch[:n], changed)
+			w.written(batch[:n], skipped)
 		}
 		w.order.Unlock()
 		batch = batch[n:]

@@ -9,7 +9,7 @@ import (
 // Statements and arguments of the batch statements, for tests that look at their plans.
 
 func (s *Store) WriteOutcomesStatement(client string, outcomes []Outcome) (string, []any) {
-	return s.q.writeOutcomes.sql, s.q.writeOutcomes.args(s.outcomeParams(client, outcomes, false))
+	return s.q.writeOutcomes.sql, s.q.writeOutcomes.args(s.outcomeParams(client, outcomes))
 }
 
 func (s *Store) RenewLeasesStatement(client ClientInfo, held []lease.Held, ttl time.Duration) (string, []any) {

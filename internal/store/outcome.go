@@ -55,52 +55,75 @@ type Outcome struct {
 }
 
 // WriteOutcomes writes many outcomes of client's attempts in one statement and returns
-// the ids of the jobs it changed, successes included only if withSuccesses. An outcome
-// whose attempt no longer holds its job (rescued, cancelled, re-claimed, completed by
-// [Store.CompleteTx]) is left out.
-func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome, withSuccesses bool) (map[int64]bool, error) {
+// those it left out: an outcome whose attempt no longer holds its job (rescued, cancelled,
+// re-claimed, completed by [Store.CompleteTx]) changes nothing.
+func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome) (Skipped, error) {
 	n := len(outcomes)
-	rows, err := s.q.writeOutcomes.query(ctx, db, s.outcomeParams(client, outcomes, withSuccesses))
+	rows, err := s.q.writeOutcomes.query(ctx, db, s.outcomeParams(client, outcomes))
 	if err != nil {
 		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
 	}
-	changed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	var skipped Skipped
+	var k heldAttempt
+	_, err = pgx.ForEachRow(rows, []any{&k.id, &k.attempt}, func() error {
+		if skipped == nil {
+			skipped = Skipped{}
+		}
+		skipped[k] = true
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
 	}
-	written := make(map[int64]bool, len(changed))
-	for _, id := range changed {
-		written[id] = true
-	}
-	return written, nil
+	return skipped, nil
 }
+
+// Skipped holds the outcomes of a write that changed nothing, because their attempt no
+// longer held the job; usually none (nil).
+type Skipped map[heldAttempt]bool
+
+type heldAttempt struct {
+	id      int64
+	attempt int
+}
+
+// SkippedAll is the Skipped of a write of outcomes that failed: none was written.
+func SkippedAll(outcomes []Outcome) Skipped {
+	s := make(Skipped, len(outcomes))
+	for _, o := range outcomes {
+		s[heldAttempt{o.ID, o.Attempt}] = true
+	}
+	return s
+}
+
+// Wrote reports whether the write that returned s changed the job of o, one of its outcomes.
+func (s Skipped) Wrote(o Outcome) bool { return !s[heldAttempt{o.ID, o.Attempt}] }
 
 // outcomeParams are the parameters of writeOutcomes: the outcomes as aligned arrays, one
 // element per outcome.
 type outcomeParams struct {
-	IDs           []int64              `db:"ids"`
-	Attempts      []int32              `db:"attempts"`
-	States        []string             `db:"states"`
-	EndedAts      []time.Time          `db:"ended_ats"`
-	RunAts        []pgtype.Timestamptz `db:"run_ats"`
-	Reasons       []pgtype.Text        `db:"reasons"`
-	Errors        []pgtype.Text        `db:"errors"`
-	Stacks        []pgtype.Text        `db:"stacks"`
-	Outputs       []pgtype.Text        `db:"outputs"`     // see jsonParam; nil when no outcome has one
-	Datas         []pgtype.Text        `db:"datas"`       // the same
-	DataErrors    []pgtype.Text        `db:"data_errors"` // the same
-	Uncounted     []bool               `db:"uncounted"`
-	Client        string               `db:"client"`
-	Channel       string               `db:"channel"`
-	WithSuccesses bool                 `db:"with_successes"`
+	IDs        []int64              `db:"ids"`
+	Attempts   []int32              `db:"attempts"`
+	States     []string             `db:"states"`
+	EndedAts   []time.Time          `db:"ended_ats"`
+	RunAts     []pgtype.Timestamptz `db:"run_ats"`
+	Reasons    []pgtype.Text        `db:"reasons"`
+	Errors     []pgtype.Text        `db:"errors"`
+	Stacks     []pgtype.Text        `db:"stacks"`
+	Outputs    []pgtype.Text        `db:"outputs"`     // see jsonParam; nil when no outcome has one
+	Datas      []pgtype.Text        `db:"datas"`       // the same
+	DataErrors []pgtype.Text        `db:"data_errors"` // the same
+	Uncounted  []bool               `db:"uncounted"`
+	Client     string               `db:"client"`
+	Channel    string               `db:"channel"`
 }
 
-func (s *Store) outcomeParams(client string, outcomes []Outcome, withSuccesses bool) outcomeParams {
+func (s *Store) outcomeParams(client string, outcomes []Outcome) outcomeParams {
 	n := len(outcomes)
 	p := outcomeParams{
 		IDs: make([]int64, n), Attempts: make([]int32, n), States: make([]string, n), EndedAts: make([]time.Time, n),
 		RunAts: make([]pgtype.Timestamptz, n), Reasons: make([]pgtype.Text, n), Errors: make([]pgtype.Text, n),
-		Stacks: make([]pgtype.Text, n), Uncounted: make([]bool, n), Client: client, Channel: s.channel, WithSuccesses: withSuccesses,
+		Stacks: make([]pgtype.Text, n), Uncounted: make([]bool, n), Client: client, Channel: s.channel,
 	}
 	for i, o := range outcomes {
 		p.IDs[i], p.Attempts[i], p.States[i], p.EndedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
