@@ -67,6 +67,60 @@ func TestJobEnqueuedWhileTheQueueBecameOrderedRuns(t *testing.T) {
 	mustRun(b, q, id)
 }
 
+// The same race on a queue a client already claims from. Its claims look for such jobs once
+// a second, not at every claim: a claim after the change looks while the job is still
+// uncommitted, and a later one must find it once it commits.
+func TestJobEnqueuedWhileAServedQueueBecameOrderedRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	q := "rv-served-" + randomHex()
+	ran := make(chan int64, 4)
+	c := b.client(relay.Config{Queues: queues(2, q), PollInterval: 100 * time.Millisecond})
+	handle(t, c, raceKind, reportIDs(ran))
+	b.start(c)
+
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	stray, err := relay.Enqueue(ctx, tx, raceKind, numArgs{1}, relay.Queue(q), relay.Schema(b.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.setQueue(q, relay.QueueSettings{Ordered: true})
+	// A keyed job that runs proves a claim of the ordered queue after the change: one that
+	// looked for keyless jobs while the stray was not yet committed.
+	keyed := enqueue(b, raceKind, numArgs{2}, relay.Queue(q), relay.OrderKey("k"))
+	awaitID(t, ran, keyed)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-time.After(3 * time.Second):
+		rec := b.record(stray)
+		t.Fatalf("job %d never ran: state %s, order key %v (ordered queue, 100 ms poll)", stray, rec.State, rec.OrderKey)
+	case id := <-ran:
+		if id != stray {
+			t.Fatalf("job %d ran; want %d", id, stray)
+		}
+	}
+}
+
+// awaitID waits up to 3 s for id to come from ran.
+func awaitID(t *testing.T, ran <-chan int64, id int64) {
+	t.Helper()
+	select {
+	case got := <-ran:
+		if got != id {
+			t.Fatalf("job %d ran; want %d", got, id)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("job %d did not run within 3 s", id)
+	}
+}
+
 // mustRun starts a client on ordered queue q, polling every 100 ms, and fails the test
 // if job id does not run within 3 s: thirty polls.
 func mustRun(b *bundle, q string, id int64) {

@@ -12,7 +12,7 @@ import (
 	"github.com/relayq/relay/dispatcher"
 )
 
-// claimParams are the parameters of claimGated, and with the cursor's of claim.
+// claimParams are what the parameters of claim and claimGated share.
 type claimParams struct {
 	Queue    string        `db:"queue"`
 	Kinds    []string      `db:"kinds"` // the kinds the client runs
@@ -20,6 +20,12 @@ type claimParams struct {
 	Client   string        `db:"client"`
 	Lease    time.Duration `db:"lease"`
 	Attempts []int32       `db:"attempts"` // each kind's default max attempts, aligned with Kinds
+}
+
+// claimGatedParams are the parameters of claimGated.
+type claimGatedParams struct {
+	claimParams
+	Strays bool `db:"strays"` // look for the queue's strays (see straysEvery)
 }
 
 type claimFromParams struct {
@@ -49,7 +55,7 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 	if r.Gated {
 		b := &pgx.Batch{}
 		s.q.lockQueue.queue(b, lockParams{LockKey: s.schema + "." + r.Queue})
-		s.q.claimGated.queue(b, p)
+		s.q.claimGated.queue(b, claimGatedParams{claimParams: p, Strays: c.strays.due(r.Queue, time.Now())})
 		br := c.db.SendBatch(ctx, b)
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {

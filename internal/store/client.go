@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,7 @@ type Client struct {
 	// perQueue: locks holds a wait lock per queue, for a client that serves no group
 	// (one that does holds GroupsWaitLock instead, whatever its dispatchers do).
 	perQueue bool
+	strays   straysPasses
 }
 
 // ClientDB is what a client's claims, renewals and rescues run on: a pool, since a claim
@@ -47,4 +49,30 @@ type ClientDB interface {
 // Client returns the access of the client that info describes, on db.
 func (s *Store) Client(db ClientDB, info ClientInfo) *Client {
 	return &Client{s: s, db: db, info: info}
+}
+
+// straysEvery is how often a client's claims of one gated queue look for its strays (see
+// claimGated): a scan of the queue's unfinished jobs, which on every claim cost an ordered
+// queue 15 % of its hand-off rate for ten minutes after each change of its settings.
+const straysEvery = time.Second
+
+// straysPasses is when this client's claims of each gated queue last looked for strays.
+type straysPasses struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// due reports whether a claim of queue made at now should look for strays, and if so
+// counts it as done: at most one claim per straysEvery does.
+func (p *straysPasses) due(queue string, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last, ok := p.last[queue]; ok && now.Sub(last) < straysEvery {
+		return false
+	}
+	if p.last == nil {
+		p.last = map[string]time.Time{}
+	}
+	p.last[queue] = now
+	return true
 }

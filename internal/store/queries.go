@@ -22,7 +22,7 @@ type queries struct {
 	insertJobs         statement[insertJobsParams]
 	claim              statement[claimFromParams]
 	lockQueue          statement[lockParams]
-	claimGated         statement[claimParams]
+	claimGated         statement[claimGatedParams]
 	writeOutcomes      statement[outcomeParams]
 	renewLeases        statement[renewParams]
 	renewLocked        statement[renewLockedParams]

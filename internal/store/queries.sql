@@ -239,10 +239,11 @@ WITH RECURSIVE async AS (
 ), strays AS (
     -- A job whose enqueue transaction was open while the queue became ordered was inserted
     -- without a key, and the alignment of SetQueue could not see it. For a while after a
-    -- change of settings, each claim gives such jobs the queue-wide key: a scan of the
-    -- queue's pending jobs, paid only then. The keys walk below sees them at the next claim.
+    -- change of settings, claims (@strays: one a second per client) give such jobs the
+    -- queue-wide key: a scan of the queue's unfinished jobs, paid only then. The keys walk
+    -- below sees them at the next claim.
     UPDATE {schema}.jobs SET order_key = ''
-    WHERE (SELECT ordered AND changed FROM settings)
+    WHERE @strays AND (SELECT ordered AND changed FROM settings)
       AND queue = @queue AND state IN ('pending', 'held') AND order_key IS NULL
     RETURNING id
 ), room AS (
