@@ -73,6 +73,19 @@ func (p *straysPasses) due(queue string, now time.Time) bool {
 	if p.last == nil {
 		p.last = map[string]time.Time{}
 	}
+	if len(p.last) >= straysForgetAt {
+		// Dynamic queues come and go for months: a pass older than straysEvery counts as
+		// none, so forgetting it changes nothing.
+		for q, last := range p.last {
+			if now.Sub(last) >= straysEvery {
+				delete(p.last, q)
+			}
+		}
+	}
 	p.last[queue] = now
 	return true
 }
+
+// straysForgetAt is how many queues' passes a client remembers before it forgets those
+// that no longer count.
+const straysForgetAt = 64

@@ -314,7 +314,7 @@ WITH RECURSIVE async AS (
 -- output, or NULL; a NULL array when none has one; @datas and @data_errors likewise: the
 -- data of a failure's error, or why it could not be recorded), and returns the outcomes it
 -- left out (id and attempt), usually none: a busy client writes thousands a second, and
--- returning each written one cost the database 20 % more per job in a drain. A job is
+-- returning each written one would send back rows that only confirm the batch. A job is
 -- touched only while that same attempt still holds
 -- it (running, claimed by @client, same attempt number), so the late outcome of a handler
 -- whose job was rescued, cancelled or re-claimed never overwrites whatever owns the job
