@@ -150,9 +150,9 @@ func (c Config) withDefaults() (Config, error) {
 		switch {
 		case q.IdleTimeout < 0:
 			return c, fmt.Errorf("%w: queue %q has a negative IdleTimeout (%v)", ErrInvalidConfig, name, q.IdleTimeout)
-		case q.IdleTimeout > 0 && !isGroup(name):
+		case q.IdleTimeout > 0 && !store.IsGroup(name):
 			return c, fmt.Errorf("%w: queue %q sets IdleTimeout, which only a group of queues (\"prefix*\") has", ErrInvalidConfig, name)
-		case q.IdleTimeout == 0 && isGroup(name):
+		case q.IdleTimeout == 0 && store.IsGroup(name):
 			q.IdleTimeout = DefaultIdleTimeout
 		}
 		if q.Workers < 1 {

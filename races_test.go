@@ -47,23 +47,9 @@ func TestRetriedJobFromBeforeTheQueueWasOrderedRuns(t *testing.T) {
 func TestJobEnqueuedWhileTheQueueBecameOrderedRuns(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
 	q := "rv-race-" + randomHex()
-
-	tx, err := b.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	id, err := relay.Enqueue(ctx, tx, raceKind, numArgs{1}, relay.Queue(q), relay.Schema(b.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.setQueue(q, relay.QueueSettings{Ordered: true}) // commits while tx is open
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-
+	id, commit := enqueueWhileBecomingOrdered(b, q)
+	commit()
 	mustRun(b, q, id)
 }
 
@@ -73,65 +59,68 @@ func TestJobEnqueuedWhileTheQueueBecameOrderedRuns(t *testing.T) {
 func TestJobEnqueuedWhileAServedQueueBecameOrderedRuns(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
 	q := "rv-served-" + randomHex()
-	ran := make(chan int64, 4)
-	c := b.client(relay.Config{Queues: queues(2, q), PollInterval: 100 * time.Millisecond})
-	handle(t, c, raceKind, reportIDs(ran))
-	b.start(c)
+	ran := startOrdered(b, q)
+	stray, commit := enqueueWhileBecomingOrdered(b, q)
+	// A keyed job that runs proves a claim of the ordered queue after the change: one that
+	// looked for keyless jobs while the stray was not yet committed.
+	keyed := enqueue(b, raceKind, numArgs{2}, relay.Queue(q), relay.OrderKey("k"))
+	if got := recv(t, ran, "the keyed job"); got != keyed {
+		t.Fatalf("job %d ran; want the keyed job %d", got, keyed)
+	}
+	commit()
+	runsSoon(b, ran, stray)
+}
 
+// enqueueWhileBecomingOrdered enqueues a keyless job into q in a transaction that is still
+// open while SetQueue makes q ordered; commit commits it.
+func enqueueWhileBecomingOrdered(b *bundle, q string) (id int64, commit func()) {
+	t := b.t
+	t.Helper()
+	ctx := context.Background()
 	tx, err := b.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback(ctx)
-	stray, err := relay.Enqueue(ctx, tx, raceKind, numArgs{1}, relay.Queue(q), relay.Schema(b.Schema))
-	if err != nil {
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	if id, err = relay.Enqueue(ctx, tx, raceKind, numArgs{1}, relay.Queue(q), relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	b.setQueue(q, relay.QueueSettings{Ordered: true})
-	// A keyed job that runs proves a claim of the ordered queue after the change: one that
-	// looked for keyless jobs while the stray was not yet committed.
-	keyed := enqueue(b, raceKind, numArgs{2}, relay.Queue(q), relay.OrderKey("k"))
-	awaitID(t, ran, keyed)
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-time.After(3 * time.Second):
-		rec := b.record(stray)
-		t.Fatalf("job %d never ran: state %s, order key %v (ordered queue, 100 ms poll)", stray, rec.State, rec.OrderKey)
-	case id := <-ran:
-		if id != stray {
-			t.Fatalf("job %d ran; want %d", id, stray)
+	b.setQueue(q, relay.QueueSettings{Ordered: true}) // commits while tx is open
+	return id, func() {
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
 
-// awaitID waits up to 3 s for id to come from ran.
-func awaitID(t *testing.T, ran <-chan int64, id int64) {
+// startOrdered starts a client on ordered queue q, polling every 100 ms; the ids of the
+// jobs it runs come on the channel it returns.
+func startOrdered(b *bundle, q string) <-chan int64 {
+	ran := make(chan int64, 4)
+	c := b.client(relay.Config{Queues: queues(2, q), PollInterval: 100 * time.Millisecond})
+	handle(b.t, c, raceKind, reportIDs(ran))
+	b.start(c)
+	return ran
+}
+
+// mustRun starts a client on ordered queue q and fails the test if job id does not run
+// soon (runsSoon).
+func mustRun(b *bundle, q string, id int64) {
+	b.t.Helper()
+	runsSoon(b, startOrdered(b, q), id)
+}
+
+// runsSoon fails the test unless job id is the next to come from ran, within 3 s: thirty
+// polls of startOrdered's client.
+func runsSoon(b *bundle, ran <-chan int64, id int64) {
+	t := b.t
 	t.Helper()
 	select {
 	case got := <-ran:
 		if got != id {
 			t.Fatalf("job %d ran; want %d", got, id)
 		}
-	case <-time.After(3 * time.Second):
-		t.Fatalf("job %d did not run within 3 s", id)
-	}
-}
-
-// mustRun starts a client on ordered queue q, polling every 100 ms, and fails the test
-// if job id does not run within 3 s: thirty polls.
-func mustRun(b *bundle, q string, id int64) {
-	t := b.t
-	t.Helper()
-	ran := make(chan int64, 4)
-	c := b.client(relay.Config{Queues: queues(2, q), PollInterval: 100 * time.Millisecond})
-	handle(t, c, raceKind, reportIDs(ran))
-	b.start(c)
-	select {
-	case <-ran:
 	case <-time.After(3 * time.Second):
 		rec := b.record(id)
 		t.Fatalf("job %d never ran: state %s, order key %v (ordered queue, 100 ms poll)", id, rec.State, rec.OrderKey)

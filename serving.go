@@ -7,6 +7,7 @@ import (
 
 	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/lifecycle"
+	"github.com/relayq/relay/internal/store"
 )
 
 // serving is the set of queues a running client works: one dispatcher per queue, made
@@ -35,15 +36,12 @@ type group struct {
 	cfg    QueueConfig
 }
 
-// isGroup reports whether a Config.Queues key names a group of queues.
-func isGroup(key string) bool { return strings.HasSuffix(key, "*") }
-
 // groupsOf returns the groups of queues, longest prefix first, so that the most specific
 // group decides a queue's settings.
 func groupsOf(queues map[string]QueueConfig) []group {
 	var gs []group
 	for key, q := range queues {
-		if isGroup(key) {
+		if store.IsGroup(key) {
 			gs = append(gs, group{prefix: strings.TrimSuffix(key, "*"), cfg: q})
 		}
 	}
@@ -61,7 +59,7 @@ func (s *serving) start(ctx context.Context, named map[string]QueueConfig) {
 	defer s.mu.Unlock()
 	s.ctx = ctx
 	for name, q := range named {
-		if !isGroup(name) {
+		if !store.IsGroup(name) {
 			s.startLocked(name, q, false)
 		}
 	}

@@ -11,24 +11,9 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/relayq/relay/internal/testlog"
 	"github.com/relayq/relay/relaytest"
 )
-
-// addrHandler hands on the "addr" of the log record that says the dashboard is serving.
-type addrHandler struct{ addrs chan string }
-
-func (h addrHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h addrHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h addrHandler) WithGroup(string) slog.Handler            { return h }
-func (h addrHandler) Handle(_ context.Context, r slog.Record) error {
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "addr" {
-			h.addrs <- a.Value.String()
-		}
-		return true
-	})
-	return nil
-}
 
 // relay ui serves the dashboard, on the loopback address unless told otherwise, and with
 // --basic-auth only to those who give the user and password.
@@ -47,7 +32,12 @@ func TestUIServesBehindBasicAuth(t *testing.T) {
 
 	db := relaytest.NewDB(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	logger := slog.New(addrHandler{addrs: make(chan string, 1)})
+	addrs := make(chan string, 1) // the address of the log record that says the dashboard serves
+	logger := slog.New(testlog.Func(func(r slog.Record) {
+		if addr, ok := testlog.Attr(r, "addr"); ok {
+			addrs <- addr.String()
+		}
+	}))
 	t.Setenv("RELAY_UI_BASIC_AUTH", "ops:s3cret")
 	done := make(chan error, 1)
 	go func() {
@@ -55,7 +45,7 @@ func TestUIServesBehindBasicAuth(t *testing.T) {
 	}()
 	var addr string
 	select {
-	case addr = <-logger.Handler().(addrHandler).addrs:
+	case addr = <-addrs:
 	case err := <-done:
 		t.Fatalf("relay ui: %v", err)
 	case <-time.After(time.Minute):

@@ -15,6 +15,7 @@ import (
 	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/internal/outcome"
 	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/internal/testlog"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -272,14 +273,6 @@ func TestWriterLeavesJobsNoLongerRunningAlone(t *testing.T) {
 	}
 }
 
-// handlerFunc is a slog.Handler that passes every record to a function.
-type handlerFunc func(slog.Record)
-
-func (h handlerFunc) Enabled(context.Context, slog.Level) bool      { return true }
-func (h handlerFunc) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
-func (h handlerFunc) WithAttrs([]slog.Attr) slog.Handler            { return h }
-func (h handlerFunc) WithGroup(string) slog.Handler                 { return h }
-
 // After writes have failed for a while, the writer pauses for over a second before the
 // next; Recover — the database answers again — ends that pause at once.
 func TestWriterRetriesAtOnceWhenTheDatabaseIsBack(t *testing.T) {
@@ -314,7 +307,7 @@ func TestWriterRetriesAtOnceWhenTheDatabaseIsBack(t *testing.T) {
 // finds failed full is dropped). bringBack renames the table back.
 func failingWriter(t *testing.T, db *relaytest.DB, s *store.Store, failed chan<- struct{}) (w *outcome.Writer, bringBack func()) {
 	t.Helper()
-	logger := slog.New(handlerFunc(func(r slog.Record) {
+	logger := slog.New(testlog.Func(func(r slog.Record) {
 		if r.Level == slog.LevelWarn {
 			select {
 			case failed <- struct{}{}:

@@ -65,8 +65,9 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 	}
 	if j.UniqueKey == "" {
 		var id int64
-		var notified bool
-		if err := s.q.insert.queryRow(ctx, db, p).Scan(&id, &notified); err != nil {
+		// The second column is the wakeup, an expression of RETURNING so that it is
+		// evaluated: whether it notified is not needed here.
+		if err := s.q.insert.queryRow(ctx, db, p).Scan(&id, nil); err != nil {
 			return Inserted{}, insertError(err)
 		}
 		return Inserted{ID: id, Inserted: true}, nil

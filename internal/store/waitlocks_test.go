@@ -13,20 +13,43 @@ import (
 
 	"github.com/relayq/relay/internal/lifecycle"
 	"github.com/relayq/relay/internal/store"
+	"github.com/relayq/relay/internal/testlog"
 	"github.com/relayq/relay/relaytest"
 )
+
+// onWaitLock runs expr, of the wait lock of queue's keys k[1] and k[2], on conn.
+func onWaitLock(t *testing.T, conn interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, schema, queue, expr string) bool {
+	t.Helper()
+	var got bool
+	err := conn.QueryRow(context.Background(), `SELECT `+expr+` FROM `+pgx.Identifier{schema, "wait_lock"}.Sanitize()+`($1, $2) k`,
+		"relay:"+schema, queue).Scan(&got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
 
 // waitLockFree reports whether no session holds queue's wait lock: whether an enqueue
 // into queue would skip the tables, as wake_needless tries it.
 func waitLockFree(t *testing.T, db *relaytest.DB, queue string) bool {
 	t.Helper()
-	var free bool
-	err := db.QueryRow(context.Background(), `SELECT CASE WHEN pg_try_advisory_lock(k[1], k[2]) THEN pg_advisory_unlock(k[1], k[2]) ELSE false END
-		FROM `+pgx.Identifier{db.Schema, "wait_lock"}.Sanitize()+`($1, $2) k`, "relay:"+db.Schema, queue).Scan(&free)
+	return onWaitLock(t, db, db.Schema, queue, `CASE WHEN pg_try_advisory_lock(k[1], k[2]) THEN pg_advisory_unlock(k[1], k[2]) ELSE false END`)
+}
+
+// runWaitLocks runs the wait locks of cfg (Connect filled in) on db until the test ends.
+func runWaitLocks(t *testing.T, db *relaytest.DB, cfg store.WaitLocksConfig) *store.WaitLocks {
+	t.Helper()
+	s, err := store.For(db.Schema)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return free
+	cfg.Connect = func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, db.URL) }
+	locks := s.WaitLocks(cfg)
+	svc := lifecycle.Go(context.Background(), locks.Run)
+	t.Cleanup(func() { _ = svc.Stop() })
+	return locks
 }
 
 // Hold returns only once the lock is held on the server, also when it is called while the
@@ -35,13 +58,7 @@ func waitLockFree(t *testing.T, db *relaytest.DB, queue string) bool {
 func TestWaitLocksHoldReturnsOnlyOnceHeld(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
-	s, err := store.For(db.Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	locks := s.WaitLocks(store.WaitLocksConfig{Connect: func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, db.URL) }})
-	svc := lifecycle.Go(context.Background(), locks.Run)
-	defer svc.Stop()
+	locks := runWaitLocks(t, db, store.WaitLocksConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -70,10 +87,6 @@ func TestWaitLocksHoldReturnsOnlyOnceHeld(t *testing.T) {
 func TestWaitLocksHoldWaitsOutAnExclusiveHolder(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
-	s, err := store.For(db.Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	const queue = "q"
 	holder, err := pgx.Connect(ctx, db.URL)
@@ -81,19 +94,20 @@ func TestWaitLocksHoldWaitsOutAnExclusiveHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Close(ctx)
-	lock := `FROM ` + pgx.Identifier{db.Schema, "wait_lock"}.Sanitize() + `($1, $2) k`
-	if _, err := holder.Exec(ctx, `SELECT pg_advisory_lock(k[1], k[2]) `+lock, "relay:"+db.Schema, queue); err != nil {
-		t.Fatal(err)
-	}
+	onWaitLock(t, holder, db.Schema, queue, `pg_advisory_lock(k[1], k[2]) IS NOT NULL`)
 
 	failures := make(chan string, 100)
-	locks := s.WaitLocks(store.WaitLocksConfig{
-		Connect:     func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, db.URL) },
+	locks := runWaitLocks(t, db, store.WaitLocksConfig{
 		LockTimeout: 100 * time.Millisecond,
-		Logger:      slog.New(reportingHandler{failures}),
+		Logger: slog.New(testlog.Func(func(r slog.Record) {
+			if err, ok := testlog.Attr(r, "error"); ok {
+				select {
+				case failures <- err.String():
+				default:
+				}
+			}
+		})),
 	})
-	svc := lifecycle.Go(ctx, locks.Run)
-	defer svc.Stop()
 
 	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	err = locks.Hold(short, queue)
@@ -110,8 +124,8 @@ func TestWaitLocksHoldWaitsOutAnExclusiveHolder(t *testing.T) {
 		t.Fatal("taking the lock did not give up and say so")
 	}
 
-	if _, err := holder.Exec(ctx, `SELECT pg_advisory_unlock(k[1], k[2]) `+lock, "relay:"+db.Schema, queue); err != nil {
-		t.Fatal(err)
+	if !onWaitLock(t, holder, db.Schema, queue, `pg_advisory_unlock(k[1], k[2])`) {
+		t.Fatal("the holder did not hold the wait lock")
 	}
 	held, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -121,23 +135,4 @@ func TestWaitLocksHoldWaitsOutAnExclusiveHolder(t *testing.T) {
 	if waitLockFree(t, db, queue) {
 		t.Fatal("Hold returned while the wait lock was free")
 	}
-}
-
-// reportingHandler sends the error attribute of every record it handles.
-type reportingHandler struct{ errs chan<- string }
-
-func (h reportingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h reportingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h reportingHandler) WithGroup(string) slog.Handler            { return h }
-func (h reportingHandler) Handle(_ context.Context, r slog.Record) error {
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "error" {
-			select {
-			case h.errs <- a.Value.String():
-			default:
-			}
-		}
-		return true
-	})
-	return nil
 }

@@ -38,9 +38,9 @@ type vxidsParams struct {
 // Register readies the client's dispatchers to be woken, before any of them claims: it
 // takes the client's wait locks (see [Client.HoldWaitLocks]), records the client's
 // heartbeat (so that enqueues count it as live) and forgets what an earlier life under the
-// same id left of its dispatchers (every dispatcher of a starting client waits for work). Producers that looked for a live client before it may still
-// commit jobs that did not wake it: call [Client.AwaitProducers] for every queue, then
-// claim again.
+// same id left of its dispatchers (every dispatcher of a starting client waits for work).
+// Producers that looked for a live client before it may still commit jobs that did not
+// wake it: call [Client.AwaitProducers] for every queue, then claim again.
 //
 // A client that hears no wakeups ([ClientInfo].PollOnly) instead records its dispatchers of
 // the queues it names as never waiting, so that enqueues do not notify for its sake; its
@@ -62,7 +62,7 @@ func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
 	}
 	var named []string
 	for _, q := range c.info.Queues {
-		if !strings.HasSuffix(q, "*") {
+		if !IsGroup(q) {
 			named = append(named, q)
 		}
 	}
@@ -75,7 +75,8 @@ func (c *Client) Register(ctx context.Context, ttl time.Duration) error {
 // Wait takes the wait lock of queue, records that the client's dispatcher of it, busy
 // until now, waits for a wakeup, and returns once every producer that may have seen it
 // busy has ended: from then on an enqueue into queue either notifies, or committed before
-// the dispatcher's next claim ([dispatcher.Config].Wait). It calls progress each time some of them have ended.
+// the dispatcher's next claim ([dispatcher.Config].Wait). It calls progress each time some
+// of them have ended.
 func (c *Client) Wait(ctx context.Context, queue string, progress func()) error {
 	if c.perQueue {
 		if err := c.locks.Hold(ctx, queue); err != nil {
@@ -147,7 +148,7 @@ func (c *Client) AwaitProducers(ctx context.Context, queue string, progress func
 // Register.
 func (c *Client) HoldWaitLocks(cfg WaitLocksConfig) *WaitLocks {
 	c.locks = c.s.WaitLocks(cfg)
-	c.perQueue = !slices.ContainsFunc(c.info.Queues, func(q string) bool { return strings.HasSuffix(q, "*") })
+	c.perQueue = !slices.ContainsFunc(c.info.Queues, IsGroup)
 	return c.locks
 }
 
@@ -167,3 +168,7 @@ func (c *Client) busied(queue string) {
 		c.locks.Release(queue)
 	}
 }
+
+// IsGroup reports whether a queue a client serves ([ClientInfo].Queues, relay.Config.Queues)
+// names a group of queues: a prefix ending in '*'.
+func IsGroup(queue string) bool { return strings.HasSuffix(queue, "*") }
