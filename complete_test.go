@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/relaytest"
@@ -202,6 +203,70 @@ func TestCompleteTxRolledBackIsRetried(t *testing.T) {
 	if !slices.Equal(slices.Sorted(slices.Values(gotEffects)), slices.Sorted(slices.Values(want))) {
 		t.Errorf("effects %v, want only those of the committed attempts %v", gotEffects, want)
 	}
+}
+
+// A handler that called CompleteTx and returned while its transaction stays open holds the
+// job's row: the attempt's outcome cannot be written, and the client gives up on it after a
+// while, says why, and reports nothing of the attempt, which it cannot know the end of. The
+// job is left to its lease: once the transaction ends (here it rolls back), it is rescued
+// and runs again. No event, and no "attempt failed" line, tells of an outcome that was
+// never written.
+func TestCompleteTxLeftOpenIsLeftToItsLease(t *testing.T) {
+	t.Parallel()
+	kind := relay.NewKind[numArgs]("charge-left-open")
+	b := setup(t)
+	gaveUp := make(chan struct{}, 1)
+	failed := make(chan struct{}, 1)
+	kept := b.keptLogger().Handler()
+	c := b.client(withShortLeases(relay.Config{Logger: slog.New(logHook(func(r slog.Record) {
+		ch, msg := gaveUp, struct{}{}
+		switch {
+		case strings.Contains(r.Message, "could not record the outcome of a job that called CompleteTx"):
+		case strings.Contains(r.Message, "job attempt failed"):
+			ch = failed
+		default:
+			ch = nil
+		}
+		select {
+		case ch <- msg:
+		default: // the test has seen one already
+		}
+		_ = kept.Handle(context.Background(), r)
+	}))}))
+	events := b.subscribe(c, 32)
+	open := make(chan pgx.Tx, 1)
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		tx, err := b.Begin(context.WithoutCancel(ctx))
+		if err != nil {
+			return err
+		}
+		if err := relay.CompleteTx(ctx, tx, job); err != nil {
+			tx.Rollback(ctx)
+			return err
+		}
+		if job.Attempt > 1 {
+			return tx.Commit(ctx)
+		}
+		open <- tx // returns with the transaction open: the test ends it
+		return nil
+	}, retryFast...)
+	b.start(c)
+
+	id := enqueue(b, kind, numArgs{N: 1})
+	tx := recv(t, open, "the attempt that leaves its transaction open")
+	recv(t, gaveUp, "the client giving up on the attempt's outcome")
+	if rec := b.record(id); rec.State != relay.StateRunning || rec.Attempt != 1 {
+		t.Fatalf("job is %s at attempt %d while its transaction is open; want running at attempt 1", rec.State, rec.Attempt)
+	}
+	if err := tx.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	got := b.eventsOf(events, 2, id)[id]
+	if got[0].Attempt != 1 || got[0].Reason != relay.ReasonLostLease || got[1].Attempt != 2 || got[1].State != relay.StateSucceeded {
+		t.Errorf("events %s, %s; want attempt 1 lost its lease (rescued), then attempt 2 succeeded", eventString(got[0]), eventString(got[1]))
+	}
+	noMore(t, failed, `"job attempt failed" line`)
 }
 
 // CompleteTx twice in one transaction: the second call is refused with ErrJobNotHeld (the
