@@ -83,11 +83,15 @@ func (s *Store) WaitLocks(cfg WaitLocksConfig) *WaitLocks {
 // when ctx ends.
 func (w *WaitLocks) Hold(ctx context.Context, queues ...string) error {
 	w.mu.Lock()
+	wanted := true
 	for _, q := range queues {
+		wanted = wanted && w.want[q]
 		w.want[q] = true
 	}
 	w.mu.Unlock()
-	w.poke()
+	if !wanted {
+		w.poke()
+	}
 	for {
 		w.mu.Lock()
 		missing := slices.ContainsFunc(queues, func(q string) bool { return !w.held[q] })
@@ -106,13 +110,21 @@ func (w *WaitLocks) Hold(ctx context.Context, queues ...string) error {
 
 // Release lets go of the wait lock of queue soon. Holding it a while longer only makes
 // producers ask the tables.
+//
+// A dispatcher working through a backlog releases its lock at every claim: only the first
+// release wakes the connection, which otherwise idles (interrupting its wait costs a
+// deadline on the socket and a round of the loop).
 func (w *WaitLocks) Release(queue string) {
 	w.mu.Lock()
+	wanted := w.want[queue]
 	delete(w.want, queue)
 	w.mu.Unlock()
-	w.poke()
+	if wanted {
+		w.poke()
+	}
 }
 
+// poke tells the connection that what is wanted changed.
 func (w *WaitLocks) poke() {
 	select {
 	case w.kick <- struct{}{}:
