@@ -48,14 +48,12 @@ type lockParams struct {
 // gated one runs after the queue's claim lock in the same implicit transaction (one batch,
 // still one round trip).
 func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatcher.Claimed, error) {
-	s, p := c.s, claimParams{
-		Queue: r.Queue, Kinds: c.info.Kinds, Limit: r.Limit, Client: c.info.ID, Lease: c.info.Lease, Attempts: c.info.Attempts,
-	}
+	s := c.s
 	var rows pgx.Rows
 	if r.Gated {
 		b := &pgx.Batch{}
 		s.q.lockQueue.queue(b, lockParams{LockKey: s.schema + "." + r.Queue})
-		s.q.claimGated.queue(b, claimGatedParams{claimParams: p, Strays: c.strays.due(r.Queue, time.Now())})
+		s.q.claimGated.queue(b, claimGatedParams{claimParams: c.claimParams(r), Strays: c.strays.due(r.Queue, time.Now())})
 		br := c.db.SendBatch(ctx, b)
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {
@@ -66,13 +64,8 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 			return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 		}
 	} else {
-		// A client that hears no wakeups claims as a busy dispatcher does: enqueues need not
-		// notify it. This writes the rows of the queues of its groups, which Register cannot
-		// know.
-		from := claimFromParams{claimParams: p, Busy: r.Busy || c.info.PollOnly}
-		from.FromRank, from.FromRunAt, from.FromID = cursorParams(r.From)
 		var err error
-		if rows, err = s.q.claim.query(ctx, c.db, from); err != nil {
+		if rows, err = s.q.claim.query(ctx, c.db, c.claimFromParams(r)); err != nil {
 			return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 		}
 	}
@@ -84,6 +77,23 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 		c.busied(r.Queue)
 	}
 	return claimed, nil
+}
+
+// claimParams are the parameters every claim of r takes.
+func (c *Client) claimParams(r dispatcher.ClaimRequest) claimParams {
+	return claimParams{
+		Queue: r.Queue, Kinds: c.info.Kinds, Limit: r.Limit, Client: c.info.ID, Lease: c.info.Lease, Attempts: c.info.Attempts,
+	}
+}
+
+// claimFromParams are the parameters of the plain claim of r.
+func (c *Client) claimFromParams(r dispatcher.ClaimRequest) claimFromParams {
+	// A client that hears no wakeups claims as a busy dispatcher does: enqueues need not
+	// notify it. This writes the rows of the queues of its groups, which Register cannot
+	// know.
+	from := claimFromParams{claimParams: c.claimParams(r), Busy: r.Busy || c.info.PollOnly}
+	from.FromRank, from.FromRunAt, from.FromID = cursorParams(r.From)
+	return from
 }
 
 // cursorParams are the cursor as the claim's row comparison takes it: (-priority, run_at, id).

@@ -3,6 +3,7 @@ package store
 import (
 	"time"
 
+	"github.com/relayq/relay/dispatcher"
 	"github.com/relayq/relay/lease"
 )
 
@@ -14,4 +15,13 @@ func (s *Store) WriteOutcomesStatement(client string, outcomes []Outcome) (strin
 
 func (s *Store) RenewLeasesStatement(client ClientInfo, held []lease.Held, ttl time.Duration) (string, []any) {
 	return s.q.renewLeases.sql, s.q.renewLeases.args(renewParamsOf(client, held, ttl))
+}
+
+// ClaimStatement is the statement of a claim of r (a gated one without its lock, and
+// without a pass for strays).
+func (c *Client) ClaimStatement(r dispatcher.ClaimRequest) (string, []any) {
+	if r.Gated {
+		return c.s.q.claimGated.sql, c.s.q.claimGated.args(claimGatedParams{claimParams: c.claimParams(r)})
+	}
+	return c.s.q.claim.sql, c.s.q.claim.args(c.claimFromParams(r))
 }
