@@ -45,6 +45,11 @@ func runDrain(ctx context.Context, b *bench) (*RunResult, error) {
 	if err := b.db.waitBackendsGone(ctx); err != nil {
 		return nil, err
 	}
+	if b.opts.analyze {
+		if _, err := b.db.admin.Exec(ctx, "ANALYZE "+b.db.jobsTable()); err != nil {
+			return nil, err
+		}
+	}
 	s1, err := b.db.snapshot(ctx)
 	if err != nil {
 		return nil, err
