@@ -52,23 +52,8 @@ func runInterleaved(ctx context.Context, b *bench, tel *telemetry) (interleaved,
 	if err := b.db.reset(ctx); err != nil {
 		return res, err
 	}
-	prodPool, err := b.db.newPool(ctx, 2)
-	if err != nil {
-		return res, err
-	}
-	specs := make([]relay.JobSpec, drainBatch)
 	opts := []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(benchQueue), tel.enqueue}
-	for k := 0; k < interleavedJobs; k += drainBatch {
-		for i := range specs {
-			specs[i] = benchKind.Job(seqArgs{Seq: int64(k + i)})
-		}
-		if _, err := relay.EnqueueMany(tel.ctx, prodPool, specs, opts...); err != nil {
-			prodPool.Close()
-			return res, err
-		}
-	}
-	prodPool.Close()
-	if err := b.db.waitBackendsGone(ctx); err != nil {
+	if _, err := enqueueNoOps(tel.ctx, b, interleavedJobs, opts); err != nil {
 		return res, err
 	}
 
