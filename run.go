@@ -101,18 +101,15 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	})
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
 	defer cancel()
-	if err != nil {
-		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
-			logArgs(o, "error", err)...)
-	}
 	// Report a success only if this attempt's transaction did complete the job: the outcome
 	// also changes nothing when the job was cancelled or rescued meanwhile.
 	o.CompletedTx = false
 	ended := ""
 	if err != nil {
+		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
+			logArgs(o, "error", err)...)
 		skipped = store.SkippedAll([]store.Outcome{o}) // not written: nothing to report as such
-	}
-	if !skipped.Wrote(o) && err == nil {
+	} else if !skipped.Wrote(o) {
 		if ended, err = c.store.EndedBy(ctx, c.conns, r.holder); err != nil {
 			c.cfg.Logger.Warn("relay: could not read how a job that called CompleteTx ended", logArgs(o, "error", err)...)
 		}

@@ -20,19 +20,29 @@ const (
 	interleavedWarmup = 2
 )
 
-// interleaved is what one interleaved drain measured: jobs run, and the time, with
-// telemetry on and with it off.
+// interleaved is what interleaved drains measured: the slices with telemetry on, and
+// those with it off.
 type interleaved struct {
-	onJobs, offJobs int64
-	on, off         time.Duration
-	slices          int
+	on, off half
 }
 
-func (r interleaved) onRate() float64  { return float64(r.onJobs) / r.on.Seconds() }
-func (r interleaved) offRate() float64 { return float64(r.offJobs) / r.off.Seconds() }
+// half is one half of interleaved drains: how many slices, the jobs that ran in them,
+// and the time they took together.
+type half struct {
+	n    int
+	jobs int64
+	took time.Duration
+}
+
+func (h *half) add(o half) { h.n, h.jobs, h.took = h.n+o.n, h.jobs+o.jobs, h.took+o.took }
+
+func (h half) rate() float64 { return float64(h.jobs) / h.took.Seconds() }
+
+// add counts the slices of o too.
+func (r *interleaved) add(o interleaved) { r.on.add(o.on); r.off.add(o.off) }
 
 // overhead is 1 − on/off, in percent.
-func (r interleaved) overhead() float64 { return 100 * (1 - r.onRate()/r.offRate()) }
+func (r interleaved) overhead() float64 { return 100 * (1 - r.on.rate()/r.off.rate()) }
 
 // runInterleaved drains one backlog of interleavedJobs no-op jobs with one client whose
 // telemetry (tel's middleware and its Instrument: everything a client gets) is switched
@@ -52,8 +62,8 @@ func runInterleaved(ctx context.Context, b *bench, tel *telemetry) (interleaved,
 	if err := b.db.reset(ctx); err != nil {
 		return res, err
 	}
-	opts := []relay.EnqueueOption{relay.Schema(b.opts.schema), relay.Queue(benchQueue), tel.enqueue}
-	if _, err := enqueueNoOps(tel.ctx, b, interleavedJobs, opts); err != nil {
+	// b.tel is not set: this client's instrumentation is switched by hand, below.
+	if _, err := enqueueNoOps(tel.ctx, b, interleavedJobs, append(b.enqueueOpts(benchQueue), tel.enqueue)); err != nil {
 		return res, err
 	}
 
@@ -84,19 +94,22 @@ func runInterleaved(ctx context.Context, b *bench, tel *telemetry) (interleaved,
 	}
 	defer stopClient(ctx, c)
 
-	var uninstrument func()
+	var uninstrument func() // set while on
 	set := func(to bool) error {
-		if to == on.Load() {
-			return nil
+		switch {
+		case to == (uninstrument != nil):
+		case to:
+			stop, err := tel.tel.Instrument(c)
+			if err != nil {
+				return err
+			}
+			uninstrument = stop
+		default:
+			uninstrument()
+			uninstrument = nil
 		}
 		on.Store(to)
-		if !to {
-			uninstrument()
-			return nil
-		}
-		stop, err := tel.tel.Instrument(c)
-		uninstrument = stop
-		return err
+		return nil
 	}
 	defer func() { _ = set(false) }()
 	// Slices until nine tenths of the backlog have run: the drain's tail, when claims come
@@ -114,20 +127,19 @@ func runInterleaved(ctx context.Context, b *bench, tel *telemetry) (interleaved,
 		time.Sleep(interleavedSlice) // a measured period, not a wait for an event
 		n, at := done.Load(), time.Now()
 		if i >= interleavedWarmup {
+			h := &res.off
 			if state {
-				res.onJobs, res.on = res.onJobs+n-last, res.on+at.Sub(lastAt)
-			} else {
-				res.offJobs, res.off = res.offJobs+n-last, res.off+at.Sub(lastAt)
+				h = &res.on
 			}
-			res.slices++
+			h.add(half{n: 1, jobs: n - last, took: at.Sub(lastAt)})
 		}
 		last, lastAt = n, at
 		if at.After(deadline) {
 			return res, fmt.Errorf("interleaved drain: only %d of %d jobs ran within 5 minutes", last, interleavedJobs)
 		}
 	}
-	if res.on == 0 || res.off == 0 {
-		return res, fmt.Errorf("interleaved drain: the backlog ran in %d slices, too few to compare", res.slices)
+	if res.on.n == 0 || res.off.n == 0 {
+		return res, fmt.Errorf("interleaved drain: the backlog ran in %d slices, too few to compare", res.on.n+res.off.n)
 	}
 	return res, nil
 }

@@ -107,12 +107,11 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		b.log.Info("measured", "run", fmt.Sprintf("interleaved drain %d", i+1), "off jobs/s", int(r.offRate()), "on jobs/s", int(r.onRate()),
+		b.log.Info("measured", "run", fmt.Sprintf("interleaved drain %d", i+1), "off jobs/s", int(r.off.rate()), "on jobs/s", int(r.on.rate()),
 			"overhead %", fmt.Sprintf("%.1f", r.overhead()))
 		notes = append(notes, fmt.Sprintf("interleaved drain %d: %d slices of %v; off %.0f/s, on %.0f/s: %.1f %%",
-			i+1, r.slices, interleavedSlice, r.offRate(), r.onRate(), r.overhead()))
-		mixed.onJobs, mixed.offJobs, mixed.on, mixed.off = mixed.onJobs+r.onJobs, mixed.offJobs+r.offJobs, mixed.on+r.on, mixed.off+r.off
-		mixed.slices += r.slices
+			i+1, r.on.n+r.off.n, interleavedSlice, r.off.rate(), r.on.rate(), r.overhead()))
+		mixed.add(r)
 	}
 
 	med := func(key string, of func(sample) float64) float64 { return medianOf(samples[key], of) }
@@ -135,10 +134,10 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 		{Name: "other processes, drain off/on (median cores)", Unit: unitFloat, Value: med("drain off", other)},
 		{Name: "  … drain on", Unit: unitFloat, Value: med("drain on", other)},
 	}, Notes: append([]string{fmt.Sprintf("on: -telemetry %s", cmp.Or(b.opts.telemetry, "on"))}, notes...)}
-	if mixed.slices > 0 {
+	if mixed.on.n > 0 {
 		res.Metrics = append(res.Metrics,
-			Metric{Name: "interleaved drains: off (jobs/s)", Unit: unitRate, Value: mixed.offRate()},
-			Metric{Name: "interleaved drains: on (jobs/s)", Unit: unitRate, Value: mixed.onRate()},
+			Metric{Name: "interleaved drains: off (jobs/s)", Unit: unitRate, Value: mixed.off.rate()},
+			Metric{Name: "interleaved drains: on (jobs/s)", Unit: unitRate, Value: mixed.on.rate()},
 			Metric{Name: "interleaved drains: overhead (1 − on/off, %)", Unit: unitFloat, Value: mixed.overhead(), Target: atMost(5)},
 		)
 	}

@@ -119,10 +119,11 @@ coalesce((SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.
 -- queue's lock, and the lease must not be shortened by that wait.
 --
 -- The jobs are found by "id = ANY" of an array, not by a join with "due": the planner
--- cannot know how many rows due holds (its LIMIT is an expression), guesses a tenth of the
--- due jobs, and past about 150,000 of them chose to hash a sequential scan of the whole
--- table for the join: 100 ms per claim of 100 jobs at 300,000, growing with the backlog.
--- An array of ids is one probe of the primary key per job, whatever the table's size.
+-- cannot know how many rows due holds (its LIMIT is an expression) and guesses a tenth of
+-- the due jobs. Once the table had statistics, it then read the whole primary key for a
+-- merge join (8-12 ms per claim of 100 jobs behind 50,000 due ones) or hashed a
+-- sequential scan of the table (about 100 ms behind 300,000). An array of ids is one
+-- probe of the primary key per job, whatever the table's size.
 claimed AS (
     UPDATE {schema}.jobs j
     SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = @client,
