@@ -20,13 +20,13 @@ const (
 	interleavedWarmup = 2
 )
 
-// interleaved is what interleaved drains measured: the slices with telemetry on, and
+// interleaved is what an interleaved drain measured: the slices with telemetry on, and
 // those with it off.
 type interleaved struct {
 	on, off half
 }
 
-// half is one half of interleaved drains: how many slices, the jobs that ran in them,
+// half is one half of an interleaved drain: how many slices, the jobs that ran in them,
 // and the time they took together.
 type half struct {
 	n    int
@@ -37,9 +37,6 @@ type half struct {
 func (h *half) add(o half) { h.n, h.jobs, h.took = h.n+o.n, h.jobs+o.jobs, h.took+o.took }
 
 func (h half) rate() float64 { return float64(h.jobs) / h.took.Seconds() }
-
-// add counts the slices of o too.
-func (r *interleaved) add(o interleaved) { r.on.add(o.on); r.off.add(o.off) }
 
 // overhead is 1 − on/off, in percent.
 func (r interleaved) overhead() float64 { return 100 * (1 - r.on.rate()/r.off.rate()) }
