@@ -491,3 +491,44 @@ func TestKilledWaitingClientStopsCostingWakeups(t *testing.T) {
 		t.Error("enqueues do not wake the new client")
 	}
 }
+
+// The channel is written into the statements as a string literal (its hashes are the wait
+// locks' keys): for a schema whose name holds a quote, a backslash and what looks like
+// parameters, an enqueue still finds the wait lock of a waiting dispatcher and wakes it,
+// and a reservation's deadline still reaches the expirer. With the poll at one hour, a
+// wrong literal would leave the job to wait for it.
+func TestWakeupsReachAClientOfASchemaWithAnOddName(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := relaytest.NewDB(t, relaytest.Unmigrated())
+	schema := `odd 'name' \n @q $1 ` + randomHex()
+	if err := relay.Migrate(ctx, db.Pool, relay.Schema(schema)); err != nil {
+		t.Fatal(err)
+	}
+	b := newBundle(t, &relaytest.DB{Pool: db.Pool, Schema: schema, URL: db.URL})
+	c := b.client(relay.Config{Queues: queues(1, "q")})
+	started := make(chan int64, 10)
+	handle(t, c, probeKind, reportIDs(started))
+	b.start(c)
+	relaytest.WaitFor(t, waitTimeout, "the client to hold the wait lock of q", func() bool {
+		var held bool
+		err := b.QueryRow(ctx, `SELECT EXISTS (
+			SELECT FROM pg_locks l, `+b.table("wait_lock")+`($1, 'q') k
+			WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock'
+			  AND l.classid = k[1]::oid AND l.objid = k[2]::oid AND l.objsubid = 2)`, "relay:"+schema).Scan(&held)
+		return err == nil && held
+	})
+
+	id, committed := enqueueTx(b, probeKind, numArgs{}, relay.Queue("q"))
+	if got := recv(t, started, "the job"); got != id {
+		t.Fatalf("started job %d, want %d", got, id)
+	}
+	if late := time.Since(committed); late > time.Second {
+		t.Errorf("the job started %v after its commit", late)
+	}
+
+	held, _ := enqueueTx(b, probeKind, numArgs{}, relay.Queue("q"), relay.Reserved(100*time.Millisecond))
+	if rec := b.waitRecord(held, relay.StateCancelled); len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonExpired {
+		t.Errorf("the reservation ended with attempts %+v, want one that expired", rec.Attempts)
+	}
+}

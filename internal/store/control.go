@@ -22,8 +22,7 @@ var ErrUniqueKeyHeld = errors.New("another job holds its unique key")
 
 // jobParams are the parameters of cancel and retry.
 type jobParams struct {
-	ID      int64  `db:"id"`
-	Channel string `db:"channel"`
+	ID int64 `db:"id"`
 }
 
 // idParams are the parameters of getJob.
@@ -34,7 +33,7 @@ type idParams struct {
 // Cancel cancels job id unless it has finished (a failed job that blocks its ordered key
 // counts as unfinished) and returns its state before and whether it was blocking.
 func (s *Store) Cancel(ctx context.Context, db DB, id int64) (was string, blocking bool, err error) {
-	err = s.q.cancel.queryRow(ctx, db, jobParams{ID: id, Channel: s.channel}).Scan(&was, &blocking)
+	err = s.q.cancel.queryRow(ctx, db, jobParams{ID: id}).Scan(&was, &blocking)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, ErrNoJob
 	}
@@ -44,7 +43,7 @@ func (s *Store) Cancel(ctx context.Context, db DB, id int64) (was string, blocki
 // Retry makes failed or cancelled job id pending again and returns its state before, and
 // whether it is a reservation that was never committed, which is left as it is.
 func (s *Store) Retry(ctx context.Context, db DB, id int64) (was string, uncommitted bool, err error) {
-	err = s.q.retry.queryRow(ctx, db, jobParams{ID: id, Channel: s.channel}).Scan(&was, &uncommitted)
+	err = s.q.retry.queryRow(ctx, db, jobParams{ID: id}).Scan(&was, &uncommitted)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, ErrNoJob
 	}

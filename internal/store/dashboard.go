@@ -23,9 +23,9 @@ type dashboardQueries struct {
 	clients     statement[limitParams]
 }
 
-func buildDashboardQueries(quotedSchema string) dashboardQueries {
+func buildDashboardQueries(schema string) dashboardQueries {
 	var q dashboardQueries
-	bindAll(dashboardSQL, "dashboard.sql", schemaReplacer(quotedSchema), []named{
+	bindAll(dashboardSQL, "dashboard.sql", schemaReplacer(schema), []named{
 		{"queues", &q.queues}, {"queueNames", &q.queueNames}, {"throughput", &q.throughput},
 		{"blockedKeys", &q.blockedKeys}, {"clients", &q.clients},
 	})

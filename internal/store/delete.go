@@ -24,16 +24,16 @@ type deleteQueries struct {
 	deleteJob statement[jobParams]
 }
 
-func buildDeleteQueries(quotedSchema string) deleteQueries {
+func buildDeleteQueries(schema string) deleteQueries {
 	var q deleteQueries
-	bindAll(deleteSQL, "delete.sql", schemaReplacer(quotedSchema), []named{{"deleteJob", &q.deleteJob}})
+	bindAll(deleteSQL, "delete.sql", schemaReplacer(schema), []named{{"deleteJob", &q.deleteJob}})
 	checkBuilt(q)
 	return q
 }
 
 // DeleteJob deletes job id unless it is running, and returns its state before.
 func (s *Store) DeleteJob(ctx context.Context, db DB, id int64) (was string, err error) {
-	err = s.d.deleteJob.queryRow(ctx, db, jobParams{ID: id, Channel: s.channel}).Scan(&was)
+	err = s.d.deleteJob.queryRow(ctx, db, jobParams{ID: id}).Scan(&was)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNoJob
 	}
@@ -64,8 +64,7 @@ const bulkRetries = 5
 // the action.
 type bulkParams struct {
 	listParams
-	Stored  []string `db:"stored"` // the stored states the action applies to
-	Channel string   `db:"channel"`
+	Stored []string `db:"stored"` // the stored states the action applies to
 }
 
 // CountJobsOf counts the jobs that f selects, at most max (0: no bound): what a bulk
@@ -92,7 +91,7 @@ func (s *Store) Bulk(ctx context.Context, db DB, action BulkAction, f ListFilter
 			f.Limit = int(min(max-listed, bulkPage))
 		}
 		st, lp := bulkStatement[bulkParams](s, string(action), f)
-		p := bulkParams{listParams: lp, Stored: stored, Channel: s.channel}
+		p := bulkParams{listParams: lp, Stored: stored}
 		var (
 			n, inPage int64
 			lowest    pgtype.Int8 // NULL for an empty page
@@ -138,7 +137,7 @@ func bulkStatement[P any](s *Store, name string, f ListFilter) (statement[P], li
 		// delete.sql and list.sql are embedded: a bug caught by every test of a bulk action.
 		panic(fmt.Sprintf("store: %s: %v", name, err))
 	}
-	st.sql = schemaReplacer(s.quoted()).Replace(st.sql)
+	st.sql = schemaReplacer(s.schema).Replace(st.sql)
 	st.each = true // a listing's best plan depends on its filters' values
 	return st, p
 }

@@ -20,14 +20,14 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- The CTEs "deleted" and "notified" that delete the jobs of the CTE "target" (id, state,
 -- blocking; rows locked) that are not running: a running job's handler would go on
 -- without its row. A failed job that blocked its ordered key, or a held one, frees it, so
--- its queue is woken on @channel.
+-- its queue is woken on the schema's channel.
 deleted AS (
     DELETE FROM {schema}.jobs j
     USING target t
     WHERE j.id = t.id AND t.state <> 'running'
     RETURNING j.queue, t.blocking OR t.state = 'held' AS freed
 ), notified AS (
-    SELECT pg_notify(@channel, {schema}.wakeup_payload(queue, now(), 32767)) FROM deleted WHERE freed GROUP BY queue
+    SELECT pg_notify({channel}, {schema}.wakeup_payload(queue, now(), 32767)) FROM deleted WHERE freed GROUP BY queue
 )
 
 -- name: bulkLocked

@@ -32,7 +32,8 @@ type Inserted struct {
 // run all but always sees it.
 const uniqueRetries = 5
 
-// insertParams are the parameters of insert, and with a unique key's of insertUnique.
+// insertParams are the parameters of insert; insertHeldParams and insertUniqueParams add to
+// them.
 type insertParams struct {
 	Kind        string             `db:"kind"`
 	Queue       string             `db:"queue"`
@@ -44,13 +45,18 @@ type insertParams struct {
 	OrderKey    *string            `db:"order_key"`
 	Payload     []byte             `db:"payload"`
 	Metadata    pgtype.Text        `db:"metadata"` // see jsonParam
-	Hold        pgtype.Interval    `db:"hold"`
-	Backoff     pgtype.Text        `db:"backoff"` // see jsonParam
-	Channel     string             `db:"channel"`
+	Backoff     pgtype.Text        `db:"backoff"`  // see jsonParam
 }
 
-type insertUniqueParams struct {
+// insertHeldParams are the parameters of insertHeld: a reservation's, held for Hold.
+type insertHeldParams struct {
 	insertParams
+	Hold pgtype.Interval `db:"hold"`
+}
+
+// insertUniqueParams are the parameters of insertUnique (Hold NULL: not a reservation).
+type insertUniqueParams struct {
+	insertHeldParams
 	UniqueKey string   `db:"unique_key"`
 	UniqueIn  []string `db:"unique_in"`
 }
@@ -61,18 +67,26 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 	p := insertParams{
 		Kind: j.Kind, Queue: j.Queue, Args: jsonParam(j.Args), RunAt: runAtParam(j), MaxAttempts: maxAttemptsParam(j),
 		TimeoutMS: timeoutParam(j), Priority: int16(j.Priority), OrderKey: j.OrderKey, Payload: j.Payload,
-		Metadata: jsonParam(j.Metadata), Hold: holdParam(j), Backoff: jsonParam(encodePolicy(j.Backoff)), Channel: s.channel,
+		Metadata: jsonParam(j.Metadata), Backoff: jsonParam(encodePolicy(j.Backoff)),
 	}
+	held := insertHeldParams{insertParams: p, Hold: holdParam(j)}
 	if j.UniqueKey == "" {
 		var id int64
-		// The second column is the wakeup, an expression of RETURNING so that it is
-		// evaluated: whether it notified is not needed here.
-		if err := s.q.insert.queryRow(ctx, db, p).Scan(&id, nil); err != nil {
+		// The second column is the wakeup (or the reservation's announcement), an
+		// expression of RETURNING so that it is evaluated: whether it notified is not
+		// needed here.
+		var row pgx.Row
+		if j.Hold > 0 {
+			row = s.q.insertHeld.queryRow(ctx, db, held)
+		} else {
+			row = s.q.insert.queryRow(ctx, db, p)
+		}
+		if err := row.Scan(&id, nil); err != nil {
 			return Inserted{}, insertError(err)
 		}
 		return Inserted{ID: id, Inserted: true}, nil
 	}
-	unique := insertUniqueParams{insertParams: p, UniqueKey: j.UniqueKey, UniqueIn: j.UniqueIn}
+	unique := insertUniqueParams{insertHeldParams: held, UniqueKey: j.UniqueKey, UniqueIn: j.UniqueIn}
 	for range uniqueRetries {
 		rows, err := s.q.insertUnique.query(ctx, db, unique)
 		if err != nil {

@@ -127,8 +127,7 @@ func (s *Store) StopClient(ctx context.Context, db DB, client string) error {
 
 // rescueParams are the parameters of rescue.
 type rescueParams struct {
-	Limit   int    `db:"limit"`
-	Channel string `db:"channel"`
+	Limit int `db:"limit"`
 }
 
 // Rescue retries (or fails, when out of attempts) up to limit running jobs whose lease has
@@ -136,7 +135,7 @@ type rescueParams struct {
 // at once: it is what [lease.RescuerConfig].Rescue runs. Each rescued job is described in
 // Rescued.Jobs.
 func (c *Client) Rescue(ctx context.Context, limit int) (lease.Rescued, error) {
-	rows, err := c.s.q.rescue.query(ctx, c.db, rescueParams{Limit: limit, Channel: c.s.channel})
+	rows, err := c.s.q.rescue.query(ctx, c.db, rescueParams{Limit: limit})
 	if err != nil {
 		return lease.Rescued{}, fmt.Errorf("rescue expired leases: %w", err)
 	}

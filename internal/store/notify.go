@@ -88,14 +88,13 @@ func ParseCancel(payload string) (id int64, attempt int, ok bool) {
 const ProbePrefix = "p:"
 
 type probeParams struct {
-	Channel string `db:"channel"`
 	Payload string `db:"payload"`
 }
 
 // Probe sends payload, a listener's probe, on the schema's channel: the listener checks
 // that it arrives, which it does not through a pooler in transaction mode.
 func (s *Store) Probe(ctx context.Context, db DB, payload string) error {
-	if _, err := s.q.probe.exec(ctx, db, probeParams{Channel: s.channel, Payload: payload}); err != nil {
+	if _, err := s.q.probe.exec(ctx, db, probeParams{Payload: payload}); err != nil {
 		return fmt.Errorf("send the listener's probe: %w", err)
 	}
 	return nil

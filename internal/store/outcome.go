@@ -115,7 +115,6 @@ type outcomeParams struct {
 	DataErrors []pgtype.Text        `db:"data_errors"` // the same
 	Uncounted  []bool               `db:"uncounted"`
 	Client     string               `db:"client"`
-	Channel    string               `db:"channel"`
 }
 
 func (s *Store) outcomeParams(client string, outcomes []Outcome) outcomeParams {
@@ -123,7 +122,7 @@ func (s *Store) outcomeParams(client string, outcomes []Outcome) outcomeParams {
 	p := outcomeParams{
 		IDs: make([]int64, n), Attempts: make([]int32, n), States: make([]string, n), EndedAts: make([]time.Time, n),
 		RunAts: make([]pgtype.Timestamptz, n), Reasons: make([]pgtype.Text, n), Errors: make([]pgtype.Text, n),
-		Stacks: make([]pgtype.Text, n), Uncounted: make([]bool, n), Client: client, Channel: s.channel,
+		Stacks: make([]pgtype.Text, n), Uncounted: make([]bool, n), Client: client,
 	}
 	for i, o := range outcomes {
 		p.IDs[i], p.Attempts[i], p.States[i], p.EndedAts[i] = o.ID, int32(o.Attempt), o.State, o.EndedAt
@@ -177,8 +176,7 @@ func (a Holder) params() heldParams {
 
 type completeTxParams struct {
 	heldParams
-	Output  pgtype.Text `db:"output"`
-	Channel string      `db:"channel"`
+	Output pgtype.Text `db:"output"`
 }
 
 type setOutputParams struct {
@@ -195,7 +193,7 @@ type checkpointParams struct {
 // CompleteTx marks the job of holder a succeeded, with output if not nil, on db (the
 // caller's transaction): it takes effect when that commits.
 func (s *Store) CompleteTx(ctx context.Context, db DB, a Holder, output []byte) error {
-	return ifHeld(s.q.completeTx.queryRow(ctx, db, completeTxParams{heldParams: a.params(), Output: jsonParam(output), Channel: s.channel}))
+	return ifHeld(s.q.completeTx.queryRow(ctx, db, completeTxParams{heldParams: a.params(), Output: jsonParam(output)}))
 }
 
 // SetOutput stores output on the job of holder a once that attempt has succeeded: for an

@@ -69,11 +69,15 @@ func TestPrepareRefusesMismatches(t *testing.T) {
 }
 
 // Every statement of queries.sql and list.sql is bound to its parameters: building them
-// for a schema whose name looks like parameters leaves that name alone.
+// for a schema whose name looks like parameters, and holds a quote and a backslash, leaves
+// that name alone, as a quoted name and in the channel's string.
 func TestQueriesBindEveryParameter(t *testing.T) {
-	q := buildQueries(`"s@queue$1"`)
-	if !strings.Contains(q.claim.sql, `"s@queue$1".jobs`) {
+	q := buildQueries(`s@queue$1'\`)
+	if !strings.Contains(q.claim.sql, `"s@queue$1'\".jobs`) {
 		t.Errorf("the schema name changed in claim:\n%s", q.claim.sql)
+	}
+	if !strings.Contains(q.insert.sql, `E'relay:s@queue$1''\\'`) {
+		t.Errorf("the channel is not the schema's, as a string, in insert:\n%s", q.insert.sql)
 	}
 	if n := len(q.claim.fields); n != 10 {
 		t.Errorf("claim binds %d parameters, want 10", n)

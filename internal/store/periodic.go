@@ -23,9 +23,9 @@ type periodicQueries struct {
 	deleteSchedule    statement[scheduleParams]
 }
 
-func buildPeriodicQueries(quotedSchema string) periodicQueries {
+func buildPeriodicQueries(schema string) periodicQueries {
 	var q periodicQueries
-	bindAll(periodicSQL, "periodic.sql", schemaReplacer(quotedSchema), []named{
+	bindAll(periodicSQL, "periodic.sql", schemaReplacer(schema), []named{
 		{"registerSchedules", &q.registerSchedules}, {"lockSchedule", &q.lockSchedule},
 		{"scheduled", &q.scheduled}, {"listSchedules", &q.listSchedules}, {"deleteSchedule", &q.deleteSchedule},
 	})

@@ -18,6 +18,7 @@ var queriesSQL string
 // struct of its parameters (see params.go).
 type queries struct {
 	insert             statement[insertParams]
+	insertHeld         statement[insertHeldParams]
 	insertUnique       statement[insertUniqueParams]
 	insertJobs         statement[insertJobsParams]
 	claim              statement[claimFromParams]
@@ -54,11 +55,11 @@ type queries struct {
 	releaseWaitLocks  statement[waitLocksParams]
 }
 
-func buildQueries(quotedSchema string) queries {
-	schema := schemaReplacer(quotedSchema)
+func buildQueries(schemaName string) queries {
+	schema := schemaReplacer(schemaName)
 	var q queries
 	bindAll(queriesSQL, "queries.sql", schema, []named{
-		{"insert", &q.insert}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
+		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
@@ -90,7 +91,7 @@ type named struct {
 // bindAll reads.
 var fragmentNames = []string{
 	"claimed", "wakes", "blocksOnFailure", "pendingQueueScan", "cancelTarget", "retryTarget", // queries.sql
-	"heldState", "announceHeld", "reservations", // queries.sql: reservations
+	"newJob", "heldState", "announceHeld", "reservations", // queries.sql: enqueues and reservations
 	"wakeJob",                    // queries.sql: wait locks
 	"deleteTarget", "bulkLocked", // delete.sql
 	"queuesInState",             // list.sql
@@ -115,10 +116,18 @@ var fragments = func() *strings.Replacer {
 	return strings.NewReplacer(pairs...)
 }()
 
-// schemaReplacer fills in {schema}. It goes in last, once the parameters are numbered:
-// whatever the schema's name holds stays a quoted name.
-func schemaReplacer(quotedSchema string) *strings.Replacer {
-	return strings.NewReplacer("{schema}", quotedSchema)
+// schemaReplacer fills in {schema}, the quoted name of schema, and {channel}, its wakeup
+// channel as a string literal. It goes in last, once the parameters are numbered: whatever
+// the schema's name holds stays a quoted name, or a string.
+func schemaReplacer(schema string) *strings.Replacer {
+	return strings.NewReplacer("{schema}", pgx.Identifier{schema}.Sanitize(), "{channel}", quoteString(channelPrefix+schema))
+}
+
+// quoteString is s as an SQL string literal. An escape string (E'…'), whose backslashes are
+// escapes whatever standard_conforming_strings says, so that doubling them is right
+// everywhere.
+func quoteString(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
 }
 
 // bindAll binds each statement of targets to the section of file (called fileName in

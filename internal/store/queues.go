@@ -30,13 +30,11 @@ type setQueueParams struct {
 	Ordered     bool        `db:"ordered"`
 	OnFailure   string      `db:"on_failure"`
 	GlobalLimit pgtype.Int4 `db:"global_limit"` // NULL: none
-	Channel     string      `db:"channel"`
 }
 
 type pauseQueueParams struct {
-	Queue   string `db:"queue"`
-	Pause   bool   `db:"pause"` // false: resume
-	Channel string `db:"channel"`
+	Queue string `db:"queue"`
+	Pause bool   `db:"pause"` // false: resume
 }
 
 // queueParams are the parameters of getQueue.
@@ -54,7 +52,7 @@ type patternsParams struct {
 func (s *Store) SetQueue(ctx context.Context, db DB, queue string, ordered bool, onFailure string, globalLimit int) (int, error) {
 	limit := pgtype.Int4{Int32: int32(globalLimit), Valid: globalLimit > 0}
 	var changed int
-	p := setQueueParams{Queue: queue, Ordered: ordered, OnFailure: onFailure, GlobalLimit: limit, Channel: s.channel}
+	p := setQueueParams{Queue: queue, Ordered: ordered, OnFailure: onFailure, GlobalLimit: limit}
 	if err := s.q.setQueue.queryRow(ctx, db, p).Scan(&changed); err != nil {
 		return 0, fmt.Errorf("set queue %q: %w", queue, err)
 	}
@@ -63,7 +61,7 @@ func (s *Store) SetQueue(ctx context.Context, db DB, queue string, ordered bool,
 
 // PauseQueue pauses (or, with pause false, resumes) queue on every client.
 func (s *Store) PauseQueue(ctx context.Context, db DB, queue string, pause bool) error {
-	if _, err := s.q.pauseQueue.exec(ctx, db, pauseQueueParams{Queue: queue, Pause: pause, Channel: s.channel}); err != nil {
+	if _, err := s.q.pauseQueue.exec(ctx, db, pauseQueueParams{Queue: queue, Pause: pause}); err != nil {
 		return fmt.Errorf("pause queue %q: %w", queue, err)
 	}
 	return nil

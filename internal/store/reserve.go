@@ -25,8 +25,7 @@ type Reservation struct {
 
 // idsParams are the parameters of commitJobs.
 type idsParams struct {
-	IDs     []int64 `db:"ids"`
-	Channel string  `db:"channel"`
+	IDs []int64 `db:"ids"`
 }
 
 type extendParams struct {
@@ -39,7 +38,7 @@ type extendParams struct {
 // returns the jobs it found (an id missing from them does not exist) and whether it
 // committed them.
 func (s *Store) CommitJobs(ctx context.Context, db DB, ids []int64) ([]Reservation, bool, error) {
-	rows, err := s.q.commitJobs.query(ctx, db, idsParams{IDs: ids, Channel: s.channel})
+	rows, err := s.q.commitJobs.query(ctx, db, idsParams{IDs: ids})
 	if err != nil {
 		return nil, false, fmt.Errorf("commit reservations: %w", err)
 	}
@@ -50,7 +49,7 @@ func (s *Store) CommitJobs(ctx context.Context, db DB, ids []int64) ([]Reservati
 // now, if every one of them is held and within its deadline; otherwise it changes
 // nothing. It returns what [Store.CommitJobs] does.
 func (s *Store) ExtendReservations(ctx context.Context, db DB, ids []int64, within time.Duration) ([]Reservation, bool, error) {
-	p := extendParams{idsParams: idsParams{IDs: ids, Channel: s.channel}, Within: intervalParam(within, true)}
+	p := extendParams{idsParams: idsParams{IDs: ids}, Within: intervalParam(within, true)}
 	rows, err := s.q.extendReservations.query(ctx, db, p)
 	if err != nil {
 		return nil, false, fmt.Errorf("extend reservations: %w", err)
@@ -78,16 +77,15 @@ func scanReservations(rows pgx.Rows) ([]Reservation, bool, error) {
 
 // expireParams are the parameters of expire.
 type expireParams struct {
-	Limit   int    `db:"limit"`
-	Client  string `db:"client"`
-	Channel string `db:"channel"`
+	Limit  int    `db:"limit"`
+	Client string `db:"client"`
 }
 
 // Expire cancels, with reason "expired", up to limit held jobs whose deadline has passed,
 // and says when the next deadline passes ([lease.ExpirerConfig].Expire). It is safe to run
 // on many clients at once: each lapsed reservation is expired by exactly one.
 func (c *Client) Expire(ctx context.Context, limit int) (lease.Expired, error) {
-	rows, err := c.s.q.expire.query(ctx, c.db, expireParams{Limit: limit, Client: c.info.ID, Channel: c.s.channel})
+	rows, err := c.s.q.expire.query(ctx, c.db, expireParams{Limit: limit, Client: c.info.ID})
 	if err != nil {
 		return lease.Expired{}, fmt.Errorf("expire reservations: %w", err)
 	}

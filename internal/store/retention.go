@@ -20,9 +20,9 @@ type retentionQueries struct {
 	pruneClients statement[keepParams]
 }
 
-func buildRetentionQueries(quotedSchema string) retentionQueries {
+func buildRetentionQueries(schema string) retentionQueries {
 	var q retentionQueries
-	bindAll(retentionSQL, "retention.sql", schemaReplacer(quotedSchema), []named{
+	bindAll(retentionSQL, "retention.sql", schemaReplacer(schema), []named{
 		{"expired", &q.expired}, {"prune", &q.prune}, {"pruneClients", &q.pruneClients},
 	})
 	// Which queues hold old jobs, and how many, changes from one prune to the next.

@@ -56,10 +56,9 @@ func For(schema string) (*Store, error) {
 	if err := ValidateSchema(schema); err != nil {
 		return nil, err
 	}
-	quoted := pgx.Identifier{schema}.Sanitize()
-	s := &Store{schema: schema, channel: channelPrefix + schema, q: buildQueries(quoted),
-		d: buildDeleteQueries(quoted), r: buildRetentionQueries(quoted), p: buildPeriodicQueries(quoted),
-		dash: buildDashboardQueries(quoted)}
+	s := &Store{schema: schema, channel: channelPrefix + schema, q: buildQueries(schema),
+		d: buildDeleteQueries(schema), r: buildRetentionQueries(schema), p: buildPeriodicQueries(schema),
+		dash: buildDashboardQueries(schema)}
 	actual, _ := stores.LoadOrStore(schema, s)
 	return actual.(*Store), nil
 }

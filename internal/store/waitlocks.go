@@ -28,8 +28,7 @@ const GroupsWaitLock = "*"
 const defaultLockTimeout = 10 * time.Second
 
 type waitLocksParams struct {
-	Channel string   `db:"channel"`
-	Queues  []string `db:"queues"`
+	Queues []string `db:"queues"`
 }
 
 // WaitLocksConfig configures [Store.WaitLocks].
@@ -223,13 +222,13 @@ func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
 			return nil
 		}
 		if len(drop) > 0 {
-			if _, err := w.s.q.releaseWaitLocks.exec(ctx, conn, waitLocksParams{Channel: w.s.channel, Queues: drop}); err != nil {
+			if _, err := w.s.q.releaseWaitLocks.exec(ctx, conn, waitLocksParams{Queues: drop}); err != nil {
 				return fmt.Errorf("release the wait locks of %q: %w", drop, err)
 			}
 		}
 		if len(take) > 0 {
 			holdCtx, cancel := context.WithTimeout(ctx, w.cfg.LockTimeout)
-			_, err := w.s.q.holdWaitLocks.exec(holdCtx, conn, waitLocksParams{Channel: w.s.channel, Queues: take})
+			_, err := w.s.q.holdWaitLocks.exec(holdCtx, conn, waitLocksParams{Queues: take})
 			cancel()
 			if err != nil {
 				return fmt.Errorf("take the wait locks of %q (another session may hold one exclusively: see pg_locks): %w", take, err)
