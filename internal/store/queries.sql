@@ -196,6 +196,13 @@ FROM settings s;
 -- transaction), saving a WAL flush on the pickup path. That is safe: a claim lost in a
 -- crash leaves the job pending, so it runs again (at least once), and any later outcome
 -- commits synchronously, which flushes the claim's WAL before it.
+--
+-- The scans take @kinds and the first LIMIT through subqueries, which hide their values
+-- from the planner: a plan made for the values at hand (a custom plan) then costs the same
+-- as the generic plan a prepared statement can keep, which is the same plan. Otherwise,
+-- once the table has statistics, the custom plan always looked cheaper (it knows how short
+-- the array and how small the limit are), so PostgreSQL planned every claim afresh: 0.6–0.8
+-- ms each, a third of a claim of 100 jobs behind 300,000.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), settings AS (
@@ -208,15 +215,15 @@ WITH async AS (
     -- so no notification moved the cursor back for them, yet they come first. Usually there
     -- are none, and this is one probe of the claim index.
     SELECT id FROM {schema}.jobs
-    WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY(@kinds::text[])
+    WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY((SELECT @kinds::text[])::text[])
       AND (-priority) < @from_rank::smallint
       AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
     ORDER BY (-priority), run_at, id
-    LIMIT @limit
+    LIMIT (SELECT @limit::integer)
     FOR UPDATE SKIP LOCKED
 ), onward AS (
     SELECT id FROM {schema}.jobs
-    WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY(@kinds::text[])
+    WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY((SELECT @kinds::text[])::text[])
       AND ((-priority), run_at, id) >= (@from_rank::smallint, @from_run_at::timestamptz, @from_id::bigint)
       AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
     ORDER BY (-priority), run_at, id
