@@ -200,7 +200,7 @@ FROM settings s;
 -- The scans take @kinds and the first LIMIT through subqueries, which hide their values
 -- from the planner: a plan made for the values at hand (a custom plan) then costs the same
 -- as the generic plan a prepared statement can keep, which is the same plan. Otherwise,
--- once the table has statistics, the custom plan always looked cheaper (it knows how short
+-- behind an analyzed backlog, the custom plan always looked cheaper (it knows how short
 -- the array and how small the limit are), so PostgreSQL planned every claim afresh: 0.6–0.8
 -- ms each, a third of a claim of 100 jobs behind 300,000.
 WITH async AS (
