@@ -131,8 +131,8 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 		}
 	}
 
-	// A prepared claim keeps its generic plan once the table has statistics: planned
-	// afresh, each claim paid 0.6–0.8 ms of planning. Each claim here is rolled back, so
+	// A prepared claim keeps its generic plan behind an analyzed backlog: planned afresh,
+	// each claim paid 0.6–0.8 ms of planning. Each claim here is rolled back, so
 	// that the next finds the same backlog.
 	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
 	if err != nil {

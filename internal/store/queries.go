@@ -55,10 +55,10 @@ type queries struct {
 	releaseWaitLocks  statement[waitLocksParams]
 }
 
-func buildQueries(schemaName string) queries {
-	schema := schemaReplacer(schemaName)
+func buildQueries(schema string) queries {
+	names := schemaReplacer(schema)
 	var q queries
-	bindAll(queriesSQL, "queries.sql", schema, []named{
+	bindAll(queriesSQL, "queries.sql", names, []named{
 		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
@@ -73,7 +73,7 @@ func buildQueries(schemaName string) queries {
 		{"commitJobs", &q.commitJobs}, {"extendReservations", &q.extendReservations}, {"expire", &q.expire},
 	})
 	// a record's columns are list.sql's, so GetJob and ListJobs read the same record
-	bindOne("getJob", "SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = @id", schema, &q.getJob)
+	bindOne("getJob", "SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = @id", names, &q.getJob)
 	// The rescue's best plan depends on how many jobs are running.
 	q.rescue.each = true
 	checkBuilt(q)
@@ -91,7 +91,7 @@ type named struct {
 // bindAll reads.
 var fragmentNames = []string{
 	"claimed", "wakes", "blocksOnFailure", "pendingQueueScan", "cancelTarget", "retryTarget", // queries.sql
-	"newJob", "heldState", "announceHeld", "reservations", // queries.sql: enqueues and reservations
+	"newJob", "announceHeld", "reservations", // queries.sql: enqueues and reservations
 	"wakeJob",                    // queries.sql: wait locks
 	"deleteTarget", "bulkLocked", // delete.sql
 	"queuesInState",             // list.sql
@@ -120,7 +120,7 @@ var fragments = func() *strings.Replacer {
 // channel as a string literal. It goes in last, once the parameters are numbered: whatever
 // the schema's name holds stays a quoted name, or a string.
 func schemaReplacer(schema string) *strings.Replacer {
-	return strings.NewReplacer("{schema}", pgx.Identifier{schema}.Sanitize(), "{channel}", quoteString(channelPrefix+schema))
+	return strings.NewReplacer("{schema}", pgx.Identifier{schema}.Sanitize(), "{channel}", quoteString(channelOf(schema)))
 }
 
 // quoteString is s as an SQL string literal. An escape string (E'…'), whose backslashes are

@@ -59,7 +59,7 @@ WITH held AS (
     SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
         CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
         @payload, @unique_key, @metadata::jsonb,
-        {heldState}, clock_timestamp() + @hold::interval, @backoff::jsonb
+        CASE WHEN @hold::interval IS NULL THEN 'pending' ELSE 'held' END, clock_timestamp() + @hold::interval, @backoff::jsonb
     FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     WHERE NOT EXISTS (SELECT FROM held)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held') DO NOTHING
@@ -106,10 +106,6 @@ SELECT id, duplicate FROM {schema}.insert_jobs(@kinds::text[], @queues::text[], 
 -- queue is busy, the enqueue then pays two tries of a lock instead of a PL/pgSQL call.
 CASE WHEN {schema}.wake_needless({channel}, queue) THEN false
      ELSE {schema}.wake({channel}, queue, run_at, priority, ARRAY[kind]) END
-
--- name: heldState
--- The state a job is inserted in: held when it is a reservation (@hold is not NULL).
-CASE WHEN @hold::interval IS NULL THEN 'pending' ELSE 'held' END
 
 -- name: announceHeld
 -- Tells every client's expirer, in a 'r:<µs since the epoch>' control message, the
@@ -580,8 +576,8 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- name: cancelTarget
 -- The CTEs "cancelled" and "notified" that cancel the jobs of the CTE "target" (id, state,
 -- blocking; rows locked) that have not finished or fail and block their ordered key, and
--- tell the clients running them (on the schema's channel) to cancel their handlers. Their queues are
--- woken too: a job may have held an ordered key or a slot of a limited queue.
+-- tell the clients running them (on the schema's channel) to cancel their handlers. Their
+-- queues are woken too: a job may have held an ordered key or a slot of a limited queue.
 cancelled AS (
     UPDATE {schema}.jobs j
     SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, blocking = false,
@@ -611,9 +607,9 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: retryTarget
 -- The CTEs "retried" and "notified" that put the failed or cancelled jobs of the CTE
--- "target" (id, state; rows locked) back to run now, and wake their queues on the schema's channel.
--- A reservation that was never committed stays as it is: its producer decided that it
--- must not run.
+-- "target" (id, state; rows locked) back to run now, and wake their queues on the
+-- schema's channel. A reservation that was never committed stays as it is: its producer
+-- decided that it must not run.
 retried AS (
     UPDATE {schema}.jobs j
     SET state = 'pending', run_at = now(), finished_at = NULL, blocking = false,

@@ -30,6 +30,9 @@ const MaxSchemaLen = 63 - len(channelPrefix)
 
 const channelPrefix = "relay:"
 
+// channelOf is the LISTEN/NOTIFY channel of schema's wakeups.
+func channelOf(schema string) string { return channelPrefix + schema }
+
 // ErrInvalidSchema is returned for a schema name PostgreSQL cannot hold.
 var ErrInvalidSchema = errors.New("invalid schema name")
 
@@ -56,7 +59,7 @@ func For(schema string) (*Store, error) {
 	if err := ValidateSchema(schema); err != nil {
 		return nil, err
 	}
-	s := &Store{schema: schema, channel: channelPrefix + schema, q: buildQueries(schema),
+	s := &Store{schema: schema, channel: channelOf(schema), q: buildQueries(schema),
 		d: buildDeleteQueries(schema), r: buildRetentionQueries(schema), p: buildPeriodicQueries(schema),
 		dash: buildDashboardQueries(schema)}
 	actual, _ := stores.LoadOrStore(schema, s)
