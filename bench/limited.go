@@ -67,6 +67,11 @@ func runLimited(ctx context.Context, b *bench) (*RunResult, error) {
 		return nil
 	}
 
+	if b.opts.analyze {
+		if err := b.db.withHistory(ctx); err != nil {
+			return nil, err
+		}
+	}
 	prodPool, err := b.db.newPool(ctx, 2)
 	if err != nil {
 		return nil, err

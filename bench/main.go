@@ -83,7 +83,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.schema, "schema", "relay_bench", "schema the benchmark owns: dropped and re-created for every run")
 	fs.BoolVar(&o.reset, "reset", false, "drop the schema even if it holds jobs")
 	fs.BoolVar(&o.keep, "keep", false, "keep the schema (with the last workload's jobs) at the end")
-	fs.BoolVar(&o.analyze, "analyze", false, "drain: ANALYZE the jobs table once the backlog is in, as autovacuum has in a database that has run for a while (the default drains a never-analyzed table, as a new deployment has)")
+	fs.BoolVar(&o.analyze, "analyze", false, "drain: ANALYZE the jobs table once the backlog is in; ordered and limited: put 200,000 finished jobs in it and ANALYZE it first — as autovacuum has in a database that has run for a while (by default they run on a never-analyzed table, as a new deployment has)")
 	fs.BoolVar(&o.verbose, "v", false, "debug logs, relay's included")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process to this file")
 	fs.StringVar(&o.telemetry, "telemetry", "", "run the workloads with relayotel: on (traces, every span recorded, and metrics), sampled (traces sampled at 1 %, this run's among the 99 % not recorded, and metrics), metrics, or metadata (no relayotel: only a trace context stored with every job); the overhead workload compares off with this (default on)")

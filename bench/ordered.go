@@ -65,6 +65,11 @@ func runOrdered(ctx context.Context, b *bench) (*RunResult, error) {
 	t := newTracker(newRecorder(b.base, int(total)), orderedRateKeys+1+orderedSpreadKeys, keyOf)
 	rec := t.rec
 
+	if b.opts.analyze {
+		if err := b.db.withHistory(ctx); err != nil {
+			return nil, err
+		}
+	}
 	prodPool, err := b.db.newPool(ctx, 2)
 	if err != nil {
 		return nil, err

@@ -21,8 +21,10 @@ const (
 	// overheadPairs is how many times the overhead workload measures each variant in
 	// drains and latency runs of their own.
 	overheadPairs = 4
-	// interleavedRuns is how many drains it then switches telemetry on and off in.
-	interleavedRuns = 2
+	// interleavedRuns is how many drains it then switches telemetry on and off in: one
+	// drain's figure moves by several points from the next (−1 % to 7 % for metrics), so
+	// the target applies to their mean, whose interval eight drains narrow to about ±1.5.
+	interleavedRuns = 8
 )
 
 // overheadRates are the rates at which the overhead workload measures pickup latency.
@@ -145,10 +147,17 @@ func runOverhead(ctx context.Context, b *bench) (*RunResult, error) {
 			}
 			return median(v)
 		}
+		overheads := make([]float64, len(mixed))
+		for i, r := range mixed {
+			overheads[i] = r.overhead()
+		}
+		mean, within := meanInterval(overheads)
 		res.Metrics = append(res.Metrics,
 			Metric{Name: "interleaved drains: off (median jobs/s)", Unit: unitRate, Value: medianDrains(func(r interleaved) float64 { return r.off.rate() })},
 			Metric{Name: "interleaved drains: on (median jobs/s)", Unit: unitRate, Value: medianDrains(func(r interleaved) float64 { return r.on.rate() })},
-			Metric{Name: "interleaved drains: overhead (median, %)", Unit: unitFloat, Value: medianDrains(interleaved.overhead), Target: atMost(5)},
+			Metric{Name: "interleaved drains: overhead (median, %)", Unit: unitFloat, Value: medianDrains(interleaved.overhead)},
+			Metric{Name: "interleaved drains: overhead (mean, %)", Unit: unitFloat, Value: mean, Target: atMost(5)},
+			Metric{Name: "  … its 95 % interval, ±", Unit: unitFloat, Value: within},
 		)
 	}
 	for _, rate := range overheadRates {

@@ -304,3 +304,30 @@ func median(v []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
+
+// meanInterval is the mean of v and the half-width of its 95 % confidence interval
+// (Student's t, for the few samples a run takes).
+func meanInterval(v []float64) (mean, halfWidth float64) {
+	n := len(v)
+	if n == 0 {
+		return math.NaN(), math.NaN()
+	}
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(n)
+	if n == 1 {
+		return mean, math.Inf(1)
+	}
+	var ss float64
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	// Two-sided 95 % quantiles of Student's t for 1 to 10 degrees of freedom; beyond, 2.2
+	// (that of 11), which errs wide.
+	t := 2.2
+	if quantiles := []float64{12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23}; n-1 <= len(quantiles) {
+		t = quantiles[n-2]
+	}
+	return mean, t * math.Sqrt(ss/float64(n-1)/float64(n))
+}

@@ -39,6 +39,7 @@ type claimFromParams struct {
 // lockParams are the parameters of lockQueue.
 type lockParams struct {
 	LockKey string `db:"lock_key"` // the schema-qualified queue
+	Strays  bool   `db:"strays"`   // the claim that follows looks for strays
 }
 
 // Claim claims for one of the client's dispatchers ([dispatcher.Claimer]): it leases to
@@ -51,9 +52,10 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 	s := c.s
 	var rows pgx.Rows
 	if r.Gated {
+		strays := c.strays.due(r.Queue, time.Now())
 		b := &pgx.Batch{}
-		s.q.lockQueue.queue(b, lockParams{LockKey: s.schema + "." + r.Queue})
-		s.q.claimGated.queue(b, claimGatedParams{claimParams: c.claimParams(r), Strays: c.strays.due(r.Queue, time.Now())})
+		s.q.lockQueue.queue(b, lockParams{LockKey: s.schema + "." + r.Queue, Strays: strays})
+		s.q.claimGated.queue(b, claimGatedParams{claimParams: c.claimParams(r), Strays: strays})
 		br := c.db.SendBatch(ctx, b)
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {

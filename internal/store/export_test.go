@@ -20,8 +20,18 @@ func (s *Store) RenewLeasesStatement(client ClientInfo, held []lease.Held, ttl t
 // ClaimStatement is the statement of a claim of r (a gated one without its lock, and
 // without a pass for strays).
 func (c *Client) ClaimStatement(r dispatcher.ClaimRequest) (string, []any) {
+	return c.claimStatement(r, false)
+}
+
+// StraysClaimStatement is the statement of a gated claim of r that looks for strays.
+func (c *Client) StraysClaimStatement(r dispatcher.ClaimRequest) (string, []any) {
+	r.Gated = true
+	return c.claimStatement(r, true)
+}
+
+func (c *Client) claimStatement(r dispatcher.ClaimRequest, strays bool) (string, []any) {
 	if r.Gated {
-		return c.s.q.claimGated.sql, c.s.q.claimGated.args(claimGatedParams{claimParams: c.claimParams(r)})
+		return c.s.q.claimGated.sql, c.s.q.claimGated.args(claimGatedParams{claimParams: c.claimParams(r), Strays: strays})
 	}
 	return c.s.q.claim.sql, c.s.q.claim.args(c.claimFromParams(r))
 }

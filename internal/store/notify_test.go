@@ -16,12 +16,8 @@ func TestMain(m *testing.M) { relaytest.Main(m) }
 // either sign, and a queue name that itself holds colons.
 func TestWakeupPayloadRoundTrip(t *testing.T) {
 	t.Parallel()
-	db := relaytest.NewDB(t)
+	db, s := newStoreTest(t)
 	ctx := context.Background()
-	s, err := store.For(db.Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
 	fn := s.Table("wakeup_payload") // a function lives in the schema like a table
 	for _, tc := range []struct {
 		queue    string

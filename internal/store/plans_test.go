@@ -26,12 +26,8 @@ import (
 func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 	t.Parallel()
 	const backlog, batch = 40_000, 2_000
-	db := relaytest.NewDB(t)
+	db, s := newStoreTest(t)
 	ctx := context.Background()
-	s, err := store.For(db.Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
 	specs := make([]relay.JobSpec, 5_000)
 	for i := range specs {
 		specs[i] = relay.NewKind[int]("job").Job(i)
@@ -91,12 +87,8 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 	t.Parallel()
 	const backlog = 300_000
-	db := relaytest.NewDB(t)
+	db, s := newStoreTest(t)
 	ctx := context.Background()
-	s, err := store.For(db.Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Inserted in one statement, the quick way: the claims' plans depend on the table's
 	// statistics, not on how its rows came.
 	if _, err := db.Exec(ctx, "INSERT INTO "+s.Table("jobs")+" (kind, queue, args, max_attempts) "+
@@ -266,4 +258,71 @@ func describe(plan []map[string]any) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// Gated claims (an ordered queue's, a limited one's) keep their generic plan behind an
+// analyzed backlog, where PostgreSQL would plan each afresh (1.4–2.2 ms of planning, most
+// of a claim): lockQueue, before each, sets plan_cache_mode for it. A claim that looks for
+// strays is planned for its values: for a small queue, it then reads the queue's jobs
+// through an index, where the generic plan scans the whole table.
+func TestGatedClaimsKeepTheirGenericPlanBehindAnAnalyzedBacklog(t *testing.T) {
+	t.Parallel()
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		"INSERT INTO " + s.Table("queues") + " (name, ordered, global_limit) VALUES ('ordered', true, NULL), ('limited', false, 1000)",
+		"INSERT INTO " + s.Table("jobs") + " (kind, queue, args, max_attempts, order_key) " +
+			"SELECT 'job', 'ordered', '{}', 1, 'key ' || (g % 100) FROM generate_series(1, 100000) g",
+		"INSERT INTO " + s.Table("jobs") + " (kind, queue, args, max_attempts) SELECT 'job', 'limited', '{}', 1 FROM generate_series(1, 100000)",
+		"INSERT INTO " + s.Table("jobs") + " (kind, queue, args, max_attempts, state, finished_at) " +
+			"SELECT 'job', 'done', '{}', 1, 'succeeded', now() FROM generate_series(1, 100000)",
+		"ANALYZE " + s.Table("jobs"),
+	} {
+		if _, err := db.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	info := store.ClientInfo{
+		ID: "plans-test", Lease: time.Minute, Queues: []string{"ordered", "limited"}, Kinds: []string{"job"}, Attempts: []int32{1},
+	}
+	c := s.Client(conn, info) // one session: its prepared statement counts its plans
+	for _, queue := range info.Queues {
+		// The first claim of each queue looks for strays, the next ones (within a second)
+		// do not.
+		for range 8 {
+			claimed, err := c.Claim(ctx, dispatcher.ClaimRequest{Queue: queue, Limit: 5, Gated: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(claimed.Jobs) == 0 {
+				t.Fatalf("a claim of %s found no job", queue)
+			}
+		}
+	}
+	sql, _ := c.ClaimStatement(dispatcher.ClaimRequest{Gated: true})
+	var generic, custom int64
+	if err := conn.QueryRow(ctx, "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql).
+		Scan(&generic, &custom); err != nil {
+		t.Fatal(err)
+	}
+	if generic < 12 {
+		t.Errorf("16 gated claims used the generic plan %d times, and were planned for their values %d times; want at least 12 generic", generic, custom)
+	}
+
+	// A small ordered queue among the large ones: a generic plan would look for its
+	// strays through every job of the table.
+	if _, err := db.Exec(ctx, "INSERT INTO "+s.Table("queues")+" (name, ordered) VALUES ('small', true)"); err != nil {
+		t.Fatal(err)
+	}
+	sql, args := c.StraysClaimStatement(dispatcher.ClaimRequest{Queue: "small", Limit: 5})
+	for _, n := range explainPrepared(t, db, "force_custom_plan", sql, args) {
+		if n["Relation Name"] == "jobs" && n["Node Type"] == "Seq Scan" {
+			t.Errorf("a claim of a small queue that looks for strays scans the whole jobs table (in %v)", n[withinKey])
+		}
+	}
 }

@@ -41,10 +41,7 @@ func waitLockFree(t *testing.T, db *relaytest.DB, queue string) bool {
 // runWaitLocks runs the wait locks of cfg (Connect filled in) on db until the test ends.
 func runWaitLocks(t *testing.T, db *relaytest.DB, cfg store.WaitLocksConfig) *store.WaitLocks {
 	t.Helper()
-	s, err := store.For(db.Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, db)
 	cfg.Connect = func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, db.URL) }
 	locks := s.WaitLocks(cfg)
 	svc := lifecycle.Go(context.Background(), locks.Run)
