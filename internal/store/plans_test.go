@@ -192,21 +192,38 @@ const withinKey = "(within)"
 // and returns the nodes of the plan chosen for executing it with args, flattened.
 func explainPrepared(t *testing.T, db *relaytest.DB, mode, sql string, args []any) []map[string]any {
 	t.Helper()
+	return explain(t, db, mode, "FORMAT JSON", sql, args)
+}
+
+// explainAnalyzed is explainPrepared with the statement run (EXPLAIN ANALYZE) in a
+// transaction that is rolled back: each node then holds what it actually read.
+func explainAnalyzed(t *testing.T, db *relaytest.DB, mode, sql string, args []any) []map[string]any {
+	t.Helper()
+	return explain(t, db, mode, "ANALYZE, FORMAT JSON", sql, args)
+}
+
+func explain(t *testing.T, db *relaytest.DB, mode, options, sql string, args []any) []map[string]any {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode); err != nil {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Exec(ctx, "PREPARE batch_plan AS "+sql); err != nil {
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "PREPARE batch_plan AS "+sql); err != nil {
 		t.Fatal(err)
 	}
 	// EXECUTE takes no bind parameters: each argument goes in as a literal of its type.
 	var types []string
-	if err := conn.QueryRow(ctx, `SELECT array_agg(format_type(t, NULL) ORDER BY n)
+	if err := tx.QueryRow(ctx, `SELECT array_agg(format_type(t, NULL) ORDER BY n)
 		FROM pg_prepared_statements, unnest(parameter_types::oid[]) WITH ORDINALITY AS p(t, n)
 		WHERE name = 'batch_plan'`).Scan(&types); err != nil {
 		t.Fatal(err)
@@ -216,13 +233,13 @@ func explainPrepared(t *testing.T, db *relaytest.DB, mode, sql string, args []an
 	}
 	literals := make([]string, len(args))
 	for i, arg := range args {
-		if err := conn.QueryRow(ctx, "SELECT quote_nullable($1::"+types[i]+")", arg).Scan(&literals[i]); err != nil {
+		if err := tx.QueryRow(ctx, "SELECT quote_nullable($1::"+types[i]+")", arg).Scan(&literals[i]); err != nil {
 			t.Fatalf("argument %d (%s): %v", i+1, types[i], err)
 		}
 		literals[i] += "::" + types[i]
 	}
 	var out []byte
-	if err := conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) EXECUTE batch_plan("+strings.Join(literals, ", ")+")").Scan(&out); err != nil {
+	if err := tx.QueryRow(ctx, "EXPLAIN ("+options+") EXECUTE batch_plan("+strings.Join(literals, ", ")+")").Scan(&out); err != nil {
 		t.Fatal(err)
 	}
 	var doc []struct{ Plan map[string]any }
@@ -325,4 +342,59 @@ func TestGatedClaimsKeepTheirGenericPlanBehindAnAnalyzedBacklog(t *testing.T) {
 			t.Errorf("a claim of a small queue that looks for strays scans the whole jobs table (in %v)", n[withinKey])
 		}
 	}
+}
+
+// An ordered queue's claim reads only its keys' own entries: per key, the head, and a probe
+// each for a running job and for a blocker before the head. Written as NOT EXISTS, those
+// probes became anti-joins that read every failed job the queue had kept (its failures
+// before retention prunes them: 28 ms a claim behind 200,000) and, on a table never
+// analyzed, the whole of the queue's backlog (32 ms behind 300,000), in every plan. The
+// first fails this test.
+func TestOrderedClaimsReadOnlyTheirKeysEntries(t *testing.T) {
+	t.Parallel()
+	const keys, perKey, failed = 100, 1_000, 100_000
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := db.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec("INSERT INTO " + s.Table("queues") + " (name, ordered, updated_at) VALUES ('ordered', true, now() - interval '1 hour')")
+	exec("INSERT INTO "+s.Table("jobs")+" (kind, queue, args, max_attempts, order_key) "+
+		"SELECT 'job', 'ordered', '{}', 1, 'key ' || (g % $1) FROM generate_series(1, $2::integer) g", keys, keys*perKey)
+	c := s.Client(db, store.ClientInfo{ID: "plans-test", Lease: time.Minute, Queues: []string{"ordered"}, Kinds: []string{"job"}, Attempts: []int32{1}})
+	sql, args := c.ClaimStatement(dispatcher.ClaimRequest{Queue: "ordered", Limit: 5, Gated: true})
+	check := func(table string) {
+		t.Helper()
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			plan := explainAnalyzed(t, db, mode, sql, args)
+			if read := rowsReadFromJobs(plan); read > 50*keys {
+				t.Errorf("%s, %s: a claim of %d keys read %.0f rows of jobs, more than 50 a key:\n%s", table, mode, keys, read, describe(plan))
+			}
+		}
+	}
+	check("never analyzed")
+
+	// Failures the queue keeps until retention prunes them: not blocking (the queue moved
+	// on, or they were retried), and so not the claim's business.
+	exec("INSERT INTO "+s.Table("jobs")+" (kind, queue, args, max_attempts, order_key, state, attempt, finished_at) "+
+		"SELECT 'job', 'ordered', '{}', 1, 'key ' || (g % $1), 'failed', 1, now() FROM generate_series(1, $2::integer) g", keys, failed)
+	exec("ANALYZE " + s.Table("jobs"))
+	check("analyzed, with failed jobs kept")
+}
+
+// rowsReadFromJobs is how many rows the nodes of an analyzed plan read from the jobs table
+// (or its indexes): those they returned and those their filters removed, over all loops.
+func rowsReadFromJobs(plan []map[string]any) float64 {
+	var read float64
+	for _, n := range plan {
+		if n["Relation Name"] != "jobs" || !strings.Contains(fmt.Sprint(n["Node Type"]), "Scan") {
+			continue
+		}
+		num := func(k string) float64 { f, _ := n[k].(float64); return f }
+		read += (num("Actual Rows") + num("Rows Removed by Filter") + num("Rows Removed by Index Recheck")) * num("Actual Loops")
+	}
+	return read
 }
