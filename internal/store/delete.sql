@@ -34,13 +34,14 @@ deleted AS (
 -- The CTEs "page", the ids of one page of the listing, and "locked", those of its jobs
 -- still in one of the stored states @stored once locked (a job that changed state since
 -- the listing's snapshot is left alone). Locked in id order, so that two bulk actions
--- never deadlock on each other.
+-- never deadlock on each other; found by primary key, from an array of the page's ids
+-- (see listByState).
 page AS MATERIALIZED (
     {listing}
 ), locked AS (
     SELECT j.id, j.state, j.blocking, j.unique_key
     FROM {schema}.jobs j
-    WHERE j.id IN (SELECT id FROM page) AND j.state = ANY (@stored::text[])
+    WHERE j.id = ANY (ARRAY(SELECT id FROM page)) AND j.state = ANY (@stored::text[])
     ORDER BY j.id
     FOR UPDATE OF j
 )

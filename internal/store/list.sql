@@ -43,14 +43,15 @@ LIMIT @limit::integer;
 -- name: listByState
 -- Jobs in the states asked for: the newest @limit of each part, then the newest @limit
 -- of them all, read by primary key. One statement, so one snapshot: a job that changes
--- state meanwhile is seen once, in one state.
+-- state meanwhile is seen once, in one state. The page's ids are an array, each found by
+-- its own probe of the primary key: as a join, the planner (which cannot know how few
+-- they are) read the whole primary key (a merge join) or the whole table (a hash join).
 SELECT {columns}
-FROM (
+FROM {schema}.jobs
+WHERE id = ANY (ARRAY(
     SELECT id FROM ({parts}) part
     ORDER BY id DESC
-    LIMIT @limit::integer
-) page
-JOIN {schema}.jobs USING (id)
+    LIMIT @limit::integer))
 ORDER BY id DESC;
 
 -- name: partPending
@@ -87,14 +88,19 @@ ORDER BY id DESC;
 -- name: partFinishedInQueue
 -- Finished jobs of one queue in the states @finished: one backward range scan of
 -- jobs_finished_idx per state, which stops after @limit entries that pass the filters.
--- (The literal state list lets the planner prove that the partial index applies.)
+-- (The literal state list lets the planner prove that the partial index applies.) The
+-- bound on ids is a row comparison over (state, queue, id), the index's columns, which
+-- only that index serves, as here and in partFinished: a bound on id alone let the planner
+-- walk the primary key down from the newest job instead, filtering rows, across the whole
+-- table when the state and queue are sparse (it cannot know how sparse they are).
+-- The ORDER BY is that of the index likewise.
 (SELECT f.id
  FROM unnest(@finished::text[]) s(state)
  CROSS JOIN LATERAL (
      SELECT id FROM {schema}.jobs
      WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-       AND queue = @queue::text AND id < @after::bigint {filters}
-     ORDER BY id DESC
+       AND queue = @queue::text AND (state, queue, id) < (s.state, @queue::text, @after::bigint) {filters}
+     ORDER BY state DESC, queue DESC, id DESC
      LIMIT @limit::integer
  ) f)
 
@@ -131,8 +137,8 @@ queues AS (
          SELECT q.queue, (
              SELECT id FROM {schema}.jobs
              WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-               AND queue = q.queue AND id < @after::bigint {filters}
-             ORDER BY id DESC
+               AND queue = q.queue AND (state, queue, id) < (s.state, q.queue, @after::bigint) {filters}
+             ORDER BY state DESC, queue DESC, id DESC
              LIMIT 1
          ) AS head
          FROM queues q
@@ -151,8 +157,10 @@ queues AS (
      CROSS JOIN LATERAL (
          SELECT id FROM {schema}.jobs
          WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-           AND queue = h.queue AND id <= h.head AND id >= (SELECT id FROM oldest) {filters}
-         ORDER BY id DESC
+           AND queue = h.queue
+           AND (state, queue, id) <= (s.state, h.queue, h.head)
+           AND (state, queue, id) >= (s.state, h.queue, (SELECT id FROM oldest)) {filters}
+         ORDER BY state DESC, queue DESC, id DESC
          LIMIT @limit::integer
      ) newest
      WHERE h.head >= (SELECT id FROM oldest)

@@ -263,11 +263,13 @@ func explain(t *testing.T, db *relaytest.DB, mode, options, sql string, args []a
 	return nodes
 }
 
+// describe lists a plan's nodes, with the conditions that say how much of an index each
+// reads.
 func describe(plan []map[string]any) string {
 	var b strings.Builder
 	for _, n := range plan {
 		fmt.Fprintf(&b, "  %v", n["Node Type"])
-		for _, k := range []string{"Relation Name", "Index Name", "CTE Name", "Subplan Name"} {
+		for _, k := range []string{"Relation Name", "Index Name", "CTE Name", "Subplan Name", "Index Cond", "Filter", "Merge Cond"} {
 			if v, ok := n[k]; ok {
 				fmt.Fprintf(&b, " %s=%v", k, v)
 			}
