@@ -22,8 +22,8 @@ const (
 	// drains and latency runs of their own.
 	overheadPairs = 4
 	// interleavedRuns is how many drains it then switches telemetry on and off in: one
-	// drain's figure moves by several points from the next (−1 % to 7 % for metrics), so
-	// the target applies to their mean, whose interval eight drains narrow to about ±1.5.
+	// drain's figure moves by several points from the next (−1 % to 8 % for metrics), so
+	// the target applies to their mean, whose 95 % interval eight drains narrow to ±1–2.
 	interleavedRuns = 8
 )
 
