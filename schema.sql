@@ -73,6 +73,10 @@ CREATE INDEX jobs_lease_idx ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX jobs_order_idx ON jobs (queue, order_key, state, id)
     WHERE order_key IS NOT NULL AND (state IN ('pending', 'running', 'held') OR blocking);
 
+-- The jobs that block their ordered key, by queue and key: few, whatever the backlog (the
+-- dashboard, GetQueue and the blocked keys' listing read them).
+CREATE INDEX jobs_blocked_idx ON jobs (queue, order_key, id) WHERE blocking;
+
 -- At most one unfinished (or held) job per unique key; an enqueue that names finished
 -- states also looks up the jobs with its key in those (jobs_unique_key_idx).
 CREATE UNIQUE INDEX jobs_unique_idx ON jobs (unique_key)

@@ -24,7 +24,7 @@
 -- how many jobs it finished in that window. Queues that only hold older finished jobs are
 -- added by the caller from relay.CountJobs. {windowStart} takes @look_back = @window.
 --   settings: the queues table (a row per queue that has any);
---   running: jobs_lease_idx (running jobs only); blocked: jobs_order_idx;
+--   running: jobs_lease_idx (running jobs only); blocked: jobs_blocked_idx (blocking jobs only);
 --   due: jobs_claim_idx (pending jobs only), one pass over the due ones;
 --   recent: the primary key from the newest job back to {windowStart}, at most @max_recent rows.
 WITH settings AS (
@@ -125,7 +125,8 @@ ORDER BY 1;
 
 -- name: blockedKeys
 -- The blocked keys of ordered queue @queue, oldest first, at most @limit: the failed job holding
--- each, its last error, and how many jobs wait behind it. jobs_order_idx serves both.
+-- each, its last error, and how many jobs wait behind it. jobs_blocked_idx serves the
+-- first, jobs_order_idx the count.
 SELECT b.order_key, b.id, b.kind, b.finished_at, coalesce(b.attempts -> -1 ->> 'error', ''),
        (SELECT count(*) FROM {schema}.jobs w
         WHERE w.queue = b.queue AND w.order_key = b.order_key AND w.state = 'pending'

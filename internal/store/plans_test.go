@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -399,4 +400,83 @@ func rowsReadFromJobs(plan []map[string]any) float64 {
 		read += (num("Actual Rows") + num("Rows Removed by Filter") + num("Rows Removed by Index Recheck")) * num("Actual Loops")
 	}
 	return read
+}
+
+// Blocked keys are counted and listed from their own small index (jobs_blocked_idx),
+// behind an ordered backlog of any depth: the dashboard's queues (which every open
+// overview reads every few seconds), GetQueue and BlockedKeys. Through jobs_order_idx,
+// which holds every unfinished job with a key, each walked the queue's whole backlog.
+// (The dashboard's other parts read the due jobs and those of the last hour, which here
+// are the backlog: only its CTE "blocked" is looked at.)
+func TestBlockedKeysAreReadFromTheirOwnIndex(t *testing.T) {
+	t.Parallel()
+	const backlog, keys, blocked = 100_000, 100, 5
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		"INSERT INTO " + s.Table("queues") + " (name, ordered) VALUES ('ordered', true)",
+		fmt.Sprintf("INSERT INTO %s (kind, queue, args, order_key) SELECT 'job', 'ordered', '{}', 'key ' || (g %% %d) FROM generate_series(1, %d) g",
+			s.Table("jobs"), keys, backlog),
+		fmt.Sprintf("INSERT INTO %s (kind, queue, args, order_key, state, attempt, finished_at, blocking) "+
+			"SELECT 'job', 'ordered', '{}', 'key ' || g, 'failed', 1, now(), true FROM generate_series(1, %d) g", s.Table("jobs"), blocked),
+		"ANALYZE " + s.Table("jobs"),
+	} {
+		if _, err := db.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		within string // the part of the plan looked at; "": all of it
+		call   func(ctx context.Context, rec *recorder) (blocked int, err error)
+	}{
+		{"DashboardQueues, every queue", "CTE blocked", func(ctx context.Context, rec *recorder) (int, error) {
+			qs, err := s.DashboardQueues(ctx, rec, "", time.Hour, 1000)
+			if len(qs) != 1 {
+				return 0, err
+			}
+			return int(qs[0].Blocked), err
+		}},
+		{"DashboardQueues, one queue", "CTE blocked", func(ctx context.Context, rec *recorder) (int, error) {
+			qs, err := s.DashboardQueues(ctx, rec, "ordered", time.Hour, 1000)
+			if len(qs) != 1 {
+				return 0, err
+			}
+			return int(qs[0].Blocked), err
+		}},
+		{"GetQueue", "", func(ctx context.Context, rec *recorder) (int, error) {
+			q, err := s.GetQueue(ctx, rec, "ordered")
+			return int(q.Blocked), err
+		}},
+		{"BlockedKeys", "", func(ctx context.Context, rec *recorder) (int, error) {
+			ks, err := s.BlockedKeys(ctx, rec, "ordered", 100)
+			return len(ks), err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var n int
+			st, _ := runRecorded(t, db, func(ctx context.Context, rec *recorder) error {
+				var err error
+				n, err = c.call(ctx, rec)
+				return err
+			})
+			if n != blocked {
+				t.Errorf("found %d blocked, want %d", n, blocked)
+			}
+			for _, mode := range planModes {
+				plan := explainAnalyzed(t, db, mode, st.sql, st.args)
+				if c.within != "" {
+					plan = slices.DeleteFunc(plan, func(n map[string]any) bool { return n[withinKey] != c.within })
+					if len(plan) == 0 {
+						t.Fatalf("the plan has no %s", c.within)
+					}
+				}
+				// BlockedKeys also counts the jobs waiting behind each key: a probe of the
+				// key's pending jobs each, which it returns, up to 1,000 a key here.
+				if read := rowsReadFromJobs(plan); read > blocked*(backlog/keys+10) {
+					t.Errorf("%s: read %.0f rows of jobs to find %d blocked jobs:\n%s", mode, read, blocked, describe(plan))
+				}
+			}
+		})
+	}
 }
