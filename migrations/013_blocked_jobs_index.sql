@@ -7,5 +7,6 @@
 -- Built in the migration's transaction, so writes to jobs wait while it is built (the
 -- table is read once: about a second per million jobs). On a large table, build it
 -- beforehand without blocking writes, with this statement's index as CREATE INDEX
--- CONCURRENTLY: this one then finds it and does nothing.
+-- CONCURRENTLY: this one then finds it and does nothing (so drop the invalid index that a
+-- failed concurrent build leaves, or this keeps it).
 CREATE INDEX IF NOT EXISTS jobs_blocked_idx ON jobs (queue, order_key, id) WHERE blocking;

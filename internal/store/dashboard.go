@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,9 +24,9 @@ type dashboardQueries struct {
 	clients     statement[limitParams]
 }
 
-func buildDashboardQueries(schema string) dashboardQueries {
+func buildDashboardQueries(names *strings.Replacer) dashboardQueries {
 	var q dashboardQueries
-	bindAll(dashboardSQL, "dashboard.sql", schemaReplacer(schema), []named{
+	bindAll(dashboardSQL, "dashboard.sql", names, []named{
 		{"queues", &q.queues}, {"queueNames", &q.queueNames}, {"throughput", &q.throughput},
 		{"blockedKeys", &q.blockedKeys}, {"clients", &q.clients},
 	})

@@ -24,9 +24,9 @@ type deleteQueries struct {
 	deleteJob statement[jobParams]
 }
 
-func buildDeleteQueries(schema string) deleteQueries {
+func buildDeleteQueries(names *strings.Replacer) deleteQueries {
 	var q deleteQueries
-	bindAll(deleteSQL, "delete.sql", schemaReplacer(schema), []named{{"deleteJob", &q.deleteJob}})
+	bindAll(deleteSQL, "delete.sql", names, []named{{"deleteJob", &q.deleteJob}})
 	checkBuilt(q)
 	return q
 }
@@ -137,7 +137,7 @@ func bulkStatement[P any](s *Store, name string, f ListFilter) (statement[P], li
 		// delete.sql and list.sql are embedded: a bug caught by every test of a bulk action.
 		panic(fmt.Sprintf("store: %s: %v", name, err))
 	}
-	st.sql = schemaReplacer(s.schema).Replace(st.sql)
+	st.sql = s.names.Replace(st.sql)
 	st.each = true // a listing's best plan depends on its filters' values
 	return st, p
 }

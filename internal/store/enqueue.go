@@ -76,7 +76,7 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 		// expression of RETURNING so that it is evaluated: whether it notified is not
 		// needed here.
 		var row pgx.Row
-		if j.Hold > 0 {
+		if held.Hold.Valid {
 			row = s.q.insertHeld.queryRow(ctx, db, held)
 		} else {
 			row = s.q.insert.queryRow(ctx, db, p)

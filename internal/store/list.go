@@ -54,7 +54,7 @@ type ListFilter struct {
 
 // ListJobs returns the jobs that f selects, newest first, in one statement.
 func (s *Store) ListJobs(ctx context.Context, db DB, f ListFilter) ([]*Record, error) {
-	sql, args := buildList(s.quoted(), f)
+	sql, args := buildList(s.names, f)
 	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
@@ -84,7 +84,7 @@ type Count struct {
 
 // CountJobs counts the jobs of every queue by state, exactly.
 func (s *Store) CountJobs(ctx context.Context, db DB) ([]Count, error) {
-	sql := strings.ReplaceAll(fragment("countJobs"), "{schema}", s.quoted())
+	sql := s.names.Replace(fragment("countJobs"))
 	rows, err := db.Query(ctx, sql, planEachTime)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
@@ -113,7 +113,7 @@ type Depth struct {
 // QueueDepths counts the unfinished jobs of every queue by state, from their partial
 // indexes only.
 func (s *Store) QueueDepths(ctx context.Context, db DB) ([]Depth, error) {
-	sql := strings.ReplaceAll(fragment("queueDepths"), "{schema}", s.quoted())
+	sql := s.names.Replace(fragment("queueDepths"))
 	rows, err := db.Query(ctx, sql)
 	if err != nil {
 		return nil, fmt.Errorf("queue depths: %w", err)
@@ -132,8 +132,6 @@ func (s *Store) QueueDepths(ctx context.Context, db DB) ([]Depth, error) {
 	}
 	return depths, nil
 }
-
-func (s *Store) quoted() string { return pgx.Identifier{s.schema}.Sanitize() }
 
 // fragment returns the named fragment of list.sql.
 func fragment(name string) string {
@@ -159,7 +157,7 @@ type listParams struct {
 
 // buildList assembles the listing statement for f and its arguments. It asks for one job
 // more than f.Limit: the caller learns from it whether there is a next page.
-func buildList(quotedSchema string, f ListFilter) (string, []any) {
+func buildList(names *strings.Replacer, f ListFilter) (string, []any) {
 	f.Limit++
 	columns := fragment("columnsWithoutValues")
 	if f.WithValues {
@@ -173,7 +171,7 @@ func buildList(quotedSchema string, f ListFilter) (string, []any) {
 	}
 	st.each = true // a listing's best plan depends on its filters' values
 	// Last, so that a schema name that looks like a placeholder stays what it is.
-	return strings.ReplaceAll(st.sql, "{schema}", quotedSchema), st.args(p)
+	return names.Replace(st.sql), st.args(p)
 }
 
 // listing is the statement that lists columns of the newest f.Limit jobs f selects, its

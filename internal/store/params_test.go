@@ -72,7 +72,7 @@ func TestPrepareRefusesMismatches(t *testing.T) {
 // for a schema whose name looks like parameters, and holds a quote and a backslash, leaves
 // that name alone, as a quoted name and in the channel's string.
 func TestQueriesBindEveryParameter(t *testing.T) {
-	q := buildQueries(`s@queue$1'\`)
+	q := buildQueries(schemaReplacer(`s@queue$1'\`))
 	if !strings.Contains(q.claim.sql, `"s@queue$1'\".jobs`) {
 		t.Errorf("the schema name changed in claim:\n%s", q.claim.sql)
 	}
@@ -87,7 +87,7 @@ func TestQueriesBindEveryParameter(t *testing.T) {
 		{Queue: "q", Kind: "k", States: []string{StatePending, StateScheduled, StateRunning, StateSucceeded}, Limit: 10},
 		{Kind: "k", States: []string{StateFailed}, Limit: 10},
 	} {
-		sql, args := buildList(`"s"`, f)
+		sql, args := buildList(schemaReplacer("s"), f)
 		if strings.Contains(sql, "@") {
 			t.Errorf("listing %+v left a named parameter:\n%s", f, sql)
 		}

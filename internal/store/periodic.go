@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,9 +24,9 @@ type periodicQueries struct {
 	deleteSchedule    statement[scheduleParams]
 }
 
-func buildPeriodicQueries(schema string) periodicQueries {
+func buildPeriodicQueries(names *strings.Replacer) periodicQueries {
 	var q periodicQueries
-	bindAll(periodicSQL, "periodic.sql", schemaReplacer(schema), []named{
+	bindAll(periodicSQL, "periodic.sql", names, []named{
 		{"registerSchedules", &q.registerSchedules}, {"lockSchedule", &q.lockSchedule},
 		{"scheduled", &q.scheduled}, {"listSchedules", &q.listSchedules}, {"deleteSchedule", &q.deleteSchedule},
 	})

@@ -181,11 +181,6 @@ func checkPlansReadNoWholeJobs(t *testing.T, db *relaytest.DB, st recorded) {
 	}
 }
 
-// planModes are the plans checked. The statements that the store plans for their values
-// on every call (planEachTime) get the generic plan too where the server or role sets
-// plan_cache_mode = force_generic_plan.
-var planModes = []string{"force_custom_plan", "force_generic_plan"}
-
 // Every client's expirer runs expire whenever a reservation's deadline passes, and its
 // statement stays prepared, so its generic plan is the one it keeps: it must find the
 // lapsed reservations, and the next deadline, among the held jobs only, however many

@@ -70,7 +70,7 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 		{"writeOutcomes", outcomeSQL, outcomeArgs},
 		{"renewLeases", renewSQL, renewArgs},
 	} {
-		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		for _, mode := range planModes {
 			t.Run(st.name+"/"+mode, func(t *testing.T) {
 				plan := explainPrepared(t, db, mode, st.sql, st.args)
 				checkReachesJobsByPrimaryKey(t, plan, "jobs_pkey")
@@ -105,7 +105,7 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 	c := s.Client(db, info)
 	for _, gated := range []bool{false, true} {
 		sql, args := c.ClaimStatement(dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: 100, Gated: gated})
-		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		for _, mode := range planModes {
 			t.Run(fmt.Sprintf("gated=%v/%s", gated, mode), func(t *testing.T) {
 				plan := explainPrepared(t, db, mode, sql, args)
 				// The claims find the due jobs through the claim index (and an ordered
@@ -184,6 +184,12 @@ func checkReachesJobsByPrimaryKey(t *testing.T, plan []map[string]any, only stri
 		t.Errorf("the plan does not use jobs_pkey:\n%s", describe(plan))
 	}
 }
+
+// planModes are the plans each check looks at: a plan made for the values at hand, and the
+// generic one that a prepared statement may keep (and that statements the store plans for
+// their values on every call, planEachTime, get too where the server or role sets
+// plan_cache_mode = force_generic_plan).
+var planModes = []string{"force_custom_plan", "force_generic_plan"}
 
 // withinKey is the key under which explainPrepared notes, in each node of a plan, the name
 // of the subplan (CTE, InitPlan) it belongs to.
@@ -371,7 +377,7 @@ func TestOrderedClaimsReadOnlyTheirKeysEntries(t *testing.T) {
 	sql, args := c.ClaimStatement(dispatcher.ClaimRequest{Queue: "ordered", Limit: 5, Gated: true})
 	check := func(table string) {
 		t.Helper()
-		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		for _, mode := range planModes {
 			plan := explainAnalyzed(t, db, mode, sql, args)
 			if read := rowsReadFromJobs(plan); read > 50*keys {
 				t.Errorf("%s, %s: a claim of %d keys read %.0f rows of jobs, more than 50 a key:\n%s", table, mode, keys, read, describe(plan))

@@ -55,8 +55,7 @@ type queries struct {
 	releaseWaitLocks  statement[waitLocksParams]
 }
 
-func buildQueries(schema string) queries {
-	names := schemaReplacer(schema)
+func buildQueries(names *strings.Replacer) queries {
 	var q queries
 	bindAll(queriesSQL, "queries.sql", names, []named{
 		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},

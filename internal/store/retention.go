@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,9 +21,9 @@ type retentionQueries struct {
 	pruneClients statement[keepParams]
 }
 
-func buildRetentionQueries(schema string) retentionQueries {
+func buildRetentionQueries(names *strings.Replacer) retentionQueries {
 	var q retentionQueries
-	bindAll(retentionSQL, "retention.sql", schemaReplacer(schema), []named{
+	bindAll(retentionSQL, "retention.sql", names, []named{
 		{"expired", &q.expired}, {"prune", &q.prune}, {"pruneClients", &q.pruneClients},
 	})
 	// Which queues hold old jobs, and how many, changes from one prune to the next.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"unicode/utf8"
 
@@ -40,6 +41,7 @@ var ErrInvalidSchema = errors.New("invalid schema name")
 type Store struct {
 	schema  string
 	channel string
+	names   *strings.Replacer // fills in {schema} and {channel}: see schemaReplacer
 	q       queries
 	d       deleteQueries
 	r       retentionQueries
@@ -59,9 +61,10 @@ func For(schema string) (*Store, error) {
 	if err := ValidateSchema(schema); err != nil {
 		return nil, err
 	}
-	s := &Store{schema: schema, channel: channelOf(schema), q: buildQueries(schema),
-		d: buildDeleteQueries(schema), r: buildRetentionQueries(schema), p: buildPeriodicQueries(schema),
-		dash: buildDashboardQueries(schema)}
+	names := schemaReplacer(schema)
+	s := &Store{schema: schema, channel: channelOf(schema), names: names, q: buildQueries(names),
+		d: buildDeleteQueries(names), r: buildRetentionQueries(names), p: buildPeriodicQueries(names),
+		dash: buildDashboardQueries(names)}
 	actual, _ := stores.LoadOrStore(schema, s)
 	return actual.(*Store), nil
 }
