@@ -24,7 +24,7 @@ type Writer struct {
 	// observe, if set, is told how every write went (nil: it worked).
 	observe func(error)
 	store   *store.Store
-	db      store.DB
+	db      store.BatchDB
 	logger  *slog.Logger
 	// recovered, with room for one signal, ends the wait before retrying a failed write.
 	recovered chan struct{}
@@ -42,7 +42,7 @@ type Writer struct {
 // not nil, is called with each batch once it is committed, and the outcomes the batch left
 // out because their attempt no longer held the job. Until then a job is still running in
 // the table, and its lease must be kept.
-func New(client string, s *store.Store, db store.DB, logger *slog.Logger, written func(batch []store.Outcome, skipped store.Skipped)) *Writer {
+func New(client string, s *store.Store, db store.BatchDB, logger *slog.Logger, written func(batch []store.Outcome, skipped store.Skipped)) *Writer {
 	return &Writer{client: client, written: written, store: s, db: db, logger: logger,
 		signal: make(chan struct{}, 1), recovered: make(chan struct{}, 1)}
 }

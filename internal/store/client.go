@@ -1,11 +1,8 @@
 package store
 
 import (
-	"context"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // ClientInfo is what describes a client to the database: its claims and its heartbeat.
@@ -41,9 +38,8 @@ type Client struct {
 // ClientDB is what a client's claims, renewals and rescues run on: a pool, since a claim
 // must commit on its own and waiting for a locked row needs a transaction of its own.
 type ClientDB interface {
-	DB
+	BatchDB
 	Beginner
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // Client returns the access of the client that info describes, on db.

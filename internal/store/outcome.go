@@ -56,12 +56,32 @@ type Outcome struct {
 
 // WriteOutcomes writes many outcomes of client's attempts in one statement and returns
 // those it left out: an outcome whose attempt no longer holds its job (rescued, cancelled,
-// re-claimed, completed by [Store.CompleteTx]) changes nothing.
-func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcomes []Outcome) (Skipped, error) {
-	n := len(outcomes)
-	rows, err := s.q.writeOutcomes.query(ctx, db, s.outcomeParams(client, outcomes))
+// re-claimed, completed by [Store.CompleteTx]) changes nothing. The statement goes in one
+// batch after genericPlan: still one round trip.
+func (s *Store) WriteOutcomes(ctx context.Context, db BatchDB, client string, outcomes []Outcome) (Skipped, error) {
+	b := &pgx.Batch{}
+	s.q.genericPlan.queue(b, struct{}{})
+	s.q.writeOutcomes.queue(b, s.outcomeParams(client, outcomes))
+	br := db.SendBatch(ctx, b)
+	skipped, err := readSkipped(br)
+	// The batch's implicit transaction commits at its end: only Close reports a failed commit.
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
 	if err != nil {
-		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
+		return nil, fmt.Errorf("write %d job outcomes: %w", len(outcomes), err)
+	}
+	return skipped, nil
+}
+
+// readSkipped reads the results of writeOutcomes' batch.
+func readSkipped(br pgx.BatchResults) (Skipped, error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
 	}
 	var skipped Skipped
 	var k heldAttempt
@@ -72,10 +92,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, db DB, client string, outcome
 		skipped[k] = true
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("write %d job outcomes: %w", n, err)
-	}
-	return skipped, nil
+	return skipped, err
 }
 
 // Skipped holds the outcomes of a write that changed nothing, because their attempt no

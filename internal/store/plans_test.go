@@ -353,6 +353,62 @@ func TestGatedClaimsKeepTheirGenericPlanBehindAnAnalyzedBacklog(t *testing.T) {
 	}
 }
 
+// Outcome batches run with their generic plan, whatever their size: PostgreSQL's own
+// choice planned a batch of one outcome afresh every time (its generic plan's estimate is
+// the higher), which doubled what each cost the database, and a client whose jobs take a
+// while writes its outcomes one or two at a time.
+func TestOutcomeBatchesKeepTheirGenericPlan(t *testing.T) {
+	t.Parallel()
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	specs := make([]relay.JobSpec, 2_000)
+	for i := range specs {
+		specs[i] = relay.NewKind[int]("job").Job(i)
+	}
+	if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	const client = "plans-test"
+	info := store.ClientInfo{ID: client, Lease: time.Minute, Queues: []string{relay.DefaultQueue}, Kinds: []string{"job"}, Attempts: []int32{1}}
+	c := s.Client(conn, info) // one session: its prepared statement counts its plans
+	const batches = 12
+	for i := range batches {
+		size := 1 + i%3*100 // batches of 1, 101 and 201 outcomes
+		claimed, err := c.Claim(ctx, dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes := make([]store.Outcome, len(claimed.Jobs))
+		for k, j := range claimed.Jobs {
+			outcomes[k] = store.Outcome{ID: j.ID, Attempt: j.Attempt, State: "succeeded", EndedAt: time.Now()}
+		}
+		skipped, err := s.WriteOutcomes(ctx, conn, client, outcomes)
+		if err != nil || len(skipped) > 0 {
+			t.Fatalf("writing %d outcomes: %d left out, %v", len(outcomes), len(skipped), err)
+		}
+	}
+	sql, _ := s.WriteOutcomesStatement(client, nil)
+	var generic, custom int64
+	if err := conn.QueryRow(ctx, "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql).
+		Scan(&generic, &custom); err != nil {
+		t.Fatal(err)
+	}
+	if generic != batches || custom != 0 {
+		t.Errorf("%d outcome batches used the generic plan %d times, and were planned for their values %d times; want the generic plan each time",
+			batches, generic, custom)
+	}
+	// Nothing of the setting outlives the batch.
+	var mode string
+	if err := conn.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "auto" {
+		t.Errorf("after the batches plan_cache_mode is %q (%v); want auto", mode, err)
+	}
+}
+
 // An ordered queue's claim reads only its keys' own entries: per key, the head, and a probe
 // each for a running job and for a blocker before the head. Written as NOT EXISTS, those
 // probes became anti-joins that read every failed job the queue had kept (its failures

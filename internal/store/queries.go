@@ -24,6 +24,7 @@ type queries struct {
 	claim              statement[claimFromParams]
 	lockQueue          statement[lockParams]
 	claimGated         statement[claimGatedParams]
+	genericPlan        statement[struct{}]
 	writeOutcomes      statement[outcomeParams]
 	renewLeases        statement[renewParams]
 	renewLocked        statement[renewLockedParams]
@@ -60,7 +61,7 @@ func buildQueries(names *strings.Replacer) queries {
 	bindAll(queriesSQL, "queries.sql", names, []named{
 		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
-		{"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
+		{"genericPlan", &q.genericPlan}, {"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
 		{"completeTx", &q.completeTx}, {"checkpoint", &q.checkpoint}, {"setOutput", &q.setOutput},
 		{"endedBy", &q.endedBy}, {"setQueue", &q.setQueue}, {"pauseQueue", &q.pauseQueue},

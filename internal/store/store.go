@@ -25,6 +25,12 @@ type DB interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// BatchDB is a [DB] that also sends batches: a pool, a connection or a transaction.
+type BatchDB interface {
+	DB
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
 // MaxSchemaLen is the longest schema name relay accepts: the wakeup channel is the schema
 // name behind "relay:" and PostgreSQL truncates identifiers at 63 bytes.
 const MaxSchemaLen = 63 - len(channelPrefix)
