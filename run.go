@@ -85,36 +85,29 @@ const completedLockWait = 5 * time.Second
 // may wait for it. Past completedLockWait the job is left to its lease: released, it
 // expires, and the job is rescued once the transaction ends, if it did not commit.
 //
+// Usually the transaction committed before the handler returned, and one read of the job
+// says so: there is nothing to write. (Writing the outcome first, which then changed
+// nothing, took a transaction of four statements and a read after it, for every job.)
+//
 // While the database cannot be reached (its transaction's commit may have failed for that
-// very reason), the write is retried until it can, and at once when the client sees the
-// database back: the job then runs again within moments, not once its lease has expired.
-// It gives up only when the client stops.
+// very reason), the read and the write are retried until it can, and at once when the
+// client sees the database back: the job then runs again within moments, not once its
+// lease has expired. It gives up only when the client stops.
 func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
-	var skipped store.Skipped
-	err := c.untilReachable(func() error {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
-		defer cancel()
-		return store.WaitingAtMost(ctx, c.conns, completedLockWait, func(tx pgx.Tx) (err error) {
-			skipped, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o})
-			return err
-		})
-	})
+	ended, wrote, err := c.completedEnd(o, r)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
 	defer cancel()
-	// Report a success only if this attempt's transaction did complete the job: the outcome
-	// also changes nothing when the job was cancelled or rescued meanwhile.
-	o.CompletedTx = false
-	ended := ""
+	var skipped store.Skipped // nil: the outcome, a failure, was written
+	if !wrote {
+		skipped = store.SkippedAll([]store.Outcome{o})
+	}
 	if err != nil {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
 			logArgs(o, "error", err)...)
-		skipped = store.SkippedAll([]store.Outcome{o}) // not written: nothing to report as such
-	} else if !skipped.Wrote(o) {
-		if ended, err = c.store.EndedBy(ctx, c.conns, r.holder); err != nil {
-			c.cfg.Logger.Warn("relay: could not read how a job that called CompleteTx ended", logArgs(o, "error", err)...)
-		}
-		o.CompletedTx = ended == store.StateSucceeded
 	}
+	// Report a success only if this attempt's transaction did complete the job: the job
+	// may also have been cancelled or rescued meanwhile.
+	o.CompletedTx = ended == store.StateSucceeded
 	r.mu.Lock()
 	output, late := r.output, r.late
 	r.mu.Unlock()
@@ -132,6 +125,44 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 			c.events.cancelled(o) // while its transaction was open, which then did not commit
 		}
 	})
+}
+
+// completedEnd settles how an attempt that called CompleteTx ended: either it wrote the
+// attempt's outcome, a failure, as the job was still running (the transaction did not
+// commit), or it read the job's state: ended is the state if this attempt was the job's
+// last (its own transaction ended it, or a cancel did), "" if not (it was rescued and
+// claimed again). An error means neither could be done.
+func (c *Client) completedEnd(o store.Outcome, r *running) (ended string, wrote bool, err error) {
+	read := func() error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
+		defer cancel()
+		ended, err = c.store.EndedBy(ctx, c.conns, r.holder)
+		return err
+	}
+	if err := c.untilReachable(read); err != nil || ended != store.StateRunning {
+		return ended, false, err
+	}
+	// Still running: its transaction rolled back, or is still open and holds the row.
+	var skipped store.Skipped
+	err = c.untilReachable(func() error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), 30*time.Second)
+		defer cancel()
+		return store.WaitingAtMost(ctx, c.conns, completedLockWait, func(tx pgx.Tx) (err error) {
+			skipped, err = c.store.WriteOutcomes(ctx, tx, c.cfg.ID, []store.Outcome{o})
+			return err
+		})
+	})
+	if err != nil {
+		return "", false, err
+	}
+	if skipped.Wrote(o) {
+		return "", true, nil
+	}
+	// The open transaction committed after all, or another hand ended the job meanwhile.
+	if err := c.untilReachable(read); err != nil {
+		return "", false, err
+	}
+	return ended, false, nil
 }
 
 // untilReachable runs fn, one of the client's statements, again while it fails because the
