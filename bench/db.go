@@ -233,6 +233,16 @@ func (d *database) newPool(ctx context.Context, maxConns int) (*pgxpool.Pool, er
 	return pool, nil
 }
 
+// anyUnfinished tells whether a job is pending or running, through the partial indexes
+// of each state (jobs_claim_idx, jobs_lease_idx): cheap however many jobs finished.
+func (d *database) anyUnfinished(ctx context.Context) (bool, error) {
+	d.adminStatements++
+	var left bool
+	err := d.admin.QueryRow(ctx, "SELECT EXISTS (SELECT FROM "+d.jobsTable()+" WHERE state = 'pending') OR EXISTS (SELECT FROM "+
+		d.jobsTable()+" WHERE state = 'running')").Scan(&left)
+	return left, err
+}
+
 // countSucceeded counts the jobs whose success is committed.
 func (d *database) countSucceeded(ctx context.Context) (int64, error) {
 	d.adminStatements++
