@@ -23,8 +23,8 @@ func TestMain(m *testing.M) { relaytest.Main(m) }
 
 const waitTimeout = 15 * time.Second
 
-// countingDB is the test's real pool, counting the statements the dispatcher runs on it
-// (its only statement is the claim) and announcing each claim once it has returned. It can
+// countingDB is the test's real pool, counting the claims the dispatcher runs on it (its
+// only statements) and announcing each claim once it has returned. It can
 // also hold one claim in flight, after the database has run it, until the test lets it go.
 type countingDB struct {
 	*relaytest.DB
@@ -44,6 +44,45 @@ func (c *countingDB) Query(ctx context.Context, sql string, args ...any) (pgx.Ro
 		return &heldRows{Rows: rows, hold: *hold}, nil
 	}
 	return rows, err
+}
+
+// SendBatch is Query for the claims, each of which is a batch: its setting, then the claim.
+// The claim is announced once its result has arrived (or the batch is closed without it).
+func (c *countingDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	c.claims.Add(1)
+	return &countedBatch{BatchResults: c.DB.SendBatch(ctx, b), db: c, hold: c.hold.Swap(nil)}
+}
+
+type countedBatch struct {
+	pgx.BatchResults
+	db        *countingDB
+	hold      *func()
+	announced bool
+}
+
+func (b *countedBatch) announce() {
+	if b.announced {
+		return
+	}
+	b.announced = true
+	select {
+	case b.db.claimed <- struct{}{}:
+	default:
+	}
+}
+
+func (b *countedBatch) Query() (pgx.Rows, error) {
+	rows, err := b.BatchResults.Query()
+	b.announce()
+	if b.hold != nil && err == nil {
+		return &heldRows{Rows: rows, hold: *b.hold}, nil
+	}
+	return rows, err
+}
+
+func (b *countedBatch) Close() error {
+	b.announce()
+	return b.BatchResults.Close()
 }
 
 // heldRows calls hold once its first row has arrived: the claim has run in the database and

@@ -50,26 +50,23 @@ type lockParams struct {
 // still one round trip).
 func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatcher.Claimed, error) {
 	s := c.s
-	var rows pgx.Rows
+	b := &pgx.Batch{}
 	if r.Gated {
 		strays := c.strays.due(r.Queue, time.Now())
-		b := &pgx.Batch{}
 		s.q.lockQueue.queue(b, lockParams{LockKey: s.schema + "." + r.Queue, Strays: strays})
 		s.q.claimGated.queue(b, claimGatedParams{claimParams: c.claimParams(r), Strays: strays})
-		br := c.db.SendBatch(ctx, b)
-		defer br.Close()
-		if _, err := br.Exec(); err != nil {
-			return dispatcher.Claimed{}, fmt.Errorf("lock queue %q to claim: %w", r.Queue, err)
-		}
-		var err error
-		if rows, err = br.Query(); err != nil {
-			return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
-		}
 	} else {
-		var err error
-		if rows, err = s.q.claim.query(ctx, c.db, c.claimFromParams(r)); err != nil {
-			return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
-		}
+		s.q.indexPlan.queue(b, struct{}{})
+		s.q.claim.queue(b, c.claimFromParams(r))
+	}
+	br := c.db.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return dispatcher.Claimed{}, fmt.Errorf("prepare the claim of queue %q: %w", r.Queue, err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 	}
 	claimed, err := scanClaimed(rows, r.Queue)
 	if err != nil {

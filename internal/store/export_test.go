@@ -17,6 +17,9 @@ func (s *Store) RenewLeasesStatement(client ClientInfo, held []lease.Held, ttl t
 	return s.q.renewLeases.sql, s.q.renewLeases.args(renewParamsOf(client, held, ttl))
 }
 
+// IndexPlanStatement is the statement a plain claim is sent after.
+func (s *Store) IndexPlanStatement() string { return s.q.indexPlan.sql }
+
 // ClaimStatement is the statement of a claim of r (a gated one without its lock, and
 // without a pass for strays).
 func (c *Client) ClaimStatement(r dispatcher.ClaimRequest) (string, []any) {

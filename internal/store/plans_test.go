@@ -107,9 +107,9 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 		sql, args := c.ClaimStatement(dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: 100, Gated: gated})
 		for _, mode := range planModes {
 			t.Run(fmt.Sprintf("gated=%v/%s", gated, mode), func(t *testing.T) {
-				plan := explainPrepared(t, db, mode, sql, args)
+				plan := explainClaim(t, db, s, mode, sql, args)
 				// The claims find the due jobs through the claim index (and an ordered
-				// queue's through the key index): only the update must go by primary key.
+				// queue's through the key index), and take them by their row's address.
 				// The gated claim's pass for strays, made only for a while after a change of
 				// the queue's settings and then once a second, scans the queue's unfinished
 				// jobs however it is planned (see claimGated): it is left out.
@@ -119,7 +119,7 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 						paid = append(paid, n)
 					}
 				}
-				checkReachesJobsByPrimaryKey(t, paid, "")
+				checkTakesJobsByAddress(t, paid)
 			})
 		}
 	}
@@ -160,12 +160,89 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 	}
 }
 
+// A client that starts on an empty table plans its claims there, and a prepared statement
+// keeps the generic plan it made then: with a sequential scan to take the claimed jobs,
+// which a burst of jobs then made 22 ms a claim of 100 behind 50,000 jobs (1.5 ms planned
+// on the backlog), until autovacuum next analyzed the table. The claims are planned without
+// sequential scans (indexPlan, lockQueue): this counts the scans of jobs that a claim made
+// after a burst, with plans made before it.
+func TestClaimsPlannedOnAnEmptyTableStayCheapAfterABurst(t *testing.T) {
+	t.Parallel()
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, "INSERT INTO "+s.Table("queues")+" (name, global_limit) VALUES ('limited', 1000)"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	info := store.ClientInfo{
+		ID: "plans-test", Lease: time.Minute, Queues: []string{relay.DefaultQueue, "limited"}, Kinds: []string{"job"}, Attempts: []int32{1},
+	}
+	requests := []dispatcher.ClaimRequest{{Queue: relay.DefaultQueue, Limit: 100}, {Queue: "limited", Limit: 100, Gated: true}}
+	for _, r := range requests {
+		for range 8 { // planned for their values 5 times, then the generic plan: on the empty table
+			if _, err := s.Client(conn, info).Claim(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, queue := range info.Queues {
+		if _, err := db.Exec(ctx, "INSERT INTO "+s.Table("jobs")+" (kind, queue, args, max_attempts) "+
+			"SELECT 'job', $1, '{}', 1 FROM generate_series(1, 20000)", queue); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range requests {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claimed, err := s.Client(tx, info).Claim(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var scans, read int64
+		if err := tx.QueryRow(ctx, "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables WHERE relid = $1::regclass",
+			s.Table("jobs")).Scan(&scans, &read); err != nil {
+			t.Fatal(err)
+		}
+		if len(claimed.Jobs) != r.Limit || scans != 0 {
+			t.Errorf("a claim of %q after the burst took %d jobs and scanned the whole table %d times (%d rows read); want %d jobs, no scan",
+				r.Queue, len(claimed.Jobs), scans, read, r.Limit)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkTakesJobsByAddress fails t if a claim's plan scans the whole jobs table or one of
+// its indexes, or if it does not take the jobs it claims by their row's address (ctid).
+func checkTakesJobsByAddress(t *testing.T, plan []map[string]any) {
+	t.Helper()
+	checkReachesJobs(t, plan, byAddress, "")
+}
+
 // checkReachesJobsByPrimaryKey fails t if plan scans the whole jobs table or one of its
 // indexes, or if it does not use jobs_pkey; with only set, jobs_pkey is the one index of
 // jobs it may read.
 func checkReachesJobsByPrimaryKey(t *testing.T, plan []map[string]any, only string) {
 	t.Helper()
-	var viaPkey bool
+	checkReachesJobs(t, plan, "jobs_pkey", only)
+}
+
+// byAddress, for checkReachesJobs: the plan reaches jobs by their rows' addresses.
+const byAddress = "Tid Scan"
+
+// checkReachesJobs fails t if plan scans the whole jobs table or one of its indexes, or if
+// it never reaches jobs by way of by: an index's name, or byAddress. With only set, only is
+// the one index of jobs it may read.
+func checkReachesJobs(t *testing.T, plan []map[string]any, by, only string) {
+	t.Helper()
+	var reached bool
 	for _, n := range plan {
 		switch {
 		case n["Relation Name"] == "jobs" && n["Node Type"] == "Seq Scan":
@@ -175,13 +252,13 @@ func checkReachesJobsByPrimaryKey(t *testing.T, plan []map[string]any, only stri
 			// A merge join, say, reads an index from its start instead of probing it.
 			t.Errorf("the plan reads the whole of %v:\n%s", n["Index Name"], describe(plan))
 		case only != "" && strings.HasPrefix(fmt.Sprint(n["Index Name"]), "jobs_") && n["Index Name"] != only:
-			t.Errorf("the plan reads jobs through %v, not their primary key:\n%s", n["Index Name"], describe(plan))
-		case n["Index Name"] == "jobs_pkey":
-			viaPkey = true
+			t.Errorf("the plan reads jobs through %v, not %v:\n%s", n["Index Name"], only, describe(plan))
+		case n["Index Name"] == by || (by == byAddress && n["Relation Name"] == "jobs" && n["Node Type"] == byAddress):
+			reached = true
 		}
 	}
-	if !viaPkey {
-		t.Errorf("the plan does not use jobs_pkey:\n%s", describe(plan))
+	if !reached {
+		t.Errorf("the plan does not reach jobs by %s:\n%s", by, describe(plan))
 	}
 }
 
@@ -211,6 +288,20 @@ func explainAnalyzed(t *testing.T, db *relaytest.DB, mode, sql string, args []an
 
 func explain(t *testing.T, db *relaytest.DB, mode, options, sql string, args []any) []map[string]any {
 	t.Helper()
+	return explainAfter(t, db, mode, options, "", sql, args)
+}
+
+// explainClaim is explainPrepared for a claim, planned as the client plans it: after the
+// statement sent before it in the same transaction (indexPlan; lockQueue for a gated
+// claim, which sets the same).
+func explainClaim(t *testing.T, db *relaytest.DB, s *store.Store, mode, sql string, args []any) []map[string]any {
+	t.Helper()
+	return explainAfter(t, db, mode, "FORMAT JSON", s.IndexPlanStatement(), sql, args)
+}
+
+// explainAfter is explain with the statement before, if any, run first in its transaction.
+func explainAfter(t *testing.T, db *relaytest.DB, mode, options, before, sql string, args []any) []map[string]any {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
 	if err != nil {
@@ -224,6 +315,11 @@ func explain(t *testing.T, db *relaytest.DB, mode, options, sql string, args []a
 	defer tx.Rollback(ctx)
 	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
 		t.Fatal(err)
+	}
+	if before != "" {
+		if _, err := tx.Exec(ctx, before); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := tx.Exec(ctx, "PREPARE batch_plan AS "+sql); err != nil {
 		t.Fatal(err)

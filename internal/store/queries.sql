@@ -129,18 +129,20 @@ coalesce((SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.
 -- clock_timestamp(), not now(): a gated claim's transaction began before its wait for the
 -- queue's lock, and the lease must not be shortened by that wait.
 --
--- The jobs are found by "id = ANY" of an array, not by a join with "due": the planner
--- cannot know how many rows due holds (its LIMIT is an expression) and guesses a tenth of
--- the due jobs. Once the table had statistics, it then read the whole primary key for a
--- merge join (8-12 ms per claim of 100 jobs behind 50,000 due ones) or hashed a
--- sequential scan of the table (about 100 ms behind 300,000). An array of ids is one
--- probe of the primary key per job, whatever the table's size.
+-- The jobs are found by "ctid = ANY" of an array of the addresses due locked, not by a
+-- join with "due": the planner cannot know how many rows due holds (its LIMIT is an
+-- expression) and guesses a tenth of the due jobs. Once the table had statistics, it then
+-- read the whole primary key for a merge join (8-12 ms per claim of 100 jobs behind 50,000
+-- due ones) or hashed a sequential scan of the table (about 100 ms behind 300,000). An
+-- address is one page read per job, whatever the table's size, and it cannot have changed:
+-- due holds each row locked. With sequential scans off (indexPlan, lockQueue), no plan
+-- made on a small table can read the whole table instead.
 claimed AS (
     UPDATE {schema}.jobs j
     SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = @client,
         lease_expires_at = clock_timestamp() + @lease::interval,
         max_attempts = coalesce(j.max_attempts, (@attempts::integer[])[array_position(@kinds::text[], j.kind)])
-    WHERE j.id = ANY (ARRAY(SELECT id FROM due))
+    WHERE j.ctid = ANY (ARRAY(SELECT tid FROM due))
     RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.created_at, j.run_at, j.attempted_at, j.timeout_ms, j.priority,
         j.checkpoint, j.payload, j.metadata, j.backoff, j.schedule, j.schedule_slot
 )
@@ -174,6 +176,15 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
     ) END,
     s.ordered, s.global_limit IS NOT NULL, s.paused
 FROM settings s;
+
+-- name: indexPlan
+-- Sent just before claim, in the same batch and so the same implicit transaction: claim is
+-- planned without sequential scans. A prepared statement keeps the generic plan it made
+-- first, from the table's size then; made on an empty table (a new deployment, a client
+-- that starts idle), it took the claimed jobs with a scan of the whole table, which a burst
+-- of 50,000 jobs made 22 ms a claim of 100 instead of 1.5, until autovacuum next analyzed
+-- the table.
+SELECT set_config('enable_seqscan', 'off', true);
 
 -- name: claim
 -- Claims up to @limit due jobs of plain queue @queue whose kind is in @kinds, most urgent
@@ -210,7 +221,7 @@ WITH async AS (
     -- enqueues may not have woken this dispatcher (it was busy: see wake, migration 006),
     -- so no notification moved the cursor back for them, yet they come first. Usually there
     -- are none, and this is one probe of the claim index.
-    SELECT id FROM {schema}.jobs
+    SELECT ctid AS tid FROM {schema}.jobs
     WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY((SELECT @kinds::text[])::text[])
       AND (-priority) < @from_rank::smallint
       AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
@@ -218,7 +229,7 @@ WITH async AS (
     LIMIT (SELECT @limit::integer)
     FOR UPDATE SKIP LOCKED
 ), onward AS (
-    SELECT id FROM {schema}.jobs
+    SELECT ctid AS tid FROM {schema}.jobs
     WHERE queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY((SELECT @kinds::text[])::text[])
       AND ((-priority), run_at, id) >= (@from_rank::smallint, @from_run_at::timestamptz, @from_id::bigint)
       AND (SELECT NOT (ordered OR global_limit IS NOT NULL OR paused) FROM settings)
@@ -226,9 +237,9 @@ WITH async AS (
     LIMIT @limit - (SELECT count(*) FROM ahead)
     FOR UPDATE SKIP LOCKED
 ), due AS (
-    SELECT id FROM ahead
+    SELECT tid FROM ahead
     UNION ALL
-    SELECT id FROM onward
+    SELECT tid FROM onward
 ), busy AS (
     -- The dispatcher works through a backlog and claims again without a wakeup: enqueues
     -- into the queue need not notify it (see wake, migration 006). Executed whether or not
@@ -248,9 +259,11 @@ WITH async AS (
 -- planning, most of a claim, for what is the same plan (the claim's CTEs fix its
 -- shape). It keeps the generic plan, but for a claim that looks for strays (@strays:
 -- once a second per client, for ten minutes after a change of the queue's settings),
--- where how to read the queue's unfinished jobs depends on how many it has.
+-- where how to read the queue's unfinished jobs depends on how many it has. And it turns
+-- sequential scans off, as indexPlan does for the plain claim, for the same reason.
 SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext(@lock_key)),
-       set_config('plan_cache_mode', CASE WHEN @strays THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true);
+       set_config('plan_cache_mode', CASE WHEN @strays THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true),
+       set_config('enable_seqscan', 'off', true);
 
 -- name: claimGated
 -- claim, without a cursor, for a queue that is ordered or has a cluster-wide limit. It runs
@@ -298,10 +311,10 @@ WITH RECURSIVE async AS (
     FROM keys
     WHERE keys.k IS NOT NULL
 ), heads AS MATERIALIZED (
-    SELECT h.id, h.priority, h.run_at, h.kind
+    SELECT h.id, h.tid, h.priority, h.run_at, h.kind
     FROM keys
     CROSS JOIN LATERAL (
-        SELECT id, priority, run_at, kind FROM {schema}.jobs
+        SELECT id, ctid AS tid, priority, run_at, kind FROM {schema}.jobs
         WHERE queue = @queue AND order_key = keys.k AND state = 'pending'
         ORDER BY id
         LIMIT 1
@@ -323,11 +336,11 @@ WITH RECURSIVE async AS (
     -- The jobs to claim, picked before any row is locked, so that the claim below is
     -- driven by these few ids (a primary key lookup each): never by a scan of the queue's
     -- pending jobs, however the planner misjudges a backlog its statistics have not seen.
-    SELECT id FROM (
-        SELECT id, priority, run_at FROM heads
+    SELECT tid FROM (
+        SELECT id, tid, priority, run_at FROM heads
         WHERE run_at <= now() AND kind = ANY(@kinds::text[])
         UNION ALL
-        (SELECT id, priority, run_at FROM {schema}.jobs
+        (SELECT id, ctid, priority, run_at FROM {schema}.jobs
          WHERE NOT (SELECT ordered FROM settings)
            AND queue = @queue AND state = 'pending' AND run_at <= now() AND kind = ANY(@kinds::text[])
          ORDER BY (-priority), run_at, id
@@ -336,12 +349,12 @@ WITH RECURSIVE async AS (
     ORDER BY (-priority), run_at, id
     LIMIT (SELECT n FROM room)
 ), due AS (
-    SELECT j.id
+    SELECT j.tid
     FROM chosen
     CROSS JOIN LATERAL (
         -- rechecked on the latest row version once locked: a job claimed meanwhile is skipped
-        SELECT id FROM {schema}.jobs
-        WHERE id = chosen.id AND state = 'pending' AND run_at <= now()
+        SELECT ctid AS tid FROM {schema}.jobs
+        WHERE ctid = chosen.tid AND state = 'pending' AND run_at <= now()
         FOR UPDATE SKIP LOCKED
     ) j
 ), {claimed}
