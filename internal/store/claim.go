@@ -59,16 +59,11 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 		s.q.indexPlan.queue(b, struct{}{})
 		s.q.claim.queue(b, c.claimFromParams(r))
 	}
-	br := c.db.SendBatch(ctx, b)
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return dispatcher.Claimed{}, fmt.Errorf("prepare the claim of queue %q: %w", r.Queue, err)
-	}
-	rows, err := br.Query()
-	if err != nil {
-		return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
-	}
-	claimed, err := scanClaimed(rows, r.Queue)
+	var claimed dispatcher.Claimed
+	err := afterSetting(c.db.SendBatch(ctx, b), func(rows pgx.Rows) (err error) {
+		claimed, err = scanClaimed(rows, r.Queue)
+		return err
+	})
 	if err != nil {
 		return dispatcher.Claimed{}, fmt.Errorf("claim jobs of queue %q: %w", r.Queue, err)
 	}

@@ -62,37 +62,44 @@ func (s *Store) WriteOutcomes(ctx context.Context, db BatchDB, client string, ou
 	b := &pgx.Batch{}
 	s.q.genericPlan.queue(b, struct{}{})
 	s.q.writeOutcomes.queue(b, s.outcomeParams(client, outcomes))
-	br := db.SendBatch(ctx, b)
-	skipped, err := readSkipped(br)
-	// The batch's implicit transaction commits at its end: only Close reports a failed commit.
-	if closeErr := br.Close(); err == nil {
-		err = closeErr
-	}
+	var skipped Skipped
+	err := afterSetting(db.SendBatch(ctx, b), func(rows pgx.Rows) error {
+		var k heldAttempt
+		_, err := pgx.ForEachRow(rows, []any{&k.id, &k.attempt}, func() error {
+			if skipped == nil {
+				skipped = Skipped{}
+			}
+			skipped[k] = true
+			return nil
+		})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("write %d job outcomes: %w", len(outcomes), err)
 	}
 	return skipped, nil
 }
 
-// readSkipped reads the results of writeOutcomes' batch.
-func readSkipped(br pgx.BatchResults) (Skipped, error) {
-	if _, err := br.Exec(); err != nil {
-		return nil, err
-	}
-	rows, err := br.Query()
-	if err != nil {
-		return nil, err
-	}
-	var skipped Skipped
-	var k heldAttempt
-	_, err = pgx.ForEachRow(rows, []any{&k.id, &k.attempt}, func() error {
-		if skipped == nil {
-			skipped = Skipped{}
+// afterSetting reads the results of a batch of two statements, the first of which sets how
+// the second runs (genericPlan, indexPlan, lockQueue): read is given the second's rows.
+// The batch is closed before it returns, and a failure to close it is its error: the
+// batch's implicit transaction commits at its end, and only Close reports a failed commit.
+func afterSetting(br pgx.BatchResults, read func(pgx.Rows) error) error {
+	err := func() error {
+		if _, err := br.Exec(); err != nil {
+			return err
 		}
-		skipped[k] = true
-		return nil
-	})
-	return skipped, err
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		return read(rows)
+	}()
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
+	return err
 }
 
 // Skipped holds the outcomes of a write that changed nothing, because their attempt no

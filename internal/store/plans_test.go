@@ -42,10 +42,8 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 	if _, err := db.Exec(ctx, "ANALYZE "+s.Table("jobs")); err != nil {
 		t.Fatal(err)
 	}
-	const client = "plans-test"
-	info := store.ClientInfo{
-		ID: client, Lease: time.Minute, Queues: []string{relay.DefaultQueue}, Kinds: []string{"job"}, Attempts: []int32{1},
-	}
+	const client = planClientID
+	info := planClient(relay.DefaultQueue)
 	c, err := s.Client(db, info).Claim(ctx, dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: batch})
 	if err != nil {
 		t.Fatal(err)
@@ -99,9 +97,7 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 	if _, err := db.Exec(ctx, "ANALYZE "+s.Table("jobs")); err != nil {
 		t.Fatal(err)
 	}
-	info := store.ClientInfo{
-		ID: "plans-test", Lease: time.Minute, Queues: []string{relay.DefaultQueue}, Kinds: []string{"job"}, Attempts: []int32{1},
-	}
+	info := planClient(relay.DefaultQueue)
 	c := s.Client(db, info)
 	for _, gated := range []bool{false, true} {
 		sql, args := c.ClaimStatement(dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: 100, Gated: gated})
@@ -127,11 +123,7 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 	// A prepared claim keeps its generic plan behind an analyzed backlog: planned afresh,
 	// each claim paid 0.6–0.8 ms of planning. Each claim here is rolled back, so
 	// that the next finds the same backlog.
-	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := session(t, db)
 	sql, args := c.ClaimStatement(dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: 100})
 	for range 8 {
 		tx, err := conn.Begin(ctx)
@@ -173,14 +165,8 @@ func TestClaimsPlannedOnAnEmptyTableStayCheapAfterABurst(t *testing.T) {
 	if _, err := db.Exec(ctx, "INSERT INTO "+s.Table("queues")+" (name, global_limit) VALUES ('limited', 1000)"); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	info := store.ClientInfo{
-		ID: "plans-test", Lease: time.Minute, Queues: []string{relay.DefaultQueue, "limited"}, Kinds: []string{"job"}, Attempts: []int32{1},
-	}
+	conn := session(t, db)
+	info := planClient(relay.DefaultQueue, "limited")
 	requests := []dispatcher.ClaimRequest{{Queue: relay.DefaultQueue, Limit: 100}, {Queue: "limited", Limit: 100, Gated: true}}
 	for _, r := range requests {
 		for range 8 { // planned for their values 5 times, then the generic plan: on the empty table
@@ -262,6 +248,26 @@ func checkReachesJobs(t *testing.T, plan []map[string]any, by, only string) {
 	}
 }
 
+// planClientID is the client the plan tests claim and write outcomes as.
+const planClientID = "plans-test"
+
+// planClient is the client the plan tests claim as: it runs jobs of kind "job" of queues.
+func planClient(queues ...string) store.ClientInfo {
+	return store.ClientInfo{ID: planClientID, Lease: time.Minute, Queues: queues, Kinds: []string{"job"}, Attempts: []int32{1}}
+}
+
+// session is a connection of its own on db, closed when t ends: the statements prepared on
+// it, and the plans they keep, are its own.
+func session(t *testing.T, db *relaytest.DB) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.ConnectConfig(context.Background(), db.Config().ConnConfig.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
 // planModes are the plans each check looks at: a plan made for the values at hand, and the
 // generic one that a prepared statement may keep (and that statements the store plans for
 // their values on every call, planEachTime, get too where the server or role sets
@@ -303,7 +309,7 @@ func explainClaim(t *testing.T, db *relaytest.DB, s *store.Store, mode, sql stri
 func explainAfter(t *testing.T, db *relaytest.DB, mode, options, before, sql string, args []any) []map[string]any {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
+	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy()) // closed at once: explains come many to a test
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,14 +410,8 @@ func TestGatedClaimsKeepTheirGenericPlanBehindAnAnalyzedBacklog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	info := store.ClientInfo{
-		ID: "plans-test", Lease: time.Minute, Queues: []string{"ordered", "limited"}, Kinds: []string{"job"}, Attempts: []int32{1},
-	}
+	conn := session(t, db)
+	info := planClient("ordered", "limited")
 	c := s.Client(conn, info) // one session: its prepared statement counts its plans
 	for _, queue := range info.Queues {
 		// The first claim of each queue looks for strays, the next ones (within a second)
@@ -464,13 +464,9 @@ func TestOutcomeBatchesKeepTheirGenericPlan(t *testing.T) {
 	if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.ConnectConfig(ctx, db.Config().ConnConfig.Copy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	const client = "plans-test"
-	info := store.ClientInfo{ID: client, Lease: time.Minute, Queues: []string{relay.DefaultQueue}, Kinds: []string{"job"}, Attempts: []int32{1}}
+	conn := session(t, db)
+	const client = planClientID
+	info := planClient(relay.DefaultQueue)
 	c := s.Client(conn, info) // one session: its prepared statement counts its plans
 	const batches = 12
 	for i := range batches {
@@ -525,7 +521,7 @@ func TestOrderedClaimsReadOnlyTheirKeysEntries(t *testing.T) {
 	exec("INSERT INTO " + s.Table("queues") + " (name, ordered, updated_at) VALUES ('ordered', true, now() - interval '1 hour')")
 	exec("INSERT INTO "+s.Table("jobs")+" (kind, queue, args, max_attempts, order_key) "+
 		"SELECT 'job', 'ordered', '{}', 1, 'key ' || (g % $1) FROM generate_series(1, $2::integer) g", keys, keys*perKey)
-	c := s.Client(db, store.ClientInfo{ID: "plans-test", Lease: time.Minute, Queues: []string{"ordered"}, Kinds: []string{"job"}, Attempts: []int32{1}})
+	c := s.Client(db, planClient("ordered"))
 	sql, args := c.ClaimStatement(dispatcher.ClaimRequest{Queue: "ordered", Limit: 5, Gated: true})
 	check := func(table string) {
 		t.Helper()
