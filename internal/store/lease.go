@@ -16,25 +16,29 @@ import (
 // holds, in one statement ([lease.Renewer]). A held attempt that was not extended had its
 // row locked by a transaction; [Client.RenewLocked] waits for it.
 func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration) (lease.Renewal, error) {
-	rows, err := c.s.q.renewLeases.query(ctx, c.db, renewParamsOf(c.info, held, ttl))
-	if err != nil {
-		return lease.Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)
-	}
+	// After indexPlan, as claims: a plan kept from a table of a few jobs must not read the
+	// whole table at every tick once it holds millions.
+	b := &pgx.Batch{}
+	c.s.q.indexPlan.queue(b, struct{}{})
+	c.s.q.renewLeases.queue(b, renewParamsOf(c.info, held, ttl))
 	res := lease.Renewal{Held: make(map[int64]bool, len(held)), Renewed: make(map[int64]bool, len(held))}
 	var (
 		id      pgtype.Int8
 		renewed bool
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &renewed}, func() error {
-		switch {
-		case !id.Valid: // the last row: whether the previous heartbeat had lapsed
-			res.Lapsed = renewed
-		case renewed:
-			res.Held[id.Int64], res.Renewed[id.Int64] = true, true
-		default:
-			res.Held[id.Int64] = true
-		}
-		return nil
+	err := afterSetting(c.db.SendBatch(ctx, b), func(rows pgx.Rows) error {
+		_, err := pgx.ForEachRow(rows, []any{&id, &renewed}, func() error {
+			switch {
+			case !id.Valid: // the last row: whether the previous heartbeat had lapsed
+				res.Lapsed = renewed
+			case renewed:
+				res.Held[id.Int64], res.Renewed[id.Int64] = true, true
+			default:
+				res.Held[id.Int64] = true
+			}
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return lease.Renewal{}, fmt.Errorf("renew %d leases: %w", len(held), err)

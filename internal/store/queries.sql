@@ -178,13 +178,15 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
 FROM settings s;
 
 -- name: indexPlan
--- Sent just before claim, in the same batch and so the same implicit transaction: claim is
--- planned without sequential scans. A prepared statement keeps the generic plan it made
--- first, from the table's size then; made on an empty table (a new deployment, a client
--- that starts idle), it took the claimed jobs with a scan of the whole table, which a burst
--- of 50,000 jobs made 22 ms a claim of 100 instead of 1.5, until autovacuum next analyzed
--- the table.
-SELECT set_config('enable_seqscan', 'off', true);
+-- Sent just before claim and renewLeases, in the same batch and so the same implicit
+-- transaction: the statement is planned without sequential scans. A prepared statement
+-- keeps the generic plan it made first, from the table's size then; made on an empty table
+-- (a new deployment, a client that starts idle), it took the claimed jobs with a scan of
+-- the whole table, which a burst of 50,000 jobs made 22 ms a claim of 100 instead of 1.5,
+-- until autovacuum next analyzed the table. Where a small table leaves no other way than a
+-- sequential scan, the planner adds 10^10 to its cost, far above jit_above_cost: so JIT is
+-- turned off too, or PostgreSQL compiles the statement, about 0.5 s on every run.
+SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
 
 -- name: claim
 -- Claims up to @limit due jobs of plain queue @queue whose kind is in @kinds, most urgent
@@ -260,10 +262,10 @@ WITH async AS (
 -- shape). It keeps the generic plan, but for a claim that looks for strays (@strays:
 -- once a second per client, for ten minutes after a change of the queue's settings),
 -- where how to read the queue's unfinished jobs depends on how many it has. And it turns
--- sequential scans off, as indexPlan does for the plain claim, for the same reason.
+-- sequential scans and JIT off, as indexPlan does for the plain claim, for the same reasons.
 SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext(@lock_key)),
        set_config('plan_cache_mode', CASE WHEN @strays THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true),
-       set_config('enable_seqscan', 'off', true);
+       set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
 
 -- name: claimGated
 -- claim, without a cursor, for a queue that is ordered or has a cluster-wide limit. It runs
@@ -366,8 +368,12 @@ WITH RECURSIVE async AS (
 -- jobs, a batch of 1 outcome took 0.62 ms that way against 0.31 with the generic plan, of
 -- 200 3.8 ms against 2.8, of 1,000 31 ms against 17. A client whose jobs take a while
 -- writes batches of one or two outcomes, and so spent most of the database's time on
--- planning them.
-SELECT set_config('plan_cache_mode', 'force_generic_plan', true);
+-- planning them. The generic plan is made at the first write, from the table's size then,
+-- and kept: so it is made without sequential scans and run without JIT, as claims are (see
+-- indexPlan), or one made on a table of a few jobs read the whole table at every write
+-- once it held thousands.
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
 
 -- name: writeOutcomes
 -- Writes the outcomes of many attempts of client @client at once (@outputs: each success's
