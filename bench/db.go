@@ -43,7 +43,9 @@ func openDatabase(ctx context.Context, log *slog.Logger, url, schema string, pgs
 	d := &database{log: log, url: url, schema: schema}
 	if url == "" {
 		start := time.Now()
-		settings := map[string]string{"max_connections": "300"}
+		// track_wal_io_timing: how long WAL flushes take, which a shared disk makes vary
+		// from run to run (see walMetrics).
+		settings := map[string]string{"max_connections": "300", "track_wal_io_timing": "on"}
 		if pgss {
 			settings["shared_preload_libraries"] = "pg_stat_statements"
 			settings["pg_stat_statements.track_planning"] = "on"
@@ -331,6 +333,47 @@ func (d *database) snapshot(ctx context.Context) (pgStats, error) {
 		FROM pg_stat_user_tables WHERE schemaname = $1`, d.schema).
 		Scan(&s.Xacts, &s.TupIns, &s.TupUpd, &s.TupHotUpd, &s.TupDel)
 	return s, err
+}
+
+// walSample is what pg_stat_wal has counted (PostgreSQL 14 and later): flushes of WAL to
+// disk, and the time they took if track_wal_io_timing is on. Backends report theirs within
+// a second, or as they exit.
+type walSample struct {
+	ok, timed     bool
+	syncs         int64
+	syncMs, bytes float64
+}
+
+func (d *database) walSample(ctx context.Context) walSample {
+	if d.versionNum < 140000 {
+		return walSample{}
+	}
+	d.adminStatements++
+	s := walSample{ok: true}
+	if err := d.admin.QueryRow(ctx, "SELECT wal_sync, wal_sync_time, wal_bytes::float8, current_setting('track_wal_io_timing')::boolean FROM pg_stat_wal").
+		Scan(&s.syncs, &s.syncMs, &s.bytes, &s.timed); err != nil {
+		d.log.Warn("read pg_stat_wal", "error", err)
+		return walSample{}
+	}
+	return s
+}
+
+// walMetrics says how often jobs waited for a flush of WAL, and how long a flush took: a
+// slow disk (on a shared machine, another tenant's) slows every commit, which no CPU row
+// shows.
+func walMetrics(a, b walSample, jobs int) []Metric {
+	if !a.ok || !b.ok || jobs == 0 {
+		return nil
+	}
+	n := b.syncs - a.syncs
+	ms := []Metric{
+		{Name: "WAL: kB per job", Unit: unitFloat, Value: (b.bytes - a.bytes) / 1024 / float64(jobs)},
+		{Name: "WAL: flushes to disk per job", Unit: unitFloat, Value: float64(n) / float64(jobs)},
+	}
+	if a.timed && b.timed && n > 0 {
+		ms = append(ms, Metric{Name: "WAL: ms per flush", Unit: unitFloat, Value: (b.syncMs - a.syncMs) / float64(n)})
+	}
+	return ms
 }
 
 // dbWork is the database work done between two snapshots.

@@ -126,6 +126,7 @@ func scaleoutPhase(ctx context.Context, b *bench, label string, procs, perProc i
 	if err != nil {
 		return nil, 0, err
 	}
+	wal0 := b.db.walSample(ctx)
 	conns, err := b.db.countBackends(ctx, scaleoutPatterns)
 	if err != nil {
 		return nil, 0, err
@@ -166,6 +167,7 @@ func scaleoutPhase(ctx context.Context, b *bench, label string, procs, perProc i
 	if err != nil {
 		return nil, 0, err
 	}
+	wal1 := b.db.walSample(ctx)
 	rate := float64(jobs) / done.Sub(committed).Seconds()
 	ms := []Metric{
 		{Name: label + ": throughput (commit → last outcome)", Unit: unitRate, Value: rate},
@@ -184,7 +186,7 @@ func scaleoutPhase(ctx context.Context, b *bench, label string, procs, perProc i
 		}
 		ms = append(ms, statementMetrics(label, jobs, stmts0, stmts)...)
 	}
-	for _, m := range cpu {
+	for _, m := range append(cpu, walMetrics(wal0, wal1, jobs)...) {
 		m.Name = label + ": " + m.Name
 		ms = append(ms, m)
 	}

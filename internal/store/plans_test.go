@@ -208,9 +208,9 @@ func TestClaimsPlannedOnAnEmptyTableStayCheapAfterABurst(t *testing.T) {
 	}
 }
 
-// Outcome batches keep the generic plan they make at their first write, and lease renewals
-// the one they settle on after a few ticks, on whatever table there is then: made on a
-// table of a few jobs, neither must read the whole table once it holds thousands.
+// Claims, outcome batches and lease renewals keep the generic plan they make at their first
+// run on a connection, on whatever table there is then: made on a table of a few jobs,
+// none must read the whole table once it holds thousands.
 func TestBatchStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) {
 	t.Parallel()
 	db, s := newStoreTest(t)
