@@ -68,8 +68,10 @@ type Client struct {
 	prunerSvc   *lifecycle.Service // deletes expired jobs and clients
 	pruner      *pruner
 	listenerSvc *lifecycle.Service
-	// waitLocksSvc holds the client's wait locks (see store.WaitLocks); nil when PollOnly.
+	// waitLocksSvc holds the client's wait locks, waitLocks (see store.WaitLocks); nil when
+	// PollOnly.
 	waitLocksSvc *lifecycle.Service
+	waitLocks    atomic.Pointer[store.WaitLocks] // read by databaseBack, from any service
 	rescuer      *lease.Rescuer
 	pool         *pgxpool.Pool
 	conns        *conns            // what the client's own statements run on
@@ -499,6 +501,9 @@ func (c *Client) databaseBack() {
 	c.rescuer.Recover()
 	c.expirer.Notify(time.Time{})
 	c.writer.Recover()
+	if locks := c.waitLocks.Load(); locks != nil {
+		locks.Retry() // producers skip its waiting dispatchers until it holds its locks again
+	}
 }
 
 // findQueues starts dispatchers for the queues of the client's groups that have pending
@@ -573,6 +578,7 @@ func (c *Client) startWaitLocks(background context.Context) error {
 		Retaken: c.signalLapse,
 		Logger:  c.cfg.Logger,
 	})
+	c.waitLocks.Store(locks)
 	c.waitLocksSvc = lifecycle.Go(background, locks.Run)
 	return nil
 }

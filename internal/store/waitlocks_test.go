@@ -3,9 +3,11 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,5 +133,53 @@ func TestWaitLocksHoldWaitsOutAnExclusiveHolder(t *testing.T) {
 	}
 	if waitLockFree(t, db, queue) {
 		t.Fatal("Hold returned while the wait lock was free")
+	}
+}
+
+// Retry ends the pause between attempts to reconnect at once. After an outage that pause
+// has grown to seconds, and until the locks are held again producers skip the client's
+// waiting dispatchers: the client calls Retry as soon as the database answers it again.
+func TestWaitLocksRetryReconnectsAtOnce(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	attempts := make(chan time.Time, 16)
+	var up atomic.Bool
+	locks := storeOf(t, db).WaitLocks(store.WaitLocksConfig{
+		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			attempts <- time.Now()
+			if !up.Load() {
+				return nil, errors.New("the database is down")
+			}
+			return pgx.Connect(ctx, db.URL)
+		},
+	})
+	svc := lifecycle.Go(context.Background(), locks.Run)
+	t.Cleanup(func() { _ = svc.Stop() })
+	next := func(what string) time.Time {
+		t.Helper()
+		select {
+		case at := <-attempts:
+			return at
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s", what)
+			return time.Time{}
+		}
+	}
+	for i := range 5 { // then the pause before the sixth attempt is 800 ms ± 20 %
+		next(fmt.Sprintf("attempt %d to connect", i+1))
+	}
+	up.Store(true)
+	retried := time.Now()
+	locks.Retry()
+	if d := next("attempt after Retry").Sub(retried); d > 300*time.Millisecond {
+		t.Errorf("reconnected %v after Retry; want at once, not after the pause of 640-960 ms", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := locks.Hold(ctx, "q"); err != nil {
+		t.Fatal(err)
+	}
+	if waitLockFree(t, db, "q") {
+		t.Error("Hold returned, but the wait lock of q is free")
 	}
 }
