@@ -17,8 +17,10 @@ func (s *Store) RenewLeasesStatement(client ClientInfo, held []lease.Held, ttl t
 	return s.q.renewLeases.sql, s.q.renewLeases.args(renewParamsOf(client, held, ttl))
 }
 
-// GenericPlanStatement is the statement a plain claim, an outcome batch and a renewal are
-// sent after.
+// IndexPlanStatement is the statement a plain claim and a renewal are sent after.
+func (s *Store) IndexPlanStatement() string { return s.q.indexPlan.sql }
+
+// GenericPlanStatement is the statement an outcome batch is sent after.
 func (s *Store) GenericPlanStatement() string { return s.q.genericPlan.sql }
 
 // ClaimStatement is the statement of a claim of r (a gated one without its lock, and

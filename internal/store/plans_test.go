@@ -67,7 +67,7 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 		args   []any
 	}{
 		{"writeOutcomes", s.GenericPlanStatement(), outcomeSQL, outcomeArgs},
-		{"renewLeases", s.GenericPlanStatement(), renewSQL, renewArgs},
+		{"renewLeases", s.IndexPlanStatement(), renewSQL, renewArgs},
 		{"writeOutcomes alone", "", outcomeSQL, outcomeArgs},
 		{"renewLeases alone", "", renewSQL, renewArgs},
 	} {
@@ -159,7 +159,7 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 // keeps the generic plan it made then: with a sequential scan to take the claimed jobs,
 // which a burst of jobs then made 22 ms a claim of 100 behind 50,000 jobs (1.5 ms planned
 // on the backlog), until autovacuum next analyzed the table. The claims are planned without
-// sequential scans (genericPlan, lockQueue): this counts the scans of jobs that a claim made
+// sequential scans (indexPlan, lockQueue): this counts the scans of jobs that a claim made
 // after a burst, with plans made before it.
 func TestClaimsPlannedOnAnEmptyTableStayCheapAfterABurst(t *testing.T) {
 	t.Parallel()
@@ -357,15 +357,14 @@ func explain(t *testing.T, db *relaytest.DB, mode, options, sql string, args []a
 }
 
 // explainClaim is explainPrepared for a claim, planned as the client plans it: after the
-// statement sent before it in the same transaction (genericPlan; lockQueue for a gated
+// statement sent before it in the same transaction (indexPlan; lockQueue for a gated
 // claim, which sets the same).
 func explainClaim(t *testing.T, db *relaytest.DB, s *store.Store, mode, sql string, args []any) []map[string]any {
 	t.Helper()
-	return explainAfter(t, db, mode, "FORMAT JSON", s.GenericPlanStatement(), sql, args)
+	return explainAfter(t, db, mode, "FORMAT JSON", s.IndexPlanStatement(), sql, args)
 }
 
 // explainAfter is explain with the statement before, if any, run first in its transaction.
-// mode is set after it, so that each check gets the plan of the mode it asks for.
 func explainAfter(t *testing.T, db *relaytest.DB, mode, options, before, sql string, args []any) []map[string]any {
 	t.Helper()
 	ctx := context.Background()
@@ -379,13 +378,13 @@ func explainAfter(t *testing.T, db *relaytest.DB, mode, options, before, sql str
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+		t.Fatal(err)
+	}
 	if before != "" {
 		if _, err := tx.Exec(ctx, before); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
-		t.Fatal(err)
 	}
 	if _, err := tx.Exec(ctx, "PREPARE batch_plan AS "+sql); err != nil {
 		t.Fatal(err)
@@ -514,13 +513,11 @@ func TestGatedClaimsKeepTheirGenericPlanBehindAnAnalyzedBacklog(t *testing.T) {
 	}
 }
 
-// Claims, outcome batches and renewals run with their generic plan, from their first run
-// on a connection, whatever their size. PostgreSQL's own choice planned a batch of one
-// outcome afresh every time (its generic plan's estimate is the higher), which doubled what
-// each cost the database, and a client whose jobs take a while writes its outcomes one or
-// two at a time; and it planned a claim five times on every new connection of a pool
-// before it weighed the generic plan, a few ms each.
-func TestHotStatementsKeepTheirGenericPlan(t *testing.T) {
+// Outcome batches run with their generic plan, whatever their size: PostgreSQL's own
+// choice planned a batch of one outcome afresh every time (its generic plan's estimate is
+// the higher), which doubled what each cost the database, and a client whose jobs take a
+// while writes its outcomes one or two at a time.
+func TestOutcomeBatchesKeepTheirGenericPlan(t *testing.T) {
 	t.Parallel()
 	db, s := newStoreTest(t)
 	ctx := context.Background()
@@ -534,56 +531,37 @@ func TestHotStatementsKeepTheirGenericPlan(t *testing.T) {
 	conn := session(t, db)
 	const client = planClientID
 	info := planClient(relay.DefaultQueue)
-	c := s.Client(conn, info) // one session: its prepared statements count their plans
-	settings := map[string]string{"plan_cache_mode": "", "enable_seqscan": "", "jit": ""}
-	for name := range settings {
-		var value string
-		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&value); err != nil {
-			t.Fatal(err)
-		}
-		settings[name] = value
-	}
+	c := s.Client(conn, info) // one session: its prepared statement counts its plans
 	const batches = 12
 	for i := range batches {
-		size := 1 + i%3*100 // batches of 1, 101 and 201 jobs
+		size := 1 + i%3*100 // batches of 1, 101 and 201 outcomes
 		claimed, err := c.Claim(ctx, dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: size})
 		if err != nil {
 			t.Fatal(err)
 		}
 		outcomes := make([]store.Outcome, len(claimed.Jobs))
-		held := make([]lease.Held, len(claimed.Jobs))
 		for k, j := range claimed.Jobs {
 			outcomes[k] = store.Outcome{ID: j.ID, Attempt: j.Attempt, State: "succeeded", EndedAt: time.Now()}
-			held[k] = lease.Held{ID: j.ID, Attempt: j.Attempt}
-		}
-		if _, err := c.Renew(ctx, held, time.Minute); err != nil {
-			t.Fatal(err)
 		}
 		skipped, err := s.WriteOutcomes(ctx, conn, client, outcomes)
 		if err != nil || len(skipped) > 0 {
 			t.Fatalf("writing %d outcomes: %d left out, %v", len(outcomes), len(skipped), err)
 		}
 	}
-	claimSQL, _ := c.ClaimStatement(dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: 1})
-	outcomeSQL, _ := s.WriteOutcomesStatement(client, nil)
-	renewSQL, _ := s.RenewLeasesStatement(info, nil, time.Minute)
-	for _, st := range []struct{ name, sql string }{{"claims", claimSQL}, {"outcome batches", outcomeSQL}, {"renewals", renewSQL}} {
-		var generic, custom int64
-		if err := conn.QueryRow(ctx, "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", st.sql).
-			Scan(&generic, &custom); err != nil {
-			t.Fatalf("%s: %v", st.name, err)
-		}
-		if generic != batches || custom != 0 {
-			t.Errorf("%d %s used the generic plan %d times, and were planned for their values %d times; want the generic plan each time",
-				batches, st.name, generic, custom)
-		}
+	sql, _ := s.WriteOutcomesStatement(client, nil)
+	var generic, custom int64
+	if err := conn.QueryRow(ctx, "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql).
+		Scan(&generic, &custom); err != nil {
+		t.Fatal(err)
 	}
-	// Nothing of the settings outlives its batch.
-	for name, before := range settings {
-		var after string
-		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&after); err != nil || after != before {
-			t.Errorf("after the batches %s is %q (%v); want %q, as before", name, after, err, before)
-		}
+	if generic != batches || custom != 0 {
+		t.Errorf("%d outcome batches used the generic plan %d times, and were planned for their values %d times; want the generic plan each time",
+			batches, generic, custom)
+	}
+	// Nothing of the setting outlives the batch.
+	var mode string
+	if err := conn.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "auto" {
+		t.Errorf("after the batches plan_cache_mode is %q (%v); want auto", mode, err)
 	}
 }
 

@@ -21,6 +21,7 @@ type queries struct {
 	insertHeld         statement[insertHeldParams]
 	insertUnique       statement[insertUniqueParams]
 	insertJobs         statement[insertJobsParams]
+	indexPlan          statement[struct{}]
 	claim              statement[claimFromParams]
 	lockQueue          statement[lockParams]
 	claimGated         statement[claimGatedParams]
@@ -60,7 +61,7 @@ func buildQueries(names *strings.Replacer) queries {
 	var q queries
 	bindAll(queriesSQL, "queries.sql", names, []named{
 		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
-		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
+		{"indexPlan", &q.indexPlan}, {"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"genericPlan", &q.genericPlan}, {"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
 		{"completeTx", &q.completeTx}, {"checkpoint", &q.checkpoint}, {"setOutput", &q.setOutput},

@@ -135,7 +135,7 @@ coalesce((SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.
 -- read the whole primary key for a merge join (8-12 ms per claim of 100 jobs behind 50,000
 -- due ones) or hashed a sequential scan of the table (about 100 ms behind 300,000). An
 -- address is one page read per job, whatever the table's size, and it cannot have changed:
--- due holds each row locked. With sequential scans off (genericPlan, lockQueue), no plan
+-- due holds each row locked. With sequential scans off (indexPlan, lockQueue), no plan
 -- made on a small table can read the whole table instead.
 claimed AS (
     UPDATE {schema}.jobs j
@@ -176,6 +176,17 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
     ) END,
     s.ordered, s.global_limit IS NOT NULL, s.paused
 FROM settings s;
+
+-- name: indexPlan
+-- Sent just before claim and renewLeases, in the same batch and so the same implicit
+-- transaction: the statement is planned without sequential scans. A prepared statement
+-- keeps the generic plan it made first, from the table's size then; made on an empty table
+-- (a new deployment, a client that starts idle), it took the claimed jobs with a scan of
+-- the whole table, which a burst of 50,000 jobs made 22 ms a claim of 100 instead of 1.5,
+-- until autovacuum next analyzed the table. Where a small table leaves no other way than a
+-- sequential scan, the planner adds 10^10 to its cost, far above jit_above_cost: so JIT is
+-- turned off too, or PostgreSQL compiles the statement, about 0.5 s on every run.
+SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
 
 -- name: claim
 -- Claims up to @limit due jobs of plain queue @queue whose kind is in @kinds, most urgent
@@ -251,7 +262,7 @@ WITH async AS (
 -- shape). It keeps the generic plan, but for a claim that looks for strays (@strays:
 -- once a second per client, for ten minutes after a change of the queue's settings),
 -- where how to read the queue's unfinished jobs depends on how many it has. And it turns
--- sequential scans and JIT off, as genericPlan does for the plain claim, for the same reasons.
+-- sequential scans and JIT off, as indexPlan does for the plain claim, for the same reasons.
 SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext(@lock_key)),
        set_config('plan_cache_mode', CASE WHEN @strays THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true),
        set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
@@ -351,29 +362,16 @@ WITH RECURSIVE async AS (
 ), {claimed}
 
 -- name: genericPlan
--- Sent just before a statement of the client's own hot paths (claim, writeOutcomes,
--- renewLeases), in the same batch and so the same implicit transaction: that statement
--- runs with its generic plan, made at its first run on the connection and kept, without
--- sequential scans, and without JIT.
---
--- The generic plan: PostgreSQL's own choice (plan_cache_mode auto) plans a statement for
--- its values five times on each connection before it weighs the generic plan, and
--- planned every outcome batch afresh, as the generic plan's estimate is the higher. On
--- 20,000 jobs, a batch of 1 outcome took 0.62 ms that way against 0.31 with the generic
--- plan, of 200 3.8 ms against 2.8, of 1,000 31 ms against 17. And each new connection of
--- a pool planned the claim five times, a few ms each: ten client processes whose pools
--- grew to 20 connections each in a drain spent 7 of the drain's 17 s of planning on it
--- (pg_stat_statements), against under 3 s with the generic plan first.
---
--- Without sequential scans: the generic plan is made from the table's size at its first
--- run. Made on an empty table (a new deployment, a client that starts idle), a claim's
--- took the claimed jobs with a scan of the whole table, which a burst of 50,000 jobs made
--- 22 ms a claim of 100 instead of 1.5, until autovacuum next analyzed the table; outcome
--- batches and renewals did the same.
---
--- Without JIT: where a small table leaves no other way than a sequential scan, the
--- planner adds 10^10 to its cost, far above jit_above_cost, and PostgreSQL compiled the
--- statement with LLVM on every run, about 0.5 s each.
+-- Sent just before writeOutcomes, in the same batch and so the same implicit transaction:
+-- writeOutcomes runs with its generic plan. PostgreSQL's own choice (plan_cache_mode
+-- auto) planned each batch afresh, as the generic plan's estimate is the higher: on 20,000
+-- jobs, a batch of 1 outcome took 0.62 ms that way against 0.31 with the generic plan, of
+-- 200 3.8 ms against 2.8, of 1,000 31 ms against 17. A client whose jobs take a while
+-- writes batches of one or two outcomes, and so spent most of the database's time on
+-- planning them. The generic plan is made at the first write, from the table's size then,
+-- and kept: so it is made without sequential scans and run without JIT, as claims are (see
+-- indexPlan), or one made on a table of a few jobs read the whole table at every write
+-- once it held thousands.
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
        set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
 
