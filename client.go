@@ -502,7 +502,7 @@ func (c *Client) databaseBack() {
 	c.expirer.Notify(time.Time{})
 	c.writer.Recover()
 	if locks := c.waitLocks.Load(); locks != nil {
-		locks.Retry() // producers skip its waiting dispatchers until it holds its locks again
+		locks.Recover() // producers skip its waiting dispatchers until it holds its locks again
 	}
 }
 

@@ -60,7 +60,8 @@ type WaitLocks struct {
 	held    map[string]bool // the queues whose locks the connection holds now
 	changed chan struct{}   // closed, and replaced, when locks are taken
 	kick    chan struct{}   // capacity 1: want changed
-	retry   chan struct{}   // capacity 1: reconnect now (see Retry)
+	// recovered, with room for one signal, ends the pause before reconnecting (Recover).
+	recovered chan struct{}
 }
 
 // WaitLocks returns the holder of a client's wait locks.
@@ -75,18 +76,18 @@ func (s *Store) WaitLocks(cfg WaitLocksConfig) *WaitLocks {
 		s: s, cfg: cfg,
 		retries: backoff.Policy{Initial: 50 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2},
 		want:    map[string]bool{}, held: map[string]bool{},
-		changed: make(chan struct{}), kick: make(chan struct{}, 1), retry: make(chan struct{}, 1),
+		changed: make(chan struct{}), kick: make(chan struct{}, 1), recovered: make(chan struct{}, 1),
 	}
 }
 
-// Retry ends a pause between attempts to reconnect, if one is under way: the caller saw
-// the database answer again. After an outage, the pause had grown to up to 2 s, and until
-// the locks are held again producers skip the client's waiting dispatchers: one worker
-// process of the chaos suite went 1.65 s without starting a job after the database came
-// back.
-func (w *WaitLocks) Retry() {
+// Recover tells the holder that the database answers again: if it is waiting to
+// reconnect, it reconnects at once, with its backoff reset, as the client's other services
+// do. After an outage that wait had grown to up to 2 s, and until the locks are held again
+// producers skip the client's waiting dispatchers: one worker process of the chaos suite
+// went 1.65 s without starting a job after the database came back. It never blocks.
+func (w *WaitLocks) Recover() {
 	select {
-	case w.retry <- struct{}{}:
+	case w.recovered <- struct{}{}:
 	default:
 	}
 }
@@ -162,7 +163,7 @@ func (w *WaitLocks) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		w.cfg.Logger.Warn("relay: the connection that holds the wait locks failed; reconnecting (enqueues may not wake this client meanwhile; it looks again once back)", "error", err)
-		// A Retry from before this failure, while the connection was fine, only ends this
+		// A Recover from before this failure, while the connection was fine, only ends this
 		// first pause early: one attempt more.
 		t := time.NewTimer(delays.Next())
 		select {
@@ -170,8 +171,9 @@ func (w *WaitLocks) Run(ctx context.Context) error {
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
-		case <-w.retry:
+		case <-w.recovered:
 			t.Stop()
+			delays.Reset()
 		}
 	}
 }

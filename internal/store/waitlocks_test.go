@@ -136,18 +136,19 @@ func TestWaitLocksHoldWaitsOutAnExclusiveHolder(t *testing.T) {
 	}
 }
 
-// Retry ends the pause between attempts to reconnect at once. After an outage that pause
+// Recover ends the pause between attempts to reconnect at once. After an outage that pause
 // has grown to seconds, and until the locks are held again producers skip the client's
-// waiting dispatchers: the client calls Retry as soon as the database answers it again.
-func TestWaitLocksRetryReconnectsAtOnce(t *testing.T) {
+// waiting dispatchers: the client calls Recover as soon as the database answers it again.
+// The backoff starts again from its first pause.
+func TestWaitLocksRecoverReconnectsAtOnce(t *testing.T) {
 	t.Parallel()
 	db := relaytest.NewDB(t)
 	attempts := make(chan time.Time, 16)
-	var up atomic.Bool
+	var tries atomic.Int32
 	locks := storeOf(t, db).WaitLocks(store.WaitLocksConfig{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			attempts <- time.Now()
-			if !up.Load() {
+			if tries.Add(1) <= 6 { // the database is back for the seventh
 				return nil, errors.New("the database is down")
 			}
 			return pgx.Connect(ctx, db.URL)
@@ -168,11 +169,16 @@ func TestWaitLocksRetryReconnectsAtOnce(t *testing.T) {
 	for i := range 5 { // then the pause before the sixth attempt is 800 ms ± 20 %
 		next(fmt.Sprintf("attempt %d to connect", i+1))
 	}
-	up.Store(true)
-	retried := time.Now()
-	locks.Retry()
-	if d := next("attempt after Retry").Sub(retried); d > 300*time.Millisecond {
-		t.Errorf("reconnected %v after Retry; want at once, not after the pause of 640-960 ms", d)
+	recovered := time.Now()
+	locks.Recover()
+	sixth := next("attempt after Recover")
+	if d := sixth.Sub(recovered); d > 300*time.Millisecond {
+		t.Errorf("reconnected %v after Recover; want at once, not after the pause of 640-960 ms", d)
+	}
+	// That attempt failed too (the database was not quite back): the backoff starts again
+	// from its first pause, 50 ms, not from 1.6 s.
+	if d := next("attempt after the one Recover made").Sub(sixth); d > 300*time.Millisecond {
+		t.Errorf("tried again %v after the attempt Recover made; want the backoff reset", d)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
