@@ -334,7 +334,10 @@ CREATE FUNCTION insert_jobs(
     metadatas jsonb[], unique_keys text[], unique_states text[],
     holds interval[] DEFAULT NULL, backoffs jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, duplicate boolean)
-LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+-- Planned without sequential scans or JIT (migration 014): PL/pgSQL keeps a generic plan
+-- of each statement, and one made on a table of a few jobs would read the whole table for
+-- every unique key once it held thousands.
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT SET enable_seqscan = off SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     channel text := 'relay:' || current_schema();

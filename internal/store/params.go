@@ -31,6 +31,9 @@ type statement[P any] struct {
 	sql string
 	// each makes pgx plan the statement for its arguments every time: see planEachTime.
 	each bool
+	// around, if set, are the statements sent just before and just after this one, in the
+	// same round trip, where the database takes batches: see planByIndex in queries.sql.
+	around *[2]string
 	// fields are the fields of P behind $1, $2, …, as reflect index paths.
 	fields [][]int
 }
@@ -110,14 +113,29 @@ func (st statement[P]) args(p P) []any {
 }
 
 func (st statement[P]) query(ctx context.Context, db DB, p P) (pgx.Rows, error) {
+	if b, ok := db.(BatchDB); ok && st.around != nil {
+		return queryBetween(ctx, b, st.around, st.sql, st.args(p))
+	}
 	return db.Query(ctx, st.sql, st.args(p)...)
 }
 
 func (st statement[P]) queryRow(ctx context.Context, db DB, p P) pgx.Row {
+	if st.around != nil {
+		rows, err := st.query(ctx, db, p)
+		return firstRow{rows, err}
+	}
 	return db.QueryRow(ctx, st.sql, st.args(p)...)
 }
 
 func (st statement[P]) exec(ctx context.Context, db DB, p P) (pgconn.CommandTag, error) {
+	if st.around != nil {
+		rows, err := st.query(ctx, db, p)
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		rows.Close()
+		return rows.CommandTag(), rows.Err()
+	}
 	return db.Exec(ctx, st.sql, st.args(p)...)
 }
 

@@ -264,6 +264,96 @@ func TestBatchStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) {
 	}
 }
 
+// The statements that find jobs by key, some in the caller's transaction (CompleteTx, a
+// checkpoint, the read of how an attempt ended, GetJob, unique enqueues), settle on a
+// generic plan after a few runs on a connection, made from the table's size then: made on
+// a table of a few jobs, they must still reach their job by an index once it holds
+// thousands, and leave the caller's transaction with its own settings.
+func TestPerJobStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) {
+	t.Parallel()
+	const runs = 8 // more than the five custom plans PostgreSQL makes before it weighs the generic one
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	conn := session(t, db)
+	info := planClient(relay.DefaultQueue)
+	unique := func(i int) store.NewJob {
+		return store.NewJob{Kind: "job", Queue: "other", Args: []byte("{}"), UniqueKey: fmt.Sprint("key-", i),
+			UniqueIn: []string{"pending", "running"}}
+	}
+	// each claims n jobs, and runs the per-job statements once for each, on on.
+	each := func(on store.DB, n int) {
+		t.Helper()
+		claimed, err := s.Client(db, info).Claim(ctx, dispatcher.ClaimRequest{Queue: relay.DefaultQueue, Limit: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claimed.Jobs) != n {
+			t.Fatalf("claimed %d jobs, want %d", len(claimed.Jobs), n)
+		}
+		for i, j := range claimed.Jobs {
+			h := store.Holder{ID: j.ID, Client: planClientID, Attempt: j.Attempt, Lease: time.Minute}
+			if err := s.Checkpoint(ctx, on, h, []byte(`{"step":1}`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CompleteTx(ctx, on, h, nil); err != nil {
+				t.Fatal(err)
+			}
+			if state, err := s.EndedBy(ctx, on, h); err != nil || state != "succeeded" {
+				t.Fatalf("EndedBy = %q, %v; want succeeded", state, err)
+			}
+			if _, err := s.GetJob(ctx, on, j.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Insert(ctx, on, unique(i)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.InsertMany(ctx, on, []store.NewJob{unique(1000 + i), unique(2000 + i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	specs := make([]relay.JobSpec, runs+1)
+	for i := range specs {
+		specs[i] = relay.NewKind[int]("job").Job(i)
+	}
+	if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, "VACUUM ANALYZE "+s.Table("jobs")); err != nil {
+		t.Fatal(err)
+	}
+	each(conn, runs) // the plans are made with a few jobs in the table
+	if _, err := db.Exec(ctx, "INSERT INTO "+s.Table("jobs")+" (kind, queue, args, max_attempts, unique_key) "+
+		"SELECT 'job', $1, '{}', 1, 'burst-' || i FROM generate_series(1, 20000) i", relay.DefaultQueue); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	// Settings of the caller's own, which the statements must leave as they found them.
+	if _, err := tx.Exec(ctx, "SET LOCAL jit = off"); err != nil {
+		t.Fatal(err)
+	}
+	each(tx, 1)
+	var scans, read int64
+	if err := tx.QueryRow(ctx, "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables WHERE relid = $1::regclass",
+		s.Table("jobs")).Scan(&scans, &read); err != nil {
+		t.Fatal(err)
+	}
+	if scans != 0 {
+		t.Errorf("the per-job statements of one job, after the burst, scanned the whole table %d times (%d rows read); want none", scans, read)
+	}
+	var seqscan, jit string
+	if err := tx.QueryRow(ctx, "SELECT current_setting('enable_seqscan'), current_setting('jit')").Scan(&seqscan, &jit); err != nil {
+		t.Fatal(err)
+	}
+	if seqscan != "on" || jit != "off" {
+		t.Errorf("after the statements, the caller's transaction has enable_seqscan %s and jit %s; want on and off, as it had them", seqscan, jit)
+	}
+}
+
 // checkTakesJobsByAddress fails t if a claim's plan scans the whole jobs table or one of
 // its indexes, or if it does not take the jobs it claims by their row's address (ctid).
 func checkTakesJobsByAddress(t *testing.T, plan []map[string]any) {

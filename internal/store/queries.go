@@ -22,6 +22,8 @@ type queries struct {
 	insertUnique       statement[insertUniqueParams]
 	insertJobs         statement[insertJobsParams]
 	indexPlan          statement[struct{}]
+	planByIndex        statement[struct{}]
+	restorePlan        statement[struct{}]
 	claim              statement[claimFromParams]
 	lockQueue          statement[lockParams]
 	claimGated         statement[claimGatedParams]
@@ -61,7 +63,8 @@ func buildQueries(names *strings.Replacer) queries {
 	var q queries
 	bindAll(queriesSQL, "queries.sql", names, []named{
 		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
-		{"indexPlan", &q.indexPlan}, {"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
+		{"indexPlan", &q.indexPlan}, {"planByIndex", &q.planByIndex}, {"restorePlan", &q.restorePlan},
+		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"genericPlan", &q.genericPlan}, {"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
 		{"completeTx", &q.completeTx}, {"checkpoint", &q.checkpoint}, {"setOutput", &q.setOutput},
@@ -77,6 +80,11 @@ func buildQueries(names *strings.Replacer) queries {
 	bindOne("getJob", "SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = @id", names, &q.getJob)
 	// The rescue's best plan depends on how many jobs are running.
 	q.rescue.each = true
+	// Statements that find jobs by key, some in the caller's transaction: see planByIndex.
+	around := &[2]string{q.planByIndex.sql, q.restorePlan.sql}
+	q.completeTx.around, q.checkpoint.around, q.setOutput.around, q.endedBy.around = around, around, around, around
+	q.getJob.around, q.cancel.around, q.retry.around, q.insertUnique.around = around, around, around, around
+	q.commitJobs.around, q.extendReservations.around = around, around
 	checkBuilt(q)
 	return q
 }

@@ -188,6 +188,22 @@ FROM settings s;
 -- turned off too, or PostgreSQL compiles the statement, about 0.5 s on every run.
 SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
 
+-- name: planByIndex
+-- Sent just before a statement that finds its jobs by key (a job's id, a unique key) and
+-- may run in the caller's transaction, in the same batch: as indexPlan, so that the plan a
+-- prepared statement keeps, made on a table of a few jobs, does not scan the whole table
+-- once it holds thousands (CompleteTx, a checkpoint, a unique enqueue: each would then cost
+-- a scan of the table until autovacuum next analyzed it). The caller's own settings are
+-- kept in relay.plan_settings, for restorePlan.
+SELECT set_config('relay.plan_settings', current_setting('enable_seqscan') || ' ' || current_setting('jit'), true),
+       set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
+
+-- name: restorePlan
+-- Sent just after the statement that planByIndex preceded, in the same batch: the rest of
+-- the caller's transaction runs with its own settings.
+SELECT set_config('enable_seqscan', split_part(current_setting('relay.plan_settings'), ' ', 1), true),
+       set_config('jit', split_part(current_setting('relay.plan_settings'), ' ', 2), true);
+
 -- name: claim
 -- Claims up to @limit due jobs of plain queue @queue whose kind is in @kinds, most urgent
 -- first, and leases them to client @client for @lease. A job enqueued without max_attempts
