@@ -170,7 +170,7 @@ func (c *Client) completedEnd(o store.Outcome, r *running) (ended string, wrote 
 // when the client sees the database back. It returns fn's last error: nil, one that is not
 // about reaching the database, or any once the client is stopping.
 func (c *Client) untilReachable(fn func() error) error {
-	pause := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	pause := backoff.Outage().Series()
 	for {
 		back := c.recovery.wait() // before the attempt: a return during it must not be missed
 		err := fn()
@@ -178,15 +178,8 @@ func (c *Client) untilReachable(fn func() error) error {
 		if !unreachable(err) || c.work.Err() != nil {
 			return err
 		}
-		t := time.NewTimer(pause.Next())
-		select {
-		case <-c.work.Done():
-			t.Stop()
+		if pause.Wait(c.work, back) != nil {
 			return err
-		case <-t.C:
-		case <-back:
-			t.Stop()
-			pause.Reset()
 		}
 	}
 }

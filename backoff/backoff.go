@@ -6,6 +6,7 @@
 package backoff
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -89,6 +90,52 @@ func (s *Series) Next() time.Duration {
 
 // Reset starts the series over, after a success.
 func (s *Series) Reset() { s.attempt = 0 }
+
+// Wait waits out the delay after one more failure ([Series.Next]), or less: until resume
+// delivers (then the series starts over, as the reason for the failures is likely gone)
+// or ctx ends (then it returns ctx's error).
+//
+// resume is the caller's "try again now" signal, typically a [Signal]'s channel: the
+// database answers again, say. A nil channel never delivers.
+func (s *Series) Wait(ctx context.Context, resume <-chan struct{}) error {
+	t := time.NewTimer(s.Next())
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	case <-resume:
+		s.Reset()
+	}
+	return nil
+}
+
+// Outage is the policy of retries of a statement that failed because the database could
+// not be reached: 10 ms, doubling, capped at 2 s, ±20 % jitter. Quick at first, so that a
+// killed connection costs milliseconds, and at most 2 s apart, so that an outage is
+// noticed to end soon after it does (sooner still with a [Signal]).
+func Outage() Policy {
+	return Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}
+}
+
+// Signal is a "try again now" signal with room for one: [Signal.Send] never blocks, and a
+// signal sent while no one waits ends the next wait. Waiters receive from [Signal.C]. The
+// zero Signal is not usable: make one with [NewSignal].
+type Signal struct{ c chan struct{} }
+
+// NewSignal returns a Signal that has not been sent.
+func NewSignal() Signal { return Signal{c: make(chan struct{}, 1)} }
+
+// Send signals; a signal already waiting is not doubled.
+func (s Signal) Send() {
+	select {
+	case s.c <- struct{}{}:
+	default:
+	}
+}
+
+// C delivers the signal, once per Send that found no signal waiting.
+func (s Signal) C() <-chan struct{} { return s.c }
 
 func (p Policy) exponential() *cenkalti.ExponentialBackOff {
 	b := &cenkalti.ExponentialBackOff{

@@ -1,6 +1,7 @@
 package backoff_test
 
 import (
+	"context"
 	"errors"
 	"math"
 	"testing"
@@ -80,5 +81,62 @@ func TestSeriesResets(t *testing.T) {
 	s.Reset()
 	if d := s.Next(); d != time.Millisecond {
 		t.Fatalf("after Reset Next = %v, want 1ms", d)
+	}
+}
+
+func TestSeriesWaitLastsTheNextDelay(t *testing.T) {
+	s := backoff.Policy{Initial: 20 * time.Millisecond, Multiplier: 2, Max: time.Second}.Series()
+	began := time.Now()
+	if err := s.Wait(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took < 20*time.Millisecond {
+		t.Fatalf("Wait returned after %v, before its 20ms delay", took)
+	}
+	if d := s.Next(); d != 40*time.Millisecond {
+		t.Fatalf("after one Wait Next = %v, want 40ms: Wait counts as one failure", d)
+	}
+}
+
+// A signal ends the wait at once and starts the series over: the delays had grown for an
+// outage that is over.
+func TestSeriesWaitEndsOnASignalAndStartsOver(t *testing.T) {
+	s := backoff.Policy{Initial: time.Hour, Multiplier: 2, Max: 10 * time.Hour}.Series()
+	s.Next()
+	s.Next()
+	resume := backoff.NewSignal()
+	resume.Send() // sent before the wait, as a recovery seen while the statement failed is
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Wait(ctx, resume.C()); err != nil {
+		t.Fatalf("Wait = %v, want nil: the signal must end an hour's wait", err)
+	}
+	if d := s.Next(); d != time.Hour {
+		t.Fatalf("after a signalled Wait Next = %v, want the first delay, 1h", d)
+	}
+}
+
+func TestSeriesWaitEndsWithItsContext(t *testing.T) {
+	s := backoff.Policy{Initial: time.Hour, Multiplier: 2, Max: time.Hour}.Series()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Wait(ctx, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait = %v, want context.Canceled", err)
+	}
+}
+
+func TestSignalKeepsOne(t *testing.T) {
+	sig := backoff.NewSignal()
+	sig.Send()
+	sig.Send() // never blocks, and is not doubled
+	select {
+	case <-sig.C():
+	default:
+		t.Fatal("a signal sent while no one waited was lost")
+	}
+	select {
+	case <-sig.C():
+		t.Fatal("two Sends delivered two signals; want one")
+	default:
 	}
 }

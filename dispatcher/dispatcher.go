@@ -106,9 +106,9 @@ type Dispatcher struct {
 
 	handoff chan *Job     // unbuffered: a send succeeds only if an idle worker waits
 	stopped chan struct{} // closed when Run returns: idle workers exit
-	// retry and retryWait, capacity 1 each, end the pause after a failed claim and after a
-	// failed Config.Wait (see Retry).
-	retry, retryWait chan struct{}
+	// retry and retryWait end the pause after a failed claim and after a failed
+	// Config.Wait (see Retry).
+	retry, retryWait backoff.Signal
 }
 
 // New returns a dispatcher for cfg. It starts claiming when [Dispatcher.Run] is called.
@@ -119,7 +119,7 @@ func New(cfg Config) *Dispatcher {
 	// A new dispatcher looks for work at once: jobs may have waited for it.
 	return &Dispatcher{cfg: cfg, signal: make(chan struct{}, 1), due: true,
 		handoff: make(chan *Job), stopped: make(chan struct{}),
-		retry: make(chan struct{}, 1), retryWait: make(chan struct{}, 1)}
+		retry: backoff.NewSignal(), retryWait: backoff.NewSignal()}
 }
 
 // Running is how many of its jobs are running now.
@@ -207,12 +207,8 @@ func (d *Dispatcher) Nudge() { d.poke() }
 // Other wakeups do not end that pause, so that a claim that keeps failing is not retried
 // for every job that ends or is enqueued. It never blocks.
 func (d *Dispatcher) Retry() {
-	for _, ch := range []chan struct{}{d.retry, d.retryWait} {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
+	d.retry.Send()
+	d.retryWait.Send()
 }
 
 // Wait blocks until every job this dispatcher started has returned from Run.
@@ -231,7 +227,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	idle := time.NewTimer(time.Hour)
 	idle.Stop()
 	defer idle.Stop()
-	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	retry := backoff.Outage().Series()
 	if d.cfg.Slots != nil {
 		defer d.cfg.Slots.leave(d)
 	}
@@ -283,11 +279,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			case err != nil:
 				d.cfg.Logger.Error("relay: claiming jobs failed; retrying", "queue", d.cfg.Queue, "error", err)
 				d.wakeIn(0) // try again after the pause
-				switch pause(ctx, retry.Next(), d.retry) {
-				case pauseCancelled:
-					return ctx.Err()
-				case pauseRetry:
-					retry.Reset()
+				// Not woken by the job's end or an enqueue: a claim that keeps failing is
+				// not retried for each, only when Retry says the database is back.
+				if err := retry.Wait(ctx, d.retry.C()); err != nil {
+					return err
 				}
 			default:
 				retry.Reset()
@@ -335,7 +330,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // goroutine of its own, because Wait waits for those producers to end: one that keeps its
 // transaction open must not hold up the claims of jobs that others commit meanwhile.
 func (d *Dispatcher) awaitWakeups(ctx context.Context) {
-	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	retry := backoff.Outage().Series()
 	for {
 		err := d.cfg.Wait(ctx, d.cfg.Queue, d.Wake)
 		if err == nil {
@@ -345,11 +340,8 @@ func (d *Dispatcher) awaitWakeups(ctx context.Context) {
 			return
 		}
 		d.cfg.Logger.Error("relay: a dispatcher could not prepare to be woken again; retrying", "queue", d.cfg.Queue, "error", err)
-		switch pause(ctx, retry.Next(), d.retryWait) {
-		case pauseCancelled:
+		if retry.Wait(ctx, d.retryWait.C()) != nil {
 			return
-		case pauseRetry:
-			retry.Reset()
 		}
 	}
 	d.busy.Store(false)
@@ -529,27 +521,4 @@ func (d *Dispatcher) run(job *Job) {
 		}
 	}()
 	d.cfg.Run(job)
-}
-
-// How a pause after a failed statement ended.
-const (
-	pauseOver      = iota // it lasted its time
-	pauseRetry            // Retry was called
-	pauseCancelled        // ctx ended
-)
-
-// pause waits for wait after a failed statement, or until Retry signals retry or ctx
-// ends. A Retry that came while the statement was failing ends it at once: the database
-// may have come back meanwhile, and one try too many costs less than a missed recovery.
-func pause(ctx context.Context, wait time.Duration, retry <-chan struct{}) int {
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return pauseCancelled
-	case <-t.C:
-		return pauseOver
-	case <-retry:
-		return pauseRetry
-	}
 }

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relayq/relay/backoff"
 )
 
 // Causes with which the Keeper cancels a handler's context.
@@ -55,10 +57,10 @@ type KeeperConfig struct {
 type Keeper struct {
 	cfg    KeeperConfig
 	paused atomic.Bool
-	// failing: the last renewal did not reach the database; recovered, with room for one
-	// signal, wakes Run to renew at once (see Recover).
+	// failing: the last renewal did not reach the database; recovered wakes Run to renew
+	// at once (see Recover).
 	failing   atomic.Bool
-	recovered chan struct{}
+	recovered backoff.Signal
 
 	mu   sync.Mutex
 	held map[int64]*lease
@@ -99,7 +101,7 @@ func NewKeeper(cfg KeeperConfig) *Keeper {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Keeper{cfg: cfg, held: map[int64]*lease{}, cancelled: map[attemptKey]tombstone{}, waiting: map[int64]bool{},
-		recovered: make(chan struct{}, 1)}
+		recovered: backoff.NewSignal()}
 }
 
 // Hold starts keeping the lease of attempt of job id, granted by a claim whose answer
@@ -187,10 +189,7 @@ func (k *Keeper) Recover() {
 	// Not only while failing is set: Run sets it after the failed renewal has returned,
 	// and a Recover that came in between, told by that renewal's own error, would be lost.
 	// Run ignores the signal unless its last renewal failed.
-	select {
-	case k.recovered <- struct{}{}:
-	default:
-	}
+	k.recovered.Send()
 }
 
 // Run renews leases every Interval until ctx ends. The first renewal, which also records
@@ -220,7 +219,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			k.lockers.Wait()
 			return ctx.Err()
 		case <-t.C:
-		case <-k.recovered:
+		case <-k.recovered.C():
 			t.Stop()
 			if k.failing.Load() {
 				next = time.Now()

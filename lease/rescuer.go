@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/relayq/relay/backoff"
 )
 
 // RescuerConfig configures a [Rescuer].
@@ -23,7 +25,7 @@ type RescuerConfig struct {
 // statement skips rows another rescuer holds, so each job is rescued exactly once.
 type Rescuer struct {
 	cfg       RescuerConfig
-	recovered chan struct{} // room for one signal: see Recover
+	recovered backoff.Signal // see Recover
 }
 
 // NewRescuer returns a Rescuer for cfg.
@@ -31,18 +33,13 @@ func NewRescuer(cfg RescuerConfig) *Rescuer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Rescuer{cfg: cfg, recovered: make(chan struct{}, 1)}
+	return &Rescuer{cfg: cfg, recovered: backoff.NewSignal()}
 }
 
 // Recover tells the Rescuer that the database answers again: it rescues at once, with its
 // backoff reset, rather than at the end of its wait. Leases that expired while the
 // database was away are then retried within moments of its return. It never blocks.
-func (r *Rescuer) Recover() {
-	select {
-	case r.recovered <- struct{}{}:
-	default:
-	}
-}
+func (r *Rescuer) Recover() { r.recovered.Send() }
 
 // Run rescues expired leases until ctx ends.
 func (r *Rescuer) Run(ctx context.Context) error {
@@ -56,7 +53,7 @@ func (r *Rescuer) Run(ctx context.Context) error {
 			return pass{full: len(res.IDs) == limit, hasNext: res.HasNext, nextIn: res.NextIn}, nil
 		},
 		maxWait: r.cfg.MaxWait, logger: r.cfg.Logger, failed: "relay: rescuing expired leases failed; retrying",
-		recovered: r.recovered,
+		recovered: r.recovered.C(),
 	}.loop(ctx)
 }
 

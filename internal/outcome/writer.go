@@ -26,8 +26,8 @@ type Writer struct {
 	store   *store.Store
 	db      store.BatchDB
 	logger  *slog.Logger
-	// recovered, with room for one signal, ends the wait before retrying a failed write.
-	recovered chan struct{}
+	// recovered ends the wait before retrying a failed write (see Recover).
+	recovered backoff.Signal
 
 	// order is held from a batch's write until its written callback returns: see Serialize.
 	order   sync.Mutex
@@ -44,7 +44,7 @@ type Writer struct {
 // the table, and its lease must be kept.
 func New(client string, s *store.Store, db store.BatchDB, logger *slog.Logger, written func(batch []store.Outcome, skipped store.Skipped)) *Writer {
 	return &Writer{client: client, written: written, store: s, db: db, logger: logger,
-		signal: make(chan struct{}, 1), recovered: make(chan struct{}, 1)}
+		signal: make(chan struct{}, 1), recovered: backoff.NewSignal()}
 }
 
 // Observe makes the writer tell fn how each write went: nil when it worked. Call it
@@ -53,12 +53,7 @@ func (w *Writer) Observe(fn func(error)) { w.observe = fn }
 
 // Recover tells the writer that the database answers again: if it is waiting to retry a
 // failed write, it retries at once, with its backoff reset. It never blocks.
-func (w *Writer) Recover() {
-	select {
-	case w.recovered <- struct{}{}:
-	default:
-	}
-}
+func (w *Writer) Recover() { w.recovered.Send() }
 
 // Serialize runs fn after the written callback of every batch already committed has
 // returned, and keeps batches from reporting until fn returns: a caller that writes an
@@ -99,7 +94,7 @@ func (w *Writer) Add(o store.Outcome) bool {
 // Run writes outcomes until ctx ends, then writes everything still queued, retrying for
 // up to flushTimeout, and returns.
 func (w *Writer) Run(ctx context.Context) error {
-	retry := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2}.Series()
+	retry := backoff.Outage().Series()
 	for {
 		select {
 		case <-ctx.Done():
@@ -108,15 +103,8 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		for w.writeQueued(ctx) {
 			// A write failed: wait, then try again with everything queued by then.
-			t := time.NewTimer(retry.Next())
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if retry.Wait(ctx, w.recovered.C()) != nil {
 				return w.flush(ctx)
-			case <-t.C:
-			case <-w.recovered:
-				t.Stop()
-				retry.Reset()
 			}
 		}
 		retry.Reset()

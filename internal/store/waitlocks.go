@@ -60,8 +60,8 @@ type WaitLocks struct {
 	held    map[string]bool // the queues whose locks the connection holds now
 	changed chan struct{}   // closed, and replaced, when locks are taken
 	kick    chan struct{}   // capacity 1: want changed
-	// recovered, with room for one signal, ends the pause before reconnecting (Recover).
-	recovered chan struct{}
+	// recovered ends the pause before reconnecting (Recover).
+	recovered backoff.Signal
 }
 
 // WaitLocks returns the holder of a client's wait locks.
@@ -76,7 +76,7 @@ func (s *Store) WaitLocks(cfg WaitLocksConfig) *WaitLocks {
 		s: s, cfg: cfg,
 		retries: backoff.Policy{Initial: 50 * time.Millisecond, Multiplier: 2, Max: 2 * time.Second, Jitter: 0.2},
 		want:    map[string]bool{}, held: map[string]bool{},
-		changed: make(chan struct{}), kick: make(chan struct{}, 1), recovered: make(chan struct{}, 1),
+		changed: make(chan struct{}), kick: make(chan struct{}, 1), recovered: backoff.NewSignal(),
 	}
 }
 
@@ -85,12 +85,7 @@ func (s *Store) WaitLocks(cfg WaitLocksConfig) *WaitLocks {
 // do. After an outage that wait had grown to up to 2 s, and until the locks are held again
 // producers skip the client's waiting dispatchers: one worker process of the chaos suite
 // went 1.65 s without starting a job after the database came back. It never blocks.
-func (w *WaitLocks) Recover() {
-	select {
-	case w.recovered <- struct{}{}:
-	default:
-	}
-}
+func (w *WaitLocks) Recover() { w.recovered.Send() }
 
 // Hold returns once the wait locks of queues are held, which may be after a reconnect, or
 // when ctx ends.
@@ -165,15 +160,8 @@ func (w *WaitLocks) Run(ctx context.Context) error {
 		w.cfg.Logger.Warn("relay: the connection that holds the wait locks failed; reconnecting (enqueues may not wake this client meanwhile; it looks again once back)", "error", err)
 		// A Recover from before this failure, while the connection was fine, only ends this
 		// first pause early: one attempt more.
-		t := time.NewTimer(delays.Next())
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		case <-w.recovered:
-			t.Stop()
-			delays.Reset()
+		if err := delays.Wait(ctx, w.recovered.C()); err != nil {
+			return err
 		}
 	}
 }
