@@ -119,6 +119,19 @@ func (r *sqlRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx
 
 func (r *sqlRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// QueueDepths is sent in a batch, between two statements that only set how it is planned.
+func (r *sqlRecorder) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (r *sqlRecorder) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, d pgx.TraceBatchQueryData) {
+	if !strings.HasPrefix(d.SQL, "SELECT set_config(") {
+		r.TraceQueryStart(ctx, conn, pgx.TraceQueryStartData{SQL: d.SQL})
+	}
+}
+
+func (r *sqlRecorder) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
 func (r *sqlRecorder) last() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

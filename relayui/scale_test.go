@@ -219,6 +219,20 @@ func (r *recorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.Trace
 
 func (r *recorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// The store sends some statements in a batch, between two that only set how they are
+// planned: the statements between are recorded as if sent alone.
+func (r *recorder) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (r *recorder) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, d pgx.TraceBatchQueryData) {
+	if !strings.HasPrefix(d.SQL, "SELECT set_config(") {
+		r.TraceQueryStart(ctx, conn, pgx.TraceQueryStartData{SQL: d.SQL, Args: d.Args})
+	}
+}
+
+func (r *recorder) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
 func textPlan(t *testing.T, pool *pgxpool.Pool, s statement) string {
 	rows, err := pool.Query(context.Background(), "EXPLAIN (ANALYZE, BUFFERS) "+s.sql, append([]any{pgx.QueryExecModeExec}, s.args...)...)
 	if err != nil {

@@ -6,15 +6,23 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// queryBetween sends sql between around's two statements, in one batch and so one round
+// queryAround sends sql between around's two statements, in one batch and so one round
 // trip, and returns sql's rows. Closing them reads the last statement's result and closes
-// the batch; an error of either is the rows' Err.
-func queryBetween(ctx context.Context, db BatchDB, around *[2]string, sql string, args []any) (pgx.Rows, error) {
+// the batch; an error of either is the rows' Err. A db that does not send batches (a
+// wrapper of the caller's) runs sql alone, as an unnamed statement if each (planEachTime).
+func queryAround(ctx context.Context, db DB, around *[2]string, sql string, each bool, args []any) (pgx.Rows, error) {
+	bdb, ok := db.(BatchDB)
+	if !ok {
+		if each {
+			args = append([]any{planEachTime}, args...)
+		}
+		return db.Query(ctx, sql, args...)
+	}
 	b := &pgx.Batch{}
 	b.Queue(around[0])
 	b.Queue(sql, args...)
 	b.Queue(around[1])
-	br := db.SendBatch(ctx, b)
+	br := bdb.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
 		return nil, err

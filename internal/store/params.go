@@ -113,8 +113,12 @@ func (st statement[P]) args(p P) []any {
 }
 
 func (st statement[P]) query(ctx context.Context, db DB, p P) (pgx.Rows, error) {
-	if b, ok := db.(BatchDB); ok && st.around != nil {
-		return queryBetween(ctx, b, st.around, st.sql, st.args(p))
+	if st.around != nil {
+		args := st.args(p)
+		if st.each {
+			args = args[1:] // queryAround adds planEachTime back if it does not batch
+		}
+		return queryAround(ctx, db, st.around, st.sql, st.each, args)
 	}
 	return db.Query(ctx, st.sql, st.args(p)...)
 }

@@ -115,6 +115,17 @@ func (r *recorder) QueryRow(ctx context.Context, sql string, args ...any) pgx.Ro
 	return r.Tx.QueryRow(ctx, sql, args...)
 }
 
+// SendBatch keeps the statements of the batch but those that only set how the others are
+// planned (planByIndex, planWithoutJIT and the statements that restore their settings).
+func (r *recorder) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	for _, q := range b.QueuedQueries {
+		if !strings.HasPrefix(q.SQL, "SELECT set_config(") {
+			r.note(q.SQL, q.Arguments)
+		}
+	}
+	return r.Tx.SendBatch(ctx, b)
+}
+
 // runRecorded runs call in a transaction that it rolls back, so that the next call finds
 // the table as it was, and returns the one statement call ran and how long call took.
 func runRecorded(t *testing.T, db *relaytest.DB, call func(ctx context.Context, rec *recorder) error) (recorded, time.Duration) {

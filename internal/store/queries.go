@@ -24,6 +24,8 @@ type queries struct {
 	indexPlan          statement[struct{}]
 	planByIndex        statement[struct{}]
 	restorePlan        statement[struct{}]
+	planWithoutJIT     statement[struct{}]
+	restoreJIT         statement[struct{}]
 	claim              statement[claimFromParams]
 	lockQueue          statement[lockParams]
 	claimGated         statement[claimGatedParams]
@@ -64,6 +66,7 @@ func buildQueries(names *strings.Replacer) queries {
 	bindAll(queriesSQL, "queries.sql", names, []named{
 		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
 		{"indexPlan", &q.indexPlan}, {"planByIndex", &q.planByIndex}, {"restorePlan", &q.restorePlan},
+		{"planWithoutJIT", &q.planWithoutJIT}, {"restoreJIT", &q.restoreJIT},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"genericPlan", &q.genericPlan}, {"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},

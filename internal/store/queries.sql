@@ -204,6 +204,22 @@ SELECT set_config('relay.plan_settings', current_setting('enable_seqscan') || ' 
 SELECT set_config('enable_seqscan', split_part(current_setting('relay.plan_settings'), ' ', 1), true),
        set_config('jit', split_part(current_setting('relay.plan_settings'), ' ', 2), true);
 
+-- name: planWithoutJIT
+-- Sent just before a statement that counts or lists over many jobs (CountJobs, the
+-- dashboard's queues and throughput, listings, queue depths), in the same batch: it is
+-- planned for the values at hand (as planEachTime would make it, which a batch cannot) and
+-- run without JIT. Behind 2,000,000 finished jobs PostgreSQL compiled CountJobs with LLVM at
+-- every call, 350 ms of its 640, and the dashboard's statements 10–20 ms each: their cost
+-- estimates are far above jit_above_cost, while what they compute (counts, a few rows) is
+-- not worth compiling. The caller's own settings are kept in relay.plan_settings.
+SELECT set_config('relay.plan_settings', current_setting('jit') || ' ' || current_setting('plan_cache_mode'), true),
+       set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true);
+
+-- name: restoreJIT
+-- Sent just after the statement that planWithoutJIT preceded, in the same batch.
+SELECT set_config('jit', split_part(current_setting('relay.plan_settings'), ' ', 1), true),
+       set_config('plan_cache_mode', split_part(current_setting('relay.plan_settings'), ' ', 2), true);
+
 -- name: claim
 -- Claims up to @limit due jobs of plain queue @queue whose kind is in @kinds, most urgent
 -- first, and leases them to client @client for @lease. A job enqueued without max_attempts

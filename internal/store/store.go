@@ -53,6 +53,8 @@ type Store struct {
 	r       retentionQueries
 	p       periodicQueries
 	dash    dashboardQueries
+	// withoutJIT are the statements sent around one that counts or lists over many jobs.
+	withoutJIT *[2]string
 }
 
 // stores memoises one Store per schema name. A Store is immutable, so sharing it between
@@ -71,6 +73,9 @@ func For(schema string) (*Store, error) {
 	s := &Store{schema: schema, channel: channelOf(schema), names: names, q: buildQueries(names),
 		d: buildDeleteQueries(names), r: buildRetentionQueries(names), p: buildPeriodicQueries(names),
 		dash: buildDashboardQueries(names)}
+	// Statements over many jobs: see planWithoutJIT.
+	s.withoutJIT = &[2]string{s.q.planWithoutJIT.sql, s.q.restoreJIT.sql}
+	s.dash.queues.around, s.dash.throughput.around = s.withoutJIT, s.withoutJIT
 	actual, _ := stores.LoadOrStore(schema, s)
 	return actual.(*Store), nil
 }
