@@ -11,19 +11,19 @@ import (
 	"github.com/relayq/relay/internal/store"
 )
 
-// recordingConn is a real connection that keeps the statements of every batch sent on it.
-type recordingConn struct {
-	*pgx.Conn
+// recordingTx is a real transaction that keeps the statements of every batch sent in it.
+type recordingTx struct {
+	pgx.Tx
 	batches [][]pgx.QueuedQuery
 }
 
-func (c *recordingConn) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+func (r *recordingTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	queued := make([]pgx.QueuedQuery, len(b.QueuedQueries))
 	for i, q := range b.QueuedQueries {
 		queued[i] = *q
 	}
-	c.batches = append(c.batches, queued)
-	return c.Conn.SendBatch(ctx, b)
+	r.batches = append(r.batches, queued)
+	return r.Tx.SendBatch(ctx, b)
 }
 
 // The statements that count or list over many jobs have cost estimates far above
@@ -35,46 +35,74 @@ func TestCountsAndListingsAreNotCompiledByJIT(t *testing.T) {
 	t.Parallel()
 	db, s := newStoreTest(t)
 	ctx := context.Background()
-	conn := &recordingConn{Conn: session(t, db)}
-	calls := map[string]func() error{
-		"CountJobs":   func() error { _, err := s.CountJobs(ctx, conn); return err },
-		"QueueDepths": func() error { _, err := s.QueueDepths(ctx, conn); return err },
-		"ListJobs": func() error {
-			_, err := s.ListJobs(ctx, conn, store.ListFilter{Queue: "q", States: []string{"pending"}, Limit: 10})
+	conn := session(t, db)
+	calls := map[string]func(on store.DB) error{
+		"CountJobs":   func(on store.DB) error { _, err := s.CountJobs(ctx, on); return err },
+		"QueueDepths": func(on store.DB) error { _, err := s.QueueDepths(ctx, on); return err },
+		"ListJobs": func(on store.DB) error {
+			_, err := s.ListJobs(ctx, on, store.ListFilter{Queue: "q", States: []string{"pending"}, Limit: 10})
 			return err
 		},
-		"DashboardQueues": func() error { _, err := s.DashboardQueues(ctx, conn, "", time.Hour, 10); return err },
-		"Throughput":      func() error { _, err := s.Throughput(ctx, conn, "q", time.Hour, time.Minute, 100); return err },
+		"DashboardQueues": func(on store.DB) error { _, err := s.DashboardQueues(ctx, on, "", time.Hour, 10); return err },
+		"Throughput": func(on store.DB) error {
+			_, err := s.Throughput(ctx, on, "q", time.Hour, time.Minute, 100)
+			return err
+		},
 	}
 	var jit bool
 	if err := conn.QueryRow(ctx, "SELECT pg_jit_available()").Scan(&jit); err != nil {
 		t.Fatal(err)
 	}
 	for name, call := range calls {
-		conn.batches = nil
-		if err := call(); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(conn.batches) != 1 || len(conn.batches[0]) != 3 {
-			t.Errorf("%s sent %d batches (%v); want one of three statements: JIT off, the statement, JIT back", name, len(conn.batches), conn.batches)
+		batch := run(t, conn, name, call)
+		if len(batch) != 3 {
 			continue
 		}
-		before, q, after := conn.batches[0][0], conn.batches[0][1], conn.batches[0][2]
 		if !jit {
 			continue // this server cannot compile: nothing more to see
 		}
-		if compiled := compiledByJIT(t, conn.Conn, "", q); !compiled {
+		before, q := batch[0], batch[1]
+		if compiled := compiledByJIT(t, conn, "", q); !compiled {
 			t.Fatalf("%s: with jit_above_cost 0 its plan is not compiled even on its own: the test shows nothing", name)
 		}
-		if compiledByJIT(t, conn.Conn, before.SQL, q) {
+		if compiledByJIT(t, conn, before.SQL, q) {
 			t.Errorf("%s: compiled by JIT after %q; want JIT off", name, before.SQL)
 		}
-		// The caller's setting is back after the batch.
-		var setting string
-		if err := conn.QueryRow(ctx, "SELECT current_setting('jit')").Scan(&setting); err != nil || setting != "on" {
-			t.Errorf("%s: jit is %q (%v) after the batch ending %q; want on, as it was", name, setting, err, after.SQL)
-		}
 	}
+}
+
+// run makes call in a transaction of conn whose own settings differ from what the batch
+// sets (jit on, plan_cache_mode force_generic_plan), checks that they are the same after
+// it, and returns the one batch call sent (nil, and t fails, if it sent another number).
+func run(t *testing.T, conn *pgx.Conn, name string, call func(on store.DB) error) []pgx.QueuedQuery {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SET LOCAL jit = on; SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingTx{Tx: tx}
+	if err := call(rec); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	var jit, mode string
+	if err := tx.QueryRow(ctx, "SELECT current_setting('jit'), current_setting('plan_cache_mode')").Scan(&jit, &mode); err != nil {
+		t.Fatal(err)
+	}
+	if jit != "on" || mode != "force_generic_plan" {
+		t.Errorf("%s: after it the caller's transaction has jit %s and plan_cache_mode %s; want on and force_generic_plan, as it had them",
+			name, jit, mode)
+	}
+	if len(rec.batches) != 1 || len(rec.batches[0]) != 3 {
+		t.Errorf("%s sent %d batches (%v); want one of three statements: JIT off, the statement, the settings back",
+			name, len(rec.batches), rec.batches)
+		return nil
+	}
+	return rec.batches[0]
 }
 
 // compiledByJIT reports whether q, run after before (if any) in one transaction with

@@ -55,7 +55,7 @@ type ListFilter struct {
 // ListJobs returns the jobs that f selects, newest first, in one statement.
 func (s *Store) ListJobs(ctx context.Context, db DB, f ListFilter) ([]*Record, error) {
 	sql, args := buildList(s.names, f)
-	rows, err := queryAround(ctx, db, s.withoutJIT, sql, true, args[1:]) // args[0] is planEachTime
+	rows, err := queryAround(ctx, db, s.withoutJIT, sql, true, args[1:]) // args[0] is planEachTime (params_test checks)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}

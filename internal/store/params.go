@@ -32,7 +32,9 @@ type statement[P any] struct {
 	// each makes pgx plan the statement for its arguments every time: see planEachTime.
 	each bool
 	// around, if set, are the statements sent just before and just after this one, in the
-	// same round trip, where the database takes batches: see planByIndex in queries.sql.
+	// same round trip, where the database takes batches: see planByIndex and planWithoutJIT
+	// in queries.sql. The batch runs in the connection's exec mode, not planEachTime: a
+	// statement with each needs planWithoutJIT, which has it planned for its values.
 	around *[2]string
 	// fields are the fields of P behind $1, $2, …, as reflect index paths.
 	fields [][]int

@@ -87,7 +87,7 @@ func buildQueries(names *strings.Replacer) queries {
 	around := &[2]string{q.planByIndex.sql, q.restorePlan.sql}
 	q.completeTx.around, q.checkpoint.around, q.setOutput.around, q.endedBy.around = around, around, around, around
 	q.getJob.around, q.cancel.around, q.retry.around, q.insertUnique.around = around, around, around, around
-	q.commitJobs.around, q.extendReservations.around = around, around
+	q.commitJobs.around, q.extendReservations.around, q.renewLocked.around = around, around, around
 	checkBuilt(q)
 	return q
 }

@@ -76,6 +76,7 @@ func For(schema string) (*Store, error) {
 	// Statements over many jobs: see planWithoutJIT.
 	s.withoutJIT = &[2]string{s.q.planWithoutJIT.sql, s.q.restoreJIT.sql}
 	s.dash.queues.around, s.dash.throughput.around = s.withoutJIT, s.withoutJIT
+	s.d.deleteJob.around = s.q.completeTx.around // by id, as CompleteTx: see planByIndex
 	actual, _ := stores.LoadOrStore(schema, s)
 	return actual.(*Store), nil
 }
