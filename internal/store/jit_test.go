@@ -77,14 +77,8 @@ func TestCountsAndListingsAreNotCompiledByJIT(t *testing.T) {
 func run(t *testing.T, conn *pgx.Conn, name string, call func(on store.DB) error) []pgx.QueuedQuery {
 	t.Helper()
 	ctx := context.Background()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := beginWith(t, conn, "SET LOCAL jit = on; SET LOCAL plan_cache_mode = force_generic_plan")
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "SET LOCAL jit = on; SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
-		t.Fatal(err)
-	}
 	rec := &recordingTx{Tx: tx}
 	if err := call(rec); err != nil {
 		t.Fatalf("%s: %v", name, err)
@@ -110,14 +104,8 @@ func run(t *testing.T, conn *pgx.Conn, name string, call func(on store.DB) error
 func compiledByJIT(t *testing.T, conn *pgx.Conn, before string, q pgx.QueuedQuery) bool {
 	t.Helper()
 	ctx := context.Background()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := beginWith(t, conn, "SET LOCAL jit_above_cost = 0")
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "SET LOCAL jit_above_cost = 0"); err != nil {
-		t.Fatal(err)
-	}
 	if before != "" {
 		if _, err := tx.Exec(ctx, before); err != nil {
 			t.Fatal(err)
@@ -132,4 +120,19 @@ func compiledByJIT(t *testing.T, conn *pgx.Conn, before string, q pgx.QueuedQuer
 		t.Fatalf("EXPLAIN returned %s (%v)", out, err)
 	}
 	return doc[0].JIT != nil
+}
+
+// beginWith begins a transaction on conn and runs settings in it; the caller rolls it back.
+func beginWith(t *testing.T, conn *pgx.Conn, settings string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, settings); err != nil {
+		_ = tx.Rollback(ctx)
+		t.Fatal(err)
+	}
+	return tx
 }
