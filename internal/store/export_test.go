@@ -41,3 +41,12 @@ func (c *Client) claimStatement(r dispatcher.ClaimRequest, strays bool) (string,
 	}
 	return c.s.q.claim.sql, c.s.q.claim.args(c.claimFromParams(r))
 }
+
+// WindowStartStatement selects the dashboard's {windowStart} for a look-back of $1 seconds.
+func (s *Store) WindowStartStatement() string {
+	var st statement[struct {
+		LookBack float64 `db:"look_back"`
+	}]
+	bindOne("windowStart", fragments.Replace("SELECT {windowStart}"), s.names, &st)
+	return st.sql
+}
