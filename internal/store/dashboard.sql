@@ -118,17 +118,35 @@ ORDER BY 1;
 -- jobs_finished_idx per finished state, down to the jobs created one window before the
 -- window ({windowStart} with @look_back = 2 × @window), at most @max_per_state jobs per
 -- state.
-WITH j AS (
-    SELECT f.*
-    FROM unnest('{succeeded,failed,cancelled}'::text[]) s(state)
-    CROSS JOIN LATERAL (
+WITH window_start AS MATERIALIZED (
+    SELECT {windowStart} AS id
+), j AS (
+    -- One branch per state, each naming its state: the planner then weighs each range by
+    -- that state's own share of the table. Named through a parameter (unnest), every state
+    -- looked as common as the commonest, and a state with few jobs in the window (failed,
+    -- cancelled) was looked for by walking the primary key through the whole window.
+    SELECT * FROM (
         SELECT state, finished_at, attempted_at, run_at FROM {schema}.jobs
-        WHERE state = s.state AND state IN ('succeeded', 'failed', 'cancelled')
-          AND queue = @queue AND id >= {windowStart}
+        WHERE state = 'succeeded' AND queue = @queue AND id >= (SELECT id FROM window_start)
         ORDER BY id DESC
         LIMIT @max_per_state
-    ) f
-    WHERE f.finished_at >= now() - @window::float8 * interval '1 second'
+    ) succeeded
+    UNION ALL
+    SELECT * FROM (
+        SELECT state, finished_at, attempted_at, run_at FROM {schema}.jobs
+        WHERE state = 'failed' AND queue = @queue AND id >= (SELECT id FROM window_start)
+        ORDER BY id DESC
+        LIMIT @max_per_state
+    ) failed
+    UNION ALL
+    SELECT * FROM (
+        SELECT state, finished_at, attempted_at, run_at FROM {schema}.jobs
+        WHERE state = 'cancelled' AND queue = @queue AND id >= (SELECT id FROM window_start)
+        ORDER BY id DESC
+        LIMIT @max_per_state
+    ) cancelled
+), recent AS (
+    SELECT * FROM j WHERE finished_at >= now() - @window::float8 * interval '1 second'
 )
 SELECT floor(extract(epoch FROM now() - finished_at) / @step::float8)::int AS bucket,
        count(*) FILTER (WHERE state = 'succeeded'),
@@ -138,7 +156,7 @@ SELECT floor(extract(epoch FROM now() - finished_at) / @step::float8)::int AS bu
        percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM attempted_at - run_at)),
        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - attempted_at)),
        percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - attempted_at))
-FROM j
+FROM recent
 GROUP BY 1
 ORDER BY 1;
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // The dashboard's charts and its queues' recent figures start from the newest job created
@@ -56,4 +57,45 @@ func TestDashboardWindowStartHalvesTheIds(t *testing.T) {
 	check("an hour's look-back", 3600, probes)
 	check("every job in the look-back", 4*3600, probes)
 	check("no job in the look-back", 1, probes)
+}
+
+// A chart reads, for each finished state, the newest of the queue's jobs in its window
+// from jobs_finished_idx, at most its cap of them. Behind a window of 50,000 jobs that
+// all succeeded (so that failed and cancelled ones are not in the statistics at all), the
+// ranges of failed and cancelled jobs are empty, and must be found so: looked for by
+// walking the primary key through the window, each read all 50,000.
+func TestThroughputChartReadsEachStateFromItsOwnRange(t *testing.T) {
+	t.Parallel()
+	const recent, perState = 50_000, 100
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		fmt.Sprintf("INSERT INTO %s (kind, queue, args, state, attempt, max_attempts, attempted_at, finished_at, created_at) "+
+			"SELECT 'job', 'q', '{}', 'succeeded', 1, 1, now() - interval '3 hours', now() - interval '3 hours', now() - interval '3 hours' "+
+			"FROM generate_series(1, 1000)", s.Table("jobs")),
+		fmt.Sprintf("INSERT INTO %s (kind, queue, args, state, attempt, max_attempts, attempted_at, finished_at) "+
+			"SELECT 'job', 'q', '{}', 'succeeded', 1, 1, now(), now() FROM generate_series(1, %d)", s.Table("jobs"), recent),
+		"ANALYZE " + s.Table("jobs"),
+	} {
+		if _, err := db.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var succeeded int64
+	st, _ := runRecorded(t, db, func(ctx context.Context, rec *recorder) error {
+		buckets, err := s.Throughput(ctx, rec, "q", time.Hour, time.Minute, perState)
+		for _, b := range buckets {
+			succeeded += b.Succeeded
+		}
+		return err
+	})
+	if succeeded != perState {
+		t.Errorf("the chart counted %d succeeded jobs; want %d, its cap", succeeded, perState)
+	}
+	for _, mode := range planModes {
+		plan := explainAnalyzed(t, db, mode, st.sql, st.args)
+		if read := rowsReadFromJobs(plan); read > 3*perState {
+			t.Errorf("%s: read %.0f rows of jobs for a chart of at most %d a state:\n%s", mode, read, perState, describe(plan))
+		}
+	}
 }
