@@ -99,3 +99,63 @@ func TestThroughputChartReadsEachStateFromItsOwnRange(t *testing.T) {
 		}
 	}
 }
+
+// The overview shows each queue's oldest due job. It is found from the first entry of each
+// (queue, priority) group of the claim index, not from a pass over every due job: behind
+// 100,000 due jobs, the statement must read a few rows per group, and find the same
+// oldest job per queue as that pass, a queue whose most urgent jobs are not yet due and
+// one with only scheduled jobs (none due) among them.
+func TestOverviewFindsOldestDueJobsWithoutReadingTheBacklog(t *testing.T) {
+	t.Parallel()
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		// a: due jobs at priority 0; its priority 5 jobs are scheduled.
+		"INSERT INTO %[1]s (kind, queue, args, priority, run_at) SELECT 'job', 'a', '{}', 0, now() - g * interval '1 second' FROM generate_series(1, 40000) g",
+		"INSERT INTO %[1]s (kind, queue, args, priority, run_at) SELECT 'job', 'a', '{}', 5, now() + interval '1 hour' FROM generate_series(1, 100) g",
+		// b: only scheduled jobs.
+		"INSERT INTO %[1]s (kind, queue, args, run_at) SELECT 'job', 'b', '{}', now() + g * interval '1 minute' FROM generate_series(1, 100) g",
+		// c: due jobs at three priorities, the oldest at the lowest.
+		"INSERT INTO %[1]s (kind, queue, args, priority, run_at) SELECT 'job', 'c', '{}', g %% 3, now() - (g %% 3) * interval '1 hour' - g * interval '1 ms' FROM generate_series(1, 60000) g",
+		"ANALYZE %[1]s",
+	} {
+		if _, err := db.Exec(ctx, fmt.Sprintf(sql, s.Table("jobs"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]time.Time{}
+	rows, err := db.Query(ctx, "SELECT queue, min(run_at) FROM "+s.Table("jobs")+" WHERE state = 'pending' AND run_at <= now() GROUP BY queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var q string
+		var at time.Time
+		if err := rows.Scan(&q, &at); err != nil {
+			t.Fatal(err)
+		}
+		want[q] = at
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := runRecorded(t, db, func(ctx context.Context, rec *recorder) error {
+		qs, err := s.DashboardQueues(ctx, rec, "", time.Hour, 10)
+		got := map[string]time.Time{}
+		for _, q := range qs {
+			got[q.Name] = q.OldestDue
+		}
+		for _, q := range []string{"a", "b", "c"} {
+			if !got[q].Equal(want[q]) {
+				t.Errorf("queue %s: oldest due job at %v, want %v", q, got[q], want[q])
+			}
+		}
+		return err
+	})
+	for _, mode := range planModes {
+		plan := explainAnalyzed(t, db, mode, st.sql, st.args)
+		if read := rowsReadFromJobs(plan); read > 200 {
+			t.Errorf("%s: read %.0f rows of jobs for the overview of 3 queues behind 100,000 due jobs:\n%s", mode, read, describe(plan))
+		}
+	}
+}
