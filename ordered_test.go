@@ -712,6 +712,18 @@ func TestOrderedKeyOnQueueThatIsNotOrderedIsRefused(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A unique job's insert goes in a batch between two statements that set how it is
+	// planned, in the caller's transaction: the database's refusal comes through all the same.
+	tx, err = b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.Enqueue(ctx, tx, kind, orderedArgs{}, append(opts("never-set"), relay.Unique("u-1"))...); !errors.Is(err, relay.ErrQueueNotOrdered) {
+		t.Errorf("a unique Enqueue in a transaction with an OrderKey on a plain queue: %v; want ErrQueueNotOrdered", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if got := b.count(""); got != 0 {
 		t.Fatalf("%d jobs were inserted by refused enqueues; want none", got)
 	}

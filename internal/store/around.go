@@ -9,14 +9,16 @@ import (
 // queryAround sends sql between around's two statements, in one batch and so one round
 // trip, and returns sql's rows. Closing them reads the last statement's result and closes
 // the batch; an error of either is the rows' Err. A db that does not send batches (a
-// wrapper of the caller's) runs sql alone, as an unnamed statement if each (planEachTime).
-func queryAround(ctx context.Context, db DB, around *[2]string, sql string, each bool, args []any) (pgx.Rows, error) {
+// wrapper of the caller's) runs sql alone, with args as they are. A batch runs in the
+// connection's exec mode, so a leading planEachTime is dropped from args there: around is
+// then planWithoutJIT, which has sql planned for its values as planEachTime would.
+func queryAround(ctx context.Context, db DB, around *[2]string, sql string, args []any) (pgx.Rows, error) {
 	bdb, ok := db.(BatchDB)
 	if !ok {
-		if each {
-			args = append([]any{planEachTime}, args...)
-		}
 		return db.Query(ctx, sql, args...)
+	}
+	if len(args) > 0 && args[0] == planEachTime {
+		args = args[1:]
 	}
 	b := &pgx.Batch{}
 	b.Queue(around[0])

@@ -136,3 +136,38 @@ func beginWith(t *testing.T, conn *pgx.Conn, settings string) pgx.Tx {
 	}
 	return tx
 }
+
+// noBatches is a DB that cannot send batches, as a caller's own wrapper may be.
+type noBatches struct{ store.DB }
+
+// On a DB that cannot send batches, the statements that go between settings where it can
+// run alone, as they did before, with their arguments as they are.
+func TestStatementsRunAloneOnADBWithoutBatches(t *testing.T) {
+	t.Parallel()
+	db, s := newStoreTest(t)
+	ctx := context.Background()
+	on := noBatches{db}
+	in, err := s.Insert(ctx, on, store.NewJob{Kind: "job", Queue: "q", Args: []byte("{}"), UniqueKey: "k",
+		UniqueIn: []string{"pending", "running"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.GetJob(ctx, on, in.ID); err != nil || rec.ID != in.ID {
+		t.Fatalf("GetJob = %v, %v; want job %d", rec, err, in.ID)
+	}
+	if recs, err := s.ListJobs(ctx, on, store.ListFilter{Queue: "q", Limit: 10}); err != nil || len(recs) != 1 {
+		t.Fatalf("ListJobs = %d jobs, %v; want 1", len(recs), err)
+	}
+	if counts, err := s.CountJobs(ctx, on); err != nil || len(counts) == 0 {
+		t.Fatalf("CountJobs = %v, %v; want the pending job counted", counts, err)
+	}
+	if _, err := s.QueueDepths(ctx, on); err != nil {
+		t.Fatal(err)
+	}
+	if qs, err := s.DashboardQueues(ctx, on, "", time.Hour, 10); err != nil || len(qs) != 1 {
+		t.Fatalf("DashboardQueues = %v, %v; want queue q", qs, err)
+	}
+	if _, err := s.Throughput(ctx, on, "q", time.Hour, time.Minute, 10); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -55,7 +55,7 @@ type ListFilter struct {
 // ListJobs returns the jobs that f selects, newest first, in one statement.
 func (s *Store) ListJobs(ctx context.Context, db DB, f ListFilter) ([]*Record, error) {
 	sql, args := buildList(s.names, f)
-	rows, err := queryAround(ctx, db, s.withoutJIT, sql, true, args[1:]) // args[0] is planEachTime (params_test checks)
+	rows, err := queryAround(ctx, db, s.withoutJIT, sql, args)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -85,7 +85,7 @@ type Count struct {
 // CountJobs counts the jobs of every queue by state, exactly.
 func (s *Store) CountJobs(ctx context.Context, db DB) ([]Count, error) {
 	sql := s.names.Replace(fragment("countJobs"))
-	rows, err := queryAround(ctx, db, s.withoutJIT, sql, true, nil)
+	rows, err := queryAround(ctx, db, s.withoutJIT, sql, []any{planEachTime})
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
@@ -114,7 +114,7 @@ type Depth struct {
 // indexes only.
 func (s *Store) QueueDepths(ctx context.Context, db DB) ([]Depth, error) {
 	sql := s.names.Replace(fragment("queueDepths"))
-	rows, err := queryAround(ctx, db, s.withoutJIT, sql, false, nil)
+	rows, err := queryAround(ctx, db, s.withoutJIT, sql, nil)
 	if err != nil {
 		return nil, fmt.Errorf("queue depths: %w", err)
 	}

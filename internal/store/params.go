@@ -33,8 +33,7 @@ type statement[P any] struct {
 	each bool
 	// around, if set, are the statements sent just before and just after this one, in the
 	// same round trip, where the database takes batches: see planByIndex and planWithoutJIT
-	// in queries.sql. The batch runs in the connection's exec mode, not planEachTime: a
-	// statement with each needs planWithoutJIT, which has it planned for its values.
+	// in queries.sql, and queryAround. A statement with each needs planWithoutJIT.
 	around *[2]string
 	// fields are the fields of P behind $1, $2, …, as reflect index paths.
 	fields [][]int
@@ -114,13 +113,11 @@ func (st statement[P]) args(p P) []any {
 	return args
 }
 
+func (st *statement[P]) setAround(around *[2]string) { st.around = around }
+
 func (st statement[P]) query(ctx context.Context, db DB, p P) (pgx.Rows, error) {
 	if st.around != nil {
-		args := st.args(p)
-		if st.each {
-			args = args[1:] // queryAround adds planEachTime back if it does not batch
-		}
-		return queryAround(ctx, db, st.around, st.sql, st.each, args)
+		return queryAround(ctx, db, st.around, st.sql, st.args(p))
 	}
 	return db.Query(ctx, st.sql, st.args(p)...)
 }

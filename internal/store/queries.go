@@ -83,11 +83,6 @@ func buildQueries(names *strings.Replacer) queries {
 	bindOne("getJob", "SELECT "+fragment("columns")+" FROM {schema}.jobs WHERE id = @id", names, &q.getJob)
 	// The rescue's best plan depends on how many jobs are running.
 	q.rescue.each = true
-	// Statements that find jobs by key, some in the caller's transaction: see planByIndex.
-	around := &[2]string{q.planByIndex.sql, q.restorePlan.sql}
-	q.completeTx.around, q.checkpoint.around, q.setOutput.around, q.endedBy.around = around, around, around, around
-	q.getJob.around, q.cancel.around, q.retry.around, q.insertUnique.around = around, around, around, around
-	q.commitJobs.around, q.extendReservations.around, q.renewLocked.around = around, around, around
 	checkBuilt(q)
 	return q
 }

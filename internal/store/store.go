@@ -73,12 +73,27 @@ func For(schema string) (*Store, error) {
 	s := &Store{schema: schema, channel: channelOf(schema), names: names, q: buildQueries(names),
 		d: buildDeleteQueries(names), r: buildRetentionQueries(names), p: buildPeriodicQueries(names),
 		dash: buildDashboardQueries(names)}
-	// Statements over many jobs: see planWithoutJIT.
-	s.withoutJIT = &[2]string{s.q.planWithoutJIT.sql, s.q.restoreJIT.sql}
-	s.dash.queues.around, s.dash.throughput.around = s.withoutJIT, s.withoutJIT
-	s.d.deleteJob.around = s.q.completeTx.around // by id, as CompleteTx: see planByIndex
+	s.planAround()
 	actual, _ := stores.LoadOrStore(schema, s)
 	return actual.(*Store), nil
+}
+
+// planAround puts the statements that need it between two that set how they are planned
+// (see planByIndex and planWithoutJIT in queries.sql), from every file of statements.
+func (s *Store) planAround() {
+	// Statements that find jobs by id or unique key, some in the caller's transaction.
+	byIndex := &[2]string{s.q.planByIndex.sql, s.q.restorePlan.sql}
+	for _, st := range []interface{ setAround(*[2]string) }{
+		&s.q.completeTx, &s.q.checkpoint, &s.q.setOutput, &s.q.endedBy, &s.q.getJob, &s.q.cancel, &s.q.retry,
+		&s.q.insertUnique, &s.q.commitJobs, &s.q.extendReservations, &s.q.renewLocked, &s.d.deleteJob,
+	} {
+		st.setAround(byIndex)
+	}
+	// Statements that count or list over many jobs; CountJobs, QueueDepths and ListJobs,
+	// which are assembled per call, take withoutJIT themselves.
+	s.withoutJIT = &[2]string{s.q.planWithoutJIT.sql, s.q.restoreJIT.sql}
+	s.dash.queues.setAround(s.withoutJIT)
+	s.dash.throughput.setAround(s.withoutJIT)
 }
 
 // ValidateSchema reports whether name can be used as relay's schema.
