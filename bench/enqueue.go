@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,9 @@ const (
 // producers committing a plain INSERT of the same columns into a table of the same shape
 // and indexes, with no NOTIFY. It reports tx/s and commit p50/p99 for each, the ratio
 // relay/baseline, and, when idle, each job's pickup latency and how many started more than
-// 100 ms after their commit (a wakeup lost to the poll).
+// 100 ms after their commit (a wakeup lost to the poll). With -unique, each job has a key
+// of its own (relay.Unique) and the baseline's INSERT the same, with ON CONFLICT DO NOTHING
+// on the same partial unique index.
 func runEnqueue(ctx context.Context, b *bench) (*RunResult, error) {
 	res := &RunResult{}
 	dur := b.opts.duration / 2
@@ -101,9 +104,16 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		if err != nil {
 			return nil, nil, err
 		}
+		var plainSeq atomic.Int64
 		plain := func(ctx context.Context, tx txRunner, _ int64) error {
-			_, err := tx.Exec(ctx, "INSERT INTO "+b.db.quotedSchema()+".baseline (kind, queue, args) VALUES ($1, $2, $3)",
-				benchKind.Name(), queue, `{"s":0}`)
+			if !b.opts.unique {
+				_, err := tx.Exec(ctx, "INSERT INTO "+b.db.quotedSchema()+".baseline (kind, queue, args) VALUES ($1, $2, $3)",
+					benchKind.Name(), queue, `{"s":0}`)
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO "+b.db.quotedSchema()+".baseline (kind, queue, args, unique_key) VALUES ($1, $2, $3, $4) "+
+				"ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held') DO NOTHING",
+				benchKind.Name(), queue, `{"s":0}`, uniqueKey(setting, p, plainSeq.Add(1)))
 			return err
 		}
 		viaRelay := func(ctx context.Context, tx txRunner, _ int64) error {
@@ -111,7 +121,11 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 			if s >= int64(len(rec.commit)) {
 				return fmt.Errorf("more than %d transactions in one run: raise the recorder's size", len(rec.commit))
 			}
-			if _, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: s}, opts...); err != nil {
+			jobOpts := opts
+			if b.opts.unique {
+				jobOpts = append(slices.Clip(opts), relay.Unique(uniqueKey(setting, p, s)))
+			}
+			if _, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: s}, jobOpts...); err != nil {
 				return err
 			}
 			tx.onCommit(func(t time.Time) { rec.committed(s, t) })
@@ -143,6 +157,9 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		notified := stopCounting()
 		n := seq.Load()
 		prefix := fmt.Sprintf("%s P=%d ", setting, p)
+		if b.opts.unique {
+			prefix = fmt.Sprintf("%s unique P=%d ", setting, p)
+		}
 		ratio := got.rate() / base.rate()
 		var target *Target
 		if setting == "busy" && p >= 8 {
@@ -176,6 +193,11 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 			"ratio", fmt.Sprintf("%.2f", ratio), "wakeups", notified, "jobs", n)
 	}
 	return metrics, notes, nil
+}
+
+// uniqueKey is the key of a producer's n-th job with -unique: never taken before in the run.
+func uniqueKey(setting string, producers int, n int64) string {
+	return fmt.Sprintf("%s-%d-%d", setting, producers, n)
 }
 
 // fillBacklog tops the busy queue's backlog up to enqueueBusyBacklog pending jobs (with
@@ -214,9 +236,11 @@ func (p *produced) add(q produced) {
 	p.commit.Merge(q.commit)
 }
 
-// txRunner is a producer's open transaction.
+// txRunner is a producer's open transaction. It is the pgx.Tx itself, not only the
+// relay.DB it satisfies, so that relay sees what it sees in an application's transaction
+// (SendBatch among it: a unique enqueue goes out in one batch where it can).
 type txRunner struct {
-	relay.DB
+	pgx.Tx
 	commits *[]func(time.Time)
 }
 
@@ -244,7 +268,7 @@ func produce(ctx context.Context, b *bench, pool *pgxpool.Pool, p int, dur time.
 				tx, err := pool.Begin(ctx)
 				if err == nil {
 					commits = commits[:0]
-					if err = write(ctx, txRunner{DB: tx, commits: &commits}, int64(i)); err == nil {
+					if err = write(ctx, txRunner{Tx: tx, commits: &commits}, int64(i)); err == nil {
 						err = tx.Commit(ctx)
 					} else {
 						tx.Rollback(ctx)

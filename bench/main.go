@@ -67,6 +67,7 @@ type options struct {
 	pruneRate         int           // prune-backlog: jobs/s of the latency workload meanwhile
 	clients           int           // scaleout: client processes sharing the workers
 	jobWork           workRange     // scaleout: how long each job's handler works
+	unique            bool          // enqueue: every job with a unique key
 }
 
 var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "sql-enqueue", "overhead", "poolers", "retention", "prune-backlog", "scaleout"}
@@ -103,6 +104,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.pruneRate, "prune-rate", 1000, "prune-backlog: jobs/s of the latency workload that runs meanwhile")
 	fs.IntVar(&o.clients, "clients", 10, "scaleout: client processes that share 200 workers, against 1 with all of them")
 	fs.Var(&o.jobWork, "job-ms", "scaleout: each job's handler works MIN-MAX milliseconds (uniform), then leaves an effect, half with a plain INSERT and half with CompleteTx, as the fault-injection run of issue 12 ran them; the backlog is then 20,000 jobs (default 0: 50,000 no-op jobs)")
+	fs.BoolVar(&o.unique, "unique", false, "enqueue: give every job a unique key of its own (relay.Unique), and the baseline's INSERT the same key with ON CONFLICT DO NOTHING on the same partial unique index")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -17,6 +17,15 @@ func (s *Store) RenewLeasesStatement(client ClientInfo, held []lease.Held, ttl t
 	return s.q.renewLeases.sql, s.q.renewLeases.args(renewParamsOf(client, held, ttl))
 }
 
+// ByIndexStatements are the statements sent between planByIndex and restorePlan.
+func (s *Store) ByIndexStatements() []string {
+	var sqls []string
+	for _, st := range s.byIndex() {
+		sqls = append(sqls, st.text())
+	}
+	return sqls
+}
+
 // IndexPlanStatement is the statement a plain claim and a renewal are sent after.
 func (s *Store) IndexPlanStatement() string { return s.q.indexPlan.sql }
 

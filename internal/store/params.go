@@ -115,6 +115,8 @@ func (st statement[P]) args(p P) []any {
 
 func (st *statement[P]) setAround(around *[2]string) { st.around = around }
 
+func (st *statement[P]) text() string { return st.sql }
+
 func (st statement[P]) query(ctx context.Context, db DB, p P) (pgx.Rows, error) {
 	if st.around != nil {
 		return queryAround(ctx, db, st.around, st.sql, st.args(p))

@@ -267,10 +267,10 @@ func TestBatchStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) {
 
 // The statements that find jobs by key, some in the caller's transaction (CompleteTx, a
 // checkpoint, an output, the read of how an attempt ended, GetJob, Cancel, Retry,
-// DeleteJob, unique enqueues, a reservation's extension and commit), settle on a generic
-// plan after a few runs on a connection, made from the table's size then: made on a table
-// of a few jobs, they must still reach their jobs by an index once it holds thousands, and
-// leave the caller's transaction with its own settings.
+// DeleteJob, unique enqueues, a reservation's extension and commit) run with their generic
+// plan from the first run on a connection, made from the table's size then: made on a
+// table of a few jobs, they must still reach their jobs by an index once it holds
+// thousands, and leave the caller's transaction with its own settings.
 func TestPerJobStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) {
 	t.Parallel()
 	const runs = 8 // more than the five custom plans PostgreSQL makes before it weighs the generic one
@@ -350,14 +350,16 @@ func TestPerJobStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) 
 			s.Table("jobs")).Scan(&scans, &read))
 		return scans, read
 	}
-	// settings fails t unless the caller's transaction has seqscan and jit as it set them.
-	settings := func(seqscan, jit string) {
+	// settings fails t unless the caller's transaction has seqscan, jit and plan_cache_mode
+	// as it set them.
+	settings := func(seqscan, jit, mode string) {
 		t.Helper()
-		var gotSeqscan, gotJIT string
-		must(tx.QueryRow(ctx, "SELECT current_setting('enable_seqscan'), current_setting('jit')").Scan(&gotSeqscan, &gotJIT))
-		if gotSeqscan != seqscan || gotJIT != jit {
-			t.Errorf("after the statements, the caller's transaction has enable_seqscan %s and jit %s; want %s and %s, as it had them",
-				gotSeqscan, gotJIT, seqscan, jit)
+		var gotSeqscan, gotJIT, gotMode string
+		must(tx.QueryRow(ctx, "SELECT current_setting('enable_seqscan'), current_setting('jit'), current_setting('plan_cache_mode')").
+			Scan(&gotSeqscan, &gotJIT, &gotMode))
+		if gotSeqscan != seqscan || gotJIT != jit || gotMode != mode {
+			t.Errorf("after the statements, the caller's transaction has enable_seqscan %s, jit %s and plan_cache_mode %s; want %s, %s and %s, as it had them",
+				gotSeqscan, gotJIT, gotMode, seqscan, jit, mode)
 		}
 	}
 	must2(tx.Exec(ctx, "SET LOCAL jit = off")) // the caller's own, which the statements must give back
@@ -367,15 +369,43 @@ func TestPerJobStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) 
 		t.Errorf("the per-job statements of one job, after the burst, scanned the whole table %d times (%d rows read); want none",
 			scans-scans0, read-read0)
 	}
-	settings("on", "off")
+	settings("on", "off", "auto")
 	// And the other way round, so that neither a setting left as the statements made it nor
 	// one restored to a fixed value passes.
-	must2(tx.Exec(ctx, "SET LOCAL enable_seqscan = off; SET LOCAL jit = on"))
+	must2(tx.Exec(ctx, "SET LOCAL enable_seqscan = off; SET LOCAL jit = on; SET LOCAL plan_cache_mode = force_custom_plan"))
 	_, err = s.GetJob(ctx, tx, 1)
 	if err != nil && !errors.Is(err, store.ErrNoJob) {
 		t.Fatal(err)
 	}
-	settings("off", "on")
+	settings("off", "on", "force_custom_plan")
+
+	// Each ran with its generic plan from the first run: PostgreSQL's own choice planned some
+	// of them (a unique enqueue) afresh at every call, which cost more than running them.
+	rows, err := tx.Query(ctx, "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+	must(err)
+	plans := map[string][2]int64{}
+	for rows.Next() {
+		var sql string
+		var generic, custom int64
+		must(rows.Scan(&sql, &generic, &custom))
+		plans[sql] = [2]int64{generic, custom}
+	}
+	must(rows.Err())
+	seen := 0
+	for _, sql := range s.ByIndexStatements() {
+		p, ok := plans[sql]
+		if !ok {
+			continue // not run here (the renewal of a lease held by a handler's transaction)
+		}
+		seen++
+		if p[1] != 0 {
+			t.Errorf("a statement sent between planByIndex and restorePlan was planned for its values %d times (generic plan %d times); want its generic plan every time:\n%s",
+				p[1], p[0], sql)
+		}
+	}
+	if want := len(s.ByIndexStatements()) - 1; seen < want {
+		t.Errorf("found %d of the statements sent between planByIndex and restorePlan prepared on the connection; want %d", seen, want)
+	}
 }
 
 // checkTakesJobsByAddress fails t if a claim's plan scans the whole jobs table or one of

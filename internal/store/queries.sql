@@ -193,16 +193,23 @@ SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)
 -- may run in the caller's transaction, in the same batch: as indexPlan, so that the plan a
 -- prepared statement keeps, made on a table of a few jobs, does not scan the whole table
 -- once it holds thousands (CompleteTx, a checkpoint, a unique enqueue: each would then cost
--- a scan of the table until autovacuum next analyzed it). The caller's own settings are
--- kept in relay.plan_settings, for restorePlan.
-SELECT set_config('relay.plan_settings', current_setting('enable_seqscan') || ' ' || current_setting('jit'), true),
-       set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
+-- a scan of the table until autovacuum next analyzed it). And with its generic plan from
+-- the first run: such a statement reaches its few rows by key whatever the values, but
+-- PostgreSQL may estimate its generic plan costlier than one made for the values (on a
+-- table never analyzed, a unique enqueue was planned afresh at every call, 1–2.5 ms each,
+-- more than it took to run). The caller's own settings are kept in relay.plan_settings,
+-- for restorePlan.
+SELECT set_config('relay.plan_settings', current_setting('enable_seqscan') || ' ' || current_setting('jit')
+                  || ' ' || current_setting('plan_cache_mode'), true),
+       set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true),
+       set_config('plan_cache_mode', 'force_generic_plan', true);
 
 -- name: restorePlan
 -- Sent just after the statement that planByIndex preceded, in the same batch: the rest of
 -- the caller's transaction runs with its own settings.
 SELECT set_config('enable_seqscan', split_part(current_setting('relay.plan_settings'), ' ', 1), true),
-       set_config('jit', split_part(current_setting('relay.plan_settings'), ' ', 2), true);
+       set_config('jit', split_part(current_setting('relay.plan_settings'), ' ', 2), true),
+       set_config('plan_cache_mode', split_part(current_setting('relay.plan_settings'), ' ', 3), true);
 
 -- name: planWithoutJIT
 -- Sent just before a statement that counts or lists over many jobs (CountJobs, the

@@ -81,12 +81,8 @@ func For(schema string) (*Store, error) {
 // planAround puts the statements that need it between two that set how they are planned
 // (see planByIndex and planWithoutJIT in queries.sql), from every file of statements.
 func (s *Store) planAround() {
-	// Statements that find jobs by id or unique key, some in the caller's transaction.
 	byIndex := &[2]string{s.q.planByIndex.sql, s.q.restorePlan.sql}
-	for _, st := range []interface{ setAround(*[2]string) }{
-		&s.q.completeTx, &s.q.checkpoint, &s.q.setOutput, &s.q.endedBy, &s.q.getJob, &s.q.cancel, &s.q.retry,
-		&s.q.insertUnique, &s.q.commitJobs, &s.q.extendReservations, &s.q.renewLocked, &s.d.deleteJob,
-	} {
+	for _, st := range s.byIndex() {
 		st.setAround(byIndex)
 	}
 	// Statements that count or list over many jobs; CountJobs, QueueDepths and ListJobs,
@@ -94,6 +90,21 @@ func (s *Store) planAround() {
 	s.withoutJIT = &[2]string{s.q.planWithoutJIT.sql, s.q.restoreJIT.sql}
 	s.dash.queues.setAround(s.withoutJIT)
 	s.dash.throughput.setAround(s.withoutJIT)
+}
+
+// aroundable is a statement that can be sent between two others.
+type aroundable interface {
+	setAround(*[2]string)
+	text() string
+}
+
+// byIndex are the statements that find jobs by id or unique key, some in the caller's
+// transaction: they go between planByIndex and restorePlan.
+func (s *Store) byIndex() []aroundable {
+	return []aroundable{
+		&s.q.completeTx, &s.q.checkpoint, &s.q.setOutput, &s.q.endedBy, &s.q.getJob, &s.q.cancel, &s.q.retry,
+		&s.q.insertUnique, &s.q.commitJobs, &s.q.extendReservations, &s.q.renewLocked, &s.d.deleteJob,
+	}
 }
 
 // ValidateSchema reports whether name can be used as relay's schema.
