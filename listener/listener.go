@@ -120,12 +120,8 @@ func (l *Listener) Run(ctx context.Context) error {
 
 func (l *Listener) connect(ctx context.Context) (*pgx.Conn, error) {
 	if l.failed {
-		t := time.NewTimer(l.delays.Next())
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := l.delays.Wait(ctx, nil); err != nil {
+			return nil, err
 		}
 	}
 	l.conns.Add(1)

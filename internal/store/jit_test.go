@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -83,13 +84,8 @@ func run(t *testing.T, conn *pgx.Conn, name string, call func(on store.DB) error
 	if err := call(rec); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	var jit, mode string
-	if err := tx.QueryRow(ctx, "SELECT current_setting('jit'), current_setting('plan_cache_mode')").Scan(&jit, &mode); err != nil {
-		t.Fatal(err)
-	}
-	if jit != "on" || mode != "force_generic_plan" {
-		t.Errorf("%s: after it the caller's transaction has jit %s and plan_cache_mode %s; want on and force_generic_plan, as it had them",
-			name, jit, mode)
+	if got, want := currentSettings(t, tx, "jit", "plan_cache_mode"), []string{"on", "force_generic_plan"}; !slices.Equal(got, want) {
+		t.Errorf("%s: after it the caller's transaction has jit and plan_cache_mode %v; want %v, as it had them", name, got, want)
 	}
 	if len(rec.batches) != 1 || len(rec.batches[0]) != 3 {
 		t.Errorf("%s sent %d batches (%v); want one of three statements: JIT off, the statement, the settings back",

@@ -146,11 +146,7 @@ func TestClaimsReachJobsByPrimaryKeyBehindAHugeBacklog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var generic, custom int64
-	if err := conn.QueryRow(ctx, "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql).
-		Scan(&generic, &custom); err != nil {
-		t.Fatal(err)
-	}
+	generic, custom := mustPreparedPlans(t, conn, sql)
 	if generic == 0 {
 		t.Errorf("8 claims were planned %d times for their values and never used the generic plan", custom)
 	}
@@ -352,14 +348,11 @@ func TestPerJobStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) 
 	}
 	// settings fails t unless the caller's transaction has seqscan, jit and plan_cache_mode
 	// as it set them.
-	settings := func(seqscan, jit, mode string) {
+	settings := func(want ...string) {
 		t.Helper()
-		var gotSeqscan, gotJIT, gotMode string
-		must(tx.QueryRow(ctx, "SELECT current_setting('enable_seqscan'), current_setting('jit'), current_setting('plan_cache_mode')").
-			Scan(&gotSeqscan, &gotJIT, &gotMode))
-		if gotSeqscan != seqscan || gotJIT != jit || gotMode != mode {
-			t.Errorf("after the statements, the caller's transaction has enable_seqscan %s, jit %s and plan_cache_mode %s; want %s, %s and %s, as it had them",
-				gotSeqscan, gotJIT, gotMode, seqscan, jit, mode)
+		names := []string{"enable_seqscan", "jit", "plan_cache_mode"}
+		if got := currentSettings(t, tx, names...); !slices.Equal(got, want) {
+			t.Errorf("after the statements, the caller's transaction has %v = %v; want %v, as it had them", names, got, want)
 		}
 	}
 	must2(tx.Exec(ctx, "SET LOCAL jit = off")) // the caller's own, which the statements must give back
@@ -381,26 +374,16 @@ func TestPerJobStatementsPlannedOnASmallTableStayCheapAfterABurst(t *testing.T) 
 
 	// Each ran with its generic plan from the first run: PostgreSQL's own choice planned some
 	// of them (a unique enqueue) afresh at every call, which cost more than running them.
-	rows, err := tx.Query(ctx, "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
-	must(err)
-	plans := map[string][2]int64{}
-	for rows.Next() {
-		var sql string
-		var generic, custom int64
-		must(rows.Scan(&sql, &generic, &custom))
-		plans[sql] = [2]int64{generic, custom}
-	}
-	must(rows.Err())
 	seen := 0
 	for _, sql := range s.ByIndexStatements() {
-		p, ok := plans[sql]
+		generic, custom, ok := preparedPlans(t, tx, sql)
 		if !ok {
 			continue // not run here (the renewal of a lease held by a handler's transaction)
 		}
 		seen++
-		if p[1] != 0 {
+		if custom != 0 {
 			t.Errorf("a statement sent between planByIndex and restorePlan was planned for its values %d times (generic plan %d times); want its generic plan every time:\n%s",
-				p[1], p[0], sql)
+				custom, generic, sql)
 		}
 	}
 	if want := len(s.ByIndexStatements()) - 1; seen < want {
@@ -635,11 +618,7 @@ func TestGatedClaimsKeepTheirGenericPlanBehindAnAnalyzedBacklog(t *testing.T) {
 		}
 	}
 	sql, _ := c.ClaimStatement(dispatcher.ClaimRequest{Gated: true})
-	var generic, custom int64
-	if err := conn.QueryRow(ctx, "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql).
-		Scan(&generic, &custom); err != nil {
-		t.Fatal(err)
-	}
+	generic, custom := mustPreparedPlans(t, conn, sql)
 	if generic < 12 {
 		t.Errorf("16 gated claims used the generic plan %d times, and were planned for their values %d times; want at least 12 generic", generic, custom)
 	}
@@ -693,11 +672,7 @@ func TestOutcomeBatchesKeepTheirGenericPlan(t *testing.T) {
 		}
 	}
 	sql, _ := s.WriteOutcomesStatement(client, nil)
-	var generic, custom int64
-	if err := conn.QueryRow(ctx, "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql).
-		Scan(&generic, &custom); err != nil {
-		t.Fatal(err)
-	}
+	generic, custom := mustPreparedPlans(t, conn, sql)
 	if generic != batches || custom != 0 {
 		t.Errorf("%d outcome batches used the generic plan %d times, and were planned for their values %d times; want the generic plan each time",
 			batches, generic, custom)
@@ -841,4 +816,43 @@ func TestBlockedKeysAreReadFromTheirOwnIndex(t *testing.T) {
 			}
 		})
 	}
+}
+
+// preparedPlans reads how many times the statement sql, prepared on q's session, ran with
+// its generic plan and how many times it was planned for its values; ok is false if it is
+// not prepared there.
+func preparedPlans(t *testing.T, q store.DB, sql string) (generic, custom int64, ok bool) {
+	t.Helper()
+	err := q.QueryRow(context.Background(), "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql).
+		Scan(&generic, &custom)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return generic, custom, true
+}
+
+// mustPreparedPlans is preparedPlans of a statement that must be prepared on q's session.
+func mustPreparedPlans(t *testing.T, q store.DB, sql string) (generic, custom int64) {
+	t.Helper()
+	generic, custom, ok := preparedPlans(t, q, sql)
+	if !ok {
+		t.Fatalf("the statement is not prepared on the session:\n%s", sql)
+	}
+	return generic, custom
+}
+
+// currentSettings are the values of the named settings in q's session, or in its
+// transaction if q is one.
+func currentSettings(t *testing.T, q store.DB, names ...string) []string {
+	t.Helper()
+	var values []string
+	if err := q.QueryRow(context.Background(),
+		"SELECT array_agg(current_setting(n) ORDER BY i) FROM unnest($1::text[]) WITH ORDINALITY AS s(n, i)", names).
+		Scan(&values); err != nil {
+		t.Fatal(err)
+	}
+	return values
 }
