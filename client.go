@@ -226,7 +226,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		c.events.rescued(r.Jobs, time.Now())
 		return r, err
 	}
-	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: observed(c.recovery, rescue), MaxWait: cfg.LeaseRenewal, Logger: cfg.Logger})
+	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: observed(c.recovery, rescue), MaxWait: cfg.LeaseRenewal, Grace: cfg.LeaseRenewal, Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, c.rescuer.Run)
 	// Reservations are announced by NOTIFY (see onNotify), so its poll only covers what
 	// nothing announces: the fallback poll of the queues will do.

@@ -18,8 +18,10 @@ var (
 	// expired, or the job was deleted. This attempt's outcome is not recorded.
 	ErrLostLease = lease.ErrLostLease
 	// ErrLeaseExpired: this client could not renew the job's lease for as long as the lease
-	// lasts, so another client may already be running it. This attempt's outcome is not
-	// recorded.
+	// lasts, so another client may already be running it. This attempt's outcome is
+	// recorded once the database answers, unless another client rescued the job meanwhile:
+	// a handler that returns nil anyway succeeds, any other return retries the job at once
+	// (reason [ReasonLostLease]).
 	ErrLeaseExpired = lease.ErrLeaseExpired
 )
 

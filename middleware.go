@@ -195,8 +195,21 @@ type verdict struct {
 func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
 	outOfAttempts := attempt >= maxAttempts
 	switch {
-	case errors.Is(cause, ErrLostLease), errors.Is(cause, ErrLeaseExpired):
+	case errors.Is(cause, ErrLostLease):
 		return verdict{state: store.StatePending, reason: store.ReasonLostLease, abandoned: true}
+	case errors.Is(cause, ErrLeaseExpired) && err == nil:
+		// The handler finished as the client gave its lease up for lost, the database being
+		// away. Unless another client rescued the job meanwhile (then this outcome is stale,
+		// and the write skips it), nobody else ran it: its success stands.
+		return verdict{state: store.StateSucceeded}
+	case errors.Is(cause, ErrLeaseExpired):
+		// Written once the database answers, the retry comes then, rather than when a
+		// rescuer gets to the lease (see lease.RescuerConfig.Grace); stale if one did.
+		v := verdict{state: store.StatePending, reason: store.ReasonLostLease, message: cause.Error(), hasRetryIn: true}
+		if outOfAttempts {
+			v.state = store.StateFailed
+		}
+		return v
 	case errors.Is(cause, ErrCancelled):
 		return verdict{state: store.StateCancelled, reason: store.ReasonCancelled, abandoned: true}
 	}

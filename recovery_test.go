@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
 )
 
 // Tests of what a client does when the database, or the way to it, fails: attempts that
@@ -270,4 +271,88 @@ func TestHandlersHoldingEveryConnectionDoNotStarveTheClient(t *testing.T) {
 	if n := len(runs); n != 2 {
 		t.Errorf("the holding handlers ran %d times, want 2", n)
 	}
+}
+
+// An outage of the database longer than the lease reruns no job that its client finished
+// or gave up: the client is alive, only cut off, and once the database answers it writes
+// what it has (its rescuer waits LeaseRenewal first, so that it does not take its own or
+// another live client's jobs for lost). A job whose handler returned before the outage's
+// end succeeds on its one attempt, whether it returned before its lease expired or after
+// the client cancelled it with ErrLeaseExpired; a job whose handler gave up is retried at
+// once, on the owner's word rather than a rescuer's.
+func TestAnOutageLongerThanTheLeaseRerunsNoFinishedJob(t *testing.T) {
+	t.Parallel()
+	srv, b := onServerOfItsOwn(t)
+	ctx := context.Background()
+	const ttl, renewal = 3 * time.Second, time.Second
+	c := b.client(relay.Config{LeaseTTL: ttl, LeaseRenewal: renewal, Queues: queues(5, relay.DefaultQueue)})
+	const (
+		finishes = iota + 1 // returns during the outage, before its lease expires
+		succeeds            // returns nil once its context ends
+		givesUp             // returns its context's cause
+	)
+	type start struct{ n, attempt int }
+	started := make(chan start, 10)
+	causes := make(chan error, 2)
+	halted, retried := b.gate(), b.gate()
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- start{job.Args.N, job.Attempt}
+		switch {
+		case job.Attempt > 1:
+			retried.wait()
+			return nil
+		case job.Args.N == finishes:
+			halted.wait()
+			return nil
+		}
+		<-ctx.Done()
+		causes <- context.Cause(ctx)
+		if job.Args.N == succeeds {
+			return nil
+		}
+		return context.Cause(ctx)
+	})
+	b.start(c)
+	ids := map[int]int64{}
+	for _, n := range []int{finishes, succeeds, givesUp} {
+		ids[n] = enqueue(b, testKind, numArgs{N: n})
+	}
+	for range 3 {
+		if s := recv(t, started, "the three jobs to start"); s.attempt != 1 {
+			t.Fatalf("job %d started attempt %d; want 1", s.n, s.attempt)
+		}
+	}
+
+	if err := srv.Halt(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	halted.open()
+	for range 2 {
+		if cause := relaytest.Receive(t, causes, ttl+waitTimeout, "the client to give up the leases it could not renew"); !errors.Is(cause, relay.ErrLeaseExpired) {
+			t.Fatalf("a handler's context ended with %v; want ErrLeaseExpired", cause)
+		}
+	}
+	if err := srv.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	if s := recv(t, started, "the retry of the job that gave up"); s.n != givesUp || s.attempt != 2 {
+		t.Fatalf("job %d started attempt %d after the outage; want only job %d's attempt 2", s.n, s.attempt, givesUp)
+	} else if took := time.Since(back); took >= renewal {
+		t.Errorf("the job that gave up ran again %v after the database was back; want within LeaseRenewal (%v), before any rescue", took, renewal)
+	}
+	retried.open()
+	for _, n := range []int{finishes, succeeds} {
+		rec := b.waitRecord(ids[n], relay.StateSucceeded)
+		if rec.Attempt != 1 || len(rec.Attempts) != 1 {
+			t.Errorf("job %d succeeded on attempt %d with history %s; want its one attempt, never rescued", n, rec.Attempt, historyString(rec.Attempts))
+		}
+	}
+	rec := b.waitRecord(ids[givesUp], relay.StateSucceeded)
+	if rec.Attempt != 2 || len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease || rec.Attempts[0].Client != c.ID() {
+		t.Errorf("the job that gave up succeeded on attempt %d with history %s; want attempt 1 lost (lost lease, by its own client), then attempt 2",
+			rec.Attempt, historyString(rec.Attempts))
+	}
+	b.stop(c)
+	noMore(t, started, "attempt")
 }

@@ -9,7 +9,8 @@
 // certainly expired it cancels that handler itself with [ErrLeaseExpired]. A [Rescuer]
 // retries running jobs whose lease expired, on every client, each exactly once. Both back
 // off while the database fails; tell them when it answers again ([Keeper.Recover],
-// [Rescuer.Recover]) and they carry on at once.
+// [Rescuer.Recover]) and they carry on at once, the Rescuer after a grace in which the
+// clients cut off with it renew and write what they hold ([RescuerConfig].Grace).
 //
 // Both work through what their configuration supplies: a Keeper through a [Renewer], a
 // Rescuer through a rescue function ([RescuerConfig].Rescue). relay's client implements

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -572,5 +573,89 @@ func TestRescuerRescuesAtOnceWhenTheDatabaseIsBack(t *testing.T) {
 	case <-passes:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the rescuer did not rescue after Recover")
+	}
+}
+
+// A rescuer whose passes failed (the database away) does not rescue, once the database
+// answers again, before Grace has passed: leases that expired meanwhile belong to clients
+// cut off as it was, which renew them within moments. Its first pass back acts on nothing;
+// the owner's renewal in between keeps the job, and the pass after Grace leaves it alone.
+// A lease nobody renews is rescued after Grace, as ever.
+func TestRescuerBackFromAnOutageGivesOwnersGraceToRenew(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	const grace = 300 * time.Millisecond
+	jobs := r.claim("owner", 2, 100*time.Millisecond)
+	renewed, abandoned := jobs[0], jobs[1]
+
+	type call struct {
+		limit int
+		at    time.Time
+		err   error
+	}
+	var down atomic.Bool
+	down.Store(true)
+	calls := make(chan call, 100)
+	rescue := r.store.Client(r.db, store.ClientInfo{}).Rescue
+	resc := lease.NewRescuer(lease.RescuerConfig{
+		Rescue: func(ctx context.Context, limit int) (lease.Rescued, error) {
+			if down.Load() {
+				calls <- call{limit, time.Now(), errors.New("the database is away")}
+				return lease.Rescued{}, errors.New("the database is away")
+			}
+			res, err := rescue(ctx, limit)
+			calls <- call{limit, time.Now(), err}
+			return res, err
+		},
+		MaxWait: time.Hour, Grace: grace,
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- resc.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	if c := relaytest.Receive(t, calls, waitTimeout, "a failed pass"); c.err == nil {
+		t.Fatalf("a pass succeeded while the database was away")
+	}
+	relaytest.WaitFor(t, waitTimeout, "both leases to expire", func() bool {
+		_, exp0, now := r.leaseOf(renewed.ID)
+		_, exp1, _ := r.leaseOf(abandoned.ID)
+		return now.After(exp0) && now.After(exp1)
+	})
+
+	down.Store(false)
+	resc.Recover()
+	probe := relaytest.Receive(t, calls, waitTimeout, "the first pass back")
+	for probe.err != nil { // failed passes made before the database came back
+		probe = relaytest.Receive(t, calls, waitTimeout, "the first pass back")
+	}
+	if probe.limit != 0 {
+		t.Fatalf("the first pass back had a limit of %d; want 0, acting on nothing", probe.limit)
+	}
+	// The owner, back too, renews one of its leases.
+	renewal, err := r.store.Client(r.db, store.ClientInfo{ID: "owner", Lease: time.Hour, Queues: []string{relay.DefaultQueue}, Kinds: []string{"k"}}).
+		Renew(ctx, []lease.Held{{ID: renewed.ID, Attempt: renewed.Attempt}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !renewal.Renewed[renewed.ID] {
+		t.Fatalf("the owner could not renew its expired lease in the grace after the outage: %+v", renewal)
+	}
+	pass := relaytest.Receive(t, calls, waitTimeout, "the pass after the grace")
+	if pass.limit == 0 || pass.err != nil {
+		t.Fatalf("the pass after the grace: limit %d, %v; want a pass that rescues", pass.limit, pass.err)
+	}
+	if waited := pass.at.Sub(probe.at); waited < grace {
+		t.Errorf("the rescuer passed %v after the database answered it; want at least its grace, %v", waited, grace)
+	}
+	if state, _, _ := r.leaseOf(renewed.ID); state != "running" || len(r.job(renewed.ID).Attempts) != 0 {
+		t.Errorf("the renewed job is %s with history %+v; want running, untouched", state, r.job(renewed.ID).Attempts)
+	}
+	rec := r.job(abandoned.ID)
+	if rec.State != relay.StatePending || len(rec.Attempts) != 1 || rec.Attempts[0].Reason != relay.ReasonLostLease {
+		t.Errorf("the job nobody renewed is %s with history %+v; want pending after one lost lease", rec.State, rec.Attempts)
 	}
 }

@@ -13,12 +13,21 @@ type RescuerConfig struct {
 	// Rescue retries (or fails, when out of attempts) up to limit running jobs whose lease
 	// has expired, and says when the next lease expires. Rescuers on many clients may run
 	// it at once: each expired job must be rescued by exactly one of them. relay's client
-	// implements it on its jobs table with one SKIP LOCKED statement.
+	// implements it on its jobs table with one SKIP LOCKED statement. A limit of 0 rescues
+	// nothing: the pass only says when the next lease expires.
 	Rescue func(ctx context.Context, limit int) (Rescued, error)
 	// MaxWait is the longest the rescuer sleeps between passes. It usually wakes sooner:
 	// each pass learns when the next lease expires and sleeps until just after then.
 	MaxWait time.Duration
-	Logger  *slog.Logger
+	// Grace is how long the rescuer waits, once the database answers again after its passes
+	// failed, before it rescues anything. An outage of the database cuts off every client
+	// at once, and leases expire meanwhile whose clients are alive, often with outcomes
+	// written and waiting to be sent: they renew within moments of its return, and are
+	// given Grace to do so. Without it, the first client back would retry every job the
+	// others were running or had finished. Set it to at least the renewal interval; 0
+	// rescues at once. A client that died during the outage has its jobs rescued Grace later.
+	Grace  time.Duration
+	Logger *slog.Logger
 }
 
 // Rescuer retries running jobs whose lease expired. Every client runs one; the rescue
@@ -36,9 +45,11 @@ func NewRescuer(cfg RescuerConfig) *Rescuer {
 	return &Rescuer{cfg: cfg, recovered: backoff.NewSignal()}
 }
 
-// Recover tells the Rescuer that the database answers again: it rescues at once, with its
-// backoff reset, rather than at the end of its wait. Leases that expired while the
-// database was away are then retried within moments of its return. It never blocks.
+// Recover tells the Rescuer that the database answers again: it looks at once, with its
+// backoff reset, rather than at the end of its wait, and rescues [RescuerConfig].Grace
+// after the database answered it. Leases that expired while the database was away and
+// whose clients did not renew them meanwhile are then retried soon after its return. It
+// never blocks.
 func (r *Rescuer) Recover() { r.recovered.Send() }
 
 // Run rescues expired leases until ctx ends.
@@ -53,7 +64,7 @@ func (r *Rescuer) Run(ctx context.Context) error {
 			return pass{full: len(res.IDs) == limit, hasNext: res.HasNext, nextIn: res.NextIn}, nil
 		},
 		maxWait: r.cfg.MaxWait, logger: r.cfg.Logger, failed: "relay: rescuing expired leases failed; retrying",
-		recovered: r.recovered.C(),
+		recovered: r.recovered.C(), grace: r.cfg.Grace,
 	}.loop(ctx)
 }
 

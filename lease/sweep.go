@@ -43,6 +43,12 @@ type sweep struct {
 	// recovered, if not nil, signals that the database answers again: pass at once, with
 	// the backoff of failed passes reset.
 	recovered <-chan struct{}
+	// grace, if positive, is how long the sweep holds back once the database answers again
+	// after a failed pass: until then it passes with a limit of 0, which acts on nothing and
+	// only tells whether the database is back. Other clients that lost the database as this
+	// one did are back within moments too, and get that long to renew what they hold before
+	// it counts as lost.
+	grace time.Duration
 }
 
 func (s sweep) loop(ctx context.Context) error {
@@ -50,15 +56,28 @@ func (s sweep) loop(ctx context.Context) error {
 	// A thing due but locked is usually being acted on (a commit under way, another client's
 	// pass): look again within milliseconds, then less and less often.
 	lag := backoff.Policy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: s.maxWait}.Series()
+	away := false // a pass failed, and none has succeeded since
 	for {
 		wait := s.maxWait
-		p, err := s.run(ctx, sweepBatch)
+		limit := sweepBatch
+		if away && s.grace > 0 {
+			limit = 0
+		}
+		p, err := s.run(ctx, limit)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
 		case err != nil:
 			s.logger.Warn(s.failed, "error", err)
 			wait = retry.Next()
+			away = true
+		case limit == 0:
+			away = false
+			retry.Reset()
+			if s.holdBack(ctx) != nil {
+				return ctx.Err()
+			}
+			continue
 		default:
 			retry.Reset()
 			if p.full {
@@ -81,6 +100,23 @@ func (s sweep) loop(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// holdBack waits grace, whatever signals come meanwhile: the database answering again is
+// what started it.
+func (s sweep) holdBack(ctx context.Context) error {
+	t := time.NewTimer(s.grace)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	select {
+	case <-s.recovered: // sent for the return the grace was for
+	default:
+	}
+	return nil
 }
 
 // How a sweep's sleep ended.
