@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-
-	"github.com/relayq/relay"
 )
 
 var burstGaps = []time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 95 * time.Millisecond}
@@ -22,34 +20,14 @@ const (
 func runBurst(ctx context.Context, b *bench) (*RunResult, error) {
 	n := 2 * burstPairs * len(burstGaps)
 	rec := newRecorder(b.base, n)
-	clientPool, prodPool, closePools, err := b.pools(ctx, 2)
+	prodPool, stop, err := b.idleClient(ctx, rec, 2)
 	if err != nil {
 		return nil, err
 	}
-	defer closePools()
-	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}}, rec.handler)
-	if err != nil {
-		return nil, err
-	}
-	defer stopClient(ctx, c)
+	defer stop()
 
 	opts := b.enqueueOpts(benchQueue)
-	enqueue := func(seq int64) (time.Time, error) {
-		tx, err := prodPool.Begin(ctx)
-		if err != nil {
-			return time.Time{}, err
-		}
-		defer tx.Rollback(ctx)
-		if _, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: seq}, opts...); err != nil {
-			return time.Time{}, err
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return time.Time{}, err
-		}
-		now := time.Now()
-		rec.committed(seq, now)
-		return now, nil
-	}
+	enqueue := func(seq int64) (time.Time, error) { return enqueueOne(ctx, prodPool, rec, seq, opts) }
 	// gapOf[seq] is the index of the gap of pair seq/2.
 	gapOf := make([]int, n)
 	var pairs atomic.Int64

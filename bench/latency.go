@@ -16,22 +16,16 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	n := int64(float64(rate) * b.opts.duration.Seconds())
 	rec := newRecorder(b.base, int(n))
 	// The floor: a bare NOTIFY's round trip at the same rate, measured in this run.
-	ref, err := notifyRoundTrip(ctx, b, rate, min(b.opts.duration, 5*time.Second))
+	ref, err := notifyAtRate(ctx, b, rate, min(b.opts.duration, 5*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("NOTIFY reference: %w", err)
 	}
 
-	clientPool, prodPool, closePools, err := b.pools(ctx, 2)
+	prodPool, stop, err := b.idleClient(ctx, rec, 2)
 	if err != nil {
 		return nil, err
 	}
-	defer closePools()
-
-	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}}, rec.handler)
-	if err != nil {
-		return nil, err
-	}
-	defer stopClient(ctx, c)
+	defer stop()
 	time.Sleep(200 * time.Millisecond) // idle: start-up claims are done
 
 	opts := b.enqueueOpts(benchQueue)
@@ -80,9 +74,7 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	elapsed := last.Sub(start)
 	allStarted := waitFor(ctx, 10*time.Second, time.Millisecond, func() bool { return rec.started.Load() >= total })
 	stopProgress()
-	if err := stopClient(ctx, c); err != nil {
-		b.log.Warn("stop client", "error", err)
-	}
+	stop()
 
 	p := rec.pickups(0, total, nil, nil, nil)
 	var rateTarget, p50, p99 *Target
@@ -105,15 +97,8 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 		series: []series{{label: fmt.Sprintf("R=%d", rate), hist: p.hist}},
 	}
 	res.Metrics = append(res.Metrics, latencyMetrics("latency ", p.hist, p50, p99)...)
-	var refP50, refP99 *Target
-	if rate == 100 {
-		refP50, refP99 = atMost(2), atMost(5)
-	}
+	res.Metrics = append(res.Metrics, againstNotify("latency", p.hist, ref, rate == 100)...)
 	res.Metrics = append(res.Metrics,
-		Metric{Name: "NOTIFY round trip p50", Unit: unitMs, Value: ms(ref.ValueAtQuantile(50))},
-		Metric{Name: "NOTIFY round trip p99", Unit: unitMs, Value: ms(ref.ValueAtQuantile(99))},
-		Metric{Name: "latency p50 / NOTIFY p50", Unit: unitRatio, Value: float64(p.hist.ValueAtQuantile(50)) / float64(max(ref.ValueAtQuantile(50), 1)), Target: refP50},
-		Metric{Name: "latency p99 / NOTIFY p99", Unit: unitRatio, Value: float64(p.hist.ValueAtQuantile(99)) / float64(max(ref.ValueAtQuantile(99), 1)), Target: refP99},
 		Metric{Name: "started > 100 ms after commit", Unit: unitCount, Value: float64(rec.lateStarts(0, total, lateAfter)), Target: never()},
 	)
 	res.Metrics = append(res.Metrics, phaseMetrics("", rec.phases(0, total, nil))...)

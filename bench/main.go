@@ -70,7 +70,7 @@ type options struct {
 	unique            bool          // enqueue: every job with a unique key
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "scheduled", "queues", "ordered", "limited", "enqueue", "sql-enqueue", "overhead", "poolers", "retention", "prune-backlog", "scaleout"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "sparse", "scheduled", "queues", "ordered", "limited", "enqueue", "sql-enqueue", "overhead", "poolers", "retention", "prune-backlog", "scaleout"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -195,6 +195,7 @@ func plan(o options) []workload {
 	add("drain", "drain", runDrain)
 	add("sustained", "sustained", runSustained)
 	add("burst-after-idle", "burst", runBurst)
+	add("sparse", "sparse", runSparse)
 	add("scheduled", "scheduled", runScheduled)
 	add("queues", "queues", runQueues)
 	add("ordered", "ordered", runOrdered)

@@ -11,10 +11,9 @@ import (
 )
 
 // notifyRoundTrip measures the floor under relay's pickup latency on this machine: one
-// connection LISTENs, another sends NOTIFY (each in its own transaction) at rate per second
-// for dur, and the latency of each is its arrival minus the moment its statement returned,
-// as relay's latency is a job's start minus the moment its Commit returned.
-func notifyRoundTrip(ctx context.Context, b *bench, rate int, dur time.Duration) (histogram, error) {
+// connection LISTENs, another sends n NOTIFYs (each in its own transaction), the i-th at
+// sendAt(i) after the first, and the latency of each is its arrival minus its send.
+func notifyRoundTrip(ctx context.Context, b *bench, n int, sendAt func(i int) time.Duration) (histogram, error) {
 	listen, err := pgx.Connect(ctx, b.db.url)
 	if err != nil {
 		return nil, err
@@ -32,7 +31,6 @@ func notifyRoundTrip(ctx context.Context, b *bench, rate int, dur time.Duration)
 	ctx, cancel := context.WithCancel(ctx) // ends the receiver before the connections close
 	defer cancel()
 
-	n := int(float64(rate) * dur.Seconds())
 	sent := make([]atomic.Int64, n) // ns since base when each NOTIFY was sent
 	hist := newHist()
 	received := make(chan error, 1)
@@ -57,9 +55,8 @@ func notifyRoundTrip(ctx context.Context, b *bench, rate int, dur time.Duration)
 		}
 		received <- nil
 	}()
-	interval := time.Second / time.Duration(rate)
 	for i := range n {
-		sleepUntil(ctx, base.Add(time.Duration(i)*interval))
+		sleepUntil(ctx, base.Add(sendAt(i)))
 		// From the send, not from its return: the notification is delivered as the
 		// sender's commit completes, as its reply is, so timing from the reply measured
 		// nothing but which of the two processes ran first (0 on a quiet machine).
@@ -76,6 +73,27 @@ func notifyRoundTrip(ctx context.Context, b *bench, rate int, dur time.Duration)
 	case <-timeout.C:
 		cancel()
 		<-received
-		return nil, fmt.Errorf("NOTIFY reference: %d notifications did not arrive within 10 s", n-int(hist.TotalCount()))
+		return nil, fmt.Errorf("%d notifications did not arrive within 10 s", n-int(hist.TotalCount()))
+	}
+}
+
+// notifyAtRate is notifyRoundTrip at rate NOTIFYs per second for dur.
+func notifyAtRate(ctx context.Context, b *bench, rate int, dur time.Duration) (histogram, error) {
+	interval := time.Second / time.Duration(rate)
+	return notifyRoundTrip(ctx, b, int(float64(rate)*dur.Seconds()), func(i int) time.Duration { return time.Duration(i) * interval })
+}
+
+// againstNotify reports the NOTIFY reference ref and the ratios of pickup latency to it;
+// with targets, at most 2× at p50 and 5× at p99.
+func againstNotify(name string, pickup, ref histogram, targets bool) []Metric {
+	var p50, p99 *Target
+	if targets {
+		p50, p99 = atMost(2), atMost(5)
+	}
+	return []Metric{
+		{Name: "NOTIFY round trip p50", Unit: unitMs, Value: ms(ref.ValueAtQuantile(50))},
+		{Name: "NOTIFY round trip p99", Unit: unitMs, Value: ms(ref.ValueAtQuantile(99))},
+		{Name: name + " p50 / NOTIFY p50", Unit: unitRatio, Value: float64(pickup.ValueAtQuantile(50)) / float64(max(ref.ValueAtQuantile(50), 1)), Target: p50},
+		{Name: name + " p99 / NOTIFY p99", Unit: unitRatio, Value: float64(pickup.ValueAtQuantile(99)) / float64(max(ref.ValueAtQuantile(99), 1)), Target: p99},
 	}
 }
