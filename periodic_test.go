@@ -236,17 +236,22 @@ func TestScheduleCatchUpAfterEveryClientStopped(t *testing.T) {
 		}
 		var enqueued []time.Time
 		startJobs := 0
-		for slot, n := range b.slotJobs(tc.name, next[tc.name], missed[len(missed)-1].Add(time.Second)) {
+		// Up to now: RunOnStart's job is at the moment its client started, which a loaded
+		// machine may put past the last missed slot's second.
+		for slot, n := range b.slotJobs(tc.name, next[tc.name], time.Now().Add(time.Second)) {
 			at := time.UnixMicro(slot).UTC()
-			waiting[tc.name+"@"+at.Format(time.RFC3339Nano)] = true
-			if at.Nanosecond() != 0 {
+			switch {
+			case at.Nanosecond() != 0:
 				startJobs += n
-				continue
+			case at.After(missed[len(missed)-1]):
+				continue // a slot due after the restart, not a missed one
+			default:
+				if n != 1 {
+					t.Errorf("%s: slot %v has %d jobs", tc.name, at.Format(time.TimeOnly), n)
+				}
+				enqueued = append(enqueued, at)
 			}
-			if n != 1 {
-				t.Errorf("%s: slot %v has %d jobs", tc.name, at.Format(time.TimeOnly), n)
-			}
-			enqueued = append(enqueued, at)
+			waiting[tc.name+"@"+at.Format(time.RFC3339Nano)] = true
 		}
 		slices.SortFunc(enqueued, time.Time.Compare)
 		if want := tc.enqueued(missed, restart); !slices.EqualFunc(enqueued, want, time.Time.Equal) {

@@ -284,6 +284,7 @@ func TestNotifyWakesAtTheRightTime(t *testing.T) {
 	h.start()
 	recv(t, h.db.claimed, "the start-up claim") // finds nothing: the dispatcher is idle now
 
+	stalls := loadavg.MeasureStalls()
 	at := time.Now().Add(300 * time.Millisecond)
 	h.enqueue(1, relay.RunAt(at))
 	later := at.Add(time.Hour)
@@ -296,8 +297,10 @@ func TestNotifyWakesAtTheRightTime(t *testing.T) {
 	if late < 0 || r.at.Before(at.Truncate(time.Microsecond)) {
 		t.Errorf("job ran %v before its run_at", -late)
 	}
-	if late > loadavg.Scaled(50*time.Millisecond) {
-		t.Errorf("job ran %v after its run_at; want within 50ms (×%.1f for the machine's load)", late, loadavg.Overload())
+	// Within 50 ms on a machine with a core to spare; one that stalls this test's goroutines
+	// (other tests, -race) delays the dispatcher's timer and claim as much.
+	if stalled := stalls.Stop(); late > loadavg.Scaled(50*time.Millisecond)+stalled {
+		t.Errorf("job ran %v after its run_at; want within 50ms (×%.1f for the machine's load, + %v stalled)", late, loadavg.Overload(), stalled)
 	}
 
 	for _, delay := range []time.Duration{0, -time.Second} {
@@ -367,12 +370,14 @@ func TestDispatcherFindsScheduledJobsAndPolls(t *testing.T) {
 	t.Parallel()
 	runs := make(chan time.Time, 10)
 	h := newHarness(t, 4, 100*time.Millisecond, func(j *dispatcher.Job) { runs <- time.Now() })
+	stalls := loadavg.MeasureStalls()
 	at := time.Now().Add(300 * time.Millisecond)
 	h.enqueue(1, relay.RunAt(at))
 	h.start()
 	got := recv(t, runs, "the scheduled job")
-	if got.Before(at) || got.Sub(at) > loadavg.Scaled(50*time.Millisecond) {
-		t.Errorf("scheduled job ran %v after its time, want 0 to 50ms (×%.1f for the machine's load)", got.Sub(at), loadavg.Overload())
+	// As in TestNotifyWakesAtTheRightTime, a stalled machine delays it as much.
+	if stalled := stalls.Stop(); got.Before(at) || got.Sub(at) > loadavg.Scaled(50*time.Millisecond)+stalled {
+		t.Errorf("scheduled job ran %v after its time, want 0 to 50ms (×%.1f for the machine's load, + %v stalled)", got.Sub(at), loadavg.Overload(), stalled)
 	}
 	// Nobody wakes the dispatcher for this one: the 100ms poll must find it.
 	enqueued := time.Now()
