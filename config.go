@@ -65,9 +65,9 @@ type Config struct {
 	LeaseTTL time.Duration
 	// LeaseRenewal is how often the client renews the leases of its running jobs (its
 	// heartbeat); default [DefaultLeaseRenewal]. It must be at most half of LeaseTTL, so that
-	// one failed renewal never loses a lease. It is also how long the client waits, once the
-	// database answers again after an outage, before it rescues other clients' expired
-	// leases: they were cut off too, and renew theirs in that time.
+	// one failed renewal never loses a lease. It is also how long (2 s at least) the client
+	// waits, once the database answers again after an outage, before it rescues other
+	// clients' expired leases: they were cut off too, and renew theirs in that time.
 	LeaseRenewal time.Duration
 	// Logger receives relay's logs; default slog.Default().
 	Logger *slog.Logger
