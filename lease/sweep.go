@@ -44,10 +44,10 @@ type sweep struct {
 	// the backoff of failed passes reset.
 	recovered <-chan struct{}
 	// grace, if positive, is how long the sweep holds back once the database answers again
-	// after a failed pass: until then it passes with a limit of 0, which acts on nothing and
-	// only tells whether the database is back. Other clients that lost the database as this
-	// one did are back within moments too, and get that long to renew what they hold before
-	// it counts as lost.
+	// after a failed pass. Until a pass succeeds, its passes have a limit of 0: they act on
+	// nothing, and only tell whether the database is back. Then it waits grace before it
+	// acts. Other clients that lost the database as this one did are back within moments
+	// too, and get that long to renew what they hold before it counts as lost.
 	grace time.Duration
 }
 
