@@ -226,7 +226,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		c.events.rescued(r.Jobs, time.Now())
 		return r, err
 	}
-	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: observed(c.recovery, rescue), MaxWait: cfg.LeaseRenewal, Grace: rescueGrace(cfg.LeaseRenewal), Logger: cfg.Logger})
+	c.rescuer = lease.NewRescuer(lease.RescuerConfig{Rescue: observed(c.recovery, rescue), MaxWait: cfg.LeaseRenewal, Grace: max(cfg.LeaseRenewal, minRescueGrace), Logger: cfg.Logger})
 	c.rescuerSvc = lifecycle.Go(background, c.rescuer.Run)
 	// Reservations are announced by NOTIFY (see onNotify), so its poll only covers what
 	// nothing announces: the fallback poll of the queues will do.
@@ -492,16 +492,13 @@ func (c *Client) wakeAll() {
 	c.queues.each((*dispatcher.Dispatcher).Wake)
 }
 
-// minRescueGrace bounds rescueGrace from below. Each client learns that the database is
-// back at its own next try (its listener tries a few times a second), then opens new
-// connections to renew and write: on a loaded machine, clients with short leases did not
-// all manage that within a LeaseRenewal of 0.67 s.
+// minRescueGrace bounds from below how long the rescuer waits, after an outage, before it
+// takes other clients' expired leases for lost (lease.RescuerConfig.Grace), which is
+// otherwise a renewal interval, in which a live client renews. Each client learns that the
+// database is back at its own next try (its listener tries a few times a second), then
+// opens new connections to renew and write: on a loaded machine, clients with short
+// leases did not all manage that within a LeaseRenewal of 0.67 s.
 const minRescueGrace = 2 * time.Second
-
-// rescueGrace is how long the rescuer waits, after an outage, before it takes other
-// clients' expired leases for lost (lease.RescuerConfig.Grace): a renewal interval, in
-// which a live client renews, and at least minRescueGrace.
-func rescueGrace(renewal time.Duration) time.Duration { return max(renewal, minRescueGrace) }
 
 // databaseBack makes every service that backs off from a failing database retry at once,
 // now that it answers again (see recovery).

@@ -197,19 +197,6 @@ func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
 	switch {
 	case errors.Is(cause, ErrLostLease):
 		return verdict{state: store.StatePending, reason: store.ReasonLostLease, abandoned: true}
-	case errors.Is(cause, ErrLeaseExpired) && err == nil:
-		// The handler finished as the client gave its lease up for lost, the database being
-		// away. Unless another client rescued the job meanwhile (then this outcome is stale,
-		// and the write skips it), nobody else ran it: its success stands.
-		return verdict{state: store.StateSucceeded}
-	case errors.Is(cause, ErrLeaseExpired):
-		// Written once the database answers, the retry comes then, rather than when a
-		// rescuer gets to the lease (see lease.RescuerConfig.Grace); stale if one did.
-		v := verdict{state: store.StatePending, reason: store.ReasonLostLease, message: cause.Error(), hasRetryIn: true}
-		if outOfAttempts {
-			v.state = store.StateFailed
-		}
-		return v
 	case errors.Is(cause, ErrCancelled):
 		return verdict{state: store.StateCancelled, reason: store.ReasonCancelled, abandoned: true}
 	}
@@ -221,7 +208,16 @@ func decide(cause, err error, attempt, maxAttempts int, stopping bool) verdict {
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			v.message += ": " + err.Error()
 		}
+	case errors.Is(cause, ErrLeaseExpired) && err != nil:
+		// The client gave the lease up for lost, the database being away, and the handler
+		// did not finish. Written once the database answers, the retry comes then, rather
+		// than when a rescuer gets to the lease (see lease.RescuerConfig.Grace); stale, and
+		// skipped, if one did.
+		v.reason, v.message, v.hasRetryIn = store.ReasonLostLease, cause.Error(), true
 	case err == nil:
+		// A success stands, also one that came as the client gave the lease up for lost
+		// (ErrLeaseExpired): unless another client rescued the job meanwhile (then the write
+		// skips this outcome as stale), nobody else ran it.
 		return verdict{state: store.StateSucceeded}
 	default:
 		v = judgeError(err, attempt, &outOfAttempts, stopping)

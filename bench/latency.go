@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-
-	"github.com/relayq/relay"
 )
 
 // runLatency: an idle client with 100 workers on one queue; one producer enqueues one job
@@ -47,22 +45,11 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 		}
 		t0 := time.Now()
 		maxLag = max(maxLag, t0.Sub(due))
-		tx, err := prodPool.Begin(ctx)
-		if err != nil {
+		var err error
+		if last, err = enqueueOne(ctx, prodPool, rec, i, opts); err != nil {
 			stopProgress()
 			return nil, err
 		}
-		if _, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: i}, opts...); err != nil {
-			tx.Rollback(ctx)
-			stopProgress()
-			return nil, err
-		}
-		if err := tx.Commit(ctx); err != nil {
-			stopProgress()
-			return nil, err
-		}
-		last = time.Now()
-		rec.committed(i, last)
 		sent.Store(i + 1)
 		record(txTime, last.Sub(t0))
 		if last.Sub(start) > giveUp {

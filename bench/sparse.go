@@ -3,12 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/relayq/relay"
 )
 
 const (
@@ -73,47 +68,4 @@ func runSparse(ctx context.Context, b *bench) (*RunResult, error) {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d of %d jobs had not started 10 s after the last commit", p.missing, sparseJobs))
 	}
 	return res, nil
-}
-
-// enqueueOne enqueues job seq in a transaction of its own and records when its Commit
-// returned, which it returns.
-func enqueueOne(ctx context.Context, pool *pgxpool.Pool, rec *recorder, seq int64, opts []relay.EnqueueOption) (time.Time, error) {
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		return time.Time{}, err
-	}
-	defer tx.Rollback(ctx)
-	if _, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: seq}, opts...); err != nil {
-		return time.Time{}, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return time.Time{}, err
-	}
-	now := time.Now()
-	rec.committed(seq, now)
-	return now, nil
-}
-
-// idleClient starts a client of 100 workers on benchQueue that records its jobs in rec,
-// with a pool of its own, and returns a pool of producerConns for the producers; stop
-// stops the client and closes both pools, once however often it is called.
-func (b *bench) idleClient(ctx context.Context, rec *recorder, producerConns int) (producers *pgxpool.Pool, stop func(), err error) {
-	clientPool, prodPool, closePools, err := b.pools(ctx, producerConns)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := b.startClient(ctx, clientPool, map[string]relay.QueueConfig{benchQueue: {Workers: 100}}, rec.handler)
-	if err != nil {
-		closePools()
-		return nil, nil, err
-	}
-	var once sync.Once
-	return prodPool, func() {
-		once.Do(func() {
-			if err := stopClient(ctx, c); err != nil {
-				b.log.Warn("stop client", "error", err)
-			}
-			closePools()
-		})
-	}, nil
 }
