@@ -474,6 +474,10 @@ func (c *Client) onNotify(payload string) {
 		c.cfg.Logger.Warn("relay: ignoring a malformed wakeup", "payload", payload)
 		return
 	}
+	if w.Backup {
+		c.queues.with(w.Queue, func(d *dispatcher.Dispatcher) { d.Backup(w.In, w.At) })
+		return
+	}
 	c.queues.with(w.Queue, func(d *dispatcher.Dispatcher) { d.Notify(w.In, w.At) })
 }
 
@@ -551,7 +555,9 @@ func (c *Client) startListener(ctx, background context.Context) error {
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			return pgx.ConnectConfig(ctx, cc.Copy())
 		},
-		Channel:      c.store.Channel(),
+		Channel: c.store.Channel(),
+		// wakeups addressed to this client (migration 015)
+		Others:       []string{c.store.ClientChannel(c.cfg.ID)},
 		OnNotify:     c.onNotify,
 		OnListen:     c.listening,
 		Logger:       c.cfg.Logger,
@@ -625,8 +631,9 @@ func ListenerApplicationName(clientID string) string {
 
 // WaitLocksApplicationName is the application_name of the connection on which the client
 // with the given ID holds its wait locks, which tell enqueues whether any of its
-// dispatchers may wait for a wakeup (see the README's "Wakeups only when they can wake
-// something"), cut like [ListenerApplicationName]'s.
+// dispatchers may wait for a wakeup, and its client lock, which tells them it is alive,
+// so that they may address wakeups to it (see the README's "Wakeups only when they can
+// wake something"), cut like [ListenerApplicationName]'s.
 func WaitLocksApplicationName(clientID string) string {
 	return applicationName("relay wait locks ", clientID)
 }

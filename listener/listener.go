@@ -19,6 +19,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -36,11 +37,14 @@ import (
 type Config struct {
 	// Connect opens a new dedicated connection. It is called on start and after every loss.
 	Connect func(ctx context.Context) (*pgx.Conn, error)
-	// Channel is the channel to LISTEN on.
+	// Channel is the channel to LISTEN on, and the one probes travel on.
 	Channel string
+	// Others are more channels to LISTEN on, on the same connection: their payloads go to
+	// OnNotify as well.
+	Others []string
 	// OnNotify receives every payload, on the listening goroutine: it must not block.
 	OnNotify func(payload string)
-	// OnListen runs each time LISTEN is in place on a new connection.
+	// OnListen runs each time LISTEN is in place on a new connection, on every channel.
 	OnListen func()
 	// Reconnect spaces reconnect attempts; zero means 50 ms doubling to 400 ms (±20 %).
 	// The listener is often the first to notice that the database is back (relay's client
@@ -115,6 +119,9 @@ func (l *Listener) Run(ctx context.Context) error {
 		ReconnectDelay: -1, // connect waits with our own backoff instead of a fixed minute
 	}
 	pl.Handle(l.cfg.Channel, handler{l})
+	for _, ch := range l.cfg.Others {
+		pl.Handle(ch, otherHandler{l})
+	}
 	return pl.Listen(ctx)
 }
 
@@ -156,9 +163,18 @@ func (h handler) HandleNotification(_ context.Context, n *pgconn.Notification, _
 	return nil
 }
 
-// HandleBacklog runs right after LISTEN succeeded on a new connection.
-func (h handler) HandleBacklog(ctx context.Context, _ string, _ *pgx.Conn) error {
+// HandleBacklog runs right after LISTEN succeeded on Channel on a new connection.
+func (h handler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn) error {
 	l := h.l
+	// pgxlisten LISTENs on its channels in no set order: OnListen must come after all of
+	// them, so Others are listened to here first (a second LISTEN on a channel does nothing).
+	for _, ch := range l.cfg.Others {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			// Not listening on every channel: as a lost connection, connect again.
+			conn.Close(ctx)
+			return fmt.Errorf("listen %q: %w", ch, err)
+		}
+	}
 	l.failed = false
 	l.delays.Reset()
 	l.once.Do(func() { close(l.listening) })
@@ -169,6 +185,14 @@ func (h handler) HandleBacklog(ctx context.Context, _ string, _ *pgx.Conn) error
 		conn := l.conns.Load()
 		l.probes.Go(func() { l.probe(ctx, conn) })
 	}
+	return nil
+}
+
+// otherHandler adapts Listener to pgxlisten's Handler for Config.Others.
+type otherHandler struct{ l *Listener }
+
+func (h otherHandler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
+	h.l.cfg.OnNotify(n.Payload)
 	return nil
 }
 

@@ -15,18 +15,25 @@ import (
 // was sent (zero or less: now).
 type Wakeup struct {
 	Queue string
-	In    time.Duration
+	// Backup says another client was woken for the job first: this one is to claim it only
+	// if that one does not (see [dispatcher.Dispatcher.Backup]).
+	Backup bool
+	In     time.Duration
 	// At is a safe place to resume a claim scan: the job's priority and run_at, rounded
 	// down to the microsecond.
 	At dispatcher.Cursor
 }
 
 // ParseWakeup decodes a payload made by the schema's wakeup_payload function:
-// "w:<in µs>:<run_at µs since the epoch>:<priority>:<queue>".
+// "w:<in µs>:<run_at µs since the epoch>:<priority>:<queue>", or a backup's wakeup (see
+// migration 015's wake), the same with "b:".
 func ParseWakeup(payload string) (Wakeup, bool) {
 	rest, ok := strings.CutPrefix(payload, "w:")
+	backup := false
 	if !ok {
-		return Wakeup{}, false
+		if rest, backup = strings.CutPrefix(payload, "b:"); !backup {
+			return Wakeup{}, false
+		}
 	}
 	in, rest, ok1 := strings.Cut(rest, ":")
 	at, rest, ok2 := strings.Cut(rest, ":")
@@ -41,7 +48,7 @@ func ParseWakeup(payload string) (Wakeup, bool) {
 		return Wakeup{}, false
 	}
 	return Wakeup{
-		Queue: queue, In: time.Duration(inMicros) * time.Microsecond,
+		Queue: queue, Backup: backup, In: time.Duration(inMicros) * time.Microsecond,
 		At: dispatcher.Cursor{Priority: int(priority), RunAt: time.UnixMicro(atMicros)},
 	}, true
 }

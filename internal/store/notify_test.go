@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,12 +53,35 @@ func TestWakeupPayloadRoundTrip(t *testing.T) {
 		case tc.offset > 0 && (w.In <= 0 || w.In > tc.offset):
 			t.Errorf("%q: due in %v, want in (0, %v]", payload, w.In, tc.offset)
 		}
+		// A backup's wakeup (migration 015's wake) is the same payload with "b:".
+		backup, ok := store.ParseWakeup("b" + payload[1:])
+		if w.Backup || !ok || !backup.Backup || backup.Queue != w.Queue || backup.In != w.In || backup.At != w.At {
+			t.Errorf("%q: as a backup's wakeup %+v (ok %v); want %+v marked Backup", payload, backup, ok, w)
+		}
+	}
+}
+
+// The channel a client LISTENs on for the wakeups addressed to it is the one the schema's
+// client_channel names, and it fits in a channel name whatever the lengths of the schema's
+// name and of the client's ID.
+func TestClientChannelIsTheSchemas(t *testing.T) {
+	t.Parallel()
+	db, s := newStoreTest(t)
+	for _, id := range []string{"a", "host-1234-abcdef", strings.Repeat("é", 64)} {
+		var want string
+		err := db.QueryRow(context.Background(), "SELECT "+s.Table("client_channel")+"($1, $2)", s.Channel(), id).Scan(&want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.ClientChannel(id); got != want || len(got) >= 64 {
+			t.Errorf("ClientChannel(%q) = %q (%d bytes), want the schema's %q, under 64 bytes", id, got, len(got), want)
+		}
 	}
 }
 
 func TestParseRejectsMalformedPayloads(t *testing.T) {
 	t.Parallel()
-	for _, p := range []string{"", "w:", "w:1:2:0:", "w:x:2:0:q", "w:1:y:0:q", "w:1:2:z:q", "w:1:2:q", "w:1:2:99999:q", "w:1", "x:1:2:0:q", "c:", "c:abc"} {
+	for _, p := range []string{"", "w:", "w:1:2:0:", "w:x:2:0:q", "w:1:y:0:q", "w:1:2:z:q", "w:1:2:q", "w:1:2:99999:q", "w:1", "x:1:2:0:q", "b:", "b:1:2:0:", "c:", "c:abc"} {
 		if _, ok := store.ParseWakeup(p); ok {
 			t.Errorf("ParseWakeup(%q) accepted a malformed payload", p)
 		}

@@ -59,6 +59,7 @@ type queries struct {
 	stillRunning      statement[vxidsParams]
 	holdWaitLocks     statement[waitLocksParams]
 	releaseWaitLocks  statement[waitLocksParams]
+	takeClientLock    statement[clientParams]
 }
 
 func buildQueries(names *strings.Replacer) queries {
@@ -76,7 +77,7 @@ func buildQueries(names *strings.Replacer) queries {
 		{"forgetDispatchers", &q.forgetDispatchers}, {"dispatcherWaits", &q.dispatcherWaits},
 		{"dispatchersPoll", &q.dispatchersPoll}, {"probe", &q.probe},
 		{"writers", &q.writers}, {"stillRunning", &q.stillRunning},
-		{"holdWaitLocks", &q.holdWaitLocks}, {"releaseWaitLocks", &q.releaseWaitLocks},
+		{"holdWaitLocks", &q.holdWaitLocks}, {"releaseWaitLocks", &q.releaseWaitLocks}, {"takeClientLock", &q.takeClientLock},
 		{"commitJobs", &q.commitJobs}, {"extendReservations", &q.extendReservations}, {"expire", &q.expire},
 	})
 	// a record's columns are list.sql's, so GetJob and ListJobs read the same record
@@ -99,7 +100,7 @@ type named struct {
 var fragmentNames = []string{
 	"claimed", "wakes", "blocksOnFailure", "pendingQueueScan", "cancelTarget", "retryTarget", // queries.sql
 	"newJob", "announceHeld", "reservations", // queries.sql: enqueues and reservations
-	"wakeJob",                    // queries.sql: wait locks
+	"wakeJob", "wokenKinds", // queries.sql: wait locks and addressed wakeups
 	"deleteTarget", "bulkLocked", // delete.sql
 	"queuesInState",             // list.sql
 	"pruneRules", "pruneCutoff", // retention.sql

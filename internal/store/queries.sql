@@ -100,12 +100,20 @@ SELECT id, duplicate FROM {schema}.insert_jobs(@kinds::text[], @queues::text[], 
 (state = 'pending' OR order_key IS NOT NULL
  OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL))
 
+-- name: wokenKinds
+-- The kinds wake() is given for the rows of a group that wake (see wakes), for the clients
+-- it may address (migration 015): theirs when each is a job retried in a plain queue, and
+-- NULL (any) when one frees an ordered key or a limited slot, which a job of any kind may
+-- take.
+CASE WHEN bool_and(order_key IS NULL AND queue NOT IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL))
+     THEN array_agg(DISTINCT kind) END
+
 -- name: wakeJob
 -- wake() for the one job of an insert (a row of the CTE "job"), with wake_needless
 -- written into the statement, where the planner inlines it: while every dispatcher of the
 -- queue is busy, the enqueue then pays two tries of a lock instead of a PL/pgSQL call.
 CASE WHEN {schema}.wake_needless({channel}, queue) THEN false
-     ELSE {schema}.wake({channel}, queue, run_at, priority, ARRAY[kind]) END
+     ELSE {schema}.wake({channel}, queue, run_at, priority, ARRAY[kind], 1) END
 
 -- name: announceHeld
 -- Tells every client's expirer, in a 'r:<µs since the epoch>' control message, the
@@ -458,9 +466,9 @@ WITH outcome AS MATERIALIZED (
     FROM outcome o
     WHERE j.id = ANY (@ids::bigint[])
       AND j.id = o.id AND j.attempt = o.attempt AND j.state = o.held_state AND j.attempted_by = o.held_by
-    RETURNING j.id, o.attempt AS held_attempt, j.queue, j.state, j.run_at, j.priority, j.order_key
+    RETURNING j.id, o.attempt AS held_attempt, j.queue, j.state, j.run_at, j.priority, j.order_key, j.kind
 ), notified AS (
-    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), NULL)
+    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), {wokenKinds}, count(*))
     FROM written
     WHERE {wakes}
     GROUP BY queue
@@ -574,6 +582,12 @@ WHERE queue = @queue AND client_id = @client AND NOT waiting;
 SELECT count(pg_advisory_lock_shared(k[1], k[2]))
 FROM unnest(@queues::text[]) q, {schema}.wait_lock({channel}, q) k;
 
+-- name: takeClientLock
+-- Tries to take client @client's client lock for this session, exclusively (see migration
+-- 015): producers then address wakeups to it. Another session holds it while a client of
+-- the same ID runs, or while this client's earlier connection has not ended on the server.
+SELECT pg_try_advisory_lock(k[1], k[2]) FROM {schema}.client_lock({channel}, @client) k;
+
 -- name: releaseWaitLocks
 -- Releases this session's wait locks of @queues, taken by holdWaitLocks.
 SELECT count(pg_advisory_unlock_shared(k[1], k[2]))
@@ -629,7 +643,7 @@ WITH lost AS (
     WHERE j.id = lost.id
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key, j.kind, j.attempt, j.attempted_at, lost.run_at AS due_at
 ), notified AS (
-    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), NULL)
+    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), {wokenKinds}, count(*))
     FROM rescued
     WHERE {wakes}
     GROUP BY queue
@@ -671,7 +685,7 @@ cancelled AS (
     -- the attempt, so that a client only ever cancels the attempt that was running
     SELECT pg_notify({channel}, 'c:' || id || ':' || attempt) IS NULL FROM cancelled WHERE was = 'running'
     UNION ALL
-    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), NULL) FROM cancelled GROUP BY queue
+    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), NULL, count(*)) FROM cancelled GROUP BY queue
 )
 
 -- name: retry
@@ -703,7 +717,7 @@ retried AS (
     WHERE j.id = t.id AND t.state IN ('failed', 'cancelled') AND NOT (j.held_until IS NOT NULL AND j.committed_at IS NULL)
     RETURNING j.queue, j.run_at, j.priority, j.kind
 ), notified AS (
-    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), array_agg(DISTINCT kind)) FROM retried GROUP BY queue
+    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), array_agg(DISTINCT kind), count(*)) FROM retried GROUP BY queue
 )
 
 -- name: setQueue
@@ -813,7 +827,7 @@ WITH done AS (
     WHERE j.id = @id AND j.state = 'running' AND j.attempted_by = @client AND j.attempt = @attempt
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key
 ), notified AS (
-    SELECT {schema}.wake({channel}, queue, run_at, priority, NULL)
+    SELECT {schema}.wake({channel}, queue, run_at, priority, NULL, 1)
     FROM done
     WHERE {wakes}
 )
@@ -873,7 +887,7 @@ WITH {reservations}, ok AS (
     WHERE j.id = t.id AND t.state = 'held' AND (SELECT all_ok FROM ok)
     RETURNING j.queue, j.run_at, j.priority, j.kind
 ), notified AS (
-    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
+    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), array_agg(DISTINCT kind), count(*))
     FROM pending
     GROUP BY queue
 )
@@ -926,7 +940,7 @@ WITH lapsed AS (
     WHERE j.id = lapsed.id
     RETURNING j.id, j.kind, j.queue, j.state, j.run_at, j.priority, j.order_key, j.held_until
 ), notified AS (
-    SELECT {schema}.wake({channel}, queue, least(min(run_at), now()), max(priority), NULL)
+    SELECT {schema}.wake({channel}, queue, least(min(run_at), now()), max(priority), NULL, count(*))
     FROM expired
     WHERE {wakes}
     GROUP BY queue

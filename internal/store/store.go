@@ -8,6 +8,8 @@ package store
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -130,6 +132,14 @@ func (s *Store) Schema() string { return s.schema }
 
 // Channel is the LISTEN/NOTIFY channel on which this schema's wakeups travel.
 func (s *Store) Channel() string { return s.channel }
+
+// ClientChannel is the channel on which client id hears the wakeups addressed to it
+// (migration 015's client_channel): short enough for a channel name, whatever the lengths
+// of the schema's name and of id.
+func (s *Store) ClientChannel(id string) string {
+	sum := md5.Sum([]byte(s.channel + ":" + id))
+	return "relay-client:" + hex.EncodeToString(sum[:])
+}
 
 // Table returns the quoted, schema-qualified name of one of relay's tables.
 func (s *Store) Table(name string) string { return pgx.Identifier{s.schema, name}.Sanitize() }

@@ -44,7 +44,10 @@ type WaitLocksConfig struct {
 	// holds one exclusively only while it tries it, so a longer wait means a session that
 	// failed to let go of one. The connection is then made again, and the error logged.
 	LockTimeout time.Duration
-	Logger      *slog.Logger
+	// ClientID, if set, is the client whose client lock the connection holds too (migration
+	// 015): producers address wakeups only to clients that hold theirs.
+	ClientID string
+	Logger   *slog.Logger
 }
 
 // WaitLocks holds a client's wait locks on a connection of its own. Create it with
@@ -59,7 +62,10 @@ type WaitLocks struct {
 	want    map[string]bool // the queues whose locks should be held
 	held    map[string]bool // the queues whose locks the connection holds now
 	changed chan struct{}   // closed, and replaced, when locks are taken
-	kick    chan struct{}   // capacity 1: want changed
+	// clientLocked: the connection holds the client lock (ClientID). Written by Run's
+	// goroutine only.
+	clientLocked bool
+	kick         chan struct{} // capacity 1: want changed
 	// recovered ends the pause before reconnecting (Recover).
 	recovered backoff.Signal
 }
@@ -152,6 +158,7 @@ func (w *WaitLocks) Run(ctx context.Context) error {
 			w.mu.Lock()
 			clear(w.held)
 			w.mu.Unlock()
+			w.clientLocked = false
 			lost = true
 		}
 		if ctx.Err() != nil {
@@ -208,6 +215,9 @@ func (w *WaitLocks) serve(ctx context.Context, conn *pgx.Conn, reconnected bool,
 // sync takes the wanted locks conn does not hold and releases those no longer wanted,
 // until both agree.
 func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
+	if err := w.takeClientLock(ctx, conn); err != nil {
+		return err
+	}
 	for {
 		w.mu.Lock()
 		var take, drop []string
@@ -249,4 +259,23 @@ func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
 			w.mu.Unlock()
 		}
 	}
+}
+
+// takeClientLock tries to take the client lock, unless conn holds it already. Until it
+// does, producers address no wakeup to the client: they wake others, or every client.
+// Another session holds it while a client of the same ID runs, or while an earlier
+// connection of this client lingers on the server: it is tried again at the next sync.
+func (w *WaitLocks) takeClientLock(ctx context.Context, conn *pgx.Conn) error {
+	if w.cfg.ClientID == "" || w.clientLocked {
+		return nil
+	}
+	err := w.s.q.takeClientLock.queryRow(ctx, conn, clientParams{Client: w.cfg.ClientID}).Scan(&w.clientLocked)
+	if err != nil {
+		return fmt.Errorf("take the client lock of %q: %w", w.cfg.ClientID, err)
+	}
+	if !w.clientLocked {
+		w.cfg.Logger.Warn("relay: another session holds this client's lock (a client with the same ID, or this client's earlier connection); until it is free, wakeups go to other clients, or to all",
+			"client", w.cfg.ClientID)
+	}
+	return nil
 }

@@ -144,9 +144,11 @@ func (c *Client) AwaitProducers(ctx context.Context, queue string, progress func
 // [Client.Wait] takes a lock again, and a claim that marks its dispatcher busy releases
 // it), or, for a client that serves groups of queues, the lock of [GroupsWaitLock] for
 // its whole life. Without it, enqueues find no wait lock held for the client and wake it
-// only through others' locks: a client that hears wakeups must hold them. Call it before
-// Register.
+// only through others' locks: a client that hears wakeups must hold them. The connection
+// also holds the client's client lock, so that wakeups are addressed to it (migration
+// 015), on [Store.ClientChannel]. Call it before Register.
 func (c *Client) HoldWaitLocks(cfg WaitLocksConfig) *WaitLocks {
+	cfg.ClientID = c.info.ID
 	c.locks = c.s.WaitLocks(cfg)
 	c.perQueue = !slices.ContainsFunc(c.info.Queues, IsGroup)
 	return c.locks

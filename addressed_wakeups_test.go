@@ -1,0 +1,253 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/internal/loadavg"
+	"github.com/relayq/relay/relaytest"
+)
+
+// Wakeups addressed to as few waiting clients as the jobs need (migration 015): these tests
+// hold who hears each wakeup, and that a job whose woken client cannot take it still
+// starts at once.
+
+// heard is a notification an observer received.
+type heard struct{ channel, payload string }
+
+// wakeupObserver LISTENs on the schema's channel and on the channels of clients ids, and
+// returns what each enqueue made heard.
+type wakeupObserver struct {
+	b        *bundle
+	conn     *pgx.Conn
+	names    map[string]string // channel → "main" or a client's ID
+	sentinel int
+}
+
+func (b *bundle) observeWakeups(ids ...string) *wakeupObserver {
+	b.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.URL)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { conn.Close(context.Background()) })
+	o := &wakeupObserver{b: b, conn: conn, names: map[string]string{"relay:" + b.Schema: "main"}}
+	for _, id := range ids {
+		var ch string
+		err := b.QueryRow(ctx, "SELECT "+pgx.Identifier{b.Schema, "client_channel"}.Sanitize()+"($1, $2)", "relay:"+b.Schema, id).Scan(&ch)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		o.names[ch] = id
+	}
+	for ch := range o.names {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	return o
+}
+
+// after runs enqueue and returns the wakeups it sent, by who heard them ("main", or a
+// client's ID), in order. A sentinel notified after enqueue returned marks the end:
+// notifications arrive in commit order.
+func (o *wakeupObserver) after(enqueue func()) []heard {
+	o.b.t.Helper()
+	ctx := context.Background()
+	enqueue()
+	o.sentinel++
+	sentinel := "sentinel:" + strings.Repeat("x", o.sentinel)
+	if _, err := o.b.Exec(ctx, "SELECT pg_notify($1, $2)", "relay:"+o.b.Schema, sentinel); err != nil {
+		o.b.t.Fatal(err)
+	}
+	var got []heard
+	for {
+		waitCtx, cancel := context.WithTimeout(ctx, waitTimeout)
+		n, err := o.conn.WaitForNotification(waitCtx)
+		cancel()
+		if err != nil {
+			o.b.t.Fatalf("waiting for the observer's sentinel: %v", err)
+		}
+		if n.Payload == sentinel {
+			return got
+		}
+		if !strings.HasPrefix(n.Payload, "sentinel:") {
+			got = append(got, heard{o.names[n.Channel], n.Payload[:2]})
+		}
+	}
+}
+
+// awaitAlive waits until clients ids hold their client locks: producers may address them.
+func (b *bundle) awaitAlive(ids ...string) {
+	b.t.Helper()
+	relaytest.WaitFor(b.t, waitTimeout, "the clients to hold their client locks", func() bool {
+		var alive bool
+		err := b.QueryRow(context.Background(), "SELECT bool_and("+pgx.Identifier{b.Schema, "client_alive"}.Sanitize()+"($1, id)) FROM unnest($2::text[]) id",
+			"relay:"+b.Schema, ids).Scan(&alive)
+		return err == nil && alive
+	})
+}
+
+// One job wakes one waiting client and a backup, each on its own channel, and never a
+// client that is not alive (whose row still looks live); a batch, a wakeup with no kinds,
+// and a job with too few live clients waiting wake every client on the schema's channel.
+func TestWakeupIsAddressedToOneWaitingClientAndABackup(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	kind := relay.NewKind[numArgs]("addressed")
+	ran := make(chan int64, 10)
+	clients := map[string]*relay.Client{}
+	for _, id := range []string{"a", "b"} {
+		c := b.client(relay.Config{ID: id, Queues: queues(2, relay.DefaultQueue)})
+		handle(t, c, kind, reportIDs(ran))
+		b.start(c)
+		clients[id] = c
+	}
+	// A client that died: its row looks live for twice its lease, but it holds no client lock.
+	if _, err := b.Exec(context.Background(), "INSERT INTO "+b.table("clients")+" (id, lease_ttl, queues, kinds) VALUES ('ghost', '1 h', $1, $2)",
+		[]string{relay.DefaultQueue}, []string{kind.Name()}); err != nil {
+		t.Fatal(err)
+	}
+	b.awaitAlive("a", "b")
+	o := b.observeWakeups("a", "b", "ghost")
+
+	for i := range 20 {
+		var id int64
+		got := o.after(func() { id = enqueue(b, kind, numArgs{N: i}) })
+		if len(got) != 2 || got[0].payload != "w:" || got[1].payload != "b:" || got[0].channel == got[1].channel ||
+			got[0].channel == "main" || got[1].channel == "main" || got[0].channel == "ghost" || got[1].channel == "ghost" {
+			t.Fatalf("job %d was heard as %v; want a wakeup (w:) for one of a and b, and a backup's (b:) for the other", i, got)
+		}
+		if r := recv(t, ran, "the job"); r != id {
+			t.Fatalf("ran job %d, want %d", r, id)
+		}
+	}
+
+	got := o.after(func() { b.enqueueMany([]relay.JobSpec{kind.Job(numArgs{N: 100}), kind.Job(numArgs{N: 101})}) })
+	if len(got) != 1 || got[0] != (heard{"main", "w:"}) {
+		t.Errorf("a batch of two jobs was heard as %v; want one wakeup on the schema's channel, for every client", got)
+	}
+	recv(t, ran, "the batch's first job")
+	recv(t, ran, "the batch's second job")
+
+	// A job that ended and freed an ordered key or a limited slot wakes with no kinds: the
+	// job it lets start may be of a kind the addressed clients do not handle.
+	got = o.after(func() {
+		if _, err := b.Exec(context.Background(), "SELECT "+pgx.Identifier{b.Schema, "wake"}.Sanitize()+"($1, $2, now(), 0, NULL, 1)",
+			"relay:"+b.Schema, relay.DefaultQueue); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if len(got) != 1 || got[0] != (heard{"main", "w:"}) {
+		t.Errorf("a wakeup with no kinds was heard as %v; want one wakeup on the schema's channel", got)
+	}
+
+	b.stop(clients["b"])
+	got = o.after(func() { enqueue(b, kind, numArgs{N: 200}) })
+	if len(got) != 1 || got[0] != (heard{"main", "w:"}) {
+		t.Errorf("with one live client waiting (and a dead one), a job was heard as %v; want one wakeup on the schema's channel", got)
+	}
+	recv(t, ran, "the job of the last live client")
+}
+
+// A woken client whose workers are all taken cannot claim its job: the backup's client
+// starts it a moment later. Without the backup, the jobs addressed to the full client
+// would wait for one of its workers, here for the whole test (the poll is one hour).
+func TestBackupStartsAJobItsWokenClientCannotTake(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	blocker, quick := relay.NewKind[numArgs]("blocker"), relay.NewKind[numArgs]("quick")
+	hold := b.gate()
+	blocked := make(chan int64, 1)
+	full := b.client(relay.Config{ID: "full", Queues: queues(1, relay.DefaultQueue)})
+	handle(t, full, blocker, func(_ context.Context, job *relay.Job[numArgs]) error {
+		blocked <- job.ID
+		hold.wait()
+		return nil
+	})
+	type start struct {
+		id int64
+		at time.Time
+		by string
+	}
+	starts := make(chan start, 1)
+	handle(t, full, quick, func(_ context.Context, job *relay.Job[numArgs]) error {
+		starts <- start{job.ID, time.Now(), "full"}
+		return nil
+	})
+	b.start(full)
+	enqueue(b, blocker, numArgs{})
+	recv(t, blocked, "the job that takes the full client's only worker")
+
+	free := b.client(relay.Config{ID: "free", Queues: queues(4, relay.DefaultQueue)})
+	handle(t, free, blocker, func(context.Context, *relay.Job[numArgs]) error { return nil })
+	handle(t, free, quick, func(_ context.Context, job *relay.Job[numArgs]) error {
+		starts <- start{job.ID, time.Now(), "free"}
+		return nil
+	})
+	b.start(free)
+	b.awaitAlive("full", "free")
+
+	bound := loadavg.Scaled(250 * time.Millisecond)
+	late := 0 // started after the backup's delay: addressed to the full client first
+	for i := range 20 {
+		id, committed := enqueueTx(b, quick, numArgs{N: i})
+		s := recv(t, starts, "the quick job")
+		took := s.at.Sub(committed)
+		if s.id != id || s.by != "free" || took > bound {
+			t.Fatalf("job %d started %v after its commit on client %q; want job %d on client free, within %v", s.id, took, s.by, id, bound)
+		}
+		if took >= 25*time.Millisecond {
+			late++
+		}
+	}
+	t.Logf("%d of 20 jobs started after the backup's delay", late)
+}
+
+// A retry wakes by its job's kind: with clients of one queue that handle different kinds,
+// it is never addressed to clients that cannot run it. Each retry starts at once; one
+// addressed to the two clients of the other kind would wait for the poll (one hour).
+func TestRetryIsAddressedByItsKind(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	flaky, other := relay.NewKind[numArgs]("flaky"), relay.NewKind[numArgs]("other")
+	for _, id := range []string{"a", "b"} {
+		c := b.client(relay.Config{ID: id, Queues: queues(2, relay.DefaultQueue)})
+		handle(t, c, other, func(context.Context, *relay.Job[numArgs]) error { return nil })
+		b.start(c)
+	}
+	type attempt struct {
+		id int64
+		n  int
+		at time.Time
+	}
+	attempts := make(chan attempt, 10)
+	c := b.client(relay.Config{ID: "c", Queues: queues(2, relay.DefaultQueue)})
+	handle(t, c, flaky, func(_ context.Context, job *relay.Job[numArgs]) error {
+		attempts <- attempt{job.ID, job.Attempt, time.Now()}
+		if job.Attempt == 1 {
+			return relay.RetryAfter(time.Millisecond, errors.New("not yet"))
+		}
+		return nil
+	})
+	b.start(c)
+	b.awaitAlive("a", "b", "c")
+
+	bound := loadavg.Scaled(250 * time.Millisecond)
+	for i := range 10 {
+		id := enqueue(b, flaky, numArgs{N: i})
+		first := recv(t, attempts, "the first attempt")
+		second := recv(t, attempts, "the retry")
+		if first.id != id || second.id != id || second.n != 2 || second.at.Sub(first.at) > bound {
+			t.Fatalf("job %d: attempt %d of job %d started %v after attempt %d of job %d; want its retry within %v",
+				id, second.n, second.id, second.at.Sub(first.at), first.n, first.id, bound)
+		}
+	}
+}

@@ -1,0 +1,4 @@
+package dispatcher
+
+// BackupDelay is backupDelay, for the tests of Backup.
+const BackupDelay = backupDelay
