@@ -142,6 +142,53 @@ func TestListenerDeliversNotifications(t *testing.T) {
 	}
 }
 
+// With Others, the listener also hears those channels, on the same connection, and
+// OnListen runs once per connection, after LISTEN is in place on all of them (here after a
+// reconnect too): a notification sent from OnListen on the last of them arrives.
+func TestListenerHearsOtherChannels(t *testing.T) {
+	t.Parallel()
+	var others []string
+	listened := make(chan struct{}, 10)
+	var rr *rig
+	r := newRig(t, func(r *rig, cfg *listener.Config) {
+		rr = r
+		others = []string{r.channel + ":a", r.channel + ":b"}
+		cfg.Others = others
+		cfg.OnListen = func() {
+			// Sent as OnListen runs: it arrives only if LISTEN is in place on b already.
+			if _, err := rr.pool.Exec(context.Background(), `SELECT pg_notify($1, 'on listen')`, others[1]); err != nil {
+				rr.t.Error(err)
+			}
+			listened <- struct{}{}
+		}
+	})
+	r.run()
+	pid := recv(t, r.conns, "a connection")
+	for round := range 2 {
+		recv(t, listened, "OnListen")
+		if got := recv(t, r.payloads, "the notification OnListen sent"); got != "on listen" {
+			t.Fatalf("got %q, want the notification OnListen sent on %s", got, others[1])
+		}
+		for _, ch := range append([]string{r.channel}, others...) {
+			r.notify(ch, "to "+ch)
+			if got := recv(t, r.payloads, "a payload on "+ch); got != "to "+ch {
+				t.Fatalf("got %q, want %q", got, "to "+ch)
+			}
+		}
+		select {
+		case <-listened:
+			t.Fatalf("round %d: OnListen ran more than once for one connection", round)
+		default:
+		}
+		if round == 0 {
+			if _, err := r.pool.Exec(context.Background(), `SELECT pg_terminate_backend($1)`, pid); err != nil {
+				t.Fatal(err)
+			}
+			pid = recv(t, r.conns, "a new connection")
+		}
+	}
+}
+
 // When its connection is terminated the listener reconnects, calls OnListen again, and
 // notifications reach it again.
 func TestListenerReconnectsAfterTermination(t *testing.T) {
@@ -225,7 +272,6 @@ func TestListenerKeepsTryingOftenWhileTheDatabaseIsAway(t *testing.T) {
 	}
 }
 
-// Run reports a Config it cannot work with instead of looping.
 func TestListenerRejectsIncompleteConfig(t *testing.T) {
 	t.Parallel()
 	connect := func(context.Context) (*pgx.Conn, error) { return nil, errors.New("unused") }
