@@ -251,3 +251,30 @@ func TestRetryIsAddressedByItsKind(t *testing.T) {
 		}
 	}
 }
+
+// A client whose wait-lock connection is lost takes its client lock again with the
+// connection, and is addressed again.
+func TestClientLockIsTakenAgainAfterItsConnectionIsLost(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client(relay.Config{ID: "relocked", Queues: queues(1, relay.DefaultQueue)})
+	handle(t, c, relay.NewKind[numArgs]("any"), func(context.Context, *relay.Job[numArgs]) error { return nil })
+	b.start(c)
+	b.awaitAlive("relocked")
+	var pid uint32
+	err := b.QueryRow(context.Background(), "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+		relay.WaitLocksApplicationName("relocked")).Scan(&pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	relaytest.WaitFor(t, waitTimeout, "the wait-lock connection to be made again", func() bool {
+		var again uint32
+		err := b.QueryRow(context.Background(), "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+			relay.WaitLocksApplicationName("relocked")).Scan(&again)
+		return err == nil && again != pid
+	})
+	b.awaitAlive("relocked")
+}

@@ -62,10 +62,10 @@ type WaitLocks struct {
 	want    map[string]bool // the queues whose locks should be held
 	held    map[string]bool // the queues whose locks the connection holds now
 	changed chan struct{}   // closed, and replaced, when locks are taken
-	// clientLocked: the connection holds the client lock (ClientID). Written by Run's
-	// goroutine only.
-	clientLocked bool
-	kick         chan struct{} // capacity 1: want changed
+	// clientLocked: the connection holds the client lock (ClientID); clientRefused: a try
+	// on it failed (said once per connection). Written by Run's goroutine only.
+	clientLocked, clientRefused bool
+	kick                        chan struct{} // capacity 1: want changed
 	// recovered ends the pause before reconnecting (Recover).
 	recovered backoff.Signal
 }
@@ -158,7 +158,7 @@ func (w *WaitLocks) Run(ctx context.Context) error {
 			w.mu.Lock()
 			clear(w.held)
 			w.mu.Unlock()
-			w.clientLocked = false
+			w.clientLocked, w.clientRefused = false, false
 			lost = true
 		}
 		if ctx.Err() != nil {
@@ -273,7 +273,8 @@ func (w *WaitLocks) takeClientLock(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return fmt.Errorf("take the client lock of %q: %w", w.cfg.ClientID, err)
 	}
-	if !w.clientLocked {
+	if !w.clientLocked && !w.clientRefused {
+		w.clientRefused = true
 		w.cfg.Logger.Warn("relay: another session holds this client's lock (a client with the same ID, or this client's earlier connection); until it is free, wakeups go to other clients, or to all",
 			"client", w.cfg.ClientID)
 	}
