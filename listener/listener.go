@@ -1,5 +1,6 @@
-// Package listener keeps one PostgreSQL connection LISTENing on a channel and hands every
-// notification to a callback, reconnecting with backoff whenever the connection is lost.
+// Package listener keeps one PostgreSQL connection LISTENing on a channel (and on any
+// [Config].Others) and hands every notification to a callback, reconnecting with backoff
+// whenever the connection is lost.
 //
 // It is built on github.com/jackc/pgxlisten and knows nothing of jobs: payloads are opaque
 // strings. Because notifications sent while no connection is listening are lost, the
