@@ -96,16 +96,18 @@ func (b *bundle) awaitAlive(ids ...string) {
 }
 
 // One job wakes one waiting client and a backup, each on its own channel, and never a
-// client that is not alive (whose row still looks live); a batch, a wakeup with no kinds,
-// and a job with too few live clients waiting wake every client on the schema's channel.
+// client that is not alive (whose row still looks live); a batch wakes as many clients as
+// it has jobs, plus the backup, and so does one job enqueued from SQL. A batch with more
+// jobs than that many live clients, a wakeup with no kinds, and a job with one live client
+// waiting wake every client on the schema's channel.
 func TestWakeupIsAddressedToOneWaitingClientAndABackup(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	kind := relay.NewKind[numArgs]("addressed")
 	ran := make(chan int64, 10)
 	clients := map[string]*relay.Client{}
-	for _, id := range []string{"a", "b"} {
-		c := b.client(relay.Config{ID: id, Queues: queues(2, relay.DefaultQueue)})
+	for _, id := range []string{"a", "b", "c"} {
+		c := b.client(relay.Config{ID: id, Queues: queues(4, relay.DefaultQueue)})
 		handle(t, c, kind, reportIDs(ran))
 		b.start(c)
 		clients[id] = c
@@ -115,46 +117,71 @@ func TestWakeupIsAddressedToOneWaitingClientAndABackup(t *testing.T) {
 		[]string{relay.DefaultQueue}, []string{kind.Name()}); err != nil {
 		t.Fatal(err)
 	}
-	b.awaitAlive("a", "b")
-	o := b.observeWakeups("a", "b", "ghost")
+	b.awaitAlive("a", "b", "c")
+	o := b.observeWakeups("a", "b", "c", "ghost")
+	// addressed checks that got is jobs wakeups (w:) and then a backup's (b:), each for
+	// another live client.
+	addressed := func(what string, got []heard, jobs int) {
+		t.Helper()
+		seen := map[string]bool{}
+		ok := len(got) == jobs+1
+		for i, h := range got {
+			want := "w:"
+			if i == jobs {
+				want = "b:"
+			}
+			ok = ok && h.payload == want && h.channel != "main" && h.channel != "ghost" && !seen[h.channel]
+			seen[h.channel] = true
+		}
+		if !ok {
+			t.Fatalf("%s was heard as %v; want %d wakeups (w:) and a backup's (b:), each for another of a, b and c", what, got, jobs)
+		}
+	}
+	toAll := func(what string, got []heard) {
+		t.Helper()
+		if len(got) != 1 || got[0] != (heard{"main", "w:"}) {
+			t.Errorf("%s was heard as %v; want one wakeup on the schema's channel, for every client", what, got)
+		}
+	}
+	runs := func(n int) {
+		t.Helper()
+		for range n {
+			recv(t, ran, "a job")
+		}
+	}
 
 	for i := range 20 {
-		var id int64
-		got := o.after(func() { id = enqueue(b, kind, numArgs{N: i}) })
-		if len(got) != 2 || got[0].payload != "w:" || got[1].payload != "b:" || got[0].channel == got[1].channel ||
-			got[0].channel == "main" || got[1].channel == "main" || got[0].channel == "ghost" || got[1].channel == "ghost" {
-			t.Fatalf("job %d was heard as %v; want a wakeup (w:) for one of a and b, and a backup's (b:) for the other", i, got)
-		}
-		if r := recv(t, ran, "the job"); r != id {
-			t.Fatalf("ran job %d, want %d", r, id)
-		}
+		addressed("a job", o.after(func() { enqueue(b, kind, numArgs{N: i}) }), 1)
+		runs(1)
 	}
-
-	got := o.after(func() { b.enqueueMany([]relay.JobSpec{kind.Job(numArgs{N: 100}), kind.Job(numArgs{N: 101})}) })
-	if len(got) != 1 || got[0] != (heard{"main", "w:"}) {
-		t.Errorf("a batch of two jobs was heard as %v; want one wakeup on the schema's channel, for every client", got)
-	}
-	recv(t, ran, "the batch's first job")
-	recv(t, ran, "the batch's second job")
+	addressed("a batch of two jobs", o.after(func() {
+		b.enqueueMany([]relay.JobSpec{kind.Job(numArgs{N: 100}), kind.Job(numArgs{N: 101})})
+	}), 2)
+	runs(2)
+	addressed("a job enqueued from SQL", o.after(func() {
+		if _, err := b.Exec(context.Background(), "SELECT "+pgx.Identifier{b.Schema, "enqueue"}.Sanitize()+"($1, '{}')", kind.Name()); err != nil {
+			t.Fatal(err)
+		}
+	}), 1)
+	runs(1)
+	toAll("a batch of three jobs, with three live clients waiting", o.after(func() {
+		b.enqueueMany([]relay.JobSpec{kind.Job(numArgs{N: 102}), kind.Job(numArgs{N: 103}), kind.Job(numArgs{N: 104})})
+	}))
+	runs(3)
 
 	// A job that ended and freed an ordered key or a limited slot wakes with no kinds: the
 	// job it lets start may be of a kind the addressed clients do not handle.
-	got = o.after(func() {
+	toAll("a wakeup with no kinds", o.after(func() {
 		if _, err := b.Exec(context.Background(), "SELECT "+pgx.Identifier{b.Schema, "wake"}.Sanitize()+"($1, $2, now(), 0, NULL, 1)",
 			"relay:"+b.Schema, relay.DefaultQueue); err != nil {
 			t.Fatal(err)
 		}
-	})
-	if len(got) != 1 || got[0] != (heard{"main", "w:"}) {
-		t.Errorf("a wakeup with no kinds was heard as %v; want one wakeup on the schema's channel", got)
-	}
+	}))
 
 	b.stop(clients["b"])
-	got = o.after(func() { enqueue(b, kind, numArgs{N: 200}) })
-	if len(got) != 1 || got[0] != (heard{"main", "w:"}) {
-		t.Errorf("with one live client waiting (and a dead one), a job was heard as %v; want one wakeup on the schema's channel", got)
-	}
-	recv(t, ran, "the job of the last live client")
+	b.stop(clients["c"])
+	toAll("with one live client waiting (and a dead one), a job", o.after(func() { enqueue(b, kind, numArgs{N: 200}) }))
+	runs(1)
 }
 
 // A woken client whose workers are all taken cannot claim its job: the backup's client

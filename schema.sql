@@ -355,8 +355,8 @@ BEGIN
 END
 $$;
 
--- The wakeup of jobs of unknown number (relay's statements before migration 015, and
--- insert_jobs, whose batches may hold many): every waiting client is woken.
+-- The wakeup of jobs of unknown number (the statements of relay's versions before
+-- migration 015): every waiting client is woken.
 CREATE FUNCTION wake(channel text, queue text, run_at timestamptz, priority integer, kinds text[])
 RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
@@ -426,7 +426,7 @@ BEGIN
             ORDER BY j.ord
             RETURNING id, queue, run_at, priority, kind, held_until
         ), notified AS (
-            SELECT wake(channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
+            SELECT wake(channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind), count(*))
             FROM job
             WHERE held_until IS NULL
             GROUP BY queue
@@ -473,7 +473,7 @@ BEGIN
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held') DO NOTHING
             RETURNING id, queue, run_at, priority, unique_key, kind, held_until
         ), notified AS (
-            SELECT wake(channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind))
+            SELECT wake(channel, queue, min(run_at), max(priority), array_agg(DISTINCT kind), count(*))
             FROM job
             WHERE held_until IS NULL
             GROUP BY queue
