@@ -305,3 +305,36 @@ func TestClientLockIsTakenAgainAfterItsConnectionIsLost(t *testing.T) {
 	})
 	b.awaitAlive("relocked")
 }
+
+// A client whose client lock another session holds (an earlier connection of its own that
+// lingers on the server, or a client of the same ID) takes it once that session lets go,
+// though nothing else makes its wait-lock connection do anything.
+func TestClientLockIsTakenOnceAnotherSessionLetsGo(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	lingering, err := pgx.Connect(ctx, b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lingering.Close(ctx)
+	lock := "FROM " + pgx.Identifier{b.Schema, "client_lock"}.Sanitize() + "($1, 'taken') k"
+	if _, err := lingering.Exec(ctx, "SELECT pg_advisory_lock(k[1], k[2]) "+lock, "relay:"+b.Schema); err != nil {
+		t.Fatal(err)
+	}
+	c := b.client(relay.Config{ID: "taken", Queues: queues(1, relay.DefaultQueue)})
+	handle(t, c, relay.NewKind[numArgs]("any"), func(context.Context, *relay.Job[numArgs]) error { return nil })
+	b.start(c)
+	// Its wait-lock connection has tried the client lock, and been refused: the same sync
+	// takes the wait locks next.
+	relaytest.WaitFor(t, waitTimeout, "the client's wait-lock connection to take its wait locks", func() bool {
+		var n int
+		err := b.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE a.application_name = $1 AND l.locktype = 'advisory' AND l.granted`, relay.WaitLocksApplicationName("taken")).Scan(&n)
+		return err == nil && n > 0
+	})
+	if _, err := lingering.Exec(ctx, "SELECT pg_advisory_unlock(k[1], k[2]) "+lock, "relay:"+b.Schema); err != nil {
+		t.Fatal(err)
+	}
+	b.awaitAlive("taken")
+}

@@ -474,11 +474,11 @@ func (c *Client) onNotify(payload string) {
 		c.cfg.Logger.Warn("relay: ignoring a malformed wakeup", "payload", payload)
 		return
 	}
+	notify := (*dispatcher.Dispatcher).Notify
 	if w.Backup {
-		c.queues.with(w.Queue, func(d *dispatcher.Dispatcher) { d.Backup(w.In, w.At) })
-		return
+		notify = (*dispatcher.Dispatcher).Backup
 	}
-	c.queues.with(w.Queue, func(d *dispatcher.Dispatcher) { d.Notify(w.In, w.At) })
+	c.queues.with(w.Queue, func(d *dispatcher.Dispatcher) { notify(d, w.In, w.At) })
 }
 
 // listening runs each time the listener is LISTENing on a new connection. It makes every

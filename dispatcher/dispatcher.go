@@ -156,13 +156,18 @@ func (d *Dispatcher) Wake() {
 // database's clock) became pending, due in delay. It never blocks; a burst of
 // notifications leads to one claim.
 func (d *Dispatcher) Notify(delay time.Duration, at Cursor) {
+	d.rewindFor(at)
+	d.wakeIn(delay)
+}
+
+// rewindFor moves the claim cursor back for a job notified at at.
+func (d *Dispatcher) rewindFor(at Cursor) {
 	if d.waiting.Load() {
 		// Jobs whose producers saw this dispatcher busy may be committing unannounced,
 		// anywhere in the queue: look from its head.
 		at = Cursor{}
 	}
 	d.rewind(at)
-	d.wakeIn(delay)
 }
 
 // backupDelay is how long a backup (see [Dispatcher.Backup]) leaves a job, once it is due,
@@ -177,15 +182,12 @@ const backupDelay = 25 * time.Millisecond
 // before its wakeup came), unless it was taken, and so stands for the backup's. It never
 // blocks; backups coalesce.
 func (d *Dispatcher) Backup(delay time.Duration, at Cursor) {
-	if d.waiting.Load() {
-		at = Cursor{} // as in Notify
-	}
-	d.rewind(at)
 	if delay > 0 {
 		// A claim before the job is due would not find it: claim once it is, and later.
-		d.wakeIn(delay + backupDelay)
+		d.Notify(delay+backupDelay, at)
 		return
 	}
+	d.rewindFor(at)
 	d.mu.Lock()
 	poke := d.backupAt.IsZero()
 	if poke {

@@ -101,11 +101,11 @@ SELECT id, duplicate FROM {schema}.insert_jobs(@kinds::text[], @queues::text[], 
  OR queue IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL))
 
 -- name: wokenKinds
--- The kinds wake() is given for the rows of a group that wake (see wakes), for the clients
--- it may address (migration 015): theirs when each is a job retried in a plain queue, and
--- NULL (any) when one frees an ordered key or a limited slot, which a job of any kind may
--- take.
-CASE WHEN bool_and(order_key IS NULL AND queue NOT IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL))
+-- The kinds wake() is given for a queue's rows that wake (see wakes; grouped by queue),
+-- for the clients it may address (migration 015): theirs when each is a job retried in a
+-- plain queue, and NULL (any) when one frees an ordered key or a limited slot, which a job
+-- of any kind may take.
+CASE WHEN bool_and(order_key IS NULL) AND queue NOT IN (SELECT name FROM {schema}.queues WHERE global_limit IS NOT NULL)
      THEN array_agg(DISTINCT kind) END
 
 -- name: wakeJob

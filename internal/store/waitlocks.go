@@ -189,6 +189,10 @@ func (w *WaitLocks) serve(ctx context.Context, conn *pgx.Conn, reconnected bool,
 			}
 		}
 		idle, stopIdle := context.WithCancel(ctx)
+		if w.cfg.ClientID != "" && !w.clientLocked {
+			// Refused: whoever holds it may let go, and nothing else may sync for long.
+			idle, stopIdle = context.WithTimeout(ctx, clientLockRetry)
+		}
 		done, exited := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(exited)
@@ -261,10 +265,15 @@ func (w *WaitLocks) sync(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
+// clientLockRetry is how often the connection tries the client lock again while another
+// session holds it.
+const clientLockRetry = time.Second
+
 // takeClientLock tries to take the client lock, unless conn holds it already. Until it
-// does, producers address no wakeup to the client: they wake others, or every client.
-// Another session holds it while a client of the same ID runs, or while an earlier
-// connection of this client lingers on the server: it is tried again at the next sync.
+// does, producers address no wakeup to the client unless that other session, holding it,
+// makes it look alive: they wake others, or every client. Another session holds it while
+// a client of the same ID runs, or while an earlier connection of this client lingers on
+// the server: it is tried again at the next sync, clientLockRetry later at the latest.
 func (w *WaitLocks) takeClientLock(ctx context.Context, conn *pgx.Conn) error {
 	if w.cfg.ClientID == "" || w.clientLocked {
 		return nil
