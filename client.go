@@ -195,7 +195,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if c.conns, err = newConns(ctx, pool, cfg.ReservedConns, cfg.ID); err != nil {
 		return fmt.Errorf("relay: start: reserved connections: %w", err)
 	}
-	c.recovery = newRecovery(c.databaseBack)
+	c.recovery = newRecovery(c.work.Done(), c.databaseBack, c.databaseBackToAll)
 
 	kinds := slices.Sorted(maps.Keys(c.handlers))
 	attempts := make([]int32, len(kinds))
@@ -504,18 +504,23 @@ func (c *Client) wakeAll() {
 // leases did not all manage that within a LeaseRenewal of 0.67 s.
 const minRescueGrace = 2 * time.Second
 
-// databaseBack makes every service that backs off from a failing database retry at once,
-// now that it answers again (see recovery).
+// databaseBack makes the dispatchers claim at once, and the wait locks be taken again,
+// now that the database answers again (see recovery).
 func (c *Client) databaseBack() {
 	c.cfg.Logger.Info("relay: the database answers again; claims, renewals, rescues and outcomes resume")
 	c.queues.each((*dispatcher.Dispatcher).Retry)
+	if locks := c.waitLocks.Load(); locks != nil {
+		locks.Recover() // producers skip its waiting dispatchers until it holds its locks again
+	}
+}
+
+// databaseBackToAll makes the other services that back off from a failing database retry
+// at once, once a claim has gone first (see recovery).
+func (c *Client) databaseBackToAll() {
 	c.keeper.Recover()
 	c.rescuer.Recover()
 	c.expirer.Notify(time.Time{})
 	c.writer.Recover()
-	if locks := c.waitLocks.Load(); locks != nil {
-		locks.Recover() // producers skip its waiting dispatchers until it holds its locks again
-	}
 }
 
 // findQueues starts dispatchers for the queues of the client's groups that have pending

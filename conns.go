@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +21,7 @@ import (
 type conns struct {
 	shared   *pgxpool.Pool
 	reserved *pgxpool.Pool // nil: the client shares the pool only
+	waiting  func()        // tests: called as a statement starts to wait for the shared pool
 }
 
 // reservedIdle is how long a reserved connection stays open unused.
@@ -47,27 +49,53 @@ func (c *conns) close() {
 	}
 }
 
-// sharedWait bounds how long a statement waits for a connection of the shared pool that
-// looked free: another may take it first (a handler's Begin racing the client's claim), and
-// a statement stuck in the pool's queue behind handlers that hold every connection would
-// be the starvation the reserved connections exist to prevent. Long enough to open a
-// connection.
+// sharedWait is how often a statement waiting for a connection of the shared pool looks
+// whether the application now holds every connection of it. If it does, the wait could
+// last as long as its handlers like, the starvation that reserved connections prevent: the
+// statement takes a reserved one. If it does not, its connection is being opened, or is
+// about to be released, and it waits on. Opening a reserved connection as well would only
+// add to the load of a database that opens connections slowly, such as one that has just
+// started and to which every client reconnects at once.
 const sharedWait = 100 * time.Millisecond
 
+// errSharedHeld cancels a wait for the shared pool whose every connection is held.
+var errSharedHeld = errors.New("relay: every connection of the shared pool is held")
+
 // acquire takes a connection for one statement or transaction, for a client with reserved
-// connections: of the shared pool unless
-// every connection it may have is taken, or none came within sharedWait; else a reserved
-// one.
+// connections: of the shared pool, unless every connection of it is held by others before
+// one comes (see sharedWait); else a reserved one.
 func (c *conns) acquire(ctx context.Context) (*pgxpool.Conn, error) {
-	if st := c.shared.Stat(); st.AcquiredConns()+st.ConstructingConns() < st.MaxConns() {
-		waitCtx, cancel := context.WithTimeout(ctx, sharedWait)
-		conn, err := c.shared.Acquire(waitCtx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return conn, err
+	if c.sharedHeld() {
+		return c.reserved.Acquire(ctx)
+	}
+	waitCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var look func()
+	look = func() {
+		switch {
+		case waitCtx.Err() != nil: // acquired, or given up: no more looks
+		case c.sharedHeld():
+			cancel(errSharedHeld)
+		default:
+			time.AfterFunc(sharedWait, look)
 		}
 	}
-	return c.reserved.Acquire(ctx)
+	if c.waiting != nil {
+		c.waiting()
+	}
+	first := time.AfterFunc(sharedWait, look)
+	conn, err := c.shared.Acquire(waitCtx)
+	first.Stop()
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(waitCtx), errSharedHeld) {
+		return c.reserved.Acquire(ctx)
+	}
+	return conn, err
+}
+
+// sharedHeld reports whether every connection of the shared pool is held.
+func (c *conns) sharedHeld() bool {
+	st := c.shared.Stat()
+	return st.AcquiredConns() >= st.MaxConns()
 }
 
 func (c *conns) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -10,41 +11,144 @@ import (
 	"github.com/relayq/relay"
 )
 
-// A client statement that finds the shared pool with room, but gets no connection from it
-// (a handler's Begin took the last one first, or here, the connection is slow to open),
-// runs on a reserved connection after a short wait, rather than queueing behind the
-// application for as long as it likes.
-func TestClientStatementsDoNotQueueForTheSharedPool(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	release := make(chan struct{})
-	pool := b.pool(func(cfg *pgxpool.Config) {
-		cfg.MaxConns = 2
+// connsBundle is a client's connections over a pool of their own whose connections open
+// only when the test lets them (gate), and say when they start to open (connecting).
+type connsBundle struct {
+	*bundle
+	pool       *pgxpool.Pool
+	conns      relay.ClientConns
+	connecting chan struct{}
+	gate       chan struct{}
+	id         string
+}
+
+func newConnsBundle(t *testing.T, maxConns int32) *connsBundle {
+	t.Helper()
+	b := &connsBundle{bundle: setup(t), connecting: make(chan struct{}, 8), gate: make(chan struct{}), id: "starved"}
+	b.pool = b.bundle.pool(func(cfg *pgxpool.Config) {
+		cfg.MaxConns = maxConns
 		cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
-			if cc.RuntimeParams["application_name"] == relay.ReservedApplicationName("starved") {
+			if cc.RuntimeParams["application_name"] == relay.ReservedApplicationName(b.id) {
 				return nil
 			}
-			select { // the shared pool's connections open only once the test ends
-			case <-release:
+			b.connecting <- struct{}{}
+			select {
+			case <-b.gate:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
 	})
-	t.Cleanup(func() { close(release) }) // before the pool closes: cleanups run last-in first
-	conns := relay.NewClientConns(t, pool, 2, "starved")
+	t.Cleanup(b.open) // before the pool closes: cleanups run last-in first
+	b.conns = relay.NewClientConns(t, b.pool, 2, b.id)
+	return b
+}
 
+// open lets the shared pool's connections open, once.
+func (b *connsBundle) open() {
+	select {
+	case <-b.gate:
+	default:
+		close(b.gate)
+	}
+}
+
+// hold takes a connection of the shared pool for the rest of the test, as a handler that
+// keeps its transaction open would.
+func (b *connsBundle) hold(ctx context.Context) {
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		b.t.Errorf("acquire: %v", err)
+		return
+	}
+	b.t.Cleanup(conn.Release)
+}
+
+// runsOn runs a statement on the client's connections and returns the application name
+// of the connection it ran on.
+func (b *connsBundle) runsOn(ctx context.Context) <-chan string {
+	ran := make(chan string, 1)
+	go func() {
+		var app string
+		if err := b.conns.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&app); err != nil {
+			b.t.Errorf("the statement did not run: %v", err)
+		}
+		ran <- app
+	}()
+	return ran
+}
+
+// reservedOpen counts the client's reserved connections open on the server.
+func (b *connsBundle) reservedOpen(ctx context.Context) int {
+	var n int
+	if err := b.Pool.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+		relay.ReservedApplicationName(b.id)).Scan(&n); err != nil {
+		b.t.Fatal(err)
+	}
+	return n
+}
+
+// A client's statement runs on a reserved connection when the application holds every
+// connection of its pool (handlers in long transactions), rather than queueing behind it
+// for as long as the handlers like: whether the pool was held when the statement came, or
+// came to be held while the statement waited for a connection being opened for another.
+func TestClientStatementsTakeAReservedConnectionWhileThePoolIsHeld(t *testing.T) {
+	t.Parallel()
+	t.Run("held before", func(t *testing.T) {
+		t.Parallel()
+		b := newConnsBundle(t, 2)
+		b.open()
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		b.hold(ctx)
+		b.hold(ctx)
+		if app := <-b.runsOn(ctx); app != relay.ReservedApplicationName(b.id) {
+			t.Errorf("ran on a connection named %q, want a reserved one", app)
+		}
+	})
+	t.Run("held while waiting", func(t *testing.T) {
+		t.Parallel()
+		b := newConnsBundle(t, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		held := make(chan struct{})
+		go func() { b.hold(ctx); close(held) }() // its connection opens once the gate opens
+		<-b.connecting
+		waiting := make(chan struct{}, 1)
+		relay.OnSharedWait(b.conns, func() { waiting <- struct{}{} })
+		ran := b.runsOn(ctx)
+		<-waiting // past the look at the pool: it was not held yet
+		b.open()
+		<-held
+		if app := <-ran; app != relay.ReservedApplicationName(b.id) {
+			t.Errorf("ran on a connection named %q, want a reserved one", app)
+		}
+	})
+}
+
+// A client's statement that finds the pool with room waits for the connection the pool
+// opens for it, however slowly it opens, and opens no reserved connection meanwhile: after
+// a restart of the database, every client reconnects at once, and each connection it opens
+// costs the server a process and some milliseconds of CPU.
+func TestClientStatementsWaitForASlowSharedConnection(t *testing.T) {
+	t.Parallel()
+	b := newConnsBundle(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	var app string
-	if err := conns.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&app); err != nil {
-		t.Fatalf("the statement did not run: %v", err)
+	ran := b.runsOn(ctx)
+	<-b.connecting
+	// An observation window, not synchronisation: nothing marks "no reserved connection
+	// will open"; a client that gave up on the shared pool did so after a sharedWait.
+	time.Sleep(3 * relay.SharedWait)
+	if n := b.reservedOpen(ctx); n != 0 {
+		t.Errorf("%d reserved connections opened while the shared one was opening, want none", n)
 	}
-	if want := relay.ReservedApplicationName("starved"); app != want {
-		t.Errorf("ran on a connection named %q, want a reserved one (%q)", app, want)
+	b.open()
+	if app := <-ran; app == relay.ReservedApplicationName(b.id) {
+		t.Errorf("ran on a reserved connection, want the shared pool's")
 	}
-	if _, err := conns.Exec(ctx, "SELECT 1"); err != nil {
+	if _, err := b.conns.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatalf("a second statement did not run: %v", err)
 	}
 }

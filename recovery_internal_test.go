@@ -1,0 +1,71 @@
+package relay
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// recoveryBundle is a recovery whose two steps are recorded.
+type recoveryBundle struct {
+	*recovery
+	claims, rest chan struct{}
+}
+
+func newRecoveryBundle(t *testing.T, claimsFirst time.Duration) *recoveryBundle {
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	b := &recoveryBundle{claims: make(chan struct{}, 4), rest: make(chan struct{}, 4)}
+	b.recovery = newRecovery(ctx.Done(),
+		func() { b.claims <- struct{}{} },
+		func() { b.rest <- struct{}{} })
+	b.claimsFirst = claimsFirst
+	b.observe(syscall.ECONNREFUSED) // the database is away
+	return b
+}
+
+func (b *recoveryBundle) await(t *testing.T, step <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-step:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s never came", what)
+	}
+}
+
+// When the database answers again, the dispatchers claim at once, and the other services
+// (and CompleteTx outcomes waiting in untilReachable) go once a claim has returned: not
+// all at once, each opening a connection to a database that has just started.
+func TestRecoveryLetsAClaimGoFirst(t *testing.T) {
+	b := newRecoveryBundle(t, time.Hour) // only a claim can let the rest go
+	back := b.wait()
+	b.claimReturned() // a claim of before: not the one that waits
+	b.observe(nil)
+	b.await(t, b.claims, "the claims")
+	select {
+	case <-back:
+		t.Fatal("the rest went before a claim returned")
+	case <-b.rest:
+		t.Fatal("the rest went before a claim returned")
+	default:
+	}
+	b.claimReturned()
+	b.await(t, b.rest, "the rest")
+	b.await(t, back, "the waiters' signal")
+	b.observe(nil) // answering, as it did: no step again
+	select {
+	case <-b.claims:
+		t.Fatal("the claims went again while the database answered all along")
+	default:
+	}
+}
+
+// A client that makes no claim (its workers are all busy) lets the rest go after
+// claimsFirst.
+func TestRecoveryLetsTheRestGoWithoutAClaim(t *testing.T) {
+	b := newRecoveryBundle(t, 10*time.Millisecond)
+	b.observe(nil)
+	b.await(t, b.claims, "the claims")
+	b.await(t, b.rest, "the rest")
+}
