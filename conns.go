@@ -49,26 +49,44 @@ func (c *conns) close() {
 	}
 }
 
-// sharedWait is how often a statement waiting for a connection of the shared pool looks
-// whether the application now holds every connection of it. If it does, the wait could
-// last as long as its handlers like, the starvation that reserved connections prevent: the
-// statement takes a reserved one. If it does not, its connection is being opened, or is
-// about to be released, and it waits on. Opening a reserved connection as well would only
-// add to the load of a database that opens connections slowly, such as one that has just
-// started and to which every client reconnects at once.
+// sharedWait bounds how long a statement waits for a connection of the shared pool that
+// had none to spare when it came: one may be released soon, but the statement may also be
+// queued behind handlers that wait for connections too, for as long as they hold theirs.
+// It is also how often any statement waiting for the shared pool looks whether the
+// application now holds every connection of it: the starvation that reserved connections
+// exist to prevent. Either way the statement then takes a reserved connection.
 const sharedWait = 100 * time.Millisecond
 
-// errSharedHeld cancels a wait for the shared pool whose every connection is held.
-var errSharedHeld = errors.New("relay: every connection of the shared pool is held")
+// sharedOpenWait bounds how long a statement waits for a connection that the shared pool
+// opens for it (it had room for one when the statement came). Opening a reserved
+// connection after sharedWait as well, as it once did, only added to the load of a
+// database that opens connections slowly — one that has just started, to which every
+// client reconnects at once: in the chaos suite, after a restart, every client opened its
+// reserved connections besides.
+const sharedOpenWait = time.Second
+
+// errSharedHeld and errSharedSlow end a wait for the shared pool: every connection of it
+// is held, or none came in time.
+var (
+	errSharedHeld = errors.New("relay: every connection of the shared pool is held")
+	errSharedSlow = errors.New("relay: no connection of the shared pool came in time")
+)
 
 // acquire takes a connection for one statement or transaction, for a client with reserved
-// connections: of the shared pool, unless every connection of it is held by others before
-// one comes (see sharedWait); else a reserved one.
+// connections: of the shared pool if one comes in time (see sharedWait and sharedOpenWait)
+// and before every connection of it is held by others; else a reserved one.
 func (c *conns) acquire(ctx context.Context) (*pgxpool.Conn, error) {
-	if c.sharedHeld() {
+	st := c.shared.Stat()
+	if st.AcquiredConns() >= st.MaxConns() {
 		return c.reserved.Acquire(ctx)
 	}
-	waitCtx, cancel := context.WithCancelCause(ctx)
+	bound := sharedWait
+	if st.AcquiredConns()+st.ConstructingConns() < st.MaxConns() {
+		bound = sharedOpenWait // room for one more: it is opened for this statement
+	}
+	timed, stop := context.WithTimeoutCause(ctx, bound, errSharedSlow)
+	defer stop()
+	waitCtx, cancel := context.WithCancelCause(timed)
 	defer cancel(nil)
 	var look func()
 	look = func() {
@@ -86,8 +104,10 @@ func (c *conns) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	first := time.AfterFunc(sharedWait, look)
 	conn, err := c.shared.Acquire(waitCtx)
 	first.Stop()
-	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(waitCtx), errSharedHeld) {
-		return c.reserved.Acquire(ctx)
+	if err != nil && ctx.Err() == nil {
+		if cause := context.Cause(waitCtx); errors.Is(cause, errSharedHeld) || errors.Is(cause, errSharedSlow) {
+			return c.reserved.Acquire(ctx)
+		}
 	}
 	return conn, err
 }

@@ -92,7 +92,8 @@ func (b *connsBundle) reservedOpen(ctx context.Context) int {
 // A client's statement runs on a reserved connection when the application holds every
 // connection of its pool (handlers in long transactions), rather than queueing behind it
 // for as long as the handlers like: whether the pool was held when the statement came, or
-// came to be held while the statement waited for a connection being opened for another.
+// came to be held while the statement waited for a connection being opened for another,
+// or the statement found no room in the pool and none came within sharedWait.
 func TestClientStatementsTakeAReservedConnectionWhileThePoolIsHeld(t *testing.T) {
 	t.Parallel()
 	t.Run("held before", func(t *testing.T) {
@@ -122,6 +123,23 @@ func TestClientStatementsTakeAReservedConnectionWhileThePoolIsHeld(t *testing.T)
 		b.open()
 		<-held
 		if app := <-ran; app != relay.ReservedApplicationName(b.id) {
+			t.Errorf("ran on a connection named %q, want a reserved one", app)
+		}
+	})
+	t.Run("queued behind others", func(t *testing.T) {
+		t.Parallel()
+		b := newConnsBundle(t, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		other, stopOther := context.WithCancel(ctx)
+		defer stopOther()
+		go func() { // a handler's connection, which opens only once the test ends
+			if conn, err := b.pool.Acquire(other); err == nil {
+				conn.Release()
+			}
+		}()
+		<-b.connecting
+		if app := <-b.runsOn(ctx); app != relay.ReservedApplicationName(b.id) {
 			t.Errorf("ran on a connection named %q, want a reserved one", app)
 		}
 	})
