@@ -21,7 +21,6 @@ import (
 type conns struct {
 	shared   *pgxpool.Pool
 	reserved *pgxpool.Pool // nil: the client shares the pool only
-	waiting  func()        // tests: called as a statement starts to wait for the shared pool
 }
 
 // reservedIdle is how long a reserved connection stays open unused.
@@ -51,10 +50,8 @@ func (c *conns) close() {
 
 // sharedWait bounds how long a statement waits for a connection of the shared pool that
 // had none to spare when it came: one may be released soon, but the statement may also be
-// queued behind handlers that wait for connections too, for as long as they hold theirs.
-// It is also how often any statement waiting for the shared pool looks whether the
-// application now holds every connection of it: the starvation that reserved connections
-// exist to prevent. Either way the statement then takes a reserved connection.
+// queued behind handlers that wait for connections too, for as long as they hold theirs —
+// the starvation that reserved connections exist to prevent. It then takes a reserved one.
 const sharedWait = 100 * time.Millisecond
 
 // sharedOpenWait bounds how long a statement waits for a connection that the shared pool
@@ -65,57 +62,25 @@ const sharedWait = 100 * time.Millisecond
 // reserved connections besides.
 const sharedOpenWait = time.Second
 
-// errSharedHeld and errSharedSlow end a wait for the shared pool: every connection of it
-// is held, or none came in time.
-var (
-	errSharedHeld = errors.New("relay: every connection of the shared pool is held")
-	errSharedSlow = errors.New("relay: no connection of the shared pool came in time")
-)
-
 // acquire takes a connection for one statement or transaction, for a client with reserved
-// connections: of the shared pool if one comes in time (see sharedWait and sharedOpenWait)
-// and before every connection of it is held by others; else a reserved one.
+// connections: of the shared pool if one comes in time (see sharedWait and sharedOpenWait),
+// else a reserved one.
 func (c *conns) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	st := c.shared.Stat()
-	if st.AcquiredConns() >= st.MaxConns() {
+	if st.AcquiredConns() >= st.MaxConns() { // all held: none would come in time
 		return c.reserved.Acquire(ctx)
 	}
-	bound := sharedWait
+	wait := sharedWait
 	if st.AcquiredConns()+st.ConstructingConns() < st.MaxConns() {
-		bound = sharedOpenWait // room for one more: it is opened for this statement
+		wait = sharedOpenWait // room for one more: it is opened for this statement
 	}
-	timed, stop := context.WithTimeoutCause(ctx, bound, errSharedSlow)
-	defer stop()
-	waitCtx, cancel := context.WithCancelCause(timed)
-	defer cancel(nil)
-	var look func()
-	look = func() {
-		switch {
-		case waitCtx.Err() != nil: // acquired, or given up: no more looks
-		case c.sharedHeld():
-			cancel(errSharedHeld)
-		default:
-			time.AfterFunc(sharedWait, look)
-		}
-	}
-	if c.waiting != nil {
-		c.waiting()
-	}
-	first := time.AfterFunc(sharedWait, look)
+	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	conn, err := c.shared.Acquire(waitCtx)
-	first.Stop()
-	if err != nil && ctx.Err() == nil {
-		if cause := context.Cause(waitCtx); errors.Is(cause, errSharedHeld) || errors.Is(cause, errSharedSlow) {
-			return c.reserved.Acquire(ctx)
-		}
+	cancel()
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return c.reserved.Acquire(ctx)
 	}
 	return conn, err
-}
-
-// sharedHeld reports whether every connection of the shared pool is held.
-func (c *conns) sharedHeld() bool {
-	st := c.shared.Stat()
-	return st.AcquiredConns() >= st.MaxConns()
 }
 
 func (c *conns) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {

@@ -65,8 +65,5 @@ func NewClientConns(t testing.TB, pool *pgxpool.Pool, reserved int, id string) C
 	return c
 }
 
-// SharedWait is how often a statement waiting for the shared pool looks whether it is held.
+// SharedWait bounds how long a statement waits for a shared pool without room.
 const SharedWait = sharedWait
-
-// OnSharedWait makes c call waiting as each statement starts to wait for the shared pool.
-func OnSharedWait(c ClientConns, waiting func()) { c.(*conns).waiting = waiting }
