@@ -26,9 +26,8 @@ import (
 // claim's new connection serves the rest, and the claims are not queued behind them.
 type recovery struct {
 	down        atomic.Bool
-	due         atomic.Bool // a second step is pending: what a claim looks at first
-	claims      func()      // the first step
-	rest        func()      // the second
+	claims      func() // the first step
+	rest        func() // the second
 	claimsFirst time.Duration
 	done        <-chan struct{} // the client stops: no second step
 
@@ -63,20 +62,13 @@ func (r *recovery) worked() {
 	r.mu.Lock()
 	if r.pending == nil {
 		r.pending = time.AfterFunc(r.claimsFirst, r.second)
-		r.due.Store(true)
 	}
 	r.mu.Unlock()
 	r.claims()
 }
 
-// claimReturned records that a claim returned: the second step of a recovery may go.
-func (r *recovery) claimReturned() {
-	if r.due.Load() {
-		r.second()
-	}
-}
-
-// second takes the second step of a recovery, if one is due.
+// second takes the second step of a recovery, if one is due: once a claim has returned,
+// or when pending fires.
 func (r *recovery) second() {
 	r.mu.Lock()
 	if r.pending == nil {
@@ -85,7 +77,6 @@ func (r *recovery) second() {
 	}
 	r.pending.Stop()
 	r.pending = nil
-	r.due.Store(false)
 	close(r.back)
 	r.back = make(chan struct{})
 	r.mu.Unlock()
@@ -114,7 +105,7 @@ func (o observedClaimer) Claim(ctx context.Context, r dispatcher.ClaimRequest) (
 	c, err := o.Claimer.Claim(ctx, r)
 	o.rec.observe(err)
 	if err == nil {
-		o.rec.claimReturned()
+		o.rec.second()
 	}
 	return c, err
 }

@@ -40,7 +40,7 @@ func (b *recoveryBundle) await(t *testing.T, step <-chan struct{}, what string) 
 func TestRecoveryLetsAClaimGoFirst(t *testing.T) {
 	b := newRecoveryBundle(t, time.Hour) // only a claim can let the rest go
 	back := b.wait()
-	b.claimReturned() // a claim of before: not the one that waits
+	b.second() // a claim of before: not the one that waits
 	b.observe(nil)
 	b.await(t, b.claims, "the claims")
 	select {
@@ -50,7 +50,7 @@ func TestRecoveryLetsAClaimGoFirst(t *testing.T) {
 		t.Fatal("the rest went before a claim returned")
 	default:
 	}
-	b.claimReturned()
+	b.second()
 	b.await(t, b.rest, "the rest")
 	b.await(t, back, "the waiters' signal")
 	b.observe(nil) // answering, as it did: no step again
@@ -68,4 +68,29 @@ func TestRecoveryLetsTheRestGoWithoutAClaim(t *testing.T) {
 	b.observe(nil)
 	b.await(t, b.claims, "the claims")
 	b.await(t, b.rest, "the rest")
+}
+
+// A client that stops before the second step takes none: its services have stopped. Those
+// waiting for the database (untilReachable) are let go all the same, to see it stop.
+func TestRecoveryTakesNoSecondStepOnceTheClientStops(t *testing.T) {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	rest := make(chan struct{}, 1)
+	r := newRecovery(ctx.Done(), func() {}, func() { rest <- struct{}{} })
+	r.claimsFirst = time.Hour
+	r.observe(syscall.ECONNREFUSED)
+	back := r.wait()
+	r.observe(nil)
+	stop()
+	r.second() // the claim that returns as the client stops
+	select {
+	case <-rest:
+		t.Fatal("the second step went after the client stopped")
+	default:
+	}
+	select {
+	case <-back:
+	default:
+		t.Fatal("the waiters were not let go")
+	}
 }
