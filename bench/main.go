@@ -70,12 +70,12 @@ type options struct {
 	unique            bool          // enqueue: every job with a unique key
 }
 
-var workloadNames = []string{"latency", "drain", "sustained", "burst", "sparse", "scheduled", "queues", "ordered", "limited", "enqueue", "sql-enqueue", "overhead", "poolers", "retention", "prune-backlog", "scaleout"}
+var workloadNames = []string{"latency", "drain", "sustained", "burst", "sparse", "scheduled", "queues", "ordered", "limited", "enqueue", "sql-enqueue", "overhead", "poolers", "fresh-conns", "retention", "prune-backlog", "scaleout"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but overhead, poolers, retention, prune-backlog and scaleout, which take minutes)")
+	fs.StringVar(&o.workload, "workload", "all", "workload to run: "+strings.Join(workloadNames, "|")+"|all (all but fresh-conns, and overhead, poolers, retention, prune-backlog and scaleout, which take minutes)")
 	rate := fs.String("rate", "", "latency: jobs/s, or a comma-separated list (default 100,1000)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time of latency and sustained (queues, ordered and limited run half of it)")
 	fs.IntVar(&o.runs, "runs", 1, "repeat each workload N times and report the median and range")
@@ -206,6 +206,9 @@ func plan(o options) []workload {
 	// run for minutes each.
 	if o.workload == "overhead" {
 		add("overhead (telemetry off vs on)", "overhead", runOverhead)
+	}
+	if o.workload == "fresh-conns" {
+		add("fresh connections (claims on a new connection)", "fresh-conns", runFresh)
 	}
 	if o.workload == "poolers" {
 		add("poolers (direct vs PgBouncer vs poll-only)", "poolers", runPoolers)

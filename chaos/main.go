@@ -39,6 +39,7 @@ type options struct {
 	jsonPath    string
 	logDir      string
 	verbose     bool
+	keep        bool // keep each scenario's schema afterwards, to look into its jobs
 
 	processes int           // worker processes
 	workers   int           // workers (concurrent jobs) per process
@@ -56,6 +57,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL to run against (default $DATABASE_URL, else a throwaway server); scenarios that restart or stop the server are skipped on it")
 	fs.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&o.logDir, "logs", "", "keep each worker process's relay log in this directory")
+	fs.BoolVar(&o.keep, "keep", false, "keep each scenario's schema (relay_chaos_<scenario>) afterwards, to look into its jobs with SQL; it is dropped when the scenario next runs")
 	fs.BoolVar(&o.verbose, "v", false, "debug logs, the workers' relay logs included (with -logs)")
 	fs.IntVar(&o.processes, "processes", 3, "worker processes")
 	fs.IntVar(&o.workers, "workers", 50, "workers per process (jobs each runs at once)")

@@ -140,7 +140,7 @@ func (r *run) prepare(ctx context.Context) error {
 	return err
 }
 
-// cleanup stops whatever is left and drops the schema.
+// cleanup stops whatever is left and drops the schema, unless asked to keep it.
 func (r *run) cleanup() {
 	if r.prod != nil {
 		r.prod.stop()
@@ -156,6 +156,10 @@ func (r *run) cleanup() {
 	}
 	for _, p := range r.proxies {
 		p.close()
+	}
+	if r.s.opts.keep {
+		r.s.log.Info("kept the scenario's schema", "schema", r.schema)
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -56,7 +56,7 @@ func (c *Client) Claim(ctx context.Context, r dispatcher.ClaimRequest) (dispatch
 		s.q.lockQueue.queue(b, lockParams{LockKey: s.schema + "." + r.Queue, Strays: strays})
 		s.q.claimGated.queue(b, claimGatedParams{claimParams: c.claimParams(r), Strays: strays})
 	} else {
-		s.q.indexPlan.queue(b, struct{}{})
+		s.q.genericPlan.queue(b, struct{}{})
 		s.q.claim.queue(b, c.claimFromParams(r))
 	}
 	var claimed dispatcher.Claimed

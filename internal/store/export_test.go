@@ -26,10 +26,8 @@ func (s *Store) ByIndexStatements() []string {
 	return sqls
 }
 
-// IndexPlanStatement is the statement a plain claim and a renewal are sent after.
-func (s *Store) IndexPlanStatement() string { return s.q.indexPlan.sql }
-
-// GenericPlanStatement is the statement an outcome batch is sent after.
+// GenericPlanStatement is the statement a plain claim, a renewal and an outcome batch are
+// sent after.
 func (s *Store) GenericPlanStatement() string { return s.q.genericPlan.sql }
 
 // ClaimStatement is the statement of a claim of r (a gated one without its lock, and

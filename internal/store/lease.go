@@ -16,10 +16,11 @@ import (
 // holds, in one statement ([lease.Renewer]). A held attempt that was not extended had its
 // row locked by a transaction; [Client.RenewLocked] waits for it.
 func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration) (lease.Renewal, error) {
-	// After indexPlan, as claims: a plan kept from a table of a few jobs must not read the
-	// whole table at every tick once it holds millions.
+	// After genericPlan, as claims: planned once per connection, not at every tick, and
+	// not with a plan kept from a table of a few jobs that reads the whole table once it
+	// holds millions.
 	b := &pgx.Batch{}
-	c.s.q.indexPlan.queue(b, struct{}{})
+	c.s.q.genericPlan.queue(b, struct{}{})
 	c.s.q.renewLeases.queue(b, renewParamsOf(c.info, held, ttl))
 	res := lease.Renewal{Held: make(map[int64]bool, len(held)), Renewed: make(map[int64]bool, len(held))}
 	var (

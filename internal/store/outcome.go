@@ -81,7 +81,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, db BatchDB, client string, ou
 }
 
 // afterSetting reads the results of a batch of two statements, the first of which sets how
-// the second runs (genericPlan, indexPlan, lockQueue): read is given the second's rows.
+// the second runs (genericPlan, lockQueue): read is given the second's rows.
 // The batch is closed before it returns, and a failure to close it is its error: the
 // batch's implicit transaction commits at its end, and only Close reports a failed commit.
 func afterSetting(br pgx.BatchResults, read func(pgx.Rows) error) error {

@@ -21,7 +21,6 @@ type queries struct {
 	insertHeld         statement[insertHeldParams]
 	insertUnique       statement[insertUniqueParams]
 	insertJobs         statement[insertJobsParams]
-	indexPlan          statement[struct{}]
 	planByIndex        statement[struct{}]
 	restorePlan        statement[struct{}]
 	planWithoutJIT     statement[struct{}]
@@ -66,7 +65,7 @@ func buildQueries(names *strings.Replacer) queries {
 	var q queries
 	bindAll(queriesSQL, "queries.sql", names, []named{
 		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
-		{"indexPlan", &q.indexPlan}, {"planByIndex", &q.planByIndex}, {"restorePlan", &q.restorePlan},
+		{"planByIndex", &q.planByIndex}, {"restorePlan", &q.restorePlan},
 		{"planWithoutJIT", &q.planWithoutJIT}, {"restoreJIT", &q.restoreJIT},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"genericPlan", &q.genericPlan}, {"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},

@@ -143,7 +143,7 @@ coalesce((SELECT q.on_failure = 'block' FROM {schema}.queues q WHERE q.name = j.
 -- read the whole primary key for a merge join (8-12 ms per claim of 100 jobs behind 50,000
 -- due ones) or hashed a sequential scan of the table (about 100 ms behind 300,000). An
 -- address is one page read per job, whatever the table's size, and it cannot have changed:
--- due holds each row locked. With sequential scans off (indexPlan, lockQueue), no plan
+-- due holds each row locked. With sequential scans off (genericPlan, lockQueue), no plan
 -- made on a small table can read the whole table instead.
 claimed AS (
     UPDATE {schema}.jobs j
@@ -185,20 +185,9 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
     s.ordered, s.global_limit IS NOT NULL, s.paused
 FROM settings s;
 
--- name: indexPlan
--- Sent just before claim and renewLeases, in the same batch and so the same implicit
--- transaction: the statement is planned without sequential scans. A prepared statement
--- keeps the generic plan it made first, from the table's size then; made on an empty table
--- (a new deployment, a client that starts idle), it took the claimed jobs with a scan of
--- the whole table, which a burst of 50,000 jobs made 22 ms a claim of 100 instead of 1.5,
--- until autovacuum next analyzed the table. Where a small table leaves no other way than a
--- sequential scan, the planner adds 10^10 to its cost, far above jit_above_cost: so JIT is
--- turned off too, or PostgreSQL compiles the statement, about 0.5 s on every run.
-SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
-
 -- name: planByIndex
 -- Sent just before a statement that finds its jobs by key (a job's id, a unique key) and
--- may run in the caller's transaction, in the same batch: as indexPlan, so that the plan a
+-- may run in the caller's transaction, in the same batch: as genericPlan, so that the plan a
 -- prepared statement keeps, made on a table of a few jobs, does not scan the whole table
 -- once it holds thousands (CompleteTx, a checkpoint, a unique enqueue: each would then cost
 -- a scan of the table until autovacuum next analyzed it). And with its generic plan from
@@ -253,12 +242,12 @@ SELECT set_config('jit', split_part(current_setting('relay.plan_settings'), ' ',
 -- crash leaves the job pending, so it runs again (at least once), and any later outcome
 -- commits synchronously, which flushes the claim's WAL before it.
 --
--- The scans take @kinds and the first LIMIT through subqueries, which hide their values
--- from the planner: a plan made for the values at hand (a custom plan) then costs the same
--- as the generic plan a prepared statement can keep, which is the same plan. Otherwise,
--- behind an analyzed backlog, the custom plan always looked cheaper (it knows how short
--- the array and how small the limit are), so PostgreSQL planned every claim afresh: 0.6–0.8
--- ms each, a third of a claim of 100 jobs behind 300,000.
+-- It runs with its generic plan from the first (genericPlan, sent before it). The scans
+-- take @kinds and the first LIMIT through subqueries, which hide their values from the
+-- planner: a plan made for the values at hand is then the generic plan too. Before they
+-- did, behind an analyzed backlog, that plan always looked cheaper (it knows how short the
+-- array and how small the limit are), so PostgreSQL planned every claim afresh: 0.6–0.8 ms
+-- each, a third of a claim of 100 jobs behind 300,000.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), settings AS (
@@ -309,7 +298,7 @@ WITH async AS (
 -- shape). It keeps the generic plan, but for a claim that looks for strays (@strays:
 -- once a second per client, for ten minutes after a change of the queue's settings),
 -- where how to read the queue's unfinished jobs depends on how many it has. And it turns
--- sequential scans and JIT off, as indexPlan does for the plain claim, for the same reasons.
+-- sequential scans and JIT off, as genericPlan does for the plain claim, for the same reasons.
 SELECT pg_advisory_xact_lock(hashtext('relay.claim'), hashtext(@lock_key)),
        set_config('plan_cache_mode', CASE WHEN @strays THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true),
        set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
@@ -409,16 +398,27 @@ WITH RECURSIVE async AS (
 ), {claimed}
 
 -- name: genericPlan
--- Sent just before writeOutcomes, in the same batch and so the same implicit transaction:
--- writeOutcomes runs with its generic plan. PostgreSQL's own choice (plan_cache_mode
--- auto) planned each batch afresh, as the generic plan's estimate is the higher: on 20,000
+-- Sent just before a claim, a lease renewal and writeOutcomes, in the same batch and so the
+-- same implicit transaction: the statement runs with its generic plan from its first run
+-- on a connection, made without sequential scans, and without JIT.
+--
+-- The generic plan: PostgreSQL's own choice (plan_cache_mode auto) plans a prepared
+-- statement for its values at its first five runs on each connection, and then for as long
+-- as it estimates the generic plan costlier. It planned each outcome batch afresh: on 20,000
 -- jobs, a batch of 1 outcome took 0.62 ms that way against 0.31 with the generic plan, of
--- 200 3.8 ms against 2.8, of 1,000 31 ms against 17. A client whose jobs take a while
--- writes batches of one or two outcomes, and so spent most of the database's time on
--- planning them. The generic plan is made at the first write, from the table's size then,
--- and kept: so it is made without sequential scans and run without JIT, as claims are (see
--- indexPlan), or one made on a table of a few jobs read the whole table at every write
--- once it held thousands.
+-- 200 3.8 ms against 2.8, of 1,000 31 ms against 17; a client whose jobs take a while
+-- writes batches of one or two. It planned every renewal afresh too, and every claim on a
+-- new connection five times: on a fresh connection the second to sixth claims took 3.1,
+-- 1.1, 1.0, 0.9 and 0.9 ms, against 0.2–0.4 with the generic plan, which matters when every
+-- connection is new at once (a database back after an outage, or connections killed).
+--
+-- Without sequential scans: the generic plan is made at the first run, from the table's
+-- size then, and kept. Made on an empty table (a new deployment, a client that starts
+-- idle), it took the claimed jobs with a scan of the whole table, which a burst of 50,000
+-- jobs made 22 ms a claim of 100 instead of 1.5, until autovacuum next analyzed the table.
+-- Where a small table leaves no other way than a sequential scan, the planner adds 10^10 to
+-- its cost, far above jit_above_cost: so JIT is turned off too, or PostgreSQL compiles the
+-- statement, about 0.5 s on every run.
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
        set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
 
