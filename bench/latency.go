@@ -18,6 +18,12 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("NOTIFY reference: %w", err)
 	}
+	gap := time.Second / time.Duration(rate)
+	stmtIdle, stmtHot, err := statementRoundTrips(ctx, b, int(float64(rate)*min(b.opts.duration, 2*time.Second).Seconds()),
+		func(i int) time.Duration { return time.Duration(i) * gap })
+	if err != nil {
+		return nil, fmt.Errorf("statement reference: %w", err)
+	}
 
 	prodPool, stop, err := b.idleClient(ctx, rec, 2)
 	if err != nil {
@@ -85,6 +91,10 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	}
 	res.Metrics = append(res.Metrics, latencyMetrics("latency ", p.hist, p50, p99)...)
 	res.Metrics = append(res.Metrics, againstNotify("latency", p.hist, ref, rate == 100)...)
+	res.Metrics = append(res.Metrics,
+		Metric{Name: fmt.Sprintf("SELECT 1 round trip p50, %d/s", rate), Unit: unitMs, Value: ms(stmtIdle.ValueAtQuantile(50))},
+		Metric{Name: "SELECT 1 round trip p50, back to back", Unit: unitMs, Value: ms(stmtHot.ValueAtQuantile(50))},
+	)
 	res.Metrics = append(res.Metrics,
 		Metric{Name: "started > 100 ms after commit", Unit: unitCount, Value: float64(rec.lateStarts(0, total, lateAfter)), Target: never()},
 	)

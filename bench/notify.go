@@ -97,3 +97,40 @@ func againstNotify(name string, pickup, ref histogram, targets bool) []Metric {
 		{Name: name + " p99 / NOTIFY p99", Unit: unitRatio, Value: float64(pickup.ValueAtQuantile(99)) / float64(max(ref.ValueAtQuantile(99), 1)), Target: p99},
 	}
 }
+
+// statementRoundTrips measures the other floor under a pickup: the round trip of a one-row
+// statement on a connection of its own, n of them sent at sendAt(i) after the first (the
+// server process idle in between, as a pool connection is between claims at a low rate),
+// and as many again back to back. A pickup pays one NOTIFY and then one claim, which on an
+// idle client goes to a server process that has been asleep: on the machine of the README,
+// waking one costs about as much as the rest of the round trip.
+func statementRoundTrips(ctx context.Context, b *bench, n int, sendAt func(i int) time.Duration) (idle, hot histogram, err error) {
+	conn, err := pgx.Connect(ctx, b.db.url)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	one := func(h histogram) error {
+		began := time.Now()
+		var x int
+		if err := conn.QueryRow(ctx, "SELECT 1").Scan(&x); err != nil {
+			return err
+		}
+		record(h, time.Since(began))
+		return nil
+	}
+	idle, hot = newHist(), newHist()
+	base := time.Now()
+	for i := range n {
+		sleepUntil(ctx, base.Add(sendAt(i)))
+		if err := one(idle); err != nil {
+			return nil, nil, err
+		}
+	}
+	for range n {
+		if err := one(hot); err != nil {
+			return nil, nil, err
+		}
+	}
+	return idle, hot, nil
+}
