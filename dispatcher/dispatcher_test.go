@@ -315,10 +315,13 @@ func TestNotifyWakesAtTheRightTime(t *testing.T) {
 
 	for _, delay := range []time.Duration{0, -time.Second} {
 		id := h.enqueue(1)[0]
+		stalls := loadavg.MeasureStalls()
 		woken := time.Now()
 		h.d.Notify(delay, dispatcher.Cursor{RunAt: jobRunAt(t, h, id)})
-		if took := recv(t, runs, "a due job").at.Sub(woken); took > 100*time.Millisecond {
-			t.Errorf("Notify(%v) ran a due job after %v, want at once", delay, took)
+		// At once: a claim's round trip, however loaded the machine (as above).
+		if took, stalled := recv(t, runs, "a due job").at.Sub(woken), stalls.Stop(); took > loadavg.Scaled(100*time.Millisecond)+stalled {
+			t.Errorf("Notify(%v) ran a due job after %v, want at once (within 100ms ×%.1f for the machine's load, + %v stalled)",
+				delay, took, loadavg.Overload(), stalled)
 		}
 	}
 }
