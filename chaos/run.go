@@ -37,6 +37,9 @@ type run struct {
 	began      time.Time // the producer's start: times in the result are relative to it
 	faultStart time.Time
 	faultEnd   time.Time
+	// serverUp is when the server's postmaster started, read after the fault: later than
+	// faultStart if the fault restarted the server (see resumeFrom).
+	serverUp time.Time
 
 	prod *producer
 	mon  *monitor
@@ -95,6 +98,9 @@ func (r *run) execute(ctx context.Context) error {
 	}
 	if r.faultEnd.IsZero() {
 		r.faultEnd = time.Now()
+	}
+	if err := s.pool.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&r.serverUp); err != nil {
+		r.note("could not read when the server started: %v", err)
 	}
 	newPID := s.postmasterPID()
 	cpuAfter := cpustat.Take(newPID)

@@ -30,15 +30,7 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 	const backlog, batch = 40_000, 2_000
 	db, s := newStoreTest(t)
 	ctx := context.Background()
-	specs := make([]relay.JobSpec, 5_000)
-	for i := range specs {
-		specs[i] = relay.NewKind[int]("job").Job(i)
-	}
-	for range backlog / len(specs) {
-		if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueueJobs(t, db, backlog)
 	// Statistics of a table in which nothing runs and no client has claimed anything.
 	if _, err := db.Exec(ctx, "ANALYZE "+s.Table("jobs")); err != nil {
 		t.Fatal(err)
@@ -434,6 +426,22 @@ func checkReachesJobs(t *testing.T, plan []map[string]any, by, only string) {
 	}
 }
 
+// enqueueJobs commits n jobs of kind "job" to db's default queue, in batches of at most
+// 5,000 (one EnqueueMany each).
+func enqueueJobs(t *testing.T, db *relaytest.DB, n int) {
+	t.Helper()
+	for n > 0 {
+		specs := make([]relay.JobSpec, min(n, 5_000))
+		for i := range specs {
+			specs[i] = relay.NewKind[int]("job").Job(i)
+		}
+		if _, err := relay.EnqueueMany(context.Background(), db, specs, relay.Schema(db.Schema)); err != nil {
+			t.Fatal(err)
+		}
+		n -= len(specs)
+	}
+}
+
 // planClientID is the client the plan tests claim and write outcomes as.
 const planClientID = "plans-test"
 
@@ -644,13 +652,7 @@ func TestOutcomeBatchesKeepTheirGenericPlan(t *testing.T) {
 	t.Parallel()
 	db, s := newStoreTest(t)
 	ctx := context.Background()
-	specs := make([]relay.JobSpec, 2_000)
-	for i := range specs {
-		specs[i] = relay.NewKind[int]("job").Job(i)
-	}
-	if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); err != nil {
-		t.Fatal(err)
-	}
+	enqueueJobs(t, db, 2_000)
 	conn := session(t, db)
 	const client = planClientID
 	info := planClient(relay.DefaultQueue)
@@ -693,13 +695,7 @@ func TestClaimsAndRenewalsRunTheirGenericPlanFromTheFirst(t *testing.T) {
 	t.Parallel()
 	db, s := newStoreTest(t)
 	ctx := context.Background()
-	specs := make([]relay.JobSpec, 1_000)
-	for i := range specs {
-		specs[i] = relay.NewKind[int]("job").Job(i)
-	}
-	if _, err := relay.EnqueueMany(ctx, db, specs, relay.Schema(db.Schema)); err != nil {
-		t.Fatal(err)
-	}
+	enqueueJobs(t, db, 1_000)
 	if _, err := db.Exec(ctx, "ANALYZE "+s.Table("jobs")); err != nil {
 		t.Fatal(err)
 	}

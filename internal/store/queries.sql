@@ -243,11 +243,11 @@ SELECT set_config('jit', split_part(current_setting('relay.plan_settings'), ' ',
 -- commits synchronously, which flushes the claim's WAL before it.
 --
 -- It runs with its generic plan from the first (genericPlan, sent before it). The scans
--- take @kinds and the first LIMIT through subqueries, which hide their values from the
--- planner: a plan made for the values at hand is then the generic plan too. Before they
--- did, behind an analyzed backlog, that plan always looked cheaper (it knows how short the
--- array and how small the limit are), so PostgreSQL planned every claim afresh: 0.6–0.8 ms
--- each, a third of a claim of 100 jobs behind 300,000.
+-- also take @kinds and the first LIMIT through subqueries, which hide their values from the
+-- planner, so that a plan made for the values at hand is that same plan: behind an analyzed
+-- backlog such a plan looked the cheaper (it knows how short the array and how small the
+-- limit are), and before the subqueries and genericPlan PostgreSQL planned every claim
+-- afresh, 0.6–0.8 ms each, a third of a claim of 100 jobs behind 300,000.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), settings AS (
@@ -409,7 +409,7 @@ WITH RECURSIVE async AS (
 -- 200 3.8 ms against 2.8, of 1,000 31 ms against 17; a client whose jobs take a while
 -- writes batches of one or two. It planned every renewal afresh too, and every claim on a
 -- new connection five times: on a fresh connection the second to sixth claims took 3.1,
--- 1.1, 1.0, 0.9 and 0.9 ms, against 0.2–0.4 with the generic plan, which matters when every
+-- 1.1, 1.0, 0.9 and 0.9 ms, against 0.2–0.5 with the generic plan, which matters when every
 -- connection is new at once (a database back after an outage, or connections killed).
 --
 -- Without sequential scans: the generic plan is made at the first run, from the table's
