@@ -99,7 +99,7 @@ func (r *run) execute(ctx context.Context) error {
 	if r.faultEnd.IsZero() {
 		r.faultEnd = time.Now()
 	}
-	if err := s.pool.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&r.serverUp); err != nil {
+	if err := r.readServerUp(ctx); err != nil {
 		r.note("could not read when the server started: %v", err)
 	}
 	newPID := s.postmasterPID()
@@ -143,6 +143,18 @@ func (r *run) prepare(ctx context.Context) error {
 		return err
 	}
 	_, err := p.Exec(ctx, fleet.EffectsTable(r.effects()))
+	return err
+}
+
+// readServerUp reads when the server's postmaster started. Right after a restart the
+// suite's pool may still hold connections of the old server, which fail once each: the
+// statement is tried a few times.
+func (r *run) readServerUp(ctx context.Context) (err error) {
+	for range 3 {
+		if err = r.s.pool.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&r.serverUp); err == nil {
+			return nil
+		}
+	}
 	return err
 }
 
