@@ -507,7 +507,7 @@ const minRescueGrace = 2 * time.Second
 // databaseBack makes the dispatchers claim at once, and the wait locks be taken again,
 // now that the database answers again (see recovery).
 func (c *Client) databaseBack() {
-	c.cfg.Logger.Info("relay: the database answers again; claims, renewals, rescues and outcomes resume")
+	c.cfg.Logger.Info("relay: the database answers again; claims resume, then renewals, rescues and outcomes")
 	c.queues.each((*dispatcher.Dispatcher).Retry)
 	if locks := c.waitLocks.Load(); locks != nil {
 		locks.Recover() // producers skip its waiting dispatchers until it holds its locks again

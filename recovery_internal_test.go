@@ -7,16 +7,18 @@ import (
 	"time"
 )
 
-// recoveryBundle is a recovery whose two steps are recorded.
+// recoveryBundle is a recovery whose two steps are recorded, of a client that stops with
+// stop.
 type recoveryBundle struct {
 	*recovery
 	claims, rest chan struct{}
+	stop         context.CancelFunc
 }
 
 func newRecoveryBundle(t *testing.T, claimsFirst time.Duration) *recoveryBundle {
 	ctx, stop := context.WithCancel(context.Background())
 	t.Cleanup(stop)
-	b := &recoveryBundle{claims: make(chan struct{}, 4), rest: make(chan struct{}, 4)}
+	b := &recoveryBundle{claims: make(chan struct{}, 4), rest: make(chan struct{}, 4), stop: stop}
 	b.recovery = newRecovery(ctx.Done(),
 		func() { b.claims <- struct{}{} },
 		func() { b.rest <- struct{}{} })
@@ -73,18 +75,14 @@ func TestRecoveryLetsTheRestGoWithoutAClaim(t *testing.T) {
 // A client that stops before the second step takes none: its services have stopped. Those
 // waiting for the database (untilReachable) are let go all the same, to see it stop.
 func TestRecoveryTakesNoSecondStepOnceTheClientStops(t *testing.T) {
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	rest := make(chan struct{}, 1)
-	r := newRecovery(ctx.Done(), func() {}, func() { rest <- struct{}{} })
-	r.claimsFirst = time.Hour
-	r.observe(syscall.ECONNREFUSED)
-	back := r.wait()
-	r.observe(nil)
-	stop()
-	r.second() // the claim that returns as the client stops
+	b := newRecoveryBundle(t, time.Hour) // only a claim can take the second step
+	back := b.wait()
+	b.observe(nil)
+	b.await(t, b.claims, "the claims")
+	b.stop()
+	b.second() // the claim that returns as the client stops
 	select {
-	case <-rest:
+	case <-b.rest:
 		t.Fatal("the second step went after the client stopped")
 	default:
 	}

@@ -146,16 +146,15 @@ func (r *run) prepare(ctx context.Context) error {
 	return err
 }
 
-// readServerUp reads when the server's postmaster started. Right after a restart the
-// suite's pool may still hold connections of the old server, which fail once each: the
-// statement is tried a few times.
-func (r *run) readServerUp(ctx context.Context) (err error) {
-	for range 3 {
-		if err = r.s.pool.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&r.serverUp); err == nil {
-			return nil
-		}
+// readServerUp reads when the server's postmaster started, on a connection of its own:
+// right after a restart the suite's pool may still hold connections of the old server.
+func (r *run) readServerUp(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, r.s.url)
+	if err != nil {
+		return err
 	}
-	return err
+	defer conn.Close(context.WithoutCancel(ctx))
+	return conn.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&r.serverUp)
 }
 
 // cleanup stops whatever is left and drops the schema, unless asked to keep it.
