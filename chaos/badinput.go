@@ -127,7 +127,7 @@ func (r *run) tryBad(ctx context.Context, c badCase, n int64) (ok bool, detail s
 	if err != nil {
 		problems = append(problems, "the transaction was no longer usable: "+err.Error())
 	} else {
-		r.prod.count(id, true, false)
+		r.prod.count(id, true, false, 0)
 	}
 	if called != nil {
 		detail = called.Error()

@@ -24,6 +24,10 @@ type producer struct {
 
 	mu        sync.Mutex
 	committed []int64
+	// commitLag is, per job of the steady load, how long its Commit returned after its
+	// transaction began: the job became visible to the workers that long after its
+	// created_at (the transaction's start, on the database's clock).
+	commitLag map[int64]time.Duration
 	uncertain []int64 // Commit failed: the job may or may not exist
 	failed    int     // refused before Commit
 	skipped   int     // ticks dropped while every producer was stuck
@@ -34,7 +38,7 @@ type producer struct {
 const producers = 4
 
 func startProducer(r *run, rate int) *producer {
-	p := &producer{r: r, ticks: make(chan int64, rate)}
+	p := &producer{r: r, ticks: make(chan int64, rate), commitLag: map[int64]time.Duration{}}
 	for range producers {
 		p.workers.Go(func() {
 			for n := range p.ticks {
@@ -69,26 +73,29 @@ func (p *producer) enqueue(ctx context.Context, n int64) {
 	r := p.r
 	tx, err := r.s.pool.Begin(ctx)
 	if err != nil {
-		p.count(0, false, false)
+		p.count(0, false, false, 0)
 		return
 	}
+	began := time.Now()
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	id, err := relay.Enqueue(ctx, tx, fleet.Kind, workMix(n), relay.Queue(r.queue), relay.Schema(r.schema))
 	if err != nil {
-		p.count(0, false, false)
+		p.count(0, false, false, 0)
 		return
 	}
 	err = tx.Commit(ctx)
-	p.count(id, err == nil, err != nil)
+	p.count(id, err == nil, err != nil, time.Since(began))
 }
 
-// count records one enqueue: committed, or uncertain (its Commit failed), or failed.
-func (p *producer) count(id int64, committed, uncertain bool) {
+// count records one enqueue: committed (lag after its transaction began), or uncertain
+// (its Commit failed), or failed.
+func (p *producer) count(id int64, committed, uncertain bool, lag time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
 	case committed:
 		p.committed = append(p.committed, id)
+		p.commitLag[id] = lag
 	case uncertain:
 		p.uncertain = append(p.uncertain, id)
 	default:

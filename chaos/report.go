@@ -65,6 +65,12 @@ type Result struct {
 	// ResumedS: after the fault ended, until every worker (or the cut-off one) had started
 	// a job again.
 	ResumedS *float64 `json:"resumed_s,omitempty"`
+	// PickupBackS: after the fault ended, until the last start of a job that had waited
+	// more than LateMs for it since its Commit returned (the greater of 100 ms and twice
+	// that wait's p99 before the fault): from then on jobs were picked up as before the
+	// fault. Only where ResumedS is judged.
+	PickupBackS *float64 `json:"pickup_back_s,omitempty"`
+	LateMs      float64  `json:"late_ms,omitempty"`
 	// DrainedS: after the fault ended, until fewer than 20 due jobs waited; PeakBacklog is
 	// the most that waited.
 	DrainedS    *float64 `json:"drained_s,omitempty"`
@@ -153,14 +159,15 @@ func (rep *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\nrelay chaos suite (%s) — PostgreSQL %s (%s); %d worker processes × %d workers, pools of %d, %d jobs/s, LeaseTTL %s; %s, %d CPUs\n",
 		mode, rep.Server, kind, rep.Processes, rep.Workers, rep.PoolConns, rep.Rate, rep.LeaseTTL, rep.GoVersion, rep.CPUs)
 	fmt.Fprintln(w, "LOST: enqueued jobs not succeeded at the end. DUP: effect rows beyond a job's first (plain INSERT / CompleteTx). FAULT: its window, s after the load began.")
-	fmt.Fprintln(w, "RESUMED: s after the fault until every worker started jobs again. DRAINED: s after the fault until < 20 due jobs waited (peak backlog). RATE: jobs/s while draining (workers busy).")
+	fmt.Fprintln(w, "RESUMED: s after the fault until every worker started jobs again. BACK: s after the fault until the last job that waited longer than normal (late) since its commit started.")
+	fmt.Fprintln(w, "DRAINED: s after the fault until < 20 due jobs waited (peak backlog). RATE: jobs/s while draining (workers busy).")
 	fmt.Fprintln(w, "PICKUP: first start minus creation, p50 before the fault / worst. CTX RETRY: s after the fault until CompleteTx attempts that did not commit ran again. OTHER CPU: cores used by other processes.")
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tJOBS\tLOST\tDUP\tFAULT\tRESUMED\tDRAINED\tRATE\tPICKUP ms\tE2E s\tCTX RETRY\tOTHER CPU\tRESULT\t")
+	fmt.Fprintln(tw, "SCENARIO\tJOBS\tLOST\tDUP\tFAULT\tRESUMED\tBACK\tDRAINED\tRATE\tPICKUP ms\tE2E s\tCTX RETRY\tOTHER CPU\tRESULT\t")
 	for _, r := range rep.Scenarios {
 		if r.Skipped != "" {
-			fmt.Fprintf(tw, "%s\tskipped\t\t\t\t\t\t\t\t\t\t\t\t\n", r.Name)
+			fmt.Fprintf(tw, "%s\tskipped\t\t\t\t\t\t\t\t\t\t\t\t\t\n", r.Name)
 			continue
 		}
 		result := "ok"
@@ -185,8 +192,8 @@ func (rep *report) print(w io.Writer) {
 		if r.CPU != nil {
 			other = fmt.Sprintf("%.2f", r.CPU.Other)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d / %d\t%.1f–%.1f\t%s\t%s\t%s\t%.1f / %.0f\t%.1f\t%s\t%s\t%s\t\n",
-			r.Name, r.Jobs, r.Lost, r.DupPlain, r.DupTx, r.FaultStart, r.FaultEnd, opt(r.ResumedS, "%.2f"), drained, rate,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d / %d\t%.1f–%.1f\t%s\t%s\t%s\t%s\t%.1f / %.0f\t%.1f\t%s\t%s\t%s\t\n",
+			r.Name, r.Jobs, r.Lost, r.DupPlain, r.DupTx, r.FaultStart, r.FaultEnd, opt(r.ResumedS, "%.2f"), back(r), drained, rate,
 			r.PickupP50Ms, r.WorstPickupMs, r.WorstEndToEndS, opt(r.CompleteTxRetryS, "%.2f"), other, result)
 	}
 	tw.Flush()
@@ -215,6 +222,15 @@ func (rep *report) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\n%d scenarios: %d broken, %d missed a target; total time %.0f s\n",
 		len(rep.Scenarios), rep.Broken, rep.Missed, rep.TotalSeconds)
+}
+
+// back is the BACK column: how long until pickup was back to baseline, and the wait that
+// counted as late.
+func back(r *Result) string {
+	if r.PickupBackS == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f (late > %.0f ms)", *r.PickupBackS, r.LateMs)
 }
 
 func opt(v *float64, format string) string {

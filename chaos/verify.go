@@ -17,6 +17,11 @@ import (
 // the steady load keeps waiting between two claims.
 const drainedBelow = 20
 
+// lateFloor is the least pickup counted as late when judging whether pickup is back to
+// its baseline: on this kind of shared machine a job now and then waits tens of
+// milliseconds for a CPU, with or without a fault.
+const lateFloor = 100 * time.Millisecond
+
 // lostLease is the reason of a rescued attempt.
 const lostLease = "lost lease"
 
@@ -34,10 +39,14 @@ type attempt struct {
 
 // jobRow is one job, as the database holds it at the end.
 type jobRow struct {
-	id       int64
-	state    string
-	effect   string
-	created  time.Time
+	id      int64
+	state   string
+	effect  string
+	created time.Time // its transaction's start
+	// visible is when the producer's Commit returned, on the database's clock: created plus
+	// the time from the transaction's start to that return (created for a job enqueued in
+	// a batch). A worker can see the job only from then on.
+	visible  time.Time
 	finished time.Time
 	attempts []attempt // in the order they started
 }
@@ -56,6 +65,9 @@ func (r *run) verify(ctx context.Context) error {
 	p := r.prod
 	p.mu.Lock()
 	committed, uncertain := slices.Clone(p.committed), len(p.uncertain)
+	for _, j := range jobs {
+		j.visible = j.created.Add(p.commitLag[j.id])
+	}
 	p.mu.Unlock()
 	res.Jobs, res.Uncertain = len(committed), uncertain
 	res.FaultStart, res.FaultEnd = r.since(r.faultStart), r.since(r.faultEnd)
@@ -78,7 +90,7 @@ func (r *run) verify(ctx context.Context) error {
 		}
 	}
 	res.Attempts = map[string]int{}
-	var firstPickups, baseline []time.Duration
+	var firstPickups, baseline, baselineVisible []time.Duration
 	for _, j := range jobs {
 		for _, a := range j.attempts {
 			if a.reason != "" {
@@ -101,6 +113,7 @@ func (r *run) verify(ctx context.Context) error {
 		firstPickups = append(firstPickups, pickup)
 		if j.created.After(r.began.Add(r.s.t.warmup/4)) && j.created.Before(r.faultStart) {
 			baseline = append(baseline, pickup)
+			baselineVisible = append(baselineVisible, j.attempts[0].started.Sub(j.visible))
 		}
 		if j.state == "succeeded" {
 			res.WorstEndToEndS = max(res.WorstEndToEndS, j.finished.Sub(j.created).Seconds())
@@ -113,19 +126,20 @@ func (r *run) verify(ctx context.Context) error {
 		slices.Sort(baseline)
 		res.PickupP50Ms, res.PickupP99Ms = ms(quantile(baseline, 0.5)), ms(quantile(baseline, 0.99))
 	}
-	r.resumed(jobs)
+	from := resumeFrom(r.faultStart, r.faultEnd, r.serverUp, jobs)
+	r.resumed(jobs, from)
+	r.pickupBack(jobs, from, baselineVisible)
 	r.drained(jobs)
 	r.completeTxRetries(jobs)
 	return nil
 }
 
-// resumed: after the fault ended, how long until every worker (or the scenario's victim)
-// had started a job again.
-func (r *run) resumed(jobs []*jobRow) {
+// resumed: after the fault ended (from: see resumeFrom), how long until every worker (or
+// the scenario's victim) had started a job again.
+func (r *run) resumed(jobs []*jobRow, from time.Time) {
 	if !r.sc.resumes {
 		return
 	}
-	from := resumeFrom(r.faultStart, r.faultEnd, r.serverUp, jobs)
 	if from.Before(r.faultEnd) {
 		r.note("resumption counted from the first job started on the restarted server, %.2f s before the suite saw it answer", r.faultEnd.Sub(from).Seconds())
 	}
@@ -155,6 +169,41 @@ func (r *run) resumed(jobs []*jobRow) {
 	}
 	s := worst.Seconds()
 	r.res.ResumedS = &s
+}
+
+// pickupBack: after the fault ended, how long until jobs were picked up as promptly as
+// before it (the measure of recovery), where resumed asks that every worker had
+// started a job: a worker that reconnects last, while the others pick up every job, holds
+// back resumed but not pickup. A job's wait counts from its commit (visible), as the
+// bench's latency does: after a restart the producer's own commits are slow for a while
+// (new connections, WAL flushes), which no worker can make up for. baseline holds those
+// waits before the fault.
+func (r *run) pickupBack(jobs []*jobRow, from time.Time, baseline []time.Duration) {
+	if !r.sc.resumes || len(baseline) == 0 {
+		return
+	}
+	slices.Sort(baseline)
+	late := max(lateFloor, 2*quantile(baseline, 0.99))
+	s := backToBaseline(from, late, jobs).Seconds()
+	r.res.PickupBackS, r.res.LateMs = &s, ms(late)
+}
+
+// backToBaseline is how long after from pickup was back to its baseline: until the last
+// start of a job that had waited more than late for it since it became visible. Every
+// job waiting after that moment started within late. A job's wait counts only in its
+// first attempt (a retry waits for its run_at, not for a worker).
+func backToBaseline(from time.Time, late time.Duration, jobs []*jobRow) time.Duration {
+	var back time.Duration
+	for _, j := range jobs {
+		if len(j.attempts) == 0 {
+			continue
+		}
+		start := j.attempts[0].started
+		if start.Sub(j.visible) > late { // one that started before from adds nothing
+			back = max(back, start.Sub(from))
+		}
+	}
+	return back
 }
 
 // resumeFrom is the moment the workers' resumption counts from: the fault's end, or, when

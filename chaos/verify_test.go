@@ -33,3 +33,35 @@ func TestResumptionCountsFromTheFirstJobOnARestartedServer(t *testing.T) {
 		}
 	}
 }
+
+func TestPickupIsBackOnceTheLastJobThatWaitedTooLongStarted(t *testing.T) {
+	base := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
+	// job: visible (committed) at created, its attempts started at starts (milliseconds)
+	job := func(created int, starts ...int) *jobRow {
+		j := &jobRow{created: at(created - 50), visible: at(created)}
+		for _, ms := range starts {
+			j.attempts = append(j.attempts, attempt{started: at(ms)})
+		}
+		return j
+	}
+	from, late := at(2_000), 100*time.Millisecond
+	for _, c := range []struct {
+		name string
+		jobs []*jobRow
+		want time.Duration
+	}{
+		{"every job picked up promptly", []*jobRow{job(1_990, 2_010), job(2_100, 2_150), job(2_500, 2_501)}, 0},
+		{"jobs enqueued as the database came back waited for a worker",
+			[]*jobRow{job(2_000, 2_400), job(2_100, 2_650), job(2_700, 2_720)}, 650 * time.Millisecond},
+		{"a job that waited through the fault counts when it starts", []*jobRow{job(500, 2_300), job(2_350, 2_360)}, 300 * time.Millisecond},
+		{"a job that waited but started before the fault ended does not", []*jobRow{job(0, 1_500), job(2_100, 2_110)}, 0},
+		{"only the first attempt's wait counts, not a retry's", []*jobRow{job(1_000, 1_010, 3_000)}, 0},
+		{"a job never started has no pickup", []*jobRow{job(2_100), job(2_200, 2_210)}, 0},
+		{"a wait of exactly late is not late", []*jobRow{job(2_100, 2_200)}, 0},
+	} {
+		if got := backToBaseline(from, late, c.jobs); got != c.want {
+			t.Errorf("%s: back after %v, want %v", c.name, got, c.want)
+		}
+	}
+}
