@@ -48,26 +48,30 @@ type Client struct {
 	schedules    []*schedule
 	scheduleErrs []error
 
-	mu          sync.Mutex
-	state       clientState
-	stopped     chan struct{} // closed when Stop has finished
-	queues      serving
-	writer      *outcome.Writer
-	writerSvc   *lifecycle.Service
-	keeper      *lease.Keeper
-	keeperSvc   *lifecycle.Service
-	rescuerSvc  *lifecycle.Service
-	expirer     *lease.Expirer
-	expirerSvc  *lifecycle.Service
-	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
-	watchSvc    *lifecycle.Service // warns of jobs no live client can run
-	reviverSvc  *lifecycle.Service // see reviveAfterLapses
-	jobs        *store.Client      // the client's claims, renewals and wakeups
-	lapsed      chan struct{}      // capacity 1: a renewal found the heartbeat had lapsed
-	schedSvc    *lifecycle.Service // enqueues periodic jobs; nil without schedules
-	prunerSvc   *lifecycle.Service // deletes expired jobs and clients
-	pruner      *pruner
-	listenerSvc *lifecycle.Service
+	mu        sync.Mutex
+	state     clientState
+	stopped   chan struct{} // closed when Stop has finished
+	queues    serving
+	writer    *outcome.Writer
+	writerSvc *lifecycle.Service
+	keeper    *lease.Keeper
+	// unlocked: the connection holding the wait locks is lost (see pollWhileUnlocked).
+	unlocked       atomic.Bool
+	unlockedSignal chan struct{} // capacity 1
+	unlockedSvc    *lifecycle.Service
+	keeperSvc      *lifecycle.Service
+	rescuerSvc     *lifecycle.Service
+	expirer        *lease.Expirer
+	expirerSvc     *lifecycle.Service
+	finderSvc      *lifecycle.Service // finds queues of groups with work; nil without groups
+	watchSvc       *lifecycle.Service // warns of jobs no live client can run
+	reviverSvc     *lifecycle.Service // see reviveAfterLapses
+	jobs           *store.Client      // the client's claims, renewals and wakeups
+	lapsed         chan struct{}      // capacity 1: a renewal found the heartbeat had lapsed
+	schedSvc       *lifecycle.Service // enqueues periodic jobs; nil without schedules
+	prunerSvc      *lifecycle.Service // deletes expired jobs and clients
+	pruner         *pruner
+	listenerSvc    *lifecycle.Service
 	// waitLocksSvc holds the client's wait locks, waitLocks (see store.WaitLocks); nil when
 	// PollOnly.
 	waitLocksSvc *lifecycle.Service
@@ -213,6 +217,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	})
 	c.jobs = jobs
 	c.lapsed = make(chan struct{}, 1)
+	c.unlockedSignal = make(chan struct{}, 1)
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
 		Renewer: observedRenewer{jobs, c.recovery}, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
 		Lapsed: c.signalLapse,
@@ -398,6 +403,7 @@ func (c *Client) stopServices(ctx context.Context) error {
 	}
 	if c.waitLocksSvc != nil {
 		c.waitLocksSvc.Stop() // its connection's end releases the locks
+		c.unlockedSvc.Stop()
 	}
 	c.conns.close()
 	return err
@@ -594,11 +600,13 @@ func (c *Client) startWaitLocks(background context.Context) error {
 	cc.RuntimeParams["application_name"] = WaitLocksApplicationName(c.cfg.ID)
 	locks := c.jobs.HoldWaitLocks(store.WaitLocksConfig{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, cc.Copy()) },
-		Retaken: c.signalLapse,
+		Retaken: c.waitLocksRetaken,
+		Lost:    c.waitLocksLost,
 		Logger:  c.cfg.Logger,
 	})
 	c.waitLocks.Store(locks)
 	c.waitLocksSvc = lifecycle.Go(background, locks.Run)
+	c.unlockedSvc = lifecycle.Go(background, c.pollWhileUnlocked)
 	return nil
 }
 
@@ -694,6 +702,52 @@ func (c *Client) reviveAfterLapses(ctx context.Context) error {
 			c.cfg.Logger.Warn("relay: could not wait for producers after the heartbeat had lapsed; waking every queue anyway", "error", err)
 		}
 		c.wakeAll()
+	}
+}
+
+// unlockedPoll is how often every dispatcher looks for work while the client's wait locks
+// are not held (their connection lost): enqueues then find the locks free and wake nothing,
+// though its dispatchers wait. After an outage that lasts until the connection is made
+// again, a second or more when every client reconnects at once.
+const unlockedPoll = 100 * time.Millisecond
+
+// waitLocksLost starts pollWhileUnlocked's looks.
+func (c *Client) waitLocksLost() {
+	c.unlocked.Store(true)
+	select {
+	case c.unlockedSignal <- struct{}{}:
+	default:
+	}
+}
+
+// waitLocksRetaken ends pollWhileUnlocked's looks, and has every dispatcher look for the
+// jobs committed meanwhile once their producers have ended (see reviveAfterLapses).
+func (c *Client) waitLocksRetaken() {
+	c.unlocked.Store(false)
+	c.signalLapse()
+}
+
+// pollWhileUnlocked makes every dispatcher look for work every unlockedPoll while the
+// wait locks are lost. A dispatcher pausing after failed claims (the database away) does
+// not claim for it.
+func (c *Client) pollWhileUnlocked(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.unlockedSignal:
+		}
+		tick := time.NewTicker(unlockedPoll)
+		for c.unlocked.Load() {
+			select {
+			case <-ctx.Done():
+				tick.Stop()
+				return ctx.Err()
+			case <-tick.C:
+				c.wakeAll()
+			}
+		}
+		tick.Stop()
 	}
 }
 

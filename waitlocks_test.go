@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/relaytest"
@@ -22,9 +23,10 @@ func backendPID(b *bundle, application string, exclude uint32) uint32 {
 }
 
 // A waiting client's wait locks tell enqueues to wake it. While the connection that holds
-// them is lost, enqueues find them free and do not notify; once the client holds them
-// again, its dispatchers look for the jobs committed meanwhile, although the poll is an
-// hour away, and enqueues wake it again.
+// them is lost, enqueues find them free and do not notify: the client's dispatchers look
+// for work every 100 ms meanwhile, so a job enqueued then starts within moments, although
+// the poll is an hour away and the connection cannot be made again. Once the client holds
+// the locks again, enqueues wake it again.
 func TestJobEnqueuedWhileTheWaitLocksWereLostRuns(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -37,13 +39,20 @@ func TestJobEnqueuedWhileTheWaitLocksWereLostRuns(t *testing.T) {
 	if b.wakes(b, relay.DefaultQueue, testKind.Name()) {
 		t.Fatal("an enqueue would wake the client while no connection holds its wait locks")
 	}
-	id := enqueue(b, testKind, numArgs{N: 1})
-	if j := b.stored(id); j.State != "pending" {
-		t.Fatalf("job is %s while the wait locks were lost, want pending", j.State)
+	id, committed := enqueueTx(b, testKind, numArgs{N: 1})
+	if got := recv(t, started, "the job enqueued while the wait locks were lost"); got != id {
+		t.Fatalf("ran job %d, want %d", got, id)
+	}
+	if took := time.Since(committed); took > time.Second {
+		t.Errorf("the job enqueued while the wait locks were lost started %v after its commit; want within moments", took)
 	}
 
-	gate.reopenRuns(b, started, id, "the wait locks could be taken again")
+	gate.open()
 	relaytest.WaitFor(t, waitTimeout, "enqueues to wake the client again", func() bool {
 		return b.wakes(b, relay.DefaultQueue, testKind.Name())
 	})
+	again, _ := enqueueTx(b, testKind, numArgs{N: 2})
+	if got := recv(t, started, "a job once the wait locks are held again"); got != again {
+		t.Fatalf("ran job %d, want %d", got, again)
+	}
 }

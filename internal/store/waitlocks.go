@@ -40,6 +40,9 @@ type WaitLocksConfig struct {
 	// committed meanwhile may not have woken anything, so every dispatcher should look
 	// again, once the producers that looked meanwhile have ended ([Client.AwaitProducers]).
 	Retaken func()
+	// Lost runs each time the connection fails: until Retaken, enqueues find the locks
+	// free and wake nothing, and the client's dispatchers must look for work themselves.
+	Lost func()
 	// LockTimeout bounds how long taking wait locks may wait (default 10 s): a producer
 	// holds one exclusively only while it tries it, so a longer wait means a session that
 	// failed to let go of one. The connection is then made again, and the error logged.
@@ -164,7 +167,10 @@ func (w *WaitLocks) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		w.cfg.Logger.Warn("relay: the connection that holds the wait locks failed; reconnecting (enqueues may not wake this client meanwhile; it looks again once back)", "error", err)
+		if w.cfg.Lost != nil {
+			w.cfg.Lost()
+		}
+		w.cfg.Logger.Warn("relay: the connection that holds the wait locks failed; reconnecting (enqueues may not wake this client meanwhile: its dispatchers look for work every 100 ms until it is back)", "error", err)
 		// A Recover from before this failure, while the connection was fine, only ends this
 		// first pause early: one attempt more.
 		if err := delays.Wait(ctx, w.recovered.C()); err != nil {
