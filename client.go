@@ -48,44 +48,44 @@ type Client struct {
 	schedules    []*schedule
 	scheduleErrs []error
 
-	mu        sync.Mutex
-	state     clientState
-	stopped   chan struct{} // closed when Stop has finished
-	queues    serving
-	writer    *outcome.Writer
-	writerSvc *lifecycle.Service
-	keeper    *lease.Keeper
-	// unlocked: the connection holding the wait locks is lost (see pollWhileUnlocked).
-	unlocked       atomic.Bool
-	unlockedSignal chan struct{} // capacity 1
-	unlockedSvc    *lifecycle.Service
-	keeperSvc      *lifecycle.Service
-	rescuerSvc     *lifecycle.Service
-	expirer        *lease.Expirer
-	expirerSvc     *lifecycle.Service
-	finderSvc      *lifecycle.Service // finds queues of groups with work; nil without groups
-	watchSvc       *lifecycle.Service // warns of jobs no live client can run
-	reviverSvc     *lifecycle.Service // see reviveAfterLapses
-	jobs           *store.Client      // the client's claims, renewals and wakeups
-	lapsed         chan struct{}      // capacity 1: a renewal found the heartbeat had lapsed
-	schedSvc       *lifecycle.Service // enqueues periodic jobs; nil without schedules
-	prunerSvc      *lifecycle.Service // deletes expired jobs and clients
-	pruner         *pruner
-	listenerSvc    *lifecycle.Service
+	mu          sync.Mutex
+	state       clientState
+	stopped     chan struct{} // closed when Stop has finished
+	queues      serving
+	writer      *outcome.Writer
+	writerSvc   *lifecycle.Service
+	keeper      *lease.Keeper
+	keeperSvc   *lifecycle.Service
+	rescuerSvc  *lifecycle.Service
+	expirer     *lease.Expirer
+	expirerSvc  *lifecycle.Service
+	finderSvc   *lifecycle.Service // finds queues of groups with work; nil without groups
+	watchSvc    *lifecycle.Service // warns of jobs no live client can run
+	reviverSvc  *lifecycle.Service // see reviveAfterLapses
+	jobs        *store.Client      // the client's claims, renewals and wakeups
+	lapsed      chan struct{}      // capacity 1: a renewal found the heartbeat had lapsed
+	schedSvc    *lifecycle.Service // enqueues periodic jobs; nil without schedules
+	prunerSvc   *lifecycle.Service // deletes expired jobs and clients
+	pruner      *pruner
+	listenerSvc *lifecycle.Service
 	// waitLocksSvc holds the client's wait locks, waitLocks (see store.WaitLocks); nil when
 	// PollOnly.
 	waitLocksSvc *lifecycle.Service
 	waitLocks    atomic.Pointer[store.WaitLocks] // read by databaseBack, from any service
-	rescuer      *lease.Rescuer
-	pool         *pgxpool.Pool
-	conns        *conns            // what the client's own statements run on
-	recovery     *recovery         // tells the services when the database is back
-	backlogFull  atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
-	slots        *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
-	listens      atomic.Int64      // times the listener has begun listening
-	events       eventHub
-	work         context.Context // handlers' context; cancelled when Stop gives up waiting
-	cancelWork   context.CancelFunc
+	// unlocked: the connection holding the wait locks is lost (see pollWhileUnlocked).
+	unlocked       atomic.Bool
+	unlockedSignal chan struct{} // capacity 1
+	unlockedSvc    *lifecycle.Service
+	rescuer        *lease.Rescuer
+	pool           *pgxpool.Pool
+	conns          *conns            // what the client's own statements run on
+	recovery       *recovery         // tells the services when the database is back
+	backlogFull    atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
+	slots          *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
+	listens        atomic.Int64      // times the listener has begun listening
+	events         eventHub
+	work           context.Context // handlers' context; cancelled when Stop gives up waiting
+	cancelWork     context.CancelFunc
 
 	unhandledEvery time.Duration // how often watchUnhandled looks; tests shorten it
 	probeTimeout   time.Duration // how long the listener's probe may take; tests shorten it
