@@ -73,19 +73,19 @@ type Client struct {
 	waitLocksSvc *lifecycle.Service
 	waitLocks    atomic.Pointer[store.WaitLocks] // read by databaseBack, from any service
 	// unlocked: the connection holding the wait locks is lost (see pollWhileUnlocked).
-	unlocked       atomic.Bool
-	unlockedSignal chan struct{} // capacity 1
-	unlockedSvc    *lifecycle.Service
-	rescuer        *lease.Rescuer
-	pool           *pgxpool.Pool
-	conns          *conns            // what the client's own statements run on
-	recovery       *recovery         // tells the services when the database is back
-	backlogFull    atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
-	slots          *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
-	listens        atomic.Int64      // times the listener has begun listening
-	events         eventHub
-	work           context.Context // handlers' context; cancelled when Stop gives up waiting
-	cancelWork     context.CancelFunc
+	unlocked     atomic.Bool
+	unlockedWake chan struct{} // capacity 1
+	unlockedSvc  *lifecycle.Service
+	rescuer      *lease.Rescuer
+	pool         *pgxpool.Pool
+	conns        *conns            // what the client's own statements run on
+	recovery     *recovery         // tells the services when the database is back
+	backlogFull  atomic.Bool       // a dispatcher found no room for outcomes and waits for a nudge
+	slots        *dispatcher.Slots // the client-wide limit; nil without MaxWorkers
+	listens      atomic.Int64      // times the listener has begun listening
+	events       eventHub
+	work         context.Context // handlers' context; cancelled when Stop gives up waiting
+	cancelWork   context.CancelFunc
 
 	unhandledEvery time.Duration // how often watchUnhandled looks; tests shorten it
 	probeTimeout   time.Duration // how long the listener's probe may take; tests shorten it
@@ -217,7 +217,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	})
 	c.jobs = jobs
 	c.lapsed = make(chan struct{}, 1)
-	c.unlockedSignal = make(chan struct{}, 1)
+	c.unlockedWake = make(chan struct{}, 1)
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
 		Renewer: observedRenewer{jobs, c.recovery}, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
 		Lapsed: c.signalLapse,
@@ -715,7 +715,7 @@ const unlockedPoll = 100 * time.Millisecond
 func (c *Client) waitLocksLost() {
 	c.unlocked.Store(true)
 	select {
-	case c.unlockedSignal <- struct{}{}:
+	case c.unlockedWake <- struct{}{}:
 	default:
 	}
 }
@@ -735,7 +735,7 @@ func (c *Client) pollWhileUnlocked(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-c.unlockedSignal:
+		case <-c.unlockedWake:
 		}
 		tick := time.NewTicker(unlockedPoll)
 		for c.unlocked.Load() {

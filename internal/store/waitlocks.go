@@ -40,8 +40,11 @@ type WaitLocksConfig struct {
 	// committed meanwhile may not have woken anything, so every dispatcher should look
 	// again, once the producers that looked meanwhile have ended ([Client.AwaitProducers]).
 	Retaken func()
-	// Lost runs each time the connection fails: until Retaken, enqueues find the locks
-	// free and wake nothing, and the client's dispatchers must look for work themselves.
+	// Lost runs when a connection that held the locks fails, and at each failed attempt
+	// to make it again: until Retaken, which always follows, enqueues find the locks free
+	// and wake nothing, and the client's dispatchers must look for work themselves. A
+	// first connection that fails before any lock was held is not a loss (Hold has not
+	// returned yet).
 	Lost func()
 	// LockTimeout bounds how long taking wait locks may wait (default 10 s): a producer
 	// holds one exclusively only while it tries it, so a longer wait means a session that
@@ -167,7 +170,7 @@ func (w *WaitLocks) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if w.cfg.Lost != nil {
+		if lost && w.cfg.Lost != nil { // Retaken is called only after a loss, too (serve)
 			w.cfg.Lost()
 		}
 		w.cfg.Logger.Warn("relay: the connection that holds the wait locks failed; reconnecting (enqueues may not wake this client meanwhile: its dispatchers look for work every 100 ms until it is back)", "error", err)

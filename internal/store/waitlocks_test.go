@@ -189,3 +189,55 @@ func TestWaitLocksRecoverReconnectsAtOnce(t *testing.T) {
 		t.Error("Hold returned, but the wait lock of q is free")
 	}
 }
+
+// Lost and Retaken come in pairs: a client polls while its locks are lost, and stops when
+// they are held again. A first connection that fails before any lock was held is no loss,
+// since no Retaken follows it; a connection that held the locks and is killed is, and
+// Retaken follows once they are held again.
+func TestWaitLocksLostIsFollowedByRetaken(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	var (
+		tries   atomic.Int32
+		pid     atomic.Uint32
+		lost    atomic.Bool // Lost's, until Retaken
+		losses  atomic.Int32
+		retaken = make(chan struct{}, 4)
+	)
+	locks := storeOf(t, db).WaitLocks(store.WaitLocksConfig{
+		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			if tries.Add(1) == 1 {
+				return nil, errors.New("the database is not there yet")
+			}
+			conn, err := pgx.Connect(ctx, db.URL)
+			if err == nil {
+				pid.Store(conn.PgConn().PID())
+			}
+			return conn, err
+		},
+		Lost:    func() { lost.Store(true); losses.Add(1) },
+		Retaken: func() { lost.Store(false); retaken <- struct{}{} },
+	})
+	svc := lifecycle.Go(context.Background(), locks.Run)
+	t.Cleanup(func() { _ = svc.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := locks.Hold(ctx, "q"); err != nil {
+		t.Fatal(err)
+	}
+	if lost.Load() {
+		t.Fatal("the locks are held, after a first connection failed, but Lost was not followed by Retaken")
+	}
+
+	if _, err := db.Exec(ctx, "SELECT pg_terminate_backend($1)", pid.Load()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-retaken:
+	case <-ctx.Done():
+		t.Fatal("the locks were not taken again after their connection was killed")
+	}
+	if losses.Load() == 0 || lost.Load() || waitLockFree(t, db, "q") {
+		t.Errorf("after Retaken: %d losses, lost = %v, the lock free = %v; want a loss, then held", losses.Load(), lost.Load(), waitLockFree(t, db, "q"))
+	}
+}
