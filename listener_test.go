@@ -80,17 +80,19 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	c, started, gate := b.startGated("relay listener ")
 	gate.cut(b, relay.ListenerApplicationName(c.ID()))
 
-	// Nobody listens now: this job's NOTIFY is lost.
+	// Nobody listens now: this job's NOTIFY is lost. The client waits, so the job is
+	// handed off to it (migration 016): running under it, though it has not heard.
 	id := enqueue(b, testKind, numArgs{N: 1})
 	select {
 	case got := <-started:
 		t.Fatalf("job %d ran while no connection was listening", got)
 	default:
 	}
-	if j := b.stored(id); j.State != "pending" {
-		t.Fatalf("job is %s while no connection was listening, want pending", j.State)
+	if j := b.stored(id); j.State != "running" || j.AttemptedBy != c.ID() {
+		t.Fatalf("job is %s under %q while no connection was listening, want handed off to %q", j.State, j.AttemptedBy, c.ID())
 	}
 
+	// Once it LISTENs again, it looks for the jobs handed off to it that it did not hear.
 	gate.reopenRuns(b, started, id, "the listener could reconnect")
 	b.waitState("succeeded", id)
 }

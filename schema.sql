@@ -119,7 +119,9 @@ CREATE TABLE clients (
     queues       text[]      NOT NULL,
     kinds        text[]      NOT NULL,
     stopped_at   timestamptz,
-    schedules    text[]      NOT NULL DEFAULT '{}'  -- the periodic schedules it has
+    schedules    text[]      NOT NULL DEFAULT '{}', -- the periodic schedules it has
+    hands_off    boolean     NOT NULL DEFAULT false, -- it runs hand-offs (see hand_off)
+    kind_attempts integer[]  -- the default max attempts of each of its kinds, aligned with kinds
 );
 
 -- Periodic schedules (relay.Schedule). Every client that has one may enqueue its slots;
@@ -352,6 +354,73 @@ BEGIN
         PERFORM pg_notify(channel, payload);
     END IF;
     RETURN true;
+END
+$$;
+
+-- Hand-offs (see migrations/016_hand_offs.sql): a job enqueued alone while a client waits
+-- for work is leased to that client by the enqueue itself, and the wakeup carries the job.
+-- Hands job (just inserted, of queue, due at run_at, with priority and kind) off to a
+-- waiting client, or else sends the wakeup wake() sends. Returns whether it notified.
+CREATE FUNCTION hand_off(channel text, job bigint, queue text, run_at timestamptz, priority integer, kind text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+DECLARE
+    waiting text[]; -- the live clients that run hand-offs and may wait, in random order
+    target  text;
+    payload text;
+BEGIN
+    IF wake_needless(channel, queue) THEN
+        RETURN false;
+    END IF;
+    IF run_at <= now() AND current_setting('transaction_isolation') = 'read committed'
+       AND current_setting('relay.handed_off', true) IS DISTINCT FROM 'on'
+       AND NOT EXISTS (SELECT FROM queues q WHERE q.name = hand_off.queue
+                       AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
+        waiting := ARRAY(
+            SELECT c.id FROM clients c
+            WHERE c.hands_off AND c.stopped_at IS NULL AND c.heartbeat_at + c.lease_ttl > clock_timestamp()
+              AND hand_off.kind = ANY (c.kinds)
+              AND (hand_off.queue = ANY (c.queues) OR EXISTS (
+                  SELECT FROM unnest(c.queues) p
+                  WHERE right(p, 1) = '*' AND starts_with(hand_off.queue, left(p, -1))))
+              AND NOT EXISTS (
+                  SELECT FROM dispatchers d
+                  WHERE d.queue = hand_off.queue AND d.client_id = c.id AND NOT d.waiting)
+            ORDER BY random());
+        target := (SELECT id FROM unnest(waiting) id WHERE client_alive(channel, id) LIMIT 1);
+    END IF;
+    -- Most of a job's size is in these columns: one that cannot fit is not handed off.
+    IF target IS NOT NULL AND (
+        SELECT coalesce(octet_length(j.args::text), 0) + coalesce(octet_length(j.payload), 0) * 4 / 3
+               + coalesce(octet_length(j.metadata::text), 0) + coalesce(octet_length(j.backoff::text), 0)
+               + octet_length(j.kind) + octet_length(j.queue) + coalesce(octet_length(j.schedule), 0)
+        FROM jobs j WHERE j.id = job) < 6500 THEN
+        UPDATE jobs j
+        SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = target,
+            max_attempts = coalesce(j.max_attempts,
+                (SELECT c.kind_attempts[array_position(c.kinds, j.kind)] FROM clients c WHERE c.id = target))
+        WHERE j.id = job AND j.state = 'pending'
+        -- times in microseconds since the Unix epoch, whatever the session's time zone
+        RETURNING json_build_object(
+            'id', j.id, 'kind', j.kind, 'queue', j.queue, 'args', j.args, 'attempt', j.attempt,
+            'max_attempts', j.max_attempts, 'created_at', floor(extract(epoch FROM j.created_at) * 1000000)::bigint,
+            'run_at', floor(extract(epoch FROM j.run_at) * 1000000)::bigint,
+            'attempted_at', floor(extract(epoch FROM j.attempted_at) * 1000000)::bigint,
+            'timeout_ms', j.timeout_ms, 'priority', j.priority,
+            'payload', encode(j.payload, 'base64'), 'metadata', j.metadata, 'backoff', j.backoff,
+            'schedule', j.schedule, 'schedule_slot', floor(extract(epoch FROM j.schedule_slot) * 1000000)::bigint)::text
+        INTO payload;
+        IF octet_length(payload) < 7900 THEN
+            PERFORM set_config('relay.handed_off', 'on', true);
+            PERFORM pg_notify(client_channel(channel, target), 'h:' || payload);
+            RETURN true;
+        ELSIF payload IS NOT NULL THEN
+            -- Escaped characters made it too large after all: pending again, as it was.
+            UPDATE jobs j SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL
+            WHERE j.id = job;
+        END IF;
+    END IF;
+    RETURN wake(channel, queue, run_at, priority, ARRAY[kind], 1);
 END
 $$;
 

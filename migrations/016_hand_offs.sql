@@ -1,0 +1,109 @@
+-- Hand-offs: a job enqueued while a client waits for work is leased to that client by the
+-- producer's own statement, and the wakeup carries the job, so that the client starts it
+-- without a claim.
+--
+-- An idle pickup was two process wake-ups after the commit: the listener's backend, to
+-- deliver the notification, then the one that ran the client's claim, plus the claim
+-- itself (0.75–0.95 ms at p50 in the latency workload). With a hand-off it is the first
+-- alone (0.08–0.12 ms). The producer pays for it with the claim's work, in the statement
+-- that inserts the job: an update of the row by its key and the notification's payload.
+--
+-- hand_off stands in for wake() where Go enqueues one job (relay.Enqueue and EnqueueJob,
+-- unique jobs included; EnqueueMany and the SQL functions wake as before). It hands the
+-- job off only when all of these hold,
+-- and otherwise sends the wakeup as wake() does:
+-- - the job is due now, in a queue that is neither ordered, limited nor paused (their
+--   claims decide which job may start);
+-- - the transaction runs at READ COMMITTED (a snapshot taken at REPEATABLE READ may not
+--   see a client that has just started to wait);
+-- - it is the transaction's first hand-off: a transaction that enqueues many jobs one at a
+--   time commits them all at once, and a waiting client would be handed them all, so the
+--   rest wake it as before and it claims them (relay.handed_off, a setting local to the
+--   transaction, says so);
+-- - a live client that runs hand-offs (clients.hands_off: version 016 and later, not
+--   PollOnly) waits on the queue and handles the job's kind: it holds its client lock,
+--   its heartbeat is current, and it has no busy dispatcher of the queue;
+-- - the job, written out as the payload, fits in a notification (under 8,000 bytes).
+--
+-- The job is then running, its attempt counted, leased to that client with no expiry
+-- yet (lease_expires_at NULL): the producer's transaction may commit long after this
+-- statement, and a lease that ran from it could expire before the client has even heard
+-- of the job. The client's next renewal gives it a lease like any other. Until then:
+-- - a client that cannot take the job (every worker busy, or stopping) gives it back at
+--   once, uncounted and pending, and wakes the queue as wake() does;
+-- - a client whose listener was away when the job committed finds it when it LISTENs
+--   again;
+-- - the rescuers retry it once its client is no longer alive (stopped, its heartbeat out
+--   of date, or its client lock free), as they retry an expired lease, but uncounted if
+--   the client stopped cleanly, which it does only once every job it started has ended.
+
+-- Whether the client runs hand-offs, and the default max attempts of each of its kinds
+-- (aligned with kinds), which a handed-off job takes as a claim would give it.
+ALTER TABLE clients
+    ADD COLUMN hands_off boolean NOT NULL DEFAULT false,
+    ADD COLUMN kind_attempts integer[];
+
+-- Hands job (just inserted, of queue, due at run_at, with priority and kind) off to a
+-- waiting client, or else sends the wakeup wake() sends. Returns whether it notified.
+CREATE FUNCTION hand_off(channel text, job bigint, queue text, run_at timestamptz, priority integer, kind text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+DECLARE
+    waiting text[]; -- the live clients that run hand-offs and may wait, in random order
+    target  text;
+    payload text;
+BEGIN
+    IF wake_needless(channel, queue) THEN
+        RETURN false;
+    END IF;
+    IF run_at <= now() AND current_setting('transaction_isolation') = 'read committed'
+       AND current_setting('relay.handed_off', true) IS DISTINCT FROM 'on'
+       AND NOT EXISTS (SELECT FROM queues q WHERE q.name = hand_off.queue
+                       AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
+        waiting := ARRAY(
+            SELECT c.id FROM clients c
+            WHERE c.hands_off AND c.stopped_at IS NULL AND c.heartbeat_at + c.lease_ttl > clock_timestamp()
+              AND hand_off.kind = ANY (c.kinds)
+              AND (hand_off.queue = ANY (c.queues) OR EXISTS (
+                  SELECT FROM unnest(c.queues) p
+                  WHERE right(p, 1) = '*' AND starts_with(hand_off.queue, left(p, -1))))
+              AND NOT EXISTS (
+                  SELECT FROM dispatchers d
+                  WHERE d.queue = hand_off.queue AND d.client_id = c.id AND NOT d.waiting)
+            ORDER BY random());
+        target := (SELECT id FROM unnest(waiting) id WHERE client_alive(channel, id) LIMIT 1);
+    END IF;
+    -- Most of a job's size is in these columns: one that cannot fit is not handed off.
+    IF target IS NOT NULL AND (
+        SELECT coalesce(octet_length(j.args::text), 0) + coalesce(octet_length(j.payload), 0) * 4 / 3
+               + coalesce(octet_length(j.metadata::text), 0) + coalesce(octet_length(j.backoff::text), 0)
+               + octet_length(j.kind) + octet_length(j.queue) + coalesce(octet_length(j.schedule), 0)
+        FROM jobs j WHERE j.id = job) < 6500 THEN
+        UPDATE jobs j
+        SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(), attempted_by = target,
+            max_attempts = coalesce(j.max_attempts,
+                (SELECT c.kind_attempts[array_position(c.kinds, j.kind)] FROM clients c WHERE c.id = target))
+        WHERE j.id = job AND j.state = 'pending'
+        -- times in microseconds since the Unix epoch, whatever the session's time zone
+        RETURNING json_build_object(
+            'id', j.id, 'kind', j.kind, 'queue', j.queue, 'args', j.args, 'attempt', j.attempt,
+            'max_attempts', j.max_attempts, 'created_at', floor(extract(epoch FROM j.created_at) * 1000000)::bigint,
+            'run_at', floor(extract(epoch FROM j.run_at) * 1000000)::bigint,
+            'attempted_at', floor(extract(epoch FROM j.attempted_at) * 1000000)::bigint,
+            'timeout_ms', j.timeout_ms, 'priority', j.priority,
+            'payload', encode(j.payload, 'base64'), 'metadata', j.metadata, 'backoff', j.backoff,
+            'schedule', j.schedule, 'schedule_slot', floor(extract(epoch FROM j.schedule_slot) * 1000000)::bigint)::text
+        INTO payload;
+        IF octet_length(payload) < 7900 THEN
+            PERFORM set_config('relay.handed_off', 'on', true);
+            PERFORM pg_notify(client_channel(channel, target), 'h:' || payload);
+            RETURN true;
+        ELSIF payload IS NOT NULL THEN
+            -- Escaped characters made it too large after all: pending again, as it was.
+            UPDATE jobs j SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL
+            WHERE j.id = job;
+        END IF;
+    END IF;
+    RETURN wake(channel, queue, run_at, priority, ARRAY[kind], 1);
+END
+$$;
