@@ -21,23 +21,12 @@ import (
 // database's clock just before committing, and returns the job's id and that time.
 func enqueueBeforeCommit[T any](b *bundle, iso pgx.TxIsoLevel, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) (int64, time.Time) {
 	b.t.Helper()
-	ctx := context.Background()
-	tx, err := b.BeginTx(ctx, pgx.TxOptions{IsoLevel: iso})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	id, err := relay.Enqueue(ctx, tx, kind, args, append(opts, relay.Schema(b.Schema))...)
-	if err != nil {
-		b.t.Fatalf("Enqueue(%q): %v", kind, err)
-	}
 	var before time.Time
-	if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&before); err != nil {
-		b.t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		b.t.Fatal(err)
-	}
+	id, _ := enqueueIn(b, iso, func(tx pgx.Tx) {
+		if err := tx.QueryRow(context.Background(), "SELECT clock_timestamp()").Scan(&before); err != nil {
+			b.t.Fatal(err)
+		}
+	}, kind, args, opts...)
 	return id, before
 }
 

@@ -295,6 +295,32 @@ LANGUAGE sql VOLATILE AS $$
     END
 $$;
 
+-- The live clients that may wait for a job of queue, in random order: those that serve the
+-- queue, handle one of kinds (NULL: any) and have no dispatcher of the queue working through
+-- a backlog. A client counts as live until twice its lease TTL has passed since its last
+-- heartbeat (see wake); for a hand-off (handing_off), only until its lease TTL has, and only
+-- if it runs hand-offs. PL/pgSQL, so that its plan is kept from call to call.
+CREATE FUNCTION waiting_clients(queue text, kinds text[], handing_off boolean) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN ARRAY(
+        SELECT c.id FROM clients c
+        WHERE c.stopped_at IS NULL
+          AND c.heartbeat_at + CASE WHEN handing_off THEN 1 ELSE 2 END * c.lease_ttl > clock_timestamp()
+          AND (NOT handing_off OR c.hands_off)
+          AND (waiting_clients.kinds IS NULL OR c.kinds && waiting_clients.kinds)
+          -- serves(c.queues, queue), written out: a function with a subquery is not
+          -- inlined, and planning it on every call cost most of an enqueue's time
+          AND (waiting_clients.queue = ANY (c.queues) OR EXISTS (
+              SELECT FROM unnest(c.queues) p
+              WHERE right(p, 1) = '*' AND starts_with(waiting_clients.queue, left(p, -1))))
+          AND NOT EXISTS (
+              SELECT FROM dispatchers d
+              WHERE d.queue = waiting_clients.queue AND d.client_id = c.id AND NOT d.waiting)
+        ORDER BY random());
+END
+$$;
+
 -- Sends the wakeup of jobs jobs of queue (the earliest run_at and the highest priority
 -- among them, as wakeup_payload takes them) if it can wake something, and reports whether
 -- it did. Nothing waits when wake_needless says so; otherwise the tables tell which live
@@ -320,19 +346,7 @@ BEGIN
         RETURN false;
     END IF;
     IF current_setting('transaction_isolation') = 'read committed' THEN
-        waiting := ARRAY(
-            SELECT c.id FROM clients c
-            WHERE c.stopped_at IS NULL AND c.heartbeat_at + 2 * c.lease_ttl > clock_timestamp()
-              AND (wake.kinds IS NULL OR c.kinds && wake.kinds)
-              -- serves(c.queues, queue), written out: a function with a subquery is not
-              -- inlined, and planning it on every call cost most of an enqueue's time
-              AND (wake.queue = ANY (c.queues) OR EXISTS (
-                  SELECT FROM unnest(c.queues) p
-                  WHERE right(p, 1) = '*' AND starts_with(wake.queue, left(p, -1))))
-              AND NOT EXISTS (
-                  SELECT FROM dispatchers d
-                  WHERE d.queue = wake.queue AND d.client_id = c.id AND NOT d.waiting)
-            ORDER BY random());
+        waiting := waiting_clients(queue, kinds, false);
         IF cardinality(waiting) = 0 THEN
             RETURN false;
         END IF;
@@ -376,17 +390,7 @@ BEGIN
        AND current_setting('relay.handed_off', true) IS DISTINCT FROM 'on'
        AND NOT EXISTS (SELECT FROM queues q WHERE q.name = hand_off.queue
                        AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
-        waiting := ARRAY(
-            SELECT c.id FROM clients c
-            WHERE c.hands_off AND c.stopped_at IS NULL AND c.heartbeat_at + c.lease_ttl > clock_timestamp()
-              AND hand_off.kind = ANY (c.kinds)
-              AND (hand_off.queue = ANY (c.queues) OR EXISTS (
-                  SELECT FROM unnest(c.queues) p
-                  WHERE right(p, 1) = '*' AND starts_with(hand_off.queue, left(p, -1))))
-              AND NOT EXISTS (
-                  SELECT FROM dispatchers d
-                  WHERE d.queue = hand_off.queue AND d.client_id = c.id AND NOT d.waiting)
-            ORDER BY random());
+        waiting := waiting_clients(queue, ARRAY[kind], true);
         target := (SELECT id FROM unnest(waiting) id WHERE client_alive(channel, id) LIMIT 1);
     END IF;
     -- Most of a job's size is in these columns: one that cannot fit is not handed off.

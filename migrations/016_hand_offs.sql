@@ -4,8 +4,8 @@
 --
 -- An idle pickup was two process wake-ups after the commit: the listener's backend, to
 -- deliver the notification, then the one that ran the client's claim, plus the claim
--- itself (0.75–0.95 ms at p50 in the latency workload). With a hand-off it is the first
--- alone (0.08–0.12 ms). The producer pays for it with the claim's work, in the statement
+-- itself (0.77–0.91 ms at p50 in the latency workload). With a hand-off it is the first
+-- alone (0.10–0.15 ms). The producer pays for it with the claim's work, in the statement
 -- that inserts the job: an update of the row by its key and the notification's payload.
 --
 -- hand_off stands in for wake() where Go enqueues one job (relay.Enqueue and EnqueueJob,
@@ -43,6 +43,70 @@ ALTER TABLE clients
     ADD COLUMN hands_off boolean NOT NULL DEFAULT false,
     ADD COLUMN kind_attempts integer[];
 
+-- The live clients that may wait for a job of queue, in random order: those that serve the
+-- queue, handle one of kinds (NULL: any) and have no dispatcher of the queue working through
+-- a backlog. A client counts as live until twice its lease TTL has passed since its last
+-- heartbeat (see wake); for a hand-off (handing_off), only until its lease TTL has, and only
+-- if it runs hand-offs. PL/pgSQL, so that its plan is kept from call to call.
+CREATE FUNCTION waiting_clients(queue text, kinds text[], handing_off boolean) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN ARRAY(
+        SELECT c.id FROM clients c
+        WHERE c.stopped_at IS NULL
+          AND c.heartbeat_at + CASE WHEN handing_off THEN 1 ELSE 2 END * c.lease_ttl > clock_timestamp()
+          AND (NOT handing_off OR c.hands_off)
+          AND (waiting_clients.kinds IS NULL OR c.kinds && waiting_clients.kinds)
+          -- serves(c.queues, queue), written out: a function with a subquery is not
+          -- inlined, and planning it on every call cost most of an enqueue's time
+          AND (waiting_clients.queue = ANY (c.queues) OR EXISTS (
+              SELECT FROM unnest(c.queues) p
+              WHERE right(p, 1) = '*' AND starts_with(waiting_clients.queue, left(p, -1))))
+          AND NOT EXISTS (
+              SELECT FROM dispatchers d
+              WHERE d.queue = waiting_clients.queue AND d.client_id = c.id AND NOT d.waiting)
+        ORDER BY random());
+END
+$$;
+
+-- wake() with its query of waiting clients in waiting_clients, which hand_off shares.
+CREATE OR REPLACE FUNCTION wake(channel text, queue text, run_at timestamptz, priority integer, kinds text[], jobs bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+DECLARE
+    waiting text[]; -- the live clients that may wait, in random order
+    woken   text[]; -- those addressed: jobs of them, then the backup
+    payload text;
+BEGIN
+    IF wake_needless(channel, queue) THEN
+        RETURN false;
+    END IF;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        waiting := waiting_clients(queue, kinds, false);
+        IF cardinality(waiting) = 0 THEN
+            RETURN false;
+        END IF;
+        -- Without kinds, the job that may be taken is not known: a waiting client that
+        -- serves the queue may not handle it.
+        IF jobs < cardinality(waiting) AND kinds IS NOT NULL THEN
+            -- tried in order, and no more than needed
+            woken := ARRAY(SELECT id FROM unnest(waiting) id WHERE client_alive(channel, id) LIMIT jobs + 1);
+        END IF;
+    END IF;
+    payload := wakeup_payload(queue, run_at, priority);
+    IF cardinality(woken) = jobs + 1 THEN
+        FOR i IN 1 .. jobs LOOP
+            PERFORM pg_notify(client_channel(channel, woken[i]), payload);
+        END LOOP;
+        -- the backup's: 'b:' instead of 'w:'
+        PERFORM pg_notify(client_channel(channel, woken[jobs + 1]), 'b' || substr(payload, 2));
+    ELSE
+        PERFORM pg_notify(channel, payload);
+    END IF;
+    RETURN true;
+END
+$$;
+
 -- Hands job (just inserted, of queue, due at run_at, with priority and kind) off to a
 -- waiting client, or else sends the wakeup wake() sends. Returns whether it notified.
 CREATE FUNCTION hand_off(channel text, job bigint, queue text, run_at timestamptz, priority integer, kind text)
@@ -60,17 +124,7 @@ BEGIN
        AND current_setting('relay.handed_off', true) IS DISTINCT FROM 'on'
        AND NOT EXISTS (SELECT FROM queues q WHERE q.name = hand_off.queue
                        AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
-        waiting := ARRAY(
-            SELECT c.id FROM clients c
-            WHERE c.hands_off AND c.stopped_at IS NULL AND c.heartbeat_at + c.lease_ttl > clock_timestamp()
-              AND hand_off.kind = ANY (c.kinds)
-              AND (hand_off.queue = ANY (c.queues) OR EXISTS (
-                  SELECT FROM unnest(c.queues) p
-                  WHERE right(p, 1) = '*' AND starts_with(hand_off.queue, left(p, -1))))
-              AND NOT EXISTS (
-                  SELECT FROM dispatchers d
-                  WHERE d.queue = hand_off.queue AND d.client_id = c.id AND NOT d.waiting)
-            ORDER BY random());
+        waiting := waiting_clients(queue, ARRAY[kind], true);
         target := (SELECT id FROM unnest(waiting) id WHERE client_alive(channel, id) LIMIT 1);
     END IF;
     -- Most of a job's size is in these columns: one that cannot fit is not handed off.
