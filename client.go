@@ -581,8 +581,12 @@ func (c *Client) startListener(ctx, background context.Context) error {
 		},
 		Channel: c.store.Channel(),
 		// wakeups addressed to this client (migration 015)
-		Others:       []string{c.store.ClientChannel(c.cfg.ID)},
-		OnNotify:     c.onNotify,
+		Others:   []string{c.store.ClientChannel(c.cfg.ID)},
+		OnNotify: c.onNotify,
+		// producers hand this client jobs only while the connection that hears them lives
+		Hold: func(ctx context.Context, conn *pgx.Conn) error {
+			return c.store.HoldListening(ctx, conn, c.cfg.ID)
+		},
 		OnListen:     c.listening,
 		Logger:       c.cfg.Logger,
 		Probe:        func(ctx context.Context, payload string) error { return c.store.Probe(ctx, c.conns, payload) },
@@ -641,14 +645,7 @@ func (c *Client) listenConfig() (*pgx.ConnConfig, error) {
 // but hears nothing, as through a pooler in transaction mode. Jobs then wait for the
 // poll, and running jobs learn of their cancellation only at a lease renewal.
 func (c *Client) listenerDeaf(cc *pgx.ConnConfig) {
-	// Jobs handed off to it would not be heard: claims, at its polls, find them instead.
-	c.handOffs.pending.Go(func() {
-		ctx, cancel := context.WithTimeout(c.work, 5*time.Second)
-		defer cancel()
-		if err := c.jobs.RefuseHandOffs(ctx); err != nil {
-			c.cfg.Logger.Warn("relay: could not refuse hand-offs to this deaf client; its next heartbeat does", "error", err)
-		}
-	})
+	c.refuseHandOffs()
 	c.cfg.Logger.Warn("relay: the listener hears no notifications: its connection LISTENs but a NOTIFY sent to it did not arrive, "+
 		"as happens through a pooler in transaction mode (PgBouncer's pool_mode = transaction). "+
 		"Jobs wait for the poll (PollInterval) instead of starting at once. Fix: set Config.ListenerConnString to a direct "+

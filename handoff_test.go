@@ -278,3 +278,94 @@ func TestHandOffsOfAClientNoLongerAliveAreRescued(t *testing.T) {
 			rec.Attempt, historyString(rec.Attempts))
 	}
 }
+
+// A client that does not hear its hand-offs (its listener away, or the client cut off by
+// the network while its session lives on) is handed one job, not every job enqueued
+// meanwhile: until it acknowledges that one, producers hand jobs to clients that do, or
+// wake the queue. The stranded job runs once the client is found dead. The client that
+// does not hear is a session holding its locks (its client lock, and its listener's
+// listening lock), as a cut-off client's sessions do.
+func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	cutOff, err := pgx.Connect(ctx, b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cutOff.Close(ctx)
+	if _, err := cutOff.Exec(ctx, "INSERT INTO "+b.table("clients")+` (id, lease_ttl, queues, kinds, hands_off)
+		VALUES ('cut-off', '1 h', $1, $2, true)`, []string{relay.DefaultQueue}, []string{testKind.Name()}); err != nil {
+		t.Fatal(err)
+	}
+	b.holdWaitLock(cutOff, relay.DefaultQueue)
+	for _, lock := range []string{"pg_advisory_lock(k[1], k[2]) FROM " + b.table("client_lock"),
+		"pg_advisory_lock_shared(k[1], k[2]) FROM " + b.table("listening_lock")} {
+		if _, err := cutOff.Exec(ctx, "SELECT "+lock+"($1, 'cut-off') k", "relay:"+b.Schema); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stranded := enqueue(b, testKind, numArgs{N: 0})
+	if rec := b.record(stranded); rec.State != relay.StateRunning || rec.AttemptedBy != "cut-off" {
+		t.Fatalf("the first job is %s, attempted by %q; want it handed off to the only waiting client", rec.State, rec.AttemptedBy)
+	}
+
+	runs := make(chan int64, 20)
+	c := b.client(withShortLeases(relay.Config{ID: "hears", PollInterval: time.Hour}))
+	handle(t, c, testKind, reportIDs(runs))
+	b.start(c)
+	b.awaitAlive("hears")
+	// Both clients wait, in random order: without the rule, about half of these would be
+	// handed to the one that does not hear.
+	for i := 1; i <= 12; i++ {
+		id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: i})
+		if got := recv(t, runs, "a job while the other client does not hear"); got != id {
+			t.Fatalf("job %d ran; want %d", got, id)
+		}
+		if rec := b.waitRecord(id, relay.StateSucceeded); len(rec.Attempts) != 1 || rec.Attempts[0].Client != "hears" {
+			t.Fatalf("job %d: history %s; want one attempt, by the client that hears", id, historyString(rec.Attempts))
+		}
+		if i == 1 && !b.handedOff(id, before) {
+			t.Error("a job enqueued while the client that hears waited was not handed off to it")
+		}
+	}
+	noMore(t, runs, "the job stranded with the client that does not hear, while it lives")
+
+	cutOff.Close(ctx) // it dies: its client lock is free
+	if got := recv(t, runs, "the stranded job, rescued"); got != stranded {
+		t.Fatalf("job %d ran; want %d", got, stranded)
+	}
+	rec := b.waitRecord(stranded, relay.StateSucceeded)
+	if rec.Attempt != 2 || len(rec.Attempts) != 2 || rec.Attempts[0].Client != "cut-off" || rec.Attempts[0].Reason != relay.ReasonLostLease {
+		t.Errorf("the stranded job: attempt %d, history %s; want attempt 1 lost by the client cut off, then 2",
+			rec.Attempt, historyString(rec.Attempts))
+	}
+}
+
+// A client that hears a hand-off acknowledges it as the job starts: the job has a lease at
+// once, not at the client's next renewal.
+func TestAHandOffIsAcknowledgedAsItsJobStarts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	hold := b.gate()
+	runs := make(chan int64, 1)
+	c := b.client(relay.Config{ID: "acks", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute})
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		runs <- job.ID
+		hold.wait()
+		return nil
+	})
+	b.start(c)
+	b.awaitAlive("acks")
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	recv(t, runs, "the job handed off")
+	relaytest.WaitFor(t, waitTimeout, "the hand-off's acknowledgement to give the job a lease", func() bool {
+		var leased bool
+		err := b.QueryRow(context.Background(), "SELECT lease_expires_at IS NOT NULL FROM "+b.table("jobs")+" WHERE id = $1", id).Scan(&leased)
+		return err == nil && leased
+	})
+	hold.open()
+	if !b.handedOff(id, before) {
+		t.Error("the job was claimed, not handed off")
+	}
+}

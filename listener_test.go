@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -80,21 +81,45 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	c, started, gate := b.startGated("relay listener ")
 	gate.cut(b, relay.ListenerApplicationName(c.ID()))
 
-	// Nobody listens now: this job's NOTIFY is lost. The client waits, so the job is
-	// handed off to it (migration 016): running under it, though it has not heard.
+	// Nobody listens now: this job's NOTIFY is lost.
 	id := enqueue(b, testKind, numArgs{N: 1})
 	select {
 	case got := <-started:
 		t.Fatalf("job %d ran while no connection was listening", got)
 	default:
 	}
-	if j := b.stored(id); j.State != "running" || j.AttemptedBy != c.ID() {
-		t.Fatalf("job is %s under %q while no connection was listening, want handed off to %q", j.State, j.AttemptedBy, c.ID())
+	if j := b.stored(id); j.State != "pending" {
+		t.Fatalf("job is %s while no connection was listening, want pending (not handed off)", j.State)
 	}
 
-	// Once it LISTENs again, it looks for the jobs handed off to it that it did not hear.
-	gate.reopenRuns(b, started, id, "the listener could reconnect")
-	b.waitState("succeeded", id)
+	// A session of the earlier listener's that lingers on the server (a connection cut off
+	// by the network, say) still holds the listening lock: a job is then handed off to the
+	// client (migration 016), running under it though it cannot hear.
+	lingering, err := pgx.Connect(context.Background(), b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lingering.Close(context.Background())
+	lock := "FROM " + pgx.Identifier{b.Schema, "listening_lock"}.Sanitize() + "($1, $2) k"
+	if _, err := lingering.Exec(context.Background(), "SELECT pg_advisory_lock_shared(k[1], k[2]) "+lock, "relay:"+b.Schema, c.ID()); err != nil {
+		t.Fatal(err)
+	}
+	handed := enqueue(b, testKind, numArgs{N: 2})
+	if j := b.stored(handed); j.State != "running" || j.AttemptedBy != c.ID() {
+		t.Fatalf("job is %s under %q while a lingering session held the listening lock, want handed off to %q", j.State, j.AttemptedBy, c.ID())
+	}
+
+	// Once it LISTENs again, it claims the first and takes the hand-off it did not hear.
+	released := time.Now()
+	gate.open()
+	ran := map[int64]bool{}
+	for range 2 {
+		ran[recv(t, started, "a job enqueued before the listener could reconnect")] = true
+	}
+	if took := time.Since(released); !ran[id] || !ran[handed] || took > time.Second {
+		t.Fatalf("ran jobs %v, %v after the listener could reconnect; want %d and %d, promptly (the poll is an hour)", ran, took, id, handed)
+	}
+	b.waitState("succeeded", id, handed)
 }
 
 // connGate holds, while closed, the connections a pool opens whose application_name starts

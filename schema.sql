@@ -295,6 +295,26 @@ LANGUAGE sql VOLATILE AS $$
     END
 $$;
 
+-- The key of client id's listening lock: (hash of the schema's channel and ':listening',
+-- hash of the id). The connection the client's listener LISTENs on holds it (shared,
+-- session level) for as long as it lives, so that it ends with that connection: a
+-- restarted server, a killed backend.
+CREATE FUNCTION listening_lock(channel text, id text) RETURNS integer[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY[hashtext(channel || ':listening'), hashtext(id)]
+$$;
+
+-- Whether client id's listener LISTENs: some session holds its listening lock. An exclusive
+-- try conflicts with any holder, and is let go at once.
+CREATE FUNCTION client_listening(channel text, id text) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE
+        WHEN pg_try_advisory_lock(hashtext(channel || ':listening'), hashtext(id))
+        THEN NOT pg_advisory_unlock(hashtext(channel || ':listening'), hashtext(id))
+        ELSE true
+    END
+$$;
+
 -- The live clients that may wait for a job of queue, in random order: those that serve the
 -- queue, handle one of kinds (NULL: any) and have no dispatcher of the queue working through
 -- a backlog. A client counts as live until twice its lease TTL has passed since its last
@@ -391,7 +411,14 @@ BEGIN
        AND NOT EXISTS (SELECT FROM queues q WHERE q.name = hand_off.queue
                        AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
         waiting := waiting_clients(queue, ARRAY[kind], true);
-        target := (SELECT id FROM unnest(waiting) id WHERE client_alive(channel, id) LIMIT 1);
+        -- Not to a client that has not acknowledged its last hand-off yet: one whose
+        -- listener is away, or cut off from it by the network, would leave each job handed
+        -- to it waiting, and a client that hears them acknowledges each at once.
+        target := (SELECT w.id FROM unnest(waiting) w(id)
+                   WHERE NOT EXISTS (SELECT FROM jobs f
+                                     WHERE f.state = 'running' AND f.lease_expires_at IS NULL AND f.attempted_by = w.id)
+                     AND client_alive(channel, w.id) AND client_listening(channel, w.id)
+                   LIMIT 1);
     END IF;
     -- Most of a job's size is in these columns: one that cannot fit is not handed off.
     IF target IS NOT NULL AND (

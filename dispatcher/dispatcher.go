@@ -118,8 +118,10 @@ type Dispatcher struct {
 	claiming int  // workers reserved for the claim under way
 	ended    bool // Run has returned: no job is added to jobs any more
 	// deferred are the jobs handed off while a claim held the free workers: Run starts
-	// them once it returns, if workers are still free, and gives the rest back.
-	deferred []handedOff
+	// them once it returns, if workers are still free, and gives the rest back; so does
+	// deferLimit, if the claim takes longer than maxDefer.
+	deferred   []handedOff
+	deferLimit *time.Timer
 	// retry and retryWait end the pause after a failed claim and after a failed
 	// Config.Wait (see Retry).
 	retry, retryWait backoff.Signal
@@ -551,6 +553,9 @@ func (d *Dispatcher) TakeHandOff(job *Job, giveBack func(*Job)) {
 	case d.ended:
 	case d.claiming > 0 && d.Running()+len(d.deferred) < d.cfg.Workers:
 		d.deferred = append(d.deferred, handedOff{job, giveBack})
+		if len(d.deferred) == 1 {
+			d.deferLimit = time.AfterFunc(maxDefer, d.giveBackDeferred)
+		}
 		d.slotMu.Unlock()
 		return
 	case d.takeWorkerLocked():
@@ -583,6 +588,25 @@ func (d *Dispatcher) takeWorkerLocked() bool {
 	return true
 }
 
+// maxDefer bounds how long a job handed off waits for a claim under way to return. A claim
+// takes a round trip, some milliseconds on a loaded machine, and waiting for it costs less
+// than a give-back (a statement, then a wakeup and a claim elsewhere). But one that waits
+// for a connection, as every claim does while a restarted database is reconnected to, may
+// take seconds: the job is then better given back, to be claimed by any client.
+const maxDefer = 100 * time.Millisecond
+
+// giveBackDeferred gives back the jobs handed off while a claim under way has taken longer
+// than maxDefer.
+func (d *Dispatcher) giveBackDeferred() {
+	d.slotMu.Lock()
+	deferred := d.deferred
+	d.deferred = nil
+	d.slotMu.Unlock()
+	for _, h := range deferred {
+		h.giveBack(h.job)
+	}
+}
+
 // startDeferred ends the reservation of a claim that has returned, whose jobs are counted
 // in running, and starts the jobs handed off meanwhile, or gives them back.
 func (d *Dispatcher) startDeferred() {
@@ -590,6 +614,10 @@ func (d *Dispatcher) startDeferred() {
 	d.claiming = 0
 	deferred := d.deferred
 	d.deferred = nil
+	if d.deferLimit != nil {
+		d.deferLimit.Stop()
+		d.deferLimit = nil
+	}
 	var start, back []handedOff
 	for _, h := range deferred {
 		if d.takeWorkerLocked() {

@@ -22,16 +22,21 @@
 --   transaction, says so);
 -- - a live client that runs hand-offs (clients.hands_off: version 016 and later, not
 --   PollOnly) waits on the queue and handles the job's kind: it holds its client lock,
---   its heartbeat is current, and it has no busy dispatcher of the queue;
+--   its listener's connection holds its listening lock (so it hears the hand-off), its
+--   heartbeat is current, and it has no busy dispatcher of the queue;
 -- - the job, written out as the payload, fits in a notification (under 8,000 bytes).
 --
 -- The job is then running, its attempt counted, leased to that client with no expiry
 -- yet (lease_expires_at NULL): the producer's transaction may commit long after this
 -- statement, and a lease that ran from it could expire before the client has even heard
--- of the job. The client's next renewal gives it a lease like any other. Until then:
+-- of the job. The client acknowledges the hand-off as it starts the job, which gives the
+-- job a lease like a claim's. Until then:
+-- - no other job is handed off to that client: one that does not hear its hand-offs (its
+--   listener away, or the client cut off by the network while its session lives on)
+--   strands one job, not every job enqueued meanwhile;
 -- - a client that cannot take the job (every worker busy, or stopping) gives it back at
 --   once, uncounted and pending, and wakes the queue as wake() does;
--- - a client whose listener was away when the job committed finds it when it LISTENs
+-- - a client whose listener was away when the job committed takes it when it LISTENs
 --   again;
 -- - the rescuers retry it once its client is no longer alive (stopped, its heartbeat out
 --   of date, or its client lock free), as they retry an expired lease, but uncounted if
@@ -42,6 +47,26 @@
 ALTER TABLE clients
     ADD COLUMN hands_off boolean NOT NULL DEFAULT false,
     ADD COLUMN kind_attempts integer[];
+
+-- The key of client id's listening lock: (hash of the schema's channel and ':listening',
+-- hash of the id). The connection the client's listener LISTENs on holds it (shared,
+-- session level) for as long as it lives, so that it ends with that connection: a
+-- restarted server, a killed backend.
+CREATE FUNCTION listening_lock(channel text, id text) RETURNS integer[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY[hashtext(channel || ':listening'), hashtext(id)]
+$$;
+
+-- Whether client id's listener LISTENs: some session holds its listening lock. An exclusive
+-- try conflicts with any holder, and is let go at once.
+CREATE FUNCTION client_listening(channel text, id text) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE
+        WHEN pg_try_advisory_lock(hashtext(channel || ':listening'), hashtext(id))
+        THEN NOT pg_advisory_unlock(hashtext(channel || ':listening'), hashtext(id))
+        ELSE true
+    END
+$$;
 
 -- The live clients that may wait for a job of queue, in random order: those that serve the
 -- queue, handle one of kinds (NULL: any) and have no dispatcher of the queue working through
@@ -125,7 +150,14 @@ BEGIN
        AND NOT EXISTS (SELECT FROM queues q WHERE q.name = hand_off.queue
                        AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
         waiting := waiting_clients(queue, ARRAY[kind], true);
-        target := (SELECT id FROM unnest(waiting) id WHERE client_alive(channel, id) LIMIT 1);
+        -- Not to a client that has not acknowledged its last hand-off yet: one whose
+        -- listener is away, or cut off from it by the network, would leave each job handed
+        -- to it waiting, and a client that hears them acknowledges each at once.
+        target := (SELECT w.id FROM unnest(waiting) w(id)
+                   WHERE NOT EXISTS (SELECT FROM jobs f
+                                     WHERE f.state = 'running' AND f.lease_expires_at IS NULL AND f.attempted_by = w.id)
+                     AND client_alive(channel, w.id) AND client_listening(channel, w.id)
+                   LIMIT 1);
     END IF;
     -- Most of a job's size is in these columns: one that cannot fit is not handed off.
     IF target IS NOT NULL AND (

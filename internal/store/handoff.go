@@ -53,7 +53,7 @@ func ParseHandOff(payload string) (job *dispatcher.Job, ok bool, err error) {
 		ID: h.ID, Kind: h.Kind, Queue: h.Queue, Args: rawOrNil(h.Args), Attempt: h.Attempt, MaxAttempts: h.MaxAttempts,
 		CreatedAt: time.UnixMicro(h.CreatedAt), RunAt: time.UnixMicro(h.RunAt), AttemptedAt: time.UnixMicro(h.AttemptedAt),
 		Priority: h.Priority, Payload: h.Payload, Metadata: rawOrNil(h.Metadata),
-		Backoff: decodePolicy(rawOrNil(h.Backoff)), Schedule: h.Schedule,
+		Backoff: decodePolicy(rawOrNil(h.Backoff)), Schedule: h.Schedule, HandedOff: true,
 	}
 	if h.TimeoutMS != nil {
 		job.Timeout, job.HasTimeout = time.Duration(*h.TimeoutMS)*time.Millisecond, true
@@ -87,12 +87,34 @@ func (c *Client) ReleaseHandOff(ctx context.Context, job *dispatcher.Job) (bool,
 	return true, nil
 }
 
-// HandedOff returns the jobs handed off to the client whose lease it has not renewed yet:
-// among them, any whose hand-off it did not hear.
-func (c *Client) HandedOff(ctx context.Context) ([]*dispatcher.Job, error) {
-	rows, err := c.s.q.handedOff.query(ctx, c.db, clientParams{Client: c.info.ID})
+// AckHandOffs acknowledges the hand-offs of jobs to the client, which starts them: each
+// gets a lease of ttl, and producers may hand the client jobs again. A job that is no
+// longer the client's hand-off (given back, rescued) is left as it is.
+func (c *Client) AckHandOffs(ctx context.Context, jobs []*dispatcher.Job, ttl time.Duration) error {
+	p := ackParams{Client: c.info.ID, TTL: ttl, IDs: make([]int64, len(jobs)), Attempts: make([]int32, len(jobs))}
+	for i, j := range jobs {
+		p.IDs[i], p.Attempts[i] = j.ID, int32(j.Attempt)
+	}
+	if _, err := c.s.q.ackHandOffs.exec(ctx, c.db, p); err != nil {
+		return fmt.Errorf("acknowledge %d jobs handed off to client %s: %w", len(jobs), c.info.ID, err)
+	}
+	return nil
+}
+
+type ackParams struct {
+	Client   string        `db:"client"`
+	TTL      time.Duration `db:"ttl"`
+	IDs      []int64       `db:"ids"`
+	Attempts []int32       `db:"attempts"`
+}
+
+// HandedOff takes the jobs handed off to the client that it has not acknowledged, among
+// them any whose hand-off it did not hear: it acknowledges them (each gets a lease of ttl)
+// and returns them.
+func (c *Client) HandedOff(ctx context.Context, ttl time.Duration) ([]*dispatcher.Job, error) {
+	rows, err := c.s.q.handedOff.query(ctx, c.db, handedOffParams{Client: c.info.ID, TTL: ttl})
 	if err != nil {
-		return nil, fmt.Errorf("list the jobs handed off to client %s: %w", c.info.ID, err)
+		return nil, fmt.Errorf("take the jobs handed off to client %s: %w", c.info.ID, err)
 	}
 	defer rows.Close()
 	var (
@@ -103,20 +125,34 @@ func (c *Client) HandedOff(ctx context.Context) ([]*dispatcher.Job, error) {
 	targets := append(r.targets(), &queue)
 	for rows.Next() {
 		if err := rows.Scan(targets...); err != nil {
-			return nil, fmt.Errorf("list the jobs handed off to client %s: %w", c.info.ID, err)
+			return nil, fmt.Errorf("take the jobs handed off to client %s: %w", c.info.ID, err)
 		}
 		jobs = append(jobs, r.job(queue))
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list the jobs handed off to client %s: %w", c.info.ID, err)
+		return nil, fmt.Errorf("take the jobs handed off to client %s: %w", c.info.ID, err)
 	}
 	return jobs, nil
 }
 
+type handedOffParams struct {
+	Client string        `db:"client"`
+	TTL    time.Duration `db:"ttl"`
+}
+
+// HoldListening takes the listening lock of client on conn, the connection its listener has
+// just LISTENed on: producers hand the client jobs only while a connection holds it, one
+// that hears their wakeups. The lock ends with the connection.
+func (s *Store) HoldListening(ctx context.Context, conn DB, client string) error {
+	if _, err := s.q.holdListening.exec(ctx, conn, clientParams{Client: client}); err != nil {
+		return fmt.Errorf("take the listening lock of client %s: %w", client, err)
+	}
+	return nil
+}
+
 // RefuseHandOffs makes producers hand the client no more jobs, for the rest of its life:
 // its listener hears no notifications (as through a pooler in transaction mode), and a job
-// handed off to it would wait for a renewal and a lease to run out. Its jobs are claimed,
-// at its polls. Jobs already handed off to it get a lease at its next renewal.
+// handed off to it would wait until it stops. Its jobs are claimed, at its polls.
 func (c *Client) RefuseHandOffs(ctx context.Context) error {
 	c.deaf.Store(true)
 	if _, err := c.s.q.refuseHandOffs.exec(ctx, c.db, clientParams{Client: c.info.ID}); err != nil {

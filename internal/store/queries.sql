@@ -519,20 +519,6 @@ WITH async AS (
     JOIN {schema}.jobs j
       ON j.id = h.id AND j.attempt = h.attempt AND j.state = h.held_state AND j.attempted_by = h.held_by
     WHERE j.id = ANY (@ids::bigint[])
-), adopted AS (
-    -- Jobs handed off to the client (migration 016) that it does not hold: heard but not
-    -- started yet, not heard (its listener away), or dropped (their outcome could not be
-    -- written). Each gets a lease, as a claim gives, which runs out unless the client holds
-    -- the job by then: a hand-off has no expiry only until the client's next renewal.
-    UPDATE {schema}.jobs j
-    SET lease_expires_at = now() + @ttl::interval
-    FROM (
-        SELECT f.id FROM {schema}.jobs f
-        WHERE f.state = 'running' AND f.lease_expires_at IS NULL AND f.attempted_by = @client
-          AND f.id <> ALL (@ids::bigint[])
-        FOR UPDATE OF f SKIP LOCKED
-    ) unheld
-    WHERE j.id = unheld.id
 ), renewed AS (
     UPDATE {schema}.jobs j
     SET lease_expires_at = now() + @ttl::interval
@@ -564,26 +550,43 @@ RETURNING id;
 -- Client @client is handed off no more jobs (migration 016): its listener does not hear.
 UPDATE {schema}.clients SET hands_off = false WHERE id = @client;
 
+-- name: ackHandOffs
+-- Acknowledges the hand-offs to client @client (migration 016) of jobs @ids as attempts
+-- @attempts: the client has heard them and starts them, and each gets a lease, as a claim
+-- gives. A job that is no longer the client's hand-off (given back, rescued, cancelled) is
+-- left as it is. As in writeOutcomes, the only condition on the jobs table alone is
+-- "id = ANY", so that the plan reaches the jobs by their key.
+WITH held AS MATERIALIZED (
+    SELECT *, 'running'::text AS held_state, @client::text AS held_by, NULL::timestamptz AS no_lease
+    FROM unnest(@ids::bigint[], @attempts::integer[]) AS h(id, attempt)
+)
+UPDATE {schema}.jobs j SET lease_expires_at = now() + @ttl::interval
+FROM held h
+WHERE j.id = ANY (@ids::bigint[])
+  AND j.id = h.id AND j.attempt = h.attempt AND j.state = h.held_state AND j.attempted_by = h.held_by
+  AND j.lease_expires_at IS NOT DISTINCT FROM h.no_lease;
+
 -- name: releaseHandOff
 -- Gives back job @id, handed off to client @client (migration 016) as attempt @attempt,
 -- which the client cannot start (every worker busy, or stopping): pending again, its
 -- attempt uncounted, and its queue woken as by an enqueue, not handed off again (a client
--- whose workers are all busy would be handed it back). No row: the job is no longer the
--- client's hand-off (rescued, cancelled, deleted).
+-- whose workers are all busy would be handed it back). Its lease may have been set already:
+-- by the look for hand-offs not heard. No row: the job is no longer the client's (rescued,
+-- cancelled, deleted).
 UPDATE {schema}.jobs j
-SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL
+SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL, lease_expires_at = NULL
 WHERE j.id = @id AND j.attempt = @attempt AND j.attempted_by = @client AND j.state = 'running'
-  AND j.lease_expires_at IS NULL
 RETURNING {schema}.wake({channel}, j.queue, j.run_at, j.priority, ARRAY[j.kind], 1);
 
 -- name: handedOff
--- The jobs handed off to client @client (migration 016) whose lease it has not renewed
--- yet, as a claim returns them: those whose wakeup it may not have heard, its listener
--- being away when they committed.
-SELECT id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload, metadata,
-       backoff, schedule, schedule_slot, queue
-FROM {schema}.jobs
-WHERE state = 'running' AND lease_expires_at IS NULL AND attempted_by = @client;
+-- Takes the jobs handed off to client @client (migration 016) that it has not
+-- acknowledged: those whose wakeup it may not have heard, its listener being away when they
+-- committed. Each is acknowledged (given a lease of @ttl) and returned as a claim returns
+-- it.
+UPDATE {schema}.jobs SET lease_expires_at = now() + @ttl::interval
+WHERE state = 'running' AND lease_expires_at IS NULL AND attempted_by = @client
+RETURNING id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
+          metadata, backoff, schedule, schedule_slot, queue;
 
 -- name: stopClient
 -- Marks client @client stopped, and forgets its dispatchers: enqueues no longer wake it.
@@ -597,6 +600,11 @@ UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = 
 -- start (every dispatcher of a starting client waits for work), or the one of @queue that
 -- has retired (@queue NULL: all). A live client's queue with no row counts as waiting.
 DELETE FROM {schema}.dispatchers WHERE client_id = @client AND (@queue::text IS NULL OR queue = @queue);
+
+-- name: holdListening
+-- Takes client @client's listening lock (migration 016) on the connection its listener
+-- LISTENs on: producers hand the client jobs only while it is held.
+SELECT pg_advisory_lock_shared(k[1], k[2]) FROM {schema}.listening_lock({channel}, @client) k;
 
 -- name: probe
 -- Sends @payload on the schema's channel: the listener's check that notifications reach it.
