@@ -95,7 +95,8 @@ func (b *bundle) awaitAlive(ids ...string) {
 	})
 }
 
-// One job wakes one waiting client and a backup, each on its own channel, and never a
+// One job is handed off to one waiting client (migration 016), and a second job of the same
+// transaction wakes one waiting client and a backup, each on its own channel, never a
 // client that is not alive (whose row still looks live); a batch wakes as many clients as
 // it has jobs, plus the backup, and so does one job enqueued from SQL. A batch with more
 // jobs than that many live clients, a wakeup with no kinds, and a job with one live client
@@ -150,10 +151,39 @@ func TestWakeupIsAddressedToOneWaitingClientAndABackup(t *testing.T) {
 		}
 	}
 
+	// handedOff checks that got is one hand-off (h:, migration 016), to a live client.
+	handedOff := func(what string, got []heard) {
+		t.Helper()
+		if len(got) != 1 || got[0].payload != "h:" || got[0].channel == "main" || got[0].channel == "ghost" {
+			t.Fatalf("%s was heard as %v; want one hand-off (h:) to one of a, b and c", what, got)
+		}
+	}
 	for i := range 20 {
-		addressed("a job", o.after(func() { enqueue(b, kind, numArgs{N: i}) }), 1)
+		handedOff("a job", o.after(func() { enqueue(b, kind, numArgs{N: i}) }))
 		runs(1)
 	}
+	// A transaction hands off one job at most: the next wake clients as before.
+	got := o.after(func() {
+		tx, err := b.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(context.Background())
+		for n := range 2 {
+			if _, err := relay.Enqueue(context.Background(), tx, kind, numArgs{N: 200 + n}, relay.Schema(b.Schema)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if len(got) == 0 {
+		t.Fatal("two jobs of one transaction were heard as nothing")
+	}
+	handedOff("the first job of a transaction", got[:1])
+	addressed("the second job of the transaction", got[1:], 1)
+	runs(2)
 	addressed("a batch of two jobs", o.after(func() {
 		b.enqueueMany([]relay.JobSpec{kind.Job(numArgs{N: 100}), kind.Job(numArgs{N: 101})})
 	}), 2)
@@ -180,7 +210,11 @@ func TestWakeupIsAddressedToOneWaitingClientAndABackup(t *testing.T) {
 
 	b.stop(clients["b"])
 	b.stop(clients["c"])
-	toAll("with one live client waiting (and a dead one), a job", o.after(func() { enqueue(b, kind, numArgs{N: 200}) }))
+	toAll("with one live client waiting (and a dead one), a batch of a job", o.after(func() {
+		b.enqueueMany([]relay.JobSpec{kind.Job(numArgs{N: 300})})
+	}))
+	runs(1)
+	handedOff("with one live client waiting (and a dead one), a job", o.after(func() { enqueue(b, kind, numArgs{N: 301}) }))
 	runs(1)
 }
 

@@ -294,8 +294,15 @@ func enqueueJob[T any](b *bundle, kind relay.Kind[T], args T, opts ...relay.Enqu
 // Commit returned.
 func enqueueTx[T any](b *bundle, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) (int64, time.Time) {
 	b.t.Helper()
+	return enqueueIn(b, pgx.ReadCommitted, nil, kind, args, opts...)
+}
+
+// enqueueIn enqueues one job in an explicit transaction at iso, runs beforeCommit (if set)
+// in it last, and returns the job's id and when Commit returned.
+func enqueueIn[T any](b *bundle, iso pgx.TxIsoLevel, beforeCommit func(pgx.Tx), kind relay.Kind[T], args T, opts ...relay.EnqueueOption) (int64, time.Time) {
+	b.t.Helper()
 	ctx := context.Background()
-	tx, err := b.Begin(ctx)
+	tx, err := b.BeginTx(ctx, pgx.TxOptions{IsoLevel: iso})
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -303,6 +310,9 @@ func enqueueTx[T any](b *bundle, kind relay.Kind[T], args T, opts ...relay.Enque
 	id, err := relay.Enqueue(ctx, tx, kind, args, append(opts, relay.Schema(b.Schema))...)
 	if err != nil {
 		b.t.Fatalf("Enqueue(%q): %v", kind, err)
+	}
+	if beforeCommit != nil {
+		beforeCommit(tx)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		b.t.Fatal(err)

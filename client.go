@@ -55,6 +55,7 @@ type Client struct {
 	writer      *outcome.Writer
 	writerSvc   *lifecycle.Service
 	keeper      *lease.Keeper
+	handOffs    handOffs // jobs handed off to the client by their producers
 	keeperSvc   *lifecycle.Service
 	rescuerSvc  *lifecycle.Service
 	expirer     *lease.Expirer
@@ -405,6 +406,7 @@ func (c *Client) stopServices(ctx context.Context) error {
 		c.waitLocksSvc.Stop() // its connection's end releases the locks
 		c.unlockedSvc.Stop()
 	}
+	c.handOffs.pending.Wait() // no more are heard; give-backs end within giveBackFor
 	c.conns.close()
 	return err
 }
@@ -466,6 +468,16 @@ func (c *Client) onNotify(payload string) {
 		}
 		return
 	}
+	if job, ok, err := store.ParseHandOff(payload); ok {
+		if err != nil {
+			// Not this version's: it stays running under this client until Stop, when the
+			// rescuers give it back.
+			c.cfg.Logger.Error("relay: ignoring a hand-off it cannot read", "error", err, "payload", payload)
+			return
+		}
+		c.onHandOff(job)
+		return
+	}
 	if deadline, ok := store.ParseReservation(payload); ok {
 		c.expirer.Notify(deadline)
 		return
@@ -494,6 +506,7 @@ func (c *Client) listening() {
 	c.listens.Add(1)
 	c.recovery.worked()
 	c.wakeAll()
+	c.takeHandOffsNotHeard()
 	c.expirer.Notify(time.Time{}) // deadlines announced while it was not listening
 }
 
@@ -568,8 +581,12 @@ func (c *Client) startListener(ctx, background context.Context) error {
 		},
 		Channel: c.store.Channel(),
 		// wakeups addressed to this client (migration 015)
-		Others:       []string{c.store.ClientChannel(c.cfg.ID)},
-		OnNotify:     c.onNotify,
+		Others:   []string{c.store.ClientChannel(c.cfg.ID)},
+		OnNotify: c.onNotify,
+		// producers hand this client jobs only while the connection that hears them lives
+		Hold: func(ctx context.Context, conn *pgx.Conn) error {
+			return c.store.HoldListening(ctx, conn, c.cfg.ID)
+		},
 		OnListen:     c.listening,
 		Logger:       c.cfg.Logger,
 		Probe:        func(ctx context.Context, payload string) error { return c.store.Probe(ctx, c.conns, payload) },
@@ -628,6 +645,7 @@ func (c *Client) listenConfig() (*pgx.ConnConfig, error) {
 // but hears nothing, as through a pooler in transaction mode. Jobs then wait for the
 // poll, and running jobs learn of their cancellation only at a lease renewal.
 func (c *Client) listenerDeaf(cc *pgx.ConnConfig) {
+	c.refuseHandOffs()
 	c.cfg.Logger.Warn("relay: the listener hears no notifications: its connection LISTENs but a NOTIFY sent to it did not arrive, "+
 		"as happens through a pooler in transaction mode (PgBouncer's pool_mode = transaction). "+
 		"Jobs wait for the poll (PollInterval) instead of starting at once. Fix: set Config.ListenerConnString to a direct "+

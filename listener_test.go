@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -88,11 +89,37 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 	default:
 	}
 	if j := b.stored(id); j.State != "pending" {
-		t.Fatalf("job is %s while no connection was listening, want pending", j.State)
+		t.Fatalf("job is %s while no connection was listening, want pending (not handed off)", j.State)
 	}
 
-	gate.reopenRuns(b, started, id, "the listener could reconnect")
-	b.waitState("succeeded", id)
+	// A session of the earlier listener's that lingers on the server (a connection cut off
+	// by the network, say) still holds the listening lock: a job is then handed off to the
+	// client (migration 016), running under it though it cannot hear.
+	lingering, err := pgx.Connect(context.Background(), b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lingering.Close(context.Background())
+	lock := "FROM " + pgx.Identifier{b.Schema, "listening_lock"}.Sanitize() + "($1, $2) k"
+	if _, err := lingering.Exec(context.Background(), "SELECT pg_advisory_lock_shared(k[1], k[2]) "+lock, "relay:"+b.Schema, c.ID()); err != nil {
+		t.Fatal(err)
+	}
+	handed := enqueue(b, testKind, numArgs{N: 2})
+	if j := b.stored(handed); j.State != "running" || j.AttemptedBy != c.ID() {
+		t.Fatalf("job is %s under %q while a lingering session held the listening lock, want handed off to %q", j.State, j.AttemptedBy, c.ID())
+	}
+
+	// Once it LISTENs again, it claims the first and takes the hand-off it did not hear.
+	released := time.Now()
+	gate.open()
+	ran := map[int64]bool{}
+	for range 2 {
+		ran[recv(t, started, "a job enqueued before the listener could reconnect")] = true
+	}
+	if took := time.Since(released); !ran[id] || !ran[handed] || took > time.Second {
+		t.Fatalf("ran jobs %v, %v after the listener could reconnect; want %d and %d, promptly (the poll is an hour)", ran, took, id, handed)
+	}
+	b.waitState("succeeded", id, handed)
 }
 
 // connGate holds, while closed, the connections a pool opens whose application_name starts

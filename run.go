@@ -30,6 +30,9 @@ func (c *Client) runJob(j *dispatcher.Job) {
 		metadata: decodeMetadata(j.Metadata),
 	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
+	if j.HandedOff {
+		c.ackHandOff(j) // beside the handler, not before it: see ackHandOff
+	}
 	started := time.Now()
 	err := c.call(ctx, h, j, r)
 	c.keeper.Finished(j.ID, j.Attempt)

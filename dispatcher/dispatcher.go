@@ -110,6 +110,18 @@ type Dispatcher struct {
 
 	handoff chan *Job     // unbuffered: a send succeeds only if an idle worker waits
 	stopped chan struct{} // closed when Run returns: idle workers exit
+
+	// slotMu orders the jobs handed off to the client (TakeHandOff) with Run's claims:
+	// held while Run counts its free workers and reserves claiming of them for a claim,
+	// until the claim has returned, and while a hand-off takes a worker.
+	slotMu   sync.Mutex
+	claiming int  // workers reserved for the claim under way
+	ended    bool // Run has returned: no job is added to jobs any more
+	// deferred are the jobs handed off while a claim held the free workers: Run starts
+	// them once it returns, if workers are still free, and gives the rest back; so does
+	// deferLimit, if the claim takes longer than maxDefer.
+	deferred   []handedOff
+	deferLimit *time.Timer
 	// retry and retryWait end the pause after a failed claim and after a failed
 	// Config.Wait (see Retry).
 	retry, retryWait backoff.Signal
@@ -257,6 +269,16 @@ func (d *Dispatcher) Wait() { d.jobs.Wait() }
 // [Dispatcher.Wait] to wait for them. Call it once: its idle workers exit when it returns.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	defer close(d.stopped)
+	defer func() {
+		d.slotMu.Lock()
+		d.ended = true
+		deferred := d.deferred
+		d.deferred = nil
+		d.slotMu.Unlock()
+		for _, h := range deferred {
+			h.giveBack(h.job)
+		}
+	}()
 	poll := time.NewTicker(d.cfg.Poll)
 	defer poll.Stop()
 	scheduled := time.NewTimer(time.Hour)
@@ -282,6 +304,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	gather.Stop()
 	defer gather.Stop()
 	for {
+		d.slotMu.Lock()
 		free := d.cfg.Workers - d.Running()
 		if d.cfg.Room != nil {
 			free = min(free, d.cfg.Room())
@@ -304,9 +327,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				}
 			}
 		}
+		d.claiming = granted
+		d.slotMu.Unlock()
 		if granted > 0 {
 			began := time.Now()
 			n, err := d.claim(ctx, granted, more && d.cfg.Wait != nil && !d.waiting.Load())
+			d.startDeferred()
 			claimTook = time.Since(began)
 			if d.cfg.Slots != nil {
 				d.cfg.Slots.claimed(d, granted, n)
@@ -513,6 +539,100 @@ func (d *Dispatcher) claim(ctx context.Context, free int, busy bool) (int, error
 		d.wakeIn(c.NextIn) // scheduled jobs lie after the cursor: it need not move
 	}
 	return len(c.Jobs), nil
+}
+
+// TakeHandOff starts job, which its producer leased to this client as it enqueued it (a
+// hand-off, see migration 016 of package relay), if a worker is free for it. A job handed
+// off while a claim under way holds the free workers waits for the claim to return. A job
+// it cannot start — every worker busy, no room for outcomes, or the dispatcher stopped —
+// it passes to giveBack. It never blocks for long: it runs on the goroutine that reads
+// notifications, and giveBack must not block either.
+func (d *Dispatcher) TakeHandOff(job *Job, giveBack func(*Job)) {
+	d.slotMu.Lock()
+	switch {
+	case d.ended:
+	case d.claiming > 0 && d.Running()+len(d.deferred) < d.cfg.Workers:
+		d.deferred = append(d.deferred, handedOff{job, giveBack})
+		if len(d.deferred) == 1 {
+			d.deferLimit = time.AfterFunc(maxDefer, d.giveBackDeferred)
+		}
+		d.slotMu.Unlock()
+		return
+	case d.takeWorkerLocked():
+		d.slotMu.Unlock()
+		d.start(job)
+		return
+	}
+	d.slotMu.Unlock()
+	giveBack(job)
+}
+
+// handedOff is a job handed off to the client, and how to give it back.
+type handedOff struct {
+	job      *Job
+	giveBack func(*Job)
+}
+
+// takeWorkerLocked takes a worker for a job handed off, if one is free, with d.slotMu
+// held, and reports whether it did.
+func (d *Dispatcher) takeWorkerLocked() bool {
+	if d.Running()+d.claiming >= d.cfg.Workers || d.cfg.Room != nil && d.cfg.Room() <= 0 {
+		return false
+	}
+	if d.cfg.Slots != nil && d.cfg.Slots.take(d, 1) == 0 {
+		return false
+	}
+	d.running.Add(1)
+	d.jobs.Add(1)
+	d.busyAt.Store(time.Now().UnixNano())
+	return true
+}
+
+// maxDefer bounds how long a job handed off waits for a claim under way to return. A claim
+// takes a round trip, some milliseconds on a loaded machine, and waiting for it costs less
+// than a give-back (a statement, then a wakeup and a claim elsewhere). But one that waits
+// for a connection, as every claim does while a restarted database is reconnected to, may
+// take seconds: the job is then better given back, to be claimed by any client.
+const maxDefer = 100 * time.Millisecond
+
+// giveBackDeferred gives back the jobs handed off while a claim under way has taken longer
+// than maxDefer.
+func (d *Dispatcher) giveBackDeferred() {
+	d.slotMu.Lock()
+	deferred := d.deferred
+	d.deferred = nil
+	d.slotMu.Unlock()
+	for _, h := range deferred {
+		h.giveBack(h.job)
+	}
+}
+
+// startDeferred ends the reservation of a claim that has returned, whose jobs are counted
+// in running, and starts the jobs handed off meanwhile, or gives them back.
+func (d *Dispatcher) startDeferred() {
+	d.slotMu.Lock()
+	d.claiming = 0
+	deferred := d.deferred
+	d.deferred = nil
+	if d.deferLimit != nil {
+		d.deferLimit.Stop()
+		d.deferLimit = nil
+	}
+	var start, back []handedOff
+	for _, h := range deferred {
+		if d.takeWorkerLocked() {
+			start = append(start, h)
+		} else {
+			back = append(back, h)
+		}
+	}
+	d.slotMu.Unlock()
+	for _, h := range start {
+		d.start(h.job)
+	}
+	for _, h := range back {
+		h.giveBack(h.job)
+	}
 }
 
 // workerLinger is how long a worker goroutine waits for its next job before it exits.

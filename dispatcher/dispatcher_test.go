@@ -673,3 +673,57 @@ func workerGoroutines() int {
 	buf = buf[:runtime.Stack(buf, true)]
 	return strings.Count(string(buf), "dispatcher.(*Dispatcher).work(")
 }
+
+// A job handed off to the client (TakeHandOff) starts on a free worker, and is given back
+// when every worker is busy. One handed off during a claim waits for the claim, which may
+// take the free workers, but not for long: a claim stuck waiting (for a connection, say)
+// has it given back.
+func TestHandOffStartsOnAFreeWorkerOrIsGivenBack(t *testing.T) {
+	t.Parallel()
+	runs := make(chan int64, 10)
+	release := make(chan struct{})
+	h := newHarness(t, 1, time.Hour, func(j *dispatcher.Job) {
+		runs <- j.ID
+		if j.ID == 1_000_001 {
+			<-release
+		}
+	})
+	h.start()
+	recv(t, h.db.claimed, "the start-up claim")
+	givenBack := make(chan int64, 10)
+	giveBack := func(j *dispatcher.Job) { givenBack <- j.ID }
+
+	h.d.TakeHandOff(&dispatcher.Job{ID: 1_000_001, Queue: relay.DefaultQueue, Kind: "job"}, giveBack)
+	if got := recv(t, runs, "the job handed off to the idle dispatcher"); got != 1_000_001 {
+		t.Fatalf("job %d ran, want the one handed off", got)
+	}
+	h.d.TakeHandOff(&dispatcher.Job{ID: 1_000_002, Queue: relay.DefaultQueue, Kind: "job"}, giveBack)
+	if got := recv(t, givenBack, "the job handed off while the only worker is busy"); got != 1_000_002 {
+		t.Fatalf("job %d was given back, want 1000002", got)
+	}
+	close(release)
+
+	// A claim held in flight, after the database ran it, far longer than maxDefer.
+	held, resume := make(chan struct{}), make(chan struct{})
+	var resumeOnce sync.Once
+	resumeClaim := func() { resumeOnce.Do(func() { close(resume) }) }
+	t.Cleanup(resumeClaim) // before the harness stops: a failed test must not leave the claim held
+	hold := func() { close(held); <-resume }
+	h.db.hold.Store(&hold)
+	queued := h.enqueue(1)[0]
+	h.d.Wake()
+	recv(t, held, "the claim to be held")
+	h.d.TakeHandOff(&dispatcher.Job{ID: 1_000_003, Queue: relay.DefaultQueue, Kind: "job"}, giveBack)
+	if got := recv(t, givenBack, "the job handed off during a claim that does not return"); got != 1_000_003 {
+		t.Fatalf("job %d was given back, want 1000003", got)
+	}
+	resumeClaim()
+	if got := recv(t, runs, "the job the claim took"); got != queued {
+		t.Fatalf("job %d ran, want %d", got, queued)
+	}
+	select {
+	case id := <-runs:
+		t.Fatalf("job %d ran as well; the one given back must not", id)
+	case <-time.After(50 * time.Millisecond):
+	}
+}

@@ -32,4 +32,7 @@ type Job struct {
 	// enqueued for; "" and zero for a job enqueued otherwise.
 	Schedule string
 	Slot     time.Time
+	// HandedOff says that the job's producer leased it to this client (a hand-off) and
+	// that the client has yet to acknowledge it, which it does as the job starts.
+	HandedOff bool
 }

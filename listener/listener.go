@@ -45,6 +45,11 @@ type Config struct {
 	Others []string
 	// OnNotify receives every payload, on the listening goroutine: it must not block.
 	OnNotify func(payload string)
+	// Hold, if set, runs on each new connection once LISTEN is in place on every channel,
+	// before OnListen, to take what the connection holds for as long as it listens: a
+	// session-level advisory lock that tells others it does, say. An error is logged, and
+	// the connection listens without it (a lost connection shows when it is next read).
+	Hold func(ctx context.Context, conn *pgx.Conn) error
 	// OnListen runs each time LISTEN is in place on a new connection, on every channel.
 	OnListen func()
 	// Reconnect spaces reconnect attempts; zero means 50 ms doubling to 400 ms (±20 %).
@@ -174,6 +179,11 @@ func (h handler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn) er
 			// Not listening on every channel: as a lost connection, connect again.
 			conn.Close(ctx)
 			return fmt.Errorf("listen %q: %w", ch, err)
+		}
+	}
+	if l.cfg.Hold != nil {
+		if err := l.cfg.Hold(ctx, conn); err != nil && ctx.Err() == nil {
+			l.cfg.Logger.Warn("relay listener could not take what its connection holds while it listens; listening without it", "error", err)
 		}
 	}
 	l.failed = false

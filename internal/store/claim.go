@@ -102,41 +102,62 @@ func cursorParams(c dispatcher.Cursor) (int16, pgtype.Timestamptz, int64) {
 func scanClaimed(rows pgx.Rows, queue string) (dispatcher.Claimed, error) {
 	defer rows.Close()
 	var (
-		c                               dispatcher.Claimed
-		id, nextIn                      pgtype.Int8
-		kind, schedule                  pgtype.Text
-		args                            []byte
-		attempt, maxAttempts, timeoutMS pgtype.Int4
-		priority                        pgtype.Int2
-		checkpoint, payload, metadata   []byte
-		policy                          []byte
-		createdAt, runAt, attemptedAt   pgtype.Timestamptz
-		slot                            pgtype.Timestamptz
-		ordered, limited, paused        pgtype.Bool
+		c                        dispatcher.Claimed
+		r                        claimedRow
+		nextIn                   pgtype.Int8
+		ordered, limited, paused pgtype.Bool
 	)
+	targets := append(r.targets(), &nextIn, &ordered, &limited, &paused)
 	for rows.Next() {
-		if err := rows.Scan(&id, &kind, &args, &attempt, &maxAttempts, &createdAt, &runAt, &attemptedAt, &timeoutMS, &priority,
-			&checkpoint, &payload, &metadata, &policy, &schedule, &slot, &nextIn, &ordered, &limited, &paused); err != nil {
+		if err := rows.Scan(targets...); err != nil {
 			return dispatcher.Claimed{}, err
 		}
-		if !id.Valid { // the trailing row: when the next scheduled job is due, and the settings
+		if !r.id.Valid { // the trailing row: when the next scheduled job is due, and the settings
 			c.HasNext = nextIn.Valid
 			c.NextIn = time.Duration(nextIn.Int64) * time.Microsecond
 			c.Settings = dispatcher.QueueSettings{Ordered: ordered.Bool, Limited: limited.Bool, Paused: paused.Bool}
 			continue
 		}
-		c.Jobs = append(c.Jobs, &dispatcher.Job{
-			ID: id.Int64, Kind: kind.String, Queue: queue, Args: args,
-			Attempt: int(attempt.Int32), MaxAttempts: int(maxAttempts.Int32),
-			CreatedAt: createdAt.Time, RunAt: runAt.Time, AttemptedAt: attemptedAt.Time,
-			Timeout: time.Duration(timeoutMS.Int32) * time.Millisecond, HasTimeout: timeoutMS.Valid,
-			Priority: int(priority.Int16), Checkpoint: checkpoint, Payload: payload, Metadata: metadata,
-			Backoff: decodePolicy(policy), Schedule: schedule.String, Slot: slot.Time,
-		})
-		if last := (dispatcher.Cursor{Priority: int(priority.Int16), RunAt: runAt.Time, ID: id.Int64}); c.Last.Before(last) {
+		job := r.job(queue)
+		c.Jobs = append(c.Jobs, job)
+		if last := (dispatcher.Cursor{Priority: job.Priority, RunAt: job.RunAt, ID: job.ID}); c.Last.Before(last) {
 			c.Last = last
 		}
-		args, checkpoint, payload, metadata, policy = nil, nil, nil, nil, nil // Scan reuses a non-nil slice; each job keeps its own
 	}
 	return c, rows.Err()
+}
+
+// claimedRow holds the columns of a claimed job as a claim returns them (claimed in
+// queries.sql), for rows.Scan.
+type claimedRow struct {
+	id                              pgtype.Int8
+	kind, schedule                  pgtype.Text
+	args                            []byte
+	attempt, maxAttempts, timeoutMS pgtype.Int4
+	priority                        pgtype.Int2
+	checkpoint, payload, metadata   []byte
+	policy                          []byte
+	createdAt, runAt, attemptedAt   pgtype.Timestamptz
+	slot                            pgtype.Timestamptz
+}
+
+// targets are the scan destinations of the row's columns, in order.
+func (r *claimedRow) targets() []any {
+	return []any{&r.id, &r.kind, &r.args, &r.attempt, &r.maxAttempts, &r.createdAt, &r.runAt, &r.attemptedAt, &r.timeoutMS,
+		&r.priority, &r.checkpoint, &r.payload, &r.metadata, &r.policy, &r.schedule, &r.slot}
+}
+
+// job is the row's job, of queue. The job keeps the row's byte slices, which are cleared
+// for the next row: Scan reuses a non-nil slice.
+func (r *claimedRow) job(queue string) *dispatcher.Job {
+	job := &dispatcher.Job{
+		ID: r.id.Int64, Kind: r.kind.String, Queue: queue, Args: r.args,
+		Attempt: int(r.attempt.Int32), MaxAttempts: int(r.maxAttempts.Int32),
+		CreatedAt: r.createdAt.Time, RunAt: r.runAt.Time, AttemptedAt: r.attemptedAt.Time,
+		Timeout: time.Duration(r.timeoutMS.Int32) * time.Millisecond, HasTimeout: r.timeoutMS.Valid,
+		Priority: int(r.priority.Int16), Checkpoint: r.checkpoint, Payload: r.payload, Metadata: r.metadata,
+		Backoff: decodePolicy(r.policy), Schedule: r.schedule.String, Slot: r.slot.Time,
+	}
+	r.args, r.checkpoint, r.payload, r.metadata, r.policy = nil, nil, nil, nil, nil
+	return job
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,6 +34,9 @@ type Client struct {
 	// (one that does holds GroupsWaitLock instead, whatever its dispatchers do).
 	perQueue bool
 	strays   straysPasses
+	// deaf: the client's listener hears no notifications, so it refuses hand-offs
+	// (see RefuseHandOffs).
+	deaf atomic.Bool
 }
 
 // ClientDB is what a client's claims, renewals and rescues run on: a pool, since a claim

@@ -17,6 +17,14 @@ func (s *Store) RenewLeasesStatement(client ClientInfo, held []lease.Held, ttl t
 	return s.q.renewLeases.sql, s.q.renewLeases.args(renewParamsOf(client, held, ttl))
 }
 
+func (s *Store) AckHandOffsStatement(client string, held []lease.Held, ttl time.Duration) (string, []any) {
+	p := ackParams{Client: client, TTL: ttl, IDs: make([]int64, len(held)), Attempts: make([]int32, len(held))}
+	for i, h := range held {
+		p.IDs[i], p.Attempts[i] = h.ID, int32(h.Attempt)
+	}
+	return s.q.ackHandOffs.sql, s.q.ackHandOffs.args(p)
+}
+
 // ByIndexStatements are the statements sent between planByIndex and restorePlan.
 func (s *Store) ByIndexStatements() []string {
 	var sqls []string

@@ -21,7 +21,9 @@ func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration
 	// holds millions.
 	b := &pgx.Batch{}
 	c.s.q.genericPlan.queue(b, struct{}{})
-	c.s.q.renewLeases.queue(b, renewParamsOf(c.info, held, ttl))
+	p := renewParamsOf(c.info, held, ttl)
+	p.HandsOff = p.HandsOff && !c.deaf.Load()
+	c.s.q.renewLeases.queue(b, p)
 	res := lease.Renewal{Held: make(map[int64]bool, len(held)), Renewed: make(map[int64]bool, len(held))}
 	var (
 		id      pgtype.Int8
@@ -56,12 +58,17 @@ type renewParams struct {
 	Queues    []string      `db:"queues"`
 	Kinds     []string      `db:"kinds"`
 	Schedules []string      `db:"schedules"`
+	// HandsOff: the client runs hand-offs (migration 016); KindAttempts are the default
+	// max attempts of its kinds, aligned with Kinds, which a job handed off to it takes.
+	HandsOff     bool    `db:"hands_off"`
+	KindAttempts []int32 `db:"kind_attempts"`
 }
 
 func renewParamsOf(client ClientInfo, held []lease.Held, ttl time.Duration) renewParams {
 	p := renewParams{
 		Client: client.ID, IDs: make([]int64, len(held)), Attempts: make([]int32, len(held)), TTL: ttl,
 		Queues: client.Queues, Kinds: client.Kinds, Schedules: client.Schedules,
+		HandsOff: !client.PollOnly, KindAttempts: client.Attempts,
 	}
 	for i, h := range held {
 		p.IDs[i], p.Attempts[i] = h.ID, int32(h.Attempt)

@@ -52,6 +52,7 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 	}
 	outcomeSQL, outcomeArgs := s.WriteOutcomesStatement(client, outcomes)
 	renewSQL, renewArgs := s.RenewLeasesStatement(info, held, time.Minute)
+	ackSQL, ackArgs := s.AckHandOffsStatement(client, held, time.Minute)
 
 	for _, st := range []struct {
 		name   string
@@ -63,6 +64,7 @@ func TestBatchStatementsReachJobsByPrimaryKey(t *testing.T) {
 		{"renewLeases", s.GenericPlanStatement(), renewSQL, renewArgs},
 		{"writeOutcomes alone", "", outcomeSQL, outcomeArgs},
 		{"renewLeases alone", "", renewSQL, renewArgs},
+		{"ackHandOffs", "", ackSQL, ackArgs},
 	} {
 		for _, mode := range planModes {
 			t.Run(st.name+"/"+mode, func(t *testing.T) {

@@ -34,6 +34,11 @@ type queries struct {
 	renewLocked        statement[renewLockedParams]
 	stopClient         statement[clientParams]
 	rescue             statement[rescueParams]
+	ackHandOffs        statement[ackParams]
+	holdListening      statement[clientParams]
+	releaseHandOff     statement[heldParams]
+	refuseHandOffs     statement[clientParams]
+	handedOff          statement[handedOffParams]
 	cancel             statement[jobParams]
 	retry              statement[jobParams]
 	commitJobs         statement[idsParams]
@@ -69,7 +74,8 @@ func buildQueries(names *strings.Replacer) queries {
 		{"planWithoutJIT", &q.planWithoutJIT}, {"restoreJIT", &q.restoreJIT},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"genericPlan", &q.genericPlan}, {"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
-		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"cancel", &q.cancel}, {"retry", &q.retry},
+		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"ackHandOffs", &q.ackHandOffs}, {"holdListening", &q.holdListening}, {"releaseHandOff", &q.releaseHandOff}, {"handedOff", &q.handedOff},
+		{"refuseHandOffs", &q.refuseHandOffs}, {"cancel", &q.cancel}, {"retry", &q.retry},
 		{"completeTx", &q.completeTx}, {"checkpoint", &q.checkpoint}, {"setOutput", &q.setOutput},
 		{"endedBy", &q.endedBy}, {"setQueue", &q.setQueue}, {"pauseQueue", &q.pauseQueue},
 		{"getQueue", &q.getQueue}, {"pendingQueues", &q.pendingQueues}, {"unhandled", &q.unhandled},

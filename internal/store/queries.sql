@@ -109,11 +109,13 @@ CASE WHEN bool_and(order_key IS NULL) AND queue NOT IN (SELECT name FROM {schema
      THEN array_agg(DISTINCT kind) END
 
 -- name: wakeJob
--- wake() for the one job of an insert (a row of the CTE "job"), with wake_needless
--- written into the statement, where the planner inlines it: while every dispatcher of the
--- queue is busy, the enqueue then pays two tries of a lock instead of a PL/pgSQL call.
+-- The wakeup of the one job of an insert (a row of the CTE "job", or of RETURNING), with
+-- wake_needless written into the statement, where the planner inlines it: while every
+-- dispatcher of the queue is busy, the enqueue then pays two tries of a lock instead of a
+-- PL/pgSQL call. Otherwise hand_off hands the job off to a waiting client (migration 016)
+-- or sends the wakeup wake() sends.
 CASE WHEN {schema}.wake_needless({channel}, queue) THEN false
-     ELSE {schema}.wake({channel}, queue, run_at, priority, ARRAY[kind], 1) END
+     ELSE {schema}.hand_off({channel}, id, queue, run_at, priority, kind) END
 
 -- name: announceHeld
 -- Tells every client's expirer, in a 'r:<µs since the epoch>' control message, the
@@ -497,11 +499,13 @@ WITH async AS (
     SELECT heartbeat_at + lease_ttl <= now() OR stopped_at IS NOT NULL AS lapsed
     FROM {schema}.clients WHERE id = @client
 ), heartbeat AS (
-    INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds, schedules)
-    VALUES (@client, @ttl::interval, @queues::text[], @kinds::text[], coalesce(@schedules::text[], '{}'))
+    INSERT INTO {schema}.clients AS c (id, lease_ttl, queues, kinds, schedules, hands_off, kind_attempts)
+    VALUES (@client, @ttl::interval, @queues::text[], @kinds::text[], coalesce(@schedules::text[], '{}'), @hands_off,
+            @kind_attempts::integer[])
     ON CONFLICT (id) DO UPDATE SET
         heartbeat_at = now(), stopped_at = NULL,
         lease_ttl = EXCLUDED.lease_ttl, queues = EXCLUDED.queues, kinds = EXCLUDED.kinds, schedules = EXCLUDED.schedules,
+        hands_off = EXCLUDED.hands_off, kind_attempts = EXCLUDED.kind_attempts,
         -- a client restarted under the same id starts a new life
         started_at = CASE WHEN c.stopped_at IS NULL THEN c.started_at ELSE now() END
     RETURNING 1
@@ -542,6 +546,48 @@ UPDATE {schema}.jobs SET lease_expires_at = now() + @ttl::interval
 WHERE id = @id AND state = 'running' AND attempted_by = @client AND attempt = @attempt
 RETURNING id;
 
+-- name: refuseHandOffs
+-- Client @client is handed off no more jobs (migration 016): its listener does not hear.
+UPDATE {schema}.clients SET hands_off = false WHERE id = @client;
+
+-- name: ackHandOffs
+-- Acknowledges the hand-offs to client @client (migration 016) of jobs @ids as attempts
+-- @attempts: the client has heard them and starts them, and each gets a lease, as a claim
+-- gives. A job that is no longer the client's hand-off (given back, rescued, cancelled) is
+-- left as it is. As in writeOutcomes, the only condition on the jobs table alone is
+-- "id = ANY", so that the plan reaches the jobs by their key.
+WITH held AS MATERIALIZED (
+    SELECT *, 'running'::text AS held_state, @client::text AS held_by, NULL::timestamptz AS no_lease
+    FROM unnest(@ids::bigint[], @attempts::integer[]) AS h(id, attempt)
+)
+UPDATE {schema}.jobs j SET lease_expires_at = now() + @ttl::interval
+FROM held h
+WHERE j.id = ANY (@ids::bigint[])
+  AND j.id = h.id AND j.attempt = h.attempt AND j.state = h.held_state AND j.attempted_by = h.held_by
+  AND j.lease_expires_at IS NOT DISTINCT FROM h.no_lease;
+
+-- name: releaseHandOff
+-- Gives back job @id, handed off to client @client (migration 016) as attempt @attempt,
+-- which the client cannot start (every worker busy, or stopping): pending again, its
+-- attempt uncounted, and its queue woken as by an enqueue, not handed off again (a client
+-- whose workers are all busy would be handed it back). Its lease may have been set already:
+-- by the look for hand-offs not heard. No row: the job is no longer the client's (rescued,
+-- cancelled, deleted).
+UPDATE {schema}.jobs j
+SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL, lease_expires_at = NULL
+WHERE j.id = @id AND j.attempt = @attempt AND j.attempted_by = @client AND j.state = 'running'
+RETURNING {schema}.wake({channel}, j.queue, j.run_at, j.priority, ARRAY[j.kind], 1);
+
+-- name: handedOff
+-- Takes the jobs handed off to client @client (migration 016) that it has not
+-- acknowledged: those whose wakeup it may not have heard, its listener being away when they
+-- committed. Each is acknowledged (given a lease of @ttl) and returned as a claim returns
+-- it.
+UPDATE {schema}.jobs SET lease_expires_at = now() + @ttl::interval
+WHERE state = 'running' AND lease_expires_at IS NULL AND attempted_by = @client
+RETURNING id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
+          metadata, backoff, schedule, schedule_slot, queue;
+
 -- name: stopClient
 -- Marks client @client stopped, and forgets its dispatchers: enqueues no longer wake it.
 WITH forgotten AS (
@@ -554,6 +600,11 @@ UPDATE {schema}.clients SET stopped_at = now(), heartbeat_at = now() WHERE id = 
 -- start (every dispatcher of a starting client waits for work), or the one of @queue that
 -- has retired (@queue NULL: all). A live client's queue with no row counts as waiting.
 DELETE FROM {schema}.dispatchers WHERE client_id = @client AND (@queue::text IS NULL OR queue = @queue);
+
+-- name: holdListening
+-- Takes client @client's listening lock (migration 016) on the connection its listener
+-- LISTENs on: producers hand the client jobs only while it is held.
+SELECT pg_advisory_lock_shared(k[1], k[2]) FROM {schema}.listening_lock({channel}, @client) k;
 
 -- name: probe
 -- Sends @payload on the schema's channel: the listener's check that notifications reach it.
@@ -622,12 +673,31 @@ WHERE locktype = 'virtualxid' AND virtualxid = ANY (@vxids::text[]);
 -- slots, and wakes their queues. Each rescued job comes with what its client's events and
 -- logs say of the lost attempt: kind, queue, attempt, its state now, when it started and
 -- when it was due.
-WITH lost AS (
+--
+-- It also retries jobs handed off (migration 016) to a client that is no longer alive
+-- before it renewed their lease (lease_expires_at NULL): its heartbeat out of date, or its
+-- client lock free. One that stopped cleanly never started them (it stops once every job
+-- it started has ended), so their attempt is given back; a client that died may have.
+WITH expired AS (
     SELECT id, run_at FROM {schema}.jobs
     WHERE state = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
+), orphaned AS (
+    SELECT j.id, j.run_at FROM {schema}.jobs j
+    WHERE j.state = 'running' AND j.lease_expires_at IS NULL
+      AND NOT EXISTS (
+          SELECT FROM {schema}.clients c
+          WHERE c.id = j.attempted_by AND c.stopped_at IS NULL AND c.heartbeat_at + c.lease_ttl > now()
+            AND {schema}.client_alive({channel}, c.id))
+    LIMIT @limit
+    FOR UPDATE OF j SKIP LOCKED
+), lost AS (
+    SELECT id, run_at, false AS stopped FROM expired
+    UNION ALL
+    SELECT o.id, o.run_at, coalesce(c.stopped_at IS NOT NULL, false)
+    FROM orphaned o JOIN {schema}.jobs j ON j.id = o.id LEFT JOIN {schema}.clients c ON c.id = j.attempted_by
 ), rescued AS (
     UPDATE {schema}.jobs j
     SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END,
@@ -637,14 +707,23 @@ WITH lost AS (
         attempts = j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, now(), j.attempted_by,
             CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END, 'lost lease',
-            format('the lease of client %s expired at %s', j.attempted_by, j.lease_expires_at), NULL),
+            format(CASE WHEN j.lease_expires_at IS NULL THEN 'client %s died before it renewed the lease of the job handed to it'
+                        ELSE 'the lease of client %s expired at %s' END, j.attempted_by, j.lease_expires_at), NULL),
         blocking = j.attempt >= j.max_attempts AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM lost
-    WHERE j.id = lost.id
+    WHERE j.id = lost.id AND NOT lost.stopped
     RETURNING j.id, j.queue, j.state, j.run_at, j.priority, j.order_key, j.kind, j.attempt, j.attempted_at, lost.run_at AS due_at
+), given_back AS (
+    UPDATE {schema}.jobs j
+    SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL
+    FROM lost
+    WHERE j.id = lost.id AND lost.stopped
+    RETURNING j.queue, j.state, j.run_at, j.priority, j.order_key, j.kind
 ), notified AS (
     SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), {wokenKinds}, count(*))
-    FROM rescued
+    FROM (SELECT queue, state, run_at, priority, order_key, kind FROM rescued
+          UNION ALL
+          SELECT queue, state, run_at, priority, order_key, kind FROM given_back) ended
     WHERE {wakes}
     GROUP BY queue
 )

@@ -1,0 +1,210 @@
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/relayq/relay/backoff"
+	"github.com/relayq/relay/dispatcher"
+)
+
+// Hand-offs (migrations/016_hand_offs.sql): a job enqueued while this client waits for work
+// may be leased to it by the producer's own statement, and its wakeup then carries the job.
+// The client starts it at once, without a claim, or gives it back.
+
+// handOffs are the hand-offs the client has taken or given back, so that each is taken
+// once: its wakeup and the look for hand-offs not heard (after the listener reconnects)
+// may both find it.
+type handOffs struct {
+	mu   sync.Mutex
+	seen map[handOffKey]time.Time // when each was first seen
+	// pending are the acknowledgements, give-backs and looks under way, which Stop waits
+	// for before it closes the connections.
+	pending sync.WaitGroup
+
+	// acks are the hand-offs heard and not yet acknowledged; acking says a statement is
+	// acknowledging others. Those heard meanwhile go in its next statement, one for all.
+	acks   []*dispatcher.Job
+	acking bool
+}
+
+type handOffKey struct {
+	id      int64
+	attempt int
+}
+
+// handOffMemory is how long a hand-off is remembered: far longer than a look for
+// hand-offs takes, after which the job is no longer a hand-off (its lease renewed, or
+// given back).
+const handOffMemory = time.Minute
+
+// first reports whether job's hand-off is seen for the first time, and remembers it.
+func (h *handOffs) first(job *dispatcher.Job, now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := handOffKey{job.ID, job.Attempt}
+	if _, ok := h.seen[k]; ok {
+		return false
+	}
+	if h.seen == nil {
+		h.seen = map[handOffKey]time.Time{}
+	}
+	if len(h.seen) >= 1024 {
+		for k, at := range h.seen {
+			if now.Sub(at) > handOffMemory {
+				delete(h.seen, k)
+			}
+		}
+	}
+	h.seen[k] = now
+	return true
+}
+
+// forget forgets job's hand-off: a look for hand-offs takes it again.
+func (h *handOffs) forget(job *dispatcher.Job) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.seen, handOffKey{job.ID, job.Attempt})
+}
+
+// onHandOff starts a job handed off to the client, or gives it back if no worker of its
+// queue is free (see dispatcher.TakeHandOff). It runs on the listener's goroutine and never
+// blocks for long.
+func (c *Client) onHandOff(job *dispatcher.Job) {
+	if !c.handOffs.first(job, time.Now()) {
+		return
+	}
+	giveBack := func(job *dispatcher.Job) { c.handOffs.pending.Go(func() { c.giveBack(job) }) }
+	if !c.queues.with(job.Queue, func(d *dispatcher.Dispatcher) { d.TakeHandOff(job, giveBack) }) {
+		giveBack(job) // a queue it no longer serves
+	}
+}
+
+// ackHandOff acknowledges a hand-off the client heard, as its job starts: at once if no
+// acknowledgement is under way, else in the next, with every other started meanwhile. One
+// that fails is left to the client's next renewal, which gives the job its lease; until
+// then producers hand the client no other job.
+//
+// Only a job that starts is acknowledged, and never while one of the client's outcome
+// batches is being written: an acknowledgement that came upon a job just made pending
+// again (given back, or retried by its outcome) would wait for that statement and then keep
+// the row locked until it ended, though it changed nothing, and a claim woken for the job
+// in that moment would skip it (SKIP LOCKED) and wait for the next wakeup.
+func (c *Client) ackHandOff(job *dispatcher.Job) {
+	h := &c.handOffs
+	h.mu.Lock()
+	h.acks = append(h.acks, job)
+	if h.acking {
+		h.mu.Unlock()
+		return
+	}
+	h.acking = true
+	h.mu.Unlock()
+	h.pending.Go(func() {
+		for {
+			h.mu.Lock()
+			jobs := h.acks
+			h.acks = nil
+			h.acking = len(jobs) > 0
+			h.mu.Unlock()
+			if len(jobs) == 0 {
+				return
+			}
+			var err error
+			c.writer.Serialize(func() {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), giveBackFor)
+				defer cancel()
+				err = c.jobs.AckHandOffs(ctx, jobs, c.cfg.LeaseTTL)
+			})
+			if err != nil {
+				c.cfg.Logger.Debug("relay: could not acknowledge jobs handed off to this client; its next lease renewal does",
+					"jobs", len(jobs), "error", err)
+			}
+		}
+	})
+}
+
+// giveBackFor bounds how long the client tries to give back one hand-off: past it, it
+// forgets the job, which a later look for hand-offs (once the listener is back) takes
+// again, and Stop does not wait longer than this for give-backs.
+const giveBackFor = 10 * time.Second
+
+// giveBack makes a hand-off the client cannot start pending again, retrying for up to
+// giveBackFor, Stop or not: a job handed off to a stopping client is given back before
+// Stop returns. One it could not give back stays the client's, as if never heard.
+func (c *Client) giveBack(job *dispatcher.Job) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), giveBackFor)
+	defer cancel()
+	retry := backoff.Outage().Series()
+	began := time.Now()
+	for {
+		_, err := c.jobs.ReleaseHandOff(ctx, job)
+		if err == nil {
+			c.cfg.Logger.Debug("relay: gave back a job handed off to this client, which could not start it at once",
+				slog.Group("job", "id", job.ID, "kind", job.Kind, "queue", job.Queue, "attempt", job.Attempt), "took", time.Since(began))
+			return
+		}
+		if ctx.Err() != nil || retry.Wait(ctx, nil) != nil {
+			c.cfg.Logger.Warn("relay: could not give back a job handed off to this client; it is taken again once the listener reconnects, or rescued once the client stops",
+				slog.Group("job", "id", job.ID, "kind", job.Kind, "queue", job.Queue, "attempt", job.Attempt), "error", err)
+			c.handOffs.forget(job)
+			return
+		}
+	}
+}
+
+// takeHandOffsNotHeard takes the jobs handed off to the client whose wakeups it may have
+// missed, its listener being away when they committed, and starts them as if heard. It
+// runs once the listener LISTENs again, after which any hand-off committed is heard, and
+// once the listener is found deaf, after which none is made.
+func (c *Client) takeHandOffsNotHeard() {
+	if c.jobs == nil {
+		return // the listener starts before the client's statements are ready
+	}
+	c.handOffs.pending.Go(func() {
+		retry := backoff.Outage().Series()
+		for {
+			ctx, cancel := context.WithTimeout(c.work, 30*time.Second)
+			jobs, err := c.jobs.HandedOff(ctx, c.cfg.LeaseTTL)
+			cancel()
+			if err == nil {
+				for _, job := range jobs {
+					c.onHandOff(job)
+				}
+				return
+			}
+			if c.work.Err() != nil {
+				return // stopping: the rescuers give back a stopped client's hand-offs
+			}
+			c.cfg.Logger.Warn("relay: could not take the jobs handed off to this client; retrying", "error", err)
+			if retry.Wait(c.work, nil) != nil {
+				return
+			}
+		}
+	})
+}
+
+// refuseHandOffs makes producers hand the client no more jobs, its listener being deaf
+// (see listenerDeaf), then takes those they handed it before: claims, at its polls, find
+// its jobs instead.
+func (c *Client) refuseHandOffs() {
+	c.handOffs.pending.Go(func() {
+		ctx, cancel := context.WithTimeout(c.work, 5*time.Second)
+		defer cancel()
+		if err := c.jobs.RefuseHandOffs(ctx); err != nil {
+			c.cfg.Logger.Warn("relay: could not refuse hand-offs to this deaf client; its next heartbeat does", "error", err)
+			return
+		}
+		// Once every producer that may have seen the client take hand-offs has ended,
+		// none is made any more.
+		waitCtx, cancel := context.WithTimeout(c.work, time.Minute)
+		defer cancel()
+		if err := c.jobs.AwaitProducers(waitCtx, "", nil); err != nil {
+			c.cfg.Logger.Warn("relay: could not wait for the producers that may have handed jobs to this deaf client; they run once it stops", "error", err)
+			return
+		}
+		c.takeHandOffsNotHeard()
+	})
+}

@@ -1,0 +1,371 @@
+package relay_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayq/relay"
+	"github.com/relayq/relay/relaytest"
+)
+
+// Hand-offs (migration 016): a job enqueued alone while a client waits is leased to that
+// client by the enqueue itself, and its wakeup carries the job. These tests tell a job
+// handed off from one claimed by when it was leased: before its transaction committed, or
+// after.
+
+// enqueueBeforeCommit enqueues one job in a transaction of its own at iso, reads the
+// database's clock just before committing, and returns the job's id and that time.
+func enqueueBeforeCommit[T any](b *bundle, iso pgx.TxIsoLevel, kind relay.Kind[T], args T, opts ...relay.EnqueueOption) (int64, time.Time) {
+	b.t.Helper()
+	var before time.Time
+	id, _ := enqueueIn(b, iso, func(tx pgx.Tx) {
+		if err := tx.QueryRow(context.Background(), "SELECT clock_timestamp()").Scan(&before); err != nil {
+			b.t.Fatal(err)
+		}
+	}, kind, args, opts...)
+	return id, before
+}
+
+// handedOff reports whether job id's first attempt was leased before its transaction
+// committed (before: the clock read just before the commit): a hand-off.
+func (b *bundle) handedOff(id int64, before time.Time) bool {
+	b.t.Helper()
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	started := rec.AttemptedAt
+	if len(rec.Attempts) > 1 {
+		started = rec.Attempts[0].StartedAt
+	}
+	return !started.After(before)
+}
+
+// A job enqueued while the client waits is handed off to it, and runs as a claimed job
+// would: its attempt, its kind's default max attempts, its args and metadata. Jobs that
+// must not be handed off are claimed: one at REPEATABLE READ, one due later, one of an
+// ordered or a paused queue, one too large for a notification, and a transaction's second.
+func TestJobEnqueuedWhileTheClientWaitsIsHandedOff(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	kind := relay.NewKind[map[string]string]("handed")
+	type ran struct {
+		id                int64
+		attempt, attempts int
+		args              map[string]string
+		metadata          map[string]string
+	}
+	runs := make(chan ran, 10)
+	c := b.client(relay.Config{ID: "waits", PollInterval: time.Hour,
+		Queues: queues(4, relay.DefaultQueue, "ordered", "paused")})
+	handle(t, c, kind, func(_ context.Context, job *relay.Job[map[string]string]) error {
+		runs <- ran{job.ID, job.Attempt, job.MaxAttempts, job.Args, job.Metadata}
+		return nil
+	}, relay.MaxAttempts(7))
+	b.setQueue("ordered", relay.QueueSettings{Ordered: true})
+	b.start(c)
+	b.awaitAlive("waits")
+
+	args := map[string]string{"to": "ada@example.com"}
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, kind, args, relay.Metadata(map[string]string{"request": "r1"}))
+	r := recv(t, runs, "the job handed off")
+	if r.id != id || r.attempt != 1 || r.attempts != 7 || r.args["to"] != "ada@example.com" || r.metadata["request"] != "r1" {
+		t.Errorf("the handler saw %+v; want job %d, attempt 1 of 7, its args and metadata", r, id)
+	}
+	if !b.handedOff(id, before) {
+		t.Fatal("a job enqueued while the client waited was claimed after its commit, not handed off")
+	}
+	if rec := b.record(id); len(rec.Attempts) != 1 || rec.Attempts[0].Client != "waits" {
+		t.Errorf("history %s; want one attempt, by the client it was handed to", historyString(rec.Attempts))
+	}
+
+	b.pauseQueue("paused")
+	for _, c := range []struct {
+		name string
+		iso  pgx.TxIsoLevel
+		opts []relay.EnqueueOption
+		then func()
+	}{
+		{name: "at REPEATABLE READ", iso: pgx.RepeatableRead},
+		{name: "due in half a second", iso: pgx.ReadCommitted, opts: []relay.EnqueueOption{relay.RunAt(time.Now().Add(500 * time.Millisecond))}},
+		{name: "of an ordered queue", iso: pgx.ReadCommitted, opts: []relay.EnqueueOption{relay.Queue("ordered")}},
+		{name: "of a paused queue", iso: pgx.ReadCommitted, opts: []relay.EnqueueOption{relay.Queue("paused")},
+			then: func() { b.resumeQueue("paused") }},
+		{name: "too large for a notification", iso: pgx.ReadCommitted},
+	} {
+		args := map[string]string{"n": c.name}
+		if strings.HasPrefix(c.name, "too large") {
+			args["pad"] = strings.Repeat("x", 7000)
+		}
+		id, before := enqueueBeforeCommit(b, c.iso, kind, args, c.opts...)
+		if c.then != nil {
+			c.then()
+		}
+		recv(t, runs, "the job "+c.name)
+		if b.handedOff(id, before) {
+			t.Errorf("a job %s was handed off; want it claimed", c.name)
+		}
+	}
+
+	// A transaction that enqueues two jobs hands off the first only.
+	ctx := context.Background()
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var ids [2]int64
+	for i := range ids {
+		if ids[i], err = relay.Enqueue(ctx, tx, kind, map[string]string{}, relay.Schema(b.Schema)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, runs, "the first job of the transaction")
+	recv(t, runs, "the second job of the transaction")
+	if !b.handedOff(ids[0], before) || b.handedOff(ids[1], before) {
+		t.Errorf("of a transaction's two jobs, handed off: %v and %v; want the first only", b.handedOff(ids[0], before), b.handedOff(ids[1], before))
+	}
+}
+
+// A job handed off to a client whose workers are all busy is given back, uncounted, and
+// runs once a worker frees; a job handed off in a transaction that commits long after its
+// enqueue (longer than the lease) is not rescued meanwhile, and runs once.
+func TestHandedOffJobsRunOnceWhenTheClientIsFullOrTheProducerSlow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	hold := b.gate()
+	runs := make(chan int64, 10)
+	blocker := relay.NewKind[numArgs]("blocker")
+	c := b.client(withShortLeases(relay.Config{ID: "one", PollInterval: time.Hour, Queues: queues(1, relay.DefaultQueue)}))
+	handle(t, c, blocker, func(_ context.Context, job *relay.Job[numArgs]) error {
+		runs <- job.ID
+		hold.wait()
+		return nil
+	})
+	handle(t, c, testKind, reportIDs(runs))
+	slowKind, slowDone := relay.NewKind[numArgs]("slow-producer"), b.gate()
+	handle(t, c, slowKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		runs <- job.ID
+		slowDone.wait()
+		return nil
+	})
+	// Another client that could rescue, and takes nothing else: it handles no kind enqueued.
+	other := b.client(withShortLeases(relay.Config{ID: "other", PollInterval: time.Hour}))
+	handle(t, other, relay.NewKind[numArgs]("other"), reportIDs(make(chan int64, 1)))
+	b.start(c)
+	b.start(other)
+	b.awaitAlive("one", "other")
+
+	first, before := enqueueBeforeCommit(b, pgx.ReadCommitted, blocker, numArgs{N: 1})
+	if got := recv(t, runs, "the blocking job"); got != first {
+		t.Fatalf("job %d ran; want %d", got, first)
+	}
+	o := b.observeWakeups("one")
+	var second int64
+	// Its hand-off, then maybe already the wakeup its give-back sends.
+	if got := o.after(func() { second = enqueue(b, testKind, numArgs{N: 2}) }); len(got) == 0 || got[0] != (heard{"one", "h:"}) {
+		t.Fatalf("the job for the busy client was heard as %v; want its hand-off first", got)
+	}
+	relaytest.WaitFor(t, waitTimeout, "the busy client to give the job back", func() bool {
+		rec := b.record(second)
+		return rec.State == relay.StatePending && rec.Attempt == 0 && rec.AttemptedBy == ""
+	})
+	noMore(t, runs, "a job while the only worker is busy")
+	hold.open()
+	if got := recv(t, runs, "the job given back"); got != second {
+		t.Fatalf("job %d ran; want %d", got, second)
+	}
+	for _, id := range []int64{first, second} {
+		if rec := b.waitRecord(id, relay.StateSucceeded); rec.Attempt != 1 || len(rec.Attempts) != 1 {
+			t.Errorf("job %d: attempt %d, history %s; want one attempt", id, rec.Attempt, historyString(rec.Attempts))
+		}
+	}
+	if !b.handedOff(first, before) {
+		t.Error("the blocking job was claimed, not handed off")
+	}
+
+	// The producer commits three leases' time after its enqueue.
+	ctx := context.Background()
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	slow, err := relay.Enqueue(ctx, tx, slowKind, numArgs{N: 3}, relay.Schema(b.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * shortTTL) // the slow producer: its own work, not a wait for relay
+	if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, runs, "the slow producer's job"); got != slow {
+		t.Fatalf("job %d ran; want %d", got, slow)
+	}
+	// While it runs, its client renews twice, and the other client's rescuer (every 200
+	// ms) looks for expired leases meanwhile.
+	heartbeat := func() (at time.Time) {
+		if err := b.QueryRow(ctx, "SELECT heartbeat_at FROM "+b.table("clients")+" WHERE id = 'one'").Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	for range 2 {
+		last := heartbeat()
+		relaytest.WaitFor(t, waitTimeout, "the client to renew its leases", func() bool { return heartbeat().After(last) })
+	}
+	slowDone.open()
+	rec := b.waitRecord(slow, relay.StateSucceeded)
+	if len(rec.Attempts) != 1 || rec.Attempt != 1 || !b.handedOff(slow, before) {
+		t.Errorf("the slow producer's job: attempt %d, history %s, handed off %v; want one attempt, handed off",
+			rec.Attempt, historyString(rec.Attempts), b.handedOff(slow, before))
+	}
+	noMore(t, runs, "the slow producer's job again")
+}
+
+// Jobs handed off to a client that is no longer alive, before it renewed their lease, are
+// retried by the rescuers: uncounted if the client stopped cleanly (it started none of
+// them), as a lost attempt if it died. The rows are written as a producer's hand-off
+// leaves them.
+func TestHandOffsOfAClientNoLongerAliveAreRescued(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	runs := make(chan int64, 10)
+	c := b.client(withShortLeases(relay.Config{PollInterval: time.Hour}))
+	handle(t, c, testKind, reportIDs(runs))
+	b.start(c)
+	ctx := context.Background()
+	handedTo := func(client string, stopped bool) int64 {
+		t.Helper()
+		if _, err := b.Exec(ctx, "INSERT INTO "+b.table("clients")+` (id, lease_ttl, queues, kinds, hands_off, stopped_at)
+			VALUES ($1, '1 h', $2, $3, true, CASE WHEN $4 THEN now() END)`,
+			client, []string{relay.DefaultQueue}, []string{testKind.Name()}, stopped); err != nil {
+			t.Fatal(err)
+		}
+		var id int64
+		if err := b.QueryRow(ctx, "INSERT INTO "+b.table("jobs")+` (kind, queue, args, state, attempt, max_attempts, attempted_at, attempted_by)
+			VALUES ($1, $2, '{}', 'running', 1, 3, clock_timestamp(), $3) RETURNING id`,
+			testKind.Name(), relay.DefaultQueue, client).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	gone, dead := handedTo("stopped", true), handedTo("died", false) // "died" holds no client lock
+	got := map[int64]bool{}
+	for range 2 {
+		got[relaytest.Receive(t, runs, waitTimeout, "a rescued hand-off")] = true
+	}
+	if !got[gone] || !got[dead] {
+		t.Fatalf("ran %v; want jobs %d and %d", got, gone, dead)
+	}
+	if rec := b.waitRecord(gone, relay.StateSucceeded); rec.Attempt != 1 || len(rec.Attempts) != 1 {
+		t.Errorf("the stopped client's hand-off: attempt %d, history %s; want attempt 1 only, the first uncounted",
+			rec.Attempt, historyString(rec.Attempts))
+	}
+	rec := b.waitRecord(dead, relay.StateSucceeded)
+	if rec.Attempt != 2 || len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease || rec.Attempts[0].Client != "died" {
+		t.Errorf("the dead client's hand-off: attempt %d, history %s; want attempt 1 lost by the dead client, then 2",
+			rec.Attempt, historyString(rec.Attempts))
+	}
+}
+
+// A client that does not hear its hand-offs (its listener away, or the client cut off by
+// the network while its session lives on) is handed one job, not every job enqueued
+// meanwhile: until it acknowledges that one, producers hand jobs to clients that do, or
+// wake the queue. The stranded job runs once the client is found dead. The client that
+// does not hear is a session holding its locks (its client lock, and its listener's
+// listening lock), as a cut-off client's sessions do.
+func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	cutOff, err := pgx.Connect(ctx, b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cutOff.Close(ctx)
+	if _, err := cutOff.Exec(ctx, "INSERT INTO "+b.table("clients")+` (id, lease_ttl, queues, kinds, hands_off)
+		VALUES ('cut-off', '1 h', $1, $2, true)`, []string{relay.DefaultQueue}, []string{testKind.Name()}); err != nil {
+		t.Fatal(err)
+	}
+	b.holdWaitLock(cutOff, relay.DefaultQueue)
+	for _, lock := range []string{"pg_advisory_lock(k[1], k[2]) FROM " + b.table("client_lock"),
+		"pg_advisory_lock_shared(k[1], k[2]) FROM " + b.table("listening_lock")} {
+		if _, err := cutOff.Exec(ctx, "SELECT "+lock+"($1, 'cut-off') k", "relay:"+b.Schema); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stranded := enqueue(b, testKind, numArgs{N: 0})
+	if rec := b.record(stranded); rec.State != relay.StateRunning || rec.AttemptedBy != "cut-off" {
+		t.Fatalf("the first job is %s, attempted by %q; want it handed off to the only waiting client", rec.State, rec.AttemptedBy)
+	}
+
+	runs := make(chan int64, 20)
+	c := b.client(withShortLeases(relay.Config{ID: "hears", PollInterval: time.Hour}))
+	handle(t, c, testKind, reportIDs(runs))
+	b.start(c)
+	b.awaitAlive("hears")
+	// Both clients wait, in random order: without the rule, about half of these would be
+	// handed to the one that does not hear.
+	for i := 1; i <= 12; i++ {
+		id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: i})
+		if got := recv(t, runs, "a job while the other client does not hear"); got != id {
+			t.Fatalf("job %d ran; want %d", got, id)
+		}
+		if rec := b.waitRecord(id, relay.StateSucceeded); len(rec.Attempts) != 1 || rec.Attempts[0].Client != "hears" {
+			t.Fatalf("job %d: history %s; want one attempt, by the client that hears", id, historyString(rec.Attempts))
+		}
+		if i == 1 && !b.handedOff(id, before) {
+			t.Error("a job enqueued while the client that hears waited was not handed off to it")
+		}
+	}
+	noMore(t, runs, "the job stranded with the client that does not hear, while it lives")
+
+	cutOff.Close(ctx) // it dies: its client lock is free
+	if got := recv(t, runs, "the stranded job, rescued"); got != stranded {
+		t.Fatalf("job %d ran; want %d", got, stranded)
+	}
+	rec := b.waitRecord(stranded, relay.StateSucceeded)
+	if rec.Attempt != 2 || len(rec.Attempts) != 2 || rec.Attempts[0].Client != "cut-off" || rec.Attempts[0].Reason != relay.ReasonLostLease {
+		t.Errorf("the stranded job: attempt %d, history %s; want attempt 1 lost by the client cut off, then 2",
+			rec.Attempt, historyString(rec.Attempts))
+	}
+}
+
+// A client that hears a hand-off acknowledges it as the job starts: the job has a lease at
+// once, not at the client's next renewal.
+func TestAHandOffIsAcknowledgedAsItsJobStarts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	hold := b.gate()
+	runs := make(chan int64, 1)
+	c := b.client(relay.Config{ID: "acks", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute})
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		runs <- job.ID
+		hold.wait()
+		return nil
+	})
+	b.start(c)
+	b.awaitAlive("acks")
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	recv(t, runs, "the job handed off")
+	relaytest.WaitFor(t, waitTimeout, "the hand-off's acknowledgement to give the job a lease", func() bool {
+		var leased bool
+		err := b.QueryRow(context.Background(), "SELECT lease_expires_at IS NOT NULL FROM "+b.table("jobs")+" WHERE id = $1", id).Scan(&leased)
+		return err == nil && leased
+	})
+	hold.open()
+	if !b.handedOff(id, before) {
+		t.Error("the job was claimed, not handed off")
+	}
+}
