@@ -272,10 +272,16 @@ func TestHandOffsOfAClientNoLongerAliveAreRescued(t *testing.T) {
 		t.Errorf("the stopped client's hand-off: attempt %d, history %s; want attempt 1 only, the first uncounted",
 			rec.Attempt, historyString(rec.Attempts))
 	}
-	rec := b.waitRecord(dead, relay.StateSucceeded)
-	if rec.Attempt != 2 || len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease || rec.Attempts[0].Client != "died" {
-		t.Errorf("the dead client's hand-off: attempt %d, history %s; want attempt 1 lost by the dead client, then 2",
-			rec.Attempt, historyString(rec.Attempts))
+	b.wantLostThenRun(dead, "died", "the dead client's hand-off")
+}
+
+// wantLostThenRun waits for job id to succeed, and checks that it did at its second
+// attempt, its first lost by client (its lease, or its hand-off, rescued).
+func (b *bundle) wantLostThenRun(id int64, client, what string) {
+	b.t.Helper()
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	if rec.Attempt != 2 || len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease || rec.Attempts[0].Client != client {
+		b.t.Errorf("%s: attempt %d, history %s; want attempt 1 lost by client %s, then 2", what, rec.Attempt, historyString(rec.Attempts), client)
 	}
 }
 
@@ -335,11 +341,7 @@ func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
 	if got := recv(t, runs, "the stranded job, rescued"); got != stranded {
 		t.Fatalf("job %d ran; want %d", got, stranded)
 	}
-	rec := b.waitRecord(stranded, relay.StateSucceeded)
-	if rec.Attempt != 2 || len(rec.Attempts) != 2 || rec.Attempts[0].Client != "cut-off" || rec.Attempts[0].Reason != relay.ReasonLostLease {
-		t.Errorf("the stranded job: attempt %d, history %s; want attempt 1 lost by the client cut off, then 2",
-			rec.Attempt, historyString(rec.Attempts))
-	}
+	b.wantLostThenRun(stranded, "cut-off", "the stranded job")
 }
 
 // A client that hears a hand-off acknowledges it as the job starts: the job has a lease at
