@@ -36,7 +36,7 @@ type handOffKey struct {
 }
 
 // handOffMemory is how long a hand-off is remembered: far longer than a look for
-// hand-offs takes, after which the job is no longer a hand-off (its lease renewed, or
+// hand-offs takes, after which the job is no longer a hand-off (acknowledged, or
 // given back).
 const handOffMemory = time.Minute
 

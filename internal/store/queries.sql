@@ -675,7 +675,7 @@ WHERE locktype = 'virtualxid' AND virtualxid = ANY (@vxids::text[]);
 -- when it was due.
 --
 -- It also retries jobs handed off (migration 016) to a client that is no longer alive
--- before it renewed their lease (lease_expires_at NULL): its heartbeat out of date, or its
+-- before it acknowledged them (lease_expires_at NULL): its heartbeat out of date, or its
 -- client lock free. One that stopped cleanly never started them (it stops once every job
 -- it started has ended), so their attempt is given back; a client that died may have.
 WITH expired AS (
@@ -707,7 +707,7 @@ WITH expired AS (
         attempts = j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, now(), j.attempted_by,
             CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END, 'lost lease',
-            format(CASE WHEN j.lease_expires_at IS NULL THEN 'client %s died before it renewed the lease of the job handed to it'
+            format(CASE WHEN j.lease_expires_at IS NULL THEN 'client %s died before it acknowledged the job handed to it'
                         ELSE 'the lease of client %s expired at %s' END, j.attempted_by, j.lease_expires_at), NULL),
         blocking = j.attempt >= j.max_attempts AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM lost
