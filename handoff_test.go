@@ -321,6 +321,12 @@ func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
 	handle(t, c, testKind, reportIDs(runs))
 	b.start(c)
 	b.awaitAlive("hears")
+	relaytest.WaitFor(t, waitTimeout, "the client that hears to take hand-offs, its listener holding its listening lock", func() bool {
+		var takes bool
+		err := b.QueryRow(ctx, "SELECT hands_off AND "+b.table("client_listening")+"($1, id) FROM "+b.table("clients")+" WHERE id = 'hears'",
+			"relay:"+b.Schema).Scan(&takes)
+		return err == nil && takes
+	})
 	// Both clients wait, in random order: without the rule, about half of these would be
 	// handed to the one that does not hear.
 	for i := 1; i <= 12; i++ {
