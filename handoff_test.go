@@ -321,14 +321,9 @@ func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
 	handle(t, c, testKind, reportIDs(runs))
 	b.start(c)
 	b.awaitAlive("hears")
-	relaytest.WaitFor(t, waitTimeout, "the client that hears to take hand-offs, its listener holding its listening lock", func() bool {
-		var takes bool
-		err := b.QueryRow(ctx, "SELECT hands_off AND "+b.table("client_listening")+"($1, id) FROM "+b.table("clients")+" WHERE id = 'hears'",
-			"relay:"+b.Schema).Scan(&takes)
-		return err == nil && takes
-	})
 	// Both clients wait, in random order: without the rule, about half of these would be
 	// handed to the one that does not hear.
+	handed := 0
 	for i := 1; i <= 12; i++ {
 		id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: i})
 		if got := recv(t, runs, "a job while the other client does not hear"); got != id {
@@ -337,9 +332,14 @@ func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
 		if rec := b.waitRecord(id, relay.StateSucceeded); len(rec.Attempts) != 1 || rec.Attempts[0].Client != "hears" {
 			t.Fatalf("job %d: history %s; want one attempt, by the client that hears", id, historyString(rec.Attempts))
 		}
-		if i == 1 && !b.handedOff(id, before) {
-			t.Error("a job enqueued while the client that hears waited was not handed off to it")
+		if b.handedOff(id, before) {
+			handed++
 		}
+	}
+	// The first may come before the new client takes hand-offs (its listener holds its
+	// listening lock, its wait-lock connection its client lock); not all of them.
+	if handed == 0 {
+		t.Error("no job enqueued while the client that hears waited was handed off to it")
 	}
 	noMore(t, runs, "the job stranded with the client that does not hear, while it lives")
 
