@@ -214,7 +214,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	jobs := c.store.Client(c.conns, store.ClientInfo{
 		ID: cfg.ID, Lease: cfg.LeaseTTL, Kinds: kinds, Attempts: attempts,
 		Queues:    slices.Sorted(maps.Keys(cfg.Queues)), // names and groups, as unhandled_jobs reads them
-		Schedules: schedules, PollOnly: cfg.PollOnly,
+		Schedules: schedules, PollOnly: cfg.PollOnly, SharedSlots: cfg.MaxWorkers > 0,
 	})
 	c.jobs = jobs
 	c.lapsed = make(chan struct{}, 1)

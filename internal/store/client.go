@@ -19,6 +19,11 @@ type ClientInfo struct {
 	// PollOnly: the client hears no wakeups and claims every poll interval instead, so
 	// its dispatchers never wait for one (see [Client.Register]).
 	PollOnly bool
+	// SharedSlots: the client's running jobs are limited client-wide (relay's
+	// Config.MaxWorkers), and its claims share those slots fairly between its queues. It is
+	// handed no job (migration 016): one that came while every slot was taken would be given
+	// back, and the queue's claim that followed would lose its turn to a busier queue.
+	SharedSlots bool
 }
 
 // Client is one client's access to the jobs table: it claims for the client's dispatchers

@@ -68,7 +68,7 @@ func renewParamsOf(client ClientInfo, held []lease.Held, ttl time.Duration) rene
 	p := renewParams{
 		Client: client.ID, IDs: make([]int64, len(held)), Attempts: make([]int32, len(held)), TTL: ttl,
 		Queues: client.Queues, Kinds: client.Kinds, Schedules: client.Schedules,
-		HandsOff: !client.PollOnly, KindAttempts: client.Attempts,
+		HandsOff: !client.PollOnly && !client.SharedSlots, KindAttempts: client.Attempts,
 	}
 	for i, h := range held {
 		p.IDs[i], p.Attempts[i] = h.ID, int32(h.Attempt)
