@@ -305,12 +305,8 @@ func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.holdWaitLock(cutOff, relay.DefaultQueue)
-	for _, lock := range []string{"pg_advisory_lock(k[1], k[2]) FROM " + b.table("client_lock"),
-		"pg_advisory_lock_shared(k[1], k[2]) FROM " + b.table("listening_lock")} {
-		if _, err := cutOff.Exec(ctx, "SELECT "+lock+"($1, 'cut-off') k", "relay:"+b.Schema); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b.holdLock(cutOff, "client_lock", "cut-off", false)
+	b.holdLock(cutOff, "listening_lock", "cut-off", true)
 	stranded := enqueue(b, testKind, numArgs{N: 0})
 	if rec := b.record(stranded); rec.State != relay.StateRunning || rec.AttemptedBy != "cut-off" {
 		t.Fatalf("the first job is %s, attempted by %q; want it handed off to the only waiting client", rec.State, rec.AttemptedBy)

@@ -100,10 +100,7 @@ func TestJobEnqueuedWhileListenerIsDownRunsAfterReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lingering.Close(context.Background())
-	lock := "FROM " + pgx.Identifier{b.Schema, "listening_lock"}.Sanitize() + "($1, $2) k"
-	if _, err := lingering.Exec(context.Background(), "SELECT pg_advisory_lock_shared(k[1], k[2]) "+lock, "relay:"+b.Schema, c.ID()); err != nil {
-		t.Fatal(err)
-	}
+	b.holdLock(lingering, "listening_lock", c.ID(), true)
 	handed := enqueue(b, testKind, numArgs{N: 2})
 	if j := b.stored(handed); j.State != "running" || j.AttemptedBy != c.ID() {
 		t.Fatalf("job is %s under %q while a lingering session held the listening lock, want handed off to %q", j.State, j.AttemptedBy, c.ID())

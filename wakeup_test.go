@@ -40,14 +40,26 @@ func (b *bundle) wakes(db relay.DB, queue string, kinds ...string) bool {
 // whose dispatcher of it may wait does (migration 012), and returns its release.
 func (b *bundle) holdWaitLock(conn *pgx.Conn, queue string) (release func()) {
 	b.t.Helper()
+	return b.holdLock(conn, "wait_lock", queue, true)
+}
+
+// holdLock takes, on conn and for the session, the advisory lock whose key the schema's
+// function keyOf (wait_lock, client_lock, listening_lock) gives for arg, shared or not, as
+// a client's connection holds it, and returns its release.
+func (b *bundle) holdLock(conn *pgx.Conn, keyOf, arg string, shared bool) (release func()) {
+	b.t.Helper()
 	ctx := context.Background()
-	lock := "FROM " + pgx.Identifier{b.Schema, "wait_lock"}.Sanitize() + "($1, $2) k"
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock_shared(k[1], k[2]) "+lock, "relay:"+b.Schema, queue); err != nil {
+	mode := ""
+	if shared {
+		mode = "_shared"
+	}
+	from := " FROM " + pgx.Identifier{b.Schema, keyOf}.Sanitize() + "($1, $2) k"
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock"+mode+"(k[1], k[2])"+from, "relay:"+b.Schema, arg); err != nil {
 		b.t.Fatal(err)
 	}
 	return func() {
 		b.t.Helper()
-		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock_shared(k[1], k[2]) "+lock, "relay:"+b.Schema, queue); err != nil {
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock"+mode+"(k[1], k[2])"+from, "relay:"+b.Schema, arg); err != nil {
 			b.t.Fatal(err)
 		}
 	}
