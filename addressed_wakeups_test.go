@@ -118,7 +118,7 @@ func TestWakeupIsAddressedToOneWaitingClientAndABackup(t *testing.T) {
 		[]string{relay.DefaultQueue}, []string{kind.Name()}); err != nil {
 		t.Fatal(err)
 	}
-	b.awaitAlive("a", "b", "c")
+	b.awaitTakingHandOffs(relay.DefaultQueue, "a", "b", "c")
 	o := b.observeWakeups("a", "b", "c", "ghost")
 	// addressed checks that got is jobs wakeups (w:) and then a backup's (b:), each for
 	// another live client.

@@ -42,6 +42,23 @@ func (b *bundle) handedOff(id int64, before time.Time) bool {
 	return !started.After(before)
 }
 
+// awaitTakingHandOffs waits until clients ids would be handed a job of queue: each takes
+// hand-offs, holds its client and listening locks, and no dispatcher of queue on it works
+// through a backlog. A dispatcher still making its first claim counts as waiting too, and
+// gives back a hand-off it cannot take within its deferral bound: a test that wants the
+// first job handed off runs one job before it.
+func (b *bundle) awaitTakingHandOffs(queue string, ids ...string) {
+	b.t.Helper()
+	relaytest.WaitFor(b.t, waitTimeout, "the clients to take hand-offs", func() bool {
+		var takes bool
+		err := b.QueryRow(context.Background(), "SELECT count(*) = cardinality($3::text[]) FROM "+b.table("clients")+` c
+			WHERE c.id = ANY ($3) AND c.hands_off AND `+b.table("client_alive")+"($1, c.id) AND "+b.table("client_listening")+`($1, c.id)
+			  AND NOT EXISTS (SELECT FROM `+b.table("dispatchers")+` d WHERE d.client_id = c.id AND d.queue = $2 AND NOT d.waiting)`,
+			"relay:"+b.Schema, queue, ids).Scan(&takes)
+		return err == nil && takes
+	})
+}
+
 // A job enqueued while the client waits is handed off to it, and runs as a claimed job
 // would: its attempt, its kind's default max attempts, its args and metadata. Jobs that
 // must not be handed off are claimed: one at REPEATABLE READ, one due later, one of an
@@ -65,7 +82,9 @@ func TestJobEnqueuedWhileTheClientWaitsIsHandedOff(t *testing.T) {
 	}, relay.MaxAttempts(7))
 	b.setQueue("ordered", relay.QueueSettings{Ordered: true})
 	b.start(c)
-	b.awaitAlive("waits")
+	b.awaitTakingHandOffs(relay.DefaultQueue, "waits")
+	b.waitRecord(enqueue(b, kind, map[string]string{}), relay.StateSucceeded) // past its first claim
+	recv(t, runs, "the first job")
 
 	args := map[string]string{"to": "ada@example.com"}
 	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, kind, args, relay.Metadata(map[string]string{"request": "r1"}))
@@ -161,7 +180,10 @@ func TestHandedOffJobsRunOnceWhenTheClientIsFullOrTheProducerSlow(t *testing.T) 
 	handle(t, other, relay.NewKind[numArgs]("other"), reportIDs(make(chan int64, 1)))
 	b.start(c)
 	b.start(other)
-	b.awaitAlive("one", "other")
+	b.awaitAlive("other")
+	b.awaitTakingHandOffs(relay.DefaultQueue, "one")
+	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
+	recv(t, runs, "the first job")
 
 	first, before := enqueueBeforeCommit(b, pgx.ReadCommitted, blocker, numArgs{N: 1})
 	if got := recv(t, runs, "the blocking job"); got != first {
@@ -316,7 +338,7 @@ func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
 	c := b.client(withShortLeases(relay.Config{ID: "hears", PollInterval: time.Hour}))
 	handle(t, c, testKind, reportIDs(runs))
 	b.start(c)
-	b.awaitAlive("hears")
+	b.awaitTakingHandOffs(relay.DefaultQueue, "hears")
 	// Both clients wait, in random order: without the rule, about half of these would be
 	// handed to the one that does not hear.
 	handed := 0
@@ -332,8 +354,8 @@ func TestAClientThatDoesNotHearIsHandedOneJob(t *testing.T) {
 			handed++
 		}
 	}
-	// The first may come before the new client takes hand-offs (its listener holds its
-	// listening lock, its wait-lock connection its client lock); not all of them.
+	// One enqueued before the client that hears has acknowledged its last hand-off (beside
+	// the handler, not before it) is claimed; not all of them.
 	if handed == 0 {
 		t.Error("no job enqueued while the client that hears waited was handed off to it")
 	}
@@ -355,12 +377,16 @@ func TestAHandOffIsAcknowledgedAsItsJobStarts(t *testing.T) {
 	runs := make(chan int64, 1)
 	c := b.client(relay.Config{ID: "acks", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute})
 	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		if job.Args.N == 0 {
+			return nil
+		}
 		runs <- job.ID
 		hold.wait()
 		return nil
 	})
 	b.start(c)
-	b.awaitAlive("acks")
+	b.awaitTakingHandOffs(relay.DefaultQueue, "acks")
+	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
 	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
 	recv(t, runs, "the job handed off")
 	relaytest.WaitFor(t, waitTimeout, "the hand-off's acknowledgement to give the job a lease", func() bool {
