@@ -219,13 +219,13 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.jobs = jobs
 	c.lapsed = make(chan struct{}, 1)
 	c.unlockedWake = make(chan struct{}, 1)
-	c.keeper = lease.NewKeeper(lease.KeeperConfig{
-		Renewer: observedRenewer{jobs, c.recovery}, TTL: cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger,
-		Lapsed: c.signalLapse,
-	})
-	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
 	c.writer = outcome.New(cfg.ID, c.store, c.conns, cfg.Logger, c.released)
 	c.writer.Observe(c.recovery.observe)
+	c.keeper = lease.NewKeeper(lease.KeeperConfig{
+		Renewer: observedRenewer{jobs, c.recovery, c.writer, min(cfg.LeaseTTL/4, maxRenewalWait)},
+		TTL:     cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger, Lapsed: c.signalLapse,
+	})
+	c.keeperSvc = lifecycle.Go(background, c.keeper.Run)
 	c.writerSvc = lifecycle.Go(background, c.writer.Run)
 	rescue := func(ctx context.Context, limit int) (lease.Rescued, error) {
 		r, err := jobs.Rescue(ctx, limit)

@@ -213,7 +213,9 @@ func TestHandedOffJobsRunOnceWhenTheClientIsFullOrTheProducerSlow(t *testing.T) 
 		t.Error("the blocking job was claimed, not handed off")
 	}
 
-	// The producer commits three leases' time after its enqueue.
+	// The producer commits three leases' time after its enqueue, once the client waits
+	// again (the job given back made its only dispatcher busy).
+	b.awaitTakingHandOffs(relay.DefaultQueue, "one")
 	ctx := context.Background()
 	tx, err := b.Begin(ctx)
 	if err != nil {

@@ -334,3 +334,62 @@ func TestClientStatusShowsTheKindsOfAClientRestartedUnderTheSameID(t *testing.T)
 		t.Errorf("unhandled_jobs lists kind new-kind (job %d) although a live client handles it on its queue", pending)
 	}
 }
+
+// A lease renewal waits for the client's outcome batch in flight, so that it never locks a
+// job the batch makes pending (a claim woken for it would skip it), but not for longer
+// than a quarter of the lease, at most a second: a batch held up by a locked row does not
+// stop the heartbeat.
+func TestRenewalWaitsForAnOutcomeBatchButNotForLong(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	release := b.gate()
+	started := make(chan int64, 1)
+	c := b.client(relay.Config{ID: "renews", LeaseTTL: 4 * time.Second, LeaseRenewal: 50 * time.Millisecond,
+		Queues: queues(1, relay.DefaultQueue)})
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		release.wait()
+		return nil
+	})
+	b.start(c)
+	id := enqueue(b, testKind, numArgs{})
+	recv(t, started, "the job")
+	locker, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Rollback(ctx)
+	if _, err := locker.Exec(ctx, "SELECT FROM "+b.table("jobs")+" WHERE id = $1 FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+	release.open()
+	relaytest.WaitFor(t, waitTimeout, "the outcome batch to wait for the locked row", func() bool {
+		var waiting bool
+		err := b.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%jobs%'`, b.Schema).Scan(&waiting)
+		return err == nil && waiting
+	})
+
+	// Renewals every 50 ms would beat three times in 150 ms; each waits a second instead.
+	heartbeat := func() (at time.Time) {
+		if err := b.QueryRow(ctx, "SELECT heartbeat_at FROM "+b.table("clients")+" WHERE id = 'renews'").Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	began, last, beats := time.Now(), heartbeat(), 0
+	relaytest.WaitFor(t, waitTimeout, "three heartbeats while the batch waits", func() bool {
+		if at := heartbeat(); at.After(last) {
+			last, beats = at, beats+1
+		}
+		return beats == 3
+	})
+	if took := time.Since(began); took < 1500*time.Millisecond {
+		t.Errorf("three heartbeats came within %v while an outcome batch was in flight; want each renewal to wait for it up to a second", took)
+	}
+	if err := locker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.waitRecord(id, relay.StateSucceeded)
+}

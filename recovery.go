@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/relayq/relay/dispatcher"
+	"github.com/relayq/relay/internal/outcome"
 	"github.com/relayq/relay/lease"
 )
 
@@ -110,14 +111,23 @@ func (o observedClaimer) Claim(ctx context.Context, r dispatcher.ClaimRequest) (
 	return c, err
 }
 
-// observedRenewer is a Renewer whose renewals tell recovery how they went.
+// maxRenewalWait bounds how long a renewal waits for an outcome batch in flight (see
+// observedRenewer): longer, and a slow batch would put every lease at risk.
+const maxRenewalWait = time.Second
+
+// observedRenewer is a Renewer whose renewals tell recovery how they went, and which do not
+// overlap the client's outcome batches unless one holds them up for longer than wait (see
+// [outcome.Writer.SerializeWithin]): a retry written beside a renewal could be left locked
+// by it, and skipped by the claim its wakeup sends.
 type observedRenewer struct {
 	lease.Renewer
-	rec *recovery
+	rec    *recovery
+	writer *outcome.Writer
+	wait   time.Duration
 }
 
-func (o observedRenewer) Renew(ctx context.Context, held []lease.Held, ttl time.Duration) (lease.Renewal, error) {
-	r, err := o.Renewer.Renew(ctx, held, ttl)
+func (o observedRenewer) Renew(ctx context.Context, held []lease.Held, ttl time.Duration) (r lease.Renewal, err error) {
+	o.writer.SerializeWithin(o.wait, func() { r, err = o.Renewer.Renew(ctx, held, ttl) })
 	o.rec.observe(err)
 	return r, err
 }

@@ -29,8 +29,9 @@ type Writer struct {
 	// recovered ends the wait before retrying a failed write (see Recover).
 	recovered backoff.Signal
 
-	// order is held from a batch's write until its written callback returns: see Serialize.
-	order   sync.Mutex
+	// order is held (full) from a batch's write until its written callback returns: see
+	// Serialize. A channel, so that SerializeWithin can give up waiting for it.
+	order   chan struct{}
 	mu      sync.Mutex
 	pending []store.Outcome
 	writing int // outcomes taken by the statement in flight
@@ -44,7 +45,7 @@ type Writer struct {
 // the table, and its lease must be kept.
 func New(client string, s *store.Store, db store.BatchDB, logger *slog.Logger, written func(batch []store.Outcome, skipped store.Skipped)) *Writer {
 	return &Writer{client: client, written: written, store: s, db: db, logger: logger,
-		signal: make(chan struct{}, 1), recovered: backoff.NewSignal()}
+		signal: make(chan struct{}, 1), order: make(chan struct{}, 1), recovered: backoff.NewSignal()}
 }
 
 // Observe makes the writer tell fn how each write went: nil when it worked. Call it
@@ -59,8 +60,26 @@ func (w *Writer) Recover() { w.recovered.Send() }
 // returned, and keeps batches from reporting until fn returns: a caller that writes an
 // outcome itself reports it in order with the batches committed before it.
 func (w *Writer) Serialize(fn func()) {
-	w.order.Lock()
-	defer w.order.Unlock()
+	w.order <- struct{}{}
+	defer func() { <-w.order }()
+	fn()
+}
+
+// SerializeWithin runs fn as [Writer.Serialize] does, unless a batch holds the writer for
+// longer than wait: then it runs fn beside that batch. It is for writes that must not wait
+// on a slow outcome statement for long, such as the renewal of the leases of every running
+// job, yet should not overlap a batch. A statement that locks the rows of running jobs
+// while a batch makes one of them pending again can lock the new, pending version (the
+// recheck after a concurrent update locks the row before it finds it no longer matches),
+// and the claim woken for that job would skip it.
+func (w *Writer) SerializeWithin(wait time.Duration, fn func()) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case w.order <- struct{}{}:
+		defer func() { <-w.order }()
+	case <-t.C:
+	}
 	fn()
 }
 
@@ -151,13 +170,13 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 	w.mu.Unlock()
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
-		w.order.Lock()
+		w.order <- struct{}{}
 		skipped, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n])
 		if w.observe != nil {
 			w.observe(err)
 		}
 		if err != nil {
-			w.order.Unlock()
+			<-w.order
 			w.logger.Warn("relay: writing job outcomes failed; will retry", "outcomes", len(batch), "error", err)
 			w.mu.Lock()
 			w.pending = append(batch, w.pending...)
@@ -171,7 +190,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 		if w.written != nil {
 			w.written(batch[:n], skipped)
 		}
-		w.order.Unlock()
+		<-w.order
 		batch = batch[n:]
 	}
 	return false

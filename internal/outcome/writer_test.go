@@ -329,3 +329,68 @@ func failingWriter(t *testing.T, db *relaytest.DB, s *store.Store, failed chan<-
 	rename("jobs", "jobs_away")
 	return w, func() { rename("jobs_away", "jobs") }
 }
+
+// SerializeWithin waits for a batch in flight, here held up by a transaction that locks its
+// job's row, and runs after the batch has reported; a shorter wait gives up and runs beside
+// the batch.
+func TestSerializeWithinWaitsForABatchInFlightUpToItsBound(t *testing.T) {
+	t.Parallel()
+	db, s, jobs := claimed(t, 1)
+	ctx := context.Background()
+	reported := make(chan struct{})
+	w := outcome.New(writerClient, s, db, quiet, func([]store.Outcome, store.Skipped) { close(reported) })
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+
+	locker, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Rollback(ctx)
+	if _, err := locker.Exec(ctx, "SELECT FROM "+pgx.Identifier{db.Schema, "jobs"}.Sanitize()+" WHERE id = $1 FOR UPDATE", jobs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	w.Add(outcomeFor(0, jobs[0], time.Now()))
+	relaytest.WaitFor(t, waitTimeout, "the batch to wait for the locked row", func() bool {
+		var waiting bool
+		err := db.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%jobs%'`, db.Schema).Scan(&waiting)
+		return err == nil && waiting
+	})
+
+	long := make(chan bool, 1) // whether the batch had reported when fn ran
+	go w.SerializeWithin(time.Hour, func() {
+		select {
+		case <-reported:
+			long <- true
+		default:
+			long <- false
+		}
+	})
+	short := make(chan struct{})
+	go w.SerializeWithin(10*time.Millisecond, func() { close(short) })
+	select {
+	case <-short:
+	case <-time.After(waitTimeout):
+		t.Fatal("a SerializeWithin of 10 ms still waited for the batch")
+	}
+	select {
+	case <-long:
+		t.Fatal("a SerializeWithin of an hour ran while the batch was in flight")
+	default:
+	}
+
+	if err := locker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case after := <-long:
+		if !after {
+			t.Error("a SerializeWithin of an hour ran before the batch had reported")
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("a SerializeWithin of an hour never ran after the batch")
+	}
+}

@@ -582,10 +582,15 @@ RETURNING {schema}.wake({channel}, j.queue, j.run_at, j.priority, ARRAY[j.kind],
 -- Takes the jobs handed off to client @client (migration 016) that it has not
 -- acknowledged: those whose wakeup it may not have heard, its listener being away when they
 -- committed. Each is acknowledged (given a lease of @ttl) and returned as a claim returns
--- it.
-UPDATE {schema}.jobs SET lease_expires_at = now() + @ttl::interval
-WHERE state = 'running' AND lease_expires_at IS NULL AND attempted_by = @client
-RETURNING id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
+-- it. A row locked by another write (a give-back, a cancel) is skipped, not waited for:
+-- after the wait, the recheck would lock the row's new version, a pending job, and the
+-- claim its give-back wakes would skip it.
+UPDATE {schema}.jobs j SET lease_expires_at = now() + @ttl::interval
+FROM (SELECT id FROM {schema}.jobs
+      WHERE state = 'running' AND lease_expires_at IS NULL AND attempted_by = @client
+      FOR UPDATE SKIP LOCKED) handed
+WHERE j.id = handed.id
+RETURNING j.id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
           metadata, backoff, schedule, schedule_slot, queue;
 
 -- name: stopClient
