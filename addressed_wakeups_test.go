@@ -372,3 +372,63 @@ func TestClientLockIsTakenOnceAnotherSessionLetsGo(t *testing.T) {
 	}
 	b.awaitAlive("taken")
 }
+
+// A wakeup is addressed only to clients that hear it (migration 017): alive, and with their
+// listener's connection holding its listening lock. A client whose listener is away (here,
+// a session that holds its client and wait locks and no listening lock) would otherwise be
+// addressed, or be the backup, in two of every three wakeups of this test; once it holds
+// its listening lock, it is addressed again.
+func TestWakeupIsNotAddressedToAClientWhoseListenerIsAway(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	ran := make(chan int64, 10)
+	for _, id := range []string{"a", "b"} {
+		c := b.client(relay.Config{ID: id})
+		handle(t, c, testKind, reportIDs(ran))
+		b.start(c)
+	}
+	away, err := pgx.Connect(ctx, b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer away.Close(ctx)
+	if _, err := away.Exec(ctx, "INSERT INTO "+b.table("clients")+` (id, lease_ttl, queues, kinds)
+		VALUES ('away', '1 h', $1, $2)`, []string{relay.DefaultQueue}, []string{testKind.Name()}); err != nil {
+		t.Fatal(err)
+	}
+	b.holdWaitLock(away, relay.DefaultQueue)
+	b.holdLock(away, "client_lock", "away", false)
+	b.awaitTakingHandOffs(relay.DefaultQueue, "a", "b")
+	o := b.observeWakeups("a", "b", "away")
+
+	// One job of a batch: a wakeup (w:) and its backup (b:), never a hand-off.
+	wake := func(n int) []heard {
+		t.Helper()
+		got := o.after(func() { b.enqueueMany([]relay.JobSpec{testKind.Job(numArgs{N: n})}) })
+		recv(t, ran, "the job")
+		return got
+	}
+	for i := range 12 {
+		got := wake(i)
+		if len(got) != 2 || got[0].payload != "w:" || got[1].payload != "b:" {
+			t.Fatalf("a batch of one job was heard as %v; want a wakeup and its backup", got)
+		}
+		for _, h := range got {
+			if h.channel != "a" && h.channel != "b" {
+				t.Fatalf("a batch of one job was heard as %v; want it addressed to a and b only", got)
+			}
+		}
+	}
+
+	b.holdLock(away, "listening_lock", "away", true)
+	addressed := false
+	for i := 0; i < 40 && !addressed; i++ {
+		for _, h := range wake(100 + i) {
+			addressed = addressed || h.channel == "away"
+		}
+	}
+	if !addressed {
+		t.Error("in 40 wakeups, none was addressed to the client once it held its listening lock")
+	}
+}
