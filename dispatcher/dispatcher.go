@@ -122,6 +122,9 @@ type Dispatcher struct {
 	// deferLimit, if the claim takes longer than maxDefer.
 	deferred   []handedOff
 	deferLimit *time.Timer
+	// deferClaim counts the claims that had jobs deferred: a deferLimit that fires after its
+	// claim has returned (Stop came too late) must not give back the jobs of the next.
+	deferClaim uint64
 	// retry and retryWait end the pause after a failed claim and after a failed
 	// Config.Wait (see Retry).
 	retry, retryWait backoff.Signal
@@ -554,7 +557,9 @@ func (d *Dispatcher) TakeHandOff(job *Job, giveBack func(*Job)) {
 	case d.claiming > 0 && d.Running()+len(d.deferred) < d.cfg.Workers:
 		d.deferred = append(d.deferred, handedOff{job, giveBack})
 		if len(d.deferred) == 1 {
-			d.deferLimit = time.AfterFunc(maxDefer, d.giveBackDeferred)
+			d.deferClaim++
+			claim := d.deferClaim
+			d.deferLimit = time.AfterFunc(maxDefer, func() { d.giveBackDeferred(claim) })
 		}
 		d.slotMu.Unlock()
 		return
@@ -596,9 +601,14 @@ func (d *Dispatcher) takeWorkerLocked() bool {
 const maxDefer = 100 * time.Millisecond
 
 // giveBackDeferred gives back the jobs handed off while a claim under way has taken longer
-// than maxDefer.
-func (d *Dispatcher) giveBackDeferred() {
+// than maxDefer, if that claim (the claim-th that had jobs deferred) has not returned.
+func (d *Dispatcher) giveBackDeferred(claim uint64) {
 	d.slotMu.Lock()
+	if claim != d.deferClaim || d.deferLimit == nil {
+		d.slotMu.Unlock()
+		return
+	}
+	d.deferLimit = nil
 	deferred := d.deferred
 	d.deferred = nil
 	d.slotMu.Unlock()
