@@ -64,7 +64,9 @@ type Config struct {
 	// place, Probe is called (on a goroutine of its own) with a payload made of
 	// ProbePrefix and a random token, and must send it on Channel through another
 	// connection. If it has not arrived ProbeTimeout later, OnDeaf is called. A Probe that
-	// fails (the database is away) gives no verdict.
+	// fails (the database is away, the pool has no connection to spare) is called again,
+	// ProbeTimeout later, for as long as the connection lasts: a listener that went
+	// unprobed could be deaf without anyone knowing.
 	Probe func(ctx context.Context, payload string) error
 	// ProbePrefix starts every probe's payload; required with Probe. Payloads that start
 	// with it are probes — this listener's or those of others on the channel — and never
@@ -223,17 +225,30 @@ func (l *Listener) probe(ctx context.Context, conn int64) {
 		delete(l.pending, payload)
 		l.mu.Unlock()
 	}()
-	sendCtx, cancel := context.WithTimeout(ctx, l.cfg.ProbeTimeout)
-	err := l.cfg.Probe(sendCtx, payload)
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil {
-			l.cfg.Logger.Debug("relay listener could not send its probe", "error", err)
-		}
-		return
-	}
 	t := time.NewTimer(l.cfg.ProbeTimeout)
 	defer t.Stop()
+	for {
+		sendCtx, cancel := context.WithTimeout(ctx, l.cfg.ProbeTimeout)
+		err := l.cfg.Probe(sendCtx, payload)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		l.cfg.Logger.Debug("relay listener could not send its probe; trying again", "error", err)
+		t.Reset(l.cfg.ProbeTimeout)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if l.conns.Load() != conn {
+			return // the next connection has a probe of its own
+		}
+	}
+	t.Reset(l.cfg.ProbeTimeout)
 	select {
 	case <-arrived:
 	case <-ctx.Done():

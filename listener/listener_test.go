@@ -295,9 +295,18 @@ func TestListenerRejectsIncompleteConfig(t *testing.T) {
 // behind a pooler in transaction mode is), reporting each probe sent and each verdict that
 // the connection hears nothing.
 func probing(deaf bool, sent chan<- string, deafs chan<- struct{}) func(*rig, *listener.Config) {
+	return probingFailing(0, deaf, sent, deafs)
+}
+
+// probingFailing is probing whose first failures probes fail to be sent.
+func probingFailing(failures int, deaf bool, sent chan<- string, deafs chan<- struct{}) func(*rig, *listener.Config) {
+	var tries atomic.Int64
 	return func(r *rig, cfg *listener.Config) {
 		cfg.ProbePrefix, cfg.ProbeTimeout = "probe:", 300*time.Millisecond
 		cfg.Probe = func(ctx context.Context, payload string) error {
+			if tries.Add(1) <= int64(failures) {
+				return errors.New("no connection to spare")
+			}
 			sent <- payload
 			if deaf {
 				return nil
@@ -346,5 +355,13 @@ func TestListenerProbesItsConnection(t *testing.T) {
 		}
 		recv(t, sent, "a probe after the reconnect")
 		recv(t, deafs, "OnDeaf after the reconnect")
+	})
+	t.Run("deaf, its probe failing twice", func(t *testing.T) {
+		t.Parallel()
+		sent, deafs := make(chan string, 10), make(chan struct{}, 10)
+		r := newRig(t, probingFailing(2, true, sent, deafs))
+		r.run()
+		recv(t, sent, "the probe, sent at its third try")
+		recv(t, deafs, "OnDeaf")
 	})
 }
