@@ -63,9 +63,10 @@ type Config struct {
 	// Probe, if set, checks that notifications reach the listener: each time LISTEN is in
 	// place, Probe is called (on a goroutine of its own) with a payload made of
 	// ProbePrefix and a random token, and must send it on Channel through another
-	// connection. If it has not arrived ProbeTimeout later, OnDeaf is called. A Probe that
-	// fails (the database is away, the pool has no connection to spare) is called again,
-	// ProbeTimeout later, for as long as the connection lasts: a listener that went
+	// connection. If it has not arrived ProbeTimeout after Probe returned, OnDeaf is
+	// called. Probe's context ends after ProbeTimeout or 5 s, whichever is longer. A Probe
+	// that fails (the database is away, the pool has no connection to spare) is called
+	// again, ProbeTimeout later, for as long as the connection lasts: a listener that went
 	// unprobed could be deaf without anyone knowing.
 	Probe func(ctx context.Context, payload string) error
 	// ProbePrefix starts every probe's payload; required with Probe. Payloads that start
@@ -209,6 +210,11 @@ func (h otherHandler) HandleNotification(_ context.Context, n *pgconn.Notificati
 	return nil
 }
 
+// minProbeSend bounds the sending of a probe, however short ProbeTimeout (which bounds its
+// arrival): sending may wait for a connection from a busy pool, which a short bound would
+// cut off at every try, leaving the listener without a verdict.
+const minProbeSend = 5 * time.Second
+
 // probe sends a notification to this listener through Config.Probe and calls OnDeaf if it
 // does not arrive within ProbeTimeout on connection conn (a count of l.conns): a probe of
 // a connection that is lost meanwhile gives no verdict.
@@ -228,7 +234,7 @@ func (l *Listener) probe(ctx context.Context, conn int64) {
 	t := time.NewTimer(l.cfg.ProbeTimeout)
 	defer t.Stop()
 	for {
-		sendCtx, cancel := context.WithTimeout(ctx, l.cfg.ProbeTimeout)
+		sendCtx, cancel := context.WithTimeout(ctx, max(l.cfg.ProbeTimeout, minProbeSend))
 		err := l.cfg.Probe(sendCtx, payload)
 		cancel()
 		if err == nil {
