@@ -269,7 +269,7 @@ $$;
 
 -- Addressed wakeups (see migrations/015_addressed_wakeups.sql): a job wakes as many
 -- waiting clients as there are jobs, on their own channels, and one more as their backup;
--- every waiting client, on the schema's channel, when fewer are known to hear.
+-- every waiting client, on the schema's channel, when fewer are known to be alive.
 -- The channel of client id's addressed wakeups: short enough for a channel name, whatever
 -- the length of the schema's channel and of the id.
 CREATE FUNCTION client_channel(channel text, id text) RETURNS text
@@ -350,10 +350,8 @@ $$;
 -- has passed since its last heartbeat: longer than other clients wait to rescue its jobs,
 -- so that a client cut off for a while is still woken, while one that died stops costing
 -- wakeups soon after. Of those, jobs clients picked at random are woken on their own
--- channels and one more is their backup (see above), if each holds its client lock and its
--- listening lock (migration 017: a client whose listener reconnects hears nothing). Every
--- client is woken on channel when that many are not known to hear, when jobs is NULL
--- (unknown), and when kinds is
+-- channels and one more is their backup (see above). Every client is woken on channel
+-- when that many are not known to be alive, when jobs is NULL (unknown), and when kinds is
 -- NULL: a job that ended and freed an ordered key or a limited slot may let a job of any
 -- kind start. Its search_path is the schema it was created in, whatever the caller's.
 CREATE FUNCTION wake(channel text, queue text, run_at timestamptz, priority integer, kinds text[], jobs bigint)
@@ -375,10 +373,8 @@ BEGIN
         -- Without kinds, the job that may be taken is not known: a waiting client that
         -- serves the queue may not handle it.
         IF jobs < cardinality(waiting) AND kinds IS NOT NULL THEN
-            -- tried in order, and no more than needed; only clients that hear: alive, and
-            -- their listener's connection holding its listening lock
-            woken := ARRAY(SELECT id FROM unnest(waiting) id
-                           WHERE client_alive(channel, id) AND client_listening(channel, id) LIMIT jobs + 1);
+            -- tried in order, and no more than needed
+            woken := ARRAY(SELECT id FROM unnest(waiting) id WHERE client_alive(channel, id) LIMIT jobs + 1);
         END IF;
     END IF;
     payload := wakeup_payload(queue, run_at, priority);
