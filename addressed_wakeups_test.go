@@ -352,10 +352,7 @@ func TestClientLockIsTakenOnceAnotherSessionLetsGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lingering.Close(ctx)
-	lock := "FROM " + pgx.Identifier{b.Schema, "client_lock"}.Sanitize() + "($1, 'taken') k"
-	if _, err := lingering.Exec(ctx, "SELECT pg_advisory_lock(k[1], k[2]) "+lock, "relay:"+b.Schema); err != nil {
-		t.Fatal(err)
-	}
+	release := b.holdLock(lingering, "client_lock", "taken", false)
 	c := b.client(relay.Config{ID: "taken", Queues: queues(1, relay.DefaultQueue)})
 	handle(t, c, relay.NewKind[numArgs]("any"), func(context.Context, *relay.Job[numArgs]) error { return nil })
 	b.start(c)
@@ -367,8 +364,6 @@ func TestClientLockIsTakenOnceAnotherSessionLetsGo(t *testing.T) {
 			WHERE a.application_name = $1 AND l.locktype = 'advisory' AND l.granted`, relay.WaitLocksApplicationName("taken")).Scan(&n)
 		return err == nil && n > 0
 	})
-	if _, err := lingering.Exec(ctx, "SELECT pg_advisory_unlock(k[1], k[2]) "+lock, "relay:"+b.Schema); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	b.awaitAlive("taken")
 }

@@ -278,9 +278,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		deferred := d.deferred
 		d.deferred = nil
 		d.slotMu.Unlock()
-		for _, h := range deferred {
-			h.giveBack(h.job)
-		}
+		giveBackEach(deferred)
 	}()
 	poll := time.NewTicker(d.cfg.Poll)
 	defer poll.Stop()
@@ -612,7 +610,12 @@ func (d *Dispatcher) giveBackDeferred(claim uint64) {
 	deferred := d.deferred
 	d.deferred = nil
 	d.slotMu.Unlock()
-	for _, h := range deferred {
+	giveBackEach(deferred)
+}
+
+// giveBackEach gives back jobs handed off that this dispatcher will not start.
+func giveBackEach(handed []handedOff) {
+	for _, h := range handed {
 		h.giveBack(h.job)
 	}
 }
@@ -640,9 +643,7 @@ func (d *Dispatcher) startDeferred() {
 	for _, h := range start {
 		d.start(h.job)
 	}
-	for _, h := range back {
-		h.giveBack(h.job)
-	}
+	giveBackEach(back)
 }
 
 // workerLinger is how long a worker goroutine waits for its next job before it exits.
