@@ -56,7 +56,7 @@ func TestMigrationsYieldSchemaSQL(t *testing.T) {
 }
 
 // describeSchema lists, as sorted lines with the schema name taken out, the columns,
-// indexes, constraints and functions of a schema.
+// indexes, constraints, triggers and functions of a schema.
 func describeSchema(t *testing.T, pool relay.DB, schema string) []string {
 	t.Helper()
 	rows, err := pool.Query(context.Background(), `
@@ -81,6 +81,10 @@ func describeSchema(t *testing.T, pool relay.DB, schema string) []string {
 		WHERE n.nspname = $1
 		UNION ALL
 		SELECT 'view ' || viewname || ' ' || definition FROM pg_views WHERE schemaname = $1
+		UNION ALL
+		SELECT 'trigger ' || pg_get_triggerdef(tg.oid)
+		FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND NOT tg.tgisinternal
 		UNION ALL
 		SELECT 'function ' || pg_get_functiondef(p.oid)
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

@@ -197,6 +197,53 @@ BEGIN
 END
 $$;
 
+-- Which queues are ordered, as a function the planner folds into relay.Enqueue's insert
+-- (see migrations/017_ordered_queues.sql): its body lists them as a constant, rewritten by
+-- a trigger on queues whenever they change; above 100, it looks the queue up instead.
+CREATE FUNCTION queue_ordered(queue text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$SELECT queue = ANY ('{}'::text[])$$;
+
+-- Rewrites queue_ordered from queues, if the ordered queues are not what it lists. Runs as
+-- its owner, who owns queue_ordered: a role that may change queues but does not own the
+-- schema's functions may still set a queue ordered.
+CREATE FUNCTION write_queue_ordered() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    schema  text := current_schema();
+    ordered text[];
+    body    text;
+    lang    text := 'sql IMMUTABLE';
+BEGIN
+    -- One writer at a time: two transactions that replace a function at once make the
+    -- second fail. Waiting here also lets the second read what the first committed.
+    PERFORM pg_advisory_xact_lock(hashtext(schema || ':queue_ordered'), 0);
+    -- Qualified, so that a temporary table of the caller's cannot stand in for queues.
+    EXECUTE format('SELECT array_agg(name ORDER BY name) FILTER (WHERE ordered) FROM %I.queues', schema) INTO ordered;
+    IF cardinality(ordered) > 100 THEN
+        body := format('BEGIN RETURN coalesce((SELECT q.ordered FROM %I.queues q WHERE q.name = queue), false); END', schema);
+        lang := 'plpgsql STABLE';
+    ELSE
+        body := format('SELECT queue = ANY (%L::text[])', coalesce(ordered, '{}'));
+    END IF;
+    IF body IS DISTINCT FROM (SELECT p.prosrc FROM pg_catalog.pg_proc p
+                              WHERE p.oid = format('%I.queue_ordered(text)', schema)::regprocedure) THEN
+        EXECUTE format('CREATE OR REPLACE FUNCTION %I.queue_ordered(queue text) RETURNS boolean LANGUAGE %s PARALLEL SAFE AS %L',
+                       schema, lang, body);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION queues_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM write_queue_ordered();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER queue_ordered AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON queues
+FOR EACH STATEMENT EXECUTE FUNCTION queues_changed();
+
 -- One entry of a job's attempt history, as the outcome, rescue, cancel and expiry
 -- statements append it to the attempts column: with the structured data of the handler's
 -- error (relay.ErrorData), or why that data could not be recorded (data_error).

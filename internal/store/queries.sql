@@ -15,9 +15,11 @@
 -- object, or NULL; @backoff its own retry policy, or NULL) and wakes its queue; returns
 -- its id, and whether a NOTIFY was sent. In an ordered queue a job without a key joins the
 -- queue-wide sequence ''; a key given for a queue that is not ordered is refused. The
--- wakeup is an expression of RETURNING, evaluated once for the one row, and the queue's
--- settings a subquery of VALUES: no CTE to scan and no join, which with pgbench at 32
--- connections made the statement 10–15 % slower than a plain INSERT of its row.
+-- wakeup is an expression of RETURNING, evaluated once for the one row: no CTE to scan and
+-- no join, which with pgbench at 32 connections made the statement 10–15 % slower than a
+-- plain INSERT of its row. Whether the queue is ordered comes from queue_ordered (migration
+-- 017), which the planner inlines as a comparison with a constant list: a subquery of
+-- queues cost another 5 %.
 -- PostgreSQL builds a statement's expressions anew at every execution, which for one row
 -- is most of its cost: a reservation has a statement of its own (insertHeld), so that
 -- this one has no branch for it, and the channel is a literal, whose hashes in
@@ -38,7 +40,7 @@ RETURNING id, {schema}.announce_held({channel}, held_until);
 -- name: newJob
 -- The values of a job of insert and insertHeld, in the order of their columns.
 @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
-    CASE WHEN (SELECT ordered FROM {schema}.queues WHERE name = @queue) THEN coalesce(@order_key, '')
+    CASE WHEN {schema}.queue_ordered(@queue) THEN coalesce(@order_key, '')
          WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
     @payload, @metadata::jsonb, @backoff::jsonb
 
@@ -57,10 +59,9 @@ WITH held AS (
     INSERT INTO {schema}.jobs (kind, queue, args, run_at, max_attempts, timeout_ms, priority, order_key, payload, unique_key, metadata,
                               state, held_until, backoff)
     SELECT @kind, @queue, @args, coalesce(@run_at, now()), @max_attempts, @timeout_ms, @priority,
-        CASE WHEN q.ordered THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
+        CASE WHEN {schema}.queue_ordered(@queue) THEN coalesce(@order_key, '') WHEN @order_key IS NOT NULL THEN {schema}.not_ordered(@queue) END,
         @payload, @unique_key, @metadata::jsonb,
         CASE WHEN @hold::interval IS NULL THEN 'pending' ELSE 'held' END, clock_timestamp() + @hold::interval, @backoff::jsonb
-    FROM (SELECT) one LEFT JOIN {schema}.queues q ON q.name = @queue
     WHERE NOT EXISTS (SELECT FROM held)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'held') DO NOTHING
     RETURNING id, queue, run_at, priority, kind, held_until
