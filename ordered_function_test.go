@@ -55,7 +55,7 @@ func (e *orderedEnqueuer) enqueue(queue, key string, opts ...relay.EnqueueOption
 }
 
 // check enqueues on queue, plain and unique, and fails the test unless the queue is
-// treated as ordered (a keyless job joins the sequence ”, a key is taken) or as not
+// treated as ordered (a keyless job joins the queue-wide sequence "", a key is taken) or as not
 // ordered (no key, and a key refused), as ordered says.
 func (e *orderedEnqueuer) check(queue string, ordered bool) {
 	e.b.t.Helper()
