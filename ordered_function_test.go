@@ -110,6 +110,12 @@ func TestOrderedChangeReachesStatementsPreparedBefore(t *testing.T) {
 	b.setQueue("late", relay.QueueSettings{})
 	e.check("late", false)
 
+	// A name that needs quoting in an array literal and in a string literal.
+	odd := `it's "odd", {really} \ NULL`
+	b.setQueue(odd, relay.QueueSettings{Ordered: true})
+	e.check(odd, true)
+	e.check("NULL", false)
+
 	// A queue's row deleted (as an operator might), or the table emptied.
 	b.setQueue("late", relay.QueueSettings{Ordered: true})
 	e.check("late", true)
