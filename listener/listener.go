@@ -67,7 +67,10 @@ type Config struct {
 	// called. Probe's context ends after ProbeTimeout or 5 s, whichever is longer. A Probe
 	// that fails (the database is away, the pool has no connection to spare) is called
 	// again, ProbeTimeout later, for as long as the connection lasts: a listener that went
-	// unprobed could be deaf without anyone knowing.
+	// unprobed could be deaf without anyone knowing. A probe that arrives is followed by
+	// another, at intervals that double from twice ProbeTimeout up to a minute, until one
+	// does not arrive (OnDeaf, once per connection) or the connection is replaced: one
+	// probe can arrive by chance through a pooler in transaction mode.
 	Probe func(ctx context.Context, payload string) error
 	// ProbePrefix starts every probe's payload; required with Probe. Payloads that start
 	// with it are probes — this listener's or those of others on the channel — and never
@@ -215,10 +218,34 @@ func (h otherHandler) HandleNotification(_ context.Context, n *pgconn.Notificati
 // cut off at every try, leaving the listener without a verdict.
 const minProbeSend = 5 * time.Second
 
-// probe sends a notification to this listener through Config.Probe and calls OnDeaf if it
-// does not arrive within ProbeTimeout on connection conn (a count of l.conns): a probe of
-// a connection that is lost meanwhile gives no verdict.
+// maxReprobe bounds the interval between the probes of a connection that has heard them.
+const maxReprobe = time.Minute
+
+// probe probes connection conn (a count of l.conns) until a probe does not arrive, or the
+// connection is replaced. One probe that arrives does not prove the next will: behind a
+// pooler in transaction mode, one can reach the listener by the pooler's choice of server
+// connection (a test through PgBouncer saw it in about one run in ten). So a probe that
+// arrives is followed by another, twice the interval later each time, up to maxReprobe:
+// a few probes in the first seconds, then one notification a minute.
 func (l *Listener) probe(ctx context.Context, conn int64) {
+	for next := 2 * l.cfg.ProbeTimeout; l.probeOnce(ctx, conn); next = min(2*next, maxReprobe) {
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if l.conns.Load() != conn {
+			return // the next connection has probes of its own
+		}
+	}
+}
+
+// probeOnce sends a notification to this listener through Config.Probe and reports whether
+// it arrived within ProbeTimeout on connection conn, calling OnDeaf if it did not: a probe
+// of a connection that is lost meanwhile gives no verdict (and reports false).
+func (l *Listener) probeOnce(ctx context.Context, conn int64) bool {
 	token := make([]byte, 8)
 	_, _ = rand.Read(token)
 	payload := l.cfg.ProbePrefix + hex.EncodeToString(token)
@@ -241,26 +268,28 @@ func (l *Listener) probe(ctx context.Context, conn int64) {
 			break
 		}
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		l.cfg.Logger.Debug("relay listener could not send its probe; trying again", "error", err)
 		t.Reset(l.cfg.ProbeTimeout)
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-t.C:
 		}
 		if l.conns.Load() != conn {
-			return // the next connection has a probe of its own
+			return false // the next connection has probes of its own
 		}
 	}
 	t.Reset(l.cfg.ProbeTimeout)
 	select {
 	case <-arrived:
+		return true
 	case <-ctx.Done():
 	case <-t.C:
 		if l.cfg.OnDeaf != nil && l.conns.Load() == conn {
 			l.cfg.OnDeaf()
 		}
 	}
+	return false
 }

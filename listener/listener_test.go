@@ -307,7 +307,11 @@ func probingFailing(failures int, deaf bool, sent chan<- string, deafs chan<- st
 			if tries.Add(1) <= int64(failures) {
 				return errors.New("no connection to spare")
 			}
-			sent <- payload
+			select {
+			case sent <- payload:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 			if deaf {
 				return nil
 			}
@@ -315,6 +319,27 @@ func probingFailing(failures int, deaf bool, sent chan<- string, deafs chan<- st
 			return err
 		}
 		cfg.OnDeaf = func() { deafs <- struct{}{} }
+	}
+}
+
+// probingLuckily is probing whose first probe arrives and later ones are lost, as through
+// a pooler in transaction mode that happened to route the first to the listener.
+func probingLuckily(sent chan<- string, deafs chan<- struct{}) func(*rig, *listener.Config) {
+	var tries atomic.Int64
+	return func(r *rig, cfg *listener.Config) {
+		probingFailing(0, false, sent, deafs)(r, cfg)
+		reaches := cfg.Probe
+		cfg.Probe = func(ctx context.Context, payload string) error {
+			if tries.Add(1) == 1 {
+				return reaches(ctx, payload)
+			}
+			select {
+			case sent <- payload:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 	}
 }
 
@@ -355,6 +380,15 @@ func TestListenerProbesItsConnection(t *testing.T) {
 		}
 		recv(t, sent, "a probe after the reconnect")
 		recv(t, deafs, "OnDeaf after the reconnect")
+	})
+	t.Run("deaf, its first probe arriving by chance", func(t *testing.T) {
+		t.Parallel()
+		sent, deafs := make(chan string, 10), make(chan struct{}, 10)
+		r := newRig(t, probingLuckily(sent, deafs))
+		r.run()
+		recv(t, sent, "the first probe")
+		recv(t, sent, "a second probe, after the first arrived")
+		recv(t, deafs, "OnDeaf")
 	})
 	t.Run("deaf, its probe failing twice", func(t *testing.T) {
 		t.Parallel()
