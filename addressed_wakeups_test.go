@@ -11,6 +11,7 @@ import (
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/internal/loadavg"
+	"github.com/relayq/relay/internal/store"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -78,7 +79,8 @@ func (o *wakeupObserver) after(enqueue func()) []heard {
 		if n.Payload == sentinel {
 			return got
 		}
-		if !strings.HasPrefix(n.Payload, "sentinel:") {
+		// Listeners' probes (store.ProbePrefix) come at any time, and are no wakeups.
+		if !strings.HasPrefix(n.Payload, "sentinel:") && !strings.HasPrefix(n.Payload, store.ProbePrefix) {
 			got = append(got, heard{o.names[n.Channel], n.Payload[:2]})
 		}
 	}
