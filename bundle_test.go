@@ -394,6 +394,18 @@ func (b *bundle) waitState(state relay.JobState, ids ...int64) {
 	})
 }
 
+// waitForALockWait waits until a backend waits for a lock in a statement whose text holds
+// b's schema name and text ("" for any).
+func (b *bundle) waitForALockWait(what, text string) {
+	b.t.Helper()
+	relaytest.WaitFor(b.t, waitTimeout, what, func() bool {
+		var waiting bool
+		err := b.QueryRow(context.Background(), `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND position($1 in query) > 0 AND position($2 in query) > 0`, b.Schema, text).Scan(&waiting)
+		return err == nil && waiting
+	})
+}
+
 // waitCount waits until n of b's jobs are in state.
 func (b *bundle) waitCount(state relay.JobState, n int) {
 	b.t.Helper()

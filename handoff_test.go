@@ -56,12 +56,9 @@ func (b *bundle) awaitTakingHandOffs(queue string, ids ...string) {
 			var takes bool
 			err := b.QueryRow(context.Background(), "SELECT count(*) = 1 FROM "+b.table("clients")+` c
 				WHERE c.id = $3 AND c.hands_off AND `+b.table("client_alive")+"($1, c.id) AND "+b.table("client_listening")+`($1, c.id)
-				  AND NOT EXISTS (SELECT FROM `+b.table("dispatchers")+` d WHERE d.client_id = c.id AND d.queue = $2 AND NOT d.waiting)
-				  AND EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-				              WHERE a.application_name = $4 AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-				                AND l.classid = hashtext($1 || ':waiting')::oid AND l.objid = hashtext($2)::oid)`,
-				"relay:"+b.Schema, queue, id, relay.WaitLocksApplicationName(id)).Scan(&takes)
-			return err == nil && takes
+				  AND NOT EXISTS (SELECT FROM `+b.table("dispatchers")+` d WHERE d.client_id = c.id AND d.queue = $2 AND NOT d.waiting)`,
+				"relay:"+b.Schema, queue, id).Scan(&takes)
+			return err == nil && takes && b.lockHeld("wait_lock", queue, relay.WaitLocksApplicationName(id))
 		})
 	}
 }

@@ -364,12 +364,7 @@ func TestRenewalWaitsForAnOutcomeBatchButNotForLong(t *testing.T) {
 		t.Fatal(err)
 	}
 	release.open()
-	relaytest.WaitFor(t, waitTimeout, "the outcome batch to wait for the locked row", func() bool {
-		var waiting bool
-		err := b.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%jobs%'`, b.Schema).Scan(&waiting)
-		return err == nil && waiting
-	})
+	b.waitForALockWait("the outcome batch to wait for the locked row", "jobs")
 
 	// Renewals every 50 ms would beat three times in 150 ms; each waits a second instead.
 	heartbeat := func() (at time.Time) {

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayq/relay"
-	"github.com/relayq/relay/relaytest"
 )
 
 // Tests of queue_ordered (migration 017): relay.Enqueue learns whether its queue is ordered
@@ -60,15 +61,15 @@ func (e *orderedEnqueuer) enqueue(queue, key string, opts ...relay.EnqueueOption
 func (e *orderedEnqueuer) check(queue string, ordered bool) {
 	e.b.t.Helper()
 	for _, unique := range []bool{false, true} {
-		var opts []relay.EnqueueOption
-		if unique {
-			opts = append(opts, relay.Unique(queue+"-"+randomHex()))
+		// a key of its own for each unique job
+		opts := func() []relay.EnqueueOption {
+			if !unique {
+				return nil
+			}
+			return []relay.EnqueueOption{relay.Unique(queue + "-" + randomHex())}
 		}
-		keyless := e.b.record(e.enqueue(queue, "", opts...)).OrderKey
-		if unique {
-			opts = []relay.EnqueueOption{relay.Unique(queue + "-" + randomHex())}
-		}
-		keyed := e.enqueue(queue, "cust-1", opts...)
+		keyless := e.b.record(e.enqueue(queue, "", opts()...)).OrderKey
+		keyed := e.enqueue(queue, "cust-1", opts()...)
 		switch {
 		case ordered && (keyless == nil || *keyless != ""):
 			e.b.t.Errorf("queue %q (ordered, unique %v): a keyless job got order key %s; want \"\"", queue, unique, keyString(keyless))
@@ -156,7 +157,8 @@ func TestOrderedManyQueuesAreLookedUp(t *testing.T) {
 }
 
 // Two transactions that each make a queue ordered, the second while the first has not
-// committed: the second waits for the first, and then lists both.
+// committed: the second waits for the first, and then lists both. A pause meanwhile, which
+// leaves the ordered queues as they are, waits for neither.
 func TestOrderedConcurrentChangesAreBothListed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -171,6 +173,11 @@ func TestOrderedConcurrentChangesAreBothListed(t *testing.T) {
 	if err := relay.SetQueue(ctx, first, "first", relay.QueueSettings{Ordered: true}, relay.Schema(b.Schema)); err != nil {
 		t.Fatal(err)
 	}
+	paused, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	if err := relay.PauseQueue(paused, b, "other", relay.Schema(b.Schema)); err != nil {
+		t.Fatalf("a pause while an ordered change is not committed: %v; want it done without waiting", err)
+	}
 	second := make(chan error, 1)
 	go func() {
 		second <- relay.SetQueue(ctx, b, "second", relay.QueueSettings{Ordered: true}, relay.Schema(b.Schema))
@@ -184,6 +191,32 @@ func TestOrderedConcurrentChangesAreBothListed(t *testing.T) {
 	}
 	e.check("first", true)
 	e.check("second", true)
+}
+
+// At REPEATABLE READ a change of the ordered queues is refused with an error that says what
+// to do (its snapshot could drop a change that another transaction committed since, as it
+// did before the refusal); a pause, which leaves them as they are, is not.
+func TestOrderedChangeAtRepeatableReadIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	e := newOrderedEnqueuer(b)
+	in := func(fn func(tx pgx.Tx) error) error {
+		return pgx.BeginTxFunc(ctx, b, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, fn)
+	}
+	err := in(func(tx pgx.Tx) error {
+		return relay.SetQueue(ctx, tx, "orders", relay.QueueSettings{Ordered: true}, relay.Schema(b.Schema))
+	})
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); !ok || pgErr.Code != "0A000" || !strings.Contains(pgErr.Message, "READ COMMITTED") {
+		t.Fatalf("SetQueue ordered at REPEATABLE READ: %v; want a refusal (0A000) that names READ COMMITTED", err)
+	}
+	e.check("orders", false)
+	if err := in(func(tx pgx.Tx) error { return relay.PauseQueue(ctx, tx, "orders", relay.Schema(b.Schema)) }); err != nil {
+		t.Fatalf("PauseQueue at REPEATABLE READ: %v", err)
+	}
+	if !b.queue("orders").Paused {
+		t.Error("the queue paused at REPEATABLE READ is not paused")
+	}
 }
 
 // A role that may change the schema's tables but owns none of its functions may set a
@@ -213,16 +246,4 @@ func TestOrderedQueueSetByARoleThatDoesNotOwnTheSchema(t *testing.T) {
 		t.Fatalf("SetQueue as role %s: %v", role, err)
 	}
 	newOrderedEnqueuer(b).check("orders", true)
-}
-
-// waitForALockWait waits until a backend waits for a lock in a statement that names a
-// relation of b's schema whose name holds text.
-func (b *bundle) waitForALockWait(what, text string) {
-	b.t.Helper()
-	relaytest.WaitFor(b.t, waitTimeout, what, func() bool {
-		var waiting bool
-		err := b.QueryRow(context.Background(), `SELECT count(*) > 0 FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND position($1 in query) > 0 AND position($2 in query) > 0`, b.Schema, text).Scan(&waiting)
-		return err == nil && waiting
-	})
 }

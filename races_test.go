@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayq/relay"
-	"github.com/relayq/relay/relaytest"
 )
 
 // Races around queue settings, leases, cancels and transactional completion, each found
@@ -206,12 +205,7 @@ func TestCompleteTxEventOfACancelledJobSaysCancelled(t *testing.T) {
 	recv(t, completed, "CompleteTx")
 	cancelled := make(chan error, 1)
 	go func() { cancelled <- relay.Cancel(ctx, b, id, relay.Schema(b.Schema)) }() // waits for the row
-	relaytest.WaitFor(t, waitTimeout, "Cancel to wait for the row the handler's transaction holds", func() bool {
-		var waiting bool
-		err := b.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND position($1 in query) > 0)`, b.Schema).Scan(&waiting)
-		return err == nil && waiting
-	})
+	b.waitForALockWait("Cancel to wait for the row the handler's transaction holds", "")
 	close(proceed)
 	if err := recv(t, cancelled, "Cancel"); err != nil {
 		t.Fatalf("Cancel: %v", err)

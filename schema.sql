@@ -211,25 +211,44 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     schema  text := current_schema();
     ordered text[];
+    written text; -- queue_ordered's body as it is
     body    text;
-    lang    text := 'sql IMMUTABLE';
+    lang    text;
 BEGIN
-    -- One writer at a time: two transactions that replace a function at once make the
-    -- second fail. Waiting here also lets the second read what the first committed.
-    PERFORM pg_advisory_xact_lock(hashtext(schema || ':queue_ordered'), 0);
-    -- Qualified, so that a temporary table of the caller's cannot stand in for queues.
-    EXECUTE format('SELECT array_agg(name ORDER BY name) FILTER (WHERE ordered) FROM %I.queues', schema) INTO ordered;
-    IF cardinality(ordered) > 100 THEN
-        body := format('BEGIN RETURN coalesce((SELECT q.ordered FROM %I.queues q WHERE q.name = queue), false); END', schema);
-        lang := 'plpgsql STABLE';
-    ELSE
-        body := format('SELECT queue = ANY (%L::text[])', coalesce(ordered, '{}'));
-    END IF;
-    IF body IS DISTINCT FROM (SELECT p.prosrc FROM pg_catalog.pg_proc p
-                              WHERE p.oid = format('%I.queue_ordered(text)', schema)::regprocedure) THEN
-        EXECUTE format('CREATE OR REPLACE FUNCTION %I.queue_ordered(queue text) RETURNS boolean LANGUAGE %s PARALLEL SAFE AS %L',
-                       schema, lang, body);
-    END IF;
+    -- Read and compare; a statement that leaves the ordered queues as they were (a pause, a
+    -- limit) stops there, and waits for no one. To write, read again under a lock: of two
+    -- transactions that replace one function at once the second fails, and waiting lets it
+    -- read what the first committed. One statement reads both, with one snapshot. That
+    -- snapshot must be new: at REPEATABLE READ or SERIALIZABLE it was taken when the
+    -- transaction began, and would drop a change committed since, so a change of the
+    -- ordered queues is refused there.
+    FOR locked IN 0 .. 1 LOOP
+        -- Qualified, so that a temporary table of the caller's cannot stand in for queues.
+        EXECUTE format('SELECT array_agg(name ORDER BY name) FILTER (WHERE ordered),
+                               (SELECT p.prosrc FROM pg_catalog.pg_proc p WHERE p.oid = %L::regprocedure)
+                        FROM %I.queues', format('%I.queue_ordered(text)', schema), schema)
+        INTO ordered, written;
+        IF cardinality(ordered) > 100 THEN
+            body := format('BEGIN RETURN coalesce((SELECT q.ordered FROM %I.queues q WHERE q.name = queue), false); END', schema);
+            lang := 'plpgsql STABLE';
+        ELSE
+            body := format('SELECT queue = ANY (%L::text[])', coalesce(ordered, '{}'));
+            lang := 'sql IMMUTABLE';
+        END IF;
+        IF body = written THEN
+            RETURN;
+        ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+            RAISE EXCEPTION 'relay: the ordered queues can change only in a READ COMMITTED transaction, not %',
+                upper(current_setting('transaction_isolation'))
+                USING ERRCODE = '0A000',
+                      HINT = 'Set the queue in a transaction of its own (relay.SetQueue with the pool), or at READ COMMITTED.';
+        ELSIF locked = 0 THEN
+            PERFORM pg_advisory_xact_lock(hashtext(schema || ':queue_ordered'), 0);
+        ELSE
+            EXECUTE format('CREATE OR REPLACE FUNCTION %I.queue_ordered(queue text) RETURNS boolean LANGUAGE %s PARALLEL SAFE AS %L',
+                           schema, lang, body);
+        END IF;
+    END LOOP;
 END
 $$;
 

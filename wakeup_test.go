@@ -65,6 +65,20 @@ func (b *bundle) holdLock(conn *pgx.Conn, keyOf, arg string, shared bool) (relea
 	}
 }
 
+// lockHeld reports whether the advisory lock whose key the schema's function keyOf gives
+// for arg is held (granted, in any mode), by a session whose application_name is holder,
+// or by any if holder is "".
+func (b *bundle) lockHeld(keyOf, arg, holder string) bool {
+	b.t.Helper()
+	var held bool
+	err := b.QueryRow(context.Background(), `SELECT EXISTS (
+		SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid), `+pgx.Identifier{b.Schema, keyOf}.Sanitize()+`($1, $2) k
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+		  AND l.classid = k[1]::oid AND l.objid = k[2]::oid AND ($3 = '' OR a.application_name = $3))`,
+		"relay:"+b.Schema, arg, holder).Scan(&held)
+	return err == nil && held
+}
+
 // The decision, case by case: a job wakes its queue when a live client that serves the
 // queue and handles the kind has no dispatcher of it working through a backlog; a
 // transaction that cannot take a fresh snapshot always notifies. The tables are asked
@@ -529,12 +543,7 @@ func TestWakeupsReachAClientOfASchemaWithAnOddName(t *testing.T) {
 	handle(t, c, probeKind, reportIDs(started))
 	b.start(c)
 	relaytest.WaitFor(t, waitTimeout, "the client to hold the wait lock of q", func() bool {
-		var held bool
-		err := b.QueryRow(ctx, `SELECT EXISTS (
-			SELECT FROM pg_locks l, `+b.table("wait_lock")+`($1, 'q') k
-			WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock'
-			  AND l.classid = k[1]::oid AND l.objid = k[2]::oid AND l.objsubid = 2)`, "relay:"+schema).Scan(&held)
-		return err == nil && held
+		return b.lockHeld("wait_lock", "q", relay.WaitLocksApplicationName(c.ID()))
 	})
 
 	id, committed := enqueueTx(b, probeKind, numArgs{}, relay.Queue("q"))

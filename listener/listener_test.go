@@ -300,7 +300,19 @@ func probing(deaf bool, sent chan<- string, deafs chan<- struct{}) func(*rig, *l
 
 // probingFailing is probing whose first failures probes fail to be sent.
 func probingFailing(failures int, deaf bool, sent chan<- string, deafs chan<- struct{}) func(*rig, *listener.Config) {
-	var tries atomic.Int64
+	return probingWith(failures, func(int64) bool { return deaf }, sent, deafs)
+}
+
+// probingLuckily is probing whose first probe arrives and later ones are lost, as through
+// a pooler in transaction mode that happened to route the first to the listener.
+func probingLuckily(sent chan<- string, deafs chan<- struct{}) func(*rig, *listener.Config) {
+	return probingWith(0, func(n int64) bool { return n > 1 }, sent, deafs)
+}
+
+// probingWith is probing whose first failures probes fail to be sent, and whose nth probe
+// sent is lost if lost(n).
+func probingWith(failures int, lost func(n int64) bool, sent chan<- string, deafs chan<- struct{}) func(*rig, *listener.Config) {
+	var tries, sends atomic.Int64
 	return func(r *rig, cfg *listener.Config) {
 		cfg.ProbePrefix, cfg.ProbeTimeout = "probe:", 300*time.Millisecond
 		cfg.Probe = func(ctx context.Context, payload string) error {
@@ -312,34 +324,13 @@ func probingFailing(failures int, deaf bool, sent chan<- string, deafs chan<- st
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			if deaf {
+			if lost(sends.Add(1)) {
 				return nil
 			}
 			_, err := r.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, r.channel, payload)
 			return err
 		}
 		cfg.OnDeaf = func() { deafs <- struct{}{} }
-	}
-}
-
-// probingLuckily is probing whose first probe arrives and later ones are lost, as through
-// a pooler in transaction mode that happened to route the first to the listener.
-func probingLuckily(sent chan<- string, deafs chan<- struct{}) func(*rig, *listener.Config) {
-	var tries atomic.Int64
-	return func(r *rig, cfg *listener.Config) {
-		probingFailing(0, false, sent, deafs)(r, cfg)
-		reaches := cfg.Probe
-		cfg.Probe = func(ctx context.Context, payload string) error {
-			if tries.Add(1) == 1 {
-				return reaches(ctx, payload)
-			}
-			select {
-			case sent <- payload:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
 	}
 }
 
