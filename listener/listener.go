@@ -24,7 +24,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -91,8 +90,12 @@ type Listener struct {
 	delays    *backoff.Series
 	failed    bool // the previous connect or listen failed: wait before the next
 
-	probes  sync.WaitGroup
-	conns   atomic.Int64 // connections tried: a probe of an earlier one gives no verdict
+	probes sync.WaitGroup
+	// endConn ends the context of the connection tried last, when the next is tried: the
+	// probes of a connection that is gone give no verdict, and stop at once, not after
+	// their timers (a storm of killed connections would leave one behind for each).
+	endConn context.CancelFunc
+	connCtx context.Context
 	mu      sync.Mutex
 	pending map[string]chan struct{} // probes sent and not yet arrived, by payload
 }
@@ -125,6 +128,11 @@ func (l *Listener) Run(ctx context.Context) error {
 		return errors.New("listener: a Probe needs a ProbePrefix")
 	}
 	defer l.probes.Wait()
+	defer func() {
+		if l.endConn != nil {
+			l.endConn()
+		}
+	}()
 	pl := &pgxlisten.Listener{
 		Connect:        l.connect,
 		LogError:       l.logError,
@@ -143,7 +151,10 @@ func (l *Listener) connect(ctx context.Context) (*pgx.Conn, error) {
 			return nil, err
 		}
 	}
-	l.conns.Add(1)
+	if l.endConn != nil {
+		l.endConn() // the previous connection is gone: pgxlisten connects only then
+	}
+	l.connCtx, l.endConn = context.WithCancel(ctx)
 	// Any return from here on that is not followed by a successful LISTEN is a failure;
 	// HandleBacklog clears the flag once listening works.
 	l.failed = true
@@ -199,8 +210,8 @@ func (h handler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn) er
 		l.cfg.OnListen()
 	}
 	if l.cfg.Probe != nil {
-		conn := l.conns.Load()
-		l.probes.Go(func() { l.probe(ctx, conn) })
+		connCtx := l.connCtx
+		l.probes.Go(func() { l.probe(connCtx) })
 	}
 	return nil
 }
@@ -221,31 +232,29 @@ const minProbeSend = 5 * time.Second
 // maxReprobe bounds the interval between the probes of a connection that has heard them.
 const maxReprobe = time.Minute
 
-// probe probes connection conn (a count of l.conns) until a probe does not arrive, or the
+// probe probes the connection whose context is ctx until a probe does not arrive, or the
 // connection is replaced. One probe that arrives does not prove the next will: behind a
 // pooler in transaction mode, one can reach the listener by the pooler's choice of server
 // connection (a test through PgBouncer saw it in about one run in ten). So a probe that
 // arrives is followed by another, twice the interval later each time, up to maxReprobe:
 // a few probes in the first seconds, then one notification a minute.
-func (l *Listener) probe(ctx context.Context, conn int64) {
-	for next := 2 * l.cfg.ProbeTimeout; l.probeOnce(ctx, conn); next = min(2*next, maxReprobe) {
+func (l *Listener) probe(ctx context.Context) {
+	for next := 2 * l.cfg.ProbeTimeout; l.probeOnce(ctx); next = min(2*next, maxReprobe) {
 		t := time.NewTimer(next)
 		select {
-		case <-ctx.Done():
+		case <-ctx.Done(): // stopped, or the next connection has probes of its own
 			t.Stop()
 			return
 		case <-t.C:
-		}
-		if l.conns.Load() != conn {
-			return // the next connection has probes of its own
 		}
 	}
 }
 
 // probeOnce sends a notification to this listener through Config.Probe and reports whether
-// it arrived within ProbeTimeout on connection conn, calling OnDeaf if it did not: a probe
-// of a connection that is lost meanwhile gives no verdict (and reports false).
-func (l *Listener) probeOnce(ctx context.Context, conn int64) bool {
+// it arrived within ProbeTimeout on the connection whose context is ctx, calling OnDeaf if
+// it did not: a probe of a connection that is lost meanwhile gives no verdict (and reports
+// false).
+func (l *Listener) probeOnce(ctx context.Context) bool {
 	token := make([]byte, 8)
 	_, _ = rand.Read(token)
 	payload := l.cfg.ProbePrefix + hex.EncodeToString(token)
@@ -277,9 +286,6 @@ func (l *Listener) probeOnce(ctx context.Context, conn int64) bool {
 			return false
 		case <-t.C:
 		}
-		if l.conns.Load() != conn {
-			return false // the next connection has probes of its own
-		}
 	}
 	t.Reset(l.cfg.ProbeTimeout)
 	select {
@@ -287,7 +293,7 @@ func (l *Listener) probeOnce(ctx context.Context, conn int64) bool {
 		return true
 	case <-ctx.Done():
 	case <-t.C:
-		if l.cfg.OnDeaf != nil && l.conns.Load() == conn {
+		if l.cfg.OnDeaf != nil && ctx.Err() == nil {
 			l.cfg.OnDeaf()
 		}
 	}

@@ -390,3 +390,38 @@ func TestListenerProbesItsConnection(t *testing.T) {
 		recv(t, deafs, "OnDeaf")
 	})
 }
+
+// A connection's probe ends when the connection is replaced, even while it waits to be
+// sent (for a connection of a busy pool, say): in a storm of killed connections, each
+// would otherwise send a probe that gives no verdict, and linger until its timers ran out.
+func TestListenerProbeEndsWithItsConnection(t *testing.T) {
+	t.Parallel()
+	var probes atomic.Int64
+	waiting, ended := make(chan struct{}, 1), make(chan time.Time, 1)
+	r := newRig(t, func(r *rig, cfg *listener.Config) {
+		cfg.ProbePrefix, cfg.ProbeTimeout = "probe:", 300*time.Millisecond
+		cfg.Probe = func(ctx context.Context, payload string) error {
+			if probes.Add(1) == 1 { // the first connection's: it waits for a pool that has no room
+				waiting <- struct{}{}
+				<-ctx.Done()
+				ended <- time.Now()
+				return ctx.Err()
+			}
+			_, err := r.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, r.channel, payload)
+			return err
+		}
+	})
+	r.run()
+	pid := recv(t, r.conns, "a connection")
+	recv(t, waiting, "its probe, waiting to be sent")
+	killed := time.Now()
+	var ok bool
+	if err := r.pool.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminate %d: %v %v", pid, ok, err)
+	}
+	recv(t, r.conns, "a new connection")
+	// The probe's own bound on sending is 5 s: an end well before it is the connection's.
+	if took := recv(t, ended, "the first probe to end").Sub(killed); took > 2*time.Second {
+		t.Fatalf("the probe of the lost connection ended %v after it was killed, want at once", took)
+	}
+}
