@@ -20,6 +20,10 @@ import (
 type handOffs struct {
 	mu   sync.Mutex
 	seen map[handOffKey]time.Time // when each was first seen
+	// order holds what seen does in the order seen, the oldest first, so that forgetting
+	// what is older than handOffMemory looks at those alone: a scan of seen at every
+	// hand-off cost time in proportion to a minute's hand-offs, on the listener's goroutine.
+	order []seenAt
 	// pending are the acknowledgements, give-backs and looks under way, which Stop waits
 	// for before it closes the connections.
 	pending sync.WaitGroup
@@ -33,6 +37,11 @@ type handOffs struct {
 type handOffKey struct {
 	id      int64
 	attempt int
+}
+
+type seenAt struct {
+	key handOffKey
+	at  time.Time
 }
 
 // handOffMemory is how long a hand-off is remembered: far longer than a look for
@@ -51,14 +60,15 @@ func (h *handOffs) first(job *dispatcher.Job, now time.Time) bool {
 	if h.seen == nil {
 		h.seen = map[handOffKey]time.Time{}
 	}
-	if len(h.seen) >= 1024 {
-		for k, at := range h.seen {
-			if now.Sub(at) > handOffMemory {
-				delete(h.seen, k)
-			}
+	for len(h.order) > 0 && now.Sub(h.order[0].at) > handOffMemory {
+		old := h.order[0]
+		if at, ok := h.seen[old.key]; ok && at.Equal(old.at) { // not forgotten and seen again since
+			delete(h.seen, old.key)
 		}
+		h.order = h.order[1:]
 	}
 	h.seen[k] = now
+	h.order = append(h.order, seenAt{k, now})
 	return true
 }
 

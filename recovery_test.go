@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"io"
 	"net"
 	"sync/atomic"
@@ -358,4 +359,26 @@ func TestAnOutageLongerThanTheLeaseRerunsNoFinishedJob(t *testing.T) {
 	}
 	b.stop(c)
 	noMore(t, started, "attempt")
+}
+
+// An infrastructure fault of a job that already has the most attempts an integer holds
+// gives it no more (one more would not fit): its outcome is written, and the job runs again.
+// One outcome that cannot be written would fail every batch it is in, for good.
+func TestInfrastructureFaultOfAJobWithTheMostAttempts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client(relay.Config{})
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		if job.Attempt > 1 {
+			return nil
+		}
+		return &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}
+	})
+	id := enqueue(b, testKind, numArgs{}, relay.MaxAttempts(math.MaxInt32))
+	b.start(c)
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	if rec.Attempt != 2 || rec.MaxAttempts != math.MaxInt32 || len(rec.Attempts) != 2 || rec.Attempts[0].Reason != relay.ReasonInfrastructure {
+		t.Errorf("succeeded on attempt %d of %d with history %s; want attempt 2 of %d, after one lost to %s",
+			rec.Attempt, rec.MaxAttempts, historyString(rec.Attempts), math.MaxInt32, relay.ReasonInfrastructure)
+	}
 }

@@ -146,6 +146,12 @@ func TestPruneDeletesExactlyTheExpiredJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Dispatchers' rows: of a client gone, of one pruned long ago (killed: it deleted none),
+	// and of one recently stopped, which stay until it is pruned.
+	if _, err = b.Exec(ctx, `INSERT INTO `+b.table("dispatchers")+` (queue, client_id, waiting) VALUES
+		('default', 'gone-dead', false), ('default', 'pruned-long-ago', false), ('default', 'recent-stopped', true)`); err != nil {
+		t.Fatal(err)
+	}
 
 	c := b.client(relay.Config{
 		Queues:    queues(1, "unused"),
@@ -178,6 +184,14 @@ func TestPruneDeletesExactlyTheExpiredJobs(t *testing.T) {
 	clients = slices.DeleteFunc(clients, func(id string) bool { return id == c.ID() })
 	if want := []string{"dead-with-job", "recent-stopped"}; !slices.Equal(clients, want) {
 		t.Errorf("clients left after pruning: %v (and the test's own), want %v", clients, want)
+	}
+	var dispatchers []string
+	if err := b.QueryRow(ctx, `SELECT coalesce(array_agg(client_id ORDER BY client_id), '{}') FROM `+b.table("dispatchers")+
+		` WHERE client_id <> $1`, c.ID()).Scan(&dispatchers); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"recent-stopped"}; !slices.Equal(dispatchers, want) {
+		t.Errorf("dispatchers' rows left after pruning: %v (and the test's own), want %v", dispatchers, want)
 	}
 }
 

@@ -195,7 +195,7 @@ func format(v float64, unit string) string {
 	case unitSec:
 		return fmt.Sprintf("%.3f", v)
 	case unitRatio:
-		return fmt.Sprintf("%.1f×", v)
+		return fmt.Sprintf("%.2f×", v) // two places: a target of 0.9× missed at 0.88 must not print 0.9×
 	case unitPct, unitMB:
 		return fmt.Sprintf("%.1f", v)
 	case unitCores:

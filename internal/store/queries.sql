@@ -460,9 +460,11 @@ WITH outcome AS MATERIALIZED (
         lease_expires_at = NULL,
         output = coalesce(o.output, j.output),
         -- a snooze gives its attempt back; an attempt that does not count (an infrastructure
-        -- fault) gets the job one more, so that attempt numbers stay unique
+        -- fault) gets the job one more, so that attempt numbers stay unique — but for a job
+        -- that has the most an integer holds already (relay.MaxAttempts(math.MaxInt32)): one
+        -- more would fail the whole batch, again at every retry
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
-        max_attempts = CASE WHEN o.uncounted THEN j.max_attempts + 1 ELSE j.max_attempts END,
+        max_attempts = CASE WHEN o.uncounted AND j.max_attempts < 2147483647 THEN j.max_attempts + 1 ELSE j.max_attempts END,
         attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
             j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack, o.data, o.data_error) END,
         blocking = o.state = 'failed' AND j.order_key IS NOT NULL AND {blocksOnFailure}

@@ -98,11 +98,20 @@ SELECT NULL, NULL, NULL, NULL, (SELECT held FROM lock);
 
 -- name: pruneClients
 -- Deletes the rows of clients that stopped, or whose last heartbeat expired, more than
--- @keep ago, and that no running job names; returns how many.
+-- @keep ago, and that no running job names; returns how many. With them go their
+-- dispatchers' rows, and any of a client whose row is gone already: a client that was
+-- killed never deleted its own, and a new id each start would leave a few behind at every
+-- crash, for good. Deleting one is always safe: a queue of a live client with no row counts
+-- as waiting, and producers then notify.
 WITH gone AS (
     DELETE FROM {schema}.clients c
     WHERE coalesce(c.stopped_at, c.heartbeat_at + c.lease_ttl) < now() - @keep::interval
       AND NOT EXISTS (SELECT FROM {schema}.jobs j WHERE j.state = 'running' AND j.attempted_by = c.id)
+    RETURNING c.id
+), strays AS (
+    DELETE FROM {schema}.dispatchers d
+    WHERE d.client_id IN (SELECT id FROM gone)
+       OR NOT EXISTS (SELECT FROM {schema}.clients c WHERE c.id = d.client_id)
     RETURNING 1
 )
-SELECT count(*) FROM gone;
+SELECT count(*) FROM gone WHERE (SELECT count(*) FROM strays) >= 0;
