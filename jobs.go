@@ -121,6 +121,16 @@ const (
 	ReasonExpired = store.ReasonExpired
 )
 
+// MaxAttemptHistory is how many ended attempts a job's history keeps, the last ones: a job
+// that snoozes again and again (its attempt given back each time) would otherwise gain an
+// entry at every snooze, without end.
+const MaxAttemptHistory = 100
+
+// MaxAttemptText bounds the error text and the stack an attempt's history entry keeps, in
+// bytes; what is cut is replaced by a note of how much. One error that carried a whole
+// response body must not make every later outcome of its job rewrite megabytes.
+const MaxAttemptText = 16 << 10
+
 // Attempt is one attempt of a job, from its history.
 type Attempt struct {
 	Number    int
@@ -131,8 +141,10 @@ type Attempt struct {
 	// "cancelled", or "pending" when it is to run again.
 	Outcome string
 	Reason  string // one of the Reason constants; empty for a success
-	Error   string
-	Stack   string // for a panic
+	// Error is the text of the handler's error, and Stack the stack of a panic, each cut
+	// to [MaxAttemptText] bytes.
+	Error string
+	Stack string
 	// Data is the structured data the handler's error carried ([ErrorData], [DataError]),
 	// as JSON; nil if none. [Attempt.DecodeData] decodes it into the type the handler
 	// recorded.
@@ -160,7 +172,9 @@ type JobRecord struct {
 	// LeaseExpiresAt is when a running job's lease runs out unless its client renews it.
 	LeaseExpiresAt time.Time
 	Timeout        *time.Duration // the job's own timeout, if it was enqueued with one
-	// Attempts holds every ended attempt, oldest first. A running attempt is not in it yet.
+	// Attempts holds the ended attempts, oldest first: every one that did not succeed, or
+	// the last [MaxAttemptHistory] of them for a job that had more (each has its Number),
+	// then its success, if it succeeded. A running attempt is not in it yet.
 	Attempts []Attempt
 	Priority int
 	// OrderKey is the job's key in an ordered queue ("" for the queue-wide sequence); nil

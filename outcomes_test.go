@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/backoff"
@@ -499,4 +500,44 @@ func TestInvalidOptionsAreRefused(t *testing.T) {
 	c := b.client(relay.Config{LeaseTTL: time.Second, LeaseRenewal: 500 * time.Millisecond})
 	handle(t, c, testKind, noop)
 	b.start(c)
+}
+
+// A job's history keeps its last MaxAttemptHistory attempts: one that snoozes again and
+// again does not grow it without end. An error's text is cut to MaxAttemptText bytes.
+func TestAttemptHistoryKeepsTheLastAttempts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const snoozes = relay.MaxAttemptHistory + 5
+	long := strings.Repeat("é", relay.MaxAttemptText) // two bytes each: cut mid-way
+	var runs atomic.Int64
+	c := b.client(relay.Config{PollInterval: time.Hour})
+	handle(t, c, testKind, func(context.Context, *relay.Job[numArgs]) error {
+		switch n := runs.Add(1); {
+		case n <= snoozes:
+			return relay.Snooze(0)
+		case n == snoozes+1:
+			return relay.RetryAfter(0, errors.New(long))
+		default:
+			return nil
+		}
+	})
+	b.start(c)
+	id := enqueue(b, testKind, numArgs{})
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	// snoozes + 1 ended attempts that did not succeed: the last MaxAttemptHistory of them,
+	// then the success.
+	if len(rec.Attempts) != relay.MaxAttemptHistory+1 {
+		t.Fatalf("%d attempts in the history; want %d and the success", len(rec.Attempts), relay.MaxAttemptHistory)
+	}
+	first, failed := rec.Attempts[0], rec.Attempts[relay.MaxAttemptHistory-1]
+	if first.Reason != relay.ReasonSnoozed || !first.EndedAt.After(time.Time{}) {
+		t.Errorf("the oldest entry kept: %+v; want a snooze", first)
+	}
+	if failed.Reason != relay.ReasonError || rec.Attempts[relay.MaxAttemptHistory].Outcome != string(relay.StateSucceeded) {
+		t.Errorf("the history ends with %s; want the error, then the success", historyString(rec.Attempts[relay.MaxAttemptHistory-1:]))
+	}
+	if n := len(failed.Error); n > relay.MaxAttemptText+30 || n < relay.MaxAttemptText-2 || !utf8.ValidString(failed.Error) ||
+		!strings.HasPrefix(failed.Error, "éé") || !strings.HasSuffix(failed.Error, fmt.Sprintf("(%d bytes cut)", len(long)-relay.MaxAttemptText)) {
+		t.Errorf("the error's text is %d bytes, ending %q; want it cut to %d, at a character, with a note", n, failed.Error[max(n-40, 0):], relay.MaxAttemptText)
+	}
 }

@@ -280,6 +280,14 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         || CASE WHEN data IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('data', data) END)
 $$;
 
+-- Appends entry (an attempt_entry) to a job's attempt history, which keeps its last 100
+-- entries (see migrations/018_attempt_history.sql).
+CREATE FUNCTION append_attempt(history jsonb, entry jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jsonb_array_length(history) < 100 THEN history
+                ELSE jsonb_path_query_array(history, '$[last - 98 to last]') END || entry
+$$;
+
 -- Wakeups only when they can wake something (see migrations/006_wakeups.sql for the
 -- protocol that loses none).
 -- The dispatchers of every client, and whether each waits for a wakeup. A row is written

@@ -370,3 +370,16 @@ func storableText(s string) string {
 	}
 	return b.String()
 }
+
+// cutText cuts s to at most limit bytes, at a character's boundary, noting how many bytes
+// were cut; the note makes the result up to 30 bytes longer than limit.
+func cutText(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes cut)", s[:cut], len(s)-cut)
+}

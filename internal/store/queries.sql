@@ -465,8 +465,8 @@ WITH outcome AS MATERIALIZED (
         -- more would fail the whole batch, again at every retry
         attempt = CASE WHEN o.reason = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
         max_attempts = CASE WHEN o.uncounted AND j.max_attempts < 2147483647 THEN j.max_attempts + 1 ELSE j.max_attempts END,
-        attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE j.attempts || {schema}.attempt_entry(
-            j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack, o.data, o.data_error) END,
+        attempts = CASE WHEN o.state = 'succeeded' THEN j.attempts ELSE {schema}.append_attempt(j.attempts, {schema}.attempt_entry(
+            j.attempt, j.attempted_at, o.ended_at, j.attempted_by, o.state, o.reason, o.error, o.stack, o.data, o.data_error)) END,
         blocking = o.state = 'failed' AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM outcome o
     WHERE j.id = ANY (@ids::bigint[])
@@ -712,11 +712,11 @@ WITH expired AS (
         run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE now() END,
         finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
         lease_expires_at = NULL,
-        attempts = j.attempts || {schema}.attempt_entry(
+        attempts = {schema}.append_attempt(j.attempts, {schema}.attempt_entry(
             j.attempt, j.attempted_at, now(), j.attempted_by,
             CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'pending' END, 'lost lease',
             format(CASE WHEN j.lease_expires_at IS NULL THEN 'client %s died before it acknowledged the job handed to it'
-                        ELSE 'the lease of client %s expired at %s' END, j.attempted_by, j.lease_expires_at), NULL),
+                        ELSE 'the lease of client %s expired at %s' END, j.attempted_by, j.lease_expires_at), NULL)),
         blocking = j.attempt >= j.max_attempts AND j.order_key IS NOT NULL AND {blocksOnFailure}
     FROM lost
     WHERE j.id = lost.id AND NOT lost.stopped
@@ -763,8 +763,8 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 cancelled AS (
     UPDATE {schema}.jobs j
     SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, blocking = false,
-        attempts = CASE WHEN t.state = 'running' THEN j.attempts || {schema}.attempt_entry(
-            j.attempt, j.attempted_at, now(), j.attempted_by, 'cancelled', 'cancelled', NULL, NULL) ELSE j.attempts END
+        attempts = CASE WHEN t.state = 'running' THEN {schema}.append_attempt(j.attempts, {schema}.attempt_entry(
+            j.attempt, j.attempted_at, now(), j.attempted_by, 'cancelled', 'cancelled', NULL, NULL)) ELSE j.attempts END
     FROM target t
     WHERE j.id = t.id AND (t.state IN ('pending', 'running', 'held') OR t.blocking)
     RETURNING j.id, j.attempt, j.queue, j.run_at, j.priority, t.state AS was
@@ -1020,9 +1020,9 @@ WITH lapsed AS (
 ), expired AS (
     UPDATE {schema}.jobs j
     SET state = 'cancelled', finished_at = now(),
-        attempts = j.attempts || {schema}.attempt_entry(
+        attempts = {schema}.append_attempt(j.attempts, {schema}.attempt_entry(
             j.attempt, NULL, now(), @client, 'cancelled', 'expired',
-            format('the reservation was not committed by its deadline, %s', j.held_until), NULL)
+            format('the reservation was not committed by its deadline, %s', j.held_until), NULL))
     FROM lapsed
     WHERE j.id = lapsed.id
     RETURNING j.id, j.kind, j.queue, j.state, j.run_at, j.priority, j.order_key, j.held_until
