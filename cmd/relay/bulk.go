@@ -28,7 +28,7 @@ func (j *jobDeleteCmd) Run(ctx context.Context, logger *slog.Logger) error {
 // jobsCmd applies an action to every job a filter selects.
 type jobsCmd struct {
 	Retry  jobsRetryCmd  `cmd:"" help:"Retry the failed and cancelled jobs a filter selects."`
-	Cancel jobsCancelCmd `cmd:"" help:"Cancel the pending, scheduled and running jobs a filter selects."`
+	Cancel jobsCancelCmd `cmd:"" help:"Cancel the pending, scheduled, running and held jobs a filter selects."`
 	Delete jobsDeleteCmd `cmd:"" help:"Delete the jobs a filter selects (never running ones)."`
 }
 
