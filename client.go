@@ -255,7 +255,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		}
 		if dynamic {
 			var d *dispatcher.Dispatcher
-			dc.IdleAfter = q.IdleTimeout
+			dc.IdleAfter, dc.Horizon = q.IdleTimeout, c.lookAhead()
 			dc.Retire = func() bool {
 				if !c.queues.retire(name, d) {
 					return false
@@ -542,18 +542,26 @@ func (c *Client) databaseBackToAll() {
 	c.writer.Recover()
 }
 
+// lookAhead is how far ahead findQueues looks for the jobs of a group's queues: a job due
+// later keeps no dispatcher (dispatcher.Config.Horizon), and one due within it is found by
+// the next look at the latest, a poll interval before it is due.
+func (c *Client) lookAhead() time.Duration { return 2 * c.cfg.PollInterval }
+
 // findQueues starts dispatchers for the queues of the client's groups that have pending
-// jobs: at start, then every poll interval, which covers wakeups lost while the listener
-// was reconnecting and scheduled jobs whose queue's dispatcher has retired.
+// jobs of its kinds, due now or within lookAhead: at start, then every poll interval, which
+// covers wakeups lost while the listener was reconnecting and scheduled jobs whose queue's
+// dispatcher has retired. A queue whose jobs are all further ahead, or of kinds the client
+// does not handle, gets no dispatcher: it would poll, for nothing, until they are due.
 func (c *Client) findQueues(ctx context.Context) error {
 	patterns := make([]string, 0, len(c.queues.groups))
 	for _, g := range c.queues.groups {
 		patterns = append(patterns, g.prefix+"*")
 	}
+	kinds := slices.Sorted(maps.Keys(c.handlers))
 	tick := time.NewTicker(c.cfg.PollInterval)
 	defer tick.Stop()
 	for {
-		queues, err := c.store.PendingQueues(ctx, c.conns, patterns)
+		queues, err := c.store.PendingQueues(ctx, c.conns, patterns, kinds, c.lookAhead())
 		c.recovery.observe(err)
 		if err != nil && ctx.Err() == nil {
 			c.cfg.Logger.Warn("relay: could not look for queues with work", "error", err)

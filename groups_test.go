@@ -224,6 +224,30 @@ func TestGroupScheduledJobKeepsItsDispatcher(t *testing.T) {
 	}
 }
 
+// The look for queues with work starts no dispatcher for a group's queue whose pending
+// jobs are all due beyond the client's look ahead (two poll intervals), or all of kinds it
+// does not handle: each would poll for nothing until its jobs are due, for good — with
+// thousands of tenants, thousands of claims a second.
+func TestGroupQueueWithNothingToRunSoonGetsNoDispatcher(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// Enqueued before the client starts, so no wakeup reaches it: its first look finds them,
+	// going over the queues in the order of their names.
+	enqueue(b, groupKind, numArgs{N: 1}, relay.Queue("tenant-a-far"), relay.RunIn(3*time.Hour))
+	enqueue(b, relay.NewKind[numArgs]("not-handled"), numArgs{N: 2}, relay.Queue("tenant-b-other"))
+	due := enqueue(b, groupKind, numArgs{N: 3}, relay.Queue("tenant-c-due"))
+	c := b.client(relay.Config{PollInterval: time.Hour, Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: time.Hour}}})
+	ran := make(chan queueRun, 10)
+	handle(t, c, groupKind, reportRuns(ran))
+	b.start(c)
+	if r := recv(t, ran, "the job due now"); r != (queueRun{due, "tenant-c-due"}) {
+		t.Fatalf("ran %+v, want job %d of tenant-c-due", r, due)
+	}
+	if got := workedQueues(c); !slices.Equal(got, []string{"tenant-c-due"}) {
+		t.Errorf("WorkedQueues = %v, want [tenant-c-due]: no dispatcher for a queue with nothing to run soon", got)
+	}
+}
+
 // A queue outside every group is not worked; a queue's own entry wins over a group, and
 // a longer prefix over a shorter one; "*" alone is every queue.
 func TestGroupSettingsAndMatching(t *testing.T) {

@@ -541,3 +541,41 @@ func TestAttemptHistoryKeepsTheLastAttempts(t *testing.T) {
 		t.Errorf("the error's text is %d bytes, ending %q; want it cut to %d, at a character, with a note", n, failed.Error[max(n-40, 0):], relay.MaxAttemptText)
 	}
 }
+
+// An outcome PostgreSQL refuses (here a constraint the test adds, where a value relay did
+// not foresee would fail the same way) is left out, alone: the outcomes batched with it are
+// written, the client goes on, and the job runs again once its lease expires. Before, the
+// batch was retried for good, every later outcome queued behind it, and at 5,000 the client
+// stopped claiming.
+func TestOutcomeThePostgreSQLRefusesIsLeftOutAlone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if _, err := b.Exec(ctx, `ALTER TABLE `+b.table("jobs")+` ADD CONSTRAINT no_poison CHECK (output IS NULL OR NOT output ? 'poison')`); err != nil {
+		t.Fatal(err)
+	}
+	c := b.client(withShortLeases(relay.Config{PollInterval: time.Hour}))
+	start := b.gate()
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		start.wait() // all of them end together: their outcomes go in as few batches as can be
+		if job.Args.N == 0 && job.Attempt == 1 {
+			return job.SetOutput(map[string]bool{"poison": true})
+		}
+		return nil
+	})
+	b.start(c)
+	specs := make([]relay.JobSpec, 20)
+	for i := range specs {
+		specs[i] = testKind.Job(numArgs{N: i})
+	}
+	ids := b.enqueueMany(specs)
+	start.open()
+	for _, id := range ids[1:] {
+		b.waitRecord(id, relay.StateSucceeded)
+	}
+	rec := b.waitRecord(ids[0], relay.StateSucceeded)
+	if rec.Attempt != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease {
+		t.Errorf("the job whose outcome was refused: succeeded on attempt %d with history %s; want attempt 1 lost (its lease expired), then attempt 2",
+			rec.Attempt, historyString(rec.Attempts))
+	}
+}

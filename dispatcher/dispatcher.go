@@ -63,6 +63,12 @@ type Config struct {
 	// IdleAfter, if positive, makes Run return once the dispatcher has had nothing to do
 	// for that long and Retire agrees: dispatchers of dynamic queues go away when idle.
 	IdleAfter time.Duration
+	// Horizon, with IdleAfter, is how far ahead a scheduled job keeps the dispatcher: one
+	// due later does not, and whoever starts dispatchers (for a client, its look for queues
+	// with work) must start one again once the job is due within Horizon. Zero: any
+	// scheduled job keeps it, however far ahead — for a group of thousands of queues, each
+	// with a job due next week, as many dispatchers polling.
+	Horizon time.Duration
 	// Retire is asked, once idle, whether the dispatcher may stop; it should check
 	// [Dispatcher.Quiet] under the same lock that routes notifications to the dispatcher,
 	// so that no wakeup is lost between the check and the dispatcher's removal.
@@ -156,7 +162,13 @@ func (d *Dispatcher) Settings() QueueSettings {
 func (d *Dispatcher) Quiet() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.Running() == 0 && !d.due && d.nextAt.IsZero() && d.backupAt.IsZero() && !d.busy.Load()
+	return d.Running() == 0 && !d.due && d.beyondHorizon(d.nextAt) && d.backupAt.IsZero() && !d.busy.Load()
+}
+
+// beyondHorizon reports whether the next scheduled job the dispatcher knows of, due at
+// next (zero: none), is too far ahead to keep it (see [Config].Horizon).
+func (d *Dispatcher) beyondHorizon(next time.Time) bool {
+	return next.IsZero() || d.cfg.Horizon > 0 && time.Until(next) > d.cfg.Horizon
 }
 
 // Wake makes the dispatcher look for due jobs from the start of its queue, as after a
@@ -370,7 +382,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if !nextAt.IsZero() && free > 0 { // with no free slot, a freed slot wakes us instead
 			scheduled.Reset(time.Until(nextAt))
 		}
-		if d.cfg.IdleAfter > 0 && d.Running() == 0 && nextAt.IsZero() {
+		if d.cfg.IdleAfter > 0 && d.Running() == 0 && d.beyondHorizon(nextAt) {
 			idle.Reset(time.Until(busyAt.Add(d.cfg.IdleAfter)))
 		}
 		select {

@@ -125,6 +125,12 @@ func newHarness(t *testing.T, workers int, poll time.Duration, run func(*dispatc
 // newHarnessWithRoom is newHarness with a Config.Room.
 func newHarnessWithRoom(t *testing.T, workers int, poll time.Duration, run func(*dispatcher.Job), room func() int) *harness {
 	t.Helper()
+	return newHarnessWith(t, workers, poll, run, func(c *dispatcher.Config) { c.Room = room })
+}
+
+// newHarnessWith is newHarness with the dispatcher's Config changed by configure.
+func newHarnessWith(t *testing.T, workers int, poll time.Duration, run func(*dispatcher.Job), configure func(*dispatcher.Config)) *harness {
+	t.Helper()
 	db := relaytest.NewDB(t)
 	s, err := store.For(db.Schema)
 	if err != nil {
@@ -134,9 +140,9 @@ func newHarnessWithRoom(t *testing.T, workers int, poll time.Duration, run func(
 	claimer := s.Client(h.db, store.ClientInfo{
 		ID: "dispatcher-test", Lease: time.Minute, Kinds: []string{"job"}, Attempts: []int32{relay.DefaultMaxAttempts},
 	})
-	h.d = dispatcher.New(dispatcher.Config{
-		Claimer: claimer, Queue: relay.DefaultQueue, Workers: workers, Poll: poll, Run: run, Room: room,
-	})
+	cfg := dispatcher.Config{Claimer: claimer, Queue: relay.DefaultQueue, Workers: workers, Poll: poll, Run: run}
+	configure(&cfg)
+	h.d = dispatcher.New(cfg)
 	return h
 }
 
@@ -443,6 +449,46 @@ func TestDispatcherFindsScheduledJobsAndPolls(t *testing.T) {
 	p.enqueue(1)
 	if took := recv(t, polled, "the polled job").Sub(enqueued); took > time.Second {
 		t.Errorf("polled job ran after %v with a 100ms poll", took)
+	}
+}
+
+// A dispatcher that may retire (a group's queue) is kept by a scheduled job due within
+// its Horizon, which it runs on time, but not by one due later: it retires once idle, as a
+// client's look for queues with work starts it again when the job comes near.
+func TestOnlyAJobWithinTheHorizonKeepsTheDispatcher(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		in     time.Duration
+		retire bool
+	}{{"due within the horizon", 300 * time.Millisecond, false}, {"due beyond it", time.Hour, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ran := make(chan int64, 1)
+			retired := make(chan struct{}, 1)
+			h := newHarnessWith(t, 1, time.Hour, func(j *dispatcher.Job) { ran <- j.ID }, func(cfg *dispatcher.Config) {
+				cfg.IdleAfter, cfg.Horizon = 20*time.Millisecond, 10*time.Second
+				cfg.Retire = func() bool {
+					retired <- struct{}{}
+					return true
+				}
+			})
+			ids := h.enqueue(1, relay.RunIn(c.in))
+			done := make(chan error, 1)
+			go func() { done <- h.d.Run(context.Background()) }()
+			if c.retire {
+				recv(t, retired, "the dispatcher to retire, its only job an hour ahead")
+				if err := recv(t, done, "Run to return"); err != nil {
+					t.Fatalf("Run returned %v, want nil once retired", err)
+				}
+				return
+			}
+			// Retired before it, the dispatcher would never run it.
+			if got := recv(t, ran, "the job due within the horizon"); got != ids[0] {
+				t.Fatalf("ran job %d, want %d", got, ids[0])
+			}
+			recv(t, done, "Run to return, retired once idle after the job")
+		})
 	}
 }
 

@@ -20,11 +20,17 @@ type depths struct {
 	schema   string
 	interval time.Duration
 
-	mu    sync.Mutex
-	at    time.Time // of the last read; zero before the first
-	last  map[string]relay.QueueDepth
-	known map[string]bool // every queue seen: one that empties reports zeros, not nothing
+	mu   sync.Mutex
+	at   time.Time // of the last read; zero before the first
+	last map[string]relay.QueueDepth
+	// known holds the queues seen, each with when it last had jobs: one that empties
+	// reports zeros, not nothing, for forgetEmptyAfter. Then it is forgotten: a queue per
+	// tenant, or per day, would otherwise report zeros for the life of the process.
+	known map[string]time.Time
 }
+
+// forgetEmptyAfter is how long a queue that emptied still reports zeros.
+const forgetEmptyAfter = time.Hour
 
 func (d *depths) read(ctx context.Context) (map[string]relay.QueueDepth, error) {
 	d.mu.Lock()
@@ -38,14 +44,25 @@ func (d *depths) read(ctx context.Context) (map[string]relay.QueueDepth, error) 
 	if err != nil {
 		return nil, err
 	}
-	for q := range d.known {
-		if _, ok := qs[q]; !ok {
+	now := time.Now()
+	d.withEmpty(qs, now)
+	d.at, d.last = now, qs // never changed once read: callers share it
+	return qs, nil
+}
+
+// withEmpty adds to qs, read at now, the queues seen before that are empty now, unless
+// they have been for longer than forgetEmptyAfter.
+func (d *depths) withEmpty(qs map[string]relay.QueueDepth, now time.Time) {
+	for q := range qs {
+		d.known[q] = now
+	}
+	for q, at := range d.known {
+		switch _, ok := qs[q]; {
+		case ok:
+		case now.Sub(at) > forgetEmptyAfter:
+			delete(d.known, q)
+		default:
 			qs[q] = relay.QueueDepth{}
 		}
 	}
-	for q := range qs {
-		d.known[q] = true
-	}
-	d.at, d.last = time.Now(), qs // never changed once read: callers share it
-	return qs, nil
 }

@@ -110,7 +110,7 @@ func New(cfg Config) (*Telemetry, error) {
 	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(scope), propagator: cfg.Propagator, m: m, metrics: metrics, traces: traces,
 		spanUnsampled: cfg.SpanUnsampled}
 	if cfg.DB != nil {
-		d := &depths{db: cfg.DB, schema: cfg.Schema, interval: cfg.DepthInterval, known: map[string]bool{}}
+		d := &depths{db: cfg.DB, schema: cfg.Schema, interval: cfg.DepthInterval, known: map[string]time.Time{}}
 		if t.depth, err = m.observeDepths(d); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}

@@ -6,6 +6,7 @@ package outcome
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -172,6 +173,16 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 		n := min(len(batch), maxBatch)
 		w.order <- struct{}{}
 		skipped, err := w.store.WriteOutcomes(ctx, w.db, w.client, batch[:n])
+		if err != nil && store.BadValue(err) {
+			// One outcome PostgreSQL refuses would fail every batch it is in, at every retry,
+			// for good: write them one by one, leaving out those it refuses.
+			var wrote int
+			wrote, skipped, err = w.writeEach(ctx, batch[:n])
+			if err != nil && wrote > 0 {
+				w.done(batch[:wrote], skipped)
+				batch = batch[wrote:]
+			}
+		}
 		if w.observe != nil {
 			w.observe(err)
 		}
@@ -184,14 +195,44 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 			w.mu.Unlock()
 			return true
 		}
-		w.mu.Lock()
-		w.writing -= n
-		w.mu.Unlock()
-		if w.written != nil {
-			w.written(batch[:n], skipped)
-		}
+		w.done(batch[:n], skipped)
 		<-w.order
 		batch = batch[n:]
 	}
 	return false
+}
+
+// done reports outcomes written (but those in skipped) to the written callback.
+func (w *Writer) done(outcomes []store.Outcome, skipped store.Skipped) {
+	w.mu.Lock()
+	w.writing -= len(outcomes)
+	w.mu.Unlock()
+	if w.written != nil {
+		w.written(outcomes, skipped)
+	}
+}
+
+// writeEach writes outcomes one statement each, after a batch of them was refused for one
+// of its values. One refused alone is left out: logged, and reported as skipped (not
+// written), so that its lease is no longer renewed and the job is rescued once it expires,
+// and runs again. On any other error it stops, as a batch does: wrote says how many of
+// outcomes, the first ones, it had written or left out by then.
+func (w *Writer) writeEach(ctx context.Context, outcomes []store.Outcome) (wrote int, skipped store.Skipped, err error) {
+	skipped = store.Skipped{}
+	for i := range outcomes {
+		one, err := w.store.WriteOutcomes(ctx, w.db, w.client, outcomes[i:i+1])
+		switch {
+		case err != nil && store.BadValue(err):
+			o := outcomes[i]
+			w.logger.Error("relay: PostgreSQL refused the outcome of a job's attempt; it is left out, and the job runs again once its lease expires",
+				"job", slog.GroupValue(slog.Int64("id", o.ID), slog.String("kind", o.Kind), slog.String("queue", o.Queue), slog.Int("attempt", o.Attempt)),
+				"state", o.State, "error", err)
+			maps.Copy(skipped, store.SkippedAll(outcomes[i:i+1]))
+		case err != nil:
+			return i, skipped, err
+		default:
+			maps.Copy(skipped, one)
+		}
+	}
+	return len(outcomes), skipped, nil
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -118,6 +120,14 @@ func SkippedAll(outcomes []Outcome) Skipped {
 		s[heldAttempt{o.ID, o.Attempt}] = true
 	}
 	return s
+}
+
+// BadValue reports whether err is PostgreSQL refusing a value (SQLSTATE classes 22, data
+// exception, and 23, integrity constraint violation): the same statement with the same
+// values fails again, unlike one whose connection failed.
+func BadValue(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
 }
 
 // Wrote reports whether the write that returned s changed the job of o, one of its outcomes.

@@ -870,9 +870,15 @@ q AS (
 )
 
 -- name: pendingQueues
--- The queues that have pending jobs and that patterns (names, and groups by prefix) cover.
+-- The queues that patterns (names, and groups by prefix) cover and that have pending jobs
+-- of @kinds due within @within. The check of each queue reads its pending jobs in claim
+-- order until one is due soon enough: the first, unless the queue holds only later ones.
 WITH RECURSIVE {pendingQueueScan}
-SELECT queue FROM q WHERE queue IS NOT NULL AND {schema}.serves(@patterns::text[], queue);
+SELECT queue FROM q
+WHERE queue IS NOT NULL AND {schema}.serves(@patterns::text[], queue)
+  AND EXISTS (SELECT FROM {schema}.jobs j
+              WHERE j.queue = q.queue AND j.state = 'pending' AND j.run_at <= now() + @within::interval
+                AND j.kind = ANY (@kinds::text[]));
 
 -- name: unhandled
 -- Pending jobs that no live client can run — no client serving their queue handles their

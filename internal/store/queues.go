@@ -44,7 +44,9 @@ type queueParams struct {
 
 // patternsParams are the parameters of pendingQueues.
 type patternsParams struct {
-	Patterns []string `db:"patterns"` // queue names, and prefixes ending in '*'
+	Patterns []string      `db:"patterns"` // queue names, and prefixes ending in '*'
+	Kinds    []string      `db:"kinds"`
+	Within   time.Duration `db:"within"`
 }
 
 // SetQueue stores the settings of queue (not its pause), aligns its unfinished jobs with
@@ -88,8 +90,8 @@ func (s *Store) GetQueue(ctx context.Context, db DB, queue string) (QueueRow, er
 
 // PendingQueues returns the queues with pending jobs that patterns (names, and prefix
 // groups ending in '*') cover.
-func (s *Store) PendingQueues(ctx context.Context, db DB, patterns []string) ([]string, error) {
-	rows, err := s.q.pendingQueues.query(ctx, db, patternsParams{Patterns: patterns})
+func (s *Store) PendingQueues(ctx context.Context, db DB, patterns, kinds []string, within time.Duration) ([]string, error) {
+	rows, err := s.q.pendingQueues.query(ctx, db, patternsParams{Patterns: patterns, Kinds: kinds, Within: within})
 	if err != nil {
 		return nil, fmt.Errorf("list queues with pending jobs: %w", err)
 	}
