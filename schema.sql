@@ -468,7 +468,8 @@ $$;
 -- Hand-offs (see migrations/016_hand_offs.sql): a job enqueued alone while a client waits
 -- for work is leased to that client by the enqueue itself, and the wakeup carries the job.
 -- Hands job (just inserted, of queue, due at run_at, with priority and kind) off to a
--- waiting client, or else sends the wakeup wake() sends. Returns whether it notified.
+-- waiting client with fewer than 8 hand-offs unacknowledged (migration 019), or else sends
+-- the wakeup wake() sends. Returns whether it notified.
 CREATE FUNCTION hand_off(channel text, job bigint, queue text, run_at timestamptz, priority integer, kind text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
@@ -485,12 +486,13 @@ BEGIN
        AND NOT EXISTS (SELECT FROM queues q WHERE q.name = hand_off.queue
                        AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
         waiting := waiting_clients(queue, ARRAY[kind], true);
-        -- Not to a client that has not acknowledged its last hand-off yet: one whose
-        -- listener is away, or cut off from it by the network, would leave each job handed
-        -- to it waiting, and a client that hears them acknowledges each at once.
+        -- Not to a client that has 8 hand-offs unacknowledged: one whose listener is away,
+        -- or cut off from it by the network, would leave each job handed to it waiting (a
+        -- client that hears them acknowledges each as it starts), so it strands no more.
         target := (SELECT w.id FROM unnest(waiting) w(id)
-                   WHERE NOT EXISTS (SELECT FROM jobs f
-                                     WHERE f.state = 'running' AND f.lease_expires_at IS NULL AND f.attempted_by = w.id)
+                   WHERE (SELECT count(*) FROM (SELECT FROM jobs f
+                                                WHERE f.state = 'running' AND f.lease_expires_at IS NULL AND f.attempted_by = w.id
+                                                LIMIT 8) unacknowledged) < 8
                      AND client_alive(channel, w.id) AND client_listening(channel, w.id)
                    LIMIT 1);
     END IF;
