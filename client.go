@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -65,6 +66,7 @@ type Client struct {
 	reviverSvc  *lifecycle.Service // see reviveAfterLapses
 	jobs        *store.Client      // the client's claims, renewals and wakeups
 	lapsed      chan struct{}      // capacity 1: a renewal found the heartbeat had lapsed
+	lookAgain   chan struct{}      // capacity 1: findQueues looks at once, not at its next tick
 	schedSvc    *lifecycle.Service // enqueues periodic jobs; nil without schedules
 	prunerSvc   *lifecycle.Service // deletes expired jobs and clients
 	pruner      *pruner
@@ -218,6 +220,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	})
 	c.jobs = jobs
 	c.lapsed = make(chan struct{}, 1)
+	c.lookAgain = make(chan struct{}, 1)
 	c.unlockedWake = make(chan struct{}, 1)
 	c.writer = outcome.New(cfg.ID, c.store, c.conns, cfg.Logger, c.released)
 	c.writer.Observe(c.recovery.observe)
@@ -508,6 +511,15 @@ func (c *Client) listening() {
 	c.wakeAll()
 	c.takeHandOffsNotHeard()
 	c.expirer.Notify(time.Time{}) // deadlines announced while it was not listening
+	c.lookForQueues()             // the queues of groups whose wakeups were not heard
+}
+
+// lookForQueues makes findQueues look at once. It never blocks.
+func (c *Client) lookForQueues() {
+	select {
+	case c.lookAgain <- struct{}{}:
+	default:
+	}
 }
 
 // wakeAll makes every dispatcher look for work from the head of its queue.
@@ -540,12 +552,16 @@ func (c *Client) databaseBackToAll() {
 	c.rescuer.Recover()
 	c.expirer.Notify(time.Time{})
 	c.writer.Recover()
+	c.lookForQueues() // looks that failed meanwhile may have missed a job coming due
 }
 
 // lookAhead is how far ahead findQueues looks for the jobs of a group's queues: a job due
 // later keeps no dispatcher (dispatcher.Config.Horizon), and one due within it is found by
 // the next look at the latest, a poll interval before it is due.
-func (c *Client) lookAhead() time.Duration { return 2 * c.cfg.PollInterval }
+// Two, but no more than a Duration holds: a huge PollInterval means "never poll".
+func (c *Client) lookAhead() time.Duration {
+	return min(c.cfg.PollInterval, math.MaxInt64/2) * 2
+}
 
 // findQueues starts dispatchers for the queues of the client's groups that have pending
 // jobs of its kinds, due now or within lookAhead: at start, then every poll interval, which
@@ -573,6 +589,7 @@ func (c *Client) findQueues(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+		case <-c.lookAgain:
 		}
 	}
 }

@@ -236,15 +236,26 @@ func TestGroupQueueWithNothingToRunSoonGetsNoDispatcher(t *testing.T) {
 	enqueue(b, groupKind, numArgs{N: 1}, relay.Queue("tenant-a-far"), relay.RunIn(3*time.Hour))
 	enqueue(b, relay.NewKind[numArgs]("not-handled"), numArgs{N: 2}, relay.Queue("tenant-b-other"))
 	due := enqueue(b, groupKind, numArgs{N: 3}, relay.Queue("tenant-c-due"))
+	// A queue whose first 100 jobs in claim order are of another kind: the look reads no
+	// further, and counts it as having work, which it has.
+	crowd := make([]relay.JobSpec, 100)
+	for i := range crowd {
+		crowd[i] = relay.NewKind[numArgs]("not-handled").Job(numArgs{N: i}, relay.Priority(10))
+	}
+	b.enqueueMany(crowd, relay.Queue("tenant-d-crowded"))
+	behind := enqueue(b, groupKind, numArgs{N: 4}, relay.Queue("tenant-d-crowded"))
 	c := b.client(relay.Config{PollInterval: time.Hour, Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1, IdleTimeout: time.Hour}}})
 	ran := make(chan queueRun, 10)
 	handle(t, c, groupKind, reportRuns(ran))
 	b.start(c)
-	if r := recv(t, ran, "the job due now"); r != (queueRun{due, "tenant-c-due"}) {
-		t.Fatalf("ran %+v, want job %d of tenant-c-due", r, due)
+	want := map[queueRun]bool{{due, "tenant-c-due"}: true, {behind, "tenant-d-crowded"}: true}
+	for range want {
+		if r := recv(t, ran, "a job due now"); !want[r] {
+			t.Fatalf("ran %+v, want job %d of tenant-c-due and %d of tenant-d-crowded", r, due, behind)
+		}
 	}
-	if got := workedQueues(c); !slices.Equal(got, []string{"tenant-c-due"}) {
-		t.Errorf("WorkedQueues = %v, want [tenant-c-due]: no dispatcher for a queue with nothing to run soon", got)
+	if got := workedQueues(c); !slices.Equal(got, []string{"tenant-c-due", "tenant-d-crowded"}) {
+		t.Errorf("WorkedQueues = %v, want [tenant-c-due tenant-d-crowded]: no dispatcher for a queue with nothing to run soon", got)
 	}
 }
 
@@ -626,4 +637,24 @@ func TestMaxWorkersIsNeverExceededAcrossQueues(t *testing.T) {
 			t.Errorf("queue %s ran up to %d jobs at once, over its %d workers", q, m, workers)
 		}
 	}
+}
+
+// A job enqueued in a group's new queue while the client's listener was away (its wakeup
+// heard by no one) runs once the listener is back, not at the next poll: the client then
+// looks for queues with work at once.
+func TestGroupQueueWhoseWakeupWasLostRunsOnceTheListenerIsBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	pool, gate := b.gatedPool("relay listener ")
+	c := b.client(relay.Config{PollInterval: time.Hour, Queues: map[string]relay.QueueConfig{"tenant-*": {Workers: 1}}})
+	started := make(chan int64, 10)
+	handle(t, c, groupKind, reportIDs(started))
+	b.startOn(c, pool)
+	warm := enqueue(b, groupKind, numArgs{}, relay.Queue("tenant-warm"))
+	if got := recv(t, started, "a job before the listener is lost"); got != warm {
+		t.Fatalf("job %d ran, want %d", got, warm)
+	}
+	gate.cut(b, relay.ListenerApplicationName(c.ID()))
+	id := enqueue(b, groupKind, numArgs{N: 1}, relay.Queue("tenant-new")) // its wakeup is lost
+	gate.reopenRuns(b, started, id, "the listener reconnected")
 }

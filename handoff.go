@@ -83,7 +83,10 @@ func (h *handOffs) forget(job *dispatcher.Job) {
 // queue is free (see dispatcher.TakeHandOff). It runs on the listener's goroutine and never
 // blocks for long.
 func (c *Client) onHandOff(job *dispatcher.Job) {
-	if !c.handOffs.first(job, time.Now()) {
+	// Heard before, and remembered for a minute; once started, held by the keeper until its
+	// outcome is written, however long its acknowledgement takes to go through (a look for
+	// hand-offs not heard returns it until then).
+	if c.keeper.Holds(job.ID, job.Attempt) || !c.handOffs.first(job, time.Now()) {
 		return
 	}
 	giveBack := func(job *dispatcher.Job) { c.handOffs.pending.Go(func() { c.giveBack(job) }) }

@@ -37,6 +37,14 @@ func TestHandOffsAreRememberedForAMinute(t *testing.T) {
 	if h.first(job(perSecond*seconds-1), now) {
 		t.Error("a hand-off taken again after it was forgotten was taken a third time")
 	}
+	// One forgotten and seen again is remembered for a minute from then, not from when it
+	// was first seen.
+	again := job(perSecond*seconds - 2)
+	h.forget(again)
+	h.first(again, now.Add(30*time.Second))
+	if h.first(again, now.Add(61*time.Second)) {
+		t.Error("a hand-off seen again 31 s ago was forgotten with its first sighting's entry")
+	}
 	// The first ones, long forgotten, are new again.
 	if !h.first(job(0), now) {
 		t.Error("a hand-off seen two minutes ago was not forgotten")

@@ -508,7 +508,7 @@ func TestAttemptHistoryKeepsTheLastAttempts(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const snoozes = relay.MaxAttemptHistory + 5
-	long := strings.Repeat("é", relay.MaxAttemptText) // two bytes each: cut mid-way
+	long := "x" + strings.Repeat("é", relay.MaxAttemptText) // two bytes each, after one: cut mid-way
 	var runs atomic.Int64
 	c := b.client(relay.Config{PollInterval: time.Hour})
 	handle(t, c, testKind, func(context.Context, *relay.Job[numArgs]) error {
@@ -537,29 +537,35 @@ func TestAttemptHistoryKeepsTheLastAttempts(t *testing.T) {
 		t.Errorf("the history ends with %s; want the error, then the success", historyString(rec.Attempts[relay.MaxAttemptHistory-1:]))
 	}
 	if n := len(failed.Error); n > relay.MaxAttemptText+30 || n < relay.MaxAttemptText-2 || !utf8.ValidString(failed.Error) ||
-		!strings.HasPrefix(failed.Error, "éé") || !strings.HasSuffix(failed.Error, fmt.Sprintf("(%d bytes cut)", len(long)-relay.MaxAttemptText)) {
+		!strings.HasPrefix(failed.Error, "xéé") || !strings.HasSuffix(failed.Error, fmt.Sprintf("(%d bytes cut)", len(long)-relay.MaxAttemptText+1)) {
 		t.Errorf("the error's text is %d bytes, ending %q; want it cut to %d, at a character, with a note", n, failed.Error[max(n-40, 0):], relay.MaxAttemptText)
 	}
 }
 
-// An outcome PostgreSQL refuses (here a constraint the test adds, where a value relay did
-// not foresee would fail the same way) is left out, alone: the outcomes batched with it are
-// written, the client goes on, and the job runs again once its lease expires. Before, the
-// batch was retried for good, every later outcome queued behind it, and at 5,000 the client
-// stopped claiming.
-func TestOutcomeThePostgreSQLRefusesIsLeftOutAlone(t *testing.T) {
+// An outcome PostgreSQL refuses (here for a constraint the test adds, where a value relay
+// did not foresee would fail the same way) does not hold up the outcomes batched with it:
+// they are written, and so is it, without the handler's output, error data and stack (a
+// success stays a success). One refused even so is left out, and its job runs again once its
+// lease expires. Before, the batch was retried for good, every later outcome queued behind
+// it, and at 5,000 the client stopped claiming.
+func TestOutcomeThePostgreSQLRefusesDoesNotHoldUpTheOthers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	if _, err := b.Exec(ctx, `ALTER TABLE `+b.table("jobs")+` ADD CONSTRAINT no_poison CHECK (output IS NULL OR NOT output ? 'poison')`); err != nil {
+	if _, err := b.Exec(ctx, `ALTER TABLE `+b.table("jobs")+`
+		ADD CONSTRAINT no_poison CHECK (output IS NULL OR NOT output ? 'poison'),
+		ADD CONSTRAINT never_fails CHECK (state <> 'failed' OR args->>'N' <> '1')`); err != nil {
 		t.Fatal(err)
 	}
 	c := b.client(withShortLeases(relay.Config{PollInterval: time.Hour}))
 	start := b.gate()
 	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
 		start.wait() // all of them end together: their outcomes go in as few batches as can be
-		if job.Args.N == 0 && job.Attempt == 1 {
+		switch {
+		case job.Args.N == 0:
 			return job.SetOutput(map[string]bool{"poison": true})
+		case job.Args.N == 1 && job.Attempt == 1:
+			return relay.Discard(errors.New("failed for good, which the table refuses"))
 		}
 		return nil
 	})
@@ -570,12 +576,15 @@ func TestOutcomeThePostgreSQLRefusesIsLeftOutAlone(t *testing.T) {
 	}
 	ids := b.enqueueMany(specs)
 	start.open()
-	for _, id := range ids[1:] {
+	for _, id := range ids[2:] {
 		b.waitRecord(id, relay.StateSucceeded)
 	}
-	rec := b.waitRecord(ids[0], relay.StateSucceeded)
+	if rec := b.waitRecord(ids[0], relay.StateSucceeded); rec.Attempt != 1 || rec.Output != nil {
+		t.Errorf("the job whose output was refused: succeeded on attempt %d with output %s; want attempt 1, without it", rec.Attempt, rec.Output)
+	}
+	rec := b.waitRecord(ids[1], relay.StateSucceeded)
 	if rec.Attempt != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease {
-		t.Errorf("the job whose outcome was refused: succeeded on attempt %d with history %s; want attempt 1 lost (its lease expired), then attempt 2",
+		t.Errorf("the job whose failure was refused: succeeded on attempt %d with history %s; want attempt 1 lost (its lease expired), then attempt 2",
 			rec.Attempt, historyString(rec.Attempts))
 	}
 }

@@ -291,7 +291,7 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 	}
 	// A handler's error decides this text: one PostgreSQL could not store would fail the
 	// write of every outcome batched with it, again and again.
-	o.Error, o.Stack = storableText(cutText(v.message, MaxAttemptText)), storableText(cutText(v.stack, MaxAttemptText))
+	o.Error, o.Stack = cutText(storableText(v.message), MaxAttemptText), cutText(storableText(v.stack), MaxAttemptText)
 	o.Data, o.DataError = encodeErrorData(err, c.cfg.MaxErrorDataSize, func() string { return fmt.Sprintf("of job %d", j.ID) })
 	return o, true
 }

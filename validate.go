@@ -371,14 +371,15 @@ func storableText(s string) string {
 	return b.String()
 }
 
-// cutText cuts s to at most limit bytes, at a character's boundary, noting how many bytes
-// were cut; the note makes the result up to 30 bytes longer than limit.
+// cutText cuts s, valid UTF-8 (as storableText makes it), to at most limit bytes, at a
+// character's boundary, noting how many bytes were cut; the note makes the result up to 30
+// bytes longer than limit.
 func cutText(s string, limit int) string {
 	if len(s) <= limit {
 		return s
 	}
 	cut := limit
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
+	for cut > 0 && cut > limit-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
 	return fmt.Sprintf("%s… (%d bytes cut)", s[:cut], len(s)-cut)

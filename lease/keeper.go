@@ -172,6 +172,15 @@ func (k *Keeper) Cancel(id int64, attempt int, cause error) bool {
 	return ok
 }
 
+// Holds reports whether the Keeper holds the lease of that attempt of job id: its handler
+// runs, or its outcome is still to be written.
+func (k *Keeper) Holds(id int64, attempt int) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	l, ok := k.held[id]
+	return ok && l.attempt == attempt
+}
+
 // Held is how many leases the Keeper holds.
 func (k *Keeper) Held() int {
 	k.mu.Lock()

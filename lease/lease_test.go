@@ -659,3 +659,25 @@ func TestRescuerBackFromAnOutageGivesOwnersGraceToRenew(t *testing.T) {
 		t.Errorf("the job nobody renewed is %s with history %+v; want pending after one lost lease", rec.State, rec.Attempts)
 	}
 }
+
+// Holds says which attempt of a job the keeper holds: from Hold to Release, and only that
+// attempt (the client skips a hand-off it heard again while it runs the job).
+func TestKeeperHoldsAnAttemptFromHoldToRelease(t *testing.T) {
+	t.Parallel()
+	k := lease.NewKeeper(lease.KeeperConfig{TTL: time.Minute, Interval: time.Minute})
+	if k.Holds(7, 1) {
+		t.Fatal("holds attempt 1 of job 7 before any Hold")
+	}
+	k.Hold(7, 1, func(error) {})
+	if !k.Holds(7, 1) || k.Holds(7, 2) || k.Holds(8, 1) {
+		t.Fatalf("after Hold(7, 1): holds (7, 1) %v, (7, 2) %v, (8, 1) %v; want only (7, 1)", k.Holds(7, 1), k.Holds(7, 2), k.Holds(8, 1))
+	}
+	k.Finished(7, 1)
+	if !k.Holds(7, 1) {
+		t.Error("its handler returned, its outcome not written: no longer held")
+	}
+	k.Release(7, 1)
+	if k.Holds(7, 1) {
+		t.Error("held after Release")
+	}
+}

@@ -5,6 +5,7 @@ package outcome
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
@@ -213,20 +214,28 @@ func (w *Writer) done(outcomes []store.Outcome, skipped store.Skipped) {
 }
 
 // writeEach writes outcomes one statement each, after a batch of them was refused for one
-// of its values. One refused alone is left out: logged, and reported as skipped (not
+// of its values. One refused alone is written again without what a handler chose (its
+// output, its error's data and stack; its error text says so): the job still ends as its
+// handler decided. One refused even so is left out: logged, and reported as skipped (not
 // written), so that its lease is no longer renewed and the job is rescued once it expires,
 // and runs again. On any other error it stops, as a batch does: wrote says how many of
 // outcomes, the first ones, it had written or left out by then.
 func (w *Writer) writeEach(ctx context.Context, outcomes []store.Outcome) (wrote int, skipped store.Skipped, err error) {
 	skipped = store.Skipped{}
-	for i := range outcomes {
+	for i, o := range outcomes {
 		one, err := w.store.WriteOutcomes(ctx, w.db, w.client, outcomes[i:i+1])
+		if err != nil && store.BadValue(err) {
+			refused := err
+			bare := []store.Outcome{bareOutcome(o, refused)}
+			if one, err = w.store.WriteOutcomes(ctx, w.db, w.client, bare); err == nil {
+				w.logger.Warn("relay: PostgreSQL refused the outcome of a job's attempt; it was written without its output, error data and stack",
+					"job", jobAttrs(o), "state", o.State, "error", refused)
+			}
+		}
 		switch {
 		case err != nil && store.BadValue(err):
-			o := outcomes[i]
 			w.logger.Error("relay: PostgreSQL refused the outcome of a job's attempt; it is left out, and the job runs again once its lease expires",
-				"job", slog.GroupValue(slog.Int64("id", o.ID), slog.String("kind", o.Kind), slog.String("queue", o.Queue), slog.Int("attempt", o.Attempt)),
-				"state", o.State, "error", err)
+				"job", jobAttrs(o), "state", o.State, "error", err)
 			maps.Copy(skipped, store.SkippedAll(outcomes[i:i+1]))
 		case err != nil:
 			return i, skipped, err
@@ -235,4 +244,20 @@ func (w *Writer) writeEach(ctx context.Context, outcomes []store.Outcome) (wrote
 		}
 	}
 	return len(outcomes), skipped, nil
+}
+
+// bareOutcome is o without the values a handler chose, which PostgreSQL refused (refused),
+// as far as its outcome is concerned.
+func bareOutcome(o store.Outcome, refused error) store.Outcome {
+	o.Output, o.Data, o.DataError, o.Stack = nil, nil, "", ""
+	note := fmt.Sprintf("relay: PostgreSQL refused this attempt's outcome (%v), which was written without its output, error data and stack", refused)
+	if o.Error != "" {
+		note += "; its error: " + o.Error
+	}
+	o.Error = note
+	return o
+}
+
+func jobAttrs(o store.Outcome) slog.Value {
+	return slog.GroupValue(slog.Int64("id", o.ID), slog.String("kind", o.Kind), slog.String("queue", o.Queue), slog.Int("attempt", o.Attempt))
 }

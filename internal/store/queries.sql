@@ -871,14 +871,18 @@ q AS (
 
 -- name: pendingQueues
 -- The queues that patterns (names, and groups by prefix) cover and that have pending jobs
--- of @kinds due within @within. The check of each queue reads its pending jobs in claim
--- order until one is due soon enough: the first, unless the queue holds only later ones.
+-- of @kinds due within @within. Each queue's check reads its first 100 pending jobs in
+-- claim order, along the claim index, and a queue with more counts as having work: a
+-- queue full of other kinds' jobs, or of later ones, must not be read to its end at every
+-- look of every client. Its dispatcher, started for nothing, retires once idle.
 WITH RECURSIVE {pendingQueueScan}
 SELECT queue FROM q
 WHERE queue IS NOT NULL AND {schema}.serves(@patterns::text[], queue)
-  AND EXISTS (SELECT FROM {schema}.jobs j
-              WHERE j.queue = q.queue AND j.state = 'pending' AND j.run_at <= now() + @within::interval
-                AND j.kind = ANY (@kinds::text[]));
+  AND (SELECT count(*) FILTER (WHERE f.run_at <= now() + @within::interval AND f.kind = ANY (@kinds::text[])) > 0
+              OR count(*) = 100
+       FROM (SELECT j.run_at, j.kind FROM {schema}.jobs j
+             WHERE j.queue = q.queue AND j.state = 'pending'
+             ORDER BY (-j.priority), j.run_at, j.id LIMIT 100) f);
 
 -- name: unhandled
 -- Pending jobs that no live client can run — no client serving their queue handles their
