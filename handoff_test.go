@@ -323,7 +323,8 @@ func TestHandOffsOfAClientNoLongerAliveAreRescued(t *testing.T) {
 	handle(t, c, testKind, reportIDs(runs))
 	b.start(c)
 	ctx := context.Background()
-	handedTo := func(client string, stopped bool) int64 {
+	// Each client has a current heartbeat and holds no client lock.
+	handedTo := func(client string, stopped bool, ago time.Duration) int64 {
 		t.Helper()
 		if _, err := b.Exec(ctx, "INSERT INTO "+b.table("clients")+` (id, lease_ttl, queues, kinds, hands_off, stopped_at)
 			VALUES ($1, '1 h', $2, $3, true, CASE WHEN $4 THEN now() END)`,
@@ -332,19 +333,27 @@ func TestHandOffsOfAClientNoLongerAliveAreRescued(t *testing.T) {
 		}
 		var id int64
 		if err := b.QueryRow(ctx, "INSERT INTO "+b.table("jobs")+` (kind, queue, args, state, attempt, max_attempts, attempted_at, attempted_by)
-			VALUES ($1, $2, '{}', 'running', 1, 3, clock_timestamp(), $3) RETURNING id`,
-			testKind.Name(), relay.DefaultQueue, client).Scan(&id); err != nil {
+			VALUES ($1, $2, '{}', 'running', 1, 3, clock_timestamp() - $4::interval, $3) RETURNING id`,
+			testKind.Name(), relay.DefaultQueue, client, ago).Scan(&id); err != nil {
 			t.Fatal(err)
 		}
 		return id
 	}
-	gone, dead := handedTo("stopped", true), handedTo("died", false) // "died" holds no client lock
+	// A lock free a moment (its connection killed and not yet made again) does not make a
+	// client that lives dead: its hand-off has the patience of a lease. Handed off first, it
+	// is there for every rescue that finds the others.
+	fresh := handedTo("reconnecting", false, 0)
+	gone, dead := handedTo("stopped", true, 0), handedTo("died", false, 2*time.Hour)
 	got := map[int64]bool{}
 	for range 2 {
 		got[relaytest.Receive(t, runs, waitTimeout, "a rescued hand-off")] = true
 	}
 	if !got[gone] || !got[dead] {
 		t.Fatalf("ran %v; want jobs %d and %d", got, gone, dead)
+	}
+	if rec := b.record(fresh); rec.State != relay.StateRunning || rec.AttemptedBy != "reconnecting" {
+		t.Errorf("the hand-off of a client whose lock was free but whose heartbeat is current, handed off just now: %s by %q; want it left running",
+			rec.State, rec.AttemptedBy)
 	}
 	if rec := b.waitRecord(gone, relay.StateSucceeded); rec.Attempt != 1 || len(rec.Attempts) != 1 {
 		t.Errorf("the stopped client's hand-off: attempt %d, history %s; want attempt 1 only, the first uncounted",
@@ -430,7 +439,12 @@ func TestAClientThatDoesNotHearIsHandedAFewJobs(t *testing.T) {
 	}
 	noMore(t, runs, "the jobs stranded with the client that does not hear, while it lives")
 
-	cutOff.Close(ctx) // it dies: its client lock is free
+	// It dies: its client lock is free, and its heartbeat lapses (made so, not waited for:
+	// a free lock alone does not make a client dead).
+	cutOff.Close(ctx)
+	if _, err := b.Exec(ctx, "UPDATE "+b.table("clients")+` SET heartbeat_at = now() - interval '2 hours' WHERE id = 'cut-off'`); err != nil {
+		t.Fatal(err)
+	}
 	for range stranded {
 		got := recv(t, runs, "a stranded job, rescued")
 		if !slices.Contains(stranded, got) {

@@ -683,9 +683,13 @@ WHERE locktype = 'virtualxid' AND virtualxid = ANY (@vxids::text[]);
 -- when it was due.
 --
 -- It also retries jobs handed off (migration 016) to a client that is no longer alive
--- before it acknowledged them (lease_expires_at NULL): its heartbeat out of date, or its
--- client lock free. One that stopped cleanly never started them (it stops once every job
--- it started has ended), so their attempt is given back; a client that died may have.
+-- before it acknowledged them (lease_expires_at NULL): stopped, its heartbeat out of date,
+-- or its client lock free for a hand-off older than the client's lease TTL. A free lock
+-- alone is not enough: the connection that holds it can be killed and made again while
+-- the client lives on and runs the job (a storm of killed connections rescued such jobs,
+-- and ran them twice), so a hand-off has the patience a lease has. One that stopped
+-- cleanly never started them (it stops once every job it started has ended), so their
+-- attempt is given back; a client that died may have.
 WITH expired AS (
     SELECT id, run_at FROM {schema}.jobs
     WHERE state = 'running' AND lease_expires_at < now()
@@ -698,7 +702,7 @@ WITH expired AS (
       AND NOT EXISTS (
           SELECT FROM {schema}.clients c
           WHERE c.id = j.attempted_by AND c.stopped_at IS NULL AND c.heartbeat_at + c.lease_ttl > now()
-            AND {schema}.client_alive({channel}, c.id))
+            AND (j.attempted_at + c.lease_ttl > now() OR {schema}.client_alive({channel}, c.id)))
     LIMIT @limit
     FOR UPDATE OF j SKIP LOCKED
 ), lost AS (
