@@ -573,7 +573,7 @@ func (c *Client) findQueues(ctx context.Context) error {
 	for _, g := range c.queues.groups {
 		patterns = append(patterns, g.prefix+"*")
 	}
-	kinds := slices.Sorted(maps.Keys(c.handlers))
+	kinds := c.jobs.Kinds()
 	tick := time.NewTicker(c.cfg.PollInterval)
 	defer tick.Stop()
 	for {

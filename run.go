@@ -74,7 +74,7 @@ func (c *Client) runJob(j *dispatcher.Job) {
 	}
 	if !c.writer.Add(o) {
 		c.keeper.Release(j.ID, j.Attempt)
-		c.cfg.Logger.Error("relay: job finished after the client stopped; its outcome is lost and it will run again", logArgs(o)...)
+		c.cfg.Logger.Error("relay: job finished after the client stopped; its outcome is lost and it will run again", o.LogArgs()...)
 	}
 }
 
@@ -106,7 +106,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	}
 	if err != nil {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
-			logArgs(o, "error", err)...)
+			o.LogArgs("error", err)...)
 	}
 	// Report a success only if this attempt's transaction did complete the job: the job
 	// may also have been cancelled or rescued meanwhile.
@@ -117,7 +117,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	if o.CompletedTx && late {
 		// Completed by the handler's transaction, with an output recorded after it.
 		if err := c.store.SetOutput(ctx, c.conns, r.holder, output); err != nil && !errors.Is(err, store.ErrNotHeld) {
-			c.cfg.Logger.Error("relay: could not store the output of a job completed by CompleteTx", logArgs(o, "error", err)...)
+			c.cfg.Logger.Error("relay: could not store the output of a job completed by CompleteTx", o.LogArgs("error", err)...)
 		}
 	}
 	// After the batches committed before it have reported theirs: a job's events come in
@@ -199,7 +199,7 @@ func (c *Client) released(written []store.Outcome, skipped store.Skipped) {
 		if o.State != store.StateSucceeded && skipped.Wrote(o) {
 			// Logged once written, so that the log says what the database holds: a failure of
 			// an attempt whose job CompleteTx had completed was never recorded.
-			c.cfg.Logger.Warn("relay: job attempt failed", logArgs(o, "reason", o.Reason, "state", o.State, "error", o.Error)...)
+			c.cfg.Logger.Warn("relay: job attempt failed", o.LogArgs("reason", o.Reason, "state", o.State, "error", o.Error)...)
 		}
 	}
 	c.events.outcomeEvents(written, skipped)
@@ -266,7 +266,7 @@ func (c *Client) outcomeOf(ctx context.Context, h handler, j *dispatcher.Job, er
 	v := decide(cause, err, j.Attempt, j.MaxAttempts, c.work.Err() != nil)
 	if v.abandoned {
 		c.cfg.Logger.Warn("relay: job attempt abandoned",
-			jobLogArgs(j.ID, j.Kind, j.Queue, j.Attempt, logAttrs, "cause", cause)...)
+			store.JobLogArgs(j.ID, j.Kind, j.Queue, j.Attempt, logAttrs, "cause", cause)...)
 		return store.Outcome{}, false
 	}
 	o := store.Outcome{ID: j.ID, Attempt: j.Attempt, EndedAt: now, State: v.state, Reason: v.reason, Uncounted: v.uncounted}

@@ -229,13 +229,13 @@ func (w *Writer) writeEach(ctx context.Context, outcomes []store.Outcome) (wrote
 			bare := []store.Outcome{bareOutcome(o, refused)}
 			if one, err = w.store.WriteOutcomes(ctx, w.db, w.client, bare); err == nil {
 				w.logger.Warn("relay: PostgreSQL refused the outcome of a job's attempt; it was written without its output, error data and stack",
-					"job", jobAttrs(o), "state", o.State, "error", refused)
+					o.LogArgs("state", o.State, "error", refused)...)
 			}
 		}
 		switch {
 		case err != nil && store.BadValue(err):
 			w.logger.Error("relay: PostgreSQL refused the outcome of a job's attempt; it is left out, and the job runs again once its lease expires",
-				"job", jobAttrs(o), "state", o.State, "error", err)
+				o.LogArgs("state", o.State, "error", err)...)
 			maps.Copy(skipped, store.SkippedAll(outcomes[i:i+1]))
 		case err != nil:
 			return i, skipped, err
@@ -256,8 +256,4 @@ func bareOutcome(o store.Outcome, refused error) store.Outcome {
 	}
 	o.Error = note
 	return o
-}
-
-func jobAttrs(o store.Outcome) slog.Value {
-	return slog.GroupValue(slog.Int64("id", o.ID), slog.String("kind", o.Kind), slog.String("queue", o.Queue), slog.Int("attempt", o.Attempt))
 }

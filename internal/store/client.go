@@ -56,6 +56,9 @@ func (s *Store) Client(db ClientDB, info ClientInfo) *Client {
 	return &Client{s: s, db: db, info: info}
 }
 
+// Kinds are the kinds the client handles, sorted.
+func (c *Client) Kinds() []string { return c.info.Kinds }
+
 // straysEvery is how often a client's claims of one gated queue look for its strays (see
 // claimGated): a scan of the queue's unfinished jobs, which on every claim cost an ordered
 // queue 15 % of its hand-off rate for ten minutes after each change of its settings.

@@ -1,15 +1,11 @@
-package relay
+package store
 
-import (
-	"log/slog"
+import "log/slog"
 
-	"github.com/relayq/relay/internal/store"
-)
-
-// jobLogArgs are the arguments of a line relay logs about attempt attempt of job id: a
+// JobLogArgs are the arguments of a line relay logs about attempt attempt of job id: a
 // group "job" with its id, kind, queue and attempt, so that logs can be joined with traces
 // and metrics, then what middleware added to the attempt's lines (a trace id), then more.
-func jobLogArgs(id int64, kind, queue string, attempt int, added []slog.Attr, more ...any) []any {
+func JobLogArgs(id int64, kind, queue string, attempt int, added []slog.Attr, more ...any) []any {
 	args := make([]any, 0, 1+len(added)+len(more))
 	args = append(args, slog.Group("job",
 		slog.Int64("id", id), slog.String("kind", kind), slog.String("queue", queue), slog.Int("attempt", attempt)))
@@ -19,7 +15,7 @@ func jobLogArgs(id int64, kind, queue string, attempt int, added []slog.Attr, mo
 	return append(args, more...)
 }
 
-// logArgs are jobLogArgs for the attempt whose outcome is o.
-func logArgs(o store.Outcome, more ...any) []any {
-	return jobLogArgs(o.ID, o.Kind, o.Queue, o.Attempt, o.LogAttrs, more...)
+// LogArgs are JobLogArgs for the attempt whose outcome is o.
+func (o Outcome) LogArgs(more ...any) []any {
+	return JobLogArgs(o.ID, o.Kind, o.Queue, o.Attempt, o.LogAttrs, more...)
 }
