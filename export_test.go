@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,3 +68,24 @@ func NewClientConns(t testing.TB, pool *pgxpool.Pool, reserved int, id string) C
 
 // SharedWait bounds how long a statement waits for a shared pool without room.
 const SharedWait = sharedWait
+
+// ForgetHandOffsAfter makes c forget a hand-off it heard d ago, instead of a minute ago.
+// Call it before Start.
+func ForgetHandOffsAfter(c *Client, d time.Duration) { c.handOffs.memory = d }
+
+// LookForHandOffs runs one look for the jobs handed off to c and not acknowledged, as c
+// does once its listener LISTENs again, and returns how many it found once each has been
+// taken or skipped.
+func LookForHandOffs(c *Client) (int, error) { return c.lookForHandOffs() }
+
+// HoldOutcomeWriter keeps c's outcome writer from reporting batches, and c from
+// acknowledging hand-offs, until release is called.
+func HoldOutcomeWriter(c *Client) (release func()) {
+	held, done := make(chan struct{}), make(chan struct{})
+	go c.writer.Serialize(func() {
+		close(held)
+		<-done
+	})
+	<-held
+	return sync.OnceFunc(func() { close(done) })
+}

@@ -24,6 +24,9 @@ type handOffs struct {
 	// what is older than handOffMemory looks at those alone: a scan of seen at every
 	// hand-off cost time in proportion to a minute's hand-offs, on the listener's goroutine.
 	order []seenAt
+	// memory is how long a hand-off is remembered: handOffMemory, unless a test shortens
+	// it to see what the keeper alone keeps from running twice.
+	memory time.Duration
 	// pending are the acknowledgements, give-backs and looks under way, which Stop waits
 	// for before it closes the connections.
 	pending sync.WaitGroup
@@ -53,19 +56,23 @@ const handOffMemory = time.Minute
 func (h *handOffs) first(job *dispatcher.Job, now time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	k := handOffKey{job.ID, job.Attempt}
-	if _, ok := h.seen[k]; ok {
-		return false
-	}
 	if h.seen == nil {
 		h.seen = map[handOffKey]time.Time{}
 	}
-	for len(h.order) > 0 && now.Sub(h.order[0].at) > handOffMemory {
+	memory := h.memory
+	if memory == 0 {
+		memory = handOffMemory
+	}
+	for len(h.order) > 0 && now.Sub(h.order[0].at) > memory {
 		old := h.order[0]
 		if at, ok := h.seen[old.key]; ok && at.Equal(old.at) { // not forgotten and seen again since
 			delete(h.seen, old.key)
 		}
 		h.order = h.order[1:]
+	}
+	k := handOffKey{job.ID, job.Attempt}
+	if _, ok := h.seen[k]; ok {
+		return false
 	}
 	h.seen[k] = now
 	h.order = append(h.order, seenAt{k, now})
@@ -179,16 +186,8 @@ func (c *Client) takeHandOffsNotHeard() {
 	c.handOffs.pending.Go(func() {
 		retry := backoff.Outage().Series()
 		for {
-			ctx, cancel := context.WithTimeout(c.work, 30*time.Second)
-			jobs, err := c.jobs.HandedOff(ctx, c.cfg.LeaseTTL)
-			cancel()
-			if err == nil {
-				for _, job := range jobs {
-					c.onHandOff(job)
-				}
-				return
-			}
-			if c.work.Err() != nil {
+			_, err := c.lookForHandOffs()
+			if err == nil || c.work.Err() != nil {
 				return // stopping: the rescuers give back a stopped client's hand-offs
 			}
 			c.cfg.Logger.Warn("relay: could not take the jobs handed off to this client; retrying", "error", err)
@@ -197,6 +196,19 @@ func (c *Client) takeHandOffsNotHeard() {
 			}
 		}
 	})
+}
+
+// lookForHandOffs is one look of takeHandOffsNotHeard: every job handed off to the client
+// and not acknowledged goes through onHandOff, which skips those heard or started already.
+// It returns how many it found.
+func (c *Client) lookForHandOffs() (int, error) {
+	ctx, cancel := context.WithTimeout(c.work, 30*time.Second)
+	jobs, err := c.jobs.HandedOff(ctx, c.cfg.LeaseTTL)
+	cancel()
+	for _, job := range jobs {
+		c.onHandOff(job)
+	}
+	return len(jobs), err
 }
 
 // refuseHandOffs makes producers hand the client no more jobs, its listener being deaf

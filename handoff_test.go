@@ -483,3 +483,52 @@ func TestAHandOffIsAcknowledgedAsItsJobStarts(t *testing.T) {
 		t.Error("the job was claimed, not handed off")
 	}
 }
+
+// A hand-off found again by a look for hand-offs not heard, after the client has forgotten
+// hearing it, while its attempt still runs unacknowledged, is not started a second time:
+// the lease keeper holds the attempt until its outcome is written.
+func TestAHandOffFoundAgainWhileItRunsIsNotStartedTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	hold := b.gate()
+	runs := make(chan int64, 2)
+	c := b.client(relay.Config{ID: "forgets", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute,
+		Queues: queues(2, relay.DefaultQueue)})
+	relay.ForgetHandOffsAfter(c, time.Nanosecond)
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		if job.Args.N == 0 {
+			return nil
+		}
+		runs <- job.ID
+		hold.wait()
+		return nil
+	})
+	b.start(c)
+	b.awaitTakingHandOffs(relay.DefaultQueue, "forgets")
+	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
+	b.awaitTakingHandOffs(relay.DefaultQueue, "forgets")
+
+	release := relay.HoldOutcomeWriter(c) // its acknowledgement waits
+	defer release()
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	recv(t, runs, "the job handed off")
+	if found, err := relay.LookForHandOffs(c); err != nil || found != 1 {
+		t.Fatalf("the look found %d hand-offs not acknowledged (%v); want the one running", found, err)
+	}
+	if running := c.Stats().Queues[relay.DefaultQueue].Running; running != 1 {
+		t.Errorf("%d handlers running after the look found the hand-off again; want the one that was", running)
+	}
+	release()
+	hold.open()
+	if !b.handedOff(id, before) {
+		t.Error("the job was claimed, not handed off")
+	}
+	select {
+	case again := <-runs:
+		t.Errorf("job %d ran a second time", again)
+	default:
+	}
+	if rec := b.waitRecord(id, relay.StateSucceeded); rec.Attempt != 1 {
+		t.Errorf("the job succeeded on attempt %d; want 1", rec.Attempt)
+	}
+}
