@@ -105,6 +105,41 @@ func TestCancelOfARunningJobCancelsItsHandlerByNotify(t *testing.T) {
 	}
 }
 
+// A running job cancelled while its client's listener was away (its wakeup never heard;
+// here cancelled by hand in the table, which sends none) has its handler cancelled at the
+// client's next lease renewal, with ErrCancelled, and reports a cancelled attempt to the
+// client's subscribers, as if the wakeup had come: not a lost lease, which reports nothing.
+func TestCancelWhoseWakeupIsNotHeardEndsTheHandlerAtTheNextRenewal(t *testing.T) {
+	t.Parallel()
+	kind := relay.NewKind[numArgs]("long")
+	b := setup(t)
+	c := b.client(relay.Config{LeaseTTL: 10 * time.Second, LeaseRenewal: 100 * time.Millisecond})
+	started := make(chan int64, 1)
+	ended := make(chan ctxEnd, 1)
+	handle(t, c, kind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		started <- job.ID
+		<-ctx.Done()
+		ended <- ctxEnd{job.Attempt, context.Cause(ctx), time.Now()}
+		return nil // as if it finished its work: must not be recorded
+	})
+	events := b.subscribe(c, 10)
+	b.start(c)
+	id := enqueue(b, kind, numArgs{})
+	recv(t, started, "the job to start")
+
+	if _, err := b.Exec(context.Background(), "UPDATE "+b.table("jobs")+
+		" SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL WHERE id = $1", id); err != nil {
+		t.Fatal(err)
+	}
+	if e := recv(t, ended, "the handler's context to be cancelled"); !errors.Is(e.err, relay.ErrCancelled) {
+		t.Errorf("handler's context ended with %v, want ErrCancelled", e.err)
+	}
+	e := b.eventsOf(events, 1, id)[id][0]
+	if e.Outcome() != relay.OutcomeCancelled || e.State != relay.StateCancelled || e.Attempt != 1 {
+		t.Errorf("the attempt's event says %s (job %s, attempt %d); want cancelled, attempt 1", e.Outcome(), e.State, e.Attempt)
+	}
+}
+
 // The errors of Cancel, Retry and GetJob: finished jobs cannot be cancelled, only failed
 // and cancelled jobs can be retried, and an unknown id is not found.
 func TestCancelRetryAndGetJobErrors(t *testing.T) {

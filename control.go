@@ -12,8 +12,9 @@ import (
 var (
 	// ErrTimeout: the handler ran past its timeout (see [Timeout]).
 	ErrTimeout = errors.New("relay: job timed out")
-	// ErrCancelled: the job was cancelled with [Cancel] while it ran.
-	ErrCancelled = errors.New("relay: job was cancelled")
+	// ErrCancelled: the job was cancelled with [Cancel] while it ran: its outcome is not
+	// written, and the attempt is reported cancelled.
+	ErrCancelled = lease.ErrCancelled
 	// ErrLostLease: another client rescued the job after this client's lease on it
 	// expired, or the job was deleted. This attempt's outcome is not recorded.
 	ErrLostLease = lease.ErrLostLease

@@ -30,8 +30,9 @@ type jobOptions struct{ schema string }
 // Cancel cancels job id. A pending, scheduled or held job will never run (cancelling a
 // reservation gives it up at once, without waiting for its deadline); a running job ends
 // cancelled at once and the client running it cancels its handler's context (with cause
-// [ErrCancelled]) within milliseconds, by NOTIFY. A failed job that blocks its key of an
-// ordered queue is cancelled too, which lets the jobs behind it run (see [SetQueue]).
+// [ErrCancelled]) within milliseconds, by NOTIFY, or at its next lease renewal if it missed
+// that. A failed job that blocks its key of an ordered queue is cancelled too, which lets
+// the jobs behind it run (see [SetQueue]).
 // Cancelling any other job that has finished returns an error wrapping [ErrJobFinished];
 // an unknown id, [ErrJobNotFound].
 func Cancel(ctx context.Context, db DB, id int64, opts ...JobOption) error {

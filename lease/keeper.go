@@ -33,8 +33,11 @@ import (
 // Causes with which the Keeper cancels a handler's context.
 var (
 	// ErrLostLease: a renewal found that the job is no longer this client's (rescued after
-	// the lease expired, cancelled, or deleted). Its outcome must not be written.
+	// the lease expired, or deleted). Its outcome must not be written.
 	ErrLostLease = errors.New("relay: the job's lease was lost; another client may be running it")
+	// ErrCancelled: the job was cancelled while it ran, as a renewal found ([Renewal].Cancelled)
+	// or the client was told ([Keeper.Cancel]). Its outcome must not be written.
+	ErrCancelled = errors.New("relay: job was cancelled")
 	// ErrLeaseExpired: renewals failed for longer than the lease lasts, so the lease has
 	// certainly expired and the job is up for rescue by another client.
 	ErrLeaseExpired = errors.New("relay: the job's lease expired while the database was unreachable")
@@ -272,7 +275,7 @@ func (k *Keeper) renew(ctx context.Context) bool {
 		k.cfg.Lapsed()
 	}
 	k.mu.Lock()
-	var lost []*lease
+	var lost, cancelled []*lease
 	var locked []Held
 	for _, h := range held {
 		l, ok := k.held[h.ID]
@@ -291,6 +294,9 @@ func (k *Keeper) renew(ctx context.Context) bool {
 			delete(k.held, h.ID) // written meanwhile, most likely: nothing to cancel
 		case l.completing:
 			delete(k.held, h.ID) // its transaction committed, most likely: let it finish
+		case r.Cancelled[h.ID]:
+			delete(k.held, h.ID)
+			cancelled = append(cancelled, l)
 		default:
 			delete(k.held, h.ID)
 			lost = append(lost, l)
@@ -299,6 +305,9 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	k.mu.Unlock()
 	for _, l := range lost {
 		l.cancel(ErrLostLease)
+	}
+	for _, l := range cancelled {
+		l.cancel(ErrCancelled)
 	}
 	k.renewAllLocked(ctx, locked)
 	if len(lost) > 0 {

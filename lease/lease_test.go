@@ -173,9 +173,10 @@ func TestKeeperRenewsHeldLeasesAndHeartbeats(t *testing.T) {
 	}
 }
 
-// A held job that is deleted, cancelled or re-claimed by someone else in the database is
-// missing from the next renewal: its handler is cancelled with ErrLostLease, the others
-// carry on.
+// A held job that is deleted or re-claimed by someone else in the database is missing from
+// the next renewal: its handler is cancelled with ErrLostLease, the others carry on. One
+// cancelled in the database is reported by the renewal as cancelled, and its handler is
+// cancelled with ErrCancelled, as the cancel's wakeup would: the keeper here hears none.
 func TestKeeperCancelsJobsLostInTheDatabase(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -212,10 +213,13 @@ func TestKeeperCancelsJobsLostInTheDatabase(t *testing.T) {
 	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET attempted_by = 'someone else', attempt = attempt + 1 WHERE id = $1`, jobs[2].ID); err != nil {
 		t.Fatal(err)
 	}
-	for i, what := range []string{"deleted", "cancelled", "re-claimed"} {
-		_, cause := hs[i].ended(t, 2*time.Second, what+" job")
-		if !errors.Is(cause, lease.ErrLostLease) {
-			t.Errorf("the %s job's handler was cancelled with %v, want ErrLostLease", what, cause)
+	for i, c := range []struct {
+		what string
+		want error
+	}{{"deleted", lease.ErrLostLease}, {"cancelled", lease.ErrCancelled}, {"re-claimed", lease.ErrLostLease}} {
+		_, cause := hs[i].ended(t, 2*time.Second, c.what+" job")
+		if !errors.Is(cause, c.want) {
+			t.Errorf("the %s job's handler was cancelled with %v, want %v", c.what, cause, c.want)
 		}
 	}
 	// The untouched job keeps its lease through further renewals.

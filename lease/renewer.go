@@ -31,6 +31,10 @@ type Held struct {
 // jobs, and of those the ones whose lease was extended.
 type Renewal struct {
 	Held, Renewed map[int64]bool
+	// Cancelled are attempts of held whose job was cancelled while they ran: their handlers
+	// are cancelled with [ErrCancelled], not [ErrLostLease], when the wakeup that tells the
+	// client so did not come first (its listener was away, say).
+	Cancelled map[int64]bool
 	// Lapsed is true when the client's previous heartbeat had expired before this one (or
 	// the client was marked stopped): other clients took it for dead meanwhile.
 	Lapsed bool

@@ -26,14 +26,19 @@ func (c *Client) Renew(ctx context.Context, held []lease.Held, ttl time.Duration
 	c.s.q.renewLeases.queue(b, p)
 	res := lease.Renewal{Held: make(map[int64]bool, len(held)), Renewed: make(map[int64]bool, len(held))}
 	var (
-		id      pgtype.Int8
-		renewed bool
+		id                 pgtype.Int8
+		renewed, cancelled bool
 	)
 	err := afterSetting(c.db.SendBatch(ctx, b), func(rows pgx.Rows) error {
-		_, err := pgx.ForEachRow(rows, []any{&id, &renewed}, func() error {
+		_, err := pgx.ForEachRow(rows, []any{&id, &renewed, &cancelled}, func() error {
 			switch {
 			case !id.Valid: // the last row: whether the previous heartbeat had lapsed
 				res.Lapsed = renewed
+			case cancelled:
+				if res.Cancelled == nil {
+					res.Cancelled = map[int64]bool{}
+				}
+				res.Cancelled[id.Int64] = true
 			case renewed:
 				res.Held[id.Int64], res.Renewed[id.Int64] = true, true
 			default:

@@ -488,8 +488,9 @@ WHERE (SELECT count(*) FROM notified) >= 0
 -- The keep-alive tick of client @client: records its heartbeat (with what it serves and
 -- the periodic schedules it has, @schedules) and extends by @ttl the
 -- leases of the attempts it still holds (@ids, with their @attempts). It returns the ids
--- still its own, each with whether its lease was extended; a held job missing from them was
--- rescued, cancelled or deleted. Rows locked by a concurrent write are skipped rather than
+-- still its own, each with whether its lease was extended, and those cancelled while the
+-- attempt ran (relay.Cancel, whose wakeup may not have reached the client); a held job
+-- missing from them was rescued or deleted. Rows locked by a concurrent write are skipped rather than
 -- waited for, so that one busy row never delays every lease: usually the lock is this
 -- client's own outcome batch, and the job is about to stop running; if it is a handler's
 -- transaction (Checkpoint, CompleteTx), renewLocked extends that lease on its own. Like a
@@ -514,13 +515,14 @@ WITH async AS (
     RETURNING 1
 ), attempts AS MATERIALIZED (
     -- matched by columns, not constants, for the reason given at writeOutcomes
-    SELECT *, 'running'::text AS held_state, @client::text AS held_by
+    SELECT *, 'running'::text AS held_state, 'cancelled'::text AS cancelled_state, @client::text AS held_by
     FROM unnest(@ids::bigint[], @attempts::integer[]) AS h(id, attempt)
 ), held AS (
-    SELECT j.id
+    SELECT j.id, j.state = h.cancelled_state AS cancelled
     FROM attempts h
     JOIN {schema}.jobs j
-      ON j.id = h.id AND j.attempt = h.attempt AND j.state = h.held_state AND j.attempted_by = h.held_by
+      ON j.id = h.id AND j.attempt = h.attempt AND j.attempted_by = h.held_by
+     AND (j.state = h.held_state OR j.state = h.cancelled_state)
     WHERE j.id = ANY (@ids::bigint[])
 ), renewed AS (
     UPDATE {schema}.jobs j
@@ -536,10 +538,10 @@ WITH async AS (
     WHERE j.id = free.id
     RETURNING j.id
 )
-SELECT id, id IN (SELECT id FROM renewed) FROM held
+SELECT id, id IN (SELECT id FROM renewed), cancelled FROM held
 WHERE (SELECT count(*) FROM async) = 1
 UNION ALL
-SELECT NULL, coalesce((SELECT lapsed FROM previous), false);
+SELECT NULL, coalesce((SELECT lapsed FROM previous), false), false;
 
 -- name: renewLocked
 -- Extends by @ttl the lease of attempt @attempt of client @client on job @id, waiting for
