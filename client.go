@@ -409,6 +409,11 @@ func (c *Client) stopServices(ctx context.Context) error {
 		c.waitLocksSvc.Stop() // its connection's end releases the locks
 		c.unlockedSvc.Stop()
 	}
+	if c.jobs != nil {
+		giveBackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handOffsAtStopFor)
+		c.giveBackHandOffsNotHeard(giveBackCtx)
+		cancel()
+	}
 	c.handOffs.pending.Wait() // no more are heard; give-backs end within giveBackFor
 	c.conns.close()
 	return err

@@ -76,7 +76,7 @@ func ForgetHandOffsAfter(c *Client, d time.Duration) { c.handOffs.memory = d }
 // LookForHandOffs runs one look for the jobs handed off to c and not acknowledged, as c
 // does once its listener LISTENs again, and returns how many it found once each has been
 // taken or skipped.
-func LookForHandOffs(c *Client) (int, error) { return c.lookForHandOffs() }
+func LookForHandOffs(c *Client) (int, error) { return c.lookForHandOffs(context.Background()) }
 
 // HoldOutcomeWriter keeps c's outcome writer from reporting batches, and c from
 // acknowledging hand-offs, until release is called.

@@ -151,6 +151,10 @@ func (c *Client) ackHandOff(job *dispatcher.Job) {
 // again, and Stop does not wait longer than this for give-backs.
 const giveBackFor = 10 * time.Second
 
+// handOffsAtStopFor bounds how long Stop looks for hand-offs it did not hear, waiting for
+// the producers that may have made them: a producer's transaction can stay open for long.
+const handOffsAtStopFor = 2 * time.Second
+
 // giveBack makes a hand-off the client cannot start pending again, retrying for up to
 // giveBackFor, Stop or not: a job handed off to a stopping client is given back before
 // Stop returns. One it could not give back stays the client's, as if never heard.
@@ -186,7 +190,9 @@ func (c *Client) takeHandOffsNotHeard() {
 	c.handOffs.pending.Go(func() {
 		retry := backoff.Outage().Series()
 		for {
-			_, err := c.lookForHandOffs()
+			ctx, cancel := context.WithTimeout(c.work, 30*time.Second)
+			_, err := c.lookForHandOffs(ctx)
+			cancel()
 			if err == nil || c.work.Err() != nil {
 				return // stopping: the rescuers give back a stopped client's hand-offs
 			}
@@ -201,10 +207,8 @@ func (c *Client) takeHandOffsNotHeard() {
 // lookForHandOffs is one look of takeHandOffsNotHeard: every job handed off to the client
 // and not acknowledged goes through onHandOff, which skips those heard or started already.
 // It returns how many it found.
-func (c *Client) lookForHandOffs() (int, error) {
-	ctx, cancel := context.WithTimeout(c.work, 30*time.Second)
+func (c *Client) lookForHandOffs(ctx context.Context) (int, error) {
 	jobs, err := c.jobs.HandedOff(ctx, c.cfg.LeaseTTL)
-	cancel()
 	for _, job := range jobs {
 		c.onHandOff(job)
 	}
@@ -232,4 +236,19 @@ func (c *Client) refuseHandOffs() {
 		}
 		c.takeHandOffsNotHeard()
 	})
+}
+
+// giveBackHandOffsNotHeard gives back, as the client stops, the jobs handed off to it whose
+// wakeups it had not heard when its listener stopped: it starts no more jobs, and without
+// this they would wait for another client's rescuer. It waits (up to ctx) for the
+// producers that may have handed it a job before it was marked stopped, then looks once;
+// each job found goes to its stopped dispatcher, which gives it back. One it still runs (a
+// handler that did not return) is held by the keeper and left as it is.
+func (c *Client) giveBackHandOffsNotHeard(ctx context.Context) {
+	if err := c.jobs.AwaitProducers(ctx, "", nil); err != nil {
+		c.cfg.Logger.Warn("relay: stop: could not wait for the producers that may have handed jobs to this client; another client gives back what they handed it", "error", err)
+	}
+	if _, err := c.lookForHandOffs(ctx); err != nil {
+		c.cfg.Logger.Warn("relay: stop: could not give back the jobs handed off to this client and not heard; another client gives them back", "error", err)
+	}
 }

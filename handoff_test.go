@@ -532,3 +532,26 @@ func TestAHandOffFoundAgainWhileItRunsIsNotStartedTwice(t *testing.T) {
 		t.Errorf("the job succeeded on attempt %d; want 1", rec.Attempt)
 	}
 }
+
+// A client that stops gives back the jobs handed off to it whose wakeups it had not heard
+// (here a hand-off made by hand in the table, which sends none, as if its listener had
+// missed it), before Stop returns: pending again, their attempt uncounted, for the next
+// client, not stranded until another client's rescuer finds them.
+func TestStopGivesBackHandOffsItDidNotHear(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client(relay.Config{ID: "stops", PollInterval: time.Hour})
+	handle(t, c, testKind, func(context.Context, *relay.Job[numArgs]) error { return nil })
+	b.start(c)
+	id := enqueue(b, testKind, numArgs{}, relay.RunIn(time.Hour))
+	if _, err := b.Exec(context.Background(), "UPDATE "+b.table("jobs")+
+		` SET state = 'running', attempt = 1, run_at = now(), attempted_at = clock_timestamp(), attempted_by = 'stops'
+		WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	b.stop(c)
+	if rec := b.record(id); rec.State != relay.StatePending || rec.Attempt != 0 || !rec.LeaseExpiresAt.IsZero() {
+		t.Errorf("right after Stop the job handed off and not heard is %s after attempt %d (lease %v); want pending, attempt 0, no lease",
+			rec.State, rec.Attempt, rec.LeaseExpiresAt)
+	}
+}

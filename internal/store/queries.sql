@@ -561,7 +561,15 @@ UPDATE {schema}.clients SET hands_off = false WHERE id = @client;
 -- gives. A job that is no longer the client's hand-off (given back, rescued, cancelled) is
 -- left as it is. As in writeOutcomes, the only condition on the jobs table alone is
 -- "id = ANY", so that the plan reaches the jobs by their key.
-WITH held AS MATERIALIZED (
+--
+-- Like a claim it commits asynchronously, saving a WAL flush while producers may be
+-- waiting for the client to have fewer than 8 hand-offs unacknowledged (see hand_off): an
+-- acknowledgement lost in a crash leaves the job unacknowledged, and the client's next
+-- renewal gives it its lease (a look after the listener reconnects finds it too, and
+-- skips it, as the client still runs it).
+WITH async AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), held AS MATERIALIZED (
     SELECT *, 'running'::text AS held_state, @client::text AS held_by, NULL::timestamptz AS no_lease
     FROM unnest(@ids::bigint[], @attempts::integer[]) AS h(id, attempt)
 )
@@ -569,7 +577,8 @@ UPDATE {schema}.jobs j SET lease_expires_at = now() + @ttl::interval
 FROM held h
 WHERE j.id = ANY (@ids::bigint[])
   AND j.id = h.id AND j.attempt = h.attempt AND j.state = h.held_state AND j.attempted_by = h.held_by
-  AND j.lease_expires_at IS NOT DISTINCT FROM h.no_lease;
+  AND j.lease_expires_at IS NOT DISTINCT FROM h.no_lease
+  AND (SELECT count(*) FROM async) = 1;
 
 -- name: releaseHandOff
 -- Gives back job @id, handed off to client @client (migration 016) as attempt @attempt,
