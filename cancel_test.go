@@ -127,8 +127,10 @@ func TestCancelWhoseWakeupIsNotHeardEndsTheHandlerAtTheNextRenewal(t *testing.T)
 	id := enqueue(b, kind, numArgs{})
 	recv(t, started, "the job to start")
 
+	// What relay.Cancel writes, without its NOTIFY.
 	if _, err := b.Exec(context.Background(), "UPDATE "+b.table("jobs")+
-		" SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL WHERE id = $1", id); err != nil {
+		" SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, attempts = "+b.table("append_attempt")+"(attempts, "+
+		b.table("attempt_entry")+"(attempt, attempted_at, now(), attempted_by, 'cancelled', 'cancelled', NULL, NULL)) WHERE id = $1", id); err != nil {
 		t.Fatal(err)
 	}
 	if e := recv(t, ended, "the handler's context to be cancelled"); !errors.Is(e.err, relay.ErrCancelled) {

@@ -57,6 +57,7 @@ type Client struct {
 	writerSvc   *lifecycle.Service
 	keeper      *lease.Keeper
 	handOffs    handOffs // jobs handed off to the client by their producers
+	registered  bool     // Start recorded the client in the clients table: it may be handed jobs
 	keeperSvc   *lifecycle.Service
 	rescuerSvc  *lifecycle.Service
 	expirer     *lease.Expirer
@@ -301,6 +302,7 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 		}
 		return fmt.Errorf("relay: start: %w", err)
 	}
+	c.registered = true
 	c.signalLapse()
 	c.reviverSvc = lifecycle.Go(background, c.reviveAfterLapses)
 
@@ -338,7 +340,9 @@ func (c *Client) abortStart() {
 
 // Stop stops claiming jobs, waits for running handlers until ctx ends, then cancels the
 // handlers' context and waits up to 5 s more for them to return, writes every outcome
-// and stops listening. Jobs whose handlers never return stay running in the table; the
+// and stops listening. It then gives back the jobs producers handed off to the client
+// whose wakeups it had not heard, waiting up to 2 s for producers still open. Jobs whose
+// handlers never return stay running in the table; the
 // error then says how many. Calling Stop again, or on a client that never started, is
 // harmless; a concurrent second call waits for the first.
 func (c *Client) Stop(ctx context.Context) error {
@@ -409,10 +413,8 @@ func (c *Client) stopServices(ctx context.Context) error {
 		c.waitLocksSvc.Stop() // its connection's end releases the locks
 		c.unlockedSvc.Stop()
 	}
-	if c.jobs != nil {
-		giveBackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handOffsAtStopFor)
-		c.giveBackHandOffsNotHeard(giveBackCtx)
-		cancel()
+	if c.registered && !c.cfg.PollOnly { // producers hand jobs only to such clients
+		c.giveBackHandOffsNotHeard()
 	}
 	c.handOffs.pending.Wait() // no more are heard; give-backs end within giveBackFor
 	c.conns.close()

@@ -51,8 +51,8 @@ type Config struct {
 	// [DefaultPollOnlyInterval]) instead of being woken by NOTIFY: a job waits up to that
 	// long to start (the next of an ordered key too, when another client ran the one
 	// before), and cancelling a running job ([Cancel]) reaches its handler at the client's
-	// next lease renewal (LeaseRenewal; its context's cause is then [ErrLostLease]) rather
-	// than within milliseconds. Nothing else changes: every job still runs, in the same
+	// next lease renewal (LeaseRenewal; its context's cause is [ErrCancelled], as with a
+	// listener) rather than within milliseconds. Nothing else changes: every job still runs, in the same
 	// order, under the same leases. Enqueues do not NOTIFY for a poll-only client's sake.
 	// It cannot be combined with ListenerConnString.
 	PollOnly bool

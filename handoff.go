@@ -59,11 +59,10 @@ func (h *handOffs) first(job *dispatcher.Job, now time.Time) bool {
 	if h.seen == nil {
 		h.seen = map[handOffKey]time.Time{}
 	}
-	memory := h.memory
-	if memory == 0 {
-		memory = handOffMemory
+	if h.memory == 0 {
+		h.memory = handOffMemory
 	}
-	for len(h.order) > 0 && now.Sub(h.order[0].at) > memory {
+	for len(h.order) > 0 && now.Sub(h.order[0].at) > h.memory {
 		old := h.order[0]
 		if at, ok := h.seen[old.key]; ok && at.Equal(old.at) { // not forgotten and seen again since
 			delete(h.seen, old.key)
@@ -151,8 +150,8 @@ func (c *Client) ackHandOff(job *dispatcher.Job) {
 // again, and Stop does not wait longer than this for give-backs.
 const giveBackFor = 10 * time.Second
 
-// handOffsAtStopFor bounds how long Stop looks for hand-offs it did not hear, waiting for
-// the producers that may have made them: a producer's transaction can stay open for long.
+// handOffsAtStopFor bounds how long Stop waits for the producers that may have handed the
+// client jobs it did not hear: a producer's transaction can stay open for long.
 const handOffsAtStopFor = 2 * time.Second
 
 // giveBack makes a hand-off the client cannot start pending again, retrying for up to
@@ -240,15 +239,27 @@ func (c *Client) refuseHandOffs() {
 
 // giveBackHandOffsNotHeard gives back, as the client stops, the jobs handed off to it whose
 // wakeups it had not heard when its listener stopped: it starts no more jobs, and without
-// this they would wait for another client's rescuer. It waits (up to ctx) for the
-// producers that may have handed it a job before it was marked stopped, then looks once;
-// each job found goes to its stopped dispatcher, which gives it back. One it still runs (a
-// handler that did not return) is held by the keeper and left as it is.
-func (c *Client) giveBackHandOffsNotHeard(ctx context.Context) {
+// this they would wait for another client's rescuer. It gives back what is there, then
+// waits (up to handOffsAtStopFor) for the producers that may have handed it a job before
+// it was marked stopped, and gives back what they handed it. Jobs it still runs (handlers
+// that did not return) are left as they are.
+func (c *Client) giveBackHandOffsNotHeard() {
+	giveBack := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := c.jobs.GiveBackHandOffs(ctx, c.keeper.HeldJobs())
+		if err != nil {
+			c.cfg.Logger.Warn("relay: stop: could not give back the jobs handed off to this client and not heard; another client's rescuer gives them back", "error", err)
+		} else if n > 0 {
+			c.cfg.Logger.Info("relay: stop: gave back jobs handed off to this client whose wakeups it had not heard", "jobs", n)
+		}
+	}
+	giveBack()
+	ctx, cancel := context.WithTimeout(context.Background(), handOffsAtStopFor)
+	defer cancel()
 	if err := c.jobs.AwaitProducers(ctx, "", nil); err != nil {
-		c.cfg.Logger.Warn("relay: stop: could not wait for the producers that may have handed jobs to this client; another client gives back what they handed it", "error", err)
+		c.cfg.Logger.Debug("relay: stop: did not see the end of every producer that may have handed this client a job; another client's rescuer gives back what they did", "error", err)
+		return
 	}
-	if _, err := c.lookForHandOffs(ctx); err != nil {
-		c.cfg.Logger.Warn("relay: stop: could not give back the jobs handed off to this client and not heard; another client gives them back", "error", err)
-	}
+	giveBack()
 }

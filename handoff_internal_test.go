@@ -49,6 +49,12 @@ func TestHandOffsAreRememberedForAMinute(t *testing.T) {
 	if !h.first(job(0), now) {
 		t.Error("a hand-off seen two minutes ago was not forgotten")
 	}
+	// Forgotten once its minute has passed, even with no other hand-off seen since.
+	var quiet handOffs
+	quiet.first(job(1), start)
+	if !quiet.first(job(1), start.Add(handOffMemory+time.Second)) {
+		t.Error("a hand-off seen more than a minute ago, the last one seen, was not forgotten")
+	}
 }
 
 // BenchmarkHandOffFirst: a hand-off's check costs the same however many were seen in the

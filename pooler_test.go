@@ -79,7 +79,8 @@ func TestBehindPgBouncerWithADirectListener(t *testing.T) {
 	exerciseAll(b, relay.Config{ListenerConnString: direct.URL, Logger: logger},
 		func(c *relay.Client) { relay.ProbeListenerWithin(c, probe) })
 
-	cancelRunningJob(b, relay.Config{ListenerConnString: direct.URL})
+	// With renewals an hour apart, only the listener can bring the cancel in time.
+	cancelRunningJob(b, relay.Config{ListenerConnString: direct.URL, LeaseTTL: 3 * time.Hour, LeaseRenewal: time.Hour})
 	if wait := time.Until(started.Add(2 * probe)); wait > 0 {
 		time.Sleep(wait) // a verdict would have come by then: the warning must not
 	}

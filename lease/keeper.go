@@ -3,8 +3,9 @@
 //
 // Claiming a job leases it to the claiming client until now + TTL. A [Keeper] renews the
 // leases of every job its client is running in one statement per tick; that tick is also
-// the client's heartbeat in the clients table. A job missing from a renewal was rescued,
-// cancelled or deleted: its handler's context is cancelled at once with [ErrLostLease].
+// the client's heartbeat in the clients table. A job missing from a renewal was rescued or
+// deleted: its handler's context is cancelled at once with [ErrLostLease]; one the renewal
+// finds cancelled, with [ErrCancelled].
 // While the database cannot be reached the Keeper keeps trying, and once a lease has
 // certainly expired it cancels that handler itself with [ErrLeaseExpired]. A [Rescuer]
 // retries running jobs whose lease expired, on every client, each exactly once. Both back
@@ -191,6 +192,17 @@ func (k *Keeper) Held() int {
 	return len(k.held)
 }
 
+// HeldJobs returns the ids of the jobs whose leases the Keeper holds.
+func (k *Keeper) HeldJobs() []int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ids := make([]int64, 0, len(k.held))
+	for id := range k.held {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // Pause stops (true) or resumes (false) renewals, as if the client were cut off from the
 // database. It exists for tests of partitioned workers.
 func (k *Keeper) Pause(paused bool) { k.paused.Store(paused) }
@@ -308,6 +320,9 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	}
 	for _, l := range cancelled {
 		l.cancel(ErrCancelled)
+	}
+	if len(cancelled) > 0 {
+		k.cfg.Logger.Info("relay: cancelled running jobs, found cancelled by a lease renewal (the cancel's wakeup was not heard)", "jobs", len(cancelled))
 	}
 	k.renewAllLocked(ctx, locked)
 	if len(lost) > 0 {

@@ -176,13 +176,14 @@ func TestKeeperRenewsHeldLeasesAndHeartbeats(t *testing.T) {
 // A held job that is deleted or re-claimed by someone else in the database is missing from
 // the next renewal: its handler is cancelled with ErrLostLease, the others carry on. One
 // cancelled in the database is reported by the renewal as cancelled, and its handler is
-// cancelled with ErrCancelled, as the cancel's wakeup would: the keeper here hears none.
+// cancelled with ErrCancelled, as the cancel's wakeup would (the keeper here hears none),
+// but only if the cancel ended its attempt: one rescued from it, then cancelled, was lost.
 func TestKeeperCancelsJobsLostInTheDatabase(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	const ttl = time.Second
-	jobs := r.claim("keeper-b", 4, ttl)
+	jobs := r.claim("keeper-b", 5, ttl)
 	k := lease.NewKeeper(lease.KeeperConfig{
 		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-b", Queues: []string{"default"}, Kinds: []string{"k"}}),
 		TTL:     ttl, Interval: 50 * time.Millisecond,
@@ -194,7 +195,7 @@ func TestKeeperCancelsJobsLostInTheDatabase(t *testing.T) {
 	runKeeper(t, k)
 	// One renewal went through with everything held.
 	relaytest.WaitFor(t, waitTimeout, "a first renewal", func() bool {
-		_, until, now := r.leaseOf(jobs[3].ID)
+		_, until, now := r.leaseOf(jobs[4].ID)
 		return until.After(now.Add(ttl - 200*time.Millisecond))
 	})
 	for i, h := range hs {
@@ -213,23 +214,33 @@ func TestKeeperCancelsJobsLostInTheDatabase(t *testing.T) {
 	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET attempted_by = 'someone else', attempt = attempt + 1 WHERE id = $1`, jobs[2].ID); err != nil {
 		t.Fatal(err)
 	}
+	// Rescued (its lease taken for expired), then cancelled while pending: its attempt was
+	// not cancelled, it lost its lease.
+	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET state = 'pending', lease_expires_at = NULL,
+		attempts = `+r.store.Table("append_attempt")+`(attempts, `+r.store.Table("attempt_entry")+`(attempt, attempted_at, now(), attempted_by, 'lost lease', 'lost lease', NULL, NULL))
+		WHERE id = $1`, jobs[3].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Cancel(ctx, r.db, jobs[3].ID, relay.Schema(r.db.Schema)); err != nil {
+		t.Fatal(err)
+	}
 	for i, c := range []struct {
 		what string
 		want error
-	}{{"deleted", lease.ErrLostLease}, {"cancelled", lease.ErrCancelled}, {"re-claimed", lease.ErrLostLease}} {
+	}{{"deleted", lease.ErrLostLease}, {"cancelled", lease.ErrCancelled}, {"re-claimed", lease.ErrLostLease}, {"rescued, then cancelled", lease.ErrLostLease}} {
 		_, cause := hs[i].ended(t, 2*time.Second, c.what+" job")
 		if !errors.Is(cause, c.want) {
 			t.Errorf("the %s job's handler was cancelled with %v, want %v", c.what, cause, c.want)
 		}
 	}
 	// The untouched job keeps its lease through further renewals.
-	_, before, _ := r.leaseOf(jobs[3].ID)
+	_, before, _ := r.leaseOf(jobs[4].ID)
 	relaytest.WaitFor(t, waitTimeout, "the remaining lease to be renewed again", func() bool {
-		_, until, _ := r.leaseOf(jobs[3].ID)
+		_, until, _ := r.leaseOf(jobs[4].ID)
 		return until.After(before)
 	})
-	if !hs[3].alive() {
-		t.Errorf("the untouched job's handler was cancelled: %v", context.Cause(hs[3].ctx))
+	if !hs[4].alive() {
+		t.Errorf("the untouched job's handler was cancelled: %v", context.Cause(hs[4].ctx))
 	}
 	if k.Held() != 1 {
 		t.Errorf("Held() = %d, want 1 (only the untouched job)", k.Held())

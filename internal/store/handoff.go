@@ -135,6 +135,25 @@ func (c *Client) HandedOff(ctx context.Context, ttl time.Duration) ([]*dispatche
 	return jobs, nil
 }
 
+// GiveBackHandOffs gives back, as the client stops, the jobs handed off to it that it has
+// not acknowledged, but for those in running (its handlers still run them), and reports
+// how many it gave back: their wakeups were not heard, and the client starts no more.
+func (c *Client) GiveBackHandOffs(ctx context.Context, running []int64) (int, error) {
+	if running == nil {
+		running = []int64{} // not NULL, which would match no job
+	}
+	var n int
+	if err := c.s.q.giveBackHandOffs.queryRow(ctx, c.db, giveBackParams{Client: c.info.ID, Running: running}).Scan(&n); err != nil {
+		return 0, fmt.Errorf("give back the jobs handed off to client %s: %w", c.info.ID, err)
+	}
+	return n, nil
+}
+
+type giveBackParams struct {
+	Client  string  `db:"client"`
+	Running []int64 `db:"running"`
+}
+
 type handedOffParams struct {
 	Client string        `db:"client"`
 	TTL    time.Duration `db:"ttl"`

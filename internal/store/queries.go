@@ -39,6 +39,7 @@ type queries struct {
 	releaseHandOff     statement[heldParams]
 	refuseHandOffs     statement[clientParams]
 	handedOff          statement[handedOffParams]
+	giveBackHandOffs   statement[giveBackParams]
 	cancel             statement[jobParams]
 	retry              statement[jobParams]
 	commitJobs         statement[idsParams]
@@ -75,6 +76,7 @@ func buildQueries(names *strings.Replacer) queries {
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},
 		{"genericPlan", &q.genericPlan}, {"writeOutcomes", &q.writeOutcomes}, {"renewLeases", &q.renewLeases}, {"renewLocked", &q.renewLocked},
 		{"stopClient", &q.stopClient}, {"rescue", &q.rescue}, {"ackHandOffs", &q.ackHandOffs}, {"holdListening", &q.holdListening}, {"releaseHandOff", &q.releaseHandOff}, {"handedOff", &q.handedOff},
+		{"giveBackHandOffs", &q.giveBackHandOffs},
 		{"refuseHandOffs", &q.refuseHandOffs}, {"cancel", &q.cancel}, {"retry", &q.retry},
 		{"completeTx", &q.completeTx}, {"checkpoint", &q.checkpoint}, {"setOutput", &q.setOutput},
 		{"endedBy", &q.endedBy}, {"setQueue", &q.setQueue}, {"pauseQueue", &q.pauseQueue},

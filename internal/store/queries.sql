@@ -515,14 +515,17 @@ WITH async AS (
     RETURNING 1
 ), attempts AS MATERIALIZED (
     -- matched by columns, not constants, for the reason given at writeOutcomes
-    SELECT *, 'running'::text AS held_state, 'cancelled'::text AS cancelled_state, @client::text AS held_by
+    SELECT *, 'running'::text AS held_state, 'cancelled'::text AS cancelled_state, @client::text AS held_by,
+           jsonb_build_object('attempt', attempt, 'client', @client::text, 'outcome', 'cancelled') AS cancelled_entry
     FROM unnest(@ids::bigint[], @attempts::integer[]) AS h(id, attempt)
 ), held AS (
+    -- A cancelled job is reported only if the cancel ended this attempt (its last history
+    -- entry), not if it was cancelled after a rescue took the job from this attempt.
     SELECT j.id, j.state = h.cancelled_state AS cancelled
     FROM attempts h
     JOIN {schema}.jobs j
       ON j.id = h.id AND j.attempt = h.attempt AND j.attempted_by = h.held_by
-     AND (j.state = h.held_state OR j.state = h.cancelled_state)
+     AND (j.state = h.held_state OR j.state = h.cancelled_state AND j.attempts -> -1 @> h.cancelled_entry)
     WHERE j.id = ANY (@ids::bigint[])
 ), renewed AS (
     UPDATE {schema}.jobs j
@@ -606,6 +609,27 @@ FROM (SELECT id FROM {schema}.jobs
 WHERE j.id = handed.id
 RETURNING j.id, kind, args, attempt, max_attempts, created_at, run_at, attempted_at, timeout_ms, priority, checkpoint, payload,
           metadata, backoff, schedule, schedule_slot, queue;
+
+-- name: giveBackHandOffs
+-- Gives back, as client @client stops, the jobs handed off to it that it has not
+-- acknowledged and does not run (@running: the jobs whose handlers it still runs): their
+-- wakeups were not heard. Each is pending again with its attempt uncounted, as
+-- releaseHandOff leaves one, and its queue woken (not handed off: the client is marked
+-- stopped). Rows locked by another write are skipped, as in handedOff. Returns how many.
+WITH given AS (
+    UPDATE {schema}.jobs j
+    SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL
+    FROM (SELECT id FROM {schema}.jobs
+          WHERE state = 'running' AND lease_expires_at IS NULL AND attempted_by = @client
+            AND id <> ALL (@running::bigint[])
+          FOR UPDATE SKIP LOCKED) handed
+    WHERE j.id = handed.id
+    RETURNING j.queue, j.run_at, j.priority, j.kind
+), woken AS (
+    SELECT {schema}.wake({channel}, queue, min(run_at), max(priority), array_agg(DISTINCT kind), count(*))
+    FROM given GROUP BY queue
+)
+SELECT count(*) FROM given WHERE (SELECT count(*) FROM woken) >= 0;
 
 -- name: stopClient
 -- Marks client @client stopped, and forgets its dispatchers: enqueues no longer wake it.
