@@ -89,3 +89,8 @@ func HoldOutcomeWriter(c *Client) (release func()) {
 	<-held
 	return sync.OnceFunc(func() { close(done) })
 }
+
+// OnStopAwaitingProducers makes c call fn as its Stop, having given back the hand-offs it
+// did not hear, starts waiting for the producers that may still hand it jobs. Call it
+// before Start.
+func OnStopAwaitingProducers(c *Client, fn func()) { c.handOffs.awaitingProducers = fn }

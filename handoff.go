@@ -27,6 +27,9 @@ type handOffs struct {
 	// memory is how long a hand-off is remembered: handOffMemory, unless a test shortens
 	// it to see what the keeper alone keeps from running twice.
 	memory time.Duration
+	// awaitingProducers, if set (by a test), is called as Stop starts waiting for the
+	// producers that may have handed the client jobs it did not hear.
+	awaitingProducers func()
 	// pending are the acknowledgements, give-backs and looks under way, which Stop waits
 	// for before it closes the connections.
 	pending sync.WaitGroup
@@ -255,6 +258,9 @@ func (c *Client) giveBackHandOffsNotHeard() {
 		}
 	}
 	giveBack()
+	if c.handOffs.awaitingProducers != nil {
+		c.handOffs.awaitingProducers()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), handOffsAtStopFor)
 	defer cancel()
 	if err := c.jobs.AwaitProducers(ctx, "", nil); err != nil {

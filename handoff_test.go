@@ -555,3 +555,46 @@ func TestStopGivesBackHandOffsItDidNotHear(t *testing.T) {
 			rec.State, rec.Attempt, rec.LeaseExpiresAt)
 	}
 }
+
+// A hand-off made by a producer whose transaction commits while the client stops (after
+// Stop has given back what it had not heard) is given back too: Stop waits for such
+// producers before it returns.
+func TestStopGivesBackHandOffsOfProducersStillOpen(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client(relay.Config{ID: "stops-late", PollInterval: time.Hour})
+	handle(t, c, testKind, func(context.Context, *relay.Job[numArgs]) error { return nil })
+	awaiting := make(chan struct{})
+	relay.OnStopAwaitingProducers(c, func() { close(awaiting) })
+	b.start(c)
+	id := enqueue(b, testKind, numArgs{}, relay.RunIn(time.Hour))
+
+	ctx := context.Background()
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "UPDATE "+b.table("jobs")+
+		` SET state = 'running', attempt = 1, run_at = now(), attempted_at = clock_timestamp(), attempted_by = 'stops-late'
+		WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop(ctx) }()
+	recv(t, awaiting, "Stop to wait for the producers")
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a producer that may have handed it a job was open", err)
+	default:
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, stopped, "Stop to return"); err != nil {
+		t.Fatal(err)
+	}
+	if rec := b.record(id); rec.State != relay.StatePending || rec.Attempt != 0 {
+		t.Errorf("right after Stop the job handed off as it stopped is %s after attempt %d; want pending, attempt 0", rec.State, rec.Attempt)
+	}
+}
