@@ -75,6 +75,25 @@ func (b *bundle) awaitAcknowledged(id int64) {
 	})
 }
 
+// startTakingHandOffs starts client id, c, whose handler of testKind returns at once for
+// N = 0 and otherwise sends the job's id on runs and waits for hold, and waits until c
+// takes hand-offs of the default queue, past its first claim.
+func (b *bundle) startTakingHandOffs(c *relay.Client, id string, runs chan<- int64, hold *gate) {
+	b.t.Helper()
+	handle(b.t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		if job.Args.N == 0 {
+			return nil
+		}
+		runs <- job.ID
+		hold.wait()
+		return nil
+	})
+	b.start(c)
+	b.awaitTakingHandOffs(relay.DefaultQueue, id)
+	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
+	b.awaitTakingHandOffs(relay.DefaultQueue, id)
+}
+
 // A job enqueued while the client waits is handed off to it, and runs as a claimed job
 // would: its attempt, its kind's default max attempts, its args and metadata. Jobs that
 // must not be handed off are claimed: one at REPEATABLE READ, one due later, one of an
@@ -464,17 +483,7 @@ func TestAHandOffIsAcknowledgedAsItsJobStarts(t *testing.T) {
 	hold := b.gate()
 	runs := make(chan int64, 1)
 	c := b.client(relay.Config{ID: "acks", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute})
-	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
-		if job.Args.N == 0 {
-			return nil
-		}
-		runs <- job.ID
-		hold.wait()
-		return nil
-	})
-	b.start(c)
-	b.awaitTakingHandOffs(relay.DefaultQueue, "acks")
-	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
+	b.startTakingHandOffs(c, "acks", runs, hold)
 	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
 	recv(t, runs, "the job handed off")
 	b.awaitAcknowledged(id)
@@ -495,18 +504,7 @@ func TestAHandOffFoundAgainWhileItRunsIsNotStartedTwice(t *testing.T) {
 	c := b.client(relay.Config{ID: "forgets", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute,
 		Queues: queues(2, relay.DefaultQueue)})
 	relay.ForgetHandOffsAfter(c, time.Nanosecond)
-	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
-		if job.Args.N == 0 {
-			return nil
-		}
-		runs <- job.ID
-		hold.wait()
-		return nil
-	})
-	b.start(c)
-	b.awaitTakingHandOffs(relay.DefaultQueue, "forgets")
-	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
-	b.awaitTakingHandOffs(relay.DefaultQueue, "forgets")
+	b.startTakingHandOffs(c, "forgets", runs, hold)
 
 	release := relay.HoldOutcomeWriter(c) // its acknowledgement waits
 	defer release()

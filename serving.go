@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -141,11 +143,7 @@ func (s *serving) stats() map[string]QueueStats {
 func (s *serving) names() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	names := make([]string, 0, len(s.queues))
-	for name := range s.queues {
-		names = append(names, name)
-	}
-	return names
+	return slices.Collect(maps.Keys(s.queues))
 }
 
 // stop stops every dispatcher claiming, and any new one from starting. Their jobs run on.

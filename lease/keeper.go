@@ -24,6 +24,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,11 +198,7 @@ func (k *Keeper) Held() int {
 func (k *Keeper) HeldJobs() []int64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	ids := make([]int64, 0, len(k.held))
-	for id := range k.held {
-		ids = append(ids, id)
-	}
-	return ids
+	return slices.Collect(maps.Keys(k.held))
 }
 
 // Pause stops (true) or resumes (false) renewals, as if the client were cut off from the
