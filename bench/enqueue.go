@@ -177,13 +177,19 @@ func enqueueSetting(ctx context.Context, b *bench, setting string, dur time.Dura
 		)
 		if setting == "idle" {
 			allStarted := waitFor(ctx, 10*time.Second, time.Millisecond, func() bool { return rec.started.Load() >= n })
-			pk := rec.pickups(0, n, nil, nil, nil)
+			byRoute := [2]histogram{newHist(), newHist()} // handed off, claimed
+			pk := rec.pickups(0, n, nil, rec.route, byRoute[:])
 			late := rec.lateStarts(0, n, lateAfter)
+			handedOff, claimed := byRoute[0], byRoute[1]
 			metrics = append(metrics,
 				Metric{Name: prefix + "pickup p50", Unit: unitMs, Value: ms(pk.hist.ValueAtQuantile(50)), Target: atMost(0.8)},
 				Metric{Name: prefix + "pickup p99", Unit: unitMs, Value: ms(pk.hist.ValueAtQuantile(99)), Target: atMost(3)},
 				Metric{Name: prefix + "started > 100 ms after commit", Unit: unitCount, Value: float64(late), Target: never()},
 				Metric{Name: prefix + "never started", Unit: unitCount, Value: float64(pk.missing), Target: never()},
+				Metric{Name: prefix + "handed off (share of jobs)", Unit: unitFloat,
+					Value: float64(handedOff.TotalCount()) / float64(max(handedOff.TotalCount()+claimed.TotalCount(), 1))},
+				Metric{Name: prefix + "pickup p99, handed off", Unit: unitMs, Value: ms(handedOff.ValueAtQuantile(99))},
+				Metric{Name: prefix + "pickup p99, claimed", Unit: unitMs, Value: ms(claimed.ValueAtQuantile(99))},
 			)
 			if !allStarted {
 				notes = append(notes, fmt.Sprintf("%s: %d jobs had not started 10 s after the last commit", prefix, pk.missing))

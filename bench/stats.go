@@ -139,6 +139,16 @@ func (r *recorder) beganClaimed(seq int64, t, attemptedAt time.Time) {
 	r.began(seq, t)
 }
 
+// route tells how job seq started, for pickups' group: 0 if it was handed off (leased by
+// its producer's statement, so its AttemptedAt is before its Commit returned), 1 if it was
+// claimed after its commit.
+func (r *recorder) route(seq int64) int {
+	if a := r.claim[seq].Load(); a != 0 && a < r.commit[seq].Load() {
+		return 0
+	}
+	return 1
+}
+
 // phases splits the pickup latency of the jobs in [lo, hi) at the claim statement's
 // now(): commit → claim began (the wakeup: NOTIFY, listener, dispatcher, a connection)
 // and claim began → handler (the claim statement, its result, the job's goroutine,
