@@ -78,16 +78,16 @@ func ForgetHandOffsAfter(c *Client, d time.Duration) { c.handOffs.memory = d }
 // taken or skipped.
 func LookForHandOffs(c *Client) (int, error) { return c.lookForHandOffs(context.Background()) }
 
-// HoldOutcomeWriter keeps c's outcome writer from reporting batches, and c from
-// acknowledging hand-offs, until release is called.
-func HoldOutcomeWriter(c *Client) (release func()) {
-	held, done := make(chan struct{}), make(chan struct{})
-	go c.writer.Serialize(func() {
-		close(held)
-		<-done
-	})
-	<-held
-	return sync.OnceFunc(func() { close(done) })
+// AcknowledgementGate puts a gate before c's acknowledgements of the hand-offs it starts:
+// after hold, none goes out until release. Call it before Start.
+func AcknowledgementGate(c *Client) (hold func(), release func()) {
+	var gate sync.RWMutex
+	c.handOffs.beforeAck = func() {
+		gate.RLock()
+		gate.RUnlock() // a gate: it only waits for hold to be released
+	}
+	var held sync.Once
+	return func() { gate.Lock() }, func() { held.Do(gate.Unlock) }
 }
 
 // OnStopAwaitingProducers makes c call fn as its Stop, having given back the hand-offs it

@@ -28,8 +28,9 @@ type handOffs struct {
 	// it to see what the keeper alone keeps from running twice.
 	memory time.Duration
 	// awaitingProducers, if set (by a test), is called as Stop starts waiting for the
-	// producers that may have handed the client jobs it did not hear.
-	awaitingProducers func()
+	// producers that may have handed the client jobs it did not hear; beforeAck, before
+	// each acknowledgement.
+	awaitingProducers, beforeAck func()
 	// pending are the acknowledgements, give-backs and looks under way, which Stop waits
 	// for before it closes the connections.
 	pending sync.WaitGroup
@@ -38,6 +39,11 @@ type handOffs struct {
 	// acknowledging others. Those heard meanwhile go in its next statement, one for all.
 	acks   []*dispatcher.Job
 	acking bool
+	// acked closes once the statement that will acknowledge acks has returned, and
+	// ackedBy holds, for each job whose acknowledgement is queued or under way, the acked
+	// of its statement: its outcome waits for it (see awaitAck).
+	acked   chan struct{}
+	ackedBy map[int64]chan struct{}
 }
 
 type handOffKey struct {
@@ -109,15 +115,26 @@ func (c *Client) onHandOff(job *dispatcher.Job) {
 // that fails is left to the client's next renewal, which gives the job its lease; until
 // then producers hand the client no other job.
 //
-// Only a job that starts is acknowledged, and never while one of the client's outcome
-// batches is being written: an acknowledgement that came upon a job just made pending
-// again (given back, or retried by its outcome) would wait for that statement and then keep
-// the row locked until it ended, though it changed nothing, and a claim woken for the job
-// in that moment would skip it (SKIP LOCKED) and wait for the next wakeup.
+// Only a job that starts is acknowledged, and its outcome is written only once its
+// acknowledgement has returned (awaitAck): an acknowledgement that came upon the job just
+// made pending again by its outcome (a retry, a snooze) would wait for that statement and
+// then keep the row locked until it ended, though it changed nothing, and a claim woken for
+// the job in that moment would skip it (SKIP LOCKED) and wait for the next wakeup. Nothing
+// else makes a running job pending while its client lives, so acknowledgements need not
+// wait for the client's outcome batches, which they once did: a client whose outcome
+// batches followed each other had its acknowledgements wait for them, and producers found
+// it with 8 hand-offs unacknowledged more often.
 func (c *Client) ackHandOff(job *dispatcher.Job) {
 	h := &c.handOffs
 	h.mu.Lock()
 	h.acks = append(h.acks, job)
+	if h.acked == nil {
+		h.acked = make(chan struct{})
+	}
+	if h.ackedBy == nil {
+		h.ackedBy = map[int64]chan struct{}{}
+	}
+	h.ackedBy[job.ID] = h.acked
 	if h.acking {
 		h.mu.Unlock()
 		return
@@ -127,25 +144,45 @@ func (c *Client) ackHandOff(job *dispatcher.Job) {
 	h.pending.Go(func() {
 		for {
 			h.mu.Lock()
-			jobs := h.acks
-			h.acks = nil
+			jobs, acked := h.acks, h.acked
+			h.acks, h.acked = nil, nil
 			h.acking = len(jobs) > 0
 			h.mu.Unlock()
 			if len(jobs) == 0 {
 				return
 			}
-			var err error
-			c.writer.Serialize(func() {
-				ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), giveBackFor)
-				defer cancel()
-				err = c.jobs.AckHandOffs(ctx, jobs, c.cfg.LeaseTTL)
-			})
+			if h.beforeAck != nil {
+				h.beforeAck()
+			}
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), giveBackFor)
+			err := c.jobs.AckHandOffs(ctx, jobs, c.cfg.LeaseTTL)
+			cancel()
+			h.mu.Lock()
+			for _, j := range jobs {
+				if h.ackedBy[j.ID] == acked {
+					delete(h.ackedBy, j.ID)
+				}
+			}
+			h.mu.Unlock()
+			close(acked)
 			if err != nil {
 				c.cfg.Logger.Debug("relay: could not acknowledge jobs handed off to this client; its next lease renewal does",
 					"jobs", len(jobs), "error", err)
 			}
 		}
 	})
+}
+
+// awaitAck returns once the acknowledgement of job id's hand-off, if one is queued or
+// under way, has returned: its outcome is written after it (see ackHandOff). It waits at
+// most giveBackFor, the acknowledgement's own bound.
+func (h *handOffs) awaitAck(id int64) {
+	h.mu.Lock()
+	acked := h.ackedBy[id]
+	h.mu.Unlock()
+	if acked != nil {
+		<-acked
+	}
 }
 
 // giveBackFor bounds how long the client tries to give back one hand-off: past it, it

@@ -504,10 +504,11 @@ func TestAHandOffFoundAgainWhileItRunsIsNotStartedTwice(t *testing.T) {
 	c := b.client(relay.Config{ID: "forgets", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute,
 		Queues: queues(2, relay.DefaultQueue)})
 	relay.ForgetHandOffsAfter(c, time.Nanosecond)
+	holdAcks, release := relay.AcknowledgementGate(c)
 	b.startTakingHandOffs(c, "forgets", runs, hold)
-
-	release := relay.HoldOutcomeWriter(c) // its acknowledgement waits
+	holdAcks()
 	defer release()
+
 	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
 	recv(t, runs, "the job handed off")
 	if found, err := relay.LookForHandOffs(c); err != nil || found != 1 {

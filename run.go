@@ -36,6 +36,9 @@ func (c *Client) runJob(j *dispatcher.Job) {
 	started := time.Now()
 	err := c.call(ctx, h, j, r)
 	c.keeper.Finished(j.ID, j.Attempt)
+	if j.HandedOff {
+		c.handOffs.awaitAck(j.ID) // before its outcome: see ackHandOff
+	}
 
 	// The lease is kept until the outcome is committed (see released): the job is running
 	// in the table until then, and a lapsed lease would have it rescued and run again.
