@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -595,5 +596,74 @@ func TestStopGivesBackHandOffsOfProducersStillOpen(t *testing.T) {
 	}
 	if rec := b.record(id); rec.State != relay.StatePending || rec.Attempt != 0 {
 		t.Errorf("right after Stop the job handed off as it stopped is %s after attempt %d; want pending, attempt 0", rec.State, rec.Attempt)
+	}
+}
+
+// A handed-off job whose acknowledgement found its row held by the handler's own
+// transaction (which called CompleteTx), and whose handler then returned with that
+// transaction open, has no lease, and its outcome cannot be written: the client leaves it
+// to its lease, and its next renewal gives it one once the transaction has ended (here it
+// rolls back). The job is then rescued and runs again, instead of staying running under a
+// live client, with no lease, for good.
+func TestAHandOffLeftToItsLeaseBeforeItsAcknowledgementGetsOne(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	gaveUp := make(chan struct{}, 1)
+	kept := b.keptLogger().Handler()
+	c := b.client(withShortLeases(relay.Config{ID: "left", Logger: slog.New(logHook(func(r slog.Record) {
+		if strings.Contains(r.Message, "could not record the outcome of a job that called CompleteTx") {
+			select {
+			case gaveUp <- struct{}{}:
+			default:
+			}
+		}
+		_ = kept.Handle(context.Background(), r)
+	}))}))
+	holdAcks, releaseAcks := relay.AcknowledgementGate(c)
+	open := make(chan pgx.Tx, 1)
+	events := b.subscribe(c, 8)
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		if job.Args.N == 0 {
+			return nil
+		}
+		tx, err := b.Begin(context.WithoutCancel(ctx))
+		if err != nil {
+			return err
+		}
+		if err := relay.CompleteTx(ctx, tx, job); err != nil {
+			_ = tx.Rollback(ctx)
+			return err
+		}
+		if job.Attempt > 1 {
+			return tx.Commit(ctx)
+		}
+		open <- tx // returns with the transaction open, its acknowledgement not sent
+		releaseAcks()
+		return nil
+	}, retryFast...)
+	b.start(c)
+	b.awaitTakingHandOffs(relay.DefaultQueue, "left")
+	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
+	b.awaitTakingHandOffs(relay.DefaultQueue, "left")
+	holdAcks()
+	defer releaseAcks()
+
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	tx := recv(t, open, "the attempt that leaves its transaction open")
+	recv(t, gaveUp, "the client giving up on the attempt's outcome")
+	if err := tx.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var got []relay.Event
+	for len(got) < 2 {
+		if e := recv(t, events, "attempt 1 rescued, then attempt 2"); e.JobID == id {
+			got = append(got, e)
+		}
+	}
+	if got[0].Attempt != 1 || got[0].Reason != relay.ReasonLostLease || got[1].Attempt != 2 || got[1].State != relay.StateSucceeded {
+		t.Errorf("events %s, %s; want attempt 1 lost its lease (rescued), then attempt 2 succeeded", eventString(got[0]), eventString(got[1]))
+	}
+	if !b.handedOff(id, before) {
+		t.Error("the job was claimed, not handed off")
 	}
 }

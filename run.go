@@ -110,6 +110,7 @@ func (c *Client) writeCompletedOutcome(o store.Outcome, r *running) {
 	if err != nil {
 		c.cfg.Logger.Error("relay: could not record the outcome of a job that called CompleteTx; did its handler return before its transaction ended? The job is left to its lease",
 			o.LogArgs("error", err)...)
+		c.keeper.LeaveToLease(o.ID, o.Attempt) // a hand-off not acknowledged has none yet
 	}
 	// Report a success only if this attempt's transaction did complete the job: the job
 	// may also have been cancelled or rescued meanwhile.

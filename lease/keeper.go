@@ -98,8 +98,11 @@ type lease struct {
 	// the job stops being this attempt's, that is most likely the commit, not a lost lease:
 	// the handler is left to finish.
 	completing bool
-	cancel     context.CancelCauseFunc
-	expires    time.Time // local time by which the lease has certainly expired unless renewed
+	// untilLeased: left to its lease (see LeaveToLease), the lease is let go of once a
+	// renewal has extended it.
+	untilLeased bool
+	cancel      context.CancelCauseFunc
+	expires     time.Time // local time by which the lease has certainly expired unless renewed
 }
 
 // NewKeeper returns a Keeper for cfg.
@@ -147,8 +150,21 @@ func (k *Keeper) Finished(id int64, attempt int) {
 // Release stops keeping the lease of that attempt of job id: its handler has returned.
 func (k *Keeper) Release(id int64, attempt int) {
 	k.mu.Lock()
-	if l, ok := k.held[id]; ok && l.attempt == attempt {
+	if l, ok := k.held[id]; ok && l.attempt == attempt && !l.untilLeased {
 		delete(k.held, id)
+	}
+	k.mu.Unlock()
+}
+
+// LeaveToLease lets go of the lease of that attempt of job id, whose outcome its client
+// could not write, as Release does, but only once a renewal has extended it (or found the
+// job ended): a job left to its lease must have one. A job handed off to the client
+// whose acknowledgement did not go through has none yet, and would otherwise stay running
+// under a live client for good, never rescued. Release does not let go of it before.
+func (k *Keeper) LeaveToLease(id int64, attempt int) {
+	k.mu.Lock()
+	if l, ok := k.held[id]; ok && l.attempt == attempt {
+		l.done, l.untilLeased = true, true
 	}
 	k.mu.Unlock()
 }
@@ -292,12 +308,14 @@ func (k *Keeper) renew(ctx context.Context) bool {
 		switch {
 		case !ok || l.attempt != h.Attempt:
 			// Released (or re-held) while the renewal was in flight: not ours to judge.
+		case r.Renewed[h.ID] && l.untilLeased:
+			delete(k.held, h.ID) // it has a lease now, which the rescuers see expire
 		case r.Renewed[h.ID]:
 			l.expires = now.Add(k.cfg.TTL)
 		case r.Held[h.ID]:
 			// Still ours, but its row was locked and its lease not extended. If the lock is
 			// the handler's own transaction, wait for it, on its own.
-			if !l.done {
+			if !l.done || l.untilLeased {
 				locked = append(locked, h)
 			}
 		case l.done:
@@ -370,7 +388,11 @@ func (k *Keeper) renewLocked(ctx context.Context, h Held) {
 	}
 	k.mu.Lock()
 	l, held := k.held[h.ID]
-	if held && l.attempt == h.Attempt && ok {
+	switch {
+	case !held || l.attempt != h.Attempt || !ok:
+	case l.untilLeased:
+		delete(k.held, h.ID) // it has a lease now, which the rescuers see expire
+	default:
 		l.expires = now.Add(k.cfg.TTL)
 	}
 	k.mu.Unlock()
@@ -383,6 +405,8 @@ func (k *Keeper) expire(now time.Time) (next time.Time, ok bool) {
 	var expired []*lease
 	for id, l := range k.held {
 		switch {
+		case l.untilLeased:
+			// Kept, whatever its expiry, until a renewal gives it a lease (LeaveToLease).
 		case !now.Before(l.expires) && l.done:
 			delete(k.held, id)
 		case !now.Before(l.expires):

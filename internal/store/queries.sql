@@ -570,18 +570,28 @@ UPDATE {schema}.clients SET hands_off = false WHERE id = @client;
 -- acknowledgement lost in a crash leaves the job unacknowledged, and the client's next
 -- renewal gives it its lease (a look after the listener reconnects finds it too, and
 -- skips it, as the client still runs it).
+--
+-- A row another transaction holds is skipped, not waited for: the handler's own
+-- transaction (CompleteTx, Checkpoint) may hold it for long, and the job's outcome waits
+-- for its acknowledgement. The client's renewals, which wait for such a transaction on
+-- their own (renewLocked), give the job its lease instead.
 WITH async AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), held AS MATERIALIZED (
     SELECT *, 'running'::text AS held_state, @client::text AS held_by, NULL::timestamptz AS no_lease
     FROM unnest(@ids::bigint[], @attempts::integer[]) AS h(id, attempt)
+), free AS (
+    SELECT f.id
+    FROM held h
+    JOIN {schema}.jobs f
+      ON f.id = h.id AND f.attempt = h.attempt AND f.state = h.held_state AND f.attempted_by = h.held_by
+     AND f.lease_expires_at IS NOT DISTINCT FROM h.no_lease
+    WHERE f.id = ANY (@ids::bigint[])
+    FOR UPDATE OF f SKIP LOCKED
 )
 UPDATE {schema}.jobs j SET lease_expires_at = now() + @ttl::interval
-FROM held h
-WHERE j.id = ANY (@ids::bigint[])
-  AND j.id = h.id AND j.attempt = h.attempt AND j.state = h.held_state AND j.attempted_by = h.held_by
-  AND j.lease_expires_at IS NOT DISTINCT FROM h.no_lease
-  AND (SELECT count(*) FROM async) = 1;
+FROM free
+WHERE j.id = free.id AND (SELECT count(*) FROM async) = 1;
 
 -- name: releaseHandOff
 -- Gives back job @id, handed off to client @client (migration 016) as attempt @attempt,
