@@ -660,6 +660,9 @@ func TestAHandOffLeftToItsLeaseBeforeItsAcknowledgementGetsOne(t *testing.T) {
 			got = append(got, e)
 		}
 	}
+	// The rescuer's event and the second attempt's come from different goroutines, in
+	// either order.
+	slices.SortFunc(got, func(x, y relay.Event) int { return x.Attempt - y.Attempt })
 	if got[0].Attempt != 1 || got[0].Reason != relay.ReasonLostLease || got[1].Attempt != 2 || got[1].State != relay.StateSucceeded {
 		t.Errorf("events %s, %s; want attempt 1 lost its lease (rescued), then attempt 2 succeeded", eventString(got[0]), eventString(got[1]))
 	}
