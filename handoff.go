@@ -39,11 +39,8 @@ type handOffs struct {
 	// acknowledging others. Those heard meanwhile go in its next statement, one for all.
 	acks   []*dispatcher.Job
 	acking bool
-	// acked closes once the statement that will acknowledge acks has returned, and
-	// ackedBy holds, for each job whose acknowledgement is queued or under way, the acked
-	// of its statement: its outcome waits for it (see awaitAck).
-	acked   chan struct{}
-	ackedBy map[int64]chan struct{}
+	// acked closes once the statement that will acknowledge acks has returned.
+	acked chan struct{}
 }
 
 type handOffKey struct {
@@ -110,13 +107,14 @@ func (c *Client) onHandOff(job *dispatcher.Job) {
 	}
 }
 
-// ackHandOff acknowledges a hand-off the client heard, as its job starts: at once if no
+// ackHandOff acknowledges a hand-off the client heard, as its job starts, and returns what
+// closes once the acknowledgement has returned: at once if no
 // acknowledgement is under way, else in the next, with every other started meanwhile. One
 // that fails is left to the client's next renewal, which gives the job its lease; until
 // then producers hand the client no other job.
 //
 // Only a job that starts is acknowledged, and its outcome is written only once its
-// acknowledgement has returned (awaitAck): an acknowledgement that came upon the job just
+// acknowledgement has returned: an acknowledgement that came upon the job just
 // made pending again by its outcome (a retry, a snooze) would wait for that statement and
 // then keep the row locked until it ended, though it changed nothing, and a claim woken for
 // the job in that moment would skip it (SKIP LOCKED) and wait for the next wakeup. Nothing
@@ -124,27 +122,24 @@ func (c *Client) onHandOff(job *dispatcher.Job) {
 // wait for the client's outcome batches, which they once did: a client whose outcome
 // batches followed each other had its acknowledgements wait for them, and producers found
 // it with 8 hand-offs unacknowledged more often.
-func (c *Client) ackHandOff(job *dispatcher.Job) {
+func (c *Client) ackHandOff(job *dispatcher.Job) (acked <-chan struct{}) {
 	h := &c.handOffs
 	h.mu.Lock()
 	h.acks = append(h.acks, job)
 	if h.acked == nil {
 		h.acked = make(chan struct{})
 	}
-	if h.ackedBy == nil {
-		h.ackedBy = map[int64]chan struct{}{}
-	}
-	h.ackedBy[job.ID] = h.acked
+	acked = h.acked
 	if h.acking {
 		h.mu.Unlock()
-		return
+		return acked
 	}
 	h.acking = true
 	h.mu.Unlock()
 	h.pending.Go(func() {
 		for {
 			h.mu.Lock()
-			jobs, acked := h.acks, h.acked
+			jobs, done := h.acks, h.acked
 			h.acks, h.acked = nil, nil
 			h.acking = len(jobs) > 0
 			h.mu.Unlock()
@@ -157,32 +152,14 @@ func (c *Client) ackHandOff(job *dispatcher.Job) {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(c.work), giveBackFor)
 			err := c.jobs.AckHandOffs(ctx, jobs, c.cfg.LeaseTTL)
 			cancel()
-			h.mu.Lock()
-			for _, j := range jobs {
-				if h.ackedBy[j.ID] == acked {
-					delete(h.ackedBy, j.ID)
-				}
-			}
-			h.mu.Unlock()
-			close(acked)
+			close(done)
 			if err != nil {
 				c.cfg.Logger.Debug("relay: could not acknowledge jobs handed off to this client; its next lease renewal does",
 					"jobs", len(jobs), "error", err)
 			}
 		}
 	})
-}
-
-// awaitAck returns once the acknowledgement of job id's hand-off, if one is queued or
-// under way, has returned: its outcome is written after it (see ackHandOff). It waits at
-// most giveBackFor, the acknowledgement's own bound.
-func (h *handOffs) awaitAck(id int64) {
-	h.mu.Lock()
-	acked := h.ackedBy[id]
-	h.mu.Unlock()
-	if acked != nil {
-		<-acked
-	}
+	return acked
 }
 
 // giveBackFor bounds how long the client tries to give back one hand-off: past it, it
@@ -284,7 +261,7 @@ func (c *Client) refuseHandOffs() {
 // it was marked stopped, and gives back what they handed it. Jobs it still runs (handlers
 // that did not return) are left as they are.
 func (c *Client) giveBackHandOffsNotHeard() {
-	giveBack := func() {
+	giveBackAll := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		n, err := c.jobs.GiveBackHandOffs(ctx, c.keeper.HeldJobs())
@@ -294,7 +271,7 @@ func (c *Client) giveBackHandOffsNotHeard() {
 			c.cfg.Logger.Info("relay: stop: gave back jobs handed off to this client whose wakeups it had not heard", "jobs", n)
 		}
 	}
-	giveBack()
+	giveBackAll()
 	if c.handOffs.awaitingProducers != nil {
 		c.handOffs.awaitingProducers()
 	}
@@ -304,5 +281,5 @@ func (c *Client) giveBackHandOffsNotHeard() {
 		c.cfg.Logger.Debug("relay: stop: did not see the end of every producer that may have handed this client a job; another client's rescuer gives back what they did", "error", err)
 		return
 	}
-	giveBack()
+	giveBackAll()
 }

@@ -30,14 +30,15 @@ func (c *Client) runJob(j *dispatcher.Job) {
 		metadata: decodeMetadata(j.Metadata),
 	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
+	var acked <-chan struct{} // nil but for a hand-off
 	if j.HandedOff {
-		c.ackHandOff(j) // beside the handler, not before it: see ackHandOff
+		acked = c.ackHandOff(j) // beside the handler, not before it: see ackHandOff
 	}
 	started := time.Now()
 	err := c.call(ctx, h, j, r)
 	c.keeper.Finished(j.ID, j.Attempt)
-	if j.HandedOff {
-		c.handOffs.awaitAck(j.ID) // before its outcome: see ackHandOff
+	if acked != nil {
+		<-acked // before its outcome: see ackHandOff
 	}
 
 	// The lease is kept until the outcome is committed (see released): the job is running

@@ -696,3 +696,61 @@ func TestKeeperHoldsAnAttemptFromHoldToRelease(t *testing.T) {
 		t.Error("held after Release")
 	}
 }
+
+// A job left to its lease (LeaveToLease: its client could not write its outcome) with no
+// lease at all, as a hand-off not acknowledged has, is kept by the keeper, Release or not,
+// through renewals that cannot reach its row, until one gives it a lease; then the keeper
+// lets go of it, and the lease runs out for the rescuers.
+func TestKeeperLetsGoOfAJobLeftToItsLeaseOnceItHasOne(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	const ttl = time.Second
+	job := r.claim("keeper-left", 1, ttl)[0]
+	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET lease_expires_at = NULL WHERE id = $1`, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The handler's transaction, still open, holds the row.
+	tx, err := r.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT FROM `+r.store.Table("jobs")+` WHERE id = $1 FOR UPDATE`, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	k := lease.NewKeeper(lease.KeeperConfig{
+		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-left", Queues: []string{"default"}, Kinds: []string{"k"}}),
+		TTL:     ttl, Interval: 50 * time.Millisecond,
+	})
+	hold(k, job)
+	k.Finished(job.ID, job.Attempt)
+	k.LeaveToLease(job.ID, job.Attempt)
+	k.Release(job.ID, job.Attempt)
+	if !k.Holds(job.ID, job.Attempt) {
+		t.Fatal("Release let go of a job left to its lease before it had one")
+	}
+	var since time.Time
+	if err := r.db.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&since); err != nil {
+		t.Fatal(err)
+	}
+	runKeeper(t, k)
+	// Renewals pass by the locked row, until past the keeper's own view of the lease's end.
+	relaytest.WaitFor(t, waitTimeout, "heartbeats for twice the lease's length", func() bool {
+		var beat time.Time
+		err := r.db.QueryRow(ctx, `SELECT heartbeat_at FROM `+r.store.Table("clients")+` WHERE id = 'keeper-left'`).Scan(&beat)
+		return err == nil && beat.After(since.Add(2*ttl))
+	})
+	if !k.Holds(job.ID, job.Attempt) {
+		t.Fatal("the keeper let go of a job left to its lease that still has none")
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	relaytest.WaitFor(t, waitTimeout, "a renewal to lease the job and the keeper to let go", func() bool {
+		return !k.Holds(job.ID, job.Attempt)
+	})
+	if state, until, now := r.leaseOf(job.ID); state != "running" || !until.After(now) {
+		t.Errorf("job %s with lease until %v (now %v) once let go; want running under a lease that has not run out", state, until, now)
+	}
+}
