@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/relayq/relay"
 	"github.com/relayq/relay/relaytest"
@@ -186,6 +188,79 @@ func TestJobEnqueuedWhileTheClientWaitsIsHandedOff(t *testing.T) {
 	recv(t, runs, "the second job of the transaction")
 	if !b.handedOff(ids[0], before) || b.handedOff(ids[1], before) {
 		t.Errorf("of a transaction's two jobs, handed off: %v and %v; want the first only", b.handedOff(ids[0], before), b.handedOff(ids[1], before))
+	}
+}
+
+// A producer's enqueue plans nothing once its connection has made a few (migration 020),
+// whether it hands its job off or wakes clients by address. Both chose their clients with a
+// query of unnest() over the waiting ones, which PostgreSQL planned afresh at every call:
+// 0.18 ms of the producer's statement in the latency workload. With debug_print_plan, a
+// session is sent every plan it makes as a LOG message "plan:".
+func TestAnEnqueuePlansNothingOnceItsConnectionHasMadeAFew(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// Two clients: with more waiting than jobs, a wakeup is addressed to some of them.
+	for _, id := range []string{"plans-a", "plans-b"} {
+		c := b.client(relay.Config{ID: id, PollInterval: time.Hour, Queues: queues(1, relay.DefaultQueue)})
+		b.startTakingHandOffs(c, id, nil, nil) // its handler returns at once for N = 0
+	}
+	cfg := b.Pool.Config().ConnConfig.Copy()
+	var plans atomic.Int64
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if n.Message == "plan:" {
+			plans.Add(1)
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "SET debug_print_plan = on; SET client_min_messages = log"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Six of each on the connection: PostgreSQL plans a prepared statement (pgx's, and each
+	// of PL/pgSQL's) for its values at its first five runs, and then makes its generic plan.
+	const warmUp, counted = 6, 4
+	for i := range warmUp + counted {
+		for _, many := range []bool{false, true} {
+			b.awaitTakingHandOffs(relay.DefaultQueue, "plans-a", "plans-b")
+			before := plans.Load()
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var id int64
+			if many {
+				var ids []int64
+				ids, err = relay.EnqueueMany(ctx, tx, []relay.JobSpec{testKind.Job(numArgs{})}, relay.Schema(b.Schema))
+				if len(ids) == 1 {
+					id = ids[0]
+				}
+			} else {
+				id, err = relay.Enqueue(ctx, tx, testKind, numArgs{}, relay.Schema(b.Schema))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var committing time.Time
+			if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&committing); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Enqueue hands its job off and EnqueueMany wakes a client: otherwise the enqueue
+			// did not go the way this test counts the plans of.
+			if handed := b.handedOff(id, committing); handed == many {
+				t.Fatalf("enqueue %d (EnqueueMany: %v) handed its job off: %v", i+1, many, handed)
+			}
+			if n := plans.Load() - before; i >= warmUp && n != 0 {
+				t.Errorf("enqueue %d (EnqueueMany: %v) made %d plans; want none once the connection has made %d", i+1, many, n, warmUp)
+			}
+		}
 	}
 }
 

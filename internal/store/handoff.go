@@ -95,7 +95,13 @@ func (c *Client) AckHandOffs(ctx context.Context, jobs []*dispatcher.Job, ttl ti
 	for i, j := range jobs {
 		p.IDs[i], p.Attempts[i] = j.ID, int32(j.Attempt)
 	}
-	if _, err := c.s.q.ackHandOffs.exec(ctx, c.db, p); err != nil {
+	// After genericPlan, as claims: planned for its values, the statement was planned afresh
+	// at a quarter of its runs in the latency workload (1,297 plans in 4,994 runs), 0.24 ms
+	// each on the two cores producers share with the client.
+	b := &pgx.Batch{}
+	c.s.q.genericPlan.queue(b, struct{}{})
+	c.s.q.ackHandOffs.queue(b, p)
+	if err := c.db.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("acknowledge %d jobs handed off to client %s: %w", len(jobs), c.info.ID, err)
 	}
 	return nil
