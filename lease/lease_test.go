@@ -754,3 +754,50 @@ func TestKeeperLetsGoOfAJobLeftToItsLeaseOnceItHasOne(t *testing.T) {
 		t.Errorf("job %s with lease until %v (now %v) once let go; want running under a lease that has not run out", state, until, now)
 	}
 }
+
+// A job left to its lease without one outlives an outage longer than the lease: the
+// keeper's expiry, which lets go of the other finished jobs and cancels the running ones
+// once their leases have certainly run out, keeps it, and the first renewal after the
+// outage gives it its lease. Let go of during the outage, it would stay running with no
+// lease under a live client, never rescued.
+func TestKeeperKeepsAJobLeftToItsLeaseThroughAnOutage(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	const ttl = 400 * time.Millisecond
+	jobs := r.claim("keeper-out", 2, ttl)
+	left, running := jobs[0], jobs[1]
+	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET lease_expires_at = NULL WHERE id = $1`, left.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The renewal records the heartbeat first: it fails while the clients table is away.
+	if _, err := r.db.Exec(ctx, `ALTER TABLE `+r.store.Table("clients")+` RENAME TO clients_away`); err != nil {
+		t.Fatal(err)
+	}
+	k := lease.NewKeeper(lease.KeeperConfig{
+		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-out", Queues: []string{"default"}, Kinds: []string{"k"}}),
+		TTL:     ttl, Interval: 50 * time.Millisecond,
+	})
+	hold(k, left)
+	k.Finished(left.ID, left.Attempt)
+	k.LeaveToLease(left.ID, left.Attempt)
+	k.Release(left.ID, left.Attempt)
+	h := hold(k, running)
+	runKeeper(t, k)
+	if _, cause := h.ended(t, waitTimeout, "a lease that could not be renewed"); !errors.Is(cause, lease.ErrLeaseExpired) {
+		t.Fatalf("the running job's handler was cancelled with %v; want ErrLeaseExpired", cause)
+	}
+	if !k.Holds(left.ID, left.Attempt) {
+		t.Fatal("the keeper let go of a job left to its lease, with none, during the outage")
+	}
+	if _, err := r.db.Exec(ctx, `ALTER TABLE `+r.store.Table("clients_away")+` RENAME TO clients`); err != nil {
+		t.Fatal(err)
+	}
+	k.Recover()
+	relaytest.WaitFor(t, waitTimeout, "a renewal to lease the job and the keeper to let go", func() bool {
+		return !k.Holds(left.ID, left.Attempt)
+	})
+	if state, until, now := r.leaseOf(left.ID); state != "running" || !until.After(now) {
+		t.Errorf("job %s with lease until %v (now %v) once let go; want running under a lease that has not run out", state, until, now)
+	}
+}
