@@ -64,7 +64,7 @@ func enqueueJob(ctx context.Context, db DB, spec JobSpec) (Enqueued, error) {
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("relay: enqueue: %w", err)
 	}
-	b := batch{store: s, db: db, one: true, what: fmt.Sprintf("%q", spec.kind), middleware: o.middleware}
+	b := batch{store: s, db: db, one: true, middleware: o.middleware}
 	if err := b.add(j, o); err != nil {
 		return Enqueued{}, err
 	}
@@ -118,7 +118,7 @@ func EnqueueJobs(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOpti
 	if err != nil {
 		return nil, fmt.Errorf("relay: enqueue: %w", err)
 	}
-	b := batch{store: s, db: db, what: fmt.Sprintf("%d jobs", len(jobs)), middleware: base.middleware}
+	b := batch{store: s, db: db, middleware: base.middleware}
 	for i, spec := range jobs {
 		o := base
 		for _, opt := range spec.opts {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"time"
 
 	"github.com/relayq/relay/internal/store"
@@ -64,8 +65,7 @@ var errNotInserted = errors.New("an EnqueueMiddleware returned nil without calli
 type batch struct {
 	store      *store.Store
 	db         DB
-	one        bool   // one job, by the insert statement rather than insertMany
-	what       string // the jobs, for errors: `"email"`, `3 jobs`
+	one        bool // one job, by the insert statement rather than insertMany
 	middleware []EnqueueMiddleware
 
 	jobs     []store.NewJob
@@ -129,9 +129,19 @@ func (b *batch) insert(ctx context.Context) ([]store.Inserted, error) {
 		return nil, err
 	}
 	if inserted == nil {
-		return nil, fmt.Errorf("relay: enqueue %s: %w", b.what, errNotInserted)
+		return nil, fmt.Errorf("relay: enqueue %s: %w", b.what(), errNotInserted)
 	}
 	return inserted, nil
+}
+
+// what names the jobs for errors: `"email"`, `3 jobs`. Made only for an error: formatted
+// at every enqueue, it was 4 % of the enqueue's CPU in the client (the enqueue bench's
+// profile).
+func (b *batch) what() string {
+	if b.one {
+		return strconv.Quote(b.jobs[0].Kind)
+	}
+	return fmt.Sprintf("%d jobs", len(b.jobs))
 }
 
 // send encodes each job's metadata meta[i] and inserts the jobs in one statement.
@@ -163,7 +173,7 @@ func (b *batch) send(ctx context.Context, meta []map[string]string) ([]store.Ins
 		ins, err = b.store.InsertMany(ctx, b.db, b.jobs)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("relay: enqueue %s: %w", b.what, enqueueError(err))
+		return nil, fmt.Errorf("relay: enqueue %s: %w", b.what(), enqueueError(err))
 	}
 	return ins, nil
 }

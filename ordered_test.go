@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -690,17 +691,20 @@ func TestOrderedKeyOnQueueThatIsNotOrderedIsRefused(t *testing.T) {
 		return []relay.EnqueueOption{relay.Queue(queue), relay.OrderKey("cust-1"), relay.Schema(b.Schema)}
 	}
 
+	// The error names what was enqueued: the kind of one job, the number of many.
 	for _, queue := range []string{"never-set", "limited"} {
-		if _, err := relay.Enqueue(ctx, b, kind, orderedArgs{}, opts(queue)...); !errors.Is(err, relay.ErrQueueNotOrdered) {
-			t.Errorf("Enqueue with an OrderKey on queue %q: %v; want ErrQueueNotOrdered", queue, err)
+		if _, err := relay.Enqueue(ctx, b, kind, orderedArgs{}, opts(queue)...); !errors.Is(err, relay.ErrQueueNotOrdered) ||
+			!strings.HasPrefix(err.Error(), `relay: enqueue "k": `) {
+			t.Errorf("Enqueue with an OrderKey on queue %q: %v; want ErrQueueNotOrdered, naming the kind", queue, err)
 		}
 	}
 	specs := []relay.JobSpec{
 		kind.Job(orderedArgs{N: 1}),
 		kind.Job(orderedArgs{N: 2}, relay.Queue("never-set"), relay.OrderKey("cust-1")),
 	}
-	if _, err := relay.EnqueueMany(ctx, b, specs, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrQueueNotOrdered) {
-		t.Errorf("EnqueueMany with one OrderKey on a plain queue: %v; want ErrQueueNotOrdered", err)
+	if _, err := relay.EnqueueMany(ctx, b, specs, relay.Schema(b.Schema)); !errors.Is(err, relay.ErrQueueNotOrdered) ||
+		!strings.HasPrefix(err.Error(), "relay: enqueue 2 jobs: ") {
+		t.Errorf("EnqueueMany with one OrderKey on a plain queue: %v; want ErrQueueNotOrdered, naming the number of jobs", err)
 	}
 	tx, err := b.Begin(ctx)
 	if err != nil {
