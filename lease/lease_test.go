@@ -707,9 +707,7 @@ func TestKeeperLetsGoOfAJobLeftToItsLeaseOnceItHasOne(t *testing.T) {
 	ctx := context.Background()
 	const ttl = time.Second
 	job := r.claim("keeper-left", 1, ttl)[0]
-	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET lease_expires_at = NULL WHERE id = $1`, job.ID); err != nil {
-		t.Fatal(err)
-	}
+	r.unacknowledged(job)
 	// The handler's transaction, still open, holds the row.
 	tx, err := r.db.Begin(ctx)
 	if err != nil {
@@ -723,13 +721,7 @@ func TestKeeperLetsGoOfAJobLeftToItsLeaseOnceItHasOne(t *testing.T) {
 		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-left", Queues: []string{"default"}, Kinds: []string{"k"}}),
 		TTL:     ttl, Interval: 50 * time.Millisecond,
 	})
-	hold(k, job)
-	k.Finished(job.ID, job.Attempt)
-	k.LeaveToLease(job.ID, job.Attempt)
-	k.Release(job.ID, job.Attempt)
-	if !k.Holds(job.ID, job.Attempt) {
-		t.Fatal("Release let go of a job left to its lease before it had one")
-	}
+	leaveToLease(t, k, job)
 	var since time.Time
 	if err := r.db.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&since); err != nil {
 		t.Fatal(err)
@@ -747,12 +739,7 @@ func TestKeeperLetsGoOfAJobLeftToItsLeaseOnceItHasOne(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	relaytest.WaitFor(t, waitTimeout, "a renewal to lease the job and the keeper to let go", func() bool {
-		return !k.Holds(job.ID, job.Attempt)
-	})
-	if state, until, now := r.leaseOf(job.ID); state != "running" || !until.After(now) {
-		t.Errorf("job %s with lease until %v (now %v) once let go; want running under a lease that has not run out", state, until, now)
-	}
+	r.awaitLeasedAndLetGo(k, job)
 }
 
 // A job left to its lease without one outlives an outage longer than the lease: the
@@ -767,9 +754,7 @@ func TestKeeperKeepsAJobLeftToItsLeaseThroughAnOutage(t *testing.T) {
 	const ttl = 400 * time.Millisecond
 	jobs := r.claim("keeper-out", 2, ttl)
 	left, running := jobs[0], jobs[1]
-	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+` SET lease_expires_at = NULL WHERE id = $1`, left.ID); err != nil {
-		t.Fatal(err)
-	}
+	r.unacknowledged(left)
 	// The renewal records the heartbeat first: it fails while the clients table is away.
 	if _, err := r.db.Exec(ctx, `ALTER TABLE `+r.store.Table("clients")+` RENAME TO clients_away`); err != nil {
 		t.Fatal(err)
@@ -778,10 +763,7 @@ func TestKeeperKeepsAJobLeftToItsLeaseThroughAnOutage(t *testing.T) {
 		Renewer: r.store.Client(r.db, store.ClientInfo{ID: "keeper-out", Queues: []string{"default"}, Kinds: []string{"k"}}),
 		TTL:     ttl, Interval: 50 * time.Millisecond,
 	})
-	hold(k, left)
-	k.Finished(left.ID, left.Attempt)
-	k.LeaveToLease(left.ID, left.Attempt)
-	k.Release(left.ID, left.Attempt)
+	leaveToLease(t, k, left)
 	h := hold(k, running)
 	runKeeper(t, k)
 	if _, cause := h.ended(t, waitTimeout, "a lease that could not be renewed"); !errors.Is(cause, lease.ErrLeaseExpired) {
@@ -794,10 +776,40 @@ func TestKeeperKeepsAJobLeftToItsLeaseThroughAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.Recover()
-	relaytest.WaitFor(t, waitTimeout, "a renewal to lease the job and the keeper to let go", func() bool {
-		return !k.Holds(left.ID, left.Attempt)
+	r.awaitLeasedAndLetGo(k, left)
+}
+
+// unacknowledged makes job as a hand-off not acknowledged yet leaves it: running, with
+// no lease.
+func (r *rig) unacknowledged(job *dispatcher.Job) {
+	r.t.Helper()
+	if _, err := r.db.Exec(context.Background(), `UPDATE `+r.store.Table("jobs")+` SET lease_expires_at = NULL WHERE id = $1`, job.ID); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// leaveToLease has k hold job's attempt, see its handler return and leave it to its lease,
+// as a client does that could not write its outcome, and then release it: the keeper must
+// keep it still.
+func leaveToLease(t *testing.T, k *lease.Keeper, job *dispatcher.Job) {
+	t.Helper()
+	hold(k, job)
+	k.Finished(job.ID, job.Attempt)
+	k.LeaveToLease(job.ID, job.Attempt)
+	k.Release(job.ID, job.Attempt)
+	if !k.Holds(job.ID, job.Attempt) {
+		t.Fatal("Release let go of a job left to its lease before it had one")
+	}
+}
+
+// awaitLeasedAndLetGo waits until k lets go of job, left to its lease, and checks that the
+// job then has a lease that has not run out.
+func (r *rig) awaitLeasedAndLetGo(k *lease.Keeper, job *dispatcher.Job) {
+	r.t.Helper()
+	relaytest.WaitFor(r.t, waitTimeout, "a renewal to lease the job and the keeper to let go", func() bool {
+		return !k.Holds(job.ID, job.Attempt)
 	})
-	if state, until, now := r.leaseOf(left.ID); state != "running" || !until.After(now) {
-		t.Errorf("job %s with lease until %v (now %v) once let go; want running under a lease that has not run out", state, until, now)
+	if state, until, now := r.leaseOf(job.ID); state != "running" || !until.After(now) {
+		r.t.Errorf("job %s with lease until %v (now %v) once let go; want running under a lease that has not run out", state, until, now)
 	}
 }
