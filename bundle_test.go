@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -84,9 +85,17 @@ func newBundle(t testing.TB, db *relaytest.DB) *bundle {
 // the test is skipped.
 func onServerOfItsOwn(t *testing.T) (*pgtest.Server, *bundle) {
 	t.Helper()
+	return onServerWith(t, nil)
+}
+
+// onServerWith is onServerOfItsOwn with settings of the server's own besides.
+func onServerWith(t *testing.T, settings map[string]string) (*pgtest.Server, *bundle) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := pgtest.Start(ctx, pgtest.Options{Settings: map[string]string{"synchronous_commit": "on"}})
+	all := map[string]string{"synchronous_commit": "on"}
+	maps.Copy(all, settings)
+	srv, err := pgtest.Start(ctx, pgtest.Options{Settings: all})
 	if errors.Is(err, pgtest.ErrNoPostgres) && os.Getenv("DATABASE_URL") != "" {
 		t.Skip("no server binaries to start a server of the test's own:", err)
 	}

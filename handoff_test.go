@@ -196,9 +196,14 @@ func TestJobEnqueuedWhileTheClientWaitsIsHandedOff(t *testing.T) {
 // query of unnest() over the waiting ones, which PostgreSQL planned afresh at every call:
 // 0.18 ms of the producer's statement in the latency workload. With debug_print_plan, a
 // session is sent every plan it makes as a LOG message "plan:".
+//
+// On a server of its own, without autovacuum: PostgreSQL drops every cached plan of every
+// session when any schema is created or dropped (as other tests do all the time), and
+// those of a table's statements when it is analyzed, and plans them again.
 func TestAnEnqueuePlansNothingOnceItsConnectionHasMadeAFew(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	_, own := onServerWith(t, map[string]string{"autovacuum": "off"})
+	b := newBundle(t, &relaytest.DB{Pool: own.pool(nil), Schema: own.Schema, URL: own.URL}) // two clients: more than two connections
 	ctx := context.Background()
 	// Two clients: with more waiting than jobs, a wakeup is addressed to some of them.
 	for _, id := range []string{"plans-a", "plans-b"} {
