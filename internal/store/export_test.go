@@ -34,8 +34,8 @@ func (s *Store) ByIndexStatements() []string {
 	return sqls
 }
 
-// GenericPlanStatement is the statement a plain claim, a renewal and an outcome batch are
-// sent after.
+// GenericPlanStatement is the statement a plain claim, a renewal, an outcome batch and an
+// acknowledgement of hand-offs are sent after.
 func (s *Store) GenericPlanStatement() string { return s.q.genericPlan.sql }
 
 // ClaimStatement is the statement of a claim of r (a gated one without its lock, and

@@ -401,9 +401,9 @@ WITH RECURSIVE async AS (
 ), {claimed}
 
 -- name: genericPlan
--- Sent just before a claim, a lease renewal and writeOutcomes, in the same batch and so the
--- same implicit transaction: the statement runs with its generic plan from its first run
--- on a connection, made without sequential scans, and without JIT.
+-- Sent just before a claim, a lease renewal, writeOutcomes and ackHandOffs, in the same
+-- batch and so the same implicit transaction: the statement runs with its generic plan
+-- from its first run on a connection, made without sequential scans, and without JIT.
 --
 -- The generic plan: PostgreSQL's own choice (plan_cache_mode auto) plans a prepared
 -- statement for its values at its first five runs on each connection, and then for as long
@@ -570,6 +570,9 @@ UPDATE {schema}.clients SET hands_off = false WHERE id = @client;
 -- acknowledgement lost in a crash leaves the job unacknowledged, and the client's next
 -- renewal gives it its lease (a look after the listener reconnects finds it too, and
 -- skips it, as the client still runs it).
+--
+-- Sent after genericPlan: planned for its values, PostgreSQL planned it afresh at a quarter
+-- of its runs.
 --
 -- A row another transaction holds is skipped, not waited for: the handler's own
 -- transaction (CompleteTx, Checkpoint) may hold it for long, and the job's outcome waits
