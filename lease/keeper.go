@@ -308,10 +308,8 @@ func (k *Keeper) renew(ctx context.Context) bool {
 		switch {
 		case !ok || l.attempt != h.Attempt:
 			// Released (or re-held) while the renewal was in flight: not ours to judge.
-		case r.Renewed[h.ID] && l.untilLeased:
-			delete(k.held, h.ID) // it has a lease now, which the rescuers see expire
 		case r.Renewed[h.ID]:
-			l.expires = now.Add(k.cfg.TTL)
+			k.extendedLocked(h.ID, l, now)
 		case r.Held[h.ID]:
 			// Still ours, but its row was locked and its lease not extended. If the lock is
 			// the handler's own transaction, wait for it, on its own.
@@ -388,14 +386,21 @@ func (k *Keeper) renewLocked(ctx context.Context, h Held) {
 	}
 	k.mu.Lock()
 	l, held := k.held[h.ID]
-	switch {
-	case !held || l.attempt != h.Attempt || !ok:
-	case l.untilLeased:
-		delete(k.held, h.ID) // it has a lease now, which the rescuers see expire
-	default:
-		l.expires = now.Add(k.cfg.TTL)
+	if held && l.attempt == h.Attempt && ok {
+		k.extendedLocked(h.ID, l, now)
 	}
 	k.mu.Unlock()
+}
+
+// extendedLocked records that a renewal answered at now extended lease l of job id: it
+// runs until a TTL from now, unless it was left to its lease (LeaveToLease), which it has
+// now, and which the rescuers see expire. k.mu is held.
+func (k *Keeper) extendedLocked(id int64, l *lease, now time.Time) {
+	if l.untilLeased {
+		delete(k.held, id)
+		return
+	}
+	l.expires = now.Add(k.cfg.TTL)
 }
 
 // expire cancels the handlers whose lease has certainly expired by now, and returns when
