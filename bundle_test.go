@@ -124,6 +124,19 @@ func onServerWith(t *testing.T, settings map[string]string) (*pgtest.Server, *bu
 	return srv, newBundle(t, &relaytest.DB{Pool: pool, Schema: schema, URL: srv.URL()})
 }
 
+// inSchemaOfItsOwn migrates a schema of the test's own in b's database and returns a
+// bundle on it: for a test that needs relay's per-schema state in the process (its
+// statements, Store.Insert's memory of each queue's last enqueue) untouched by the tests
+// running beside it, which all use relay's default schema.
+func (b *bundle) inSchemaOfItsOwn() *bundle {
+	b.t.Helper()
+	schema := "own_" + randomHex()
+	if err := relay.Migrate(context.Background(), b.Pool, relay.Schema(schema)); err != nil {
+		b.t.Fatal(err)
+	}
+	return newBundle(b.t, &relaytest.DB{Pool: b.Pool, Schema: schema, URL: b.URL})
+}
+
 // in returns a bundle on b's database for t, a subtest of b's test: a helper must fail the
 // test whose goroutine calls it.
 func (b *bundle) in(t testing.TB) *bundle { return newBundle(t, b.DB) }

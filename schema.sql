@@ -471,43 +471,86 @@ $$;
 
 -- Hand-offs (see migrations/016_hand_offs.sql): a job enqueued alone while a client waits
 -- for work is leased to that client by the enqueue itself, and the wakeup carries the job.
--- Hands job (just inserted, of queue, due at run_at, with priority and kind) off to a
--- waiting client with fewer than 8 hand-offs unacknowledged (migration 019), or else sends
--- the wakeup wake() sends. Returns whether it notified.
+-- relay's producers insert it running when a client waited at the queue's last enqueue
+-- (migration 021: hand_off_target, then send_hand_off); otherwise, and for producers of
+-- earlier versions, the insert calls hand_off.
+
+-- The client to hand a job of queue (of kind, due at run_at) off to, or
+-- NULL: a waiting client that runs hand-offs, whose listener listens, with fewer than 8
+-- hand-offs unacknowledged (migration 019), if the job may be handed off at all. It may
+-- not when it is not due yet, at REPEATABLE READ or SERIALIZABLE (no fresh snapshot of
+-- who waits), when its transaction has handed a job off already (only the first is), and
+-- in a queue that is ordered, limited or paused (whose jobs wait for their turn).
+CREATE FUNCTION hand_off_target(channel text, queue text, run_at timestamptz, kind text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+DECLARE
+    client text;
+BEGIN
+    IF run_at > now() OR current_setting('transaction_isolation') <> 'read committed'
+       OR current_setting('relay.handed_off', true) IS NOT DISTINCT FROM 'on'
+       OR EXISTS (SELECT FROM queues q WHERE q.name = hand_off_target.queue
+                  AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
+        RETURN NULL;
+    END IF;
+    -- Not to a client that has 8 hand-offs unacknowledged: one whose listener is away, or
+    -- cut off from it by the network, would leave each job handed to it waiting (a client
+    -- that hears them acknowledges each as it starts), so it strands no more. A loop over
+    -- the clients, not a query of unnest(), for its plan (migration 020).
+    FOREACH client IN ARRAY waiting_clients(queue, ARRAY[kind], true) LOOP
+        IF (SELECT count(*) FROM (SELECT FROM jobs f
+                                  WHERE f.state = 'running' AND f.lease_expires_at IS NULL AND f.attempted_by = client
+                                  LIMIT 8) unacknowledged) < 8
+           AND client_alive(channel, client) AND client_listening(channel, client) THEN
+            RETURN client;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+-- Sends job, just leased to the client job.attempted_by without a lease, its hand-off: the
+-- job itself, on the client's channel. Returns true. A job too large for a notification
+-- is made pending again, as it was, and its queue woken as wake() wakes it instead.
+CREATE FUNCTION send_hand_off(channel text, job jobs) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+DECLARE
+    payload text;
+BEGIN
+    -- times in microseconds since the Unix epoch, whatever the session's time zone
+    payload := json_build_object(
+        'id', job.id, 'kind', job.kind, 'queue', job.queue, 'args', job.args, 'attempt', job.attempt,
+        'max_attempts', job.max_attempts, 'created_at', floor(extract(epoch FROM job.created_at) * 1000000)::bigint,
+        'run_at', floor(extract(epoch FROM job.run_at) * 1000000)::bigint,
+        'attempted_at', floor(extract(epoch FROM job.attempted_at) * 1000000)::bigint,
+        'timeout_ms', job.timeout_ms, 'priority', job.priority,
+        'payload', encode(job.payload, 'base64'), 'metadata', job.metadata, 'backoff', job.backoff,
+        'schedule', job.schedule, 'schedule_slot', floor(extract(epoch FROM job.schedule_slot) * 1000000)::bigint)::text;
+    IF octet_length(payload) < 7900 THEN
+        PERFORM set_config('relay.handed_off', 'on', true);
+        PERFORM pg_notify(client_channel(channel, job.attempted_by), 'h:' || payload);
+        RETURN true;
+    END IF;
+    UPDATE jobs j SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL
+    WHERE j.id = job.id;
+    RETURN wake(channel, job.queue, job.run_at, job.priority, ARRAY[job.kind], 1);
+END
+$$;
+
+-- Hands job (just inserted, of queue, due at run_at, with priority and kind) off to the
+-- client hand_off_target picks, or else sends the wakeup wake() sends. Returns whether it
+-- notified.
 CREATE FUNCTION hand_off(channel text, job bigint, queue text, run_at timestamptz, priority integer, kind text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
 DECLARE
-    waiting text[]; -- the live clients that run hand-offs and may wait, in random order
-    client  text;
-    target  text;
-    payload text;
+    target text;
+    handed jobs;
 BEGIN
     IF wake_needless(channel, queue) THEN
         RETURN false;
     END IF;
-    IF run_at <= now() AND current_setting('transaction_isolation') = 'read committed'
-       AND current_setting('relay.handed_off', true) IS DISTINCT FROM 'on'
-       AND NOT EXISTS (SELECT FROM queues q WHERE q.name = hand_off.queue
-                       AND (q.ordered OR q.global_limit IS NOT NULL OR q.paused_at IS NOT NULL)) THEN
-        waiting := waiting_clients(queue, ARRAY[kind], true);
-        -- Not to a client that has 8 hand-offs unacknowledged: one whose listener is away,
-        -- or cut off from it by the network, would leave each job handed to it waiting (a
-        -- client that hears them acknowledges each as it starts), so it strands no more.
-        -- A loop over the clients, not a query of unnest(waiting) (migration 020): planned
-        -- for a parameter, unnest is estimated at 100 rows, so PostgreSQL found the generic
-        -- plan costlier than one made for the array at hand and planned that query afresh at
-        -- every hand-off, 0.18 ms of the producer's statement.
-        FOREACH client IN ARRAY waiting LOOP
-            IF (SELECT count(*) FROM (SELECT FROM jobs f
-                                      WHERE f.state = 'running' AND f.lease_expires_at IS NULL AND f.attempted_by = client
-                                      LIMIT 8) unacknowledged) < 8
-               AND client_alive(channel, client) AND client_listening(channel, client) THEN
-                target := client;
-                EXIT;
-            END IF;
-        END LOOP;
-    END IF;
+    target := hand_off_target(channel, queue, run_at, kind);
     -- Most of a job's size is in these columns: one that cannot fit is not handed off.
     IF target IS NOT NULL AND (
         SELECT coalesce(octet_length(j.args::text), 0) + coalesce(octet_length(j.payload), 0) * 4 / 3
@@ -519,24 +562,9 @@ BEGIN
             max_attempts = coalesce(j.max_attempts,
                 (SELECT c.kind_attempts[array_position(c.kinds, j.kind)] FROM clients c WHERE c.id = target))
         WHERE j.id = job AND j.state = 'pending'
-        -- times in microseconds since the Unix epoch, whatever the session's time zone
-        RETURNING json_build_object(
-            'id', j.id, 'kind', j.kind, 'queue', j.queue, 'args', j.args, 'attempt', j.attempt,
-            'max_attempts', j.max_attempts, 'created_at', floor(extract(epoch FROM j.created_at) * 1000000)::bigint,
-            'run_at', floor(extract(epoch FROM j.run_at) * 1000000)::bigint,
-            'attempted_at', floor(extract(epoch FROM j.attempted_at) * 1000000)::bigint,
-            'timeout_ms', j.timeout_ms, 'priority', j.priority,
-            'payload', encode(j.payload, 'base64'), 'metadata', j.metadata, 'backoff', j.backoff,
-            'schedule', j.schedule, 'schedule_slot', floor(extract(epoch FROM j.schedule_slot) * 1000000)::bigint)::text
-        INTO payload;
-        IF octet_length(payload) < 7900 THEN
-            PERFORM set_config('relay.handed_off', 'on', true);
-            PERFORM pg_notify(client_channel(channel, target), 'h:' || payload);
-            RETURN true;
-        ELSIF payload IS NOT NULL THEN
-            -- Escaped characters made it too large after all: pending again, as it was.
-            UPDATE jobs j SET state = 'pending', attempt = j.attempt - 1, attempted_at = NULL, attempted_by = NULL
-            WHERE j.id = job;
+        RETURNING j.* INTO handed;
+        IF FOUND THEN
+            RETURN send_hand_off(channel, handed);
         END IF;
     END IF;
     RETURN wake(channel, queue, run_at, priority, ARRAY[kind], 1);

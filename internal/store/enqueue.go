@@ -48,6 +48,13 @@ type insertParams struct {
 	Backoff     pgtype.Text        `db:"backoff"`  // see jsonParam
 }
 
+// insertHandedOffParams are the parameters of insertHandedOff: Fits is false for a job
+// too large to be handed off.
+type insertHandedOffParams struct {
+	insertParams
+	Fits bool `db:"fits"`
+}
+
 // insertHeldParams are the parameters of insertHeld: a reservation's, held for Hold.
 type insertHeldParams struct {
 	insertParams
@@ -72,17 +79,27 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 	held := insertHeldParams{insertParams: p, Hold: holdParam(j)}
 	if j.UniqueKey == "" {
 		var id int64
-		// The second column is the wakeup (or the reservation's announcement), an
-		// expression of RETURNING so that it is evaluated: whether it notified is not
-		// needed here.
-		var row pgx.Row
 		if held.Hold.Valid {
-			row = s.q.insertHeld.queryRow(ctx, db, held)
+			// The second column, the reservation's announcement, is an expression of
+			// RETURNING so that it is evaluated; it is not needed here.
+			if err := s.q.insertHeld.queryRow(ctx, db, held).Scan(&id, nil); err != nil {
+				return Inserted{}, insertError(err)
+			}
+			return Inserted{ID: id, Inserted: true}, nil
+		}
+		var row pgx.Row
+		last := &s.notified[queueSlot(j.Queue)]
+		if last.Load() {
+			row = s.q.insertHandedOff.queryRow(ctx, db, insertHandedOffParams{insertParams: p, Fits: handOffFits(p)})
 		} else {
 			row = s.q.insert.queryRow(ctx, db, p)
 		}
-		if err := row.Scan(&id, nil); err != nil {
+		var notified bool
+		if err := row.Scan(&id, &notified); err != nil {
 			return Inserted{}, insertError(err)
+		}
+		if last.Load() != notified {
+			last.Store(notified)
 		}
 		return Inserted{ID: id, Inserted: true}, nil
 	}
@@ -212,4 +229,27 @@ func timeoutParam(j NewJob) pgtype.Int4 {
 	// Whole milliseconds, rounded up: a sub-millisecond timeout must not become "none".
 	ms := (*j.Timeout + time.Millisecond - 1) / time.Millisecond
 	return pgtype.Int4{Int32: int32(ms), Valid: true}
+}
+
+// queueSlots is how many queues' last inserts a Store remembers apart.
+const queueSlots = 64
+
+// queueSlot is the slot of Store.notified that remembers queue's last insert: FNV-1a of
+// its name.
+func queueSlot(queue string) int {
+	h := uint32(2166136261)
+	for i := range len(queue) {
+		h = (h ^ uint32(queue[i])) * 16777619
+	}
+	return int(h % queueSlots)
+}
+
+// handOffFits reports whether a job may fit in a hand-off's notification, as hand_off
+// estimates it from the row (migration 016): under 6,500 bytes of its largest fields.
+// JSON's text in the database may be half as long again as Go's (jsonb writes a space
+// after each ':' and ','), and base64 (with a newline, escaped, every 76 characters)
+// 11/8 of the bytes; the notification's other fields fit in the rest of its 7,900.
+func handOffFits(p insertParams) bool {
+	size := (len(p.Args.String)+len(p.Metadata.String)+len(p.Backoff.String))*3/2 + len(p.Payload)*11/8 + len(p.Kind) + len(p.Queue)
+	return size < 6500
 }

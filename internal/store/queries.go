@@ -18,6 +18,7 @@ var queriesSQL string
 // struct of its parameters (see params.go).
 type queries struct {
 	insert             statement[insertParams]
+	insertHandedOff    statement[insertHandedOffParams]
 	insertHeld         statement[insertHeldParams]
 	insertUnique       statement[insertUniqueParams]
 	insertJobs         statement[insertJobsParams]
@@ -70,7 +71,7 @@ type queries struct {
 func buildQueries(names *strings.Replacer) queries {
 	var q queries
 	bindAll(queriesSQL, "queries.sql", names, []named{
-		{"insert", &q.insert}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
+		{"insert", &q.insert}, {"insertHandedOff", &q.insertHandedOff}, {"insertHeld", &q.insertHeld}, {"insertUnique", &q.insertUnique}, {"insertJobs", &q.insertJobs},
 		{"planByIndex", &q.planByIndex}, {"restorePlan", &q.restorePlan},
 		{"planWithoutJIT", &q.planWithoutJIT}, {"restoreJIT", &q.restoreJIT},
 		{"claim", &q.claim}, {"lockQueue", &q.lockQueue}, {"claimGated", &q.claimGated},

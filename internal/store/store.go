@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -57,6 +58,10 @@ type Store struct {
 	dash    dashboardQueries
 	// withoutJIT are the statements sent around one that counts or lists over many jobs.
 	withoutJIT *[2]string
+	// notified remembers, for queues by a hash of their names, whether the last job
+	// inserted alone notified: Insert then sends insertHandedOff. Queues that share a slot
+	// only make the choice worse, never wrong: both statements do the same.
+	notified [queueSlots]atomic.Bool
 }
 
 // stores memoises one Store per schema name. A Store is immutable, so sharing it between
