@@ -233,7 +233,12 @@ type produced struct {
 	commit histogram // Begin → Commit returned
 }
 
-func (p produced) rate() float64 { return float64(p.txs) / p.took.Seconds() }
+func (p produced) rate() float64 {
+	if p.txs < 2 || p.took <= 0 {
+		return 0
+	}
+	return float64(p.txs) / p.took.Seconds()
+}
 
 // add counts q's transactions, time and commits into p.
 func (p *produced) add(q produced) {

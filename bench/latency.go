@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // runLatency: an idle client with 100 workers on one queue; one producer enqueues one job
@@ -32,39 +34,27 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	defer stop()
 	time.Sleep(200 * time.Millisecond) // idle: start-up claims are done
 
+	// The floor of the producer's rate: the same loop committing a plain INSERT of the
+	// same columns into a table of the jobs table's shape and indexes, on the same pool.
+	plain, err := plainAtRate(ctx, b, prodPool, rate, min(b.opts.duration, 5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("plain INSERT reference: %w", err)
+	}
+
 	opts := b.enqueueOpts(benchQueue)
-	txTime := newHist() // Begin → Commit returned, on the producer
 	var sent atomic.Int64
-	var maxLag time.Duration
 	stopProgress := b.progress(fmt.Sprintf("latency R=%d", rate), func(time.Duration) []any {
 		return []any{"sent", sent.Load(), "done", rec.started.Load()}
 	})
-	interval := float64(time.Second) / float64(rate)
-	giveUp := 2*b.opts.duration + 5*time.Second // a producer that far behind schedule stops
-	start := time.Now()
-	var last time.Time
-	for i := range n {
-		due := start.Add(time.Duration(float64(i) * interval))
-		sleepUntil(ctx, due) // behind schedule: send at once, skip nothing
-		if ctx.Err() != nil {
-			break
-		}
-		t0 := time.Now()
-		maxLag = max(maxLag, t0.Sub(due))
-		var err error
-		if last, err = enqueueOne(ctx, prodPool, rec, i, opts); err != nil {
-			stopProgress()
-			return nil, err
-		}
-		sent.Store(i + 1)
-		record(txTime, last.Sub(t0))
-		if last.Sub(start) > giveUp {
-			b.log.Warn("producer too far behind schedule; stopping early", "sent", i+1, "of", n)
-			break
-		}
+	prod, maxLag, err := produceAtRate(ctx, b, rate, n, func(i int64) (time.Time, error) {
+		defer sent.Store(i + 1)
+		return enqueueOne(ctx, prodPool, rec, i, opts)
+	})
+	if err != nil {
+		stopProgress()
+		return nil, err
 	}
-	total := sent.Load()
-	elapsed := last.Sub(start)
+	total := prod.txs
 	allStarted := waitFor(ctx, 10*time.Second, time.Millisecond, func() bool { return rec.started.Load() >= total })
 	stopProgress()
 	stop()
@@ -77,15 +67,12 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	case 1000:
 		rateTarget, p50, p99 = atLeast(0.99*float64(rate)), atMost(0.8), atMost(3)
 	}
-	achieved := 0.0
-	if total > 1 && elapsed > 0 {
-		// total jobs over the time from the first scheduled send to the last Commit
-		achieved = float64(total) / elapsed.Seconds()
-	}
 	b.log.Debug("slowest pickups (ms since the benchmark began)", "workload", fmt.Sprintf("latency R=%d", rate), "jobs", p.slowest)
 	res := &RunResult{
 		Metrics: []Metric{
-			{Name: "rate achieved", Unit: unitRate, Value: achieved, Target: rateTarget},
+			{Name: "rate achieved", Unit: unitRate, Value: prod.rate(), Target: rateTarget},
+			{Name: "plain INSERT producer: rate achieved", Unit: unitRate, Value: plain.rate()},
+			{Name: "rate achieved / plain INSERT's", Unit: unitRatio, Value: prod.rate() / plain.rate()},
 		},
 		series: []series{{label: fmt.Sprintf("R=%d", rate), hist: p.hist}},
 	}
@@ -103,9 +90,10 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 		Metric{Name: "started before Commit returned", Unit: unitCount, Value: float64(p.early)},
 		Metric{Name: "never started", Unit: unitCount, Value: float64(p.missing)},
 		Metric{Name: "ran twice", Unit: unitCount, Value: float64(rec.dups.Load())},
-		Metric{Name: "producer tx p50 (Begin→Commit)", Unit: unitMs, Value: ms(txTime.ValueAtQuantile(50))},
-		Metric{Name: "producer tx p99 (Begin→Commit)", Unit: unitMs, Value: ms(txTime.ValueAtQuantile(99))},
+		Metric{Name: "producer tx p50 (Begin→Commit)", Unit: unitMs, Value: ms(prod.commit.ValueAtQuantile(50))},
+		Metric{Name: "producer tx p99 (Begin→Commit)", Unit: unitMs, Value: ms(prod.commit.ValueAtQuantile(99))},
 		Metric{Name: "producer max lag behind schedule", Unit: unitMs, Value: float64(maxLag) / 1e6},
+		Metric{Name: "plain INSERT producer tx p50", Unit: unitMs, Value: ms(plain.commit.ValueAtQuantile(50))},
 	)
 	if p.early > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d jobs started before their Commit returned (earliest by %v); recorded as 0 ms in the histogram", p.early, p.maxEarly.Round(time.Microsecond)))
@@ -117,4 +105,61 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 		res.Notes = append(res.Notes, fmt.Sprintf("the producer sent only %d of %d jobs", total, n))
 	}
 	return res, nil
+}
+
+// produceAtRate commits n transactions by send(i), which returns when its Commit did, one
+// at a time on an open-loop schedule at rate a second: a send behind schedule starts at
+// once, and none is skipped. A producer that falls far behind (twice the run and 5 s)
+// stops early.
+func produceAtRate(ctx context.Context, b *bench, rate int, n int64, send func(i int64) (time.Time, error)) (p produced, maxLag time.Duration, err error) {
+	p.commit = newHist()
+	interval := float64(time.Second) / float64(rate)
+	giveUp := 2*b.opts.duration + 5*time.Second
+	start := time.Now()
+	var last time.Time
+	for i := range n {
+		due := start.Add(time.Duration(float64(i) * interval))
+		sleepUntil(ctx, due)
+		if ctx.Err() != nil {
+			break
+		}
+		t0 := time.Now()
+		maxLag = max(maxLag, t0.Sub(due))
+		if last, err = send(i); err != nil {
+			return p, maxLag, err
+		}
+		p.txs = i + 1
+		record(p.commit, last.Sub(t0))
+		if last.Sub(start) > giveUp {
+			b.log.Warn("producer too far behind schedule; stopping early", "sent", i+1, "of", n)
+			break
+		}
+	}
+	p.took = last.Sub(start) // from the first scheduled send to the last Commit
+	return p, maxLag, nil
+}
+
+// plainAtRate runs produceAtRate for dur with transactions that each commit a plain INSERT
+// of a job's columns (the enqueue workload's baseline) into a table of the jobs table's
+// shape and indexes, with no NOTIFY: what the machine lets one producer commit at rate.
+func plainAtRate(ctx context.Context, b *bench, pool *pgxpool.Pool, rate int, dur time.Duration) (produced, error) {
+	table := b.db.quotedSchema() + ".plain_producer"
+	if _, err := b.db.admin.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+table+" (LIKE "+b.db.jobsTable()+" INCLUDING ALL)"); err != nil {
+		return produced{}, err
+	}
+	p, _, err := produceAtRate(ctx, b, rate, int64(float64(rate)*dur.Seconds()), func(int64) (time.Time, error) {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return time.Time{}, err
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, "INSERT INTO "+table+" (kind, queue, args) VALUES ($1, $2, $3)", benchKind.Name(), benchQueue, `{"s":0}`); err != nil {
+			return time.Time{}, err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return time.Time{}, err
+		}
+		return time.Now(), nil
+	})
+	return p, err
 }
