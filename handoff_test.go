@@ -119,6 +119,49 @@ func TestBothInsertsHandAJobOffAlike(t *testing.T) {
 	}
 }
 
+// A job leased to a client whose hand-off turns out too large for a notification (JSON
+// escapes can outgrow the estimate that let it be handed off) is made pending again, as
+// it was, and its transaction may still hand another job off: send_hand_off (migration
+// 021), called here directly on such a job, as the enqueue would call it.
+func TestAHandOffTooLargeForItsNotificationIsMadePendingAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// Each control character is escaped as \u00XX in JSON: 8,000 bytes of args, stored,
+	// are 6 times that in the notification.
+	id := enqueue(b, relay.NewKind[map[string]string]("large"), map[string]string{"pad": strings.Repeat("\x01", 8000)})
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var notified bool
+	var handedOff *string
+	err = tx.QueryRow(ctx, `WITH leased AS (
+			UPDATE `+b.table("jobs")+` SET state = 'running', attempt = attempt + 1, attempted_at = clock_timestamp(), attempted_by = 'no-client'
+			WHERE id = $2 RETURNING *)
+		SELECT `+b.table("send_hand_off")+`($1, leased), current_setting('relay.handed_off', true) FROM leased`,
+		"relay:"+b.Schema, id).Scan(&notified, &handedOff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state string
+	var attempt int
+	var by string
+	if err := tx.QueryRow(ctx, "SELECT state, attempt, coalesce(attempted_by, '') FROM "+b.table("jobs")+" WHERE id = $1", id).Scan(&state, &attempt, &by); err != nil {
+		t.Fatal(err)
+	}
+	if state != "pending" || attempt != 0 || by != "" {
+		t.Errorf("the job is %s, attempt %d, attempted by %q; want pending again, attempt 0, by no one", state, attempt, by)
+	}
+	if handedOff != nil && *handedOff == "on" {
+		t.Error("the transaction counts as having handed a job off; want it free to hand off another")
+	}
+	if notified {
+		t.Error("send_hand_off reported a wakeup sent, with no client to wake")
+	}
+}
+
 // broadcasts watches the schema's wakeup channel, on which a wakeup reaches every client
 // (addressed ones go to a client's own channel).
 type broadcasts struct {
