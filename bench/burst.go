@@ -27,7 +27,10 @@ func runBurst(ctx context.Context, b *bench) (*RunResult, error) {
 	defer stop()
 
 	opts := b.enqueueOpts(benchQueue)
-	enqueue := func(seq int64) (time.Time, error) { return enqueueOne(ctx, prodPool, rec, seq, opts) }
+	enqueue := func(seq int64) (time.Time, error) {
+		committed, _, err := enqueueOne(ctx, prodPool, rec, seq, opts)
+		return committed, err
+	}
 	// gapOf[seq] is the index of the gap of pair seq/2.
 	gapOf := make([]int, n)
 	var pairs atomic.Int64

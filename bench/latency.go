@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayq/relay"
 )
 
 // runLatency: an idle client with 100 workers on one queue; one producer enqueues one job
@@ -46,15 +48,13 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	stopProgress := b.progress(fmt.Sprintf("latency R=%d", rate), func(time.Duration) []any {
 		return []any{"sent", sent.Load(), "done", rec.started.Load()}
 	})
-	prod, maxLag, err := produceAtRate(ctx, b, rate, n, func(i int64) (time.Time, error) {
-		defer sent.Store(i + 1)
-		return enqueueOne(ctx, prodPool, rec, i, opts)
-	})
+	prod, err := enqueueOpenLoop(ctx, b, prodPool, rec, nil, 0, n, rate, b.opts.duration, &sent,
+		func(int64) []relay.EnqueueOption { return opts })
 	if err != nil {
 		stopProgress()
 		return nil, err
 	}
-	total := prod.txs
+	total := prod.sent
 	allStarted := waitFor(ctx, 10*time.Second, time.Millisecond, func() bool { return rec.started.Load() >= total })
 	stopProgress()
 	stop()
@@ -92,7 +92,7 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 		Metric{Name: "ran twice", Unit: unitCount, Value: float64(rec.dups.Load())},
 		Metric{Name: "producer tx p50 (Begin→Commit)", Unit: unitMs, Value: ms(prod.commit.ValueAtQuantile(50))},
 		Metric{Name: "producer tx p99 (Begin→Commit)", Unit: unitMs, Value: ms(prod.commit.ValueAtQuantile(99))},
-		Metric{Name: "producer max lag behind schedule", Unit: unitMs, Value: float64(maxLag) / 1e6},
+		Metric{Name: "producer max lag behind schedule", Unit: unitMs, Value: float64(prod.maxLag) / 1e6},
 		Metric{Name: "plain INSERT producer tx p50", Unit: unitMs, Value: ms(plain.commit.ValueAtQuantile(50))},
 	)
 	if p.early > 0 {
@@ -107,47 +107,15 @@ func runLatency(ctx context.Context, b *bench, rate int) (*RunResult, error) {
 	return res, nil
 }
 
-// produceAtRate commits n transactions by send(i), which returns when its Commit did, one
-// at a time on an open-loop schedule at rate a second: a send behind schedule starts at
-// once, and none is skipped. A producer that falls far behind (twice the run and 5 s)
-// stops early.
-func produceAtRate(ctx context.Context, b *bench, rate int, n int64, send func(i int64) (time.Time, error)) (p produced, maxLag time.Duration, err error) {
-	p.commit = newHist()
-	interval := float64(time.Second) / float64(rate)
-	giveUp := 2*b.opts.duration + 5*time.Second
-	start := time.Now()
-	var last time.Time
-	for i := range n {
-		due := start.Add(time.Duration(float64(i) * interval))
-		sleepUntil(ctx, due)
-		if ctx.Err() != nil {
-			break
-		}
-		t0 := time.Now()
-		maxLag = max(maxLag, t0.Sub(due))
-		if last, err = send(i); err != nil {
-			return p, maxLag, err
-		}
-		p.txs = i + 1
-		record(p.commit, last.Sub(t0))
-		if last.Sub(start) > giveUp {
-			b.log.Warn("producer too far behind schedule; stopping early", "sent", i+1, "of", n)
-			break
-		}
-	}
-	p.took = last.Sub(start) // from the first scheduled send to the last Commit
-	return p, maxLag, nil
-}
-
-// plainAtRate runs produceAtRate for dur with transactions that each commit a plain INSERT
+// plainAtRate runs openLoop for dur with transactions that each commit a plain INSERT
 // of a job's columns (the enqueue workload's baseline) into a table of the jobs table's
 // shape and indexes, with no NOTIFY: what the machine lets one producer commit at rate.
-func plainAtRate(ctx context.Context, b *bench, pool *pgxpool.Pool, rate int, dur time.Duration) (produced, error) {
+func plainAtRate(ctx context.Context, b *bench, pool *pgxpool.Pool, rate int, dur time.Duration) (loopResult, error) {
 	table := b.db.quotedSchema() + ".plain_producer"
 	if _, err := b.db.admin.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+table+" (LIKE "+b.db.jobsTable()+" INCLUDING ALL)"); err != nil {
-		return produced{}, err
+		return loopResult{}, err
 	}
-	p, _, err := produceAtRate(ctx, b, rate, int64(float64(rate)*dur.Seconds()), func(int64) (time.Time, error) {
+	return openLoop(ctx, b, rate, int64(float64(rate)*dur.Seconds()), dur, func(int64) (time.Time, error) {
 		tx, err := pool.Begin(ctx)
 		if err != nil {
 			return time.Time{}, err
@@ -161,5 +129,4 @@ func plainAtRate(ctx context.Context, b *bench, pool *pgxpool.Pool, rate int, du
 		}
 		return time.Now(), nil
 	})
-	return p, err
 }

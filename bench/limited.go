@@ -147,7 +147,7 @@ func runLimited(ctx context.Context, b *bench) (*RunResult, error) {
 
 	// 2. Pickup latency at an open-loop rate.
 	phase.Store("pickup")
-	loop, err := openLoop(ctx, b, prodPool, rec, nil, limitedJobs, nRate, limitedRate, dur, &sent, func(int64) []relay.EnqueueOption { return opts })
+	loop, err := enqueueOpenLoop(ctx, b, prodPool, rec, nil, limitedJobs, nRate, limitedRate, dur, &sent, func(int64) []relay.EnqueueOption { return opts })
 	if err != nil {
 		return nil, err
 	}

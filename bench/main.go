@@ -503,22 +503,23 @@ func (b *bench) pools(ctx context.Context, producerConns int) (client, producer 
 }
 
 // enqueueOne enqueues job seq in a transaction of its own and records when its Commit
-// returned, which it returns.
-func enqueueOne(ctx context.Context, pool *pgxpool.Pool, rec *recorder, seq int64, opts []relay.EnqueueOption) (time.Time, error) {
+// returned, which it returns with the job's id.
+func enqueueOne(ctx context.Context, pool *pgxpool.Pool, rec *recorder, seq int64, opts []relay.EnqueueOption) (time.Time, int64, error) {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
 	defer tx.Rollback(ctx)
-	if _, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: seq}, opts...); err != nil {
-		return time.Time{}, err
+	id, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: seq}, opts...)
+	if err != nil {
+		return time.Time{}, 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
 	now := time.Now()
 	rec.committed(seq, now)
-	return now, nil
+	return now, id, nil
 }
 
 // idleClient starts a client of 100 workers on benchQueue that records its jobs in rec,

@@ -114,7 +114,7 @@ func runOrdered(ctx context.Context, b *bench) (*RunResult, error) {
 	for k := range keyOpts {
 		keyOpts[k] = append(slices.Clone(opts), relay.OrderKey(fmt.Sprintf("r%02d", k)))
 	}
-	loop, err := openLoop(ctx, b, prodPool, rec, t.ids, 0, nRate, orderedRate, dur, &sent, func(seq int64) []relay.EnqueueOption {
+	loop, err := enqueueOpenLoop(ctx, b, prodPool, rec, t.ids, 0, nRate, orderedRate, dur, &sent, func(seq int64) []relay.EnqueueOption {
 		return keyOpts[seq%orderedRateKeys]
 	})
 	if err != nil {
@@ -410,76 +410,4 @@ func (t *tracker) check(lo, hi int64) orderCheck {
 		}
 	}
 	return c
-}
-
-// loopResult is what an open-loop producer did.
-type loopResult struct {
-	sent    int64
-	elapsed time.Duration // first scheduled send → last Commit returned
-	maxLag  time.Duration // the most a send was behind its schedule
-}
-
-func (l loopResult) rate() float64 {
-	if l.sent < 2 {
-		return 0
-	}
-	return rateOver(l.sent, l.elapsed)
-}
-
-// openLoop is runLatency's producer: n jobs, sequence numbers lo, lo+1, …, each committed
-// in a transaction of its own on pool at rate jobs/s on an open-loop schedule (behind
-// schedule it sends at once and skips nothing, and it gives up 2 × dur + 5 s in), with
-// the options opts(seq). It records each job's Commit in rec and its id in ids (if not
-// nil), and counts the jobs sent in sent.
-func openLoop(ctx context.Context, b *bench, pool *pgxpool.Pool, rec *recorder, ids []int64, lo, n int64, rate int, dur time.Duration, sent *atomic.Int64, opts func(seq int64) []relay.EnqueueOption) (loopResult, error) {
-	var r loopResult
-	interval := float64(time.Second) / float64(rate)
-	giveUp := 2*dur + 5*time.Second
-	start := time.Now()
-	var last time.Time
-	for i := range n {
-		due := start.Add(time.Duration(float64(i) * interval))
-		sleepUntil(ctx, due)
-		if ctx.Err() != nil {
-			break
-		}
-		r.maxLag = max(r.maxLag, time.Since(due))
-		seq := lo + i
-		err := func() error {
-			tx, err := pool.Begin(ctx)
-			if err != nil {
-				return err
-			}
-			defer tx.Rollback(ctx)
-			id, err := relay.Enqueue(ctx, tx, benchKind, seqArgs{Seq: seq}, opts(seq)...)
-			if err != nil {
-				return err
-			}
-			if ids != nil {
-				ids[seq] = id
-			}
-			return tx.Commit(ctx)
-		}()
-		if err != nil {
-			return r, fmt.Errorf("producer: %w", err)
-		}
-		last = time.Now()
-		rec.committed(seq, last)
-		r.sent++
-		sent.Add(1)
-		if last.Sub(start) > giveUp {
-			b.log.Warn("producer too far behind schedule; stopping early", "sent", r.sent, "of", n)
-			break
-		}
-	}
-	r.elapsed = last.Sub(start)
-	return r, nil
-}
-
-// rateOver is n jobs over span, in jobs/s (0 for an empty span).
-func rateOver(n int64, span time.Duration) float64 {
-	if span <= 0 {
-		return 0
-	}
-	return float64(n) / span.Seconds()
 }

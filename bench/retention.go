@@ -303,7 +303,7 @@ func runPruneBacklog(ctx context.Context, b *bench) (*RunResult, error) {
 	var sent atomic.Int64
 	produced := make(chan loopResult, 1)
 	go func() {
-		r, err := openLoop(prodCtx, b, prodPool, rec, nil, 0, capacity, rate, time.Hour, &sent,
+		r, err := enqueueOpenLoop(prodCtx, b, prodPool, rec, nil, 0, capacity, rate, time.Hour, &sent,
 			func(int64) []relay.EnqueueOption { return b.enqueueOpts(benchQueue) })
 		if err != nil && prodCtx.Err() == nil {
 			b.log.Error("producer", "error", err)

@@ -41,7 +41,7 @@ func runSparse(ctx context.Context, b *bench) (*RunResult, error) {
 	start := time.Now()
 	for i := range int64(sparseJobs) {
 		sleepUntil(ctx, start.Add(time.Duration(i+1)*sparseGap))
-		if _, err := enqueueOne(ctx, prodPool, rec, i, opts); err != nil {
+		if _, _, err := enqueueOne(ctx, prodPool, rec, i, opts); err != nil {
 			stopProgress()
 			return nil, err
 		}
