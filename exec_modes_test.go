@@ -47,12 +47,15 @@ func testExecMode(t *testing.T, mode pgx.QueryExecMode) {
 }
 
 // exerciseAll runs a client configured by cfg on b.Pool, and goes through every path
-// that sends typed arrays or JSON, and every kind of statement relay runs, on b.Pool:
-// batch and unique enqueues in a transaction, claims (of a plain and an ordered queue),
+// that sends typed arrays or JSON, and every kind of statement relay runs, on b.Pool, in
+// a schema of its own (so that Store.Insert's choice starts afresh): batch, unique and
+// single enqueues (through both of Store.Insert's statements) in a transaction, claims
+// (of a plain and an ordered queue),
 // outcomes of failures and of successes with outputs, binary payloads, checkpoints and
 // CompleteTx in the handler's transaction, queue settings, listing and counting.
 // prepare, if given, is called with the client before it starts.
 func exerciseAll(b *bundle, cfg relay.Config, prepare ...func(*relay.Client)) {
+	b = b.inSchemaOfItsOwn()
 	t := b.t
 	sumKind := relay.NewKind[[]int]("sum")
 	bytesKind := relay.NewKind[[]byte]("bytes")
@@ -136,6 +139,12 @@ func exerciseAll(b *bundle, cfg relay.Config, prepare ...func(*relay.Client)) {
 	if !again.Duplicate || again.ID != first.ID {
 		t.Errorf("the second unique enqueue gave %+v, want the first's id %d as a duplicate", again, first.ID)
 	}
+	// Single enqueues: the first through insert, as nothing of this schema has notified
+	// yet; at REPEATABLE READ it notifies, so the second goes through insertHandedOff.
+	for _, iso := range []pgx.TxIsoLevel{pgx.RepeatableRead, pgx.ReadCommitted} {
+		id, _ := enqueueIn(b, iso, nil, bytesKind, payload)
+		ids = append(ids, id)
+	}
 	b.waitState("succeeded", append(ids, first.ID)...)
 	select {
 	case got := <-badPayload:
@@ -166,15 +175,15 @@ func exerciseAll(b *bundle, cfg relay.Config, prepare ...func(*relay.Client)) {
 	if err != nil {
 		t.Fatalf("ListJobs: %v", err)
 	}
-	if len(page.Jobs) != 4 {
-		t.Errorf("ListJobs found %d succeeded jobs, want 4", len(page.Jobs))
+	if len(page.Jobs) != 6 {
+		t.Errorf("ListJobs found %d succeeded jobs, want 6", len(page.Jobs))
 	}
 	counts, err := relay.CountJobs(ctx, b, schema)
 	if err != nil {
 		t.Fatalf("CountJobs: %v", err)
 	}
-	if counts.All.Succeeded != 4 {
-		t.Errorf("CountJobs: %+v, want 4 succeeded", counts.All)
+	if counts.All.Succeeded != 6 {
+		t.Errorf("CountJobs: %+v, want 6 succeeded", counts.All)
 	}
 	if err := relay.PauseQueue(ctx, b, "ordered", schema); err != nil {
 		t.Fatalf("PauseQueue: %v", err)
