@@ -342,6 +342,10 @@ type walSample struct {
 	ok, timed     bool
 	syncs         int64
 	syncMs, bytes float64
+	// fpi are the full-page images written: a page's first change after a checkpoint
+	// writes the whole page, so a checkpoint during a run makes its WAL, and its flushes,
+	// larger. checkpoints are those begun (pg_stat_bgwriter).
+	fpi, checkpoints int64
 }
 
 func (d *database) walSample(ctx context.Context) walSample {
@@ -350,8 +354,9 @@ func (d *database) walSample(ctx context.Context) walSample {
 	}
 	d.adminStatements++
 	s := walSample{ok: true}
-	if err := d.admin.QueryRow(ctx, "SELECT wal_sync, wal_sync_time, wal_bytes::float8, current_setting('track_wal_io_timing')::boolean FROM pg_stat_wal").
-		Scan(&s.syncs, &s.syncMs, &s.bytes, &s.timed); err != nil {
+	if err := d.admin.QueryRow(ctx, `SELECT wal_sync, wal_sync_time, wal_bytes::float8, current_setting('track_wal_io_timing')::boolean,
+			wal_fpi, (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) FROM pg_stat_wal`).
+		Scan(&s.syncs, &s.syncMs, &s.bytes, &s.timed, &s.fpi, &s.checkpoints); err != nil {
 		d.log.Warn("read pg_stat_wal", "error", err)
 		return walSample{}
 	}
@@ -369,6 +374,8 @@ func walMetrics(a, b walSample, jobs int) []Metric {
 	ms := []Metric{
 		{Name: "WAL: kB per job", Unit: unitFloat, Value: (b.bytes - a.bytes) / 1024 / float64(jobs)},
 		{Name: "WAL: flushes to disk per job", Unit: unitFloat, Value: float64(n) / float64(jobs)},
+		{Name: "WAL: full-page images per job", Unit: unitFloat, Value: float64(b.fpi-a.fpi) / float64(jobs)},
+		{Name: "WAL: checkpoints begun", Unit: unitCount, Value: float64(b.checkpoints - a.checkpoints)},
 	}
 	if a.timed && b.timed && n > 0 {
 		ms = append(ms, Metric{Name: "WAL: ms per flush", Unit: unitFloat, Value: (b.syncMs - a.syncMs) / float64(n)})

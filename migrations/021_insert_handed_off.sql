@@ -47,8 +47,9 @@ END
 $$;
 
 -- Sends job, just leased to the client job.attempted_by without a lease, its hand-off: the
--- job itself, on the client's channel. Returns true. A job too large for a notification
--- is made pending again, as it was, and its queue woken as wake() wakes it instead.
+-- job itself, on the client's channel. A job too large for a notification is made pending
+-- again (its max_attempts, if it took the client's default, stays that), and its queue
+-- woken as wake() wakes it instead. Returns whether it notified.
 CREATE FUNCTION send_hand_off(channel text, job jobs) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
 DECLARE

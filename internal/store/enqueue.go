@@ -89,7 +89,7 @@ func (s *Store) Insert(ctx context.Context, db DB, j NewJob) (Inserted, error) {
 		}
 		var row pgx.Row
 		last := &s.notified[queueSlot(j.Queue)]
-		if last.Load() {
+		if last.Load() && mayBeHandedOff(p) {
 			row = s.q.insertHandedOff.queryRow(ctx, db, insertHandedOffParams{insertParams: p, Fits: handOffFits(p)})
 		} else {
 			row = s.q.insert.queryRow(ctx, db, p)
@@ -244,12 +244,44 @@ func queueSlot(queue string) int {
 	return int(h % queueSlots)
 }
 
-// handOffFits reports whether a job may fit in a hand-off's notification, as hand_off
-// estimates it from the row (migration 016): under 6,500 bytes of its largest fields.
-// JSON's text in the database may be half as long again as Go's (jsonb writes a space
-// after each ':' and ','), and base64 (with a newline, escaped, every 76 characters)
-// 11/8 of the bytes; the notification's other fields fit in the rest of its 7,900.
+// mayBeHandedOff reports whether a job might be handed off, as far as Go knows: not one
+// due later, nor one with an order key (its queue is ordered, or it is refused). Such a
+// job goes through insert, even right after an enqueue that notified.
+func mayBeHandedOff(p insertParams) bool {
+	return p.OrderKey == nil && !(p.RunAt.Valid && p.RunAt.Time.After(time.Now()))
+}
+
+// handOffFits reports whether a job may be handed off by its size, as hand_off estimates
+// it from the row (migration 016), so that both of Insert's statements hand off the same
+// jobs: under 6,500 bytes of its largest fields, its JSON as jsonb writes it back (see
+// jsonbTextLen), its payload as base64. Where jsonb writes a value longer than Go does (a
+// number such as 1e1000, written out in full), the job may turn out too large for its
+// notification after all: send_hand_off then makes it pending again.
 func handOffFits(p insertParams) bool {
-	size := (len(p.Args.String)+len(p.Metadata.String)+len(p.Backoff.String))*3/2 + len(p.Payload)*11/8 + len(p.Kind) + len(p.Queue)
-	return size < 6500
+	const limit = 6500
+	rest := len(p.Payload)*4/3 + len(p.Kind) + len(p.Queue)
+	if len(p.Args.String)+len(p.Metadata.String)+len(p.Backoff.String)+rest >= limit {
+		return false // jsonb's text is no shorter: no need to read a large job's JSON
+	}
+	return jsonbTextLen(p.Args.String)+jsonbTextLen(p.Metadata.String)+jsonbTextLen(p.Backoff.String)+rest < limit
+}
+
+// jsonbTextLen is the length of compact JSON (encoding/json's) as PostgreSQL's jsonb writes
+// it: with a space after every ':' and ',' between values, not those within strings.
+func jsonbTextLen(json string) int {
+	n, inString, escaped := len(json), false, false
+	for i := range len(json) {
+		switch c := json[i]; {
+		case escaped:
+			escaped = false
+		case inString:
+			escaped = c == '\\'
+			inString = c != '"'
+		case c == '"':
+			inString = true
+		case c == ':' || c == ',':
+			n++
+		}
+	}
+	return n
 }

@@ -65,3 +65,6 @@ func (s *Store) WindowStartStatement() string {
 	bindOne("windowStart", fragments.Replace("SELECT {windowStart}"), s.names, &st)
 	return st.sql
 }
+
+// JSONBTextLen is jsonbTextLen, for the test that checks it against PostgreSQL.
+var JSONBTextLen = jsonbTextLen

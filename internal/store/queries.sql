@@ -35,10 +35,12 @@ RETURNING id, {wakeJob};
 -- first and inserts the job running, leased to it (migration 021), where insert's
 -- hand_off updates the new row, writing it and its index entries twice: with one
 -- producer at 1,000 jobs/s, 7–9 % more transactions a second. It costs more than insert
--- when nothing waits (a CTE and five scalar subqueries), hence the choice. The row lock
--- of the jobs table, which a dispatcher that starts to wait waits for, is taken before
--- the CTE runs, when the statement starts. @fits is false for a job too large to be
--- handed off (Go's estimate). Returns the id and whether it notified, as insert does.
+-- when nothing waits (a CTE and five scalar subqueries), hence the choice. No wakeup is
+-- lost: a job leased to a client is not pending, and no dispatcher need claim it; when
+-- no client was picked, RETURNING asks wake_needless again once the row exists, under
+-- the jobs table's RowExclusiveLock (which a dispatcher that starts to wait waits for),
+-- as insert does. @fits is false for a job too large to be handed off (Go's estimate).
+-- Returns the id and whether it notified, as insert does.
 WITH h AS (
     SELECT CASE WHEN NOT @fits OR {schema}.wake_needless({channel}, @queue) THEN NULL
                 ELSE {schema}.hand_off_target({channel}, @queue, coalesce(@run_at, now()), @kind) END AS target

@@ -59,13 +59,16 @@ type Store struct {
 	// withoutJIT are the statements sent around one that counts or lists over many jobs.
 	withoutJIT *[2]string
 	// notified remembers, for queues by a hash of their names, whether the last job
-	// inserted alone notified: Insert then sends insertHandedOff. Queues that share a slot
-	// only make the choice worse, never wrong: both statements do the same.
+	// inserted alone notified: Insert then sends insertHandedOff. It is a guess shared by
+	// every pool that uses the schema's name in the process: queues that share a slot,
+	// or databases that share the name, only make the choice worse, never wrong, as
+	// both statements end the same.
 	notified [queueSlots]atomic.Bool
 }
 
-// stores memoises one Store per schema name. A Store is immutable, so sharing it between
-// clients and calls is safe; the map only saves rebuilding query text on every Enqueue.
+// stores memoises one Store per schema name. A Store's statements never change, and its
+// one mutable part (notified) is a guess kept in atomics, so sharing it between clients
+// and calls is safe; the map only saves rebuilding query text on every Enqueue.
 var stores sync.Map // schema name → *Store
 
 // For returns the Store for schema, building it on first use.
