@@ -57,12 +57,22 @@ func (b *bundle) observeWakeups(ids ...string) *wakeupObserver {
 }
 
 // after runs enqueue and returns the wakeups it sent, by who heard them ("main", or a
-// client's ID), in order. A sentinel notified after enqueue returned marks the end:
-// notifications arrive in commit order.
+// client's ID), in order. Sentinels notified before enqueue and after it returned mark
+// the start and the end: notifications arrive in commit order. What came before the first
+// is dropped: a client that gives back a hand-off it cannot take in time (as one busy with
+// a backup's claim may, on a loaded machine) wakes the queue for the job, after the step
+// that handed it off has ended but before the job runs, which the test waits for.
 func (o *wakeupObserver) after(enqueue func()) []heard {
 	o.b.t.Helper()
-	ctx := context.Background()
+	o.untilSentinel()
 	enqueue()
+	return o.untilSentinel()
+}
+
+// untilSentinel notifies a sentinel and returns the wakeups heard before it.
+func (o *wakeupObserver) untilSentinel() []heard {
+	o.b.t.Helper()
+	ctx := context.Background()
 	o.sentinel++
 	sentinel := "sentinel:" + strings.Repeat("x", o.sentinel)
 	if _, err := o.b.Exec(ctx, "SELECT pg_notify($1, $2)", "relay:"+o.b.Schema, sentinel); err != nil {
