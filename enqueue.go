@@ -149,9 +149,15 @@ func EnqueueJobs(ctx context.Context, db DB, jobs []JobSpec, opts ...EnqueueOpti
 	return out, nil
 }
 
-func enqueueError(err error) error {
+func enqueueError(err error, schema string) error {
 	if e, ok := errors.AsType[*store.NotOrderedError](err); ok {
 		return fmt.Errorf("%w: %q; declare it ordered with relay.SetQueue before enqueueing with an OrderKey", ErrQueueNotOrdered, e.Queue)
+	}
+	// A producer of a newer relay than its schema: Start checks, but an enqueue does not
+	// ask first (a round trip per job). Which statement an enqueue sends depends on the
+	// one before it (Store.Insert), so an older schema may fail only some of them.
+	if isUndefinedTable(err) || isUndefinedFunction(err) {
+		return fmt.Errorf("%w: schema %q lacks what this version of relay uses (%w); %s", ErrNotMigrated, schema, err, howToMigrate(schema))
 	}
 	return err
 }

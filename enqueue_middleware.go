@@ -173,7 +173,7 @@ func (b *batch) send(ctx context.Context, meta []map[string]string) ([]store.Ins
 		ins, err = b.store.InsertMany(ctx, b.db, b.jobs)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("relay: enqueue %s: %w", b.what(), enqueueError(err))
+		return nil, fmt.Errorf("relay: enqueue %s: %w", b.what(), enqueueError(err, b.store.Schema()))
 	}
 	return ins, nil
 }

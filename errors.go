@@ -19,7 +19,9 @@ var (
 	// ErrNoHandlers is returned by [Client.Start] when no handler was registered.
 	ErrNoHandlers = errors.New("relay: no handlers registered; call relay.Handle before Start")
 	// ErrNotMigrated is returned by [Client.Start] when the schema is missing or older than
-	// this version of relay needs. Run [Migrate] or `relay migrate --apply`.
+	// this version of relay needs, and by [Enqueue] and [EnqueueMany] when a statement
+	// finds a table or function of the schema missing. Run [Migrate] or `relay migrate
+	// --apply`.
 	ErrNotMigrated = errors.New("relay: schema is not migrated")
 	// ErrInvalidJob is returned by [Enqueue] and [EnqueueMany] for a job that cannot be
 	// inserted: a zero [Kind]; a kind or queue name that is empty, longer than

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/relayq/relay"
+	"github.com/relayq/relay/migrations"
 	"github.com/relayq/relay/relaytest"
 )
 
@@ -125,6 +127,54 @@ func TestBothInsertsHandAJobOffAlike(t *testing.T) {
 		if handed := b.handedOff(id, before); handed != want.handedOff {
 			t.Errorf("%s: handed off: %v; want %v", want.name, handed, want.handedOff)
 		}
+	}
+}
+
+// A producer of this version on a schema one migration behind (020: no hand_off_target)
+// is told to migrate (relay.ErrNotMigrated) by the enqueue that needs the missing
+// function. Which enqueues those are depends on the one before each (Store.Insert): here
+// the first, at REPEATABLE READ, goes through insert and works on the old schema, and
+// notifies; the next goes through insertHandedOff.
+func TestEnqueueOnASchemaOneMigrationBehindSaysToMigrate(t *testing.T) {
+	t.Parallel()
+	b := setup(t).inSchemaOfItsOwn()
+	ctx := context.Background()
+	all, err := migrations.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{b.Schema}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.Version == 20 { // hand_off and waiting_clients as they were
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := tx.Exec(ctx, `DROP FUNCTION hand_off_target(text, text, timestamptz, text);
+		DROP FUNCTION send_hand_off(text, jobs); DELETE FROM schema_migrations WHERE version = 21`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	enqueueIn(b, pgx.RepeatableRead, nil, testKind, numArgs{})
+	tx, err = b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	_, err = relay.Enqueue(ctx, tx, testKind, numArgs{}, relay.Schema(b.Schema))
+	if !errors.Is(err, relay.ErrNotMigrated) || !strings.Contains(err.Error(), "relay.Migrate") {
+		t.Errorf("Enqueue on a schema without migration 021: %v; want relay.ErrNotMigrated, saying what to run", err)
 	}
 }
 

@@ -183,6 +183,11 @@ func isUndefinedTable(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
 }
 
+func isUndefinedFunction(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42883" // undefined_function
+}
+
 // quoteLiteral quotes s as an SQL string literal. It is used only where a script is
 // printed for a human to run and so cannot carry bind parameters.
 func quoteLiteral(s string) string {
