@@ -78,6 +78,10 @@ func ForgetHandOffsAfter(c *Client, d time.Duration) { c.handOffs.memory = d }
 // taken or skipped.
 func LookForHandOffs(c *Client) (int, error) { return c.lookForHandOffs(context.Background()) }
 
+// AcknowledgeHandOffsAfter makes c acknowledge a hand-off once its handler has run for d
+// (negative: as it starts), instead of a millisecond. Call it before Start.
+func AcknowledgeHandOffsAfter(c *Client, d time.Duration) { c.handOffs.ackAfter = d }
+
 // AcknowledgementGate puts a gate before c's acknowledgements of the hand-offs it starts:
 // after hold, none goes out until release. Call it before Start.
 func AcknowledgementGate(c *Client) (hold func(), release func()) {

@@ -808,9 +808,9 @@ func TestAClientThatDoesNotHearIsHandedAFewJobs(t *testing.T) {
 	}
 }
 
-// A client that hears a hand-off acknowledges it as the job starts: the job has a lease at
-// once, not at the client's next renewal.
-func TestAHandOffIsAcknowledgedAsItsJobStarts(t *testing.T) {
+// A client that hears a hand-off acknowledges it while the job runs: the job has a lease a
+// millisecond after it starts, not at the client's next renewal.
+func TestAHandOffIsAcknowledgedWhileItsJobRuns(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	hold := b.gate()
@@ -821,6 +821,33 @@ func TestAHandOffIsAcknowledgedAsItsJobStarts(t *testing.T) {
 	recv(t, runs, "the job handed off")
 	b.awaitAcknowledged(id)
 	hold.open()
+	if !b.handedOff(id, before) {
+		t.Error("the job was claimed, not handed off")
+	}
+}
+
+// A hand-off whose job ends before its acknowledgement is due is never acknowledged: its
+// outcome is written at once, not after an acknowledgement. With the client's
+// acknowledgements held back, the job succeeds all the same.
+func TestAHandOffThatEndsBeforeItsAcknowledgementIsDueIsNotAcknowledged(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	runs := make(chan int64, 1)
+	c := b.client(relay.Config{ID: "quick", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute})
+	relay.AcknowledgeHandOffsAfter(c, time.Hour) // no handler here runs that long
+	holdAcks, releaseAcks := relay.AcknowledgementGate(c)
+	defer releaseAcks()
+	hold := b.gate()
+	hold.open() // the handler returns at once
+	b.startTakingHandOffs(c, "quick", runs, hold)
+	holdAcks()
+
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	recv(t, runs, "the job handed off")
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	if rec.Attempt != 1 || len(rec.Attempts) != 1 || rec.Attempts[0].Client != "quick" {
+		t.Errorf("the job succeeded on attempt %d with history %s; want one attempt, by the client it was handed to", rec.Attempt, historyString(rec.Attempts))
+	}
 	if !b.handedOff(id, before) {
 		t.Error("the job was claimed, not handed off")
 	}
@@ -951,6 +978,7 @@ func TestAHandOffLeftToItsLeaseBeforeItsAcknowledgementGetsOne(t *testing.T) {
 		}
 		_ = kept.Handle(context.Background(), r)
 	}))}))
+	relay.AcknowledgeHandOffsAfter(c, -1) // as the job starts: before its handler's transaction holds the row
 	holdAcks, releaseAcks := relay.AcknowledgementGate(c)
 	open := make(chan pgx.Tx, 1)
 	events := b.subscribe(c, 8)

@@ -30,15 +30,17 @@ func (c *Client) runJob(j *dispatcher.Job) {
 		metadata: decodeMetadata(j.Metadata),
 	}
 	c.keeper.Hold(j.ID, j.Attempt, cancel)
-	var acked <-chan struct{} // nil but for a hand-off
+	var handOffEnded func() <-chan struct{} // nil but for a hand-off
 	if j.HandedOff {
-		acked = c.ackHandOff(j) // beside the handler, not before it: see ackHandOff
+		handOffEnded = c.startedHandOff(j) // beside the handler, not before it: see ackHandOff
 	}
 	started := time.Now()
 	err := c.call(ctx, h, j, r)
 	c.keeper.Finished(j.ID, j.Attempt)
-	if acked != nil {
-		<-acked // before its outcome: see ackHandOff
+	if handOffEnded != nil {
+		if acked := handOffEnded(); acked != nil {
+			<-acked // before its outcome: see ackHandOff
+		}
 	}
 
 	// The lease is kept until the outcome is committed (see released): the job is running
