@@ -416,7 +416,7 @@ func (c *Client) stopServices(ctx context.Context) error {
 	if c.registered && !c.cfg.PollOnly { // producers hand jobs only to such clients
 		c.giveBackHandOffsNotHeard()
 	}
-	c.handOffs.pending.Wait() // no more are heard; give-backs end within giveBackFor
+	c.handOffs.closeAcks() // no more are heard; give-backs end within giveBackFor
 	c.conns.close()
 	return err
 }

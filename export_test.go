@@ -82,6 +82,11 @@ func LookForHandOffs(c *Client) (int, error) { return c.lookForHandOffs(context.
 // (negative: as it starts), instead of a millisecond. Call it before Start.
 func AcknowledgeHandOffsAfter(c *Client, d time.Duration) { c.handOffs.ackAfter = d }
 
+// BeforeAcknowledgement makes c call fn before each statement that acknowledges hand-offs
+// it starts, on that statement's goroutine: the statement waits for fn. Call it before
+// Start, and not with AcknowledgementGate.
+func BeforeAcknowledgement(c *Client, fn func()) { c.handOffs.beforeAck = fn }
+
 // AcknowledgementGate puts a gate before c's acknowledgements of the hand-offs it starts:
 // after hold, none goes out until release. Call it before Start.
 func AcknowledgementGate(c *Client) (hold func(), release func()) {

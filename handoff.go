@@ -40,8 +40,10 @@ type handOffs struct {
 
 	// acks are the hand-offs heard and not yet acknowledged; acking says a statement is
 	// acknowledging others. Those heard meanwhile go in its next statement, one for all.
-	acks   []*dispatcher.Job
-	acking bool
+	// closed says Stop waits for pending: a handler still running then (Stop gave up on it)
+	// is acknowledged no more.
+	acks           []*dispatcher.Job
+	acking, closed bool
 	// acked closes once the statement that will acknowledge acks has returned.
 	acked chan struct{}
 }
@@ -145,9 +147,7 @@ func (c *Client) startedHandOff(job *dispatcher.Job) (ended func() <-chan struct
 	timer := time.AfterFunc(after, func() {
 		mu.Lock()
 		defer mu.Unlock()
-		// Not once the client stops (its work is cancelled before Stop waits for the
-		// acknowledgements under way): its renewals, then its rescuers, see to the job.
-		if !returned && c.work.Err() == nil {
+		if !returned {
 			acked = c.ackHandOff(job)
 		}
 	})
@@ -178,6 +178,12 @@ func (c *Client) startedHandOff(job *dispatcher.Job) (ended func() <-chan struct
 func (c *Client) ackHandOff(job *dispatcher.Job) (acked <-chan struct{}) {
 	h := &c.handOffs
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		none := make(chan struct{})
+		close(none)
+		return none
+	}
 	h.acks = append(h.acks, job)
 	if h.acked == nil {
 		h.acked = make(chan struct{})
@@ -213,6 +219,15 @@ func (c *Client) ackHandOff(job *dispatcher.Job) (acked <-chan struct{}) {
 		}
 	})
 	return acked
+}
+
+// closeAcks has later acknowledgements return at once, unsent, and returns once those
+// under way have.
+func (h *handOffs) closeAcks() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.pending.Wait()
 }
 
 // giveBackFor bounds how long the client tries to give back one hand-off: past it, it

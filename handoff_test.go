@@ -827,20 +827,18 @@ func TestAHandOffIsAcknowledgedWhileItsJobRuns(t *testing.T) {
 }
 
 // A hand-off whose job ends before its acknowledgement is due is never acknowledged: its
-// outcome is written at once, not after an acknowledgement. With the client's
-// acknowledgements held back, the job succeeds all the same.
+// outcome, written at once, ends the attempt. No acknowledgement is sent.
 func TestAHandOffThatEndsBeforeItsAcknowledgementIsDueIsNotAcknowledged(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	runs := make(chan int64, 1)
 	c := b.client(relay.Config{ID: "quick", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute})
 	relay.AcknowledgeHandOffsAfter(c, time.Hour) // no handler here runs that long
-	holdAcks, releaseAcks := relay.AcknowledgementGate(c)
-	defer releaseAcks()
+	var acks atomic.Int64
+	relay.BeforeAcknowledgement(c, func() { acks.Add(1) })
 	hold := b.gate()
 	hold.open() // the handler returns at once
 	b.startTakingHandOffs(c, "quick", runs, hold)
-	holdAcks()
 
 	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
 	recv(t, runs, "the job handed off")
@@ -849,6 +847,146 @@ func TestAHandOffThatEndsBeforeItsAcknowledgementIsDueIsNotAcknowledged(t *testi
 		t.Errorf("the job succeeded on attempt %d with history %s; want one attempt, by the client it was handed to", rec.Attempt, historyString(rec.Attempts))
 	}
 	if !b.handedOff(id, before) {
+		t.Error("the job was claimed, not handed off")
+	}
+	if n := acks.Load(); n != 0 {
+		t.Errorf("%d acknowledgements sent; want none", n)
+	}
+}
+
+// A hand-off whose outcome PostgreSQL refuses, even without what its handler chose, runs
+// again once a lease expires, as a claimed job's does: one that ended before its
+// acknowledgement was due has no lease, and is given one first. Without, it stayed running
+// under its live client for good.
+func TestAHandOffWhoseOutcomeIsRefusedRunsAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if _, err := b.Exec(context.Background(), `ALTER TABLE `+b.table("jobs")+`
+		ADD CONSTRAINT never_fails CHECK (state <> 'failed' OR args->>'N' <> '1')`); err != nil {
+		t.Fatal(err)
+	}
+	c := b.client(withShortLeases(relay.Config{ID: "refused", PollInterval: time.Hour}))
+	relay.AcknowledgeHandOffsAfter(c, time.Hour) // its outcome comes first
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		if job.Args.N == 1 && job.Attempt == 1 {
+			return relay.Discard(errors.New("failed for good, which the table refuses"))
+		}
+		return nil
+	})
+	b.start(c)
+	b.awaitTakingHandOffs(relay.DefaultQueue, "refused")
+	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
+	b.awaitTakingHandOffs(relay.DefaultQueue, "refused")
+
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	rec := b.waitRecord(id, relay.StateSucceeded)
+	if rec.Attempt != 2 || rec.Attempts[0].Reason != relay.ReasonLostLease {
+		t.Errorf("the job whose failure was refused: succeeded on attempt %d with history %s; want attempt 1 lost (its lease expired), then attempt 2",
+			rec.Attempt, historyString(rec.Attempts))
+	}
+	if !b.handedOff(id, before) {
+		t.Error("the job was claimed, not handed off")
+	}
+}
+
+// A hand-off whose handler runs past the moment its acknowledgement is due has its
+// outcome written only once that acknowledgement has returned: an acknowledgement that
+// reached the job after its outcome made it pending again (a retry) could keep its row
+// locked, and the claim woken for the retry would skip it (the retry would then wait for
+// the poll, an hour here).
+func TestAnAcknowledgedHandOffsOutcomeWaitsForItsAcknowledgement(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	acking, release := make(chan struct{}, 1), make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	c := b.client(relay.Config{ID: "slow", PollInterval: time.Hour})
+	relay.BeforeAcknowledgement(c, func() {
+		acking <- struct{}{}
+		<-release
+	})
+	attempts := make(chan int, 2)
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		if job.Args.N == 0 {
+			return nil
+		}
+		attempts <- job.Attempt
+		if job.Attempt == 1 {
+			<-acking // its acknowledgement is due, and held back
+			return relay.RetryAfter(time.Millisecond, errors.New("not yet"))
+		}
+		return nil
+	})
+	b.start(c)
+	b.awaitTakingHandOffs(relay.DefaultQueue, "slow")
+	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
+	b.awaitTakingHandOffs(relay.DefaultQueue, "slow")
+
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	if n := recv(t, attempts, "the first attempt"); n != 1 {
+		t.Fatalf("attempt %d ran; want 1", n)
+	}
+	// Long enough for an outcome that did not wait to be written, and its retry to start.
+	select {
+	case n := <-attempts:
+		t.Fatalf("attempt %d ran before the first attempt's acknowledgement returned", n)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if rec := b.record(id); rec.State != relay.StateRunning {
+		t.Errorf("the job is %s before its acknowledgement returned; want running", rec.State)
+	}
+	close(release)
+	if n := recv(t, attempts, "the retry"); n != 2 {
+		t.Fatalf("attempt %d ran; want 2", n)
+	}
+	b.waitRecord(id, relay.StateSucceeded)
+	if !b.handedOff(id, before) {
+		t.Error("the job was claimed, not handed off")
+	}
+}
+
+// A hand-off whose handler outlives Stop (it ignores its cancelled context) is acknowledged
+// once due all the same, Stop or not: it has a lease when the client is marked stopped,
+// and runs again only once that expires, as a claimed job would. Without one, the job of a
+// client that stopped is given back at once by the other clients' rescuers, as never
+// started, while its handler still runs.
+func TestAHandOffWhoseHandlerOutlivesStopHasALease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started, release := make(chan int64, 1), make(chan struct{})
+	defer close(release)
+	c := b.client(relay.Config{ID: "stuck", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute})
+	relay.AcknowledgeHandOffsAfter(c, 100*time.Millisecond) // due after Stop cancelled the handler
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		if job.Args.N == 0 {
+			return nil
+		}
+		started <- job.ID
+		<-release
+		return nil
+	})
+	b.start(c)
+	b.awaitTakingHandOffs(relay.DefaultQueue, "stuck")
+	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
+	b.awaitTakingHandOffs(relay.DefaultQueue, "stuck")
+
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	recv(t, started, "the job handed off")
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Stop(expired); err == nil {
+		t.Error("Stop returned no error; want one for the handler it gave up on")
+	}
+	rec := b.record(id)
+	if rec.State != relay.StateRunning || rec.LeaseExpiresAt.IsZero() {
+		t.Errorf("after Stop the job is %s, its lease until %v; want running, leased", rec.State, rec.LeaseExpiresAt)
+	}
+	if rec.AttemptedAt.After(before) {
 		t.Error("the job was claimed, not handed off")
 	}
 }

@@ -202,8 +202,14 @@ var errNotCommitted = errors.New("relay: the transaction that called CompleteTx 
 // to subscribers, and lets the dispatchers claim again if the backlog had stopped them.
 func (c *Client) released(written []store.Outcome, skipped store.Skipped) {
 	for _, o := range written {
+		if !skipped.Wrote(o) {
+			// Left out: the job runs again once its lease expires, and a hand-off that
+			// ended before its acknowledgement was due has no lease yet.
+			c.keeper.LeaveToLease(o.ID, o.Attempt)
+			continue
+		}
 		c.keeper.Release(o.ID, o.Attempt)
-		if o.State != store.StateSucceeded && skipped.Wrote(o) {
+		if o.State != store.StateSucceeded {
 			// Logged once written, so that the log says what the database holds: a failure of
 			// an attempt whose job CompleteTx had completed was never recorded.
 			c.cfg.Logger.Warn("relay: job attempt failed", o.LogArgs("reason", o.Reason, "state", o.State, "error", o.Error)...)

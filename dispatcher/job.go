@@ -33,6 +33,7 @@ type Job struct {
 	Schedule string
 	Slot     time.Time
 	// HandedOff says that the job's producer leased it to this client (a hand-off) and
-	// that the client has yet to acknowledge it, which it does as the job starts.
+	// that the client has yet to acknowledge it, which it does as the job runs (or its
+	// outcome does, for a job that ends at once).
 	HandedOff bool
 }
