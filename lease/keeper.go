@@ -281,8 +281,13 @@ func (k *Keeper) Completing(id int64, attempt int) {
 func (k *Keeper) renew(ctx context.Context) bool {
 	k.mu.Lock()
 	held := make([]Held, 0, len(k.held))
+	// what each was when the renewal began: an attempt held again under the same number
+	// since (a snooze gives its number back, and the job may be claimed again at once) is
+	// another lease, which this renewal's answer says nothing of
+	leases := make([]*lease, 0, len(k.held))
 	for id, l := range k.held {
 		held = append(held, Held{ID: id, Attempt: l.attempt})
+		leases = append(leases, l)
 	}
 	k.mu.Unlock()
 
@@ -303,10 +308,10 @@ func (k *Keeper) renew(ctx context.Context) bool {
 	k.mu.Lock()
 	var lost, cancelled []*lease
 	var locked []Held
-	for _, h := range held {
+	for i, h := range held {
 		l, ok := k.held[h.ID]
 		switch {
-		case !ok || l.attempt != h.Attempt:
+		case !ok || l != leases[i]:
 			// Released (or re-held) while the renewal was in flight: not ours to judge.
 		case r.Renewed[h.ID]:
 			k.extendedLocked(h.ID, l, now)

@@ -813,3 +813,69 @@ func (r *rig) awaitLeasedAndLetGo(k *lease.Keeper, job *dispatcher.Job) {
 		r.t.Errorf("job %s with lease until %v (now %v) once let go; want running under a lease that has not run out", state, until, now)
 	}
 }
+
+// renewerThen calls then after each renewal, before its answer reaches the keeper.
+type renewerThen struct {
+	lease.Renewer
+	then func()
+}
+
+func (r renewerThen) Renew(ctx context.Context, held []lease.Held, ttl time.Duration) (lease.Renewal, error) {
+	renewal, err := r.Renewer.Renew(ctx, held, ttl)
+	r.then()
+	return renewal, err
+}
+
+// An attempt held again under the same number while a renewal was in flight (a snooze
+// gives its number back, and the same client may claim the job again at once) is not
+// judged by that renewal, whose answer is about the attempt before: its handler is not
+// cancelled as having lost its lease. It once was.
+func TestKeeperDoesNotJudgeAnAttemptHeldAgainDuringARenewal(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	const ttl = time.Second
+	job := r.claim("keeper-again", 1, ttl)[0]
+	// Snoozed: pending again, its attempt given back. The renewal finds it not held.
+	if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+`
+		SET state = 'pending', attempt = attempt - 1, attempted_by = NULL, attempted_at = NULL, lease_expires_at = NULL WHERE id = $1`, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	var k *lease.Keeper
+	var again held
+	heldAgain, renewedSince := make(chan struct{}), make(chan struct{}, 1)
+	var renewals atomic.Int32
+	k = lease.NewKeeper(lease.KeeperConfig{
+		Renewer: renewerThen{r.store.Client(r.db, store.ClientInfo{ID: "keeper-again", Queues: []string{"default"}, Kinds: []string{"k"}}), func() {
+			switch renewals.Add(1) {
+			case 1: // the old attempt's handler returned; the job is claimed again, as the same attempt
+				k.Release(job.ID, job.Attempt)
+				if _, err := r.db.Exec(ctx, `UPDATE `+r.store.Table("jobs")+`
+					SET state = 'running', attempt = attempt + 1, attempted_by = 'keeper-again', attempted_at = now(), lease_expires_at = now() + interval '1 second'
+					WHERE id = $1`, job.ID); err != nil {
+					t.Error(err)
+				}
+				again = hold(k, job)
+				close(heldAgain)
+			case 3:
+				renewedSince <- struct{}{}
+			}
+		}},
+		TTL: ttl, Interval: 20 * time.Millisecond,
+	})
+	hold(k, job)
+	runKeeper(t, k)
+	for _, ch := range []<-chan struct{}{heldAgain, renewedSince} {
+		select {
+		case <-ch:
+		case <-time.After(waitTimeout):
+			t.Fatal("the keeper renewed no more")
+		}
+	}
+	if err := context.Cause(again.ctx); err != nil {
+		t.Fatalf("the attempt held again was cancelled: %v", err)
+	}
+	if !k.Holds(job.ID, job.Attempt) {
+		t.Error("the keeper let go of the attempt held again")
+	}
+}
