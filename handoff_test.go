@@ -312,6 +312,14 @@ func (b *bundle) startTakingHandOffs(c *relay.Client, id string, runs chan<- int
 		hold.wait()
 		return nil
 	})
+	b.startTakingHandOffsPastAClaim(c, id)
+}
+
+// startTakingHandOffsPastAClaim starts client id, c, whose handler of testKind must return
+// at once for N = 0, and waits until it takes hand-offs of the default queue, past its
+// first claim: that of a job it runs first.
+func (b *bundle) startTakingHandOffsPastAClaim(c *relay.Client, id string) {
+	b.t.Helper()
 	b.start(c)
 	b.awaitTakingHandOffs(relay.DefaultQueue, id)
 	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
@@ -873,10 +881,7 @@ func TestAHandOffWhoseOutcomeIsRefusedRunsAgain(t *testing.T) {
 		}
 		return nil
 	})
-	b.start(c)
-	b.awaitTakingHandOffs(relay.DefaultQueue, "refused")
-	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
-	b.awaitTakingHandOffs(relay.DefaultQueue, "refused")
+	b.startTakingHandOffsPastAClaim(c, "refused")
 
 	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
 	rec := b.waitRecord(id, relay.StateSucceeded)
@@ -922,10 +927,7 @@ func TestAnAcknowledgedHandOffsOutcomeWaitsForItsAcknowledgement(t *testing.T) {
 		}
 		return nil
 	})
-	b.start(c)
-	b.awaitTakingHandOffs(relay.DefaultQueue, "slow")
-	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
-	b.awaitTakingHandOffs(relay.DefaultQueue, "slow")
+	b.startTakingHandOffsPastAClaim(c, "slow")
 
 	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
 	if n := recv(t, attempts, "the first attempt"); n != 1 {
@@ -970,10 +972,7 @@ func TestAHandOffWhoseHandlerOutlivesStopHasALease(t *testing.T) {
 		<-release
 		return nil
 	})
-	b.start(c)
-	b.awaitTakingHandOffs(relay.DefaultQueue, "stuck")
-	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
-	b.awaitTakingHandOffs(relay.DefaultQueue, "stuck")
+	b.startTakingHandOffsPastAClaim(c, "stuck")
 
 	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
 	recv(t, started, "the job handed off")
@@ -1139,10 +1138,7 @@ func TestAHandOffLeftToItsLeaseBeforeItsAcknowledgementGetsOne(t *testing.T) {
 		releaseAcks()
 		return nil
 	}, retryFast...)
-	b.start(c)
-	b.awaitTakingHandOffs(relay.DefaultQueue, "left")
-	b.waitRecord(enqueue(b, testKind, numArgs{}), relay.StateSucceeded) // past its first claim
-	b.awaitTakingHandOffs(relay.DefaultQueue, "left")
+	b.startTakingHandOffsPastAClaim(c, "left")
 	holdAcks()
 	defer releaseAcks()
 
