@@ -208,7 +208,7 @@ func (c *Client) released(written []store.Outcome, skipped store.Skipped) {
 			c.keeper.LeaveToLease(o.ID, o.Attempt)
 			continue
 		}
-		c.keeper.Release(o.ID, o.Attempt)
+		c.keeper.Written(o.ID, o.Attempt)
 		if o.State != store.StateSucceeded {
 			// Logged once written, so that the log says what the database holds: a failure of
 			// an attempt whose job CompleteTx had completed was never recorded.

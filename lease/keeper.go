@@ -156,6 +156,19 @@ func (k *Keeper) Release(id int64, attempt int) {
 	k.mu.Unlock()
 }
 
+// Written lets go of the lease of that attempt of job id once its outcome is committed,
+// as Release does, unless the attempt held now is another one under the same number,
+// whose handler still runs: a snooze gives its attempt number back, and the client may
+// claim the job again before it hears that the outcome was written. Call it only for an
+// attempt whose handler was reported [Keeper.Finished].
+func (k *Keeper) Written(id int64, attempt int) {
+	k.mu.Lock()
+	if l, ok := k.held[id]; ok && l.attempt == attempt && l.done && !l.untilLeased {
+		delete(k.held, id)
+	}
+	k.mu.Unlock()
+}
+
 // LeaveToLease lets go of the lease of that attempt of job id, whose outcome its client
 // could not write, as Release does, but only once a renewal has extended it (or found the
 // job ended): a job left to its lease must have one. A job handed off to the client

@@ -879,3 +879,27 @@ func TestKeeperDoesNotJudgeAnAttemptHeldAgainDuringARenewal(t *testing.T) {
 		t.Error("the keeper let go of the attempt held again")
 	}
 }
+
+// The outcome of an attempt whose number was given back (a snooze) lets go of that attempt
+// only: the same client may have claimed the job again under that number before it heard
+// the outcome was written, and the new attempt, whose handler runs, is kept.
+func TestKeeperKeepsAnAttemptHeldAgainWhenTheOneBeforeIsWritten(t *testing.T) {
+	t.Parallel()
+	k := lease.NewKeeper(lease.KeeperConfig{TTL: time.Minute, Interval: time.Minute})
+	job := &dispatcher.Job{ID: 7, Attempt: 1}
+	hold(k, job)
+	k.Finished(job.ID, job.Attempt)
+	again := hold(k, job) // its outcome (a snooze) committed; claimed again, as attempt 1
+	k.Written(job.ID, job.Attempt)
+	if !k.Holds(job.ID, job.Attempt) {
+		t.Fatal("the keeper let go of the attempt held again, whose handler runs")
+	}
+	k.Finished(job.ID, job.Attempt)
+	k.Written(job.ID, job.Attempt)
+	if k.Holds(job.ID, job.Attempt) {
+		t.Error("the keeper still holds the attempt held again once its outcome is written")
+	}
+	if err := context.Cause(again.ctx); err != nil {
+		t.Errorf("the attempt held again was cancelled: %v", err)
+	}
+}
