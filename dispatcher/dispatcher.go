@@ -708,5 +708,6 @@ func (d *Dispatcher) run(job *Job) {
 			d.poke()
 		}
 	}()
+	job.Gated = d.gated.Load()
 	d.cfg.Run(job)
 }

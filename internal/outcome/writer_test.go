@@ -394,3 +394,89 @@ func TestSerializeWithinWaitsForABatchInFlightUpToItsBound(t *testing.T) {
 		t.Fatal("a SerializeWithin of an hour never ran after the batch")
 	}
 }
+
+// lingering starts a writer of jobs' outcomes that lingers an hour (Linger) and reports the
+// size of each batch it writes on batches.
+func lingering(t *testing.T, db *relaytest.DB, s *store.Store) (w *outcome.Writer, batches <-chan int, stop func()) {
+	t.Helper()
+	sizes := make(chan int, 100)
+	w = outcome.New(writerClient, s, db, quiet, func(batch []store.Outcome, _ store.Skipped) { sizes <- len(batch) })
+	w.Linger(time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		select {
+		case <-ctx.Done():
+		default:
+			stop()
+		}
+	})
+	return w, sizes, stop
+}
+
+// awaitBatch returns the size of the next batch written, failing the test if none is.
+func awaitBatch(t *testing.T, batches <-chan int, what string) int {
+	t.Helper()
+	select {
+	case n := <-batches:
+		return n
+	case <-time.After(waitTimeout):
+		t.Fatalf("%s: no batch was written", what)
+		panic("unreachable")
+	}
+}
+
+// A writer that lingers holds an outcome that comes alone back for others, and writes it
+// with the next that may not wait (Urgent: it frees an ordered key or a limited slot), in
+// one batch, at once.
+func TestWriterLingersForMoreOutcomesUntilAnUrgentOne(t *testing.T) {
+	t.Parallel()
+	db, s, jobs := claimed(t, 2)
+	w, batches, _ := lingering(t, db, s)
+	now := time.Now()
+	first := outcomeFor(0, jobs[0], now)
+	w.Add(first)
+	// Long enough for a writer that did not linger to have written it.
+	select {
+	case n := <-batches:
+		t.Fatalf("a batch of %d was written at once; want the outcome held back", n)
+	case <-time.After(200 * time.Millisecond):
+	}
+	urgent := outcomeFor(1, jobs[1], now)
+	urgent.Urgent = true
+	w.Add(urgent)
+	if n := awaitBatch(t, batches, "after an urgent outcome"); n != 2 {
+		t.Errorf("a batch of %d was written; want both outcomes in one", n)
+	}
+	assertWritten(t, db, []store.Outcome{first, urgent})
+}
+
+// A writer that lingers does not hold back a few outcomes (three: it lingers for outcomes
+// that come one at a time), nor those queued when it stops.
+func TestWriterLingersNotForAFewOutcomesNorAtStop(t *testing.T) {
+	t.Parallel()
+	db, s, jobs := claimed(t, 4)
+	w, batches, stop := lingering(t, db, s)
+	now := time.Now()
+	outcomes := make([]store.Outcome, len(jobs))
+	for i, j := range jobs {
+		outcomes[i] = outcomeFor(i, j, now)
+	}
+	for _, o := range outcomes[:3] {
+		w.Add(o)
+	}
+	if n := awaitBatch(t, batches, "three outcomes"); n != 3 {
+		t.Errorf("a batch of %d was written; want the three in one", n)
+	}
+	assertWritten(t, db, outcomes[:3])
+	w.Add(outcomes[3]) // alone: held back, until the writer stops
+	stop()
+	assertWritten(t, db, outcomes)
+}
