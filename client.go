@@ -225,7 +225,6 @@ func (c *Client) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	c.unlockedWake = make(chan struct{}, 1)
 	c.writer = outcome.New(cfg.ID, c.store, c.conns, cfg.Logger, c.released)
 	c.writer.Observe(c.recovery.observe)
-	c.writer.Linger(outcomeLinger)
 	c.keeper = lease.NewKeeper(lease.KeeperConfig{
 		Renewer: observedRenewer{jobs, c.recovery, c.writer, min(cfg.LeaseTTL/4, maxRenewalWait)},
 		TTL:     cfg.LeaseTTL, Interval: cfg.LeaseRenewal, Logger: cfg.Logger, Lapsed: c.signalLapse,
@@ -452,11 +451,6 @@ func (c *Client) running() (n int) {
 	c.queues.each(func(d *dispatcher.Dispatcher) { n += d.Running() })
 	return n
 }
-
-// outcomeLinger is how long the outcome writer waits for more outcomes before it writes a
-// few (see outcome.Writer.Linger): the README's performance section measures 0.5, 1 and
-// 2 ms.
-const outcomeLinger = 2 * time.Millisecond
 
 // maxOutcomeBacklog bounds the outcomes a client keeps queued: past it, its dispatchers
 // stop claiming until writes catch up. It bounds memory, the age of unwritten outcomes,

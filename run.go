@@ -61,7 +61,7 @@ func (c *Client) runJob(j *dispatcher.Job) {
 	o, ok := c.outcomeOf(decided, h, j, err, ended, logAttrs)
 	o.ID, o.Attempt, o.EndedAt = j.ID, j.Attempt, ended
 	o.Kind, o.Queue, o.ScheduledAt, o.StartedAt, o.CompletedTx = j.Kind, j.Queue, j.RunAt, started, r.completed.Load()
-	o.LogAttrs, o.Urgent = logAttrs, j.Gated
+	o.LogAttrs = logAttrs
 	if !ok {
 		c.keeper.Release(j.ID, j.Attempt)
 		if errors.Is(context.Cause(ctx), ErrCancelled) {

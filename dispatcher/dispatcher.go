@@ -708,6 +708,5 @@ func (d *Dispatcher) run(job *Job) {
 			d.poke()
 		}
 	}()
-	job.Gated = d.gated.Load()
 	d.cfg.Run(job)
 }

@@ -36,8 +36,4 @@ type Job struct {
 	// that the client has yet to acknowledge it, which it does as the job runs (or its
 	// outcome does, for a job that ends at once).
 	HandedOff bool
-	// Gated says that the job's queue was ordered or limited when the dispatcher last
-	// claimed from it: the job's outcome frees a key or a slot that other jobs wait for.
-	// The dispatcher sets it as the job starts.
-	Gated bool
 }

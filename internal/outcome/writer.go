@@ -39,12 +39,6 @@ type Writer struct {
 	writing int // outcomes taken by the statement in flight
 	stopped bool
 	signal  chan struct{} // capacity 1
-
-	// lingerFor is how long a write of few outcomes waits for more (see Linger); urgent
-	// says one of pending is Urgent, and hurry (capacity 1) says so to a write that waits.
-	lingerFor time.Duration
-	urgent    bool
-	hurry     chan struct{}
 }
 
 // New returns a Writer that writes the outcomes of client's attempts to db. written, if
@@ -53,43 +47,7 @@ type Writer struct {
 // the table, and its lease must be kept.
 func New(client string, s *store.Store, db store.BatchDB, logger *slog.Logger, written func(batch []store.Outcome, skipped store.Skipped)) *Writer {
 	return &Writer{client: client, written: written, store: s, db: db, logger: logger,
-		signal: make(chan struct{}, 1), order: make(chan struct{}, 1), hurry: make(chan struct{}, 1), recovered: backoff.NewSignal()}
-}
-
-// Linger makes a write that would carry fewer than lingerEnough (3) outcomes wait up to d
-// for more, unless one of them is Urgent, or the writer is stopping. Call it before Run.
-//
-// A client whose jobs end one at a time, as an idle client's do, otherwise writes each
-// outcome in a statement of its own, and its commit, on the machine the producers share:
-// with one producer committing 1,000 jobs a second, lingering 2 ms let it commit 12–15 % more
-// of them. A busy client's writes carry many outcomes, and go at once.
-func (w *Writer) Linger(d time.Duration) { w.lingerFor = d }
-
-// lingerEnough is how many outcomes a write carries for it not to linger: lingering is for
-// outcomes that come one at a time. At 64, producers found an idle client with its 8
-// hand-offs unacknowledged more often (jobs handed off at 8 to 64 producers: 0.80–0.86
-// of them, against 0.94–0.96 at 3), and the jobs woken instead waited for claims.
-const lingerEnough = 3
-
-// linger waits, if the outcomes queued should wait for more (see Linger).
-func (w *Writer) linger(ctx context.Context) {
-	if w.lingerFor <= 0 {
-		return
-	}
-	w.mu.Lock()
-	// none: a signal left over from outcomes the last write took along
-	now := w.urgent || len(w.pending) >= lingerEnough || len(w.pending) == 0
-	w.mu.Unlock()
-	if now {
-		return
-	}
-	t := time.NewTimer(w.lingerFor)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-w.hurry:
-	case <-ctx.Done():
-	}
+		signal: make(chan struct{}, 1), order: make(chan struct{}, 1), recovered: backoff.NewSignal()}
 }
 
 // Observe makes the writer tell fn how each write went: nil when it worked. Call it
@@ -146,18 +104,10 @@ func (w *Writer) Add(o store.Outcome) bool {
 		return false
 	}
 	w.pending = append(w.pending, o)
-	hurry := (o.Urgent && !w.urgent) || len(w.pending) == lingerEnough
-	w.urgent = w.urgent || o.Urgent
 	w.mu.Unlock()
 	select {
 	case w.signal <- struct{}{}:
 	default:
-	}
-	if hurry {
-		select {
-		case w.hurry <- struct{}{}:
-		default:
-		}
 	}
 	return true
 }
@@ -172,7 +122,6 @@ func (w *Writer) Run(ctx context.Context) error {
 			return w.flush(ctx)
 		case <-w.signal:
 		}
-		w.linger(ctx)
 		for w.writeQueued(ctx) {
 			// A write failed: wait, then try again with everything queued by then.
 			if retry.Wait(ctx, w.recovered.C()) != nil {
@@ -220,12 +169,7 @@ func (w *Writer) writeBatch(ctx context.Context) (failed bool) {
 	batch := w.pending
 	w.pending = nil
 	w.writing = len(batch)
-	w.urgent = false
 	w.mu.Unlock()
-	select {
-	case <-w.hurry: // for outcomes written now
-	default:
-	}
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
 		w.order <- struct{}{}

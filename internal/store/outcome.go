@@ -54,9 +54,6 @@ type Outcome struct {
 	ScheduledAt, StartedAt time.Time
 	CompletedTx            bool        // the handler called CompleteTx
 	LogAttrs               []slog.Attr // what middleware added to the attempt's log lines
-	// Urgent: another job waits for this outcome (it frees a key of an ordered queue or a
-	// slot of a limited one), so the writer does not hold it back to batch it.
-	Urgent bool
 }
 
 // WriteOutcomes writes many outcomes of client's attempts in one statement and returns
