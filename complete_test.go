@@ -1315,3 +1315,32 @@ func jsonEqual(got json.RawMessage, want string) bool {
 	wb, _ := json.Marshal(w)
 	return bytes.Equal(gb, wb)
 }
+
+// Once the attempt that completed its job with CompleteTx has reported, its lease is no
+// longer held: the outcome the client then had nothing to write is not left to a lease,
+// as one PostgreSQL refused is, to be renewed until the next keep-alive tick (an hour here).
+func TestCompleteTxLeavesNoLeaseHeld(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client(relay.Config{LeaseTTL: 2 * time.Hour, LeaseRenewal: time.Hour})
+	events := b.subscribe(c, 4)
+	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
+		tx, err := b.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if err := relay.CompleteTx(ctx, tx, job); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	})
+	b.start(c)
+	id := enqueue(b, testKind, numArgs{N: 1})
+	if e := recv(t, events, "the completed attempt"); e.JobID != id || e.State != relay.StateSucceeded {
+		t.Fatalf("event %s; want job %d succeeded", eventString(e), id)
+	}
+	if n := relay.HeldLeases(c); n != 0 {
+		t.Errorf("the keeper holds %d leases after the job completed; want none", n)
+	}
+}

@@ -78,6 +78,10 @@ func ForgetHandOffsAfter(c *Client, d time.Duration) { c.handOffs.memory = d }
 // taken or skipped.
 func LookForHandOffs(c *Client) (int, error) { return c.lookForHandOffs(context.Background()) }
 
+// HeldLeases is how many attempts' leases c's keeper holds: running, or their outcomes
+// still to be written.
+func HeldLeases(c *Client) int { return c.keeper.Held() }
+
 // AcknowledgeHandOffsAfter makes c acknowledge a hand-off once its handler has run for d
 // (negative: as it starts), instead of a millisecond. Call it before Start.
 func AcknowledgeHandOffsAfter(c *Client, d time.Duration) { c.handOffs.ackAfter = d }

@@ -202,14 +202,16 @@ var errNotCommitted = errors.New("relay: the transaction that called CompleteTx 
 // to subscribers, and lets the dispatchers claim again if the backlog had stopped them.
 func (c *Client) released(written []store.Outcome, skipped store.Skipped) {
 	for _, o := range written {
-		if !skipped.Wrote(o) {
+		if skipped.Refused(o) {
 			// Left out: the job runs again once its lease expires, and a hand-off that
 			// ended before its acknowledgement was due has no lease yet.
 			c.keeper.LeaveToLease(o.ID, o.Attempt)
 			continue
 		}
+		// Written, or its attempt no longer holds the job (CompleteTx completed it, or it
+		// was rescued or cancelled): nothing is left to lease.
 		c.keeper.Written(o.ID, o.Attempt)
-		if o.State != store.StateSucceeded {
+		if o.State != store.StateSucceeded && skipped.Wrote(o) {
 			// Logged once written, so that the log says what the database holds: a failure of
 			// an attempt whose job CompleteTx had completed was never recorded.
 			c.cfg.Logger.Warn("relay: job attempt failed", o.LogArgs("reason", o.Reason, "state", o.State, "error", o.Error)...)

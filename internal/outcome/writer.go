@@ -236,7 +236,7 @@ func (w *Writer) writeEach(ctx context.Context, outcomes []store.Outcome) (wrote
 		case err != nil && store.BadValue(err):
 			w.logger.Error("relay: PostgreSQL refused the outcome of a job's attempt; it is left out, and the job runs again once its lease expires",
 				o.LogArgs("state", o.State, "error", err)...)
-			maps.Copy(skipped, store.SkippedAll(outcomes[i:i+1]))
+			maps.Copy(skipped, store.RefusedAll(outcomes[i:i+1]))
 		case err != nil:
 			return i, skipped, err
 		default:

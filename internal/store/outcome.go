@@ -71,7 +71,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, db BatchDB, client string, ou
 			if skipped == nil {
 				skipped = Skipped{}
 			}
-			skipped[k] = true
+			skipped[k] = notHeld
 			return nil
 		})
 		return err
@@ -104,20 +104,34 @@ func afterSetting(br pgx.BatchResults, read func(pgx.Rows) error) error {
 	return err
 }
 
-// Skipped holds the outcomes of a write that changed nothing, because their attempt no
-// longer held the job; usually none (nil).
-type Skipped map[heldAttempt]bool
+// Skipped holds the outcomes of a write that changed nothing, and why: usually none (nil).
+type Skipped map[heldAttempt]skip
 
 type heldAttempt struct {
 	id      int64
 	attempt int
 }
 
-// SkippedAll is the Skipped of a write of outcomes that failed: none was written.
-func SkippedAll(outcomes []Outcome) Skipped {
+// skip is why an outcome changed nothing.
+type skip uint8
+
+const (
+	notHeld skip = iota + 1 // its attempt no longer held the job
+	refused                 // PostgreSQL refused it: the job is still running, left to its lease
+)
+
+// SkippedAll is the Skipped of outcomes whose attempt no longer holds its job: none of them
+// was written.
+func SkippedAll(outcomes []Outcome) Skipped { return skippedAs(outcomes, notHeld) }
+
+// RefusedAll is the Skipped of outcomes PostgreSQL refused: none of them was written, and
+// their jobs still run, until their leases expire.
+func RefusedAll(outcomes []Outcome) Skipped { return skippedAs(outcomes, refused) }
+
+func skippedAs(outcomes []Outcome, why skip) Skipped {
 	s := make(Skipped, len(outcomes))
 	for _, o := range outcomes {
-		s[heldAttempt{o.ID, o.Attempt}] = true
+		s[heldAttempt{o.ID, o.Attempt}] = why
 	}
 	return s
 }
@@ -131,7 +145,11 @@ func BadValue(err error) bool {
 }
 
 // Wrote reports whether the write that returned s changed the job of o, one of its outcomes.
-func (s Skipped) Wrote(o Outcome) bool { return !s[heldAttempt{o.ID, o.Attempt}] }
+func (s Skipped) Wrote(o Outcome) bool { return s[heldAttempt{o.ID, o.Attempt}] == 0 }
+
+// Refused reports whether PostgreSQL refused o, one of the outcomes of the write that
+// returned s: its job still runs.
+func (s Skipped) Refused(o Outcome) bool { return s[heldAttempt{o.ID, o.Attempt}] == refused }
 
 // outcomeParams are the parameters of writeOutcomes: the outcomes as aligned arrays, one
 // element per outcome.
