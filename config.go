@@ -35,7 +35,9 @@ type Config struct {
 	// PollInterval is how often each queue looks for work even without a wakeup. Wakeups
 	// come by NOTIFY, so this only bounds the delay of a notification lost while the
 	// listener was reconnecting; default [DefaultPollInterval], or
-	// [DefaultPollOnlyInterval] with PollOnly, where it is how long a job may wait.
+	// [DefaultPollOnlyInterval] with PollOnly, where it is how long a job may wait. Each
+	// queue's first poll comes after a random part of the interval, so that a client's
+	// queues do not all claim at once.
 	PollInterval time.Duration
 	// ListenerConnString, if set, is what the client's listener connects with — a
 	// connection string or URL, as pgx.ParseConfig reads it — instead of the settings of

@@ -38,6 +38,7 @@ package dispatcher
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -292,7 +293,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.slotMu.Unlock()
 		giveBackEach(deferred)
 	}()
-	poll := time.NewTicker(d.cfg.Poll)
+	poll := time.NewTimer(firstPoll(d.cfg.Poll))
 	defer poll.Stop()
 	scheduled := time.NewTimer(time.Hour)
 	scheduled.Stop()
@@ -397,12 +398,22 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			d.busyAt.Store(time.Now().UnixNano()) // not retired: wait a whole period again
 		case <-poll.C:
+			poll.Reset(d.cfg.Poll)
 			d.Wake()
 		}
 		scheduled.Stop()
 		idle.Stop()
 		gather.Stop()
 	}
+}
+
+// firstPoll is how long a dispatcher waits for its first poll: a random part of the
+// interval, so that the dispatchers of a client, which start together, do not poll
+// together for the rest of their lives. In step, a client of 100 queues sent 100 claims at
+// once every interval, more than its pool had connections, and the jobs enqueued at that
+// moment waited 10–25 ms for them, against well under a millisecond otherwise.
+func firstPoll(interval time.Duration) time.Duration {
+	return rand.N(interval) + 1
 }
 
 // awaitWakeups makes enqueues wake the dispatcher again (Config.Wait), then claims from
