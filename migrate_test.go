@@ -113,6 +113,24 @@ func minus(a, b []string) []string {
 	return out
 }
 
+// The jobs table has no CHECK constraints (migration 022): PostgreSQL parses and plans a
+// table's constraints again at every statement that writes it, which cost every enqueue,
+// claim and outcome batch; relay checks every value before it writes one instead. A
+// migration that adds one back fails here, not only in the bench.
+func TestJobsTableHasNoCheckConstraints(t *testing.T) {
+	t.Parallel()
+	db := relaytest.NewDB(t)
+	var checks []string
+	err := db.QueryRow(context.Background(), `SELECT coalesce(array_agg(conname ORDER BY conname), '{}') FROM pg_constraint
+		WHERE conrelid = ($1 || '.jobs')::regclass AND contype = 'c'`, pgx.Identifier{db.Schema}.Sanitize()).Scan(&checks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(checks) > 0 {
+		t.Errorf("the jobs table has CHECK constraints %v; every INSERT and UPDATE of it would parse and plan them again", checks)
+	}
+}
+
 // TestMigrateConcurrently runs Migrate from many goroutines at once on a new schema: the
 // advisory lock makes exactly one apply each migration and none fail.
 func TestMigrateConcurrently(t *testing.T) {

@@ -19,15 +19,18 @@ CREATE TABLE schema_migrations (
 -- is due now or scheduled for later (retries are pending jobs with a later run_at). A job
 -- enqueued as a reservation (relay.Reserved) is 'held' until its producer commits it
 -- (then pending) or its deadline, held_until, passes (then cancelled, reason 'expired').
+-- The table has no CHECK constraints (migration 022): PostgreSQL parses and plans them
+-- again at every statement that writes it, and relay's API and SQL functions check every
+-- value, with the limits noted by each column, before writing it. Write jobs through them.
 CREATE TABLE jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind             text        NOT NULL CHECK (octet_length(kind) BETWEEN 1 AND 128),
-    queue            text        NOT NULL CHECK (octet_length(queue) BETWEEN 1 AND 128),
+    kind             text        NOT NULL,                -- 1–128 bytes
+    queue            text        NOT NULL,                -- 1–128 bytes
     args             jsonb       NOT NULL,
-    state            text        NOT NULL DEFAULT 'pending'
-                     CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled', 'held')),
-    attempt          integer     NOT NULL DEFAULT 0 CHECK (attempt >= 0),  -- attempts started so far
-    max_attempts     integer     CHECK (max_attempts >= 1),  -- NULL: the kind's default, set at first claim
+    state            text        NOT NULL DEFAULT 'pending', -- pending, running, succeeded,
+                                                          -- failed, cancelled or held
+    attempt          integer     NOT NULL DEFAULT 0,      -- attempts started so far
+    max_attempts     integer,                             -- ≥ 1; NULL: the kind's default, set at first claim
     created_at       timestamptz NOT NULL DEFAULT now(),
     run_at           timestamptz NOT NULL DEFAULT now(),  -- due time of the next (or current) attempt
     attempted_at     timestamptz,                         -- when the latest attempt was claimed
@@ -38,13 +41,13 @@ CREATE TABLE jobs (
                                                           --   outcome, reason, error, stack,
                                                           --   data, data_error}]
     lease_expires_at timestamptz,                         -- a running job's lease runs out then
-    timeout_ms       integer     CHECK (timeout_ms >= 0), -- NULL: the kind's or queue's; 0: none
-    priority         smallint    NOT NULL DEFAULT 0       -- higher first; equal: first in, first out
-                     CHECK (priority BETWEEN -32767 AND 32767),
-    order_key        text        CHECK (octet_length(order_key) <= 256),  -- its sequence in an ordered
+    timeout_ms       integer,                             -- NULL: the kind's or queue's; 0: none
+    priority         smallint    NOT NULL DEFAULT 0,      -- −32767…32767, higher first; equal: first
+                                                          -- in, first out
+    order_key        text,                                -- ≤ 256 bytes: its sequence in an ordered
                                                           -- queue ('' when none given); else NULL
     blocking         boolean     NOT NULL DEFAULT false,  -- failed, and holding its ordered key
-    unique_key       text        CHECK (octet_length(unique_key) <= 256), -- relay.Unique
+    unique_key       text,                                -- relay.Unique (≤ 256 bytes)
     checkpoint       jsonb,                               -- progress saved by relay.Checkpoint
     output           jsonb,                               -- what a succeeded handler returned
     payload          bytea,                               -- raw []byte args (args is then null)
