@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/relayq/relay/backoff"
 	"github.com/relayq/relay/internal/store"
 	"github.com/relayq/relay/migrations"
 )
@@ -20,6 +22,14 @@ const versionTable = "schema_migrations"
 // migration it lacks, in one transaction under an advisory lock, so any number of
 // processes may call it at start-up at once: one applies, the others wait and find
 // nothing left to do.
+//
+// A migration that alters a table needs its exclusive lock, which waits for every open
+// transaction that used the table, and meanwhile holds up every statement on the table
+// that comes after it: a handler's long transaction around [CompleteTx] would stop every
+// enqueue and claim until it ends. So each statement waits at most [MigrationLockTimeout]
+// for a lock; if one cannot have it, the whole transaction is rolled back and tried again
+// after a pause (100 ms, doubling up to 5 s), until it succeeds or ctx ends. relay's
+// statements are then held up a second at a time at most.
 func Migrate(ctx context.Context, db Beginner, opts ...MigrateOption) error {
 	if err := checkDB(db, "Migrate"); err != nil {
 		return err
@@ -32,6 +42,39 @@ func Migrate(ctx context.Context, db Beginner, opts ...MigrateOption) error {
 	if err != nil {
 		return fmt.Errorf("relay: migrate: %w", err)
 	}
+	retry := migrationRetry().Series()
+	var refused error // the last try's lock_not_available
+	for tries := 1; ; tries++ {
+		err := migrateOnce(ctx, db, s, all)
+		if err == nil || ctx.Err() == nil && !isLockNotAvailable(err) {
+			return err
+		}
+		if ctx.Err() == nil {
+			refused = err
+			err = retry.Wait(ctx, nil)
+		}
+		if err != nil && refused != nil { // ctx ended
+			return fmt.Errorf("%w; gave up after %d tries of %v each, as %w: an open transaction holds a lock the migration "+
+				"needs (pg_locks and pg_stat_activity show which); end it, or migrate once it has ended", refused, tries,
+				MigrationLockTimeout, context.Cause(ctx))
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// MigrationLockTimeout is how long [Migrate] waits for each lock a migration takes before it
+// rolls back and tries again later; [MigrationSQL]'s script sets it too.
+const MigrationLockTimeout = time.Second
+
+// migrationRetry spaces the tries of a migration that could not have a lock.
+func migrationRetry() backoff.Policy {
+	return backoff.Policy{Initial: 100 * time.Millisecond, Multiplier: 2, Max: 5 * time.Second, Jitter: 0.2}
+}
+
+// migrateOnce applies the migrations that schema s lacks, in one transaction.
+func migrateOnce(ctx context.Context, db Beginner, s *store.Store, all []migrations.Migration) error {
 	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		for _, stmt := range migrationPreamble(s) {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
@@ -56,6 +99,12 @@ func Migrate(ctx context.Context, db Beginner, opts ...MigrateOption) error {
 	})
 }
 
+// isLockNotAvailable reports a statement that waited lock_timeout for a lock in vain.
+func isLockNotAvailable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03" // lock_not_available
+}
+
 // MigrationSQL returns, as one script, the SQL that [Migrate] would run against db now:
 // for users who apply migrations with their own tool. It only reads from db. The script
 // is empty of migrations (but still valid) when the schema is up to date.
@@ -76,6 +125,9 @@ func MigrationSQL(ctx context.Context, db DB, opts ...MigrateOption) (string, er
 		return "", fmt.Errorf("relay: read applied migrations of schema %q: %w", s.Schema(), err)
 	}
 	var b strings.Builder
+	fmt.Fprintf(&b, "-- Each statement waits at most %v for a lock (lock_timeout), so that a long transaction on\n"+
+		"-- relay's tables cannot make this script hold up their other statements for longer.\n"+
+		"-- If it fails with lock_not_available (SQLSTATE 55P03), run it again.\n", MigrationLockTimeout)
 	b.WriteString("BEGIN;\n\n")
 	for _, stmt := range migrationPreamble(s) {
 		b.WriteString(stmt + ";\n")
@@ -102,14 +154,17 @@ func migrateStore(opts []MigrateOption) (*store.Store, error) {
 	return s, nil
 }
 
-// migrationPreamble takes the lock, makes sure the schema and version table exist, and
-// points unqualified names in the migrations at the schema.
+// migrationPreamble takes the lock, bounds every later wait for a lock (see [Migrate]),
+// makes sure the schema and version table exist, and points unqualified names in the
+// migrations at the schema.
 func migrationPreamble(s *store.Store) []string {
 	quoted := pgx.Identifier{s.Schema()}.Sanitize()
 	return []string{
 		// Two-key lock: relay's own key space, then the schema, so that migrations of
-		// different schemas do not wait for each other.
+		// different schemas do not wait for each other. It waits as long as it takes: the
+		// other migrator holds up no one.
 		fmt.Sprintf("SELECT pg_advisory_xact_lock(hashtext('relay.migrate'), hashtext(%s))", quoteLiteral(s.Schema())),
+		fmt.Sprintf("SET LOCAL lock_timeout = %d", MigrationLockTimeout.Milliseconds()),
 		"CREATE SCHEMA IF NOT EXISTS " + quoted,
 		"SET LOCAL search_path TO " + quoted,
 		"CREATE TABLE IF NOT EXISTS " + versionTable + ` (

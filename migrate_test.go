@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -166,6 +167,82 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 	if strings.Contains(script, "INSERT INTO") {
 		t.Fatalf("MigrationSQL of an up-to-date schema still applies migrations:\n%s", script)
+	}
+}
+
+// A migration that alters the jobs table needs its exclusive lock, which waits for every
+// open transaction that used the table, and holds up every statement that comes after it.
+// Migrate waits for a lock at most MigrationLockTimeout at a time: an enqueue behind it
+// goes through while a long transaction is open, the migration is applied once that
+// transaction ends, and a migration that cannot have its lock before ctx ends says so.
+func TestMigrationWaitingForALockHoldsUpNoOne(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := relaytest.NewDB(t)
+	kind := relay.NewKind[struct{}]("noop")
+	// Migration 022 pending again: it takes the jobs table's exclusive lock whatever it
+	// finds to drop.
+	if _, err := db.Exec(ctx, "DELETE FROM "+pgx.Identifier{db.Schema, "schema_migrations"}.Sanitize()+" WHERE version = 22"); err != nil {
+		t.Fatal(err)
+	}
+	// A producer's transaction, left open: it holds a lock on jobs until it ends.
+	long, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Rollback(ctx)
+	if _, err := relay.Enqueue(ctx, long, kind, struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Given up when ctx ends while the lock is held.
+	short, cancel := context.WithTimeout(ctx, 3*relay.MigrationLockTimeout/2)
+	err = relay.Migrate(short, db.Pool)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "holds a lock the migration needs") {
+		t.Fatalf("Migrate while a transaction holds the lock it needs, until its context ended: %v; want an error that says so, wrapping the context's", err)
+	}
+
+	migrated := make(chan error, 1)
+	go func() { migrated <- relay.Migrate(ctx, db.Pool) }()
+	relaytest.WaitFor(t, 15*time.Second, "the migration to wait for the jobs table's lock", func() bool {
+		var waiting bool
+		err := db.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = ($1 || '.jobs')::regclass
+			AND mode = 'AccessExclusiveLock' AND NOT granted)`, pgx.Identifier{db.Schema}.Sanitize()).Scan(&waiting)
+		return err == nil && waiting
+	})
+	// Behind it in the lock's queue, another enqueue waits at most until the migration's
+	// wait times out, not until the long transaction ends.
+	enqueueCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := relay.Enqueue(enqueueCtx, db.Pool, kind, struct{}{}); err != nil {
+		t.Fatalf("an enqueue behind a migration waiting for a lock, while a long transaction holds it: %v", err)
+	}
+	select {
+	case err := <-migrated:
+		t.Fatalf("Migrate returned %v while a transaction still held the lock it needs", err)
+	default:
+	}
+	if err := long.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-migrated:
+		if err != nil {
+			t.Fatalf("Migrate once the long transaction ended: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Migrate did not finish within 30 s of the long transaction's end")
+	}
+	if err := relay.Migrate(ctx, db.Pool); err != nil {
+		t.Fatal(err)
+	}
+	script, err := relay.MigrationSQL(ctx, db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(script, "022_") {
+		t.Errorf("migration 022 is still pending after Migrate returned:\n%s", script)
 	}
 }
 
