@@ -43,24 +43,22 @@ func Migrate(ctx context.Context, db Beginner, opts ...MigrateOption) error {
 		return fmt.Errorf("relay: migrate: %w", err)
 	}
 	retry := migrationRetry().Series()
-	var refused error // the last try's lock_not_available
+	var refused error // the last try's lock_not_available, if any
 	for tries := 1; ; tries++ {
 		err := migrateOnce(ctx, db, s, all)
-		if err == nil || ctx.Err() == nil && !isLockNotAvailable(err) {
-			return err
-		}
-		if ctx.Err() == nil {
+		switch {
+		case isLockNotAvailable(err) && ctx.Err() == nil:
 			refused = err
-			err = retry.Wait(ctx, nil)
-		}
-		if err != nil && refused != nil { // ctx ended
-			return fmt.Errorf("%w; gave up after %d tries of %v each, as %w: an open transaction holds a lock the migration "+
-				"needs (pg_locks and pg_stat_activity show which); end it, or migrate once it has ended", refused, tries,
-				MigrationLockTimeout, context.Cause(ctx))
-		}
-		if err != nil {
+			if retry.Wait(ctx, nil) == nil {
+				continue
+			}
+		case err == nil || refused == nil || ctx.Err() == nil:
 			return err
 		}
+		// ctx ended while a try waited for a lock, or between two tries.
+		return fmt.Errorf("%w; gave up after %d tries of %v each, as %w: an open transaction holds a lock the migration "+
+			"needs (pg_locks and pg_stat_activity show which); end it, or migrate once it has ended", refused, tries,
+			MigrationLockTimeout, context.Cause(ctx))
 	}
 }
 
