@@ -1,8 +1,8 @@
 -- The jobs table without CHECK constraints.
 --
 -- PostgreSQL reads a table's CHECK constraints from their stored text and plans them
--- again at every INSERT and UPDATE statement, however many rows it writes: for the nine of jobs, 6.7 KB of node text parsed and nine expressions prepared,
--- each time. That was 7 % of the server's CPU in the latency workload at 1,000 jobs/s
+-- again at every INSERT and UPDATE statement, however many rows it writes: for the nine
+-- of jobs, 6.7 KB of node text parsed and nine expressions prepared, each time. That was 7 % of the server's CPU in the latency workload at 1,000 jobs/s
 -- (perf: ExecConstraints, most of it stringToNode), and with pgbench a one-row insert
 -- into a copy of jobs with them committed about 20 % fewer transactions a second than
 -- into one without (15–30 % over six rounds). Every enqueue, hand-off, claim,
