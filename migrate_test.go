@@ -226,13 +226,8 @@ func TestMigrationWaitingForALockHoldsUpNoOne(t *testing.T) {
 	if err := long.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-migrated:
-		if err != nil {
-			t.Fatalf("Migrate once the long transaction ended: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Migrate did not finish within 30 s of the long transaction's end")
+	if err := recv(t, migrated, "Migrate once the long transaction ended"); err != nil {
+		t.Fatalf("Migrate once the long transaction ended: %v", err)
 	}
 	if err := relay.Migrate(ctx, db.Pool); err != nil {
 		t.Fatal(err)
