@@ -1069,15 +1069,7 @@ func TestEventsReportEachOutcome(t *testing.T) {
 		return ctx.Err()
 	})
 	handle(t, c, txKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := b.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback(ctx)
-		if err := relay.CompleteTx(ctx, tx, job); err != nil {
-			return err
-		}
-		return tx.Commit(ctx)
+		return b.completeInTx(ctx, job)
 	})
 	b.start(c)
 
@@ -1278,15 +1270,7 @@ func TestEventsOfOneJobArriveInAttemptOrder(t *testing.T) {
 		if job.Attempt == 1 {
 			return errors.New("gateway timeout")
 		}
-		tx, err := b.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback(ctx)
-		if err := relay.CompleteTx(ctx, tx, job); err != nil {
-			return err
-		}
-		return tx.Commit(ctx)
+		return b.completeInTx(ctx, job)
 	}, retryFast...)
 	b.start(c)
 	id := enqueue(b, kind, numArgs{})
@@ -1301,6 +1285,20 @@ func TestEventsOfOneJobArriveInAttemptOrder(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------------------
+
+// completeInTx completes job with CompleteTx in a transaction of its own, and commits it:
+// the handler of an exactly-once job with no effect of its own.
+func (b *bundle) completeInTx(ctx context.Context, job *relay.Job[numArgs]) error {
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	if err := relay.CompleteTx(ctx, tx, job); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
 
 // jsonEqual reports whether got is the JSON value want (jsonb does not keep formatting).
 func jsonEqual(got json.RawMessage, want string) bool {
@@ -1325,15 +1323,7 @@ func TestCompleteTxLeavesNoLeaseHeld(t *testing.T) {
 	c := b.client(relay.Config{LeaseTTL: 2 * time.Hour, LeaseRenewal: time.Hour})
 	events := b.subscribe(c, 4)
 	handle(t, c, testKind, func(ctx context.Context, job *relay.Job[numArgs]) error {
-		tx, err := b.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback(ctx)
-		if err := relay.CompleteTx(ctx, tx, job); err != nil {
-			return err
-		}
-		return tx.Commit(ctx)
+		return b.completeInTx(ctx, job)
 	})
 	b.start(c)
 	id := enqueue(b, testKind, numArgs{N: 1})

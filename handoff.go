@@ -161,7 +161,8 @@ func (c *Client) startedHandOff(job *dispatcher.Job) (ended func() <-chan struct
 }
 
 // ackHandOff acknowledges a hand-off the client heard, as its job runs, and returns what
-// closes once the acknowledgement has returned: at once if no
+// closes once the acknowledgement has returned (nil once Stop waits for those under way:
+// none is sent then): at once if no
 // acknowledgement is under way, else in the next, with every other started meanwhile. One
 // that fails is left to the client's next renewal, which gives the job its lease; until
 // then producers hand the client no other job.
@@ -180,9 +181,7 @@ func (c *Client) ackHandOff(job *dispatcher.Job) (acked <-chan struct{}) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		none := make(chan struct{})
-		close(none)
-		return none
+		return nil // none will be sent: the outcome need not wait
 	}
 	h.acks = append(h.acks, job)
 	if h.acked == nil {

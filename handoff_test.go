@@ -990,6 +990,53 @@ func TestAHandOffWhoseHandlerOutlivesStopHasALease(t *testing.T) {
 	}
 }
 
+// A hand-off whose acknowledgement falls due only after Stop has waited for those under
+// way (its handler ignores cancellation and outlives Stop) is not acknowledged: no statement
+// goes out from a stopped client, and the attempt ends without waiting for one, as the run
+// of a handler that outlives Stop does (its outcome is lost, and the job, handed to a
+// stopped client, runs again).
+func TestAHandOffAcknowledgementDueAfterStopIsNotSent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const ackAfter = 8 * time.Second // past Stop, which gives handlers 5 s (cancelGrace) to end
+	started, release := make(chan time.Time, 1), make(chan struct{})
+	c := b.client(relay.Config{ID: "outlives", PollInterval: time.Hour, LeaseTTL: time.Hour, LeaseRenewal: 20 * time.Minute})
+	relay.AcknowledgeHandOffsAfter(c, ackAfter)
+	var acks atomic.Int32
+	relay.BeforeAcknowledgement(c, func() { acks.Add(1) })
+	handle(t, c, testKind, func(_ context.Context, job *relay.Job[numArgs]) error {
+		if job.Args.N == 0 {
+			return nil
+		}
+		started <- time.Now()
+		<-release
+		return nil
+	})
+	b.startTakingHandOffsPastAClaim(c, "outlives")
+
+	id, before := enqueueBeforeCommit(b, pgx.ReadCommitted, testKind, numArgs{N: 1})
+	began := recv(t, started, "the job handed off")
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Stop(expired); err == nil {
+		t.Error("Stop returned no error; want one for the handler it gave up on")
+	}
+	if b.record(id).AttemptedAt.After(before) {
+		t.Fatal("the job was claimed, not handed off")
+	}
+	if took := time.Since(began); took >= ackAfter {
+		t.Fatalf("Stop returned %v after the handler started, past its acknowledgement's time (%v): raise ackAfter", took, ackAfter)
+	}
+	// No signal says that a timer fired and sent nothing: wait out the acknowledgement's
+	// time, with room, then let the handler return.
+	time.Sleep(time.Until(began.Add(ackAfter + 200*time.Millisecond)))
+	close(release)
+	relaytest.WaitFor(t, waitTimeout, "the attempt to end", func() bool { return relay.HeldLeases(c) == 0 })
+	if n := acks.Load(); n != 0 {
+		t.Errorf("%d acknowledgements sent after Stop; want none", n)
+	}
+}
+
 // A hand-off found again by a look for hand-offs not heard, after the client has forgotten
 // hearing it, while its attempt still runs unacknowledged, is not started a second time:
 // the lease keeper holds the attempt until its outcome is written.
